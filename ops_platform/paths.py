@@ -1,0 +1,67 @@
+"""Where local state lives.
+
+All state sits under one git-ignored folder (``.ops_platform/`` at the repo root, or
+``OPS_PLATFORM_HOME``) so a user can wipe or move it in one step. Private keys are the
+exception: they live under the user's config directory, never inside the repo.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _config_home() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME")
+    return Path(base) if base else Path.home() / ".config"
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Every path the platform writes to, derived from one home folder."""
+
+    home: Path
+    keys_dir: Path
+
+    @classmethod
+    def from_env(cls) -> StatePaths:
+        home = Path(os.environ.get("OPS_PLATFORM_HOME", REPO_ROOT / ".ops_platform")).resolve()
+        keys = Path(os.environ.get("OPS_PLATFORM_KEYS_DIR", _config_home() / "ops-platform" / "keys"))
+        return cls(home=home, keys_dir=keys.resolve())
+
+    @property
+    def world(self) -> Path:
+        return self.home / "world"
+
+    @property
+    def landing(self) -> Path:
+        return self.world / "landing"
+
+    @property
+    def truth(self) -> Path:
+        return self.world / "truth"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def control_store(self) -> Path:
+        return self.home / "control.sqlite"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster_home"
+
+    @property
+    def exports(self) -> Path:
+        return self.home / "exports"
+
+    def ensure(self) -> StatePaths:
+        """Create the state folders (idempotent)."""
+        for p in (self.home, self.dagster_home, self.exports):
+            p.mkdir(parents=True, exist_ok=True)
+        return self
