@@ -1,0 +1,162 @@
+"""The contract of every landing source."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from ..world.billing import FOCUS_CHARGE_CATEGORIES, FOCUS_MANDATORY
+from ..world.catalog import COHORTS, METERS, TIERS
+from .model import Column, Contract, Rule
+
+FOCUS_SERVICE_CATEGORIES = (
+    "AI and Machine Learning", "Analytics", "Business Applications", "Compute", "Databases",
+    "Developer Tools", "Multicloud", "Identity", "Integration", "Internet of Things",
+    "Management and Governance", "Media", "Migration", "Mobile", "Networking", "Security",
+    "Storage", "Web", "Other",
+)
+PIPELINES = ("receipt", "approval", "metering")
+
+
+def _json_object_or_null(s: str | None) -> bool:
+    if s is None:
+        return True
+    try:
+        return isinstance(json.loads(s), dict)
+    except ValueError:
+        return False
+
+
+def _decimal_string_ok(col: str) -> pl.Expr:
+    return pl.col(col).str.contains(r"^\d+(\.\d+)?$").fill_null(False)
+
+
+TENANTS = Contract(
+    "tenants",
+    (Column("tenant_id", nullable=False, regex=r"^t-\d{5}$"), Column("name", nullable=False),
+     Column("tier", nullable=False, allowed=TIERS), Column("cohort", nullable=False, allowed=COHORTS),
+     Column("region", nullable=False), Column("signup_date", "date", nullable=False)),
+    record_id="tenant_id", unique_key=("tenant_id",), partition_rule="static",
+    description="Tenants with tier, deployment cohort and region.",
+)
+SERVICES = Contract(
+    "services",
+    (Column("service", nullable=False), Column("meter", nullable=False), Column("unit", nullable=False),
+     Column("median_latency_s", "float", nullable=False, min=0)),
+    record_id="service", unique_key=("service",), partition_rule="static",
+    description="Services and the meter that drives each one's cost.",
+)
+PRICE_LIST = Contract(
+    "price_list",
+    (Column("tier", nullable=False, allowed=TIERS), Column("meter", nullable=False, allowed=METERS),
+     Column("unit", nullable=False), Column("unit_price", nullable=False),
+     Column("currency", nullable=False, regex=r"^[A-Z]{3}$")),
+    rules=(Rule("unit_price_decimal", _decimal_string_ok("unit_price"), "unit_price: not a non-negative decimal"),),
+    unique_key=("tier", "meter"), partition_rule="static",
+    description="Rate card per tier and meter (decimal strings).",
+)
+BUILDS = Contract(
+    "builds",
+    (Column("build_id", nullable=False), Column("service", nullable=False), Column("version", nullable=False),
+     Column("commit_sha", nullable=False, regex=r"^[0-9a-f]{40}$"), Column("created_at", "timestamp", nullable=False)),
+    record_id="build_id", unique_key=("build_id",), partition_rule="static",
+    description="Builds per service with commit and creation time.",
+)
+RAMP_STEPS = Contract(
+    "ramp_steps",
+    (Column("build_id", nullable=False), Column("service", nullable=False), Column("step", "int", nullable=False, min=1),
+     Column("percent", "int", nullable=False, min=0, max=100),
+     Column("started_at", "timestamp", nullable=False), Column("ended_at", "timestamp"),
+     *(Column(f"{c}_fraction", "float", nullable=False, min=0, max=1) for c in COHORTS)),
+    unique_key=("build_id", "step"), time_column="started_at",
+    description="Ramp steps of each deploy (percent of traffic and per-cohort share).",
+)
+REQUEST_COUNTERS = Contract(
+    "request_counters",
+    (Column("ts", "timestamp", nullable=False), Column("service", nullable=False),
+     Column("cohort", nullable=False, allowed=COHORTS), Column("build_id", nullable=False),
+     Column("requests", "int", nullable=False, min=0), Column("errors", "int", nullable=False, min=0)),
+    rules=(Rule("errors_le_requests", pl.col("errors") <= pl.col("requests"), "errors: more errors than requests"),),
+    unique_key=("ts", "service", "cohort", "build_id"), time_column="ts",
+    description="Per-minute request and error counter increases per service x cohort x build.",
+)
+LATENCY_BUCKETS = Contract(
+    "latency_buckets",
+    (Column("ts", "timestamp", nullable=False), Column("service", nullable=False),
+     Column("cohort", nullable=False, allowed=COHORTS), Column("build_id", nullable=False),
+     Column("le", "float", nullable=False, min=0), Column("count", "int", nullable=False, min=0)),
+    unique_key=("ts", "service", "cohort", "build_id", "le"), time_column="ts",
+    description="Per-minute cumulative latency histogram buckets (Prometheus `le`, +Inf last).",
+)
+LAG_SAMPLES = Contract(
+    "lag_samples",
+    (Column("sample_id", nullable=False), Column("ts", "timestamp", nullable=False),
+     Column("pipeline", nullable=False, allowed=PIPELINES), Column("lag_seconds", "float", nullable=False, min=0)),
+    record_id="sample_id", unique_key=("sample_id",), time_column="ts",
+    description="Receipt, approval and metering lag samples.",
+)
+TENANT_SLIS = Contract(
+    "tenant_slis",
+    (Column("hour", "timestamp", nullable=False), Column("tenant_id", nullable=False),
+     Column("requests", "int", nullable=False, min=0), Column("errors", "int", nullable=False, min=0),
+     Column("latency_p95_ms", "float", nullable=False, min=0)),
+    rules=(Rule("errors_le_requests", pl.col("errors") <= pl.col("requests"), "errors: more errors than requests"),),
+    unique_key=("hour", "tenant_id"), time_column="hour",
+    description="Hourly per-tenant request, error and p95 latency SLIs.",
+)
+USAGE_EVENTS = Contract(
+    "usage_events",
+    (Column("specversion", nullable=False, allowed=("1.0",)), Column("id", nullable=False),
+     Column("source", nullable=False), Column("type", nullable=False, regex=r"^com\.summit\.usage\."),
+     Column("time", nullable=False), Column("subject", nullable=False),
+     Column("datacontenttype", required=False),
+     Column("meter", nullable=False, allowed=METERS), Column("quantity", "float", nullable=False, min=0),
+     Column("event_time", "timestamp", nullable=False, source="time")),
+    record_id="id", unique_key=("source", "id"), time_column="event_time", late_window_days=3,
+    flatten={"data.meter": "meter", "data.quantity": "quantity"},
+    description="Metering events as CloudEvents 1.0, deduplicated on (source, id).",
+)
+FOCUS_NOT_NULL = ("BilledCost", "BillingAccountId", "BillingCurrency", "BillingPeriodEnd", "BillingPeriodStart",
+                  "ChargeCategory", "ChargePeriodEnd", "ChargePeriodStart", "ContractedCost", "EffectiveCost",
+                  "InvoiceIssuerName", "ListCost", "ProviderName", "PublisherName", "ServiceCategory",
+                  "ServiceName")
+FOCUS_TYPES = {"BilledCost": "decimal", "ContractedCost": "decimal", "EffectiveCost": "decimal",
+               "ListCost": "decimal", "PricingQuantity": "float", "BillingPeriodEnd": "timestamp",
+               "BillingPeriodStart": "timestamp", "ChargePeriodEnd": "timestamp", "ChargePeriodStart": "timestamp"}
+
+
+def _focus_column(name: str) -> Column:
+    return Column(name, FOCUS_TYPES.get(name, "string"), nullable=name not in FOCUS_NOT_NULL)
+
+
+BILLING_FOCUS = Contract(
+    "billing_focus",
+    (*(_focus_column(c) for c in FOCUS_MANDATORY),
+     Column("ResourceId", required=False), Column("Tags", required=False), Column("x_LineItemId", nullable=False)),
+    rules=(
+        Rule("currency_code", pl.col("BillingCurrency").str.contains(r"^[A-Z]{3}$").fill_null(False),
+             "BillingCurrency: not an ISO 4217 code"),
+        Rule("charge_category", pl.col("ChargeCategory").is_in(FOCUS_CHARGE_CATEGORIES).fill_null(False),
+             "ChargeCategory: not a FOCUS charge category"),
+        Rule("charge_class", pl.col("ChargeClass").is_null() | (pl.col("ChargeClass") == "Correction"),
+             "ChargeClass: must be null or Correction"),
+        Rule("service_category", pl.col("ServiceCategory").is_in(FOCUS_SERVICE_CATEGORIES).fill_null(False),
+             "ServiceCategory: not a FOCUS service category"),
+        Rule("charge_period", (pl.col("ChargePeriodEnd") > pl.col("ChargePeriodStart")).fill_null(False),
+             "ChargePeriodEnd: not after ChargePeriodStart"),
+        Rule("usage_cost_non_negative",
+             ~((pl.col("ChargeCategory") == "Usage") & (pl.col("BilledCost").cast(pl.Float64) < 0)).fill_null(False),
+             "BilledCost: negative on a Usage charge"),
+        Rule("tags_json", pl.col("Tags").map_elements(_json_object_or_null, return_dtype=pl.Boolean,
+                                                      skip_nulls=False),
+             "Tags: not a JSON object"),
+    ),
+    record_id="x_LineItemId", unique_key=("x_LineItemId",), partition_rule="file_date",
+    description="Infrastructure billing in FOCUS 1.2, one file per UTC charge day.",
+)
+CONTRACTS: dict[str, Contract] = {c.table: c for c in (
+    TENANTS, SERVICES, PRICE_LIST, BUILDS, RAMP_STEPS, REQUEST_COUNTERS, LATENCY_BUCKETS, LAG_SAMPLES,
+    TENANT_SLIS, USAGE_EVENTS, BILLING_FOCUS)}
+STATIC_TABLES = tuple(t for t, c in CONTRACTS.items() if c.partition_rule == "static")
+PARTITIONED_TABLES = tuple(t for t, c in CONTRACTS.items() if c.partition_rule != "static")

@@ -1,0 +1,115 @@
+"""Run a contract with Great Expectations 1.x and map failures back to rows and reasons."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import polars as pl
+
+from .model import Contract
+
+logging.getLogger("great_expectations").setLevel(logging.ERROR)
+
+
+@dataclass
+class ExpectationOutcome:
+    expectation: str
+    column: str | None
+    success: bool
+    unexpected_count: int
+    reason: str
+
+
+def _suite(contract: Contract, columns: set[str]):
+    import great_expectations.expectations as gxe
+
+    exps = []
+    for col in contract.columns:
+        if col.name not in columns:
+            continue
+        label = col.source or col.name
+        if not col.nullable:
+            exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col.name, meta={"reason": f"{label}: missing value"}))
+        if col.min is not None or col.max is not None:
+            bound = " and ".join(x for x in (f">= {col.min}" if col.min is not None else "",
+                                              f"<= {col.max}" if col.max is not None else "") if x)
+            exps.append(gxe.ExpectColumnValuesToBeBetween(column=col.name, min_value=col.min, max_value=col.max,
+                                                          meta={"reason": f"{label}: out of range (must be {bound})"}))
+        if col.allowed is not None:
+            exps.append(gxe.ExpectColumnValuesToBeInSet(column=col.name, value_set=list(col.allowed),
+                                                        meta={"reason": f"{label}: not one of the allowed values"}))
+        if col.regex is not None:
+            exps.append(gxe.ExpectColumnValuesToMatchRegex(column=col.name, regex=col.regex,
+                                                           meta={"reason": f"{label}: does not match {col.regex}"}))
+    for rule in contract.rules:
+        exps.append(gxe.ExpectColumnValuesToBeInSet(column=f"_rule_{rule.name}", value_set=[True],
+                                                    meta={"reason": rule.reason}))
+    return exps
+
+
+def validate_rows(frame: pl.DataFrame, contract: Contract) -> tuple[pl.DataFrame, list[ExpectationOutcome]]:
+    """Return (`_row_key`, reason) for every failing row, and per-expectation results.
+
+    `frame` must have a unique integer `_row_key` column and the contract's columns.
+    """
+    import great_expectations as gx
+
+    empty = pl.DataFrame(schema={"_row_key": pl.Int64, "reason": pl.String})
+    if frame.height == 0:
+        return empty, []
+    derived = frame.with_columns(rule.expr.fill_null(False).alias(f"_rule_{rule.name}") for rule in contract.rules)
+    keep = [c for c in derived.columns if c == "_row_key" or c in contract.names or c.startswith("_rule_")]
+    pdf = derived.select(keep).with_columns(
+        pl.col(pl.Decimal).cast(pl.Float64)).to_pandas()
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    ds = ctx.data_sources.add_pandas(f"landing_{contract.table}")
+    batch_def = ds.add_dataframe_asset(contract.table).add_batch_definition_whole_dataframe("partition")
+    suite = ctx.suites.add(gx.ExpectationSuite(name=f"{contract.table}_contract"))
+    for exp in _suite(contract, set(pdf.columns)):
+        suite.add_expectation(exp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batch = batch_def.get_batch(batch_parameters={"dataframe": pdf})
+        result = batch.validate(suite, result_format={"result_format": "COMPLETE",
+                                                      "unexpected_index_column_names": ["_row_key"],
+                                                      "return_unexpected_index_query": False})
+    keys, reasons, outcomes = [], [], []
+    for r in result.results:
+        cfg = r.expectation_config
+        reason = (cfg.meta or {}).get("reason", cfg.type)
+        idx = r.result.get("unexpected_index_list") or []
+        outcomes.append(ExpectationOutcome(cfg.type, cfg.kwargs.get("column"), bool(r.success),
+                                           int(r.result.get("unexpected_count") or 0), reason))
+        for item in idx:
+            keys.append(int(item["_row_key"]) if isinstance(item, dict) else int(item))
+            reasons.append(reason)
+    if not keys:
+        return empty, outcomes
+    return pl.DataFrame({"_row_key": keys, "reason": reasons}, schema=empty.schema), outcomes
+
+
+def validate_table(frame: pl.DataFrame, contract: Contract) -> list[ExpectationOutcome]:
+    """Table-level expectations on the accepted rows: columns present, key unique."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    ds = ctx.data_sources.add_pandas(f"accepted_{contract.table}")
+    batch_def = ds.add_dataframe_asset(contract.table).add_batch_definition_whole_dataframe("accepted")
+    suite = ctx.suites.add(gx.ExpectationSuite(name=f"{contract.table}_accepted"))
+    suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=contract.names, exact_match=False))
+    if contract.unique_key and frame.height:
+        suite.add_expectation(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(contract.unique_key))
+                              if len(contract.unique_key) > 1 else
+                              gxe.ExpectColumnValuesToBeUnique(column=contract.unique_key[0]))
+    pdf = frame.select(contract.names).with_columns(pl.col(pl.Decimal).cast(pl.Float64)).to_pandas()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = batch_def.get_batch(batch_parameters={"dataframe": pdf}).validate(suite)
+    return [ExpectationOutcome(r.expectation_config.type, r.expectation_config.kwargs.get("column"),
+                               bool(r.success), int((r.result or {}).get("unexpected_count") or 0),
+                               r.expectation_config.type) for r in result.results]

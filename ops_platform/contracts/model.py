@@ -1,0 +1,59 @@
+"""Data contracts as small typed objects, independent of any validation engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import polars as pl
+
+DType = Literal["string", "int", "float", "decimal", "timestamp", "date", "bool"]
+PartitionRule = Literal["event_time", "file_date", "static"]
+
+POLARS_TYPES: dict[str, pl.DataType] = {
+    "string": pl.String(), "int": pl.Int64(), "float": pl.Float64(), "decimal": pl.Decimal(18, 6),
+    "timestamp": pl.Datetime("us", "UTC"), "date": pl.Date(), "bool": pl.Boolean(),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: DType = "string"
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[str, ...] | None = None
+    regex: str | None = None
+    required: bool = True  # must be present in every file
+    source: str | None = None  # derive this column by casting another one (e.g. time -> event_time)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A row rule over a derived boolean column (for cross-field conditions)."""
+
+    name: str
+    expr: pl.Expr
+    reason: str
+
+
+@dataclass(frozen=True)
+class Contract:
+    table: str
+    columns: tuple[Column, ...]
+    rules: tuple[Rule, ...] = ()
+    record_id: str | None = None  # column that names a record in quarantine rows
+    unique_key: tuple[str, ...] = ()  # unique in the accepted table (after dedup)
+    partition_rule: PartitionRule = "event_time"
+    time_column: str | None = None  # timestamp that decides the partition
+    late_window_days: int = 0  # how long after a partition ends its records may still arrive
+    description: str = ""
+    flatten: dict[str, str] = field(default_factory=dict)  # struct field path -> column name
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]

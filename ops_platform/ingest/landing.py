@@ -1,0 +1,76 @@
+"""Reading landing-zone files: the embedded default source of every raw table.
+
+A source reader yields batches of raw records with their origin (file path), so the
+same ingestion pipeline can later read real systems (a Prometheus HTTP API, object
+storage) by implementing `SourceReader`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+
+import polars as pl
+
+STATIC_FILES = {
+    "tenants": "catalog/tenants.parquet",
+    "services": "catalog/services.parquet",
+    "price_list": "catalog/price_list.parquet",
+    "builds": "releases/builds.parquet",
+}
+_DT = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
+
+
+@dataclass
+class RawBatch:
+    """Records from one origin (a file), before any validation."""
+
+    origin: str  # path relative to the landing root, used in every error and quarantine row
+    file_date: date | None
+    frame: pl.DataFrame | None  # None when the file could not be read at all
+    error: str | None = None
+
+
+class SourceReader(Protocol):
+    def read(self, table: str, dates: tuple[date | None, date | None] | None) -> Iterator[RawBatch]: ...
+
+
+class LandingZoneReader:
+    """Reads `<root>/<table>/dt=YYYY-MM-DD/*.parquet|*.csv` and the static catalog files."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def files(self, table: str, dates: tuple[date | None, date | None] | None = None) -> list[tuple[date | None, Path]]:
+        if table in STATIC_FILES:
+            p = self.root / STATIC_FILES[table]
+            return [(None, p)] if p.exists() else []
+        base = self.root / table
+        if not base.exists():
+            return []
+        lo, hi = dates if dates else (None, None)
+        out = []
+        for d in sorted(base.iterdir()):
+            m = _DT.match(d.name)
+            if not (d.is_dir() and m):
+                continue
+            dt = date.fromisoformat(m.group(1))
+            if (lo and dt < lo) or (hi and dt > hi):
+                continue
+            out += [(dt, f) for f in sorted(d.iterdir()) if f.suffix in (".parquet", ".csv")]
+        return out
+
+    def read(self, table: str, dates: tuple[date | None, date | None] | None = None) -> Iterator[RawBatch]:
+        for dt, path in self.files(table, dates):
+            origin = str(path.relative_to(self.root))
+            try:
+                frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(
+                    path, infer_schema=False)
+            except Exception as exc:  # a corrupt file is reported, never skipped silently
+                yield RawBatch(origin, dt, None, f"{origin}: unreadable {path.suffix[1:]} file ({exc})")
+                continue
+            yield RawBatch(origin, dt, frame)

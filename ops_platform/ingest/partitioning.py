@@ -1,0 +1,77 @@
+"""Which partition each landing record belongs to, so that every record lands exactly once.
+
+Partitions are days of the display timezone, between a first and a last key. A record is
+keyed by its own time (events, samples) or by its file's UTC date (billing). A partition
+reads every file that may hold its records; the assignment below is written so that each
+record is claimed by exactly one partition's read: records before the first partition or
+after the last go to the edge partition, and records that arrive after the late-data
+window go to the partition of their arrival date, flagged, never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import polars as pl
+
+from ..timezones import local_day_bounds
+
+OUT_OF_RANGE = "outside the platform's partitions"
+LATE = "arrived after the late-data window"
+
+
+@dataclass(frozen=True)
+class PartitionSpace:
+    first: date
+    last: date
+    tz: str
+
+    @classmethod
+    def from_keys(cls, first: str, last: str, tz: str) -> PartitionSpace:
+        return cls(date.fromisoformat(first), date.fromisoformat(last), tz)
+
+    def bounds(self, key: date) -> tuple[datetime, datetime]:
+        return local_day_bounds(key, self.tz)
+
+    def clamp(self, d: date) -> date:
+        return min(max(d, self.first), self.last)
+
+    def read_dates(self, key: date, late_days: int) -> tuple[date | None, date | None]:
+        """Inclusive UTC file-date range a partition must read (None = unbounded)."""
+        start, end = self.bounds(key)
+        lo = start.date()
+        hi = (end - timedelta(microseconds=1)).date() + timedelta(days=late_days)
+        return (None if key == self.first else lo), (None if key == self.last else hi)
+
+    def assign_event_time(self, frame: pl.DataFrame, time_col: str, late_days: int) -> pl.DataFrame:
+        """Add `partition_key` (Date) and `_assign_note` from a record's time and its file's date.
+
+        `frame` must carry `_file_date` (UTC date of the landing file, may be null).
+        """
+        local = pl.col(time_col).dt.convert_time_zone(self.tz).dt.date()
+        # The UTC date range a record's own partition reads: [start date, end date + window].
+        win_lo = pl.col(time_col).dt.convert_time_zone(self.tz).dt.truncate("1d").dt.convert_time_zone("UTC").dt.date()
+        next_local = (pl.col(time_col).dt.convert_time_zone(self.tz).dt.truncate("1d") + pl.duration(days=1))
+        # Local midnight + 1 day can land on a DST-shifted instant; re-truncate to be safe.
+        win_hi = ((next_local.dt.truncate("1d").dt.convert_time_zone("UTC") - pl.duration(microseconds=1))
+                  .dt.date() + pl.duration(days=late_days))
+        fd = pl.col("_file_date")
+        in_window = fd.is_null() | ((fd >= win_lo) & (fd <= win_hi))
+        own = pl.when(local < self.first).then(pl.lit(self.first)).when(local > self.last).then(
+            pl.lit(self.last)).otherwise(local)
+        by_file = fd.clip(self.first, self.last)
+        has_time = pl.col(time_col).is_not_null()
+        key = pl.when(has_time & in_window).then(own).when(fd.is_not_null()).then(by_file).otherwise(
+            pl.lit(self.first))
+        note = (pl.when(has_time & in_window & ((local < self.first) | (local > self.last))).then(pl.lit(OUT_OF_RANGE))
+                .when(has_time & ~in_window).then(pl.lit(LATE)).otherwise(pl.lit(None, pl.String)))
+        return frame.with_columns(key.alias("partition_key"), note.alias("_assign_note"))
+
+    def assign_file_date(self, frame: pl.DataFrame) -> pl.DataFrame:
+        fd = pl.col("_file_date")
+        out = (fd < self.first) | (fd > self.last)
+        return frame.with_columns(
+            fd.clip(self.first, self.last).alias("partition_key"),
+            pl.when(out).then(pl.lit(OUT_OF_RANGE)).otherwise(pl.lit(None, pl.String)).alias("_assign_note"),
+        )
