@@ -69,4 +69,4 @@ class Warehouse:
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         with self.connect(read_only=True) as con:
-            return con.execute(sql, params or []).pl()
+            return pl.from_arrow(con.execute(sql, params or []).to_arrow_table())

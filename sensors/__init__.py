@@ -1,0 +1,33 @@
+"""Jobs, schedules and sensors."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+CATALOG_JOB = "ingest_catalog"
+DAILY_JOB = "ingest_daily"
+DBT_JOB = "build_staging"
+
+
+def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
+    catalog = dg.define_asset_job(
+        CATALOG_JOB, selection=_static_raw(),
+        description="Load the catalog sources (tenants, services, price list, builds).")
+    daily = dg.define_asset_job(
+        DAILY_JOB, selection=dg.AssetSelection.groups("raw") - _static_raw(), partitions_def=partitions_def,
+        description="Ingest one day of every partitioned landing source.")
+    staging = dg.define_asset_job(DBT_JOB, selection=dg.AssetSelection.groups("staging"),
+                                  description="Build the dbt staging models and run their tests.")
+    return [catalog, daily, staging]
+
+
+def _static_raw() -> dg.AssetSelection:
+    from ops_platform.contracts.definitions import STATIC_TABLES
+
+    return dg.AssetSelection.assets(*[dg.AssetKey(["raw", t]) for t in STATIC_TABLES])
+
+
+def build_schedules(jobs: list) -> list:
+    daily = next(j for j in jobs if j.name == DAILY_JOB)
+    return [dg.build_schedule_from_partitioned_job(daily, hour_of_day=2, minute_of_hour=15,
+                                                   name="ingest_daily_schedule")]

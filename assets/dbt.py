@@ -1,0 +1,48 @@
+"""dbt staging models as assets; dbt tests become asset checks."""
+
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+
+DBT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+DBT_PROJECT = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
+# The dbt beside this interpreter first, so an un-activated virtualenv still works.
+_VENV_DBT = Path(sys.executable).parent / "dbt"
+DBT_EXECUTABLE = str(_VENV_DBT) if _VENV_DBT.exists() else (shutil.which("dbt") or "dbt")
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=DBT_PROJECT, profiles_dir=str(DBT_DIR), dbt_executable=DBT_EXECUTABLE)
+
+
+def ensure_manifest() -> Path:
+    """Parse the dbt project when its manifest is missing or older than any project file."""
+    manifest = DBT_PROJECT.manifest_path
+    sources = [p for p in DBT_DIR.rglob("*") if p.suffix in (".sql", ".yml") and "target" not in p.parts]
+    newest = max((p.stat().st_mtime for p in sources), default=0)
+    if not manifest.exists() or manifest.stat().st_mtime < newest:
+        os.environ.setdefault("OPS_PLATFORM_WAREHOUSE", str(DBT_DIR.parent / ".ops_platform" / "warehouse.duckdb"))
+        dbt_resource().cli(
+            ["parse", "--quiet"], target_path=DBT_PROJECT.target_path).wait()
+    return manifest
+
+
+class SummitDbtTranslator(DagsterDbtTranslator):
+    def get_group_name(self, dbt_resource_props) -> str | None:
+        return "staging" if dbt_resource_props["resource_type"] == "model" else None
+
+    def get_owners(self, dbt_resource_props):
+        return ["team:sre"]
+
+
+@dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=SummitDbtTranslator(),
+            pool="duckdb")
+def summit_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """Build every dbt model and run its tests (reported as asset checks)."""
+    yield from dbt.cli(["build"], context=context).stream()

@@ -1,0 +1,89 @@
+"""Raw assets: one per landing source, validated by its data contract.
+
+Each materialization reads the partition's landing files, quarantines rows that break
+the contract (with file, row and reason), writes the rest idempotently, and reports two
+asset checks: the contract (schema, types, keys) and the quarantine count.
+"""
+
+
+import dagster as dg
+
+from ops_platform.contracts.definitions import CONTRACTS
+from ops_platform.contracts.model import Contract
+from ops_platform.ingest.partitioning import PartitionSpace
+from ops_platform.ingest.pipeline import IngestResult, ingest_partition
+from resources import DUCKDB_POOL, LandingZoneResource, WarehouseResource
+
+CONTRACT_CHECK = "contract"
+QUARANTINE_CHECK = "quarantine_rate"
+MAX_QUARANTINE_RATE = 0.01
+OWNERS = {"billing_focus": ["team:finops"], "usage_events": ["team:finops"], "price_list": ["team:finops"]}
+_TABLE_SCHEMA_TYPES = {"string": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "decimal": "DECIMAL(18,6)",
+                       "timestamp": "TIMESTAMPTZ", "date": "DATE", "bool": "BOOLEAN"}
+
+
+def _column_schema(contract: Contract) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(c.name, _TABLE_SCHEMA_TYPES[c.dtype],
+                                                  constraints=dg.TableColumnConstraints(nullable=c.nullable))
+                                   for c in contract.columns])
+
+
+def _results(res: IngestResult, contract: Contract, key: dg.AssetKey):
+    n_q = res.quarantine.height
+    considered = res.accepted.height + n_q + res.duplicates_removed
+    rate = n_q / considered if considered else 0.0
+    meta: dict = {"dagster/row_count": res.accepted.height, "dagster/table_name": f"raw.{contract.table}",
+                  "files_read": res.files_read, "rows_read": res.rows_read,
+                  "duplicates_removed": res.duplicates_removed, "quarantined": n_q}
+    if contract.time_column and res.accepted.height:
+        col = res.accepted[contract.time_column]
+        meta["time_min"] = str(col.min())
+        meta["time_max"] = str(col.max())
+    yield dg.MaterializeResult(asset_key=key, metadata=meta)
+    failed = [f"{e.expectation}({e.column or ''})" for e in res.table_expectations if not e.success]
+    yield dg.AssetCheckResult(
+        asset_key=key, check_name=CONTRACT_CHECK, passed=res.contract_passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(res.schema_errors + failed) or "contract satisfied",
+        metadata={"schema_errors": dg.MetadataValue.json(res.schema_errors),
+                  "failed_table_expectations": dg.MetadataValue.json(failed),
+                  "row_expectations": dg.MetadataValue.json(
+                      [{"expectation": e.expectation, "column": e.column, "unexpected": e.unexpected_count}
+                       for e in res.row_expectations if not e.success])})
+    yield dg.AssetCheckResult(
+        asset_key=key, check_name=QUARANTINE_CHECK, passed=rate <= MAX_QUARANTINE_RATE,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{n_q} of {considered} rows quarantined ({rate:.3%}); threshold {MAX_QUARANTINE_RATE:.0%}",
+        metadata={"quarantined": n_q, "quarantine_rate": rate,
+                  "by_reason": dg.MetadataValue.json(res.quarantine_by_reason())})
+
+
+def build_raw_asset(contract: Contract, partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["raw", contract.table])
+    partitioned = contract.partition_rule != "static"
+
+    @dg.asset(
+        key=key, partitions_def=partitions_def if partitioned else None, group_name="raw",
+        description=contract.description + " Validated against its data contract; bad rows go to raw.quarantine.",
+        kinds={"duckdb", "parquet"}, owners=OWNERS.get(contract.table, ["team:sre"]), pool=DUCKDB_POOL,
+        check_specs=[dg.AssetCheckSpec(CONTRACT_CHECK, asset=key, description="Great Expectations data contract"),
+                     dg.AssetCheckSpec(QUARANTINE_CHECK, asset=key, description="Share of rows quarantined")],
+        metadata={"dagster/column_schema": _column_schema(contract)},
+    )
+    def _raw(context: dg.AssetExecutionContext, landing: LandingZoneResource, warehouse: WarehouseResource):
+        pkey = context.partition_key if partitioned else None
+        space = None
+        if partitioned:
+            keys = partitions_def.get_partition_keys()
+            space = PartitionSpace.from_keys(keys[0], keys[-1], partitions_def.timezone)
+        res = ingest_partition(contract, landing.reader(), space, pkey)
+        warehouse.get().replace_partition(contract.table, pkey, res.accepted, res.quarantine)
+        context.log.info(f"raw.{contract.table}[{pkey or 'all'}]: {res.accepted.height} rows, "
+                         f"{res.quarantine.height} quarantined, {res.duplicates_removed} duplicates removed")
+        yield from _results(res, contract, key)
+
+    return _raw
+
+
+def build_raw_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    return [build_raw_asset(c, partitions_def) for c in CONTRACTS.values()]

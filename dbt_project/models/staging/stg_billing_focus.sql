@@ -1,0 +1,24 @@
+-- FOCUS 1.2 rows; Tags is a JSON object, tenant and service tags pulled out for attribution.
+select
+    x_LineItemId as line_item_id,
+    ChargePeriodStart as charge_period_start,
+    ChargePeriodEnd as charge_period_end,
+    BillingPeriodStart as billing_period_start,
+    BillingPeriodEnd as billing_period_end,
+    ChargeCategory as charge_category,
+    ServiceCategory as service_category,
+    ServiceName as service_name,
+    ResourceId as resource_id,
+    BillingCurrency as billing_currency,
+    BilledCost as billed_cost,
+    EffectiveCost as effective_cost,
+    ListCost as list_cost,
+    ContractedCost as contracted_cost,
+    PricingQuantity as pricing_quantity,
+    PricingUnit as pricing_unit,
+    Tags as tags,
+    json_extract_string(Tags, '$.tenant') as tag_tenant,
+    json_extract_string(Tags, '$.service') as tag_service,
+    json_extract_string(Tags, '$.pool') as tag_pool,
+    partition_key
+from {{ source('raw', 'billing_focus') }}

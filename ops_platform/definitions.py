@@ -1,0 +1,35 @@
+"""The single place that wires assets, checks, jobs, schedules and resources together."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+
+from assets.dbt import summit_dbt_models
+from assets.raw import build_raw_assets
+from ops_platform.paths import StatePaths
+from ops_platform.settings import partition_range
+from resources import build_resources
+from sensors import build_jobs, build_schedules
+
+
+def daily_partitions(paths: StatePaths) -> dg.DailyPartitionsDefinition:
+    rng = partition_range(paths)
+    return dg.DailyPartitionsDefinition(start_date=rng.first.isoformat(),
+                                        end_date=(rng.last + timedelta(days=1)).isoformat(), timezone=rng.tz)
+
+
+def build_definitions(paths: StatePaths | None = None) -> dg.Definitions:
+    paths = paths or StatePaths.from_env()
+    partitions = daily_partitions(paths)
+    jobs = build_jobs(partitions)
+    return dg.Definitions(
+        assets=[*build_raw_assets(partitions), summit_dbt_models],
+        jobs=jobs,
+        schedules=build_schedules(jobs),
+        resources=build_resources(paths),
+    )
+
+
+defs = build_definitions()

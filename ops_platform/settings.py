@@ -1,0 +1,40 @@
+"""Platform settings derived from the environment and the generated world."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from .paths import StatePaths
+from .world.config import PRESETS, WorldConfig
+from .world.generate import load_manifest, world_exists
+
+
+@dataclass(frozen=True)
+class PartitionRange:
+    """Inclusive first and last daily partition keys, in the display timezone."""
+
+    first: date
+    last: date
+    tz: str
+
+
+def partition_range(paths: StatePaths) -> PartitionRange:
+    """The partitions the platform manages: the world's days, or an explicit override.
+
+    `OPS_PLATFORM_PARTITIONS=YYYY-MM-DD:YYYY-MM-DD` overrides; otherwise the generated
+    world decides, and before any world exists the default demo preset does.
+    """
+    tz = os.environ.get("OPS_PLATFORM_TZ")
+    override = os.environ.get("OPS_PLATFORM_PARTITIONS")
+    if override:
+        try:
+            a, b = override.split(":")
+            return PartitionRange(date.fromisoformat(a), date.fromisoformat(b), tz or "America/Denver")
+        except ValueError:
+            raise ValueError(f"OPS_PLATFORM_PARTITIONS={override!r} must look like 2026-03-01:2026-03-14") from None
+    cfg: WorldConfig = PRESETS["S"]
+    if world_exists(paths.world):
+        cfg = WorldConfig.from_json(load_manifest(paths.world)["config"])
+    return PartitionRange(cfg.start_date, cfg.start_date + timedelta(days=cfg.days - 1), tz or cfg.tz)

@@ -1,0 +1,62 @@
+"""Run every job in-process against a persistent instance (used by `ops-platform demo`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from . import CATALOG_JOB, DAILY_JOB, DBT_JOB
+
+INSTANCE_YAML = """# Written by ops-platform: every DuckDB writer shares one pool slot.
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class RunReport:
+    runs: int = 0
+    failed_runs: list[str] = field(default_factory=list)
+    checks_passed: int = 0
+    checks_failed: list[str] = field(default_factory=list)  # ERROR severity
+    checks_warned: list[str] = field(default_factory=list)  # WARN severity
+
+    def add(self, label: str, result: dg.ExecuteInProcessResult) -> None:
+        self.runs += 1
+        if not result.success:
+            self.failed_runs.append(label)
+        for ev in result.get_asset_check_evaluations():
+            if ev.passed:
+                self.checks_passed += 1
+            else:
+                part = f"[{label}]" if label not in ("catalog", "staging") else ""
+                name = f"{ev.asset_key.to_user_string()}{part}:{ev.check_name}"
+                warn = ev.severity == dg.AssetCheckSeverity.WARN
+                (self.checks_warned if warn else self.checks_failed).append(name)
+
+
+def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
+                   on_step: Callable[[str], None] | None = None) -> RunReport:
+    """Catalog, then every daily partition, then dbt staging, all recorded in `instance`."""
+    step = on_step or (lambda label: None)
+    report = RunReport()
+    report.add("catalog", defs.resolve_job_def(CATALOG_JOB).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET))
+    step("catalog")
+    daily = defs.resolve_job_def(DAILY_JOB)
+    for key in daily.partitions_def.get_partition_keys():
+        report.add(key, daily.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
+                                                 run_config=QUIET))
+        step(key)
+    report.add("staging", defs.resolve_job_def(DBT_JOB).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET))
+    step("staging")
+    return report
