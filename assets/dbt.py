@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from resources.warehouse import WarehouseResource
 
 DBT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 DBT_PROJECT = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
@@ -43,6 +44,8 @@ class SummitDbtTranslator(DagsterDbtTranslator):
 
 @dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=SummitDbtTranslator(),
             pool="duckdb")
-def summit_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+def summit_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
     """Build every dbt model and run its tests (reported as asset checks)."""
+    # profiles.yml reads the warehouse path from here: one source of truth, the resource.
+    os.environ["OPS_PLATFORM_WAREHOUSE"] = warehouse.path
     yield from dbt.cli(["build"], context=context).stream()

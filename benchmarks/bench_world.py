@@ -30,7 +30,9 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "rows": sum(s.rows.values
 def run(preset: str, out: Path) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, preset, str(out)], capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, preset, str(out)], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"preset {preset} failed:\n{proc.stderr[-3000:]}")
     wall = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     res = json.loads(proc.stdout.strip().splitlines()[-1])

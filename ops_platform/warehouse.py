@@ -6,6 +6,7 @@ in Dagster; readers open the file read-only.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,5 +69,8 @@ class Warehouse:
             return {f"{s}.{t}": con.execute(f'SELECT count(*) FROM "{s}"."{t}"').fetchone()[0] for s, t in rows}
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
-        with self.connect(read_only=True) as con:
-            return pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
+        """Run a read-only query; timestamps come back in UTC (DuckDB says Etc/UTC)."""
+        with self.connect(read_only=True) as con, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the extra Arrow copy is fine at query sizes
+            frame = pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
+        return frame.with_columns(pl.col(pl.Datetime(time_zone="*")).dt.convert_time_zone("UTC"))

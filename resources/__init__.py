@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from ops_platform.paths import StatePaths
 
 from .landing import LandingZoneResource
@@ -16,7 +14,6 @@ def build_resources(paths: StatePaths) -> dict:
     """Local (embedded) resources; production swaps sources here, nowhere else."""
     from assets.dbt import dbt_resource
 
-    os.environ.setdefault("OPS_PLATFORM_WAREHOUSE", str(paths.warehouse))
     return {
         "landing": LandingZoneResource(root=str(paths.landing)),
         "warehouse": WarehouseResource(path=str(paths.warehouse)),

@@ -41,7 +41,7 @@ def generate_releases(tl: Timeline, rng: np.random.Generator) -> Releases:
     build_rows, step_rows, bad_rows, seg_rows = [], [], [], []
     start_ms = int(tl.start.timestamp() * 1000)
     flags: dict = {"$schema": "https://flagd.dev/schema/v0/flags.json", "flags": {}}
-    any_bad = False
+    seen_effects: set[str] = set()
     for s_idx, service in enumerate(SERVICE_NAMES):
         version = 100
         prev_build = f"{service}-{version}"
@@ -61,10 +61,14 @@ def generate_releases(tl: Timeline, rng: np.random.Generator) -> Releases:
             version += 1
             build = f"{service}-{version}"
             build_rows.append(_build_row(build, service, version, start_ms + (t - 90) * 60_000, rng))
-            bad = rng.random() < BAD_BUILD_RATE or (not any_bad and s_idx == 0 and version == 102)
-            if bad:
-                any_bad = True
-                effect = "error_rate" if rng.random() < 0.6 else "latency"
+            draw, effect_draw = rng.random(), rng.random()
+            # Every world has at least one bad build of each effect, so each is testable.
+            forced = {0: "error_rate", 1: "latency"}.get(s_idx) if version == 101 else None
+            if forced and forced in seen_effects:
+                forced = None
+            if draw < BAD_BUILD_RATE or forced:
+                effect = forced or ("error_rate" if effect_draw < 0.6 else "latency")
+                seen_effects.add(effect)
                 magnitude = float(rng.uniform(0.02, 0.08)) if effect == "error_rate" else float(rng.uniform(2.5, 5.0))
                 bad_rows.append(
                     {"build_id": build, "service": service, "effect": effect, "magnitude": round(magnitude, 4),
@@ -72,7 +76,7 @@ def generate_releases(tl: Timeline, rng: np.random.Generator) -> Releases:
                      "general_reached_at_ms": start_ms + (t + 3 * step_len) * 60_000}
                 )
             # The previous build serves everything until this deploy starts.
-            for c_idx, cohort in enumerate(COHORTS):
+            for cohort in COHORTS:
                 seg_rows.append((service, cohort, prev_build, prev_end, t, 1.0))
             next_gap = int(rng.integers(14 * 60, 34 * 60))
             next_t = t + ramp_len + next_gap

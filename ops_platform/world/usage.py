@@ -46,8 +46,8 @@ def meter_mix(n_tenants: int, rng: np.random.Generator) -> np.ndarray:
 
 def plan_usage_anomalies(cfg: WorldConfig, tenants: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
     """Runaway usage: one tenant's meter multiplied for one UTC day."""
-    n = max(2, cfg.days // 4)
-    days = rng.choice(np.arange(1, cfg.days - 1), size=n, replace=False)
+    pool = np.arange(1, max(2, cfg.days - 1))
+    days = rng.choice(pool, size=min(max(2, cfg.days // 4), len(pool)), replace=False)
     # Pick active tenants so the spike is material, as real runaway jobs are.
     act = tenants["activity"].to_numpy()
     candidates = np.argsort(-act)[: max(3, len(act) // 3)]
@@ -117,7 +117,7 @@ def generate_usage(cfg: WorldConfig, tenants: pl.DataFrame, landing: Path, rng: 
         # Re-deliveries: the same event again, a little later.
         dup = rng.random(n) < cfg.duplicate_rate
         dups = frame.filter(pl.Series(dup)).with_columns(
-            (pl.col("arrival_ms") + pl.Series(rng.exponential(600_000, int(dup.sum())).astype(np.int64))))
+            pl.col("arrival_ms") + pl.Series(rng.exponential(600_000, int(dup.sum())).astype(np.int64)))
         # Malformed records, chosen among events that are not re-delivered.
         bad = (rng.random(n) < cfg.malformed_rate) & ~dup
         kinds = np.array(MALFORMED_KINDS)[rng.integers(0, len(MALFORMED_KINDS), n)]

@@ -1,0 +1,46 @@
+# Summit ops platform. `make demo` and `make test` are the only set-up commands needed.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STATE  ?= $(or $(OPS_PLATFORM_HOME),$(CURDIR)/.ops_platform)
+export OPS_PLATFORM_WAREHOUSE ?= $(STATE)/warehouse.duckdb
+
+.PHONY: demo test dev lint bench dbt-manifest clean help
+
+help:
+	@echo "make demo   - install, generate the demo world, run the whole platform, print where to look"
+	@echo "make test   - install and run the full test suite"
+	@echo "make dev    - open the Dagster UI on the platform (after make demo)"
+	@echo "make lint   - ruff"
+	@echo "make bench  - world generation and ingestion benchmarks (slow; see BENCHMARKS.md)"
+
+$(BIN)/ops-platform: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# The dbt manifest is always prepared from the current project, never committed.
+dbt-manifest: $(BIN)/ops-platform
+	cd dbt_project && ../$(BIN)/dbt parse --profiles-dir . --quiet
+
+demo: dbt-manifest
+	$(BIN)/ops-platform demo
+
+test: dbt-manifest
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+dev: dbt-manifest
+	@mkdir -p $(STATE)/dagster_home
+	@test -f $(STATE)/dagster_home/dagster.yaml || $(BIN)/python -c "from sensors.runner import INSTANCE_YAML; import sys; open(sys.argv[1], 'w').write(INSTANCE_YAML)" $(STATE)/dagster_home/dagster.yaml
+	DAGSTER_HOME=$(STATE)/dagster_home $(BIN)/dagster dev -w workspace.yaml
+
+lint: $(BIN)/ops-platform
+	$(BIN)/ruff check .
+
+bench: dbt-manifest
+	$(BIN)/python benchmarks/bench_world.py S M L
+	$(BIN)/python benchmarks/bench_ingest.py --preset M
+
+clean:
+	rm -rf dbt_project/target dbt_project/logs .pytest_cache .ruff_cache

@@ -1,0 +1,150 @@
+"""Ingestion: contracts, quarantine against truth, idempotency, bad files, DST partitions."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, timedelta
+
+import polars as pl
+import pytest
+
+from ops_platform.contracts.definitions import CONTRACTS, PARTITIONED_TABLES, STATIC_TABLES
+from ops_platform.ingest.landing import LandingZoneReader
+from ops_platform.ingest.partitioning import LATE, PartitionSpace
+from ops_platform.ingest.pipeline import ingest_partition
+from ops_platform.timezones import partition_bounds
+from ops_platform.warehouse import Warehouse
+from ops_platform.world import load_manifest
+
+from .conftest import SMALL
+
+KEYS = [(SMALL.start_date + timedelta(days=i)).isoformat() for i in range(SMALL.days)]
+SPACE = PartitionSpace.from_keys(KEYS[0], KEYS[-1], "America/Denver")
+
+
+@pytest.fixture(scope="module")
+def ingested(small_world):
+    reader = LandingZoneReader(small_world / "landing")
+    out = {}
+    for table, contract in CONTRACTS.items():
+        keys = [None] if table in STATIC_TABLES else KEYS
+        out[table] = [ingest_partition(contract, reader, SPACE, k) for k in keys]
+    return out
+
+
+def test_quarantined_ids_equal_truth_malformed_ids(ingested, small_world):
+    truth = pl.read_parquet(small_world / "truth" / "malformed_records.parquet")
+    q = pl.concat([r.quarantine for rs in ingested.values() for r in rs])
+    assert q.height == truth.height
+    assert set(zip(q["source_table"], q["record_id"], strict=True)) == set(
+        zip(truth["source_table"], truth["record_id"], strict=True))
+    # Every quarantine row names its file, row and a reason.
+    assert q["file"].null_count() == 0 and q["row_number"].null_count() == 0
+    assert (q["reason"].str.len_chars() > 0).all()
+    by_id = dict(zip(q["record_id"], q["reason"], strict=True))
+    for rid, kind in zip(truth["record_id"], truth["reason"], strict=True):
+        field = {"missing_subject": "subject", "negative_quantity": "quantity", "bad_time": "time",
+                 "unknown_meter": "meter", "bad_specversion": "specversion", "null_currency": "BillingCurrency",
+                 "negative_cost": "BilledCost", "inverted_period": "ChargePeriodEnd", "bad_tags_json": "Tags",
+                 "unknown_charge_category": "ChargeCategory"}[kind]
+        assert by_id[rid].startswith(field), (rid, kind, by_id[rid])
+
+
+def test_every_landing_row_is_accounted_for_exactly_once(ingested, small_world):
+    rows = load_manifest(small_world)["rows"]
+    for table in CONTRACTS:
+        got = sum(r.accepted.height + r.quarantine.height + r.duplicates_removed for r in ingested[table])
+        assert got == rows[table], table
+
+
+def test_usage_events_are_unique_on_source_and_id(ingested):
+    acc = pl.concat([r.accepted for r in ingested["usage_events"]])
+    assert acc.select(pl.struct("source", "id").is_unique().all()).item()
+    assert sum(r.duplicates_removed for r in ingested["usage_events"]) > 0
+
+
+def test_contracts_pass_on_clean_partitions(ingested):
+    for table in PARTITIONED_TABLES:
+        for r in ingested[table]:
+            assert r.contract_passed, (table, r.partition_key, r.schema_errors)
+
+
+def test_rematerializing_a_partition_is_idempotent(tmp_path, small_world):
+    reader = LandingZoneReader(small_world / "landing")
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    key = "2026-03-08"
+    for table in ("usage_events", "billing_focus", "request_counters"):
+        for _ in range(2):
+            res = ingest_partition(CONTRACTS[table], reader, SPACE, key)
+            wh.replace_partition(table, key, res.accepted, res.quarantine)
+        other = ingest_partition(CONTRACTS[table], reader, SPACE, "2026-03-09")
+        wh.replace_partition(table, "2026-03-09", other.accepted, other.quarantine)
+        stored = wh.query(f"SELECT * FROM raw.{table} WHERE partition_key = ? ORDER BY ALL", [key])
+        assert stored.height == res.accepted.height
+        expected = res.accepted.sort(res.accepted.columns)
+        assert stored.select(expected.columns).sort(expected.columns).equals(expected)
+        q = wh.query("SELECT count(*) AS n FROM raw.quarantine WHERE source_table = ? AND partition_key = ?",
+                     [table, key])
+        assert q["n"][0] == res.quarantine.height
+
+
+def _copy_world(small_world, tmp_path):
+    dst = tmp_path / "world"
+    shutil.copytree(small_world, dst)
+    return dst
+
+
+def test_file_missing_a_field_fails_the_contract_naming_file_and_field(tmp_path, small_world):
+    world = _copy_world(small_world, tmp_path)
+    target = world / "landing" / "usage_events" / "dt=2026-03-09" / "events-20260309.parquet"
+    pl.read_parquet(target).drop("subject").write_parquet(target)
+    reader = LandingZoneReader(world / "landing")
+    res = ingest_partition(CONTRACTS["usage_events"], reader, SPACE, "2026-03-09")
+    assert not res.contract_passed
+    rel = str(target.relative_to(world / "landing"))
+    assert any(rel in e and "'subject'" in e for e in res.schema_errors), res.schema_errors
+    # No silent drop: every row of that file in this partition is quarantined with the reason.
+    from_file = res.quarantine.filter(pl.col("file") == rel)
+    assert from_file.height > 0
+    assert from_file["reason"].str.contains("missing column 'subject'").all()
+
+
+def test_unreadable_file_is_reported_not_skipped(tmp_path, small_world):
+    world = _copy_world(small_world, tmp_path)
+    target = world / "landing" / "billing_focus" / "dt=2026-03-07" / "focus-daily.parquet"
+    target.write_bytes(b"PAR1 this is not parquet")
+    res = ingest_partition(CONTRACTS["billing_focus"], LandingZoneReader(world / "landing"), SPACE, "2026-03-07")
+    assert not res.contract_passed
+    assert any("billing_focus/dt=2026-03-07/focus-daily.parquet" in e for e in res.schema_errors)
+    assert res.quarantine.filter(pl.col("row_number").is_null()).height == 1
+
+
+def test_wrong_type_is_quarantined_with_field_name(tmp_path, small_world):
+    world = _copy_world(small_world, tmp_path)
+    target = sorted((world / "landing" / "request_counters" / "dt=2026-03-09").glob("*.parquet"))[0]
+    df = pl.read_parquet(target).with_columns(pl.col("requests").cast(pl.String))
+    df = df.with_columns(pl.when(pl.int_range(pl.len()) == pl.len() - 3).then(pl.lit("many")).otherwise(pl.col("requests"))
+                         .alias("requests"))
+    df.write_parquet(target)
+    res = ingest_partition(CONTRACTS["request_counters"], LandingZoneReader(world / "landing"), SPACE, "2026-03-09")
+    bad = res.quarantine.filter(pl.col("reason").str.contains("requests: not a valid int"))
+    assert bad.height == 1 and bad["row_number"][0] == df.height - 3
+
+
+@pytest.mark.parametrize(("key", "hours"), [("2026-03-08", 23), ("2026-11-01", 25), ("2026-03-09", 24)])
+def test_denver_partitions_survive_dst(key, hours):
+    start, end = partition_bounds(key, "America/Denver")
+    assert (end - start).total_seconds() == hours * 3600
+    assert start.utcoffset().total_seconds() == 0
+
+
+def test_late_events_beyond_the_window_are_flagged_not_dropped():
+    space = PartitionSpace(date(2026, 3, 1), date(2026, 3, 10), "America/Denver")
+    ts = pl.Series(["2026-03-02T12:00:00Z", "2026-03-02T12:00:00Z", "2026-02-20T12:00:00Z"]).str.to_datetime(
+        time_zone="UTC")
+    frame = pl.DataFrame({"t": ts, "_file_date": [date(2026, 3, 3), date(2026, 3, 9), date(2026, 3, 1)]})
+    out = space.assign_event_time(frame, "t", late_days=3)
+    assert out["partition_key"].to_list() == [date(2026, 3, 2), date(2026, 3, 9), date(2026, 3, 1)]
+    assert out["_assign_note"].to_list()[0] is None
+    assert out["_assign_note"][1] == LATE
+    assert out["_assign_note"][2] is not None
