@@ -1,0 +1,82 @@
+"""Run the real jobs in-process: raw assets, contract checks, dbt models and tests."""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from ops_platform.definitions import build_definitions
+from ops_platform.warehouse import Warehouse
+from sensors import CATALOG_JOB, DAILY_JOB, DBT_JOB
+from sensors.runner import QUIET, run_everything
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture
+def instance():
+    with dg.DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
+    defs = build_definitions(state)
+    assert defs.resolve_job_def(CATALOG_JOB).execute_in_process(instance=instance, run_config=QUIET).success
+    day = defs.resolve_job_def(DAILY_JOB).execute_in_process(partition_key="2026-03-08", instance=instance,
+                                                             run_config=QUIET)
+    assert day.success
+    checks = _checks(day)
+    assert checks["raw/usage_events:contract"].passed
+    wh = Warehouse(state.warehouse)
+    q = wh.query("SELECT count(*) AS n FROM raw.quarantine WHERE source_table = 'usage_events'")["n"][0]
+    meta = checks["raw/usage_events:quarantine_rate"].metadata
+    assert meta["quarantined"].value == q
+    # The 23-hour DST day holds exactly 23 hours of per-minute counters.
+    minutes = wh.query("SELECT count(DISTINCT ts) AS n FROM raw.request_counters")["n"][0]
+    assert minutes == 23 * 60
+    mats = day.asset_materializations_for_node("raw__usage_events")
+    assert mats[0].metadata["dagster/row_count"].value == wh.query(
+        "SELECT count(*) AS n FROM raw.usage_events")["n"][0]
+
+    staging = defs.resolve_job_def(DBT_JOB).execute_in_process(instance=instance, run_config=QUIET)
+    assert staging.success
+    dbt_checks = [e for e in staging.get_asset_check_evaluations()]
+    assert len(dbt_checks) >= 20 and all(e.passed for e in dbt_checks)
+    assert wh.query("SELECT count(*) AS n FROM staging.stg_usage_events")["n"][0] > 0
+
+
+def test_corrupted_landing_file_fails_its_check_naming_file_and_field(tmp_path, state, small_world, instance):
+    world = state.home / "world"
+    world.unlink()
+    shutil.copytree(small_world, world)
+    target = world / "landing" / "billing_focus" / "dt=2026-03-07" / "focus-daily.parquet"
+    pl.read_parquet(target).drop("BillingCurrency").write_parquet(target)
+    defs = build_definitions(state)
+    res = defs.resolve_job_def(DAILY_JOB).execute_in_process(partition_key="2026-03-07", instance=instance,
+                                                             run_config=QUIET, raise_on_error=False)
+    check = _checks(res)["raw/billing_focus:contract"]
+    assert not check.passed
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert "billing_focus/dt=2026-03-07/focus-daily.parquet" in check.description
+    assert "BillingCurrency" in check.description
+    # Other partitions are unaffected.
+    other = defs.resolve_job_def(DAILY_JOB).execute_in_process(partition_key="2026-03-09", instance=instance,
+                                                               run_config=QUIET)
+    assert _checks(other)["raw/billing_focus:contract"].passed
+
+
+def test_run_everything_is_idempotent(state, instance):
+    defs = build_definitions(state)
+    first = run_everything(defs, instance)
+    wh = Warehouse(state.warehouse)
+    counts = wh.table_counts()
+    second = run_everything(defs, instance)
+    assert not first.failed_runs and not second.failed_runs
+    assert not first.checks_failed
+    assert wh.table_counts() == counts
+    assert counts["raw.usage_events"] > 0 and counts["staging.stg_billing_focus"] == counts["raw.billing_focus"]
