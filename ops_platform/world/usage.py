@@ -111,8 +111,10 @@ def generate_usage(cfg: WorldConfig, tenants: pl.DataFrame, landing: Path, rng: 
             "t_ms": t_ms, "arrival_ms": t_ms + delay,
             "subject": tenant_ids[t_idx], "meter": meters[m_idx], "quantity": qty,
         })
-        true_parts.append(frame.group_by([(pl.col("t_ms") // 86_400_000).alias("utc_day"), "subject", "meter"])
-                          .agg(pl.col("quantity").sum()))
+        # Aggregate on integer codes: string views of a group-by result would keep the whole
+        # day's string buffers alive, and memory would grow day after day.
+        true_parts.append(pl.DataFrame({"utc_day": utc_date, "t": t_idx, "m": m_idx.astype(np.int8), "q": qty})
+                          .group_by(["utc_day", "t", "m"]).agg(pl.col("q").sum()))
 
         # Re-deliveries: the same event again, a little later.
         dup = rng.random(n) < cfg.duplicate_rate
@@ -147,17 +149,19 @@ def generate_usage(cfg: WorldConfig, tenants: pl.DataFrame, landing: Path, rng: 
             rows_written += write_parquet(part.select(cols), path)
             files.append(path)
             m = part.filter(pl.col("kind") != "")
-            if len(m):
-                malformed_parts.append(m.select(
+            if len(m):  # rebuilt from Python values so no view pins the file's buffers
+                malformed_parts.append(pl.DataFrame(m.select(
                     pl.lit("usage_events").alias("source_table"), pl.col("id").alias("record_id"),
                     pl.col("source").alias("event_source"), pl.col("kind").alias("reason"),
-                    pl.lit(str(path.relative_to(landing))).alias("file")))
+                    pl.lit(str(path.relative_to(landing))).alias("file")).to_dicts()))
         if progress:
             progress(len(events))
 
-    true_usage = (pl.concat(true_parts).group_by(["utc_day", "subject", "meter"]).agg(pl.col("quantity").sum())
-                  .with_columns(pl.col("utc_day").cast(pl.Date).alias("utc_date"))
-                  .select("utc_date", pl.col("subject").alias("tenant_id"), "meter", "quantity")
+    true_usage = (pl.concat(true_parts).group_by(["utc_day", "t", "m"]).agg(pl.col("q").sum())
+                  .select(pl.col("utc_day").cast(pl.Date).alias("utc_date"),
+                          pl.col("t").replace_strict(list(range(n_t)), list(tenant_ids)).alias("tenant_id"),
+                          pl.col("m").replace_strict(list(range(len(METERS))), list(METERS)).alias("meter"),
+                          pl.col("q").alias("quantity"))
                   .sort(["utc_date", "tenant_id", "meter"]))
     malformed = pl.concat(malformed_parts) if malformed_parts else pl.DataFrame(
         schema={"source_table": pl.String, "record_id": pl.String, "event_source": pl.String,
