@@ -14,10 +14,10 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make bench  - world generation and ingestion benchmarks (slow; see BENCHMARKS.md)"
 
-$(BIN)/ops-platform: pyproject.toml
+$(BIN)/ops-platform: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
 # The dbt manifest is always prepared from the current project, never committed.
@@ -41,6 +41,7 @@ lint: $(BIN)/ops-platform
 bench: dbt-manifest
 	$(BIN)/python benchmarks/bench_world.py S M L
 	$(BIN)/python benchmarks/bench_ingest.py --preset M
+	$(BIN)/python benchmarks/bench_demo.py
 
 clean:
 	rm -rf dbt_project/target dbt_project/logs .pytest_cache .ruff_cache
