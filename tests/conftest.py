@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -31,3 +34,41 @@ def state(tmp_path, small_world, monkeypatch) -> StatePaths:
     monkeypatch.setenv("OPS_PLATFORM_KEYS_DIR", str(tmp_path / "keys"))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster_home"))
     return StatePaths.from_env().ensure()
+
+
+PG_ADMIN_URL = os.environ.get("OPS_PLATFORM_TEST_PG_URL", "postgresql+psycopg2://ops:ops@127.0.0.1:5432/postgres")
+
+
+def _pg_admin_engine():
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI but unreachable at {PG_ADMIN_URL}: {exc}")
+        pytest.skip(f"no PostgreSQL reachable at {PG_ADMIN_URL} (run `bash .ci/postgres.sh`); "
+                    "the PostgreSQL variant of this test runs in CI")
+    return engine
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path) -> Iterator[str]:
+    """A fresh, empty control store URL on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'control.sqlite'}"
+        return
+    import sqlalchemy as sa
+
+    admin = _pg_admin_engine()
+    name = f"ops_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -1,0 +1,37 @@
+"""Append signed receipts to the stored ledger, with a signed tree head per append.
+
+Runs inside the caller's transaction, so a receipt and the state change it proves commit
+together or not at all. The Merkle tree's right edge lives in the ledger head, so each
+append costs O(log n) however long the ledger grows.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from ..receipts.keys import Signer
+from ..receipts.ledger import LedgerEntry, build_entry, leaf_data, sign_tree_head
+from ..receipts.merkle import CompactRange
+from .store import ControlStore
+
+
+class LedgerCorrupt(Exception):
+    """The stored head does not match the last entry: refuse to append to a broken chain."""
+
+
+def append_receipts(store: ControlStore, conn: sa.Connection, statements: list[dict], signer: Signer,
+                    now: str) -> list[LedgerEntry]:
+    seq, head_hash, frontier = store.lock_head(conn)
+    prev = store.last_entry(conn) if seq >= 0 else None
+    if (prev.seq if prev else -1) != seq or (prev.entry_hash if prev else "0" * 64) != head_hash:
+        raise LedgerCorrupt(f"ledger head (seq={seq}) does not match the last stored entry; "
+                            "run `ops-platform receipts verify`")
+    tree = CompactRange.from_state(frontier)
+    entries = []
+    for statement in statements:
+        prev = build_entry(prev, statement, signer)
+        entries.append(prev)
+        tree.append(leaf_data(prev))
+    store.insert_entries(conn, entries, tree.state())
+    store.insert_checkpoint(conn, sign_tree_head(tree.size, tree.root().hex(), signer, now))
+    return entries

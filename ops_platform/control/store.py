@@ -1,0 +1,220 @@
+"""ControlStore: transactional, multi-process safe, on SQLite (WAL) or PostgreSQL.
+
+Writers are serialised where it matters: on SQLite every write transaction starts with
+`BEGIN IMMEDIATE` (one writer at a time, readers never blocked under WAL); on PostgreSQL a
+ledger append locks the single `ledger_head` row (`SELECT ... FOR UPDATE`). Uniqueness of
+idempotency keys is enforced by the database, so racing processes create one action.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..receipts.ledger import Checkpoint, LedgerEntry
+from . import schema as s
+
+
+class StoreUnavailable(Exception):
+    """The control store cannot take writes (unreachable, read-only, locked out)."""
+
+
+# Errors that mean "the store cannot serve us right now", as opposed to a bug in a query.
+_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.InternalError)
+
+
+def _why(exc: sa.exc.DBAPIError) -> str:
+    return str(exc.orig or exc).strip().splitlines()[0]
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+class ControlStore:
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            db_path = url.split("///", 1)[1]
+            if db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(url, connect_args={"timeout": busy_timeout_s}, poolclass=sa.NullPool)
+            sa.event.listen(self.engine, "connect", self._sqlite_connect)
+            sa.event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+
+    @classmethod
+    def at_path(cls, path: Path) -> ControlStore:
+        return cls(_sqlite_url(path))
+
+    @staticmethod
+    def _sqlite_connect(dbapi_conn, _record) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see the "begin" hook)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")  # a committed receipt survives power loss
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    # -- transactions -------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A write transaction; any database error surfaces as StoreUnavailable."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(_why(exc)) from exc
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(_why(exc)) from exc
+
+    def migrate(self, now: str) -> int:
+        """Apply pending migrations; safe to call from several processes at once."""
+        with self.write() as conn:
+            s.schema_migrations.create(conn, checkfirst=True)
+            done = {r[0] for r in conn.execute(sa.select(s.schema_migrations.c.version))}
+            for version, name, apply in s.MIGRATIONS:
+                if version not in done:
+                    apply(conn)
+                    conn.execute(s.schema_migrations.insert().values(version=version, name=name, applied_at=now))
+        return max(v for v, _, _ in s.MIGRATIONS)
+
+    def schema_version(self) -> int:
+        with self.read() as conn:
+            return conn.execute(sa.select(sa.func.max(s.schema_migrations.c.version))).scalar() or 0
+
+    def _insert_ignore(self, table: sa.Table, values: dict, key: list[str]):
+        ins = (sqlite.insert(table) if self.is_sqlite else postgresql.insert(table)).values(**values)
+        return ins.on_conflict_do_nothing(index_elements=key)
+
+    # -- actions ------------------------------------------------------------------------
+
+    def create_action(self, conn: sa.Connection, row: dict) -> tuple[dict, bool]:
+        """Insert an action unless its idempotency key exists; return (row, created)."""
+        res = conn.execute(self._insert_ignore(s.actions, row, ["idempotency_key"]))
+        created = res.rowcount == 1
+        existing = conn.execute(sa.select(s.actions).where(
+            s.actions.c.idempotency_key == row["idempotency_key"])).mappings().one()
+        return dict(existing), created
+
+    def get_action(self, conn: sa.Connection, action_id: str) -> dict | None:
+        r = conn.execute(sa.select(s.actions).where(s.actions.c.action_id == action_id)).mappings().first()
+        return dict(r) if r else None
+
+    def claim(self, conn: sa.Connection, action_id: str, owner: str, now: str, lease_until: str) -> bool:
+        """Take the lease on a requested action, or on one whose previous lease expired."""
+        a = s.actions.c
+        res = conn.execute(s.actions.update().where(
+            a.action_id == action_id,
+            sa.or_(a.status == "requested", sa.and_(a.status == "executing", a.lease_expires_at < now)),
+        ).values(status="executing", lease_owner=owner, lease_expires_at=lease_until, updated_at=now))
+        return res.rowcount == 1
+
+    def update_action(self, conn: sa.Connection, action_id: str, **values: Any) -> None:
+        conn.execute(s.actions.update().where(s.actions.c.action_id == action_id).values(**values))
+
+    def actions_with_status(self, conn: sa.Connection, *statuses: str) -> list[dict]:
+        q = sa.select(s.actions).where(s.actions.c.status.in_(statuses)).order_by(s.actions.c.created_at)
+        return [dict(r) for r in conn.execute(q).mappings()]
+
+    def count_actions(self) -> dict[str, int]:
+        with self.read() as conn:
+            q = sa.select(s.actions.c.status, sa.func.count()).group_by(s.actions.c.status)
+            return {k: v for k, v in conn.execute(q)}
+
+    # -- ledger -------------------------------------------------------------------------
+
+    def lock_head(self, conn: sa.Connection) -> tuple[int, str, dict]:
+        """Lock the ledger head for this transaction; return (last seq, last hash, frontier)."""
+        h = s.ledger_head.c
+        q = sa.select(h.seq, h.entry_hash, h.frontier).where(h.id == 1)
+        if not self.is_sqlite:
+            q = q.with_for_update()
+        seq, entry_hash, frontier = conn.execute(q).one()
+        return seq, entry_hash, json.loads(frontier)
+
+    def last_entry(self, conn: sa.Connection) -> LedgerEntry | None:
+        r = conn.execute(sa.select(s.ledger).order_by(s.ledger.c.seq.desc()).limit(1)).mappings().first()
+        return LedgerEntry(**r) if r else None
+
+    def insert_entries(self, conn: sa.Connection, entries: list[LedgerEntry], frontier: dict) -> None:
+        """Append entries and move the head, inside the caller's transaction."""
+        conn.execute(s.ledger.insert(), [e.__dict__ for e in entries])
+        conn.execute(s.ledger_head.update().where(s.ledger_head.c.id == 1).values(
+            seq=entries[-1].seq, entry_hash=entries[-1].entry_hash, frontier=json.dumps(frontier)))
+
+    def receipt_id_at(self, conn: sa.Connection, seq: int) -> str | None:
+        return conn.execute(sa.select(s.ledger.c.receipt_id).where(s.ledger.c.seq == seq)).scalar()
+
+    def entry_hashes(self, conn: sa.Connection) -> list[str]:
+        return list(conn.execute(sa.select(s.ledger.c.entry_hash).order_by(s.ledger.c.seq)).scalars())
+
+    def insert_checkpoint(self, conn: sa.Connection, cp: Checkpoint) -> None:
+        conn.execute(self._insert_ignore(s.checkpoints, cp.__dict__, ["tree_size"]))
+
+    def ledger_entries(self) -> list[LedgerEntry]:
+        with self.read() as conn:
+            return [LedgerEntry(**r) for r in conn.execute(sa.select(s.ledger).order_by(s.ledger.c.seq)).mappings()]
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self.read() as conn:
+            q = sa.select(s.checkpoints).order_by(s.checkpoints.c.tree_size)
+            return [Checkpoint(**r) for r in conn.execute(q).mappings()]
+
+    def entry(self, receipt_id_prefix: str) -> LedgerEntry | None:
+        with self.read() as conn:
+            q = sa.select(s.ledger).where(s.ledger.c.receipt_id.startswith(receipt_id_prefix)).limit(2)
+            rows = list(conn.execute(q).mappings())
+        if len(rows) > 1:
+            raise ValueError(f"receipt id prefix {receipt_id_prefix!r} is ambiguous")
+        return LedgerEntry(**rows[0]) if rows else None
+
+    # -- events, overrides, DLQ ---------------------------------------------------------
+
+    def add_event(self, conn: sa.Connection, **values: Any) -> None:
+        values["payload"] = json.dumps(values.get("payload") or {}, sort_keys=True)
+        conn.execute(s.switchboard_events.insert().values(**values))
+
+    def events(self, target_id: str | None = None) -> list[dict]:
+        q = sa.select(s.switchboard_events).order_by(s.switchboard_events.c.event_id)
+        if target_id:
+            q = q.where(s.switchboard_events.c.target_id == target_id)
+        with self.read() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def add_override(self, conn: sa.Connection, **values: Any) -> None:
+        conn.execute(self._insert_ignore(s.overrides, values, ["override_id"]))
+
+    def active_overrides(self, target_id: str, now: str) -> list[dict]:
+        o = s.overrides.c
+        q = sa.select(s.overrides).where(o.target_id == target_id, o.expires_at > now).order_by(o.created_at)
+        with self.read() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def add_dlq(self, conn: sa.Connection, **values: Any) -> None:
+        conn.execute(s.dlq.insert().values(**values))
+
+    def dlq_items(self, include_replayed: bool = False) -> list[dict]:
+        q = sa.select(s.dlq).order_by(s.dlq.c.dlq_id)
+        if not include_replayed:
+            q = q.where(s.dlq.c.replayed_at.is_(None))
+        with self.read() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def mark_replayed(self, conn: sa.Connection, dlq_id: int, now: str) -> None:
+        conn.execute(s.dlq.update().where(s.dlq.c.dlq_id == dlq_id).values(replayed_at=now))

@@ -1,0 +1,247 @@
+"""The one guarded path for privileged actions.
+
+request -> policy decision -> execute (idempotent) -> signed receipt -> completed, with the
+receipt append and the status change in one transaction. Every request ends exactly once
+as completed-with-receipt, denied-with-receipt or in the DLQ; requests the store cannot
+take wait in a local spool; protective actions survive a signer outage as
+"pending receipt", everything else fails closed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ..control.ledger_writer import append_receipts
+from ..control.store import ControlStore, StoreUnavailable
+from ..receipts.keys import Signer, SignerUnavailable
+from ..receipts.statement import file_subject, make_statement, target_subject
+from .actions import TERMINAL, ActionRequest, ExecutionResult, Executor, Outcome
+from .policy import Decision, DecisionInput, PolicyEngine, PolicyError, Principal
+from .spool import Spool
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class RetryReport:
+    receipted: int = 0
+    retried: int = 0
+    to_dlq: int = 0
+    spool_drained: int = 0
+    spool_left: int = 0
+
+
+class ActionProtocol:
+    def __init__(self, store: ControlStore, signer: Callable[[], Signer], policy: PolicyEngine,
+                 executors: Mapping[str, Executor], spool: Spool | None = None, *, max_attempts: int = 5,
+                 lease_seconds: float = 60.0, clock: Callable[[], datetime] = utcnow, owner: str | None = None):
+        self.store, self.signer, self.policy = store, signer, policy
+        self.executors, self.spool = dict(executors), spool
+        self.max_attempts, self.lease = max_attempts, timedelta(seconds=lease_seconds)
+        self.clock = clock
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+
+    # -- entry points -----------------------------------------------------------------
+
+    def submit(self, req: ActionRequest) -> Outcome:
+        """Run a request through the guarded path; spool it if the store cannot take it."""
+        try:
+            return self._process(req)
+        except StoreUnavailable as exc:
+            if self.spool is None:
+                raise
+            self.spool.append(req, str(exc))
+            return Outcome(req.action_id, "spooled", f"control store unavailable: {exc}", created=False)
+
+    def retry(self) -> RetryReport:
+        """Receipt what waits for a signer, retry failed and abandoned actions, drain the spool."""
+        report = RetryReport()
+        now = _iso(self.clock())
+        with self.store.read() as conn:
+            pending = self.store.actions_with_status(conn, "pending_receipt")
+            retryable = [a for a in self.store.actions_with_status(conn, "requested", "executing")
+                         if a["status"] == "requested" or (a["lease_expires_at"] or "") < now]
+        for row in pending:
+            try:
+                signer = self.signer()
+            except SignerUnavailable:
+                break
+            decision = Decision(**{k: v for k, v in json.loads(row["decision"]).items() if k != "cached"})
+            result = row["result"]
+            req = ActionRequest.from_json(row["params"])
+            status = "completed" if decision.allow else "denied"
+            self._finish(req, decision, status, signer, _result_from_json(result))
+            report.receipted += 1
+        for row in retryable:
+            out = self._process(ActionRequest.from_json(row["params"]))
+            report.retried += 1
+            report.to_dlq += out.status == "dlq"
+        if self.spool is not None:
+            def handle(req: ActionRequest) -> bool:
+                try:
+                    self._process(req)
+                    return True
+                except StoreUnavailable:
+                    return False
+            report.spool_drained, report.spool_left = self.spool.drain(handle)
+        return report
+
+    def replay_dlq(self, dlq_id: int | None = None) -> list[Outcome]:
+        """Send dead-lettered requests through the path again, with a fresh retry budget."""
+        now = _iso(self.clock())
+        outcomes = []
+        for item in self.store.dlq_items():
+            if dlq_id is not None and item["dlq_id"] != dlq_id:
+                continue
+            req = ActionRequest.from_json(item["request"])
+            with self.store.write() as tx:
+                self.store.mark_replayed(tx, item["dlq_id"], now)
+                self.store.update_action(tx, req.action_id, status="requested", attempts=0, updated_at=now,
+                                         lease_owner=None, lease_expires_at=None)
+                self.store.add_event(tx, ts=now, kind="dlq_replayed", target_kind=req.target_kind,
+                                     target_id=req.target_id, actor=req.actor, action_id=req.action_id,
+                                     payload={"dlq_id": item["dlq_id"]})
+            outcomes.append(self._process(req))
+        return outcomes
+
+    # -- the path -----------------------------------------------------------------------
+
+    def _process(self, req: ActionRequest) -> Outcome:
+        now = self.clock()
+        with self.store.write() as tx:
+            row, created = self.store.create_action(tx, {
+                "action_id": req.action_id, "idempotency_key": req.idempotency_key, "actor": req.actor,
+                "action": req.action, "target_kind": req.target_kind, "target_id": req.target_id,
+                "rationale": req.rationale, "params": req.to_json(), "status": "requested", "attempts": 0,
+                "created_at": _iso(now), "updated_at": _iso(now)})
+            if created:
+                self._event(tx, req, "action_requested", now, {"rationale": req.rationale})
+            if row["status"] in TERMINAL or row["status"] == "pending_receipt":
+                return Outcome(req.action_id, row["status"], "already decided", self._receipt_of(tx, row), created)
+            if not self.store.claim(tx, req.action_id, self.owner, _iso(now), _iso(now + self.lease)):
+                return Outcome(req.action_id, row["status"], "in progress elsewhere", created=created)
+        try:
+            decision = self.policy.decide(DecisionInput(
+                Principal(req.actor, req.roles), req.action, req.target_kind, req.target_id, req.rationale,
+                req.ttl_seconds, dict(req.params)))
+        except PolicyError as exc:
+            return self._fail(req, f"policy error: {exc}")
+        signer: Signer | None
+        try:
+            signer = self.signer()
+        except SignerUnavailable as exc:
+            signer = None
+            if not decision.allow:
+                return self._pending(req, decision, None, f"signer unavailable: {exc}")
+            if not req.protective:  # fail closed: never expand without a receipt in hand
+                return self._fail(req, f"signer unavailable: {exc}", decision)
+        if not decision.allow:
+            return self._finish(req, decision, "denied", signer, None)
+        executor = self.executors.get(req.action)
+        if executor is None:
+            return self._fail(req, f"no executor for action {req.action!r}", decision)
+        try:
+            result = executor.apply(req.action_id, req)
+        except Exception as exc:  # the executor's failure is recorded, retried, then dead-lettered
+            return self._fail(req, f"execution failed: {type(exc).__name__}: {exc}", decision)
+        if signer is None:
+            return self._pending(req, decision, result, "signer unavailable; protective action applied")
+        return self._finish(req, decision, "completed", signer, result)
+
+    def _statement(self, req: ActionRequest, decision: Decision, result: ExecutionResult | None, now: datetime):
+        subjects = [target_subject(req.target_kind, req.target_id)]
+        if result is not None:
+            subjects += [file_subject(p) for p in result.files]
+        predicate = {
+            "actor": req.actor, "roles": list(req.roles), "action": req.action,
+            "target": {"kind": req.target_kind, "id": req.target_id},
+            "decision": {"allow": decision.allow, "reason": decision.reason,
+                         "policy_version": decision.policy_version},
+            "rationale": req.rationale, "ttl_seconds": req.ttl_seconds, "idempotency_key": req.idempotency_key,
+            "action_id": req.action_id, "params": dict(req.params),
+            "executed": result is not None, "result": dict(result.detail) if result else None,
+            "receipted_at": _iso(now),
+        }
+        return make_statement(subjects, req.action, predicate)
+
+    def _finish(self, req: ActionRequest, decision: Decision, status: str, signer: Signer,
+                result: ExecutionResult | None) -> Outcome:
+        now = self.clock()
+        statement = self._statement(req, decision, result, now)
+        with self.store.write() as tx:
+            self.store.lock_head(tx)  # serialise finishers before reading the status
+            row = self.store.get_action(tx, req.action_id)
+            if row and row["status"] in TERMINAL:  # another process finished it first
+                return Outcome(req.action_id, row["status"], "already decided", self._receipt_of(tx, row), False)
+            (entry,) = append_receipts(self.store, tx, [statement], signer, _iso(now))
+            self.store.update_action(tx, req.action_id, status=status, receipt_seq=entry.seq,
+                                     decision=_decision_json(decision), result=_result_json(result),
+                                     lease_owner=None, lease_expires_at=None, updated_at=_iso(now))
+            self._event(tx, req, f"action_{status}", now, {"reason": decision.reason}, entry.receipt_id)
+        return Outcome(req.action_id, status, decision.reason, entry.receipt_id)
+
+    def _pending(self, req, decision: Decision, result: ExecutionResult | None, why: str) -> Outcome:
+        now = self.clock()
+        with self.store.write() as tx:
+            self.store.update_action(tx, req.action_id, status="pending_receipt", decision=_decision_json(decision),
+                                     result=_result_json(result), last_error=why, lease_owner=None,
+                                     lease_expires_at=None, updated_at=_iso(now))
+            self._event(tx, req, "action_pending_receipt", now, {"reason": why, "applied": result is not None})
+        return Outcome(req.action_id, "pending_receipt", why)
+
+    def _fail(self, req: ActionRequest, error: str, decision: Decision | None = None) -> Outcome:
+        now = self.clock()
+        with self.store.write() as tx:
+            row = self.store.get_action(tx, req.action_id)
+            attempts = (row["attempts"] if row else 0) + 1
+            dead = attempts >= self.max_attempts
+            self.store.update_action(tx, req.action_id, status="dlq" if dead else "requested", attempts=attempts,
+                                     last_error=error, decision=_decision_json(decision) if decision else None,
+                                     lease_owner=None, lease_expires_at=None, updated_at=_iso(now))
+            if dead:
+                self.store.add_dlq(tx, action_id=req.action_id, request=req.to_json(), last_error=error,
+                                   attempts=attempts, created_at=_iso(now))
+            self._event(tx, req, "action_dead_lettered" if dead else "action_failed", now,
+                        {"error": error, "attempts": attempts})
+        return Outcome(req.action_id, "dlq" if dead else "requested", error)
+
+    def _event(self, tx, req: ActionRequest, kind: str, now: datetime, payload: dict,
+               receipt_id: str | None = None) -> None:
+        self.store.add_event(tx, ts=_iso(now), kind=kind, target_kind=req.target_kind, target_id=req.target_id,
+                             actor=req.actor, action_id=req.action_id, receipt_id=receipt_id,
+                             payload={"action": req.action, **payload})
+
+    def _receipt_of(self, tx, row: dict) -> str | None:
+        if row.get("receipt_seq") is None:
+            return None
+        return self.store.receipt_id_at(tx, row["receipt_seq"])
+
+
+def _decision_json(d: Decision) -> str:
+    return json.dumps({"allow": d.allow, "reason": d.reason, "policy_version": d.policy_version,
+                       "cacheable": d.cacheable}, sort_keys=True)
+
+
+def _result_from_json(text: str | None) -> ExecutionResult | None:
+    if not text:
+        return None
+    d = json.loads(text)
+    return ExecutionResult(detail=d["detail"], files=tuple(Path(p) for p in d["files"]))
+
+
+def _result_json(r: ExecutionResult | None) -> str | None:
+    if r is None:
+        return None
+    return json.dumps({"detail": dict(r.detail), "files": [str(p) for p in r.files]}, sort_keys=True)

@@ -1,0 +1,65 @@
+"""A local durable spool for requests the control store could not take.
+
+Appends are fsynced JSON lines under an exclusive file lock, so several processes can spool
+at once and nothing is lost on a crash; `drain` hands the items back and keeps only those
+that still fail.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .actions import ActionRequest
+
+
+class Spool:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def append(self, request: ActionRequest, error: str) -> None:
+        line = json.dumps({"request": json.loads(request.to_json()), "error": error, "attempts": 1}) + "\n"
+        with self._locked(), open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def items(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with self._locked():
+            return [json.loads(x) for x in self.path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+    def drain(self, handle: Callable[[ActionRequest], bool]) -> tuple[int, int]:
+        """Call `handle` for each item; keep those for which it returns False. (done, left)."""
+        with self._locked():
+            if not self.path.exists():
+                return 0, 0
+            items = [json.loads(x) for x in self.path.read_text(encoding="utf-8").splitlines() if x.strip()]
+            left = []
+            for item in items:
+                req = ActionRequest.from_json(json.dumps(item["request"]))
+                if not handle(req):
+                    item["attempts"] += 1
+                    left.append(item)
+            tmp = self.path.with_suffix(".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(i) + "\n" for i in left)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            return len(items) - len(left), len(left)

@@ -1,0 +1,100 @@
+"""DSSE v1 envelopes (https://github.com/secure-systems-lab/dsse).
+
+The signature covers the pre-authentication encoding (PAE) of the payload type and the
+payload, so a signature for one type can never be replayed as another, and the payload is
+verified as the exact bytes that were signed, before anyone parses it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .keys import Signer
+
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+
+
+class VerificationError(Exception):
+    """The envelope is malformed, unsigned by a known key, or of the wrong payload type."""
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSEv1 SP len(type) SP type SP len(payload) SP payload, lengths as ASCII decimals."""
+    type_bytes = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
+
+
+def sign_envelope(payload: bytes, signer: Signer, payload_type: str = PAYLOAD_TYPE) -> dict:
+    """Sign ``payload`` into a single-signature DSSE envelope (standard base64)."""
+    sig = signer.sign(pae(payload_type, payload))
+    return {
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "payloadType": payload_type,
+        "signatures": [{"keyid": signer.keyid, "sig": base64.b64encode(sig).decode("ascii")}],
+    }
+
+
+def _b64decode(value: Any, field: str) -> bytes:
+    """Decode standard or URL-safe base64, accepting only its canonical (padded) spelling.
+
+    Python ignores non-zero padding bits, so several strings decode to the same bytes;
+    refusing all but the canonical one keeps envelopes byte-for-byte unambiguous.
+    """
+    if not isinstance(value, str):
+        raise VerificationError(f"{field} is not a string")
+    urlsafe = "-" in value or "_" in value
+    try:
+        raw = value.encode("ascii")
+        data = (base64.urlsafe_b64decode(raw) if urlsafe
+                else base64.b64decode(raw, validate=True))
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        raise VerificationError(f"{field} is not valid base64") from None
+    encoded = base64.urlsafe_b64encode(data) if urlsafe else base64.b64encode(data)
+    if encoded != raw:
+        raise VerificationError(f"{field} is not canonical base64")
+    return data
+
+
+def _signatures(envelope: dict) -> list[tuple[str, bytes]]:
+    sigs = envelope.get("signatures")
+    if not isinstance(sigs, list) or not sigs:
+        raise VerificationError("envelope has no signatures")
+    out = []
+    for i, entry in enumerate(sigs):
+        if not isinstance(entry, dict) or not isinstance(entry.get("keyid", ""), str):
+            raise VerificationError(f"signature {i} is malformed")
+        out.append((entry.get("keyid", ""), _b64decode(entry.get("sig"), f"signature {i}")))
+    return out
+
+
+def verify_envelope(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
+                    payload_type: str = PAYLOAD_TYPE) -> bytes:
+    """Return the payload bytes if a signature by a known keyid verifies over its PAE.
+
+    Signatures whose keyid is absent or unknown are ignored (DSSE keyids are hints); at
+    least one must verify, and the envelope's payload type must equal ``payload_type``.
+    """
+    if not isinstance(envelope, dict):
+        raise VerificationError("envelope is not a JSON object")
+    env_type = envelope.get("payloadType")
+    if not isinstance(env_type, str):
+        raise VerificationError("envelope has no payloadType")
+    payload = _b64decode(envelope.get("payload"), "payload")
+    message = pae(env_type, payload)
+    for keyid, sig in _signatures(envelope):
+        key = verifiers.get(keyid)
+        if key is None:
+            continue
+        try:
+            key.verify(sig, message)
+        except InvalidSignature:
+            continue
+        if env_type != payload_type:
+            raise VerificationError(f"payload type {env_type!r} is not {payload_type!r}")
+        return payload
+    raise VerificationError("signature does not verify")

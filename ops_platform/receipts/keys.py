@@ -1,0 +1,237 @@
+"""Ed25519 signing keys on disk: created on first use, 0600, rotatable, never logged.
+
+Layout of ``keys_dir`` (mode 0700)::
+
+    active.key              PEM PKCS8 private key that signs new receipts (0600)
+    public/<keyid>.pub      PEM SubjectPublicKeyInfo of every key that was ever active
+    retired/<keyid>.key     private keys replaced by ``rotate`` (0600)
+
+Every file is written to a temporary name created with ``O_CREAT|O_EXCL`` and mode 0600
+and then renamed or linked into place, so no key is ever world-readable (not even for a
+moment) and a crash never leaves a half-written key behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+logger = logging.getLogger(__name__)
+
+ACTIVE_KEY = "active.key"
+PUBLIC_DIR = "public"
+RETIRED_DIR = "retired"
+_DIR_MODE = 0o700
+_SECRET_MODE = 0o600
+
+
+class SignerUnavailable(Exception):
+    """The active signing key cannot be used right now (missing or unreadable)."""
+
+
+def keyid_of(public_key: Ed25519PublicKey) -> str:
+    """Fingerprint of a public key: hex sha256 of its raw 32 bytes."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+class Signer:
+    """Signs bytes with one private key; its repr shows the keyid only, never the key."""
+
+    __slots__ = ("_key", "keyid")
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self.keyid: str = keyid_of(private_key.public_key())
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+    def public_key(self) -> Ed25519PublicKey:
+        return self._key.public_key()
+
+    def __repr__(self) -> str:
+        return f"Signer(keyid={self.keyid!r})"
+
+
+def _private_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _ensure_dir(path: Path) -> None:
+    """Create ``path`` as 0700 if missing (chmod too, because mkdir honours the umask)."""
+    try:
+        path.mkdir(mode=_DIR_MODE, parents=True)
+    except FileExistsError:
+        if not path.is_dir():
+            raise NotADirectoryError(f"{path} exists and is not a directory") from None
+        return
+    os.chmod(path, _DIR_MODE)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(directory: Path, data: bytes) -> Path:
+    """Write ``data`` to a fresh 0600 file in ``directory`` (exclusive create) and fsync it."""
+    tmp = directory / f".tmp-{os.getpid()}-{secrets.token_hex(8)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _SECRET_MODE)
+    try:
+        os.fchmod(fd, _SECRET_MODE)  # exact mode whatever the umask
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def _install(directory: Path, name: str, data: bytes, *, replace: bool) -> bool:
+    """Atomically place ``data`` at ``directory/name``; False if it existed and not ``replace``."""
+    tmp = _write_temp(directory, data)
+    try:
+        if replace:
+            os.replace(tmp, directory / name)
+        else:
+            try:
+                os.link(tmp, directory / name)  # atomic create-if-absent
+            except FileExistsError:
+                return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(directory)
+    return True
+
+
+def _read_private_key(path: Path) -> Ed25519PrivateKey:
+    """Load a private key file, refusing it if group or others have any access to it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)  # check the file we actually read, not a path that may change
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"private key {path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise ValueError(f"private key {path} has insecure mode "
+                             f"{stat.S_IMODE(st.st_mode):04o}; run: chmod 600 {path}")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            pem = fh.read()
+    finally:
+        os.close(fd)
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError(f"private key {path} is not an unencrypted PEM PKCS8 key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"private key {path} is not an Ed25519 key")
+    return key
+
+
+def _read_public_key(path: Path) -> Ed25519PublicKey:
+    """Load ``public/<keyid>.pub`` and check that the file name is the key's fingerprint."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError(f"public key {path} is not a PEM SubjectPublicKeyInfo key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"public key {path} is not an Ed25519 key")
+    if keyid_of(key) != path.stem:
+        raise ValueError(f"public key {path} is named after another key's fingerprint")
+    return key
+
+
+class KeyRing:
+    """The signing keys in one directory: the active key plus every public key ever used."""
+
+    def __init__(self, keys_dir: Path) -> None:
+        self.keys_dir = Path(keys_dir)
+
+    @classmethod
+    def load_or_create(cls, keys_dir: Path) -> KeyRing:
+        """Open ``keys_dir``, creating it and a first key if needed; validate the active key."""
+        ring = cls(keys_dir)
+        _ensure_dir(ring.keys_dir)
+        _ensure_dir(ring._public_dir)
+        if not ring._active_path.exists():
+            new = Ed25519PrivateKey.generate()
+            if _install(ring.keys_dir, ACTIVE_KEY, _private_pem(new), replace=False):
+                logger.info("created signing key %s in %s", keyid_of(new.public_key()),
+                            ring.keys_dir)
+        ring._publish(_read_private_key(ring._active_path).public_key())
+        return ring
+
+    @property
+    def _active_path(self) -> Path:
+        return self.keys_dir / ACTIVE_KEY
+
+    @property
+    def _public_dir(self) -> Path:
+        return self.keys_dir / PUBLIC_DIR
+
+    def _publish(self, key: Ed25519PublicKey) -> str:
+        """Make sure ``public/<keyid>.pub`` exists so receipts by ``key`` stay verifiable."""
+        keyid = keyid_of(key)
+        if not (self._public_dir / f"{keyid}.pub").exists():
+            _install(self._public_dir, f"{keyid}.pub", _public_pem(key), replace=True)
+        return keyid
+
+    def signer(self) -> Signer:
+        """A signer for the key that is active now (re-read, so rotations elsewhere apply).
+
+        Raises SignerUnavailable if the key file is missing or unreadable, and ValueError
+        if it exists but is insecure or corrupt (a configuration error, not an outage).
+        """
+        try:
+            return Signer(_read_private_key(self._active_path))
+        except OSError as exc:
+            raise SignerUnavailable(f"signing key {self._active_path} is unavailable: "
+                                    f"{exc.strerror or type(exc).__name__}") from None
+
+    def verifiers(self) -> dict[str, Ed25519PublicKey]:
+        """Every public key ever active, by keyid (old receipts must stay verifiable)."""
+        if not self._public_dir.is_dir():
+            return {}
+        return {p.stem: _read_public_key(p) for p in sorted(self._public_dir.glob("*.pub"))}
+
+    def rotate(self) -> str:
+        """Make a new active key, retire the old private key, return the new keyid.
+
+        Order matters for crash safety: the new public key is published and the old private
+        key copied to ``retired/`` before ``active.key`` is atomically replaced.
+        """
+        old = _read_private_key(self._active_path)
+        old_id = keyid_of(old.public_key())
+        new = Ed25519PrivateKey.generate()
+        new_id = self._publish(new.public_key())
+        self._publish(old.public_key())
+        retired = self.keys_dir / RETIRED_DIR
+        _ensure_dir(retired)
+        _install(retired, f"{old_id}.key", _private_pem(old), replace=True)
+        _install(self.keys_dir, ACTIVE_KEY, _private_pem(new), replace=True)
+        logger.info("rotated signing key %s -> %s", old_id, new_id)
+        return new_id
+
+    def __repr__(self) -> str:
+        return f"KeyRing({str(self.keys_dir)!r})"

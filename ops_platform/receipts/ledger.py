@@ -1,0 +1,311 @@
+"""The receipts ledger model and its verifier, independent of where entries are stored.
+
+An entry is a DSSE-signed in-toto statement chained to its predecessor; checkpoints are
+signed Merkle tree heads over the entries' chain hashes. ``verify_ledger`` recomputes all
+of it from the stored text, so any changed, inserted, removed or reordered byte shows up
+as a named problem rather than a silent pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from . import merkle
+from .canonical import canonical_json, strict_loads
+from .chain import GENESIS, entry_hash
+from .dsse import PAYLOAD_TYPE, VerificationError, sign_envelope, verify_envelope
+from .keys import Signer
+from .statement import Subject, is_sha256_hex, parse_statement, statement_subjects
+
+CHECKPOINT_PAYLOAD_TYPE = "application/vnd.summit.checkpoint+json"
+_TREE_HEAD_KEYS = {"tree_size", "root_hash", "timestamp"}
+_MAX_ERRORS = 100
+
+FileDigest = Callable[[Subject], str | None]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One stored receipt; all hashes are lowercase hex, ``envelope`` is canonical JSON text."""
+
+    seq: int
+    receipt_id: str  # hex sha256 of the DSSE payload bytes, never chosen independently
+    envelope: str
+    prev_hash: str
+    entry_hash: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed tree head over the first ``tree_size`` entries."""
+
+    tree_size: int
+    root_hash: str
+    envelope: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Outcome of ``verify_ledger``: ``first_bad`` is the first problem, in ledger order."""
+
+    ok: bool
+    first_bad: str | None
+    entries: int
+    checkpoints: int
+    errors: list[str]
+
+
+def _chain_hash(prev_hash: str, seq: int, receipt_id: str, envelope: str) -> str:
+    return entry_hash(bytes.fromhex(prev_hash), seq, receipt_id, envelope.encode("utf-8")).hex()
+
+
+def build_entry(prev: LedgerEntry | None, statement: dict, signer: Signer) -> LedgerEntry:
+    """Sign ``statement`` and chain it after ``prev`` (``None`` starts a new ledger)."""
+    payload = canonical_json(statement)
+    parse_statement(payload)  # refuse to sign something the verifier would reject
+    envelope = canonical_json(sign_envelope(payload, signer)).decode("utf-8")
+    receipt_id = hashlib.sha256(payload).hexdigest()
+    seq = 0 if prev is None else prev.seq + 1
+    prev_hash = GENESIS.hex() if prev is None else prev.entry_hash
+    if not is_sha256_hex(prev_hash):
+        raise ValueError("previous entry has a malformed entry_hash")
+    return LedgerEntry(seq=seq, receipt_id=receipt_id, envelope=envelope, prev_hash=prev_hash,
+                       entry_hash=_chain_hash(prev_hash, seq, receipt_id, envelope))
+
+
+def _require_linked(entries: Sequence[LedgerEntry]) -> None:
+    """Cheap structural check (no re-hashing) so a checkpoint never blesses a broken chain."""
+    expected = GENESIS.hex()
+    for i, entry in enumerate(entries):
+        if entry.seq != i or entry.prev_hash != expected:
+            raise ValueError(f"entry at position {i} (seq={entry.seq}) is not linked in order")
+        expected = entry.entry_hash
+
+
+def _leaf(entry: LedgerEntry) -> bytes:
+    """Merkle leaf data: the entry's chain hash (a malformed one still hashes, just wrongly)."""
+    value = entry.entry_hash
+    return bytes.fromhex(value) if is_sha256_hex(value) else repr(value).encode("utf-8")
+
+
+def sign_checkpoint(entries: Sequence[LedgerEntry], signer: Signer, timestamp: str) -> Checkpoint:
+    """Sign the tree head over all ``entries`` at ``timestamp`` (an ISO-8601 UTC string)."""
+    if not isinstance(timestamp, str) or not timestamp:
+        raise ValueError("timestamp must be a non-empty string")
+    _require_linked(entries)
+    return sign_tree_head(len(entries), merkle.root([_leaf(e) for e in entries]).hex(), signer, timestamp)
+
+
+def sign_tree_head(tree_size: int, root_hash: str, signer: Signer, timestamp: str) -> Checkpoint:
+    """Sign a tree head whose root the caller computed (e.g. incrementally, with CompactRange)."""
+    if not isinstance(timestamp, str) or not timestamp:
+        raise ValueError("timestamp must be a non-empty string")
+    head = {"tree_size": tree_size, "root_hash": root_hash, "timestamp": timestamp}
+    envelope = sign_envelope(canonical_json(head), signer, CHECKPOINT_PAYLOAD_TYPE)
+    return Checkpoint(tree_size=tree_size, root_hash=root_hash, envelope=canonical_json(envelope).decode("utf-8"))
+
+
+def leaf_data(entry: LedgerEntry) -> bytes:
+    """The Merkle leaf data of an entry (its chain hash)."""
+    return _leaf(entry)
+
+
+def inclusion(entries: Sequence[LedgerEntry], seq: int) -> dict:
+    """Inclusion proof of entry ``seq`` in the tree of all ``entries`` (hex strings)."""
+    if not 0 <= seq < len(entries) or entries[seq].seq != seq:
+        raise ValueError(f"no entry with seq={seq} at its position")
+    leaves = [_leaf(e) for e in entries]
+    return {
+        "seq": seq,
+        "entry_hash": entries[seq].entry_hash,
+        "tree_size": len(leaves),
+        "root": merkle.root(leaves).hex(),
+        "proof": [p.hex() for p in merkle.inclusion_proof(seq, leaves)],
+    }
+
+
+# --- verification ---------------------------------------------------------------------
+
+
+def _entry_label(entry: LedgerEntry) -> str:
+    """``entry seq=12 (receipt 3fa2b1c0…)``, safe to print even for tampered fields."""
+    rid = entry.receipt_id
+    short = rid[:8] if isinstance(rid, str) else repr(rid)[:8]
+    if not (short.isascii() and short.isprintable()):
+        short = ascii(short)
+    return f"entry seq={entry.seq} (receipt {short}…)"
+
+
+def _open_envelope(text: str, verifiers: dict[str, Ed25519PublicKey], payload_type: str,
+                   problems: list[str]) -> bytes | None:
+    """Parse, canonicality-check and verify stored envelope text; None if unusable."""
+    try:
+        envelope = strict_loads(text)
+        canonical = canonical_json(envelope) == text.encode("utf-8")
+    except (ValueError, UnicodeError):
+        problems.append("envelope is not valid UTF-8 JSON")
+        return None
+    if not canonical:
+        problems.append("envelope is not canonical JSON")
+    try:
+        return verify_envelope(envelope, verifiers, payload_type)
+    except VerificationError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def _subject_problems(stmt: dict, file_digest: FileDigest) -> list[str]:
+    problems = []
+    for subject in statement_subjects(stmt):
+        try:
+            current = file_digest(subject)
+        except OSError as exc:
+            problems.append(f"subject {subject.name!r}: cannot read file ({exc.strerror})")
+            continue
+        if current is not None and current != subject.sha256:
+            problems.append(f"subject {subject.name!r}: file on disk differs from the receipt")
+    return problems
+
+
+def _payload_problems(entry: LedgerEntry, payload: bytes,
+                      file_digest: FileDigest | None) -> list[str]:
+    problems = []
+    if entry.receipt_id != hashlib.sha256(payload).hexdigest():
+        problems.append("receipt_id does not match the payload digest")
+    try:
+        stmt = parse_statement(payload)
+    except ValueError as exc:
+        return [*problems, f"payload is not a valid statement: {exc}"]
+    if file_digest is not None:
+        problems.extend(_subject_problems(stmt, file_digest))
+    return problems
+
+
+def _well_typed(entry: LedgerEntry) -> bool:
+    return (type(entry.seq) is int
+            and all(isinstance(v, str) for v in
+                    (entry.receipt_id, entry.envelope, entry.prev_hash, entry.entry_hash)))
+
+
+def _entry_problems(position: int, entry: LedgerEntry, expected_prev: str,
+                    verifiers: dict[str, Ed25519PublicKey],
+                    file_digest: FileDigest | None) -> list[str]:
+    """Everything wrong with one entry, checked only against itself and its predecessor."""
+    if not _well_typed(entry):
+        return ["malformed entry (wrong field types)"]
+    problems = []
+    if entry.seq != position:
+        problems.append(f"out of order: expected seq={position}")
+    if entry.prev_hash != expected_prev:
+        problems.append("prev_hash does not match the previous entry's entry_hash")
+    payload = _open_envelope(entry.envelope, verifiers, PAYLOAD_TYPE, problems)
+    if payload is not None:
+        problems.extend(_payload_problems(entry, payload, file_digest))
+    if not is_sha256_hex(entry.prev_hash) or not 0 <= entry.seq < 2**64:
+        problems.append("entry_hash cannot be recomputed (malformed prev_hash or seq)")
+    else:
+        try:
+            expected_hash = _chain_hash(entry.prev_hash, entry.seq, entry.receipt_id,
+                                        entry.envelope)
+        except UnicodeError:
+            expected_hash = None
+        if entry.entry_hash != expected_hash:
+            problems.append("entry_hash does not match the recomputed chain hash")
+    return problems
+
+
+def _tree_head_problems(cp: Checkpoint, payload: bytes) -> list[str]:
+    try:
+        head = strict_loads(payload)
+    except ValueError:
+        return ["signed tree head is not valid JSON"]
+    if not isinstance(head, dict) or set(head) != _TREE_HEAD_KEYS:
+        return ["signed tree head does not have exactly tree_size, root_hash, timestamp"]
+    if not isinstance(head["timestamp"], str):
+        return ["signed tree head has no timestamp"]
+    if type(head["tree_size"]) is not int or head["tree_size"] != cp.tree_size:
+        return ["tree_size differs from the signed tree head"]
+    if head["root_hash"] != cp.root_hash:
+        return ["root_hash differs from the signed tree head"]
+    return []
+
+
+def _checkpoint_problems(cp: Checkpoint, prefix_roots: dict[int, str], n_entries: int,
+                         min_size: int, verifiers: dict[str, Ed25519PublicKey]) -> list[str]:
+    if not (type(cp.tree_size) is int and isinstance(cp.root_hash, str)
+            and isinstance(cp.envelope, str)):
+        return ["malformed checkpoint (wrong field types)"]
+    problems: list[str] = []
+    payload = _open_envelope(cp.envelope, verifiers, CHECKPOINT_PAYLOAD_TYPE, problems)
+    if payload is not None:
+        problems.extend(_tree_head_problems(cp, payload))
+    if cp.tree_size < min_size:
+        problems.append(f"smaller than the checkpoint before it (tree_size={min_size})")
+    if cp.tree_size > n_entries:
+        problems.append(f"covers more entries than the ledger has ({n_entries})")
+    elif cp.tree_size >= 0 and prefix_roots[cp.tree_size] != cp.root_hash:
+        problems.append("root mismatch")
+    return problems
+
+
+def _prefix_roots(entries: Sequence[LedgerEntry], sizes: set[int]) -> dict[int, str]:
+    """Merkle roots of the first ``size`` entries for every wanted size, in one pass."""
+    tree = merkle.CompactRange()
+    roots = {0: merkle.EMPTY_ROOT.hex()} if 0 in sizes else {}
+    for entry in entries:
+        tree.append(_leaf(entry))
+        if tree.size in sizes:
+            roots[tree.size] = tree.root().hex()
+    return roots
+
+
+def _coverage_problem(entries: Sequence[LedgerEntry],
+                      checkpoints: Sequence[Checkpoint]) -> str | None:
+    if not checkpoints:
+        return f"ledger: no checkpoint covers its {len(entries)} entries" if entries else None
+    latest = checkpoints[-1]
+    if latest.tree_size != len(entries):
+        return (f"checkpoint tree_size={latest.tree_size}: the latest checkpoint does not "
+                f"cover all {len(entries)} entries")
+    return None
+
+
+def _cap(errors: list[str]) -> list[str]:
+    if len(errors) <= _MAX_ERRORS:
+        return errors
+    return [*errors[:_MAX_ERRORS], f"... and {len(errors) - _MAX_ERRORS} more problems"]
+
+
+def verify_ledger(entries: Sequence[LedgerEntry], checkpoints: Sequence[Checkpoint],
+                  verifiers: dict[str, Ed25519PublicKey],
+                  file_digest: FileDigest | None = None) -> VerifyReport:
+    """Check every signature, digest, chain link and checkpoint; never raises on bad data.
+
+    ``file_digest(subject)`` returns the current sha256 of a subject's file, or None when
+    the subject is not a file; when given, changed files are reported too.
+    """
+    errors: list[str] = []
+    expected_prev = GENESIS.hex()
+    for position, entry in enumerate(entries):
+        label = _entry_label(entry)
+        for problem in _entry_problems(position, entry, expected_prev, verifiers, file_digest):
+            errors.append(f"{label}: {problem}")
+        expected_prev = entry.entry_hash
+    sizes = {cp.tree_size for cp in checkpoints if type(cp.tree_size) is int}
+    prefix_roots = _prefix_roots(entries, sizes)
+    min_size = 0
+    for cp in checkpoints:
+        label = f"checkpoint tree_size={cp.tree_size}"
+        for problem in _checkpoint_problems(cp, prefix_roots, len(entries), min_size, verifiers):
+            errors.append(f"{label}: {problem}")
+        if type(cp.tree_size) is int:
+            min_size = max(min_size, cp.tree_size)
+    coverage = _coverage_problem(entries, checkpoints)
+    if coverage:
+        errors.append(coverage)
+    return VerifyReport(ok=not errors, first_bad=errors[0] if errors else None,
+                        entries=len(entries), checkpoints=len(checkpoints), errors=_cap(errors))
