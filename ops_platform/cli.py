@@ -152,5 +152,121 @@ def _summary(p: StatePaths, keys: list[str], report, seconds: float) -> None:
     console.print(f"done in {seconds:.0f}s. Open the UI with [bold]make dev[/bold] (http://127.0.0.1:3000).")
 
 
+@main.group()
+def receipts() -> None:
+    """Verify, inspect and complete the signed receipts ledger."""
+
+
+def _guard_paths() -> StatePaths:
+    return StatePaths.from_env().ensure()
+
+
+@receipts.command("verify")
+@click.option("--store", "url", default=None, help="Control store URL (default: the state folder's SQLite).")
+def receipts_verify(url: str | None) -> None:
+    """Check every signature, the hash chain, the checkpoints and file digests."""
+    from .guard.runtime import file_digest_in, open_store
+    from .receipts.keys import KeyRing
+    from .receipts.ledger import verify_ledger
+
+    p = _guard_paths()
+    store = open_store(p, url)
+    report = verify_ledger(store.ledger_entries(), store.checkpoints(), KeyRing.load_or_create(p.keys_dir).verifiers(),
+                           file_digest=file_digest_in(p.home))
+    if report.ok:
+        console.print(f"[green]ledger verified[/green]: {report.entries} receipts, {report.checkpoints} signed tree heads")
+        return
+    console.print(f"[red]ledger verification FAILED[/red] at {report.first_bad}")
+    for err in report.errors[:20]:
+        console.print(f"  {err}")
+    sys.exit(1)
+
+
+@receipts.command("show")
+@click.argument("receipt_id")
+@click.option("--store", "url", default=None, help="Control store URL.")
+def receipts_show(receipt_id: str, url: str | None) -> None:
+    """Print a receipt (by id or unique prefix) with its Merkle inclusion proof."""
+    import base64
+    import json
+
+    from .guard.runtime import open_store
+    from .receipts.ledger import inclusion
+
+    store = open_store(_guard_paths(), url)
+    try:
+        entry = store.entry(receipt_id)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if entry is None:
+        raise click.ClickException(f"no receipt with id {receipt_id!r}")
+    envelope = json.loads(entry.envelope)
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    entries = store.ledger_entries()
+    proof = inclusion(entries, entry.seq)
+    cps = [c for c in store.checkpoints() if c.tree_size == proof["tree_size"]]
+    out = {"seq": entry.seq, "receipt_id": entry.receipt_id, "statement": statement,
+           "signatures": [{"keyid": sg["keyid"]} for sg in envelope["signatures"]],
+           "chain": {"prev_hash": entry.prev_hash, "entry_hash": entry.entry_hash},
+           "inclusion_proof": proof, "signed_tree_head": json.loads(cps[-1].envelope) if cps else None}
+    click.echo(json.dumps(out, indent=2, sort_keys=True))
+
+
+@receipts.command("retry")
+@click.option("--store", "url", default=None, help="Control store URL.")
+def receipts_retry(url: str | None) -> None:
+    """Receipt protective actions that waited for the signer, retry failed ones, drain the spool."""
+    from .guard.runtime import build_protocol
+
+    report = build_protocol(_guard_paths(), url=url).retry()
+    console.print(f"receipted {report.receipted}, retried {report.retried}, dead-lettered {report.to_dlq}, "
+                  f"spool drained {report.spool_drained} (left {report.spool_left})")
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue of privileged actions that ran out of retries."""
+
+
+@dlq.command("list")
+@click.option("--store", "url", default=None, help="Control store URL.")
+def dlq_list(url: str | None) -> None:
+    """List dead-lettered requests with their last error (and anything still spooled)."""
+    import json
+
+    from .guard.runtime import open_store, spool
+
+    p = _guard_paths()
+    items = open_store(p, url).dlq_items()
+    table = Table(title=f"dead-letter queue ({len(items)})")
+    for col in ("id", "action", "target", "actor", "attempts", "last error", "since"):
+        table.add_column(col, no_wrap=col != "last error")
+    for it in items:
+        req = json.loads(it["request"])
+        table.add_row(str(it["dlq_id"]), req["action"], f"{req['target_kind']}:{req['target_id']}", req["actor"],
+                      str(it["attempts"]), it["last_error"], it["created_at"])
+    console.print(table)
+    spooled = spool(p).items()
+    if spooled:
+        console.print(f"{len(spooled)} request(s) wait in the local spool for the control store "
+                      "(`ops-platform receipts retry` replays them)")
+
+
+@dlq.command("replay")
+@click.option("--id", "dlq_id", type=int, default=None, help="Replay one item (default: all).")
+@click.option("--store", "url", default=None, help="Control store URL.")
+def dlq_replay(dlq_id: int | None, url: str | None) -> None:
+    """Send dead-lettered requests through the guarded path again with a fresh retry budget."""
+    from .guard.runtime import build_protocol
+
+    outcomes = build_protocol(_guard_paths(), url=url).replay_dlq(dlq_id)
+    if not outcomes:
+        raise click.ClickException("nothing to replay" + (f" with id {dlq_id}" if dlq_id else ""))
+    for o in outcomes:
+        console.print(f"{o.action_id}: {o.status} {o.reason}")
+    if any(o.status != "completed" and o.status != "denied" for o in outcomes):
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

@@ -74,7 +74,8 @@ def _ledger(signer: Signer, n: int, checkpoint_sizes: tuple[int, ...], first: in
         entries.append(build_entry(entries[-1] if entries else None,
                                    _statement(first + i, actions[i % len(actions)]), signer))
         if len(entries) in checkpoint_sizes:
-            checkpoints.append(sign_checkpoint(entries, signer, f"2026-03-08T{i % 24:02d}:00:00Z"))
+            checkpoints.append(sign_checkpoint(entries, signer, f"2026-03-08T{i % 24:02d}:00:00Z",
+                                               checkpoints[-1] if checkpoints else None))
     return entries, checkpoints
 
 

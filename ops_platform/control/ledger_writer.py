@@ -33,5 +33,6 @@ def append_receipts(store: ControlStore, conn: sa.Connection, statements: list[d
         entries.append(prev)
         tree.append(leaf_data(prev))
     store.insert_entries(conn, entries, tree.state())
-    store.insert_checkpoint(conn, sign_tree_head(tree.size, tree.root().hex(), signer, now))
+    store.insert_checkpoint(conn, sign_tree_head(tree.size, tree.root().hex(), signer, now,
+                                                 store.last_checkpoint(conn)))
     return entries

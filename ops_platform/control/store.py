@@ -167,6 +167,11 @@ class ControlStore:
     def insert_checkpoint(self, conn: sa.Connection, cp: Checkpoint) -> None:
         conn.execute(self._insert_ignore(s.checkpoints, cp.__dict__, ["tree_size"]))
 
+    def last_checkpoint(self, conn: sa.Connection) -> Checkpoint | None:
+        q = sa.select(s.checkpoints).order_by(s.checkpoints.c.tree_size.desc()).limit(1)
+        r = conn.execute(q).mappings().first()
+        return Checkpoint(**r) if r else None
+
     def ledger_entries(self) -> list[LedgerEntry]:
         with self.read() as conn:
             return [LedgerEntry(**r) for r in conn.execute(sa.select(s.ledger).order_by(s.ledger.c.seq)).mappings()]

@@ -22,7 +22,7 @@ from .keys import Signer
 from .statement import Subject, is_sha256_hex, parse_statement, statement_subjects
 
 CHECKPOINT_PAYLOAD_TYPE = "application/vnd.summit.checkpoint+json"
-_TREE_HEAD_KEYS = {"tree_size", "root_hash", "timestamp"}
+_TREE_HEAD_KEYS = {"tree_size", "root_hash", "timestamp", "prev_head"}
 _MAX_ERRORS = 100
 
 FileDigest = Callable[[Subject], str | None]
@@ -92,19 +92,31 @@ def _leaf(entry: LedgerEntry) -> bytes:
     return bytes.fromhex(value) if is_sha256_hex(value) else repr(value).encode("utf-8")
 
 
-def sign_checkpoint(entries: Sequence[LedgerEntry], signer: Signer, timestamp: str) -> Checkpoint:
-    """Sign the tree head over all ``entries`` at ``timestamp`` (an ISO-8601 UTC string)."""
+def head_link(cp: Checkpoint | None) -> str:
+    """What the next tree head points back to: the previous head's envelope digest.
+
+    Chaining the heads makes deleting any one of them (not only the latest) detectable.
+    """
+    return GENESIS.hex() if cp is None else hashlib.sha256(cp.envelope.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def sign_checkpoint(entries: Sequence[LedgerEntry], signer: Signer, timestamp: str,
+                    prev: Checkpoint | None = None) -> Checkpoint:
+    """Sign the tree head over all ``entries`` at ``timestamp`` (an ISO-8601 UTC string),
+    chained to ``prev``, the checkpoint before it (None for the first)."""
     if not isinstance(timestamp, str) or not timestamp:
         raise ValueError("timestamp must be a non-empty string")
     _require_linked(entries)
-    return sign_tree_head(len(entries), merkle.root([_leaf(e) for e in entries]).hex(), signer, timestamp)
+    return sign_tree_head(len(entries), merkle.root([_leaf(e) for e in entries]).hex(), signer, timestamp,
+                          prev)
 
 
-def sign_tree_head(tree_size: int, root_hash: str, signer: Signer, timestamp: str) -> Checkpoint:
+def sign_tree_head(tree_size: int, root_hash: str, signer: Signer, timestamp: str,
+                   prev: Checkpoint | None = None) -> Checkpoint:
     """Sign a tree head whose root the caller computed (e.g. incrementally, with CompactRange)."""
     if not isinstance(timestamp, str) or not timestamp:
         raise ValueError("timestamp must be a non-empty string")
-    head = {"tree_size": tree_size, "root_hash": root_hash, "timestamp": timestamp}
+    head = {"tree_size": tree_size, "root_hash": root_hash, "timestamp": timestamp, "prev_head": head_link(prev)}
     envelope = sign_envelope(canonical_json(head), signer, CHECKPOINT_PAYLOAD_TYPE)
     return Checkpoint(tree_size=tree_size, root_hash=root_hash, envelope=canonical_json(envelope).decode("utf-8"))
 
@@ -218,38 +230,40 @@ def _entry_problems(position: int, entry: LedgerEntry, expected_prev: str,
     return problems
 
 
-def _tree_head_problems(cp: Checkpoint, payload: bytes) -> list[str]:
+def _tree_head_problems(cp: Checkpoint, payload: bytes, expected_link: str) -> list[str]:
     try:
         head = strict_loads(payload)
     except ValueError:
         return ["signed tree head is not valid JSON"]
     if not isinstance(head, dict) or set(head) != _TREE_HEAD_KEYS:
-        return ["signed tree head does not have exactly tree_size, root_hash, timestamp"]
+        return ["signed tree head does not have exactly tree_size, root_hash, timestamp, prev_head"]
     if not isinstance(head["timestamp"], str):
         return ["signed tree head has no timestamp"]
     if type(head["tree_size"]) is not int or head["tree_size"] != cp.tree_size:
         return ["tree_size differs from the signed tree head"]
     if head["root_hash"] != cp.root_hash:
         return ["root_hash differs from the signed tree head"]
+    if head["prev_head"] != expected_link:
+        return ["does not link to the checkpoint before it (one was removed or reordered)"]
     return []
 
 
 def _checkpoint_problems(cp: Checkpoint, prefix_roots: dict[int, str], n_entries: int,
-                         min_size: int, verifiers: dict[str, Ed25519PublicKey]) -> list[str]:
+                         min_size: int, verifiers: dict[str, Ed25519PublicKey],
+                         expected_link: str) -> list[str]:
     if not (type(cp.tree_size) is int and isinstance(cp.root_hash, str)
             and isinstance(cp.envelope, str)):
         return ["malformed checkpoint (wrong field types)"]
     problems: list[str] = []
     payload = _open_envelope(cp.envelope, verifiers, CHECKPOINT_PAYLOAD_TYPE, problems)
-    if payload is not None:
-        problems.extend(_tree_head_problems(cp, payload))
+    head = _tree_head_problems(cp, payload, expected_link) if payload is not None else []
     if cp.tree_size < min_size:
         problems.append(f"smaller than the checkpoint before it (tree_size={min_size})")
     if cp.tree_size > n_entries:
         problems.append(f"covers more entries than the ledger has ({n_entries})")
     elif cp.tree_size >= 0 and prefix_roots[cp.tree_size] != cp.root_hash:
         problems.append("root mismatch")
-    return problems
+    return problems + head
 
 
 def _prefix_roots(entries: Sequence[LedgerEntry], sizes: set[int]) -> dict[int, str]:
@@ -298,10 +312,12 @@ def verify_ledger(entries: Sequence[LedgerEntry], checkpoints: Sequence[Checkpoi
     sizes = {cp.tree_size for cp in checkpoints if type(cp.tree_size) is int}
     prefix_roots = _prefix_roots(entries, sizes)
     min_size = 0
+    link = GENESIS.hex()
     for cp in checkpoints:
         label = f"checkpoint tree_size={cp.tree_size}"
-        for problem in _checkpoint_problems(cp, prefix_roots, len(entries), min_size, verifiers):
+        for problem in _checkpoint_problems(cp, prefix_roots, len(entries), min_size, verifiers, link):
             errors.append(f"{label}: {problem}")
+        link = head_link(cp) if isinstance(cp.envelope, str) else ""
         if type(cp.tree_size) is int:
             min_size = max(min_size, cp.tree_size)
     coverage = _coverage_problem(entries, checkpoints)

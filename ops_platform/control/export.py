@@ -1,0 +1,67 @@
+"""Copy the control store into the DuckDB warehouse for ad hoc analysis.
+
+Readers get receipts flattened (action, actor, target, decision, policy version) next to
+the Switchboard events and the action queue, without touching the live control store.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import polars as pl
+import sqlalchemy as sa
+
+from ..warehouse import Warehouse
+from . import schema as s
+from .store import ControlStore
+
+SCHEMA = "control"
+
+
+def _receipts(store: ControlStore) -> pl.DataFrame:
+    rows = []
+    for e in store.ledger_entries():
+        env = json.loads(e.envelope)
+        st = json.loads(base64.b64decode(env["payload"]))
+        p = st.get("predicate", {})
+        rows.append({
+            "seq": e.seq, "receipt_id": e.receipt_id, "predicate_type": st.get("predicateType"),
+            "action": p.get("action"), "actor": p.get("actor"),
+            "target_kind": (p.get("target") or {}).get("kind"), "target_id": (p.get("target") or {}).get("id"),
+            "allow": (p.get("decision") or {}).get("allow"), "reason": (p.get("decision") or {}).get("reason"),
+            "policy_version": (p.get("decision") or {}).get("policy_version"),
+            "action_id": p.get("action_id"), "receipted_at": p.get("receipted_at"),
+            "keyid": env["signatures"][0]["keyid"], "entry_hash": e.entry_hash,
+            "subjects": json.dumps(st.get("subject", [])),
+        })
+    schema = {"seq": pl.Int64, "receipt_id": pl.String, "predicate_type": pl.String, "action": pl.String,
+              "actor": pl.String, "target_kind": pl.String, "target_id": pl.String, "allow": pl.Boolean,
+              "reason": pl.String, "policy_version": pl.String, "action_id": pl.String,
+              "receipted_at": pl.String, "keyid": pl.String, "entry_hash": pl.String, "subjects": pl.String}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _table(store: ControlStore, table: sa.Table) -> pl.DataFrame:
+    with store.read() as conn:
+        rows = [dict(r) for r in conn.execute(sa.select(table)).mappings()]
+    schema = {c.name: (pl.Int64 if isinstance(c.type, sa.Integer) else pl.String) for c in table.columns}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def export_to_warehouse(store: ControlStore, warehouse: Warehouse) -> dict[str, int]:
+    frames = {
+        "receipts": _receipts(store),
+        "actions": _table(store, s.actions),
+        "switchboard_events": _table(store, s.switchboard_events),
+        "overrides": _table(store, s.overrides),
+        "dlq": _table(store, s.dlq),
+        "checkpoints": _table(store, s.checkpoints).drop("envelope"),
+    }
+    with warehouse.connect() as con:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        for name, frame in frames.items():
+            con.register("incoming", frame.to_arrow())
+            con.execute(f"CREATE OR REPLACE TABLE {SCHEMA}.{name} AS SELECT * FROM incoming")
+            con.unregister("incoming")
+    return {name: frame.height for name, frame in frames.items()}

@@ -1,0 +1,57 @@
+"""Build the guarded action path from the platform's state folder and environment.
+
+One place decides the control store URL (`OPS_PLATFORM_CONTROL_URL`, else SQLite in the
+state folder), the key ring (outside the repo), the policy engine (in-process Rego, or an
+OPA server when `OPS_PLATFORM_OPA_URL` is set) and the spool, so the CLI, Dagster and
+tests all get the same wiring.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..control.store import ControlStore
+from ..paths import StatePaths
+from ..receipts.keys import KeyRing
+from ..receipts.statement import Subject, file_sha256
+from .actions import Executor
+from .policy import policy_from_env
+from .protocol import ActionProtocol, utcnow
+from .spool import Spool
+
+CONTROL_URL_ENV = "OPS_PLATFORM_CONTROL_URL"
+
+
+def control_url(paths: StatePaths) -> str:
+    return os.environ.get(CONTROL_URL_ENV) or f"sqlite:///{paths.control_store}"
+
+
+def open_store(paths: StatePaths, url: str | None = None) -> ControlStore:
+    store = ControlStore(url or control_url(paths))
+    store.migrate(utcnow().isoformat())
+    return store
+
+
+def spool(paths: StatePaths) -> Spool:
+    return Spool(paths.home / "spool" / "requests.jsonl")
+
+
+def build_protocol(paths: StatePaths, executors: Mapping[str, Executor] | None = None,
+                   url: str | None = None) -> ActionProtocol:
+    ring = KeyRing.load_or_create(paths.keys_dir)
+    return ActionProtocol(open_store(paths, url), ring.signer, policy_from_env(), executors or {}, spool(paths))
+
+
+def file_digest_in(home: Path):
+    """Digest checker for `verify_ledger`: subjects named `kind:id` are targets, not files;
+    other names are paths (relative to the state folder unless absolute)."""
+
+    def digest(subject: Subject) -> str | None:
+        if ":" in subject.name and not subject.name.startswith("/"):
+            return None
+        path = Path(subject.name)
+        return file_sha256(path if path.is_absolute() else home / path)
+
+    return digest
