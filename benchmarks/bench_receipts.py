@@ -296,7 +296,7 @@ def durability_line(result: dict[str, Any]) -> str:
 
 
 def print_table(results: list[dict[str, Any]], sign_rate: float) -> None:
-    head = (f"{'backend':<9}{'case':<15}{'rcpts':>6}{'tx':>6}{'wall s':>8}{'rcpt/s':>8}"
+    head = (f"{'backend':<9}{'case':<18}{'rcpts':>6}{'tx':>6}{'wall s':>8}{'rcpt/s':>8}"
             f"{'cpu%':>5}{'p50 ms':>9}{'p99 ms':>9}  {'per rcpt p50/p99 ms':<20}"
             f"{'/sign':>6}{'verify s':>9}")
     print(head)
@@ -308,7 +308,7 @@ def print_table(results: list[dict[str, Any]], sign_rate: float) -> None:
             per = c["per_append"] if case == "single" else c["per_receipt"]
             label = "single (1/tx)" if case == "single" else f"batched ({c['batch']}/tx)"
             per_s = f"{per['p50_ms']:.3f} / {per['p99_ms']:.3f}"
-            print(f"{r['backend']:<9}{label:<15}{c['receipts']:>6}{c['transactions']:>6}"
+            print(f"{r['backend']:<9}{label:<18}{c['receipts']:>6}{c['transactions']:>6}"
                   f"{c['wall_s']:>8.2f}{c['receipts_per_s']:>8}{c['cpu_pct']:>5}"
                   f"{lat['p50_ms']:>9.3f}{lat['p99_ms']:>9.3f}  {per_s:<20}"
                   f"{c['receipts_per_s'] / sign_rate:>6.2f}{c['verify']['verify_s']:>9.3f}")

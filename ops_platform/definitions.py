@@ -8,6 +8,7 @@ import dagster as dg
 
 from assets.dbt import summit_dbt_models
 from assets.raw import build_raw_assets
+from assets.receipts import ledger_verifies, receipts_ledger
 from ops_platform.paths import StatePaths
 from ops_platform.settings import partition_range
 from resources import build_resources
@@ -25,7 +26,8 @@ def build_definitions(paths: StatePaths | None = None) -> dg.Definitions:
     partitions = daily_partitions(paths)
     jobs = build_jobs(partitions)
     return dg.Definitions(
-        assets=[*build_raw_assets(partitions), summit_dbt_models],
+        assets=[*build_raw_assets(partitions), summit_dbt_models, receipts_ledger],
+        asset_checks=[ledger_verifies],
         jobs=jobs,
         schedules=build_schedules(jobs),
         resources=build_resources(paths),

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+from ops_platform.guard.policy import DEFAULT_POLICY_DIR, OPA_URL_ENV
+from ops_platform.guard.runtime import control_url
 from ops_platform.paths import StatePaths
 
+from .control import ControlStoreResource, GuardResource, SignerResource
 from .landing import LandingZoneResource
 from .warehouse import WarehouseResource
 
@@ -18,7 +23,11 @@ def build_resources(paths: StatePaths) -> dict:
         "landing": LandingZoneResource(root=str(paths.landing)),
         "warehouse": WarehouseResource(path=str(paths.warehouse)),
         "dbt": dbt_resource(),
+        "control": ControlStoreResource(url=control_url(paths), spool_path=str(paths.home / "spool" / "requests.jsonl")),
+        "signer": SignerResource(keys_dir=str(paths.keys_dir)),
+        "guard": GuardResource(policy_dir=str(DEFAULT_POLICY_DIR), opa_url=os.environ.get(OPA_URL_ENV) or None),
     }
 
 
-__all__ = ["DUCKDB_POOL", "LandingZoneResource", "WarehouseResource", "build_resources"]
+__all__ = ["DUCKDB_POOL", "ControlStoreResource", "GuardResource", "LandingZoneResource", "SignerResource",
+           "WarehouseResource", "build_resources"]

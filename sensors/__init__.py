@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .retry import RETRY_JOB as RETRY_JOB
+from .retry import retry_guarded_actions_job
+
 CATALOG_JOB = "ingest_catalog"
 DAILY_JOB = "ingest_daily"
 DBT_JOB = "build_staging"
@@ -18,7 +21,7 @@ def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
         description="Ingest one day of every partitioned landing source.")
     staging = dg.define_asset_job(DBT_JOB, selection=dg.AssetSelection.groups("staging"),
                                   description="Build the dbt staging models and run their tests.")
-    return [catalog, daily, staging]
+    return [catalog, daily, staging, retry_guarded_actions_job]
 
 
 def _static_raw() -> dg.AssetSelection:
@@ -30,4 +33,7 @@ def _static_raw() -> dg.AssetSelection:
 def build_schedules(jobs: list) -> list:
     daily = next(j for j in jobs if j.name == DAILY_JOB)
     return [dg.build_schedule_from_partitioned_job(daily, hour_of_day=2, minute_of_hour=15,
-                                                   name="ingest_daily_schedule")]
+                                                   name="ingest_daily_schedule"),
+            dg.ScheduleDefinition(name="retry_guarded_actions_schedule", job=retry_guarded_actions_job,
+                                  cron_schedule="*/5 * * * *",
+                                  default_status=dg.DefaultScheduleStatus.RUNNING)]

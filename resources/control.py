@@ -1,0 +1,55 @@
+"""Resources of the guarded action path: control store, signer, policy guard."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import dagster as dg
+
+from ops_platform.control.store import ControlStore
+from ops_platform.guard.actions import Executor
+from ops_platform.guard.policy import OpaHttpPolicy, PolicyEngine, RegoPolicy
+from ops_platform.guard.protocol import ActionProtocol, utcnow
+from ops_platform.guard.spool import Spool
+from ops_platform.receipts.keys import KeyRing
+
+
+class ControlStoreResource(dg.ConfigurableResource):
+    """The control store (SQLite file URL by default, PostgreSQL in production)."""
+
+    url: str
+    spool_path: str
+
+    def store(self) -> ControlStore:
+        store = ControlStore(self.url)
+        store.migrate(utcnow().isoformat())
+        return store
+
+    def spool(self) -> Spool:
+        return Spool(Path(self.spool_path))
+
+
+class SignerResource(dg.ConfigurableResource):
+    """The Ed25519 key ring; keys live outside the repo and never appear in metadata."""
+
+    keys_dir: str
+
+    def keyring(self) -> KeyRing:
+        return KeyRing.load_or_create(Path(self.keys_dir))
+
+
+class GuardResource(dg.ConfigurableResource):
+    """Policy decisions: in-process Rego over `policy_dir`, or an OPA server when `opa_url` is set."""
+
+    policy_dir: str
+    opa_url: str | None = None
+
+    def policy(self) -> PolicyEngine:
+        return OpaHttpPolicy(self.opa_url) if self.opa_url else RegoPolicy(Path(self.policy_dir))
+
+
+def build_protocol(control: ControlStoreResource, signer: SignerResource, guard: GuardResource,
+                   executors: Mapping[str, Executor] | None = None) -> ActionProtocol:
+    return ActionProtocol(control.store(), signer.keyring().signer, guard.policy(), executors or {},
+                          control.spool())

@@ -1,0 +1,26 @@
+"""The retry job of the guarded action path, and its schedule."""
+
+import dagster as dg
+
+from assets.receipts import LEDGER_KEY
+from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
+
+RETRY_JOB = "retry_guarded_actions"
+
+
+@dg.op(description="Receipt protective actions that waited for the signer, retry failed and "
+                   "abandoned actions (bounded, then DLQ), and drain the local spool.")
+def retry_guarded_actions_op(context: dg.OpExecutionContext, control: ControlStoreResource,
+                             signer: SignerResource, guard: GuardResource) -> None:
+    report = build_protocol(control, signer, guard).retry()
+    context.log.info(f"retry: {report}")
+    context.log_event(dg.AssetObservation(asset_key=LEDGER_KEY, metadata={
+        "retry_receipted": report.receipted, "retry_retried": report.retried,
+        "retry_dead_lettered": report.to_dlq, "spool_left": report.spool_left}))
+
+
+@dg.job(name=RETRY_JOB, description="Complete the guarded action path after signer or store outages.")
+def retry_guarded_actions_job():
+    retry_guarded_actions_op()
+
+
