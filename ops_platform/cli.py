@@ -238,14 +238,22 @@ def dlq_list(url: str | None) -> None:
 
     p = _guard_paths()
     items = open_store(p, url).dlq_items()
-    table = Table(title=f"dead-letter queue ({len(items)})")
-    for col in ("id", "action", "target", "actor", "attempts", "last error", "since"):
-        table.add_column(col, no_wrap=col != "last error")
+    rows = []
     for it in items:
         req = json.loads(it["request"])
-        table.add_row(str(it["dlq_id"]), req["action"], f"{req['target_kind']}:{req['target_id']}", req["actor"],
-                      str(it["attempts"]), it["last_error"], it["created_at"])
-    console.print(table)
+        rows.append((str(it["dlq_id"]), req["action"], f"{req['target_kind']}:{req['target_id']}", req["actor"],
+                     str(it["attempts"]), it["last_error"], it["created_at"]))
+    if console.is_terminal:
+        table = Table(title=f"dead-letter queue ({len(items)})")
+        for col in ("id", "action", "target", "actor", "attempts", "last error", "since"):
+            table.add_column(col, no_wrap=col != "last error")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:  # plain tab-separated lines for scripts and logs
+        click.echo(f"dead-letter queue: {len(items)} item(s)")
+        for row in rows:
+            click.echo("\t".join(row))
     spooled = spool(p).items()
     if spooled:
         console.print(f"{len(spooled)} request(s) wait in the local spool for the control store "

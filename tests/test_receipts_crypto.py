@@ -461,3 +461,12 @@ def test_any_single_tampering_is_detected(ledger):
             missed.append(f"case {case}: {kind} {detail}")
     assert not missed, missed[:20]
     assert set(seen) == set(_KINDS) and min(seen.values()) >= 100, seen
+
+
+def test_fast_envelope_text_is_the_canonical_json_of_the_envelope():
+    from ops_platform.receipts.dsse import envelope_json
+
+    signer = _signer()
+    for i in range(50):
+        payload = canonical_json({"n": i, "text": "é" * (i % 7), "nested": {"b": [1, 2.5, None], "a": True}})
+        assert envelope_json(payload, signer) == canonical_json(sign_envelope(payload, signer)).decode()

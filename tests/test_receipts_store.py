@@ -27,6 +27,7 @@ def ledger_db(tmp_path_factory):
         action = ["pause", "freeze", "resume", "rollback"][i % 4]
         env.proto.submit(req(action, key=f"k{i}"))  # resume by the controller: denied, also receipted
     assert env.verify().ok
+    env.store.engine.dispose()  # closing the last connection folds the WAL into the file we copy
     return tmp / "control.sqlite", env
 
 
@@ -125,7 +126,6 @@ def test_cli_dlq_list_and_replay(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("OPS_PLATFORM_HOME", str(home))
     monkeypatch.setenv("OPS_PLATFORM_KEYS_DIR", str(tmp_path / "keys"))
-    monkeypatch.setenv("COLUMNS", "250")
     env = Env(f"sqlite:///{home / 'control.sqlite'}", tmp_path)
     env.signer_down()
     r = req("export_release", actor="fin", roles=("finops",), key="exp-cli")

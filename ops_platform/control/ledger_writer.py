@@ -21,11 +21,15 @@ class LedgerCorrupt(Exception):
 
 def append_receipts(store: ControlStore, conn: sa.Connection, statements: list[dict], signer: Signer,
                     now: str) -> list[LedgerEntry]:
+    if not statements:
+        return []
     seq, head_hash, frontier = store.lock_head(conn)
-    prev = store.last_entry(conn) if seq >= 0 else None
-    if (prev.seq if prev else -1) != seq or (prev.entry_hash if prev else "0" * 64) != head_hash:
+    stored = store.entry_hash_at(conn, seq) if seq >= 0 else "0" * 64
+    if stored != head_hash:
         raise LedgerCorrupt(f"ledger head (seq={seq}) does not match the last stored entry; "
                             "run `ops-platform receipts verify`")
+    # build_entry only needs the predecessor's seq and chain hash, which the head holds.
+    prev = LedgerEntry(seq, "", "", "", head_hash) if seq >= 0 else None
     tree = CompactRange.from_state(frontier)
     entries = []
     for statement in statements:

@@ -46,7 +46,7 @@ sa.Index("ix_actions_status", actions.c.status)
 
 ledger = sa.Table(
     "ledger", metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("receipt_id", sa.String(64), nullable=False, unique=True),
     sa.Column("envelope", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
@@ -55,7 +55,7 @@ ledger = sa.Table(
 
 checkpoints = sa.Table(
     "checkpoints", metadata,
-    sa.Column("tree_size", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("root_hash", sa.String(64), nullable=False),
     sa.Column("envelope", sa.Text, nullable=False),
 )

@@ -16,7 +16,7 @@ def canonical_json(obj: Any) -> bytes:
     """UTF-8 JSON with sorted keys and no whitespace; NaN and infinities are refused."""
     try:
         text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False)
+                          allow_nan=False, check_circular=False)
     except ValueError as exc:
         raise ValueError(f"cannot canonicalise: {exc}") from exc
     return text.encode("utf-8")

@@ -14,6 +14,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from .canonical import canonical_json
 from .keys import Signer
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -37,6 +38,24 @@ def sign_envelope(payload: bytes, signer: Signer, payload_type: str = PAYLOAD_TY
         "payloadType": payload_type,
         "signatures": [{"keyid": signer.keyid, "sig": base64.b64encode(sig).decode("ascii")}],
     }
+
+
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=.-_;")
+
+
+def envelope_json(payload: bytes, signer: Signer, payload_type: str = PAYLOAD_TYPE) -> str:
+    """The canonical JSON text of ``sign_envelope(...)``, written directly.
+
+    Every value is base64, hex or a plain media type, so none needs escaping and the keys
+    are already in sorted order: this is byte-for-byte what ``canonical_json`` would give,
+    at a fraction of the cost on the receipt-signing hot path.
+    """
+    if not _SAFE.issuperset(payload_type) or not _SAFE.issuperset(signer.keyid):
+        return canonical_json(sign_envelope(payload, signer, payload_type)).decode("utf-8")
+    sig = base64.b64encode(signer.sign(pae(payload_type, payload))).decode("ascii")
+    body = base64.b64encode(payload).decode("ascii")
+    return (f'{{"payload":"{body}","payloadType":"{payload_type}",'
+            f'"signatures":[{{"keyid":"{signer.keyid}","sig":"{sig}"}}]}}')
 
 
 def _b64decode(value: Any, field: str) -> bytes:

@@ -17,9 +17,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from . import merkle
 from .canonical import canonical_json, strict_loads
 from .chain import GENESIS, entry_hash
-from .dsse import PAYLOAD_TYPE, VerificationError, sign_envelope, verify_envelope
+from .dsse import PAYLOAD_TYPE, VerificationError, envelope_json, sign_envelope, verify_envelope
 from .keys import Signer
-from .statement import Subject, is_sha256_hex, parse_statement, statement_subjects
+from .statement import (
+    Statement,
+    Subject,
+    is_sha256_hex,
+    parse_statement,
+    statement_subjects,
+    validate_statement,
+)
 
 CHECKPOINT_PAYLOAD_TYPE = "application/vnd.summit.checkpoint+json"
 _TREE_HEAD_KEYS = {"tree_size", "root_hash", "timestamp", "prev_head"}
@@ -65,9 +72,10 @@ def _chain_hash(prev_hash: str, seq: int, receipt_id: str, envelope: str) -> str
 
 def build_entry(prev: LedgerEntry | None, statement: dict, signer: Signer) -> LedgerEntry:
     """Sign ``statement`` and chain it after ``prev`` (``None`` starts a new ledger)."""
+    if not isinstance(statement, Statement):
+        validate_statement(statement)  # refuse to sign something the verifier would reject
     payload = canonical_json(statement)
-    parse_statement(payload)  # refuse to sign something the verifier would reject
-    envelope = canonical_json(sign_envelope(payload, signer)).decode("utf-8")
+    envelope = envelope_json(payload, signer)
     receipt_id = hashlib.sha256(payload).hexdigest()
     seq = 0 if prev is None else prev.seq + 1
     prev_hash = GENESIS.hex() if prev is None else prev.entry_hash
