@@ -316,8 +316,8 @@ def print_table(results: list[dict[str, Any]], sign_rate: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=2000, help="receipts per case (default 2000)")
-    ap.add_argument("--batch", type=int, default=100, help="receipts per batched transaction")
+    ap.add_argument("--n", type=int, default=5000, help="receipts per case (default 5000)")
+    ap.add_argument("--batch", type=int, default=1000, help="receipts per batched transaction")
     ap.add_argument("--backends", default="sqlite,postgres", help="comma list: sqlite,postgres")
     ap.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
