@@ -49,7 +49,7 @@ def _pg_admin_engine():
     except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is required in CI but unreachable at {PG_ADMIN_URL}: {exc}")
-        pytest.skip(f"no PostgreSQL reachable at {PG_ADMIN_URL} (run `bash .ci/postgres.sh`); "
+        pytest.skip(f"no PostgreSQL reachable at {PG_ADMIN_URL} (run `bash .ci/services.sh`); "
                     "the PostgreSQL variant of this test runs in CI")
     return engine
 

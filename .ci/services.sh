@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Install (if needed) and start a local PostgreSQL for the control-store tests, and create
-# the `ops` test role. Idempotent; needs root (CI and the dev container run as root).
+# Install (if needed) PostgreSQL and Prometheus from Debian's packages, start PostgreSQL for
+# the control-store tests and create the `ops` test role (the Prometheus tests start their
+# own server). Idempotent; needs root (CI and the dev container run as root).
 set -euo pipefail
-if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+need=()
+command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # promtool checks the exported SLO rules
+if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq postgresql >/dev/null
+  apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 ver=$(ls /usr/lib/postgresql | sort -V | tail -1)
 if ! pg_lsclusters -h | grep -q "^$ver main"; then
