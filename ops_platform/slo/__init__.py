@@ -1,0 +1,1 @@
+"""Service level objectives: specs, SLI sources, burn rates and budgets."""

@@ -1,0 +1,129 @@
+"""Per-minute SLI events, multi-window burn rates, tier states and error budgets.
+
+Everything is vectorised over polars frames: an SLO's source rows become per-minute
+(bad, total) event counts per group (service x cohort x build), windows are time-based
+rolling sums per group, and a burn rate is the window's bad ratio over the error budget
+(burn 1 spends the budget exactly over the SLO window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from .spec import SLO, BurnTier
+
+GROUP = ("service", "cohort", "build_id")
+_BAD_OP = {"lte": lambda c, v: c > v, "lt": lambda c, v: c >= v, "gte": lambda c, v: c < v,
+           "gt": lambda c, v: c <= v}
+
+
+def _is_inf(value) -> bool:
+    return str(value).lower() in ("+inf", "inf", ".inf")
+
+
+def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl.DataFrame | None = None,
+                  lag: pl.DataFrame | None = None) -> pl.DataFrame:
+    """(ts, group..., bad, total) per minute for `slo`, from the source its indicator names.
+
+    Occurrences count requests (or samples); Timeslices count minutes, a minute being bad
+    when its good ratio falls below the slice target (minutes without traffic do not count).
+    """
+    ind = slo.indicator
+    if ind.kind == "ratio" and ind.good.spec.get("table") == "latency_buckets":
+        if latency is None:
+            raise ValueError(f"SLO {slo.name} needs latency buckets")
+        threshold = ind.good.spec["le"]
+        if _is_inf(threshold):
+            raise ValueError(f"SLO {slo.name}: the good bucket cannot be +Inf")
+        lat = latency.filter(pl.col("service") == ind.total.spec.get("service", slo.service))
+        good = lat.filter(pl.col("le") == float(threshold)).select(*["ts", *GROUP], pl.col("count").alias("good"))
+        total = lat.filter(pl.col("le") == float("inf")).select(*["ts", *GROUP], pl.col("count").alias("total"))
+        ev = total.join(good, on=["ts", *GROUP], how="left").with_columns(pl.col("good").fill_null(0))
+    elif ind.kind == "ratio":
+        if counters is None:
+            raise ValueError(f"SLO {slo.name} needs request counters")
+        ev = counters.filter(pl.col("service") == ind.total.spec.get("service", slo.service)).select(
+            "ts", *GROUP, (pl.col("requests") - pl.col("errors")).alias("good"), pl.col("requests").alias("total"))
+    else:
+        if lag is None:
+            raise ValueError(f"SLO {slo.name} needs lag samples")
+        pipeline = ind.metric.spec.get("pipeline", slo.service)
+        bad = _BAD_OP[slo.objective.op](pl.col(ind.metric.spec.get("value", "lag_seconds")), slo.objective.value)
+        return (lag.filter(pl.col("pipeline") == pipeline)
+                .group_by(pl.col("ts").dt.truncate("1m"), pl.col("pipeline").alias("service"))
+                .agg(bad.sum().cast(pl.Int64).alias("bad"), pl.len().cast(pl.Int64).alias("total"))
+                .with_columns(pl.lit(None, pl.String).alias("cohort"), pl.lit(None, pl.String).alias("build_id"))
+                .select("ts", *GROUP, "bad", "total").sort("ts"))
+    if slo.budgeting == "Timeslices":
+        target = slo.objective.time_slice_target
+        ev = ev.filter(pl.col("total") > 0).with_columns(
+            ((pl.col("good") / pl.col("total")) < target).cast(pl.Int64).alias("bad"),
+            pl.lit(1, pl.Int64).alias("total"))
+    else:
+        ev = ev.with_columns((pl.col("total") - pl.col("good")).cast(pl.Int64).alias("bad"))
+    return ev.select("ts", *GROUP, "bad", pl.col("total").cast(pl.Int64)).sort([*GROUP, "ts"], nulls_last=True)
+
+
+def window_name(w: timedelta) -> str:
+    s = int(w.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s % size == 0:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def _polars_window(w: timedelta) -> str:
+    return f"{int(w.total_seconds())}s"
+
+
+def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | None = None,
+               by: Sequence[str] = GROUP) -> pl.DataFrame:
+    """Bad ratio and burn rate over each window ending at each minute, per group in `by`.
+
+    Windows are (t - w, t] over minute starts, i.e. the last w/1m minutes including t.
+    """
+    windows = list(windows or sorted({t.long_window for t in slo.tiers} | {t.short_window for t in slo.tiers}))
+    keys = list(by)
+    ev = events.group_by(["ts", *keys]).agg(pl.col("bad").sum(), pl.col("total").sum()) if keys != list(GROUP) \
+        else events
+    ev = ev.sort([*keys, "ts"], nulls_last=True) if keys else ev.sort("ts")
+    budget = slo.error_budget
+    cols = []
+    for w in windows:
+        name = window_name(w)
+        bad = pl.col("bad").rolling_sum_by("ts", window_size=_polars_window(w))
+        total = pl.col("total").rolling_sum_by("ts", window_size=_polars_window(w))
+        if keys:
+            bad, total = bad.over(keys), total.over(keys)
+        ratio = pl.when(total > 0).then(bad / total).otherwise(None)
+        cols += [total.alias(f"total_{name}"), ratio.alias(f"error_ratio_{name}"),
+                 (ratio / budget).alias(f"burn_{name}")]
+    return ev.with_columns(cols)
+
+
+def tier_states(burn: pl.DataFrame, tiers: Sequence[BurnTier]) -> pl.DataFrame:
+    """Add `firing_<tier>`: both the long and the short window burn faster than the tier."""
+    return burn.with_columns(
+        ((pl.col(f"burn_{window_name(t.long_window)}") > t.burn_rate)
+         & (pl.col(f"burn_{window_name(t.short_window)}") > t.burn_rate)).fill_null(False).alias(f"firing_{t.name}")
+        for t in tiers)
+
+
+def remaining_budget(events: pl.DataFrame, slo: SLO, start: datetime, end: datetime) -> dict[str, float]:
+    """Error budget left over [start, end) (1 = untouched, 0 = spent, negative = overspent)."""
+    window = events.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+    bad, total = int(window["bad"].sum()), int(window["total"].sum())
+    ratio = bad / total if total else 0.0
+    return {"bad": bad, "total": total, "error_ratio": ratio,
+            "budget_consumed": ratio / slo.error_budget, "budget_remaining": 1 - ratio / slo.error_budget}
+
+
+def budget_consumed_by(events: pl.DataFrame, slo: SLO, key: str = "build_id") -> pl.DataFrame:
+    """Each `key`'s share of the SLO's error budget: its bad events over budget x all events."""
+    total = int(events["total"].sum())
+    allowed = slo.error_budget * total if total else 1.0
+    return (events.group_by(key).agg(pl.col("bad").sum(), pl.col("total").sum())
+            .with_columns((pl.col("bad") / allowed).alias("budget_consumed")).sort("budget_consumed", descending=True))

@@ -1,0 +1,106 @@
+"""Export SLOs as Prometheus recording and alerting rules, in the manner of Sloth.
+
+Recording rules give each SLO's error ratio over every window its burn tiers use; alerting
+rules fire a tier when both its long and short windows burn faster than the tier's rate.
+Timeslices SLOs are alerted on their request ratio (Prometheus has no time-slice budget);
+the platform's own burn series evaluates them exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import yaml
+
+from .spec import SLO, MetricSource
+
+# How the landing-zone metric sources map to the metrics our Prometheus exporter writes.
+METRICS = {
+    "requests": "summit_http_requests_total",
+    "errors": "summit_http_request_errors_total",
+    "bucket": "summit_http_request_duration_seconds_bucket",
+    "lag": "summit_pipeline_lag_seconds",
+}
+_OPS = {"lte": "<=", "lt": "<", "gte": ">=", "gt": ">"}
+
+
+def prom_duration(d: timedelta) -> str:
+    s = int(d.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s % size == 0:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def _selector(source: MetricSource, *extra: str) -> str:
+    labels = [f'{k}="{v}"' for k, v in sorted(source.spec.items()) if k in ("service", "pipeline", "cohort")]
+    return "{" + ",".join(labels + list(extra)) + "}"
+
+
+def _le(value) -> str:
+    return "+Inf" if str(value).lower() in ("+inf", "inf", ".inf") else f"{float(value):g}"
+
+
+def error_ratio_expr(slo: SLO, window: str) -> str:
+    """PromQL for the SLO's bad-event ratio over `window`."""
+    ind = slo.indicator
+    if ind.kind == "ratio":
+        good, total = ind.good, ind.total
+        assert good is not None and total is not None
+        if good.spec.get("table") == "latency_buckets":
+            good_le, inf = 'le="' + _le(good.spec["le"]) + '"', 'le="+Inf"'
+            g = f'sum(rate({METRICS["bucket"]}{_selector(good, good_le)}[{window}]))'
+            t = f'sum(rate({METRICS["bucket"]}{_selector(total, inf)}[{window}]))'
+            return f"1 - ({g} / {t})"
+        errors = f'sum(rate({METRICS["errors"]}{_selector(total)}[{window}]))'
+        requests = f'sum(rate({METRICS["requests"]}{_selector(total)}[{window}]))'
+        return f"({errors} / {requests})"
+    metric = ind.metric
+    assert metric is not None and slo.objective.op and slo.objective.value is not None
+    sel = f'{METRICS["lag"]}{_selector(metric)}'
+    bad_op = {"lte": ">", "lt": ">=", "gte": "<", "gt": "<="}[slo.objective.op]
+    return (f"(count_over_time(({sel} {bad_op} {slo.objective.value:g})[{window}:1m]) or vector(0))"
+            f" / count_over_time({sel}[{window}:1m])")
+
+
+def windows_of(slo: SLO) -> list[str]:
+    ws = {prom_duration(t.long_window) for t in slo.tiers} | {prom_duration(t.short_window) for t in slo.tiers}
+    return sorted(ws, key=lambda w: timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}[w[-1]]:
+                                                  int(w[:-1])}))
+
+
+def rule_groups(slos: list[SLO]) -> dict:
+    """The Prometheus rule file content (a dict ready for YAML) for all SLOs."""
+    groups = []
+    for slo in slos:
+        labels = {"slo": slo.name, "service": slo.service, "owner": slo.owner}
+        recording = [{"record": f"slo:sli_error:ratio_rate{w}", "expr": error_ratio_expr(slo, w),
+                      "labels": {**labels, "window": w}} for w in windows_of(slo)]
+        recording.append({"record": "slo:objective:ratio", "expr": f"vector({slo.objective.target})",
+                          "labels": labels})
+        recording.append({"record": "slo:error_budget:ratio", "expr": f"vector({slo.error_budget:.6g})",
+                          "labels": labels})
+        alerts = []
+        for tier in slo.tiers:
+            lw, sw = prom_duration(tier.long_window), prom_duration(tier.short_window)
+            threshold = f"({tier.burn_rate:g} * {slo.error_budget:.6g})"
+            expr = (f'slo:sli_error:ratio_rate{lw}{{slo="{slo.name}"}} > {threshold} '
+                    f'and slo:sli_error:ratio_rate{sw}{{slo="{slo.name}"}} > {threshold}')
+            alerts.append({
+                "alert": f"SLOBurn{''.join(p.title() for p in slo.name.split('-'))}{tier.name.title()}",
+                "expr": expr,
+                "labels": {**labels, "severity": tier.severity, "tier": tier.name,
+                           "ramp_action": tier.ramp_action, "platform_action": tier.platform_action},
+                "annotations": {
+                    "summary": f"{slo.display_name}: error budget burning {tier.burn_rate:g}x "
+                               f"over {lw} and {sw}",
+                    "action": f"ramps: {tier.ramp_action}; platform: {tier.platform_action}",
+                },
+            })
+        groups.append({"name": f"slo-{slo.name}-sli-recordings", "rules": recording})
+        groups.append({"name": f"slo-{slo.name}-alerts", "rules": alerts})
+    return {"groups": groups}
+
+
+def rules_yaml(slos: list[SLO]) -> str:
+    return yaml.safe_dump(rule_groups(slos), sort_keys=False, width=120)

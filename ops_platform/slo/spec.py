@@ -1,0 +1,295 @@
+"""OpenSLO v1 files -> validated SLO domain objects.
+
+One direction only (as Sloth does): YAML at the edge, small typed objects inside. The
+domain objects know nothing of YAML or Prometheus. Multi-window burn-rate alerting, which
+OpenSLO v1 cannot express (one lookback window per SLO), comes from our documented
+extension kind `BurnAlertPolicy` (apiVersion `summit.example/v1alpha1`) in the same files.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+OPENSLO = "openslo/v1"
+EXTENSION = "summit.example/v1alpha1"
+OWNER_ANNOTATION = "summit.example/owner"
+RAMP_ACTIONS = ("rollback", "pause", "ticket")
+PLATFORM_ACTIONS = ("freeze", "ticket")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DURATION = re.compile(r"^(\d+)(s|m|h|d|w|M|Q|Y)$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class SLOSpecError(ValueError):
+    """A bad SLO file: names the file and the field path."""
+
+    def __init__(self, file: Path | str, path: str, message: str):
+        super().__init__(f"{file}: {path}: {message}")
+        self.file, self.path = str(file), path
+
+
+@dataclass(frozen=True)
+class MetricSource:
+    type: str
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """A ratio (good/total counters) or a threshold metric (samples compared to a value)."""
+
+    name: str
+    kind: Literal["ratio", "threshold"]
+    good: MetricSource | None = None
+    total: MetricSource | None = None
+    metric: MetricSource | None = None
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    rolling: bool
+    duration: timedelta | None  # rolling windows
+    calendar_unit: Literal["month", "quarter", "year", "week", "day"] | None = None
+    calendar_tz: str | None = None
+
+
+@dataclass(frozen=True)
+class Objective:
+    target: float
+    op: str | None = None  # threshold indicators: lte | lt | gte | gt
+    value: float | None = None
+    time_slice_target: float | None = None
+    time_slice_window: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class BurnTier:
+    name: str
+    burn_rate: float
+    long_window: timedelta
+    short_window: timedelta
+    severity: Literal["critical", "warning"]
+    ramp_action: str  # what to do to a ramp whose cohorts burn: rollback | pause | ticket
+    platform_action: str  # what to do when the stable build burns: freeze | ticket
+
+
+@dataclass(frozen=True)
+class SLO:
+    name: str
+    display_name: str
+    owner: str
+    description: str
+    service: str
+    indicator: Indicator
+    window: TimeWindow
+    budgeting: Literal["Occurrences", "Timeslices"]
+    objective: Objective
+    tiers: tuple[BurnTier, ...] = field(default_factory=tuple)
+    file: str = ""
+
+    @property
+    def error_budget(self) -> float:
+        """The allowed bad fraction (1 - target): burn rate 1 spends it exactly over the window."""
+        return 1.0 - self.objective.target
+
+
+def parse_duration(text: Any, file: Path | str, path: str, *, calendar: bool = False) -> timedelta | str:
+    m = _DURATION.match(str(text).strip())
+    if not m:
+        raise SLOSpecError(file, path, f"{text!r} is not a duration like 5m, 1h, 28d")
+    n, unit = int(m.group(1)), m.group(2)
+    if n <= 0:
+        raise SLOSpecError(file, path, "a duration must be positive")
+    if unit in _UNIT:
+        return timedelta(seconds=n * _UNIT[unit])
+    if not calendar:
+        raise SLOSpecError(file, path, f"{text!r}: months, quarters and years only make sense for calendar windows")
+    return {"M": "month", "Q": "quarter", "Y": "year"}[unit]
+
+
+def _get(doc: dict, key: str, file, path: str, kind: type | tuple = object, required: bool = True) -> Any:
+    if not isinstance(doc, dict):
+        raise SLOSpecError(file, path, "expected a mapping")
+    if key not in doc or doc[key] is None:
+        if required:
+            raise SLOSpecError(file, f"{path}.{key}", "is required")
+        return None
+    value = doc[key]
+    if not isinstance(value, kind):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise SLOSpecError(file, f"{path}.{key}", f"must be a {want}, not {type(value).__name__}")
+    return value
+
+
+def _name(doc: dict, file, path: str) -> str:
+    name = _get(_get(doc, "metadata", file, path, dict), "name", file, f"{path}.metadata", str)
+    if not _NAME.match(name):
+        raise SLOSpecError(file, f"{path}.metadata.name", f"{name!r} is not a lowercase DNS-style name")
+    return name
+
+
+def _source(doc: Any, file, path: str) -> MetricSource:
+    ms = _get(doc, "metricSource", file, path, dict)
+    spec = _get(ms, "spec", file, f"{path}.metricSource", dict)
+    return MetricSource(_get(ms, "type", file, f"{path}.metricSource", str), dict(spec))
+
+
+def _indicator(doc: dict, file, path: str) -> Indicator:
+    name = _name(doc, file, path)
+    spec = _get(doc, "spec", file, path, dict)
+    if "ratioMetric" in spec:
+        ratio = _get(spec, "ratioMetric", file, f"{path}.spec", dict)
+        if ratio.get("counter") is not True:
+            raise SLOSpecError(file, f"{path}.spec.ratioMetric.counter", "only counter ratios are supported")
+        return Indicator(name, "ratio", good=_source(_get(ratio, "good", file, f"{path}.spec.ratioMetric"), file,
+                                                     f"{path}.spec.ratioMetric.good"),
+                         total=_source(_get(ratio, "total", file, f"{path}.spec.ratioMetric"), file,
+                                       f"{path}.spec.ratioMetric.total"))
+    if "thresholdMetric" in spec:
+        return Indicator(name, "threshold", metric=_source(spec["thresholdMetric"], file,
+                                                           f"{path}.spec.thresholdMetric"))
+    raise SLOSpecError(file, f"{path}.spec", "needs ratioMetric or thresholdMetric")
+
+
+def _window(doc: list, file, path: str) -> TimeWindow:
+    if not isinstance(doc, list) or len(doc) != 1:
+        raise SLOSpecError(file, path, "exactly one time window is supported")
+    w = doc[0]
+    rolling = _get(w, "isRolling", file, f"{path}[0]", bool)
+    dur = parse_duration(_get(w, "duration", file, f"{path}[0]"), file, f"{path}[0].duration", calendar=not rolling)
+    if rolling:
+        if not isinstance(dur, timedelta):
+            raise SLOSpecError(file, f"{path}[0].duration", "a rolling window needs s, m, h, d or w")
+        return TimeWindow(True, dur)
+    cal = _get(w, "calendar", file, f"{path}[0]", dict)
+    tz = _get(cal, "timeZone", file, f"{path}[0].calendar", str)
+    _get(cal, "startTime", file, f"{path}[0].calendar", str)
+    unit = dur if isinstance(dur, str) else {timedelta(days=1): "day", timedelta(weeks=1): "week"}.get(dur)
+    if unit is None:
+        raise SLOSpecError(file, f"{path}[0].duration", "a calendar window is 1d, 1w, 1M, 1Q or 1Y")
+    return TimeWindow(False, None, unit, tz)
+
+
+def _objective(doc: Any, budgeting: str, indicator: Indicator, file, path: str) -> Objective:
+    if not isinstance(doc, list) or len(doc) != 1:
+        raise SLOSpecError(file, path, "exactly one objective is supported")
+    o, p = doc[0], f"{path}[0]"
+    target = float(_get(o, "target", file, p, (int, float)))
+    if not 0 < target < 1:
+        raise SLOSpecError(file, f"{p}.target", f"{target} must be between 0 and 1 (exclusive)")
+    op = value = tst = tsw = None
+    if indicator.kind == "threshold":
+        op = _get(o, "op", file, p, str)
+        if op not in ("lte", "lt", "gte", "gt"):
+            raise SLOSpecError(file, f"{p}.op", f"{op!r} is not one of lte, lt, gte, gt")
+        value = float(_get(o, "value", file, p, (int, float)))
+    if budgeting == "Timeslices":
+        tst = float(_get(o, "timeSliceTarget", file, p, (int, float)))
+        if not 0 < tst <= 1:
+            raise SLOSpecError(file, f"{p}.timeSliceTarget", "must be in (0, 1]")
+        tsw = parse_duration(_get(o, "timeSliceWindow", file, p), file, f"{p}.timeSliceWindow")
+    return Objective(target, op, value, tst, tsw)
+
+
+def _tiers(doc: dict, file, path: str) -> tuple[BurnTier, ...]:
+    tiers = []
+    for i, t in enumerate(_get(_get(doc, "spec", file, path, dict), "tiers", file, f"{path}.spec", list)):
+        p = f"{path}.spec.tiers[{i}]"
+        rate = float(_get(t, "burnRate", file, p, (int, float)))
+        if not (rate > 0 and math.isfinite(rate)):
+            raise SLOSpecError(file, f"{p}.burnRate", "must be a positive number")
+        long_w = parse_duration(_get(t, "longWindow", file, p), file, f"{p}.longWindow")
+        short_w = parse_duration(_get(t, "shortWindow", file, p), file, f"{p}.shortWindow")
+        if short_w >= long_w:
+            raise SLOSpecError(file, f"{p}.shortWindow", "must be shorter than longWindow")
+        severity = _get(t, "severity", file, p, str)
+        if severity not in ("critical", "warning"):
+            raise SLOSpecError(file, f"{p}.severity", "is critical or warning")
+        ramp, platform = _get(t, "ramp", file, p, str), _get(t, "platform", file, p, str)
+        if ramp not in RAMP_ACTIONS:
+            raise SLOSpecError(file, f"{p}.ramp", f"{ramp!r} is not one of {', '.join(RAMP_ACTIONS)}")
+        if platform not in PLATFORM_ACTIONS:
+            raise SLOSpecError(file, f"{p}.platform", f"{platform!r} is not one of {', '.join(PLATFORM_ACTIONS)}")
+        tiers.append(BurnTier(_get(t, "name", file, p, str), rate, long_w, short_w, severity, ramp, platform))
+    if not tiers:
+        raise SLOSpecError(file, f"{path}.spec.tiers", "needs at least one tier")
+    return tuple(sorted(tiers, key=lambda t: -t.burn_rate))
+
+
+def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
+    """Documents of one file: SLO docs, SLI objects, BurnAlertPolicy docs."""
+    try:
+        docs = [d for d in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if d is not None]
+    except yaml.YAMLError as exc:
+        raise SLOSpecError(path, "(yaml)", str(exc).replace("\n", " ")) from None
+    slos, slis, policies = [], [], []
+    for i, d in enumerate(docs):
+        p = f"document[{i}]"
+        api, kind = _get(d, "apiVersion", path, p, str), _get(d, "kind", path, p, str)
+        if (api, kind) == (OPENSLO, "SLO"):
+            slos.append((i, d))
+        elif (api, kind) == (OPENSLO, "SLI"):
+            slis.append(_indicator(d, path, p))
+        elif (api, kind) == (EXTENSION, "BurnAlertPolicy"):
+            policies.append((i, d))
+        else:
+            raise SLOSpecError(path, f"{p}.kind", f"unsupported {api}/{kind}")
+    return slos, slis, policies
+
+
+def load_slos(folder: Path) -> list[SLO]:
+    """Every SLO in `folder/*.yaml`, validated, with its burn tiers."""
+    files = sorted(Path(folder).glob("*.yaml")) + sorted(Path(folder).glob("*.yml"))
+    if not files:
+        raise SLOSpecError(folder, "(folder)", "no SLO files (*.yaml)")
+    raw, indicators, policies = [], {}, {}
+    for f in files:
+        slos, slis, pols = load_file(f)
+        raw += [(f, i, d) for i, d in slos]
+        for s in slis:
+            if s.name in indicators:
+                raise SLOSpecError(f, "SLI", f"indicator {s.name!r} is defined twice")
+            indicators[s.name] = s
+        for i, d in pols:
+            slo_name = _get(_get(d, "spec", f, f"document[{i}]", dict), "slo", f, f"document[{i}].spec", str)
+            policies[slo_name] = (f, _tiers(d, f, f"document[{i}]"))
+    out, seen = [], set()
+    for f, i, d in raw:
+        p = f"document[{i}]"
+        name = _name(d, f, p)
+        if name in seen:
+            raise SLOSpecError(f, f"{p}.metadata.name", f"SLO {name!r} is defined twice")
+        seen.add(name)
+        meta, spec = d["metadata"], _get(d, "spec", f, p, dict)
+        owner = (meta.get("annotations") or {}).get(OWNER_ANNOTATION)
+        if not owner:
+            raise SLOSpecError(f, f"{p}.metadata.annotations", f"needs an owner ({OWNER_ANNOTATION})")
+        if "indicatorRef" in spec:
+            ref = _get(spec, "indicatorRef", f, f"{p}.spec", str)
+            if ref not in indicators:
+                raise SLOSpecError(f, f"{p}.spec.indicatorRef", f"no SLI named {ref!r}")
+            indicator = indicators[ref]
+        else:
+            indicator = _indicator(_get(spec, "indicator", f, f"{p}.spec", dict), f, f"{p}.spec.indicator")
+        budgeting = _get(spec, "budgetingMethod", f, f"{p}.spec", str)
+        if budgeting not in ("Occurrences", "Timeslices"):
+            raise SLOSpecError(f, f"{p}.spec.budgetingMethod", f"{budgeting!r} is not Occurrences or Timeslices")
+        objective = _objective(_get(spec, "objectives", f, f"{p}.spec", list), budgeting, indicator, f,
+                               f"{p}.spec.objectives")
+        tiers = policies.get(name, (f, ()))[1]
+        out.append(SLO(name, meta.get("displayName") or name, owner, spec.get("description", ""),
+                       _get(spec, "service", f, f"{p}.spec", str), indicator,
+                       _window(_get(spec, "timeWindow", f, f"{p}.spec", list), f, f"{p}.spec.timeWindow"),
+                       budgeting, objective, tiers, str(f)))
+    orphans = set(policies) - seen
+    if orphans:
+        f = policies[sorted(orphans)[0]][0]
+        raise SLOSpecError(f, "BurnAlertPolicy.spec.slo", f"no SLO named {sorted(orphans)[0]!r}")
+    return sorted(out, key=lambda s: s.name)

@@ -1,0 +1,163 @@
+"""SLO files, Prometheus rule export, burn rates and budgets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+import yaml
+
+from ops_platform.slo.burn import burn_rates, minute_events, remaining_budget, tier_states
+from ops_platform.slo.rules import rules_yaml
+from ops_platform.slo.spec import MetricSource, SLOSpecError, load_slos
+
+ROOT = Path(__file__).resolve().parent.parent
+SLOS = ROOT / "slos"
+
+
+def by_name():
+    return {s.name: s for s in load_slos(SLOS)}
+
+
+def test_golden_slos_load_with_owners_windows_and_tiers():
+    slos = by_name()
+    assert set(slos) == {"api-availability", "api-latency", "receipt-lag", "approval-lag", "metering-lag"}
+    assert {s.budgeting for s in slos.values()} == {"Occurrences", "Timeslices"}
+    assert slos["approval-lag"].window.calendar_unit == "month" and not slos["approval-lag"].window.rolling
+    assert slos["api-availability"].window.duration == timedelta(days=28)
+    assert slos["api-latency"].objective.time_slice_target == 0.95
+    for s in slos.values():
+        assert s.owner.startswith("team:")
+        rates = [t.burn_rate for t in s.tiers]
+        assert rates == sorted(rates, reverse=True) and rates[0] == 14.4
+    fast = slos["api-availability"].tiers[0]
+    assert (fast.long_window, fast.short_window, fast.ramp_action) == (timedelta(hours=1), timedelta(minutes=5),
+                                                                        "rollback")
+
+
+def _mutate(tmp_path: Path, name: str, fn) -> Path:
+    folder = tmp_path / "slos"
+    shutil.copytree(SLOS, folder)
+    docs = list(yaml.safe_load_all((folder / name).read_text()))
+    fn(docs)
+    (folder / name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return folder
+
+
+@pytest.mark.parametrize(("file", "mutation", "where"), [
+    ("api-availability.yaml", lambda d: d[1]["spec"]["objectives"][0].pop("target"), "objectives[0].target"),
+    ("api-availability.yaml", lambda d: d[1]["spec"]["objectives"][0].update(target=1.5), "objectives[0].target"),
+    ("api-availability.yaml", lambda d: d[1]["spec"].update(indicatorRef="nope"), "spec.indicatorRef"),
+    ("api-availability.yaml", lambda d: d[1]["spec"]["timeWindow"][0].update(duration="28 days"), "duration"),
+    ("api-availability.yaml", lambda d: d[1]["metadata"].pop("annotations"), "metadata.annotations"),
+    ("api-availability.yaml", lambda d: d[1]["spec"].update(budgetingMethod="RatioTimeslices"), "budgetingMethod"),
+    ("api-latency.yaml", lambda d: d[1]["spec"]["objectives"][0].pop("timeSliceTarget"), "timeSliceTarget"),
+    ("api-latency.yaml", lambda d: d[2]["spec"]["tiers"][0].update(shortWindow="2h"), "tiers[0].shortWindow"),
+    ("api-latency.yaml", lambda d: d[2]["spec"]["tiers"][1].update(ramp="promote"), "tiers[1].ramp"),
+    ("receipt-lag.yaml", lambda d: d[1]["spec"]["objectives"][0].update(op="about"), "objectives[0].op"),
+    ("receipt-lag.yaml", lambda d: d[1].update(kind="Service"), "kind"),
+])
+def test_bad_files_name_file_and_field(tmp_path, file, mutation, where):
+    folder = _mutate(tmp_path, file, mutation)
+    with pytest.raises(SLOSpecError) as err:
+        load_slos(folder)
+    assert file in str(err.value) and where in str(err.value), str(err.value)
+
+
+def test_unparseable_yaml_is_a_clear_error(tmp_path):
+    folder = tmp_path / "slos"
+    shutil.copytree(SLOS, folder)
+    (folder / "receipt-lag.yaml").write_text("apiVersion: openslo/v1\nkind: [SLO\n")
+    with pytest.raises(SLOSpecError, match=r"receipt-lag.yaml: \(yaml\)"):
+        load_slos(folder)
+
+
+def test_prometheus_rules_pass_promtool(tmp_path):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is required in CI (bash .ci/services.sh installs it)")
+        pytest.skip("promtool not installed (bash .ci/services.sh installs it); runs in CI")
+    out = tmp_path / "slo-rules.yaml"
+    out.write_text(rules_yaml(load_slos(SLOS)))
+    proc = subprocess.run([promtool, "check", "rules", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 50 rules found" in proc.stdout
+    rules = yaml.safe_load(out.read_text())
+    alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    assert len(alerts) == 15 and all(a["labels"]["ramp_action"] in ("rollback", "pause", "ticket") for a in alerts)
+
+
+def _synthetic(minutes: int = 600, seed: int = 1) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    start = datetime(2026, 3, 8, tzinfo=UTC)
+    rows = []
+    for build in ("api-1", "api-2"):
+        keep = rng.random(minutes) > 0.1  # gaps: minutes without rows
+        ts = [start + timedelta(minutes=int(i)) for i in np.flatnonzero(keep)]
+        req = rng.integers(0, 200, len(ts))
+        err = rng.binomial(req, 0.01 if build == "api-1" else 0.05)
+        rows.append(pl.DataFrame({"ts": ts, "service": "api", "cohort": "canary", "build_id": build,
+                                  "requests": req, "errors": err}))
+    return pl.concat(rows).with_columns(pl.col("ts").dt.cast_time_unit("us"))
+
+
+def test_burn_rates_match_a_straightforward_pandas_rolling_window():
+    slo = by_name()["api-availability"]
+    ev = minute_events(slo, counters=_synthetic())
+    got = burn_rates(ev, slo, [timedelta(minutes=5), timedelta(hours=1)])
+    for _build, g in got.to_pandas().groupby("build_id"):
+        s = g.set_index("ts").sort_index()
+        for w, name in (("5min", "5m"), ("60min", "1h")):
+            bad = s["bad"].rolling(w).sum()
+            total = s["total"].rolling(w).sum()
+            expected = (bad / total).where(total > 0) / slo.error_budget
+            pd.testing.assert_series_equal(s[f"burn_{name}"], expected, check_names=False, rtol=1e-12)
+    assert got["burn_1h"].drop_nulls().mean() > 0
+
+
+def test_timeslices_count_bad_minutes_and_skip_empty_ones():
+    slo = by_name()["api-latency"]
+    t0 = datetime(2026, 3, 8, tzinfo=UTC)
+    rows = []
+    for i, (fast, total) in enumerate([(99, 100), (90, 100), (0, 0), (95, 100)]):
+        for le, count in ((1.5, fast), (float("inf"), total)):
+            rows.append({"ts": t0 + timedelta(minutes=i), "service": "api", "cohort": "early", "build_id": "b",
+                         "le": le, "count": count})
+    ev = minute_events(slo, latency=pl.DataFrame(rows))
+    assert ev["bad"].to_list() == [0, 1, 0]  # 90% fast is bad; 95% meets the slice target
+    assert ev["total"].to_list() == [1, 1, 1]  # the empty minute does not count
+    left = remaining_budget(ev, slo, t0, t0 + timedelta(hours=1))
+    assert left["error_ratio"] == pytest.approx(1 / 3) and left["budget_remaining"] < 0
+
+
+def test_threshold_slo_counts_late_samples():
+    slo = by_name()["receipt-lag"]
+    t0 = datetime(2026, 3, 8, tzinfo=UTC)
+    lag = pl.DataFrame({"ts": [t0, t0 + timedelta(seconds=20), t0 + timedelta(minutes=1)],
+                        "pipeline": ["receipt"] * 3, "lag_seconds": [2.0, 31.0, 30.0], "sample_id": ["a", "b", "c"]})
+    ev = minute_events(slo, lag=lag)
+    assert ev.select("bad", "total").rows() == [(1, 2), (0, 1)]
+
+
+def test_bad_build_fires_the_fast_tier_on_its_own_series(small_world):
+    counters = pl.read_parquet(small_world / "landing" / "request_counters" / "*" / "*.parquet")
+    bad = pl.read_parquet(small_world / "truth" / "bad_builds.parquet").filter(pl.col("effect") == "error_rate")
+    row = bad.row(0, named=True)
+    base = by_name()["api-availability"]
+    src = MetricSource("summit.landing", {"table": "request_counters", "service": row["service"]})
+    slo = replace(base, service=row["service"], indicator=replace(base.indicator, good=src, total=src))
+    states = tier_states(burn_rates(minute_events(slo, counters=counters), slo), slo.tiers)
+    own = states.filter(pl.col("build_id") == row["build_id"])
+    first = own.filter(pl.col("firing_fast"))["ts"].min()
+    assert first is not None and first - row["deploy_started_at"] <= timedelta(minutes=10)
+    others = states.filter((pl.col("service") == row["service"]) & (pl.col("build_id") != row["build_id"]))
+    assert others["firing_fast"].mean() < 0.01
