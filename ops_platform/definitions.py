@@ -9,6 +9,7 @@ import dagster as dg
 from assets.dbt import summit_dbt_models
 from assets.raw import build_raw_assets
 from assets.receipts import ledger_verifies, receipts_ledger
+from assets.slo import build_slo_assets
 from ops_platform.paths import StatePaths
 from ops_platform.settings import partition_range
 from resources import build_resources
@@ -26,7 +27,7 @@ def build_definitions(paths: StatePaths | None = None) -> dg.Definitions:
     partitions = daily_partitions(paths)
     jobs = build_jobs(partitions)
     return dg.Definitions(
-        assets=[*build_raw_assets(partitions), summit_dbt_models, receipts_ledger],
+        assets=[*build_raw_assets(partitions), *build_slo_assets(partitions), summit_dbt_models, receipts_ledger],
         asset_checks=[ledger_verifies],
         jobs=jobs,
         schedules=build_schedules(jobs),

@@ -58,6 +58,26 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
 
+    def replace_partition_tables(self, schema: str, partition_key: str, tables: dict[str, pl.DataFrame]) -> None:
+        """Replace one partition's rows of several tables in one transaction (idempotent).
+
+        Every frame carries a `partition_key` column; tables are created on first write.
+        """
+        with self.connect() as con:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            for name, frame in tables.items():
+                con.register(f"incoming_{name}", frame.to_arrow())
+                con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{name} AS SELECT * FROM incoming_{name} LIMIT 0")
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for name in tables:
+                    con.execute(f"DELETE FROM {schema}.{name} WHERE partition_key = ?", [partition_key])
+                    con.execute(f"INSERT INTO {schema}.{name} BY NAME SELECT * FROM incoming_{name}")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
     def table_counts(self, schema: str | None = None) -> dict[str, int]:
         if not self.path.exists():
             return {}

@@ -17,8 +17,9 @@ def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
         CATALOG_JOB, selection=_static_raw(),
         description="Load the catalog sources (tenants, services, price list, builds).")
     daily = dg.define_asset_job(
-        DAILY_JOB, selection=dg.AssetSelection.groups("raw") - _static_raw(), partitions_def=partitions_def,
-        description="Ingest one day of every partitioned landing source.")
+        DAILY_JOB, selection=(dg.AssetSelection.groups("raw") - _static_raw()) | dg.AssetSelection.groups("slo"),
+        partitions_def=partitions_def,
+        description="Ingest one day of every partitioned landing source, then its SLO burn series.")
     staging = dg.define_asset_job(DBT_JOB, selection=dg.AssetSelection.groups("staging"),
                                   description="Build the dbt staging models and run their tests.")
     return [catalog, daily, staging, retry_guarded_actions_job]

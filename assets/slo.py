@@ -1,0 +1,109 @@
+"""SLO burn series, budgets and per-tier checks, one day partition at a time."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from ops_platform.slo.daily import compute_day, lookback
+from ops_platform.slo.spec import load_slos
+from ops_platform.timezones import partition_bounds
+from resources import DUCKDB_POOL
+from resources.warehouse import WarehouseResource
+
+SLO_DIR = Path(__file__).resolve().parent.parent / "slos"
+BURN_KEY = dg.AssetKey(["slo", "burn"])
+SOURCES = ("request_counters", "latency_buckets", "lag_samples")
+LOOKBACK_DAYS = 3  # the longest burn window (3d) needs this much history before the day
+
+
+def check_name(slo: str, tier: str) -> str:
+    return f"{slo.replace('-', '_')}__{tier}"
+
+
+def _read(warehouse, table: str, start, end, buckets: list[float]) -> pl.DataFrame:
+    cols = {"request_counters": "ts, service, cohort, build_id, requests, errors",
+            "latency_buckets": "ts, service, cohort, build_id, le, \"count\"",
+            "lag_samples": "ts, pipeline, lag_seconds"}[table]
+    params: list = [start, end]
+    extra = ""
+    if table == "latency_buckets":  # only the buckets some SLO compares against, and +Inf
+        extra = f" AND (isinf(le) OR le IN ({', '.join('?' * len(buckets))}))" if buckets else " AND isinf(le)"
+        params += buckets
+    return warehouse.query(f"SELECT {cols} FROM raw.{table} WHERE ts >= ? AND ts < ?{extra}", params)
+
+
+def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    slos = load_slos(SLO_DIR)
+    specs = [dg.AssetCheckSpec(check_name(s.name, t.name), asset=BURN_KEY,
+                               description=f"{s.display_name}: {t.name} burn ({t.burn_rate:g}x over "
+                                           f"{t.long_window} and {t.short_window}) -> ramps {t.ramp_action}")
+             for s in slos for t in s.tiers]
+    mapping = dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK_DAYS)
+    buckets = sorted({float(s.indicator.good.spec["le"]) for s in slos
+                      if s.indicator.kind == "ratio" and s.indicator.good.spec.get("table") == "latency_buckets"})
+
+    @dg.asset(
+        key=BURN_KEY, partitions_def=partitions_def, group_name="slo", owners=["team:sre"],
+        kinds={"duckdb", "polars"}, pool=DUCKDB_POOL, check_specs=specs,
+        deps=[dg.AssetDep(dg.AssetKey(["raw", t]), partition_mapping=mapping) for t in SOURCES],
+        description="Per-minute SLI events, multi-window burn rates (5m..3d) and tier states per "
+                    "SLO x service x cohort x build (warehouse slo.burn_minutes) and per SLO as a "
+                    "whole (slo.burn_service), and each day's error budget use (slo.budget_daily). "
+                    "One check per SLO and burn tier, judged on the SLO as a whole.",
+    )
+    def slo_burn(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        wh = warehouse.get()
+        key = context.partition_key
+        start, end = partition_bounds(key, partitions_def.timezone)
+        since = start - timedelta(days=LOOKBACK_DAYS)
+        assert lookback(slos) <= timedelta(days=LOOKBACK_DAYS)
+        frames = {t: _read(wh, t, since, end, buckets) for t in SOURCES}
+        day = compute_day(slos, start, end, counters=frames["request_counters"],
+                          latency=frames["latency_buckets"], lag=frames["lag_samples"])
+        budget = day.budget.with_columns(pl.lit(key).alias("partition_key"),
+                                         pl.lit(start.date()).alias("day"))
+        wh.replace_partition_tables("slo", key, {
+            "burn_minutes": day.minutes.with_columns(pl.lit(key).alias("partition_key")),
+            "burn_service": day.service.with_columns(pl.lit(key).alias("partition_key")),
+            "budget_daily": budget})
+        metadata: dict = {"dagster/row_count": day.minutes.height}
+        for slo in slos:
+            left = _budget_left(wh, slo, start.date())
+            metadata[f"budget_remaining/{slo.name}"] = round(left, 4)
+            row = day.budget.filter(pl.col("slo") == slo.name).row(0, named=True)
+            metadata[f"budget_consumed_today/{slo.name}"] = round(row["budget_consumed"], 4)
+            mx = day.service.filter(pl.col("slo") == slo.name)["burn_1h"].max()
+            metadata[f"max_burn_1h/{slo.name}"] = round(float(mx), 3) if mx is not None else 0.0
+        context.log.info(f"slo burn {key}: {day.minutes.height} series-minutes, "
+                         f"{sum(not t.passed for t in day.tiers)} tier(s) fired")
+        yield dg.MaterializeResult(metadata=metadata)
+        for t in day.tiers:
+            yield dg.AssetCheckResult(
+                check_name=check_name(t.slo, t.tier), passed=t.passed,
+                severity=dg.AssetCheckSeverity.ERROR if t.severity == "critical" else dg.AssetCheckSeverity.WARN,
+                description=(f"{t.firing_minutes} minute(s) burning over {t.burn_rate:g}x on both {t.long_window} "
+                             f"and {t.short_window}" if not t.passed else "not burning"),
+                metadata={"firing_minutes": t.firing_minutes, "first_firing": t.first_firing or "",
+                          "groups_firing": dg.MetadataValue.json(t.groups_firing[:50]),
+                          f"max_burn_{t.long_window}": t.max_burn_long or 0.0,
+                          f"max_burn_{t.short_window}": t.max_burn_short or 0.0,
+                          "threshold": t.burn_rate, "ramp_action": t.ramp_action,
+                          "platform_action": t.platform_action})
+
+    return [slo_burn]
+
+
+def _budget_left(wh, slo, day) -> float:
+    """Budget remaining over the SLO's window (rolling, or the calendar period) up to `day`."""
+    if slo.window.rolling:
+        first = day - timedelta(days=slo.window.duration.days - 1)
+    elif slo.window.calendar_unit == "month":
+        first = day.replace(day=1)
+    else:
+        first = day
+    got = wh.query("SELECT sum(bad) AS bad, sum(total) AS total FROM slo.budget_daily "
+                   "WHERE slo = ? AND day BETWEEN ? AND ?", [slo.name, first, day]).row(0)
+    bad, total = int(got[0] or 0), int(got[1] or 0)
+    return 1.0 - (bad / total) / slo.error_budget if total else 1.0

@@ -1,0 +1,99 @@
+"""One day of SLO burn: per-minute burn series, tier evaluations and the day's budget use.
+
+The burn windows reach back up to the longest tier window (3 days), so a day is computed
+from that much history and only the day's own minutes are kept: re-running a day gives
+the same rows whatever else has been computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from .burn import GROUP, burn_rates, minute_events, tier_states, window_name
+from .spec import SLO
+
+WINDOWS = (timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=1), timedelta(hours=6),
+           timedelta(days=1), timedelta(days=3))
+TIER_NAMES = ("fast", "medium", "slow")
+
+
+def lookback(slos: list[SLO]) -> timedelta:
+    return max((t.long_window for s in slos for t in s.tiers), default=timedelta(0))
+
+
+@dataclass
+class TierEvaluation:
+    slo: str
+    tier: str
+    severity: str
+    burn_rate: float
+    long_window: str
+    short_window: str
+    firing_minutes: int
+    groups_firing: list[str]
+    first_firing: str | None
+    max_burn_long: float | None
+    max_burn_short: float | None
+    ramp_action: str
+    platform_action: str
+
+    @property
+    def passed(self) -> bool:
+        return self.firing_minutes == 0
+
+
+@dataclass
+class DayBurn:
+    minutes: pl.DataFrame  # per group (service x cohort x build): ts, slo, group..., bad, total, burn_*, firing_*
+    service: pl.DataFrame  # the SLO as a whole (all cohorts and builds): what alerts and checks judge
+    budget: pl.DataFrame  # slo, bad, total, error_ratio, budget_consumed (over the day)
+    tiers: list[TierEvaluation]
+
+
+def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl.DataFrame,
+                latency: pl.DataFrame, lag: pl.DataFrame) -> DayBurn:
+    frames, service_frames, budgets, tiers = [], [], [], []
+    for slo in slos:
+        events = minute_events(slo, counters=counters, latency=latency, lag=lag)
+        day = _day(tier_states(burn_rates(events, slo, WINDOWS), slo.tiers), start, end, slo)
+        whole = _day(tier_states(burn_rates(events, slo, WINDOWS, by=("service",)), slo.tiers), start, end, slo)
+        frames.append(day)
+        service_frames.append(whole)
+        bad, total = int(day["bad"].sum()), int(day["total"].sum())
+        ratio = bad / total if total else 0.0
+        budgets.append({"slo": slo.name, "bad": bad, "total": total, "error_ratio": ratio,
+                        "budget_consumed": ratio / slo.error_budget})
+        for t in slo.tiers:
+            lw, sw = window_name(t.long_window), window_name(t.short_window)
+            firing = whole.filter(pl.col(f"firing_{t.name}"))
+            in_groups = day.filter(pl.col(f"firing_{t.name}"))
+            groups = sorted({"/".join(str(v) for v in r if v is not None)
+                             for r in in_groups.select(*GROUP).unique().rows()})
+            tiers.append(TierEvaluation(
+                slo.name, t.name, t.severity, t.burn_rate, lw, sw, firing.height, groups,
+                str(firing["ts"].min()) if firing.height else None,
+                _max(whole, f"burn_{lw}"), _max(whole, f"burn_{sw}"), t.ramp_action, t.platform_action))
+    cols = ["ts", "slo", *GROUP, "bad", "total"]
+    cols += [f"{k}_{window_name(w)}" for w in WINDOWS for k in ("error_ratio", "burn")]
+    cols += [f"firing_{n}" for n in TIER_NAMES]
+    minutes = pl.concat([f.select(cols) for f in frames], how="vertical_relaxed") if frames else pl.DataFrame()
+    service_cols = [c for c in cols if c not in ("cohort", "build_id")]
+    service = pl.concat([f.select(service_cols) for f in service_frames], how="vertical_relaxed") \
+        if service_frames else pl.DataFrame()
+    return DayBurn(minutes, service, pl.DataFrame(budgets), tiers)
+
+
+def _day(burn: pl.DataFrame, start: datetime, end: datetime, slo: SLO) -> pl.DataFrame:
+    day = burn.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+    for name in TIER_NAMES:
+        if f"firing_{name}" not in day.columns:
+            day = day.with_columns(pl.lit(False).alias(f"firing_{name}"))
+    return day.with_columns(pl.lit(slo.name).alias("slo"))
+
+
+def _max(frame: pl.DataFrame, col: str) -> float | None:
+    v = frame[col].max() if frame.height else None
+    return None if v is None else round(float(v), 4)
