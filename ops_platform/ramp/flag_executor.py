@@ -1,0 +1,138 @@
+"""The guard's executor for release-flag actions: pause, rollback, freeze and resume.
+
+Exactly-once per action id without a second store: the action id is written into the flag
+file in the same atomic replace as the change it stands for, so after a crash either both
+are on disk or neither is, and a retry finds the id and changes nothing. Processes (sensor
+ticks, the retry job, the CLI) are serialised by an exclusive ``flock`` on a sidecar lock
+file; the flag file itself cannot carry the lock because every save replaces its inode.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..guard.actions import ActionRequest, ExecutionResult
+from .flags import FlagFile
+
+ACTIONS = frozenset({"pause", "rollback", "freeze", "resume"})
+TARGET_KIND = "flag"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def lock_path_for(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+@contextmanager
+def flag_file_lock(path: str | os.PathLike[str], *, timeout_seconds: float = 30.0) -> Iterator[None]:
+    """Exclusive lock for a read-modify-write of one flag file, across processes.
+
+    Every writer (this executor, the ramp controller) must load, transition and save inside
+    it; a FlagFile loaded before taking the lock may be stale and would undo a pause.
+    The kernel drops the lock when its holder dies, so a crash never wedges the file.
+    """
+    lock = lock_path_for(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{lock} held by another process for {timeout_seconds:g}s") from None
+                time.sleep(0.005)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+class FlagFileExecutor:
+    """Applies ramp actions to one flagd flag file (implements ``guard.actions.Executor``).
+
+    ``pause``, ``rollback`` and ``resume`` act on the flag named by ``target_id``;
+    ``freeze`` always freezes every release flag in the file (its ``target_id`` is only
+    recorded, e.g. the flag whose alert triggered it, or ``*``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], datetime] = _utcnow,
+                 lock_timeout_seconds: float = 30.0) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self.lock_timeout_seconds = lock_timeout_seconds
+
+    def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
+        if request.action not in ACTIONS:
+            raise ValueError(f"{type(self).__name__} cannot {request.action!r}; "
+                             f"it handles {', '.join(sorted(ACTIONS))}")
+        if request.target_kind != TARGET_KIND:
+            raise ValueError(f"{request.action} targets kind {TARGET_KIND!r}, got {request.target_kind!r}")
+        with flag_file_lock(self.path, timeout_seconds=self.lock_timeout_seconds):
+            data = self.path.read_bytes()
+            current = FlagFile.parse(data, source=str(self.path))
+            if request.action == "freeze":
+                flags = current.release_flags
+            else:
+                current.release(request.target_id)  # KeyError naming the file if unknown
+                flags = (request.target_id,)
+            before = {f: current.release(f).summary() for f in flags}
+            if current.has_applied(action_id):
+                # A retry of an action already on disk: report it, change nothing.
+                snapshot = self._snapshot(data)
+                return self._result(request, action_id, applied=False, before=before, after=before,
+                                    snapshot=snapshot)
+            updated = self._transition(current, request, action_id)
+            updated.save(self.path)
+            snapshot = self._snapshot(self.path.read_bytes())
+        after = {f: updated.release(f).summary() for f in flags}
+        return self._result(request, action_id, applied=True, before=before, after=after, snapshot=snapshot)
+
+    def _snapshot(self, data: bytes) -> Path:
+        """An immutable, content-addressed copy of the file as this action left it.
+
+        The live flag file keeps changing, so receipts name this copy instead: its digest
+        stays verifiable by `ops-platform receipts verify` for as long as the copy is kept.
+        """
+        digest = hashlib.sha256(data).hexdigest()
+        folder = self.path.parent / f"{self.path.name}.history"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{digest}.json"
+        if not target.exists():
+            tmp = folder / f".{digest}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        return target
+
+    def _transition(self, ff: FlagFile, request: ActionRequest, action_id: str) -> FlagFile:
+        at = self.clock()
+        if request.action == "freeze":
+            return ff.freeze_all(at=at, action_id=action_id)
+        step = {"pause": ff.pause, "rollback": ff.rollback, "resume": ff.resume}[request.action]
+        return step(request.target_id, at=at, action_id=action_id)
+
+    def _result(self, request: ActionRequest, action_id: str, *, applied: bool, before: dict[str, Any],
+                after: dict[str, Any], snapshot: Path) -> ExecutionResult:
+        detail = {"flag_file": str(self.path), "action": request.action, "action_id": action_id,
+                  "applied": applied, "before": before, "after": after, "sha256": snapshot.stem,
+                  "snapshot": str(snapshot)}
+        return ExecutionResult(detail=detail, files=(snapshot,))
