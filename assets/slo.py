@@ -10,6 +10,7 @@ from ops_platform.slo.daily import compute_day, lookback
 from ops_platform.slo.spec import load_slos
 from ops_platform.timezones import partition_bounds
 from resources import DUCKDB_POOL
+from resources.sli import SLISourceResource
 from resources.warehouse import WarehouseResource
 
 SLO_DIR = Path(__file__).resolve().parent.parent / "slos"
@@ -53,13 +54,19 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
                     "whole (slo.burn_service), and each day's error budget use (slo.budget_daily). "
                     "One check per SLO and burn tier, judged on the SLO as a whole.",
     )
-    def slo_burn(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    def slo_burn(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sli: SLISourceResource):
         wh = warehouse.get()
         key = context.partition_key
         start, end = partition_bounds(key, partitions_def.timezone)
         since = start - timedelta(days=LOOKBACK_DAYS)
         assert lookback(slos) <= timedelta(days=LOOKBACK_DAYS)
         frames = {t: _read(wh, t, since, end, buckets) for t in SOURCES}
+        prom = sli.prometheus()
+        if prom is not None:  # the same series from a Prometheus HTTP API instead of the landing zone
+            frames["request_counters"] = prom.request_counters(since, end)
+            lat = prom.latency_buckets(since, end)
+            frames["latency_buckets"] = lat.filter(pl.col("le").is_infinite() | pl.col("le").is_in(buckets))
+            context.log.info(f"SLIs from Prometheus at {sli.prometheus_url}")
         day = compute_day(slos, start, end, counters=frames["request_counters"],
                           latency=frames["latency_buckets"], lag=frames["lag_samples"])
         budget = day.budget.with_columns(pl.lit(key).alias("partition_key"),

@@ -10,6 +10,7 @@ from ops_platform.paths import StatePaths
 
 from .control import ControlStoreResource, GuardResource, SignerResource
 from .landing import LandingZoneResource
+from .sli import SLISourceResource
 from .warehouse import WarehouseResource
 
 DUCKDB_POOL = "duckdb"
@@ -25,9 +26,10 @@ def build_resources(paths: StatePaths) -> dict:
         "dbt": dbt_resource(),
         "control": ControlStoreResource(url=control_url(paths), spool_path=str(paths.home / "spool" / "requests.jsonl")),
         "signer": SignerResource(keys_dir=str(paths.keys_dir)),
+        "sli": SLISourceResource(prometheus_url=os.environ.get("OPS_PLATFORM_PROMETHEUS_URL") or None),
         "guard": GuardResource(policy_dir=str(DEFAULT_POLICY_DIR), opa_url=os.environ.get(OPA_URL_ENV) or None),
     }
 
 
 __all__ = ["DUCKDB_POOL", "ControlStoreResource", "GuardResource", "LandingZoneResource", "SignerResource",
-           "WarehouseResource", "build_resources"]
+           "SLISourceResource", "WarehouseResource", "build_resources"]
