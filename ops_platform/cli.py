@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -140,10 +141,14 @@ def _summary(p: StatePaths, keys: list[str], report, seconds: float) -> None:
     console.print(f"runs: {report.runs}, failed: {len(report.failed_runs)} {report.failed_runs or ''}")
     console.print(f"checks: {report.checks_passed} passed, {len(report.checks_failed)} failed, "
                   f"{len(report.checks_warned)} warnings")
-    for name in report.checks_failed[:10]:
-        console.print(f"  [red]failed[/red]  {name}")
-    for name in report.checks_warned[:10]:
-        console.print(f"  [yellow]warning[/yellow] {name}")
+    for label, names in (("[red]failed[/red] ", report.checks_failed), ("[yellow]warning[/yellow]", report.checks_warned)):
+        by_asset: dict[str, list[str]] = {}
+        for name in names:
+            asset, check = name.split(":", 1)
+            by_asset.setdefault(asset.split("[", 1)[0], []).append(check)
+        for asset, checks in sorted(by_asset.items()):
+            top = ", ".join(f"{c} x{n}" for c, n in Counter(checks).most_common(4))
+            console.print(f"  {label} {asset}: {len(checks)} ({top})")
     console.print("quarantined rows: " + (", ".join(f"{r['source_table']} {r['n']}" for r in q.iter_rows(named=True))
                                           or "none"))
     console.print(f"warehouse:    {p.warehouse}  (duckdb -readonly {p.warehouse})")
