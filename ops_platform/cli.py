@@ -281,5 +281,38 @@ def dlq_replay(dlq_id: int | None, url: str | None) -> None:
         sys.exit(1)
 
 
+@main.group()
+def backtest() -> None:
+    """Replay a world's history through decision policies and score them against its truth."""
+
+
+@backtest.command("ramps")
+@click.option("--world", "world_dir", type=click.Path(path_type=Path), default=None,
+              help="World folder (default: the demo world in the state folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures per policy as JSON.")
+def backtest_ramps(world_dir: Path | None, as_json: bool) -> None:
+    """Score the ramp controller and two baselines on every ramp of a world."""
+    import json
+
+    from .ramp.backtest import run_backtest
+
+    world_dir = world_dir or StatePaths.from_env().world
+    if not world_exists(world_dir):
+        raise click.ClickException(f"no world at {world_dir}; run `ops-platform world generate` or `make demo`")
+    results = run_backtest(world_dir)
+    if as_json:
+        click.echo(json.dumps(results, indent=2, sort_keys=True))
+        return
+    metrics = list(next(iter(results.values())))
+    table = Table(title=f"ramp backtest: {world_dir}")
+    table.add_column("metric")
+    for policy in results:
+        table.add_column(policy, justify="right")
+    for m in metrics:
+        row = [results[p][m] for p in results]
+        table.add_row(m, *[("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
+    console.print(table)
+
+
 if __name__ == "__main__":
     main()
