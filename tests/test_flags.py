@@ -237,7 +237,7 @@ def _rule(canary_branch, attribute: str = "cohort") -> dict:
 
 
 @pytest.mark.parametrize(("doc", "json_path", "problem"), [
-    ("{not json", "$", "invalid JSON at line 1 column 2"),
+    ("{not json", "$", "line 1 column 2"),
     ('{"flags": {}, "flags": {}}', "$", "duplicate key 'flags'"),
     ({"flags": []}, "$.flags", "expected an object of flags"),
     (_with("state", "DISABLED"), f"{F}.state", "must be 'ENABLED'"),

@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..receipts.canonical import strict_loads
+
 COHORTS: tuple[str, ...] = ("canary", "early", "general")
 """Deployment cohorts, in the order a ramp fills them (same as the world's catalog)."""
 COHORT_ATTRIBUTE = "cohort"
@@ -116,18 +118,9 @@ class FlagFile:
     @classmethod
     def parse(cls, data: bytes | str, *, source: str = "<memory>") -> FlagFile:
         """Parse flag-file text; every problem is a :class:`FlagFileError` naming source and path."""
-        if isinstance(data, bytes):
-            try:
-                data = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                problem = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-                raise FlagFileError(source, "$", problem) from None
         try:
-            doc = json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-        except json.JSONDecodeError as exc:
-            problem = f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-            raise FlagFileError(source, "$", problem) from None
-        except _BadJson as exc:
+            doc = strict_loads(data)  # duplicate keys and NaN are refused: readers would disagree
+        except ValueError as exc:
             raise FlagFileError(source, "$", str(exc)) from None
         return cls(doc, source=source)
 
@@ -459,23 +452,6 @@ def _check_scalar_metadata(raw: Any, path: str, source: str) -> None:
 
 
 # -- small helpers ---------------------------------------------------------------------------
-
-
-class _BadJson(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _BadJson(f"duplicate key {key!r} (readers would disagree on which one wins)")
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise _BadJson(f"{name} is not valid JSON")
 
 
 def _kind(value: Any) -> str:

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import yaml
 
+from .burn import window_name
 from .spec import SLO, MetricSource
 
 # How the landing-zone metric sources map to the metrics our Prometheus exporter writes.
@@ -22,14 +23,6 @@ METRICS = {
     "lag": "summit_pipeline_lag_seconds",
 }
 _OPS = {"lte": "<=", "lt": "<", "gte": ">=", "gt": ">"}
-
-
-def prom_duration(d: timedelta) -> str:
-    s = int(d.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s % size == 0:
-            return f"{s // size}{unit}"
-    return f"{s}s"
 
 
 def _selector(source: MetricSource, *extra: str) -> str:
@@ -64,7 +57,7 @@ def error_ratio_expr(slo: SLO, window: str) -> str:
 
 
 def windows_of(slo: SLO) -> list[str]:
-    ws = {prom_duration(t.long_window) for t in slo.tiers} | {prom_duration(t.short_window) for t in slo.tiers}
+    ws = {window_name(t.long_window) for t in slo.tiers} | {window_name(t.short_window) for t in slo.tiers}
     return sorted(ws, key=lambda w: timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}[w[-1]]:
                                                   int(w[:-1])}))
 
@@ -82,7 +75,7 @@ def rule_groups(slos: list[SLO]) -> dict:
                           "labels": labels})
         alerts = []
         for tier in slo.tiers:
-            lw, sw = prom_duration(tier.long_window), prom_duration(tier.short_window)
+            lw, sw = window_name(tier.long_window), window_name(tier.short_window)
             threshold = f"({tier.burn_rate:g} * {slo.error_budget:.6g})"
             expr = (f'slo:sli_error:ratio_rate{lw}{{slo="{slo.name}"}} > {threshold} '
                     f'and slo:sli_error:ratio_rate{sw}{{slo="{slo.name}"}} > {threshold}')
