@@ -1,12 +1,13 @@
 """Ramp analysis: is a candidate build worse than the build it replaces?
 
 The controller compares the candidate with the stable build serving the same service at the
-same minutes, cumulatively since the ramp started: errors, and requests slower than the
-stable build's own p95 bucket. A regression needs statistical evidence (a one-sided
-binomial test against "baseline plus the SLO's tolerated margin") and a minimum number of
-requests; below that the result is inconclusive and the ramp holds. Comparing with the
-live baseline cancels incidents that hit every build alike, which fixed thresholds and
-plain burn-rate alerts mistake for a bad build.
+same minutes: errors, and requests slower than the stable build's own p95 bucket. Evidence
+accumulates minute by minute in a CUSUM of log-likelihood ratios between "as good as the
+baseline, within a small margin" and "clearly worse" (a sequential test: it decides as soon
+as the evidence is enough, and low traffic simply takes longer). Below a minimum number of
+requests the result is inconclusive and the ramp holds. Comparing with the live baseline
+cancels incidents that hit every build alike, which fixed thresholds and plain burn-rate
+alerts mistake for a bad build.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy.stats import binom
 
-ERROR_MARGIN = 0.005  # the error-rate SLO's budget: a candidate may cost up to this much more
-LATENCY_MARGIN = 0.05  # share of requests beyond the stable build's p95 bucket, over its own 5%
-ALPHA = 1e-5  # per-minute false-alarm rate of each test
-MIN_REQUESTS = 20  # below this the evidence is inconclusive: hold, neither advance nor roll back
+ERROR_MARGIN = 0.005  # the error-rate SLO's budget (used to grade a regression's burn)
+ERROR_H0, ERROR_H1 = 0.002, 0.015  # "as good as baseline" vs "clearly worse": extra error ratio
+LATENCY_H0, LATENCY_H1 = 0.01, 0.10  # the same for the share beyond the baseline's p95 bucket
+THRESHOLD = 6.0  # CUSUM alarm level (log-likelihood ratio); higher = fewer false pauses, slower
+MIN_REQUESTS = 10  # below this the evidence is inconclusive: hold, neither advance nor roll back
 FAST_BURN = 14.4  # a candidate burning the error budget this fast is rolled back, not only paused
 
 
@@ -65,24 +66,40 @@ def candidate_series(counters: pl.DataFrame, latency: pl.DataFrame, build: str, 
     return out.with_columns(pl.lit(le_ref).alias("le_ref"))
 
 
+def _llr(bad: np.ndarray, n: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """Per-minute log-likelihood ratio of "clearly worse" over "as good" for binomial counts."""
+    p0, p1 = np.clip(p0, 1e-6, 1 - 1e-6), np.clip(p1, 1e-6, 1 - 1e-6)
+    return bad * np.log(p1 / p0) + (n - bad) * np.log((1 - p1) / (1 - p0))
+
+
+def _cusum(steps: np.ndarray) -> np.ndarray:
+    out, acc = np.empty(len(steps)), 0.0
+    for i, x in enumerate(steps):
+        acc = max(0.0, acc + x)
+        out[i] = acc
+    return out
+
+
 def decide(series: pl.DataFrame) -> Verdict:
-    """The first minute with significant evidence of a regression, and the action it calls for."""
+    """The first minute with enough evidence of a regression, and the action it calls for."""
     if series.height == 0:
         return Verdict(None, None, "no traffic")
-    n = series["cum_requests"].to_numpy()
-    err = series["cum_errors"].to_numpy()
-    slow = series["cum_slow"].to_numpy()
+    n = series["requests"].to_numpy().astype(float)
+    err = series["errors"].to_numpy().astype(float)
+    slow = series["slow"].to_numpy().astype(float)
     nb = np.maximum(series["cum_b_requests"].to_numpy(), 1)
-    p_err = np.clip(series["cum_b_errors"].to_numpy() / nb + ERROR_MARGIN, 1e-6, 1 - 1e-6)
-    p_slow = np.clip(np.maximum(series["cum_b_slow"].to_numpy() / nb, 0.05) + LATENCY_MARGIN, 1e-6, 1 - 1e-6)
-    enough = n >= MIN_REQUESTS
-    err_hit = enough & (binom.sf(err - 1, n, p_err) < ALPHA)
-    slow_hit = enough & (binom.sf(slow - 1, n, p_slow) < ALPHA)
-    hit = err_hit | slow_hit
+    p_base = series["cum_b_errors"].to_numpy() / nb
+    s_base = np.maximum(series["cum_b_slow"].to_numpy() / nb, 0.05)
+    err_score = _cusum(_llr(err, n, p_base + ERROR_H0, p_base + ERROR_H1))
+    slow_score = _cusum(_llr(slow, n, s_base + LATENCY_H0, s_base + LATENCY_H1))
+    enough = series["cum_requests"].to_numpy() >= MIN_REQUESTS
+    hit = enough & ((err_score >= THRESHOLD) | (slow_score >= THRESHOLD))
     if not hit.any():
-        return Verdict(None, None, "no significant regression" if enough.any() else "inconclusive: too few requests")
+        return Verdict(None, None, "no regression" if enough.any() else "inconclusive: too few requests")
     i = int(np.argmax(hit))
-    ratio = err[i] / max(n[i], 1)
+    cum_n, cum_err = series["cum_requests"][i], series["cum_errors"][i]
+    ratio = cum_err / max(cum_n, 1)
     action = "rollback" if ratio / ERROR_MARGIN >= FAST_BURN else "pause"
-    what = "errors" if err_hit[i] else "latency"
-    return Verdict(series["ts"][i], action, f"{what}: {err[i]}/{n[i]} errors, {slow[i]} slow vs baseline")
+    what = "errors" if err_score[i] >= THRESHOLD else "latency"
+    return Verdict(series["ts"][i], action, f"{what}: {cum_err}/{cum_n} errors, "
+                                            f"{series['cum_slow'][i]} slow, evidence {max(err_score[i], slow_score[i]):.1f}")
