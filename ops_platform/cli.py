@@ -314,5 +314,77 @@ def backtest_ramps(world_dir: Path | None, as_json: bool) -> None:
     console.print(table)
 
 
+@main.group()
+def switchboard() -> None:
+    """Human overrides of ramps (with a rationale and a TTL) and the timeline of a flag."""
+
+
+def _switchboard_protocol(p: StatePaths):
+    from .guard.runtime import build_protocol, open_store
+    from .ramp.flag_executor import FlagFileExecutor
+    from .ramp.switchboard import OverrideExecutor, live_flag_file
+
+    store = open_store(p)
+    flags = FlagFileExecutor(live_flag_file(p.home, p.world))
+    executors = {"override": OverrideExecutor(store, flags), "pause": flags, "rollback": flags, "freeze": flags,
+                 "resume": flags}
+    return build_protocol(p, executors=executors), store
+
+
+@switchboard.command("override")
+@click.argument("flag")
+@click.option("--action", "directive", type=click.Choice(["resume", "hold", "rollback"]), required=True)
+@click.option("--rationale", required=True, help="Why (at least 20 characters; it goes into the receipt).")
+@click.option("--ttl", default="4h", show_default=True, help="How long the override holds (e.g. 30m, 4h, 1d).")
+@click.option("--actor", required=True, help="Who is overriding (a human on call).")
+@click.option("--idempotency-key", default=None, help="Make a retried command a no-op (default: a new key).")
+def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, actor: str,
+                         idempotency_key: str | None) -> None:
+    """Override the ramp controller on FLAG until the TTL expires."""
+    import uuid
+
+    from .guard.actions import ActionRequest
+    from .slo.spec import SLOSpecError, parse_duration
+
+    try:
+        seconds = int(parse_duration(ttl, "--ttl", "ttl").total_seconds())
+    except SLOSpecError as exc:
+        raise click.UsageError(f"--ttl {ttl!r}: use a duration like 30m, 4h or 1d") from exc
+    p = _guard_paths()
+    proto, _ = _switchboard_protocol(p)
+    out = proto.submit(ActionRequest(
+        actor=actor, roles=("oncall",), action="override", target_kind="flag", target_id=flag,
+        rationale=rationale, idempotency_key=idempotency_key or f"override-{uuid.uuid4()}", ttl_seconds=seconds,
+        params={"directive": directive}))
+    colour = {"completed": "green", "denied": "red"}.get(out.status, "yellow")
+    console.print(f"[{colour}]{out.status}[/{colour}] {directive} on {flag}: {out.reason}"
+                  + (f" (receipt {out.receipt_id[:12]})" if out.receipt_id else ""))
+    if out.status not in ("completed",):
+        sys.exit(1)
+
+
+@switchboard.command("log")
+@click.argument("flag")
+def switchboard_log(flag: str) -> None:
+    """The timeline of FLAG: requests, decisions, actions, overrides with rationale, receipts."""
+    import json
+
+    from .guard.protocol import utcnow
+    from .guard.runtime import open_store
+
+    store = open_store(_guard_paths())
+    events = store.events(flag)
+    if not events:
+        raise click.ClickException(f"no Switchboard events for {flag!r}")
+    for e in events:
+        payload = json.loads(e["payload"])
+        what = payload.get("reason") or payload.get("rationale") or payload.get("error") or ""
+        receipt = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
+        click.echo(f"{e['ts']}  {e['kind']:<24} {payload.get('action', ''):<10} {e['actor']:<16} {what}{receipt}")
+    active = store.active_overrides(flag, utcnow().isoformat(timespec="microseconds").replace("+00:00", "Z"))
+    for o in active:
+        click.echo(f"active override: {o['directive']} by {o['actor']} until {o['expires_at']}: {o['rationale']}")
+
+
 if __name__ == "__main__":
     main()

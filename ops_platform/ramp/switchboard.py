@@ -1,0 +1,62 @@
+"""Switchboard overrides: a human on call holds, rolls back or resumes a ramp, with a reason.
+
+An override is a privileged action like any other (the guard requires the on-call role, a
+rationale of at least 20 characters and a TTL). Its executor records the override, which
+the ramp controller honours until it expires, and applies its effect to the flag file
+through the flag executor, under the same action id (so a retry applies it once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ..control.store import ControlStore
+from ..guard.actions import ActionRequest, ExecutionResult
+from .flag_executor import FlagFileExecutor
+
+DIRECTIVES = {"hold": "pause", "rollback": "rollback", "resume": "resume"}
+
+
+class OverrideExecutor:
+    def __init__(self, store: ControlStore, flags: FlagFileExecutor,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.store, self.flags, self.clock = store, flags, clock
+
+    def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
+        directive = str(request.params.get("directive", ""))
+        if directive not in DIRECTIVES:
+            raise ValueError(f"override directive {directive!r} is not one of {', '.join(DIRECTIVES)}")
+        if not request.ttl_seconds or request.ttl_seconds <= 0:
+            raise ValueError("an override needs a positive TTL")
+        effect = self.flags.apply(action_id, dataclasses.replace(request, action=DIRECTIVES[directive]))
+        now = self.clock()
+        with self.store.write() as tx:
+            self.store.add_override(tx, override_id=action_id, target_kind=request.target_kind,
+                                    target_id=request.target_id, directive=directive, actor=request.actor,
+                                    rationale=request.rationale, created_at=_iso(now),
+                                    expires_at=_iso(now + timedelta(seconds=request.ttl_seconds)),
+                                    action_id=action_id)
+        detail = {**dict(effect.detail), "directive": directive,
+                  "expires_at": _iso(now + timedelta(seconds=request.ttl_seconds))}
+        return ExecutionResult(detail=detail, files=effect.files)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def live_flag_file(home: Path, world: Path) -> Path:
+    """The platform's live flag file, seeded from the world's initial flags on first use."""
+    live = home / "flags" / "flags.flagd.json"
+    if not live.exists():
+        seed = world / "landing" / "flags" / "flags.flagd.json"
+        if not seed.exists():
+            raise FileNotFoundError(f"no flag file at {live} and no world flags at {seed}")
+        live.parent.mkdir(parents=True, exist_ok=True)
+        tmp = live.with_suffix(".tmp")
+        tmp.write_bytes(seed.read_bytes())
+        tmp.replace(live)
+    return live

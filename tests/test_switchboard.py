@@ -1,0 +1,46 @@
+"""Switchboard overrides through the guard, and the timeline of a flag."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from ops_platform.cli import main
+from ops_platform.ramp.flags import FlagFile
+
+REASON = "canary error spike is a known upstream DNS blip, INC-4412"
+
+
+def _run(*args):
+    return CliRunner().invoke(main, ["switchboard", *args])
+
+
+def test_hold_override_pauses_the_flag_and_is_receipted(state):
+    res = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "4h",
+               "--actor", "dana")
+    assert res.exit_code == 0, res.output
+    assert "completed" in res.output and "receipt" in res.output
+    live = state.home / "flags" / "flags.flagd.json"
+    assert FlagFile.load(live).release("release-api").paused
+    log = _run("log", "release-api")
+    assert log.exit_code == 0
+    assert "action_completed" in log.output and "active override: hold by dana" in log.output
+    assert REASON in log.output
+    verify = CliRunner().invoke(main, ["receipts", "verify"])
+    assert verify.exit_code == 0, verify.output
+
+
+def test_override_needs_a_real_rationale_and_a_ttl(state):
+    short = _run("override", "release-api", "--action", "resume", "--rationale", "because", "--actor", "dana")
+    assert short.exit_code == 1 and "denied" in short.output and "rationale" in short.output
+    bad_ttl = _run("override", "release-api", "--action", "resume", "--rationale", REASON, "--ttl", "soon",
+                   "--actor", "dana")
+    assert bad_ttl.exit_code == 2 and "--ttl" in bad_ttl.output
+
+
+def test_same_idempotency_key_applies_once(state):
+    args = ["override", "release-graph", "--action", "rollback", "--rationale", REASON, "--actor", "dana",
+            "--idempotency-key", "inc-4412-rollback"]
+    first, second = _run(*args), _run(*args)
+    assert first.exit_code == 0 and second.exit_code == 0
+    log = _run("log", "release-graph").output
+    assert log.count("action_completed") == 1
