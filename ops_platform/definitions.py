@@ -13,7 +13,7 @@ from assets.slo import build_slo_assets
 from ops_platform.paths import StatePaths
 from ops_platform.settings import partition_range
 from resources import build_resources
-from sensors import build_jobs, build_schedules
+from sensors import build_jobs, build_schedules, build_sensors
 
 
 def daily_partitions(paths: StatePaths) -> dg.DailyPartitionsDefinition:
@@ -31,6 +31,7 @@ def build_definitions(paths: StatePaths | None = None) -> dg.Definitions:
         asset_checks=[ledger_verifies],
         jobs=jobs,
         schedules=build_schedules(jobs),
+        sensors=build_sensors(),
         resources=build_resources(paths),
     )
 

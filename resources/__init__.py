@@ -9,6 +9,7 @@ from ops_platform.guard.runtime import control_url
 from ops_platform.paths import StatePaths
 
 from .control import ControlStoreResource, GuardResource, SignerResource
+from .flags import FlagsResource
 from .landing import LandingZoneResource
 from .sli import SLISourceResource
 from .warehouse import WarehouseResource
@@ -26,10 +27,11 @@ def build_resources(paths: StatePaths) -> dict:
         "dbt": dbt_resource(),
         "control": ControlStoreResource(url=control_url(paths), spool_path=str(paths.home / "spool" / "requests.jsonl")),
         "signer": SignerResource(keys_dir=str(paths.keys_dir)),
+        "flags": FlagsResource(home=str(paths.home), world=str(paths.world)),
         "sli": SLISourceResource(prometheus_url=os.environ.get("OPS_PLATFORM_PROMETHEUS_URL") or None),
         "guard": GuardResource(policy_dir=str(DEFAULT_POLICY_DIR), opa_url=os.environ.get(OPA_URL_ENV) or None),
     }
 
 
-__all__ = ["DUCKDB_POOL", "ControlStoreResource", "GuardResource", "LandingZoneResource", "SignerResource",
+__all__ = ["DUCKDB_POOL", "ControlStoreResource", "FlagsResource", "GuardResource", "LandingZoneResource", "SignerResource",
            "SLISourceResource", "WarehouseResource", "build_resources"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .ramp import ramp_controller_job, ramp_controller_sensor, switchboard_override_job
 from .retry import RETRY_JOB as RETRY_JOB
 from .retry import retry_guarded_actions_job
 
@@ -22,7 +23,11 @@ def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
         description="Ingest one day of every partitioned landing source, then its SLO burn series.")
     staging = dg.define_asset_job(DBT_JOB, selection=dg.AssetSelection.groups("staging"),
                                   description="Build the dbt staging models and run their tests.")
-    return [catalog, daily, staging, retry_guarded_actions_job]
+    return [catalog, daily, staging, retry_guarded_actions_job, ramp_controller_job, switchboard_override_job]
+
+
+def build_sensors() -> list:
+    return [ramp_controller_sensor]
 
 
 def _static_raw() -> dg.AssetSelection:

@@ -28,7 +28,8 @@ def _describe(defs: dg.Definitions) -> dict:
         }
     jobs = sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__"))
     schedules = sorted(s.name for s in defs.schedules or [])
-    return {"assets": assets, "jobs": jobs, "schedules": schedules}
+    sensors = sorted(s.name for s in defs.sensors or [])
+    return {"assets": assets, "jobs": jobs, "schedules": schedules, "sensors": sensors}
 
 
 def test_definitions_load_and_validate(state):

@@ -1,0 +1,126 @@
+"""The ramp controller (a sensor on failed burn checks and the job it launches) and the
+Switchboard override job."""
+
+import json
+
+import dagster as dg
+
+from assets.slo import BURN_KEY, SLO_DIR, check_name
+from ops_platform.guard.actions import ActionRequest
+from ops_platform.guard.protocol import utcnow
+from ops_platform.ramp.controller import BurnSignal, Ramp, plan
+from ops_platform.ramp.switchboard import OverrideExecutor
+from ops_platform.slo.spec import load_slos
+from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
+from resources.flags import FlagsResource
+from resources.warehouse import WarehouseResource
+
+RAMP_JOB = "ramp_controller"
+OVERRIDE_JOB = "switchboard_override"
+
+
+class RampControllerConfig(dg.Config):
+    signals: list[str]  # BurnSignal as JSON, one per failed burn check evaluation
+
+
+def _now() -> str:
+    return utcnow().isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _ramps(warehouse: WarehouseResource) -> list[Ramp]:
+    steps = warehouse.get().query(
+        "SELECT build_id, any_value(service) AS service, min(started_at) AS start, "
+        "max(coalesce(ended_at, started_at + INTERVAL 1 HOUR)) AS finish FROM raw.ramp_steps GROUP BY build_id")
+    return [Ramp(r["build_id"], r["service"], r["start"], r["finish"]) for r in steps.iter_rows(named=True)]
+
+
+@dg.op(description="Turn failed burn checks into guarded pause/rollback/freeze actions on release flags.")
+def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerConfig, control: ControlStoreResource,
+                       signer: SignerResource, guard: GuardResource, flags: FlagsResource,
+                       warehouse: WarehouseResource) -> None:
+    signals = [BurnSignal(**{**json.loads(s), "groups": tuple(json.loads(s)["groups"])}) for s in config.signals]
+    ex = flags.executor()
+    proto = build_protocol(control, signer, guard, {"pause": ex, "rollback": ex, "freeze": ex})
+    store = proto.store
+
+    def override(flag: str) -> str | None:
+        active = store.active_overrides(flag, _now())
+        return f"{active[-1]['directive']} by {active[-1]['actor']}" if active else None
+
+    outcomes: dict[str, int] = {}
+    for decision in plan(signals, _ramps(warehouse), override):
+        if decision.request is None:
+            with store.write() as tx:
+                store.add_event(tx, ts=_now(), kind="controller_skipped", target_kind="flag", target_id="*",
+                                actor="ramp-controller", payload={"reason": decision.note})
+            context.log.info(f"skipped: {decision.note}")
+            continue
+        out = proto.submit(decision.request)
+        outcomes[out.status] = outcomes.get(out.status, 0) + 1
+        context.log.info(f"{decision.request.action} {decision.request.target_id}: {out.status} ({decision.note})")
+    context.add_output_metadata({"outcomes": dg.MetadataValue.json(outcomes), "signals": len(signals)})
+
+
+@dg.job(name=RAMP_JOB, description="Apply the action matrix to burning ramps, through the guard.")
+def ramp_controller_job():
+    ramp_controller_op()
+
+
+@dg.sensor(job=ramp_controller_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Reacts to failed SLO burn check evaluations (a failed non-blocking check does not fail "
+                       "its run, so the sensor reads the evaluations themselves).")
+def ramp_controller_sensor(context: dg.SensorEvaluationContext):
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+    last = int(context.cursor or 0)
+    newest, signals = last, []
+    for slo in load_slos(SLO_DIR):
+        for tier in slo.tiers:
+            key = dg.AssetCheckKey(BURN_KEY, check_name(slo.name, tier.name))
+            history = context.instance.event_log_storage.get_asset_check_execution_history(
+                key, limit=100, status={AssetCheckExecutionRecordStatus.FAILED})
+            for rec in history:
+                if rec.id <= last or rec.event is None or rec.event.dagster_event is None:
+                    continue
+                ev = rec.event.dagster_event.asset_check_evaluation_data
+                meta = {k: v.value for k, v in ev.metadata.items()}
+                newest = max(newest, rec.id)
+                signals.append(json.dumps({
+                    "slo": slo.name, "tier": tier.name, "partition": rec.partition or "",
+                    "ramp_action": tier.ramp_action, "platform_action": tier.platform_action,
+                    "groups": list(meta.get("groups_firing") or []), "first_firing": meta.get("first_firing") or None}))
+    if not signals:
+        return dg.SkipReason(f"no new failed burn checks since evaluation {last}")
+    context.update_cursor(str(newest))
+    return dg.RunRequest(run_key=f"burn-{newest}", run_config=dg.RunConfig(
+        ops={"ramp_controller_op": RampControllerConfig(signals=signals)}))
+
+
+class OverrideConfig(dg.Config):
+    flag: str
+    action: str  # resume | hold | rollback
+    rationale: str
+    ttl_seconds: int = 4 * 3600
+    actor: str
+
+
+@dg.op(description="A human override of the ramp controller, through the guard (rationale and TTL required).")
+def switchboard_override_op(context: dg.OpExecutionContext, config: OverrideConfig, control: ControlStoreResource,
+                            signer: SignerResource, guard: GuardResource, flags: FlagsResource) -> None:
+    ex = flags.executor()
+    store = control.store()
+    proto = build_protocol(control, signer, guard, {"override": OverrideExecutor(store, ex)})
+    out = proto.submit(ActionRequest(
+        actor=config.actor, roles=("oncall",), action="override", target_kind="flag", target_id=config.flag,
+        rationale=config.rationale, idempotency_key=f"override-{context.run_id}", ttl_seconds=config.ttl_seconds,
+        params={"directive": config.action}))
+    context.log.info(f"override {config.action} on {config.flag}: {out.status} {out.reason}")
+    if out.status != "completed":
+        raise dg.Failure(description=f"override {out.status}: {out.reason}")
+
+
+@dg.job(name=OVERRIDE_JOB, description="Override a ramp (resume, hold, rollback) with a rationale and a TTL.")
+def switchboard_override_job():
+    switchboard_override_op()
+
+

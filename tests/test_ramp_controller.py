@@ -1,0 +1,74 @@
+"""The ramp controller: planning from burn signals, the sensor on failed checks, the job."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from ops_platform.definitions import build_definitions
+from ops_platform.guard.runtime import open_store
+from ops_platform.ramp.controller import BurnSignal, Ramp, plan
+from ops_platform.ramp.flags import FlagFile
+from resources import build_resources
+from sensors import DAILY_JOB
+from sensors.ramp import ramp_controller_job, ramp_controller_sensor
+from sensors.runner import QUIET
+
+T0 = datetime(2026, 3, 8, tzinfo=UTC)
+RAMPS = [Ramp("api-102", "api", T0, T0.replace(hour=5))]
+
+
+def _signal(tier="fast", ramp="rollback", platform="freeze", groups=("api/canary/api-102",)):
+    return BurnSignal("api-availability", tier, "2026-03-08", ramp, platform, tuple(groups), "2026-03-08 01:00")
+
+
+def test_candidate_burn_rolls_back_its_flag_and_stable_burn_freezes():
+    (d,) = plan([_signal()], RAMPS, lambda flag: None)
+    assert (d.request.action, d.request.target_id, d.request.roles) == ("rollback", "release-api",
+                                                                        ("ramp_controller",))
+    (f,) = plan([_signal(groups=("api/general/api-101",))], RAMPS, lambda flag: None)
+    assert f.request.action == "freeze"
+
+
+def test_ticket_tiers_and_active_overrides_do_not_act():
+    (t,) = plan([_signal(tier="slow", ramp="ticket")], RAMPS, lambda flag: None)
+    assert t.request is None and "ticket" in t.note
+    (o,) = plan([_signal()], RAMPS, lambda flag: "resume by dana")
+    assert o.request is None and "override" in o.note
+
+
+def test_repeated_signals_share_an_idempotency_key():
+    a = plan([_signal(), _signal(groups=("api/early/api-102",))], RAMPS, lambda f: None)
+    assert len(a) == 1  # one build, one action, whatever the cohorts
+    b = plan([_signal()], RAMPS, lambda f: None)
+    assert a[0].request.idempotency_key == b[0].request.idempotency_key
+
+
+def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state):
+    defs = build_definitions(state)
+    daily = defs.resolve_job_def(DAILY_JOB)
+    with dg.DagsterInstance.ephemeral() as instance:
+        for key in ("2026-03-06", "2026-03-07"):
+            daily.execute_in_process(partition_key=key, instance=instance, run_config=QUIET, raise_on_error=False)
+        ctx = dg.build_sensor_context(instance=instance)
+        request = ramp_controller_sensor(ctx)
+        assert isinstance(request, dg.RunRequest), request
+        signals = [json.loads(s) for s in request.run_config["ops"]["ramp_controller_op"]["config"]["signals"]]
+        assert signals and all(s["slo"] and s["tier"] for s in signals)
+        again = ramp_controller_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
+        assert isinstance(again, dg.SkipReason)  # the cursor moved past what it has seen
+
+        resources = build_resources(state)
+        for _ in range(2):  # a second run over the same evidence must not act again
+            result = ramp_controller_job.execute_in_process(run_config=request.run_config, resources=resources,
+                                                            instance=instance)
+            assert result.success
+    store = open_store(state)
+    entries = store.ledger_entries()
+    events = store.events()
+    acted = [e for e in events if e["kind"] in ("action_completed", "action_denied")]
+    assert len(entries) == len(acted) >= 1
+    live = FlagFile.load(state.home / "flags" / "flags.flagd.json")
+    assert any(r.paused or r.frozen for r in live.releases().values())
