@@ -116,12 +116,33 @@ def demo(preset_name: str, seed: int, fresh: bool) -> None:
     defs = build_definitions(p)
     keys = defs.resolve_job_def("ingest_daily").partitions_def.get_partition_keys()
     with dg.DagsterInstance.get() as instance, _progress() as prog:
-        task = prog.add_task("materializing", total=len(keys) + 2)
+        task = prog.add_task("materializing", total=len(keys) + 4)
         report = run_everything(defs, instance, on_step=lambda label: (
             prog.advance(task), prog.update(task, description=f"materialized {label}")))
     _summary(p, keys, report, time.perf_counter() - t0)
     if report.failed_runs:
         sys.exit(1)
+
+
+def _ramp_story(p: StatePaths, report) -> None:
+    """What the ramp controller did with the failed burn checks, and the receipts it left."""
+    from .guard.runtime import open_store
+    from .ramp.flags import FlagFile
+
+    store = open_store(p)
+    acted = [e for e in store.events() if e["kind"] in ("action_completed", "action_denied",
+                                                         "action_pending_receipt")]
+    console.print(f"ramp controller: {report.controller_signals} failed burn check(s) -> {len(acted)} guarded "
+                  f"action(s), {len(store.ledger_entries())} receipt(s)")
+    for e in acted[:6]:
+        payload = __import__("json").loads(e["payload"])
+        rid = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
+        console.print(f"  {e['ts'][:19]}  {payload.get('action', ''):<9} {e['target_id']:<18} {e['kind']}{rid}")
+    live = p.home / "flags" / "flags.flagd.json"
+    if live.exists():
+        held = [f for f, r in FlagFile.load(live).releases().items() if r.paused or r.frozen]
+        console.print(f"  flags held: {', '.join(held) or 'none'}  (ops-platform switchboard log FLAG; "
+                      "ops-platform receipts verify)")
 
 
 def _summary(p: StatePaths, keys: list[str], report, seconds: float) -> None:
@@ -139,6 +160,7 @@ def _summary(p: StatePaths, keys: list[str], report, seconds: float) -> None:
     console.print(f"partitions: {len(keys)} ({keys[0]} .. {keys[-1]}, daily in "
                   f"{os.environ.get('OPS_PLATFORM_TZ', 'America/Denver')})")
     console.print(f"runs: {report.runs}, failed: {len(report.failed_runs)} {report.failed_runs or ''}")
+    _ramp_story(p, report)
     console.print(f"checks: {report.checks_passed} passed, {len(report.checks_failed)} failed, "
                   f"{len(report.checks_warned)} warnings")
     for label, names in (("[red]failed[/red] ", report.checks_failed), ("[yellow]warning[/yellow]", report.checks_warned)):

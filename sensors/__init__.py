@@ -11,6 +11,7 @@ from .retry import retry_guarded_actions_job
 CATALOG_JOB = "ingest_catalog"
 DAILY_JOB = "ingest_daily"
 DBT_JOB = "build_staging"
+CONTROL_JOB = "refresh_control"
 
 
 def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
@@ -23,7 +24,10 @@ def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
         description="Ingest one day of every partitioned landing source, then its SLO burn series.")
     staging = dg.define_asset_job(DBT_JOB, selection=dg.AssetSelection.groups("staging"),
                                   description="Build the dbt staging models and run their tests.")
-    return [catalog, daily, staging, retry_guarded_actions_job, ramp_controller_job, switchboard_override_job]
+    control = dg.define_asset_job(CONTROL_JOB, selection=dg.AssetSelection.groups("control"),
+                                  description="Verify the receipts ledger and copy the control store to DuckDB.")
+    return [catalog, daily, staging, control, retry_guarded_actions_job, ramp_controller_job,
+            switchboard_override_job]
 
 
 def build_sensors() -> list:

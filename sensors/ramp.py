@@ -49,11 +49,8 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
 
     outcomes: dict[str, int] = {}
     for decision in plan(signals, _ramps(warehouse), override):
-        if decision.request is None:
-            with store.write() as tx:
-                store.add_event(tx, ts=_now(), kind="controller_skipped", target_kind="flag", target_id="*",
-                                actor="ramp-controller", payload={"reason": decision.note})
-            context.log.info(f"skipped: {decision.note}")
+        if decision.request is None:  # logged, not stored: re-reading the same evidence must not add rows
+            context.log.info(f"no action: {decision.note}")
             continue
         out = proto.submit(decision.request)
         outcomes[out.status] = outcomes.get(out.status, 0) + 1

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from . import CATALOG_JOB, DAILY_JOB, DBT_JOB
+from . import CATALOG_JOB, CONTROL_JOB, DAILY_JOB, DBT_JOB
+from .ramp import RAMP_JOB, ramp_controller_sensor
 
 INSTANCE_YAML = """# Written by ops-platform: every DuckDB writer shares one pool slot.
 concurrency:
@@ -28,6 +29,7 @@ class RunReport:
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)  # ERROR severity
     checks_warned: list[str] = field(default_factory=list)  # WARN severity
+    controller_signals: int = 0
 
     def add(self, label: str, result: dg.ExecuteInProcessResult) -> None:
         self.runs += 1
@@ -59,4 +61,21 @@ def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
     report.add("staging", defs.resolve_job_def(DBT_JOB).execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET))
     step("staging")
+    # The ramp story: the controller's sensor reads the failed burn checks and acts through the guard.
+    request = ramp_controller_sensor(dg.build_sensor_context(instance=instance, cursor=_cursor(instance)))
+    if isinstance(request, dg.RunRequest):
+        config = request.run_config
+        report.controller_signals = len(config["ops"]["ramp_controller_op"]["config"]["signals"])
+        report.add("controller", defs.resolve_job_def(RAMP_JOB).execute_in_process(
+            instance=instance, raise_on_error=False,
+            run_config={**config, **QUIET}))
+    step("controller")
+    report.add("control", defs.resolve_job_def(CONTROL_JOB).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET))
+    step("control")
     return report
+
+
+def _cursor(instance: dg.DagsterInstance) -> str | None:
+    """Where the controller left off in earlier demo runs (kept in the instance's KV store)."""
+    return None
