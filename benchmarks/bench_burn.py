@@ -1,0 +1,115 @@
+"""Burn-series computation: ours (polars) vs a straightforward pandas rolling window vs Prometheus.
+
+All three compute the same thing for the `api-availability` SLO over every per-minute
+series of a world's API traffic (service x cohort x build): the error ratio over 5m, 30m,
+1h and 6h windows ending at each minute. Prometheus answers the equivalent query_range over
+the same data, backfilled into a real server (`--skip-prometheus` to leave it out).
+
+    python benchmarks/bench_burn.py --preset L [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+
+from ops_platform.slo.burn import burn_rates, minute_events
+from ops_platform.slo.spec import load_slos
+from ops_platform.world import generate_world, preset
+
+ROOT = Path(__file__).resolve().parent.parent
+WINDOWS = [timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=1), timedelta(hours=6)]
+
+
+def ours(counters: pl.DataFrame, slo) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    out = burn_rates(minute_events(slo, counters=counters), slo, WINDOWS)
+    return time.perf_counter() - t0, out.height
+
+
+def with_pandas(counters: pl.DataFrame) -> tuple[float, int]:
+    df = counters.filter(pl.col("service") == "api").to_pandas()
+    t0 = time.perf_counter()
+    df["bad"] = df["errors"]
+    rows = 0
+    for _, g in df.groupby(["service", "cohort", "build_id"]):
+        g = g.set_index("ts").sort_index()
+        for w in ("5min", "30min", "60min", "360min"):
+            ratio = g["bad"].rolling(w).sum() / g["requests"].rolling(w).sum()
+            g[f"burn_{w}"] = ratio / 0.005
+        rows += len(g)
+    return time.perf_counter() - t0, rows
+
+
+def with_prometheus(counters: pl.DataFrame, latency: pl.DataFrame, tmp: Path) -> dict:
+    from ops_platform.slo.prometheus import (
+        PrometheusServer,
+        PrometheusSLISource,
+        backfill,
+        write_openmetrics,
+    )
+
+    t0 = time.perf_counter()
+    write_openmetrics(counters, latency.filter(pl.col("service") == "none"), tmp / "w.om")
+    backfill(tmp / "w.om", tmp / "tsdb")
+    load = time.perf_counter() - t0
+    start, end = counters["ts"].min(), counters["ts"].max()
+    with PrometheusServer(tmp / "tsdb") as server:
+        src = PrometheusSLISource(server.url)
+        t1 = time.perf_counter()
+        points = 0
+        for w in ("5m", "30m", "1h", "6h"):
+            q = (f'sum by (service, cohort, build_id) (increase(summit_http_request_errors_total{{service="api"}}[{w}]))'
+                 f' / sum by (service, cohort, build_id) (increase(summit_http_requests_total{{service="api"}}[{w}]))')
+            points += src.query_range(q, start, end, 60).height
+        return {"seconds": time.perf_counter() - t1, "points": points, "load_seconds": load}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--preset", default="L")
+    ap.add_argument("--world", type=Path, default=None)
+    ap.add_argument("--skip-prometheus", action="store_true")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    slo = {s.name: s for s in load_slos(ROOT / "slos")}["api-availability"]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        world = args.world or tmp / "world"
+        if args.world is None:
+            generate_world(preset(args.preset), world)
+        counters = pl.read_parquet(world / "landing" / "request_counters" / "*" / "*.parquet")
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        t_ours, n_ours = ours(counters, slo)
+        rss_ours = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        t_pd, n_pd = with_pandas(counters)
+        result = {"preset": args.preset, "counter_rows": counters.height, "ours_seconds": t_ours,
+                  "ours_rows": n_ours, "pandas_seconds": t_pd, "pandas_rows": n_pd,
+                  "speedup_vs_pandas": t_pd / t_ours, "peak_rss_gib_after_ours": rss_ours,
+                  "peak_rss_gib_before": rss0}
+        print(f"ours (polars): {t_ours:.2f}s for {n_ours:,} series-minutes x {len(WINDOWS)} windows; "
+              f"pandas rolling: {t_pd:.2f}s -> {t_pd / t_ours:.1f}x faster (target >= 10x); "
+              f"peak RSS {rss_ours:.2f} GiB", flush=True)
+        if not args.skip_prometheus:
+            latency = pl.read_parquet(world / "landing" / "latency_buckets" / "*" / "*.parquet",
+                                      columns=["ts", "service", "cohort", "build_id", "le", "count"])
+            prom = with_prometheus(counters.filter(pl.col("service") == "api"), latency, tmp)
+            result.update(prometheus_seconds=prom["seconds"], prometheus_points=prom["points"],
+                          prometheus_load_seconds=prom["load_seconds"],
+                          speedup_vs_prometheus=prom["seconds"] / t_ours)
+            print(f"prometheus query_range (same 4 windows, 60 s step): {prom['seconds']:.2f}s for "
+                  f"{prom['points']:,} points (backfill {prom['load_seconds']:.1f}s, not counted) -> ours "
+                  f"{prom['seconds'] / t_ours:.1f}x faster", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
