@@ -92,7 +92,7 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
                 severity=dg.AssetCheckSeverity.ERROR if t.severity == "critical" else dg.AssetCheckSeverity.WARN,
                 description=(f"{t.firing_minutes} minute(s) burning over {t.burn_rate:g}x on both {t.long_window} "
                              f"and {t.short_window}" if not t.passed else "not burning"),
-                metadata={"firing_minutes": t.firing_minutes, "first_firing": t.first_firing or "",
+                metadata={"partition": key, "firing_minutes": t.firing_minutes, "first_firing": t.first_firing or "",
                           "groups_firing": dg.MetadataValue.json(t.groups_firing[:50]),
                           f"max_burn_{t.long_window}": t.max_burn_long or 0.0,
                           f"max_burn_{t.short_window}": t.max_burn_short or 0.0,

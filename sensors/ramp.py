@@ -83,7 +83,7 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
                 meta = {k: v.value for k, v in ev.metadata.items()}
                 newest = max(newest, rec.id)
                 signals.append(json.dumps({
-                    "slo": slo.name, "tier": tier.name, "partition": rec.partition or "",
+                    "slo": slo.name, "tier": tier.name, "partition": rec.partition or ev.partition or meta.get("partition") or "",
                     "ramp_action": tier.ramp_action, "platform_action": tier.platform_action,
                     "groups": list(meta.get("groups_firing") or []), "first_firing": meta.get("first_firing") or None}))
     if not signals:
