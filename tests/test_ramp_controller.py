@@ -56,7 +56,7 @@ def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state):
         request = ramp_controller_sensor(ctx)
         assert isinstance(request, dg.RunRequest), request
         signals = [json.loads(s) for s in request.run_config["ops"]["ramp_controller_op"]["config"]["signals"]]
-        assert signals and all(s["slo"] and s["tier"] for s in signals)
+        assert signals and all(s["slo"] and s["tier"] and s["partition"] for s in signals)
         again = ramp_controller_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
         assert isinstance(again, dg.SkipReason)  # the cursor moved past what it has seen
 
