@@ -408,5 +408,34 @@ def switchboard_log(flag: str) -> None:
         click.echo(f"active override: {o['directive']} by {o['actor']} until {o['expires_at']}: {o['rationale']}")
 
 
+@main.group()
+def focus() -> None:
+    """FOCUS billing files."""
+
+
+@focus.command("check")
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def focus_check(file: Path, as_json: bool) -> None:
+    """Check a FOCUS 1.2 file (CSV or Parquet) against the billing contract before loading it."""
+    import json
+
+    from .contracts.definitions import BILLING_FOCUS
+    from .ingest.check_file import check_file
+
+    report = check_file(file, BILLING_FOCUS)
+    if as_json:
+        click.echo(json.dumps({**report.__dict__, "loads": report.loads}, indent=2, sort_keys=True))
+    else:
+        verdict = click.style("loads", fg="green") if report.loads else click.style("refused", fg="red")
+        click.echo(f"{file}: {verdict}; {report.rows:,} rows, {report.accepted:,} accepted")
+        for err in report.schema_errors:
+            click.echo(f"  {err}")
+        for reason, n in report.quarantined.items():
+            click.echo(f"  {n:,} row(s) would be quarantined: {reason}")
+    if not report.loads:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,59 @@
+"""Any FOCUS file a user brings either loads or is refused with a clear message."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+from click.testing import CliRunner
+
+from ops_platform.cli import main
+from ops_platform.contracts.definitions import BILLING_FOCUS
+from ops_platform.ingest.check_file import check_file
+
+
+def _world_file(small_world):
+    return sorted((small_world / "landing" / "billing_focus").glob("*/*.parquet"))[0]
+
+
+def _malformed_in(small_world, path) -> int:
+    truth = pl.read_parquet(small_world / "truth" / "malformed_records.parquet")
+    ids = set(pl.read_parquet(path)["x_LineItemId"])
+    return truth.filter(pl.col("record_id").is_in(list(ids))).height
+
+
+def test_world_export_loads_and_flags_its_malformed_rows(small_world):
+    path = _world_file(small_world)
+    report = check_file(path, BILLING_FOCUS)
+    assert report.loads and report.rows == pl.read_parquet(path).height
+    assert report.rows - report.accepted == _malformed_in(small_world, path)
+
+
+def test_provider_style_csv_loads(small_world, tmp_path):
+    src = pl.read_parquet(_world_file(small_world))
+    csv = src.with_columns(
+        pl.col(pl.Decimal).cast(pl.Float64),  # providers often export floats
+        pl.col(pl.Datetime).dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        pl.lit("eu").alias("x_ProviderRegionGroup"))
+    out = tmp_path / "focus-export.csv"
+    csv.write_csv(out)
+    report = check_file(out, BILLING_FOCUS)
+    assert report.loads, report.schema_errors
+    assert report.rows - report.accepted == _malformed_in(small_world, _world_file(small_world))
+
+
+def test_missing_mandatory_column_is_refused_by_name(small_world, tmp_path):
+    out = tmp_path / "no-billed-cost.csv"
+    pl.read_parquet(_world_file(small_world)).drop("BilledCost").with_columns(
+        pl.col(pl.Decimal).cast(pl.Float64)).write_csv(out)
+    res = CliRunner().invoke(main, ["focus", "check", str(out)])
+    assert res.exit_code == 1
+    assert "refused" in res.output and "BilledCost" in res.output and "no-billed-cost.csv" in res.output
+
+
+def test_garbage_is_refused_not_a_traceback(tmp_path):
+    bad = tmp_path / "export.parquet"
+    bad.write_bytes(b"not parquet at all")
+    res = CliRunner().invoke(main, ["focus", "check", str(bad), "--json"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert json.loads(res.output)["loads"] is False
