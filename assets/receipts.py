@@ -3,8 +3,8 @@
 import dagster as dg
 
 from ops_platform.control.export import export_to_warehouse
-from ops_platform.guard.protocol import utcnow
 from ops_platform.receipts.ledger import verify_ledger
+from ops_platform.timezones import utcnow
 from resources import DUCKDB_POOL
 from resources.control import ControlStoreResource, SignerResource
 from resources.warehouse import WarehouseResource

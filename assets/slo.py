@@ -1,5 +1,6 @@
 """SLO burn series, budgets and per-tier checks, one day partition at a time."""
 
+import math
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from resources.warehouse import WarehouseResource
 SLO_DIR = Path(__file__).resolve().parent.parent / "slos"
 BURN_KEY = dg.AssetKey(["slo", "burn"])
 SOURCES = ("request_counters", "latency_buckets", "lag_samples")
-LOOKBACK_DAYS = 3  # the longest burn window (3d) needs this much history before the day
 
 
 def check_name(slo: str, tier: str) -> str:
@@ -41,7 +41,9 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
                                description=f"{s.display_name}: {t.name} burn ({t.burn_rate:g}x over "
                                            f"{t.long_window} and {t.short_window}) -> ramps {t.ramp_action}")
              for s in slos for t in s.tiers]
-    mapping = dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK_DAYS)
+    # The longest burn window decides how many earlier days each day reads.
+    lookback_days = math.ceil(lookback(slos) / timedelta(days=1))
+    mapping = dg.TimeWindowPartitionMapping(start_offset=-lookback_days)
     buckets = sorted({float(s.indicator.good.spec["le"]) for s in slos
                       if s.indicator.kind == "ratio" and s.indicator.good.spec.get("table") == "latency_buckets"})
 
@@ -58,8 +60,7 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         wh = warehouse.get()
         key = context.partition_key
         start, end = partition_bounds(key, partitions_def.timezone)
-        since = start - timedelta(days=LOOKBACK_DAYS)
-        assert lookback(slos) <= timedelta(days=LOOKBACK_DAYS)
+        since = start - timedelta(days=lookback_days)
         frames = {t: _read(wh, t, since, end, buckets) for t in SOURCES}
         prom = sli.prometheus()
         if prom is not None:  # the same series from a Prometheus HTTP API instead of the landing zone

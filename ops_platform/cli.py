@@ -35,10 +35,10 @@ def world() -> None:
 
 
 def _generate(cfg, out: Path) -> dict:
-    stages = ["catalog", "releases", "request_counters", "latency_buckets", "slis", "usage_events",
-              "billing_focus"]
+    from .world.generate import progress_steps
+
     with _progress() as prog:
-        task = prog.add_task(f"world {cfg.tenants} tenants x {cfg.days} days", total=len(stages) + cfg.days - 1)
+        task = prog.add_task(f"world {cfg.tenants} tenants x {cfg.days} days", total=progress_steps(cfg))
 
         def tick(stage: str, n: int) -> None:
             prog.advance(task)
@@ -126,6 +126,8 @@ def demo(preset_name: str, seed: int, fresh: bool) -> None:
 
 def _ramp_story(p: StatePaths, report) -> None:
     """What the ramp controller did with the failed burn checks, and the receipts it left."""
+    import json
+
     from .guard.runtime import open_store
     from .ramp.flags import FlagFile
 
@@ -135,7 +137,7 @@ def _ramp_story(p: StatePaths, report) -> None:
     console.print(f"ramp controller: {report.controller_signals} failed burn check(s) -> {len(acted)} guarded "
                   f"action(s), {len(store.ledger_entries())} receipt(s)")
     for e in acted[:6]:
-        payload = __import__("json").loads(e["payload"])
+        payload = json.loads(e["payload"])
         rid = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
         console.print(f"  {e['ts'][:19]}  {payload.get('action', ''):<9} {e['target_id']:<18} {e['kind']}{rid}")
     live = p.home / "flags" / "flags.flagd.json"
@@ -391,8 +393,8 @@ def switchboard_log(flag: str) -> None:
     """The timeline of FLAG: requests, decisions, actions, overrides with rationale, receipts."""
     import json
 
-    from .guard.protocol import utcnow
     from .guard.runtime import open_store
+    from .timezones import iso_utc, utcnow
 
     store = open_store(_guard_paths())
     events = store.events(flag)
@@ -403,7 +405,7 @@ def switchboard_log(flag: str) -> None:
         what = payload.get("reason") or payload.get("rationale") or payload.get("error") or ""
         receipt = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
         click.echo(f"{e['ts']}  {e['kind']:<24} {payload.get('action', ''):<10} {e['actor']:<16} {what}{receipt}")
-    active = store.active_overrides(flag, utcnow().isoformat(timespec="microseconds").replace("+00:00", "Z"))
+    active = store.active_overrides(flag, iso_utc(utcnow()))
     for o in active:
         click.echo(f"active override: {o['directive']} by {o['actor']} until {o['expires_at']}: {o['rationale']}")
 

@@ -14,6 +14,15 @@ from zoneinfo import ZoneInfo
 DEFAULT_DISPLAY_TZ = "America/Denver"
 
 
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso_utc(t: datetime) -> str:
+    """The one spelling of an instant in stored records: ISO 8601, microseconds, `Z`."""
+    return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def display_tz_name() -> str:
     return os.environ.get("OPS_PLATFORM_TZ", DEFAULT_DISPLAY_TZ)
 

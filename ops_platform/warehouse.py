@@ -15,7 +15,6 @@ import duckdb
 import polars as pl
 
 RAW_SCHEMA = "raw"
-QUARANTINE_TABLE = f"{RAW_SCHEMA}.quarantine"
 
 
 class Warehouse:
@@ -33,46 +32,40 @@ class Warehouse:
             con.close()
 
     def replace_partition(self, table: str, partition_key: str | None, frame: pl.DataFrame,
-                          quarantine: pl.DataFrame, source_table: str | None = None) -> None:
-        """Replace one partition's rows and its quarantine rows in one transaction (idempotent)."""
-        qualified = f"{RAW_SCHEMA}.{table}"
-        with self.connect() as con:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
-            con.register("incoming", frame.to_arrow())
-            con.register("incoming_q", quarantine.to_arrow())
-            con.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM incoming LIMIT 0")
-            con.execute(f"CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} AS SELECT * FROM incoming_q LIMIT 0")
-            con.execute("BEGIN TRANSACTION")
-            try:
-                if partition_key is None:
-                    con.execute(f"DELETE FROM {qualified}")
-                    con.execute(f"DELETE FROM {QUARANTINE_TABLE} WHERE source_table = ?", [source_table or table])
-                else:
-                    con.execute(f"DELETE FROM {qualified} WHERE partition_key = ?", [partition_key])
-                    con.execute(f"DELETE FROM {QUARANTINE_TABLE} WHERE source_table = ? AND partition_key = ?",
-                                [source_table or table, partition_key])
-                con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming")
-                con.execute(f"INSERT INTO {QUARANTINE_TABLE} BY NAME SELECT * FROM incoming_q")
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
+                          quarantine: pl.DataFrame) -> None:
+        """Replace one raw partition's rows and its quarantine rows in one transaction (idempotent).
+
+        `partition_key` None replaces the whole (unpartitioned) table.
+        """
+        if partition_key is None:
+            self._replace(RAW_SCHEMA, [(table, frame, "TRUE", []),
+                                       ("quarantine", quarantine, "source_table = ?", [table])])
+        else:
+            self._replace(RAW_SCHEMA, [(table, frame, "partition_key = ?", [partition_key]),
+                                       ("quarantine", quarantine, "source_table = ? AND partition_key = ?",
+                                        [table, partition_key])])
 
     def replace_partition_tables(self, schema: str, partition_key: str, tables: dict[str, pl.DataFrame]) -> None:
         """Replace one partition's rows of several tables in one transaction (idempotent).
 
         Every frame carries a `partition_key` column; tables are created on first write.
         """
+        self._replace(schema, [(name, frame, "partition_key = ?", [partition_key])
+                               for name, frame in tables.items()])
+
+    def _replace(self, schema: str, writes: list[tuple[str, pl.DataFrame, str, list]]) -> None:
+        """For each (table, rows, where, params): delete what `where` selects, insert the rows;
+        all in one transaction. Tables are created from their first rows' schema."""
         with self.connect() as con:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            for name, frame in tables.items():
-                con.register(f"incoming_{name}", frame.to_arrow())
-                con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{name} AS SELECT * FROM incoming_{name} LIMIT 0")
+            for i, (name, frame, _, _) in enumerate(writes):
+                con.register(f"incoming_{i}", frame.to_arrow())
+                con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{name} AS SELECT * FROM incoming_{i} LIMIT 0")
             con.execute("BEGIN TRANSACTION")
             try:
-                for name in tables:
-                    con.execute(f"DELETE FROM {schema}.{name} WHERE partition_key = ?", [partition_key])
-                    con.execute(f"INSERT INTO {schema}.{name} BY NAME SELECT * FROM incoming_{name}")
+                for i, (name, _, where, params) in enumerate(writes):
+                    con.execute(f"DELETE FROM {schema}.{name} WHERE {where}", params)
+                    con.execute(f"INSERT INTO {schema}.{name} BY NAME SELECT * FROM incoming_{i}")
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")

@@ -10,7 +10,8 @@ import dagster as dg
 from ops_platform.control.store import ControlStore
 from ops_platform.guard.actions import Executor
 from ops_platform.guard.policy import OpaHttpPolicy, PolicyEngine, RegoPolicy
-from ops_platform.guard.protocol import ActionProtocol, utcnow
+from ops_platform.guard.protocol import ActionProtocol
+from ops_platform.guard.runtime import migrated_store
 from ops_platform.guard.spool import Spool
 from ops_platform.receipts.keys import KeyRing
 
@@ -22,9 +23,7 @@ class ControlStoreResource(dg.ConfigurableResource):
     spool_path: str
 
     def store(self) -> ControlStore:
-        store = ControlStore(self.url)
-        store.migrate(utcnow().isoformat())
-        return store
+        return migrated_store(self.url)
 
     def spool(self) -> Spool:
         return Spool(Path(self.spool_path))

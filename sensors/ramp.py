@@ -7,10 +7,10 @@ import dagster as dg
 
 from assets.slo import BURN_KEY, SLO_DIR, check_name
 from ops_platform.guard.actions import ActionRequest
-from ops_platform.guard.protocol import utcnow
 from ops_platform.ramp.controller import BurnSignal, Ramp, plan
 from ops_platform.ramp.switchboard import OverrideExecutor
 from ops_platform.slo.spec import load_slos
+from ops_platform.timezones import iso_utc, utcnow
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
 from resources.flags import FlagsResource
 from resources.warehouse import WarehouseResource
@@ -21,10 +21,6 @@ OVERRIDE_JOB = "switchboard_override"
 
 class RampControllerConfig(dg.Config):
     signals: list[str]  # BurnSignal as JSON, one per failed burn check evaluation
-
-
-def _now() -> str:
-    return utcnow().isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _ramps(warehouse: WarehouseResource) -> list[Ramp]:
@@ -38,13 +34,16 @@ def _ramps(warehouse: WarehouseResource) -> list[Ramp]:
 def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerConfig, control: ControlStoreResource,
                        signer: SignerResource, guard: GuardResource, flags: FlagsResource,
                        warehouse: WarehouseResource) -> None:
-    signals = [BurnSignal(**{**json.loads(s), "groups": tuple(json.loads(s)["groups"])}) for s in config.signals]
+    signals = []
+    for text in config.signals:
+        raw = json.loads(text)
+        signals.append(BurnSignal(**{**raw, "groups": tuple(raw["groups"])}))
     ex = flags.executor()
     proto = build_protocol(control, signer, guard, {"pause": ex, "rollback": ex, "freeze": ex})
     store = proto.store
 
     def override(flag: str) -> str | None:
-        active = store.active_overrides(flag, _now())
+        active = store.active_overrides(flag, iso_utc(utcnow()))
         return f"{active[-1]['directive']} by {active[-1]['actor']}" if active else None
 
     outcomes: dict[str, int] = {}

@@ -31,7 +31,7 @@ class RunReport:
     checks_warned: list[str] = field(default_factory=list)  # WARN severity
     controller_signals: int = 0
 
-    def add(self, label: str, result: dg.ExecuteInProcessResult) -> None:
+    def add(self, label: str, result: dg.ExecuteInProcessResult, partition: str | None = None) -> None:
         self.runs += 1
         if not result.success:
             self.failed_runs.append(label)
@@ -39,7 +39,7 @@ class RunReport:
             if ev.passed:
                 self.checks_passed += 1
             else:
-                part = f"[{label}]" if label not in ("catalog", "staging") else ""
+                part = f"[{partition}]" if partition else ""
                 name = f"{ev.asset_key.to_user_string()}{part}:{ev.check_name}"
                 warn = ev.severity == dg.AssetCheckSeverity.WARN
                 (self.checks_warned if warn else self.checks_failed).append(name)
@@ -47,32 +47,30 @@ class RunReport:
 
 def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
                    on_step: Callable[[str], None] | None = None) -> RunReport:
-    """Catalog, then every daily partition, then dbt staging, all recorded in `instance`."""
+    """Catalog, every daily partition, dbt staging, the ramp controller on the failed burn
+    checks, then the control snapshot; all recorded in `instance`."""
     step = on_step or (lambda label: None)
     report = RunReport()
-    report.add("catalog", defs.resolve_job_def(CATALOG_JOB).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET))
-    step("catalog")
-    daily = defs.resolve_job_def(DAILY_JOB)
-    for key in daily.partitions_def.get_partition_keys():
-        report.add(key, daily.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                                 run_config=QUIET))
-        step(key)
-    report.add("staging", defs.resolve_job_def(DBT_JOB).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET))
-    step("staging")
+
+    def run(job: str, label: str, run_config: dict | None = None, partition: str | None = None) -> None:
+        result = defs.resolve_job_def(job).execute_in_process(
+            instance=instance, raise_on_error=False, partition_key=partition,
+            run_config={**(run_config or {}), **QUIET})
+        report.add(label, result, partition)
+        step(label)
+
+    run(CATALOG_JOB, "catalog")
+    for key in defs.resolve_job_def(DAILY_JOB).partitions_def.get_partition_keys():
+        run(DAILY_JOB, key, partition=key)
+    run(DBT_JOB, "staging")
     # The ramp story: the controller's sensor reads the failed burn checks and acts through the guard.
     # From the start of the history every time: the controller's idempotency keys make a re-run a no-op.
     request = ramp_controller_sensor(dg.build_sensor_context(instance=instance))
     if isinstance(request, dg.RunRequest):
-        config = request.run_config
-        report.controller_signals = len(config["ops"]["ramp_controller_op"]["config"]["signals"])
-        report.add("controller", defs.resolve_job_def(RAMP_JOB).execute_in_process(
-            instance=instance, raise_on_error=False,
-            run_config={**config, **QUIET}))
-    step("controller")
-    report.add("control", defs.resolve_job_def(CONTROL_JOB).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET))
-    step("control")
+        report.controller_signals = len(request.run_config["ops"]["ramp_controller_op"]["config"]["signals"])
+        run(RAMP_JOB, "controller", request.run_config)
+    else:
+        step("controller")
+    run(CONTROL_JOB, "control")
     return report
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import replace
@@ -18,6 +17,8 @@ import yaml
 from ops_platform.slo.burn import burn_rates, minute_events, remaining_budget, tier_states
 from ops_platform.slo.rules import rules_yaml
 from ops_platform.slo.spec import MetricSource, SLOSpecError, load_slos
+
+from .test_prometheus_source import PROMTOOL, _require_prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOS = ROOT / "slos"
@@ -81,14 +82,10 @@ def test_unparseable_yaml_is_a_clear_error(tmp_path):
 
 
 def test_prometheus_rules_pass_promtool(tmp_path):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is required in CI (bash .ci/services.sh installs it)")
-        pytest.skip("promtool not installed (bash .ci/services.sh installs it); runs in CI")
+    _require_prometheus()  # fails in CI, skips (saying why) only locally
     out = tmp_path / "slo-rules.yaml"
     out.write_text(rules_yaml(load_slos(SLOS)))
-    proc = subprocess.run([promtool, "check", "rules", str(out)], capture_output=True, text=True)
+    proc = subprocess.run([str(PROMTOOL), "check", "rules", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS: 50 rules found" in proc.stdout
     rules = yaml.safe_load(out.read_text())

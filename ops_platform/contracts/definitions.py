@@ -72,12 +72,15 @@ RAMP_STEPS = Contract(
     unique_key=("build_id", "step"), time_column="started_at",
     description="Ramp steps of each deploy (percent of traffic and per-cohort share).",
 )
+ERRORS_LE_REQUESTS = Rule("errors_le_requests", pl.col("errors") <= pl.col("requests"),
+                          "errors: more errors than requests")
+
 REQUEST_COUNTERS = Contract(
     "request_counters",
     (Column("ts", "timestamp", nullable=False), Column("service", nullable=False),
      Column("cohort", nullable=False, allowed=COHORTS), Column("build_id", nullable=False),
      Column("requests", "int", nullable=False, min=0), Column("errors", "int", nullable=False, min=0)),
-    rules=(Rule("errors_le_requests", pl.col("errors") <= pl.col("requests"), "errors: more errors than requests"),),
+    rules=(ERRORS_LE_REQUESTS,),
     unique_key=("ts", "service", "cohort", "build_id"), time_column="ts",
     description="Per-minute request and error counter increases per service x cohort x build.",
 )
@@ -101,7 +104,7 @@ TENANT_SLIS = Contract(
     (Column("hour", "timestamp", nullable=False), Column("tenant_id", nullable=False),
      Column("requests", "int", nullable=False, min=0), Column("errors", "int", nullable=False, min=0),
      Column("latency_p95_ms", "float", nullable=False, min=0)),
-    rules=(Rule("errors_le_requests", pl.col("errors") <= pl.col("requests"), "errors: more errors than requests"),),
+    rules=(ERRORS_LE_REQUESTS,),
     unique_key=("hour", "tenant_id"), time_column="hour",
     description="Hourly per-tenant request, error and p95 latency SLIs.",
 )

@@ -40,10 +40,7 @@ def append_receipts(store: ControlStore, conn: sa.Connection, statements: list[d
     # it waits on the server or the disk, so signing and storing overlap on two cores.
     # The connection is only ever used by one thread at a time (we join before reuse).
     if len(statements) <= _CHUNK:  # a single chunk: no overlap to win, skip the thread
-        for statement in statements:
-            prev = build_entry(prev, statement, signer)
-            entries.append(prev)
-            tree.append(leaf_data(prev))
+        entries = _chain(prev, statements, signer, tree)
         store.insert_entries(conn, entries)
     else:
         _build_and_store_overlapped(store, conn, statements, signer, prev, tree, entries)
@@ -58,13 +55,21 @@ def _build_and_store_overlapped(store: ControlStore, conn: sa.Connection, statem
     with ThreadPoolExecutor(max_workers=1) as db:
         pending = None
         for start in range(0, len(statements), _CHUNK):
-            chunk = []
-            for statement in statements[start:start + _CHUNK]:
-                prev = build_entry(prev, statement, signer)
-                chunk.append(prev)
-                tree.append(leaf_data(prev))
+            chunk = _chain(prev, statements[start:start + _CHUNK], signer, tree)
+            prev = chunk[-1]
             if pending is not None:
                 pending.result()
             pending = db.submit(store.insert_entries, conn, chunk)
             entries += chunk
         pending.result()
+
+
+def _chain(prev: LedgerEntry | None, statements: list[dict], signer: Signer,
+           tree: CompactRange) -> list[LedgerEntry]:
+    """Sign and chain `statements` after `prev`, growing the Merkle frontier as we go."""
+    out = []
+    for statement in statements:
+        prev = build_entry(prev, statement, signer)
+        out.append(prev)
+        tree.append(leaf_data(prev))
+    return out

@@ -37,10 +37,6 @@ def _why(exc: sa.exc.DBAPIError) -> str:
     return str(exc.orig or exc).strip().splitlines()[0]
 
 
-def _sqlite_url(path: Path) -> str:
-    return f"sqlite:///{Path(path).resolve()}"
-
-
 class ControlStore:
     def __init__(self, url: str, *, busy_timeout_s: float = 30.0):
         self.url = url
@@ -56,10 +52,6 @@ class ControlStore:
             sa.event.listen(self.engine, "begin", self._sqlite_begin)
         else:
             self.engine = sa.create_engine(url, pool_size=2, max_overflow=4)
-
-    @classmethod
-    def at_path(cls, path: Path) -> ControlStore:
-        return cls(_sqlite_url(path))
 
     @staticmethod
     def _sqlite_begin(conn: sa.Connection) -> None:
@@ -190,9 +182,6 @@ class ControlStore:
 
     def receipt_id_at(self, conn: sa.Connection, seq: int) -> str | None:
         return conn.execute(sa.select(s.ledger.c.receipt_id).where(s.ledger.c.seq == seq)).scalar()
-
-    def entry_hashes(self, conn: sa.Connection) -> list[str]:
-        return list(conn.execute(sa.select(s.ledger.c.entry_hash).order_by(s.ledger.c.seq)).scalars())
 
     def insert_checkpoint(self, conn: sa.Connection, cp: Checkpoint) -> None:
         conn.execute(s.checkpoints.insert().values(**cp.__dict__))

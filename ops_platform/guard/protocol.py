@@ -14,24 +14,17 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..control.ledger_writer import append_receipts
 from ..control.store import ControlStore, StoreUnavailable
 from ..receipts.keys import Signer, SignerUnavailable
 from ..receipts.statement import file_subject, make_statement, target_subject
+from ..timezones import iso_utc, utcnow
 from .actions import TERMINAL, ActionRequest, ExecutionResult, Executor, Outcome
 from .policy import Decision, DecisionInput, PolicyEngine, PolicyError, Principal
 from .spool import Spool
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -68,7 +61,7 @@ class ActionProtocol:
     def retry(self) -> RetryReport:
         """Receipt what waits for a signer, retry failed and abandoned actions, drain the spool."""
         report = RetryReport()
-        now = _iso(self.clock())
+        now = iso_utc(self.clock())
         with self.store.read() as conn:
             pending = self.store.actions_with_status(conn, "pending_receipt")
             retryable = [a for a in self.store.actions_with_status(conn, "requested", "executing")
@@ -100,7 +93,7 @@ class ActionProtocol:
 
     def replay_dlq(self, dlq_id: int | None = None) -> list[Outcome]:
         """Send dead-lettered requests through the path again, with a fresh retry budget."""
-        now = _iso(self.clock())
+        now = iso_utc(self.clock())
         outcomes = []
         for item in self.store.dlq_items():
             if dlq_id is not None and item["dlq_id"] != dlq_id:
@@ -125,12 +118,12 @@ class ActionProtocol:
                 "action_id": req.action_id, "idempotency_key": req.idempotency_key, "actor": req.actor,
                 "action": req.action, "target_kind": req.target_kind, "target_id": req.target_id,
                 "rationale": req.rationale, "params": req.to_json(), "status": "requested", "attempts": 0,
-                "created_at": _iso(now), "updated_at": _iso(now)})
+                "created_at": iso_utc(now), "updated_at": iso_utc(now)})
             if created:
                 self._event(tx, req, "action_requested", now, {"rationale": req.rationale})
             if row["status"] in TERMINAL or row["status"] == "pending_receipt":
                 return Outcome(req.action_id, row["status"], "already decided", self._receipt_of(tx, row), created)
-            if not self.store.claim(tx, req.action_id, self.owner, _iso(now), _iso(now + self.lease)):
+            if not self.store.claim(tx, req.action_id, self.owner, iso_utc(now), iso_utc(now + self.lease)):
                 return Outcome(req.action_id, row["status"], "in progress elsewhere", created=created)
         try:
             decision = self.policy.decide(DecisionInput(
@@ -172,7 +165,7 @@ class ActionProtocol:
             "rationale": req.rationale, "ttl_seconds": req.ttl_seconds, "idempotency_key": req.idempotency_key,
             "action_id": req.action_id, "params": dict(req.params),
             "executed": result is not None, "result": dict(result.detail) if result else None,
-            "receipted_at": _iso(now),
+            "receipted_at": iso_utc(now),
         }
         return make_statement(subjects, req.action, predicate)
 
@@ -185,10 +178,10 @@ class ActionProtocol:
             row = self.store.get_action(tx, req.action_id)
             if row and row["status"] in TERMINAL:  # another process finished it first
                 return Outcome(req.action_id, row["status"], "already decided", self._receipt_of(tx, row), False)
-            (entry,) = append_receipts(self.store, tx, [statement], signer, _iso(now))
+            (entry,) = append_receipts(self.store, tx, [statement], signer, iso_utc(now))
             self.store.update_action(tx, req.action_id, status=status, receipt_seq=entry.seq,
                                      decision=_decision_json(decision), result=_result_json(result),
-                                     lease_owner=None, lease_expires_at=None, updated_at=_iso(now))
+                                     lease_owner=None, lease_expires_at=None, updated_at=iso_utc(now))
             self._event(tx, req, f"action_{status}", now, {"reason": decision.reason}, entry.receipt_id)
         return Outcome(req.action_id, status, decision.reason, entry.receipt_id)
 
@@ -197,7 +190,7 @@ class ActionProtocol:
         with self.store.write() as tx:
             self.store.update_action(tx, req.action_id, status="pending_receipt", decision=_decision_json(decision),
                                      result=_result_json(result), last_error=why, lease_owner=None,
-                                     lease_expires_at=None, updated_at=_iso(now))
+                                     lease_expires_at=None, updated_at=iso_utc(now))
             self._event(tx, req, "action_pending_receipt", now, {"reason": why, "applied": result is not None})
         return Outcome(req.action_id, "pending_receipt", why)
 
@@ -209,17 +202,17 @@ class ActionProtocol:
             dead = attempts >= self.max_attempts
             self.store.update_action(tx, req.action_id, status="dlq" if dead else "requested", attempts=attempts,
                                      last_error=error, decision=_decision_json(decision) if decision else None,
-                                     lease_owner=None, lease_expires_at=None, updated_at=_iso(now))
+                                     lease_owner=None, lease_expires_at=None, updated_at=iso_utc(now))
             if dead:
                 self.store.add_dlq(tx, action_id=req.action_id, request=req.to_json(), last_error=error,
-                                   attempts=attempts, created_at=_iso(now))
+                                   attempts=attempts, created_at=iso_utc(now))
             self._event(tx, req, "action_dead_lettered" if dead else "action_failed", now,
                         {"error": error, "attempts": attempts})
         return Outcome(req.action_id, "dlq" if dead else "requested", error)
 
     def _event(self, tx, req: ActionRequest, kind: str, now: datetime, payload: dict,
                receipt_id: str | None = None) -> None:
-        self.store.add_event(tx, ts=_iso(now), kind=kind, target_kind=req.target_kind, target_id=req.target_id,
+        self.store.add_event(tx, ts=iso_utc(now), kind=kind, target_kind=req.target_kind, target_id=req.target_id,
                              actor=req.actor, action_id=req.action_id, receipt_id=receipt_id,
                              payload={"action": req.action, **payload})
 

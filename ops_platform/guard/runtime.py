@@ -16,9 +16,10 @@ from ..control.store import ControlStore
 from ..paths import StatePaths
 from ..receipts.keys import KeyRing
 from ..receipts.statement import Subject, file_sha256
+from ..timezones import iso_utc, utcnow
 from .actions import Executor
 from .policy import policy_from_env
-from .protocol import ActionProtocol, utcnow
+from .protocol import ActionProtocol
 from .spool import Spool
 
 CONTROL_URL_ENV = "OPS_PLATFORM_CONTROL_URL"
@@ -29,8 +30,13 @@ def control_url(paths: StatePaths) -> str:
 
 
 def open_store(paths: StatePaths, url: str | None = None) -> ControlStore:
-    store = ControlStore(url or control_url(paths))
-    store.migrate(utcnow().isoformat())
+    return migrated_store(url or control_url(paths))
+
+
+def migrated_store(url: str) -> ControlStore:
+    """A control store at `url`, migrated to the current schema (safe from many processes)."""
+    store = ControlStore(url)
+    store.migrate(iso_utc(utcnow()))
     return store
 
 

@@ -15,7 +15,7 @@ import polars as pl
 
 from ..contracts.ge_suite import validate_rows
 from ..contracts.model import Contract
-from .landing import RawBatch
+from .landing import RawBatch, read_any
 from .normalize import normalize_batch
 
 
@@ -30,15 +30,6 @@ class FileCheck:
     @property
     def loads(self) -> bool:
         return not self.schema_errors
-
-
-def read_any(path: Path) -> pl.DataFrame:
-    """Parquet, or CSV read as text (so every cast and its failure is the contract's)."""
-    if path.suffix.lower() == ".parquet":
-        return pl.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".txt"):
-        return pl.read_csv(path, infer_schema=False)
-    raise ValueError(f"{path}: unsupported file type {path.suffix!r} (use .parquet or .csv)")
 
 
 def check_file(path: Path, contract: Contract) -> FileCheck:
@@ -59,10 +50,8 @@ def check_file(path: Path, contract: Contract) -> FileCheck:
         return result
     data = norm.with_row_index("_row_key").with_columns(pl.col("_row_key").cast(pl.Int64))
     failing, _ = validate_rows(data, contract)
-    reasons = pl.concat([
-        data.select("_row_key", pl.col("_reasons").alias("reason")).explode("reason").drop_nulls(),
-        failing]) if failing.height else data.select("_row_key", pl.col("_reasons").alias("reason")).explode(
-        "reason").drop_nulls()
+    cast_reasons = data.select("_row_key", pl.col("_reasons").alias("reason")).explode("reason").drop_nulls()
+    reasons = pl.concat([cast_reasons, failing])
     counts = reasons.group_by("reason").len().sort("reason")
     result.quarantined = dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
     result.accepted = norm.height - reasons["_row_key"].n_unique()

@@ -35,6 +35,15 @@ class RawBatch:
     error: str | None = None
 
 
+def read_any(path: Path) -> pl.DataFrame:
+    """Parquet, or CSV read as text (so every cast and its failure is the contract's)."""
+    if path.suffix.lower() == ".parquet":
+        return pl.read_parquet(path)
+    if path.suffix.lower() in (".csv", ".txt"):
+        return pl.read_csv(path, infer_schema=False)
+    raise ValueError(f"{path}: unsupported file type {path.suffix!r} (use .parquet or .csv)")
+
+
 class SourceReader(Protocol):
     def read(self, table: str, dates: tuple[date | None, date | None] | None) -> Iterator[RawBatch]: ...
 
@@ -68,8 +77,7 @@ class LandingZoneReader:
         for dt, path in self.files(table, dates):
             origin = str(path.relative_to(self.root))
             try:
-                frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(
-                    path, infer_schema=False)
+                frame = read_any(path)
             except Exception as exc:  # a corrupt file is reported, never skipped silently
                 yield RawBatch(origin, dt, None, f"{origin}: unreadable {path.suffix[1:]} file ({exc})")
                 continue

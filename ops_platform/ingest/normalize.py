@@ -65,7 +65,6 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
         if src != POLARS_TYPES[col.dtype]:
             reasons.append(pl.when(pl.col(col.name).is_not_null() & cast.is_null())
                            .then(pl.lit(f"{col.name}: not a valid {col.dtype}")))
-    n = frame.height
     out = frame.with_row_index("_row").with_columns(
         *exprs,
         pl.lit(batch.origin).alias("_origin"),
@@ -77,6 +76,4 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
         out = out.with_columns(pl.lit(errors, pl.List(pl.String)).alias("_reasons"))
     keep = contract.names + ["_origin", "_row", "_file_date", "_reasons"]
     out = out.select(keep).with_columns(pl.col("_row").cast(pl.Int64))
-    if n == 0:
-        out = out.clear()
     return out, errors

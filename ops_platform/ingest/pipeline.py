@@ -61,11 +61,10 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         files += 1
         if batch.frame is None:
             owner = space.clamp(batch.file_date) if (space and batch.file_date) else key
-            if owner == key:
-                schema_errors.append(batch.error or f"{batch.origin}: unreadable")
+            if owner == key:  # reported once, by the partition that owns the file's date
                 unreadable.append({"source_table": contract.table, "partition_key": partition_key,
                                    "file": batch.origin, "row_number": None, "record_id": None,
-                                   "reason": batch.error, "record": None})
+                                   "reason": batch.error or f"{batch.origin}: unreadable", "record": None})
             continue
         norm, errors = normalize_batch(batch, contract)
         frames.append(norm)
@@ -74,7 +73,8 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
     if data is None:
         empty = pl.DataFrame(schema={c.name: pl.String for c in contract.columns})
         return IngestResult(contract.table, partition_key, empty,
-                            pl.DataFrame(unreadable, schema=QUARANTINE_SCHEMA), files, 0, 0, schema_errors)
+                            pl.DataFrame(unreadable, schema=QUARANTINE_SCHEMA), files, 0, 0,
+                            schema_errors + [u["reason"] for u in unreadable])
 
     if contract.partition_rule == "event_time" and space is not None:
         data = space.assign_event_time(data, contract.time_column, contract.late_window_days)

@@ -82,7 +82,7 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
             rationale = (f"{sig.slo} {sig.tier} burn on {service}/{cohort}/{build} "
                          f"(first {sig.first_firing or '?'}, partition {sig.partition})")
             out.append(Decision(ActionRequest(
-                actor=CONTROLLER, roles=ROLES, action="freeze" if action == "freeze" else action,
+                actor=CONTROLLER, roles=ROLES, action=action,
                 target_kind="flag", target_id=target if target != "*" else "all-release-flags",
                 rationale=rationale, idempotency_key=_key(key),
                 params={"slo": sig.slo, "tier": sig.tier, "build_id": build, "cohort": cohort}), rationale))

@@ -16,19 +16,16 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..guard.actions import ActionRequest, ExecutionResult
+from ..timezones import utcnow
 from .flags import FlagFile
 
 ACTIONS = frozenset({"pause", "rollback", "freeze", "resume"})
 TARGET_KIND = "flag"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def lock_path_for(path: str | os.PathLike[str]) -> Path:
@@ -72,7 +69,7 @@ class FlagFileExecutor:
     recorded, e.g. the flag whose alert triggered it, or ``*``).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], datetime] = _utcnow,
+    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], datetime] = utcnow,
                  lock_timeout_seconds: float = 30.0) -> None:
         self.path = Path(path)
         self.clock = clock

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..receipts.canonical import strict_loads
+from ..timezones import iso_utc
 
 COHORTS: tuple[str, ...] = ("canary", "early", "general")
 """Deployment cohorts, in the order a ramp fills them (same as the world's catalog)."""
@@ -97,7 +98,7 @@ class ReleaseState:
             "cohort_percent": {c: self.cohort_percent[c] for c in COHORTS},
             "paused": self.paused,
             "frozen": self.frozen,
-            "changed_at": _iso(self.changed_at) if self.changed_at else None,
+            "changed_at": iso_utc(self.changed_at) if self.changed_at else None,
         }
 
 
@@ -301,7 +302,7 @@ def _render(state: ReleaseState, previous: Mapping[str, Any]) -> dict[str, Any]:
     if state.applied_actions:
         metadata[META_ACTIONS] = " ".join(state.applied_actions)
     if state.changed_at is not None:
-        metadata[META_CHANGED_AT] = _iso(state.changed_at)
+        metadata[META_CHANGED_AT] = iso_utc(state.changed_at)
     out["metadata"] = metadata
     return out
 
@@ -480,8 +481,6 @@ def _utc(at: datetime | None) -> datetime:
     return at.astimezone(UTC)
 
 
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..control.store import ControlStore
 from ..guard.actions import ActionRequest, ExecutionResult
+from ..timezones import iso_utc, utcnow
 from .flag_executor import FlagFileExecutor
 
 DIRECTIVES = {"hold": "pause", "rollback": "rollback", "resume": "resume"}
@@ -22,7 +23,7 @@ DIRECTIVES = {"hold": "pause", "rollback": "rollback", "resume": "resume"}
 
 class OverrideExecutor:
     def __init__(self, store: ControlStore, flags: FlagFileExecutor,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = utcnow):
         self.store, self.flags, self.clock = store, flags, clock
 
     def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
@@ -36,16 +37,12 @@ class OverrideExecutor:
         with self.store.write() as tx:
             self.store.add_override(tx, override_id=action_id, target_kind=request.target_kind,
                                     target_id=request.target_id, directive=directive, actor=request.actor,
-                                    rationale=request.rationale, created_at=_iso(now),
-                                    expires_at=_iso(now + timedelta(seconds=request.ttl_seconds)),
+                                    rationale=request.rationale, created_at=iso_utc(now),
+                                    expires_at=iso_utc(now + timedelta(seconds=request.ttl_seconds)),
                                     action_id=action_id)
         detail = {**dict(effect.detail), "directive": directive,
-                  "expires_at": _iso(now + timedelta(seconds=request.ttl_seconds))}
+                  "expires_at": iso_utc(now + timedelta(seconds=request.ttl_seconds))}
         return ExecutionResult(detail=detail, files=effect.files)
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def live_flag_file(home: Path, world: Path) -> Path:

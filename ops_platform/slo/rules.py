@@ -8,8 +8,6 @@ the platform's own burn series evaluates them exactly.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import yaml
 
 from .burn import window_name
@@ -57,9 +55,8 @@ def error_ratio_expr(slo: SLO, window: str) -> str:
 
 
 def windows_of(slo: SLO) -> list[str]:
-    ws = {window_name(t.long_window) for t in slo.tiers} | {window_name(t.short_window) for t in slo.tiers}
-    return sorted(ws, key=lambda w: timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}[w[-1]]:
-                                                  int(w[:-1])}))
+    windows = {t.long_window for t in slo.tiers} | {t.short_window for t in slo.tiers}
+    return [window_name(w) for w in sorted(windows)]
 
 
 def rule_groups(slos: list[SLO]) -> dict:

@@ -43,6 +43,11 @@ class WorldSummary:
     rows: dict[str, int]
 
 
+def progress_steps(cfg: WorldConfig) -> int:
+    """How many times `generate_world` reports progress: five stages, each usage day, billing."""
+    return 6 + cfg.days
+
+
 def world_exists(out: Path) -> bool:
     return (out / MANIFEST).exists()
 
