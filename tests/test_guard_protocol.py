@@ -238,3 +238,27 @@ def test_invariant_under_random_faults(env):
     completed = {a for a, s, _ in rows if s == "completed"}
     assert set(effects) == completed
     assert env.verify().ok
+
+
+def test_large_batch_append_signs_on_two_threads_and_matches_one_by_one(env):
+    """A batch big enough to take the threaded path stores exactly the entries a plain
+    one-at-a-time build gives (Ed25519 is deterministic), in order, and verifies."""
+    from ops_platform.control.ledger_writer import CHUNK, append_receipts
+    from ops_platform.receipts.ledger import build_entry
+    from ops_platform.receipts.statement import make_statement, target_subject
+
+    signer = env.ring.signer()
+    stmts = [make_statement([target_subject("flag", f"f{i % 7}")], "pause",
+                            {"actor": "bench", "n": i, "ratio": i / 3}) for i in range(2 * CHUNK + 37)]
+    with env.store.write() as tx:
+        append_receipts(env.store, tx, stmts[:5], signer, "2026-01-01T00:00:00Z")
+    with env.store.write() as tx:
+        append_receipts(env.store, tx, stmts[5:], signer, "2026-01-01T00:00:01Z")
+    expected, prev = [], None
+    for stmt in stmts:
+        prev = build_entry(prev, stmt, signer)
+        expected.append(prev)
+    assert env.store.ledger_entries() == expected
+    report = env.verify()
+    assert report.ok, report.first_bad
+    assert (report.entries, report.checkpoints) == (len(stmts), 2)

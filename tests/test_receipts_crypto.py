@@ -106,12 +106,20 @@ def _path(m: int, leaves: list[bytes]) -> list[bytes]:
 
 def test_canonical_json_is_sorted_compact_utf8():
     assert canonical_json({"b": 1, "a": [1, 2.5], "é": "ü"}) == '{"a":[1,2.5],"b":1,"é":"ü"}'.encode()
+    assert canonical_json({"n": None, "f": [1e-7, 1e16], "s": "\n\x00"}) == b'{"f":[1e-7,1e+16],"n":null,"s":"\\n\\u0000"}'
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_canonical_json_rejects_non_finite(bad):
-    with pytest.raises(ValueError):
-        canonical_json({"x": [bad]})
+@pytest.mark.parametrize("wrap", [lambda v: {"x": [v]}, lambda v: {"a": None, "b": {"c": (1, v)}}])
+def test_canonical_json_rejects_non_finite(bad, wrap):
+    with pytest.raises(ValueError, match="non-finite"):
+        canonical_json(wrap(bad))
+
+
+@pytest.mark.parametrize("bad", [{1: "int key"}, {"big": 2**70}, {"obj": object()}])
+def test_canonical_json_refuses_what_has_no_single_form(bad):
+    with pytest.raises(ValueError, match="cannot canonicalise"):
+        canonical_json(bad)
 
 
 def test_strict_loads_rejects_duplicate_keys_and_nan():

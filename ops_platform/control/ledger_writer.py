@@ -7,16 +7,17 @@ append costs O(log n) however long the ledger grows.
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
 from ..receipts.keys import Signer
-from ..receipts.ledger import LedgerEntry, build_entry, leaf_data, sign_tree_head
+from ..receipts.ledger import LedgerEntry, SignMany, build_entries, leaf_data, sign_tree_head
 from ..receipts.merkle import CompactRange
 from .store import ControlStore
 
-_CHUNK = 64  # receipts per insert; small enough to overlap, large enough to batch
+CHUNK = 256  # receipts signed, then stored, at a time: small enough to overlap, large enough to batch
 
 
 class LedgerCorrupt(Exception):
@@ -32,15 +33,12 @@ def append_receipts(store: ControlStore, conn: sa.Connection, statements: list[d
     if stored != head_hash:
         raise LedgerCorrupt(f"ledger head (seq={seq}) does not match the last stored entry; "
                             "run `ops-platform receipts verify`")
-    # build_entry only needs the predecessor's seq and chain hash, which the head holds.
+    # build_entries only needs the predecessor's seq and chain hash, which the head holds.
     prev = LedgerEntry(seq, "", "", "", head_hash) if seq >= 0 else None
     tree = CompactRange.from_state(frontier)
     entries: list[LedgerEntry] = []
-    # Sign chunk k+1 while the database stores chunk k: the driver releases the GIL while
-    # it waits on the server or the disk, so signing and storing overlap on two cores.
-    # The connection is only ever used by one thread at a time (we join before reuse).
-    if len(statements) <= _CHUNK:  # a single chunk: no overlap to win, skip the thread
-        entries = _chain(prev, statements, signer, tree)
+    if len(statements) <= CHUNK:  # a single small chunk: threads would cost more than they win
+        entries = _chain(prev, statements, signer, tree, None)
         store.insert_entries(conn, entries)
     else:
         _build_and_store_overlapped(store, conn, statements, signer, prev, tree, entries)
@@ -52,24 +50,53 @@ def append_receipts(store: ControlStore, conn: sa.Connection, statements: list[d
 
 def _build_and_store_overlapped(store: ControlStore, conn: sa.Connection, statements: list[dict], signer: Signer,
                                 prev: LedgerEntry | None, tree: CompactRange, entries: list[LedgerEntry]) -> None:
-    with ThreadPoolExecutor(max_workers=1) as db:
+    """Two helper threads: one shares the signing of each chunk, one stores the previous chunk.
+
+    Ed25519 signing and the database driver both release the GIL, so on two cores the
+    signatures of chunk k+1 are made in parallel while chunk k is written. The connection
+    is only ever used by one thread at a time (each insert is joined before the next).
+    """
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ledger") as pool:
+        sign_many = two_thread_signing(signer, pool)
         pending = None
-        for start in range(0, len(statements), _CHUNK):
-            chunk = _chain(prev, statements[start:start + _CHUNK], signer, tree)
+        for start in range(0, len(statements), CHUNK):
+            chunk = _chain(prev, statements[start:start + CHUNK], signer, tree, sign_many)
             prev = chunk[-1]
             if pending is not None:
                 pending.result()
-            pending = db.submit(store.insert_entries, conn, chunk)
+            pending = pool.submit(store.insert_entries, conn, chunk)
             entries += chunk
         pending.result()
 
 
-def _chain(prev: LedgerEntry | None, statements: list[dict], signer: Signer,
-           tree: CompactRange) -> list[LedgerEntry]:
+def two_thread_signing(signer: Signer, pool: ThreadPoolExecutor) -> SignMany:
+    """Sign a list of messages on this thread and one of ``pool``'s at the same time.
+
+    Both threads take the next unsigned message until none is left, so neither idles when
+    the other is slowed down (next() on an itertools.count is atomic under the GIL).
+    """
+    def sign_many(messages: list[bytes]) -> list[bytes]:
+        sigs: list[bytes] = [b""] * len(messages)
+        claim = itertools.count()
+
+        def work() -> None:
+            for i in claim:
+                if i >= len(messages):
+                    return
+                sigs[i] = signer.sign(messages[i])
+
+        helper = pool.submit(work)
+        work()
+        helper.result()
+        return sigs
+
+    return sign_many
+
+
+def _chain(prev: LedgerEntry | None, statements: list[dict], signer: Signer, tree: CompactRange,
+           sign_many: SignMany | None) -> list[LedgerEntry]:
     """Sign and chain `statements` after `prev`, growing the Merkle frontier as we go."""
-    out = []
-    for statement in statements:
-        prev = build_entry(prev, statement, signer)
-        out.append(prev)
-        tree.append(leaf_data(prev))
+    out = build_entries(prev, statements, signer, sign_many)
+    for entry in out:
+        tree.append(leaf_data(entry))
     return out

@@ -9,17 +9,39 @@ ambiguous inputs (duplicate keys, NaN/Infinity) that would let two readers see d
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
+
+import orjson
+
+_OPTIONS = orjson.OPT_SORT_KEYS
 
 
 def canonical_json(obj: Any) -> bytes:
-    """UTF-8 JSON with sorted keys and no whitespace; NaN and infinities are refused."""
+    """UTF-8 JSON with sorted keys and no whitespace; NaN and infinities are refused.
+
+    Encoded by orjson (strings unescaped beyond JSON's own rules, floats in shortest
+    round-trip form): it is several times faster than the standard library on the
+    receipt-signing hot path. Keys must be strings and integers fit in 64 bits.
+    """
     try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False, check_circular=False)
-    except ValueError as exc:
+        out = orjson.dumps(obj, option=_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
         raise ValueError(f"cannot canonicalise: {exc}") from exc
-    return text.encode("utf-8")
+    # orjson writes non-finite floats as null; only then is the (slower) walk needed.
+    if b"null" in out and _has_non_finite(obj):
+        raise ValueError("cannot canonicalise: non-finite number (NaN or Infinity)")
+    return out
+
+
+def _has_non_finite(obj: Any) -> bool:
+    if isinstance(obj, float):
+        return not math.isfinite(obj)
+    if isinstance(obj, dict):
+        return any(_has_non_finite(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return any(_has_non_finite(v) for v in obj)
+    return False
 
 
 def _reject_constant(name: str) -> Any:

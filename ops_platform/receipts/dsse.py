@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -43,19 +44,32 @@ def sign_envelope(payload: bytes, signer: Signer, payload_type: str = PAYLOAD_TY
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=.-_;")
 
 
+@functools.lru_cache(maxsize=64)
+def _plain(text: str) -> bool:
+    """True if ``text`` needs no JSON escaping (cached: keyids and media types repeat)."""
+    return _SAFE.issuperset(text)
+
+
 def envelope_json(payload: bytes, signer: Signer, payload_type: str = PAYLOAD_TYPE) -> str:
-    """The canonical JSON text of ``sign_envelope(...)``, written directly.
+    """The canonical JSON text of ``sign_envelope(...)``, written directly."""
+    return envelope_text(payload, signer.sign(pae(payload_type, payload)), signer.keyid, payload_type)
+
+
+def envelope_text(payload: bytes, sig: bytes, keyid: str, payload_type: str = PAYLOAD_TYPE) -> str:
+    """Canonical envelope JSON from a signature made elsewhere (e.g. on another thread).
 
     Every value is base64, hex or a plain media type, so none needs escaping and the keys
     are already in sorted order: this is byte-for-byte what ``canonical_json`` would give,
     at a fraction of the cost on the receipt-signing hot path.
     """
-    if not _SAFE.issuperset(payload_type) or not _SAFE.issuperset(signer.keyid):
-        return canonical_json(sign_envelope(payload, signer, payload_type)).decode("utf-8")
-    sig = base64.b64encode(signer.sign(pae(payload_type, payload))).decode("ascii")
+    b64sig = base64.b64encode(sig).decode("ascii")
     body = base64.b64encode(payload).decode("ascii")
+    if not (_plain(payload_type) and _plain(keyid)):
+        envelope = {"payload": body, "payloadType": payload_type,
+                    "signatures": [{"keyid": keyid, "sig": b64sig}]}
+        return canonical_json(envelope).decode("utf-8")
     return (f'{{"payload":"{body}","payloadType":"{payload_type}",'
-            f'"signatures":[{{"keyid":"{signer.keyid}","sig":"{sig}"}}]}}')
+            f'"signatures":[{{"keyid":"{keyid}","sig":"{b64sig}"}}]}}')
 
 
 def _b64decode(value: Any, field: str) -> bytes:

@@ -17,7 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from . import merkle
 from .canonical import canonical_json, strict_loads
 from .chain import GENESIS, entry_hash
-from .dsse import PAYLOAD_TYPE, VerificationError, envelope_json, sign_envelope, verify_envelope
+from .dsse import (
+    PAYLOAD_TYPE,
+    VerificationError,
+    envelope_text,
+    pae,
+    sign_envelope,
+    verify_envelope,
+)
 from .keys import Signer
 from .statement import (
     Statement,
@@ -70,19 +77,45 @@ def _chain_hash(prev_hash: str, seq: int, receipt_id: str, envelope: str) -> str
     return entry_hash(bytes.fromhex(prev_hash), seq, receipt_id, envelope.encode("utf-8")).hex()
 
 
+SignMany = Callable[[list[bytes]], list[bytes]]
+
+
 def build_entry(prev: LedgerEntry | None, statement: dict, signer: Signer) -> LedgerEntry:
     """Sign ``statement`` and chain it after ``prev`` (``None`` starts a new ledger)."""
-    if not isinstance(statement, Statement):
-        validate_statement(statement)  # refuse to sign something the verifier would reject
-    payload = canonical_json(statement)
-    envelope = envelope_json(payload, signer)
-    receipt_id = hashlib.sha256(payload).hexdigest()
+    return build_entries(prev, [statement], signer)[0]
+
+
+def build_entries(prev: LedgerEntry | None, statements: Sequence[dict], signer: Signer,
+                  sign_many: SignMany | None = None) -> list[LedgerEntry]:
+    """Sign ``statements`` and chain them in order after ``prev``.
+
+    Signing is the only step that may run out of order, so it is handed to ``sign_many``
+    (one signature per message, same order) when given: Ed25519 signing releases the GIL,
+    so a caller can spread a batch's signatures over several cores.
+    """
+    payloads = []
+    for statement in statements:
+        if not isinstance(statement, Statement):
+            validate_statement(statement)  # refuse to sign something the verifier would reject
+        payloads.append(canonical_json(statement))
+    messages = [pae(PAYLOAD_TYPE, p) for p in payloads]
+    sigs = sign_many(messages) if sign_many is not None else [signer.sign(m) for m in messages]
+    if len(sigs) != len(messages):
+        raise ValueError("sign_many returned the wrong number of signatures")
     seq = 0 if prev is None else prev.seq + 1
     prev_hash = GENESIS.hex() if prev is None else prev.entry_hash
     if not is_sha256_hex(prev_hash):
         raise ValueError("previous entry has a malformed entry_hash")
-    return LedgerEntry(seq=seq, receipt_id=receipt_id, envelope=envelope, prev_hash=prev_hash,
-                       entry_hash=_chain_hash(prev_hash, seq, receipt_id, envelope))
+    keyid = signer.keyid
+    out = []
+    for payload, sig in zip(payloads, sigs, strict=True):
+        envelope = envelope_text(payload, sig, keyid)
+        receipt_id = hashlib.sha256(payload).hexdigest()
+        entry = LedgerEntry(seq=seq, receipt_id=receipt_id, envelope=envelope, prev_hash=prev_hash,
+                            entry_hash=_chain_hash(prev_hash, seq, receipt_id, envelope))
+        out.append(entry)
+        seq, prev_hash = seq + 1, entry.entry_hash
+    return out
 
 
 def _require_linked(entries: Sequence[LedgerEntry]) -> None:
