@@ -20,9 +20,12 @@ import polars as pl
 ERROR_MARGIN = 0.005  # the error-rate SLO's budget (used to grade a regression's burn)
 ERROR_H0, ERROR_H1 = 0.002, 0.015  # "as good as baseline" vs "clearly worse": extra error ratio
 LATENCY_H0, LATENCY_H1 = 0.01, 0.10  # the same for the share beyond the baseline's p95 bucket
+BURN_H0, BURN_H1 = 2.0, 6.0  # absolute test: burning the budget at most 2x vs at least 6x
 THRESHOLD = 6.0  # CUSUM alarm level (log-likelihood ratio); higher = fewer false pauses, slower
 MIN_REQUESTS = 10  # below this the evidence is inconclusive: hold, neither advance nor roll back
 FAST_BURN = 14.4  # a candidate burning the error budget this fast is rolled back, not only paused
+BASELINE_WINDOW = 1  # minutes of the stable build's traffic each minute is compared with (1: the same minute)
+MIN_BASELINE = 20  # requests the stable build needs in that window to serve as a baseline
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,11 @@ def candidate_series(counters: pl.DataFrame, latency: pl.DataFrame, build: str, 
         {"requests": "b_requests", "errors": "b_errors", "slow": "b_slow"})
     out = cand.join(base, on="ts", how="left").fill_null(0)
     out = _cumulative(out, ["requests", "errors", "slow", "b_requests", "b_errors", "b_slow"])
-    return out.with_columns(pl.lit(le_ref).alias("le_ref"))
+    # The stable build's usual error ratio (before the ramp), to tell an incident from a chronic state.
+    pre = counters.filter((pl.col("service") == service) & (pl.col("ts") < start)
+                          & (pl.col("ts") >= start - (end - start)))
+    pre_ratio = float(pre["errors"].sum()) / max(float(pre["requests"].sum()), 1.0)
+    return out.with_columns(pl.lit(le_ref).alias("le_ref"), pl.lit(pre_ratio).alias("b_pre_error_ratio"))
 
 
 def _llr(bad: np.ndarray, n: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
@@ -80,26 +87,62 @@ def _cusum(steps: np.ndarray) -> np.ndarray:
     return out
 
 
-def decide(series: pl.DataFrame) -> Verdict:
-    """The first minute with enough evidence of a regression, and the action it calls for."""
+def _trailing(values: np.ndarray, window: int) -> np.ndarray:
+    """Sum over the last ``window`` minutes, this one included."""
+    c = np.concatenate([[0.0], np.cumsum(values, dtype=float)])
+    idx = np.arange(1, len(values) + 1)
+    return c[idx] - c[np.maximum(idx - window, 0)]
+
+
+def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
+    """The first minute with enough evidence against the candidate, and the action it calls for.
+
+    Sequential tests run side by side. The comparative ones ask whether the candidate is
+    worse than the stable build serving the same minute (so an incident that hits every
+    build alike is not blamed on the candidate), for errors and for requests beyond the
+    stable build's pre-ramp p95 bucket. The absolute one asks whether the candidate burns
+    the error budget at 6x or more whatever the stable build does: a candidate that replaces
+    a bad build must not ramp just because it is less bad. A stable build the controller has
+    already rejected is no baseline (``trusted_baseline=False``): then only the absolute
+    tests run, latency against the pre-ramp p95. When the stable build suddenly burns as
+    well, the service is in an incident and the answer is to freeze ramps, not to blame one.
+    """
     if series.height == 0:
         return Verdict(None, None, "no traffic")
     n = series["requests"].to_numpy().astype(float)
     err = series["errors"].to_numpy().astype(float)
     slow = series["slow"].to_numpy().astype(float)
-    nb = np.maximum(series["cum_b_requests"].to_numpy(), 1)
-    p_base = series["cum_b_errors"].to_numpy() / nb
-    s_base = np.maximum(series["cum_b_slow"].to_numpy() / nb, 0.05)
-    err_score = _cusum(_llr(err, n, p_base + ERROR_H0, p_base + ERROR_H1))
+    nb = _trailing(series["b_requests"].to_numpy(), BASELINE_WINDOW)
+    has_base = nb >= MIN_BASELINE
+    nb_safe = np.maximum(nb, 1)
+    p_base = _trailing(series["b_errors"].to_numpy(), BASELINE_WINDOW) / nb_safe
+    compare = has_base & trusted_baseline
+    # Without a live baseline, "slow" is judged against its definition: 5% beyond the pre-ramp p95.
+    s_base = np.where(compare, np.maximum(_trailing(series["b_slow"].to_numpy(), BASELINE_WINDOW) / nb_safe, 0.05),
+                      0.05)
+    err_score = _cusum(compare * _llr(err, n, p_base + ERROR_H0, p_base + ERROR_H1))
     slow_score = _cusum(_llr(slow, n, s_base + LATENCY_H0, s_base + LATENCY_H1))
+    burn = np.full(len(n), ERROR_MARGIN)
+    burn_score = _cusum(_llr(err, n, burn * BURN_H0, burn * BURN_H1))
     enough = series["cum_requests"].to_numpy() >= MIN_REQUESTS
-    hit = enough & ((err_score >= THRESHOLD) | (slow_score >= THRESHOLD))
+    worse = (err_score >= THRESHOLD) | (slow_score >= THRESHOLD)
+    hit = enough & (worse | (burn_score >= THRESHOLD))
     if not hit.any():
         return Verdict(None, None, "no regression" if enough.any() else "inconclusive: too few requests")
     i = int(np.argmax(hit))
     cum_n, cum_err = series["cum_requests"][i], series["cum_errors"][i]
     ratio = cum_err / max(cum_n, 1)
+    numbers = (f"{cum_err}/{cum_n} errors, {series['cum_slow'][i]} slow, "
+               f"evidence {max(err_score[i], slow_score[i], burn_score[i]):.1f}")
+    if not worse[i]:
+        base_burn = p_base[i] / ERROR_MARGIN if has_base[i] else 0.0
+        usual = series["b_pre_error_ratio"][0] / ERROR_MARGIN if "b_pre_error_ratio" in series.columns else 0.0
+        if base_burn >= BURN_H0 > usual:  # the stable build suddenly burns too: an incident
+            return Verdict(series["ts"][i], "freeze",
+                           f"budget burn {ratio / ERROR_MARGIN:.1f}x on candidate and {base_burn:.1f}x on "
+                           f"stable (usually {usual:.1f}x): {numbers}")
+        what = "budget burn"
+    else:
+        what = "errors" if err_score[i] >= THRESHOLD else "latency"
     action = "rollback" if ratio / ERROR_MARGIN >= FAST_BURN else "pause"
-    what = "errors" if err_score[i] >= THRESHOLD else "latency"
-    return Verdict(series["ts"][i], action, f"{what}: {cum_err}/{cum_n} errors, "
-                                            f"{series['cum_slow'][i]} slow, evidence {max(err_score[i], slow_score[i]):.1f}")
+    return Verdict(series["ts"][i], action, f"{what}: {numbers}")

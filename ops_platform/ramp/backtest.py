@@ -3,7 +3,7 @@
 Policies: the platform's controller (`analysis.decide`), a Flagger-style fixed threshold
 checked every minute (rollback after 5 failed checks), and plain SRE Workbook multi-window
 burn-rate alerts on the candidate's own series. Each sees only landing data and the ramp
-schedule; only the scoring reads the truth folder.
+schedule; only the scoring reads the truth folder (bad builds and incidents).
 """
 
 from __future__ import annotations
@@ -27,12 +27,17 @@ def _read(world: Path, table: str) -> pl.DataFrame:
 
 
 def ramps(world: Path) -> pl.DataFrame:
+    """One row per ramp: its first step, when it reached the general cohort, and its end.
+
+    A ramp ends when it is promoted to 100%: from then on there is no stable build left to
+    compare with and the ramp is no longer the controller's to hold.
+    """
     steps = _read(world, "ramp_steps").sort(["build_id", "step"])
     return steps.group_by("build_id", maintain_order=True).agg(
         pl.col("service").first(), pl.col("started_at").min().alias("start"),
         pl.col("started_at").filter(pl.col("general_fraction") > 0).min().alias("general_at"),
-        (pl.col("started_at").max() + (pl.col("started_at").sort().diff().drop_nulls().first()))
-        .alias("end"))
+        pl.coalesce(pl.col("started_at").filter(pl.col("percent") >= 100).min(),
+                    pl.col("ended_at").max(), pl.col("started_at").max()).alias("end"))
 
 
 def _flagger(s: pl.DataFrame) -> object:
@@ -55,7 +60,18 @@ def _sre(s: pl.DataFrame) -> object:
     return frame["ts"].filter(hit).min() if hit.any() else None
 
 
-def run_backtest(world: Path) -> dict[str, dict]:
+def _baseline_builds(counters: pl.DataFrame, build: str, service: str, start, end) -> set[str]:
+    window = (pl.col("service") == service) & (pl.col("ts") >= start) & (pl.col("ts") < end)
+    return set(counters.filter(window & (pl.col("build_id") != build))["build_id"].unique().to_list())
+
+
+def replay(world: Path) -> dict[str, list[dict]]:
+    """Per policy, one row per ramp: when (if ever) it acted, how, and what was served before.
+
+    Ramps are replayed in start order. A stable build the controller itself paused or rolled
+    back earlier is no baseline for a later candidate (live, it would have been rolled back),
+    so that candidate is judged by the absolute budget test alone.
+    """
     counters, latency = _read(world, "request_counters"), _read(world, "latency_buckets")
     slow15 = (latency.group_by(["ts", "service", "cohort", "build_id"]).agg(
         (pl.col("count").filter(pl.col("le").is_infinite()).sum()
@@ -64,45 +80,77 @@ def run_backtest(world: Path) -> dict[str, dict]:
         pl.col("slow15").fill_null(0))
     bad = pl.read_parquet(world / "truth" / "bad_builds.parquet")
     bad_ids = set(bad["build_id"].to_list())
+    incidents = pl.read_parquet(world / "truth" / "incidents.parquet")
+    rejected: set[str] = set()
     results: dict[str, list[dict]] = {"controller": [], "flagger": [], "sre_multiwindow": []}
-    for r in ramps(world).iter_rows(named=True):
-        start, end = r["start"], r["end"]
-        series = candidate_series(counters, latency, r["build_id"], r["service"], start, end)
-        cand = counters.filter((pl.col("build_id") == r["build_id"]) & (pl.col("ts") >= start) & (pl.col("ts") < end))
+    for r in ramps(world).sort("start").iter_rows(named=True):
+        start, end, build = r["start"], r["end"], r["build_id"]
+        series = candidate_series(counters, latency, build, r["service"], start, end)
+        trusted = not (_baseline_builds(counters, build, r["service"], start, end) & rejected)
+        verdict = decide(series, trusted_baseline=trusted)
+        if verdict.action in ("pause", "rollback"):
+            rejected.add(build)
+        cand = counters.filter((pl.col("build_id") == build) & (pl.col("ts") >= start) & (pl.col("ts") < end))
         per_min = cand.group_by("ts").agg(pl.col("requests").sum(), pl.col("errors").sum(),
                                           pl.col("slow15").sum()).sort("ts")
-        pauses = {"controller": decide(series).ts, "flagger": _flagger(per_min), "sre_multiwindow": _sre(per_min)}
-        for policy, ts in pauses.items():
+        acted = {"controller": (verdict.ts, verdict.action or "", verdict.reason),
+                 "flagger": (_flagger(per_min), "rollback", "failed checks"),
+                 "sre_multiwindow": (_sre(per_min), "pause", "burn-rate alert")}
+        for policy, (ts, action, reason) in acted.items():
             served = per_min.filter(pl.col("ts") < ts) if ts is not None else per_min
+            requests = int(served["requests"].sum())
+            in_incident = ts is not None and incidents.filter(
+                (pl.col("service") == r["service"]) & (pl.col("start") <= ts) & (pl.col("end") > ts)).height > 0
             results[policy].append({
-                "build_id": r["build_id"], "bad": r["build_id"] in bad_ids, "paused_at": ts,
+                "build_id": build, "service": r["service"], "bad": build in bad_ids,
+                "acted_at": ts, "action": action if ts is not None else None, "reason": reason,
+                "during_incident": in_incident,
                 "minutes_to_pause": (ts - start).total_seconds() / 60 if ts is not None else None,
                 "before_general": ts is not None and r["general_at"] is not None and ts < r["general_at"],
-                "requests_before_pause": int(served["requests"].sum()),
+                "requests_before_pause": requests,
                 "bad_requests_before_pause": int(served["errors"].sum() + served["slow15"].sum()),
-                "budget_spent": (served["errors"].sum() / (ERROR_MARGIN * served["requests"].sum())
-                                 if served["requests"].sum() else 0.0)})
-    return {p: score(rows) for p, rows in results.items()}
+                "budget_spent": (served["errors"].sum() / (ERROR_MARGIN * requests) if requests else 0.0),
+                "budget_spent_whole_ramp": (per_min["errors"].sum() / (ERROR_MARGIN * per_min["requests"].sum())
+                                            if per_min["requests"].sum() else 0.0)})
+    return results
+
+
+def run_backtest(world: Path) -> dict[str, dict]:
+    """The scores of every policy on ``world`` (see ``score``)."""
+    return {p: score(rows) for p, rows in replay(world).items()}
+
+
+def _stopped(row: dict) -> bool:
+    """A verdict against the build: a pause or a rollback (a freeze blames the platform)."""
+    return row["action"] in ("pause", "rollback")
 
 
 def score(rows: list[dict]) -> dict:
+    """Decisions scored against the truth folder.
+
+    A bad build counts as caught when its ramp was paused or rolled back; a good build's
+    pause or rollback is a false pause. Freezes (every ramp held because the stable build
+    burns too) are a platform decision, scored apart: correct when a true incident was on.
+    """
     bad = [r for r in rows if r["bad"]]
     good = [r for r in rows if not r["bad"]]
-    caught = [r for r in bad if r["paused_at"] is not None]
+    caught = [r for r in bad if _stopped(r)]
+    before = [r for r in caught if r["before_general"]]
     minutes = sorted(r["minutes_to_pause"] for r in caught)
+    freezes = [r for r in rows if r["action"] == "freeze"]
     return {
-        "ramps": len(rows), "bad_builds": len(bad),
+        "ramps": len(rows), "bad_builds": len(bad), "good_builds": len(good),
         "bad_builds_caught": len(caught),
-        "caught_before_general": sum(r["before_general"] for r in bad),
-        "caught_before_general_rate": (sum(r["before_general"] for r in bad) / len(bad)) if bad else 1.0,
-        "false_pauses": sum(r["paused_at"] is not None for r in good),
-        "false_pause_rate": (sum(r["paused_at"] is not None for r in good) / len(good)) if good else 0.0,
+        "caught_before_general": len(before),
+        "caught_before_general_rate": len(before) / len(bad) if bad else 1.0,
+        "false_pauses": sum(_stopped(r) for r in good),
+        "false_pause_rate": sum(_stopped(r) for r in good) / len(good) if good else 0.0,
         "median_minutes_to_pause": statistics.median(minutes) if minutes else None,
         "p95_minutes_to_pause": float(np.percentile(minutes, 95)) if minutes else None,
         "blast_radius_bad_requests": sum(r["bad_requests_before_pause"] for r in bad),
         "blast_radius_requests": sum(r["requests_before_pause"] for r in bad),
-        "error_budget_spent_per_bad_ramp": (statistics.mean(r["budget_spent"] for r in bad) if bad else 0.0),
-        "error_budget_spent_per_good_ramp": (statistics.mean(r["budget_spent"] for r in good) if good else 0.0),
+        "error_budget_spent_per_bad_ramp": statistics.mean(r["budget_spent"] for r in bad) if bad else 0.0,
+        "error_budget_spent_per_good_ramp": statistics.mean(r["budget_spent"] for r in good) if good else 0.0,
+        "freezes": len(freezes),
+        "freezes_during_true_incident": sum(r["during_incident"] for r in freezes),
     }
-
-

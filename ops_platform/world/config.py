@@ -20,7 +20,7 @@ class WorldConfig:
     # Mean usage events per tenant per day; L is sized for ~1e8 events per month.
     events_per_tenant_day: float = 330.0
     # Requests per minute per tenant across the API tier (drives the counters).
-    requests_per_tenant_minute: float = 60.0
+    requests_per_tenant_minute: float = 600.0
     duplicate_rate: float = 0.005
     late_rate: float = 0.01
     malformed_rate: float = 0.0005
