@@ -116,7 +116,7 @@ def demo(preset_name: str, seed: int, fresh: bool) -> None:
     defs = build_definitions(p)
     keys = defs.resolve_job_def("ingest_daily").partitions_def.get_partition_keys()
     with dg.DagsterInstance.get() as instance, _progress() as prog:
-        task = prog.add_task("materializing", total=len(keys) + 4)
+        task = prog.add_task("materializing", total=len(keys) + 5)
         report = run_everything(defs, instance, on_step=lambda label: (
             prog.advance(task), prog.update(task, description=f"materialized {label}")))
     _summary(p, keys, report, time.perf_counter() - t0)
@@ -134,17 +134,35 @@ def _ramp_story(p: StatePaths, report) -> None:
     store = open_store(p)
     acted = [e for e in store.events() if e["kind"] in ("action_completed", "action_denied",
                                                          "action_pending_receipt")]
-    console.print(f"ramp controller: {report.controller_signals} failed burn check(s) -> {len(acted)} guarded "
-                  f"action(s), {len(store.ledger_entries())} receipt(s)")
-    for e in acted[:6]:
+    click.echo(f"ramp controller: {report.controller_signals} signal(s) from failed burn and ramp verdict "
+               f"checks -> {len(acted)} guarded action(s), {len(store.ledger_entries())} receipt(s)")
+    for e in acted[:8]:
         payload = json.loads(e["payload"])
+        build = (payload.get("params") or {}).get("build_id", "")
         rid = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
-        console.print(f"  {e['ts'][:19]}  {payload.get('action', ''):<9} {e['target_id']:<18} {e['kind']}{rid}")
+        click.echo(f"  {payload.get('action', ''):<9} {e['target_id']:<16} {build:<13} {e['kind']}{rid}")
+    if len(acted) > 8:
+        click.echo(f"  ... {len(acted) - 8} more (ops-platform switchboard log FLAG)")
+    _backtest_line(p)
     live = p.home / "flags" / "flags.flagd.json"
     if live.exists():
         held = [f for f, r in FlagFile.load(live).releases().items() if r.paused or r.frozen]
         console.print(f"  flags held: {', '.join(held) or 'none'}  (ops-platform switchboard log FLAG; "
                       "ops-platform receipts verify)")
+
+
+def _backtest_line(p: StatePaths) -> None:
+    """The controller's score against the world's truth, as the `ramp/backtest` asset stored it."""
+    from .warehouse import Warehouse
+
+    try:
+        rows = Warehouse(p.warehouse).query("SELECT metric, value FROM ramp.backtest WHERE policy = 'controller'")
+    except Exception:  # noqa: BLE001 - no backtest table (e.g. the score job failed): say nothing
+        return
+    f = dict(zip(rows["metric"], rows["value"], strict=True))
+    click.echo(f"  scored against the truth: {f['caught_before_general']:.0f}/{f['bad_builds']:.0f} bad builds held "
+               f"before the general cohort, {f['false_pauses']:.0f} false pause(s) in {f['good_builds']:.0f} good "
+               f"ramps, median {f['median_minutes_to_pause'] or 0:.1f} min to pause (ops-platform backtest ramps)")
 
 
 def _summary(p: StatePaths, keys: list[str], report, seconds: float) -> None:

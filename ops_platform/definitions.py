@@ -7,6 +7,7 @@ from datetime import timedelta
 import dagster as dg
 
 from assets.dbt import summit_dbt_models
+from assets.ramp import build_ramp_assets, ramp_backtest
 from assets.raw import build_raw_assets
 from assets.receipts import ledger_verifies, receipts_ledger
 from assets.slo import build_slo_assets
@@ -27,7 +28,8 @@ def build_definitions(paths: StatePaths | None = None) -> dg.Definitions:
     partitions = daily_partitions(paths)
     jobs = build_jobs(partitions)
     return dg.Definitions(
-        assets=[*build_raw_assets(partitions), *build_slo_assets(partitions), summit_dbt_models, receipts_ledger],
+        assets=[*build_raw_assets(partitions), *build_slo_assets(partitions), *build_ramp_assets(partitions),
+                summit_dbt_models, receipts_ledger, ramp_backtest],
         asset_checks=[ledger_verifies],
         jobs=jobs,
         schedules=build_schedules(jobs),

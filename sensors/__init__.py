@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.ramp import BACKTEST_KEY, VERDICTS_KEY
+
 from .ramp import ramp_controller_job, ramp_controller_sensor, switchboard_override_job
 from .retry import RETRY_JOB as RETRY_JOB
 from .retry import retry_guarded_actions_job
 
 CATALOG_JOB = "ingest_catalog"
 DAILY_JOB = "ingest_daily"
+SCORE_JOB = "score_decisions"
 DBT_JOB = "build_staging"
 CONTROL_JOB = "refresh_control"
 
@@ -19,14 +22,19 @@ def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
         CATALOG_JOB, selection=_static_raw(),
         description="Load the catalog sources (tenants, services, price list, builds).")
     daily = dg.define_asset_job(
-        DAILY_JOB, selection=(dg.AssetSelection.groups("raw") - _static_raw()) | dg.AssetSelection.groups("slo"),
+        DAILY_JOB, selection=((dg.AssetSelection.groups("raw") - _static_raw()) | dg.AssetSelection.groups("slo")
+                              | dg.AssetSelection.assets(VERDICTS_KEY)),
         partitions_def=partitions_def,
-        description="Ingest one day of every partitioned landing source, then its SLO burn series.")
+        description="Ingest one day of every partitioned landing source, then its SLO burn series and "
+                    "ramp verdicts.")
+    score = dg.define_asset_job(SCORE_JOB, selection=dg.AssetSelection.assets(BACKTEST_KEY),
+                                description="Replay the world's history and score the platform's decisions "
+                                            "against its truth folder.")
     staging = dg.define_asset_job(DBT_JOB, selection=dg.AssetSelection.groups("staging"),
                                   description="Build the dbt staging models and run their tests.")
     control = dg.define_asset_job(CONTROL_JOB, selection=dg.AssetSelection.groups("control"),
                                   description="Verify the receipts ledger and copy the control store to DuckDB.")
-    return [catalog, daily, staging, control, retry_guarded_actions_job, ramp_controller_job,
+    return [catalog, daily, staging, control, score, retry_guarded_actions_job, ramp_controller_job,
             switchboard_override_job]
 
 

@@ -5,10 +5,12 @@ import json
 
 import dagster as dg
 
+from assets.ramp import VERDICT_CHECK, VERDICTS_KEY
 from assets.slo import BURN_KEY, SLO_DIR, check_name
 from ops_platform.guard.actions import ActionRequest
 from ops_platform.ramp.controller import BurnSignal, Ramp, plan
 from ops_platform.ramp.switchboard import OverrideExecutor
+from ops_platform.ramp.verdicts import ramps_from_steps
 from ops_platform.slo.spec import load_slos
 from ops_platform.timezones import iso_utc, utcnow
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
@@ -24,10 +26,8 @@ class RampControllerConfig(dg.Config):
 
 
 def _ramps(warehouse: WarehouseResource) -> list[Ramp]:
-    steps = warehouse.get().query(
-        "SELECT build_id, any_value(service) AS service, min(started_at) AS start, "
-        "max(coalesce(ended_at, started_at + INTERVAL 1 HOUR)) AS finish FROM raw.ramp_steps GROUP BY build_id")
-    return [Ramp(r["build_id"], r["service"], r["start"], r["finish"]) for r in steps.iter_rows(named=True)]
+    steps = ramps_from_steps(warehouse.get().query("SELECT * FROM raw.ramp_steps"))
+    return [Ramp(r["build_id"], r["service"], r["start"], r["end"]) for r in steps.iter_rows(named=True)]
 
 
 @dg.op(description="Turn failed burn checks into guarded pause/rollback/freeze actions on release flags.")
@@ -63,28 +63,39 @@ def ramp_controller_job():
 
 
 @dg.sensor(job=ramp_controller_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Reacts to failed SLO burn check evaluations (a failed non-blocking check does not fail "
-                       "its run, so the sensor reads the evaluations themselves).")
+           description="Reacts to failed SLO burn checks and ramp verdict checks (a failed non-blocking check "
+                       "does not fail its run, so the sensor reads the evaluations themselves).")
 def ramp_controller_sensor(context: dg.SensorEvaluationContext):
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
     last = int(context.cursor or 0)
     newest, signals = last, []
+
+    def failed(key: dg.AssetCheckKey):
+        history = context.instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=100, status={AssetCheckExecutionRecordStatus.FAILED})
+        for rec in history:
+            if rec.id <= last or rec.event is None or rec.event.dagster_event is None:
+                continue
+            ev = rec.event.dagster_event.asset_check_evaluation_data
+            yield rec, ev, {k: v.value for k, v in ev.metadata.items()}
+
     for slo in load_slos(SLO_DIR):
         for tier in slo.tiers:
-            key = dg.AssetCheckKey(BURN_KEY, check_name(slo.name, tier.name))
-            history = context.instance.event_log_storage.get_asset_check_execution_history(
-                key, limit=100, status={AssetCheckExecutionRecordStatus.FAILED})
-            for rec in history:
-                if rec.id <= last or rec.event is None or rec.event.dagster_event is None:
-                    continue
-                ev = rec.event.dagster_event.asset_check_evaluation_data
-                meta = {k: v.value for k, v in ev.metadata.items()}
+            for rec, ev, meta in failed(dg.AssetCheckKey(BURN_KEY, check_name(slo.name, tier.name))):
                 newest = max(newest, rec.id)
                 signals.append(json.dumps({
                     "slo": slo.name, "tier": tier.name, "partition": rec.partition or ev.partition or meta.get("partition") or "",
                     "ramp_action": tier.ramp_action, "platform_action": tier.platform_action,
                     "groups": list(meta.get("groups_firing") or []), "first_firing": meta.get("first_firing") or None}))
+    # The per-ramp analysis: each verdict names its build, the action and the cohorts reached.
+    for rec, _ev, meta in failed(dg.AssetCheckKey(VERDICTS_KEY, VERDICT_CHECK)):
+        newest = max(newest, rec.id)
+        for v in meta.get("verdicts") or []:
+            signals.append(json.dumps({
+                "slo": "ramp-analysis", "tier": v["action"], "partition": rec.partition or meta.get("partition") or "",
+                "ramp_action": v["action"], "platform_action": "freeze",
+                "groups": [f"{v['service']}/{v['cohorts'][-1]}/{v['build_id']}"], "first_firing": v["acted_at"]}))
     if not signals:
         return dg.SkipReason(f"no new failed burn checks since evaluation {last}")
     context.update_cursor(str(newest))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from . import CATALOG_JOB, CONTROL_JOB, DAILY_JOB, DBT_JOB
+from . import CATALOG_JOB, CONTROL_JOB, DAILY_JOB, DBT_JOB, SCORE_JOB
 from .ramp import RAMP_JOB, ramp_controller_sensor
 
 INSTANCE_YAML = """# Written by ops-platform: every DuckDB writer shares one pool slot.
@@ -48,7 +48,7 @@ class RunReport:
 def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
                    on_step: Callable[[str], None] | None = None) -> RunReport:
     """Catalog, every daily partition, dbt staging, the ramp controller on the failed burn
-    checks, then the control snapshot; all recorded in `instance`."""
+    and ramp verdict checks, the backtest, then the control snapshot; all recorded in `instance`."""
     step = on_step or (lambda label: None)
     report = RunReport()
 
@@ -71,6 +71,7 @@ def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
         run(RAMP_JOB, "controller", request.run_config)
     else:
         step("controller")
+    run(SCORE_JOB, "backtest")
     run(CONTROL_JOB, "control")
     return report
 

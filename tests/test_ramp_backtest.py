@@ -81,3 +81,24 @@ def test_cli_backtest_json(small_world):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert set(out["controller"]) >= METRICS
+
+
+def test_backtest_asset_reports_the_same_figures_as_metadata_and_in_the_warehouse(state):
+    import dagster as dg
+
+    from assets.ramp import BACKTEST_KEY, ramp_backtest
+    from ops_platform.warehouse import Warehouse
+    from resources import build_resources
+
+    result = dg.materialize([ramp_backtest], resources=build_resources(state))
+    assert result.success
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == BACKTEST_KEY]
+    meta = event.materialization.metadata
+    expected = run_backtest(state.world)
+    assert meta["controller/caught_before_general_rate"].value == round(
+        expected["controller"]["caught_before_general_rate"], 4)
+    assert "| false_pauses |" in meta["scores"].value
+    table = Warehouse(state.warehouse).query("SELECT policy, metric, value FROM ramp.backtest")
+    got = {(r["policy"], r["metric"]): r["value"] for r in table.iter_rows(named=True)}
+    assert got[("flagger", "false_pauses")] == expected["flagger"]["false_pauses"]
+    assert len(got) == sum(len(v) for v in expected.values())

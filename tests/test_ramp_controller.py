@@ -6,11 +6,13 @@ import json
 from datetime import UTC, datetime
 
 import dagster as dg
+import polars as pl
 
 from ops_platform.definitions import build_definitions
 from ops_platform.guard.runtime import open_store
 from ops_platform.ramp.controller import BurnSignal, Ramp, plan
 from ops_platform.ramp.flags import FlagFile
+from ops_platform.warehouse import Warehouse
 from resources import build_resources
 from sensors import DAILY_JOB
 from sensors.ramp import ramp_controller_job, ramp_controller_sensor
@@ -57,6 +59,17 @@ def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state):
         assert isinstance(request, dg.RunRequest), request
         signals = [json.loads(s) for s in request.run_config["ops"]["ramp_controller_op"]["config"]["signals"]]
         assert signals and all(s["slo"] and s["tier"] and s["partition"] for s in signals)
+        # The per-ramp analysis names exactly the truth's bad builds that ramped on these days
+        # (with an hour of evidence at least: the days end at 07:00 UTC).
+        bad = pl.read_parquet(state.world / "truth" / "bad_builds.parquet")
+        expected = set(bad.filter(pl.col("deploy_started_at") < datetime(2026, 3, 8, 6, tzinfo=UTC))["build_id"])
+        assert expected
+        analysed = {s["groups"][0].split("/")[2]: s["ramp_action"] for s in signals if s["slo"] == "ramp-analysis"}
+        assert set(analysed) == expected and set(analysed.values()) <= {"pause", "rollback"}
+        verdicts = Warehouse(state.warehouse).query("SELECT * FROM ramp.verdicts")
+        judged = verdicts.filter(pl.col("build_id").is_in(list(expected)))
+        assert judged.height == len(expected) and (judged["budget_consumed"] > 0).all()
+        assert (judged["requests_before_action"] < judged["requests"]).all()
         again = ramp_controller_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
         assert isinstance(again, dg.SkipReason)  # the cursor moved past what it has seen
 

@@ -214,7 +214,7 @@ class ActionProtocol:
                receipt_id: str | None = None) -> None:
         self.store.add_event(tx, ts=iso_utc(now), kind=kind, target_kind=req.target_kind, target_id=req.target_id,
                              actor=req.actor, action_id=req.action_id, receipt_id=receipt_id,
-                             payload={"action": req.action, **payload})
+                             payload={"action": req.action, "params": dict(req.params), **payload})
 
     def _receipt_of(self, tx, row: dict) -> str | None:
         if row.get("receipt_seq") is None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .analysis import ERROR_MARGIN, candidate_series, decide
+from .analysis import ERROR_MARGIN
+from .verdicts import ramps_from_steps, verdict_rows
 
 SLOW_S = 1.5
 FLAGGER_MAX_ERROR, FLAGGER_MAX_SLOW, FLAGGER_THRESHOLD = 0.01, 0.05, 5
@@ -27,17 +28,7 @@ def _read(world: Path, table: str) -> pl.DataFrame:
 
 
 def ramps(world: Path) -> pl.DataFrame:
-    """One row per ramp: its first step, when it reached the general cohort, and its end.
-
-    A ramp ends when it is promoted to 100%: from then on there is no stable build left to
-    compare with and the ramp is no longer the controller's to hold.
-    """
-    steps = _read(world, "ramp_steps").sort(["build_id", "step"])
-    return steps.group_by("build_id", maintain_order=True).agg(
-        pl.col("service").first(), pl.col("started_at").min().alias("start"),
-        pl.col("started_at").filter(pl.col("general_fraction") > 0).min().alias("general_at"),
-        pl.coalesce(pl.col("started_at").filter(pl.col("percent") >= 100).min(),
-                    pl.col("ended_at").max(), pl.col("started_at").max()).alias("end"))
+    return ramps_from_steps(_read(world, "ramp_steps"))
 
 
 def _flagger(s: pl.DataFrame) -> object:
@@ -60,17 +51,11 @@ def _sre(s: pl.DataFrame) -> object:
     return frame["ts"].filter(hit).min() if hit.any() else None
 
 
-def _baseline_builds(counters: pl.DataFrame, build: str, service: str, start, end) -> set[str]:
-    window = (pl.col("service") == service) & (pl.col("ts") >= start) & (pl.col("ts") < end)
-    return set(counters.filter(window & (pl.col("build_id") != build))["build_id"].unique().to_list())
-
-
 def replay(world: Path) -> dict[str, list[dict]]:
     """Per policy, one row per ramp: when (if ever) it acted, how, and what was served before.
 
-    Ramps are replayed in start order. A stable build the controller itself paused or rolled
-    back earlier is no baseline for a later candidate (live, it would have been rolled back),
-    so that candidate is judged by the absolute budget test alone.
+    The controller's rows come from ``verdict_rows``, the very function the live
+    `ramp/verdicts` asset runs; ramps are replayed in start order.
     """
     counters, latency = _read(world, "request_counters"), _read(world, "latency_buckets")
     slow15 = (latency.group_by(["ts", "service", "cohort", "build_id"]).agg(
@@ -81,19 +66,15 @@ def replay(world: Path) -> dict[str, list[dict]]:
     bad = pl.read_parquet(world / "truth" / "bad_builds.parquet")
     bad_ids = set(bad["build_id"].to_list())
     incidents = pl.read_parquet(world / "truth" / "incidents.parquet")
-    rejected: set[str] = set()
+    all_ramps = ramps(world).to_dicts()
+    verdicts = verdict_rows(counters, latency, all_ramps, set())
     results: dict[str, list[dict]] = {"controller": [], "flagger": [], "sre_multiwindow": []}
-    for r in ramps(world).sort("start").iter_rows(named=True):
+    for r, v in zip(all_ramps, verdicts.iter_rows(named=True), strict=True):
         start, end, build = r["start"], r["end"], r["build_id"]
-        series = candidate_series(counters, latency, build, r["service"], start, end)
-        trusted = not (_baseline_builds(counters, build, r["service"], start, end) & rejected)
-        verdict = decide(series, trusted_baseline=trusted)
-        if verdict.action in ("pause", "rollback"):
-            rejected.add(build)
         cand = counters.filter((pl.col("build_id") == build) & (pl.col("ts") >= start) & (pl.col("ts") < end))
         per_min = cand.group_by("ts").agg(pl.col("requests").sum(), pl.col("errors").sum(),
                                           pl.col("slow15").sum()).sort("ts")
-        acted = {"controller": (verdict.ts, verdict.action or "", verdict.reason),
+        acted = {"controller": (v["acted_at"], v["action"] or "", v["reason"]),
                  "flagger": (_flagger(per_min), "rollback", "failed checks"),
                  "sre_multiwindow": (_sre(per_min), "pause", "burn-rate alert")}
         for policy, (ts, action, reason) in acted.items():

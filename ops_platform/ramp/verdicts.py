@@ -1,0 +1,98 @@
+"""Ramps from their schedule, and the controller's verdict on each, with its budget use.
+
+The same functions serve the live `ramp/verdicts` asset (one day at a time, from the
+warehouse) and the backtest (a whole world's history from the landing zone), so the
+backtest scores exactly what the controller decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import polars as pl
+
+from .analysis import ERROR_MARGIN, Verdict, candidate_series, decide
+
+VERDICT_SCHEMA = {
+    "build_id": pl.String, "service": pl.String, "start": pl.Datetime("us", "UTC"),
+    "end": pl.Datetime("us", "UTC"), "general_at": pl.Datetime("us", "UTC"),
+    "action": pl.String, "acted_at": pl.Datetime("us", "UTC"), "reason": pl.String,
+    "trusted_baseline": pl.Boolean, "cohorts_reached": pl.String,
+    "requests": pl.Int64, "errors": pl.Int64, "requests_before_action": pl.Int64,
+    "errors_before_action": pl.Int64, "budget_consumed": pl.Float64,
+    "budget_consumed_before_action": pl.Float64,
+}
+
+
+def ramps_from_steps(steps: pl.DataFrame) -> pl.DataFrame:
+    """One row per ramp: its first step, when it reached the general cohort, and its end.
+
+    A ramp ends when it is promoted to 100%: from then on there is no stable build left to
+    compare with and the ramp is no longer the controller's to hold.
+    """
+    steps = steps.sort(["build_id", "step"])
+    return steps.group_by("build_id", maintain_order=True).agg(
+        pl.col("service").first(), pl.col("started_at").min().alias("start"),
+        pl.col("started_at").filter(pl.col("early_fraction") > 0).min().alias("early_at"),
+        pl.col("started_at").filter(pl.col("general_fraction") > 0).min().alias("general_at"),
+        pl.coalesce(pl.col("started_at").filter(pl.col("percent") >= 100).min(),
+                    pl.col("ended_at").max(), pl.col("started_at").max()).alias("end")).sort("start")
+
+
+def baseline_builds(counters: pl.DataFrame, build: str, service: str, start, end) -> set[str]:
+    """The other builds serving ``service`` during the ramp (the stable build, usually one)."""
+    window = (pl.col("service") == service) & (pl.col("ts") >= start) & (pl.col("ts") < end)
+    return set(counters.filter(window & (pl.col("build_id") != build))["build_id"].unique().to_list())
+
+
+def judge_ramp(counters: pl.DataFrame, latency: pl.DataFrame, ramp: dict, rejected: set[str],
+               until: datetime | None = None) -> tuple[Verdict, bool]:
+    """The controller's verdict on one ramp, on the evidence up to ``until`` (default: its end).
+
+    A stable build the controller already rejected (paused or rolled back) is no baseline:
+    live, it would have been rolled back. Adds the build to ``rejected`` when it is paused
+    or rolled back, so ramps must be judged in start order.
+    """
+    end = min(ramp["end"], until) if until is not None else ramp["end"]
+    series = candidate_series(counters, latency, ramp["build_id"], ramp["service"], ramp["start"], end)
+    trusted = not (baseline_builds(counters, ramp["build_id"], ramp["service"], ramp["start"], end) & rejected)
+    verdict = decide(series, trusted_baseline=trusted)
+    if verdict.action in ("pause", "rollback"):
+        rejected.add(ramp["build_id"])
+    return verdict, trusted
+
+
+def _cohorts_reached(ramp: dict, at) -> str:
+    reached = ["canary"]
+    for cohort, since in (("early", ramp.get("early_at")), ("general", ramp.get("general_at"))):
+        if since is not None and since <= at:
+            reached.append(cohort)
+    return ",".join(reached)
+
+
+def verdict_rows(counters: pl.DataFrame, latency: pl.DataFrame, ramps: Iterable[dict], rejected: set[str],
+                 until: datetime | None = None) -> pl.DataFrame:
+    """Judge ``ramps`` in order; one row each with the verdict and the error budget it used.
+
+    Budget consumed is the candidate's error ratio over the error budget (1.0 = burning
+    exactly the budget), over the whole ramp and over what it served before the action.
+    """
+    rows = []
+    for ramp in ramps:
+        verdict, trusted = judge_ramp(counters, latency, ramp, rejected, until)
+        end = min(ramp["end"], until) if until is not None else ramp["end"]
+        cand = counters.filter((pl.col("build_id") == ramp["build_id"]) & (pl.col("ts") >= ramp["start"])
+                               & (pl.col("ts") < end))
+        before = cand.filter(pl.col("ts") < verdict.ts) if verdict.ts is not None else cand
+        req, err = int(cand["requests"].sum()), int(cand["errors"].sum())
+        req_b, err_b = int(before["requests"].sum()), int(before["errors"].sum())
+        rows.append({
+            "build_id": ramp["build_id"], "service": ramp["service"], "start": ramp["start"], "end": ramp["end"],
+            "general_at": ramp.get("general_at"), "action": verdict.action, "acted_at": verdict.ts,
+            "reason": verdict.reason, "trusted_baseline": trusted,
+            "cohorts_reached": _cohorts_reached(ramp, verdict.ts if verdict.ts is not None else end),
+            "requests": req, "errors": err, "requests_before_action": req_b, "errors_before_action": err_b,
+            "budget_consumed": err / (ERROR_MARGIN * req) if req else 0.0,
+            "budget_consumed_before_action": err_b / (ERROR_MARGIN * req_b) if req_b else 0.0})
+    return pl.DataFrame(rows, schema=VERDICT_SCHEMA)
