@@ -2,13 +2,14 @@
 Switchboard override job."""
 
 import json
+from datetime import datetime
 
 import dagster as dg
 
 from assets.ramp import VERDICT_CHECK, VERDICTS_KEY
 from assets.slo import BURN_KEY, SLO_DIR, check_name
 from ops_platform.guard.actions import ActionRequest
-from ops_platform.ramp.controller import BurnSignal, Ramp, plan
+from ops_platform.ramp.controller import CONTROLLER, BurnSignal, Ramp, history_key, plan
 from ops_platform.ramp.switchboard import OverrideExecutor
 from ops_platform.ramp.verdicts import ramps_from_steps
 from ops_platform.slo.spec import load_slos
@@ -46,8 +47,15 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         active = store.active_overrides(flag, iso_utc(utcnow()))
         return f"{active[-1]['directive']} by {active[-1]['actor']}" if active else None
 
+    history: dict[str, tuple[str, datetime]] = {}
+    for e in store.events():  # the controller's completed actions, oldest first
+        if e["kind"] == "action_completed" and e["actor"] == CONTROLLER:
+            payload = json.loads(e["payload"])
+            key = history_key(payload["action"], e["target_id"], (payload.get("params") or {}).get("build_id", ""))
+            history[key] = (payload["action"], datetime.fromisoformat(e["ts"].replace("Z", "+00:00")))
+
     outcomes: dict[str, int] = {}
-    for decision in plan(signals, _ramps(warehouse), override):
+    for decision in plan(signals, _ramps(warehouse), override, history.get, utcnow()):
         if decision.request is None:  # logged, not stored: re-reading the same evidence must not add rows
             context.log.info(f"no action: {decision.note}")
             continue

@@ -85,3 +85,26 @@ def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state):
     assert len(entries) == len(acted) >= 1
     live = FlagFile.load(state.home / "flags" / "flags.flagd.json")
     assert any(r.paused or r.frozen for r in live.releases().values())
+
+
+def test_no_flapping_only_escalations_and_one_freeze_per_cooldown():
+    from datetime import timedelta
+
+    from ops_platform.ramp.controller import COOLDOWN, FREEZE_TARGET, history_key
+
+    now = T0.replace(hour=6)
+    paused = {history_key("pause", "release-api", "api-102"): ("pause", now - timedelta(minutes=1))}
+    (up,) = plan([_signal()], RAMPS, lambda f: None, paused.get, now)  # rollback after pause: escalation
+    assert up.request is not None and up.request.action == "rollback"
+    rolled = {history_key("rollback", "release-api", "api-102"): ("rollback", now - timedelta(days=3))}
+    (down,) = plan([_signal(ramp="pause")], RAMPS, lambda f: None, rolled.get, now)  # never back down
+    assert down.request is None and "already rollback" in down.note
+    # Within one batch too: a rollback then a pause for the same build gives the rollback only.
+    both = plan([_signal(), _signal(tier="medium", ramp="pause")], RAMPS, lambda f: None, {}.get, now)
+    assert [d.request.action for d in both if d.request] == ["rollback"]
+    stable = _signal(groups=("api/general/api-101",))
+    frozen = {FREEZE_TARGET: ("freeze", now - COOLDOWN / 2)}
+    (held,) = plan([stable], RAMPS, lambda f: None, frozen.get, now)
+    assert held.request is None and "cool-down" in held.note
+    (again,) = plan([stable], RAMPS, lambda f: None, frozen.get, now + COOLDOWN)
+    assert again.request is not None and again.request.action == "freeze"

@@ -6,6 +6,12 @@ build is a candidate being ramped gets the tier's ramp action on its service's r
 tier's platform action (freeze all ramps). Active overrides on a flag win until they
 expire. Idempotency keys are derived from the build and the action, so repeated sensor
 ticks over the same evidence produce one action and one receipt.
+
+No flapping: on a build's ramp the controller only ever escalates (a rollback after a
+pause, never a pause after a rollback or the same action twice); a freeze holds every flag,
+so one freeze per ``COOLDOWN`` is enough. The controller never resumes or ramps up, so
+nothing it does can undo itself: only a human override (with a rationale) moves a held
+ramp forward, and the controller honours it until it expires.
 """
 
 from __future__ import annotations
@@ -13,12 +19,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..guard.actions import ActionRequest
 
 CONTROLLER = "ramp-controller"
 ROLES = ("ramp_controller",)
+COOLDOWN = timedelta(minutes=30)
+_STRENGTH = {"pause": 1, "rollback": 2, "freeze": 3}
+FREEZE_TARGET = "all-release-flags"
+
+LastAction = Callable[[str], tuple[str, datetime] | None]  # history_key -> (action, when)
 
 
 @dataclass(frozen=True)
@@ -50,12 +61,38 @@ class Decision:
     note: str
 
 
+def history_key(action: str, flag: str, build: str) -> str:
+    """What the no-flapping rules compare: a build's ramp on its flag, or the global freeze."""
+    return FREEZE_TARGET if action == "freeze" else f"{flag}:{build}"
+
+
+def _held_back(key: str, action: str, prior: tuple[str, datetime] | None, now: datetime | None) -> str | None:
+    """Why ``action`` must not go ahead after ``prior`` (None: it may)."""
+    if prior is None:
+        return None
+    last, when = prior
+    if action == "freeze":
+        if now is None or now - when >= COOLDOWN:
+            return None
+        left = int((COOLDOWN - (now - when)).total_seconds() // 60)
+        return f"{key}: frozen {int((now - when).total_seconds() // 60)} min ago, cool-down {left} min more"
+    if _STRENGTH.get(action, 0) > _STRENGTH.get(last, 0):
+        return None  # escalation (a rollback after a pause) is never held back
+    return f"{key}: already {last} (at {when:%Y-%m-%d %H:%M}); {action} would not change it"
+
+
 def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
-         active_override: Callable[[str], str | None]) -> list[Decision]:
-    """Guarded requests (and notes on what was skipped) for a batch of burn signals."""
+         active_override: Callable[[str], str | None], last_action: LastAction | None = None,
+         now: datetime | None = None) -> list[Decision]:
+    """Guarded requests (and notes on what was skipped) for a batch of burn signals.
+
+    ``last_action(history_key)`` gives the controller's last completed action there; with
+    ``now`` it switches on the no-flapping rules (see the module docstring).
+    """
     by_build = {r.build_id: r for r in ramps}
     out: list[Decision] = []
     seen: set[str] = set()
+    planned: dict[str, tuple[str, datetime]] = {}
     for sig in signals:
         for group in sig.groups:
             parts = group.split("/")
@@ -79,11 +116,19 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
             if override:
                 out.append(Decision(None, f"{target}: active override ({override}) wins over {action}"))
                 continue
+            hkey = history_key(action, target, build)
+            prior = planned.get(hkey) or (last_action(hkey) if last_action is not None else None)
+            wait = _held_back(hkey, action, prior, now)
+            if wait:
+                out.append(Decision(None, wait))
+                continue
+            if now is not None:
+                planned[hkey] = (action, now)
             rationale = (f"{sig.slo} {sig.tier} burn on {service}/{cohort}/{build} "
                          f"(first {sig.first_firing or '?'}, partition {sig.partition})")
             out.append(Decision(ActionRequest(
                 actor=CONTROLLER, roles=ROLES, action=action,
-                target_kind="flag", target_id=target if target != "*" else "all-release-flags",
+                target_kind="flag", target_id=target if target != "*" else FREEZE_TARGET,
                 rationale=rationale, idempotency_key=_key(key),
                 params={"slo": sig.slo, "tier": sig.tier, "build_id": build, "cohort": cohort}), rationale))
     return out
