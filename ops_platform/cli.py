@@ -357,6 +357,45 @@ def backtest_ramps(world_dir: Path | None, as_json: bool) -> None:
 
 
 @main.group()
+def finops() -> None:
+    """Per-tenant cost attribution reconciled to the bill, and its score against the truth."""
+
+
+@finops.command("score")
+@click.option("--world", "world_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="World folder (default: the demo world in the state folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def finops_score(world_dir: Path | None, as_json: bool) -> None:
+    """Attribute a world's bill to its tenants and score it against the true per-tenant cost."""
+    import json
+
+    import polars as pl
+
+    from .finops.score import MAPE_TARGET, WITHIN_5_TARGET, attribute_world, score_attribution
+
+    world_dir = world_dir or StatePaths.from_env().world
+    truth = world_dir / "truth" / "tenant_daily_cost.parquet"
+    if not world_exists(world_dir) or not truth.exists():
+        raise click.ClickException(f"no world with a truth folder at {world_dir}; run `ops-platform world "
+                                   "generate` or `make demo`")
+    figures = score_attribution(attribute_world(world_dir), pl.read_parquet(truth))
+    if as_json:
+        click.echo(json.dumps(figures, indent=2, sort_keys=True))
+        return
+    ok = figures["mape"] < MAPE_TARGET and figures["within_5pct"] >= WITHIN_5_TARGET
+    click.echo(f"cost attribution: {world_dir}")
+    click.echo(f"  tenant-days            {figures['tenant_days']}")
+    click.echo(f"  MAPE                   {figures['mape']:.4%}   (target < {MAPE_TARGET:.0%})")
+    click.echo(f"  within 5% of truth     {figures['within_5pct']:.2%}  (target >= {WITHIN_5_TARGET:.0%})")
+    click.echo(f"  bill / attributed      {figures['billed_usd']:,.6f} / {figures['attributed_usd']:,.6f} USD "
+               f"({figures['days_summing_exactly']}/{figures['days']} days exact to the micro-dollar)")
+    click.echo(f"  unallocated            {figures['unallocated_usd']:,.6f} USD")
+    click.echo(f"  confidence per day     min {figures['min_day_confidence']:.3f}, "
+               f"mean {figures['mean_day_confidence']:.3f}")
+    click.echo("  targets " + ("met" if ok else "NOT met"))
+
+
+@main.group()
 def switchboard() -> None:
     """Human overrides of ramps (with a rationale and a TTL) and the timeline of a flag."""
 

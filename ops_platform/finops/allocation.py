@@ -1,0 +1,35 @@
+"""Largest-remainder allocation: integer shares that sum exactly to the amount.
+
+Money is allocated in integer units of the bill's precision (micro-dollars for a FOCUS
+Decimal(18,6) cost), so tenant shares add up to the bill to the last unit: each share is
+floored, then the units left over go one by one to the largest fractional parts (ties by
+key, so the result is deterministic).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def allocate(pools: pl.DataFrame, weights: pl.DataFrame, pool_keys: list[str], item: str,
+             amount: str = "amount", weight: str = "weight", out: str = "allocated") -> pl.DataFrame:
+    """Split each pool's integer ``amount`` over its items in proportion to ``weight``.
+
+    ``pools``: one row per pool (``pool_keys`` + ``amount``, Int64). ``weights``: rows of
+    (``pool_keys``, ``item``, ``weight`` >= 0). Returns (``pool_keys``, ``item``, ``out``) for
+    every pool with a positive total weight; per pool, ``out`` sums exactly to ``amount``.
+    Pools with no weight are left out: the caller decides where their money goes.
+    """
+    frame = (weights.filter(pl.col(weight) > 0)
+             .join(pools.select(*pool_keys, amount), on=pool_keys, how="inner")
+             .with_columns((pl.col(weight) / pl.col(weight).sum().over(pool_keys)).alias("_share")))
+    exact = pl.col(amount).cast(pl.Float64) * pl.col("_share")
+    frame = frame.with_columns(exact.floor().cast(pl.Int64).alias("_floor"),
+                               (exact - exact.floor()).alias("_frac"))
+    # Units still to hand out (may be negative if float rounding floored one too high).
+    frame = frame.with_columns((pl.col(amount) - pl.col("_floor").sum().over(pool_keys)).alias("_left"))
+    rank = pl.struct(pl.col("_frac"), pl.col(item)).rank("ordinal", descending=True).over(pool_keys)
+    asc = pl.struct(pl.col("_frac"), pl.col(item)).rank("ordinal").over(pool_keys)
+    bump = (pl.when((pl.col("_left") > 0) & (rank <= pl.col("_left"))).then(1)
+            .when((pl.col("_left") < 0) & (asc <= -pl.col("_left"))).then(-1).otherwise(0))
+    return frame.select(*pool_keys, item, (pl.col("_floor") + bump).alias(out))

@@ -1,0 +1,132 @@
+"""Documented repairs of quarantined billing rows, so a defect in one field does not lose a
+row's cost from the reconciliation.
+
+A billing row that breaks the FOCUS contract stays in quarantine (with its reason) in the
+raw layer. Attribution may still count it when the defect is one of these, each a rule a
+FinOps analyst would apply by hand, and the repair is recorded on the row:
+
+| quarantine reason | repair |
+|---|---|
+| ChargePeriodEnd not after ChargePeriodStart | the period is the file's daily charge period: end = start + 1 day |
+| not a FOCUS charge category | counted as Usage when its cost and list cost are both positive |
+| negative cost on a Usage charge | a sign error when ListCost is positive and \\|cost\\| <= ListCost: the absolute value |
+| BillingCurrency missing | the billing account's currency on its other rows |
+| Tags not a JSON object | the tags the same ResourceId carries on other rows |
+
+Anything else, or a row with several defects one of which has no repair, stays out and its
+day's confidence pays for it. Repaired rows count as rule-based evidence in the confidence.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+
+import polars as pl
+
+_PERIOD = "ChargePeriodEnd: not after ChargePeriodStart"
+_CATEGORY = "ChargeCategory: not a FOCUS charge category"
+_NEGATIVE = "BilledCost: negative on a Usage charge"
+_CURRENCY = "BillingCurrency"
+_TAGS = "Tags"
+_COST_COLUMNS = ("BilledCost", "EffectiveCost", "ContractedCost")
+
+
+def _reasons(text: str) -> list[str]:
+    return [r.strip() for r in (text or "").split(";") if r.strip()]
+
+
+def _dec(value) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value is not None else None
+    except InvalidOperation:
+        return None
+
+
+def _fix(record: dict, reason: str, tags_of: dict[str, str], currency_of: dict[str, str]) -> str | None:
+    """Apply the repair for ``reason`` in place; the repair's description, or None if none applies."""
+    if reason.startswith(_PERIOD):
+        return "period end set to start + 1 day"
+    if reason.startswith(_CATEGORY):
+        cost, listed = _dec(record.get("EffectiveCost")), _dec(record.get("ListCost"))
+        if cost is not None and listed is not None and cost > 0 and listed > 0:
+            record["ChargeCategory"] = "Usage"
+            return "unknown charge category counted as Usage"
+        return None
+    if reason.startswith(_NEGATIVE):
+        listed = _dec(record.get("ListCost"))
+        costs = {c: _dec(record.get(c)) for c in _COST_COLUMNS}
+        if listed is None or listed <= 0 or any(v is None or v >= 0 or -v > listed for v in costs.values()):
+            return None
+        for c, v in costs.items():
+            record[c] = str(-v)
+        return "negative usage cost taken as a sign error"
+    if reason.startswith(_CURRENCY):
+        account = currency_of.get(record.get("BillingAccountId"))
+        if account is None:
+            return None
+        record["BillingCurrency"] = account
+        return f"currency {account} from the billing account"
+    if reason.startswith(_TAGS):
+        tags = tags_of.get(record.get("ResourceId"))
+        if tags is None:
+            return None
+        record["Tags"] = tags
+        return "tags from the same resource's other rows"
+    return None
+
+
+def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(repaired, unrepaired) quarantined billing rows.
+
+    ``repaired`` has the columns attribution reads (ChargePeriodStart, x_LineItemId,
+    EffectiveCost as Decimal(18,6), Tags) plus ``repair``; ``unrepaired`` keeps the
+    quarantine rows that no rule covers.
+    """
+    tags_of = dict(zip(accepted["ResourceId"].to_list(), accepted["Tags"].to_list(), strict=True))
+    currency_of = dict(zip(accepted["BillingAccountId"].to_list(), accepted["BillingCurrency"].to_list(),
+                           strict=True))
+    fixed, left = [], []
+    for row in quarantine.iter_rows(named=True):
+        try:
+            record = json.loads(row["record"]) if row.get("record") else None
+        except ValueError:
+            record = None
+        notes = []
+        if record is not None:
+            for reason in _reasons(row["reason"]):
+                note = _fix(record, reason, tags_of, currency_of)
+                if note is None:
+                    notes = []
+                    break
+                notes.append(note)
+        if not notes:
+            left.append(row)
+            continue
+        fixed.append({"ChargePeriodStart": record["ChargePeriodStart"], "x_LineItemId": record["x_LineItemId"],
+                      "EffectiveCost": record["EffectiveCost"], "Tags": record["Tags"], "repair": "; ".join(notes)})
+    repaired = pl.DataFrame(fixed, schema={"ChargePeriodStart": pl.String, "x_LineItemId": pl.String,
+                                           "EffectiveCost": pl.String, "Tags": pl.String, "repair": pl.String})
+    repaired = repaired.with_columns(
+        pl.col("ChargePeriodStart").str.to_datetime("%Y-%m-%d %H:%M:%S%.f%:z", time_zone="UTC"),
+        pl.col("EffectiveCost").cast(pl.Decimal(18, 6)))
+    return repaired, pl.DataFrame(left, schema=quarantine.schema)
+
+
+def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows, quality): accepted rows plus repaired ones, and per UTC charge day the count
+    of repaired and of still-refused rows (which lower that day's confidence)."""
+    repaired, left = repair_billing(quarantine, accepted)
+    cols = ["ChargePeriodStart", "x_LineItemId", "EffectiveCost", "Tags"]
+    rows = pl.concat([accepted.select(*cols, pl.lit(None, pl.String).alias("repair")),
+                      repaired.with_columns(pl.col("ChargePeriodStart").dt.cast_time_unit(
+                          accepted.schema["ChargePeriodStart"].time_unit))], how="vertical_relaxed")
+    from .usage import arrival_date
+
+    day = pl.col("ChargePeriodStart").dt.date()
+    quality = pl.concat([
+        repaired.group_by(day.alias("utc_date")).agg(pl.len().alias("repaired_rows"), pl.lit(0).alias("refused_rows")),
+        left.filter(pl.col("file").is_not_null()).group_by(arrival_date(pl.col("file")).alias("utc_date"))
+        .agg(pl.lit(0).alias("repaired_rows"), pl.len().alias("refused_rows")),
+    ], how="vertical_relaxed").group_by("utc_date").agg(pl.col("repaired_rows").sum(), pl.col("refused_rows").sum())
+    return rows, quality

@@ -1,0 +1,59 @@
+"""Score the attribution against the world's truth (true cost per tenant and UTC day).
+
+Reads the landing zone through the same contracts as ingestion (bad rows quarantined, the
+rest accepted), attributes, and compares: mean absolute percentage error per tenant-day,
+and the share of tenant-days within 5% of the truth. Only the scoring reads the truth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from ..contracts.definitions import CONTRACTS
+from ..ingest.landing import LandingZoneReader
+from ..ingest.pipeline import ingest_partition
+from .attribution import UNALLOCATED, Attribution, attribute
+from .repair import billing_for_attribution
+from .usage import daily_usage
+
+MAPE_TARGET = 0.01
+WITHIN_5_TARGET = 0.99
+
+
+def attribute_world(world: Path) -> Attribution:
+    """Attribution of a whole world's history, straight from its landing zone."""
+    reader = LandingZoneReader(world / "landing")
+    billing = ingest_partition(CONTRACTS["billing_focus"], reader)
+    events = ingest_partition(CONTRACTS["usage_events"], reader)
+    services = ingest_partition(CONTRACTS["services"], reader).accepted
+    usage, _ = daily_usage(events.accepted)
+    rows, quality = billing_for_attribution(billing.accepted, billing.quarantine)
+    return attribute(rows, usage, services, quality)
+
+
+def score_attribution(result: Attribution, truth: pl.DataFrame) -> dict:
+    """Accuracy per tenant-day against ``truth`` (utc_date, tenant_id, true_cost_usd)."""
+    ours = (result.tenant_day.filter(pl.col("tenant_id") != UNALLOCATED)
+            .select("utc_date", "tenant_id", (pl.col("total_micros") / 1e6).alias("cost_usd")))
+    both = truth.join(ours, on=["utc_date", "tenant_id"], how="left").with_columns(pl.col("cost_usd").fill_null(0.0))
+    ape = ((pl.col("cost_usd") - pl.col("true_cost_usd")).abs() / pl.col("true_cost_usd"))
+    both = both.filter(pl.col("true_cost_usd") > 0).with_columns(ape.alias("ape"))
+    day = result.day
+    return {
+        "tenant_days": both.height,
+        "mape": float(both["ape"].mean()),
+        "p99_ape": float(both["ape"].quantile(0.99)),
+        "within_5pct": float((both["ape"] <= 0.05).mean()),
+        "worst_tenant_day": both.sort("ape", descending=True).head(1).select(
+            pl.col("utc_date").cast(pl.String), "tenant_id", "ape").to_dicts()[0] if both.height else None,
+        "billed_usd": float(day["billed_micros"].sum() / 1e6),
+        "attributed_usd": float(day["attributed_micros"].sum() / 1e6),
+        "unallocated_usd": float(day["unallocated_micros"].sum() / 1e6),
+        "days_summing_exactly": int((day["billed_micros"] == day["attributed_micros"]).sum()),
+        "days": day.height,
+        "min_day_confidence": float(day["confidence"].min()),
+        "mean_day_confidence": float(day["confidence"].mean()),
+        "targets": {"mape": MAPE_TARGET, "within_5pct": WITHIN_5_TARGET},
+    }

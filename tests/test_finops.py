@@ -1,0 +1,135 @@
+"""FinOps: exact allocation, the late-data window, billing repairs, attribution scored on a world."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from ops_platform.cli import main
+from ops_platform.finops.allocation import allocate
+from ops_platform.finops.attribution import UNALLOCATED, attribute
+from ops_platform.finops.repair import repair_billing
+from ops_platform.finops.score import attribute_world, score_attribution
+from ops_platform.finops.usage import daily_usage
+
+
+def test_largest_remainder_sums_exactly_and_stays_within_one_unit():
+    rng = random.Random(5)
+    for case in range(200):
+        n = rng.randint(1, 40)
+        amount = rng.choice([0, 1, 7, rng.randint(1, 10**6), rng.randint(10**9, 10**13)])
+        weights = [rng.choice([0.0, rng.random(), rng.random() * 1e6]) for _ in range(n)]
+        if sum(weights) == 0:
+            weights[0] = 1.0
+        pools = pl.DataFrame({"p": [case], "amount": [amount]})
+        w = pl.DataFrame({"p": [case] * n, "t": [f"t{i:03d}" for i in range(n)], "weight": weights})
+        got = allocate(pools, w, ["p"], "t")
+        assert got["allocated"].sum() == amount, case
+        total = sum(weights)
+        exact = {f"t{i:03d}": amount * weights[i] / total for i in range(n) if weights[i] > 0}
+        assert set(got["t"]) == set(exact)  # zero weight gets no row, not a zero row
+        for t, units in zip(got["t"], got["allocated"], strict=True):
+            assert abs(units - exact[t]) < 1.0 + 1e-6 * max(1.0, exact[t]), (case, t)
+        assert got.equals(allocate(pools, w, ["p"], "t"))  # deterministic
+
+
+def test_pools_without_weight_are_left_to_the_caller():
+    pools = pl.DataFrame({"p": [1, 2], "amount": [10, 20]})
+    got = allocate(pools, pl.DataFrame({"p": [1], "t": ["a"], "weight": [0.0]}), ["p"], "t")
+    assert got.height == 0
+
+
+def _event(i, day, arrived, tenant="t-1", meter="api_calls", qty=1.0, source="//s"):
+    return {"id": f"e{i}", "source": source, "subject": tenant, "meter": meter, "quantity": qty,
+            "event_time": datetime(2026, 3, day, 12, tzinfo=UTC),
+            "_source_file": f"usage_events/dt=2026-03-{arrived:02d}/events.parquet"}
+
+
+def test_usage_dedups_on_source_and_id_and_late_events_become_corrections():
+    events = pl.DataFrame([_event(1, 1, 1), _event(1, 1, 1), _event(1, 1, 2, source="//other"),
+                           _event(2, 1, 3), _event(3, 1, 4, qty=5.0), _event(4, 5, 5)])
+    usage, corrections = daily_usage(events)
+    day1 = usage.filter(pl.col("utc_date") == date(2026, 3, 1))
+    # e1 twice from //s is one event; e1 from //other is another; e2 arrives at T+2 (in time).
+    assert day1["quantity"].to_list() == [3.0] and day1["final"].to_list() == [True]
+    assert corrections.to_dicts() == [{"utc_date": date(2026, 3, 1), "tenant_id": "t-1", "meter": "api_calls",
+                                       "arrived": date(2026, 3, 4), "quantity": 5.0, "events": 1}]
+    assert usage.filter(pl.col("utc_date") == date(2026, 3, 5))["final"].to_list() == [False]
+
+
+def _record(**kw) -> str:
+    base = {"BilledCost": "2.000000", "EffectiveCost": "2.000000", "ContractedCost": "2.000000",
+            "ListCost": "2.500000", "BillingAccountId": "ba-1", "BillingCurrency": "USD", "ChargeCategory": "Usage",
+            "ChargePeriodStart": "2026-03-02 00:00:00.000000+00:00", "ResourceId": "vol/t-1",
+            "Tags": '{"tenant": "t-1"}', "x_LineItemId": "li-1"}
+    return json.dumps({**base, **kw})
+
+
+@pytest.mark.parametrize(("reason", "record", "repaired"), [
+    ("ChargePeriodEnd: not after ChargePeriodStart", _record(), True),
+    ("ChargeCategory: not a FOCUS charge category", _record(ChargeCategory="Usage-ish"), True),
+    ("BilledCost: negative on a Usage charge",
+     _record(BilledCost="-2.000000", EffectiveCost="-2.000000", ContractedCost="-2.000000"), True),
+    ("BilledCost: negative on a Usage charge",  # bigger than its list cost: not a sign slip
+     _record(BilledCost="-9.000000", EffectiveCost="-9.000000", ContractedCost="-9.000000"), False),
+    ("BillingCurrency: not an ISO 4217 code", _record(BillingCurrency=None), True),
+    ("Tags: not a JSON object", _record(Tags='{"tenant": "t-1"'), True),
+    ("Tags: not a JSON object; BilledCost: required", _record(Tags="{"), False),
+])
+def test_billing_repairs_are_rules_with_a_reason(reason, record, repaired):
+    accepted = pl.DataFrame({"ResourceId": ["vol/t-1"], "Tags": ['{"tenant": "t-1"}'],
+                             "BillingAccountId": ["ba-1"], "BillingCurrency": ["USD"]})
+    quarantine = pl.DataFrame({"reason": [reason], "record": [record], "file": ["billing_focus/dt=2026-03-02/f"]})
+    fixed, left = repair_billing(quarantine, accepted)
+    assert (fixed.height, left.height) == ((1, 0) if repaired else (0, 1))
+    if repaired:
+        assert fixed["EffectiveCost"][0] == Decimal("2.000000") and fixed["repair"][0]
+        assert json.loads(fixed["Tags"][0]) == {"tenant": "t-1"}
+
+
+def _bill(rows):
+    return pl.DataFrame([{"ChargePeriodStart": datetime(2026, 3, 1, tzinfo=UTC), "x_LineItemId": f"li-{i}",
+                          "EffectiveCost": Decimal(cost), "Tags": json.dumps(tags)} for i, (cost, tags) in enumerate(rows)],
+                        schema_overrides={"EffectiveCost": pl.Decimal(18, 6)})
+
+
+def test_attribution_rules_and_unallocated_cost_is_reported_not_dropped():
+    bill = _bill([("1.000001", {"tenant": "a"}), ("3.000000", {"service": "api", "pool": "serving"}),
+                  ("1.000000", {"service": "api", "pool": "warm"}), ("0.500000", {"service": "platform"}),
+                  ("0.700000", {"service": "graph", "pool": "serving"})])  # graph: nobody used it
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)] * 2, "tenant_id": ["a", "b"], "meter": ["api_calls"] * 2,
+                          "quantity": [1.0, 2.0], "events": [1, 2], "final": [True, True]})
+    services = pl.DataFrame({"service": ["api", "graph"], "meter": ["api_calls", "graph_queries"]})
+    result = attribute(bill, usage, services)
+    rows = {r["tenant_id"]: r for r in result.tenant_day.iter_rows(named=True)}
+    assert rows["a"]["direct_micros"] == 1_000_001
+    assert (rows["a"]["serving_micros"], rows["b"]["serving_micros"]) == (1_000_000, 2_000_000)
+    assert rows["a"]["idle_micros"] + rows["b"]["idle_micros"] == 1_000_000
+    assert rows[UNALLOCATED]["total_micros"] == 700_000 and rows[UNALLOCATED]["confidence"] == 0.0
+    day = result.day.row(0, named=True)
+    assert day["billed_micros"] == day["attributed_micros"] == 6_200_001
+    recon = result.reconciliation.filter(pl.col("service") == "graph").row(0, named=True)
+    assert recon["unexplained_micros"] == 700_000 and recon["unit_cost_usd"] is None
+
+
+def test_attribution_of_a_world_sums_to_its_bill_and_meets_the_accuracy_targets(small_world):
+    result = attribute_world(small_world)
+    day = result.day
+    assert (day["billed_micros"] == day["attributed_micros"]).all()  # exact, every day
+    figures = score_attribution(result, pl.read_parquet(small_world / "truth" / "tenant_daily_cost.parquet"))
+    assert figures["mape"] < 0.01 and figures["within_5pct"] >= 0.99
+    assert 0.9 < figures["min_day_confidence"] <= figures["mean_day_confidence"] <= 1.0
+
+
+def test_cli_finops_score_json(small_world):
+    res = CliRunner().invoke(main, ["finops", "score", "--world", str(small_world), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert {"mape", "within_5pct", "billed_usd", "attributed_usd", "min_day_confidence"} <= set(out)
+    assert out["billed_usd"] == out["attributed_usd"]
