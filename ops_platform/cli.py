@@ -369,20 +369,20 @@ def finops_score(world_dir: Path | None, as_json: bool) -> None:
     """Attribute a world's bill to its tenants and score it against the true per-tenant cost."""
     import json
 
-    import polars as pl
-
-    from .finops.score import MAPE_TARGET, WITHIN_5_TARGET, attribute_world, score_attribution
+    from .finops.score import ANOMALY_TARGET, MAPE_TARGET, WITHIN_5_TARGET, score_world
 
     world_dir = world_dir or StatePaths.from_env().world
     truth = world_dir / "truth" / "tenant_daily_cost.parquet"
     if not world_exists(world_dir) or not truth.exists():
         raise click.ClickException(f"no world with a truth folder at {world_dir}; run `ops-platform world "
                                    "generate` or `make demo`")
-    figures = score_attribution(attribute_world(world_dir), pl.read_parquet(truth))
+    figures = score_world(world_dir)
     if as_json:
         click.echo(json.dumps(figures, indent=2, sort_keys=True))
         return
-    ok = figures["mape"] < MAPE_TARGET and figures["within_5pct"] >= WITHIN_5_TARGET
+    model, base = figures["anomalies"]["model"], figures["anomalies"]["baseline"]
+    ok = (figures["mape"] < MAPE_TARGET and figures["within_5pct"] >= WITHIN_5_TARGET
+          and min(model["precision"], model["recall"]) >= ANOMALY_TARGET and model["f1"] > base["f1"])
     click.echo(f"cost attribution: {world_dir}")
     click.echo(f"  tenant-days            {figures['tenant_days']}")
     click.echo(f"  MAPE                   {figures['mape']:.4%}   (target < {MAPE_TARGET:.0%})")
@@ -392,6 +392,9 @@ def finops_score(world_dir: Path | None, as_json: bool) -> None:
     click.echo(f"  unallocated            {figures['unallocated_usd']:,.6f} USD")
     click.echo(f"  confidence per day     min {figures['min_day_confidence']:.3f}, "
                f"mean {figures['mean_day_confidence']:.3f}")
+    for name, f in (("model (IsolationForest)", model), ("baseline (robust z)", base)):
+        click.echo(f"  anomalies, {name:<24} precision {f['precision']:.2f} recall {f['recall']:.2f} "
+                   f"F1 {f['f1']:.2f} ({f['true_positives']}/{f['injected']} injected, {f['flagged']} flagged)")
     click.echo("  targets " + ("met" if ok else "NOT met"))
 
 

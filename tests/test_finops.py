@@ -133,3 +133,35 @@ def test_cli_finops_score_json(small_world):
     out = json.loads(res.output)
     assert {"mape", "within_5pct", "billed_usd", "attributed_usd", "min_day_confidence"} <= set(out)
     assert out["billed_usd"] == out["attributed_usd"]
+
+
+def test_anomalies_carry_score_expected_range_impact_and_driver():
+    from ops_platform.finops.anomalies import detect_anomalies
+
+    rng = random.Random(3)
+    rows = []
+    for t in range(30):
+        for d in range(1, 15):
+            n = rng.randint(40, 60)
+            qty = n * 100.0 * rng.uniform(0.9, 1.1) * (8.0 if (t, d) == (7, 9) else 1.0)
+            rows.append({"utc_date": date(2026, 3, d), "tenant_id": f"t-{t:02d}", "meter": "api_calls",
+                         "quantity": qty, "events": n})
+    usage = pl.DataFrame(rows)
+    cost = pl.DataFrame({"utc_date": [date(2026, 3, d) for d in range(1, 15)], "service": "api",
+                         "meter": "api_calls", "cost_micros": 10_000_000, "idle_micros": 2_000_000,
+                         "quantity": 1.0, "unit_cost_usd": 0.001})
+    found = detect_anomalies(usage, cost)
+    (spike,) = found.filter(pl.col("model_flag")).iter_rows(named=True)
+    assert (spike["tenant_id"], spike["utc_date"], spike["service"], spike["meter"]) == (
+        "t-07", date(2026, 3, 9), "api", "api_calls")
+    assert spike["expected_low"] <= spike["expected"] <= spike["expected_high"] < spike["value"]
+    assert spike["impact_usd"] == pytest.approx((spike["value"] - spike["expected"]) * 0.001)
+    assert spike["model_score"] > 0
+
+
+def test_anomaly_model_beats_the_baseline_on_a_world(small_world):
+    from ops_platform.finops.score import score_world
+
+    figures = score_world(small_world)["anomalies"]
+    assert figures["model"]["recall"] == 1.0
+    assert figures["model"]["f1"] > figures["baseline"]["f1"]
