@@ -57,9 +57,9 @@ def test_usage_dedups_on_source_and_id_and_late_events_become_corrections():
     usage, corrections = daily_usage(events)
     day1 = usage.filter(pl.col("utc_date") == date(2026, 3, 1))
     # e1 twice from //s is one event; e1 from //other is another; e2 arrives at T+2 (in time).
-    assert day1["quantity"].to_list() == [3.0] and day1["final"].to_list() == [True]
+    assert day1["quantity"].to_list() == [Decimal(3)] and day1["final"].to_list() == [True]
     assert corrections.to_dicts() == [{"utc_date": date(2026, 3, 1), "tenant_id": "t-1", "meter": "api_calls",
-                                       "arrived": date(2026, 3, 4), "quantity": 5.0, "events": 1}]
+                                       "arrived": date(2026, 3, 4), "quantity": Decimal(5), "events": 1}]
     assert usage.filter(pl.col("utc_date") == date(2026, 3, 5))["final"].to_list() == [False]
 
 

@@ -73,8 +73,9 @@ def detect_anomalies(usage: pl.DataFrame, service_cost: pl.DataFrame) -> pl.Data
     idle_micros, quantity, unit_cost_usd).
     """
     keys = ["tenant_id", "meter"]
-    t = usage.select("utc_date", *keys, pl.col("quantity").alias("value"), "events",
-                     (pl.col("quantity") / pl.col("events").clip(lower_bound=1)).alias("size"))
+    q = pl.col("quantity").cast(pl.Float64)
+    t = usage.select("utc_date", *keys, q.alias("value"), "events",
+                     (q / pl.col("events").clip(lower_bound=1)).alias("size"))
     t = _residuals(t, "value", keys, "meter")
     t = _residuals(t, "events", keys, "meter", "events_")
     t = _residuals(t, "size", keys, "meter", "size_")

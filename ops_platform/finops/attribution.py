@@ -77,7 +77,7 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     pools = (lines.filter(pl.col("kind") != "direct")
              .group_by("utc_date", "service", "kind").agg(pl.col("micros").sum().alias("amount"))
              .join(meter_of, on="service", how="left"))
-    weights = usage.select("utc_date", "meter", "tenant_id", pl.col("quantity").alias("weight"))
+    weights = usage.select("utc_date", "meter", "tenant_id", pl.col("quantity").cast(pl.Float64).alias("weight"))
     shares = allocate(pools, pools.select("utc_date", "service", "kind", "meter").join(
         weights, on=["utc_date", "meter"], how="inner"), ["utc_date", "service", "kind"], "tenant_id",
         out="micros")
@@ -132,7 +132,7 @@ def _reconcile(lines: pl.DataFrame, usage: pl.DataFrame, meter_of: pl.DataFrame,
             .group_by("utc_date", "service").agg(pl.col("micros").sum().alias("cost_micros"),
                                                   pl.col("micros").filter(pl.col("kind") == "idle").sum()
                                                   .alias("idle_micros")))
-    metered = usage.group_by("utc_date", "meter").agg(pl.col("quantity").sum())
+    metered = usage.group_by("utc_date", "meter").agg(pl.col("quantity").cast(pl.Float64).sum())
     unexplained = left.group_by("utc_date", "service").agg(pl.col("micros").sum().alias("unexplained_micros"))
     return (cost.join(meter_of, on="service", how="left")
             .join(metered, on=["utc_date", "meter"], how="left")

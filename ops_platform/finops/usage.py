@@ -13,6 +13,9 @@ from datetime import date, timedelta
 import polars as pl
 
 FINAL_AFTER_DAYS = 2
+# Quantities are summed as decimals (metered values carry at most 6 decimals), so the
+# invoiced quantity is exactly the sum of the events, with no float drift.
+QUANTITY = pl.Decimal(38, 6)
 _ARRIVAL = r"dt=(\d{4}-\d{2}-\d{2})"
 
 
@@ -25,13 +28,13 @@ def daily_usage(events: pl.DataFrame, final_after_days: int = FINAL_AFTER_DAYS,
                 as_of: date | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(usage, corrections) from accepted usage events.
 
-    ``usage``: utc_date, tenant_id, meter, quantity, events, final (the day is past its
+    ``usage``: utc_date, tenant_id, meter, quantity (Decimal), events, final (the day is past its
     window as of ``as_of``, default the latest arrival). ``corrections``: the same keys for
     events that arrived after their day was final, with their arrival date.
     """
     ev = (events.unique(subset=["source", "id"], keep="first", maintain_order=True)
           .select(pl.col("event_time").dt.date().alias("utc_date"), pl.col("subject").alias("tenant_id"),
-                  "meter", "quantity", arrival_date(pl.col("_source_file")).alias("arrived")))
+                  "meter", pl.col("quantity").cast(QUANTITY), arrival_date(pl.col("_source_file")).alias("arrived")))
     if as_of is None:
         as_of = ev["arrived"].max() if ev.height else date.min
     deadline = pl.col("utc_date") + timedelta(days=final_after_days)

@@ -1,32 +1,15 @@
-"""Deterministic file writing: the same frame always gives the same bytes."""
+"""Deterministic world files: exact decimals and digests (writing is `ops_platform.files`)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-
-def write_parquet(df: pl.DataFrame | pa.Table, path: Path) -> int:
-    """Write atomically (temp file + rename) with fixed settings; returns the row count."""
-    table = df.to_arrow() if isinstance(df, pl.DataFrame) else df
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd", compression_level=3, row_group_size=1_000_000)
-    os.replace(tmp, path)
-    return table.num_rows
-
-
-def write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+from ..files import write_parquet as write_parquet
+from ..files import write_text as write_text
 
 
 def micros_to_decimal(micros: np.ndarray, precision: int = 18) -> pa.Array:
