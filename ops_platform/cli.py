@@ -399,6 +399,50 @@ def finops_score(world_dir: Path | None, as_json: bool) -> None:
 
 
 @main.group()
+def invoices() -> None:
+    """Invoice-ready exports per tenant and billing period, released through the guard."""
+
+
+@invoices.command("export")
+@click.option("--period", required=True, help="YYYY-MM (calendar month) or YYYY-MM-DD..YYYY-MM-DD (end exclusive).")
+@click.option("--actor", default="finops-analyst", show_default=True, help="Who releases (role finops).")
+@click.option("--rationale", default="period reconciled; releasing invoices", show_default=True)
+def invoices_export(period: str, actor: str, rationale: str) -> None:
+    """Release a period's invoices (Parquet and CSV) when its reconciliation holds."""
+    from .finops.export import InvoiceExportExecutor, release_request
+    from .finops.invoices import parse_period
+    from .finops.pipeline import FinOpsInputs, invoices_for, release_blockers, run
+    from .guard.runtime import build_protocol
+    from .warehouse import Warehouse
+
+    p = StatePaths.from_env()
+    try:
+        chosen = parse_period(period)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--period") from None
+    if not p.warehouse.exists():
+        raise click.ClickException(f"no warehouse at {p.warehouse}; run `make demo` first")
+    inputs = FinOpsInputs.from_warehouse(Warehouse(p.warehouse))
+    result = run(inputs)
+    blockers = release_blockers(chosen, result)
+    if blockers:
+        click.echo(f"held: invoices for {chosen.name} are not released")
+        for why in blockers:
+            click.echo(f"  - {why}")
+        sys.exit(2)
+    ex = InvoiceExportExecutor(p.home / "invoices", lambda per: invoices_for(per, inputs, result))
+    out = build_protocol(_guard_paths(), {"export_release": ex}).submit(release_request(chosen, actor, rationale))
+    click.echo(f"export_release {chosen.name}: {out.status} {out.reason}".rstrip())
+    if out.receipt_id:
+        click.echo(f"  receipt {out.receipt_id} (ops-platform receipts show {out.receipt_id[:12]})")
+    folder = p.home / "invoices" / chosen.name
+    for f in sorted(folder.glob("*")) if out.status == "completed" else []:
+        click.echo(f"  {f}")
+    if out.status != "completed":
+        sys.exit(1)
+
+
+@main.group()
 def switchboard() -> None:
     """Human overrides of ramps (with a rationale and a TTL) and the timeline of a flag."""
 

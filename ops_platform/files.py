@@ -32,8 +32,11 @@ def write_parquet(df: pl.DataFrame | pa.Table, path: Path) -> int:
     table = df.to_arrow() if isinstance(df, pl.DataFrame) else df
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd", compression_level=3, row_group_size=1_000_000)
-    _publish(tmp, path)
+    try:
+        pq.write_table(table, tmp, compression="zstd", compression_level=3, row_group_size=1_000_000)
+        _publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failure: no half-written temp file is left behind
     return table.num_rows
 
 
@@ -41,5 +44,8 @@ def write_text(text: str, path: Path) -> None:
     """Write a UTF-8 text file atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    _publish(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        _publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

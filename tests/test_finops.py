@@ -165,3 +165,96 @@ def test_anomaly_model_beats_the_baseline_on_a_world(small_world):
     figures = score_world(small_world)["anomalies"]
     assert figures["model"]["recall"] == 1.0
     assert figures["model"]["f1"] > figures["baseline"]["f1"]
+
+
+@pytest.fixture(scope="module")
+def world_run(small_world):
+    from ops_platform.finops.pipeline import FinOpsInputs, run
+
+    inputs = FinOpsInputs.from_landing(small_world)
+    return inputs, run(inputs)
+
+
+def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(world_run):
+    from decimal import ROUND_HALF_EVEN
+
+    from ops_platform.finops.pipeline import final_range, invoices_for
+
+    inputs, result = world_run
+    period = final_range(result)
+    lines, summary = invoices_for(period, inputs, result)
+    # Independently: the accepted events of the period, deduplicated, priced by tier.
+    ev = (inputs.events.unique(subset=["source", "id"])
+          .filter((pl.col("event_time").dt.date() >= period.start) & (pl.col("event_time").dt.date() < period.end)))
+    tiers = dict(zip(inputs.tenants["tenant_id"], inputs.tenants["tier"], strict=True))
+    prices = {(r["tier"], r["meter"]): Decimal(r["unit_price"]) for r in inputs.price_list.iter_rows(named=True)}
+    expected: dict[str, int] = {}
+    for (tenant, meter), part in ev.group_by(["subject", "meter"]):
+        qty = sum((Decimal(repr(q)) for q in part["quantity"].to_list()), Decimal(0))
+        cents = (qty * prices[(tiers[tenant], meter)] * 100).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+        expected[tenant] = expected.get(tenant, 0) + int(cents)
+    got = dict(zip(summary["tenant_id"], summary["total_minor"], strict=True))
+    assert got == expected and len(got) == inputs.tenants.height
+    per_lines = lines.group_by("tenant_id").agg(pl.col("amount_minor").sum())
+    assert dict(zip(per_lines["tenant_id"], per_lines["amount_minor"], strict=True)) == got
+    assert summary["reconciliation_confidence"].is_between(0.9, 1.0).all()
+
+
+def test_invoice_files_are_deterministic_and_leave_no_partial_file(world_run, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from ops_platform.finops.invoices import write_invoices
+    from ops_platform.finops.pipeline import final_range, invoices_for
+    from ops_platform.receipts.statement import file_sha256
+
+    inputs, result = world_run
+    lines, summary = invoices_for(final_range(result), inputs, result)
+    a = write_invoices(lines, summary, tmp_path / "a")
+    b = write_invoices(lines, summary, tmp_path / "b")
+    assert [file_sha256(x) for x in a] == [file_sha256(x) for x in b]
+    before = file_sha256(a[0])
+
+    real = pq.write_table
+
+    def crash(table, where, **kwargs):  # half the file reaches the disk, then the disk fills up
+        real(table, where, **kwargs)
+        with open(where, "r+b") as fh:
+            fh.truncate(100)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", crash)
+    with pytest.raises(OSError):
+        write_invoices(lines.head(3), summary, tmp_path / "a")
+    assert file_sha256(a[0]) == before  # the old file is intact, not half-written
+    assert sorted((tmp_path / "a").iterdir()) == sorted(a)  # and nothing else appeared
+
+
+def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(world_run, tmp_path):
+    from ops_platform.finops.export import InvoiceExportExecutor, release_request
+    from ops_platform.finops.invoices import parse_period
+    from ops_platform.finops.pipeline import final_range, invoices_for, release_blockers
+    from ops_platform.guard.actions import ActionRequest
+
+    from .test_guard_protocol import Env
+
+    inputs, result = world_run
+    month = parse_period("2026-03")
+    assert any("no billing" in r for r in release_blockers(month, result))
+    period = final_range(result)
+    assert release_blockers(period, result) == []
+
+    env = Env(f"sqlite:///{tmp_path / 'control.sqlite'}", tmp_path)
+    ex = InvoiceExportExecutor(tmp_path / "invoices", lambda per: invoices_for(per, inputs, result))
+    proto = env.protocol(executor=ex)
+    denied = proto.submit(ActionRequest(actor="ramp-controller", roles=("ramp_controller",), action="export_release",
+                                        target_kind="invoice_period", target_id=period.name, rationale="not mine",
+                                        idempotency_key="x", params={"period": period.name}))
+    assert denied.status == "denied" and not (tmp_path / "invoices").exists()
+    out = proto.submit(release_request(period, "fin", "period reconciled; releasing invoices"))
+    assert out.status == "completed" and out.receipt_id
+    files = sorted((tmp_path / "invoices" / period.name).iterdir())
+    assert len(files) == 4
+    assert env.verify().ok
+    files[0].write_bytes(files[0].read_bytes() + b"\n")  # someone edits an exported file
+    report = env.verify()
+    assert not report.ok and "differs from the receipt" in report.first_bad

@@ -7,54 +7,31 @@ and the share of tenant-days within 5% of the truth. Only the scoring reads the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from ..contracts.definitions import CONTRACTS
-from ..ingest.landing import LandingZoneReader
-from ..ingest.pipeline import ingest_partition
-from .anomalies import detect_anomalies, score_anomalies
-from .attribution import UNALLOCATED, Attribution, attribute
-from .repair import billing_for_attribution
-from .usage import daily_usage
+from .anomalies import score_anomalies
+from .attribution import UNALLOCATED, Attribution
+from .pipeline import FinOpsInputs, run
 
 MAPE_TARGET = 0.01
 WITHIN_5_TARGET = 0.99
 ANOMALY_TARGET = 0.9  # precision and recall of the model
 
 
-@dataclass
-class WorldFinOps:
-    usage: pl.DataFrame
-    corrections: pl.DataFrame
-    attribution: Attribution
-    anomalies: pl.DataFrame
-
-
-def run_world(world: Path) -> WorldFinOps:
-    """Usage, attribution and anomalies of a whole world's history, from its landing zone."""
-    reader = LandingZoneReader(world / "landing")
-    billing = ingest_partition(CONTRACTS["billing_focus"], reader)
-    events = ingest_partition(CONTRACTS["usage_events"], reader)
-    services = ingest_partition(CONTRACTS["services"], reader).accepted
-    usage, corrections = daily_usage(events.accepted)
-    rows, quality = billing_for_attribution(billing.accepted, billing.quarantine)
-    result = attribute(rows, usage, services, quality)
-    return WorldFinOps(usage, corrections, result, detect_anomalies(usage, result.reconciliation))
-
-
 def attribute_world(world: Path) -> Attribution:
     """Attribution of a whole world's history, straight from its landing zone."""
-    return run_world(world).attribution
+    return run(FinOpsInputs.from_landing(world)).attribution
 
 
 def score_world(world: Path) -> dict:
     """Attribution accuracy and anomaly precision/recall of both detectors on ``world``."""
-    run = run_world(world)
-    figures = score_attribution(run.attribution, pl.read_parquet(world / "truth" / "tenant_daily_cost.parquet"))
-    figures["anomalies"] = score_anomalies(run.anomalies, pl.read_parquet(world / "truth" / "cost_anomalies.parquet"))
+    result = run(FinOpsInputs.from_landing(world))
+    figures = score_attribution(result.attribution,
+                                pl.read_parquet(world / "truth" / "tenant_daily_cost.parquet"))
+    figures["anomalies"] = score_anomalies(result.anomalies,
+                                           pl.read_parquet(world / "truth" / "cost_anomalies.parquet"))
     return figures
 
 

@@ -1,0 +1,131 @@
+"""Invoices per tenant and billing period: line items priced by the rate card, a summary,
+and deterministic Parquet/CSV files written atomically.
+
+A line is a tenant's metered quantity over the period (usage days inside the period, as
+final when invoiced) times the rate card's unit price for the tenant's tier, rounded once
+to the currency's minor units (half to even). Late events that arrived after their day was
+final appear as their own correction lines, never folded into the day. The summary carries
+subtotal, credits, total and the period's reconciliation confidence for the tenant.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+
+import polars as pl
+
+from ..files import write_parquet, write_text
+
+MINOR_UNITS = {"USD": 2, "EUR": 2, "GBP": 2, "JPY": 0}
+LINE_SCHEMA = {"tenant_id": pl.String, "period": pl.String, "meter": pl.String, "line_kind": pl.String,
+               "usage_date": pl.Date, "quantity": pl.String, "unit": pl.String, "unit_price": pl.String,
+               "amount_minor": pl.Int64, "currency": pl.String}
+SUMMARY_SCHEMA = {"tenant_id": pl.String, "period": pl.String, "tier": pl.String, "lines": pl.Int64,
+                  "subtotal_minor": pl.Int64, "credits_minor": pl.Int64, "total_minor": pl.Int64,
+                  "currency": pl.String, "reconciliation_confidence": pl.Float64}
+
+
+@dataclass(frozen=True)
+class Period:
+    """A billing period of whole UTC days, [start, end)."""
+
+    name: str
+    start: date
+    end: date
+
+
+def parse_period(text: str) -> Period:
+    """``2026-03`` (a calendar month, the default kind) or ``2026-03-01..2026-03-15`` (end exclusive)."""
+    if m := re.fullmatch(r"(\d{4})-(\d{2})", text):
+        year, month = int(m[1]), int(m[2])
+        if not 1 <= month <= 12:
+            raise ValueError(f"period {text!r}: month must be 01-12")
+        return Period(text, date(year, month, 1),
+                      date(year, month, calendar.monthrange(year, month)[1]) + timedelta(days=1))
+    if m := re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", text):
+        start, end = date.fromisoformat(m[1]), date.fromisoformat(m[2])
+        if end <= start:
+            raise ValueError(f"period {text!r}: the end must be after the start")
+        return Period(text, start, end)
+    raise ValueError(f"period {text!r}: expected YYYY-MM or YYYY-MM-DD..YYYY-MM-DD")
+
+
+def _amount(quantity: Decimal, unit_price: Decimal, currency: str) -> int:
+    exp = MINOR_UNITS.get(currency, 2)
+    return int((quantity * unit_price * (Decimal(10) ** exp)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def _text(d: Decimal) -> str:
+    """A decimal as plain text, no exponent, no trailing zeros (1.500000 -> 1.5)."""
+    s = format(d.normalize(), "f")
+    return s if s not in ("-0",) else "0"
+
+
+def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFrame, tenants: pl.DataFrame,
+                   price_list: pl.DataFrame, confidence: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(lines, summary) for ``period``.
+
+    ``usage``/``corrections``: daily_usage() output; ``tenants``: tenant_id, tier;
+    ``price_list``: tier, meter, unit, unit_price (decimal string), currency;
+    ``confidence``: tenant-day attribution (utc_date, tenant_id, total_micros, confidence).
+    """
+    inside = (pl.col("utc_date") >= period.start) & (pl.col("utc_date") < period.end)
+    regular = (usage.filter(inside).group_by("tenant_id", "meter").agg(pl.col("quantity").sum())
+               .with_columns(pl.lit("usage").alias("line_kind"), pl.lit(None, pl.Date).alias("usage_date")))
+    late = (corrections.filter(inside).group_by("tenant_id", "meter", "utc_date").agg(pl.col("quantity").sum())
+            .select("tenant_id", "meter", "quantity", pl.lit("correction").alias("line_kind"),
+                    pl.col("utc_date").alias("usage_date")))
+    both = pl.concat([regular.select("tenant_id", "meter", "quantity", "line_kind", "usage_date"), late])
+    priced = (both.join(tenants.select("tenant_id", "tier"), on="tenant_id", how="left")
+              .join(price_list.select("tier", "meter", "unit", "unit_price", "currency"), on=["tier", "meter"],
+                    how="left"))
+    missing = priced.filter(pl.col("unit_price").is_null())
+    if missing.height:
+        first = missing.row(0, named=True)
+        raise ValueError(f"no rate card price for tier {first['tier']!r} and meter {first['meter']!r} "
+                         f"(tenant {first['tenant_id']}); {missing.height} line(s) cannot be priced")
+    rows = []
+    for r in priced.sort("tenant_id", "line_kind", "meter", "usage_date", nulls_last=False).iter_rows(named=True):
+        qty, price = Decimal(r["quantity"]), Decimal(r["unit_price"])
+        rows.append({"tenant_id": r["tenant_id"], "period": period.name, "meter": r["meter"],
+                     "line_kind": r["line_kind"], "usage_date": r["usage_date"], "quantity": _text(qty),
+                     "unit": r["unit"], "unit_price": _text(price), "amount_minor": _amount(qty, price, r["currency"]),
+                     "currency": r["currency"]})
+    lines = pl.DataFrame(rows, schema=LINE_SCHEMA)
+    conf = _confidence(period, confidence)
+    summary = (lines.group_by("tenant_id", "period", "currency")
+               .agg(pl.len().cast(pl.Int64).alias("lines"), pl.col("amount_minor").sum().alias("subtotal_minor"))
+               .join(tenants.select("tenant_id", "tier"), on="tenant_id", how="left")
+               .join(conf, on="tenant_id", how="left")
+               .with_columns(pl.lit(0, pl.Int64).alias("credits_minor"))
+               .with_columns((pl.col("subtotal_minor") - pl.col("credits_minor")).alias("total_minor"))
+               .select(list(SUMMARY_SCHEMA)).sort("tenant_id"))
+    return lines, summary.cast(SUMMARY_SCHEMA)
+
+
+def _confidence(period: Period, tenant_day: pl.DataFrame | None) -> pl.DataFrame:
+    if tenant_day is None or tenant_day.height == 0:
+        return pl.DataFrame(schema={"tenant_id": pl.String, "reconciliation_confidence": pl.Float64})
+    inside = tenant_day.filter((pl.col("utc_date") >= period.start) & (pl.col("utc_date") < period.end))
+    weight = pl.col("total_micros").cast(pl.Float64)
+    return inside.group_by("tenant_id").agg(
+        ((pl.col("confidence") * weight).sum() / weight.sum().clip(lower_bound=1.0)).round(6)
+        .alias("reconciliation_confidence"))
+
+
+def write_invoices(lines: pl.DataFrame, summary: pl.DataFrame, out_dir: Path) -> list[Path]:
+    """Parquet and CSV of both tables under ``out_dir``, each written atomically; same
+    inputs, same bytes (rows sorted, fixed writer settings)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, frame in (("invoice_lines", lines), ("invoice_summary", summary)):
+        parquet, csv = out_dir / f"{name}.parquet", out_dir / f"{name}.csv"
+        write_parquet(frame, parquet)
+        write_text(frame.write_csv(), csv)
+        files += [parquet, csv]
+    return files

@@ -1,0 +1,104 @@
+"""The FinOps pipeline from its inputs (the landing zone or the warehouse) to attribution,
+anomalies and invoices; one path for the CLI, the Dagster assets and the score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from ..contracts.definitions import CONTRACTS
+from ..ingest.landing import LandingZoneReader
+from ..ingest.pipeline import ingest_partition
+from .anomalies import detect_anomalies
+from .attribution import CONFIDENCE_TARGET, Attribution, attribute
+from .invoices import Period, build_invoices
+from .repair import billing_for_attribution
+from .usage import daily_usage
+
+
+@dataclass
+class FinOpsInputs:
+    events: pl.DataFrame  # accepted usage events
+    billing: pl.DataFrame  # accepted FOCUS rows
+    billing_quarantine: pl.DataFrame  # refused FOCUS rows (reason, record, file)
+    services: pl.DataFrame
+    tenants: pl.DataFrame
+    price_list: pl.DataFrame
+
+    @classmethod
+    def from_landing(cls, world: Path) -> FinOpsInputs:
+        """Straight from a landing zone, through the same contracts as ingestion."""
+        reader = LandingZoneReader(world / "landing")
+        billing = ingest_partition(CONTRACTS["billing_focus"], reader)
+        return cls(ingest_partition(CONTRACTS["usage_events"], reader).accepted, billing.accepted,
+                   billing.quarantine, *(ingest_partition(CONTRACTS[t], reader).accepted
+                                         for t in ("services", "tenants", "price_list")))
+
+    @classmethod
+    def from_warehouse(cls, wh) -> FinOpsInputs:
+        """From the warehouse's raw layer (what the daily assets loaded)."""
+        return cls(wh.query("SELECT * FROM raw.usage_events"), wh.query("SELECT * FROM raw.billing_focus"),
+                   wh.query("SELECT reason, record, file FROM raw.quarantine WHERE source_table = 'billing_focus'"),
+                   wh.query("SELECT * FROM raw.services"), wh.query("SELECT * FROM raw.tenants"),
+                   wh.query("SELECT * FROM raw.price_list"))
+
+
+@dataclass
+class FinOpsRun:
+    usage: pl.DataFrame
+    corrections: pl.DataFrame
+    attribution: Attribution
+    anomalies: pl.DataFrame
+
+
+def run(inputs: FinOpsInputs) -> FinOpsRun:
+    usage, corrections = daily_usage(inputs.events)
+    rows, quality = billing_for_attribution(inputs.billing, inputs.billing_quarantine)
+    result = attribute(rows, usage, inputs.services, quality)
+    return FinOpsRun(usage, corrections, result, detect_anomalies(usage, result.reconciliation))
+
+
+def release_blockers(period: Period, result: FinOpsRun) -> list[str]:
+    """Why the period's invoices may not be released yet (empty: they may)."""
+    day = result.attribution.day.filter((pl.col("utc_date") >= period.start) & (pl.col("utc_date") < period.end))
+    have = set(day["utc_date"].to_list())
+    wanted = [period.start + timedelta(days=i) for i in range((period.end - period.start).days)]
+    reasons = []
+    missing = [d for d in wanted if d not in have]
+    if missing:
+        reasons.append(f"no billing for {len(missing)} of {len(wanted)} day(s) (first {missing[0]})")
+    unequal = day.filter(pl.col("billed_micros") != pl.col("attributed_micros"))
+    if unequal.height:
+        reasons.append(f"attribution does not sum to the bill on {unequal.height} day(s) (first "
+                       f"{unequal['utc_date'][0]})")
+    open_days = result.usage.filter((pl.col("utc_date") >= period.start) & (pl.col("utc_date") < period.end)
+                                    & ~pl.col("final"))["utc_date"].unique().sort()
+    if open_days.len():
+        reasons.append(f"usage not final yet for {open_days.len()} day(s) (first {open_days[0]}; final at T+2)")
+    low = day.filter(pl.col("confidence") < CONFIDENCE_TARGET)
+    if low.height:
+        reasons.append(f"reconciliation confidence under {CONFIDENCE_TARGET:.0%} on {low.height} day(s) "
+                       f"(first {low['utc_date'][0]}: {low['confidence'][0]:.3f})")
+    return reasons
+
+
+def invoices_for(period: Period, inputs: FinOpsInputs, result: FinOpsRun) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return build_invoices(period, result.usage, result.corrections, inputs.tenants, inputs.price_list,
+                          result.attribution.tenant_day)
+
+
+def final_range(result: FinOpsRun) -> Period:
+    """The longest run of whole days from the first billed day whose usage is final."""
+    final = result.usage.group_by("utc_date").agg(pl.col("final").all()).sort("utc_date")
+    days: list[date] = final.filter(pl.col("final"))["utc_date"].to_list()
+    if not days:
+        raise ValueError("no final usage day yet")
+    end = days[0]
+    for d in days:
+        if d != end:
+            break
+        end = d + timedelta(days=1)
+    return Period(f"{days[0]}..{end}", days[0], end)
