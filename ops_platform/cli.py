@@ -116,7 +116,7 @@ def demo(preset_name: str, seed: int, fresh: bool) -> None:
     defs = build_definitions(p)
     keys = defs.resolve_job_def("ingest_daily").partitions_def.get_partition_keys()
     with dg.DagsterInstance.get() as instance, _progress() as prog:
-        task = prog.add_task("materializing", total=len(keys) + 5)
+        task = prog.add_task("materializing", total=len(keys) + 7)
         report = run_everything(defs, instance, on_step=lambda label: (
             prog.advance(task), prog.update(task, description=f"materialized {label}")))
     _summary(p, keys, report, time.perf_counter() - t0)
@@ -151,6 +151,51 @@ def _ramp_story(p: StatePaths, report) -> None:
                       "ops-platform receipts verify)")
 
 
+def _finops_story(p: StatePaths, report) -> None:
+    """Reconciliation and its score against the truth, anomalies found, invoice files written."""
+    import polars as pl
+
+    from .finops.anomalies import score_anomalies
+    from .finops.attribution import Attribution
+    from .finops.score import score_attribution
+    from .warehouse import Warehouse
+
+    wh = Warehouse(p.warehouse)
+    try:
+        att = Attribution(wh.query("SELECT * FROM finops.tenant_day"), wh.query("SELECT * FROM finops.day"),
+                          wh.query("SELECT * FROM finops.reconciliation"))
+        anomalies = wh.query("SELECT * FROM finops.anomalies")
+    except Exception:  # noqa: BLE001 - the finops job did not run: nothing to tell
+        return
+    day = att.day
+    exact = int((day["billed_micros"] == day["attributed_micros"]).sum())
+    click.echo(f"cost reconciliation: {int(day['billed_micros'].sum()) / 1e6:,.2f} USD billed over {day.height} "
+               f"day(s), {exact} exact to the micro-dollar; confidence min {day['confidence'].min():.3f} "
+               f"(final days {day.filter(pl.col('final'))['confidence'].min():.3f})")
+    truth = p.truth / "tenant_daily_cost.parquet"
+    if truth.exists():
+        f = score_attribution(att, pl.read_parquet(truth))
+        click.echo(f"  scored against the truth: MAPE {f['mape']:.3%}, {f['within_5pct']:.1%} of tenant-days "
+                   "within 5% (ops-platform finops score)")
+    model = anomalies.filter(pl.col("model_flag"))
+    click.echo(f"  anomalies flagged: {model.height} (model), {int(anomalies['baseline_flag'].sum())} (baseline)")
+    for r in model.sort("impact_usd", descending=True).head(5).iter_rows(named=True):
+        who = r["tenant_id"] or r["service"]
+        click.echo(f"    {r['utc_date']} {r['kind']:<23} {who:<9} {r['meter'] or '':<17} "
+                   f"{r['value']:,.1f} vs {r['expected']:,.1f} expected, impact {r['impact_usd']:,.2f} USD")
+    if (p.truth / "cost_anomalies.parquet").exists():
+        sc = score_anomalies(anomalies, pl.read_parquet(p.truth / "cost_anomalies.parquet"))
+        click.echo(f"    vs injected: model precision {sc['model']['precision']:.2f} recall {sc['model']['recall']:.2f}; "
+                   f"baseline precision {sc['baseline']['precision']:.2f} recall {sc['baseline']['recall']:.2f}")
+    folder = p.home / "invoices" / (report.invoice_period or "")
+    files = sorted(folder.glob("*")) if report.invoice_period else []
+    if files:
+        click.echo(f"  invoices released for {report.invoice_period} (guarded, receipted): {folder}")
+        for f in files:
+            click.echo(f"    {f.name}")
+    click.echo("  calendar months wait for the release sensor: ops-platform invoices export --period YYYY-MM")
+
+
 def _backtest_line(p: StatePaths) -> None:
     """The controller's score against the world's truth, as the `ramp/backtest` asset stored it."""
     from .warehouse import Warehouse
@@ -181,6 +226,7 @@ def _summary(p: StatePaths, keys: list[str], report, seconds: float) -> None:
                   f"{os.environ.get('OPS_PLATFORM_TZ', 'America/Denver')})")
     console.print(f"runs: {report.runs}, failed: {len(report.failed_runs)} {report.failed_runs or ''}")
     _ramp_story(p, report)
+    _finops_story(p, report)
     console.print(f"checks: {report.checks_passed} passed, {len(report.checks_failed)} failed, "
                   f"{len(report.checks_warned)} warnings")
     for label, names in (("[red]failed[/red] ", report.checks_failed), ("[yellow]warning[/yellow]", report.checks_warned)):

@@ -7,6 +7,7 @@ from datetime import timedelta
 import dagster as dg
 
 from assets.dbt import summit_dbt_models
+from assets.finops import finops_attribution
 from assets.ramp import build_ramp_assets, ramp_backtest
 from assets.raw import build_raw_assets
 from assets.receipts import ledger_verifies, receipts_ledger
@@ -29,7 +30,7 @@ def build_definitions(paths: StatePaths | None = None) -> dg.Definitions:
     jobs = build_jobs(partitions)
     return dg.Definitions(
         assets=[*build_raw_assets(partitions), *build_slo_assets(partitions), *build_ramp_assets(partitions),
-                summit_dbt_models, receipts_ledger, ramp_backtest],
+                summit_dbt_models, receipts_ledger, ramp_backtest, finops_attribution],
         asset_checks=[ledger_verifies],
         jobs=jobs,
         schedules=build_schedules(jobs),

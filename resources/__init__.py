@@ -9,6 +9,7 @@ from ops_platform.guard.runtime import control_url
 from ops_platform.paths import StatePaths
 
 from .control import ControlStoreResource, GuardResource, SignerResource
+from .exports import ExportsResource
 from .flags import FlagsResource
 from .landing import LandingZoneResource
 from .sli import SLISourceResource
@@ -29,9 +30,10 @@ def build_resources(paths: StatePaths) -> dict:
         "signer": SignerResource(keys_dir=str(paths.keys_dir)),
         "flags": FlagsResource(home=str(paths.home), world=str(paths.world)),
         "sli": SLISourceResource(prometheus_url=os.environ.get("OPS_PLATFORM_PROMETHEUS_URL") or None),
+        "exports": ExportsResource(invoices_dir=str(paths.home / "invoices")),
         "guard": GuardResource(policy_dir=str(DEFAULT_POLICY_DIR), opa_url=os.environ.get(OPA_URL_ENV) or None),
     }
 
 
-__all__ = ["DUCKDB_POOL", "ControlStoreResource", "FlagsResource", "GuardResource", "LandingZoneResource", "SignerResource",
+__all__ = ["DUCKDB_POOL", "ControlStoreResource", "ExportsResource", "FlagsResource", "GuardResource", "LandingZoneResource", "SignerResource",
            "SLISourceResource", "WarehouseResource", "build_resources"]

@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.ramp import BACKTEST_KEY, VERDICTS_KEY
 
+from .finops import invoice_release_sensor, release_invoices_job
 from .ramp import ramp_controller_job, ramp_controller_sensor, switchboard_override_job
 from .retry import RETRY_JOB as RETRY_JOB
 from .retry import retry_guarded_actions_job
@@ -13,6 +14,7 @@ from .retry import retry_guarded_actions_job
 CATALOG_JOB = "ingest_catalog"
 DAILY_JOB = "ingest_daily"
 SCORE_JOB = "score_decisions"
+FINOPS_JOB = "reconcile_costs"
 DBT_JOB = "build_staging"
 CONTROL_JOB = "refresh_control"
 
@@ -34,12 +36,15 @@ def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
                                   description="Build the dbt staging models and run their tests.")
     control = dg.define_asset_job(CONTROL_JOB, selection=dg.AssetSelection.groups("control"),
                                   description="Verify the receipts ledger and copy the control store to DuckDB.")
-    return [catalog, daily, staging, control, score, retry_guarded_actions_job, ramp_controller_job,
+    finops = dg.define_asset_job(FINOPS_JOB, selection=dg.AssetSelection.groups("finops"),
+                                 description="Attribute the bill to tenants, reconcile it with metering, flag "
+                                             "cost anomalies.")
+    return [catalog, daily, staging, control, score, finops, release_invoices_job, retry_guarded_actions_job, ramp_controller_job,
             switchboard_override_job]
 
 
 def build_sensors() -> list:
-    return [ramp_controller_sensor]
+    return [ramp_controller_sensor, invoice_release_sensor]
 
 
 def _static_raw() -> dg.AssetSelection:

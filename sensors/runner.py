@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from . import CATALOG_JOB, CONTROL_JOB, DAILY_JOB, DBT_JOB, SCORE_JOB
+from . import CATALOG_JOB, CONTROL_JOB, DAILY_JOB, DBT_JOB, FINOPS_JOB, SCORE_JOB
+from .finops import RELEASE_JOB
 from .ramp import RAMP_JOB, ramp_controller_sensor
 
 INSTANCE_YAML = """# Written by ops-platform: every DuckDB writer shares one pool slot.
@@ -30,6 +31,7 @@ class RunReport:
     checks_failed: list[str] = field(default_factory=list)  # ERROR severity
     checks_warned: list[str] = field(default_factory=list)  # WARN severity
     controller_signals: int = 0
+    invoice_period: str | None = None
 
     def add(self, label: str, result: dg.ExecuteInProcessResult, partition: str | None = None) -> None:
         self.runs += 1
@@ -48,7 +50,8 @@ class RunReport:
 def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
                    on_step: Callable[[str], None] | None = None) -> RunReport:
     """Catalog, every daily partition, dbt staging, the ramp controller on the failed burn
-    and ramp verdict checks, the backtest, then the control snapshot; all recorded in `instance`."""
+    and ramp verdict checks, the backtest, cost attribution, the invoice release, then the
+    control snapshot; all recorded in `instance`."""
     step = on_step or (lambda label: None)
     report = RunReport()
 
@@ -72,6 +75,28 @@ def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
     else:
         step("controller")
     run(SCORE_JOB, "backtest")
+    run(FINOPS_JOB, "finops")
+    # Release the invoices of the days whose usage is final (the demo world ends mid-month,
+    # so its calendar month is held by the release sensor, with the reason).
+    period = _final_period(defs)
+    if period is not None:
+        report.invoice_period = period
+        run(RELEASE_JOB, "invoices", {"ops": {"release_invoices_op": {"config": {
+            "period": period, "actor": "finops-analyst",
+            "rationale": "demo: releasing the reconciled, final days of the world"}}}})
+    else:
+        step("invoices")
     run(CONTROL_JOB, "control")
     return report
 
+
+
+def _final_period(defs: dg.Definitions) -> str | None:
+    """The days whose usage is final, as a billing period (None before any)."""
+    from ops_platform.finops.pipeline import final_period
+
+    usage = defs.resources["warehouse"].get().query("SELECT utc_date, final FROM finops.usage_daily")
+    try:
+        return final_period(usage).name
+    except ValueError:
+        return None

@@ -63,7 +63,13 @@ def run(inputs: FinOpsInputs) -> FinOpsRun:
 
 def release_blockers(period: Period, result: FinOpsRun) -> list[str]:
     """Why the period's invoices may not be released yet (empty: they may)."""
-    day = result.attribution.day.filter((pl.col("utc_date") >= period.start) & (pl.col("utc_date") < period.end))
+    return blockers_from(period, result.attribution.day, result.usage)
+
+
+def blockers_from(period: Period, days: pl.DataFrame, usage: pl.DataFrame) -> list[str]:
+    """``release_blockers`` from the day table (utc_date, billed_micros, attributed_micros,
+    confidence) and the daily usage (utc_date, final), e.g. as the warehouse holds them."""
+    day = days.filter((pl.col("utc_date") >= period.start) & (pl.col("utc_date") < period.end))
     have = set(day["utc_date"].to_list())
     wanted = [period.start + timedelta(days=i) for i in range((period.end - period.start).days)]
     reasons = []
@@ -74,7 +80,7 @@ def release_blockers(period: Period, result: FinOpsRun) -> list[str]:
     if unequal.height:
         reasons.append(f"attribution does not sum to the bill on {unequal.height} day(s) (first "
                        f"{unequal['utc_date'][0]})")
-    open_days = result.usage.filter((pl.col("utc_date") >= period.start) & (pl.col("utc_date") < period.end)
+    open_days = usage.filter((pl.col("utc_date") >= period.start) & (pl.col("utc_date") < period.end)
                                     & ~pl.col("final"))["utc_date"].unique().sort()
     if open_days.len():
         reasons.append(f"usage not final yet for {open_days.len()} day(s) (first {open_days[0]}; final at T+2)")
@@ -91,8 +97,13 @@ def invoices_for(period: Period, inputs: FinOpsInputs, result: FinOpsRun) -> tup
 
 
 def final_range(result: FinOpsRun) -> Period:
-    """The longest run of whole days from the first billed day whose usage is final."""
-    final = result.usage.group_by("utc_date").agg(pl.col("final").all()).sort("utc_date")
+    return final_period(result.usage)
+
+
+def final_period(usage: pl.DataFrame) -> Period:
+    """The run of whole days, from the first usage day, whose usage is final (``usage``:
+    utc_date, final): what can be invoiced now."""
+    final = usage.group_by("utc_date").agg(pl.col("final").all()).sort("utc_date")
     days: list[date] = final.filter(pl.col("final"))["utc_date"].to_list()
     if not days:
         raise ValueError("no final usage day yet")

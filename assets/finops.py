@@ -1,0 +1,66 @@
+"""FinOps asset: per-tenant cost attribution reconciled to the bill, with cost anomalies."""
+
+import dagster as dg
+import polars as pl
+
+from ops_platform.finops.attribution import CONFIDENCE_TARGET, UNALLOCATED
+from ops_platform.finops.pipeline import FinOpsInputs, run
+from resources import DUCKDB_POOL
+from resources.warehouse import WarehouseResource
+
+ATTRIBUTION_KEY = dg.AssetKey(["finops", "attribution"])
+SUMS_CHECK = "attribution_sums_to_bill"
+CONFIDENCE_CHECK = "confidence_at_least_95"
+_RAW = ("billing_focus", "usage_events", "services", "tenants", "price_list")
+_ALL = "all"  # unpartitioned tables are replaced whole under this key
+
+
+@dg.asset(
+    key=ATTRIBUTION_KEY, group_name="finops", owners=["team:finops"], kinds={"duckdb", "polars"}, pool=DUCKDB_POOL,
+    deps=[dg.AssetKey(["raw", t]) for t in _RAW],
+    check_specs=[
+        dg.AssetCheckSpec(SUMS_CHECK, asset=ATTRIBUTION_KEY,
+                          description="Every day's tenant lines (with the unallocated line) sum exactly, to the "
+                                      "micro-dollar, to the day's bill."),
+        dg.AssetCheckSpec(CONFIDENCE_CHECK, asset=ATTRIBUTION_KEY,
+                          description="Reconciliation confidence is at least 95% on every day whose usage is final."),
+    ],
+    description="Per-tenant daily cost (direct, serving, idle, overhead; warehouse finops.tenant_day), the "
+                "daily reconciliation of metering against infrastructure cost (finops.reconciliation), the "
+                "day totals and confidence (finops.day), daily usage with late corrections, and cost "
+                "anomalies from both detectors (finops.anomalies).",
+)
+def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    wh = warehouse.get()
+    result = run(FinOpsInputs.from_warehouse(wh))
+    att = result.attribution
+    final_days = result.usage.group_by("utc_date").agg(pl.col("final").all())
+    day = att.day.join(final_days, on="utc_date", how="left").with_columns(pl.col("final").fill_null(False))
+    tables = {"tenant_day": att.tenant_day, "day": day, "reconciliation": att.reconciliation,
+              "usage_daily": result.usage, "usage_corrections": result.corrections,
+              "anomalies": result.anomalies}
+    wh.replace_partition_tables("finops", _ALL, {k: v.with_columns(pl.lit(_ALL).alias("partition_key"))
+                                                for k, v in tables.items()})
+    unequal = day.filter(pl.col("billed_micros") != pl.col("attributed_micros"))
+    low = day.filter(pl.col("final") & (pl.col("confidence") < CONFIDENCE_TARGET))
+    tenants = att.tenant_day.filter(pl.col("tenant_id") != UNALLOCATED)
+    context.log.info(f"attribution: {day.height} day(s), {tenants['tenant_id'].n_unique()} tenant(s)")
+    yield dg.MaterializeResult(metadata={
+        "days": day.height,
+        "billed_usd": round(int(day["billed_micros"].sum()) / 1e6, 6),
+        "unallocated_usd": round(int(day["unallocated_micros"].sum()) / 1e6, 6),
+        "min_final_day_confidence": round(float(day.filter(pl.col("final"))["confidence"].min() or 0.0), 4),
+        "late_corrections": result.corrections.height,
+        "anomalies_flagged": int(result.anomalies["model_flag"].sum()),
+    })
+    yield dg.AssetCheckResult(
+        check_name=SUMS_CHECK, passed=unequal.height == 0, severity=dg.AssetCheckSeverity.ERROR,
+        description=(f"{unequal.height} day(s) do not sum to the bill" if unequal.height
+                     else f"{day.height} day(s) sum exactly to the bill"),
+        metadata={"days_off": dg.MetadataValue.json([str(d) for d in unequal["utc_date"].to_list()])})
+    yield dg.AssetCheckResult(
+        check_name=CONFIDENCE_CHECK, passed=low.height == 0, severity=dg.AssetCheckSeverity.ERROR,
+        description=(f"{low.height} final day(s) under {CONFIDENCE_TARGET:.0%}" if low.height
+                     else f"every final day at or above {CONFIDENCE_TARGET:.0%}"),
+        metadata={"low_days": dg.MetadataValue.json({str(r["utc_date"]): round(r["confidence"], 4)
+                                                     for r in low.iter_rows(named=True)})})

@@ -1,0 +1,76 @@
+"""Invoice release: a sensor that releases a billing period when its reconciliation holds
+(and says why it holds it otherwise), and the guarded job that writes the files."""
+
+import dagster as dg
+import polars as pl
+
+from ops_platform.finops.export import InvoiceExportExecutor, release_request
+from ops_platform.finops.invoices import parse_period
+from ops_platform.finops.pipeline import FinOpsInputs, blockers_from, invoices_for, run
+from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
+from resources.exports import ExportsResource
+from resources.warehouse import WarehouseResource
+
+RELEASE_JOB = "release_invoices"
+SENSOR_ACTOR = "invoice-release-sensor"
+
+
+class ReleaseConfig(dg.Config):
+    period: str  # YYYY-MM or YYYY-MM-DD..YYYY-MM-DD (end exclusive)
+    actor: str = SENSOR_ACTOR
+    rationale: str = "reconciliation checks pass for the period; releasing invoices"
+
+
+@dg.op(description="Release a period's invoices through the guard: check the reconciliation, write the "
+                   "Parquet/CSV files atomically, receipt their sha256.")
+def release_invoices_op(context: dg.OpExecutionContext, config: ReleaseConfig, warehouse: WarehouseResource,
+                        control: ControlStoreResource, signer: SignerResource, guard: GuardResource,
+                        exports: ExportsResource) -> None:
+    period = parse_period(config.period)
+    inputs = FinOpsInputs.from_warehouse(warehouse.get())
+    result = run(inputs)
+    held = blockers_from(period, result.attribution.day, result.usage)
+    if held:  # the sensor checked too, but the books may have changed since
+        raise dg.Failure(description=f"held: {period.name}: " + "; ".join(held))
+    ex = InvoiceExportExecutor(exports.invoices(), lambda per: invoices_for(per, inputs, result))
+    out = build_protocol(control, signer, guard, {"export_release": ex}).submit(
+        release_request(period, config.actor, config.rationale))
+    context.log.info(f"export_release {period.name}: {out.status} {out.reason} receipt {out.receipt_id}")
+    if out.status != "completed":
+        raise dg.Failure(description=f"export_release {out.status}: {out.reason}")
+    context.add_output_metadata({"period": period.name, "receipt_id": out.receipt_id or "",
+                                 "folder": str(exports.invoices() / period.name)})
+
+
+@dg.job(name=RELEASE_JOB, description="Release one billing period's invoices (guarded, receipted).")
+def release_invoices_job():
+    release_invoices_op()
+
+
+def _months(days: pl.DataFrame) -> list[str]:
+    return sorted({f"{d:%Y-%m}" for d in days["utc_date"].to_list()})
+
+
+@dg.sensor(job=release_invoices_job, minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Releases each calendar month's invoices once its reconciliation checks pass; a held "
+                       "month is reported with its reasons in the tick.")
+def invoice_release_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    wh = warehouse.get()
+    try:
+        days = wh.query("SELECT utc_date, billed_micros, attributed_micros, confidence FROM finops.day")
+        usage = wh.query("SELECT utc_date, final FROM finops.usage_daily")
+    except Exception as exc:  # noqa: BLE001 - no attribution yet
+        return dg.SkipReason(f"no finops.day table yet (materialize finops/attribution): {exc}".splitlines()[0])
+    requests, held = [], []
+    for month in _months(days):
+        reasons = blockers_from(parse_period(month), days, usage)
+        if reasons:
+            held.append(f"{month}: " + "; ".join(reasons))
+            continue
+        requests.append(dg.RunRequest(run_key=f"invoices-{month}", run_config=dg.RunConfig(
+            ops={"release_invoices_op": ReleaseConfig(period=month)})))
+    if not requests:
+        return dg.SkipReason("held: " + " | ".join(held) if held else "no billing period yet")
+    for line in held:
+        context.log.info(f"held: {line}")
+    return requests
