@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from ops_platform.finops.attribution import CONFIDENCE_TARGET, UNALLOCATED
-from ops_platform.finops.pipeline import FinOpsInputs, run
+from ops_platform.finops.pipeline import FinOpsInputs, run, write_tables
 from resources import DUCKDB_POOL
 from resources.warehouse import WarehouseResource
 
@@ -12,7 +12,6 @@ ATTRIBUTION_KEY = dg.AssetKey(["finops", "attribution"])
 SUMS_CHECK = "attribution_sums_to_bill"
 CONFIDENCE_CHECK = "confidence_at_least_95"
 _RAW = ("billing_focus", "usage_events", "services", "tenants", "price_list")
-_ALL = "all"  # unpartitioned tables are replaced whole under this key
 
 
 @dg.asset(
@@ -34,13 +33,7 @@ def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     wh = warehouse.get()
     result = run(FinOpsInputs.from_warehouse(wh))
     att = result.attribution
-    final_days = result.usage.group_by("utc_date").agg(pl.col("final").all())
-    day = att.day.join(final_days, on="utc_date", how="left").with_columns(pl.col("final").fill_null(False))
-    tables = {"tenant_day": att.tenant_day, "day": day, "reconciliation": att.reconciliation,
-              "usage_daily": result.usage, "usage_corrections": result.corrections,
-              "anomalies": result.anomalies}
-    wh.replace_partition_tables("finops", _ALL, {k: v.with_columns(pl.lit(_ALL).alias("partition_key"))
-                                                for k, v in tables.items()})
+    day = write_tables(wh, result)
     unequal = day.filter(pl.col("billed_micros") != pl.col("attributed_micros"))
     low = day.filter(pl.col("final") & (pl.col("confidence") < CONFIDENCE_TARGET))
     tenants = att.tenant_day.filter(pl.col("tenant_id") != UNALLOCATED)

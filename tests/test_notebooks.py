@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import nbformat
@@ -10,6 +11,7 @@ import pytest
 from nbclient import NotebookClient
 
 from ops_platform.contracts.definitions import CONTRACTS
+from ops_platform.finops.pipeline import FinOpsInputs, run, write_tables
 from ops_platform.ingest.landing import LandingZoneReader
 from ops_platform.ingest.pipeline import ingest_partition
 from ops_platform.warehouse import Warehouse
@@ -27,6 +29,7 @@ def warehouse(small_world, tmp_path_factory) -> Path:
         for key in ([None] if contract.partition_rule == "static" else KEYS):
             res = ingest_partition(contract, reader, SPACE, key)
             wh.replace_partition(table, key, res.accepted, res.quarantine)
+    write_tables(wh, run(FinOpsInputs.from_warehouse(wh)))  # what the finops/attribution asset writes
     return path
 
 
@@ -40,6 +43,13 @@ def test_notebook_executes(path, warehouse, small_world, monkeypatch):
         malformed = pl.read_parquet(small_world / "truth" / "malformed_records.parquet").height
         assert f"'quarantined': {malformed}" in last
         assert "datetime.date(2026, 3, 8)" in last
+    if path.stem == "finops":
+        days = Warehouse(warehouse).query("SELECT count(*) AS n FROM finops.day")["n"][0]
+        summary = ast.literal_eval(last)
+        assert summary["days_exact"] == summary["days"] == days  # every day sums to the bill
+        assert summary["tenants_usd"] == summary["billed_usd"] > 0
+        injected = pl.read_parquet(small_world / "truth" / "cost_anomalies.parquet").height
+        assert injected <= summary["anomalies"] <= 2 * injected
 
 
 def test_there_are_notebooks():

@@ -61,6 +61,20 @@ def run(inputs: FinOpsInputs) -> FinOpsRun:
     return FinOpsRun(usage, corrections, result, detect_anomalies(usage, result.reconciliation))
 
 
+def write_tables(wh, result: FinOpsRun) -> pl.DataFrame:
+    """Store a run in the warehouse schema ``finops`` (tenant_day, day with its ``final``
+    flag, reconciliation, usage_daily, usage_corrections, anomalies); returns the day table."""
+    final_days = result.usage.group_by("utc_date").agg(pl.col("final").all())
+    day = result.attribution.day.join(final_days, on="utc_date", how="left").with_columns(
+        pl.col("final").fill_null(False))
+    tables = {"tenant_day": result.attribution.tenant_day, "day": day,
+              "reconciliation": result.attribution.reconciliation, "usage_daily": result.usage,
+              "usage_corrections": result.corrections, "anomalies": result.anomalies}
+    wh.replace_partition_tables("finops", "all", {k: v.with_columns(pl.lit("all").alias("partition_key"))
+                                                 for k, v in tables.items()})
+    return day
+
+
 def release_blockers(period: Period, result: FinOpsRun) -> list[str]:
     """Why the period's invoices may not be released yet (empty: they may)."""
     return blockers_from(period, result.attribution.day, result.usage)
