@@ -175,16 +175,20 @@ def world_run(small_world):
     return inputs, run(inputs)
 
 
-def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(world_run):
+def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(world_run, small_world):
     from decimal import ROUND_HALF_EVEN
 
+    from ops_platform.contracts.definitions import CONTRACTS
     from ops_platform.finops.pipeline import final_range, invoices_for
+    from ops_platform.ingest.landing import LandingZoneReader
+    from ops_platform.ingest.pipeline import ingest_partition
 
     inputs, result = world_run
     period = final_range(result)
     lines, summary = invoices_for(period, inputs, result)
     # Independently: the accepted events of the period, deduplicated, priced by tier.
-    ev = (inputs.events.unique(subset=["source", "id"])
+    events = ingest_partition(CONTRACTS["usage_events"], LandingZoneReader(small_world / "landing")).accepted
+    ev = (events.unique(subset=["source", "id"])
           .filter((pl.col("event_time").dt.date() >= period.start) & (pl.col("event_time").dt.date() < period.end)))
     tiers = dict(zip(inputs.tenants["tenant_id"], inputs.tenants["tier"], strict=True))
     prices = {(r["tier"], r["meter"]): Decimal(r["unit_price"]) for r in inputs.price_list.iter_rows(named=True)}

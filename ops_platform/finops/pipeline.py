@@ -16,12 +16,13 @@ from .anomalies import detect_anomalies
 from .attribution import CONFIDENCE_TARGET, Attribution, attribute
 from .invoices import Period, build_invoices
 from .repair import billing_for_attribution
-from .usage import daily_usage
+from .usage import ACCEPTED_EVENTS, daily_usage, usage_from
 
 
 @dataclass
 class FinOpsInputs:
-    events: pl.DataFrame  # accepted usage events
+    usage: pl.DataFrame  # daily usage per tenant and meter (usage.usage_from)
+    corrections: pl.DataFrame  # late events after their day was final
     billing: pl.DataFrame  # accepted FOCUS rows
     billing_quarantine: pl.DataFrame  # refused FOCUS rows (reason, record, file)
     services: pl.DataFrame
@@ -33,14 +34,17 @@ class FinOpsInputs:
         """Straight from a landing zone, through the same contracts as ingestion."""
         reader = LandingZoneReader(world / "landing")
         billing = ingest_partition(CONTRACTS["billing_focus"], reader)
-        return cls(ingest_partition(CONTRACTS["usage_events"], reader).accepted, billing.accepted,
-                   billing.quarantine, *(ingest_partition(CONTRACTS[t], reader).accepted
-                                         for t in ("services", "tenants", "price_list")))
+        usage, corrections = daily_usage(ingest_partition(CONTRACTS["usage_events"], reader).accepted)
+        return cls(usage, corrections, billing.accepted, billing.quarantine,
+                   *(ingest_partition(CONTRACTS[t], reader).accepted for t in ("services", "tenants", "price_list")))
 
     @classmethod
     def from_warehouse(cls, wh) -> FinOpsInputs:
-        """From the warehouse's raw layer (what the daily assets loaded)."""
-        return cls(wh.query("SELECT * FROM raw.usage_events"), wh.query("SELECT * FROM raw.billing_focus"),
+        """From the warehouse's raw layer (what the daily assets loaded); usage is aggregated
+        inside DuckDB, so the events never leave it."""
+        with wh.connect(read_only=True) as con:
+            usage, corrections = usage_from(con, ACCEPTED_EVENTS.format(relation="raw.usage_events"))
+        return cls(usage, corrections, wh.query("SELECT * FROM raw.billing_focus"),
                    wh.query("SELECT reason, record, file FROM raw.quarantine WHERE source_table = 'billing_focus'"),
                    wh.query("SELECT * FROM raw.services"), wh.query("SELECT * FROM raw.tenants"),
                    wh.query("SELECT * FROM raw.price_list"))
@@ -55,7 +59,7 @@ class FinOpsRun:
 
 
 def run(inputs: FinOpsInputs) -> FinOpsRun:
-    usage, corrections = daily_usage(inputs.events)
+    usage, corrections = inputs.usage, inputs.corrections
     rows, quality = billing_for_attribution(inputs.billing, inputs.billing_quarantine)
     result = attribute(rows, usage, inputs.services, quality)
     return FinOpsRun(usage, corrections, result, detect_anomalies(usage, result.reconciliation))

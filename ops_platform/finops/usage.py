@@ -4,12 +4,17 @@ A usage day (UTC) is final ``final_after_days`` days after it ends (T+2 by defau
 that arrive by then count in the day; events that arrive later become correction rows for
 that day, listed apart and never folded silently into a day already invoiced. Events are
 deduplicated on (source, id), the CloudEvents identity.
+
+One DuckDB query does it, over whatever holds the events: a frame, the warehouse's
+``raw.usage_events`` or the landing files themselves, so 10^8 events are aggregated
+without ever being loaded into Python.
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
+import duckdb
 import polars as pl
 
 FINAL_AFTER_DAYS = 2
@@ -17,6 +22,13 @@ FINAL_AFTER_DAYS = 2
 # invoiced quantity is exactly the sum of the events, with no float drift.
 QUANTITY = pl.Decimal(38, 6)
 _ARRIVAL = r"dt=(\d{4}-\d{2}-\d{2})"
+# Accepted events as the ingest stores them (a frame or the warehouse table).
+ACCEPTED_EVENTS = ("SELECT source, id, subject AS tenant_id, meter, quantity, event_time, "
+                   "_source_file AS file FROM {relation}")
+# Landing files as exporters write them (CloudEvents with a `data` struct); no contract applied.
+LANDING_EVENTS = ("SELECT source, id, subject AS tenant_id, data.meter AS meter, data.quantity AS quantity, "
+                  "CAST(time AS TIMESTAMPTZ) AS event_time, filename AS file "
+                  "FROM read_parquet({relation}, filename = true)")
 
 
 def arrival_date(source_file: pl.Expr) -> pl.Expr:
@@ -24,26 +36,54 @@ def arrival_date(source_file: pl.Expr) -> pl.Expr:
     return source_file.str.extract(_ARRIVAL, 1).str.to_date("%Y-%m-%d")
 
 
-def daily_usage(events: pl.DataFrame, final_after_days: int = FINAL_AFTER_DAYS,
-                as_of: date | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(usage, corrections) from accepted usage events.
+def _query(events_sql: str, final_after_days: int) -> str:
+    return f"""
+        WITH ev AS ({events_sql}),
+        once AS (  -- one row per (source, id): the first delivery
+            SELECT min(CAST(regexp_extract(file, '{_ARRIVAL}', 1) AS DATE)) AS arrived,
+                   arg_min(tenant_id, file) AS tenant_id, arg_min(meter, file) AS meter,
+                   arg_min(quantity, file) AS quantity,
+                   CAST(timezone('UTC', arg_min(event_time, file)) AS DATE) AS utc_date
+            FROM ev GROUP BY source, id)
+        SELECT utc_date, tenant_id, meter, CAST(sum(CAST(quantity AS DECIMAL(38, 6))) AS DECIMAL(38, 6)) AS quantity,
+               count(*) AS events,
+               arrived IS NOT NULL AND arrived > utc_date + INTERVAL {int(final_after_days)} DAY AS late,
+               CASE WHEN arrived > utc_date + INTERVAL {int(final_after_days)} DAY THEN arrived END AS arrived
+        FROM once GROUP BY ALL"""
 
-    ``usage``: utc_date, tenant_id, meter, quantity (Decimal), events, final (the day is past its
-    window as of ``as_of``, default the latest arrival). ``corrections``: the same keys for
-    events that arrived after their day was final, with their arrival date.
+
+def usage_from(con: duckdb.DuckDBPyConnection, events_sql: str, final_after_days: int = FINAL_AFTER_DAYS,
+               as_of: date | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(usage, corrections) from the events ``events_sql`` selects (ACCEPTED_EVENTS or
+    LANDING_EVENTS with its relation filled in), on connection ``con``.
+
+    ``usage``: utc_date, tenant_id, meter, quantity (Decimal), events, final (the day is past
+    its window as of ``as_of``, default the latest arrival). ``corrections``: the same keys
+    for events that arrived after their day was final, with their arrival date.
     """
-    ev = (events.unique(subset=["source", "id"], keep="first", maintain_order=True)
-          .select(pl.col("event_time").dt.date().alias("utc_date"), pl.col("subject").alias("tenant_id"),
-                  "meter", pl.col("quantity").cast(QUANTITY), arrival_date(pl.col("_source_file")).alias("arrived")))
+    agg = pl.from_arrow(con.execute(_query(events_sql, final_after_days)).to_arrow_table())
+    agg = agg.with_columns(pl.col("quantity").cast(QUANTITY), pl.col("events").cast(pl.UInt32),
+                           pl.col("utc_date").cast(pl.Date), pl.col("arrived").cast(pl.Date))
     if as_of is None:
-        as_of = ev["arrived"].max() if ev.height else date.min
-    deadline = pl.col("utc_date") + timedelta(days=final_after_days)
-    on_time = ev.filter(pl.col("arrived").is_null() | (pl.col("arrived") <= deadline))
-    late = ev.filter(pl.col("arrived") > deadline)
+        latest = con.execute(f"SELECT max(CAST(regexp_extract(file, '{_ARRIVAL}', 1) AS DATE)) "
+                             f"FROM ({events_sql})").fetchone()[0]
+        as_of = latest or date.min
     keys = ["utc_date", "tenant_id", "meter"]
-    usage = (on_time.group_by(keys).agg(pl.col("quantity").sum(), pl.len().alias("events"))
-             .with_columns((pl.col("utc_date") + timedelta(days=final_after_days) < pl.lit(as_of)).alias("final"))
+    usage = (agg.filter(~pl.col("late")).group_by(keys).agg(pl.col("quantity").sum(), pl.col("events").sum())
+             .with_columns((pl.col("utc_date") + pl.duration(days=final_after_days) < pl.lit(as_of)).alias("final"))
              .sort(keys))
-    corrections = (late.group_by([*keys, "arrived"]).agg(pl.col("quantity").sum(), pl.len().alias("events"))
+    corrections = (agg.filter(pl.col("late")).select(*keys, "arrived", "quantity", "events")
                    .sort([*keys, "arrived"]))
     return usage, corrections
+
+
+def daily_usage(events: pl.DataFrame, final_after_days: int = FINAL_AFTER_DAYS,
+                as_of: date | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``usage_from`` over a frame of accepted events (as ``raw.usage_events`` holds them)."""
+    con = duckdb.connect()
+    try:
+        frame = events.select("source", "id", "subject", "meter", "quantity", "event_time", "_source_file")
+        con.register("accepted_events", frame.to_arrow())
+        return usage_from(con, ACCEPTED_EVENTS.format(relation="accepted_events"), final_after_days, as_of)
+    finally:
+        con.close()
