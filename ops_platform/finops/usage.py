@@ -5,9 +5,9 @@ that arrive by then count in the day; events that arrive later become correction
 that day, listed apart and never folded silently into a day already invoiced. Events are
 deduplicated on (source, id), the CloudEvents identity.
 
-One DuckDB query does it, over whatever holds the events: a frame, the warehouse's
-``raw.usage_events`` or the landing files themselves, so 10^8 events are aggregated
-without ever being loaded into Python.
+One DuckDB query does it, over whatever holds the events (a frame, the warehouse's
+``raw.usage_events``, Parquet files), so 10^8 events are aggregated without ever being
+loaded into Python.
 """
 
 from __future__ import annotations
@@ -25,10 +25,6 @@ _ARRIVAL = r"dt=(\d{4}-\d{2}-\d{2})"
 # Accepted events as the ingest stores them (a frame or the warehouse table).
 ACCEPTED_EVENTS = ("SELECT source, id, subject AS tenant_id, meter, quantity, event_time, "
                    "_source_file AS file FROM {relation}")
-# Landing files as exporters write them (CloudEvents with a `data` struct); no contract applied.
-LANDING_EVENTS = ("SELECT source, id, subject AS tenant_id, data.meter AS meter, data.quantity AS quantity, "
-                  "CAST(time AS TIMESTAMPTZ) AS event_time, filename AS file "
-                  "FROM read_parquet({relation}, filename = true)")
 
 
 def arrival_date(source_file: pl.Expr) -> pl.Expr:
@@ -54,8 +50,8 @@ def _query(events_sql: str, final_after_days: int) -> str:
 
 def usage_from(con: duckdb.DuckDBPyConnection, events_sql: str, final_after_days: int = FINAL_AFTER_DAYS,
                as_of: date | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(usage, corrections) from the events ``events_sql`` selects (ACCEPTED_EVENTS or
-    LANDING_EVENTS with its relation filled in), on connection ``con``.
+    """(usage, corrections) from the events ``events_sql`` selects (columns source, id,
+    tenant_id, meter, quantity, event_time, file; e.g. ACCEPTED_EVENTS), on ``con``.
 
     ``usage``: utc_date, tenant_id, meter, quantity (Decimal), events, final (the day is past
     its window as of ``as_of``, default the latest arrival). ``corrections``: the same keys
