@@ -36,6 +36,7 @@ LANDING_EVENTS = ("SELECT source, id, subject AS tenant_id, data.meter AS meter,
                   "WHERE specversion = '1.0' AND subject IS NOT NULL AND data.quantity >= 0 "
                   f"AND data.meter IN {METERS!r} AND TRY_CAST(time AS TIMESTAMPTZ) IS NOT NULL")
 SPEEDUP_TARGET = 10.0
+DUCKDB_MEMORY = "4GB"
 MEMORY_TARGET_GIB = 8.0
 
 
@@ -59,6 +60,7 @@ def run_ours(world: Path, tmp: Path) -> pl.DataFrame:
     from ops_platform.finops.usage import usage_from
 
     con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")  # spill rather than grow past the budget
     glob = str(world / "landing" / "usage_events" / "*" / "*.parquet")
     usage, _ = usage_from(con, LANDING_EVENTS.format(relation=f"'{glob}'"))
     billing = pl.read_parquet(tmp / "billing.parquet")

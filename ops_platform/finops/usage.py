@@ -33,18 +33,17 @@ def arrival_date(source_file: pl.Expr) -> pl.Expr:
 
 
 def _query(events_sql: str, final_after_days: int) -> str:
+    late = f"arrived > utc_date + INTERVAL {int(final_after_days)} DAY"
     return f"""
-        WITH ev AS ({events_sql}),
-        once AS (  -- one row per (source, id): the first delivery
-            SELECT min(CAST(regexp_extract(file, '{_ARRIVAL}', 1) AS DATE)) AS arrived,
-                   arg_min(tenant_id, file) AS tenant_id, arg_min(meter, file) AS meter,
-                   arg_min(quantity, file) AS quantity,
-                   CAST(timezone('UTC', arg_min(event_time, file)) AS DATE) AS utc_date
+        WITH ev AS (SELECT *, CAST(regexp_extract(file, '{_ARRIVAL}', 1) AS DATE) AS arrived FROM ({events_sql})),
+        once AS (  -- one row per (source, id); a re-delivery carries the same content
+            SELECT min(arrived) AS arrived, any_value(tenant_id) AS tenant_id, any_value(meter) AS meter,
+                   any_value(quantity) AS quantity,
+                   CAST(any_value(event_time) AT TIME ZONE 'UTC' AS DATE) AS utc_date
             FROM ev GROUP BY source, id)
-        SELECT utc_date, tenant_id, meter, CAST(sum(CAST(quantity AS DECIMAL(38, 6))) AS DECIMAL(38, 6)) AS quantity,
-               count(*) AS events,
-               arrived IS NOT NULL AND arrived > utc_date + INTERVAL {int(final_after_days)} DAY AS late,
-               CASE WHEN arrived > utc_date + INTERVAL {int(final_after_days)} DAY THEN arrived END AS arrived
+        SELECT utc_date, tenant_id, meter, sum(CAST(quantity AS DECIMAL(38, 6))) AS quantity, count(*) AS events,
+               coalesce({late}, false) AS late, CASE WHEN {late} THEN arrived END AS arrived,
+               max(arrived) AS last_arrival
         FROM once GROUP BY ALL"""
 
 
@@ -55,21 +54,21 @@ def usage_from(con: duckdb.DuckDBPyConnection, events_sql: str, final_after_days
 
     ``usage``: utc_date, tenant_id, meter, quantity (Decimal), events, final (the day is past
     its window as of ``as_of``, default the latest arrival). ``corrections``: the same keys
-    for events that arrived after their day was final, with their arrival date.
+    for events that arrived after their day was final, with their arrival date. Re-deliveries
+    are assumed to carry the same content: the ingest quarantines conflicting ones.
     """
-    agg = pl.from_arrow(con.execute(_query(events_sql, final_after_days)).to_arrow_table())
+    agg = pl.from_arrow(con.sql(_query(events_sql, final_after_days)).to_arrow_table())
     agg = agg.with_columns(pl.col("quantity").cast(QUANTITY), pl.col("events").cast(pl.UInt32),
-                           pl.col("utc_date").cast(pl.Date), pl.col("arrived").cast(pl.Date))
+                           pl.col("utc_date").cast(pl.Date), pl.col("arrived").cast(pl.Date),
+                           pl.col("last_arrival").cast(pl.Date))
     if as_of is None:
-        latest = con.execute(f"SELECT max(CAST(regexp_extract(file, '{_ARRIVAL}', 1) AS DATE)) "
-                             f"FROM ({events_sql})").fetchone()[0]
-        as_of = latest or date.min
+        as_of = agg["last_arrival"].max() or date.min
     keys = ["utc_date", "tenant_id", "meter"]
     usage = (agg.filter(~pl.col("late")).group_by(keys).agg(pl.col("quantity").sum(), pl.col("events").sum())
              .with_columns((pl.col("utc_date") + pl.duration(days=final_after_days) < pl.lit(as_of)).alias("final"))
              .sort(keys))
-    corrections = (agg.filter(pl.col("late")).select(*keys, "arrived", "quantity", "events")
-                   .sort([*keys, "arrived"]))
+    corrections = (agg.filter(pl.col("late")).group_by([*keys, "arrived"])
+                   .agg(pl.col("quantity").sum(), pl.col("events").sum()).sort([*keys, "arrived"]))
     return usage, corrections
 
 
