@@ -31,10 +31,11 @@ import polars as pl
 METERS = ("api_calls", "graph_queries", "policy_decisions", "receipts_issued", "metered_events",
           "switchboard_actions", "storage_gb_hours")
 LANDING_EVENTS = ("SELECT source, id, subject AS tenant_id, data.meter AS meter, data.quantity AS quantity, "
-                  "TRY_CAST(time AS TIMESTAMPTZ) AS event_time, filename AS file "
-                  "FROM read_parquet({relation}, filename = true) "
+                  "ts AS event_time, CAST(dt AS DATE) AS arrived "
+                  "FROM (SELECT *, TRY_CAST(time AS TIMESTAMPTZ) AS ts "
+                  "      FROM read_parquet({relation}, hive_partitioning = true)) "
                   "WHERE specversion = '1.0' AND subject IS NOT NULL AND data.quantity >= 0 "
-                  f"AND data.meter IN {METERS!r} AND TRY_CAST(time AS TIMESTAMPTZ) IS NOT NULL")
+                  f"AND data.meter IN {METERS!r} AND ts IS NOT NULL")
 SPEEDUP_TARGET = 10.0
 DUCKDB_MEMORY = "4GB"
 MEMORY_TARGET_GIB = 8.0

@@ -21,10 +21,10 @@ FINAL_AFTER_DAYS = 2
 # Quantities are summed as decimals (metered values carry at most 6 decimals), so the
 # invoiced quantity is exactly the sum of the events, with no float drift.
 QUANTITY = pl.Decimal(38, 6)
-_ARRIVAL = r"dt=(\d{4}-\d{2}-\d{2})"
+_ARRIVAL = r"dt=([0-9]+-[0-9]+-[0-9]+)"  # no braces: it is spliced into format strings
 # Accepted events as the ingest stores them (a frame or the warehouse table).
 ACCEPTED_EVENTS = ("SELECT source, id, subject AS tenant_id, meter, quantity, event_time, "
-                   "_source_file AS file FROM {relation}")
+                   f"CAST(regexp_extract(_source_file, '{_ARRIVAL}', 1) AS DATE) AS arrived FROM {{relation}}")
 
 
 def arrival_date(source_file: pl.Expr) -> pl.Expr:
@@ -35,12 +35,10 @@ def arrival_date(source_file: pl.Expr) -> pl.Expr:
 def _query(events_sql: str, final_after_days: int) -> str:
     late = f"arrived > utc_date + INTERVAL {int(final_after_days)} DAY"
     return f"""
-        WITH ev AS (SELECT *, CAST(regexp_extract(file, '{_ARRIVAL}', 1) AS DATE) AS arrived FROM ({events_sql})),
-        once AS (  -- one row per (source, id); a re-delivery carries the same content
-            SELECT min(arrived) AS arrived, any_value(tenant_id) AS tenant_id, any_value(meter) AS meter,
-                   any_value(quantity) AS quantity,
-                   CAST(any_value(event_time) AT TIME ZONE 'UTC' AS DATE) AS utc_date
-            FROM ev GROUP BY source, id)
+        WITH ev AS (SELECT *, CAST(event_time AT TIME ZONE 'UTC' AS DATE) AS utc_date FROM ({events_sql})),
+        once AS (  -- one row per event: a re-delivery has the same (source, id) and content
+            SELECT source, id, tenant_id, meter, quantity, utc_date, min(arrived) AS arrived
+            FROM ev GROUP BY ALL)
         SELECT utc_date, tenant_id, meter, sum(CAST(quantity AS DECIMAL(38, 6))) AS quantity, count(*) AS events,
                coalesce({late}, false) AS late, CASE WHEN {late} THEN arrived END AS arrived,
                max(arrived) AS last_arrival
@@ -50,12 +48,13 @@ def _query(events_sql: str, final_after_days: int) -> str:
 def usage_from(con: duckdb.DuckDBPyConnection, events_sql: str, final_after_days: int = FINAL_AFTER_DAYS,
                as_of: date | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(usage, corrections) from the events ``events_sql`` selects (columns source, id,
-    tenant_id, meter, quantity, event_time, file; e.g. ACCEPTED_EVENTS), on ``con``.
+    tenant_id, meter, quantity, event_time, arrived (DATE); e.g. ACCEPTED_EVENTS), on ``con``.
 
     ``usage``: utc_date, tenant_id, meter, quantity (Decimal), events, final (the day is past
     its window as of ``as_of``, default the latest arrival). ``corrections``: the same keys
-    for events that arrived after their day was final, with their arrival date. Re-deliveries
-    are assumed to carry the same content: the ingest quarantines conflicting ones.
+    for events that arrived after their day was final, with their arrival date. A
+    re-delivery is the same (source, id) with the same content; the ingest quarantines
+    conflicting ones before they get here.
     """
     agg = pl.from_arrow(con.sql(_query(events_sql, final_after_days)).to_arrow_table())
     agg = agg.with_columns(pl.col("quantity").cast(QUANTITY), pl.col("events").cast(pl.UInt32),
