@@ -42,6 +42,11 @@ bench: dbt-manifest
 	$(BIN)/python benchmarks/bench_world.py S M L
 	$(BIN)/python benchmarks/bench_ingest.py --preset M
 	$(BIN)/python benchmarks/bench_demo.py
+	$(BIN)/python benchmarks/bench_receipts.py --n 20000 --batch 2000
+	$(BIN)/python benchmarks/bench_policy.py
+	$(BIN)/python benchmarks/bench_burn.py --preset L
+	$(BIN)/ops-platform world generate --preset M --out $(STATE)/bench/world-M
+	$(BIN)/python benchmarks/bench_finops.py --world $(STATE)/bench/world-M
 
 clean:
 	rm -rf dbt_project/target dbt_project/logs .pytest_cache .ruff_cache
