@@ -1,8 +1,8 @@
 """Per-minute SLI events, multi-window burn rates, tier states and error budgets.
 
-Everything is vectorised over polars frames: an SLO's source rows become per-minute
-(bad, total) event counts per group (service x cohort x build), windows are time-based
-rolling sums per group, and a burn rate is the window's bad ratio over the error budget
+Everything is vectorised: an SLO's source rows become per-minute (bad, total) event
+counts per group (service x cohort x build), window sums are differences of one cumulative
+sum found by binary search (no per-group loop), and a burn rate is the window's bad ratio over the error budget
 (burn 1 spends the budget exactly over the SLO window).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 
 from .spec import SLO, BurnTier
@@ -75,8 +76,15 @@ def window_name(w: timedelta) -> str:
     return f"{s}s"
 
 
-def _polars_window(w: timedelta) -> str:
-    return f"{int(w.total_seconds())}s"
+def _window_starts(ts_minutes: np.ndarray, group: np.ndarray, minutes: int) -> np.ndarray:
+    """For each row (sorted by group, ts), the first row of its group inside (t - w, t]."""
+    key = group.astype(np.int64) * (1 << 40) + ts_minutes
+    return np.searchsorted(key, key - minutes, side="right")
+
+
+def _window_sums(cum: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Window sums as differences of one cumulative sum (``cum`` has a leading zero)."""
+    return cum[1:] - cum[first]
 
 
 def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | None = None,
@@ -90,17 +98,22 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
     ev = events.group_by(["ts", *keys]).agg(pl.col("bad").sum(), pl.col("total").sum()) if keys != list(GROUP) \
         else events
     ev = ev.sort([*keys, "ts"], nulls_last=True) if keys else ev.sort("ts")
+    changed = pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift()) for k in keys]) if keys else pl.lit(False)
+    marks = ev.select(changed.fill_null(True).cum_sum().alias("g"),
+                      (pl.col("ts").dt.epoch("s") // 60).alias("m"))
+    group, minute = marks["g"].to_numpy(), marks["m"].to_numpy()
+    cum_bad = np.concatenate([[0], np.cumsum(ev["bad"].to_numpy(), dtype=np.int64)])
+    cum_total = np.concatenate([[0], np.cumsum(ev["total"].to_numpy(), dtype=np.int64)])
     budget = slo.error_budget
     cols = []
     for w in windows:
         name = window_name(w)
-        bad = pl.col("bad").rolling_sum_by("ts", window_size=_polars_window(w))
-        total = pl.col("total").rolling_sum_by("ts", window_size=_polars_window(w))
-        if keys:
-            bad, total = bad.over(keys), total.over(keys)
-        ratio = pl.when(total > 0).then(bad / total).otherwise(None)
-        cols += [total.alias(f"total_{name}"), ratio.alias(f"error_ratio_{name}"),
-                 (ratio / budget).alias(f"burn_{name}")]
+        first = _window_starts(minute, group, int(w.total_seconds() // 60))
+        b, t = _window_sums(cum_bad, first), _window_sums(cum_total, first)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(t > 0, b / np.maximum(t, 1), np.nan)
+        cols += [pl.Series(f"total_{name}", t), pl.Series(f"error_ratio_{name}", ratio, nan_to_null=True),
+                 pl.Series(f"burn_{name}", ratio / budget, nan_to_null=True)]
     return ev.with_columns(cols)
 
 
