@@ -262,3 +262,16 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     files[0].write_bytes(files[0].read_bytes() + b"\n")  # someone edits an exported file
     report = env.verify()
     assert not report.ok and "differs from the receipt" in report.first_bad
+
+
+def test_focus_13_allocated_charges_are_read_through_their_allocated_tags():
+    bill = _bill([("2.000000", {"service": "api", "pool": "serving"}),
+                  ("1.000000", {"service": "api", "pool": "serving"})]).with_columns(
+        pl.Series("AllocatedMethodId", [None, "split-by-namespace"]),
+        pl.Series("AllocatedTags", [None, json.dumps({"tenant": "b", "service": "api"})]))
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)] * 2, "tenant_id": ["a", "b"], "meter": ["api_calls"] * 2,
+                          "quantity": [1.0, 1.0], "events": [1, 1], "final": [True, True]})
+    result = attribute(bill, usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]}))
+    rows = {r["tenant_id"]: r for r in result.tenant_day.iter_rows(named=True)}
+    assert rows["b"]["direct_micros"] == 1_000_000  # the allocated part is b's own
+    assert rows["a"]["serving_micros"] + rows["b"]["serving_micros"] == 2_000_000

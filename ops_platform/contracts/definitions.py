@@ -136,7 +136,11 @@ def _focus_column(name: str) -> Column:
 BILLING_FOCUS = Contract(
     "billing_focus",
     (*(_focus_column(c) for c in FOCUS_MANDATORY),
-     Column("ResourceId", required=False), Column("Tags", required=False), Column("x_LineItemId", nullable=False)),
+     Column("ResourceId", required=False), Column("Tags", required=False), Column("x_LineItemId", nullable=False),
+     # FOCUS 1.3 split cost allocation: a provider-split charge names its method and the
+     # resource (and tags) it was allocated to; absent in 1.2 files, kept when present.
+     Column("AllocatedMethodId", required=False), Column("AllocatedResourceId", required=False),
+     Column("AllocatedTags", required=False)),
     rules=(
         Rule("currency_code", pl.col("BillingCurrency").str.contains(r"^[A-Z]{3}$").fill_null(False),
              "BillingCurrency: not an ISO 4217 code"),
@@ -154,9 +158,12 @@ BILLING_FOCUS = Contract(
         Rule("tags_json", pl.col("Tags").map_elements(_json_object_or_null, return_dtype=pl.Boolean,
                                                       skip_nulls=False),
              "Tags: not a JSON object"),
+        Rule("allocated_tags_json", pl.col("AllocatedTags").map_elements(
+            _json_object_or_null, return_dtype=pl.Boolean, skip_nulls=False), "AllocatedTags: not a JSON object"),
     ),
     record_id="x_LineItemId", unique_key=("x_LineItemId",), partition_rule="file_date",
-    description="Infrastructure billing in FOCUS 1.2, one file per UTC charge day.",
+    description="Infrastructure billing in FOCUS 1.2 (with 1.3's split cost allocation columns when "
+                "present), one file per UTC charge day.",
 )
 CONTRACTS: dict[str, Contract] = {c.table: c for c in (
     TENANTS, SERVICES, PRICE_LIST, BUILDS, RAMP_STEPS, REQUEST_COUNTERS, LATENCY_BUCKETS, LAG_SAMPLES,

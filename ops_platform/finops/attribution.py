@@ -46,8 +46,17 @@ class Attribution:
 
 
 def cost_lines(billing: pl.DataFrame) -> pl.DataFrame:
-    """Accepted FOCUS rows -> (utc_date, line_id, micros, tenant, service, kind)."""
-    tags = pl.col("Tags").str.json_decode(_TAGS)
+    """Accepted FOCUS rows -> (utc_date, line_id, micros, tenant, service, kind).
+
+    A FOCUS 1.3 allocated charge (``AllocatedMethodId`` set) is read through its
+    ``AllocatedTags``: the provider split the origin charge, and each part's tags say whose
+    it is, so a tenant-tagged part is direct cost like any tenant-tagged row.
+    """
+    raw = pl.col("Tags")
+    if "AllocatedTags" in billing.columns and "AllocatedMethodId" in billing.columns:
+        raw = pl.when(pl.col("AllocatedMethodId").is_not_null() & pl.col("AllocatedTags").is_not_null()) \
+            .then(pl.col("AllocatedTags")).otherwise(pl.col("Tags"))
+    tags = raw.str.json_decode(_TAGS)
     lines = billing.select(
         pl.col("ChargePeriodStart").dt.convert_time_zone("UTC").dt.date().alias("utc_date"),
         pl.col("x_LineItemId").alias("line_id"),

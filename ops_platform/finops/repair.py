@@ -118,9 +118,10 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     of repaired and of still-refused rows (which lower that day's confidence)."""
     repaired, left = repair_billing(quarantine, accepted)
     cols = ["ChargePeriodStart", "x_LineItemId", "EffectiveCost", "Tags"]
+    cols += [c for c in ("AllocatedMethodId", "AllocatedTags") if c in accepted.columns]
     rows = pl.concat([accepted.select(*cols, pl.lit(None, pl.String).alias("repair")),
                       repaired.with_columns(pl.col("ChargePeriodStart").dt.cast_time_unit(
-                          accepted.schema["ChargePeriodStart"].time_unit))], how="vertical_relaxed")
+                          accepted.schema["ChargePeriodStart"].time_unit))], how="diagonal_relaxed")
     from .usage import arrival_date
 
     day = pl.col("ChargePeriodStart").dt.date()
