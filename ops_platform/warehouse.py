@@ -61,6 +61,7 @@ class Warehouse:
             for i, (name, frame, _, _) in enumerate(writes):
                 con.register(f"incoming_{i}", frame.to_arrow())
                 con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{name} AS SELECT * FROM incoming_{i} LIMIT 0")
+                _add_new_columns(con, schema, name, f"incoming_{i}")
             con.execute("BEGIN TRANSACTION")
             try:
                 for i, (name, _, where, params) in enumerate(writes):
@@ -87,3 +88,15 @@ class Warehouse:
             warnings.simplefilter("ignore")  # the extra Arrow copy is fine at query sizes
             frame = pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
         return frame.with_columns(pl.col(pl.Datetime(time_zone="*")).dt.convert_time_zone("UTC"))
+
+
+def _add_new_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str, incoming: str) -> None:
+    """Schema evolution: a column the incoming rows have and the table lacks (a contract
+    gained an optional column) is added, null for the rows already stored."""
+    have = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+        [schema, table]).fetchall()}
+    for row in con.execute(f"DESCRIBE {incoming}").fetchall():
+        col, dtype = row[0], row[1]
+        if col not in have:
+            con.execute(f'ALTER TABLE {schema}.{table} ADD COLUMN "{col}" {dtype}')

@@ -148,3 +148,15 @@ def test_late_events_beyond_the_window_are_flagged_not_dropped():
     assert out["_assign_note"].to_list()[0] is None
     assert out["_assign_note"][1] == LATE
     assert out["_assign_note"][2] is not None
+
+
+def test_a_contract_that_gains_an_optional_column_evolves_the_stored_table(tmp_path):
+    from ops_platform.warehouse import Warehouse
+
+    wh = Warehouse(tmp_path / "w.duckdb")
+    empty_q = pl.DataFrame(schema={"source_table": pl.String, "partition_key": pl.String})
+    wh.replace_partition("t", "2026-03-01", pl.DataFrame({"a": [1], "partition_key": ["2026-03-01"]}), empty_q)
+    wh.replace_partition("t", "2026-03-02", pl.DataFrame({"a": [2], "b": ["new"], "partition_key": ["2026-03-02"]}),
+                         empty_q)
+    got = wh.query("SELECT a, b FROM raw.t ORDER BY a")
+    assert got.to_dicts() == [{"a": 1, "b": None}, {"a": 2, "b": "new"}]
