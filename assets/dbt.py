@@ -48,4 +48,6 @@ def summit_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, wa
     """Build every dbt model and run its tests (reported as asset checks)."""
     # profiles.yml reads the warehouse path from here: one source of truth, the resource.
     os.environ["OPS_PLATFORM_WAREHOUSE"] = warehouse.path
-    yield from dbt.cli(["build"], context=context).stream()
+    # The project's own target folder holds the partial-parse state from `make dbt-manifest`,
+    # so a build only re-parses what changed (runs are serialised by the duckdb pool).
+    yield from dbt.cli(["build"], context=context, target_path=DBT_PROJECT.target_path).stream()

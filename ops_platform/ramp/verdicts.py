@@ -79,10 +79,15 @@ def verdict_rows(counters: pl.DataFrame, latency: pl.DataFrame, ramps: Iterable[
     exactly the budget), over the whole ramp and over what it served before the action.
     """
     rows = []
+    # Each ramp only looks at its own service: split once instead of filtering per ramp.
+    by_service_c = counters.partition_by("service", as_dict=True)
+    by_service_l = latency.partition_by("service", as_dict=True)
     for ramp in ramps:
-        verdict, trusted = judge_ramp(counters, latency, ramp, rejected, until)
+        key = (ramp["service"],)
+        svc_counters = by_service_c.get(key, counters.clear())
+        verdict, trusted = judge_ramp(svc_counters, by_service_l.get(key, latency.clear()), ramp, rejected, until)
         end = min(ramp["end"], until) if until is not None else ramp["end"]
-        cand = counters.filter((pl.col("build_id") == ramp["build_id"]) & (pl.col("ts") >= ramp["start"])
+        cand = svc_counters.filter((pl.col("build_id") == ramp["build_id"]) & (pl.col("ts") >= ramp["start"])
                                & (pl.col("ts") < end))
         before = cand.filter(pl.col("ts") < verdict.ts) if verdict.ts is not None else cand
         req, err = int(cand["requests"].sum()), int(cand["errors"].sum())
