@@ -39,10 +39,16 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         threshold = ind.good.spec["le"]
         if _is_inf(threshold):
             raise ValueError(f"SLO {slo.name}: the good bucket cannot be +Inf")
-        lat = latency.filter(pl.col("service") == ind.total.spec.get("service", slo.service))
-        good = lat.filter(pl.col("le") == float(threshold)).select(*["ts", *GROUP], pl.col("count").alias("good"))
-        total = lat.filter(pl.col("le") == float("inf")).select(*["ts", *GROUP], pl.col("count").alias("total"))
-        ev = total.join(good, on=["ts", *GROUP], how="left").with_columns(pl.col("good").fill_null(0))
+        le = float(threshold)
+        lat = latency.filter((pl.col("service") == ind.total.spec.get("service", slo.service))
+                             & pl.col("le").is_in([le, float("inf")]))
+        # One pass: the good bucket and +Inf (the total) side by side per minute and group;
+        # a minute without a +Inf bucket has no requests to judge.
+        inf = pl.col("le").is_infinite()
+        ev = (lat.select("ts", *GROUP, pl.when(inf).then(0).otherwise(pl.col("count")).alias("good"),
+                         pl.when(inf).then(pl.col("count")).otherwise(0).alias("total"), inf.alias("_has_total"))
+              .group_by(["ts", *GROUP]).agg(pl.col("good").sum(), pl.col("total").sum(), pl.col("_has_total").any())
+              .filter(pl.col("_has_total")).drop("_has_total"))
     elif ind.kind == "ratio":
         if counters is None:
             raise ValueError(f"SLO {slo.name} needs request counters")
