@@ -454,10 +454,12 @@ def invoices() -> None:
 @click.option("--actor", default="finops-analyst", show_default=True, help="Who releases (role finops).")
 @click.option("--rationale", default="period reconciled; releasing invoices", show_default=True)
 def invoices_export(period: str, actor: str, rationale: str) -> None:
-    """Release a period's invoices (Parquet and CSV) when its reconciliation holds."""
+    """Release a period's invoices (Parquet and CSV) when its reconciliation holds.
+
+    Releases what the `finops/attribution` asset last stored, i.e. what its checks passed."""
     from .finops.export import InvoiceExportExecutor, release_request
     from .finops.invoices import parse_period
-    from .finops.pipeline import FinOpsInputs, invoices_for, release_blockers, run
+    from .finops.pipeline import StoredFinOps
     from .guard.runtime import build_protocol
     from .warehouse import Warehouse
 
@@ -468,15 +470,18 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
         raise click.BadParameter(str(exc), param_hint="--period") from None
     if not p.warehouse.exists():
         raise click.ClickException(f"no warehouse at {p.warehouse}; run `make demo` first")
-    inputs = FinOpsInputs.from_warehouse(Warehouse(p.warehouse))
-    result = run(inputs)
-    blockers = release_blockers(chosen, result)
+    try:
+        stored = StoredFinOps.from_warehouse(Warehouse(p.warehouse))
+    except Exception as exc:  # noqa: BLE001 - no finops tables yet
+        raise click.ClickException("no cost attribution in the warehouse yet: materialize finops/attribution "
+                                   f"(job reconcile_costs) or run `make demo` ({str(exc).splitlines()[0]})") from None
+    blockers = stored.blockers(chosen)
     if blockers:
         click.echo(f"held: invoices for {chosen.name} are not released")
         for why in blockers:
             click.echo(f"  - {why}")
         sys.exit(2)
-    ex = InvoiceExportExecutor(p.home / "invoices", lambda per: invoices_for(per, inputs, result))
+    ex = InvoiceExportExecutor(p.home / "invoices", stored.invoices)
     out = build_protocol(_guard_paths(), {"export_release": ex}).submit(release_request(chosen, actor, rationale))
     click.echo(f"export_release {chosen.name}: {out.status} {out.reason}".rstrip())
     if out.receipt_id:

@@ -6,7 +6,7 @@ import polars as pl
 
 from ops_platform.finops.export import InvoiceExportExecutor, release_request
 from ops_platform.finops.invoices import parse_period
-from ops_platform.finops.pipeline import FinOpsInputs, blockers_from, invoices_for, run
+from ops_platform.finops.pipeline import StoredFinOps, blockers_from
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
 from resources.exports import ExportsResource
 from resources.warehouse import WarehouseResource
@@ -27,12 +27,11 @@ def release_invoices_op(context: dg.OpExecutionContext, config: ReleaseConfig, w
                         control: ControlStoreResource, signer: SignerResource, guard: GuardResource,
                         exports: ExportsResource) -> None:
     period = parse_period(config.period)
-    inputs = FinOpsInputs.from_warehouse(warehouse.get())
-    result = run(inputs)
-    held = blockers_from(period, result.attribution.day, result.usage)
+    stored = StoredFinOps.from_warehouse(warehouse.get())  # what finops/attribution's checks passed
+    held = stored.blockers(period)
     if held:  # the sensor checked too, but the books may have changed since
         raise dg.Failure(description=f"held: {period.name}: " + "; ".join(held))
-    ex = InvoiceExportExecutor(exports.invoices(), lambda per: invoices_for(per, inputs, result))
+    ex = InvoiceExportExecutor(exports.invoices(), stored.invoices)
     out = build_protocol(control, signer, guard, {"export_release": ex}).submit(
         release_request(period, config.actor, config.rationale))
     context.log.info(f"export_release {period.name}: {out.status} {out.reason} receipt {out.receipt_id}")

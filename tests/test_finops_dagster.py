@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 import polars as pl
+from click.testing import CliRunner
 
 from assets.finops import ATTRIBUTION_KEY, CONFIDENCE_CHECK, SUMS_CHECK, finops_attribution
+from ops_platform.cli import main
 from ops_platform.contracts.definitions import CONTRACTS
 from ops_platform.finops.pipeline import final_period
 from ops_platform.guard.runtime import file_digest_in, open_store
@@ -38,6 +40,9 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         tick = invoice_release_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         assert isinstance(tick, dg.SkipReason) and "held: 2026-03" in tick.skip_message
         assert "no billing for" in tick.skip_message
+
+        held = CliRunner().invoke(main, ["invoices", "export", "--period", "2026-03"])
+        assert held.exit_code == 2 and "held: invoices for 2026-03" in held.output and "no billing for" in held.output
 
         period = final_period(wh.query("SELECT utc_date, final FROM finops.usage_daily")).name
         run = release_invoices_job.execute_in_process(

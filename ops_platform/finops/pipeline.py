@@ -109,6 +109,31 @@ def blockers_from(period: Period, days: pl.DataFrame, usage: pl.DataFrame) -> li
     return reasons
 
 
+@dataclass
+class StoredFinOps:
+    """What the ``finops/attribution`` asset stored: releasing from it releases exactly the
+    numbers its checks passed, without recomputing them."""
+
+    day: pl.DataFrame
+    usage: pl.DataFrame
+    corrections: pl.DataFrame
+    tenant_day: pl.DataFrame
+    tenants: pl.DataFrame
+    price_list: pl.DataFrame
+
+    @classmethod
+    def from_warehouse(cls, wh) -> StoredFinOps:
+        return cls(*(wh.query(f"SELECT * FROM finops.{t}") for t in ("day", "usage_daily", "usage_corrections",
+                                                                     "tenant_day")),
+                   wh.query("SELECT * FROM raw.tenants"), wh.query("SELECT * FROM raw.price_list"))
+
+    def blockers(self, period: Period) -> list[str]:
+        return blockers_from(period, self.day, self.usage)
+
+    def invoices(self, period: Period) -> tuple[pl.DataFrame, pl.DataFrame]:
+        return build_invoices(period, self.usage, self.corrections, self.tenants, self.price_list, self.tenant_day)
+
+
 def invoices_for(period: Period, inputs: FinOpsInputs, result: FinOpsRun) -> tuple[pl.DataFrame, pl.DataFrame]:
     return build_invoices(period, result.usage, result.corrections, inputs.tenants, inputs.price_list,
                           result.attribution.tenant_day)
