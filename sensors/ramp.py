@@ -103,7 +103,8 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
             signals.append(json.dumps({
                 "slo": "ramp-analysis", "tier": v["action"], "partition": rec.partition or meta.get("partition") or "",
                 "ramp_action": v["action"], "platform_action": "freeze",
-                "groups": [f"{v['service']}/{v['cohorts'][-1]}/{v['build_id']}"], "first_firing": v["acted_at"]}))
+                "groups": [f"{v['service']}/{v['cohorts'][-1]}/{v['build_id']}"], "first_firing": v["acted_at"],
+                "evidence": v.get("reason", "")}))
     if not signals:
         return dg.SkipReason(f"no new failed burn checks since evaluation {last}")
     context.update_cursor(str(newest))

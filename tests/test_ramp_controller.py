@@ -66,6 +66,7 @@ def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state):
         assert expected
         analysed = {s["groups"][0].split("/")[2]: s["ramp_action"] for s in signals if s["slo"] == "ramp-analysis"}
         assert set(analysed) == expected and set(analysed.values()) <= {"pause", "rollback"}
+        assert all("evidence" in s["evidence"] for s in signals if s["slo"] == "ramp-analysis")
         verdicts = Warehouse(state.warehouse).query("SELECT * FROM ramp.verdicts")
         judged = verdicts.filter(pl.col("build_id").is_in(list(expected)))
         assert judged.height == len(expected) and (judged["budget_consumed"] > 0).all()

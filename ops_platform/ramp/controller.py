@@ -41,6 +41,7 @@ class BurnSignal:
     platform_action: str
     groups: tuple[str, ...]  # "service/cohort/build_id"
     first_firing: str | None
+    evidence: str = ""  # the numbers that decided it (e.g. the ramp analysis' reason)
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
             if now is not None:
                 planned[hkey] = (action, now)
             rationale = (f"{sig.slo} {sig.tier} burn on {service}/{cohort}/{build} "
-                         f"(first {sig.first_firing or '?'}, partition {sig.partition})")
+                         f"(first {sig.first_firing or '?'}, partition {sig.partition})"
+                         + (f": {sig.evidence}" if sig.evidence else ""))
             out.append(Decision(ActionRequest(
                 actor=CONTROLLER, roles=ROLES, action=action,
                 target_kind="flag", target_id=target if target != "*" else FREEZE_TARGET,
