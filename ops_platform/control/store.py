@@ -43,7 +43,9 @@ class ControlStore:
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             db_path = url.split("///", 1)[1]
-            if db_path and db_path != ":memory:":
+            # A plain path gets its folder created; a SQLite URI (file:...?mode=ro) names an
+            # existing database and must not be mistaken for a relative folder.
+            if db_path and db_path != ":memory:" and not db_path.startswith("file:"):
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True)
             # A pooled connection keeps the WAL open between transactions (closing the last
             # connection checkpoints and deletes it, which costs a millisecond per commit).
