@@ -107,15 +107,20 @@ class ControlStore:
         with self.read() as conn:
             return conn.execute(sa.select(sa.func.max(s.schema_migrations.c.version))).scalar() or 0
 
-    def _insert_ignore(self, table: sa.Table, values: dict, key: list[str]):
+    def _insert_ignore(self, table: sa.Table, values: dict, key: list[str] | None = None):
+        """INSERT ... ON CONFLICT DO NOTHING; with ``key=None`` any unique index counts.
+
+        Racing inserts of rows unique on several indexes (an action's id and its
+        idempotency key) can trip any of them first on PostgreSQL, so those must not name one.
+        """
         ins = (sqlite.insert(table) if self.is_sqlite else postgresql.insert(table)).values(**values)
-        return ins.on_conflict_do_nothing(index_elements=key)
+        return ins.on_conflict_do_nothing(index_elements=key) if key else ins.on_conflict_do_nothing()
 
     # -- actions ------------------------------------------------------------------------
 
     def create_action(self, conn: sa.Connection, row: dict) -> tuple[dict, bool]:
         """Insert an action unless its idempotency key exists; return (row, created)."""
-        res = conn.execute(self._insert_ignore(s.actions, row, ["idempotency_key"]))
+        res = conn.execute(self._insert_ignore(s.actions, row))  # id and key are both unique
         created = res.rowcount == 1
         existing = conn.execute(sa.select(s.actions).where(
             s.actions.c.idempotency_key == row["idempotency_key"])).mappings().one()
