@@ -61,9 +61,10 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         key = context.partition_key
         start, end = partition_bounds(key, partitions_def.timezone)
         since = start - timedelta(days=lookback_days)
-        frames = {t: _read(wh, t, since, end, buckets) for t in SOURCES}
         prom = sli.prometheus()
-        if prom is not None:  # the same series from a Prometheus HTTP API instead of the landing zone
+        # With Prometheus configured, the request series come from its HTTP API instead.
+        frames = {t: _read(wh, t, since, end, buckets) for t in (SOURCES if prom is None else ("lag_samples",))}
+        if prom is not None:
             frames["request_counters"] = prom.request_counters(since, end)
             lat = prom.latency_buckets(since, end)
             frames["latency_buckets"] = lat.filter(pl.col("le").is_infinite() | pl.col("le").is_in(buckets))

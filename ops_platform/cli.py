@@ -481,7 +481,7 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
         for why in blockers:
             click.echo(f"  - {why}")
         sys.exit(2)
-    ex = InvoiceExportExecutor(p.home / "invoices", stored.invoices)
+    ex = InvoiceExportExecutor(p.home / "invoices", stored)
     out = build_protocol(_guard_paths(), {"export_release": ex}).submit(release_request(chosen, actor, rationale))
     click.echo(f"export_release {chosen.name}: {out.status} {out.reason}".rstrip())
     if out.receipt_id:

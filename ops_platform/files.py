@@ -3,17 +3,27 @@
 Every file the platform hands to someone (landing files, invoices, exports) is written to
 a temporary name in the same folder, flushed to disk, then renamed over the target, so no
 partial file is ever visible, even after a crash. Fixed writer settings make the same
-frame give the same bytes, so a receipt's digest can be checked again later.
+frame give the same bytes, so a receipt's digest (``file_sha256``) can be checked again later.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks so large exports need no memory."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _publish(tmp: Path, path: Path) -> None:

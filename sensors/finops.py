@@ -6,7 +6,7 @@ import polars as pl
 
 from ops_platform.finops.export import InvoiceExportExecutor, release_request
 from ops_platform.finops.invoices import parse_period
-from ops_platform.finops.pipeline import StoredFinOps, blockers_from
+from ops_platform.finops.pipeline import StoredFinOps
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
 from resources.exports import ExportsResource
 from resources.warehouse import WarehouseResource
@@ -31,7 +31,7 @@ def release_invoices_op(context: dg.OpExecutionContext, config: ReleaseConfig, w
     held = stored.blockers(period)
     if held:  # the sensor checked too, but the books may have changed since
         raise dg.Failure(description=f"held: {period.name}: " + "; ".join(held))
-    ex = InvoiceExportExecutor(exports.invoices(), stored.invoices)
+    ex = InvoiceExportExecutor(exports.invoices(), stored)
     out = build_protocol(control, signer, guard, {"export_release": ex}).submit(
         release_request(period, config.actor, config.rationale))
     context.log.info(f"export_release {period.name}: {out.status} {out.reason} receipt {out.receipt_id}")
@@ -54,15 +54,13 @@ def _months(days: pl.DataFrame) -> list[str]:
            description="Releases each calendar month's invoices once its reconciliation checks pass; a held "
                        "month is reported with its reasons in the tick.")
 def invoice_release_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-    wh = warehouse.get()
     try:
-        days = wh.query("SELECT utc_date, billed_micros, attributed_micros, confidence FROM finops.day")
-        usage = wh.query("SELECT utc_date, final FROM finops.usage_daily")
+        stored = StoredFinOps.from_warehouse(warehouse.get())
     except Exception as exc:  # noqa: BLE001 - no attribution yet
-        return dg.SkipReason(f"no finops.day table yet (materialize finops/attribution): {exc}".splitlines()[0])
+        return dg.SkipReason(f"no finops tables yet (materialize finops/attribution): {exc}".splitlines()[0])
     requests, held = [], []
-    for month in _months(days):
-        reasons = blockers_from(parse_period(month), days, usage)
+    for month in _months(stored.day):
+        reasons = stored.blockers(parse_period(month))
         if reasons:
             held.append(f"{month}: " + "; ".join(reasons))
             continue

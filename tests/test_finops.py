@@ -179,13 +179,13 @@ def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(wor
     from decimal import ROUND_HALF_EVEN
 
     from ops_platform.contracts.definitions import CONTRACTS
-    from ops_platform.finops.pipeline import final_range, invoices_for
+    from ops_platform.finops.pipeline import StoredFinOps, final_period
     from ops_platform.ingest.landing import LandingZoneReader
     from ops_platform.ingest.pipeline import ingest_partition
 
     inputs, result = world_run
-    period = final_range(result)
-    lines, summary = invoices_for(period, inputs, result)
+    period = final_period(result.usage)
+    lines, summary = StoredFinOps.from_run(inputs, result).invoices(period)
     # Independently: the accepted events of the period, deduplicated, priced by tier.
     events = ingest_partition(CONTRACTS["usage_events"], LandingZoneReader(small_world / "landing")).accepted
     ev = (events.unique(subset=["source", "id"])
@@ -208,11 +208,11 @@ def test_invoice_files_are_deterministic_and_leave_no_partial_file(world_run, tm
     import pyarrow.parquet as pq
 
     from ops_platform.finops.invoices import write_invoices
-    from ops_platform.finops.pipeline import final_range, invoices_for
+    from ops_platform.finops.pipeline import StoredFinOps, final_period
     from ops_platform.receipts.statement import file_sha256
 
     inputs, result = world_run
-    lines, summary = invoices_for(final_range(result), inputs, result)
+    lines, summary = StoredFinOps.from_run(inputs, result).invoices(final_period(result.usage))
     a = write_invoices(lines, summary, tmp_path / "a")
     b = write_invoices(lines, summary, tmp_path / "b")
     assert [file_sha256(x) for x in a] == [file_sha256(x) for x in b]
@@ -236,24 +236,28 @@ def test_invoice_files_are_deterministic_and_leave_no_partial_file(world_run, tm
 def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(world_run, tmp_path):
     from ops_platform.finops.export import InvoiceExportExecutor, release_request
     from ops_platform.finops.invoices import parse_period
-    from ops_platform.finops.pipeline import final_range, invoices_for, release_blockers
+    from ops_platform.finops.pipeline import StoredFinOps, final_period
     from ops_platform.guard.actions import ActionRequest
 
     from .test_guard_protocol import Env
 
     inputs, result = world_run
     month = parse_period("2026-03")
-    assert any("no billing" in r for r in release_blockers(month, result))
-    period = final_range(result)
-    assert release_blockers(period, result) == []
+    stored = StoredFinOps.from_run(inputs, result)
+    assert any("no billing" in r for r in stored.blockers(month))
+    period = final_period(result.usage)
+    assert stored.blockers(period) == []
 
     env = Env(f"sqlite:///{tmp_path / 'control.sqlite'}", tmp_path)
-    ex = InvoiceExportExecutor(tmp_path / "invoices", lambda per: invoices_for(per, inputs, result))
+    ex = InvoiceExportExecutor(tmp_path / "invoices", stored)
     proto = env.protocol(executor=ex)
     denied = proto.submit(ActionRequest(actor="ramp-controller", roles=("ramp_controller",), action="export_release",
                                         target_kind="invoice_period", target_id=period.name, rationale="not mine",
                                         idempotency_key="x", params={"period": period.name}))
     assert denied.status == "denied" and not (tmp_path / "invoices").exists()
+    held = proto.submit(release_request(month, "fin", "a retry must not bypass the release check"))
+    assert held.status != "completed" and "held: 2026-03" in held.reason
+    assert not (tmp_path / "invoices").exists()
     out = proto.submit(release_request(period, "fin", "period reconciled; releasing invoices"))
     assert out.status == "completed" and out.receipt_id
     files = sorted((tmp_path / "invoices" / period.name).iterdir())

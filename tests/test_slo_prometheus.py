@@ -45,8 +45,12 @@ def test_burn_series_from_prometheus_equal_the_landing_path(state, small_world, 
     with PrometheusServer(tmp_path / "tsdb") as server:
         resources = {**build_resources(state), "sli": SLISourceResource(prometheus_url=server.url)}
         (asset,) = build_slo_assets(daily_partitions(state))
-        result = dg.materialize([asset], partition_key=DAY, resources=resources, instance=dg.DagsterInstance.ephemeral(),
+        instance = dg.DagsterInstance.ephemeral()
+        result = dg.materialize([asset], partition_key=DAY, resources=resources, instance=instance,
                                 selection=[asset.key])
         assert result.success
+        # The rows below must come from Prometheus, not from a recompute over the landing zone.
+        logs = [e.user_message for e in instance.all_logs(result.run_id)]
+        assert any(f"SLIs from Prometheus at {server.url}" in m for m in logs)
     from_prometheus = _burn(state)
     assert from_prometheus.equals(from_landing)

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
+from ..receipts.chain import GENESIS
 from ..receipts.keys import Signer
 from ..receipts.ledger import LedgerEntry, SignMany, build_entries, leaf_data, sign_tree_head
 from ..receipts.merkle import CompactRange
@@ -29,7 +30,7 @@ def append_receipts(store: ControlStore, conn: sa.Connection, statements: list[d
     if not statements:
         return []
     seq, head_hash, frontier = store.lock_head(conn)
-    stored = store.entry_hash_at(conn, seq) if seq >= 0 else "0" * 64
+    stored = store.entry_hash_at(conn, seq) if seq >= 0 else GENESIS.hex()
     if stored != head_hash:
         raise LedgerCorrupt(f"ledger head (seq={seq}) does not match the last stored entry; "
                             "run `ops-platform receipts verify`")

@@ -53,16 +53,15 @@ def _expected(f: pl.DataFrame) -> pl.DataFrame:
 
 def _detect(f: pl.DataFrame, features: list[str]) -> pl.DataFrame:
     """Baseline flag on the value's own robust z-score; model flag from IsolationForest."""
-    big = pl.col("resid") >= float(np.log(MIN_RATIO))
-    out = f.with_columns(((pl.col("z") > Z_THRESHOLD) & big).alias("baseline_flag"))
+    out = f.with_columns((pl.col("resid") >= float(np.log(MIN_RATIO))).alias("_big"))
+    out = out.with_columns(((pl.col("z") > Z_THRESHOLD) & pl.col("_big")).alias("baseline_flag"))
     if out.height < 8:
-        return out.with_columns(pl.lit(False).alias("model_flag"), pl.lit(0.0).alias("model_score"))
+        return out.with_columns(pl.lit(False).alias("model_flag"), pl.lit(0.0).alias("model_score")).drop("_big")
     x = out.select(pl.col(c).clip(-50, 50) for c in features).to_numpy()
     forest = IsolationForest(n_estimators=300, random_state=FOREST_SEED, contamination="auto").fit(x)
     score = forest.decision_function(x)
     return out.with_columns(pl.Series("model_score", -score),
-                            (pl.Series(score < FOREST_THRESHOLD) & out["resid"].ge(np.log(MIN_RATIO)))
-                            .alias("model_flag"))
+                            (pl.Series(score < FOREST_THRESHOLD) & out["_big"]).alias("model_flag")).drop("_big")
 
 
 def detect_anomalies(usage: pl.DataFrame, service_cost: pl.DataFrame) -> pl.DataFrame:

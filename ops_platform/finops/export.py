@@ -1,6 +1,6 @@
 """Releasing a period's invoices: a guarded ``export_release`` whose receipt pins every file.
 
-The release runs only when the period's reconciliation holds (``release_blockers``); the
+The release runs only when the period's reconciliation holds (``StoredFinOps.blockers``); the
 guard then lets a FinOps identity release it, the executor writes the files atomically,
 and the receipt carries each file's sha256, which `ops-platform receipts verify` checks
 against the files on disk.
@@ -8,30 +8,37 @@ against the files on disk.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-
-import polars as pl
 
 from ..guard.actions import ActionRequest, ExecutionResult
 from .invoices import Period, parse_period, write_invoices
+from .pipeline import StoredFinOps
 
 FINOPS_ROLES = ("finops",)
 
-BuildInvoices = Callable[[Period], tuple[pl.DataFrame, pl.DataFrame]]
+
+class HeldRelease(Exception):
+    """The period's reconciliation does not hold: its invoices may not be released."""
 
 
 class InvoiceExportExecutor:
     """Writes a period's invoice files under ``out_root/<period>``; the same inputs give the
-    same bytes, so applying an action id twice leaves the same files."""
+    same bytes, so applying an action id twice leaves the same files.
 
-    def __init__(self, out_root: Path, build: BuildInvoices) -> None:
+    The release check lives here, where the files are written, so every path to a release
+    (CLI, job, a retry or a DLQ replay) passes it.
+    """
+
+    def __init__(self, out_root: Path, books: StoredFinOps) -> None:
         self.out_root = Path(out_root)
-        self.build = build
+        self.books = books
 
     def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
         period = parse_period(str(request.params["period"]))
-        lines, summary = self.build(period)
+        held = self.books.blockers(period)
+        if held:
+            raise HeldRelease(f"held: {period.name}: " + "; ".join(held))
+        lines, summary = self.books.invoices(period)
         files = write_invoices(lines, summary, self.out_root / period.name)
         return ExecutionResult(detail={"period": period.name, "tenants": summary.height, "lines": lines.height,
                                        "total_minor": int(summary["total_minor"].sum() or 0)},

@@ -38,6 +38,10 @@ class Period:
     start: date
     end: date
 
+    def covers(self, column: str = "utc_date") -> pl.Expr:
+        """Rows whose ``column`` (a date) falls inside the period."""
+        return (pl.col(column) >= self.start) & (pl.col(column) < self.end)
+
 
 def parse_period(text: str) -> Period:
     """``2026-03`` (a calendar month, the default kind) or ``2026-03-01..2026-03-15`` (end exclusive)."""
@@ -74,7 +78,7 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
     ``price_list``: tier, meter, unit, unit_price (decimal string), currency;
     ``confidence``: tenant-day attribution (utc_date, tenant_id, total_micros, confidence).
     """
-    inside = (pl.col("utc_date") >= period.start) & (pl.col("utc_date") < period.end)
+    inside = period.covers()
     regular = (usage.filter(inside).group_by("tenant_id", "meter").agg(pl.col("quantity").sum())
                .with_columns(pl.lit("usage").alias("line_kind"), pl.lit(None, pl.Date).alias("usage_date")))
     late = (corrections.filter(inside).group_by("tenant_id", "meter", "utc_date").agg(pl.col("quantity").sum())
@@ -111,7 +115,7 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
 def _confidence(period: Period, tenant_day: pl.DataFrame | None) -> pl.DataFrame:
     if tenant_day is None or tenant_day.height == 0:
         return pl.DataFrame(schema={"tenant_id": pl.String, "reconciliation_confidence": pl.Float64})
-    inside = tenant_day.filter((pl.col("utc_date") >= period.start) & (pl.col("utc_date") < period.end))
+    inside = tenant_day.filter(period.covers())
     weight = pl.col("total_micros").cast(pl.Float64)
     return inside.group_by("tenant_id").agg(
         ((pl.col("confidence") * weight).sum() / weight.sum().clip(lower_bound=1.0)).round(6)

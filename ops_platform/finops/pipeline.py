@@ -68,45 +68,13 @@ def run(inputs: FinOpsInputs) -> FinOpsRun:
 def write_tables(wh, result: FinOpsRun) -> pl.DataFrame:
     """Store a run in the warehouse schema ``finops`` (tenant_day, day with its ``final``
     flag, reconciliation, usage_daily, usage_corrections, anomalies); returns the day table."""
-    final_days = result.usage.group_by("utc_date").agg(pl.col("final").all())
-    day = result.attribution.day.join(final_days, on="utc_date", how="left").with_columns(
-        pl.col("final").fill_null(False))
+    day = result.attribution.day
     tables = {"tenant_day": result.attribution.tenant_day, "day": day,
               "reconciliation": result.attribution.reconciliation, "usage_daily": result.usage,
               "usage_corrections": result.corrections, "anomalies": result.anomalies}
     wh.replace_partition_tables("finops", "all", {k: v.with_columns(pl.lit("all").alias("partition_key"))
                                                  for k, v in tables.items()})
     return day
-
-
-def release_blockers(period: Period, result: FinOpsRun) -> list[str]:
-    """Why the period's invoices may not be released yet (empty: they may)."""
-    return blockers_from(period, result.attribution.day, result.usage)
-
-
-def blockers_from(period: Period, days: pl.DataFrame, usage: pl.DataFrame) -> list[str]:
-    """``release_blockers`` from the day table (utc_date, billed_micros, attributed_micros,
-    confidence) and the daily usage (utc_date, final), e.g. as the warehouse holds them."""
-    day = days.filter((pl.col("utc_date") >= period.start) & (pl.col("utc_date") < period.end))
-    have = set(day["utc_date"].to_list())
-    wanted = [period.start + timedelta(days=i) for i in range((period.end - period.start).days)]
-    reasons = []
-    missing = [d for d in wanted if d not in have]
-    if missing:
-        reasons.append(f"no billing for {len(missing)} of {len(wanted)} day(s) (first {missing[0]})")
-    unequal = day.filter(pl.col("billed_micros") != pl.col("attributed_micros"))
-    if unequal.height:
-        reasons.append(f"attribution does not sum to the bill on {unequal.height} day(s) (first "
-                       f"{unequal['utc_date'][0]})")
-    open_days = usage.filter((pl.col("utc_date") >= period.start) & (pl.col("utc_date") < period.end)
-                                    & ~pl.col("final"))["utc_date"].unique().sort()
-    if open_days.len():
-        reasons.append(f"usage not final yet for {open_days.len()} day(s) (first {open_days[0]}; final at T+2)")
-    low = day.filter(pl.col("confidence") < CONFIDENCE_TARGET)
-    if low.height:
-        reasons.append(f"reconciliation confidence under {CONFIDENCE_TARGET:.0%} on {low.height} day(s) "
-                       f"(first {low['utc_date'][0]}: {low['confidence'][0]:.3f})")
-    return reasons
 
 
 @dataclass
@@ -127,20 +95,36 @@ class StoredFinOps:
                                                                      "tenant_day")),
                    wh.query("SELECT * FROM raw.tenants"), wh.query("SELECT * FROM raw.price_list"))
 
+    @classmethod
+    def from_run(cls, inputs: FinOpsInputs, result: FinOpsRun) -> StoredFinOps:
+        """The same view of a run that has not been stored (for scores and tests)."""
+        return cls(result.attribution.day, result.usage, result.corrections, result.attribution.tenant_day,
+                   inputs.tenants, inputs.price_list)
+
     def blockers(self, period: Period) -> list[str]:
-        return blockers_from(period, self.day, self.usage)
+        """Why the period's invoices may not be released yet (empty: they may)."""
+        day = self.day.filter(period.covers())
+        have = set(day["utc_date"].to_list())
+        wanted = [period.start + timedelta(days=i) for i in range((period.end - period.start).days)]
+        reasons = []
+        missing = [d for d in wanted if d not in have]
+        if missing:
+            reasons.append(f"no billing for {len(missing)} of {len(wanted)} day(s) (first {missing[0]})")
+        unequal = day.filter(pl.col("billed_micros") != pl.col("attributed_micros"))
+        if unequal.height:
+            reasons.append(f"attribution does not sum to the bill on {unequal.height} day(s) (first "
+                           f"{unequal['utc_date'][0]})")
+        open_days = self.usage.filter(period.covers() & ~pl.col("final"))["utc_date"].unique().sort()
+        if open_days.len():
+            reasons.append(f"usage not final yet for {open_days.len()} day(s) (first {open_days[0]}; final at T+2)")
+        low = day.filter(pl.col("confidence") < CONFIDENCE_TARGET)
+        if low.height:
+            reasons.append(f"reconciliation confidence under {CONFIDENCE_TARGET:.0%} on {low.height} day(s) "
+                           f"(first {low['utc_date'][0]}: {low['confidence'][0]:.3f})")
+        return reasons
 
     def invoices(self, period: Period) -> tuple[pl.DataFrame, pl.DataFrame]:
         return build_invoices(period, self.usage, self.corrections, self.tenants, self.price_list, self.tenant_day)
-
-
-def invoices_for(period: Period, inputs: FinOpsInputs, result: FinOpsRun) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return build_invoices(period, result.usage, result.corrections, inputs.tenants, inputs.price_list,
-                          result.attribution.tenant_day)
-
-
-def final_range(result: FinOpsRun) -> Period:
-    return final_period(result.usage)
 
 
 def final_period(usage: pl.DataFrame) -> Period:

@@ -24,6 +24,8 @@ from decimal import Decimal, InvalidOperation
 
 import polars as pl
 
+from .usage import arrival_date
+
 _PERIOD = "ChargePeriodEnd: not after ChargePeriodStart"
 _CATEGORY = "ChargeCategory: not a FOCUS charge category"
 _NEGATIVE = "BilledCost: negative on a Usage charge"
@@ -122,8 +124,6 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     rows = pl.concat([accepted.select(*cols, pl.lit(None, pl.String).alias("repair")),
                       repaired.with_columns(pl.col("ChargePeriodStart").dt.cast_time_unit(
                           accepted.schema["ChargePeriodStart"].time_unit))], how="diagonal_relaxed")
-    from .usage import arrival_date
-
     day = pl.col("ChargePeriodStart").dt.date()
     quality = pl.concat([
         repaired.group_by(day.alias("utc_date")).agg(pl.len().alias("repaired_rows"), pl.lit(0).alias("refused_rows")),

@@ -122,8 +122,7 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
                       0.05)
     err_score = _cusum(compare * _llr(err, n, p_base + ERROR_H0, p_base + ERROR_H1))
     slow_score = _cusum(_llr(slow, n, s_base + LATENCY_H0, s_base + LATENCY_H1))
-    burn = np.full(len(n), ERROR_MARGIN)
-    burn_score = _cusum(_llr(err, n, burn * BURN_H0, burn * BURN_H1))
+    burn_score = _cusum(_llr(err, n, np.full(len(n), ERROR_MARGIN * BURN_H0), np.full(len(n), ERROR_MARGIN * BURN_H1)))
     enough = series["cum_requests"].to_numpy() >= MIN_REQUESTS
     worse = (err_score >= THRESHOLD) | (slow_score >= THRESHOLD)
     hit = enough & (worse | (burn_score >= THRESHOLD))
@@ -136,7 +135,7 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
                f"evidence {max(err_score[i], slow_score[i], burn_score[i]):.1f}")
     if not worse[i]:
         base_burn = p_base[i] / ERROR_MARGIN if has_base[i] else 0.0
-        usual = series["b_pre_error_ratio"][0] / ERROR_MARGIN if "b_pre_error_ratio" in series.columns else 0.0
+        usual = series["b_pre_error_ratio"][0] / ERROR_MARGIN
         if base_burn >= BURN_H0 > usual:  # the stable build suddenly burns too: an incident
             return Verdict(series["ts"][i], "freeze",
                            f"budget burn {ratio / ERROR_MARGIN:.1f}x on candidate and {base_burn:.1f}x on "

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..receipts.canonical import strict_loads
-from ..timezones import iso_utc
+from ..timezones import iso_utc, utcnow
 
 COHORTS: tuple[str, ...] = ("canary", "early", "general")
 """Deployment cohorts, in the order a ramp fills them (same as the world's catalog)."""
@@ -475,7 +475,7 @@ def _percent_text(percents: Mapping[str, int]) -> str:
 
 def _utc(at: datetime | None) -> datetime:
     if at is None:
-        return datetime.now(UTC)
+        return utcnow()
     if at.tzinfo is None:
         raise ValueError(f"transition times must be timezone-aware, got {at!r}")
     return at.astimezone(UTC)

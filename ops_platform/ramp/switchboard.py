@@ -34,14 +34,14 @@ class OverrideExecutor:
             raise ValueError("an override needs a positive TTL")
         effect = self.flags.apply(action_id, dataclasses.replace(request, action=DIRECTIVES[directive]))
         now = self.clock()
+        expires_at = iso_utc(now + timedelta(seconds=request.ttl_seconds))
         with self.store.write() as tx:
             self.store.add_override(tx, override_id=action_id, target_kind=request.target_kind,
                                     target_id=request.target_id, directive=directive, actor=request.actor,
                                     rationale=request.rationale, created_at=iso_utc(now),
-                                    expires_at=iso_utc(now + timedelta(seconds=request.ttl_seconds)),
+                                    expires_at=expires_at,
                                     action_id=action_id)
-        detail = {**dict(effect.detail), "directive": directive,
-                  "expires_at": iso_utc(now + timedelta(seconds=request.ttl_seconds))}
+        detail = {**dict(effect.detail), "directive": directive, "expires_at": expires_at}
         return ExecutionResult(detail=detail, files=effect.files)
 
 

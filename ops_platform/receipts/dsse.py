@@ -50,11 +50,6 @@ def _plain(text: str) -> bool:
     return _SAFE.issuperset(text)
 
 
-def envelope_json(payload: bytes, signer: Signer, payload_type: str = PAYLOAD_TYPE) -> str:
-    """The canonical JSON text of ``sign_envelope(...)``, written directly."""
-    return envelope_text(payload, signer.sign(pae(payload_type, payload)), signer.keyid, payload_type)
-
-
 def envelope_text(payload: bytes, sig: bytes, keyid: str, payload_type: str = PAYLOAD_TYPE) -> str:
     """Canonical envelope JSON from a signature made elsewhere (e.g. on another thread).
 

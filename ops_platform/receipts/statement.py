@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import file_sha256 as file_sha256
 from .canonical import canonical_json, strict_loads
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -18,7 +19,6 @@ ACTIONS = ("pause", "rollback", "freeze", "resume", "ramp_up", "override", "back
            "dr_drill", "export_release", "policy_decision", "checkpoint")
 _PREDICATE_PREFIX = "https://summit.example/receipts/"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_CHUNK = 1 << 20
 
 
 def is_sha256_hex(value: object) -> bool:
@@ -38,15 +38,6 @@ class Subject:
             raise ValueError("subject name must be a non-empty string")
         if not is_sha256_hex(self.sha256):
             raise ValueError(f"subject {self.name!r}: sha256 must be 64 lowercase hex digits")
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so large exports need no memory."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_subject(path: Path, name: str | None = None) -> Subject:

@@ -138,11 +138,3 @@ def remaining_budget(events: pl.DataFrame, slo: SLO, start: datetime, end: datet
     ratio = bad / total if total else 0.0
     return {"bad": bad, "total": total, "error_ratio": ratio,
             "budget_consumed": ratio / slo.error_budget, "budget_remaining": 1 - ratio / slo.error_budget}
-
-
-def budget_consumed_by(events: pl.DataFrame, slo: SLO, key: str = "build_id") -> pl.DataFrame:
-    """Each `key`'s share of the SLO's error budget: its bad events over budget x all events."""
-    total = int(events["total"].sum())
-    allowed = slo.error_budget * total if total else 1.0
-    return (events.group_by(key).agg(pl.col("bad").sum(), pl.col("total").sum())
-            .with_columns((pl.col("bad") / allowed).alias("budget_consumed")).sort("budget_consumed", descending=True))

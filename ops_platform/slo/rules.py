@@ -20,7 +20,6 @@ METRICS = {
     "bucket": "summit_http_request_duration_seconds_bucket",
     "lag": "summit_pipeline_lag_seconds",
 }
-_OPS = {"lte": "<=", "lt": "<", "gte": ">=", "gt": ">"}
 
 
 def _selector(source: MetricSource, *extra: str) -> str:

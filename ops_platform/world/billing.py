@@ -18,9 +18,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from ..files import write_parquet
 from .catalog import CURRENCY, REGIONS, SERVICES
 from .config import WorldConfig
-from .writer import micros_to_decimal, write_parquet
+from .writer import micros_to_decimal
 
 # FOCUS 1.2 columns whose feature level is Mandatory.
 FOCUS_MANDATORY = (

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ..files import file_sha256, write_parquet, write_text
 from .billing import generate_billing
 from .catalog import price_list_frame, services_frame, tenants_frame
 from .config import WorldConfig
@@ -18,7 +19,6 @@ from .releases import flags_json, generate_releases
 from .timeline import Timeline
 from .traffic import generate_traffic
 from .usage import generate_usage
-from .writer import sha256_file, write_parquet, write_text
 
 MANIFEST = "manifest.json"
 TRUTH_README = """# Truth folder
@@ -129,7 +129,7 @@ def generate_world(cfg: WorldConfig, out: Path, progress: Callable[[str, int], N
         "start_utc": tl.start.isoformat(),
         "end_utc": tl.end.isoformat(),
         "rows": rows,
-        "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
+        "files": {str(p.relative_to(out)): file_sha256(p) for p in files},
     }
     write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", out / MANIFEST)
     return WorldSummary(out, cfg, rows)

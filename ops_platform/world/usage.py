@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ..files import write_parquet
 from ..timezones import local_day_bounds
 from .catalog import METERS, SERVICES
 from .config import WorldConfig
 from .timeline import diurnal_weight
-from .writer import write_parquet
 
 EVENT_TYPE = "com.summit.usage.recorded.v1"
 METER_SERVICE = {s.meter: s.name for s in SERVICES} | {"storage_gb_hours": "storage"}
