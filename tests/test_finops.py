@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from ops_platform.cli import main
+from ops_platform.finops import usage as usage_module
 from ops_platform.finops.allocation import allocate
 from ops_platform.finops.attribution import UNALLOCATED, attribute
 from ops_platform.finops.repair import repair_billing
@@ -61,6 +62,40 @@ def test_usage_dedups_on_source_and_id_and_late_events_become_corrections():
     assert corrections.to_dicts() == [{"utc_date": date(2026, 3, 1), "tenant_id": "t-1", "meter": "api_calls",
                                        "arrived": date(2026, 3, 4), "quantity": Decimal(5), "events": 1}]
     assert usage.filter(pl.col("utc_date") == date(2026, 3, 5))["final"].to_list() == [False]
+
+
+def _usage_by_reference(events: pl.DataFrame) -> dict:
+    """Usage per (day, tenant, meter) in plain Python: first delivery of each identity wins."""
+    first: dict = {}
+    for e in sorted(events.to_dicts(), key=lambda e: e["_source_file"]):
+        first.setdefault((e["source"], e["id"]), e)
+    out: dict = {}
+    for e in first.values():
+        arrived = int(e["_source_file"].split("dt=2026-03-")[1][:2])
+        if arrived <= e["event_time"].day + 2:
+            key = (e["event_time"].date(), e["subject"], e["meter"])
+            out[key] = out.get(key, Decimal(0)) + Decimal(str(e["quantity"]))
+    return out
+
+
+def test_usage_dedup_stays_exact_when_identity_hashes_collide(monkeypatch):
+    rng = random.Random(11)
+    events = [_event(i, rng.randint(1, 4), 0, tenant=rng.choice(["t-1", "t-2"]), qty=rng.choice([1.0, 2.5]),
+                     source=rng.choice(["//a", "//b"])) for i in range(400)]
+    for e in events:  # arrive on the day or up to four days later, some delivered twice
+        e["_source_file"] = f"usage_events/dt=2026-03-{e['event_time'].day + rng.choice([0, 0, 1, 3, 4]):02d}/x.parquet"
+    events += [dict(e, _source_file=e["_source_file"].replace("/x.", "/y.")) for e in rng.sample(events, 60)]
+    frame = pl.DataFrame(events)
+    expected = _usage_by_reference(frame)
+    fast, _ = daily_usage(frame)
+    # A hash with three values: distinct events with the same content share a hash, so the
+    # fast path must notice the collision and group those events by identity.
+    monkeypatch.setattr(usage_module, "_IDENTITY_HASH", "hash(source, id) % 3")
+    collided, _ = daily_usage(frame)
+    for usage in (fast, collided):
+        got = {(r["utc_date"], r["tenant_id"], r["meter"]): r["quantity"] for r in usage.to_dicts()}
+        assert got == expected
+    assert sum(expected.values()) < sum(Decimal(str(e["quantity"])) for e in events)  # dups and late ones dropped
 
 
 def _record(**kw) -> str:

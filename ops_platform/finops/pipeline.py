@@ -16,7 +16,7 @@ from .anomalies import detect_anomalies
 from .attribution import CONFIDENCE_TARGET, Attribution, attribute
 from .invoices import Period, build_invoices
 from .repair import billing_for_attribution
-from .usage import ACCEPTED_EVENTS, daily_usage, usage_from
+from .usage import daily_usage, usage_from
 
 
 @dataclass
@@ -43,7 +43,7 @@ class FinOpsInputs:
         """From the warehouse's raw layer (what the daily assets loaded); usage is aggregated
         inside DuckDB, so the events never leave it."""
         with wh.connect(read_only=True) as con:
-            usage, corrections = usage_from(con, ACCEPTED_EVENTS.format(relation="raw.usage_events"))
+            usage, corrections = usage_from(con, "raw.usage_events")
         return cls(usage, corrections, wh.query("SELECT * FROM raw.billing_focus"),
                    wh.query("SELECT reason, record, file FROM raw.quarantine WHERE source_table = 'billing_focus'"),
                    wh.query("SELECT * FROM raw.services"), wh.query("SELECT * FROM raw.tenants"),

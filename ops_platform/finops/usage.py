@@ -5,9 +5,12 @@ that arrive by then count in the day; events that arrive later become correction
 that day, listed apart and never folded silently into a day already invoiced. Events are
 deduplicated on (source, id), the CloudEvents identity.
 
-One DuckDB query does it, over whatever holds the events (a frame, the warehouse's
+DuckDB does it, over whatever holds the events (a frame, the warehouse's
 ``raw.usage_events``, Parquet files), so 10^8 events are aggregated without ever being
-loaded into Python.
+loaded into Python. Deduplication is exact but cheap: a first pass hashes every (source, id)
+and sorts the 8-byte hashes; only events whose hash repeats (re-deliveries, and the odd
+collision) are grouped by identity, the rest are summed as they are. Grouping 10^8 string
+identities instead takes three times as long and spills to disk.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from __future__ import annotations
 from datetime import date
 
 import duckdb
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 FINAL_AFTER_DAYS = 2
 # Quantities are summed as decimals (metered values carry at most 6 decimals), so the
@@ -25,6 +30,10 @@ _ARRIVAL = r"dt=([0-9]+-[0-9]+-[0-9]+)"  # no braces: it is spliced into format 
 # Accepted events as the ingest stores them (a frame or the warehouse table).
 ACCEPTED_EVENTS = ("SELECT source, id, subject AS tenant_id, meter, quantity, event_time, "
                    f"CAST(regexp_extract(_source_file, '{_ARRIVAL}', 1) AS DATE) AS arrived FROM {{relation}}")
+# The identity hash of the first pass; a test swaps in a weak one to force collisions.
+_IDENTITY_HASH = "hash(source, id)"
+# The UTC day by epoch arithmetic: exact, and far cheaper than a time-zone conversion.
+_UTC_DATE = "CAST(DATE '1970-01-01' + CAST(floor(epoch_us(event_time) / 86400000000) AS INTEGER) AS DATE)"
 
 
 def arrival_date(source_file: pl.Expr) -> pl.Expr:
@@ -32,23 +41,51 @@ def arrival_date(source_file: pl.Expr) -> pl.Expr:
     return source_file.str.extract(_ARRIVAL, 1).str.to_date("%Y-%m-%d")
 
 
-def _query(events_sql: str, final_after_days: int) -> str:
+def _repeated_identities(con: duckdb.DuckDBPyConnection, relation: str) -> pa.Table:
+    """Hashes of the (source, id) pairs seen more than once in `relation` (column h)."""
+    # Through Arrow: half the time of fetchnumpy for 10^8 rows.
+    hashes = np.sort(con.sql(f"SELECT {_IDENTITY_HASH} AS h FROM {relation}").to_arrow_table().column("h").to_numpy())
+    return pa.table({"h": np.unique(hashes[1:][hashes[1:] == hashes[:-1]])})
+
+
+def _query(events_sql: str, repeated: str | None, final_after_days: int) -> str:
+    """The usage query. With `repeated` (a relation of identity hashes), events whose hash is
+    not in it are summed per arrival day as they are, and the others collapse to one row
+    per hash and content, flagged when that row mixes identities (a collision). Without it,
+    every event is grouped by its identity, which is exact but slow: the fallback."""
     late = f"arrived > utc_date + INTERVAL {int(final_after_days)} DAY"
+    if repeated is None:
+        ev = f"SELECT *, {_UTC_DATE} AS utc_date FROM ({events_sql})"
+        once = """SELECT utc_date, tenant_id, meter, min(arrived) AS arrived,
+                         CAST(quantity AS DECIMAL(38, 6)) AS quantity, 1 AS events, false AS collided
+                  FROM ev GROUP BY source, id, utc_date, tenant_id, meter, quantity"""
+    else:
+        ev = (f"SELECT e.*, {_UTC_DATE} AS utc_date, r.h AS rep_h, "
+              "CASE WHEN r.h IS NOT NULL THEN e.quantity END AS rep_quantity "
+              f"FROM (SELECT *, {_IDENTITY_HASH} AS _h FROM ({events_sql})) e LEFT JOIN {repeated} r ON r.h = e._h")
+        once = """SELECT utc_date, tenant_id, meter, min(arrived) AS arrived,
+                         CASE WHEN rep_h IS NULL THEN sum(CAST(quantity AS DECIMAL(38, 6)))
+                              ELSE CAST(rep_quantity AS DECIMAL(38, 6)) END AS quantity,
+                         CASE WHEN rep_h IS NULL THEN count(*) ELSE 1 END AS events,
+                         min(source) FILTER (rep_h IS NOT NULL) <> max(source) FILTER (rep_h IS NOT NULL)
+                         OR min(id) FILTER (rep_h IS NOT NULL) <> max(id) FILTER (rep_h IS NOT NULL) AS collided
+                  FROM ev GROUP BY utc_date, tenant_id, meter, rep_h, rep_quantity,
+                                   CASE WHEN rep_h IS NULL THEN arrived END"""
     return f"""
-        WITH ev AS (SELECT *, CAST(event_time AT TIME ZONE 'UTC' AS DATE) AS utc_date FROM ({events_sql})),
-        once AS (  -- one row per event: a re-delivery has the same (source, id) and content
-            SELECT source, id, tenant_id, meter, quantity, utc_date, min(arrived) AS arrived
-            FROM ev GROUP BY ALL)
-        SELECT utc_date, tenant_id, meter, sum(CAST(quantity AS DECIMAL(38, 6))) AS quantity, count(*) AS events,
+        WITH ev AS ({ev}), once AS ({once})
+        SELECT utc_date, tenant_id, meter, sum(quantity) AS quantity, sum(events) AS events,
                coalesce({late}, false) AS late, CASE WHEN {late} THEN arrived END AS arrived,
-               max(arrived) AS last_arrival
+               max(arrived) AS last_arrival, coalesce(bool_or(collided), false) AS collided
         FROM once GROUP BY ALL"""
 
 
-def usage_from(con: duckdb.DuckDBPyConnection, events_sql: str, final_after_days: int = FINAL_AFTER_DAYS,
-               as_of: date | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(usage, corrections) from the events ``events_sql`` selects (columns source, id,
-    tenant_id, meter, quantity, event_time, arrived (DATE); e.g. ACCEPTED_EVENTS), on ``con``.
+def usage_from(con: duckdb.DuckDBPyConnection, relation: str, events: str = ACCEPTED_EVENTS,
+               final_after_days: int = FINAL_AFTER_DAYS, as_of: date | None = None,
+               ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(usage, corrections) from the events that ``events`` (a query template with a
+    ``{relation}`` slot, e.g. ACCEPTED_EVENTS) selects from ``relation`` on ``con``: columns
+    source, id, tenant_id, meter, quantity, event_time, arrived (DATE). ``relation`` itself
+    must have source and id; the first pass hashes them there, before any row rules.
 
     ``usage``: utc_date, tenant_id, meter, quantity (Decimal), events, final (the day is past
     its window as of ``as_of``, default the latest arrival). ``corrections``: the same keys
@@ -56,7 +93,15 @@ def usage_from(con: duckdb.DuckDBPyConnection, events_sql: str, final_after_days
     re-delivery is the same (source, id) with the same content; the ingest quarantines
     conflicting ones before they get here.
     """
-    agg = pl.from_arrow(con.sql(_query(events_sql, final_after_days)).to_arrow_table())
+    events_sql = events.format(relation=relation)
+    repeated = f"_repeated_{id(con)}"
+    con.register(repeated, _repeated_identities(con, relation))
+    try:
+        agg = pl.from_arrow(con.sql(_query(events_sql, repeated, final_after_days)).to_arrow_table())
+        if agg["collided"].any():  # two identities share a hash and a content: group them exactly
+            agg = pl.from_arrow(con.sql(_query(events_sql, None, final_after_days)).to_arrow_table())
+    finally:
+        con.unregister(repeated)
     agg = agg.with_columns(pl.col("quantity").cast(QUANTITY), pl.col("events").cast(pl.UInt32),
                            pl.col("utc_date").cast(pl.Date), pl.col("arrived").cast(pl.Date),
                            pl.col("last_arrival").cast(pl.Date))
@@ -78,6 +123,6 @@ def daily_usage(events: pl.DataFrame, final_after_days: int = FINAL_AFTER_DAYS,
     try:
         frame = events.select("source", "id", "subject", "meter", "quantity", "event_time", "_source_file")
         con.register("accepted_events", frame.to_arrow())
-        return usage_from(con, ACCEPTED_EVENTS.format(relation="accepted_events"), final_after_days, as_of)
+        return usage_from(con, "accepted_events", final_after_days=final_after_days, as_of=as_of)
     finally:
         con.close()
