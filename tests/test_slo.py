@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 import yaml
 
+from ops_platform.slo import burn as burn_module
 from ops_platform.slo.burn import burn_rates, minute_events, remaining_budget, tier_states
 from ops_platform.slo.rules import rules_yaml
 from ops_platform.slo.spec import MetricSource, SLOSpecError, load_slos
@@ -93,12 +94,12 @@ def test_prometheus_rules_pass_promtool(tmp_path):
     assert len(alerts) == 15 and all(a["labels"]["ramp_action"] in ("rollback", "pause", "ticket") for a in alerts)
 
 
-def _synthetic(minutes: int = 600, seed: int = 1) -> pl.DataFrame:
+def _synthetic(minutes: int = 600, seed: int = 1, gaps: bool = True) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     start = datetime(2026, 3, 8, tzinfo=UTC)
     rows = []
     for build in ("api-1", "api-2"):
-        keep = rng.random(minutes) > 0.1  # gaps: minutes without rows
+        keep = rng.random(minutes) > (0.1 if gaps else -1)  # gaps: minutes without rows
         ts = [start + timedelta(minutes=int(i)) for i in np.flatnonzero(keep)]
         req = rng.integers(0, 200, len(ts))
         err = rng.binomial(req, 0.01 if build == "api-1" else 0.05)
@@ -107,10 +108,16 @@ def _synthetic(minutes: int = 600, seed: int = 1) -> pl.DataFrame:
     return pl.concat(rows).with_columns(pl.col("ts").dt.cast_time_unit("us"))
 
 
-def test_burn_rates_match_a_straightforward_pandas_rolling_window():
+@pytest.mark.parametrize("gaps", [True, False], ids=["minutes-without-rows", "every-minute"])
+@pytest.mark.parametrize("collide", [False, True], ids=["hashed-groups", "colliding-group-hashes"])
+def test_burn_rates_match_a_straightforward_pandas_rolling_window(monkeypatch, gaps, collide):
     slo = by_name()["api-availability"]
-    ev = minute_events(slo, counters=_synthetic())
+    if collide:  # every group gets the same hash: the ordering must notice and sort the keys
+        monkeypatch.setattr(burn_module, "_group_hash", lambda keys: pl.lit(7, pl.UInt64))
+    counters = _synthetic(gaps=gaps)
+    ev = minute_events(slo, counters=counters.sample(fraction=1.0, shuffle=True, seed=3) if collide else counters)
     got = burn_rates(ev, slo, [timedelta(minutes=5), timedelta(hours=1)])
+    assert got.height == counters.height and got["build_id"].n_unique() == 2
     for _build, g in got.to_pandas().groupby("build_id"):
         s = g.set_index("ts").sort_index()
         for w, name in (("5min", "5m"), ("60min", "1h")):
@@ -129,7 +136,7 @@ def test_timeslices_count_bad_minutes_and_skip_empty_ones():
         for le, count in ((1.5, fast), (float("inf"), total)):
             rows.append({"ts": t0 + timedelta(minutes=i), "service": "api", "cohort": "early", "build_id": "b",
                          "le": le, "count": count})
-    ev = minute_events(slo, latency=pl.DataFrame(rows))
+    ev = minute_events(slo, latency=pl.DataFrame(rows)).sort("ts")
     assert ev["bad"].to_list() == [0, 1, 0]  # 90% fast is bad; 95% meets the slice target
     assert ev["total"].to_list() == [1, 1, 1]  # the empty minute does not count
     left = remaining_budget(ev, slo, t0, t0 + timedelta(hours=1))

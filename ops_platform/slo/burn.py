@@ -27,7 +27,8 @@ def _is_inf(value) -> bool:
 
 def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl.DataFrame | None = None,
                   lag: pl.DataFrame | None = None) -> pl.DataFrame:
-    """(ts, group..., bad, total) per minute for `slo`, from the source its indicator names.
+    """(ts, group..., bad, total) per minute for `slo`, from the source its indicator names,
+    in no particular order (``burn_rates`` orders what it needs).
 
     Occurrences count requests (or samples); Timeslices count minutes, a minute being bad
     when its good ratio falls below the slice target (minutes without traffic do not count).
@@ -42,13 +43,14 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         le = float(threshold)
         lat = latency.filter((pl.col("service") == ind.total.spec.get("service", slo.service))
                              & pl.col("le").is_in([le, float("inf")]))
-        # One pass: the good bucket and +Inf (the total) side by side per minute and group;
-        # a minute without a +Inf bucket has no requests to judge.
+        # The +Inf bucket (the total) of each minute and group, beside its good bucket: a minute
+        # without a +Inf bucket has no requests to judge. Buckets are unique per minute, group
+        # and bound (the contract's key), so a join pairs them.
         inf = pl.col("le").is_infinite()
-        ev = (lat.select("ts", *GROUP, pl.when(inf).then(0).otherwise(pl.col("count")).alias("good"),
-                         pl.when(inf).then(pl.col("count")).otherwise(0).alias("total"), inf.alias("_has_total"))
-              .group_by(["ts", *GROUP]).agg(pl.col("good").sum(), pl.col("total").sum(), pl.col("_has_total").any())
-              .filter(pl.col("_has_total")).drop("_has_total"))
+        ev = (lat.filter(inf).select("ts", *GROUP, pl.col("count").alias("total"))
+              .join(lat.filter(~inf).select("ts", *GROUP, pl.col("count").alias("good")), on=["ts", *GROUP],
+                    how="left")
+              .with_columns(pl.col("good").fill_null(0)))
     elif ind.kind == "ratio":
         if counters is None:
             raise ValueError(f"SLO {slo.name} needs request counters")
@@ -71,7 +73,7 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
             pl.lit(1, pl.Int64).alias("total"))
     else:
         ev = ev.with_columns((pl.col("total") - pl.col("good")).cast(pl.Int64).alias("bad"))
-    return ev.select("ts", *GROUP, "bad", pl.col("total").cast(pl.Int64)).sort([*GROUP, "ts"], nulls_last=True)
+    return ev.select("ts", *GROUP, "bad", pl.col("total").cast(pl.Int64))
 
 
 def window_name(w: timedelta) -> str:
@@ -82,10 +84,51 @@ def window_name(w: timedelta) -> str:
     return f"{s}s"
 
 
-def _window_starts(ts_minutes: np.ndarray, group: np.ndarray, minutes: int) -> np.ndarray:
-    """For each row (sorted by group, ts), the first row of its group inside (t - w, t]."""
-    key = group.astype(np.int64) * (1 << 40) + ts_minutes
-    return np.searchsorted(key, key - minutes, side="right")
+def _group_hash(keys: list[str]) -> pl.Expr:
+    """The 64-bit hash that orders groups (a test swaps in a colliding one)."""
+    return pl.struct(keys).hash()
+
+
+def _ordered(events: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, np.ndarray]:
+    """`events` ordered by group then minute, and each row's group number.
+
+    Groups are ordered by a 64-bit hash of their keys, a third of the cost of sorting the
+    key strings (and a stable sort suffices when the rows already come in time order). Two
+    groups sharing a hash would interleave; that is detected, and the keys are sorted then.
+    """
+    if not keys:
+        ev = events.sort("ts")
+        return ev, np.zeros(ev.height, dtype=np.int64)
+    ev = events.with_columns(_group_hash(keys).alias("_g"))
+    ev = ev.sort("_g", maintain_order=True) if ev["ts"].is_sorted() else ev.sort(["_g", "ts"])
+    changed = pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift()) for k in keys]).fill_null(True)
+    group = ev.select(changed.cum_sum()).to_series().to_numpy().astype(np.int64)
+    if ev.height and group[-1] != ev["_g"].n_unique():  # a hash collision
+        ev = events.sort([*keys, "ts"], nulls_last=True).with_columns(pl.lit(0, pl.UInt64).alias("_g"))
+        group = ev.select(changed.cum_sum()).to_series().to_numpy().astype(np.int64)
+    return ev.drop("_g"), group
+
+
+class _WindowStarts:
+    """For rows ordered by group then minute, the first row of each row's group inside a
+    window (t - w, t].
+
+    When every group has a row for each of its minutes (the usual per-minute series) that is
+    arithmetic on row numbers; otherwise one binary search over (group, minute) per window.
+    """
+
+    def __init__(self, minute: np.ndarray, group: np.ndarray) -> None:
+        n = len(minute)
+        self.row = np.arange(n)
+        start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if n else np.zeros(0, dtype=np.int64)
+        self.first_of_group = np.repeat(start, np.diff(np.r_[start, n]))
+        self.dense = bool(n) and np.array_equal(minute - minute[self.first_of_group], self.row - self.first_of_group)
+        self.key = group.astype(np.int64) * (1 << 40) + minute
+
+    def __call__(self, minutes: int) -> np.ndarray:
+        if self.dense:
+            return np.maximum(self.row - minutes + 1, self.first_of_group)
+        return np.searchsorted(self.key, self.key - minutes, side="right")
 
 
 def _window_sums(cum: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -95,7 +138,8 @@ def _window_sums(cum: np.ndarray, first: np.ndarray) -> np.ndarray:
 
 def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | None = None,
                by: Sequence[str] = GROUP) -> pl.DataFrame:
-    """Bad ratio and burn rate over each window ending at each minute, per group in `by`.
+    """Bad ratio and burn rate over each window ending at each minute, per group in `by`;
+    rows ordered by group, then minute.
 
     Windows are (t - w, t] over minute starts, i.e. the last w/1m minutes including t.
     """
@@ -103,18 +147,16 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
     keys = list(by)
     ev = events.group_by(["ts", *keys]).agg(pl.col("bad").sum(), pl.col("total").sum()) if keys != list(GROUP) \
         else events
-    ev = ev.sort([*keys, "ts"], nulls_last=True) if keys else ev.sort("ts")
-    changed = pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift()) for k in keys]) if keys else pl.lit(False)
-    marks = ev.select(changed.fill_null(True).cum_sum().alias("g"),
-                      (pl.col("ts").dt.epoch("s") // 60).alias("m"))
-    group, minute = marks["g"].to_numpy(), marks["m"].to_numpy()
+    ev, group = _ordered(ev, keys)
+    minute = (ev["ts"].dt.epoch("s") // 60).to_numpy()
     cum_bad = np.concatenate([[0], np.cumsum(ev["bad"].to_numpy(), dtype=np.int64)])
     cum_total = np.concatenate([[0], np.cumsum(ev["total"].to_numpy(), dtype=np.int64)])
     budget = slo.error_budget
+    starts = _WindowStarts(minute, group)
     cols = []
     for w in windows:
         name = window_name(w)
-        first = _window_starts(minute, group, int(w.total_seconds() // 60))
+        first = starts(int(w.total_seconds() // 60))
         b, t = _window_sums(cum_bad, first), _window_sums(cum_total, first)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(t > 0, b / np.maximum(t, 1), np.nan)
