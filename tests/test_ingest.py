@@ -131,6 +131,24 @@ def test_wrong_type_is_quarantined_with_field_name(tmp_path, small_world):
     assert bad.height == 1 and bad["row_number"][0] == df.height - 3
 
 
+def test_a_same_content_redelivery_is_a_duplicate_and_a_different_one_a_conflict(tmp_path, small_world):
+    world = _copy_world(small_world, tmp_path)
+    folder = world / "landing" / "request_counters" / "dt=2026-03-09"
+    target = sorted(folder.glob("*.parquet"))[0]
+    df = pl.read_parquet(target)
+    before = ingest_partition(CONTRACTS["request_counters"], LandingZoneReader(world / "landing"), SPACE, "2026-03-09")
+    # Two rows delivered again in a second file: one unchanged, one with other counts.
+    again = df.tail(2).with_columns(pl.when(pl.int_range(pl.len()) == 1).then(pl.col("requests") + 7)
+                                         .otherwise(pl.col("requests")).alias("requests"))
+    again.write_parquet(folder / "zz-redelivered.parquet")
+    res = ingest_partition(CONTRACTS["request_counters"], LandingZoneReader(world / "landing"), SPACE, "2026-03-09")
+    assert res.duplicates_removed == before.duplicates_removed + 1
+    assert res.accepted.height == before.accepted.height  # the first delivery of each key is kept
+    conflict = res.quarantine.filter(pl.col("reason").str.starts_with("conflicting re-delivery"))
+    assert conflict.height == 1 and conflict["file"][0].endswith("zz-redelivered.parquet")
+    assert res.accepted.equals(before.accepted)
+
+
 @pytest.mark.parametrize(("key", "hours"), [("2026-03-08", 23), ("2026-11-01", 25), ("2026-03-09", 24)])
 def test_denver_partitions_survive_dst(key, hours):
     start, end = partition_bounds(key, "America/Denver")

@@ -39,9 +39,7 @@ class PartitionSpace:
 
     def read_dates(self, key: date, late_days: int) -> tuple[date | None, date | None]:
         """Inclusive UTC file-date range a partition must read (None = unbounded)."""
-        start, end = self.bounds(key)
-        lo = start.date()
-        hi = (end - timedelta(microseconds=1)).date() + timedelta(days=late_days)
+        lo, hi = self._read_window(key, late_days)
         return (None if key == self.first else lo), (None if key == self.last else hi)
 
     def assign_event_time(self, frame: pl.DataFrame, time_col: str, late_days: int) -> pl.DataFrame:
@@ -49,13 +47,13 @@ class PartitionSpace:
 
         `frame` must carry `_file_date` (UTC date of the landing file, may be null).
         """
-        local = pl.col(time_col).dt.convert_time_zone(self.tz).dt.date()
-        # The UTC date range a record's own partition reads: [start date, end date + window].
-        win_lo = pl.col(time_col).dt.convert_time_zone(self.tz).dt.truncate("1d").dt.convert_time_zone("UTC").dt.date()
-        next_local = (pl.col(time_col).dt.convert_time_zone(self.tz).dt.truncate("1d") + pl.duration(days=1))
-        # Local midnight + 1 day can land on a DST-shifted instant; re-truncate to be safe.
-        win_hi = ((next_local.dt.truncate("1d").dt.convert_time_zone("UTC") - pl.duration(microseconds=1))
-                  .dt.date() + pl.duration(days=late_days))
+        # One time-zone conversion per row (the local date); the UTC read window of each
+        # local date, [start date, end date + late window], comes from a handful of days.
+        frame = frame.with_columns(pl.col(time_col).dt.convert_time_zone(self.tz).dt.date().alias("_local"))
+        local = pl.col("_local")
+        windows = {d: self._read_window(d, late_days) for d in frame["_local"].drop_nulls().unique().to_list()}
+        win_lo = local.replace_strict({d: w[0] for d, w in windows.items()}, default=None, return_dtype=pl.Date)
+        win_hi = local.replace_strict({d: w[1] for d, w in windows.items()}, default=None, return_dtype=pl.Date)
         fd = pl.col("_file_date")
         in_window = fd.is_null() | ((fd >= win_lo) & (fd <= win_hi))
         own = pl.when(local < self.first).then(pl.lit(self.first)).when(local > self.last).then(
@@ -66,7 +64,12 @@ class PartitionSpace:
             pl.lit(self.first))
         note = (pl.when(has_time & in_window & ((local < self.first) | (local > self.last))).then(pl.lit(OUT_OF_RANGE))
                 .when(has_time & ~in_window).then(pl.lit(LATE)).otherwise(pl.lit(None, pl.String)))
-        return frame.with_columns(key.alias("partition_key"), note.alias("_assign_note"))
+        return frame.with_columns(key.alias("partition_key"), note.alias("_assign_note")).drop("_local")
+
+    def _read_window(self, day: date, late_days: int) -> tuple[date, date]:
+        """The UTC file dates that a local day's own partition reads."""
+        start, end = self.bounds(day)
+        return start.date(), (end - timedelta(microseconds=1)).date() + timedelta(days=late_days)
 
     def assign_file_date(self, frame: pl.DataFrame) -> pl.DataFrame:
         fd = pl.col("_file_date")

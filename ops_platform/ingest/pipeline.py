@@ -93,28 +93,40 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
 
     failing, row_outcomes = validate_rows(data, contract)
     ge_reasons = failing.group_by("_row_key").agg(pl.col("reason"))
-    data = data.join(ge_reasons, on="_row_key", how="left").with_columns(
-        pl.concat_list(
-            pl.col("_reasons"), pl.col("reason").fill_null(pl.lit([], pl.List(pl.String))),
-            pl.when(pl.col("_assign_note").is_not_null()).then(pl.concat_list(pl.col("_assign_note")))
-            .otherwise(pl.lit([], pl.List(pl.String))),
-        ).list.unique(maintain_order=True).list.join("; ").alias("_why")
-    ).drop("reason")
+    data = data.join(ge_reasons, on="_row_key", how="left", maintain_order="left")
+    # The reasons are joined only for rows that have any (few): list work on every row is slow.
+    flagged = (pl.col("_reasons").list.len() > 0) | pl.col("reason").is_not_null() | pl.col("_assign_note").is_not_null()
+    why = pl.concat_list(
+        pl.col("_reasons"), pl.col("reason").fill_null(pl.lit([], pl.List(pl.String))),
+        pl.when(pl.col("_assign_note").is_not_null()).then(pl.concat_list(pl.col("_assign_note")))
+        .otherwise(pl.lit([], pl.List(pl.String))),
+    ).list.unique(maintain_order=True).list.join("; ")
+    data = data.with_columns(flagged.alias("_flagged"))
+    data = pl.concat([data.filter(~pl.col("_flagged")).with_columns(pl.lit("").alias("_why")),
+                      data.filter(pl.col("_flagged")).with_columns(why.alias("_why"))]
+                     ).sort("_row_key").drop("reason", "_flagged")
     bad = data.filter(pl.col("_why") != "")
     good = data.filter(pl.col("_why") == "")
 
     duplicates = 0
     conflicts = good.clear()
     if contract.unique_key and good.height:
-        good = good.with_columns(pl.struct(contract.names).hash(seed=0).alias("_content"))
-        first = pl.int_range(pl.len()).over(list(contract.unique_key)) == 0
-        same_as_first = pl.col("_content") == pl.col("_content").first().over(list(contract.unique_key))
-        dup_mask = ~first
-        duplicates = int(good.select((dup_mask & same_as_first).sum()).item())
-        conflicts = good.filter(dup_mask & ~same_as_first).with_columns(
-            pl.lit(f"conflicting re-delivery of {', '.join(contract.unique_key)}").alias("_why"))
-        good = good.filter(first).drop("_content")
-        conflicts = conflicts.drop("_content")
+        # The first row of each key is kept; a later one is a re-delivery when its content is
+        # the same as the first's, a conflict otherwise. Only the later rows (few) are joined.
+        key = list(contract.unique_key)
+        good = good.with_columns(pl.struct(key).is_first_distinct().alias("_first"))
+        later = good.filter(~pl.col("_first"))
+        good = good.filter(pl.col("_first")).drop("_first")
+        if later.height:
+            content = pl.struct(contract.names).hash(seed=0)
+            firsts = good.join(later.select(key).unique(), on=key, nulls_equal=True).select(
+                *key, content.alias("_content"))
+            later = later.with_columns(content.alias("_content")).join(
+                firsts.rename({"_content": "_first_content"}), on=key, how="left", nulls_equal=True)
+            same = pl.col("_content") == pl.col("_first_content")
+            duplicates = int(later.select(same.sum()).item())
+            conflicts = later.filter(~same).drop("_first", "_content", "_first_content").with_columns(
+                pl.lit(f"conflicting re-delivery of {', '.join(key)}").alias("_why"))
 
     quarantine = pl.concat([_quarantine_rows(contract, bad, partition_key),
                             _quarantine_rows(contract, conflicts, partition_key),
