@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 import pyarrow as pa
@@ -26,36 +31,46 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _publish(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
+@contextmanager
+def open_atomic(path: Path) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary file in `path`'s folder that replaces `path` (keeping
+    its permissions) only when the block completes: flushed, renamed, the rename made
+    durable. After an error `path` is untouched and no temporary file is left behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        os.fsync(fd)  # the rename itself survives a crash
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a crash
+        finally:
+            os.close(dir_fd)
     finally:
-        os.close(fd)
+        tmp.unlink(missing_ok=True)
 
 
 def write_parquet(df: pl.DataFrame | pa.Table, path: Path) -> int:
     """Write a Parquet file atomically with fixed settings; returns the row count."""
     table = df.to_arrow() if isinstance(df, pl.DataFrame) else df
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp, compression="zstd", compression_level=3, row_group_size=1_000_000)
-        _publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # after a failure: no half-written temp file is left behind
+    with open_atomic(path) as fh:
+        pq.write_table(table, fh, compression="zstd", compression_level=3, row_group_size=1_000_000)
     return table.num_rows
+
+
+def write_bytes(data: bytes, path: Path) -> None:
+    """Write a file atomically."""
+    with open_atomic(path) as fh:
+        fh.write(data)
 
 
 def write_text(text: str, path: Path) -> None:
     """Write a UTF-8 text file atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        _publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes(text.encode("utf-8"), path)

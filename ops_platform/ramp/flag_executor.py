@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..files import write_bytes
 from ..guard.actions import ActionRequest, ExecutionResult
 from ..timezones import utcnow
 from .flags import FlagFile
@@ -112,12 +113,7 @@ class FlagFileExecutor:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{digest}.json"
         if not target.exists():
-            tmp = folder / f".{digest}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
+            write_bytes(data, target)
         return target
 
     def _transition(self, ff: FlagFile, request: ActionRequest, action_id: str) -> FlagFile:

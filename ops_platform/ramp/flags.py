@@ -18,20 +18,18 @@ other top-level keys (``$schema``, flag-set ``metadata``, ``$evaluators``) are k
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import os
 import re
-import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..files import write_bytes
 from ..receipts.canonical import strict_loads
 from ..timezones import iso_utc, utcnow
 
@@ -140,7 +138,7 @@ class FlagFile:
         of the bytes written. flagd's file watcher re-reads the path by polling; the rename
         means it sees the old file or the new one, never half of one."""
         data = self.to_json().encode("utf-8")
-        _atomic_write(Path(path), data)
+        write_bytes(data, Path(path))
         return hashlib.sha256(data).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -479,27 +477,3 @@ def _utc(at: datetime | None) -> datetime:
     if at.tzinfo is None:
         raise ValueError(f"transition times must be timezone-aware, got {at!r}")
     return at.astimezone(UTC)
-
-
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)

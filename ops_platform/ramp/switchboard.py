@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..control.store import ControlStore
+from ..files import write_bytes
 from ..guard.actions import ActionRequest, ExecutionResult
 from ..timezones import iso_utc, utcnow
 from .flag_executor import FlagFileExecutor
@@ -52,8 +53,5 @@ def live_flag_file(home: Path, world: Path) -> Path:
         seed = world / "landing" / "flags" / "flags.flagd.json"
         if not seed.exists():
             raise FileNotFoundError(f"no flag file at {live} and no world flags at {seed}")
-        live.parent.mkdir(parents=True, exist_ok=True)
-        tmp = live.with_suffix(".tmp")
-        tmp.write_bytes(seed.read_bytes())
-        tmp.replace(live)
+        write_bytes(seed.read_bytes(), live)
     return live

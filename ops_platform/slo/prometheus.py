@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import socket
@@ -52,6 +51,8 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 import polars as pl
+
+from ..files import open_atomic
 
 log = logging.getLogger(__name__)
 
@@ -191,15 +192,11 @@ def write_openmetrics(counters: pl.DataFrame, latency: pl.DataFrame, out: Path) 
         (_ERRORS, _cumulative(counters, "errors", keys, "request_counters"), keys),
         (_LATENCY, _cumulative(latency, "count", [*keys, "le"], "latency_buckets"), [*keys, "le"]),
     ]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     n = 0
-    with open(tmp, "wb") as f:
+    with open_atomic(Path(out)) as f:
         for family, samples, labels in families:
             n += _write_family(f, family, samples, labels)
         f.write(b"# EOF\n")
-    os.replace(tmp, out)
     return n
 
 

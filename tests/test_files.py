@@ -1,0 +1,28 @@
+"""Atomic writes: readers see the old file or the whole new one, with its permissions kept."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from ops_platform.files import open_atomic, write_bytes
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    target = tmp_path / "flags.json"
+    write_bytes(b"old", target)
+    with pytest.raises(RuntimeError), open_atomic(target) as fh:
+        fh.write(b"half of the new")
+        raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["flags.json"]
+
+
+def test_a_rewrite_keeps_the_file_permissions(tmp_path):
+    target = tmp_path / "flags.json"
+    write_bytes(b"v1", target)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # a new file is world-readable, not mkstemp's 0600
+    target.chmod(0o640)
+    write_bytes(b"v2", target)
+    assert target.read_bytes() == b"v2" and stat.S_IMODE(target.stat().st_mode) == 0o640
