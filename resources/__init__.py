@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ops_platform.guard.policy import DEFAULT_POLICY_DIR, OPA_URL_ENV
+from ops_platform.guard.policy import policy_settings_from_env
 from ops_platform.guard.runtime import control_url
 from ops_platform.paths import StatePaths
 
@@ -31,7 +31,7 @@ def build_resources(paths: StatePaths) -> dict:
         "flags": FlagsResource(home=str(paths.home), world=str(paths.world)),
         "sli": SLISourceResource(prometheus_url=os.environ.get("OPS_PLATFORM_PROMETHEUS_URL") or None),
         "exports": ExportsResource(invoices_dir=str(paths.home / "invoices")),
-        "guard": GuardResource(policy_dir=str(DEFAULT_POLICY_DIR), opa_url=os.environ.get(OPA_URL_ENV) or None),
+        "guard": GuardResource(**policy_settings_from_env()),
     }
 
 

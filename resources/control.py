@@ -9,7 +9,7 @@ import dagster as dg
 
 from ops_platform.control.store import ControlStore
 from ops_platform.guard.actions import Executor
-from ops_platform.guard.policy import OpaHttpPolicy, PolicyEngine, RegoPolicy
+from ops_platform.guard.policy import PolicyEngine, make_policy
 from ops_platform.guard.protocol import ActionProtocol
 from ops_platform.guard.runtime import migrated_store
 from ops_platform.guard.spool import Spool
@@ -39,13 +39,15 @@ class SignerResource(dg.ConfigurableResource):
 
 
 class GuardResource(dg.ConfigurableResource):
-    """Policy decisions: in-process Rego over `policy_dir`, or an OPA server when `opa_url` is set."""
+    """Policy decisions: in-process Rego over `policy_dir`, or an OPA server when `opa_url` is
+    set (pinned to `opa_version` when given); the same choice as the CLI's ``policy_from_env``."""
 
-    policy_dir: str
+    policy_dir: str | None = None
     opa_url: str | None = None
+    opa_version: str | None = None
 
     def policy(self) -> PolicyEngine:
-        return OpaHttpPolicy(self.opa_url) if self.opa_url else RegoPolicy(Path(self.policy_dir))
+        return make_policy(self.policy_dir, self.opa_url, self.opa_version)
 
 
 def build_protocol(control: ControlStoreResource, signer: SignerResource, guard: GuardResource,

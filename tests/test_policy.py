@@ -395,6 +395,21 @@ def test_policy_from_env(monkeypatch: pytest.MonkeyPatch, policy_copy: Path):
     assert remote.version == "bundle-42"
 
 
+def test_the_dagster_guard_resource_chooses_the_engine_the_cli_does(monkeypatch: pytest.MonkeyPatch,
+                                                                    policy_copy: Path, tmp_path: Path):
+    from ops_platform.paths import StatePaths
+    from resources import build_resources
+
+    monkeypatch.delenv("OPS_PLATFORM_OPA_URL", raising=False)
+    monkeypatch.setenv("OPS_PLATFORM_POLICY_DIR", str(policy_copy))
+    guard = build_resources(StatePaths(tmp_path, tmp_path / "keys"))["guard"]
+    assert isinstance(guard.policy(), RegoPolicy) and guard.policy().policy_dir == policy_copy
+    monkeypatch.setenv("OPS_PLATFORM_OPA_URL", "http://127.0.0.1:8181/")
+    monkeypatch.setenv("OPS_PLATFORM_OPA_POLICY_VERSION", "bundle-42")
+    remote = build_resources(StatePaths(tmp_path, tmp_path / "keys"))["guard"].policy()
+    assert isinstance(remote, OpaHttpPolicy) and remote.version == "bundle-42"
+
+
 # --- OPA over HTTP -------------------------------------------------------------------------
 
 

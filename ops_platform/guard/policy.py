@@ -563,14 +563,23 @@ class OpaHttpPolicy(_CachingPolicy):
         return evaluate
 
 
-def policy_from_env() -> PolicyEngine:
-    """OPA when ``OPS_PLATFORM_OPA_URL`` is set, else the in-process Rego policies.
-
-    ``OPS_PLATFORM_OPA_POLICY_VERSION`` pins the OPA policy version;
-    ``OPS_PLATFORM_POLICY_DIR`` points the in-process engine at another policy folder.
-    """
-    url = os.environ.get(OPA_URL_ENV, "").strip()
-    if url:
-        return OpaHttpPolicy(url, version=os.environ.get(OPA_VERSION_ENV) or None)
-    policy_dir = os.environ.get(POLICY_DIR_ENV, "").strip()
+def make_policy(policy_dir: str | Path | None = None, opa_url: str | None = None,
+                opa_version: str | None = None) -> PolicyEngine:
+    """OPA at `opa_url` (pinned to `opa_version` when given), else the in-process Rego
+    policies in `policy_dir` (default: the project's ``policies/``)."""
+    if opa_url and opa_url.strip():
+        return OpaHttpPolicy(opa_url.strip(), version=opa_version or None)
     return RegoPolicy(Path(policy_dir) if policy_dir else DEFAULT_POLICY_DIR)
+
+
+def policy_settings_from_env() -> dict[str, str | None]:
+    """``make_policy``'s arguments from ``OPS_PLATFORM_OPA_URL``,
+    ``OPS_PLATFORM_OPA_POLICY_VERSION`` and ``OPS_PLATFORM_POLICY_DIR``."""
+    return {"policy_dir": os.environ.get(POLICY_DIR_ENV, "").strip() or None,
+            "opa_url": os.environ.get(OPA_URL_ENV, "").strip() or None,
+            "opa_version": os.environ.get(OPA_VERSION_ENV, "").strip() or None}
+
+
+def policy_from_env() -> PolicyEngine:
+    """The policy engine the environment asks for (see ``policy_settings_from_env``)."""
+    return make_policy(**policy_settings_from_env())
