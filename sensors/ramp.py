@@ -48,11 +48,10 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         return f"{active[-1]['directive']} by {active[-1]['actor']}" if active else None
 
     history: dict[str, tuple[str, datetime]] = {}
-    for e in store.events():  # the controller's completed actions, oldest first
-        if e["kind"] == "action_completed" and e["actor"] == CONTROLLER:
-            payload = json.loads(e["payload"])
-            key = history_key(payload["action"], e["target_id"], (payload.get("params") or {}).get("build_id", ""))
-            history[key] = (payload["action"], datetime.fromisoformat(e["ts"].replace("Z", "+00:00")))
+    for e in store.events(kind="action_completed", actor=CONTROLLER):  # the controller's own, oldest first
+        payload = json.loads(e["payload"])
+        key = history_key(payload["action"], e["target_id"], (payload.get("params") or {}).get("build_id", ""))
+        history[key] = (payload["action"], datetime.fromisoformat(e["ts"].replace("Z", "+00:00")))
 
     outcomes: dict[str, int] = {}
     for decision in plan(signals, _ramps(warehouse), override, history.get, utcnow()):

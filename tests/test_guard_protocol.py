@@ -88,6 +88,9 @@ def test_allowed_action_completes_with_a_verifiable_receipt(env):
     assert pred["idempotency_key"] == "k1" and pred["executed"] is True
     kinds = [e["kind"] for e in env.store.events("release-api")]
     assert kinds == ["action_requested", "action_completed"]
+    done = env.store.events(kind="action_completed", actor="ramp-controller")
+    assert [(e["kind"], e["target_id"]) for e in done] == [("action_completed", "release-api")]
+    assert env.store.events(kind="action_completed", actor="someone-else") == []
 
 
 def test_denied_action_is_receipted_with_reason_and_not_executed(env):

@@ -221,10 +221,14 @@ class ControlStore:
         values["payload"] = json.dumps(values.get("payload") or {}, sort_keys=True)
         conn.execute(s.switchboard_events.insert().values(**values))
 
-    def events(self, target_id: str | None = None) -> list[dict]:
-        q = sa.select(s.switchboard_events).order_by(s.switchboard_events.c.event_id)
-        if target_id:
-            q = q.where(s.switchboard_events.c.target_id == target_id)
+    def events(self, target_id: str | None = None, *, kind: str | None = None, actor: str | None = None) -> list[dict]:
+        """Switchboard events, oldest first, optionally only one target's, kind's or actor's
+        (filtered in the database, so a long history is not loaded to find a few rows)."""
+        c = s.switchboard_events.c
+        q = sa.select(s.switchboard_events).order_by(c.event_id)
+        for column, value in ((c.target_id, target_id), (c.kind, kind), (c.actor, actor)):
+            if value:
+                q = q.where(column == value)
         with self.read() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
