@@ -457,7 +457,7 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
     """Release a period's invoices (Parquet and CSV) when its reconciliation holds.
 
     Releases what the `finops/attribution` asset last stored, i.e. what its checks passed."""
-    from .finops.export import InvoiceExportExecutor, release_request
+    from .finops.export import release_invoices
     from .finops.invoices import parse_period
     from .finops.pipeline import StoredFinOps
     from .guard.runtime import build_protocol
@@ -475,14 +475,13 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
     except Exception as exc:  # noqa: BLE001 - no finops tables yet
         raise click.ClickException("no cost attribution in the warehouse yet: materialize finops/attribution "
                                    f"(job reconcile_costs) or run `make demo` ({str(exc).splitlines()[0]})") from None
-    blockers = stored.blockers(chosen)
-    if blockers:
+    blockers, out = release_invoices(stored, chosen, p.home / "invoices",
+                                     lambda executors: build_protocol(_guard_paths(), executors), actor, rationale)
+    if out is None:
         click.echo(f"held: invoices for {chosen.name} are not released")
         for why in blockers:
             click.echo(f"  - {why}")
         sys.exit(2)
-    ex = InvoiceExportExecutor(p.home / "invoices", stored)
-    out = build_protocol(_guard_paths(), {"export_release": ex}).submit(release_request(chosen, actor, rationale))
     click.echo(f"export_release {chosen.name}: {out.status} {out.reason}".rstrip())
     if out.receipt_id:
         click.echo(f"  receipt {out.receipt_id} (ops-platform receipts show {out.receipt_id[:12]})")

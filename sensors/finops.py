@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from ops_platform.finops.export import InvoiceExportExecutor, release_request
+from ops_platform.finops.export import release_invoices
 from ops_platform.finops.invoices import parse_period
 from ops_platform.finops.pipeline import StoredFinOps
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
@@ -28,12 +28,11 @@ def release_invoices_op(context: dg.OpExecutionContext, config: ReleaseConfig, w
                         exports: ExportsResource) -> None:
     period = parse_period(config.period)
     stored = StoredFinOps.from_warehouse(warehouse.get())  # what finops/attribution's checks passed
-    held = stored.blockers(period)
-    if held:  # the sensor checked too, but the books may have changed since
+    held, out = release_invoices(stored, period, exports.invoices(),
+                                 lambda executors: build_protocol(control, signer, guard, executors),
+                                 config.actor, config.rationale)
+    if out is None:  # the sensor checked too, but the books may have changed since
         raise dg.Failure(description=f"held: {period.name}: " + "; ".join(held))
-    ex = InvoiceExportExecutor(exports.invoices(), stored)
-    out = build_protocol(control, signer, guard, {"export_release": ex}).submit(
-        release_request(period, config.actor, config.rationale))
     context.log.info(f"export_release {period.name}: {out.status} {out.reason} receipt {out.receipt_id}")
     if out.status != "completed":
         raise dg.Failure(description=f"export_release {out.status}: {out.reason}")

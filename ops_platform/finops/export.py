@@ -8,9 +8,11 @@ against the files on disk.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ..guard.actions import ActionRequest, ExecutionResult
+from ..guard.actions import ActionRequest, ExecutionResult, Executor, Outcome
+from ..guard.protocol import ActionProtocol
 from .invoices import Period, parse_period, write_invoices
 from .pipeline import StoredFinOps
 
@@ -49,3 +51,16 @@ def release_request(period: Period, actor: str, rationale: str) -> ActionRequest
     return ActionRequest(actor=actor, roles=FINOPS_ROLES, action="export_release", target_kind="invoice_period",
                          target_id=period.name, rationale=rationale,
                          idempotency_key=f"export_release:{period.name}", params={"period": period.name})
+
+
+def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
+                     protocol: Callable[[Mapping[str, Executor]], ActionProtocol],
+                     actor: str, rationale: str) -> tuple[list[str], Outcome | None]:
+    """Release a period's invoices through the guard: ``(reasons, None)`` when the books hold
+    it (nothing is submitted, so no receipt), else ``([], outcome)``. ``protocol`` builds the
+    caller's guarded path (CLI or Dagster resources) around the executors it is given."""
+    held = books.blockers(period)
+    if held:
+        return held, None
+    executor = InvoiceExportExecutor(out_root, books)
+    return [], protocol({"export_release": executor}).submit(release_request(period, actor, rationale))
