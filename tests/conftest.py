@@ -5,16 +5,34 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
+from ops_platform.contracts.definitions import CONTRACTS
+from ops_platform.ingest.landing import LandingZoneReader
+from ops_platform.ingest.partitioning import PartitionSpace
+from ops_platform.ingest.pipeline import ingest_partition
 from ops_platform.paths import StatePaths
+from ops_platform.warehouse import Warehouse
 from ops_platform.world import WorldConfig, generate_world
 
 # 5 local days from 2026-03-06: 2026-03-08 is the 23-hour spring-forward day in Denver.
 SMALL = WorldConfig(seed=11, tenants=24, days=5, start_date=date(2026, 3, 6))
+KEYS = [(SMALL.start_date + timedelta(days=i)).isoformat() for i in range(SMALL.days)]
+SPACE = PartitionSpace.from_keys(KEYS[0], KEYS[-1], "America/Denver")
+
+
+def load_warehouse(path: Path, landing: Path) -> Warehouse:
+    """Every source of a world's landing zone ingested into the warehouse at `path`, as the
+    daily assets would leave it."""
+    wh, reader = Warehouse(path), LandingZoneReader(landing)
+    for table, contract in CONTRACTS.items():
+        for key in ([None] if contract.partition_rule == "static" else KEYS):
+            res = ingest_partition(contract, reader, SPACE, key)
+            wh.replace_partition(table, key, res.accepted, res.quarantine)
+    return wh
 
 
 @pytest.fixture(scope="session")

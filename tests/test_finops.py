@@ -16,7 +16,7 @@ from ops_platform.finops import usage as usage_module
 from ops_platform.finops.allocation import allocate
 from ops_platform.finops.attribution import UNALLOCATED, attribute
 from ops_platform.finops.repair import repair_billing
-from ops_platform.finops.score import attribute_world, score_attribution
+from ops_platform.finops.score import score_attribution
 from ops_platform.finops.usage import daily_usage
 
 
@@ -153,8 +153,16 @@ def test_attribution_rules_and_unallocated_cost_is_reported_not_dropped():
     assert recon["unexplained_micros"] == 700_000 and recon["unit_cost_usd"] is None
 
 
-def test_attribution_of_a_world_sums_to_its_bill_and_meets_the_accuracy_targets(small_world):
-    result = attribute_world(small_world)
+@pytest.fixture(scope="module")
+def world_run(small_world):
+    from ops_platform.finops.pipeline import FinOpsInputs, run
+
+    inputs = FinOpsInputs.from_landing(small_world)
+    return inputs, run(inputs)
+
+
+def test_attribution_of_a_world_sums_to_its_bill_and_meets_the_accuracy_targets(world_run, small_world):
+    result = world_run[1].attribution
     day = result.day
     assert (day["billed_micros"] == day["attributed_micros"]).all()  # exact, every day
     figures = score_attribution(result, pl.read_parquet(small_world / "truth" / "tenant_daily_cost.parquet"))
@@ -194,20 +202,12 @@ def test_anomalies_carry_score_expected_range_impact_and_driver():
     assert spike["model_score"] > 0
 
 
-def test_anomaly_model_beats_the_baseline_on_a_world(small_world):
-    from ops_platform.finops.score import score_world
+def test_anomaly_model_beats_the_baseline_on_a_world(world_run, small_world):
+    from ops_platform.finops.score import score_anomalies
 
-    figures = score_world(small_world)["anomalies"]
+    figures = score_anomalies(world_run[1].anomalies, pl.read_parquet(small_world / "truth" / "cost_anomalies.parquet"))
     assert figures["model"]["recall"] == 1.0
     assert figures["model"]["f1"] > figures["baseline"]["f1"]
-
-
-@pytest.fixture(scope="module")
-def world_run(small_world):
-    from ops_platform.finops.pipeline import FinOpsInputs, run
-
-    inputs = FinOpsInputs.from_landing(small_world)
-    return inputs, run(inputs)
 
 
 def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(world_run, small_world):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import date, timedelta
+from datetime import date
 
 import polars as pl
 import pytest
@@ -16,10 +16,7 @@ from ops_platform.timezones import partition_bounds
 from ops_platform.warehouse import Warehouse
 from ops_platform.world import load_manifest
 
-from .conftest import SMALL
-
-KEYS = [(SMALL.start_date + timedelta(days=i)).isoformat() for i in range(SMALL.days)]
-SPACE = PartitionSpace.from_keys(KEYS[0], KEYS[-1], "America/Denver")
+from .conftest import KEYS, SPACE
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,10 @@ import polars as pl
 import pytest
 from nbclient import NotebookClient
 
-from ops_platform.contracts.definitions import CONTRACTS
 from ops_platform.finops.pipeline import FinOpsInputs, run, write_tables
-from ops_platform.ingest.landing import LandingZoneReader
-from ops_platform.ingest.pipeline import ingest_partition
 from ops_platform.warehouse import Warehouse
 
-from .test_ingest import KEYS, SPACE
+from .conftest import load_warehouse
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -24,11 +21,7 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 @pytest.fixture(scope="module")
 def warehouse(small_world, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("nb") / "warehouse.duckdb"
-    wh, reader = Warehouse(path), LandingZoneReader(small_world / "landing")
-    for table, contract in CONTRACTS.items():
-        for key in ([None] if contract.partition_rule == "static" else KEYS):
-            res = ingest_partition(contract, reader, SPACE, key)
-            wh.replace_partition(table, key, res.accepted, res.quarantine)
+    wh = load_warehouse(path, small_world / "landing")
     write_tables(wh, run(FinOpsInputs.from_warehouse(wh)))  # what the finops/attribution asset writes
     return path
 

@@ -20,11 +20,6 @@ WITHIN_5_TARGET = 0.99
 ANOMALY_TARGET = 0.9  # precision and recall of the model
 
 
-def attribute_world(world: Path) -> Attribution:
-    """Attribution of a whole world's history, straight from its landing zone."""
-    return run(FinOpsInputs.from_landing(world)).attribution
-
-
 def score_world(world: Path) -> dict:
     """Attribution accuracy and anomaly precision/recall of both detectors on ``world``."""
     result = run(FinOpsInputs.from_landing(world))
