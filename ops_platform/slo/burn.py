@@ -14,15 +14,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from .spec import SLO, BurnTier
+from .spec import SLO, THRESHOLD_OPS, BurnTier, is_inf_bound
 
 GROUP = ("service", "cohort", "build_id")
-_BAD_OP = {"lte": lambda c, v: c > v, "lt": lambda c, v: c >= v, "gte": lambda c, v: c < v,
-           "gt": lambda c, v: c <= v}
-
-
-def _is_inf(value) -> bool:
-    return str(value).lower() in ("+inf", "inf", ".inf")
 
 
 def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl.DataFrame | None = None,
@@ -38,7 +32,7 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         if latency is None:
             raise ValueError(f"SLO {slo.name} needs latency buckets")
         threshold = ind.good.spec["le"]
-        if _is_inf(threshold):
+        if is_inf_bound(threshold):
             raise ValueError(f"SLO {slo.name}: the good bucket cannot be +Inf")
         le = float(threshold)
         lat = latency.filter((pl.col("service") == ind.total.spec.get("service", slo.service))
@@ -60,7 +54,8 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         if lag is None:
             raise ValueError(f"SLO {slo.name} needs lag samples")
         pipeline = ind.metric.spec.get("pipeline", slo.service)
-        bad = _BAD_OP[slo.objective.op](pl.col(ind.metric.spec.get("value", "lag_seconds")), slo.objective.value)
+        sample = pl.col(ind.metric.spec.get("value", "lag_seconds"))
+        bad = THRESHOLD_OPS[slo.objective.op].bad(sample, slo.objective.value)
         return (lag.filter(pl.col("pipeline") == pipeline)
                 .group_by(pl.col("ts").dt.truncate("1m"), pl.col("pipeline").alias("service"))
                 .agg(bad.sum().cast(pl.Int64).alias("bad"), pl.len().cast(pl.Int64).alias("total"))
@@ -143,7 +138,7 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
 
     Windows are (t - w, t] over minute starts, i.e. the last w/1m minutes including t.
     """
-    windows = list(windows or sorted({t.long_window for t in slo.tiers} | {t.short_window for t in slo.tiers}))
+    windows = list(windows or slo.windows)
     keys = list(by)
     ev = events.group_by(["ts", *keys]).agg(pl.col("bad").sum(), pl.col("total").sum()) if keys != list(GROUP) \
         else events

@@ -15,9 +15,21 @@ import polars as pl
 from .burn import GROUP, burn_rates, minute_events, tier_states, window_name
 from .spec import SLO
 
-WINDOWS = (timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=1), timedelta(hours=6),
-           timedelta(days=1), timedelta(days=3))
-TIER_NAMES = ("fast", "medium", "slow")
+# Reported beside the tiers' own windows though no tier alerts on it: slo.burn_minutes and
+# slo.burn_service have always carried a 1d burn (docs/slo.md), so the columns stay put.
+REPORT_WINDOWS = (timedelta(days=1),)
+
+
+def burn_windows(slos: list[SLO]) -> list[timedelta]:
+    """Every SLO's tier windows plus REPORT_WINDOWS, shortest first: one column set for all
+    SLOs, since their rows share the burn tables."""
+    return sorted({w for s in slos for w in s.windows} | set(REPORT_WINDOWS))
+
+
+def tier_names(slos: list[SLO]) -> list[str]:
+    """Every tier name, in first-seen order (tiers come fastest first): each SLO's rows get a
+    firing column per name, False for tiers it does not have."""
+    return list(dict.fromkeys(t.name for s in slos for t in s.tiers))
 
 
 def lookback(slos: list[SLO]) -> timedelta:
@@ -56,10 +68,12 @@ class DayBurn:
 def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl.DataFrame,
                 latency: pl.DataFrame, lag: pl.DataFrame) -> DayBurn:
     frames, service_frames, budgets, tiers = [], [], [], []
+    windows, names = burn_windows(slos), tier_names(slos)
     for slo in slos:
         events = minute_events(slo, counters=counters, latency=latency, lag=lag)
-        day = _day(tier_states(burn_rates(events, slo, WINDOWS), slo.tiers), start, end, slo)
-        whole = _day(tier_states(burn_rates(events, slo, WINDOWS, by=("service",)), slo.tiers), start, end, slo)
+        day = _day(tier_states(burn_rates(events, slo, windows), slo.tiers), start, end, slo, names)
+        whole = _day(tier_states(burn_rates(events, slo, windows, by=("service",)), slo.tiers), start, end, slo,
+                     names)
         frames.append(day)
         service_frames.append(whole)
         bad, total = int(day["bad"].sum()), int(day["total"].sum())
@@ -77,8 +91,8 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
                 str(firing["ts"].min()) if firing.height else None,
                 _max(whole, f"burn_{lw}"), _max(whole, f"burn_{sw}"), t.ramp_action, t.platform_action))
     cols = ["ts", "slo", *GROUP, "bad", "total"]
-    cols += [f"{k}_{window_name(w)}" for w in WINDOWS for k in ("error_ratio", "burn")]
-    cols += [f"firing_{n}" for n in TIER_NAMES]
+    cols += [f"{k}_{window_name(w)}" for w in windows for k in ("error_ratio", "burn")]
+    cols += [f"firing_{n}" for n in names]
     minutes = pl.concat([f.select(cols) for f in frames], how="vertical_relaxed") if frames else pl.DataFrame()
     service_cols = [c for c in cols if c not in ("cohort", "build_id")]
     service = pl.concat([f.select(service_cols) for f in service_frames], how="vertical_relaxed") \
@@ -86,9 +100,9 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
     return DayBurn(minutes, service, pl.DataFrame(budgets), tiers)
 
 
-def _day(burn: pl.DataFrame, start: datetime, end: datetime, slo: SLO) -> pl.DataFrame:
+def _day(burn: pl.DataFrame, start: datetime, end: datetime, slo: SLO, tier_names: list[str]) -> pl.DataFrame:
     day = burn.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
-    for name in TIER_NAMES:
+    for name in tier_names:
         if f"firing_{name}" not in day.columns:
             day = day.with_columns(pl.lit(False).alias(f"firing_{name}"))
     return day.with_columns(pl.lit(slo.name).alias("slo"))

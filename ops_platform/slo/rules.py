@@ -11,7 +11,7 @@ from __future__ import annotations
 import yaml
 
 from .burn import window_name
-from .spec import SLO, MetricSource
+from .spec import SLO, THRESHOLD_OPS, MetricSource, is_inf_bound
 
 # How the landing-zone metric sources map to the metrics our Prometheus exporter writes.
 METRICS = {
@@ -27,8 +27,9 @@ def _selector(source: MetricSource, *extra: str) -> str:
     return "{" + ",".join(labels + list(extra)) + "}"
 
 
-def _le(value) -> str:
-    return "+Inf" if str(value).lower() in ("+inf", "inf", ".inf") else f"{float(value):g}"
+def _le(value: object) -> str:
+    """A bucket bound as Prometheus writes its `le` label (+Inf, or the shortest float)."""
+    return "+Inf" if is_inf_bound(value) else f"{float(value):g}"
 
 
 def error_ratio_expr(slo: SLO, window: str) -> str:
@@ -48,14 +49,9 @@ def error_ratio_expr(slo: SLO, window: str) -> str:
     metric = ind.metric
     assert metric is not None and slo.objective.op and slo.objective.value is not None
     sel = f'{METRICS["lag"]}{_selector(metric)}'
-    bad_op = {"lte": ">", "lt": ">=", "gte": "<", "gt": "<="}[slo.objective.op]
+    bad_op = THRESHOLD_OPS[slo.objective.op].promql
     return (f"(count_over_time(({sel} {bad_op} {slo.objective.value:g})[{window}:1m]) or vector(0))"
             f" / count_over_time({sel}[{window}:1m])")
-
-
-def windows_of(slo: SLO) -> list[str]:
-    windows = {t.long_window for t in slo.tiers} | {t.short_window for t in slo.tiers}
-    return [window_name(w) for w in sorted(windows)]
 
 
 def rule_groups(slos: list[SLO]) -> dict:
@@ -64,7 +60,7 @@ def rule_groups(slos: list[SLO]) -> dict:
     for slo in slos:
         labels = {"slo": slo.name, "service": slo.service, "owner": slo.owner}
         recording = [{"record": f"slo:sli_error:ratio_rate{w}", "expr": error_ratio_expr(slo, w),
-                      "labels": {**labels, "window": w}} for w in windows_of(slo)]
+                      "labels": {**labels, "window": w}} for w in map(window_name, slo.windows)]
         recording.append({"record": "slo:objective:ratio", "expr": f"vector({slo.objective.target})",
                           "labels": labels})
         recording.append({"record": "slo:error_budget:ratio", "expr": f"vector({slo.error_budget:.6g})",

@@ -9,7 +9,9 @@ extension kind `BurnAlertPolicy` (apiVersion `summit.example/v1alpha1`) in the s
 from __future__ import annotations
 
 import math
+import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +27,31 @@ PLATFORM_ACTIONS = ("freeze", "ticket")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DURATION = re.compile(r"^(\d+)(s|m|h|d|w|M|Q|Y)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def is_inf_bound(value: Any) -> bool:
+    """Whether a histogram bucket bound is +Inf, however YAML or Prometheus spelled it
+    (+Inf, inf, .inf): one test for the burn series and the rule export alike."""
+    return str(value).lower() in ("+inf", "inf", ".inf")
+
+
+@dataclass(frozen=True)
+class ThresholdOp:
+    """When a threshold objective's sample is bad, in both places it is judged: `bad(sample,
+    value)` for our own series (numbers or polars expressions), `promql` for the exported rules.
+    One table, so the two can never disagree."""
+
+    bad: Callable[[Any, Any], Any]
+    promql: str
+
+
+# op -> the test a *bad* sample meets (the objective says what a good one is).
+THRESHOLD_OPS: dict[str, ThresholdOp] = {
+    "lte": ThresholdOp(operator.gt, ">"),
+    "lt": ThresholdOp(operator.ge, ">="),
+    "gte": ThresholdOp(operator.lt, "<"),
+    "gt": ThresholdOp(operator.le, "<="),
+}
 
 
 class SLOSpecError(ValueError):
@@ -98,6 +125,12 @@ class SLO:
     def error_budget(self) -> float:
         """The allowed bad fraction (1 - target): burn rate 1 spends it exactly over the window."""
         return 1.0 - self.objective.target
+
+    @property
+    def windows(self) -> list[timedelta]:
+        """Every window its burn tiers read (long and short), shortest first: each is computed
+        once however many tiers share it."""
+        return sorted({t.long_window for t in self.tiers} | {t.short_window for t in self.tiers})
 
 
 def parse_duration(text: Any, file: Path | str, path: str, *, calendar: bool = False) -> timedelta | str:
@@ -187,8 +220,8 @@ def _objective(doc: Any, budgeting: str, indicator: Indicator, file, path: str) 
     op = value = tst = tsw = None
     if indicator.kind == "threshold":
         op = _get(o, "op", file, p, str)
-        if op not in ("lte", "lt", "gte", "gt"):
-            raise SLOSpecError(file, f"{p}.op", f"{op!r} is not one of lte, lt, gte, gt")
+        if op not in THRESHOLD_OPS:
+            raise SLOSpecError(file, f"{p}.op", f"{op!r} is not one of {', '.join(THRESHOLD_OPS)}")
         value = float(_get(o, "value", file, p, (int, float)))
     if budgeting == "Timeslices":
         tst = float(_get(o, "timeSliceTarget", file, p, (int, float)))
