@@ -14,17 +14,23 @@ def _cast(col: Column, src: pl.DataType) -> pl.Expr:
     target = POLARS_TYPES[col.dtype]
     c = pl.col(col.name)
     if col.dtype == "timestamp":
-        if src == pl.String:
+        if src == pl.String:  # RFC 3339 (the usual case); other layouts are parsed afterwards
             return (c.str.replace(r"Z$", "+00:00")
                     .str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us")
-                    .dt.convert_time_zone("UTC")
-                    .fill_null(c.str.to_datetime(strict=False, time_unit="us").dt.replace_time_zone("UTC")))
+                    .dt.convert_time_zone("UTC"))
         if isinstance(src, pl.Datetime) and src.time_zone is None:
             return c.dt.replace_time_zone("UTC").cast(target)
         return c.cast(target, strict=False)
     if col.dtype == "date" and src == pl.String:
         return c.str.to_date(strict=False)
     return c.cast(target, strict=False)
+
+
+def _loose_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
+    """The `unread` rows' timestamps in any other layout polars can read, taken as UTC. Only
+    those rows are shown to the parser, which infers one layout from the values it sees."""
+    return (pl.when(unread).then(pl.col(source)).str.to_datetime(strict=False, time_unit="us")
+            .dt.replace_time_zone("UTC"))
 
 
 def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, list[str]]:
@@ -43,35 +49,37 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
                 frame = frame.with_columns(pl.col(parent).struct.field(child).alias(name))
     errors = []
     present = set(frame.columns)
-    exprs, reasons = [], []
+    casts, checked, loose = [], [], []  # checked: (source column, cast column, reason when the cast fails)
     for col in contract.columns:
-        if col.source is not None:
-            if col.source in present:
-                cast = _cast(Column(col.source, col.dtype), frame.schema[col.source]).alias(col.name)
-                exprs.append(cast)
-                reasons.append(pl.when(pl.col(col.source).is_not_null() & cast.is_null())
-                               .then(pl.lit(f"{col.source}: not a valid {col.dtype}")))
-            else:
-                exprs.append(pl.lit(None, POLARS_TYPES[col.dtype]).alias(col.name))
-            continue
-        if col.name not in present:
-            if col.required:
+        source = col.source if col.source is not None else col.name
+        if source not in present:
+            if col.source is None and col.required:
                 errors.append(f"{SCHEMA_PREFIX}: {batch.origin}: missing column {col.name!r}")
-            exprs.append(pl.lit(None, POLARS_TYPES[col.dtype]).alias(col.name))
+            casts.append(pl.lit(None, POLARS_TYPES[col.dtype]).alias(f"__{col.name}"))
             continue
-        src = frame.schema[col.name]
-        cast = _cast(col, src).alias(col.name)
-        exprs.append(cast)
-        if src != POLARS_TYPES[col.dtype]:
-            reasons.append(pl.when(pl.col(col.name).is_not_null() & cast.is_null())
-                           .then(pl.lit(f"{col.name}: not a valid {col.dtype}")))
-    out = frame.with_row_index("_row").with_columns(
-        *exprs,
-        pl.lit(batch.origin).alias("_origin"),
-        pl.lit(batch.file_date, pl.Date).alias("_file_date"),
-        pl.concat_list(reasons).list.drop_nulls().alias("_reasons") if reasons
-        else pl.lit([], pl.List(pl.String)).alias("_reasons"),
-    )
+        src = frame.schema[source]
+        casts.append(_cast(Column(source, col.dtype), src).alias(f"__{col.name}"))
+        if col.source is not None or src != POLARS_TYPES[col.dtype]:
+            checked.append((source, f"__{col.name}", f"{source}: not a valid {col.dtype}"))
+        if col.dtype == "timestamp" and src == pl.String:
+            loose.append((source, f"__{col.name}"))
+    # Each cast once, into its own column, so the failure test below compares two columns.
+    out = frame.with_row_index("_row").with_columns(*casts)
+    for source, name in loose:  # the second parser only runs when the first one failed somewhere
+        unread = pl.col(name).is_null() & pl.col(source).is_not_null()
+        if out.select(unread.any()).item():
+            out = out.with_columns(pl.col(name).fill_null(_loose_timestamp(source, unread)))
+    failed = [pl.col(source).is_not_null() & pl.col(name).is_null() for source, name, _ in checked]
+    out = out.with_columns(pl.any_horizontal(failed).alias("_failed") if failed else pl.lit(False).alias("_failed"))
+    reasons = pl.concat_list([pl.when(f).then(pl.lit(why)) for f, (_, _, why) in zip(failed, checked, strict=True)]
+                             ).list.drop_nulls() if failed else pl.lit([], pl.List(pl.String))
+    none = pl.lit([], pl.List(pl.String))
+    # The reason lists are built only for the rows that failed a cast (list work on every row is slow).
+    out = (pl.concat([out.filter(~pl.col("_failed")).with_columns(none.alias("_reasons")),
+                      out.filter(pl.col("_failed")).with_columns(reasons.alias("_reasons"))])
+           .sort("_row")
+           .with_columns(*[pl.col(f"__{c.name}").alias(c.name) for c in contract.columns],
+                         pl.lit(batch.origin).alias("_origin"), pl.lit(batch.file_date, pl.Date).alias("_file_date")))
     if errors:  # the whole file fails its contract: every row is quarantined with the reason
         out = out.with_columns(pl.lit(errors, pl.List(pl.String)).alias("_reasons"))
     keep = contract.names + ["_origin", "_row", "_file_date", "_reasons"]
