@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 
 import pytest
@@ -19,10 +20,28 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["flags.json"]
 
 
+@pytest.fixture
+def umask():
+    def set_umask(mask: int) -> None:
+        os.umask(mask)
+
+    old = os.umask(0o022)
+    yield set_umask
+    os.umask(old)
+
+
+def test_a_new_file_follows_the_umask(tmp_path, umask):
+    umask(0o077)  # an operator who keeps invoices private
+    write_bytes(b"v1", tmp_path / "private.csv")
+    umask(0o022)
+    write_bytes(b"v1", tmp_path / "shared.csv")
+    assert stat.S_IMODE((tmp_path / "private.csv").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "shared.csv").stat().st_mode) == 0o644
+
+
 def test_a_rewrite_keeps_the_file_permissions(tmp_path):
     target = tmp_path / "flags.json"
     write_bytes(b"v1", target)
-    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # a new file is world-readable, not mkstemp's 0600
     target.chmod(0o640)
     write_bytes(b"v2", target)
     assert target.read_bytes() == b"v2" and stat.S_IMODE(target.stat().st_mode) == 0o640

@@ -98,6 +98,15 @@ def test_usage_dedup_stays_exact_when_identity_hashes_collide(monkeypatch):
     assert sum(expected.values()) < sum(Decimal(str(e["quantity"])) for e in events)  # dups and late ones dropped
 
 
+def test_usage_collision_check_sees_an_identity_with_a_null_part(monkeypatch):
+    # (NULL, e1) and (//a, e1) are two events; with a hash of the id alone they share a hash
+    # and a content, and min/max (which skip NULLs) would see one identity.
+    events = pl.DataFrame([_event(1, 1, 1, source=None), _event(1, 1, 1, source="//a"), _event(1, 1, 2, source="//a")])
+    monkeypatch.setattr(usage_module, "_IDENTITY_HASH", "hash(id)")
+    usage, _ = daily_usage(events)
+    assert usage.select("quantity", "events").row(0) == (Decimal(2), 2)
+
+
 def _record(**kw) -> str:
     base = {"BilledCost": "2.000000", "EffectiveCost": "2.000000", "ContractedCost": "2.000000",
             "ListCost": "2.500000", "BillingAccountId": "ba-1", "BillingCurrency": "USD", "ChargeCategory": "Usage",

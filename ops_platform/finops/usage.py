@@ -68,7 +68,11 @@ def _query(events_sql: str, repeated: str | None, final_after_days: int) -> str:
                               ELSE CAST(rep_quantity AS DECIMAL(38, 6)) END AS quantity,
                          CASE WHEN rep_h IS NULL THEN count(*) ELSE 1 END AS events,
                          min(source) FILTER (rep_h IS NOT NULL) <> max(source) FILTER (rep_h IS NOT NULL)
-                         OR min(id) FILTER (rep_h IS NOT NULL) <> max(id) FILTER (rep_h IS NOT NULL) AS collided
+                         OR min(id) FILTER (rep_h IS NOT NULL) <> max(id) FILTER (rep_h IS NOT NULL)
+                         -- min/max skip NULLs: an identity with a NULL part beside one without
+                         OR count(source) FILTER (rep_h IS NOT NULL) NOT IN (0, count(*) FILTER (rep_h IS NOT NULL))
+                         OR count(id) FILTER (rep_h IS NOT NULL) NOT IN (0, count(*) FILTER (rep_h IS NOT NULL))
+                         AS collided
                   FROM ev GROUP BY utc_date, tenant_id, meter, rep_h, rep_quantity,
                                    CASE WHEN rep_h IS NULL THEN arrived END"""
     return f"""
