@@ -47,6 +47,8 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     assert slo_meta["budget_remaining/api-availability"].value <= 1.0
     series = wh.query("SELECT count(DISTINCT ts) AS n FROM slo.burn_minutes WHERE slo = 'api-availability'")
     assert series["n"][0] == 23 * 60
+    stored = wh.query("SELECT slo, service, cohort, build_id, ts FROM slo.burn_minutes")  # in reading order
+    assert stored.equals(stored.sort(["slo", "service", "cohort", "build_id", "ts"], nulls_last=True))
     mats = day.asset_materializations_for_node("raw__usage_events")
     assert mats[0].metadata["dagster/row_count"].value == wh.query(
         "SELECT count(*) AS n FROM raw.usage_events")["n"][0]

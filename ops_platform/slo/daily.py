@@ -93,10 +93,13 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
     cols = ["ts", "slo", *GROUP, "bad", "total"]
     cols += [f"{k}_{window_name(w)}" for w in windows for k in ("error_ratio", "burn")]
     cols += [f"firing_{n}" for n in names]
-    minutes = pl.concat([f.select(cols) for f in frames], how="vertical_relaxed") if frames else pl.DataFrame()
+    # Stored in reading order (SLO, series, minute): a day's rows of `slo.burn_minutes` read
+    # each series in time order, whatever order the burn computation left them in.
+    minutes = pl.concat([f.select(cols) for f in frames], how="vertical_relaxed").sort(
+        ["slo", *GROUP, "ts"], nulls_last=True) if frames else pl.DataFrame()
     service_cols = [c for c in cols if c not in ("cohort", "build_id")]
-    service = pl.concat([f.select(service_cols) for f in service_frames], how="vertical_relaxed") \
-        if service_frames else pl.DataFrame()
+    service = pl.concat([f.select(service_cols) for f in service_frames], how="vertical_relaxed").sort(
+        ["slo", "service", "ts"]) if service_frames else pl.DataFrame()
     return DayBurn(minutes, service, pl.DataFrame(budgets), tiers)
 
 
