@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import subprocess
 import sys
@@ -82,7 +81,6 @@ def _pandas_events(path: Path):
           & df["meter"].isin(METERS) & df["ts"].notna())
     df = df[ok].drop(columns=["data", "specversion", "time"])
     df["utc_date"] = df["ts"].dt.date
-    df["arrived"] = pd.Timestamp(re.search(r"dt=(\d{4}-\d{2}-\d{2})", str(path)).group(1)).date()
     return df
 
 
@@ -109,7 +107,7 @@ def run_pandas(world: Path, tmp: Path) -> pl.DataFrame:
         arrived = pd.Timestamp(folder.name[3:]).date()
         for f in sorted(folder.glob("*.parquet")):
             df = _pandas_events(f)
-            df = df[df["arrived"] <= df["utc_date"] + pd.Timedelta(days=2)]
+            df = df[df["utc_date"] + pd.Timedelta(days=2) >= arrived]  # later: a correction
             for day, part in df.groupby("utc_date"):
                 pending.setdefault(day, []).append(part)
         for day in [d for d in pending if d + pd.Timedelta(days=2) <= arrived]:

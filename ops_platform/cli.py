@@ -187,7 +187,7 @@ def _finops_story(p: StatePaths, report) -> None:
         sc = score_anomalies(anomalies, pl.read_parquet(p.truth / "cost_anomalies.parquet"))
         click.echo(f"    vs injected: model precision {sc['model']['precision']:.2f} recall {sc['model']['recall']:.2f}; "
                    f"baseline precision {sc['baseline']['precision']:.2f} recall {sc['baseline']['recall']:.2f}")
-    folder = p.home / "invoices" / (report.invoice_period or "")
+    folder = p.invoices / (report.invoice_period or "")
     files = sorted(folder.glob("*")) if report.invoice_period else []
     if files:
         click.echo(f"  invoices released for {report.invoice_period} (guarded, receipted): {folder}")
@@ -475,7 +475,7 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
     except Exception as exc:  # noqa: BLE001 - no finops tables yet
         raise click.ClickException("no cost attribution in the warehouse yet: materialize finops/attribution "
                                    f"(job reconcile_costs) or run `make demo` ({str(exc).splitlines()[0]})") from None
-    blockers, out = release_invoices(stored, chosen, p.home / "invoices",
+    blockers, out = release_invoices(stored, chosen, p.invoices,
                                      lambda executors: build_protocol(_guard_paths(), executors), actor, rationale)
     if out is None:
         click.echo(f"held: invoices for {chosen.name} are not released")
@@ -485,7 +485,7 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
     click.echo(f"export_release {chosen.name}: {out.status} {out.reason}".rstrip())
     if out.receipt_id:
         click.echo(f"  receipt {out.receipt_id} (ops-platform receipts show {out.receipt_id[:12]})")
-    folder = p.home / "invoices" / chosen.name
+    folder = p.invoices / chosen.name
     for f in sorted(folder.glob("*")) if out.status == "completed" else []:
         click.echo(f"  {f}")
     if out.status != "completed":

@@ -60,6 +60,11 @@ class StatePaths:
     def exports(self) -> Path:
         return self.home / "exports"
 
+    @property
+    def invoices(self) -> Path:
+        """Released invoice files, one folder per billing period."""
+        return self.home / "invoices"
+
     def ensure(self) -> StatePaths:
         """Create the state folders (idempotent)."""
         for p in (self.home, self.dagster_home, self.exports):

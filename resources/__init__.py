@@ -30,7 +30,7 @@ def build_resources(paths: StatePaths) -> dict:
         "signer": SignerResource(keys_dir=str(paths.keys_dir)),
         "flags": FlagsResource(home=str(paths.home), world=str(paths.world)),
         "sli": SLISourceResource(prometheus_url=os.environ.get("OPS_PLATFORM_PROMETHEUS_URL") or None),
-        "exports": ExportsResource(invoices_dir=str(paths.home / "invoices")),
+        "exports": ExportsResource(invoices_dir=str(paths.invoices)),
         "guard": GuardResource(**policy_settings_from_env()),
     }
 

@@ -51,7 +51,7 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
     for e in store.events(kind="action_completed", actor=CONTROLLER):  # the controller's own, oldest first
         payload = json.loads(e["payload"])
         key = history_key(payload["action"], e["target_id"], (payload.get("params") or {}).get("build_id", ""))
-        history[key] = (payload["action"], datetime.fromisoformat(e["ts"].replace("Z", "+00:00")))
+        history[key] = (payload["action"], datetime.fromisoformat(e["ts"]))
 
     outcomes: dict[str, int] = {}
     for decision in plan(signals, _ramps(warehouse), override, history.get, utcnow()):

@@ -251,9 +251,9 @@ def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(wor
 def test_invoice_files_are_deterministic_and_leave_no_partial_file(world_run, tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
+    from ops_platform.files import file_sha256
     from ops_platform.finops.invoices import write_invoices
     from ops_platform.finops.pipeline import StoredFinOps, final_period
-    from ops_platform.receipts.statement import file_sha256
 
     inputs, result = world_run
     lines, summary = StoredFinOps.from_run(inputs, result).invoices(final_period(result.usage))

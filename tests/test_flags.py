@@ -479,10 +479,10 @@ def test_executor_serialises_racing_processes(flag_path):
 
 def test_executor_through_the_guard_leaves_a_receipt_with_the_file_digest(flag_path, tmp_path):
     from ops_platform.control.store import ControlStore
+    from ops_platform.files import file_sha256
     from ops_platform.guard.policy import RegoPolicy
     from ops_platform.guard.protocol import ActionProtocol
     from ops_platform.receipts.keys import KeyRing
-    from ops_platform.receipts.statement import file_sha256
 
     _live(flag_path)
     store = ControlStore(f"sqlite:///{tmp_path / 'control.sqlite'}")

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from ops_platform.control.store import ControlStore
+from ops_platform.files import file_sha256
 from ops_platform.guard.actions import ActionRequest
 from ops_platform.guard.policy import RegoPolicy
 from ops_platform.guard.protocol import ActionProtocol
 from ops_platform.guard.spool import Spool
 from ops_platform.receipts.keys import KeyRing
 from ops_platform.receipts.ledger import verify_ledger
-from ops_platform.receipts.statement import file_sha256
 
 from .guard_support import FileExecutor
 

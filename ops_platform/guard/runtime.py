@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..control.store import ControlStore
+from ..files import file_sha256
 from ..paths import StatePaths
 from ..receipts.keys import KeyRing
-from ..receipts.statement import Subject, file_sha256
+from ..receipts.statement import Subject
 from ..timezones import iso_utc, utcnow
 from .actions import Executor
 from .policy import policy_from_env

@@ -46,6 +46,11 @@ def baseline_builds(counters: pl.DataFrame, build: str, service: str, start, end
     return set(counters.filter(window & (pl.col("build_id") != build))["build_id"].unique().to_list())
 
 
+def judged_until(ramp: dict, until: datetime | None) -> datetime:
+    """The end of the evidence a ramp is judged on: its end, or ``until`` if that is earlier."""
+    return min(ramp["end"], until) if until is not None else ramp["end"]
+
+
 def judge_ramp(counters: pl.DataFrame, latency: pl.DataFrame, ramp: dict, rejected: set[str],
                until: datetime | None = None) -> tuple[Verdict, bool]:
     """The controller's verdict on one ramp, on the evidence up to ``until`` (default: its end).
@@ -54,7 +59,7 @@ def judge_ramp(counters: pl.DataFrame, latency: pl.DataFrame, ramp: dict, reject
     live, it would have been rolled back. Adds the build to ``rejected`` when it is paused
     or rolled back, so ramps must be judged in start order.
     """
-    end = min(ramp["end"], until) if until is not None else ramp["end"]
+    end = judged_until(ramp, until)
     series = candidate_series(counters, latency, ramp["build_id"], ramp["service"], ramp["start"], end)
     trusted = not (baseline_builds(counters, ramp["build_id"], ramp["service"], ramp["start"], end) & rejected)
     verdict = decide(series, trusted_baseline=trusted)
@@ -86,7 +91,7 @@ def verdict_rows(counters: pl.DataFrame, latency: pl.DataFrame, ramps: Iterable[
         key = (ramp["service"],)
         svc_counters = by_service_c.get(key, counters.clear())
         verdict, trusted = judge_ramp(svc_counters, by_service_l.get(key, latency.clear()), ramp, rejected, until)
-        end = min(ramp["end"], until) if until is not None else ramp["end"]
+        end = judged_until(ramp, until)
         cand = svc_counters.filter((pl.col("build_id") == ramp["build_id"]) & (pl.col("ts") >= ramp["start"])
                                & (pl.col("ts") < end))
         before = cand.filter(pl.col("ts") < verdict.ts) if verdict.ts is not None else cand

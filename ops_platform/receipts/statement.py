@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import file_sha256 as file_sha256
+from ..files import file_sha256
 from .canonical import canonical_json, strict_loads
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
