@@ -69,9 +69,10 @@ def replay(world: Path) -> dict[str, list[dict]]:
     all_ramps = ramps(world).to_dicts()
     verdicts = verdict_rows(counters, latency, all_ramps, set())
     results: dict[str, list[dict]] = {"controller": [], "flagger": [], "sre_multiwindow": []}
+    by_build = counters.partition_by("build_id", as_dict=True)  # split once, not filtered per ramp
     for r, v in zip(all_ramps, verdicts.iter_rows(named=True), strict=True):
         start, end, build = r["start"], r["end"], r["build_id"]
-        cand = counters.filter((pl.col("build_id") == build) & (pl.col("ts") >= start) & (pl.col("ts") < end))
+        cand = by_build.get((build,), counters.clear()).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
         per_min = cand.group_by("ts").agg(pl.col("requests").sum(), pl.col("errors").sum(),
                                           pl.col("slow15").sum()).sort("ts")
         acted = {"controller": (v["acted_at"], v["action"] or "", v["reason"]),
