@@ -1,9 +1,9 @@
 """Per-minute SLI events, multi-window burn rates, tier states and error budgets.
 
 Everything is vectorised: an SLO's source rows become per-minute (bad, total) event
-counts per group (service x cohort x build), window sums are differences of one cumulative
-sum found by binary search (no per-group loop), and a burn rate is the window's bad ratio over the error budget
-(burn 1 spends the budget exactly over the SLO window).
+counts per group (service x cohort x build), window sums are differences of running sums
+over the groups laid end to end (no per-group loop), and a burn rate is the window's bad
+ratio over the error budget (burn 1 spends the budget exactly over the SLO window).
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-import numpy as np
 import polars as pl
 
 from .spec import SLO, THRESHOLD_OPS, BurnTier, is_inf_bound
 
 GROUP = ("service", "cohort", "build_id")
+_WORK_COLUMNS = ("_group", "_first", "_row", "_minute", "_bad_to", "_total_to", "_bad_before", "_total_before",
+                 "_key")
 
 
 def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl.DataFrame | None = None,
@@ -79,85 +80,68 @@ def window_name(w: timedelta) -> str:
     return f"{s}s"
 
 
-def _group_hash(keys: list[str]) -> pl.Expr:
-    """The 64-bit hash that orders groups (a test swaps in a colliding one)."""
-    return pl.struct(keys).hash()
+def _grouped(events: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """`events` ordered by group, then minute, with `_group` (the group's number) and
+    `_first` (the row number of its first row).
 
-
-def _ordered(events: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, np.ndarray]:
-    """`events` ordered by group then minute, and each row's group number.
-
-    Groups are ordered by a 64-bit hash of their keys, a third of the cost of sorting the
-    key strings (and a stable sort suffices when the rows already come in time order). Two
-    groups sharing a hash would interleave; that is detected, and the keys are sorted then.
+    One hash aggregation gathers each group's rows (in their order, which is time order
+    when the rows come sorted) and an explode lays the groups end to end: a quarter of the
+    cost of sorting on the key strings. Groups come in no particular order.
     """
     if not keys:
-        ev = events.sort("ts")
-        return ev, np.zeros(ev.height, dtype=np.int64)
-    ev = events.with_columns(_group_hash(keys).alias("_g"))
-    ev = ev.sort("_g", maintain_order=True) if ev["ts"].is_sorted() else ev.sort(["_g", "ts"])
-    changed = pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift()) for k in keys]).fill_null(True)
-    group = ev.select(changed.cum_sum()).to_series().to_numpy().astype(np.int64)
-    if ev.height and group[-1] != ev["_g"].n_unique():  # a hash collision
-        ev = events.sort([*keys, "ts"], nulls_last=True).with_columns(pl.lit(0, pl.UInt64).alias("_g"))
-        group = ev.select(changed.cum_sum()).to_series().to_numpy().astype(np.int64)
-    return ev.drop("_g"), group
+        return events.sort("ts").with_columns(pl.lit(0, pl.Int64).alias("_group"), pl.lit(0, pl.Int64).alias("_first"))
+    in_time = pl.all() if events["ts"].is_sorted() else pl.all().sort_by("ts")
+    rows = pl.len().cast(pl.Int64)
+    grouped = events.group_by(keys).agg(in_time, rows.alias("_rows")).with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("_group"),
+        (pl.col("_rows").cum_sum() - pl.col("_rows")).alias("_first"))
+    values = [c for c in events.columns if c not in keys]
+    return grouped.explode(values).select(*events.columns, "_group", "_first")
 
 
-class _WindowStarts:
-    """For rows ordered by group then minute, the first row of each row's group inside a
-    window (t - w, t].
-
-    When every group has a row for each of its minutes (the usual per-minute series) that is
-    arithmetic on row numbers; otherwise one binary search over (group, minute) per window.
-    """
-
-    def __init__(self, minute: np.ndarray, group: np.ndarray) -> None:
-        n = len(minute)
-        self.row = np.arange(n)
-        start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if n else np.zeros(0, dtype=np.int64)
-        self.first_of_group = np.repeat(start, np.diff(np.r_[start, n]))
-        self.dense = bool(n) and np.array_equal(minute - minute[self.first_of_group], self.row - self.first_of_group)
-        self.key = group.astype(np.int64) * (1 << 40) + minute
-
-    def __call__(self, minutes: int) -> np.ndarray:
-        if self.dense:
-            return np.maximum(self.row - minutes + 1, self.first_of_group)
-        return np.searchsorted(self.key, self.key - minutes, side="right")
-
-
-def _window_sums(cum: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Window sums as differences of one cumulative sum (``cum`` has a leading zero)."""
-    return cum[1:] - cum[first]
+def _dense(ev: pl.DataFrame) -> bool:
+    """Whether every group has a row for each minute from its first to its last."""
+    minute, row = pl.col("_minute"), pl.col("_row")
+    return bool(ev.select(((minute - minute.gather(pl.col("_first"))) == (row - pl.col("_first"))).all()).item())
 
 
 def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | None = None,
                by: Sequence[str] = GROUP) -> pl.DataFrame:
     """Bad ratio and burn rate over each window ending at each minute, per group in `by`;
-    rows ordered by group, then minute.
+    rows ordered by group (in no particular group order), then minute.
 
-    Windows are (t - w, t] over minute starts, i.e. the last w/1m minutes including t.
+    Windows are (t - w, t] over minute starts, i.e. the last w/1m minutes including t. A
+    window's sums are differences of running sums: up to the row, less up to (not
+    including) the window's first row. That first row is arithmetic on row numbers when
+    every group has a row for each of its minutes (the usual per-minute series), and a
+    binary search over (group, minute) otherwise.
     """
     windows = list(windows or slo.windows)
     keys = list(by)
     ev = events.group_by(["ts", *keys]).agg(pl.col("bad").sum(), pl.col("total").sum()) if keys != list(GROUP) \
         else events
-    ev, group = _ordered(ev, keys)
-    minute = (ev["ts"].dt.epoch("s") // 60).to_numpy()
-    cum_bad = np.concatenate([[0], np.cumsum(ev["bad"].to_numpy(), dtype=np.int64)])
-    cum_total = np.concatenate([[0], np.cumsum(ev["total"].to_numpy(), dtype=np.int64)])
-    budget = slo.error_budget
-    starts = _WindowStarts(minute, group)
+    ev = _grouped(ev, keys).with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"), (pl.col("ts").dt.epoch("s") // 60).alias("_minute"),
+        pl.col("bad").cum_sum().alias("_bad_to"), pl.col("total").cum_sum().alias("_total_to"))
+    ev = ev.with_columns((pl.col("_bad_to") - pl.col("bad")).alias("_bad_before"),
+                         (pl.col("_total_to") - pl.col("total")).alias("_total_before"))
+    if _dense(ev):
+        def first(minutes: int) -> pl.Expr:
+            return pl.max_horizontal(pl.col("_row") - (minutes - 1), pl.col("_first"))
+    else:
+        ev = ev.with_columns((pl.col("_group") * (1 << 40) + pl.col("_minute")).alias("_key"))
+
+        def first(minutes: int) -> pl.Expr:
+            return pl.col("_key").search_sorted(pl.col("_key") - minutes, side="right")
     cols = []
     for w in windows:
-        name = window_name(w)
-        first = starts(int(w.total_seconds() // 60))
-        b, t = _window_sums(cum_bad, first), _window_sums(cum_total, first)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(t > 0, b / np.maximum(t, 1), np.nan)
-        cols += [pl.Series(f"total_{name}", t), pl.Series(f"error_ratio_{name}", ratio, nan_to_null=True),
-                 pl.Series(f"burn_{name}", ratio / budget, nan_to_null=True)]
-    return ev.with_columns(cols)
+        name, start = window_name(w), first(int(w.total_seconds() // 60))
+        bad = pl.col("_bad_to") - pl.col("_bad_before").gather(start)
+        total = pl.col("_total_to") - pl.col("_total_before").gather(start)
+        ratio = pl.when(total > 0).then(bad / total)  # no traffic in the window: no ratio (null)
+        cols += [total.alias(f"total_{name}"), ratio.alias(f"error_ratio_{name}"),
+                 (ratio / slo.error_budget).alias(f"burn_{name}")]
+    return ev.with_columns(cols).drop(_WORK_COLUMNS, strict=False)
 
 
 def tier_states(burn: pl.DataFrame, tiers: Sequence[BurnTier]) -> pl.DataFrame:
