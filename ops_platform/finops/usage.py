@@ -43,8 +43,9 @@ def arrival_date(source_file: pl.Expr) -> pl.Expr:
 
 def _repeated_identities(con: duckdb.DuckDBPyConnection, relation: str) -> pa.Table:
     """Hashes of the (source, id) pairs seen more than once in `relation` (column h)."""
-    # Through Arrow: half the time of fetchnumpy for 10^8 rows.
-    hashes = np.sort(con.sql(f"SELECT {_IDENTITY_HASH} AS h FROM {relation}").to_arrow_table().column("h").to_numpy())
+    # Through Arrow (half the time of fetchnumpy for 10^8 rows) into polars, whose sort uses
+    # every core: a quarter faster than numpy's at 10^8 hashes.
+    hashes = con.sql(f"SELECT {_IDENTITY_HASH} AS h FROM {relation}").pl()["h"].sort().to_numpy()
     return pa.table({"h": np.unique(hashes[1:][hashes[1:] == hashes[:-1]])})
 
 
