@@ -16,8 +16,6 @@ import polars as pl
 from .spec import SLO, THRESHOLD_OPS, BurnTier, is_inf_bound
 
 GROUP = ("service", "cohort", "build_id")
-_WORK_COLUMNS = ("_group", "_first", "_row", "_minute", "_bad_to", "_total_to", "_bad_before", "_total_before",
-                 "_key")
 
 
 def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl.DataFrame | None = None,
@@ -120,6 +118,7 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
     keys = list(by)
     ev = events.group_by(["ts", *keys]).agg(pl.col("bad").sum(), pl.col("total").sum()) if keys != list(GROUP) \
         else events
+    columns = ev.columns
     ev = _grouped(ev, keys).with_columns(
         pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"), (pl.col("ts").dt.epoch("s") // 60).alias("_minute"),
         pl.col("bad").cum_sum().alias("_bad_to"), pl.col("total").cum_sum().alias("_total_to"))
@@ -133,15 +132,21 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
 
         def first(minutes: int) -> pl.Expr:
             return pl.col("_key").search_sorted(pl.col("_key") - minutes, side="right")
-    cols = []
-    for w in windows:
-        name, start = window_name(w), first(int(w.total_seconds() // 60))
-        bad = pl.col("_bad_to") - pl.col("_bad_before").gather(start)
-        total = pl.col("_total_to") - pl.col("_total_before").gather(start)
-        ratio = pl.when(total > 0).then(bad / total)  # no traffic in the window: no ratio (null)
-        cols += [total.alias(f"total_{name}"), ratio.alias(f"error_ratio_{name}"),
-                 (ratio / slo.error_budget).alias(f"burn_{name}")]
-    return ev.with_columns(cols).drop(_WORK_COLUMNS, strict=False)
+    names = [window_name(w) for w in windows]
+    # In three steps, each column computed once (one expression per column would redo the
+    # window sums for the ratio and the burn: twice the time).
+    sums = []
+    for name, w in zip(names, windows, strict=True):
+        start = first(int(w.total_seconds() // 60))
+        sums += [(pl.col("_total_to") - pl.col("_total_before").gather(start)).alias(f"total_{name}"),
+                 (pl.col("_bad_to") - pl.col("_bad_before").gather(start)).alias(f"_bad_{name}")]
+    ev = ev.with_columns(sums).with_columns(
+        # no traffic in the window: no ratio (null)
+        pl.when(pl.col(f"total_{n}") > 0).then(pl.col(f"_bad_{n}") / pl.col(f"total_{n}")).alias(f"error_ratio_{n}")
+        for n in names)
+    return ev.with_columns((pl.col(f"error_ratio_{n}") / slo.error_budget).alias(f"burn_{n}") for n in names).select(
+        *columns,
+        *(f"{k}_{n}" for n in names for k in ("total", "error_ratio", "burn")))
 
 
 def tier_states(burn: pl.DataFrame, tiers: Sequence[BurnTier]) -> pl.DataFrame:
