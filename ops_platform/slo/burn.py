@@ -60,14 +60,12 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
                 .agg(bad.sum().cast(pl.Int64).alias("bad"), pl.len().cast(pl.Int64).alias("total"))
                 .with_columns(pl.lit(None, pl.String).alias("cohort"), pl.lit(None, pl.String).alias("build_id"))
                 .select("ts", *GROUP, "bad", "total").sort("ts"))
+    good, total = pl.col("good"), pl.col("total")
     if slo.budgeting == "Timeslices":
-        target = slo.objective.time_slice_target
-        ev = ev.filter(pl.col("total") > 0).with_columns(
-            ((pl.col("good") / pl.col("total")) < target).cast(pl.Int64).alias("bad"),
+        return ev.filter(total > 0).select(
+            "ts", *GROUP, ((good / total) < slo.objective.time_slice_target).cast(pl.Int64).alias("bad"),
             pl.lit(1, pl.Int64).alias("total"))
-    else:
-        ev = ev.with_columns((pl.col("total") - pl.col("good")).cast(pl.Int64).alias("bad"))
-    return ev.select("ts", *GROUP, "bad", pl.col("total").cast(pl.Int64))
+    return ev.select("ts", *GROUP, (total - good).cast(pl.Int64).alias("bad"), total.cast(pl.Int64))
 
 
 def window_name(w: timedelta) -> str:
@@ -121,9 +119,8 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
     columns = ev.columns
     ev = _grouped(ev, keys).with_columns(
         pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"), (pl.col("ts").dt.epoch("s") // 60).alias("_minute"),
-        pl.col("bad").cum_sum().alias("_bad_to"), pl.col("total").cum_sum().alias("_total_to"))
-    ev = ev.with_columns((pl.col("_bad_to") - pl.col("bad")).alias("_bad_before"),
-                         (pl.col("_total_to") - pl.col("total")).alias("_total_before"))
+        *(pl.col(c).cum_sum().alias(f"_{c}_to") for c in ("bad", "total")),
+        *((pl.col(c).cum_sum() - pl.col(c)).alias(f"_{c}_before") for c in ("bad", "total")))
     if _dense(ev):
         def first(minutes: int) -> pl.Expr:
             return pl.max_horizontal(pl.col("_row") - (minutes - 1), pl.col("_first"))
