@@ -56,10 +56,11 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         sample = pl.col(ind.metric.spec.get("value", "lag_seconds"))
         bad = THRESHOLD_OPS[slo.objective.op].bad(sample, slo.objective.value)
         return (lag.filter(pl.col("pipeline") == pipeline)
-                .group_by(pl.col("ts").dt.truncate("1m"), pl.col("pipeline").alias("service"))
+                .group_by(pl.col("ts").dt.truncate("1m"))
                 .agg(bad.sum().cast(pl.Int64).alias("bad"), pl.len().cast(pl.Int64).alias("total"))
-                .with_columns(pl.lit(None, pl.String).alias("cohort"), pl.lit(None, pl.String).alias("build_id"))
-                .select("ts", *GROUP, "bad", "total").sort("ts"))
+                .sort("ts")
+                .select("ts", pl.lit(pipeline, pl.String).alias("service"), pl.lit(None, pl.String).alias("cohort"),
+                        pl.lit(None, pl.String).alias("build_id"), "bad", "total"))
     good, total = pl.col("good"), pl.col("total")
     if slo.budgeting == "Timeslices":
         return ev.filter(total > 0).select(
