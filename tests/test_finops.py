@@ -88,8 +88,8 @@ def test_usage_dedup_stays_exact_when_identity_hashes_collide(monkeypatch):
     frame = pl.DataFrame(events)
     expected = _usage_by_reference(frame)
     fast, _ = daily_usage(frame)
-    # A hash with three values: distinct events with the same content share a hash, so the
-    # fast path must notice the collision and group those events by identity.
+    # A hash with three values: every event's hash repeats, so every event is grouped by its
+    # identity, and distinct events sharing a hash and a content must still count apart.
     monkeypatch.setattr(usage_module, "_IDENTITY_HASH", "hash(source, id) % 3")
     collided, _ = daily_usage(frame)
     for usage in (fast, collided):
@@ -98,9 +98,9 @@ def test_usage_dedup_stays_exact_when_identity_hashes_collide(monkeypatch):
     assert sum(expected.values()) < sum(Decimal(str(e["quantity"])) for e in events)  # dups and late ones dropped
 
 
-def test_usage_collision_check_sees_an_identity_with_a_null_part(monkeypatch):
+def test_usage_identity_with_a_null_part_is_its_own_identity(monkeypatch):
     # (NULL, e1) and (//a, e1) are two events; with a hash of the id alone they share a hash
-    # and a content, and min/max (which skip NULLs) would see one identity.
+    # and a content, and are told apart by the identity itself.
     events = pl.DataFrame([_event(1, 1, 1, source=None), _event(1, 1, 1, source="//a"), _event(1, 1, 2, source="//a")])
     monkeypatch.setattr(usage_module, "_IDENTITY_HASH", "hash(id)")
     usage, _ = daily_usage(events)

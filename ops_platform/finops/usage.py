@@ -9,8 +9,9 @@ DuckDB does it, over whatever holds the events (a frame, the warehouse's
 ``raw.usage_events``, Parquet files), so 10^8 events are aggregated without ever being
 loaded into Python. Deduplication is exact but cheap: a first pass hashes every (source, id)
 and sorts the 8-byte hashes; only events whose hash repeats (re-deliveries, and the odd
-collision) are grouped by identity, the rest are summed as they are. Grouping 10^8 string
-identities instead takes three times as long and spills to disk.
+collision) are grouped by identity, the rest are summed as they are, since a hash seen once
+is an identity seen once. Grouping 10^8 string identities instead takes three times as long
+and spills to disk.
 """
 
 from __future__ import annotations
@@ -49,38 +50,28 @@ def _repeated_identities(con: duckdb.DuckDBPyConnection, relation: str) -> pa.Ta
     return pa.table({"h": np.unique(hashes[1:][hashes[1:] == hashes[:-1]])})
 
 
-def _query(events_sql: str, repeated: str | None, final_after_days: int) -> str:
-    """The usage query. With `repeated` (a relation of identity hashes), events whose hash is
-    not in it are summed per arrival day as they are, and the others collapse to one row
-    per hash and content, flagged when that row mixes identities (a collision). Without it,
-    every event is grouped by its identity, which is exact but slow: the fallback."""
+def _query(events_sql: str, repeated: str, final_after_days: int) -> str:
+    """The usage query. Events whose identity hash is not in `repeated` (a relation of
+    hashes) are unique: they are summed per arrival day as they are. The others collapse to
+    one row per identity and content, grouped by the identity itself, so a hash shared by
+    two different events costs nothing but a larger group key: exact whatever the hash."""
     late = f"arrived > utc_date + INTERVAL {int(final_after_days)} DAY"
-    if repeated is None:
-        ev = f"SELECT *, {_UTC_DATE} AS utc_date FROM ({events_sql})"
-        once = """SELECT utc_date, tenant_id, meter, min(arrived) AS arrived,
-                         CAST(quantity AS DECIMAL(38, 6)) AS quantity, 1 AS events, false AS collided
-                  FROM ev GROUP BY source, id, utc_date, tenant_id, meter, quantity"""
-    else:
-        ev = (f"SELECT e.*, {_UTC_DATE} AS utc_date, r.h AS rep_h, "
-              "CASE WHEN r.h IS NOT NULL THEN e.quantity END AS rep_quantity "
-              f"FROM (SELECT *, {_IDENTITY_HASH} AS _h FROM ({events_sql})) e LEFT JOIN {repeated} r ON r.h = e._h")
-        once = """SELECT utc_date, tenant_id, meter, min(arrived) AS arrived,
-                         CASE WHEN rep_h IS NULL THEN sum(CAST(quantity AS DECIMAL(38, 6)))
-                              ELSE CAST(rep_quantity AS DECIMAL(38, 6)) END AS quantity,
-                         CASE WHEN rep_h IS NULL THEN count(*) ELSE 1 END AS events,
-                         min(source) FILTER (rep_h IS NOT NULL) <> max(source) FILTER (rep_h IS NOT NULL)
-                         OR min(id) FILTER (rep_h IS NOT NULL) <> max(id) FILTER (rep_h IS NOT NULL)
-                         -- min/max skip NULLs: an identity with a NULL part beside one without
-                         OR count(source) FILTER (rep_h IS NOT NULL) NOT IN (0, count(*) FILTER (rep_h IS NOT NULL))
-                         OR count(id) FILTER (rep_h IS NOT NULL) NOT IN (0, count(*) FILTER (rep_h IS NOT NULL))
-                         AS collided
-                  FROM ev GROUP BY utc_date, tenant_id, meter, rep_h, rep_quantity,
-                                   CASE WHEN rep_h IS NULL THEN arrived END"""
+    ev = (f"SELECT {_UTC_DATE} AS utc_date, tenant_id, meter, quantity, arrived, r.h IS NOT NULL AS repeated, "
+          "CASE WHEN r.h IS NOT NULL THEN e.source END AS rep_source, "
+          "CASE WHEN r.h IS NOT NULL THEN e.id END AS rep_id, "
+          "CASE WHEN r.h IS NOT NULL THEN e.quantity END AS rep_quantity, "
+          "CASE WHEN r.h IS NULL THEN e.arrived END AS once_arrived "
+          f"FROM (SELECT *, {_IDENTITY_HASH} AS _h FROM ({events_sql})) e LEFT JOIN {repeated} r ON r.h = e._h")
+    once = """SELECT utc_date, tenant_id, meter, min(arrived) AS arrived,
+                     CASE WHEN repeated THEN CAST(rep_quantity AS DECIMAL(38, 6))
+                          ELSE sum(CAST(quantity AS DECIMAL(38, 6))) END AS quantity,
+                     CASE WHEN repeated THEN 1 ELSE count(*) END AS events
+              FROM ev GROUP BY utc_date, tenant_id, meter, repeated, rep_source, rep_id, rep_quantity, once_arrived"""
     return f"""
         WITH ev AS ({ev}), once AS ({once})
         SELECT utc_date, tenant_id, meter, sum(quantity) AS quantity, sum(events) AS events,
                coalesce({late}, false) AS late, CASE WHEN {late} THEN arrived END AS arrived,
-               max(arrived) AS last_arrival, coalesce(bool_or(collided), false) AS collided
+               max(arrived) AS last_arrival
         FROM once GROUP BY ALL"""
 
 
@@ -103,8 +94,6 @@ def usage_from(con: duckdb.DuckDBPyConnection, relation: str, events: str = ACCE
     con.register(repeated, _repeated_identities(con, relation))
     try:
         agg = pl.from_arrow(con.sql(_query(events_sql, repeated, final_after_days)).to_arrow_table())
-        if agg["collided"].any():  # two identities share a hash and a content: group them exactly
-            agg = pl.from_arrow(con.sql(_query(events_sql, None, final_after_days)).to_arrow_table())
     finally:
         con.unregister(repeated)
     agg = agg.with_columns(pl.col("quantity").cast(QUANTITY), pl.col("events").cast(pl.UInt32),
