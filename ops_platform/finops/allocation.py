@@ -15,8 +15,8 @@ def allocate(pools: pl.DataFrame, weights: pl.DataFrame, pool_keys: list[str], i
              amount: str = "amount", weight: str = "weight", out: str = "allocated") -> pl.DataFrame:
     """Split each pool's integer ``amount`` over its items in proportion to ``weight``.
 
-    ``pools``: one row per pool (``pool_keys`` + ``amount``, Int64). ``weights``: rows of
-    (``pool_keys``, ``item``, ``weight`` >= 0). Returns (``pool_keys``, ``item``, ``out``) for
+    ``pools``: one row per pool (``pool_keys`` + ``amount``, Int64). ``weights``: one row per
+    item of a pool (``pool_keys``, ``item``, ``weight`` >= 0). Returns (``pool_keys``, ``item``, ``out``) for
     every pool with a positive total weight; per pool, ``out`` sums exactly to ``amount``.
     Pools with no weight are left out: the caller decides where their money goes.
     """
@@ -26,10 +26,13 @@ def allocate(pools: pl.DataFrame, weights: pl.DataFrame, pool_keys: list[str], i
     exact = pl.col(amount).cast(pl.Float64) * pl.col("_share")
     frame = frame.with_columns(exact.floor().cast(pl.Int64).alias("_floor"),
                                (exact - exact.floor()).alias("_frac"))
-    # Units still to hand out (may be negative if float rounding floored one too high).
-    frame = frame.with_columns((pl.col(amount) - pl.col("_floor").sum().over(pool_keys)).alias("_left"))
+    # Units still to hand out (may be negative if float rounding floored one too high): to
+    # the largest fractions first, taken back from the smallest. Items are unique in a pool,
+    # so one ordinal rank orders both ways (the smallest is the last of the descending rank).
     rank = pl.struct(pl.col("_frac"), pl.col(item)).rank("ordinal", descending=True).over(pool_keys)
-    asc = pl.struct(pl.col("_frac"), pl.col(item)).rank("ordinal").over(pool_keys)
-    bump = (pl.when((pl.col("_left") > 0) & (rank <= pl.col("_left"))).then(1)
-            .when((pl.col("_left") < 0) & (asc <= -pl.col("_left"))).then(-1).otherwise(0))
+    frame = frame.with_columns((pl.col(amount) - pl.col("_floor").sum().over(pool_keys)).alias("_left"),
+                               rank.alias("_rank"), pl.len().over(pool_keys).alias("_items"))
+    from_smallest = pl.col("_items") - pl.col("_rank") + 1
+    bump = (pl.when((pl.col("_left") > 0) & (pl.col("_rank") <= pl.col("_left"))).then(1)
+            .when((pl.col("_left") < 0) & (from_smallest <= -pl.col("_left"))).then(-1).otherwise(0))
     return frame.select(*pool_keys, item, (pl.col("_floor") + bump).alias(out))
