@@ -102,7 +102,8 @@ def usage_from(con: duckdb.DuckDBPyConnection, relation: str, events: str = ACCE
     if as_of is None:
         as_of = agg["last_arrival"].max() or date.min
     keys = ["utc_date", "tenant_id", "meter"]
-    usage = (agg.filter(~pl.col("late")).group_by(keys).agg(pl.col("quantity").sum(), pl.col("events").sum())
+    # The query leaves one on-time row per key (late rows are apart, per arrival day).
+    usage = (agg.filter(~pl.col("late")).select(*keys, "quantity", "events")
              .with_columns((pl.col("utc_date") + pl.duration(days=final_after_days) < pl.lit(as_of)).alias("final"))
              .sort(keys))
     corrections = (agg.filter(pl.col("late")).group_by([*keys, "arrived"])
