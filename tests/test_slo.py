@@ -62,6 +62,8 @@ def _mutate(tmp_path: Path, name: str, fn) -> Path:
     ("api-availability.yaml", lambda d: d[1]["spec"].update(budgetingMethod="RatioTimeslices"), "budgetingMethod"),
     ("api-latency.yaml", lambda d: d[1]["spec"]["objectives"][0].pop("timeSliceTarget"), "timeSliceTarget"),
     ("api-latency.yaml", lambda d: d[2]["spec"]["tiers"][0].update(shortWindow="2h"), "tiers[0].shortWindow"),
+    ("api-latency.yaml", lambda d: d[2]["spec"]["tiers"][0].update(shortWindow="30s"), "tiers[0].shortWindow"),
+    ("api-latency.yaml", lambda d: d[2]["spec"]["tiers"][0].update(longWindow="90s"), "tiers[0].longWindow"),
     ("api-latency.yaml", lambda d: d[2]["spec"]["tiers"][1].update(ramp="promote"), "tiers[1].ramp"),
     ("receipt-lag.yaml", lambda d: d[1]["spec"]["objectives"][0].update(op="about"), "objectives[0].op"),
     ("receipt-lag.yaml", lambda d: d[1].update(kind="Service"), "kind"),
@@ -119,6 +121,8 @@ def test_burn_rates_match_a_straightforward_pandas_rolling_window(gaps, shuffled
     assert got["build_id"].rle_id().max() == 1
     assert got.select((pl.col("ts").diff() > timedelta(0)).over("build_id").drop_nulls().all()).item()
     assert got.columns[:6] == ["ts", "service", "cohort", "build_id", "bad", "total"]
+    # a true division, as Prometheus evaluates the exported rules (not times the reciprocal)
+    np.testing.assert_array_equal(got["burn_5m"].to_numpy(), got["error_ratio_5m"].to_numpy() / slo.error_budget)
     for _build, g in got.to_pandas().groupby("build_id"):
         s = g.set_index("ts").sort_index()
         for w, name in (("5min", "5m"), ("60min", "1h")):
@@ -127,6 +131,13 @@ def test_burn_rates_match_a_straightforward_pandas_rolling_window(gaps, shuffled
             expected = (bad / total).where(total > 0) / slo.error_budget
             pd.testing.assert_series_equal(s[f"burn_{name}"], expected, check_names=False, rtol=1e-12)
     assert got["burn_1h"].drop_nulls().mean() > 0
+
+
+def test_burn_windows_must_be_whole_minutes():
+    slo = by_name()["api-availability"]
+    ev = minute_events(slo, counters=_synthetic(minutes=10))
+    with pytest.raises(ValueError, match="whole minutes"):
+        burn_rates(ev, slo, [timedelta(seconds=30)])
 
 
 def test_timeslices_count_bad_minutes_and_skip_empty_ones():

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 
 from .spec import SLO, THRESHOLD_OPS, BurnTier, is_inf_bound
@@ -82,8 +83,8 @@ def _grouped(events: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     `_first` (the row number of its first row).
 
     One hash aggregation gathers each group's rows (in their order, which is time order
-    when the rows come sorted) and an explode lays the groups end to end: a quarter of the
-    cost of sorting on the key strings. Groups come in no particular order.
+    when the rows come sorted) and an explode lays the groups end to end, which is much
+    cheaper than sorting on the key strings. Groups come in no particular order.
     """
     if not keys:
         return events.sort("ts").with_columns(pl.lit(0, pl.Int64).alias("_group"), pl.lit(0, pl.Int64).alias("_first"))
@@ -114,35 +115,42 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
     binary search over (group, minute) otherwise.
     """
     windows = list(windows or slo.windows)
+    minute = timedelta(minutes=1)
+    if any(w < minute or w % minute for w in windows):
+        raise ValueError(f"burn windows must be whole minutes: {[str(w) for w in windows]}")
     keys = list(by)
     ev = events.group_by(["ts", *keys]).agg(pl.col("bad").sum(), pl.col("total").sum()) if keys != list(GROUP) \
         else events
     columns = ev.columns
-    ev = _grouped(ev, keys).with_columns(
+    ordered = _grouped(ev, keys)
+    ev = ordered.with_columns(
         pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"), (pl.col("ts").dt.epoch("s") // 60).alias("_minute"),
-        *(pl.col(c).cum_sum().alias(f"_{c}_to") for c in ("bad", "total")),
-        *((pl.col(c).cum_sum() - pl.col(c)).alias(f"_{c}_before") for c in ("bad", "total")))
+        *(pl.col(c).cast(pl.Int64).cum_sum().alias(f"_cum_{c}") for c in ("bad", "total")),
+        *((pl.col(c).cast(pl.Int64).cum_sum() - pl.col(c)).alias(f"_cum_{c}_before") for c in ("bad", "total")),
+        # A column, not a scalar: polars divides by a scalar through its reciprocal, which is
+        # off by one unit in the last place against a true division (as Prometheus does it).
+        pl.Series("_budget", np.full(ordered.height, slo.error_budget)))
     if _dense(ev):
-        def first(minutes: int) -> pl.Expr:
+        def window_start(minutes: int) -> pl.Expr:
             return pl.max_horizontal(pl.col("_row") - (minutes - 1), pl.col("_first"))
     else:
         ev = ev.with_columns((pl.col("_group") * (1 << 40) + pl.col("_minute")).alias("_key"))
 
-        def first(minutes: int) -> pl.Expr:
+        def window_start(minutes: int) -> pl.Expr:
             return pl.col("_key").search_sorted(pl.col("_key") - minutes, side="right")
     names = [window_name(w) for w in windows]
     # In three steps, each column computed once (one expression per column would redo the
     # window sums for the ratio and the burn: twice the time).
     sums = []
     for name, w in zip(names, windows, strict=True):
-        start = first(int(w.total_seconds() // 60))
-        sums += [(pl.col("_total_to") - pl.col("_total_before").gather(start)).alias(f"total_{name}"),
-                 (pl.col("_bad_to") - pl.col("_bad_before").gather(start)).alias(f"_bad_{name}")]
+        start = window_start(w // minute)
+        sums += [(pl.col("_cum_total") - pl.col("_cum_total_before").gather(start)).alias(f"total_{name}"),
+                 (pl.col("_cum_bad") - pl.col("_cum_bad_before").gather(start)).alias(f"_bad_{name}")]
     ev = ev.with_columns(sums).with_columns(
         # no traffic in the window: no ratio (null)
         pl.when(pl.col(f"total_{n}") > 0).then(pl.col(f"_bad_{n}") / pl.col(f"total_{n}")).alias(f"error_ratio_{n}")
         for n in names)
-    return ev.with_columns((pl.col(f"error_ratio_{n}") / slo.error_budget).alias(f"burn_{n}") for n in names).select(
+    return ev.with_columns((pl.col(f"error_ratio_{n}") / pl.col("_budget")).alias(f"burn_{n}") for n in names).select(
         *columns,
         *(f"{k}_{n}" for n in names for k in ("total", "error_ratio", "burn")))
 

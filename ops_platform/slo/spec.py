@@ -240,6 +240,9 @@ def _tiers(doc: dict, file, path: str) -> tuple[BurnTier, ...]:
             raise SLOSpecError(file, f"{p}.burnRate", "must be a positive number")
         long_w = parse_duration(_get(t, "longWindow", file, p), file, f"{p}.longWindow")
         short_w = parse_duration(_get(t, "shortWindow", file, p), file, f"{p}.shortWindow")
+        for key, w in (("longWindow", long_w), ("shortWindow", short_w)):
+            if w < timedelta(minutes=1) or w % timedelta(minutes=1):
+                raise SLOSpecError(file, f"{p}.{key}", "must be a whole number of minutes (burn series are per minute)")
         if short_w >= long_w:
             raise SLOSpecError(file, f"{p}.shortWindow", "must be shorter than longWindow")
         severity = _get(t, "severity", file, p, str)
