@@ -121,7 +121,7 @@ def test_burn_rates_match_a_straightforward_pandas_rolling_window(gaps, shuffled
     assert got["build_id"].rle_id().max() == 1
     assert got.select((pl.col("ts").diff() > timedelta(0)).over("build_id").drop_nulls().all()).item()
     assert got.columns[:6] == ["ts", "service", "cohort", "build_id", "bad", "total"]
-    # a true division, as Prometheus evaluates the exported rules (not times the reciprocal)
+    # a true division, as pandas and numpy compute it (not times the reciprocal)
     np.testing.assert_array_equal(got["burn_5m"].to_numpy(), got["error_ratio_5m"].to_numpy() / slo.error_budget)
     for _build, g in got.to_pandas().groupby("build_id"):
         s = g.set_index("ts").sort_index()

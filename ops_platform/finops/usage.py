@@ -10,8 +10,8 @@ DuckDB does it, over whatever holds the events (a frame, the warehouse's
 loaded into Python. Deduplication is exact but cheap: a first pass hashes every (source, id)
 and sorts the 8-byte hashes; only events whose hash repeats (re-deliveries, and the odd
 collision) are grouped by identity, the rest are summed as they are, since a hash seen once
-is an identity seen once. Grouping 10^8 string identities instead takes three times as long
-and spills to disk.
+is an identity seen once. Grouping 10^8 string identities instead took 2.5 times as long end
+to end, and spilled to disk.
 """
 
 from __future__ import annotations

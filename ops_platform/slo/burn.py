@@ -127,8 +127,8 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
         pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"), (pl.col("ts").dt.epoch("s") // 60).alias("_minute"),
         *(pl.col(c).cast(pl.Int64).cum_sum().alias(f"_cum_{c}") for c in ("bad", "total")),
         *((pl.col(c).cast(pl.Int64).cum_sum() - pl.col(c)).alias(f"_cum_{c}_before") for c in ("bad", "total")),
-        # A column, not a scalar: polars divides by a scalar through its reciprocal, which is
-        # off by one unit in the last place against a true division (as Prometheus does it).
+        # A column, not a scalar: polars divides by a scalar through its reciprocal, one unit
+        # in the last place away from the true division that pandas and numpy compute.
         pl.Series("_budget", np.full(ordered.height, slo.error_budget)))
     if _dense(ev):
         def window_start(minutes: int) -> pl.Expr:
