@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from dataclasses import replace
@@ -14,7 +15,13 @@ import polars as pl
 import pytest
 import yaml
 
-from ops_platform.slo.burn import burn_rates, minute_events, remaining_budget, tier_states
+from ops_platform.slo.burn import (
+    burn_rates,
+    minute_events,
+    remaining_budget,
+    tier_states,
+    window_name,
+)
 from ops_platform.slo.rules import rules_yaml
 from ops_platform.slo.spec import MetricSource, SLOSpecError, load_slos
 
@@ -164,6 +171,27 @@ def test_threshold_slo_counts_late_samples():
     assert ev.select("bad", "total").rows() == [(1, 2), (0, 1)]
 
 
+def test_checks_and_exported_alerts_compare_the_same_threshold():
+    # The alert fires on `ratio > (rate * budget)`; a check must use the same float product,
+    # which the rule prints at full precision, so both fire on the same minutes to the bit.
+    slos = load_slos(SLOS)
+    rules = yaml.safe_load(rules_yaml(slos))
+    alerts = {r["labels"]["slo"] + "/" + r["labels"]["tier"]: r["expr"]
+              for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    for slo in slos:
+        for t in slo.tiers:
+            rate, budget = re.search(r"> \(([^ ]+) \* ([^ )]+)\)", alerts[f"{slo.name}/{t.name}"]).groups()
+            assert float(rate) * float(budget) == t.burn_rate * slo.error_budget
+    slo = by_name()["api-availability"]
+    tier = slo.tiers[0]
+    threshold = tier.burn_rate * slo.error_budget
+    lw, sw = (f"error_ratio_{window_name(w)}" for w in (tier.long_window, tier.short_window))
+    burn = pl.DataFrame({f"error_ratio_{window_name(w)}": [0.0] * 4 for w in slo.windows}).with_columns(
+        pl.Series(lw, [threshold, np.nextafter(threshold, 1), np.nextafter(threshold, 1), None]),
+        pl.Series(sw, [1.0, np.nextafter(threshold, 1), threshold, 1.0]))
+    assert tier_states(burn, slo)[f"firing_{tier.name}"].to_list() == [False, True, False, False]
+
+
 def test_bad_build_fires_the_fast_tier_on_its_own_series(small_world):
     counters = pl.read_parquet(small_world / "landing" / "request_counters" / "*" / "*.parquet")
     bad = pl.read_parquet(small_world / "truth" / "bad_builds.parquet").filter(pl.col("effect") == "error_rate")
@@ -171,7 +199,7 @@ def test_bad_build_fires_the_fast_tier_on_its_own_series(small_world):
     base = by_name()["api-availability"]
     src = MetricSource("summit.landing", {"table": "request_counters", "service": row["service"]})
     slo = replace(base, service=row["service"], indicator=replace(base.indicator, good=src, total=src))
-    states = tier_states(burn_rates(minute_events(slo, counters=counters), slo), slo.tiers)
+    states = tier_states(burn_rates(minute_events(slo, counters=counters), slo), slo)
     own = states.filter(pl.col("build_id") == row["build_id"])
     first = own.filter(pl.col("firing_fast"))["ts"].min()
     assert first is not None and first - row["deploy_started_at"] <= timedelta(minutes=10)

@@ -155,12 +155,17 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
         *(f"{k}_{n}" for n in names for k in ("total", "error_ratio", "burn")))
 
 
-def tier_states(burn: pl.DataFrame, tiers: Sequence[BurnTier]) -> pl.DataFrame:
-    """Add `firing_<tier>`: both the long and the short window burn faster than the tier."""
-    return burn.with_columns(
-        ((pl.col(f"burn_{window_name(t.long_window)}") > t.burn_rate)
-         & (pl.col(f"burn_{window_name(t.short_window)}") > t.burn_rate)).fill_null(False).alias(f"firing_{t.name}")
-        for t in tiers)
+def tier_states(burn: pl.DataFrame, slo: SLO) -> pl.DataFrame:
+    """Add `firing_<tier>`: both the long and the short window burn faster than the tier.
+
+    Compared as the exported Prometheus alerts compare (``rules.py``): the error ratio against
+    burn rate x error budget, so a check fires exactly when the alert would, to the last bit.
+    """
+    def over(t: BurnTier, w: timedelta) -> pl.Expr:
+        return pl.col(f"error_ratio_{window_name(w)}") > t.burn_rate * slo.error_budget
+
+    return burn.with_columns((over(t, t.long_window) & over(t, t.short_window)).fill_null(False)
+                             .alias(f"firing_{t.name}") for t in slo.tiers)
 
 
 def remaining_budget(events: pl.DataFrame, slo: SLO, start: datetime, end: datetime) -> dict[str, float]:

@@ -71,8 +71,8 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
     windows, names = burn_windows(slos), tier_names(slos)
     for slo in slos:
         events = minute_events(slo, counters=counters, latency=latency, lag=lag)
-        day = _day(tier_states(burn_rates(events, slo, windows), slo.tiers), start, end, slo, names)
-        whole = _day(tier_states(burn_rates(events, slo, windows, by=("service",)), slo.tiers), start, end, slo,
+        day = _day(tier_states(burn_rates(events, slo, windows), slo), start, end, slo, names)
+        whole = _day(tier_states(burn_rates(events, slo, windows, by=("service",)), slo), start, end, slo,
                      names)
         frames.append(day)
         service_frames.append(whole)

@@ -63,12 +63,13 @@ def rule_groups(slos: list[SLO]) -> dict:
                       "labels": {**labels, "window": w}} for w in map(window_name, slo.windows)]
         recording.append({"record": "slo:objective:ratio", "expr": f"vector({slo.objective.target})",
                           "labels": labels})
-        recording.append({"record": "slo:error_budget:ratio", "expr": f"vector({slo.error_budget:.6g})",
+        recording.append({"record": "slo:error_budget:ratio", "expr": f"vector({slo.error_budget!r})",
                           "labels": labels})
         alerts = []
         for tier in slo.tiers:
             lw, sw = window_name(tier.long_window), window_name(tier.short_window)
-            threshold = f"({tier.burn_rate:g} * {slo.error_budget:.6g})"
+            # Full precision (repr round-trips): the platform's checks compare the same product.
+            threshold = f"({tier.burn_rate!r} * {slo.error_budget!r})"
             expr = (f'slo:sli_error:ratio_rate{lw}{{slo="{slo.name}"}} > {threshold} '
                     f'and slo:sli_error:ratio_rate{sw}{{slo="{slo.name}"}} > {threshold}')
             alerts.append({
