@@ -41,7 +41,7 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
             run_config={"ops": {"release_invoices_op": {"config": {"period": period}}}},
             resources=resources, instance=instance)
         assert run.success
-    files = sorted((state.home / "invoices" / period).iterdir())
+    files = sorted((state.invoices / period).iterdir())
     assert [f.name for f in files] == ["invoice_lines.csv", "invoice_lines.parquet", "invoice_summary.csv",
                                        "invoice_summary.parquet"]
     store = open_store(state)
@@ -49,7 +49,7 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
                            file_digest=file_digest_in(state.home))
     assert report.ok and report.entries >= 1
     for stem in ("invoice_lines", "invoice_summary"):  # the CSV says what the Parquet says, value for value
-        parquet = pl.read_parquet(state.home / "invoices" / period / f"{stem}.parquet")
-        csv = pl.read_csv(state.home / "invoices" / period / f"{stem}.csv", infer_schema=False)
+        parquet = pl.read_parquet(state.invoices / period / f"{stem}.parquet")
+        csv = pl.read_csv(state.invoices / period / f"{stem}.csv", infer_schema=False)
         assert parquet.height > 0 and csv.columns == parquet.columns
         assert csv.equals(parquet.select(pl.all().cast(pl.String)))

@@ -33,6 +33,17 @@ def _loose_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
             .dt.replace_time_zone("UTC"))
 
 
+def column_where(frame: pl.DataFrame, flag: pl.Expr, name: str, value: pl.Expr, default: pl.Expr,
+                 order: str) -> pl.DataFrame:
+    """Add column `name`: `value` on the rows where `flag` holds, `default` on the others,
+    rows kept in `order`. `value` is computed on the flagged rows only: list and string work
+    on every row is slow when only a few rows need it (rejection reasons)."""
+    flagged = frame.with_columns(flag.alias("_flag"))
+    return (pl.concat([flagged.filter(~pl.col("_flag")).with_columns(default.alias(name)),
+                       flagged.filter(pl.col("_flag")).with_columns(value.alias(name))])
+            .sort(order).drop("_flag"))
+
+
 def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, list[str]]:
     """Return the batch in contract shape plus file-level schema errors.
 
@@ -70,16 +81,14 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
         if out.select(unread.any()).item():
             out = out.with_columns(pl.col(name).fill_null(_loose_timestamp(source, unread)))
     failed = [pl.col(source).is_not_null() & pl.col(name).is_null() for source, name, _ in checked]
-    out = out.with_columns(pl.any_horizontal(failed).alias("_failed") if failed else pl.lit(False).alias("_failed"))
-    reasons = pl.concat_list([pl.when(f).then(pl.lit(why)) for f, (_, _, why) in zip(failed, checked, strict=True)]
-                             ).list.drop_nulls() if failed else pl.lit([], pl.List(pl.String))
     none = pl.lit([], pl.List(pl.String))
-    # The reason lists are built only for the rows that failed a cast (list work on every row is slow).
-    out = (pl.concat([out.filter(~pl.col("_failed")).with_columns(none.alias("_reasons")),
-                      out.filter(pl.col("_failed")).with_columns(reasons.alias("_reasons"))])
-           .sort("_row")
-           .with_columns(*[pl.col(f"__{c.name}").alias(c.name) for c in contract.columns],
-                         pl.lit(batch.origin).alias("_origin"), pl.lit(batch.file_date, pl.Date).alias("_file_date")))
+    if failed:  # the reason lists, for the rows that failed a cast
+        reasons = pl.concat_list([pl.when(f).then(pl.lit(why)) for f, (_, _, why) in zip(failed, checked, strict=True)])
+        out = column_where(out, pl.any_horizontal(failed), "_reasons", reasons.list.drop_nulls(), none, "_row")
+    else:
+        out = out.with_columns(none.alias("_reasons"))
+    out = out.with_columns(*[pl.col(f"__{c.name}").alias(c.name) for c in contract.columns],
+                           pl.lit(batch.origin).alias("_origin"), pl.lit(batch.file_date, pl.Date).alias("_file_date"))
     if errors:  # the whole file fails its contract: every row is quarantined with the reason
         out = out.with_columns(pl.lit(errors, pl.List(pl.String)).alias("_reasons"))
     keep = contract.names + ["_origin", "_row", "_file_date", "_reasons"]

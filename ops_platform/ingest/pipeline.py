@@ -10,7 +10,7 @@ import polars as pl
 from ..contracts.ge_suite import ExpectationOutcome, validate_rows, validate_table
 from ..contracts.model import Contract
 from .landing import SourceReader
-from .normalize import normalize_batch
+from .normalize import column_where, normalize_batch
 from .partitioning import PartitionSpace
 
 QUARANTINE_SCHEMA = {
@@ -94,17 +94,13 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
     failing, row_outcomes = validate_rows(data, contract)
     ge_reasons = failing.group_by("_row_key").agg(pl.col("reason"))
     data = data.join(ge_reasons, on="_row_key", how="left", maintain_order="left")
-    # The reasons are joined only for rows that have any (few): list work on every row is slow.
     flagged = (pl.col("_reasons").list.len() > 0) | pl.col("reason").is_not_null() | pl.col("_assign_note").is_not_null()
     why = pl.concat_list(
         pl.col("_reasons"), pl.col("reason").fill_null(pl.lit([], pl.List(pl.String))),
         pl.when(pl.col("_assign_note").is_not_null()).then(pl.concat_list(pl.col("_assign_note")))
         .otherwise(pl.lit([], pl.List(pl.String))),
     ).list.unique(maintain_order=True).list.join("; ")
-    data = data.with_columns(flagged.alias("_flagged"))
-    data = pl.concat([data.filter(~pl.col("_flagged")).with_columns(pl.lit("").alias("_why")),
-                      data.filter(pl.col("_flagged")).with_columns(why.alias("_why"))]
-                     ).sort("_row_key").drop("reason", "_flagged")
+    data = column_where(data, flagged, "_why", why, pl.lit(""), "_row_key").drop("reason")
     bad = data.filter(pl.col("_why") != "")
     good = data.filter(pl.col("_why") == "")
 
@@ -117,15 +113,14 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         good = good.with_columns(pl.struct(key).is_first_distinct().alias("_first"))
         later = good.filter(~pl.col("_first"))
         good = good.filter(pl.col("_first")).drop("_first")
-        if later.height:
-            content = pl.struct(contract.names).hash(seed=0)
+        if later.height:  # compared on the content itself (few rows), never on a hash of it
+            content = pl.struct(contract.names)
             firsts = good.join(later.select(key).unique(), on=key, nulls_equal=True).select(
-                *key, content.alias("_content"))
-            later = later.with_columns(content.alias("_content")).join(
-                firsts.rename({"_content": "_first_content"}), on=key, how="left", nulls_equal=True)
-            same = pl.col("_content") == pl.col("_first_content")
+                *key, content.alias("_first_content"))
+            later = later.join(firsts, on=key, how="left", nulls_equal=True)
+            same = content.eq_missing(pl.col("_first_content"))
             duplicates = int(later.select(same.sum()).item())
-            conflicts = later.filter(~same).drop("_first", "_content", "_first_content").with_columns(
+            conflicts = later.filter(~same).drop("_first", "_first_content").with_columns(
                 pl.lit(f"conflicting re-delivery of {', '.join(key)}").alias("_why"))
 
     quarantine = pl.concat([_quarantine_rows(contract, bad, partition_key),

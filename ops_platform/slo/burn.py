@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from .spec import SLO, THRESHOLD_OPS, BurnTier, is_inf_bound
+from .spec import SLO, THRESHOLD_OPS, BurnTier, is_inf_bound, whole_minutes
 
 GROUP = ("service", "cohort", "build_id")
 
@@ -116,7 +116,7 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
     """
     windows = list(windows or slo.windows)
     minute = timedelta(minutes=1)
-    if any(w < minute or w % minute for w in windows):
+    if not all(map(whole_minutes, windows)):
         raise ValueError(f"burn windows must be whole minutes: {[str(w) for w in windows]}")
     keys = list(by)
     ev = events.group_by(["ts", *keys]).agg(pl.col("bad").sum(), pl.col("total").sum()) if keys != list(GROUP) \

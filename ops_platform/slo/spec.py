@@ -54,6 +54,12 @@ THRESHOLD_OPS: dict[str, ThresholdOp] = {
 }
 
 
+def whole_minutes(w: timedelta) -> bool:
+    """Whether a burn window is a whole number of minutes (at least one): burn series are
+    per minute, so no other window can be computed."""
+    return w >= timedelta(minutes=1) and not w % timedelta(minutes=1)
+
+
 class SLOSpecError(ValueError):
     """A bad SLO file: names the file and the field path."""
 
@@ -241,7 +247,7 @@ def _tiers(doc: dict, file, path: str) -> tuple[BurnTier, ...]:
         long_w = parse_duration(_get(t, "longWindow", file, p), file, f"{p}.longWindow")
         short_w = parse_duration(_get(t, "shortWindow", file, p), file, f"{p}.shortWindow")
         for key, w in (("longWindow", long_w), ("shortWindow", short_w)):
-            if w < timedelta(minutes=1) or w % timedelta(minutes=1):
+            if not whole_minutes(w):
                 raise SLOSpecError(file, f"{p}.{key}", "must be a whole number of minutes (burn series are per minute)")
         if short_w >= long_w:
             raise SLOSpecError(file, f"{p}.shortWindow", "must be shorter than longWindow")
