@@ -107,6 +107,21 @@ def test_usage_identity_with_a_null_part_is_its_own_identity(monkeypatch):
     assert usage.select("quantity", "events").row(0) == (Decimal(2), 2)
 
 
+@pytest.mark.parametrize("identities", [
+    [("//a", "b1"), ("//ab", "1")],  # the same characters end to end
+    [(None, "e1"), ("~", "e1"), ("", "e1")],  # NULL, the NULL marker, empty
+    [("//a", "1:x"), ("//a1", ":x")],  # a part that looks like a length prefix
+])
+def test_usage_identities_that_spell_alike_stay_apart(monkeypatch, identities):
+    # A constant hash makes every event a candidate, so only the identity key tells them apart;
+    # each identity is delivered twice and counts once.
+    events = pl.DataFrame([dict(_event(1, 1, arrived), source=source, id=event_id)
+                           for source, event_id in identities for arrived in (1, 2)])
+    monkeypatch.setattr(usage_module, "_IDENTITY_HASH", "hash(1)")
+    usage, _ = daily_usage(events)
+    assert usage.select("quantity", "events").row(0) == (Decimal(len(identities)), len(identities))
+
+
 def _record(**kw) -> str:
     base = {"BilledCost": "2.000000", "EffectiveCost": "2.000000", "ContractedCost": "2.000000",
             "ListCost": "2.500000", "BillingAccountId": "ba-1", "BillingCurrency": "USD", "ChargeCategory": "Usage",
