@@ -97,12 +97,10 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     unalloc = left.select("utc_date", pl.lit(UNALLOCATED).alias("tenant_id"), "kind", "micros")
     parts = pl.concat([direct.select("utc_date", "tenant_id", "kind", "micros"),
                        shares.select("utc_date", "tenant_id", "kind", "micros"), unalloc])
-    wide = (parts.group_by("utc_date", "tenant_id", "kind").agg(pl.col("micros").sum())
-            .pivot(on="kind", index=["utc_date", "tenant_id"], values="micros"))
-    for k in KINDS:
-        if k not in wide.columns:
-            wide = wide.with_columns(pl.lit(0, pl.Int64).alias(k))
-    wide = wide.with_columns(pl.col(k).fill_null(0).alias(f"{k}_micros") for k in KINDS).drop(list(KINDS))
+    # One row per tenant-day with a column per kind (a kind the day lacks sums to 0).
+    micros = pl.col("micros")
+    wide = parts.group_by("utc_date", "tenant_id").agg(
+        micros.filter(pl.col("kind") == k).sum().alias(f"{k}_micros") for k in KINDS)
     wide = wide.with_columns(pl.sum_horizontal([f"{k}_micros" for k in KINDS]).alias("total_micros"))
 
     # Confidence: evidence share, then the day's source penalties.
