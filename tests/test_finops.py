@@ -46,6 +46,13 @@ def test_pools_without_weight_are_left_to_the_caller():
     assert got.height == 0
 
 
+def test_pools_that_repeat_a_key_are_refused_not_allocated_twice():
+    pools = pl.DataFrame({"p": [1, 1], "amount": [10, 10]})
+    weights = pl.DataFrame({"p": [1, 1], "t": ["a", "b"], "weight": [1.0, 1.0]})
+    with pytest.raises(ValueError, match="repeat a key"):
+        allocate(pools, weights, ["p"], "t")
+
+
 def _event(i, day, arrived, tenant="t-1", meter="api_calls", qty=1.0, source="//s"):
     return {"id": f"e{i}", "source": source, "subject": tenant, "meter": meter, "quantity": qty,
             "event_time": datetime(2026, 3, day, 12, tzinfo=UTC),
@@ -175,6 +182,21 @@ def test_attribution_rules_and_unallocated_cost_is_reported_not_dropped():
     assert day["billed_micros"] == day["attributed_micros"] == 6_200_001
     recon = result.reconciliation.filter(pl.col("service") == "graph").row(0, named=True)
     assert recon["unexplained_micros"] == 700_000 and recon["unit_cost_usd"] is None
+
+
+def test_platform_overhead_is_spread_by_api_calls_even_when_the_catalog_lists_platform():
+    # A catalog entry for "platform" must not give its pool a second meter (and the pool a
+    # second allocation): overhead follows API calls, and the day still sums to its bill.
+    bill = _bill([("1.000000", {"service": "platform"})])
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)] * 3, "tenant_id": ["a", "b", "b"],
+                          "meter": ["api_calls", "api_calls", "storage_gb_hours"], "quantity": [1.0, 3.0, 9.0],
+                          "events": [1, 3, 9], "final": [True] * 3})
+    services = pl.DataFrame({"service": ["platform"], "meter": ["storage_gb_hours"]})
+    result = attribute(bill, usage, services)
+    rows = {r["tenant_id"]: r["overhead_micros"] for r in result.tenant_day.iter_rows(named=True)}
+    assert rows == {"a": 250_000, "b": 750_000}
+    day = result.day.row(0, named=True)
+    assert day["billed_micros"] == day["attributed_micros"] == 1_000_000
 
 
 @pytest.fixture(scope="module")

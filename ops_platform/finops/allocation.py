@@ -20,6 +20,8 @@ def allocate(pools: pl.DataFrame, weights: pl.DataFrame, pool_keys: list[str], i
     every pool with a positive total weight; per pool, ``out`` sums exactly to ``amount``.
     Pools with no weight are left out: the caller decides where their money goes.
     """
+    if pools.select(pl.struct(pool_keys).is_duplicated().any()).item():
+        raise ValueError(f"allocate: pools repeat a key of {pool_keys}; give one row per pool")
     # Pools are numbered: windows over one integer key cost far less than over the pool keys.
     numbered = pools.select(*pool_keys, amount).with_row_index("_pool")
     frame = (weights.filter(pl.col(weight) > 0)

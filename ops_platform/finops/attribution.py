@@ -78,7 +78,9 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     refused_rows) from ``repair.billing_for_attribution``, which lower that day's confidence.
     """
     lines = cost_lines(billing)
-    meter_of = pl.concat([services.select("service", "meter"),
+    # Overhead is spread by API calls whatever the catalog says of "platform": one meter per
+    # service, so one pool per (day, service, kind).
+    meter_of = pl.concat([services.filter(pl.col("service") != "platform").select("service", "meter"),
                           pl.DataFrame({"service": ["platform"], "meter": [OVERHEAD_METER]})])
     direct = (lines.filter(pl.col("kind") == "direct")
               .group_by("utc_date", pl.col("tenant").alias("tenant_id"), "kind")

@@ -58,8 +58,8 @@ def _query(events_sql: str, repeated: str, final_after_days: int) -> str:
     two different events costs nothing but a larger group key: exact whatever the hash.
 
     The identity is one string key, each part length-prefixed (or ``~`` when NULL) so that
-    no two identities spell the same; with the day as an integer, the group key has five
-    columns, not eight, which the aggregation over 10^8 rows feels.
+    no two identities spell the same: the group key has six columns, not eight (a flag and
+    the two parts), which the aggregation over 10^8 rows feels; the day is an integer.
     """
     late = f"arrived > utc_date + INTERVAL {int(final_after_days)} DAY"
     part = "CASE WHEN e.{0} IS NULL THEN '~' ELSE strlen(e.{0}) || ':' || e.{0} END"

@@ -35,9 +35,8 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         if is_inf_bound(threshold):
             raise ValueError(f"SLO {slo.name}: the good bucket cannot be +Inf")
         le = float(threshold)
-        # Lazy: the two sides of the join share one selection of the SLO's buckets.
-        lat = latency.lazy().filter((pl.col("service") == ind.total.spec.get("service", slo.service))
-                                    & pl.col("le").is_in([le, float("inf")]))
+        lat = latency.filter((pl.col("service") == ind.total.spec.get("service", slo.service))
+                             & pl.col("le").is_in([le, float("inf")]))
         # The +Inf bucket (the total) of each minute and group, beside its good bucket: a minute
         # without a +Inf bucket has no requests to judge. Buckets are unique per minute, group
         # and bound (the contract's key), so a join pairs them.
@@ -45,7 +44,7 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         ev = (lat.filter(inf).select("ts", *GROUP, pl.col("count").alias("total"))
               .join(lat.filter(~inf).select("ts", *GROUP, pl.col("count").alias("good")), on=["ts", *GROUP],
                     how="left")
-              .with_columns(pl.col("good").fill_null(0))).collect()
+              .with_columns(pl.col("good").fill_null(0)))
     elif ind.kind == "ratio":
         if counters is None:
             raise ValueError(f"SLO {slo.name} needs request counters")
