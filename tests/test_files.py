@@ -22,11 +22,9 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
 
 @pytest.fixture
 def umask():
-    def set_umask(mask: int) -> None:
-        os.umask(mask)
-
+    """``os.umask``, with the process's umask put back afterwards."""
     old = os.umask(0o022)
-    yield set_umask
+    yield os.umask
     os.umask(old)
 
 

@@ -100,9 +100,8 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     parts = pl.concat([direct.select("utc_date", "tenant_id", "kind", "micros"),
                        shares.select("utc_date", "tenant_id", "kind", "micros"), unalloc])
     # One row per tenant-day with a column per kind (a kind the day lacks sums to 0).
-    micros = pl.col("micros")
     wide = parts.group_by("utc_date", "tenant_id").agg(
-        micros.filter(pl.col("kind") == k).sum().alias(f"{k}_micros") for k in KINDS)
+        pl.col("micros").filter(pl.col("kind") == k).sum().alias(f"{k}_micros") for k in KINDS)
     wide = wide.with_columns(pl.sum_horizontal([f"{k}_micros" for k in KINDS]).alias("total_micros"))
 
     # Confidence: evidence share, then the day's source penalties.

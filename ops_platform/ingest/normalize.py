@@ -26,6 +26,11 @@ def _cast(col: Column, src: pl.DataType) -> pl.Expr:
     return c.cast(target, strict=False)
 
 
+def _unread(source: str, cast: str) -> pl.Expr:
+    """Rows where `source` has a value but its cast (column `cast`) came out null."""
+    return pl.col(source).is_not_null() & pl.col(cast).is_null()
+
+
 def _loose_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
     """The `unread` rows' timestamps in any other layout polars can read, taken as UTC. Only
     those rows are shown to the parser, which infers one layout from the values it sees."""
@@ -77,10 +82,10 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
     # Each cast once, into its own column, so the failure test below compares two columns.
     out = frame.with_row_index("_row").with_columns(*casts)
     for source, name in loose:  # the second parser only runs when the first one failed somewhere
-        unread = pl.col(name).is_null() & pl.col(source).is_not_null()
+        unread = _unread(source, name)
         if out.select(unread.any()).item():
             out = out.with_columns(pl.col(name).fill_null(_loose_timestamp(source, unread)))
-    failed = [pl.col(source).is_not_null() & pl.col(name).is_null() for source, name, _ in checked]
+    failed = [_unread(source, name) for source, name, _ in checked]
     none = pl.lit([], pl.List(pl.String))
     if failed:  # the reason lists, for the rows that failed a cast
         reasons = pl.concat_list([pl.when(f).then(pl.lit(why)) for f, (_, _, why) in zip(failed, checked, strict=True)])
