@@ -412,6 +412,19 @@ def test_executor_actions(flag_path):
         FlagFileExecutor(flag_path.parent / "broken.json").apply("x", request("pause"))
 
 
+def test_executor_holds_only_the_build_the_evidence_names(flag_path):
+    _live(flag_path)  # api-101 ramping on release-api
+    ex = FlagFileExecutor(flag_path, clock=lambda: T0)
+    before = flag_path.read_bytes()
+    stale = request("rollback", params={"build_id": "api-099"})  # promoted long ago, or never here
+    res = ex.apply(stale.action_id, stale)
+    assert res.detail["applied"] is False and "carries candidate 'api-101', not 'api-099'" in res.detail["skipped"]
+    assert flag_path.read_bytes() == before and res.detail["after"] == res.detail["before"]
+    named = request("pause", params={"build_id": "api-101"})
+    assert ex.apply(named.action_id, named).detail["applied"] is True
+    assert FlagFile.load(flag_path).release("release-api").paused
+
+
 def test_executor_crash_before_rename_leaves_the_file_whole(flag_path, monkeypatch):
     _live(flag_path)
     before = flag_path.read_bytes()

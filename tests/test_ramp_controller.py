@@ -12,6 +12,7 @@ from ops_platform.definitions import build_definitions
 from ops_platform.guard.runtime import open_store
 from ops_platform.ramp.controller import BurnSignal, Ramp, plan
 from ops_platform.ramp.flags import FlagFile
+from ops_platform.ramp.switchboard import live_flag_file
 from ops_platform.warehouse import Warehouse
 from resources import build_resources
 from sensors import DAILY_JOB
@@ -39,6 +40,18 @@ def test_ticket_tiers_and_active_overrides_do_not_act():
     assert t.request is None and "ticket" in t.note
     (o,) = plan([_signal()], RAMPS, lambda flag: "resume by dana")
     assert o.request is None and "override" in o.note
+
+
+def test_a_burn_after_promotion_or_without_builds_is_the_platforms():
+    # api-102 was promoted at 05:00: a burn first seen at 06:00 is the stable build's.
+    late = BurnSignal("api-availability", "fast", "2026-03-08", "rollback", "freeze",
+                      ("api/general/api-102",), "2026-03-08T06:00:00+00:00")
+    (d,) = plan([late], RAMPS, lambda flag: None)
+    assert d.request.action == "freeze" and d.request.params["build_id"] == "api-102"
+    # A pipeline's lag SLO names no cohort or build: its tier's platform action applies.
+    lag = BurnSignal("receipt-lag", "fast", "2026-03-08", "pause", "freeze", ("receipt",), "2026-03-08 01:00")
+    (f,) = plan([lag], RAMPS, lambda flag: None)
+    assert f.request.action == "freeze" and f.request.params["build_id"] is None and "receipt" in f.note
 
 
 def test_repeated_signals_share_an_idempotency_key():
@@ -74,18 +87,29 @@ def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state):
         again = ramp_controller_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
         assert isinstance(again, dg.SkipReason)  # the cursor moved past what it has seen
 
+        # The release pipeline has one of the bad builds on its flag, half-way through canary;
+        # the others are no longer (or never were) on theirs.
+        on_flag = sorted(expected)[0]
+        flag = f"release-{on_flag.split('-')[0]}"
+        live_path = live_flag_file(state.home, state.world)
+        FlagFile.load(live_path).start_ramp(flag, on_flag).set_percent(flag, {"canary": 50}).save(live_path)
         resources = build_resources(state)
+        receipts = []
         for _ in range(2):  # a second run over the same evidence must not act again
             result = ramp_controller_job.execute_in_process(run_config=request.run_config, resources=resources,
                                                             instance=instance)
             assert result.success
+            receipts.append(len(open_store(state).ledger_entries()))
+    assert receipts[0] >= 1 and receipts[1] == receipts[0]
     store = open_store(state)
-    entries = store.ledger_entries()
-    events = store.events()
-    acted = [e for e in events if e["kind"] in ("action_completed", "action_denied")]
-    assert len(entries) == len(acted) >= 1
-    live = FlagFile.load(state.home / "flags" / "flags.flagd.json")
-    assert any(r.paused or r.frozen for r in live.releases().values())
+    done = [json.loads(e["payload"]) for e in store.events(kind="action_completed", actor="ramp-controller")]
+    by_build = {(d.get("params") or {}).get("build_id"): d for d in done if d["action"] in ("pause", "rollback")}
+    assert set(by_build) == expected
+    live = FlagFile.load(live_path).release(flag)
+    assert live.paused and live.candidate == on_flag
+    # The builds not on their flag: receipted, nothing held on their behalf.
+    assert {b for b, d in by_build.items() if "skipped" not in d} == {on_flag}
+    assert all("not " + repr(b) in d["skipped"] for b, d in by_build.items() if b != on_flag)
 
 
 def test_no_flapping_only_escalations_and_one_freeze_per_cooldown():

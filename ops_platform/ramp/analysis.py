@@ -13,6 +13,7 @@ alerts mistake for a bad build.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import polars as pl
@@ -21,16 +22,17 @@ ERROR_MARGIN = 0.005  # the error-rate SLO's budget (used to grade a regression'
 ERROR_H0, ERROR_H1 = 0.002, 0.015  # "as good as baseline" vs "clearly worse": extra error ratio
 LATENCY_H0, LATENCY_H1 = 0.01, 0.10  # the same for the share beyond the baseline's p95 bucket
 BURN_H0, BURN_H1 = 2.0, 6.0  # absolute test: burning the budget at most 2x vs at least 6x
-THRESHOLD = 6.0  # CUSUM alarm level (log-likelihood ratio); higher = fewer false pauses, slower
+THRESHOLD = 5.5  # CUSUM alarm level (log-likelihood ratio); higher = fewer false pauses, slower
 MIN_REQUESTS = 10  # below this the evidence is inconclusive: hold, neither advance nor roll back
 FAST_BURN = 14.4  # a candidate burning the error budget this fast is rolled back, not only paused
 BASELINE_WINDOW = 1  # minutes of the stable build's traffic each minute is compared with (1: the same minute)
 MIN_BASELINE = 20  # requests the stable build needs in that window to serve as a baseline
+MINUTE = timedelta(minutes=1)  # a minute's counts exist once it is over: the earliest anyone can act on them
 
 
 @dataclass(frozen=True)
 class Verdict:
-    ts: object  # first minute the controller acts (None: never)
+    ts: object  # when the controller acts: the end of the minute whose counts decided (None: never)
     action: str | None  # pause | rollback
     reason: str
 
@@ -129,6 +131,7 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
     if not hit.any():
         return Verdict(None, None, "no regression" if enough.any() else "inconclusive: too few requests")
     i = int(np.argmax(hit))
+    acted_at = series["ts"][i] + MINUTE
     cum_n, cum_err = series["cum_requests"][i], series["cum_errors"][i]
     ratio = cum_err / max(cum_n, 1)
     numbers = (f"{cum_err}/{cum_n} errors, {series['cum_slow'][i]} slow, "
@@ -137,11 +140,11 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
         base_burn = p_base[i] / ERROR_MARGIN if has_base[i] else 0.0
         usual = series["b_pre_error_ratio"][0] / ERROR_MARGIN
         if base_burn >= BURN_H0 > usual:  # the stable build suddenly burns too: an incident
-            return Verdict(series["ts"][i], "freeze",
+            return Verdict(acted_at, "freeze",
                            f"budget burn {ratio / ERROR_MARGIN:.1f}x on candidate and {base_burn:.1f}x on "
                            f"stable (usually {usual:.1f}x): {numbers}")
         what = "budget burn"
     else:
         what = "errors" if err_score[i] >= THRESHOLD else "latency"
     action = "rollback" if ratio / ERROR_MARGIN >= FAST_BURN else "pause"
-    return Verdict(series["ts"][i], action, f"{what}: {numbers}")
+    return Verdict(acted_at, action, f"{what}: {numbers}")

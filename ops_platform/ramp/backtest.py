@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .analysis import ERROR_MARGIN
+from .analysis import ERROR_MARGIN, MINUTE
 from .verdicts import ramps_from_steps, verdict_rows
 
 SLOW_S = 1.5
@@ -36,7 +36,7 @@ def _flagger(s: pl.DataFrame) -> object:
     slow = s["slow15"] / s["requests"].clip(1)
     failed = ((s["requests"] > 0) & ((ratio > FLAGGER_MAX_ERROR) | (slow > FLAGGER_MAX_SLOW))).cast(pl.Int64).cum_sum()
     hit = failed >= FLAGGER_THRESHOLD
-    return s["ts"].filter(hit).min() if hit.any() else None
+    return s["ts"].filter(hit).min() + MINUTE if hit.any() else None
 
 
 def _sre(s: pl.DataFrame) -> object:
@@ -48,7 +48,7 @@ def _sre(s: pl.DataFrame) -> object:
             sw = pl.col(col).rolling_sum_by("ts", f"{short_m}m") / pl.col("requests").rolling_sum_by("ts", f"{short_m}m").clip(1)
             fire = fire | ((lw > rate * budget) & (sw > rate * budget))
     hit = frame.select(fire.alias("f"))["f"]
-    return frame["ts"].filter(hit).min() if hit.any() else None
+    return frame["ts"].filter(hit).min() + MINUTE if hit.any() else None
 
 
 def replay(world: Path) -> dict[str, list[dict]]:

@@ -1,9 +1,10 @@
 """The ramp controller: from failed burn checks to guarded actions on release flags.
 
 A failed burn check names the groups (service/cohort/build) that burned. A group whose
-build is a candidate being ramped gets the tier's ramp action on its service's release flag
-(rollback or pause; a `ticket` tier only records an event); a burning stable build gets the
-tier's platform action (freeze all ramps). Active overrides on a flag win until they
+build was a candidate being ramped when the burn began gets the tier's ramp action on its
+service's release flag (rollback or pause; a `ticket` tier only records an event); a
+burning stable build (or a promoted one), and an SLO without builds (a pipeline's lag),
+gets the tier's platform action (freeze all ramps). Active overrides on a flag win until they
 expire. Idempotency keys are derived from the build and the action, so repeated sensor
 ticks over the same evidence produce one action and one receipt.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from ..guard.actions import ActionRequest
 
@@ -39,7 +40,7 @@ class BurnSignal:
     partition: str
     ramp_action: str
     platform_action: str
-    groups: tuple[str, ...]  # "service/cohort/build_id"
+    groups: tuple[str, ...]  # "service/cohort/build_id", or a name alone (an SLO without builds)
     first_firing: str | None
     evidence: str = ""  # the numbers that decided it (e.g. the ramp analysis' reason)
 
@@ -54,6 +55,14 @@ class Ramp:
     @property
     def flag(self) -> str:
         return f"release-{self.service}"
+
+    def ramping_at(self, first_firing: str | None) -> bool:
+        """Whether the build was still a candidate when the burn began (its promotion minute
+        included). Without a time, the benefit of the doubt goes to holding the ramp."""
+        if not first_firing:
+            return True
+        at = datetime.fromisoformat(first_firing)
+        return self.start <= (at if at.tzinfo else at.replace(tzinfo=UTC)) <= self.end
 
 
 @dataclass(frozen=True)
@@ -97,11 +106,9 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
     for sig in signals:
         for group in sig.groups:
             parts = group.split("/")
-            if len(parts) != 3:
-                continue
-            service, cohort, build = parts
+            service, cohort, build = parts if len(parts) == 3 else (group, "", "")
             ramp = by_build.get(build)
-            if ramp is not None:
+            if ramp is not None and ramp.ramping_at(sig.first_firing):
                 action, target = sig.ramp_action, ramp.flag
                 key = f"ramp:{build}:{action}"
             else:
@@ -125,14 +132,15 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
                 continue
             if now is not None:
                 planned[hkey] = (action, now)
-            rationale = (f"{sig.slo} {sig.tier} burn on {service}/{cohort}/{build} "
+            rationale = (f"{sig.slo} {sig.tier} burn on {group} "
                          f"(first {sig.first_firing or '?'}, partition {sig.partition})"
                          + (f": {sig.evidence}" if sig.evidence else ""))
             out.append(Decision(ActionRequest(
                 actor=CONTROLLER, roles=ROLES, action=action,
                 target_kind="flag", target_id=target if target != "*" else FREEZE_TARGET,
                 rationale=rationale, idempotency_key=_key(key),
-                params={"slo": sig.slo, "tier": sig.tier, "build_id": build, "cohort": cohort}), rationale))
+                params={"slo": sig.slo, "tier": sig.tier, "build_id": build or None, "cohort": cohort or None}),
+                rationale))
     return out
 
 

@@ -26,6 +26,7 @@ from ..timezones import utcnow
 from .flags import FlagFile
 
 ACTIONS = frozenset({"pause", "rollback", "freeze", "resume"})
+BUILD_ACTIONS = frozenset({"pause", "rollback"})  # act on one candidate build, named in params
 TARGET_KIND = "flag"
 
 
@@ -91,6 +92,14 @@ class FlagFileExecutor:
                 current.release(request.target_id)  # KeyError naming the file if unknown
                 flags = (request.target_id,)
             before = {f: current.release(f).summary() for f in flags}
+            build = (request.params or {}).get("build_id")
+            candidate = current.release(request.target_id).candidate if request.action in BUILD_ACTIONS else None
+            if build and candidate != build:
+                # The build the evidence names is not on the flag (promoted, replaced, or never
+                # ramped here): holding the flag would hold someone else's ramp.
+                return self._result(request, action_id, applied=False, before=before, after=before,
+                                    snapshot=self._snapshot(data),
+                                    skipped=f"{request.target_id} carries candidate {candidate!r}, not {build!r}")
             if current.has_applied(action_id):
                 # A retry of an action already on disk: report it, change nothing.
                 snapshot = self._snapshot(data)
@@ -124,8 +133,10 @@ class FlagFileExecutor:
         return step(request.target_id, at=at, action_id=action_id)
 
     def _result(self, request: ActionRequest, action_id: str, *, applied: bool, before: dict[str, Any],
-                after: dict[str, Any], snapshot: Path) -> ExecutionResult:
+                after: dict[str, Any], snapshot: Path, skipped: str | None = None) -> ExecutionResult:
         detail = {"flag_file": str(self.path), "action": request.action, "action_id": action_id,
                   "applied": applied, "before": before, "after": after, "sha256": snapshot.stem,
                   "snapshot": str(snapshot)}
+        if skipped:
+            detail["skipped"] = skipped
         return ExecutionResult(detail=detail, files=(snapshot,))
