@@ -63,7 +63,7 @@ def run_ours(world: Path, tmp: Path) -> pl.DataFrame:
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")  # spill rather than grow past the budget
     glob = str(world / "landing" / "usage_events" / "*" / "*.parquet")
-    usage, _ = usage_from(con, f"read_parquet('{glob}', hive_partitioning = true)", LANDING_EVENTS)
+    usage, _, _ = usage_from(con, f"read_parquet('{glob}', hive_partitioning = true)", LANDING_EVENTS)
     billing = pl.read_parquet(tmp / "billing.parquet")
     result = attribute(billing, usage, pl.read_parquet(tmp / "services.parquet"))
     return result.tenant_day.select("utc_date", "tenant_id", "total_micros")

@@ -62,13 +62,28 @@ def _event(i, day, arrived, tenant="t-1", meter="api_calls", qty=1.0, source="//
 def test_usage_dedups_on_source_and_id_and_late_events_become_corrections():
     events = pl.DataFrame([_event(1, 1, 1), _event(1, 1, 1), _event(1, 1, 2, source="//other"),
                            _event(2, 1, 3), _event(3, 1, 4, qty=5.0), _event(4, 5, 5)])
-    usage, corrections = daily_usage(events)
+    usage, corrections, _ = daily_usage(events)
     day1 = usage.filter(pl.col("utc_date") == date(2026, 3, 1))
     # e1 twice from //s is one event; e1 from //other is another; e2 arrives at T+2 (in time).
     assert day1["quantity"].to_list() == [Decimal(3)] and day1["final"].to_list() == [True]
     assert corrections.to_dicts() == [{"utc_date": date(2026, 3, 1), "tenant_id": "t-1", "meter": "api_calls",
                                        "arrived": date(2026, 3, 4), "quantity": Decimal(5), "events": 1}]
     assert usage.filter(pl.col("utc_date") == date(2026, 3, 5))["final"].to_list() == [False]
+
+
+@pytest.mark.parametrize("weak_hash", [False, True], ids=["hash", "colliding-hash"])
+def test_usage_counts_the_first_arrival_of_an_event_resent_with_other_content(monkeypatch, weak_hash):
+    # e1 arrives on 03-01 (1 unit on 03-01); a later partition brings it again with another
+    # time and quantity: the first arrival counts, the later version is reported, not summed.
+    if weak_hash:
+        monkeypatch.setattr(usage_module, "_IDENTITY_HASH", "hash(1)")
+    events = pl.DataFrame([_event(1, 1, 1), _event(1, 2, 3, qty=9.0), _event(2, 2, 2, qty=4.0)])
+    usage, corrections, superseded = daily_usage(events)
+    got = {(r["utc_date"], r["quantity"], r["events"]) for r in usage.to_dicts()}
+    assert got == {(date(2026, 3, 1), Decimal(1), 1), (date(2026, 3, 2), Decimal(4), 1)}
+    assert corrections.height == 0
+    assert superseded.select("utc_date", "arrived", "quantity", "events").to_dicts() == [
+        {"utc_date": date(2026, 3, 2), "arrived": date(2026, 3, 3), "quantity": Decimal(9), "events": 1}]
 
 
 def _usage_by_reference(events: pl.DataFrame) -> dict:
@@ -94,11 +109,11 @@ def test_usage_dedup_stays_exact_when_identity_hashes_collide(monkeypatch):
     events += [dict(e, _source_file=e["_source_file"].replace("/x.", "/y.")) for e in rng.sample(events, 60)]
     frame = pl.DataFrame(events)
     expected = _usage_by_reference(frame)
-    fast, _ = daily_usage(frame)
+    fast, _, _ = daily_usage(frame)
     # A hash with three values: every event's hash repeats, so every event is grouped by its
     # identity, and distinct events sharing a hash and a content must still count apart.
     monkeypatch.setattr(usage_module, "_IDENTITY_HASH", "hash(source, id) % 3")
-    collided, _ = daily_usage(frame)
+    collided, _, _ = daily_usage(frame)
     for usage in (fast, collided):
         got = {(r["utc_date"], r["tenant_id"], r["meter"]): r["quantity"] for r in usage.to_dicts()}
         assert got == expected
@@ -110,7 +125,7 @@ def test_usage_identity_with_a_null_part_is_its_own_identity(monkeypatch):
     # and a content, and are told apart by the identity itself.
     events = pl.DataFrame([_event(1, 1, 1, source=None), _event(1, 1, 1, source="//a"), _event(1, 1, 2, source="//a")])
     monkeypatch.setattr(usage_module, "_IDENTITY_HASH", "hash(id)")
-    usage, _ = daily_usage(events)
+    usage, _, _ = daily_usage(events)
     assert usage.select("quantity", "events").row(0) == (Decimal(2), 2)
 
 
@@ -125,7 +140,7 @@ def test_usage_identities_that_spell_alike_stay_apart(monkeypatch, identities):
     events = pl.DataFrame([dict(_event(1, 1, arrived), source=source, id=event_id)
                            for source, event_id in identities for arrived in (1, 2)])
     monkeypatch.setattr(usage_module, "_IDENTITY_HASH", "hash(1)")
-    usage, _ = daily_usage(events)
+    usage, _, _ = daily_usage(events)
     assert usage.select("quantity", "events").row(0) == (Decimal(len(identities)), len(identities))
 
 
@@ -214,6 +229,24 @@ def test_attribution_of_a_world_sums_to_its_bill_and_meets_the_accuracy_targets(
     figures = score_attribution(result, pl.read_parquet(small_world / "truth" / "tenant_daily_cost.parquet"))
     assert figures["mape"] < 0.01 and figures["within_5pct"] >= 0.99
     assert 0.9 < figures["min_day_confidence"] <= figures["mean_day_confidence"] <= 1.0
+
+
+def test_billing_lines_redelivered_in_a_later_partition_count_once(world_run):
+    from ops_platform.finops.pipeline import _first_deliveries
+
+    billing = world_run[0].billing
+    assert billing["x_LineItemId"].is_unique().all()
+    # A provider re-sends five lines in a later file (its own partition); one of them changed.
+    again = billing.head(5).with_columns(pl.lit("2099-01-01").alias("partition_key"),
+                                         pl.lit("billing_focus/dt=2099-01-01/resent.csv").alias("_source_file"))
+    changed = billing["x_LineItemId"][0]
+    again = again.with_columns(pl.when(pl.col("x_LineItemId") == changed).then(pl.col("EffectiveCost") * 2)
+                               .otherwise(pl.col("EffectiveCost")).alias("EffectiveCost"))
+    table = pl.concat([billing, again]).sort("partition_key", "_source_file", "_source_row")
+    rows, refused = _first_deliveries(table)
+    assert rows.height == billing.height and rows["EffectiveCost"].sum() == billing["EffectiveCost"].sum()
+    assert refused.height == 1 and "conflicting re-delivery of x_LineItemId" in refused["reason"][0]
+    assert changed in refused["record"][0] and refused["file"][0].endswith("resent.csv")
 
 
 def test_cli_finops_score_json(small_world):

@@ -11,7 +11,7 @@ import polars as pl
 
 from ..contracts.definitions import CONTRACTS
 from ..ingest.landing import LandingZoneReader
-from ..ingest.pipeline import ingest_partition
+from ..ingest.pipeline import ingest_partition, quarantine_rows, split_redeliveries
 from .anomalies import detect_anomalies
 from .attribution import CONFIDENCE_TARGET, Attribution, attribute
 from .invoices import Period, build_invoices
@@ -28,26 +28,44 @@ class FinOpsInputs:
     services: pl.DataFrame
     tenants: pl.DataFrame
     price_list: pl.DataFrame
+    superseded: pl.DataFrame  # later versions of usage events that changed content (usage.usage_from)
 
     @classmethod
     def from_landing(cls, world: Path) -> FinOpsInputs:
         """Straight from a landing zone, through the same contracts as ingestion."""
         reader = LandingZoneReader(world / "landing")
         billing = ingest_partition(CONTRACTS["billing_focus"], reader)
-        usage, corrections = daily_usage(ingest_partition(CONTRACTS["usage_events"], reader).accepted)
+        usage, corrections, superseded = daily_usage(ingest_partition(CONTRACTS["usage_events"], reader).accepted)
         return cls(usage, corrections, billing.accepted, billing.quarantine,
-                   *(ingest_partition(CONTRACTS[t], reader).accepted for t in ("services", "tenants", "price_list")))
+                   *(ingest_partition(CONTRACTS[t], reader).accepted for t in ("services", "tenants", "price_list")),
+                   superseded)
 
     @classmethod
     def from_warehouse(cls, wh) -> FinOpsInputs:
         """From the warehouse's raw layer (what the daily assets loaded); usage is aggregated
         inside DuckDB, so the events never leave it."""
         with wh.connect(read_only=True) as con:
-            usage, corrections = usage_from(con, "raw.usage_events")
-        return cls(usage, corrections, wh.query("SELECT * FROM raw.billing_focus"),
-                   wh.query("SELECT reason, record, file FROM raw.quarantine WHERE source_table = 'billing_focus'"),
+            usage, corrections, superseded = usage_from(con, "raw.usage_events")
+        billing, conflicts = _first_deliveries(
+            wh.query("SELECT * FROM raw.billing_focus ORDER BY partition_key, _source_file, _source_row"))
+        quarantine = wh.query("SELECT reason, record, file FROM raw.quarantine WHERE source_table = 'billing_focus'")
+        return cls(usage, corrections, billing, pl.concat([quarantine, conflicts], how="vertical_relaxed"),
                    wh.query("SELECT * FROM raw.services"), wh.query("SELECT * FROM raw.tenants"),
-                   wh.query("SELECT * FROM raw.price_list"))
+                   wh.query("SELECT * FROM raw.price_list"), superseded)
+
+
+def _first_deliveries(billing: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows, refused) of the whole billing table: each partition was deduplicated on its
+    own, so a line re-delivered in a later file date is in the table twice. Its first
+    delivery counts; a later copy with the same content is dropped, one with other content
+    is refused (reason, record, file) like any conflicting re-delivery."""
+    contract = CONTRACTS["billing_focus"]
+    names = [c for c in contract.names if c in billing.columns]
+    rows, _, conflicts = split_redeliveries(billing, list(contract.unique_key), names)
+    refused = quarantine_rows(contract, conflicts.rename({"_source_file": "_origin", "_source_row": "_row"})
+                              .with_columns(pl.lit(f"conflicting re-delivery of {', '.join(contract.unique_key)} "
+                                                   "from an earlier file date").alias("_why")), None)
+    return rows, refused.select("reason", "record", "file")
 
 
 @dataclass

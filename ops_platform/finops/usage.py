@@ -71,20 +71,28 @@ def _query(events_sql: str, repeated: str, final_after_days: int) -> str:
     once = """SELECT CAST(DATE '1970-01-01' + day AS DATE) AS utc_date, tenant_id, meter, min(arrived) AS arrived,
                      CASE WHEN identity IS NULL THEN sum(CAST(quantity AS DECIMAL(38, 6)))
                           ELSE CAST(rep_quantity AS DECIMAL(38, 6)) END AS quantity,
-                     CASE WHEN identity IS NULL THEN count(*) ELSE 1 END AS events
+                     CASE WHEN identity IS NULL THEN count(*) ELSE 1 END AS events, identity
               FROM ev GROUP BY day, tenant_id, meter, identity, rep_quantity, once_arrived"""
+    # An identity seen with different content (re-sent with another time, tenant, meter or
+    # quantity, in a later partition than the ingest compared it with): its first arrival
+    # counts, the later versions are kept apart as superseded, never summed.
+    ranked = """SELECT * EXCLUDE (identity), false AS superseded FROM once WHERE identity IS NULL
+                UNION ALL
+                SELECT * EXCLUDE (identity), row_number() OVER (
+                    PARTITION BY identity ORDER BY arrived, utc_date, tenant_id, meter, quantity) > 1
+                FROM once WHERE identity IS NOT NULL"""
     return f"""
-        WITH ev AS ({ev}), once AS ({once})
+        WITH ev AS ({ev}), once AS MATERIALIZED ({once}), ranked AS ({ranked})
         SELECT utc_date, tenant_id, meter, sum(quantity) AS quantity, sum(events) AS events,
-               coalesce({late}, false) AS late, CASE WHEN {late} THEN arrived END AS arrived,
-               max(arrived) AS last_arrival
-        FROM once GROUP BY ALL"""
+               coalesce({late}, false) AS late, CASE WHEN {late} OR superseded THEN arrived END AS arrived,
+               max(arrived) AS last_arrival, superseded
+        FROM ranked GROUP BY ALL"""
 
 
 def usage_from(con: duckdb.DuckDBPyConnection, relation: str, events: str = ACCEPTED_EVENTS,
                final_after_days: int = FINAL_AFTER_DAYS, as_of: date | None = None,
-               ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(usage, corrections) from the events that ``events`` (a query template with a
+               ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(usage, corrections, superseded) from the events that ``events`` (a query template with a
     ``{relation}`` slot, e.g. ACCEPTED_EVENTS) selects from ``relation`` on ``con``: columns
     source, id, tenant_id, meter, quantity, event_time, arrived (DATE). ``relation`` itself
     must have source and id; the first pass hashes them there, before any row rules.
@@ -92,8 +100,10 @@ def usage_from(con: duckdb.DuckDBPyConnection, relation: str, events: str = ACCE
     ``usage``: utc_date, tenant_id, meter, quantity (Decimal), events, final (the day is past
     its window as of ``as_of``, default the latest arrival). ``corrections``: the same keys
     for events that arrived after their day was final, with their arrival date. A
-    re-delivery is the same (source, id) with the same content; the ingest quarantines
-    conflicting ones before they get here.
+    re-delivery is the same (source, id) with the same content and counts once. The ingest
+    quarantines a conflicting one within a partition; across partitions the first arrival
+    counts, and the later versions are ``superseded`` (the same keys, arrival and sums),
+    reported, never summed.
     """
     events_sql = events.format(relation=relation)
     repeated = f"_repeated_{id(con)}"
@@ -108,17 +118,20 @@ def usage_from(con: duckdb.DuckDBPyConnection, relation: str, events: str = ACCE
     if as_of is None:
         as_of = agg["last_arrival"].max() or date.min
     keys = ["utc_date", "tenant_id", "meter"]
+    superseded = (agg.filter(pl.col("superseded")).group_by([*keys, "arrived"])
+                  .agg(pl.col("quantity").sum(), pl.col("events").sum()).sort([*keys, "arrived"]))
+    agg = agg.filter(~pl.col("superseded"))
     # The query leaves one on-time row per key (late rows are apart, per arrival day).
     usage = (agg.filter(~pl.col("late")).select(*keys, "quantity", "events")
              .with_columns((pl.col("utc_date") + pl.duration(days=final_after_days) < pl.lit(as_of)).alias("final"))
              .sort(keys))
     corrections = (agg.filter(pl.col("late")).group_by([*keys, "arrived"])
                    .agg(pl.col("quantity").sum(), pl.col("events").sum()).sort([*keys, "arrived"]))
-    return usage, corrections
+    return usage, corrections, superseded
 
 
 def daily_usage(events: pl.DataFrame, final_after_days: int = FINAL_AFTER_DAYS,
-                as_of: date | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+                as_of: date | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """``usage_from`` over a frame of accepted events (as ``raw.usage_events`` holds them)."""
     con = duckdb.connect()
     try:

@@ -107,24 +107,12 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
     duplicates = 0
     conflicts = good.clear()
     if contract.unique_key and good.height:
-        # The first row of each key is kept; a later one is a re-delivery when its content is
-        # the same as the first's, a conflict otherwise. Only the later rows (few) are joined.
-        key = list(contract.unique_key)
-        good = good.with_columns(pl.struct(key).is_first_distinct().alias("_first"))
-        later = good.filter(~pl.col("_first"))
-        good = good.filter(pl.col("_first")).drop("_first")
-        if later.height:  # compared on the content itself (few rows), never on a hash of it
-            content = pl.struct(contract.names)
-            firsts = good.join(later.select(key).unique(), on=key, nulls_equal=True).select(
-                *key, content.alias("_first_content"))
-            later = later.join(firsts, on=key, how="left", nulls_equal=True)
-            same = content.eq_missing(pl.col("_first_content"))
-            duplicates = int(later.select(same.sum()).item())
-            conflicts = later.filter(~same).drop("_first", "_first_content").with_columns(
-                pl.lit(f"conflicting re-delivery of {', '.join(key)}").alias("_why"))
+        good, duplicates, conflicts = split_redeliveries(good, list(contract.unique_key), contract.names)
+        conflicts = conflicts.with_columns(
+            pl.lit(f"conflicting re-delivery of {', '.join(contract.unique_key)}").alias("_why"))
 
-    quarantine = pl.concat([_quarantine_rows(contract, bad, partition_key),
-                            _quarantine_rows(contract, conflicts, partition_key),
+    quarantine = pl.concat([quarantine_rows(contract, bad, partition_key),
+                            quarantine_rows(contract, conflicts, partition_key),
                             pl.DataFrame(unreadable, schema=QUARANTINE_SCHEMA)])
     accepted = good.select(contract.names + LINEAGE).with_columns(
         pl.col("partition_key").cast(pl.String), pl.col("_origin").alias("_source_file"),
@@ -134,7 +122,29 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
                         schema_errors, row_outcomes, table_outcomes)
 
 
-def _quarantine_rows(contract: Contract, bad: pl.DataFrame, partition_key: str | None) -> pl.DataFrame:
+def split_redeliveries(rows: pl.DataFrame, key: list[str], content: list[str]) -> tuple[pl.DataFrame, int, pl.DataFrame]:
+    """(first rows, count of re-deliveries, conflicts) of ``rows``, taken in their order.
+
+    The first row of each ``key`` is kept; a later one is a re-delivery when its ``content``
+    columns equal the first's (dropped, counted), a conflict otherwise (returned, for the
+    caller to refuse with its reason). Only the later rows (few) are joined, and compared on
+    the content itself, never on a hash of it.
+    """
+    rows = rows.with_columns(pl.struct(key).is_first_distinct().alias("_first"))
+    later = rows.filter(~pl.col("_first")).drop("_first")
+    firsts = rows.filter(pl.col("_first")).drop("_first")
+    if later.height == 0:
+        return firsts, 0, later
+    fields = pl.struct(content)
+    first_content = firsts.join(later.select(key).unique(), on=key, nulls_equal=True).select(
+        *key, fields.alias("_first_content"))
+    later = later.join(first_content, on=key, how="left", nulls_equal=True)
+    same = fields.eq_missing(pl.col("_first_content"))
+    return firsts, int(later.select(same.sum()).item()), later.filter(~same).drop("_first_content")
+
+
+def quarantine_rows(contract: Contract, bad: pl.DataFrame, partition_key: str | None) -> pl.DataFrame:
+    """Quarantine rows for ``bad``: the contract's columns, ``_origin``, ``_row``, the reason in ``_why``."""
     if bad.height == 0:
         return pl.DataFrame(schema=QUARANTINE_SCHEMA)
     rid = pl.col(contract.record_id).cast(pl.String) if contract.record_id else pl.lit(None, pl.String)
