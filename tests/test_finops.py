@@ -199,6 +199,20 @@ def test_attribution_rules_and_unallocated_cost_is_reported_not_dropped():
     assert recon["unexplained_micros"] == 700_000 and recon["unit_cost_usd"] is None
 
 
+@pytest.mark.parametrize("lines", [
+    [("1.000000", {"tenant": "a"}), ("-0.250000", {"service": "graph"})],  # an unallocated credit
+    [("1.000000", {"tenant": "a"}), ("-1.000000", {"tenant": "a"})],  # a day that nets to zero
+    [("2.000000", {"tenant": "a"}), ("-1.500000", {"service": "api"}), ("0.2", {"service": "api"})],
+])
+def test_confidence_stays_a_share_with_credits(lines):
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)], "tenant_id": ["a"], "meter": ["api_calls"],
+                          "quantity": [1.0], "events": [1], "final": [True]})
+    services = pl.DataFrame({"service": ["api", "graph"], "meter": ["api_calls", "graph_queries"]})
+    result = attribute(_bill(lines), usage, services)
+    for conf in [*result.tenant_day["confidence"].to_list(), *result.day["confidence"].to_list()]:
+        assert conf is not None and 0.0 <= conf <= 1.0, result.day
+
+
 def test_platform_overhead_is_spread_by_api_calls_even_when_the_catalog_lists_platform():
     # A catalog entry for "platform" must not give its pool a second meter (and the pool a
     # second allocation): overhead follows API calls, and the day still sums to its bill.
@@ -287,6 +301,16 @@ def test_anomaly_model_beats_the_baseline_on_a_world(world_run, small_world):
     figures = score_anomalies(world_run[1].anomalies, pl.read_parquet(small_world / "truth" / "cost_anomalies.parquet"))
     assert figures["model"]["recall"] == 1.0
     assert figures["model"]["f1"] > figures["baseline"]["f1"]
+
+
+def test_invoice_amounts_use_each_currencys_minor_unit():
+    from ops_platform.finops.invoices import _amount
+
+    assert _amount(Decimal(10), Decimal("1.005"), "USD") == 1005  # cents
+    assert _amount(Decimal(10), Decimal(1), "KRW") == 10  # the won has no minor unit
+    assert _amount(Decimal(1), Decimal("1.2345"), "KWD") == 1234  # fils: three digits, half to even
+    with pytest.raises(ValueError, match="'XYZ' is not an ISO 4217 code"):
+        _amount(Decimal(1), Decimal(1), "XYZ")
 
 
 def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(world_run, small_world):

@@ -17,8 +17,8 @@ Decimal(18,6) precision), so every day's tenant lines sum exactly to the day's b
 Confidence per tenant-day is the share of its cost attributed with direct evidence: tagged
 and metered shares count fully, rule-based ones (idle, overhead) at ``RULE_WEIGHT``. It is
 scaled down for usage days not yet final, and by the day's refused (and, half as much,
-repaired) billing rows. The day's confidence is the cost-weighted mean, unallocated cost
-counting zero.
+repaired) billing rows. The day's confidence is the mean weighted by each line's size
+(credits count by their amount), unallocated cost counting zero; a share stays in [0, 1].
 """
 
 from __future__ import annotations
@@ -121,15 +121,20 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     tenant_day = (wide.join(day_rows.select("utc_date", "source_factor"), on="utc_date", how="left")
                   .with_columns(pl.when(pl.col("tenant_id") == UNALLOCATED).then(0.0)
                                 .when(pl.col("total_micros") != 0)
-                                .then(evidence / pl.col("total_micros") * pl.col("source_factor"))
+                                # credits can make the evidence share leave [0, 1]: a share stays a share
+                                .then((evidence / pl.col("total_micros")).clip(0.0, 1.0) * pl.col("source_factor"))
                                 .otherwise(pl.col("source_factor")).alias("confidence"))
                   .drop("source_factor").sort("utc_date", "tenant_id"))
     per_day = tenant_day.group_by("utc_date").agg(
         pl.col("total_micros").sum().alias("attributed_micros"),
         pl.col("total_micros").filter(pl.col("tenant_id") == UNALLOCATED).sum().alias("unallocated_micros"),
-        ((pl.col("confidence") * pl.col("total_micros")).sum() / pl.col("total_micros").sum()).alias("confidence"),
+        # Weighted by the size of each line, credits included; a day whose lines are all zero
+        # has no cost to attribute and keeps its sources' factor (below).
+        ((pl.col("confidence") * pl.col("total_micros").abs()).sum()
+         / pl.col("total_micros").abs().sum()).fill_nan(None).alias("confidence"),
         (pl.col("tenant_id") != UNALLOCATED).sum().alias("tenants"))
-    day = day_rows.join(per_day, on="utc_date", how="left").sort("utc_date")
+    day = (day_rows.join(per_day, on="utc_date", how="left")
+           .with_columns(pl.col("confidence").fill_null(pl.col("source_factor"))).sort("utc_date"))
     return Attribution(tenant_day, day, _reconcile(lines, usage, meter_of, left))
 
 

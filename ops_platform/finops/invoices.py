@@ -13,15 +13,16 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
+from functools import cache
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
 import polars as pl
+from babel.numbers import get_currency_precision, list_currencies
 
 from ..files import write_parquet, write_text
 
-MINOR_UNITS = {"USD": 2, "EUR": 2, "GBP": 2, "JPY": 0}
 LINE_SCHEMA = {"tenant_id": pl.String, "period": pl.String, "meter": pl.String, "line_kind": pl.String,
                "usage_date": pl.Date, "quantity": pl.String, "unit": pl.String, "unit_price": pl.String,
                "amount_minor": pl.Int64, "currency": pl.String}
@@ -59,8 +60,19 @@ def parse_period(text: str) -> Period:
     raise ValueError(f"period {text!r}: expected YYYY-MM or YYYY-MM-DD..YYYY-MM-DD")
 
 
+@cache
+def minor_units(currency: str) -> int:
+    """Digits after the decimal point of ``currency``'s minor unit (KRW 0, USD 2, KWD 3).
+
+    An unknown code is an error: guessing 2 would bill a yen amount a hundred times over.
+    """
+    if currency not in list_currencies():
+        raise ValueError(f"currency {currency!r} is not an ISO 4217 code known to CLDR")
+    return get_currency_precision(currency)
+
+
 def _amount(quantity: Decimal, unit_price: Decimal, currency: str) -> int:
-    exp = MINOR_UNITS.get(currency, 2)
+    exp = minor_units(currency)
     return int((quantity * unit_price * (Decimal(10) ** exp)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
