@@ -116,6 +116,27 @@ def test_unreadable_file_is_reported_not_skipped(tmp_path, small_world):
     assert res.quarantine.filter(pl.col("row_number").is_null()).height == 1
 
 
+def test_json_lines_and_gzip_are_read_and_unknown_files_reported(tmp_path, small_world):
+    import gzip
+
+    world = _copy_world(small_world, tmp_path)
+    folder = sorted((world / "landing" / "usage_events").glob("dt=*"))[1]
+    files = sorted(folder.glob("*.parquet"))
+    assert files
+    contract, reader = CONTRACTS["usage_events"], LandingZoneReader(world / "landing")
+    before = ingest_partition(contract, reader).accepted.drop("_source_file").sort("source", "id")
+    # The same events as gzipped CloudEvents JSON lines, beside a writer's marker and a stray file.
+    for parquet in files:
+        (folder / f"{parquet.stem}.jsonl.gz").write_bytes(gzip.compress(pl.read_parquet(parquet).write_ndjson().encode()))
+        parquet.unlink()
+    (folder / "_SUCCESS").write_text("")
+    (folder / "notes.xlsx").write_bytes(b"PK not a sheet")
+    after = ingest_partition(contract, reader)
+    assert after.accepted.drop("_source_file").sort("source", "id").equals(before)
+    assert any(f"usage_events/{folder.name}/notes.xlsx: unreadable file" in e for e in after.schema_errors)
+    assert not any("_SUCCESS" in e for e in after.schema_errors)
+
+
 def test_wrong_type_is_quarantined_with_field_name(tmp_path, small_world):
     world = _copy_world(small_world, tmp_path)
     target = sorted((world / "landing" / "request_counters" / "dt=2026-03-09").glob("*.parquet"))[0]

@@ -7,6 +7,7 @@ storage) by implementing `SourceReader`.
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,12 +37,23 @@ class RawBatch:
 
 
 def read_any(path: Path) -> pl.DataFrame:
-    """Parquet, or CSV read as text (so every cast and its failure is the contract's)."""
-    if path.suffix.lower() == ".parquet":
+    """Parquet; CSV read as text (so every cast and its failure is the contract's); JSON
+    lines (CloudEvents as exporters stream them); CSV and JSON lines may be gzipped."""
+    name = path.name.lower()
+    plain = name.removesuffix(".gz")
+    if name.endswith(".parquet"):
         return pl.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".txt"):
+    if plain.endswith((".csv", ".txt")):
         return pl.read_csv(path, infer_schema=False)
-    raise ValueError(f"{path}: unsupported file type {path.suffix!r} (use .parquet or .csv)")
+    if plain.endswith((".jsonl", ".ndjson")):
+        return pl.read_ndjson(gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path)
+    raise ValueError(f"{path}: unsupported file type (use .parquet, .csv or .jsonl, optionally .gz)")
+
+
+def _is_marker(path: Path) -> bool:
+    """Hidden files and writers' markers (``.crc``, ``_SUCCESS``), which hold no rows: the
+    only files a folder scan leaves out. Anything else is read, or reported unreadable."""
+    return path.name.startswith((".", "_")) or not path.is_file()
 
 
 class SourceReader(Protocol):
@@ -70,7 +82,7 @@ class LandingZoneReader:
             dt = date.fromisoformat(m.group(1))
             if (lo and dt < lo) or (hi and dt > hi):
                 continue
-            out += [(dt, f) for f in sorted(d.iterdir()) if f.suffix in (".parquet", ".csv")]
+            out += [(dt, f) for f in sorted(d.iterdir()) if not _is_marker(f)]
         return out
 
     def read(self, table: str, dates: tuple[date | None, date | None] | None = None) -> Iterator[RawBatch]:
@@ -78,7 +90,7 @@ class LandingZoneReader:
             origin = str(path.relative_to(self.root))
             try:
                 frame = read_any(path)
-            except Exception as exc:  # a corrupt file is reported, never skipped silently
-                yield RawBatch(origin, dt, None, f"{origin}: unreadable {path.suffix[1:]} file ({exc})")
+            except Exception as exc:  # a corrupt or unknown file is reported, never skipped silently
+                yield RawBatch(origin, dt, None, f"{origin}: unreadable file ({exc})")
                 continue
             yield RawBatch(origin, dt, frame)
