@@ -38,3 +38,16 @@ def partition_range(paths: StatePaths) -> PartitionRange:
     if world_exists(paths.world):
         cfg = WorldConfig.from_json(load_manifest(paths.world)["config"])
     return PartitionRange(cfg.start_date, cfg.start_date + timedelta(days=cfg.days - 1), tz or cfg.tz)
+
+
+def usage_final_after_days() -> int:
+    """Days after a usage day ends before it is final (T+2 by default); events that arrive
+    later become corrections. ``OPS_PLATFORM_USAGE_FINAL_AFTER_DAYS`` overrides."""
+    from .finops.usage import FINAL_AFTER_DAYS
+
+    text = os.environ.get("OPS_PLATFORM_USAGE_FINAL_AFTER_DAYS")
+    if text is None:
+        return FINAL_AFTER_DAYS
+    if not text.strip().isdigit():
+        raise ValueError(f"OPS_PLATFORM_USAGE_FINAL_AFTER_DAYS={text!r} must be a whole number of days (0 or more)")
+    return int(text)

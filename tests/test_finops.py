@@ -86,6 +86,22 @@ def test_usage_counts_the_first_arrival_of_an_event_resent_with_other_content(mo
         {"utc_date": date(2026, 3, 2), "arrived": date(2026, 3, 3), "quantity": Decimal(9), "events": 1}]
 
 
+def test_the_finality_window_is_a_setting(monkeypatch, world_run, small_world):
+    from ops_platform.finops.pipeline import FinOpsInputs
+    from ops_platform.settings import usage_final_after_days
+
+    assert usage_final_after_days() == 2
+    monkeypatch.setenv("OPS_PLATFORM_USAGE_FINAL_AFTER_DAYS", "0")
+    same_day = FinOpsInputs.from_landing(small_world)
+    default = world_run[0]
+    # With no window every event that arrived after its day is a correction, not usage.
+    assert same_day.corrections["events"].sum() > default.corrections["events"].sum()
+    assert same_day.usage["events"].sum() < default.usage["events"].sum()
+    monkeypatch.setenv("OPS_PLATFORM_USAGE_FINAL_AFTER_DAYS", "two")
+    with pytest.raises(ValueError, match="whole number of days"):
+        usage_final_after_days()
+
+
 def _usage_by_reference(events: pl.DataFrame) -> dict:
     """Usage per (day, tenant, meter) in plain Python: first delivery of each identity wins."""
     first: dict = {}

@@ -205,6 +205,27 @@ def test_late_events_beyond_the_window_are_flagged_not_dropped():
     assert out["_assign_note"][2] is not None
 
 
+def test_a_usage_event_past_its_window_is_kept_in_its_arrival_partition_and_becomes_a_correction(
+        tmp_path, small_world):
+    from ops_platform.finops.usage import daily_usage
+
+    world = _copy_world(small_world, tmp_path)
+    folders = sorted((world / "landing" / "usage_events").glob("dt=*"))
+    first = pl.read_parquet(sorted(folders[0].glob("*.parquet"))[0]).head(1)
+    # A new event of the first day that arrives in the last folder, past the three-day window.
+    late = first.with_columns(pl.lit("late-event-1").alias("id"))
+    late.write_parquet(folders[-1] / "late.parquet")
+    arrival = date.fromisoformat(folders[-1].name[3:])
+    assert (arrival - date.fromisoformat(folders[0].name[3:])).days > 3
+    reader = LandingZoneReader(world / "landing")
+    results = [ingest_partition(CONTRACTS["usage_events"], reader, SPACE, k) for k in KEYS]
+    accepted = pl.concat([r.accepted for r in results])
+    assert accepted.filter(pl.col("id") == "late-event-1").height == 1
+    assert not any((r.quarantine["record_id"] == "late-event-1").any() for r in results)
+    _, corrections, _ = daily_usage(accepted)
+    assert corrections.filter(pl.col("arrived") == arrival).height >= 1
+
+
 def test_a_contract_that_gains_an_optional_column_evolves_the_stored_table(tmp_path):
     from ops_platform.warehouse import Warehouse
 

@@ -116,7 +116,7 @@ USAGE_EVENTS = Contract(
      Column("datacontenttype", required=False),
      Column("meter", nullable=False, allowed=METERS), Column("quantity", "float", nullable=False, min=0),
      Column("event_time", "timestamp", nullable=False, source="time")),
-    record_id="id", unique_key=("source", "id"), time_column="event_time", late_window_days=3,
+    record_id="id", unique_key=("source", "id"), time_column="event_time", late_window_days=3, late_rows="arrival",
     flatten={"data.meter": "meter", "data.quantity": "quantity"},
     description="Metering events as CloudEvents 1.0, deduplicated on (source, id).",
 )

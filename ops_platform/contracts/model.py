@@ -48,6 +48,10 @@ class Contract:
     partition_rule: PartitionRule = "event_time"
     time_column: str | None = None  # timestamp that decides the partition
     late_window_days: int = 0  # how long after a partition ends its records may still arrive
+    # A record later than that: quarantined, or accepted in the partition of the file that
+    # brought it ("arrival"), for sources whose consumers handle lateness themselves (usage
+    # events become corrections of their day).
+    late_rows: Literal["quarantine", "arrival"] = "quarantine"
     description: str = ""
     flatten: dict[str, str] = field(default_factory=dict)  # struct field path -> column name
 

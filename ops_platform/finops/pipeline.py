@@ -12,6 +12,7 @@ import polars as pl
 from ..contracts.definitions import CONTRACTS
 from ..ingest.landing import LandingZoneReader
 from ..ingest.pipeline import ingest_partition, quarantine_rows, split_redeliveries
+from ..settings import usage_final_after_days
 from .anomalies import detect_anomalies
 from .attribution import CONFIDENCE_TARGET, Attribution, attribute
 from .invoices import Period, build_invoices
@@ -31,27 +32,34 @@ class FinOpsInputs:
     superseded: pl.DataFrame  # later versions of usage events that changed content (usage.usage_from)
 
     @classmethod
-    def from_landing(cls, world: Path) -> FinOpsInputs:
-        """Straight from a landing zone, through the same contracts as ingestion."""
+    def from_landing(cls, world: Path, final_after_days: int | None = None) -> FinOpsInputs:
+        """Straight from a landing zone, through the same contracts as ingestion.
+        ``final_after_days``: the usage finality window (default: the platform setting)."""
         reader = LandingZoneReader(world / "landing")
         billing = ingest_partition(CONTRACTS["billing_focus"], reader)
-        usage, corrections, superseded = daily_usage(ingest_partition(CONTRACTS["usage_events"], reader).accepted)
+        usage, corrections, superseded = daily_usage(ingest_partition(CONTRACTS["usage_events"], reader).accepted,
+                                                     _window(final_after_days))
         return cls(usage, corrections, billing.accepted, billing.quarantine,
                    *(ingest_partition(CONTRACTS[t], reader).accepted for t in ("services", "tenants", "price_list")),
                    superseded)
 
     @classmethod
-    def from_warehouse(cls, wh) -> FinOpsInputs:
+    def from_warehouse(cls, wh, final_after_days: int | None = None) -> FinOpsInputs:
         """From the warehouse's raw layer (what the daily assets loaded); usage is aggregated
         inside DuckDB, so the events never leave it."""
         with wh.connect(read_only=True) as con:
-            usage, corrections, superseded = usage_from(con, "raw.usage_events")
+            usage, corrections, superseded = usage_from(con, "raw.usage_events",
+                                                        final_after_days=_window(final_after_days))
         billing, conflicts = _first_deliveries(
             wh.query("SELECT * FROM raw.billing_focus ORDER BY partition_key, _source_file, _source_row"))
         quarantine = wh.query("SELECT reason, record, file FROM raw.quarantine WHERE source_table = 'billing_focus'")
         return cls(usage, corrections, billing, pl.concat([quarantine, conflicts], how="vertical_relaxed"),
                    wh.query("SELECT * FROM raw.services"), wh.query("SELECT * FROM raw.tenants"),
                    wh.query("SELECT * FROM raw.price_list"), superseded)
+
+
+def _window(final_after_days: int | None) -> int:
+    return usage_final_after_days() if final_after_days is None else final_after_days
 
 
 def _first_deliveries(billing: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -134,7 +142,7 @@ class StoredFinOps:
                            f"{unequal['utc_date'][0]})")
         open_days = self.usage.filter(period.covers() & ~pl.col("final"))["utc_date"].unique().sort()
         if open_days.len():
-            reasons.append(f"usage not final yet for {open_days.len()} day(s) (first {open_days[0]}; final at T+2)")
+            reasons.append(f"usage not final yet for {open_days.len()} day(s) (first {open_days[0]}; a day is final once its late-data window has passed)")
         low = day.filter(pl.col("confidence") < CONFIDENCE_TARGET)
         if low.height:
             reasons.append(f"reconciliation confidence under {CONFIDENCE_TARGET:.0%} on {low.height} day(s) "

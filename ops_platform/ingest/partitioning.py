@@ -42,10 +42,13 @@ class PartitionSpace:
         lo, hi = self._read_window(key, late_days)
         return (None if key == self.first else lo), (None if key == self.last else hi)
 
-    def assign_event_time(self, frame: pl.DataFrame, time_col: str, late_days: int) -> pl.DataFrame:
+    def assign_event_time(self, frame: pl.DataFrame, time_col: str, late_days: int,
+                          accept_late: bool = False) -> pl.DataFrame:
         """Add `partition_key` (Date) and `_assign_note` from a record's time and its file's date.
 
-        `frame` must carry `_file_date` (UTC date of the landing file, may be null).
+        `frame` must carry `_file_date` (UTC date of the landing file, may be null). A record
+        from a file past its day's late window goes to the file's own partition: noted late
+        (to be quarantined), or not when ``accept_late``.
         """
         # One time-zone conversion per row (the local date); the UTC read window of each
         # local date, [start date, end date + late window], comes from a handful of days.
@@ -63,7 +66,8 @@ class PartitionSpace:
         key = pl.when(has_time & in_window).then(own).when(fd.is_not_null()).then(by_file).otherwise(
             pl.lit(self.first))
         note = (pl.when(has_time & in_window & ((local < self.first) | (local > self.last))).then(pl.lit(OUT_OF_RANGE))
-                .when(has_time & ~in_window).then(pl.lit(LATE)).otherwise(pl.lit(None, pl.String)))
+                .when(has_time & ~in_window & (not accept_late)).then(pl.lit(LATE))
+                .otherwise(pl.lit(None, pl.String)))
         return frame.with_columns(key.alias("partition_key"), note.alias("_assign_note")).drop("_local")
 
     def _read_window(self, day: date, late_days: int) -> tuple[date, date]:

@@ -77,7 +77,8 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
                             schema_errors + [u["reason"] for u in unreadable])
 
     if contract.partition_rule == "event_time" and space is not None:
-        data = space.assign_event_time(data, contract.time_column, contract.late_window_days)
+        data = space.assign_event_time(data, contract.time_column, contract.late_window_days,
+                                       accept_late=contract.late_rows == "arrival")
     elif contract.partition_rule == "file_date" and space is not None:
         data = space.assign_file_date(data)
     else:
