@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from ops_platform.finops.export import release_invoices
+from ops_platform.finops.export import overlaps, release_invoices, released_periods
 from ops_platform.finops.invoices import parse_period
 from ops_platform.finops.pipeline import StoredFinOps
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
@@ -52,14 +52,19 @@ def _months(days: pl.DataFrame) -> list[str]:
 @dg.sensor(job=release_invoices_job, minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Releases each calendar month's invoices once its reconciliation checks pass; a held "
                        "month is reported with its reasons in the tick.")
-def invoice_release_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+def invoice_release_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource,
+                           control: ControlStoreResource):
     try:
         stored = StoredFinOps.from_warehouse(warehouse.get())
     except Exception as exc:  # noqa: BLE001 - no attribution yet
         return dg.SkipReason(f"no finops tables yet (materialize finops/attribution): {exc}".splitlines()[0])
+    released = released_periods(control.store())
     requests, held = [], []
     for month in _months(stored.day):
-        reasons = stored.blockers(parse_period(month))
+        period = parse_period(month)
+        if period in released:
+            continue  # out already: nothing to release, nothing held
+        reasons = stored.blockers(period) + overlaps(period, released)
         if reasons:
             held.append(f"{month}: " + "; ".join(reasons))
             continue

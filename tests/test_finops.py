@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import polars as pl
@@ -417,6 +417,26 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     files = sorted((tmp_path / "invoices" / period.name).iterdir())
     assert len(files) == 4
     assert env.verify().ok
+    # A period that shares a day with the released one is held, by either path: those days
+    # are invoiced already. The released period itself is the same action, answered once.
+    from ops_platform.finops.export import release_invoices
+    from ops_platform.finops.invoices import Period
+
+    inner = Period(f"{period.start}..{period.start + timedelta(days=1)}", period.start, period.start + timedelta(days=1))
+    assert stored.blockers(inner) == []
+    reasons, none = release_invoices(stored, inner, tmp_path / "invoices",
+                                     lambda executors: env.protocol(executor=executors["export_release"]), "fin",
+                                     "an overlapping range must not bill its days twice")
+    assert none is None and reasons == [f"overlaps {period.name}, already released ({period.start} to "
+                                        f"{period.start} invoiced there)"]
+    bypass = env.protocol(executor=InvoiceExportExecutor(tmp_path / "invoices", stored,
+                                                        released=lambda: [period])).submit(
+        release_request(inner, "fin", "a retry must not bypass the overlap check either"))
+    assert bypass.status != "completed" and "overlaps" in bypass.reason
+    again, out2 = release_invoices(stored, period, tmp_path / "invoices",
+                                   lambda executors: env.protocol(executor=executors["export_release"]), "fin",
+                                   "the same period again is the same release")
+    assert again == [] and out2.status == "completed" and out2.receipt_id == out.receipt_id
     files[0].write_bytes(files[0].read_bytes() + b"\n")  # someone edits an exported file
     report = env.verify()
     assert not report.ok and "differs from the receipt" in report.first_bad

@@ -41,6 +41,9 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
             run_config={"ops": {"release_invoices_op": {"config": {"period": period}}}},
             resources=resources, instance=instance)
         assert run.success
+        # March shares days with the released range: still held, now saying so too.
+        tick = invoice_release_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert isinstance(tick, dg.SkipReason) and f"overlaps {period}, already released" in tick.skip_message
     files = sorted((state.invoices / period).iterdir())
     assert [f.name for f in files] == ["invoice_lines.csv", "invoice_lines.parquet", "invoice_summary.csv",
                                        "invoice_summary.parquet"]

@@ -8,7 +8,9 @@ against the files on disk.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 
 from ..guard.actions import ActionRequest, ExecutionResult, Executor, Outcome
@@ -31,13 +33,15 @@ class InvoiceExportExecutor:
     (CLI, job, a retry or a DLQ replay) passes it.
     """
 
-    def __init__(self, out_root: Path, books: StoredFinOps) -> None:
+    def __init__(self, out_root: Path, books: StoredFinOps,
+                 released: Callable[[], list[Period]] = lambda: []) -> None:
         self.out_root = Path(out_root)
         self.books = books
+        self.released = released
 
     def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
         period = parse_period(str(request.params["period"]))
-        held = self.books.blockers(period)
+        held = self.books.blockers(period) + overlaps(period, self.released())
         if held:
             raise HeldRelease(f"held: {period.name}: " + "; ".join(held))
         lines, summary = self.books.invoices(period)
@@ -53,14 +57,31 @@ def release_request(period: Period, actor: str, rationale: str) -> ActionRequest
                          idempotency_key=f"export_release:{period.name}", params={"period": period.name})
 
 
+def released_periods(store) -> list[Period]:
+    """The periods whose invoices went out (completed ``export_release`` actions)."""
+    return [parse_period(json.loads(e["payload"])["params"]["period"])
+            for e in store.events(kind="action_completed") if json.loads(e["payload"])["action"] == "export_release"]
+
+
+def overlaps(period: Period, released: list[Period]) -> list[str]:
+    """Why ``period`` may not go out beside ``released``: a day invoiced twice is billed twice.
+    (Releasing the same period again is the same action, which the guard answers once.)"""
+    return [f"overlaps {p.name}, already released ({max(p.start, period.start)} to "
+            f"{min(p.end, period.end) - timedelta(days=1)} invoiced there)"
+            for p in released if p.name != period.name and p.start < period.end and period.start < p.end]
+
+
 def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
                      protocol: Callable[[Mapping[str, Executor]], ActionProtocol],
                      actor: str, rationale: str) -> tuple[list[str], Outcome | None]:
     """Release a period's invoices through the guard: ``(reasons, None)`` when the books hold
-    it (nothing is submitted, so no receipt), else ``([], outcome)``. ``protocol`` builds the
-    caller's guarded path (CLI or Dagster resources) around the executors it is given."""
-    held = books.blockers(period)
+    it, or it overlaps a period already released (nothing is submitted, so no receipt), else
+    ``([], outcome)``. ``protocol`` builds the caller's guarded path (CLI or Dagster
+    resources) around the executors it is given."""
+    guarded: list[ActionProtocol] = []
+    executor = InvoiceExportExecutor(out_root, books, released=lambda: released_periods(guarded[0].store))
+    guarded.append(protocol({"export_release": executor}))
+    held = books.blockers(period) + overlaps(period, released_periods(guarded[0].store))
     if held:
         return held, None
-    executor = InvoiceExportExecutor(out_root, books)
-    return [], protocol({"export_release": executor}).submit(release_request(period, actor, rationale))
+    return [], guarded[0].submit(release_request(period, actor, rationale))

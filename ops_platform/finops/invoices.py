@@ -4,7 +4,8 @@ and deterministic Parquet/CSV files written atomically.
 A line is a tenant's metered quantity over the period (usage days inside the period, as
 final when invoiced) times the rate card's unit price for the tenant's tier, rounded once
 to the currency's minor units (half to even). Late events that arrived after their day was
-final appear as their own correction lines, never folded into the day. The summary carries
+final appear as their own correction lines, never folded into the day, in the period they
+arrived in. The summary carries
 subtotal, credits, total and the period's reconciliation confidence for the tenant.
 """
 
@@ -86,14 +87,18 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
                    price_list: pl.DataFrame, confidence: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(lines, summary) for ``period``.
 
-    ``usage``/``corrections``: daily_usage() output; ``tenants``: tenant_id, tier;
+    ``usage``/``corrections``: daily_usage() output (usage by its day, corrections by the day
+    they arrived); ``tenants``: tenant_id, tier;
     ``price_list``: tier, meter, unit, unit_price (decimal string), currency;
     ``confidence``: tenant-day attribution (utc_date, tenant_id, total_micros, confidence).
     """
     inside = period.covers()
     regular = (usage.filter(inside).group_by("tenant_id", "meter").agg(pl.col("quantity").sum())
                .with_columns(pl.lit("usage").alias("line_kind"), pl.lit(None, pl.Date).alias("usage_date")))
-    late = (corrections.filter(inside).group_by("tenant_id", "meter", "utc_date").agg(pl.col("quantity").sum())
+    # A correction is billed in the period it arrives in: the period of its usage day may
+    # have gone out already, and a released invoice is never reissued.
+    late = (corrections.filter(period.covers("arrived")).group_by("tenant_id", "meter", "utc_date")
+            .agg(pl.col("quantity").sum())
             .select("tenant_id", "meter", "quantity", pl.lit("correction").alias("line_kind"),
                     pl.col("utc_date").alias("usage_date")))
     both = pl.concat([regular.select("tenant_id", "meter", "quantity", "line_kind", "usage_date"), late])
