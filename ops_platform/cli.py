@@ -387,6 +387,10 @@ def backtest_ramps(world_dir: Path | None, as_json: bool) -> None:
     world_dir = world_dir or StatePaths.from_env().world
     if not world_exists(world_dir):
         raise click.ClickException(f"no world at {world_dir}; run `ops-platform world generate` or `make demo`")
+    missing = [f for f in ("bad_builds.parquet", "incidents.parquet") if not (world_dir / "truth" / f).exists()]
+    if missing:
+        raise click.ClickException(f"{world_dir / 'truth'} lacks {', '.join(missing)}: the backtest scores "
+                                   "decisions against a world's truth folder")
     results = run_backtest(world_dir)
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))
@@ -529,6 +533,12 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     except SLOSpecError as exc:
         raise click.UsageError(f"--ttl {ttl!r}: use a duration like 30m, 4h or 1d") from exc
     p = _guard_paths()
+    from .ramp.switchboard import check_override, live_flag_file
+
+    try:
+        check_override(live_flag_file(p.home, p.world), flag, directive)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     proto, _ = _switchboard_protocol(p)
     out = proto.submit(ActionRequest(
         actor=actor, roles=("oncall",), action="override", target_kind="flag", target_id=flag,

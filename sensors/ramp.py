@@ -10,15 +10,17 @@ from assets.ramp import VERDICT_CHECK, VERDICTS_KEY
 from assets.slo import BURN_KEY, SLO_DIR, check_name
 from ops_platform.guard.actions import ActionRequest
 from ops_platform.ramp.controller import CONTROLLER, BurnSignal, Ramp, history_key, plan
-from ops_platform.ramp.switchboard import OverrideExecutor
+from ops_platform.ramp.switchboard import OverrideExecutor, check_override
 from ops_platform.ramp.verdicts import ramps_from_steps
 from ops_platform.slo.spec import load_slos
 from ops_platform.timezones import iso_utc, utcnow
+from resources import DUCKDB_POOL
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
 from resources.flags import FlagsResource
 from resources.warehouse import WarehouseResource
 
 RAMP_JOB = "ramp_controller"
+PAGE = 100  # failed check evaluations read per query
 OVERRIDE_JOB = "switchboard_override"
 
 
@@ -31,7 +33,11 @@ def _ramps(warehouse: WarehouseResource) -> list[Ramp]:
     return [Ramp(r["build_id"], r["service"], r["start"], r["end"]) for r in steps.iter_rows(named=True)]
 
 
-@dg.op(description="Turn failed burn checks into guarded pause/rollback/freeze actions on release flags.")
+# In the DuckDB pool, like the assets that write the warehouse it reads (a reader beside a
+# writer fails on the file lock), and retried: its signals are not re-sent once the sensor's
+# cursor has moved past them.
+@dg.op(description="Turn failed burn checks into guarded pause/rollback/freeze actions on release flags.",
+       pool=DUCKDB_POOL, retry_policy=dg.RetryPolicy(max_retries=3, delay=10))
 def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerConfig, control: ControlStoreResource,
                        signer: SignerResource, guard: GuardResource, flags: FlagsResource,
                        warehouse: WarehouseResource) -> None:
@@ -79,13 +85,22 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
     newest, signals = last, []
 
     def failed(key: dg.AssetCheckKey):
-        history = context.instance.event_log_storage.get_asset_check_execution_history(
-            key, limit=100, status={AssetCheckExecutionRecordStatus.FAILED})
-        for rec in history:
-            if rec.id <= last or rec.event is None or rec.event.dagster_event is None:
-                continue
-            ev = rec.event.dagster_event.asset_check_evaluation_data
-            yield rec, ev, {k: v.value for k, v in ev.metadata.items()}
+        """Every failed evaluation newer than the cursor, newest first, page by page (a
+        backfill can fail more than a page of them between two ticks)."""
+        before = None
+        while True:
+            page = context.instance.event_log_storage.get_asset_check_execution_history(
+                key, limit=PAGE, cursor=before, status={AssetCheckExecutionRecordStatus.FAILED})
+            for rec in page:
+                if rec.id <= last:
+                    return
+                if rec.event is None or rec.event.dagster_event is None:
+                    continue
+                ev = rec.event.dagster_event.asset_check_evaluation_data
+                yield rec, ev, {k: v.value for k, v in ev.metadata.items()}
+            if len(page) < PAGE:
+                return
+            before = page[-1].id
 
     for slo in load_slos(SLO_DIR):
         for tier in slo.tiers:
@@ -123,6 +138,10 @@ class OverrideConfig(dg.Config):
 def switchboard_override_op(context: dg.OpExecutionContext, config: OverrideConfig, control: ControlStoreResource,
                             signer: SignerResource, guard: GuardResource, flags: FlagsResource) -> None:
     ex = flags.executor()
+    try:
+        check_override(ex.path, config.flag, config.action)
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc)) from exc
     store = control.store()
     proto = build_protocol(control, signer, guard, {"override": OverrideExecutor(store, ex)})
     out = proto.submit(ActionRequest(

@@ -83,6 +83,15 @@ def test_cli_backtest_json(small_world):
     assert set(out["controller"]) >= METRICS
 
 
+def test_cli_backtest_of_a_world_without_truth_says_so(small_world, tmp_path):
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(small_world, world, ignore=shutil.ignore_patterns("truth"))
+    res = CliRunner().invoke(main, ["backtest", "ramps", "--world", str(world)])
+    assert res.exit_code == 1 and "lacks bad_builds.parquet, incidents.parquet" in res.output
+
+
 def test_backtest_asset_reports_the_same_figures_as_metadata_and_in_the_warehouse(state):
     import dagster as dg
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 
+import sensors.ramp as ramp_sensors
 from ops_platform.definitions import build_definitions
 from ops_platform.guard.runtime import open_store
 from ops_platform.ramp.controller import BurnSignal, Ramp, plan
@@ -61,7 +62,7 @@ def test_repeated_signals_share_an_idempotency_key():
     assert a[0].request.idempotency_key == b[0].request.idempotency_key
 
 
-def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state):
+def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state, monkeypatch):
     defs = build_definitions(state)
     daily = defs.resolve_job_def(DAILY_JOB)
     with dg.DagsterInstance.ephemeral() as instance:
@@ -72,6 +73,11 @@ def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state):
         assert isinstance(request, dg.RunRequest), request
         signals = [json.loads(s) for s in request.run_config["ops"]["ramp_controller_op"]["config"]["signals"]]
         assert signals and all(s["slo"] and s["tier"] and s["partition"] for s in signals)
+        # Read one evaluation per page, the sensor still sees every one of them.
+        monkeypatch.setattr(ramp_sensors, "PAGE", 1)
+        paged = ramp_controller_sensor(dg.build_sensor_context(instance=instance))
+        assert paged.run_config == request.run_config
+        monkeypatch.undo()
         # The per-ramp analysis names exactly the truth's bad builds that ramped on these days
         # (with an hour of evidence at least: the days end at 07:00 UTC).
         bad = pl.read_parquet(state.world / "truth" / "bad_builds.parquet")

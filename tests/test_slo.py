@@ -162,6 +162,37 @@ def test_timeslices_count_bad_minutes_and_skip_empty_ones():
     assert left["error_ratio"] == pytest.approx(1 / 3) and left["budget_remaining"] < 0
 
 
+def test_a_timeslices_slo_of_the_whole_service_judges_the_services_minute():
+    slo = by_name()["api-latency"]
+    t0 = datetime(2026, 3, 8, tzinfo=UTC)
+    rows = []  # one minute: a canary's 10 requests all slow, the stable build's 1,000 all fast
+    for build, cohort, fast, total in (("b2", "canary", 0, 10), ("b1", "general", 1000, 1000)):
+        for le, count in ((1.5, fast), (float("inf"), total)):
+            rows.append({"ts": t0, "service": "api", "cohort": cohort, "build_id": build, "le": le, "count": count})
+    lat = pl.DataFrame(rows)
+    groups = minute_events(slo, latency=lat).sort("build_id")
+    assert groups.select("build_id", "bad", "total").rows() == [("b1", 0, 1), ("b2", 1, 1)]
+    whole = minute_events(slo, latency=lat, by=("service",))
+    assert whole.select("service", "cohort", "build_id", "bad", "total").rows() == [("api", None, None, 0, 1)]
+
+
+def test_a_burning_group_is_named_only_on_enough_evidence():
+    from ops_platform.slo.daily import MIN_EVIDENCE, compute_day
+
+    slo = by_name()["api-availability"]
+    t0 = datetime(2026, 3, 8, tzinfo=UTC)
+    rows = [{"ts": t0 + timedelta(minutes=i), "service": "api", "cohort": "general", "build_id": "api-100",
+             "requests": 1000, "errors": 100} for i in range(120)]  # an incident: 20x the budget
+    # A canary beside it, with a handful of requests: one error in three proves nothing.
+    rows += [{"ts": t0 + timedelta(minutes=110 + i), "service": "api", "cohort": "canary", "build_id": "api-101",
+              "requests": 1, "errors": int(i == 0)} for i in range(3)]
+    day = compute_day([slo], t0, t0 + timedelta(hours=2), counters=pl.DataFrame(rows), latency=None, lag=None)
+    fast = next(t for t in day.tiers if t.tier == "fast")
+    assert fast.groups_firing == ["api/general/api-100"]
+    burning = day.minutes.filter(pl.col("firing_fast") & (pl.col("build_id") == "api-101"))
+    assert burning.height > 0 and MIN_EVIDENCE > 3  # it burns, yet is not named
+
+
 def test_threshold_slo_counts_late_samples():
     slo = by_name()["receipt-lag"]
     t0 = datetime(2026, 3, 8, tzinfo=UTC)

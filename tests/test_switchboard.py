@@ -44,3 +44,20 @@ def test_same_idempotency_key_applies_once(state):
     assert first.exit_code == 0 and second.exit_code == 0
     log = _run("log", "release-graph").output
     assert log.count("action_completed") == 1
+
+
+def test_an_override_of_an_unknown_flag_is_refused_before_it_is_submitted(state):
+    import dagster as dg
+    import pytest
+
+    from ops_platform.guard.runtime import open_store
+    from resources import build_resources
+    from sensors.ramp import switchboard_override_job
+
+    res = _run("override", "release-nope", "--action", "hold", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 2 and "no release flag 'release-nope'" in res.output and "release-api" in res.output
+    job = {"ops": {"switchboard_override_op": {"config": {
+        "flag": "release-api", "action": "promote", "rationale": REASON, "actor": "dana"}}}}
+    with pytest.raises(dg.Failure, match="directive 'promote' is not one of"):
+        switchboard_override_job.execute_in_process(run_config=job, resources=build_resources(state))
+    assert open_store(state).events() == []  # nothing requested, nothing to retry or dead-letter

@@ -22,6 +22,19 @@ from .flag_executor import FlagFileExecutor
 DIRECTIVES = {"hold": "pause", "rollback": "rollback", "resume": "resume"}
 
 
+def check_override(flag_file: Path, flag: str, directive: str) -> None:
+    """Refuse, before anything is submitted, an override that could never apply: an unknown
+    directive or a flag the file does not have (the executor would fail it on every retry,
+    then dead-letter it)."""
+    from .flags import FlagFile
+
+    if directive not in DIRECTIVES:
+        raise ValueError(f"override directive {directive!r} is not one of {', '.join(DIRECTIVES)}")
+    flags = FlagFile.load(flag_file).release_flags
+    if flag not in flags:
+        raise ValueError(f"no release flag {flag!r} in {flag_file} (flags: {', '.join(flags)})")
+
+
 class OverrideExecutor:
     def __init__(self, store: ControlStore, flags: FlagFileExecutor,
                  clock: Callable[[], datetime] = utcnow):

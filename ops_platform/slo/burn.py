@@ -20,12 +20,15 @@ GROUP = ("service", "cohort", "build_id")
 
 
 def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl.DataFrame | None = None,
-                  lag: pl.DataFrame | None = None) -> pl.DataFrame:
+                  lag: pl.DataFrame | None = None, by: Sequence[str] = GROUP) -> pl.DataFrame:
     """(ts, group..., bad, total) per minute for `slo`, from the source its indicator names,
     in no particular order (``burn_rates`` orders what it needs).
 
     Occurrences count requests (or samples); Timeslices count minutes, a minute being bad
     when its good ratio falls below the slice target (minutes without traffic do not count).
+    ``by``: the groups a minute is judged for. A Timeslices SLO of the whole service judges
+    the service's minute (``by=("service",)``), not each cohort and build's minute summed;
+    the group columns left out are null.
     """
     ind = slo.indicator
     if ind.kind == "ratio" and ind.good.spec.get("table") == "latency_buckets":
@@ -63,6 +66,9 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
                 .select("ts", pl.lit(pipeline, pl.String).alias("service"), pl.lit(None, pl.String).alias("cohort"),
                         pl.lit(None, pl.String).alias("build_id"), "bad", "total"))
     good, total = pl.col("good"), pl.col("total")
+    if list(by) != list(GROUP):
+        ev = ev.group_by("ts", *by).agg(good.sum(), total.sum()).with_columns(
+            pl.lit(None, pl.String).alias(c) for c in GROUP if c not in by)
     if slo.budgeting == "Timeslices":
         return ev.filter(total > 0).select(
             "ts", *GROUP, ((good / total) < slo.objective.time_slice_target).cast(pl.Int64).alias("bad"),

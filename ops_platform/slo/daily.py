@@ -18,6 +18,7 @@ from .spec import SLO
 # Reported beside the tiers' own windows though no tier alerts on it: slo.burn_minutes and
 # slo.burn_service have always carried a 1d burn (docs/slo.md), so the columns stay put.
 REPORT_WINDOWS = (timedelta(days=1),)
+MIN_EVIDENCE = 10  # events (requests, samples or minutes) a group needs over a tier's long window to be named
 
 
 def burn_windows(slos: list[SLO]) -> list[timedelta]:
@@ -72,6 +73,8 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
     for slo in slos:
         events = minute_events(slo, counters=counters, latency=latency, lag=lag)
         day = _day(tier_states(burn_rates(events, slo, windows), slo), start, end, slo, names)
+        if slo.budgeting == "Timeslices":  # the service's own minutes, not its groups' minutes summed
+            events = minute_events(slo, counters=counters, latency=latency, lag=lag, by=("service",))
         whole = _day(tier_states(burn_rates(events, slo, windows, by=("service",)), slo), start, end, slo,
                      names)
         frames.append(day)
@@ -83,7 +86,9 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
         for t in slo.tiers:
             lw, sw = window_name(t.long_window), window_name(t.short_window)
             firing = whole.filter(pl.col(f"firing_{t.name}"))
-            in_groups = day.filter(pl.col(f"firing_{t.name}"))
+            # A group is named only on enough evidence over the long window: below it the
+            # result is inconclusive, and a ramp is held, not blamed, on a handful of requests.
+            in_groups = day.filter(pl.col(f"firing_{t.name}") & (pl.col(f"total_{lw}") >= MIN_EVIDENCE))
             groups = sorted({"/".join(str(v) for v in r if v is not None)
                              for r in in_groups.select(*GROUP).unique().rows()})
             tiers.append(TierEvaluation(
