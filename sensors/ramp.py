@@ -9,7 +9,15 @@ import dagster as dg
 from assets.ramp import VERDICT_CHECK, VERDICTS_KEY
 from assets.slo import BURN_KEY, SLO_DIR, check_name
 from ops_platform.guard.actions import ActionRequest
-from ops_platform.ramp.controller import CONTROLLER, BurnSignal, Ramp, history_key, plan
+from ops_platform.ramp.controller import (
+    CONTROLLER,
+    BurnSignal,
+    Ramp,
+    history_key,
+    plan,
+    since_overrides,
+)
+from ops_platform.ramp.flags import FlagFile
 from ops_platform.ramp.switchboard import OverrideExecutor, check_override
 from ops_platform.ramp.verdicts import ramps_from_steps
 from ops_platform.slo.spec import load_slos
@@ -53,14 +61,20 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         active = store.active_overrides(flag, iso_utc(utcnow()))
         return f"{active[-1]['directive']} by {active[-1]['actor']}" if active else None
 
+    def last_override(flag: str) -> datetime | None:
+        every = store.overrides(flag)
+        return datetime.fromisoformat(every[-1]["created_at"]) if every else None
+
     history: dict[str, tuple[str, datetime]] = {}
     for e in store.events(kind="action_completed", actor=CONTROLLER):  # the controller's own, oldest first
         payload = json.loads(e["payload"])
-        key = history_key(payload["action"], e["target_id"], (payload.get("params") or {}).get("build_id", ""))
+        key = history_key(payload["action"], e["target_id"], (payload.get("params") or {}).get("build_id") or "")
         history[key] = (payload["action"], datetime.fromisoformat(e["ts"]))
 
     outcomes: dict[str, int] = {}
-    for decision in plan(signals, _ramps(warehouse), override, history.get, utcnow()):
+    release_flags = FlagFile.load(ex.path).release_flags
+    for decision in plan(signals, _ramps(warehouse), override, since_overrides(history, last_override), utcnow(),
+                         release_flags, last_override):
         if decision.request is None:  # logged, not stored: re-reading the same evidence must not add rows
             context.log.info(f"no action: {decision.note}")
             continue

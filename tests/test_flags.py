@@ -425,6 +425,15 @@ def test_executor_holds_only_the_build_the_evidence_names(flag_path):
     assert FlagFile.load(flag_path).release("release-api").paused
 
 
+def test_a_freeze_leaves_exempt_flags_alone(flag_path):
+    _live(flag_path)
+    freeze = request("freeze", target="*", params={"exempt": ["release-api"]})
+    res = FlagFileExecutor(flag_path, clock=lambda: T0).apply(freeze.action_id, freeze)
+    ff = FlagFile.load(flag_path)
+    assert not ff.release("release-api").frozen and ff.release("release-graph").frozen
+    assert "release-api" not in res.detail["after"]
+
+
 def test_executor_crash_before_rename_leaves_the_file_whole(flag_path, monkeypatch):
     _live(flag_path)
     before = flag_path.read_bytes()

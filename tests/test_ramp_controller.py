@@ -55,6 +55,30 @@ def test_a_burn_after_promotion_or_without_builds_is_the_platforms():
     assert f.request.action == "freeze" and f.request.params["build_id"] is None and "receipt" in f.note
 
 
+def test_after_an_override_the_controller_may_act_again_and_a_freeze_spares_overridden_flags():
+    from datetime import timedelta
+
+    from ops_platform.ramp.controller import history_key, since_overrides
+
+    now = T0.replace(hour=6)
+    paused = {history_key("pause", "release-api", "api-102"): ("pause", now - timedelta(hours=3))}
+    (held,) = plan([_signal(ramp="pause")], RAMPS, lambda f: None, since_overrides(paused, lambda f: None), now)
+    assert held.request is None and "already pause" in held.note
+    # Dana resumed the ramp two hours ago; her override has expired and the build burns again.
+    resumed = now - timedelta(hours=2)
+    last_override = {"release-api": resumed}.get
+    (again,) = plan([_signal(ramp="pause")], RAMPS, lambda f: None, since_overrides(paused, last_override), now,
+                    last_override=last_override)
+    assert again.request.action == "pause" and "after-override" in again.request.idempotency_key
+    before = plan([_signal(ramp="pause")], RAMPS, lambda f: None)[0].request.idempotency_key
+    assert again.request.idempotency_key != before  # a new action, not the old one answered again
+    # A freeze while release-api is under an active override leaves that flag to the human.
+    stable = _signal(groups=("api/general/api-101",))
+    (freeze,) = plan([stable], RAMPS, lambda f: "resume by dana" if f == "release-api" else None,
+                     release_flags=("release-api", "release-graph"))
+    assert freeze.request.params["exempt"] == ["release-api"] and "override wins: release-api" in freeze.note
+
+
 def test_repeated_signals_share_an_idempotency_key():
     a = plan([_signal(), _signal(groups=("api/early/api-102",))], RAMPS, lambda f: None)
     assert len(a) == 1  # one build, one action, whatever the cohorts

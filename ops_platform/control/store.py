@@ -236,8 +236,14 @@ class ControlStore:
         conn.execute(self._insert_ignore(s.overrides, values, ["override_id"]))
 
     def active_overrides(self, target_id: str, now: str) -> list[dict]:
+        return self.overrides(target_id, active_at=now)
+
+    def overrides(self, target_id: str, active_at: str | None = None) -> list[dict]:
+        """A target's overrides, oldest first; with ``active_at``, only those active then."""
         o = s.overrides.c
-        q = sa.select(s.overrides).where(o.target_id == target_id, o.expires_at > now).order_by(o.created_at)
+        q = sa.select(s.overrides).where(o.target_id == target_id).order_by(o.created_at)
+        if active_at is not None:
+            q = q.where(o.expires_at > active_at)
         with self.read() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 

@@ -91,13 +91,31 @@ def _held_back(key: str, action: str, prior: tuple[str, datetime] | None, now: d
     return f"{key}: already {last} (at {when:%Y-%m-%d %H:%M}); {action} would not change it"
 
 
+def since_overrides(history: dict[str, tuple[str, datetime]],
+                    last_override: Callable[[str], datetime | None]) -> LastAction:
+    """The controller's history as ``plan`` reads it: a human override on a flag (resume,
+    hold or rollback) takes the ramp out of the controller's hands, so what the controller
+    did there before it no longer holds it back once the override expires."""
+    def last(key: str) -> tuple[str, datetime] | None:
+        prior = history.get(key)
+        if prior is None or key == FREEZE_TARGET:
+            return prior
+        took_over = last_override(key.split(":", 1)[0])
+        return None if took_over is not None and took_over >= prior[1] else prior
+    return last
+
+
 def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
          active_override: Callable[[str], str | None], last_action: LastAction | None = None,
-         now: datetime | None = None) -> list[Decision]:
+         now: datetime | None = None, release_flags: Sequence[str] = (),
+         last_override: Callable[[str], datetime | None] = lambda flag: None) -> list[Decision]:
     """Guarded requests (and notes on what was skipped) for a batch of burn signals.
 
-    ``last_action(history_key)`` gives the controller's last completed action there; with
-    ``now`` it switches on the no-flapping rules (see the module docstring).
+    ``last_action(history_key)`` gives the controller's last completed action there (see
+    ``since_overrides``); with ``now`` it switches on the no-flapping rules (see the module
+    docstring). A freeze leaves out the ``release_flags`` under an active override (the
+    override wins there too). ``last_override(flag)`` dates the flag's latest override: an
+    action after it is a new action, with a key of its own.
     """
     by_build = {r.build_id: r for r in ramps}
     out: list[Decision] = []
@@ -110,7 +128,8 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
             ramp = by_build.get(build)
             if ramp is not None and ramp.ramping_at(sig.first_firing):
                 action, target = sig.ramp_action, ramp.flag
-                key = f"ramp:{build}:{action}"
+                took_over = last_override(target)
+                key = f"ramp:{build}:{action}" + (f":after-override-{took_over.isoformat()}" if took_over else "")
             else:
                 action, target = sig.platform_action, "*"
                 key = f"platform:{sig.slo}:{sig.tier}:{sig.partition}:{action}"
@@ -132,14 +151,17 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
                 continue
             if now is not None:
                 planned[hkey] = (action, now)
+            exempt = sorted(f for f in release_flags if active_override(f)) if action == "freeze" else []
             rationale = (f"{sig.slo} {sig.tier} burn on {group} "
                          f"(first {sig.first_firing or '?'}, partition {sig.partition})"
-                         + (f": {sig.evidence}" if sig.evidence else ""))
+                         + (f": {sig.evidence}" if sig.evidence else "")
+                         + (f"; not frozen, an override wins: {', '.join(exempt)}" if exempt else ""))
             out.append(Decision(ActionRequest(
                 actor=CONTROLLER, roles=ROLES, action=action,
                 target_kind="flag", target_id=target if target != "*" else FREEZE_TARGET,
                 rationale=rationale, idempotency_key=_key(key),
-                params={"slo": sig.slo, "tier": sig.tier, "build_id": build or None, "cohort": cohort or None}),
+                params={"slo": sig.slo, "tier": sig.tier, "build_id": build or None, "cohort": cohort or None,
+                        **({"exempt": exempt} if exempt else {})}),
                 rationale))
     return out
 

@@ -86,8 +86,9 @@ class FlagFileExecutor:
         with flag_file_lock(self.path, timeout_seconds=self.lock_timeout_seconds):
             data = self.path.read_bytes()
             current = FlagFile.parse(data, source=str(self.path))
+            exempt = tuple((request.params or {}).get("exempt") or ())
             if request.action == "freeze":
-                flags = current.release_flags
+                flags = tuple(f for f in current.release_flags if f not in exempt)
             else:
                 current.release(request.target_id)  # KeyError naming the file if unknown
                 flags = (request.target_id,)
@@ -128,7 +129,7 @@ class FlagFileExecutor:
     def _transition(self, ff: FlagFile, request: ActionRequest, action_id: str) -> FlagFile:
         at = self.clock()
         if request.action == "freeze":
-            return ff.freeze_all(at=at, action_id=action_id)
+            return ff.freeze_all(at=at, action_id=action_id, exempt=tuple((request.params or {}).get("exempt") or ()))
         step = {"pause": ff.pause, "rollback": ff.rollback, "resume": ff.resume}[request.action]
         return step(request.target_id, at=at, action_id=action_id)
 

@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,9 +216,12 @@ class FlagFile:
         s = self.release(flag)
         return self._evolve({flag: replace(s, cohort_percent=_zero(), paused=True)}, at, action_id)
 
-    def freeze_all(self, *, at: datetime | None = None, action_id: str | None = None) -> FlagFile:
-        """Mark every release flag frozen: current splits stay, no ramp may widen or promote."""
-        return self._evolve({k: replace(s, frozen=True) for k, s in self._releases.items()}, at, action_id)
+    def freeze_all(self, *, at: datetime | None = None, action_id: str | None = None,
+                   exempt: Sequence[str] = ()) -> FlagFile:
+        """Mark every release flag frozen, but ``exempt`` ones (under a human override):
+        current splits stay, no ramp may widen or promote."""
+        return self._evolve({k: replace(s, frozen=True) for k, s in self._releases.items() if k not in exempt},
+                            at, action_id)
 
     def resume(self, flag: str, *, at: datetime | None = None, action_id: str | None = None) -> FlagFile:
         """Lift pause and freeze on one flag (an expanding action: the guard fails it closed)."""
