@@ -118,10 +118,37 @@ def demo(preset_name: str, seed: int, fresh: bool) -> None:
     with dg.DagsterInstance.get() as instance, _progress() as prog:
         task = prog.add_task("materializing", total=len(keys) + 7)
         report = run_everything(defs, instance, on_step=lambda label: (
-            prog.advance(task), prog.update(task, description=f"materialized {label}")))
+            prog.advance(task), prog.update(task, description=f"materialized {label}")),
+            release_pipeline=lambda: _ramp_latest_bad_build(p))
     _summary(p, keys, report, time.perf_counter() - t0)
     if report.failed_runs:
         sys.exit(1)
+
+
+def _ramp_latest_bad_build(p: StatePaths) -> str | None:
+    """The demo's stand-in for the release pipeline: the live flag file starts as the world's
+    initial one, and the world's ramps are history, so put the last build the controller
+    judged bad back on its flag at the split it had when judged: the controller then holds
+    a live ramp (the other verdicts name builds no longer on a flag, and say so)."""
+    from .ramp.flag_executor import flag_file_lock
+    from .ramp.flags import FlagFile
+    from .ramp.switchboard import live_flag_file
+    from .warehouse import Warehouse
+    from .world.releases import ramp_on_flag
+
+    wh = Warehouse(p.warehouse)
+    bad = wh.query("SELECT build_id, acted_at FROM ramp.verdicts WHERE action IN ('pause', 'rollback') "
+                   "ORDER BY acted_at DESC LIMIT 1")
+    if bad.height == 0:
+        return None
+    build, at = bad.row(0)
+    live = live_flag_file(p.home, p.world)
+    with flag_file_lock(live):
+        flags = ramp_on_flag(FlagFile.load(live), wh.query("SELECT * FROM raw.ramp_steps"), build, at)
+        flags.save(live)
+    state = next(r for r in flags.releases().values() if r.candidate == build)
+    split = ", ".join(f"{c} {pct}%" for c, pct in state.cohort_percent.items() if pct)
+    return f"release pipeline: {build} ramping on {state.flag} ({split or 'at 0%'}) when the controller ran"
 
 
 def _ramp_story(p: StatePaths, report) -> None:
@@ -132,15 +159,20 @@ def _ramp_story(p: StatePaths, report) -> None:
     from .ramp.flags import FlagFile
 
     store = open_store(p)
-    acted = [e for e in store.events() if e["kind"] in ("action_completed", "action_denied",
-                                                         "action_pending_receipt")]
+    acted = [e for e in store.events() if e["target_kind"] == "flag"
+             and e["kind"] in ("action_completed", "action_denied", "action_pending_receipt")]
+    if report.release_pipeline:
+        click.echo(report.release_pipeline)
     click.echo(f"ramp controller: {report.controller_signals} signal(s) from failed burn and ramp verdict "
                f"checks -> {len(acted)} guarded action(s), {len(store.ledger_entries())} receipt(s)")
+    # What changed a flag first, then what was receipted without a change (and why).
+    acted.sort(key=lambda e: "skipped" in json.loads(e["payload"]))
     for e in acted[:8]:
         payload = json.loads(e["payload"])
-        build = (payload.get("params") or {}).get("build_id", "")
+        build = (payload.get("params") or {}).get("build_id") or ""
         rid = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
-        click.echo(f"  {payload.get('action', ''):<9} {e['target_id']:<16} {build:<13} {e['kind']}{rid}")
+        what = f"skipped: {payload['skipped']}" if "skipped" in payload else e["kind"]
+        click.echo(f"  {payload.get('action', ''):<9} {e['target_id']:<18} {build:<13} {what}{rid}")
     if len(acted) > 8:
         click.echo(f"  ... {len(acted) - 8} more (ops-platform switchboard log FLAG)")
     _backtest_line(p)

@@ -32,6 +32,7 @@ class RunReport:
     checks_warned: list[str] = field(default_factory=list)  # WARN severity
     controller_signals: int = 0
     invoice_period: str | None = None
+    release_pipeline: str | None = None  # what the release pipeline had on a flag when the controller ran
 
     def add(self, label: str, result: dg.ExecuteInProcessResult, partition: str | None = None) -> None:
         self.runs += 1
@@ -48,10 +49,12 @@ class RunReport:
 
 
 def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
-                   on_step: Callable[[str], None] | None = None) -> RunReport:
+                   on_step: Callable[[str], None] | None = None,
+                   release_pipeline: Callable[[], str | None] | None = None) -> RunReport:
     """Catalog, every daily partition, dbt staging, the ramp controller on the failed burn
     and ramp verdict checks, the backtest, cost attribution, the invoice release, then the
-    control snapshot; all recorded in `instance`."""
+    control snapshot; all recorded in `instance`. ``release_pipeline`` runs just before the
+    controller, to put on the flags what the pipeline that ramps builds would have there."""
     step = on_step or (lambda label: None)
     report = RunReport()
 
@@ -68,6 +71,8 @@ def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
     run(DBT_JOB, "staging")
     # The ramp story: the controller's sensor reads the failed burn checks and acts through the guard.
     # From the start of the history every time: the controller's idempotency keys make a re-run a no-op.
+    if release_pipeline is not None:
+        report.release_pipeline = release_pipeline()
     request = ramp_controller_sensor(dg.build_sensor_context(instance=instance))
     if isinstance(request, dg.RunRequest):
         report.controller_signals = len(request.run_config["ops"]["ramp_controller_op"]["config"]["signals"])

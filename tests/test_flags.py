@@ -423,6 +423,11 @@ def test_executor_holds_only_the_build_the_evidence_names(flag_path):
     named = request("pause", params={"build_id": "api-101"})
     assert ex.apply(named.action_id, named).detail["applied"] is True
     assert FlagFile.load(flag_path).release("release-api").paused
+    # A freeze is the platform's, whichever build's burn set it off.
+    freeze = request("freeze", target="all-release-flags", params={"build_id": "api-099"})
+    res = ex.apply(freeze.action_id, freeze)
+    assert res.detail["applied"] is True and "skipped" not in res.detail
+    assert all(r.frozen for r in FlagFile.load(flag_path).releases().values())
 
 
 def test_a_freeze_leaves_exempt_flags_alone(flag_path):

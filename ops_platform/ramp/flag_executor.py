@@ -93,8 +93,8 @@ class FlagFileExecutor:
                 current.release(request.target_id)  # KeyError naming the file if unknown
                 flags = (request.target_id,)
             before = {f: current.release(f).summary() for f in flags}
-            build = (request.params or {}).get("build_id")
-            candidate = current.release(request.target_id).candidate if request.action in BUILD_ACTIONS else None
+            build = (request.params or {}).get("build_id") if request.action in BUILD_ACTIONS else None
+            candidate = current.release(request.target_id).candidate if build else None
             if build and candidate != build:
                 # The build the evidence names is not on the flag (promoted, replaced, or never
                 # ramped here): holding the flag would hold someone else's ramp.

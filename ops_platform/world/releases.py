@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import polars as pl
 
+from ..ramp.flags import FlagFile
 from .catalog import COHORT_WEIGHTS, COHORTS, SERVICE_NAMES
 from .timeline import Timeline
 
@@ -129,3 +131,22 @@ def _build_row(build: str, service: str, version: int, created_ms: int, rng: np.
 
 def flags_json(flags: dict) -> str:
     return json.dumps(flags, indent=2, sort_keys=True) + "\n"
+
+
+def ramp_on_flag(flags: FlagFile, steps: pl.DataFrame, build: str, at: datetime) -> FlagFile:
+    """``flags`` with ``build`` ramping on its service's release flag at the split of its
+    schedule's step running at ``at``: what the release pipeline that ramps builds would
+    have written then (the demo stands in for it). A flag already carrying the build is left
+    as it is: the pipeline put it there, and the controller may have held it since. On a
+    held flag the build waits at 0%: no pipeline may widen a paused or frozen ramp."""
+    row = steps.filter((pl.col("build_id") == build) & (pl.col("started_at") <= at)).sort("step").tail(1)
+    if row.height == 0:
+        raise ValueError(f"build {build!r} had no ramp step running at {at}")
+    r = row.row(0, named=True)
+    flag = f"release-{r['service']}"
+    if flags.release(flag).candidate == build:
+        return flags
+    started = flags.start_ramp(flag, build, at=at)
+    if started.release(flag).held:
+        return started
+    return started.set_percent(flag, {c: round(100 * r[f"{c}_fraction"]) for c in COHORTS}, at=at)
