@@ -176,8 +176,8 @@ def _record(**kw) -> str:
     ("BilledCost: negative on a Usage charge",  # bigger than its list cost: not a sign slip
      _record(BilledCost="-9.000000", EffectiveCost="-9.000000", ContractedCost="-9.000000"), False),
     ("BillingCurrency: not an ISO 4217 code", _record(BillingCurrency=None), True),
-    ("Tags: not a JSON object", _record(Tags='{"tenant": "t-1"'), True),
-    ("Tags: not a JSON object; BilledCost: required", _record(Tags="{"), False),
+    ("Tags: not a JSON object of scalar values", _record(Tags='{"tenant": "t-1"'), True),
+    ("Tags: not a JSON object of scalar values; BilledCost: required", _record(Tags="{"), False),
 ])
 def test_billing_repairs_are_rules_with_a_reason(reason, record, repaired):
     accepted = pl.DataFrame({"ResourceId": ["vol/t-1"], "Tags": ['{"tenant": "t-1"}'],

@@ -57,3 +57,39 @@ def test_garbage_is_refused_not_a_traceback(tmp_path):
     res = CliRunner().invoke(main, ["focus", "check", str(bad), "--json"])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert json.loads(res.output)["loads"] is False
+
+
+def test_a_provider_export_without_our_line_id_and_with_map_tags_loads(small_world, tmp_path):
+    from ops_platform.ingest.landing import LandingZoneReader
+    from ops_platform.ingest.pipeline import ingest_partition
+
+    src = pl.read_parquet(_world_file(small_world)).drop("x_LineItemId")
+    # Tags as a Parquet map (a list of key/value pairs), as some providers write them.
+    pairs = [None if t is None else [{"key": k, "value": v} for k, v in json.loads(t).items()]
+             for t in src["Tags"].to_list()]
+    export = src.with_columns(pl.Series("Tags", pairs, dtype=pl.List(pl.Struct({"key": pl.String, "value": pl.String}))))
+    out = tmp_path / "provider.parquet"
+    export.write_parquet(out)
+    report = check_file(out, BILLING_FOCUS)
+    assert report.loads, report.schema_errors
+    assert report.rows - report.accepted == _malformed_in(small_world, _world_file(small_world))
+    # The same file delivered twice (another day's folder) is recognised: the derived ids match.
+    landing = tmp_path / "landing" / "billing_focus"
+    for day in ("dt=2026-03-06", "dt=2026-03-07"):
+        (landing / day).mkdir(parents=True)
+        export.write_parquet(landing / day / "provider.parquet")
+    res = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
+    assert res.duplicates_removed == report.accepted and res.accepted.height == report.accepted
+    assert res.accepted["x_LineItemId"].str.starts_with("row-").all()
+    assert res.accepted["Tags"].drop_nulls().map_elements(lambda t: isinstance(json.loads(t), dict),
+                                                          return_dtype=pl.Boolean).all()
+
+
+def test_tags_with_nested_values_are_refused_with_the_reason_not_a_traceback(small_world, tmp_path):
+    src = pl.read_parquet(_world_file(small_world))
+    nested = src.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit('{"service": ["api"]}'))
+                              .otherwise(pl.col("Tags")).alias("Tags"))
+    out = tmp_path / "nested.parquet"
+    nested.write_parquet(out)
+    res = CliRunner().invoke(main, ["focus", "check", str(out)])
+    assert "Traceback" not in res.output and "Tags: not a JSON object of scalar values" in res.output

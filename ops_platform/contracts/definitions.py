@@ -19,13 +19,16 @@ FOCUS_SERVICE_CATEGORIES = (
 PIPELINES = ("receipt", "approval", "metering")
 
 
-def _json_object_or_null(s: str | None) -> bool:
+def _key_values_or_null(s: str | None) -> bool:
+    """FOCUS key-value format: a JSON object whose values are scalars (no nested objects or
+    arrays), or null."""
     if s is None:
         return True
     try:
-        return isinstance(json.loads(s), dict)
+        value = json.loads(s)
     except ValueError:
         return False
+    return isinstance(value, dict) and not any(isinstance(v, (dict, list)) for v in value.values())
 
 
 def _decimal_string_ok(col: str) -> pl.Expr:
@@ -136,7 +139,9 @@ def _focus_column(name: str) -> Column:
 BILLING_FOCUS = Contract(
     "billing_focus",
     (*(_focus_column(c) for c in FOCUS_MANDATORY),
-     Column("ResourceId", required=False), Column("Tags", required=False), Column("x_LineItemId", nullable=False),
+     Column("ResourceId", required=False), Column("Tags", required=False),
+     # Our line id (a custom column): a file without it gets one derived from each row.
+     Column("x_LineItemId", nullable=False, required=False),
      # FOCUS 1.3 split cost allocation: a provider-split charge names its method and the
      # resource (and tags) it was allocated to; absent in 1.2 files, kept when present.
      Column("AllocatedMethodId", required=False), Column("AllocatedResourceId", required=False),
@@ -155,13 +160,14 @@ BILLING_FOCUS = Contract(
         Rule("usage_cost_non_negative",
              ~((pl.col("ChargeCategory") == "Usage") & (pl.col("BilledCost").cast(pl.Float64) < 0)).fill_null(False),
              "BilledCost: negative on a Usage charge"),
-        Rule("tags_json", pl.col("Tags").map_elements(_json_object_or_null, return_dtype=pl.Boolean,
+        Rule("tags_json", pl.col("Tags").map_elements(_key_values_or_null, return_dtype=pl.Boolean,
                                                       skip_nulls=False),
-             "Tags: not a JSON object"),
+             "Tags: not a JSON object of scalar values"),
         Rule("allocated_tags_json", pl.col("AllocatedTags").map_elements(
-            _json_object_or_null, return_dtype=pl.Boolean, skip_nulls=False), "AllocatedTags: not a JSON object"),
+            _key_values_or_null, return_dtype=pl.Boolean, skip_nulls=False),
+            "AllocatedTags: not a JSON object of scalar values"),
     ),
-    record_id="x_LineItemId", unique_key=("x_LineItemId",), partition_rule="file_date",
+    record_id="x_LineItemId", unique_key=("x_LineItemId",), partition_rule="file_date", line_id="x_LineItemId",
     description="Infrastructure billing in FOCUS 1.2 (with 1.3's split cost allocation columns when "
                 "present), one file per UTC charge day.",
 )

@@ -52,6 +52,9 @@ class Contract:
     # brought it ("arrival"), for sources whose consumers handle lateness themselves (usage
     # events become corrections of their day).
     late_rows: Literal["quarantine", "arrival"] = "quarantine"
+    # A line-id column that files may lack (custom, not part of the standard): derived from
+    # each row's content then (``normalize._line_ids``).
+    line_id: str | None = None
     description: str = ""
     flatten: dict[str, str] = field(default_factory=dict)  # struct field path -> column name
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import polars as pl
 
 from ..contracts.model import POLARS_TYPES, Column, Contract
@@ -10,9 +13,22 @@ from .landing import RawBatch
 SCHEMA_PREFIX = "file schema"
 
 
+def _json_text(c: pl.Expr, src: pl.DataType) -> pl.Expr:
+    """A nested value as the JSON text a text column holds: a Parquet map (a list of
+    key/value structs, as some providers export ``Tags``) becomes a JSON object."""
+    if isinstance(src, pl.Struct):
+        return c.struct.json_encode()
+    inner = getattr(src, "inner", None)
+    if isinstance(inner, pl.Struct) and {f.name for f in inner.fields} == {"key", "value"}:
+        return c.map_elements(lambda pairs: json.dumps({p["key"]: p["value"] for p in pairs}), return_dtype=pl.String)
+    return c.map_elements(lambda v: json.dumps(v.to_list() if isinstance(v, pl.Series) else v), return_dtype=pl.String)
+
+
 def _cast(col: Column, src: pl.DataType) -> pl.Expr:
     target = POLARS_TYPES[col.dtype]
     c = pl.col(col.name)
+    if col.dtype == "string" and src.is_nested():
+        return _json_text(c, src)
     if col.dtype == "timestamp":
         if src == pl.String:  # RFC 3339 (the usual case); other layouts are parsed afterwards
             return (c.str.replace(r"Z$", "+00:00")
@@ -36,6 +52,17 @@ def _loose_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
     those rows are shown to the parser, which infers one layout from the values it sees."""
     return (pl.when(unread).then(pl.col(source)).str.to_datetime(strict=False, time_unit="us")
             .dt.replace_time_zone("UTC"))
+
+
+def _line_ids(frame: pl.DataFrame, contract: Contract) -> pl.Expr:
+    """Ids for the rows of a file without its line-id column: a digest of the row's contract
+    columns, and its occurrence among equal rows (two identical charges stay two lines).
+    The same rows delivered again get the same ids, so a re-delivery is recognised."""
+    cols = sorted(c.name for c in contract.columns if c.name in frame.columns)
+    text = pl.concat_str([(_json_text(pl.col(c), frame.schema[c]) if frame.schema[c].is_nested()
+                           else pl.col(c).cast(pl.String)).fill_null("\x00") for c in cols], separator="\x1f")
+    digest = text.map_elements(lambda t: hashlib.sha256(t.encode()).hexdigest()[:24], return_dtype=pl.String)
+    return pl.concat_str([pl.lit("row-"), digest, pl.lit("-"), pl.int_range(pl.len()).over(digest).cast(pl.String)])
 
 
 def column_where(frame: pl.DataFrame, flag: pl.Expr, name: str, value: pl.Expr, default: pl.Expr,
@@ -63,6 +90,8 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
             fields = {f.name for f in frame.schema[parent].fields}
             if child in fields:
                 frame = frame.with_columns(pl.col(parent).struct.field(child).alias(name))
+    if contract.line_id and contract.line_id not in frame.columns:
+        frame = frame.with_columns(_line_ids(frame, contract).alias(contract.line_id))
     errors = []
     present = set(frame.columns)
     casts, checked, loose = [], [], []  # checked: (source column, cast column, reason when the cast fails)
