@@ -117,7 +117,9 @@ def ramp_backtest(context: dg.AssetExecutionContext, landing: LandingZoneResourc
                           for p, figures in results.items() for m, v in figures.items()])
     warehouse.get().replace_partition_tables("ramp", "all", {
         "backtest": table.with_columns(pl.lit("all").alias("partition_key"))})
-    metadata: dict = {f"{p}/{m}": (round(float(results[p][m]), 4) if results[p][m] is not None else 0.0)
+    # No pause at all has no time to pause: null, not 0 minutes.
+    metadata: dict = {f"{p}/{m}": (round(float(results[p][m]), 4) if results[p][m] is not None
+                                   else dg.MetadataValue.null())
                       for p in results for m in _BACKTEST_FIGURES}
     header = "| metric | " + " | ".join(results) + " |"
     lines = [header, "|---" * (len(results) + 1) + "|"]

@@ -106,12 +106,7 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
 
 def _budget_left(wh, slo, day) -> float:
     """Budget remaining over the SLO's window (rolling, or the calendar period) up to `day`."""
-    if slo.window.rolling:
-        first = day - timedelta(days=slo.window.duration.days - 1)
-    elif slo.window.calendar_unit == "month":
-        first = day.replace(day=1)
-    else:
-        first = day
+    first = slo.window.first_day(day)
     got = wh.query("SELECT sum(bad) AS bad, sum(total) AS total FROM slo.budget_daily "
                    "WHERE slo = ? AND day BETWEEN ? AND ?", [slo.name, first, day]).row(0)
     bad, total = int(got[0] or 0), int(got[1] or 0)

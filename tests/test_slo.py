@@ -74,12 +74,40 @@ def _mutate(tmp_path: Path, name: str, fn) -> Path:
     ("api-latency.yaml", lambda d: d[2]["spec"]["tiers"][1].update(ramp="promote"), "tiers[1].ramp"),
     ("receipt-lag.yaml", lambda d: d[1]["spec"]["objectives"][0].update(op="about"), "objectives[0].op"),
     ("receipt-lag.yaml", lambda d: d[1].update(kind="Service"), "kind"),
+    ("receipt-lag.yaml", lambda d: d[0]["spec"]["thresholdMetric"]["metricSource"]["spec"].update(value="lag_secs"),
+     "metricSource.spec.value"),
+    ("api-latency.yaml", lambda d: d[0]["spec"]["ratioMetric"]["good"]["metricSource"]["spec"].update(le="fast"),
+     "metricSource.spec.le"),
+    ("api-latency.yaml", lambda d: d[0]["spec"]["ratioMetric"]["good"]["metricSource"]["spec"].update(table="x"),
+     "metricSource.spec.table"),
+    ("api-latency.yaml", lambda d: d[1]["spec"]["objectives"][0].update(timeSliceWindow="5m"), "timeSliceWindow"),
+    ("api-latency.yaml", lambda d: d[2]["spec"]["tiers"][1].update(name="fast"), "spec.tiers"),
+    ("api-latency.yaml", lambda d: d.append(d[2]), "spec.slo"),
+    ("approval-lag.yaml", lambda d: d[1]["spec"]["timeWindow"][0].update(duration="3M"), "duration"),
+    ("receipt-lag.yaml", lambda d: d[1]["metadata"].update(annotations=["team:receipts"]), "metadata.annotations"),
 ])
 def test_bad_files_name_file_and_field(tmp_path, file, mutation, where):
     folder = _mutate(tmp_path, file, mutation)
     with pytest.raises(SLOSpecError) as err:
         load_slos(folder)
     assert file in str(err.value) and where in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(("window", "first"), [
+    (dict(rolling=True, duration=timedelta(days=28)), "2026-04-20"),
+    (dict(rolling=True, duration=timedelta(hours=6)), "2026-05-17"),  # under a day: the day itself
+    (dict(rolling=False, duration=None, calendar_unit="month"), "2026-05-01"),
+    (dict(rolling=False, duration=None, calendar_unit="quarter"), "2026-04-01"),
+    (dict(rolling=False, duration=None, calendar_unit="year"), "2026-01-01"),
+    (dict(rolling=False, duration=None, calendar_unit="week"), "2026-05-11"),  # a Monday
+    (dict(rolling=False, duration=None, calendar_unit="day"), "2026-05-17"),
+])
+def test_a_budget_window_starts_where_its_kind_says(window, first):
+    from datetime import date
+
+    from ops_platform.slo.spec import TimeWindow
+
+    assert TimeWindow(**window).first_day(date(2026, 5, 17)) == date.fromisoformat(first)
 
 
 def test_unparseable_yaml_is_a_clear_error(tmp_path):

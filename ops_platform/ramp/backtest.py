@@ -88,7 +88,8 @@ def replay(world: Path) -> dict[str, list[dict]]:
                 "acted_at": ts, "action": action if ts is not None else None, "reason": reason,
                 "during_incident": in_incident,
                 "minutes_to_pause": (ts - start).total_seconds() / 60 if ts is not None else None,
-                "before_general": ts is not None and r["general_at"] is not None and ts < r["general_at"],
+                # a ramp that never reached the general cohort was held before it, if held at all
+                "before_general": ts is not None and (r["general_at"] is None or ts < r["general_at"]),
                 "requests_before_pause": requests,
                 "bad_requests_before_pause": int(served["errors"].sum() + served["slow15"].sum()),
                 "budget_spent": (served["errors"].sum() / (ERROR_MARGIN * requests) if requests else 0.0),

@@ -13,7 +13,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,10 @@ PLATFORM_ACTIONS = ("freeze", "ticket")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DURATION = re.compile(r"^(\d+)(s|m|h|d|w|M|Q|Y)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+SOURCE_TABLES = ("request_counters", "latency_buckets", "lag_samples")  # what burn series read
+LAG_VALUE = "lag_seconds"
 
 
 def is_inf_bound(value: Any) -> bool:
@@ -92,6 +96,23 @@ class TimeWindow:
     calendar_unit: Literal["month", "quarter", "year", "week", "day"] | None = None
     calendar_tz: str | None = None
 
+    def first_day(self, day: date) -> date:
+        """The first daily partition of the window that ends with ``day``: a rolling window
+        covers its whole days back (at least ``day`` itself); a calendar window starts at
+        its month, quarter, year or ISO week."""
+        if self.rolling:
+            assert self.duration is not None
+            return day - timedelta(days=max(math.ceil(self.duration / timedelta(days=1)), 1) - 1)
+        if self.calendar_unit == "month":
+            return day.replace(day=1)
+        if self.calendar_unit == "quarter":
+            return day.replace(month=3 * ((day.month - 1) // 3) + 1, day=1)
+        if self.calendar_unit == "year":
+            return day.replace(month=1, day=1)
+        if self.calendar_unit == "week":
+            return day - timedelta(days=day.weekday())
+        return day
+
 
 @dataclass(frozen=True)
 class Objective:
@@ -150,6 +171,8 @@ def parse_duration(text: Any, file: Path | str, path: str, *, calendar: bool = F
         return timedelta(seconds=n * _UNIT[unit])
     if not calendar:
         raise SLOSpecError(file, path, f"{text!r}: months, quarters and years only make sense for calendar windows")
+    if n != 1:
+        raise SLOSpecError(file, path, f"{text!r}: a calendar window is one month, quarter or year (1M, 1Q, 1Y)")
     return {"M": "month", "Q": "quarter", "Y": "year"}[unit]
 
 
@@ -175,8 +198,20 @@ def _name(doc: dict, file, path: str) -> str:
 
 
 def _source(doc: Any, file, path: str) -> MetricSource:
+    """A metric source, checked against the tables the burn series read, so a typo is an
+    error naming the field when the file loads, not a missing column at run time."""
     ms = _get(doc, "metricSource", file, path, dict)
+    where = f"{path}.metricSource.spec"
     spec = _get(ms, "spec", file, f"{path}.metricSource", dict)
+    table = _get(spec, "table", file, where, str)
+    if table not in SOURCE_TABLES:
+        raise SLOSpecError(file, f"{where}.table", f"{table!r} is not one of {', '.join(SOURCE_TABLES)}")
+    if table == "latency_buckets":
+        le = _get(spec, "le", file, where, (int, float, str))
+        if not (is_inf_bound(le) or isinstance(le, (int, float))):
+            raise SLOSpecError(file, f"{where}.le", f"{le!r} is not a bucket bound (a number or +Inf)")
+    if table == "lag_samples" and spec.get("value", LAG_VALUE) != LAG_VALUE:
+        raise SLOSpecError(file, f"{where}.value", f"{spec['value']!r}: lag samples carry {LAG_VALUE!r}")
     return MetricSource(_get(ms, "type", file, f"{path}.metricSource", str), dict(spec))
 
 
@@ -234,6 +269,8 @@ def _objective(doc: Any, budgeting: str, indicator: Indicator, file, path: str) 
         if not 0 < tst <= 1:
             raise SLOSpecError(file, f"{p}.timeSliceTarget", "must be in (0, 1]")
         tsw = parse_duration(_get(o, "timeSliceWindow", file, p), file, f"{p}.timeSliceWindow")
+        if tsw != timedelta(minutes=1):
+            raise SLOSpecError(file, f"{p}.timeSliceWindow", "only 1m slices are supported (burn series are per minute)")
     return Objective(target, op, value, tst, tsw)
 
 
@@ -262,6 +299,10 @@ def _tiers(doc: dict, file, path: str) -> tuple[BurnTier, ...]:
         tiers.append(BurnTier(_get(t, "name", file, p, str), rate, long_w, short_w, severity, ramp, platform))
     if not tiers:
         raise SLOSpecError(file, f"{path}.spec.tiers", "needs at least one tier")
+    names = [t.name for t in tiers]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise SLOSpecError(file, f"{path}.spec.tiers", f"tier {twice!r} is named twice")
     return tuple(sorted(tiers, key=lambda t: -t.burn_rate))
 
 
@@ -301,6 +342,8 @@ def load_slos(folder: Path) -> list[SLO]:
             indicators[s.name] = s
         for i, d in pols:
             slo_name = _get(_get(d, "spec", f, f"document[{i}]", dict), "slo", f, f"document[{i}].spec", str)
+            if slo_name in policies:
+                raise SLOSpecError(f, f"document[{i}].spec.slo", f"SLO {slo_name!r} has a BurnAlertPolicy already")
             policies[slo_name] = (f, _tiers(d, f, f"document[{i}]"))
     out, seen = [], set()
     for f, i, d in raw:
@@ -310,7 +353,10 @@ def load_slos(folder: Path) -> list[SLO]:
             raise SLOSpecError(f, f"{p}.metadata.name", f"SLO {name!r} is defined twice")
         seen.add(name)
         meta, spec = d["metadata"], _get(d, "spec", f, p, dict)
-        owner = (meta.get("annotations") or {}).get(OWNER_ANNOTATION)
+        annotations = meta.get("annotations") or {}
+        if not isinstance(annotations, dict):
+            raise SLOSpecError(f, f"{p}.metadata.annotations", "must be a mapping")
+        owner = annotations.get(OWNER_ANNOTATION)
         if not owner:
             raise SLOSpecError(f, f"{p}.metadata.annotations", f"needs an owner ({OWNER_ANNOTATION})")
         if "indicatorRef" in spec:
