@@ -590,15 +590,22 @@ def switchboard_log(flag: str) -> None:
     import json
 
     from .guard.runtime import open_store
+    from .ramp.controller import FREEZE_TARGET
     from .timezones import iso_utc, utcnow
 
     store = open_store(_guard_paths())
-    events = store.events(flag)
+    # A freeze holds every release flag but those it exempted (under an override): it is in
+    # each one's timeline.
+    freezes = [e for e in store.events(FREEZE_TARGET)
+               if flag not in (json.loads(e["payload"]).get("params") or {}).get("exempt", [])]
+    events = sorted(store.events(flag) + (freezes if flag != FREEZE_TARGET else []), key=lambda e: e["event_id"])
     if not events:
         raise click.ClickException(f"no Switchboard events for {flag!r}")
     for e in events:
         payload = json.loads(e["payload"])
         what = payload.get("reason") or payload.get("rationale") or payload.get("error") or ""
+        if payload.get("skipped"):
+            what = f"{what}; skipped: {payload['skipped']}"
         receipt = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
         click.echo(f"{e['ts']}  {e['kind']:<24} {payload.get('action', ''):<10} {e['actor']:<16} {what}{receipt}")
     active = store.active_overrides(flag, iso_utc(utcnow()))

@@ -20,6 +20,7 @@ from ops_platform.ramp.controller import (
 from ops_platform.ramp.flags import FlagFile
 from ops_platform.ramp.switchboard import OverrideExecutor, check_override
 from ops_platform.ramp.verdicts import ramps_from_steps
+from ops_platform.slo.burn import window_name
 from ops_platform.slo.spec import load_slos
 from ops_platform.timezones import iso_utc, utcnow
 from resources import DUCKDB_POOL
@@ -75,9 +76,14 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
     release_flags = FlagFile.load(ex.path).release_flags
     for decision in plan(signals, _ramps(warehouse), override, since_overrides(history, last_override), utcnow(),
                          release_flags, last_override):
-        if decision.request is None:  # logged, not stored: re-reading the same evidence must not add rows
+        if decision.request is None:
             context.log.info(f"no action: {decision.note}")
-            continue
+            if decision.overridden:  # the flag's timeline shows the override winning, with the evidence
+                with store.write() as tx:
+                    store.add_event(tx, ts=iso_utc(utcnow()), kind="override_wins", target_kind="flag",
+                                    target_id=decision.overridden, actor=CONTROLLER, action_id=None, receipt_id=None,
+                                    payload={"reason": decision.note})
+            continue  # other notes are logged, not stored: re-reading the same evidence must not add rows
         out = proto.submit(decision.request)
         outcomes[out.status] = outcomes.get(out.status, 0) + 1
         context.log.info(f"{decision.request.action} {decision.request.target_id}: {out.status} ({decision.note})")
@@ -118,12 +124,16 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
 
     for slo in load_slos(SLO_DIR):
         for tier in slo.tiers:
+            lw, sw = window_name(tier.long_window), window_name(tier.short_window)
             for rec, ev, meta in failed(dg.AssetCheckKey(BURN_KEY, check_name(slo.name, tier.name))):
                 newest = max(newest, rec.id)
+                evidence = (f"burn {meta.get(f'max_burn_{lw}', '?')}x over {lw} and {meta.get(f'max_burn_{sw}', '?')}x "
+                            f"over {sw} (threshold {tier.burn_rate:g}x), {meta.get('firing_minutes', '?')} minute(s)")
                 signals.append(json.dumps({
                     "slo": slo.name, "tier": tier.name, "partition": rec.partition or ev.partition or meta.get("partition") or "",
                     "ramp_action": tier.ramp_action, "platform_action": tier.platform_action,
-                    "groups": list(meta.get("groups_firing") or []), "first_firing": meta.get("first_firing") or None}))
+                    "groups": list(meta.get("groups_firing") or []), "first_firing": meta.get("first_firing") or None,
+                    "evidence": evidence}))
     # The per-ramp analysis: each verdict names its build, the action and the cohorts reached.
     for rec, _ev, meta in failed(dg.AssetCheckKey(VERDICTS_KEY, VERDICT_CHECK)):
         newest = max(newest, rec.id)

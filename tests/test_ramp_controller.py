@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -40,7 +41,7 @@ def test_ticket_tiers_and_active_overrides_do_not_act():
     (t,) = plan([_signal(tier="slow", ramp="ticket")], RAMPS, lambda flag: None)
     assert t.request is None and "ticket" in t.note
     (o,) = plan([_signal()], RAMPS, lambda flag: "resume by dana")
-    assert o.request is None and "override" in o.note
+    assert o.request is None and "override" in o.note and o.overridden == "release-api"
 
 
 def test_a_burn_after_promotion_or_without_builds_is_the_platforms():
@@ -110,6 +111,9 @@ def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state, monkey
         analysed = {s["groups"][0].split("/")[2]: s["ramp_action"] for s in signals if s["slo"] == "ramp-analysis"}
         assert set(analysed) == expected and set(analysed.values()) <= {"pause", "rollback"}
         assert all("evidence" in s["evidence"] for s in signals if s["slo"] == "ramp-analysis")
+        # A burn tier's signal carries the numbers that decided it, for the receipt and the timeline.
+        assert all(re.fullmatch(r"burn [\d.]+x over \w+ and [\d.]+x over \w+ \(threshold [\d.]+x\), \d+ minute\(s\)",
+                                s["evidence"]) for s in signals if s["slo"] != "ramp-analysis")
         verdicts = Warehouse(state.warehouse).query("SELECT * FROM ramp.verdicts")
         judged = verdicts.filter(pl.col("build_id").is_in(list(expected)))
         assert judged.height == len(expected) and (judged["budget_consumed"] > 0).all()

@@ -61,3 +61,20 @@ def test_an_override_of_an_unknown_flag_is_refused_before_it_is_submitted(state)
     with pytest.raises(dg.Failure, match="directive 'promote' is not one of"):
         switchboard_override_job.execute_in_process(run_config=job, resources=build_resources(state))
     assert open_store(state).events() == []  # nothing requested, nothing to retry or dead-letter
+
+
+def test_a_freeze_is_in_the_timeline_of_every_flag_it_held(state):
+    from ops_platform.cli import _switchboard_protocol
+    from ops_platform.guard.actions import ActionRequest
+
+    proto, _ = _switchboard_protocol(state)
+    out = proto.submit(ActionRequest(
+        actor="ramp-controller", roles=("ramp_controller",), action="freeze", target_kind="flag",
+        target_id="all-release-flags", rationale="api-availability fast burn on api/general/api-100: incident",
+        idempotency_key="freeze-1", params={"exempt": ["release-api"]}))
+    assert out.status == "completed", out.reason
+    graph = _run("log", "release-graph")
+    assert graph.exit_code == 0 and "freeze" in graph.output and "incident" in graph.output
+    assert "freeze" not in _run("log", "release-api").output  # under an override: exempt
+    live = FlagFile.load(state.home / "flags" / "flags.flagd.json")
+    assert live.release("release-graph").frozen and not live.release("release-api").frozen

@@ -69,6 +69,7 @@ class Ramp:
 class Decision:
     request: ActionRequest | None
     note: str
+    overridden: str | None = None  # the flag whose active override won over the action
 
 
 def history_key(action: str, flag: str, build: str) -> str:
@@ -141,7 +142,8 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
                 continue
             override = active_override(target) if target != "*" else None
             if override:
-                out.append(Decision(None, f"{target}: active override ({override}) wins over {action}"))
+                out.append(Decision(None, f"{target}: active override ({override}) wins over {action} "
+                                          f"({sig.slo} {sig.tier} burn on {group})", overridden=target))
                 continue
             hkey = history_key(action, target, build)
             prior = planned.get(hkey) or (last_action(hkey) if last_action is not None else None)
