@@ -315,7 +315,7 @@ def test_anomaly_model_beats_the_baseline_on_a_world(world_run, small_world):
     from ops_platform.finops.score import score_anomalies
 
     figures = score_anomalies(world_run[1].anomalies, pl.read_parquet(small_world / "truth" / "cost_anomalies.parquet"))
-    assert figures["model"]["recall"] == 1.0
+    assert figures["model"]["recall"] == 1.0 and figures["model"]["precision"] >= 0.9  # the targets
     assert figures["model"]["f1"] > figures["baseline"]["f1"]
 
 
