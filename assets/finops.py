@@ -22,7 +22,8 @@ _RAW = ("billing_focus", "usage_events", "services", "tenants", "price_list")
                           description="Every day's tenant lines (with the unallocated line) sum exactly, to the "
                                       "micro-dollar, to the day's bill."),
         dg.AssetCheckSpec(CONFIDENCE_CHECK, asset=ATTRIBUTION_KEY,
-                          description="Reconciliation confidence is at least 95% on every day whose usage is final."),
+                          description="Every day whose usage is final has billing, and its reconciliation "
+                                      "confidence is at least 95%."),
     ],
     description="Per-tenant daily cost (direct, serving, idle, overhead; warehouse finops.tenant_day), the "
                 "daily reconciliation of metering against infrastructure cost (finops.reconciliation), the "
@@ -37,6 +38,10 @@ def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     day = write_tables(wh, result)
     unequal = day.filter(pl.col("billed_micros") != pl.col("attributed_micros"))
     low = day.filter(pl.col("final") & (pl.col("confidence") < CONFIDENCE_TARGET))
+    # A final usage day without a bill has nothing attributed at all: no evidence, no confidence.
+    usage_days = result.usage.group_by("utc_date").agg(pl.col("final").all())
+    unbilled = usage_days.filter(pl.col("final") & ~pl.col("utc_date").is_in(day["utc_date"].implode())).sort(
+        "utc_date")["utc_date"].to_list()
     tenants = att.tenant_day.filter(pl.col("tenant_id") != UNALLOCATED)
     context.log.info(f"attribution: {day.height} day(s), {tenants['tenant_id'].n_unique()} tenant(s)")
     yield dg.MaterializeResult(metadata={
@@ -54,9 +59,11 @@ def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         description=(f"{unequal.height} day(s) do not sum to the bill" if unequal.height
                      else f"{day.height} day(s) sum exactly to the bill"),
         metadata={"days_off": dg.MetadataValue.json([str(d) for d in unequal["utc_date"].to_list()])})
+    problems = ([f"{low.height} final day(s) under {CONFIDENCE_TARGET:.0%}"] if low.height else []) + (
+        [f"{len(unbilled)} final usage day(s) without billing (first {unbilled[0]})"] if unbilled else [])
     yield dg.AssetCheckResult(
-        check_name=CONFIDENCE_CHECK, passed=low.height == 0, severity=dg.AssetCheckSeverity.ERROR,
-        description=(f"{low.height} final day(s) under {CONFIDENCE_TARGET:.0%}" if low.height
-                     else f"every final day at or above {CONFIDENCE_TARGET:.0%}"),
+        check_name=CONFIDENCE_CHECK, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(problems) or f"every final day billed and at or above {CONFIDENCE_TARGET:.0%}",
         metadata={"low_days": dg.MetadataValue.json({str(r["utc_date"]): round(r["confidence"], 4)
-                                                     for r in low.iter_rows(named=True)})})
+                                                     for r in low.iter_rows(named=True)}),
+                  "unbilled_days": dg.MetadataValue.json([str(d) for d in unbilled])})

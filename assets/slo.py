@@ -78,8 +78,11 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
             "burn_service": day.service.with_columns(pl.lit(key).alias("partition_key")),
             "budget_daily": budget})
         metadata: dict = {"dagster/row_count": day.minutes.height}
+        remaining = pl.DataFrame([_budget_left(wh, slo, start.date()) for slo in slos])
+        wh.replace_partition_tables("slo", key, {"budget_remaining": remaining.with_columns(
+            pl.lit(key).alias("partition_key"))})
         for slo in slos:
-            left = _budget_left(wh, slo, start.date())
+            left = remaining.filter(pl.col("slo") == slo.name)["budget_remaining"][0]
             metadata[f"budget_remaining/{slo.name}"] = round(left, 4)
             row = day.budget.filter(pl.col("slo") == slo.name).row(0, named=True)
             metadata[f"budget_consumed_today/{slo.name}"] = round(row["budget_consumed"], 4)
@@ -104,10 +107,13 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
     return [slo_burn]
 
 
-def _budget_left(wh, slo, day) -> float:
-    """Budget remaining over the SLO's window (rolling, or the calendar period) up to `day`."""
+def _budget_left(wh, slo, day) -> dict:
+    """The SLO's error budget over its window (rolling, or the calendar period) up to `day`,
+    from the days stored so far (a row of `slo.budget_remaining`)."""
     first = slo.window.first_day(day)
-    got = wh.query("SELECT sum(bad) AS bad, sum(total) AS total FROM slo.budget_daily "
+    got = wh.query("SELECT sum(bad) AS bad, sum(total) AS total, count(DISTINCT day) AS days FROM slo.budget_daily "
                    "WHERE slo = ? AND day BETWEEN ? AND ?", [slo.name, first, day]).row(0)
     bad, total = int(got[0] or 0), int(got[1] or 0)
-    return 1.0 - (bad / total) / slo.error_budget if total else 1.0
+    return {"slo": slo.name, "day": day, "window_first_day": first, "days_stored": int(got[2] or 0),
+            "bad": bad, "total": total,
+            "budget_remaining": 1.0 - (bad / total) / slo.error_budget if total else 1.0}

@@ -45,6 +45,13 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     slo_meta = day.asset_materializations_for_node("slo__burn")[0].metadata
     assert slo_meta["dagster/row_count"].value > 0
     assert slo_meta["budget_remaining/api-availability"].value <= 1.0
+    left = wh.query("SELECT * FROM slo.budget_remaining ORDER BY slo")
+    assert left.height == 5 and left["days_stored"].to_list() == [1] * 5
+    daily = wh.query("SELECT slo, bad, total FROM slo.budget_daily ORDER BY slo")
+    assert left.select("slo", "bad", "total").equals(daily.cast(left.select("slo", "bad", "total").schema))
+    row = left.filter(pl.col("slo") == "api-availability").row(0, named=True)
+    assert row["budget_remaining"] == pytest.approx(slo_meta["budget_remaining/api-availability"].value, abs=1e-4)
+    assert str(row["window_first_day"]) == "2026-02-09"  # a rolling 28 days
     series = wh.query("SELECT count(DISTINCT ts) AS n FROM slo.burn_minutes WHERE slo = 'api-availability'")
     assert series["n"][0] == 23 * 60
     stored = wh.query("SELECT slo, service, cohort, build_id, ts FROM slo.burn_minutes")  # in reading order

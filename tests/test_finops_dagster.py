@@ -56,3 +56,16 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         csv = pl.read_csv(state.invoices / period / f"{stem}.csv", infer_schema=False)
         assert parquet.height > 0 and csv.columns == parquet.columns
         assert csv.equals(parquet.select(pl.all().cast(pl.String)))
+
+
+def test_a_final_usage_day_without_billing_fails_the_confidence_check(state):
+    wh = load_warehouse(state.warehouse, state.landing)
+    utc_day = "CAST(timezone('UTC', ChargePeriodStart) AS DATE)"
+    day = wh.query(f"SELECT min({utc_day}) AS d FROM raw.billing_focus")["d"][0]
+    with wh.connect() as con:  # the provider's file for that day never arrived
+        con.execute(f"DELETE FROM raw.billing_focus WHERE {utc_day} = ?", [day])
+        con.execute("DELETE FROM raw.quarantine WHERE source_table = 'billing_focus' AND file LIKE ?", [f"%dt={day}%"])
+    result = dg.materialize([finops_attribution], resources=build_resources(state))
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == CONFIDENCE_CHECK]
+    assert not check.passed and f"without billing (first {day})" in check.description
+    assert check.metadata["unbilled_days"].value[0] == str(day)
