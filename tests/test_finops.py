@@ -229,6 +229,25 @@ def test_confidence_stays_a_share_with_credits(lines):
         assert conf is not None and 0.0 <= conf <= 1.0, result.day
 
 
+def test_an_empty_tags_field_is_no_tags_and_a_bill_in_two_currencies_is_refused(world_run):
+    from dataclasses import replace
+
+    from ops_platform.finops.pipeline import run
+
+    bill = _bill([("1.000000", {"tenant": "a"}), ("2.000000", {})]).with_columns(
+        pl.Series("Tags", ['{"tenant": "a"}', ""]))
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)], "tenant_id": ["a"], "meter": ["api_calls"],
+                          "quantity": [1.0], "events": [1], "final": [True]})
+    result = attribute(bill, usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]}))
+    rows = {r["tenant_id"]: r["total_micros"] for r in result.tenant_day.iter_rows(named=True)}
+    assert rows == {"a": 1_000_000, UNALLOCATED: 2_000_000}  # untagged, so unallocated: reported, not lost
+    inputs = world_run[0]
+    mixed = inputs.billing.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("EUR"))
+                                        .otherwise(pl.col("BillingCurrency")).alias("BillingCurrency"))
+    with pytest.raises(ValueError, match=r"mixes currencies \(EUR, USD\)"):
+        run(replace(inputs, billing=mixed))
+
+
 def test_platform_overhead_is_spread_by_api_calls_even_when_the_catalog_lists_platform():
     # A catalog entry for "platform" must not give its pool a second meter (and the pool a
     # second allocation): overhead follows API calls, and the day still sums to its bill.

@@ -21,8 +21,8 @@ PIPELINES = ("receipt", "approval", "metering")
 
 def _key_values_or_null(s: str | None) -> bool:
     """FOCUS key-value format: a JSON object whose values are scalars (no nested objects or
-    arrays), or null."""
-    if s is None:
+    arrays), or null (or empty)."""
+    if s is None or not s.strip():  # an empty field: no tags
         return True
     try:
         value = json.loads(s)

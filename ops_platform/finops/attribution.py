@@ -56,7 +56,8 @@ def cost_lines(billing: pl.DataFrame) -> pl.DataFrame:
     if "AllocatedTags" in billing.columns and "AllocatedMethodId" in billing.columns:
         raw = pl.when(pl.col("AllocatedMethodId").is_not_null() & pl.col("AllocatedTags").is_not_null()) \
             .then(pl.col("AllocatedTags")).otherwise(pl.col("Tags"))
-    tags = raw.str.json_decode(_TAGS)
+    # An empty Tags field (some exports write "" for no tags) is no tags.
+    tags = pl.when(raw.str.strip_chars() != "").then(raw).str.json_decode(_TAGS)
     lines = billing.select(
         pl.col("ChargePeriodStart").dt.convert_time_zone("UTC").dt.date().alias("utc_date"),
         pl.col("x_LineItemId").alias("line_id"),

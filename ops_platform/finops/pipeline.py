@@ -85,6 +85,11 @@ class FinOpsRun:
 
 
 def run(inputs: FinOpsInputs) -> FinOpsRun:
+    currencies = sorted(inputs.billing["BillingCurrency"].drop_nulls().unique().to_list()) \
+        if "BillingCurrency" in inputs.billing.columns else []
+    if len(currencies) > 1:  # summing them would add dollars to euros
+        raise ValueError(f"the bill mixes currencies ({', '.join(currencies)}); attribution works in one "
+                         "currency: convert the rows first or attribute each currency's bill apart")
     usage, corrections = inputs.usage, inputs.corrections
     rows, quality = billing_for_attribution(inputs.billing, inputs.billing_quarantine)
     result = attribute(rows, usage, inputs.services, quality)
