@@ -248,6 +248,26 @@ def test_an_empty_tags_field_is_no_tags_and_a_bill_in_two_currencies_is_refused(
         run(replace(inputs, billing=mixed))
 
 
+def test_sub_micro_dollar_lines_keep_the_days_total():
+    from ops_platform.finops.attribution import cost_lines
+
+    # A thousand charges of 400 micro-dollars, a whole-dollar line and a credit of 1.5
+    # micro-dollars: the day is 0.4 + 2 - 0.0000015 USD, rounded once (half to even).
+    n = 1000
+    bill = pl.DataFrame({"ChargePeriodStart": [datetime(2026, 3, 1, tzinfo=UTC)] * (n + 2),
+                         "x_LineItemId": [f"li-{i:04d}" for i in range(n + 2)],
+                         "EffectiveCost": [Decimal("0.0004")] * n + [Decimal("2"), Decimal("-0.0000015")],
+                         "Tags": ['{"tenant": "a"}'] * (n + 2)},
+                        schema_overrides={"EffectiveCost": pl.Decimal(38, 12)})
+    lines = cost_lines(bill)
+    assert lines["micros"].sum() == 400_000 + 2_000_000 - 2  # -1.5 micro-dollars rounds to -2 (even)
+    assert set(lines["micros"].to_list()) == {400, 2_000_000, -2}  # whole lines keep their value
+    # The same lines at 0.4 micro-dollars each: rounded one by one they would all be 0.
+    tiny = cost_lines(bill.with_columns(pl.lit(Decimal("0.0000004")).cast(pl.Decimal(38, 12)).alias("EffectiveCost")))
+    assert tiny["micros"].sum() == round(Decimal("0.0000004") * (n + 2) * 10**6)  # 408, not 0
+    assert set(tiny["micros"].to_list()) == {0, 1}
+
+
 def test_platform_overhead_is_spread_by_api_calls_even_when_the_catalog_lists_platform():
     # A catalog entry for "platform" must not give its pool a second meter (and the pool a
     # second allocation): overhead follows API calls, and the day still sums to its bill.

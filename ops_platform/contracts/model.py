@@ -11,7 +11,7 @@ DType = Literal["string", "int", "float", "decimal", "timestamp", "date", "bool"
 PartitionRule = Literal["event_time", "file_date", "static"]
 
 POLARS_TYPES: dict[str, pl.DataType] = {
-    "string": pl.String(), "int": pl.Int64(), "float": pl.Float64(), "decimal": pl.Decimal(18, 6),
+    "string": pl.String(), "int": pl.Int64(), "float": pl.Float64(), "decimal": pl.Decimal(38, 12),
     "timestamp": pl.Datetime("us", "UTC"), "date": pl.Date(), "bool": pl.Boolean(),
 }
 

@@ -1,7 +1,7 @@
 """Largest-remainder allocation: integer shares that sum exactly to the amount.
 
-Money is allocated in integer units of the bill's precision (micro-dollars for a FOCUS
-Decimal(18,6) cost), so tenant shares add up to the bill to the last unit: each share is
+Money is allocated in integer units (micro-dollars for a FOCUS bill, whose days are rounded
+to them once), so tenant shares add up to the bill to the last unit: each share is
 floored, then the units left over go one by one to the largest fractional parts (ties by
 key, so the result is deterministic).
 """

@@ -12,8 +12,9 @@ The rules, per UTC charge day:
 - **unallocated**: a shared pool whose meter saw no usage, or a row with no service tag,
   goes to the ``(unallocated)`` line: reported, never dropped.
 
-Each pool is split with largest-remainder allocation in integer micro-dollars (the bill's
-Decimal(18,6) precision), so every day's tenant lines sum exactly to the day's bill.
+Each pool is split with largest-remainder allocation in integer micro-dollars, so every
+day's tenant lines sum exactly to the day's bill. The bill's own precision (up to 12 decimals)
+is kept until each day is rounded to micro-dollars, once (``_micros``).
 Confidence per tenant-day is the share of its cost attributed with direct evidence: tagged
 and metered shares count fully, rule-based ones (idle, overhead) at ``RULE_WEIGHT``. It is
 scaled down for usage days not yet final, and by the day's refused (and, half as much,
@@ -35,6 +36,7 @@ KINDS = ("direct", "serving", "idle", "overhead")
 RULE_WEIGHT = 0.9  # evidence weight of a share set by a rule rather than by the tenant's own meter
 NOT_FINAL_WEIGHT = 0.95  # usage still inside its late-data window may change
 CONFIDENCE_TARGET = 0.95
+PICO_DIGITS = 12  # cost digits kept from the bill until each day is rounded to micro-dollars, once
 _TAGS = pl.Struct({"tenant": pl.String, "service": pl.String, "pool": pl.String})
 
 
@@ -61,13 +63,35 @@ def cost_lines(billing: pl.DataFrame) -> pl.DataFrame:
     lines = billing.select(
         pl.col("ChargePeriodStart").dt.convert_time_zone("UTC").dt.date().alias("utc_date"),
         pl.col("x_LineItemId").alias("line_id"),
-        (pl.col("EffectiveCost").cast(pl.Decimal(18, 6)) * 1_000_000).cast(pl.Int64).alias("micros"),
+        (pl.col("EffectiveCost").cast(pl.Decimal(38, PICO_DIGITS)) * 10**PICO_DIGITS).cast(pl.Int128).alias("_pico"),
         tags.alias("tags")).unnest("tags")
+    lines = _micros(lines)
     kind = (pl.when(pl.col("tenant").is_not_null()).then(pl.lit("direct"))
             .when(pl.col("service") == "platform").then(pl.lit("overhead"))
             .when(pl.col("pool") == "warm").then(pl.lit("idle"))
             .otherwise(pl.lit("serving")))
     return lines.with_columns(kind.alias("kind"))
+
+
+def _micros(lines: pl.DataFrame) -> pl.DataFrame:
+    """Each line's cost in whole micro-dollars (``micros``, Int64) from its exact cost in
+    pico-dollars (``_pico``), rounded once per day: the day's exact total is rounded (half to
+    even), every line is floored, and the micro-dollars left go to the lines with the
+    largest fractions (ties by line id). A bill of sub-micro-dollar lines (per-request
+    charges) keeps its total instead of losing each line's fraction."""
+    unit = 10**(PICO_DIGITS - 6)
+    days = lines.group_by("utc_date").agg(pl.col("_pico").sum().alias("_total"),
+                                          (pl.col("_pico") // unit).sum().alias("_floors"))
+    left = {}
+    for day, total, floors in days.iter_rows():
+        whole, rest = divmod(int(total), unit)
+        whole += rest * 2 > unit or (rest * 2 == unit and whole % 2 == 1)  # half to even
+        left[day] = whole - int(floors)  # in [0, lines): floors never exceed the floor of the total
+    rank = pl.struct((pl.col("_pico") % unit).alias("frac"), pl.col("line_id")).rank("ordinal", descending=True)
+    extra = pl.col("utc_date").replace_strict(left, return_dtype=pl.Int64, default=0)
+    return lines.with_columns(
+        ((pl.col("_pico") // unit) + (rank.over("utc_date") <= extra).cast(pl.Int128)).cast(pl.Int64).alias("micros")
+    ).drop("_pico")
 
 
 def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame,

@@ -82,7 +82,7 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
     """(repaired, unrepaired) quarantined billing rows.
 
     ``repaired`` has the columns attribution reads (ChargePeriodStart, x_LineItemId,
-    EffectiveCost as Decimal(18,6), Tags) plus ``repair``; ``unrepaired`` keeps the
+    EffectiveCost as Decimal(38,12), Tags) plus ``repair``; ``unrepaired`` keeps the
     quarantine rows that no rule covers.
     """
     tags_of = dict(zip(accepted["ResourceId"].to_list(), accepted["Tags"].to_list(), strict=True))
@@ -111,7 +111,7 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
                                            "EffectiveCost": pl.String, "Tags": pl.String, "repair": pl.String})
     repaired = repaired.with_columns(
         pl.col("ChargePeriodStart").str.to_datetime("%Y-%m-%d %H:%M:%S%.f%:z", time_zone="UTC"),
-        pl.col("EffectiveCost").cast(pl.Decimal(18, 6)))
+        pl.col("EffectiveCost").cast(pl.Decimal(38, 12)))
     return repaired, pl.DataFrame(left, schema=quarantine.schema)
 
 
