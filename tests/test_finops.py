@@ -364,8 +364,11 @@ def test_invoice_amounts_use_each_currencys_minor_unit():
     assert _amount(Decimal(10), Decimal("1.005"), "USD") == 1005  # cents
     assert _amount(Decimal(10), Decimal(1), "KRW") == 10  # the won has no minor unit
     assert _amount(Decimal(1), Decimal("1.2345"), "KWD") == 1234  # fils: three digits, half to even
+    assert _amount(Decimal(1), Decimal("1.5"), "IDR") == 150  # ISO 4217 says 2, whatever displays show
     with pytest.raises(ValueError, match="'XYZ' is not an ISO 4217 code"):
         _amount(Decimal(1), Decimal(1), "XYZ")
+    with pytest.raises(ValueError, match="'XTS' has no minor unit"):
+        _amount(Decimal(1), Decimal(1), "XTS")
 
 
 def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(world_run, small_world):

@@ -16,11 +16,10 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from functools import cache
 from pathlib import Path
 
 import polars as pl
-from babel.numbers import get_currency_precision, list_currencies
+from iso4217 import Currency
 
 from ..files import write_parquet, write_text
 
@@ -61,15 +60,17 @@ def parse_period(text: str) -> Period:
     raise ValueError(f"period {text!r}: expected YYYY-MM or YYYY-MM-DD..YYYY-MM-DD")
 
 
-@cache
 def minor_units(currency: str) -> int:
-    """Digits after the decimal point of ``currency``'s minor unit (KRW 0, USD 2, KWD 3).
-
-    An unknown code is an error: guessing 2 would bill a yen amount a hundred times over.
-    """
-    if currency not in list_currencies():
-        raise ValueError(f"currency {currency!r} is not an ISO 4217 code known to CLDR")
-    return get_currency_precision(currency)
+    """Digits after the decimal point of ``currency``'s minor unit, from ISO 4217 (KRW 0,
+    USD 2, KWD 3). A code with no minor unit (XTS, XXX, metals) or an unknown one is an
+    error: guessing 2 would bill a won amount a hundred times over."""
+    try:
+        exponent = Currency(currency).exponent
+    except ValueError:
+        raise ValueError(f"currency {currency!r} is not an ISO 4217 code") from None
+    if exponent is None:
+        raise ValueError(f"currency {currency!r} has no minor unit in ISO 4217: it cannot be invoiced")
+    return exponent
 
 
 def _amount(quantity: Decimal, unit_price: Decimal, currency: str) -> int:
