@@ -99,6 +99,8 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
                              f"and {t.short_window}" if not t.passed else "not burning"),
                 metadata={"partition": key, "firing_minutes": t.firing_minutes, "first_firing": t.first_firing or "",
                           "groups_firing": dg.MetadataValue.json(t.groups_firing[:50]),
+                          "groups_first_firing": dg.MetadataValue.json(
+                              {g: t.groups_first[g] for g in t.groups_firing[:50]}),
                           f"max_burn_{t.long_window}": t.max_burn_long or 0.0,
                           f"max_burn_{t.short_window}": t.max_burn_short or 0.0,
                           "threshold": t.burn_rate, "ramp_action": t.ramp_action,

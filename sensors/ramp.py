@@ -11,6 +11,7 @@ from assets.slo import BURN_KEY, SLO_DIR, check_name
 from ops_platform.guard.actions import ActionRequest
 from ops_platform.ramp.controller import (
     CONTROLLER,
+    STILL_RAMPING,
     BurnSignal,
     Ramp,
     history_key,
@@ -39,7 +40,8 @@ class RampControllerConfig(dg.Config):
 
 def _ramps(warehouse: WarehouseResource) -> list[Ramp]:
     steps = ramps_from_steps(warehouse.get().query("SELECT * FROM raw.ramp_steps"))
-    return [Ramp(r["build_id"], r["service"], r["start"], r["end"]) for r in steps.iter_rows(named=True)]
+    return [Ramp(r["build_id"], r["service"], r["start"], STILL_RAMPING if r["open"] else r["end"])
+            for r in steps.iter_rows(named=True)]
 
 
 # In the DuckDB pool, like the assets that write the warehouse it reads (a reader beside a
@@ -133,7 +135,7 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
                     "slo": slo.name, "tier": tier.name, "partition": rec.partition or ev.partition or meta.get("partition") or "",
                     "ramp_action": tier.ramp_action, "platform_action": tier.platform_action,
                     "groups": list(meta.get("groups_firing") or []), "first_firing": meta.get("first_firing") or None,
-                    "evidence": evidence}))
+                    "group_first": dict(meta.get("groups_first_firing") or {}), "evidence": evidence}))
     # The per-ramp analysis: each verdict names its build, the action and the cohorts reached.
     for rec, _ev, meta in failed(dg.AssetCheckKey(VERDICTS_KEY, VERDICT_CHECK)):
         newest = max(newest, rec.id)

@@ -80,6 +80,27 @@ def test_after_an_override_the_controller_may_act_again_and_a_freeze_spares_over
     assert freeze.request.params["exempt"] == ["release-api"] and "override wins: release-api" in freeze.note
 
 
+def test_a_group_is_judged_on_its_own_first_burning_minute_and_an_open_ramp_is_still_ramping():
+    from ops_platform.ramp.verdicts import ramps_from_steps
+
+    # The SLO fired once before the ramp (an incident on the stable build at 23:00); the
+    # candidate's own group began burning at 01:00, inside its ramp: its ramp action applies.
+    sig = BurnSignal("api-availability", "fast", "2026-03-08", "rollback", "freeze",
+                     ("api/canary/api-102", "api/general/api-101"), "2026-03-07T23:00:00+00:00",
+                     group_first={"api/canary/api-102": "2026-03-08T01:00:00+00:00",
+                                  "api/general/api-101": "2026-03-07T23:00:00+00:00"})
+    actions = {(d.request.action, d.request.target_id) for d in plan([sig], RAMPS, lambda f: None)}
+    assert actions == {("rollback", "release-api"), ("freeze", "all-release-flags")}
+    # A ramp whose last step is still running is open: a burn now is still the ramp's.
+    steps = pl.DataFrame({"build_id": ["api-102"] * 2, "service": ["api"] * 2, "step": [1, 2], "percent": [1, 5],
+                          "canary_fraction": [0.1, 0.5], "early_fraction": [0.0, 0.0], "general_fraction": [0.0, 0.0],
+                          "started_at": [T0, T0.replace(hour=1)], "ended_at": [T0.replace(hour=1), None]})
+    (ramp,) = ramps_from_steps(steps).iter_rows(named=True)
+    assert ramp["open"] and ramp["end"] == T0.replace(hour=1)
+    assert not ramps_from_steps(steps.with_columns(pl.lit(T0.replace(hour=2)).alias("ended_at"))).row(
+        0, named=True)["open"]
+
+
 def test_repeated_signals_share_an_idempotency_key():
     a = plan([_signal(), _signal(groups=("api/early/api-102",))], RAMPS, lambda f: None)
     assert len(a) == 1  # one build, one action, whatever the cohorts

@@ -202,6 +202,11 @@ def test_a_timeslices_slo_of_the_whole_service_judges_the_services_minute():
     assert groups.select("build_id", "bad", "total").rows() == [("b1", 0, 1), ("b2", 1, 1)]
     whole = minute_events(slo, latency=lat, by=("service",))
     assert whole.select("service", "cohort", "build_id", "bad", "total").rows() == [("api", None, None, 0, 1)]
+    # The day's budget use counts the same minutes: one good minute, none spent.
+    from ops_platform.slo.daily import compute_day
+
+    day = compute_day([slo], t0, t0 + timedelta(minutes=1), counters=None, latency=lat, lag=None)
+    assert day.budget.select("bad", "total").row(0) == (0, 1)
 
 
 def test_a_burning_group_is_named_only_on_enough_evidence():

@@ -18,8 +18,8 @@ ramp forward, and the controller honours it until it expires.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ..guard.actions import ActionRequest
@@ -29,6 +29,7 @@ ROLES = ("ramp_controller",)
 COOLDOWN = timedelta(minutes=30)
 _STRENGTH = {"pause": 1, "rollback": 2, "freeze": 3}
 FREEZE_TARGET = "all-release-flags"
+STILL_RAMPING = datetime.max.replace(tzinfo=UTC)  # the end of a ramp whose last step is still running
 
 LastAction = Callable[[str], tuple[str, datetime] | None]  # history_key -> (action, when)
 
@@ -43,6 +44,7 @@ class BurnSignal:
     groups: tuple[str, ...]  # "service/cohort/build_id", or a name alone (an SLO without builds)
     first_firing: str | None
     evidence: str = ""  # the numbers that decided it (e.g. the ramp analysis' reason)
+    group_first: Mapping[str, str] = field(default_factory=dict)  # each group's own first firing minute
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,8 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
             parts = group.split("/")
             service, cohort, build = parts if len(parts) == 3 else (group, "", "")
             ramp = by_build.get(build)
-            if ramp is not None and ramp.ramping_at(sig.first_firing):
+            # Whether the build was ramping when *its* group began to burn, not when the SLO did.
+            if ramp is not None and ramp.ramping_at(sig.group_first.get(group) or sig.first_firing):
                 action, target = sig.ramp_action, ramp.flag
                 took_over = last_override(target)
                 key = f"ramp:{build}:{action}" + (f":after-override-{took_over.isoformat()}" if took_over else "")

@@ -26,7 +26,8 @@ VERDICT_SCHEMA = {
 
 
 def ramps_from_steps(steps: pl.DataFrame) -> pl.DataFrame:
-    """One row per ramp: its first step, when it reached the general cohort, and its end.
+    """One row per ramp: its first step, when it reached the general cohort, its end, and
+    whether it is ``open`` (its last step still running: ``end`` is then that step's start).
 
     A ramp ends when it is promoted to 100%: from then on there is no stable build left to
     compare with and the ramp is no longer the controller's to hold.
@@ -37,7 +38,9 @@ def ramps_from_steps(steps: pl.DataFrame) -> pl.DataFrame:
         pl.col("started_at").filter(pl.col("early_fraction") > 0).min().alias("early_at"),
         pl.col("started_at").filter(pl.col("general_fraction") > 0).min().alias("general_at"),
         pl.coalesce(pl.col("started_at").filter(pl.col("percent") >= 100).min(),
-                    pl.col("ended_at").max(), pl.col("started_at").max()).alias("end")).sort("start")
+                    pl.col("ended_at").max(), pl.col("started_at").max()).alias("end"),
+        # Its last step has not ended and it never reached 100%: still ramping now.
+        (((pl.col("percent") >= 100).sum() == 0) & pl.col("ended_at").last().is_null()).alias("open")).sort("start")
 
 
 def baseline_builds(counters: pl.DataFrame, build: str, service: str, start, end) -> set[str]:

@@ -48,6 +48,7 @@ class TierEvaluation:
     firing_minutes: int
     groups_firing: list[str]
     first_firing: str | None
+    groups_first: dict[str, str]  # each group's own first firing minute (its build was ramping then, or not)
     max_burn_long: float | None
     max_burn_short: float | None
     ramp_action: str
@@ -79,7 +80,9 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
                      names)
         frames.append(day)
         service_frames.append(whole)
-        bad, total = int(day["bad"].sum()), int(day["total"].sum())
+        # A Timeslices budget counts the service's own minutes, as its burn does.
+        spent = whole if slo.budgeting == "Timeslices" else day
+        bad, total = int(spent["bad"].sum()), int(spent["total"].sum())
         ratio = bad / total if total else 0.0
         budgets.append({"slo": slo.name, "bad": bad, "total": total, "error_ratio": ratio,
                         "budget_consumed": ratio / slo.error_budget})
@@ -89,11 +92,11 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
             # A group is named only on enough evidence over the long window: below it the
             # result is inconclusive, and a ramp is held, not blamed, on a handful of requests.
             in_groups = day.filter(pl.col(f"firing_{t.name}") & (pl.col(f"total_{lw}") >= MIN_EVIDENCE))
-            groups = sorted({"/".join(str(v) for v in r if v is not None)
-                             for r in in_groups.select(*GROUP).unique().rows()})
+            first = {"/".join(str(v) for v in r[:-1] if v is not None): r[-1].isoformat()
+                     for r in in_groups.group_by(*GROUP).agg(pl.col("ts").min()).rows()}
             tiers.append(TierEvaluation(
-                slo.name, t.name, t.severity, t.burn_rate, lw, sw, firing.height, groups,
-                str(firing["ts"].min()) if firing.height else None,
+                slo.name, t.name, t.severity, t.burn_rate, lw, sw, firing.height, sorted(first),
+                str(firing["ts"].min()) if firing.height else None, first,
                 _max(whole, f"burn_{lw}"), _max(whole, f"burn_{sw}"), t.ramp_action, t.platform_action))
     cols = ["ts", "slo", *GROUP, "bad", "total"]
     cols += [f"{k}_{window_name(w)}" for w in windows for k in ("error_ratio", "burn")]
