@@ -144,7 +144,10 @@ def _ramp_latest_bad_build(p: StatePaths) -> str | None:
     build, at = bad.row(0)
     live = live_flag_file(p.home, p.world)
     with flag_file_lock(live):
-        flags = ramp_on_flag(FlagFile.load(live), wh.query("SELECT * FROM raw.ramp_steps"), build, at)
+        try:
+            flags = ramp_on_flag(FlagFile.load(live), wh.query("SELECT * FROM raw.ramp_steps"), build, at)
+        except ValueError as exc:  # e.g. a former run left another candidate serving on that flag
+            return f"release pipeline: {build} not put on its flag ({exc})"
         flags.save(live)
     state = next(r for r in flags.releases().values() if r.candidate == build)
     split = ", ".join(f"{c} {pct}%" for c, pct in state.cohort_percent.items() if pct)
@@ -458,7 +461,10 @@ def finops_score(world_dir: Path | None, as_json: bool) -> None:
     if not world_exists(world_dir) or not truth.exists():
         raise click.ClickException(f"no world with a truth folder at {world_dir}; run `ops-platform world "
                                    "generate` or `make demo`")
-    figures = score_world(world_dir)
+    try:
+        figures = score_world(world_dir)
+    except ValueError as exc:  # bad input or settings (a bill in two currencies, a bad window): say so
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(figures, indent=2, sort_keys=True))
         return

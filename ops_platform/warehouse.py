@@ -6,6 +6,7 @@ in Dagster; readers open the file read-only.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,11 +93,22 @@ class Warehouse:
 
 def _add_new_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str, incoming: str) -> None:
     """Schema evolution: a column the incoming rows have and the table lacks (a contract
-    gained an optional column) is added, null for the rows already stored."""
-    have = {r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-        [schema, table]).fetchall()}
+    gained an optional column) is added, null for the rows already stored; a decimal column
+    that the contract widened (more digits or scale) is widened, so new rows are not rounded
+    to the old type on insert."""
+    have = dict(con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+        [schema, table]).fetchall())
     for row in con.execute(f"DESCRIBE {incoming}").fetchall():
         col, dtype = row[0], row[1]
         if col not in have:
             con.execute(f'ALTER TABLE {schema}.{table} ADD COLUMN "{col}" {dtype}')
+        elif _wider_decimal(have[col], dtype):
+            con.execute(f'ALTER TABLE {schema}.{table} ALTER COLUMN "{col}" TYPE {dtype}')
+
+
+def _wider_decimal(stored: str, incoming: str) -> bool:
+    """Whether ``incoming`` is a DECIMAL(p, s) holding more than the ``stored`` one."""
+    a, b = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", stored.replace(" ", "")), \
+        re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", incoming.replace(" ", ""))
+    return bool(a and b) and (int(b[2]) > int(a[2]) or int(b[1]) - int(b[2]) > int(a[1]) - int(a[2]))

@@ -80,7 +80,9 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
                          release_flags, last_override):
         if decision.request is None:
             context.log.info(f"no action: {decision.note}")
-            if decision.overridden:  # the flag's timeline shows the override winning, with the evidence
+            seen = {json.loads(e["payload"]).get("reason") for e in store.events(decision.overridden, kind="override_wins")} \
+                if decision.overridden else set()
+            if decision.overridden and decision.note not in seen:  # once per evidence, in the flag's timeline
                 with store.write() as tx:
                     store.add_event(tx, ts=iso_utc(utcnow()), kind="override_wins", target_kind="flag",
                                     target_id=decision.overridden, actor=CONTROLLER, action_id=None, receipt_id=None,

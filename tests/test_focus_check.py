@@ -80,6 +80,13 @@ def test_a_provider_export_without_our_line_id_and_with_map_tags_loads(small_wor
         export.write_parquet(landing / day / "provider.parquet")
     res = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
     assert res.duplicates_removed == report.accepted and res.accepted.height == report.accepted
+    # A restated copy (one cost changed) keeps its line's id: a conflicting re-delivery, refused.
+    restated = export.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.col("EffectiveCost") + 1)
+                                   .otherwise(pl.col("EffectiveCost")).alias("EffectiveCost"))
+    restated.write_parquet(landing / "dt=2026-03-07" / "provider.parquet")
+    again = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
+    assert again.accepted.height == report.accepted
+    assert again.quarantine_by_reason().get("conflicting re-delivery of x_LineItemId") == 1
     assert res.accepted["x_LineItemId"].str.starts_with("row-").all()
     assert res.accepted["Tags"].drop_nulls().map_elements(lambda t: isinstance(json.loads(t), dict),
                                                           return_dtype=pl.Boolean).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import date
 
@@ -131,10 +132,22 @@ def test_json_lines_and_gzip_are_read_and_unknown_files_reported(tmp_path, small
         parquet.unlink()
     (folder / "_SUCCESS").write_text("")
     (folder / "notes.xlsx").write_bytes(b"PK not a sheet")
+    (folder / "nested").mkdir()
     after = ingest_partition(contract, reader)
     assert after.accepted.drop("_source_file").sort("source", "id").equals(before)
     assert any(f"usage_events/{folder.name}/notes.xlsx: unreadable file" in e for e in after.schema_errors)
     assert not any("_SUCCESS" in e for e in after.schema_errors)
+    assert any("nested: a folder, not a file" in e for e in after.schema_errors)
+
+
+def test_json_lines_types_come_from_every_line(tmp_path):
+    from ops_platform.ingest.landing import read_any
+
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join([json.dumps({"id": f"e{i}", "data": {"quantity": 3}}) for i in range(150)]
+                               + [json.dumps({"id": "e150", "data": {"quantity": 2.5}})]))
+    frame = read_any(path)
+    assert frame.height == 151 and frame["data"].struct.field("quantity")[-1] == 2.5
 
 
 def test_wrong_type_is_quarantined_with_field_name(tmp_path, small_world):
@@ -193,6 +206,15 @@ def test_denver_partitions_survive_dst(key, hours):
     assert start.utcoffset().total_seconds() == 0
 
 
+def test_accepting_late_rows_keeps_a_late_record_but_never_one_stamped_after_its_file():
+    space = PartitionSpace(date(2026, 3, 1), date(2026, 3, 30), "America/Denver")
+    ts = pl.Series(["2026-03-02T12:00:00Z", "2026-03-25T12:00:00Z"]).str.to_datetime(time_zone="UTC")
+    frame = pl.DataFrame({"t": ts, "_file_date": [date(2026, 3, 12), date(2026, 3, 5)]})
+    out = space.assign_event_time(frame, "t", late_days=3, accept_late=True)
+    assert out["_assign_note"].to_list() == [None, LATE]  # late: kept; twenty days early: quarantined
+    assert out["partition_key"][0] == date(2026, 3, 12)
+
+
 def test_late_events_beyond_the_window_are_flagged_not_dropped():
     space = PartitionSpace(date(2026, 3, 1), date(2026, 3, 10), "America/Denver")
     ts = pl.Series(["2026-03-02T12:00:00Z", "2026-03-02T12:00:00Z", "2026-02-20T12:00:00Z"]).str.to_datetime(
@@ -236,3 +258,12 @@ def test_a_contract_that_gains_an_optional_column_evolves_the_stored_table(tmp_p
                          empty_q)
     got = wh.query("SELECT a, b FROM raw.t ORDER BY a")
     assert got.to_dicts() == [{"a": 1, "b": None}, {"a": 2, "b": "new"}]
+    # A cost column the contract widened (6 to 12 decimals) is widened, not rounded on insert.
+    from decimal import Decimal
+
+    wh.replace_partition("c", "2026-03-01", pl.DataFrame({"cost": [Decimal("1.5")], "partition_key": ["2026-03-01"]},
+                                                         schema_overrides={"cost": pl.Decimal(18, 6)}), empty_q)
+    wh.replace_partition("c", "2026-03-02", pl.DataFrame({"cost": [Decimal("0.0000004")], "partition_key": ["2026-03-02"]},
+                                                         schema_overrides={"cost": pl.Decimal(38, 12)}), empty_q)
+    assert wh.query("SELECT cost FROM raw.c ORDER BY partition_key")["cost"].to_list() == [
+        Decimal("1.5"), Decimal("0.0000004")]

@@ -188,3 +188,27 @@ def test_no_flapping_only_escalations_and_one_freeze_per_cooldown():
     assert held.request is None and "cool-down" in held.note
     (again,) = plan([stable], RAMPS, lambda f: None, frozen.get, now + COOLDOWN)
     assert again.request is not None and again.request.action == "freeze"
+
+
+def test_an_override_winning_is_in_the_flags_timeline_once(state):
+    from click.testing import CliRunner
+
+    from ops_platform.cli import main
+    from ops_platform.ramp.verdicts import ramps_from_steps
+
+    from .conftest import load_warehouse
+
+    wh = load_warehouse(state.warehouse, state.landing)
+    r = ramps_from_steps(wh.query("SELECT * FROM raw.ramp_steps")).row(0, named=True)
+    flag = f"release-{r['service']}"
+    res = CliRunner().invoke(main, ["switchboard", "override", flag, "--action", "hold", "--rationale",
+                                    "canary error spike is a known upstream DNS blip, INC-4412", "--actor", "dana"])
+    assert res.exit_code == 0, res.output
+    sig = json.dumps({"slo": "api-availability", "tier": "fast", "partition": "2026-03-06", "ramp_action": "pause",
+                      "platform_action": "freeze", "groups": [f"{r['service']}/canary/{r['build_id']}"],
+                      "first_firing": r["start"].isoformat(), "evidence": "burn 20x"})
+    config = {"ops": {"ramp_controller_op": {"config": {"signals": [sig]}}}}
+    for _ in range(3):  # the same evidence again (a retry, a re-run) adds nothing
+        assert ramp_controller_job.execute_in_process(run_config=config, resources=build_resources(state)).success
+    (won,) = open_store(state).events(flag, kind="override_wins")
+    assert "active override (hold by dana) wins over pause" in json.loads(won["payload"])["reason"]

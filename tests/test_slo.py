@@ -110,6 +110,13 @@ def test_a_budget_window_starts_where_its_kind_says(window, first):
     assert TimeWindow(**window).first_day(date(2026, 5, 17)) == date.fromisoformat(first)
 
 
+def test_a_bucket_bound_quoted_as_prometheus_writes_it_loads(tmp_path):
+    folder = _mutate(tmp_path, "api-latency.yaml",
+                     lambda d: d[0]["spec"]["ratioMetric"]["good"]["metricSource"]["spec"].update(le="1.5"))
+    (slo,) = [s for s in load_slos(folder) if s.name == "api-latency"]
+    assert float(slo.indicator.good.spec["le"]) == 1.5
+
+
 def test_unparseable_yaml_is_a_clear_error(tmp_path):
     folder = tmp_path / "slos"
     shutil.copytree(SLOS, folder)

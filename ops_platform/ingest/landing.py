@@ -39,6 +39,8 @@ class RawBatch:
 def read_any(path: Path) -> pl.DataFrame:
     """Parquet; CSV read as text (so every cast and its failure is the contract's); JSON
     lines (CloudEvents as exporters stream them); CSV and JSON lines may be gzipped."""
+    if path.is_dir():
+        raise ValueError(f"{path}: a folder, not a file (landing files go directly in their dt= folder)")
     name = path.name.lower()
     plain = name.removesuffix(".gz")
     if name.endswith(".parquet"):
@@ -46,14 +48,17 @@ def read_any(path: Path) -> pl.DataFrame:
     if plain.endswith((".csv", ".txt")):
         return pl.read_csv(path, infer_schema=False)
     if plain.endswith((".jsonl", ".ndjson")):
-        return pl.read_ndjson(gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path)
+        # Every line read before the schema is fixed: a quantity of 3 early and 2.5 later is one column.
+        return pl.read_ndjson(gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path,
+                              infer_schema_length=None)
     raise ValueError(f"{path}: unsupported file type (use .parquet, .csv or .jsonl, optionally .gz)")
 
 
 def _is_marker(path: Path) -> bool:
     """Hidden files and writers' markers (``.crc``, ``_SUCCESS``), which hold no rows: the
-    only files a folder scan leaves out. Anything else is read, or reported unreadable."""
-    return path.name.startswith((".", "_")) or not path.is_file()
+    only entries a folder scan leaves out. Anything else, a subfolder included, is read or
+    reported unreadable."""
+    return path.name.startswith((".", "_"))
 
 
 class SourceReader(Protocol):

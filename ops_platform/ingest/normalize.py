@@ -20,8 +20,10 @@ def _json_text(c: pl.Expr, src: pl.DataType) -> pl.Expr:
         return c.struct.json_encode()
     inner = getattr(src, "inner", None)
     if isinstance(inner, pl.Struct) and {f.name for f in inner.fields} == {"key", "value"}:
-        return c.map_elements(lambda pairs: json.dumps({p["key"]: p["value"] for p in pairs}), return_dtype=pl.String)
-    return c.map_elements(lambda v: json.dumps(v.to_list() if isinstance(v, pl.Series) else v), return_dtype=pl.String)
+        return c.map_elements(lambda pairs: json.dumps({p["key"]: p["value"] for p in pairs}, default=str),
+                              return_dtype=pl.String)
+    return c.map_elements(lambda v: json.dumps(v.to_list() if isinstance(v, pl.Series) else v, default=str),
+                          return_dtype=pl.String)
 
 
 def _cast(col: Column, src: pl.DataType) -> pl.Expr:
@@ -55,10 +57,13 @@ def _loose_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
 
 
 def _line_ids(frame: pl.DataFrame, contract: Contract) -> pl.Expr:
-    """Ids for the rows of a file without its line-id column: a digest of the row's contract
-    columns, and its occurrence among equal rows (two identical charges stay two lines).
-    The same rows delivered again get the same ids, so a re-delivery is recognised."""
-    cols = sorted(c.name for c in contract.columns if c.name in frame.columns)
+    """Ids for the rows of a file without its line-id column: a digest of what identifies
+    the charge (the contract's columns but its amounts: costs and quantities), and its
+    occurrence among rows alike (two charges alike stay two lines). The same rows delivered
+    again get the same ids, so a re-delivery is recognised, and a restated amount is a
+    conflicting one, refused with its reason."""
+    cols = sorted(c.name for c in contract.columns
+                  if c.name in frame.columns and c.dtype not in ("decimal", "float", "int"))
     text = pl.concat_str([(_json_text(pl.col(c), frame.schema[c]) if frame.schema[c].is_nested()
                            else pl.col(c).cast(pl.String)).fill_null("\x00") for c in cols], separator="\x1f")
     digest = text.map_elements(lambda t: hashlib.sha256(t.encode()).hexdigest()[:24], return_dtype=pl.String)

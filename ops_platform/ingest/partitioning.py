@@ -66,7 +66,8 @@ class PartitionSpace:
         key = pl.when(has_time & in_window).then(own).when(fd.is_not_null()).then(by_file).otherwise(
             pl.lit(self.first))
         note = (pl.when(has_time & in_window & ((local < self.first) | (local > self.last))).then(pl.lit(OUT_OF_RANGE))
-                .when(has_time & ~in_window & (not accept_late)).then(pl.lit(LATE))
+                # accepted late: only a record from a file past its window, never one stamped after its file
+                .when(has_time & ~in_window & ~(pl.lit(accept_late) & (fd > win_hi))).then(pl.lit(LATE))
                 .otherwise(pl.lit(None, pl.String)))
         return frame.with_columns(key.alias("partition_key"), note.alias("_assign_note")).drop("_local")
 

@@ -208,8 +208,11 @@ def _source(doc: Any, file, path: str) -> MetricSource:
         raise SLOSpecError(file, f"{where}.table", f"{table!r} is not one of {', '.join(SOURCE_TABLES)}")
     if table == "latency_buckets":
         le = _get(spec, "le", file, where, (int, float, str))
-        if not (is_inf_bound(le) or isinstance(le, (int, float))):
-            raise SLOSpecError(file, f"{where}.le", f"{le!r} is not a bucket bound (a number or +Inf)")
+        try:
+            if not is_inf_bound(le):
+                float(le)  # a number, or quoted as Prometheus writes its le labels
+        except ValueError:
+            raise SLOSpecError(file, f"{where}.le", f"{le!r} is not a bucket bound (a number or +Inf)") from None
     if table == "lag_samples" and spec.get("value", LAG_VALUE) != LAG_VALUE:
         raise SLOSpecError(file, f"{where}.value", f"{spec['value']!r}: lag samples carry {LAG_VALUE!r}")
     return MetricSource(_get(ms, "type", file, f"{path}.metricSource", str), dict(spec))

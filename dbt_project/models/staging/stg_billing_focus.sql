@@ -1,4 +1,6 @@
--- FOCUS 1.2 rows; Tags is a JSON object, tenant and service tags pulled out for attribution.
+-- FOCUS 1.2 rows, one per line item (a line re-delivered in a later file date counts as first
+-- delivered); Tags is a JSON object (an empty field is no tags), tenant and service tags
+-- pulled out for attribution.
 select
     x_LineItemId as line_item_id,
     ChargePeriodStart as charge_period_start,
@@ -16,9 +18,10 @@ select
     ContractedCost as contracted_cost,
     PricingQuantity as pricing_quantity,
     PricingUnit as pricing_unit,
-    Tags as tags,
-    json_extract_string(Tags, '$.tenant') as tag_tenant,
-    json_extract_string(Tags, '$.service') as tag_service,
-    json_extract_string(Tags, '$.pool') as tag_pool,
+    nullif(trim(Tags), '') as tags,
+    json_extract_string(nullif(trim(Tags), ''), '$.tenant') as tag_tenant,
+    json_extract_string(nullif(trim(Tags), ''), '$.service') as tag_service,
+    json_extract_string(nullif(trim(Tags), ''), '$.pool') as tag_pool,
     partition_key
 from {{ source('raw', 'billing_focus') }}
+qualify row_number() over (partition by x_LineItemId order by partition_key, _source_file, _source_row) = 1
