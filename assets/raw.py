@@ -18,7 +18,7 @@ CONTRACT_CHECK = "contract"
 QUARANTINE_CHECK = "quarantine_rate"
 MAX_QUARANTINE_RATE = 0.01
 OWNERS = {"billing_focus": ["team:finops"], "usage_events": ["team:finops"], "price_list": ["team:finops"]}
-_TABLE_SCHEMA_TYPES = {"string": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "decimal": "DECIMAL(18,6)",
+_TABLE_SCHEMA_TYPES = {"string": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "decimal": "DECIMAL(38,12)",
                        "timestamp": "TIMESTAMPTZ", "date": "DATE", "bool": "BOOLEAN"}
 
 

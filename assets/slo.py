@@ -1,7 +1,7 @@
 """SLO burn series, budgets and per-tier checks, one day partition at a time."""
 
 import math
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -72,13 +72,13 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         day = compute_day(slos, start, end, counters=frames["request_counters"],
                           latency=frames["latency_buckets"], lag=frames["lag_samples"])
         budget = day.budget.with_columns(pl.lit(key).alias("partition_key"),
-                                         pl.lit(start.date()).alias("day"))
+                                         pl.lit(date.fromisoformat(key)).alias("day"))
         wh.replace_partition_tables("slo", key, {
             "burn_minutes": day.minutes.with_columns(pl.lit(key).alias("partition_key")),
             "burn_service": day.service.with_columns(pl.lit(key).alias("partition_key")),
             "budget_daily": budget})
         metadata: dict = {"dagster/row_count": day.minutes.height}
-        remaining = pl.DataFrame([_budget_left(wh, slo, start.date()) for slo in slos])
+        remaining = pl.DataFrame([_budget_left(wh, slo, date.fromisoformat(key)) for slo in slos])
         wh.replace_partition_tables("slo", key, {"budget_remaining": remaining.with_columns(
             pl.lit(key).alias("partition_key"))})
         for slo in slos:

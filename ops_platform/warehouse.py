@@ -103,12 +103,16 @@ def _add_new_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str, in
         col, dtype = row[0], row[1]
         if col not in have:
             con.execute(f'ALTER TABLE {schema}.{table} ADD COLUMN "{col}" {dtype}')
-        elif _wider_decimal(have[col], dtype):
-            con.execute(f'ALTER TABLE {schema}.{table} ALTER COLUMN "{col}" TYPE {dtype}')
+        elif (wider := _wider_decimal(have[col], dtype)) is not None:
+            con.execute(f'ALTER TABLE {schema}.{table} ALTER COLUMN "{col}" TYPE {wider}')
 
 
-def _wider_decimal(stored: str, incoming: str) -> bool:
-    """Whether ``incoming`` is a DECIMAL(p, s) holding more than the ``stored`` one."""
-    a, b = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", stored.replace(" ", "")), \
-        re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", incoming.replace(" ", ""))
-    return bool(a and b) and (int(b[2]) > int(a[2]) or int(b[1]) - int(b[2]) > int(a[1]) - int(a[2]))
+def _wider_decimal(stored: str, incoming: str) -> str | None:
+    """The DECIMAL holding both ``stored`` and ``incoming`` (the most integer digits and the
+    largest scale, at most 38 digits) when it holds more than ``stored``; else None."""
+    a, b = (re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", t.replace(" ", "")) for t in (stored, incoming))
+    if not (a and b):
+        return None
+    scale = max(int(a[2]), int(b[2]))
+    digits = min(38, max(int(a[1]) - int(a[2]), int(b[1]) - int(b[2])) + scale)
+    return f"DECIMAL({digits},{scale})" if (digits, scale) != (int(a[1]), int(a[2])) else None

@@ -178,10 +178,12 @@ def _record(**kw) -> str:
     ("BillingCurrency: not an ISO 4217 code", _record(BillingCurrency=None), True),
     ("Tags: not a JSON object of scalar values", _record(Tags='{"tenant": "t-1"'), True),
     ("Tags: not a JSON object of scalar values; BilledCost: required", _record(Tags="{"), False),
+    ("Tags: not a JSON object of scalar values", _record(Tags="{", BillingCurrency="EUR"), False),  # not our currency
 ])
 def test_billing_repairs_are_rules_with_a_reason(reason, record, repaired):
-    accepted = pl.DataFrame({"ResourceId": ["vol/t-1"], "Tags": ['{"tenant": "t-1"}'],
-                             "BillingAccountId": ["ba-1"], "BillingCurrency": ["USD"]})
+    # The resource's other rows: one tagged, one with an empty field (no tags: never copied).
+    accepted = pl.DataFrame({"ResourceId": ["vol/t-1", "vol/t-1"], "Tags": ['{"tenant": "t-1"}', " "],
+                             "BillingAccountId": ["ba-1", "ba-1"], "BillingCurrency": ["USD", "USD"]})
     quarantine = pl.DataFrame({"reason": [reason], "record": [record], "file": ["billing_focus/dt=2026-03-02/f"]})
     fixed, left = repair_billing(quarantine, accepted)
     assert (fixed.height, left.height) == ((1, 0) if repaired else (0, 1))

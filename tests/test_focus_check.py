@@ -100,3 +100,17 @@ def test_tags_with_nested_values_are_refused_with_the_reason_not_a_traceback(sma
     nested.write_parquet(out)
     res = CliRunner().invoke(main, ["focus", "check", str(out)])
     assert "Traceback" not in res.output and "Tags: not a JSON object of scalar values" in res.output
+
+
+def test_charges_alike_but_for_their_amounts_keep_their_ids_in_any_row_order(small_world, tmp_path):
+    from ops_platform.ingest.landing import LandingZoneReader
+    from ops_platform.ingest.pipeline import ingest_partition
+
+    row = pl.read_parquet(_world_file(small_world)).drop("x_LineItemId").head(1)
+    two = pl.concat([row, row.with_columns(pl.col("EffectiveCost") * 2, pl.col("BilledCost") * 2)])
+    landing = tmp_path / "landing" / "billing_focus"
+    for day, frame in (("dt=2026-03-06", two), ("dt=2026-03-07", two.reverse())):
+        (landing / day).mkdir(parents=True)
+        frame.write_parquet(landing / day / "export.parquet")
+    res = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
+    assert res.accepted.height == 2 and res.duplicates_removed == 2 and res.quarantine.height == 0

@@ -11,7 +11,7 @@ import pytest
 
 from ops_platform.contracts.definitions import CONTRACTS, PARTITIONED_TABLES, STATIC_TABLES
 from ops_platform.ingest.landing import LandingZoneReader
-from ops_platform.ingest.partitioning import LATE, PartitionSpace
+from ops_platform.ingest.partitioning import EARLY, LATE, PartitionSpace
 from ops_platform.ingest.pipeline import ingest_partition
 from ops_platform.timezones import partition_bounds
 from ops_platform.warehouse import Warehouse
@@ -211,7 +211,7 @@ def test_accepting_late_rows_keeps_a_late_record_but_never_one_stamped_after_its
     ts = pl.Series(["2026-03-02T12:00:00Z", "2026-03-25T12:00:00Z"]).str.to_datetime(time_zone="UTC")
     frame = pl.DataFrame({"t": ts, "_file_date": [date(2026, 3, 12), date(2026, 3, 5)]})
     out = space.assign_event_time(frame, "t", late_days=3, accept_late=True)
-    assert out["_assign_note"].to_list() == [None, LATE]  # late: kept; twenty days early: quarantined
+    assert out["_assign_note"].to_list() == [None, EARLY]  # late: kept; twenty days early: quarantined
     assert out["partition_key"][0] == date(2026, 3, 12)
 
 
@@ -267,3 +267,7 @@ def test_a_contract_that_gains_an_optional_column_evolves_the_stored_table(tmp_p
                                                          schema_overrides={"cost": pl.Decimal(38, 12)}), empty_q)
     assert wh.query("SELECT cost FROM raw.c ORDER BY partition_key")["cost"].to_list() == [
         Decimal("1.5"), Decimal("0.0000004")]
+    from ops_platform.warehouse import _wider_decimal
+
+    assert _wider_decimal("DECIMAL(18,6)", "DECIMAL(18,12)") == "DECIMAL(24,12)"  # keeps 12 integer digits
+    assert _wider_decimal("DECIMAL(38,12)", "DECIMAL(18,6)") is None

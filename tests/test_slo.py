@@ -85,6 +85,10 @@ def _mutate(tmp_path: Path, name: str, fn) -> Path:
     ("api-latency.yaml", lambda d: d.append(d[2]), "spec.slo"),
     ("approval-lag.yaml", lambda d: d[1]["spec"]["timeWindow"][0].update(duration="3M"), "duration"),
     ("receipt-lag.yaml", lambda d: d[1]["metadata"].update(annotations=["team:receipts"]), "metadata.annotations"),
+    ("api-latency.yaml", lambda d: d[0]["spec"]["ratioMetric"]["good"]["metricSource"]["spec"].update(le="NaN"),
+     "metricSource.spec.le"),
+    ("api-latency.yaml", lambda d: d[0]["spec"]["ratioMetric"]["good"]["metricSource"]["spec"].update(le=-1),
+     "metricSource.spec.le"),
 ])
 def test_bad_files_name_file_and_field(tmp_path, file, mutation, where):
     folder = _mutate(tmp_path, file, mutation)

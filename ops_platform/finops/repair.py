@@ -85,7 +85,11 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
     EffectiveCost as Decimal(38,12), Tags) plus ``repair``; ``unrepaired`` keeps the
     quarantine rows that no rule covers.
     """
-    tags_of = dict(zip(accepted["ResourceId"].to_list(), accepted["Tags"].to_list(), strict=True))
+    # A resource's tags from its rows that have some (an empty field is no tags, never a repair).
+    tagged = accepted.filter(pl.col("Tags").str.strip_chars().str.len_chars() > 0)
+    tags_of = dict(zip(tagged["ResourceId"].to_list(), tagged["Tags"].to_list(), strict=True))
+    # A repaired row joins the bill only in the bill's own currency.
+    currencies = set(accepted["BillingCurrency"].drop_nulls().to_list())
     currency_of = dict(zip(accepted["BillingAccountId"].to_list(), accepted["BillingCurrency"].to_list(),
                            strict=True))
     fixed, left = [], []
@@ -102,7 +106,7 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
                     notes = []
                     break
                 notes.append(note)
-        if not notes:
+        if not notes or (currencies and record.get("BillingCurrency") not in currencies):
             left.append(row)
             continue
         fixed.append({"ChargePeriodStart": record["ChargePeriodStart"], "x_LineItemId": record["x_LineItemId"],

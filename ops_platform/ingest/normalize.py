@@ -11,6 +11,7 @@ from ..contracts.model import POLARS_TYPES, Column, Contract
 from .landing import RawBatch
 
 SCHEMA_PREFIX = "file schema"
+AMOUNT_TYPES = ("decimal", "float", "int")  # a charge's amounts: not part of what identifies it
 
 
 def _json_text(c: pl.Expr, src: pl.DataType) -> pl.Expr:
@@ -62,12 +63,16 @@ def _line_ids(frame: pl.DataFrame, contract: Contract) -> pl.Expr:
     occurrence among rows alike (two charges alike stay two lines). The same rows delivered
     again get the same ids, so a re-delivery is recognised, and a restated amount is a
     conflicting one, refused with its reason."""
-    cols = sorted(c.name for c in contract.columns
-                  if c.name in frame.columns and c.dtype not in ("decimal", "float", "int"))
+    present = [c for c in contract.columns if c.name in frame.columns]
+    cols = sorted(c.name for c in present if c.dtype not in AMOUNT_TYPES)
+    amounts = sorted(c.name for c in present if c.dtype in AMOUNT_TYPES)
     text = pl.concat_str([(_json_text(pl.col(c), frame.schema[c]) if frame.schema[c].is_nested()
                            else pl.col(c).cast(pl.String)).fill_null("\x00") for c in cols], separator="\x1f")
     digest = text.map_elements(lambda t: hashlib.sha256(t.encode()).hexdigest()[:24], return_dtype=pl.String)
-    return pl.concat_str([pl.lit("row-"), digest, pl.lit("-"), pl.int_range(pl.len()).over(digest).cast(pl.String)])
+    # Rows alike are numbered in the order of their amounts, not of the file: the same rows
+    # delivered in another order get the same ids.
+    nth = pl.int_range(pl.len()).over(digest, order_by=[pl.col(a).cast(pl.String) for a in amounts] or None)
+    return pl.concat_str([pl.lit("row-"), digest, pl.lit("-"), nth.cast(pl.String)])
 
 
 def column_where(frame: pl.DataFrame, flag: pl.Expr, name: str, value: pl.Expr, default: pl.Expr,

@@ -19,6 +19,7 @@ from ..timezones import local_day_bounds
 
 OUT_OF_RANGE = "outside the platform's partitions"
 LATE = "arrived after the late-data window"
+EARLY = "stamped after the date of the file that brought it"
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,10 @@ class PartitionSpace:
         key = pl.when(has_time & in_window).then(own).when(fd.is_not_null()).then(by_file).otherwise(
             pl.lit(self.first))
         note = (pl.when(has_time & in_window & ((local < self.first) | (local > self.last))).then(pl.lit(OUT_OF_RANGE))
-                # accepted late: only a record from a file past its window, never one stamped after its file
-                .when(has_time & ~in_window & ~(pl.lit(accept_late) & (fd > win_hi))).then(pl.lit(LATE))
+                # stamped after its own file's date: no late arrival, a clock or a record gone wrong
+                .when(has_time & ~in_window & (fd < win_lo)).then(pl.lit(EARLY))
+                # accepted late (accept_late): a record from a file past its day's window
+                .when(has_time & ~in_window & (not accept_late)).then(pl.lit(LATE))
                 .otherwise(pl.lit(None, pl.String)))
         return frame.with_columns(key.alias("partition_key"), note.alias("_assign_note")).drop("_local")
 

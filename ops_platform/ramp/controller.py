@@ -146,7 +146,8 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
             override = active_override(target) if target != "*" else None
             if override:
                 out.append(Decision(None, f"{target}: active override ({override}) wins over {action} "
-                                          f"({sig.slo} {sig.tier} burn on {group})", overridden=target))
+                                          f"({sig.slo} {sig.tier} burn on {group}, partition {sig.partition})",
+                                    overridden=target))
                 continue
             hkey = history_key(action, target, build)
             prior = planned.get(hkey) or (last_action(hkey) if last_action is not None else None)

@@ -208,11 +208,10 @@ def _source(doc: Any, file, path: str) -> MetricSource:
         raise SLOSpecError(file, f"{where}.table", f"{table!r} is not one of {', '.join(SOURCE_TABLES)}")
     if table == "latency_buckets":
         le = _get(spec, "le", file, where, (int, float, str))
-        try:
-            if not is_inf_bound(le):
-                float(le)  # a number, or quoted as Prometheus writes its le labels
-        except ValueError:
-            raise SLOSpecError(file, f"{where}.le", f"{le!r} is not a bucket bound (a number or +Inf)") from None
+        # A finite bound >= 0, maybe quoted as Prometheus writes its le labels, or +Inf.
+        if not (is_inf_bound(le) or re.fullmatch(r"[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?", str(le).strip())
+                and math.isfinite(float(le))):
+            raise SLOSpecError(file, f"{where}.le", f"{le!r} is not a bucket bound (a number >= 0 or +Inf)")
     if table == "lag_samples" and spec.get("value", LAG_VALUE) != LAG_VALUE:
         raise SLOSpecError(file, f"{where}.value", f"{spec['value']!r}: lag samples carry {LAG_VALUE!r}")
     return MetricSource(_get(ms, "type", file, f"{path}.metricSource", str), dict(spec))

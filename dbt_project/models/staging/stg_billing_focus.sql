@@ -18,10 +18,10 @@ select
     ContractedCost as contracted_cost,
     PricingQuantity as pricing_quantity,
     PricingUnit as pricing_unit,
-    nullif(trim(Tags), '') as tags,
-    json_extract_string(nullif(trim(Tags), ''), '$.tenant') as tag_tenant,
-    json_extract_string(nullif(trim(Tags), ''), '$.service') as tag_service,
-    json_extract_string(nullif(trim(Tags), ''), '$.pool') as tag_pool,
+    nullif(regexp_replace(Tags, '^\s+|\s+$', '', 'g'), '') as tags,
+    json_extract_string(nullif(regexp_replace(Tags, '^\s+|\s+$', '', 'g'), ''), '$.tenant') as tag_tenant,
+    json_extract_string(nullif(regexp_replace(Tags, '^\s+|\s+$', '', 'g'), ''), '$.service') as tag_service,
+    json_extract_string(nullif(regexp_replace(Tags, '^\s+|\s+$', '', 'g'), ''), '$.pool') as tag_pool,
     partition_key
 from {{ source('raw', 'billing_focus') }}
 qualify row_number() over (partition by x_LineItemId order by partition_key, _source_file, _source_row) = 1

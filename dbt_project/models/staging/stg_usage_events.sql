@@ -6,4 +6,8 @@ select
     event_time, subject as tenant_id, meter, quantity,
     partition_key
 from {{ source('raw', 'usage_events') }}
-qualify row_number() over (partition by source, id order by _source_file, _source_row) = 1
+-- The same order as FinOps (finops/usage.py): arrival day, then the event's UTC day and content.
+qualify row_number() over (
+    partition by source, id
+    order by regexp_extract(_source_file, 'dt=([0-9]+-[0-9]+-[0-9]+)', 1), cast(timezone('UTC', event_time) as date),
+             subject, meter, quantity) = 1
