@@ -53,6 +53,12 @@ def test_an_untrusted_baseline_switches_off_the_comparison_not_the_absolute_test
     assert decide(_series(0.012, 0.001, 200), trusted_baseline=False).ts is None
     # Latency is judged against the pre-ramp p95 instead: 30% beyond it is still a regression.
     assert decide(_series(0.0, 0.001, 50, cand_slow=0.3), trusted_baseline=False).action == "pause"
+    # And against the pre-ramp median bucket: a build slower all over (40% beyond where 20%
+    # used to be) is paused though its p95 share barely moves.
+    slower = _series(0.0, 0.001, 50).with_columns(pl.lit(20).alias("mid"), pl.lit(0.2).alias("pre_mid"))
+    v = decide(slower, trusted_baseline=False)
+    assert v.action == "pause" and v.reason.startswith("latency")
+    assert decide(slower.with_columns(pl.lit(11).alias("mid")), trusted_baseline=False).ts is None  # 22%: as before
 
 
 def test_low_traffic_is_inconclusive_and_holds():

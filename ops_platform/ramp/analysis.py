@@ -21,6 +21,9 @@ import polars as pl
 ERROR_MARGIN = 0.005  # the error-rate SLO's budget (used to grade a regression's burn)
 ERROR_H0, ERROR_H1 = 0.002, 0.015  # "as good as baseline" vs "clearly worse": extra error ratio
 LATENCY_H0, LATENCY_H1 = 0.01, 0.10  # the same for the share beyond the baseline's p95 bucket
+# Without a trusted baseline, also the share beyond the pre-ramp median bucket: where a
+# slower build shows first (a p95 bucket moves little when every request is 3x slower).
+MID_H0, MID_H1 = 0.03, 0.20
 BURN_H0, BURN_H1 = 2.0, 6.0  # absolute test: burning the budget at most 2x vs at least 6x
 THRESHOLD = 5.5  # CUSUM alarm level (log-likelihood ratio); higher = fewer false pauses, slower
 MIN_REQUESTS = 10  # below this the evidence is inconclusive: hold, neither advance nor roll back
@@ -43,7 +46,9 @@ def _cumulative(frame: pl.DataFrame, cols: list[str]) -> pl.DataFrame:
 
 def candidate_series(counters: pl.DataFrame, latency: pl.DataFrame, build: str, service: str,
                      start, end) -> pl.DataFrame:
-    """Per minute in [start, end): candidate and baseline requests, errors, slow requests."""
+    """Per minute in [start, end): candidate and baseline requests, errors, slow requests
+    (beyond the stable build's pre-ramp p95 bucket) and ``mid`` ones (beyond its median
+    bucket, whose pre-ramp share is ``pre_mid``)."""
     window = (pl.col("ts") >= start) & (pl.col("ts") < end) & (pl.col("service") == service)
     c = counters.filter(window)
     lat = latency.filter(window)
@@ -54,19 +59,23 @@ def candidate_series(counters: pl.DataFrame, latency: pl.DataFrame, build: str, 
     if ref.height:
         total = ref.filter(pl.col("le").is_infinite())["count"][0] or 1
         le_ref = ref.filter((pl.col("count") / total) >= 0.95)["le"].min()
+        le_mid = ref.filter((pl.col("count") / total) >= 0.5)["le"].min()
+        pre_mid = 1 - ref.filter(pl.col("le") == le_mid)["count"][0] / total
     else:
-        le_ref = float("inf")
+        le_ref = le_mid = float("inf")
+        pre_mid = 0.5
+    beyond = pl.col("count").filter(pl.col("le").is_infinite()).sum()
     slow = lat.group_by(["ts", pl.col("build_id") == build]).agg(
-        (pl.col("count").filter(pl.col("le").is_infinite()).sum()
-         - pl.col("count").filter(pl.col("le") == le_ref).sum()).alias("slow")).rename({"build_id": "is_cand"})
+        (beyond - pl.col("count").filter(pl.col("le") == le_ref).sum()).alias("slow"),
+        (beyond - pl.col("count").filter(pl.col("le") == le_mid).sum()).alias("mid")).rename({"build_id": "is_cand"})
     req = c.group_by(["ts", pl.col("build_id") == build]).agg(pl.col("requests").sum(),
                                                               pl.col("errors").sum()).rename(
         {"build_id": "is_cand"})
-    both = req.join(slow, on=["ts", "is_cand"], how="left").with_columns(pl.col("slow").fill_null(0))
+    both = req.join(slow, on=["ts", "is_cand"], how="left").with_columns(pl.col("slow", "mid").fill_null(0))
     cand = both.filter(pl.col("is_cand")).drop("is_cand")
-    base = both.filter(~pl.col("is_cand")).drop("is_cand").rename(
+    base = both.filter(~pl.col("is_cand")).drop("is_cand", "mid").rename(
         {"requests": "b_requests", "errors": "b_errors", "slow": "b_slow"})
-    out = cand.join(base, on="ts", how="left").fill_null(0)
+    out = cand.join(base, on="ts", how="left").fill_null(0).with_columns(pl.lit(pre_mid).alias("pre_mid"))
     out = _cumulative(out, ["requests", "errors", "slow", "b_requests", "b_errors", "b_slow"])
     # The stable build's usual error ratio (before the ramp), to tell an incident from a chronic state.
     pre = counters.filter((pl.col("service") == service) & (pl.col("ts") < start)
@@ -124,6 +133,11 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
                       0.05)
     err_score = _cusum(compare * _llr(err, n, p_base + ERROR_H0, p_base + ERROR_H1))
     slow_score = _cusum(_llr(slow, n, s_base + LATENCY_H0, s_base + LATENCY_H1))
+    if "mid" in series.columns and not trusted_baseline:
+        mid = series["mid"].to_numpy().astype(float)
+        m_base = np.full(len(n), float(series["pre_mid"][0]))
+        mid_score = _cusum(_llr(mid, n, m_base + MID_H0, m_base + MID_H1))
+        slow_score = np.maximum(slow_score, mid_score)
     burn_score = _cusum(_llr(err, n, np.full(len(n), ERROR_MARGIN * BURN_H0), np.full(len(n), ERROR_MARGIN * BURN_H1)))
     enough = series["cum_requests"].to_numpy() >= MIN_REQUESTS
     worse = (err_score >= THRESHOLD) | (slow_score >= THRESHOLD)
