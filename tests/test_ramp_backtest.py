@@ -117,3 +117,28 @@ def test_backtest_asset_reports_the_same_figures_as_metadata_and_in_the_warehous
     got = {(r["policy"], r["metric"]): r["value"] for r in table.iter_rows(named=True)}
     assert got[("flagger", "false_pauses")] == expected["flagger"]["false_pauses"]
     assert len(got) == sum(len(v) for v in expected.values())
+
+
+def test_after_a_rejected_build_latency_is_judged_against_the_last_trusted_builds_traffic():
+    from ops_platform.ramp.analysis import candidate_series
+
+    t0 = datetime(2026, 3, 8, tzinfo=UTC)
+    counters, buckets = [], []
+    # b0 (trusted) fast until minute 60; b1 (rejected, slow) until 120; b2 ramps from 120,
+    # as slow as b1 beside it: no better than the rejected build, much worse than b0.
+    for minute in range(180):
+        ts = t0 + timedelta(minutes=minute)
+        serving = [("b0" if minute < 60 else "b1", 200)] + ([("b2", 20)] if minute >= 120 else [])
+        for build, n in serving:
+            fast = n if build == "b0" else n // 5
+            counters.append({"ts": ts, "service": "api", "cohort": "general", "build_id": build,
+                             "requests": n, "errors": 0})
+            buckets += [{"ts": ts, "service": "api", "cohort": "general", "build_id": build, "le": le, "count": c}
+                        for le, c in ((0.25, fast), (1.0, n), (float("inf"), n))]
+    c, lat = pl.DataFrame(counters), pl.DataFrame(buckets)
+    start, end = t0 + timedelta(minutes=120), t0 + timedelta(minutes=180)
+    against_rejected = candidate_series(c, lat, "b2", "api", start, end)
+    against_trusted = candidate_series(c, lat, "b2", "api", start, end, reference_end=t0 + timedelta(minutes=60))
+    assert decide(against_rejected, trusted_baseline=False).ts is None  # as slow as its reference
+    v = decide(against_trusted, trusted_baseline=False)
+    assert v.action == "pause" and v.reason.startswith("latency")

@@ -45,15 +45,17 @@ def _cumulative(frame: pl.DataFrame, cols: list[str]) -> pl.DataFrame:
 
 
 def candidate_series(counters: pl.DataFrame, latency: pl.DataFrame, build: str, service: str,
-                     start, end) -> pl.DataFrame:
+                     start, end, reference_end=None) -> pl.DataFrame:
     """Per minute in [start, end): candidate and baseline requests, errors, slow requests
     (beyond the stable build's pre-ramp p95 bucket) and ``mid`` ones (beyond its median
-    bucket, whose pre-ramp share is ``pre_mid``)."""
+    bucket, whose pre-ramp share is ``pre_mid``). The latency reference is the ramp-long
+    window before ``reference_end`` (default: the ramp's start)."""
     window = (pl.col("ts") >= start) & (pl.col("ts") < end) & (pl.col("service") == service)
     c = counters.filter(window)
     lat = latency.filter(window)
-    before = latency.filter((pl.col("service") == service) & (pl.col("ts") < start)
-                            & (pl.col("ts") >= start - (end - start)))
+    ref_end = reference_end or start
+    before = latency.filter((pl.col("service") == service) & (pl.col("ts") < ref_end)
+                            & (pl.col("ts") >= ref_end - (end - start)))
     # The stable build's p95 bucket, from its traffic before the ramp began.
     ref = before.group_by("le").agg(pl.col("count").sum()).sort("le")
     if ref.height:

@@ -55,16 +55,21 @@ def judged_until(ramp: dict, until: datetime | None) -> datetime:
 
 
 def judge_ramp(counters: pl.DataFrame, latency: pl.DataFrame, ramp: dict, rejected: set[str],
-               until: datetime | None = None) -> tuple[Verdict, bool]:
+               until: datetime | None = None, starts: dict[str, datetime] | None = None) -> tuple[Verdict, bool]:
     """The controller's verdict on one ramp, on the evidence up to ``until`` (default: its end).
 
     A stable build the controller already rejected (paused or rolled back) is no baseline:
-    live, it would have been rolled back. Adds the build to ``rejected`` when it is paused
-    or rolled back, so ramps must be judged in start order.
+    live, it would have been rolled back. Its latency is no reference either: when
+    ``starts`` (build -> ramp start) knows when it began to ramp, latency is judged against
+    the traffic before that, which the last trusted build served. Adds the build to
+    ``rejected`` when it is paused or rolled back, so ramps must be judged in start order.
     """
     end = judged_until(ramp, until)
-    series = candidate_series(counters, latency, ramp["build_id"], ramp["service"], ramp["start"], end)
-    trusted = not (baseline_builds(counters, ramp["build_id"], ramp["service"], ramp["start"], end) & rejected)
+    untrusted = baseline_builds(counters, ramp["build_id"], ramp["service"], ramp["start"], end) & rejected
+    known = [starts[b] for b in untrusted if starts and b in starts]
+    series = candidate_series(counters, latency, ramp["build_id"], ramp["service"], ramp["start"], end,
+                              reference_end=min(known) if known else None)
+    trusted = not untrusted
     verdict = decide(series, trusted_baseline=trusted)
     if verdict.action in ("pause", "rollback"):
         rejected.add(ramp["build_id"])
@@ -90,10 +95,13 @@ def verdict_rows(counters: pl.DataFrame, latency: pl.DataFrame, ramps: Iterable[
     # Each ramp only looks at its own service: split once instead of filtering per ramp.
     by_service_c = counters.partition_by("service", as_dict=True)
     by_service_l = latency.partition_by("service", as_dict=True)
+    starts: dict[str, datetime] = {}  # each build's ramp start, as the ramps go by
     for ramp in ramps:
         key = (ramp["service"],)
         svc_counters = by_service_c.get(key, counters.clear())
-        verdict, trusted = judge_ramp(svc_counters, by_service_l.get(key, latency.clear()), ramp, rejected, until)
+        starts.setdefault(ramp["build_id"], ramp["start"])
+        verdict, trusted = judge_ramp(svc_counters, by_service_l.get(key, latency.clear()), ramp, rejected, until,
+                                      starts)
         end = judged_until(ramp, until)
         cand = svc_counters.filter((pl.col("build_id") == ramp["build_id"]) & (pl.col("ts") >= ramp["start"])
                                & (pl.col("ts") < end))
