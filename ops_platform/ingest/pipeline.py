@@ -100,7 +100,7 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         pl.col("_reasons"), pl.col("reason").fill_null(pl.lit([], pl.List(pl.String))),
         pl.when(pl.col("_assign_note").is_not_null()).then(pl.concat_list(pl.col("_assign_note")))
         .otherwise(pl.lit([], pl.List(pl.String))),
-    ).list.unique(maintain_order=True).list.join("; ")
+    ).list.unique(maintain_order=True).map_elements(_without_implied, return_dtype=pl.List(pl.String)).list.join("; ")
     data = column_where(data, flagged, "_why", why, pl.lit(""), "_row_key").drop("reason")
     bad = data.filter(pl.col("_why") != "")
     good = data.filter(pl.col("_why") == "")
@@ -121,6 +121,13 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
     table_outcomes = validate_table(accepted, contract)
     return IngestResult(contract.table, partition_key, accepted, quarantine, files, data.height, duplicates,
                         schema_errors, row_outcomes, table_outcomes)
+
+
+def _without_implied(reasons: list[str]) -> list[str]:
+    """A row's reasons without "F: missing value" where F's value was there but did not
+    cast ("F: not a valid ..."): the null the contract saw is the failed cast, said once."""
+    unread = {r.split(": ", 1)[0] for r in reasons if ": not a valid " in r}
+    return [r for r in reasons if not (r.endswith(": missing value") and r.split(": ", 1)[0] in unread)]
 
 
 def split_redeliveries(rows: pl.DataFrame, key: list[str], content: list[str]) -> tuple[pl.DataFrame, int, pl.DataFrame]:
