@@ -38,10 +38,7 @@ def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     day = write_tables(wh, result)
     unequal = day.filter(pl.col("billed_micros") != pl.col("attributed_micros"))
     low = day.filter(pl.col("final") & (pl.col("confidence") < CONFIDENCE_TARGET))
-    # A final usage day without a bill has nothing attributed at all: no evidence, no confidence.
-    usage_days = result.usage.group_by("utc_date").agg(pl.col("final").all())
-    unbilled = usage_days.filter(pl.col("final") & ~pl.col("utc_date").is_in(day["utc_date"].implode())).sort(
-        "utc_date")["utc_date"].to_list()
+    unbilled = result.unbilled_days()
     tenants = att.tenant_day.filter(pl.col("tenant_id") != UNALLOCATED)
     context.log.info(f"attribution: {day.height} day(s), {tenants['tenant_id'].n_unique()} tenant(s)")
     yield dg.MaterializeResult(metadata={

@@ -52,10 +52,8 @@ def build_ramp_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.A
         wh = warehouse.get()
         key = context.partition_key
         start, end = partition_bounds(key, partitions_def.timezone)
-        ramps = ramps_from_steps(wh.query("SELECT * FROM raw.ramp_steps WHERE started_at < ?", [end]))
         # A ramp whose last step is still running is judged up to the end of the day.
-        ramps = ramps.with_columns(pl.when(pl.col("open")).then(pl.lit(end).cast(ramps.schema["end"]))
-                                   .otherwise(pl.col("end")).alias("end"))
+        ramps = ramps_from_steps(wh.query("SELECT * FROM raw.ramp_steps WHERE started_at < ?", [end]), open_until=end)
         active = ramps.filter((pl.col("start") < end) & (pl.col("end") > start))
         # Each ramp's window and the pre-ramp window as long as it, for the services ramping.
         since = (active["start"] - (active["end"] - active["start"])).min() if active.height else start

@@ -9,7 +9,7 @@ asset checks: the contract (schema, types, keys) and the quarantine count.
 import dagster as dg
 
 from ops_platform.contracts.definitions import CONTRACTS
-from ops_platform.contracts.model import Contract
+from ops_platform.contracts.model import POLARS_TYPES, Contract
 from ops_platform.ingest.partitioning import PartitionSpace
 from ops_platform.ingest.pipeline import IngestResult, ingest_partition
 from resources import DUCKDB_POOL, LandingZoneResource, WarehouseResource
@@ -18,7 +18,9 @@ CONTRACT_CHECK = "contract"
 QUARANTINE_CHECK = "quarantine_rate"
 MAX_QUARANTINE_RATE = 0.01
 OWNERS = {"billing_focus": ["team:finops"], "usage_events": ["team:finops"], "price_list": ["team:finops"]}
-_TABLE_SCHEMA_TYPES = {"string": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "decimal": "DECIMAL(38,12)",
+_DECIMAL = POLARS_TYPES["decimal"]
+_TABLE_SCHEMA_TYPES = {"string": "VARCHAR", "int": "BIGINT", "float": "DOUBLE",
+                       "decimal": f"DECIMAL({_DECIMAL.precision},{_DECIMAL.scale})",
                        "timestamp": "TIMESTAMPTZ", "date": "DATE", "bool": "BOOLEAN"}
 
 

@@ -3,6 +3,7 @@ Switchboard override job."""
 
 import json
 from datetime import datetime
+from functools import cache
 
 import dagster as dg
 
@@ -11,7 +12,6 @@ from assets.slo import BURN_KEY, SLO_DIR, check_name
 from ops_platform.guard.actions import ActionRequest
 from ops_platform.ramp.controller import (
     CONTROLLER,
-    STILL_RAMPING,
     BurnSignal,
     Ramp,
     history_key,
@@ -39,9 +39,8 @@ class RampControllerConfig(dg.Config):
 
 
 def _ramps(warehouse: WarehouseResource) -> list[Ramp]:
-    steps = ramps_from_steps(warehouse.get().query("SELECT * FROM raw.ramp_steps"))
-    return [Ramp(r["build_id"], r["service"], r["start"], STILL_RAMPING if r["open"] else r["end"])
-            for r in steps.iter_rows(named=True)]
+    steps = ramps_from_steps(warehouse.get().query("SELECT * FROM raw.ramp_steps"), open_until=utcnow())
+    return [Ramp(r["build_id"], r["service"], r["start"], r["end"]) for r in steps.iter_rows(named=True)]
 
 
 # In the DuckDB pool, like the assets that write the warehouse it reads (a reader beside a
@@ -60,13 +59,21 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
     proto = build_protocol(control, signer, guard, {"pause": ex, "rollback": ex, "freeze": ex})
     store = proto.store
 
+    # Read once per flag and run: plan asks for each group of each signal, and nothing in
+    # this run adds an override.
+    @cache
     def override(flag: str) -> str | None:
         active = store.active_overrides(flag, iso_utc(utcnow()))
         return f"{active[-1]['directive']} by {active[-1]['actor']}" if active else None
 
+    @cache
     def last_override(flag: str) -> datetime | None:
         every = store.overrides(flag)
         return datetime.fromisoformat(every[-1]["created_at"]) if every else None
+
+    @cache
+    def wins_recorded(flag: str) -> set[str]:
+        return {json.loads(e["payload"]).get("reason") for e in store.events(flag, kind="override_wins")}
 
     history: dict[str, tuple[str, datetime]] = {}
     for e in store.events(kind="action_completed", actor=CONTROLLER):  # the controller's own, oldest first
@@ -80,13 +87,13 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
                          release_flags, last_override):
         if decision.request is None:
             context.log.info(f"no action: {decision.note}")
-            seen = {json.loads(e["payload"]).get("reason") for e in store.events(decision.overridden, kind="override_wins")} \
-                if decision.overridden else set()
-            if decision.overridden and decision.note not in seen:  # once per evidence, in the flag's timeline
+            flag = decision.overridden
+            if flag and decision.note not in wins_recorded(flag):  # once per evidence, in the flag's timeline
                 with store.write() as tx:
                     store.add_event(tx, ts=iso_utc(utcnow()), kind="override_wins", target_kind="flag",
-                                    target_id=decision.overridden, actor=CONTROLLER, action_id=None, receipt_id=None,
+                                    target_id=flag, actor=CONTROLLER, action_id=None, receipt_id=None,
                                     payload={"reason": decision.note})
+                wins_recorded(flag).add(decision.note)
             continue  # other notes are logged, not stored: re-reading the same evidence must not add rows
         out = proto.submit(decision.request)
         outcomes[out.status] = outcomes.get(out.status, 0) + 1

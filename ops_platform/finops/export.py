@@ -59,8 +59,8 @@ def release_request(period: Period, actor: str, rationale: str) -> ActionRequest
 
 def released_periods(store) -> list[Period]:
     """The periods whose invoices went out (completed ``export_release`` actions)."""
-    return [parse_period(json.loads(e["payload"])["params"]["period"])
-            for e in store.events(kind="action_completed") if json.loads(e["payload"])["action"] == "export_release"]
+    payloads = (json.loads(e["payload"]) for e in store.events(kind="action_completed"))
+    return [parse_period(p["params"]["period"]) for p in payloads if p["action"] == "export_release"]
 
 
 def overlaps(period: Period, released: list[Period]) -> list[str]:
@@ -78,10 +78,10 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     it, or it overlaps a period already released (nothing is submitted, so no receipt), else
     ``([], outcome)``. ``protocol`` builds the caller's guarded path (CLI or Dagster
     resources) around the executors it is given."""
-    guarded: list[ActionProtocol] = []
-    executor = InvoiceExportExecutor(out_root, books, released=lambda: released_periods(guarded[0].store))
-    guarded.append(protocol({"export_release": executor}))
-    held = books.blockers(period) + overlaps(period, released_periods(guarded[0].store))
+    executor = InvoiceExportExecutor(out_root, books)
+    guarded = protocol({"export_release": executor})
+    executor.released = lambda: released_periods(guarded.store)  # the store is the protocol's own
+    held = books.blockers(period) + overlaps(period, executor.released())
     if held:
         return held, None
-    return [], guarded[0].submit(release_request(period, actor, rationale))
+    return [], guarded.submit(release_request(period, actor, rationale))

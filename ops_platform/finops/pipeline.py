@@ -83,6 +83,12 @@ class FinOpsRun:
     attribution: Attribution
     anomalies: pl.DataFrame
 
+    def unbilled_days(self) -> list[date]:
+        """Final usage days with no billing at all: nothing attributed, no evidence, no confidence."""
+        final = self.usage.group_by("utc_date").agg(pl.col("final").all()).filter(pl.col("final"))
+        billed = self.attribution.day["utc_date"].implode()
+        return sorted(final.filter(~pl.col("utc_date").is_in(billed))["utc_date"].to_list())
+
 
 def run(inputs: FinOpsInputs) -> FinOpsRun:
     currencies = sorted(inputs.billing["BillingCurrency"].drop_nulls().unique().to_list()) \

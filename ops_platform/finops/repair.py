@@ -24,6 +24,7 @@ from decimal import Decimal, InvalidOperation
 
 import polars as pl
 
+from ..contracts.model import POLARS_TYPES
 from .usage import arrival_date
 
 _PERIOD = "ChargePeriodEnd: not after ChargePeriodStart"
@@ -115,7 +116,7 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
                                            "EffectiveCost": pl.String, "Tags": pl.String, "repair": pl.String})
     repaired = repaired.with_columns(
         pl.col("ChargePeriodStart").str.to_datetime("%Y-%m-%d %H:%M:%S%.f%:z", time_zone="UTC"),
-        pl.col("EffectiveCost").cast(pl.Decimal(38, 12)))
+        pl.col("EffectiveCost").cast(POLARS_TYPES["decimal"]))
     return repaired, pl.DataFrame(left, schema=quarantine.schema)
 
 

@@ -118,16 +118,18 @@ def usage_from(con: duckdb.DuckDBPyConnection, relation: str, events: str = ACCE
     if as_of is None:
         as_of = agg["last_arrival"].max() or date.min
     keys = ["utc_date", "tenant_id", "meter"]
-    superseded = (agg.filter(pl.col("superseded")).group_by([*keys, "arrived"])
-                  .agg(pl.col("quantity").sum(), pl.col("events").sum()).sort([*keys, "arrived"]))
+
+    def by_arrival(rows: pl.DataFrame) -> pl.DataFrame:
+        return (rows.group_by([*keys, "arrived"]).agg(pl.col("quantity").sum(), pl.col("events").sum())
+                .sort([*keys, "arrived"]))
+
+    superseded = by_arrival(agg.filter(pl.col("superseded")))
     agg = agg.filter(~pl.col("superseded"))
     # The query leaves one on-time row per key (late rows are apart, per arrival day).
     usage = (agg.filter(~pl.col("late")).select(*keys, "quantity", "events")
              .with_columns((pl.col("utc_date") + pl.duration(days=final_after_days) < pl.lit(as_of)).alias("final"))
              .sort(keys))
-    corrections = (agg.filter(pl.col("late")).group_by([*keys, "arrived"])
-                   .agg(pl.col("quantity").sum(), pl.col("events").sum()).sort([*keys, "arrived"]))
-    return usage, corrections, superseded
+    return usage, by_arrival(agg.filter(pl.col("late"))), superseded
 
 
 def daily_usage(events: pl.DataFrame, final_after_days: int = FINAL_AFTER_DAYS,

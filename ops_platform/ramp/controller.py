@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ..guard.actions import ActionRequest
+from .flags import release_flag
 
 CONTROLLER = "ramp-controller"
 ROLES = ("ramp_controller",)
 COOLDOWN = timedelta(minutes=30)
 _STRENGTH = {"pause": 1, "rollback": 2, "freeze": 3}
 FREEZE_TARGET = "all-release-flags"
-STILL_RAMPING = datetime.max.replace(tzinfo=UTC)  # the end of a ramp whose last step is still running
 
 LastAction = Callable[[str], tuple[str, datetime] | None]  # history_key -> (action, when)
 
@@ -56,7 +56,7 @@ class Ramp:
 
     @property
     def flag(self) -> str:
-        return f"release-{self.service}"
+        return release_flag(self.service)
 
     def ramping_at(self, first_firing: str | None) -> bool:
         """Whether the build was still a candidate when the burn began (its promotion minute

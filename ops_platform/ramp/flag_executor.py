@@ -86,7 +86,7 @@ class FlagFileExecutor:
         with flag_file_lock(self.path, timeout_seconds=self.lock_timeout_seconds):
             data = self.path.read_bytes()
             current = FlagFile.parse(data, source=str(self.path))
-            exempt = tuple((request.params or {}).get("exempt") or ())
+            exempt = tuple((request.params or {}).get("exempt") or ())  # flags a freeze leaves alone
             if request.action == "freeze":
                 flags = tuple(f for f in current.release_flags if f not in exempt)
             else:
@@ -106,7 +106,7 @@ class FlagFileExecutor:
                 snapshot = self._snapshot(data)
                 return self._result(request, action_id, applied=False, before=before, after=before,
                                     snapshot=snapshot)
-            updated = self._transition(current, request, action_id)
+            updated = self._transition(current, request, action_id, exempt)
             updated.save(self.path)
             snapshot = self._snapshot(self.path.read_bytes())
         after = {f: updated.release(f).summary() for f in flags}
@@ -126,10 +126,10 @@ class FlagFileExecutor:
             write_bytes(data, target)
         return target
 
-    def _transition(self, ff: FlagFile, request: ActionRequest, action_id: str) -> FlagFile:
+    def _transition(self, ff: FlagFile, request: ActionRequest, action_id: str, exempt: tuple[str, ...]) -> FlagFile:
         at = self.clock()
         if request.action == "freeze":
-            return ff.freeze_all(at=at, action_id=action_id, exempt=tuple((request.params or {}).get("exempt") or ()))
+            return ff.freeze_all(at=at, action_id=action_id, exempt=exempt)
         step = {"pause": ff.pause, "rollback": ff.rollback, "resume": ff.resume}[request.action]
         return step(request.target_id, at=at, action_id=action_id)
 

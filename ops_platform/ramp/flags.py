@@ -34,6 +34,11 @@ from ..receipts.canonical import strict_loads
 from ..timezones import iso_utc, utcnow
 
 COHORTS: tuple[str, ...] = ("canary", "early", "general")
+
+
+def release_flag(service: str) -> str:
+    """The release flag that ramps ``service``'s builds."""
+    return f"release-{service}"
 """Deployment cohorts, in the order a ramp fills them (same as the world's catalog)."""
 COHORT_ATTRIBUTE = "cohort"
 RELEASE_PREFIX = "release-"

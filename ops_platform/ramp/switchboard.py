@@ -18,6 +18,7 @@ from ..files import write_bytes
 from ..guard.actions import ActionRequest, ExecutionResult
 from ..timezones import iso_utc, utcnow
 from .flag_executor import FlagFileExecutor
+from .flags import FlagFile
 
 DIRECTIVES = {"hold": "pause", "rollback": "rollback", "resume": "resume"}
 
@@ -26,8 +27,6 @@ def check_override(flag_file: Path, flag: str, directive: str) -> None:
     """Refuse, before anything is submitted, an override that could never apply: an unknown
     directive or a flag the file does not have (the executor would fail it on every retry,
     then dead-letter it)."""
-    from .flags import FlagFile
-
     if directive not in DIRECTIVES:
         raise ValueError(f"override directive {directive!r} is not one of {', '.join(DIRECTIVES)}")
     flags = FlagFile.load(flag_file).release_flags

@@ -25,15 +25,17 @@ VERDICT_SCHEMA = {
 }
 
 
-def ramps_from_steps(steps: pl.DataFrame) -> pl.DataFrame:
+def ramps_from_steps(steps: pl.DataFrame, open_until: datetime | None = None) -> pl.DataFrame:
     """One row per ramp: its first step, when it reached the general cohort, its end, and
-    whether it is ``open`` (its last step still running: ``end`` is then that step's start).
+    whether it is ``open`` (its last step still running). An open ramp ends at
+    ``open_until`` (the caller's "now": the end of the day judged, or the present); without
+    it, at its running step's start.
 
     A ramp ends when it is promoted to 100%: from then on there is no stable build left to
     compare with and the ramp is no longer the controller's to hold.
     """
     steps = steps.sort(["build_id", "step"])
-    return steps.group_by("build_id", maintain_order=True).agg(
+    ramps = steps.group_by("build_id", maintain_order=True).agg(
         pl.col("service").first(), pl.col("started_at").min().alias("start"),
         pl.col("started_at").filter(pl.col("early_fraction") > 0).min().alias("early_at"),
         pl.col("started_at").filter(pl.col("general_fraction") > 0).min().alias("general_at"),
@@ -41,6 +43,10 @@ def ramps_from_steps(steps: pl.DataFrame) -> pl.DataFrame:
                     pl.col("ended_at").max(), pl.col("started_at").max()).alias("end"),
         # Its last step has not ended and it never reached 100%: still ramping now.
         (((pl.col("percent") >= 100).sum() == 0) & pl.col("ended_at").last().is_null()).alias("open")).sort("start")
+    if open_until is None:
+        return ramps
+    return ramps.with_columns(pl.when(pl.col("open")).then(pl.lit(open_until).cast(ramps.schema["end"]))
+                              .otherwise(pl.col("end")).alias("end"))
 
 
 def baseline_builds(counters: pl.DataFrame, build: str, service: str, start, end) -> set[str]:

@@ -14,7 +14,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from ..ramp.flags import FlagFile
+from ..ramp.flags import FlagFile, release_flag
 from .catalog import COHORT_WEIGHTS, COHORTS, SERVICE_NAMES
 from .timeline import Timeline
 
@@ -48,7 +48,7 @@ def generate_releases(tl: Timeline, rng: np.random.Generator) -> Releases:
         version = 100
         prev_build = f"{service}-{version}"
         build_rows.append(_build_row(prev_build, service, version, start_ms - 86_400_000, rng))
-        flags["flags"][f"release-{service}"] = {
+        flags["flags"][release_flag(service)] = {
             "state": "ENABLED",
             "variants": {"stable": prev_build},
             "defaultVariant": "stable",
@@ -143,7 +143,7 @@ def ramp_on_flag(flags: FlagFile, steps: pl.DataFrame, build: str, at: datetime)
     if row.height == 0:
         raise ValueError(f"build {build!r} had no ramp step running at {at}")
     r = row.row(0, named=True)
-    flag = f"release-{r['service']}"
+    flag = release_flag(r["service"])
     if flags.release(flag).candidate == build:
         return flags
     started = flags.start_ramp(flag, build, at=at)
