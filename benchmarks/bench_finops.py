@@ -27,12 +27,14 @@ from pathlib import Path
 import polars as pl
 
 # Landing events as exporters write them, with the usage contract's row rules (the rows it
-# would quarantine are left out on both sides).
+# would quarantine are left out on both sides). The time is parsed once: behind the UNNEST,
+# DuckDB cannot push "ts IS NOT NULL" into the scan, where it would parse every time a
+# second time (about 1.1 s at L).
 METERS = ("api_calls", "graph_queries", "policy_decisions", "receipts_issued", "metered_events",
           "switchboard_actions", "storage_gb_hours")
 LANDING_EVENTS = ("SELECT source, id, subject AS tenant_id, data.meter AS meter, data.quantity AS quantity, "
                   "ts AS event_time, CAST(dt AS DATE) AS arrived "
-                  "FROM (SELECT *, TRY_CAST(time AS TIMESTAMPTZ) AS ts "
+                  "FROM (SELECT *, UNNEST([TRY_CAST(time AS TIMESTAMPTZ)]) AS ts "
                   "      FROM {relation}) "
                   "WHERE specversion = '1.0' AND subject IS NOT NULL AND data.quantity >= 0 "
                   f"AND data.meter IN {METERS!r} AND ts IS NOT NULL")
@@ -49,7 +51,7 @@ def _billing_and_services(world: Path, tmp: Path) -> None:
 
     reader = LandingZoneReader(world / "landing")
     billing = ingest_partition(CONTRACTS["billing_focus"], reader).accepted
-    billing.select("ChargePeriodStart", "x_LineItemId", "EffectiveCost", "Tags").write_parquet(tmp / "billing.parquet")
+    billing.select("ChargePeriodStart", "ChargePeriodEnd", "x_LineItemId", "EffectiveCost", "Tags").write_parquet(tmp / "billing.parquet")
     ingest_partition(CONTRACTS["services"], reader).accepted.select("service", "meter").write_parquet(
         tmp / "services.parquet")
 

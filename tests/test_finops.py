@@ -170,7 +170,10 @@ def _record(**kw) -> str:
 
 @pytest.mark.parametrize(("reason", "record", "repaired"), [
     ("ChargePeriodEnd: not after ChargePeriodStart", _record(), True),
+    ("ChargePeriodEnd: not after ChargePeriodStart", _record(ChargePeriodEnd="2026-03-01 23:00:00.000000+00:00"), True),
     ("ChargeCategory: not a FOCUS charge category", _record(ChargeCategory="Usage-ish"), True),
+    ("ChargeCategory: not a FOCUS charge category",  # its own three-day period is kept
+     _record(ChargeCategory="Usage-ish", ChargePeriodEnd="2026-03-05 00:00:00.000000+00:00"), True),
     ("BilledCost: negative on a Usage charge",
      _record(BilledCost="-2.000000", EffectiveCost="-2.000000", ContractedCost="-2.000000"), True),
     ("BilledCost: negative on a Usage charge",  # bigger than its list cost: not a sign slip
@@ -190,6 +193,9 @@ def test_billing_repairs_are_rules_with_a_reason(reason, record, repaired):
     if repaired:
         assert fixed["EffectiveCost"][0] == Decimal("2.000000") and fixed["repair"][0]
         assert json.loads(fixed["Tags"][0]) == {"tenant": "t-1"}
+        end = json.loads(record).get("ChargePeriodEnd")
+        days = 3 if end and not reason.startswith("ChargePeriodEnd") else 1  # the period repair: one day
+        assert fixed["ChargePeriodEnd"][0] - fixed["ChargePeriodStart"][0] == timedelta(days=days)
 
 
 def _bill(rows):
@@ -268,6 +274,35 @@ def test_sub_micro_dollar_lines_keep_the_days_total():
     tiny = cost_lines(bill.with_columns(pl.lit(Decimal("0.0000004")).cast(pl.Decimal(38, 12)).alias("EffectiveCost")))
     assert tiny["micros"].sum() == round(Decimal("0.0000004") * (n + 2) * 10**6)  # 408, not 0
     assert set(tiny["micros"].to_list()) == {0, 1}
+
+
+def test_a_charge_over_several_days_is_amortized_over_them_to_the_micro_dollar():
+    from ops_platform.finops.attribution import cost_lines
+
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    bill = pl.DataFrame({
+        "ChargePeriodStart": [start, start, start + timedelta(hours=23), start, start],
+        # a daily line; a monthly fee; an hourly-ish charge over midnight (1 h then 2 h); a
+        # three-day credit; a line of a file without ends (null): booked on its start day
+        "ChargePeriodEnd": [start + timedelta(days=1), datetime(2026, 4, 1, tzinfo=UTC),
+                            start + timedelta(days=1, hours=2), start + timedelta(days=3), None],
+        "x_LineItemId": ["day", "month", "midnight", "credit", "open"],
+        "EffectiveCost": [Decimal("1.5"), Decimal("31.000001"), Decimal("3"), Decimal("-1.000001"), Decimal("2")],
+        "Tags": ['{"tenant": "a"}', '{"service": "api"}', '{"tenant": "b"}', '{"tenant": "c"}', '{"tenant": "d"}']},
+        schema_overrides={"EffectiveCost": pl.Decimal(38, 12)})
+    lines = cost_lines(bill)
+    line = pl.col("line_id").str.split("@").list.first()
+    per_line = dict(lines.group_by(line).agg(pl.col("micros").sum()).iter_rows())
+    # Every line keeps its whole cost, to the micro-dollar, however it is split.
+    assert per_line == {"day": 1_500_000, "month": 31_000_001, "midnight": 3_000_000, "credit": -1_000_001,
+                        "open": 2_000_000}
+    month = lines.filter(line == "month").sort("utc_date")
+    assert month.height == 31 and month["utc_date"][0] == date(2026, 3, 1) and month["utc_date"][-1] == date(2026, 3, 31)
+    assert set(month["micros"].to_list()) == {1_000_000, 1_000_001}  # a thirty-first each, within one unit
+    assert lines.filter(line == "midnight").sort("utc_date")["micros"].to_list() == [1_000_000, 2_000_000]
+    assert lines.filter(line == "credit")["micros"].sort().to_list() == [-333_334, -333_334, -333_333]
+    assert lines.filter(line.is_in(["day", "open"]))["utc_date"].to_list() == [date(2026, 3, 1)] * 2
+    assert lines["line_id"].is_unique().all()
 
 
 def test_platform_overhead_is_spread_by_api_calls_even_when_the_catalog_lists_platform():

@@ -1,6 +1,6 @@
 """Per-tenant daily cost attribution, reconciled to the bill to the last micro-dollar.
 
-The rules, per UTC charge day:
+The rules, per UTC charge day (a charge over several days is amortized over them, ``_by_day``):
 - **direct**: a cost row tagged with a tenant (``Tags.tenant``) is that tenant's.
 - **serving**: an untagged row of a service (``Tags.service``) is shared by the tenants in
   proportion to the service's cost-driving meter that day (the catalog's service -> meter).
@@ -60,17 +60,62 @@ def cost_lines(billing: pl.DataFrame) -> pl.DataFrame:
             .then(pl.col("AllocatedTags")).otherwise(pl.col("Tags"))
     # An empty Tags field (some exports write "" for no tags) is no tags.
     tags = pl.when(raw.str.strip_chars() != "").then(raw).str.json_decode(_TAGS)
+    end = (pl.col("ChargePeriodEnd").dt.convert_time_zone("UTC") if "ChargePeriodEnd" in billing.columns
+           else pl.lit(None, pl.Datetime("us", "UTC")))
     lines = billing.select(
-        pl.col("ChargePeriodStart").dt.convert_time_zone("UTC").dt.date().alias("utc_date"),
+        pl.col("ChargePeriodStart").dt.convert_time_zone("UTC").alias("_start"), end.alias("_end"),
         pl.col("x_LineItemId").alias("line_id"),
         (pl.col("EffectiveCost").cast(pl.Decimal(38, PICO_DIGITS)) * 10**PICO_DIGITS).cast(pl.Int128).alias("_pico"),
         tags.alias("tags")).unnest("tags")
-    lines = _micros(lines)
+    lines = _micros(_by_day(lines))
     kind = (pl.when(pl.col("tenant").is_not_null()).then(pl.lit("direct"))
             .when(pl.col("service") == "platform").then(pl.lit("overhead"))
             .when(pl.col("pool") == "warm").then(pl.lit("idle"))
             .otherwise(pl.lit("serving")))
     return lines.with_columns(kind.alias("kind"))
+
+
+def _by_day(lines: pl.DataFrame) -> pl.DataFrame:
+    """Each line on the UTC days its charge period covers (``utc_date``), its exact cost
+    (``_pico``) split by the time it spent in each day.
+
+    A charge of one day (the usual daily or hourly export) stays whole on that day. A longer
+    one (a monthly fee, a recurring commitment) is amortized, as FOCUS' EffectiveCost intends,
+    instead of landing on its first day as a spike: the line is rounded to micro-dollars,
+    each day's part floored, and the micro-dollars left go to the parts with the largest
+    remainders, so the parts sum to the line exactly. A part's line id is the line's with
+    ``@`` and its day. A missing end (a file without the column) books the line on its start
+    day. ``_start``/``_end`` are dropped.
+    """
+    day = pl.duration(days=1)
+    first = pl.col("_start").dt.date()
+    last = (pl.col("_end") - pl.duration(microseconds=1)).dt.date()
+    spread = pl.col("_end").is_not_null() & (last > first)
+    whole = lines.filter(~spread).with_columns(first.alias("utc_date"))
+    parts = lines.filter(spread)
+    if not parts.height:
+        return whole.drop("_start", "_end")
+    day_start = pl.col("utc_date").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    inside = (pl.min_horizontal(pl.col("_end"), day_start + day)
+              - pl.max_horizontal(pl.col("_start"), day_start)).dt.total_microseconds().cast(pl.Int128)
+    # The line is rounded to whole micro-dollars first and split in them: the day rounding
+    # leaves the parts alone, so the days sum to the line as the bill's total has it.
+    unit = 10**(PICO_DIGITS - 6)
+    whole_micros, rest = pl.col("_pico") // unit, pl.col("_pico") % unit
+    micros = whole_micros + ((rest * 2 > unit) | ((rest * 2 == unit) & (whole_micros % 2 == 1))).cast(pl.Int128)
+    exact = pl.col("_micros") * pl.col("_in")
+    span = (pl.col("_end") - pl.col("_start")).dt.total_microseconds().cast(pl.Int128)
+    parts = (parts.with_row_index("_line").with_columns(pl.date_ranges(first, last).alias("utc_date"))
+             .explode("utc_date")
+             .with_columns(inside.alias("_in"), span.alias("_span"), micros.alias("_micros"))
+             .with_columns((exact // pl.col("_span")).alias("_floor"), (exact % pl.col("_span")).alias("_rest")))
+    left = pl.col("_micros").first() - pl.col("_floor").sum()  # in [0, days of the line)
+    rank = pl.struct(pl.col("_rest"), pl.col("utc_date")).rank("ordinal", descending=True)
+    parts = parts.with_columns(
+        ((pl.col("_floor") + (rank.over("_line") <= left.over("_line")).cast(pl.Int128)) * unit).alias("_pico"),
+        (pl.col("line_id") + "@" + pl.col("utc_date").cast(pl.String)).alias("line_id"),
+    ).drop("_line", "_in", "_span", "_micros", "_floor", "_rest")
+    return pl.concat([whole, parts], how="vertical_relaxed").drop("_start", "_end")
 
 
 def _micros(lines: pl.DataFrame) -> pl.DataFrame:

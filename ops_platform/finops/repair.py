@@ -82,8 +82,8 @@ def _fix(record: dict, reason: str, tags_of: dict[str, str], currency_of: dict[s
 def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(repaired, unrepaired) quarantined billing rows.
 
-    ``repaired`` has the columns attribution reads (ChargePeriodStart, x_LineItemId,
-    EffectiveCost as Decimal(38,12), Tags) plus ``repair``; ``unrepaired`` keeps the
+    ``repaired`` has the columns attribution reads (ChargePeriodStart, ChargePeriodEnd,
+    x_LineItemId, EffectiveCost as Decimal(38,12), Tags) plus ``repair``; ``unrepaired`` keeps the
     quarantine rows that no rule covers.
     """
     # A resource's tags from its rows that have some (an empty field is no tags, never a repair).
@@ -111,12 +111,17 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
             left.append(row)
             continue
         fixed.append({"ChargePeriodStart": record["ChargePeriodStart"], "x_LineItemId": record["x_LineItemId"],
-                      "EffectiveCost": record["EffectiveCost"], "Tags": record["Tags"], "repair": "; ".join(notes)})
+                      "EffectiveCost": record["EffectiveCost"], "Tags": record["Tags"], "repair": "; ".join(notes),
+                      "ChargePeriodEnd": None if _PERIOD in (row["reason"] or "") else record.get("ChargePeriodEnd")})
     repaired = pl.DataFrame(fixed, schema={"ChargePeriodStart": pl.String, "x_LineItemId": pl.String,
-                                           "EffectiveCost": pl.String, "Tags": pl.String, "repair": pl.String})
+                                           "EffectiveCost": pl.String, "Tags": pl.String, "repair": pl.String,
+                                           "ChargePeriodEnd": pl.String})
+    stamp = "%Y-%m-%d %H:%M:%S%.f%:z"
+    start = pl.col("ChargePeriodStart").str.to_datetime(stamp, time_zone="UTC")
     repaired = repaired.with_columns(
-        pl.col("ChargePeriodStart").str.to_datetime("%Y-%m-%d %H:%M:%S%.f%:z", time_zone="UTC"),
-        pl.col("EffectiveCost").cast(POLARS_TYPES["decimal"]))
+        start, pl.col("EffectiveCost").cast(POLARS_TYPES["decimal"]),
+        # The period repair (and a record without an end) is the file's daily charge period.
+        pl.col("ChargePeriodEnd").str.to_datetime(stamp, time_zone="UTC").fill_null(start + pl.duration(days=1)))
     return repaired, pl.DataFrame(left, schema=quarantine.schema)
 
 
@@ -124,11 +129,12 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     """(rows, quality): accepted rows plus repaired ones, and per UTC charge day the count
     of repaired and of still-refused rows (which lower that day's confidence)."""
     repaired, left = repair_billing(quarantine, accepted)
-    cols = ["ChargePeriodStart", "x_LineItemId", "EffectiveCost", "Tags"]
+    cols = ["ChargePeriodStart", "ChargePeriodEnd", "x_LineItemId", "EffectiveCost", "Tags"]
     cols += [c for c in ("AllocatedMethodId", "AllocatedTags") if c in accepted.columns]
     rows = pl.concat([accepted.select(*cols, pl.lit(None, pl.String).alias("repair")),
-                      repaired.with_columns(pl.col("ChargePeriodStart").dt.cast_time_unit(
-                          accepted.schema["ChargePeriodStart"].time_unit))], how="diagonal_relaxed")
+                      repaired.with_columns(pl.col(c).dt.cast_time_unit(accepted.schema[c].time_unit)
+                                            for c in ("ChargePeriodStart", "ChargePeriodEnd"))],
+                     how="diagonal_relaxed")
     day = pl.col("ChargePeriodStart").dt.date()
     quality = pl.concat([
         repaired.group_by(day.alias("utc_date")).agg(pl.len().alias("repaired_rows"), pl.lit(0).alias("refused_rows")),
