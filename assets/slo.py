@@ -78,9 +78,13 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
             "burn_service": day.service.with_columns(pl.lit(key).alias("partition_key")),
             "budget_daily": budget})
         metadata: dict = {"dagster/row_count": day.minutes.height}
-        remaining = pl.DataFrame([_budget_left(wh, slo, date.fromisoformat(key)) for slo in slos])
-        wh.replace_partition_tables("slo", key, {"budget_remaining": remaining.with_columns(
-            pl.lit(key).alias("partition_key"))})
+        rows = _budget_rows(wh, slos, date.fromisoformat(key))
+        for day_of, frame in rows.items():
+            wh.replace_partition_tables("slo", day_of.isoformat(), {"budget_remaining": frame.with_columns(
+                pl.lit(day_of.isoformat()).alias("partition_key"))})
+        if len(rows) > 1:
+            context.log.info(f"budget_remaining refreshed for {len(rows) - 1} later stored day(s) whose window holds {key}")
+        remaining = rows[date.fromisoformat(key)]
         for slo in slos:
             left = remaining.filter(pl.col("slo") == slo.name)["budget_remaining"][0]
             metadata[f"budget_remaining/{slo.name}"] = round(left, 4)
@@ -107,6 +111,15 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
                           "platform_action": t.platform_action})
 
     return [slo_burn]
+
+
+def _budget_rows(wh, slos, day: date) -> dict[date, pl.DataFrame]:
+    """The rows of `slo.budget_remaining` to write once `day`'s budget is stored: that day's,
+    and each later stored day whose window holds `day` (a backfill out of order would
+    otherwise leave those days' remaining budget without it)."""
+    later = wh.query("SELECT DISTINCT day FROM slo.budget_daily WHERE day > ? ORDER BY day", [day])["day"].to_list()
+    days = [day] + [d for d in later if any(slo.window.first_day(d) <= day for slo in slos)]
+    return {d: pl.DataFrame([_budget_left(wh, slo, d) for slo in slos]) for d in days}
 
 
 def _budget_left(wh, slo, day) -> dict:

@@ -280,3 +280,27 @@ def test_bad_build_fires_the_fast_tier_on_its_own_series(small_world):
     assert first is not None and first - row["deploy_started_at"] <= timedelta(minutes=10)
     others = states.filter((pl.col("service") == row["service"]) & (pl.col("build_id") != row["build_id"]))
     assert others["firing_fast"].mean() < 0.01
+
+
+def test_a_day_backfilled_out_of_order_refreshes_the_later_days_remaining_budget(tmp_path):
+    from datetime import date
+
+    from assets.slo import _budget_rows
+    from ops_platform.warehouse import Warehouse
+
+    slos = list(by_name().values())
+    wh = Warehouse(tmp_path / "wh.duckdb")
+
+    def store(day: date, bad: int, total: int) -> dict:
+        wh.replace_partition_tables("slo", day.isoformat(), {"budget_daily": pl.DataFrame(
+            [{"slo": s.name, "day": day, "bad": bad, "total": total, "partition_key": day.isoformat()} for s in slos])})
+        return _budget_rows(wh, slos, day)
+
+    rows = store(date(2026, 3, 8), bad=1, total=1000)
+    assert list(rows) == [date(2026, 3, 8)]  # in order: nothing later to refresh
+    rows = store(date(2026, 3, 7), bad=9, total=1000)  # the day before, stored after
+    assert list(rows) == [date(2026, 3, 7), date(2026, 3, 8)]
+    later = rows[date(2026, 3, 8)].filter(pl.col("slo") == "api-availability").row(0, named=True)
+    assert (later["days_stored"], later["bad"], later["total"]) == (2, 10, 2000)  # the 7th now counts
+    # A day outside every window of the later days (rolling 28 days, calendar months) is not rewritten.
+    assert list(store(date(2026, 1, 1), bad=0, total=10)) == [date(2026, 1, 1)]
