@@ -79,9 +79,8 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
             "budget_daily": budget})
         metadata: dict = {"dagster/row_count": day.minutes.height}
         rows = _budget_rows(wh, slos, date.fromisoformat(key))
-        for day_of, frame in rows.items():
-            wh.replace_partition_tables("slo", day_of.isoformat(), {"budget_remaining": frame.with_columns(
-                pl.lit(day_of.isoformat()).alias("partition_key"))})
+        wh.replace_partitions("slo", "budget_remaining", {
+            d.isoformat(): frame.with_columns(pl.lit(d.isoformat()).alias("partition_key")) for d, frame in rows.items()})
         if len(rows) > 1:
             context.log.info(f"budget_remaining refreshed for {len(rows) - 1} later stored day(s) whose window holds {key}")
         remaining = rows[date.fromisoformat(key)]
@@ -116,19 +115,21 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
 def _budget_rows(wh, slos, day: date) -> dict[date, pl.DataFrame]:
     """The rows of `slo.budget_remaining` to write once `day`'s budget is stored: that day's,
     and each later stored day whose window holds `day` (a backfill out of order would
-    otherwise leave those days' remaining budget without it)."""
-    later = wh.query("SELECT DISTINCT day FROM slo.budget_daily WHERE day > ? ORDER BY day", [day])["day"].to_list()
+    otherwise leave those days' remaining budget without it). One read of the stored days:
+    a later day's window never starts before `day`'s."""
+    stored = wh.query("SELECT slo, day, bad, total FROM slo.budget_daily WHERE day >= ?",
+                      [min(slo.window.first_day(day) for slo in slos)])
+    later = sorted(d for d in set(stored["day"].to_list()) if d > day)
     days = [day] + [d for d in later if any(slo.window.first_day(d) <= day for slo in slos)]
-    return {d: pl.DataFrame([_budget_left(wh, slo, d) for slo in slos]) for d in days}
+    return {d: pl.DataFrame([_budget_left(stored, slo, d) for slo in slos]) for d in days}
 
 
-def _budget_left(wh, slo, day) -> dict:
+def _budget_left(stored: pl.DataFrame, slo, day: date) -> dict:
     """The SLO's error budget over its window (rolling, or the calendar period) up to `day`,
-    from the days stored so far (a row of `slo.budget_remaining`)."""
+    from the days stored so far (`stored`: slo, day, bad, total; a row of `slo.budget_remaining`)."""
     first = slo.window.first_day(day)
-    got = wh.query("SELECT sum(bad) AS bad, sum(total) AS total, count(DISTINCT day) AS days FROM slo.budget_daily "
-                   "WHERE slo = ? AND day BETWEEN ? AND ?", [slo.name, first, day]).row(0)
-    bad, total = int(got[0] or 0), int(got[1] or 0)
-    return {"slo": slo.name, "day": day, "window_first_day": first, "days_stored": int(got[2] or 0),
+    rows = stored.filter((pl.col("slo") == slo.name) & pl.col("day").is_between(first, day))
+    bad, total = int(rows["bad"].sum() or 0), int(rows["total"].sum() or 0)
+    return {"slo": slo.name, "day": day, "window_first_day": first, "days_stored": rows["day"].n_unique(),
             "bad": bad, "total": total,
             "budget_remaining": 1.0 - (bad / total) / slo.error_budget if total else 1.0}

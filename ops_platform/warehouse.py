@@ -54,6 +54,11 @@ class Warehouse:
         self._replace(schema, [(name, frame, "partition_key = ?", [partition_key])
                                for name, frame in tables.items()])
 
+    def replace_partitions(self, schema: str, name: str, frames: dict[str, pl.DataFrame]) -> None:
+        """Replace several partitions' rows of one table (``frames``: partition key -> rows,
+        each with its `partition_key` column) in one transaction (idempotent)."""
+        self._replace(schema, [(name, frame, "partition_key = ?", [key]) for key, frame in frames.items()])
+
     def _replace(self, schema: str, writes: list[tuple[str, pl.DataFrame, str, list]]) -> None:
         """For each (table, rows, where, params): delete what `where` selects, insert the rows;
         all in one transaction. Tables are created from their first rows' schema."""

@@ -276,33 +276,55 @@ def test_sub_micro_dollar_lines_keep_the_days_total():
     assert set(tiny["micros"].to_list()) == {0, 1}
 
 
-def test_a_charge_over_several_days_is_amortized_over_them_to_the_micro_dollar():
-    from ops_platform.finops.attribution import cost_lines
+def test_a_charge_over_several_days_is_amortized_over_them_and_each_day_rounded_once():
+    from fractions import Fraction
+
+    from ops_platform.finops.attribution import billed_days, cost_lines
 
     start = datetime(2026, 3, 1, tzinfo=UTC)
-    bill = pl.DataFrame({
-        "ChargePeriodStart": [start, start, start + timedelta(hours=23), start, start],
-        # a daily line; a monthly fee; an hourly-ish charge over midnight (1 h then 2 h); a
-        # three-day credit; a line of a file without ends (null): booked on its start day
-        "ChargePeriodEnd": [start + timedelta(days=1), datetime(2026, 4, 1, tzinfo=UTC),
-                            start + timedelta(days=1, hours=2), start + timedelta(days=3), None],
-        "x_LineItemId": ["day", "month", "midnight", "credit", "open"],
-        "EffectiveCost": [Decimal("1.5"), Decimal("31.000001"), Decimal("3"), Decimal("-1.000001"), Decimal("2")],
-        "Tags": ['{"tenant": "a"}', '{"service": "api"}', '{"tenant": "b"}', '{"tenant": "c"}', '{"tenant": "d"}']},
-        schema_overrides={"EffectiveCost": pl.Decimal(38, 12)})
+    rows = [  # (start, end, cost, tags)
+        (start, start + timedelta(days=1), "1.5", {"tenant": "a"}),  # a daily line
+        (start, datetime(2026, 4, 1, tzinfo=UTC), "31.000001", {"service": "api"}),  # a monthly fee
+        (start + timedelta(hours=23), start + timedelta(days=1, hours=2), "3", {"tenant": "b"}),  # over midnight
+        (start, start + timedelta(days=3), "-1.000001", {"tenant": "c"}),  # a three-day credit
+        (start, None, "2", {"tenant": "d"}),  # a file without ends: its start day
+        # a thousand charges of 0.4 micro-dollars, each half an hour either side of midnight
+        *[(start + timedelta(hours=23, minutes=30), start + timedelta(days=1, minutes=30), "0.0000004",
+           {"tenant": "e"})] * 1000,
+    ]
+    bill = pl.DataFrame({"ChargePeriodStart": [r[0] for r in rows], "ChargePeriodEnd": [r[1] for r in rows],
+                         "x_LineItemId": [f"li-{i:04d}" for i in range(len(rows))],
+                         "EffectiveCost": [Decimal(r[2]) for r in rows], "Tags": [json.dumps(r[3]) for r in rows]},
+                        schema_overrides={"EffectiveCost": pl.Decimal(38, 12)})
     lines = cost_lines(bill)
+    # Each day's exact share of every line, rounded once per day (half to even).
+    exact: dict[date, Fraction] = {}
+    for begin, end, cost, _ in rows:
+        end = end or begin.replace(hour=0) + timedelta(days=1)
+        day = begin.replace(hour=0, minute=0)
+        while day < end:
+            inside = min(end, day + timedelta(days=1)) - max(begin, day)
+            exact[day.date()] = exact.get(day.date(), Fraction(0)) + Fraction(cost) * Fraction(inside / (end - begin))
+            day += timedelta(days=1)
+    per_day = dict(lines.group_by("utc_date").agg(pl.col("micros").sum()).iter_rows())
+    # round(): half to even. The sub-micro charges count (200 micro-dollars on each side of
+    # midnight): split and rounded line by line, they would be 0.
+    assert per_day == {d: round(v * 10**6) for d, v in exact.items()}
     line = pl.col("line_id").str.split("@").list.first()
-    per_line = dict(lines.group_by(line).agg(pl.col("micros").sum()).iter_rows())
-    # Every line keeps its whole cost, to the micro-dollar, however it is split.
-    assert per_line == {"day": 1_500_000, "month": 31_000_001, "midnight": 3_000_000, "credit": -1_000_001,
-                        "open": 2_000_000}
-    month = lines.filter(line == "month").sort("utc_date")
-    assert month.height == 31 and month["utc_date"][0] == date(2026, 3, 1) and month["utc_date"][-1] == date(2026, 3, 31)
-    assert set(month["micros"].to_list()) == {1_000_000, 1_000_001}  # a thirty-first each, within one unit
-    assert lines.filter(line == "midnight").sort("utc_date")["micros"].to_list() == [1_000_000, 2_000_000]
-    assert lines.filter(line == "credit")["micros"].sort().to_list() == [-333_334, -333_334, -333_333]
-    assert lines.filter(line.is_in(["day", "open"]))["utc_date"].to_list() == [date(2026, 3, 1)] * 2
+    month = lines.filter(line == "li-0001").sort("utc_date")
+    assert month.height == 31 and month["utc_date"][-1] == date(2026, 3, 31)
+    assert lines.filter(line == "li-0002").sort("utc_date")["micros"].to_list() == [1_000_000, 2_000_000]
+    assert lines.filter(line.is_in(["li-0000", "li-0004"]))["utc_date"].to_list() == [date(2026, 3, 1)] * 2
     assert lines["line_id"].is_unique().all()
+    # A day is billed by the lines of a day or less that fall on it, not by a monthly fee's part.
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)], "tenant_id": ["a"], "meter": ["api_calls"],
+                          "quantity": [1.0], "events": [1], "final": [True]})
+    day = attribute(bill, usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]})).day
+    assert sorted(billed_days(day).to_list()) == [date(2026, 3, 1), date(2026, 3, 2)]
+    assert day.height == 31  # the fee's days are attributed all the same
+    monthly_only = attribute(bill.filter(pl.col("x_LineItemId") == "li-0001"), usage,
+                             pl.DataFrame({"service": ["api"], "meter": ["api_calls"]})).day
+    assert billed_days(monthly_only).len() == 31  # a bill of long charges covers the days they cover
 
 
 def test_platform_overhead_is_spread_by_api_calls_even_when_the_catalog_lists_platform():

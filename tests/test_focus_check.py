@@ -114,3 +114,17 @@ def test_charges_alike_but_for_their_amounts_keep_their_ids_in_any_row_order(sma
         frame.write_parquet(landing / day / "export.parquet")
     res = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
     assert res.accepted.height == 2 and res.duplicates_removed == 2 and res.quarantine.height == 0
+
+
+def test_an_open_ended_charge_period_is_quarantined_with_its_reason(small_world, tmp_path):
+    from datetime import UTC, datetime
+
+    src = pl.read_parquet(_world_file(small_world))
+    sentinel = datetime(9999, 12, 31, tzinfo=UTC)  # some exports' "no end"
+    out = tmp_path / "open-ended.parquet"
+    src.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(sentinel).cast(src.schema["ChargePeriodEnd"]))
+                     .otherwise(pl.col("ChargePeriodEnd")).alias("ChargePeriodEnd")).write_parquet(out)
+    report = check_file(out, BILLING_FOCUS)
+    assert report.loads and report.rows - report.accepted == _malformed_in(small_world, _world_file(small_world)) + 1
+    res = CliRunner().invoke(main, ["focus", "check", str(out)])
+    assert "ChargePeriodEnd: more than 366 days after ChargePeriodStart" in res.output

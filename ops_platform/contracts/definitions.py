@@ -123,6 +123,7 @@ USAGE_EVENTS = Contract(
     flatten={"data.meter": "meter", "data.quantity": "quantity"},
     description="Metering events as CloudEvents 1.0, deduplicated on (source, id).",
 )
+MAX_CHARGE_DAYS = 366  # a year's commitment, leap day included
 FOCUS_NOT_NULL = ("BilledCost", "BillingAccountId", "BillingCurrency", "BillingPeriodEnd", "BillingPeriodStart",
                   "ChargeCategory", "ChargePeriodEnd", "ChargePeriodStart", "ContractedCost", "EffectiveCost",
                   "InvoiceIssuerName", "ListCost", "ProviderName", "PublisherName", "ServiceCategory",
@@ -157,6 +158,11 @@ BILLING_FOCUS = Contract(
              "ServiceCategory: not a FOCUS service category"),
         Rule("charge_period", (pl.col("ChargePeriodEnd") > pl.col("ChargePeriodStart")).fill_null(False),
              "ChargePeriodEnd: not after ChargePeriodStart"),
+        # Attribution amortizes a charge over the days of its period: an open-ended sentinel
+        # (9999-12-31) would spread a cost over millions of days.
+        Rule("charge_period_length", (pl.col("ChargePeriodEnd") - pl.col("ChargePeriodStart")
+                                      <= pl.duration(days=MAX_CHARGE_DAYS)).fill_null(True),
+             f"ChargePeriodEnd: more than {MAX_CHARGE_DAYS} days after ChargePeriodStart"),
         Rule("usage_cost_non_negative",
              ~((pl.col("ChargeCategory") == "Usage") & (pl.col("BilledCost").cast(pl.Float64) < 0)).fill_null(False),
              "BilledCost: negative on a Usage charge"),

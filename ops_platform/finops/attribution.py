@@ -43,7 +43,7 @@ _TAGS = pl.Struct({"tenant": pl.String, "service": pl.String, "pool": pl.String}
 @dataclass
 class Attribution:
     tenant_day: pl.DataFrame  # utc_date, tenant_id, <kind>_micros..., total_micros, confidence
-    day: pl.DataFrame  # utc_date, billed_micros, attributed_micros, unallocated_micros, confidence, ...
+    day: pl.DataFrame  # utc_date, billed_micros, attributed_micros, unallocated_micros, confidence, feed_lines, ...
     reconciliation: pl.DataFrame  # utc_date, service, meter, cost_micros, quantity, unit_cost, unexplained
 
 
@@ -77,20 +77,25 @@ def cost_lines(billing: pl.DataFrame) -> pl.DataFrame:
 
 def _by_day(lines: pl.DataFrame) -> pl.DataFrame:
     """Each line on the UTC days its charge period covers (``utc_date``), its exact cost
-    (``_pico``) split by the time it spent in each day.
+    (``_pico``) split by the time it spent in each day; ``feed_day``: for a line of a day or
+    less, the day the middle of its period falls on (null for longer ones).
 
-    A charge of one day (the usual daily or hourly export) stays whole on that day. A longer
-    one (a monthly fee, a recurring commitment) is amortized, as FOCUS' EffectiveCost intends,
-    instead of landing on its first day as a spike: the line is rounded to micro-dollars,
-    each day's part floored, and the micro-dollars left go to the parts with the largest
-    remainders, so the parts sum to the line exactly. A part's line id is the line's with
-    ``@`` and its day. A missing end (a file without the column) books the line on its start
-    day. ``_start``/``_end`` are dropped.
+    A charge within one UTC day (the usual daily or hourly export) stays whole on that day.
+    A longer one (a monthly fee, a recurring commitment, a day in another time zone) is
+    amortized, as FOCUS' EffectiveCost intends, instead of landing on its first day: each
+    day's part is floored to the pico-dollar and the pico-dollars left go to the parts with
+    the largest remainders, so the parts sum to the line exactly and each day is still
+    rounded once (``_micros``). A part's line id is the line's with ``@`` and its day. A
+    missing end (a file without the column) books the line on its start day.
     """
     day = pl.duration(days=1)
     first = pl.col("_start").dt.date()
     last = (pl.col("_end") - pl.duration(microseconds=1)).dt.date()
+    middle = (pl.col("_start") + (pl.col("_end") - pl.col("_start")) / 2).dt.date()
+    feed_day = (pl.when(pl.col("_end").is_null()).then(first)
+                .when(pl.col("_end") - pl.col("_start") <= day).then(middle).alias("feed_day"))
     spread = pl.col("_end").is_not_null() & (last > first)
+    lines = lines.with_columns(feed_day)
     whole = lines.filter(~spread).with_columns(first.alias("utc_date"))
     parts = lines.filter(spread)
     if not parts.height:
@@ -98,24 +103,29 @@ def _by_day(lines: pl.DataFrame) -> pl.DataFrame:
     day_start = pl.col("utc_date").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
     inside = (pl.min_horizontal(pl.col("_end"), day_start + day)
               - pl.max_horizontal(pl.col("_start"), day_start)).dt.total_microseconds().cast(pl.Int128)
-    # The line is rounded to whole micro-dollars first and split in them: the day rounding
-    # leaves the parts alone, so the days sum to the line as the bill's total has it.
-    unit = 10**(PICO_DIGITS - 6)
-    whole_micros, rest = pl.col("_pico") // unit, pl.col("_pico") % unit
-    micros = whole_micros + ((rest * 2 > unit) | ((rest * 2 == unit) & (whole_micros % 2 == 1))).cast(pl.Int128)
-    exact = pl.col("_micros") * pl.col("_in")
     span = (pl.col("_end") - pl.col("_start")).dt.total_microseconds().cast(pl.Int128)
+    exact = pl.col("_pico") * pl.col("_in")
     parts = (parts.with_row_index("_line").with_columns(pl.date_ranges(first, last).alias("utc_date"))
              .explode("utc_date")
-             .with_columns(inside.alias("_in"), span.alias("_span"), micros.alias("_micros"))
+             .with_columns(inside.alias("_in"), span.alias("_span"))
              .with_columns((exact // pl.col("_span")).alias("_floor"), (exact % pl.col("_span")).alias("_rest")))
-    left = pl.col("_micros").first() - pl.col("_floor").sum()  # in [0, days of the line)
+    left = pl.col("_pico").first() - pl.col("_floor").sum()  # in [0, days of the line)
     rank = pl.struct(pl.col("_rest"), pl.col("utc_date")).rank("ordinal", descending=True)
     parts = parts.with_columns(
-        ((pl.col("_floor") + (rank.over("_line") <= left.over("_line")).cast(pl.Int128)) * unit).alias("_pico"),
+        (pl.col("_floor") + (rank.over("_line") <= left.over("_line")).cast(pl.Int128)).alias("_pico"),
         (pl.col("line_id") + "@" + pl.col("utc_date").cast(pl.String)).alias("line_id"),
-    ).drop("_line", "_in", "_span", "_micros", "_floor", "_rest")
+    ).drop("_line", "_in", "_span", "_floor", "_rest")
     return pl.concat([whole, parts], how="vertical_relaxed").drop("_start", "_end")
+
+
+def billed_days(day: pl.DataFrame) -> pl.Series:
+    """The days a bill covers, from ``Attribution.day``: with a daily (or finer) feed, the
+    days one of its lines of a day or less falls on, so a monthly fee spread over a day
+    whose daily file never came does not make it look billed; a bill of longer charges only
+    covers the days they cover."""
+    if "feed_lines" in day.columns and day["feed_lines"].sum() > 0:
+        return day.filter(pl.col("feed_lines") > 0)["utc_date"]
+    return day["utc_date"]
 
 
 def _micros(lines: pl.DataFrame) -> pl.DataFrame:
@@ -176,7 +186,8 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
 
     # Confidence: evidence share, then the day's source penalties.
     final = usage.group_by("utc_date").agg(pl.col("final").all())
-    day_rows = lines.group_by("utc_date").agg(pl.len().alias("rows"), pl.col("micros").sum().alias("billed_micros"))
+    day_rows = lines.group_by("utc_date").agg(pl.len().alias("rows"), pl.col("micros").sum().alias("billed_micros"),
+                                              (pl.col("feed_day") == pl.col("utc_date")).sum().alias("feed_lines"))
     q = (quality if quality is not None and quality.height
          else pl.DataFrame(schema={"utc_date": pl.Date, "repaired_rows": pl.Int64, "refused_rows": pl.Int64}))
     day_rows = (day_rows.join(q, on="utc_date", how="left").join(final, on="utc_date", how="left")

@@ -14,7 +14,7 @@ from ..ingest.landing import LandingZoneReader
 from ..ingest.pipeline import ingest_partition, quarantine_rows, split_redeliveries
 from ..settings import usage_final_after_days
 from .anomalies import detect_anomalies
-from .attribution import CONFIDENCE_TARGET, Attribution, attribute
+from .attribution import CONFIDENCE_TARGET, Attribution, attribute, billed_days
 from .invoices import Period, build_invoices
 from .repair import billing_for_attribution
 from .usage import daily_usage, usage_from
@@ -86,7 +86,7 @@ class FinOpsRun:
     def unbilled_days(self) -> list[date]:
         """Final usage days with no billing at all: nothing attributed, no evidence, no confidence."""
         final = self.usage.group_by("utc_date").agg(pl.col("final").all()).filter(pl.col("final"))
-        billed = self.attribution.day["utc_date"].implode()
+        billed = billed_days(self.attribution.day).implode()
         return sorted(final.filter(~pl.col("utc_date").is_in(billed))["utc_date"].to_list())
 
 
@@ -141,7 +141,7 @@ class StoredFinOps:
     def blockers(self, period: Period) -> list[str]:
         """Why the period's invoices may not be released yet (empty: they may)."""
         day = self.day.filter(period.covers())
-        have = set(day["utc_date"].to_list())
+        have = set(billed_days(self.day).to_list())  # the feed is judged on the whole bill
         wanted = [period.start + timedelta(days=i) for i in range((period.end - period.start).days)]
         reasons = []
         missing = [d for d in wanted if d not in have]
