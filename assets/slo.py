@@ -71,19 +71,19 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
             context.log.info(f"SLIs from Prometheus at {sli.prometheus_url}")
         day = compute_day(slos, start, end, counters=frames["request_counters"],
                           latency=frames["latency_buckets"], lag=frames["lag_samples"])
-        budget = day.budget.with_columns(pl.lit(key).alias("partition_key"),
-                                         pl.lit(date.fromisoformat(key)).alias("day"))
+        day_of = date.fromisoformat(key)
+        budget = day.budget.with_columns(pl.lit(key).alias("partition_key"), pl.lit(day_of).alias("day"))
         wh.replace_partition_tables("slo", key, {
             "burn_minutes": day.minutes.with_columns(pl.lit(key).alias("partition_key")),
             "burn_service": day.service.with_columns(pl.lit(key).alias("partition_key")),
             "budget_daily": budget})
         metadata: dict = {"dagster/row_count": day.minutes.height}
-        rows = _budget_rows(wh, slos, date.fromisoformat(key))
+        rows = _budget_rows(wh, slos, day_of)
         wh.replace_partitions("slo", "budget_remaining", {
             d.isoformat(): frame.with_columns(pl.lit(d.isoformat()).alias("partition_key")) for d, frame in rows.items()})
         if len(rows) > 1:
             context.log.info(f"budget_remaining refreshed for {len(rows) - 1} later stored day(s) whose window holds {key}")
-        remaining = rows[date.fromisoformat(key)]
+        remaining = rows[day_of]
         for slo in slos:
             left = remaining.filter(pl.col("slo") == slo.name)["budget_remaining"][0]
             metadata[f"budget_remaining/{slo.name}"] = round(left, 4)

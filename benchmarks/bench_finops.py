@@ -6,9 +6,9 @@ FOCUS contract accepted (loaded once beforehand, not timed), then attribute ever
 to tenants (direct, usage-weighted serving and idle, overhead by API calls, largest
 remainder in micro-dollars) and reconcile per service and day. The world bills daily lines
 only; ours also reads each line's period (a charge over several days is amortized), pandas
-books each line on its start day. Each implementation runs in
-its own process, so its peak RSS is its own. The outputs are compared: the same tenant-day
-totals, to the micro-dollar, or the run fails.
+books each line on its start day. Each implementation runs in its own process, so its peak
+RSS is its own. The outputs are compared: the same tenant-day totals, to the micro-dollar,
+or the run fails.
 
     python benchmarks/bench_finops.py --world DIR [--skip-pandas] [--json out.json]
 """

@@ -34,11 +34,6 @@ from ..receipts.canonical import strict_loads
 from ..timezones import iso_utc, utcnow
 
 COHORTS: tuple[str, ...] = ("canary", "early", "general")
-
-
-def release_flag(service: str) -> str:
-    """The release flag that ramps ``service``'s builds."""
-    return f"release-{service}"
 """Deployment cohorts, in the order a ramp fills them (same as the world's catalog)."""
 COHORT_ATTRIBUTE = "cohort"
 RELEASE_PREFIX = "release-"
@@ -56,6 +51,11 @@ flagd ships the metadata with every evaluation, so the list is bounded rather th
 
 _FLAG_FIELDS = frozenset({"state", "variants", "defaultVariant", "targeting", "metadata"})
 _IDENT = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
+
+
+def release_flag(service: str) -> str:
+    """The release flag that ramps ``service``'s builds."""
+    return f"{RELEASE_PREFIX}{service}"
 
 
 class FlagFileError(ValueError):

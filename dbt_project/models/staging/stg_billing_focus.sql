@@ -1,6 +1,11 @@
 -- FOCUS 1.2 rows, one per line item (a line re-delivered in a later file date counts as first
 -- delivered); Tags is a JSON object (an empty field is no tags), tenant and service tags
 -- pulled out for attribution.
+with first_delivery as (
+    select *, nullif(regexp_replace(Tags, '^\s+|\s+$', '', 'g'), '') as tags_json
+    from {{ source('raw', 'billing_focus') }}
+    qualify row_number() over (partition by x_LineItemId order by partition_key, _source_file, _source_row) = 1
+)
 select
     x_LineItemId as line_item_id,
     ChargePeriodStart as charge_period_start,
@@ -18,10 +23,9 @@ select
     ContractedCost as contracted_cost,
     PricingQuantity as pricing_quantity,
     PricingUnit as pricing_unit,
-    nullif(regexp_replace(Tags, '^\s+|\s+$', '', 'g'), '') as tags,
-    json_extract_string(nullif(regexp_replace(Tags, '^\s+|\s+$', '', 'g'), ''), '$.tenant') as tag_tenant,
-    json_extract_string(nullif(regexp_replace(Tags, '^\s+|\s+$', '', 'g'), ''), '$.service') as tag_service,
-    json_extract_string(nullif(regexp_replace(Tags, '^\s+|\s+$', '', 'g'), ''), '$.pool') as tag_pool,
+    tags_json as tags,
+    json_extract_string(tags_json, '$.tenant') as tag_tenant,
+    json_extract_string(tags_json, '$.service') as tag_service,
+    json_extract_string(tags_json, '$.pool') as tag_pool,
     partition_key
-from {{ source('raw', 'billing_focus') }}
-qualify row_number() over (partition by x_LineItemId order by partition_key, _source_file, _source_row) = 1
+from first_delivery
