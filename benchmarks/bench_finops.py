@@ -58,7 +58,7 @@ def _billing_and_services(world: Path, tmp: Path) -> None:
         tmp / "services.parquet")
 
 
-def run_ours(world: Path, tmp: Path) -> pl.DataFrame:
+def run_ours(world: Path, tmp: Path) -> dict[str, pl.DataFrame]:
     import duckdb
 
     from ops_platform.finops.attribution import attribute
@@ -67,10 +67,11 @@ def run_ours(world: Path, tmp: Path) -> pl.DataFrame:
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")  # spill rather than grow past the budget
     glob = str(world / "landing" / "usage_events" / "*" / "*.parquet")
-    usage, _, _ = usage_from(con, f"read_parquet('{glob}', hive_partitioning = true)", LANDING_EVENTS)
+    usage, corrections, _ = usage_from(con, f"read_parquet('{glob}', hive_partitioning = true)", LANDING_EVENTS)
     billing = pl.read_parquet(tmp / "billing.parquet")
     result = attribute(billing, usage, pl.read_parquet(tmp / "services.parquet"))
-    return result.tenant_day.select("utc_date", "tenant_id", "total_micros")
+    return {"tenant_day": result.tenant_day, "day": result.day, "reconciliation": result.reconciliation,
+            "corrections": corrections}
 
 
 def _pandas_events(path: Path):
@@ -88,8 +89,10 @@ def _pandas_events(path: Path):
     return df
 
 
-def run_pandas(world: Path, tmp: Path) -> pl.DataFrame:
-    """What a careful analyst would write in pandas: load, dedup, group, merge, allocate.
+def run_pandas(world: Path, tmp: Path) -> dict[str, pl.DataFrame]:
+    """What a careful analyst would write in pandas: load, dedup, group, merge, allocate,
+    then the same outputs as ours: tenant lines per kind with their confidence, the day's
+    summary, the reconciliation per service and day, and the correction rows.
 
     Loading a month of L events in one frame needs about ten times the memory of a month at
     M (7 GiB there), more than this machine has, so events are read one arrival day at a
@@ -99,26 +102,34 @@ def run_pandas(world: Path, tmp: Path) -> pl.DataFrame:
     import numpy as np
     import pandas as pd
 
+    from ops_platform.finops.attribution import KINDS, NOT_FINAL_WEIGHT, RULE_WEIGHT, UNALLOCATED
+
+    window = pd.Timedelta(days=2)
     pending: dict = {}  # utc_date -> frames of its events read so far
-    done = []
+    done, late = [], []
+    as_of = None  # the last day an event arrived
 
     def close(day) -> None:
         ev = pd.concat(pending.pop(day), ignore_index=True).drop_duplicates(["source", "id"], keep="first")
         done.append(ev.groupby(["utc_date", "subject", "meter"], as_index=False)["quantity"].sum())
 
-    days = sorted((world / "landing" / "usage_events").glob("dt=*"))
-    for folder in days:
+    for folder in sorted((world / "landing" / "usage_events").glob("dt=*")):
         arrived = pd.Timestamp(folder.name[3:]).date()
         for f in sorted(folder.glob("*.parquet")):
             df = _pandas_events(f)
-            df = df[df["utc_date"] + pd.Timedelta(days=2) >= arrived]  # later: a correction
-            for day, part in df.groupby("utc_date"):
+            as_of = arrived if len(df) else as_of
+            on_time = df["utc_date"] + window >= arrived
+            late.append(df[~on_time].assign(arrived=arrived))
+            for day, part in df[on_time].groupby("utc_date"):
                 pending.setdefault(day, []).append(part)
-        for day in [d for d in pending if d + pd.Timedelta(days=2) <= arrived]:
+        for day in [d for d in pending if d + window <= arrived]:
             close(day)
     for day in sorted(pending):
         close(day)
     usage = pd.concat(done, ignore_index=True)
+    corrections = (pd.concat(late, ignore_index=True).drop_duplicates(["source", "id"], keep="first")
+                   .groupby(["utc_date", "subject", "meter", "arrived"], as_index=False)
+                   .agg(quantity=("quantity", "sum"), events=("quantity", "size")))
 
     bill = pd.read_parquet(tmp / "billing.parquet")
     bill["utc_date"] = pd.to_datetime(bill["ChargePeriodStart"], utc=True).dt.date
@@ -127,37 +138,134 @@ def run_pandas(world: Path, tmp: Path) -> pl.DataFrame:
     bill["tenant"] = tags.map(lambda t: t.get("tenant"))
     bill["service"] = tags.map(lambda t: t.get("service"))
     bill["pool"] = tags.map(lambda t: t.get("pool"))
-    direct = bill[bill["tenant"].notna()].groupby(["utc_date", "tenant"], as_index=False)["micros"].sum()
-    shared = bill[bill["tenant"].isna()].copy()
-    shared["kind"] = np.where(shared["service"] == "platform", "overhead",
-                              np.where(shared["pool"] == "warm", "idle", "serving"))
-    pools = shared.groupby(["utc_date", "service", "kind"], as_index=False)["micros"].sum()
+    bill["kind"] = np.where(bill["tenant"].notna(), "direct", np.where(
+        bill["service"] == "platform", "overhead", np.where(bill["pool"] == "warm", "idle", "serving")))
+    direct = bill[bill["kind"] == "direct"].groupby(["utc_date", "tenant", "kind"], as_index=False)["micros"].sum()
+    shared = bill[bill["kind"] != "direct"]
+    pool_keys = ["utc_date", "service", "kind"]
+    pools = shared.groupby(pool_keys, as_index=False, dropna=False)["micros"].sum()
     services = pd.read_parquet(tmp / "services.parquet")
     meter_of = dict(zip(services["service"], services["meter"], strict=True)) | {"platform": "api_calls"}
     pools["meter"] = pools["service"].map(meter_of)
     w = pools.merge(usage, on=["utc_date", "meter"])
     w = w[w["quantity"] > 0]
-    w["share"] = w["quantity"] / w.groupby(["utc_date", "service", "kind"])["quantity"].transform("sum")
+    w["share"] = w["quantity"] / w.groupby(pool_keys)["quantity"].transform("sum")
     exact = w["micros"] * w["share"]
     w["alloc"] = np.floor(exact).astype("int64")
     w["frac"] = exact - w["alloc"]
-    w["left"] = w["micros"] - w.groupby(["utc_date", "service", "kind"])["alloc"].transform("sum")
-    w = w.sort_values(["utc_date", "service", "kind", "frac", "subject"], ascending=[True, True, True, False, False])
-    w["rank"] = w.groupby(["utc_date", "service", "kind"]).cumcount() + 1
+    w["left"] = w["micros"] - w.groupby(pool_keys)["alloc"].transform("sum")
+    w = w.sort_values([*pool_keys, "frac", "subject"], ascending=[True, True, True, False, False])
+    w["rank"] = w.groupby(pool_keys).cumcount() + 1
     w["alloc"] += (w["rank"] <= w["left"]).astype("int64")
-    shares = w.groupby(["utc_date", "subject"], as_index=False)["alloc"].sum().rename(
+    shares = w.groupby(["utc_date", "subject", "kind"], as_index=False)["alloc"].sum().rename(
         columns={"subject": "tenant", "alloc": "micros"})
-    total = pd.concat([direct, shares]).groupby(["utc_date", "tenant"], as_index=False)["micros"].sum()
-    return pl.from_pandas(total.rename(columns={"tenant": "tenant_id", "micros": "total_micros"}))
+    # A pool whose meter saw no usage (or without a service) is the unallocated line.
+    placed = w.groupby(pool_keys, as_index=False)["alloc"].sum()
+    left = pools.merge(placed, on=pool_keys, how="left")
+    left["micros"] -= left["alloc"].fillna(0).astype("int64")
+    left = left[left["micros"] != 0].assign(tenant=UNALLOCATED)
+    parts = pd.concat([direct, shares, left[["utc_date", "tenant", "kind", "micros"]]], ignore_index=True)
+    wide = (parts.pivot_table(index=["utc_date", "tenant"], columns="kind", values="micros", aggfunc="sum",
+                              fill_value=0).reindex(columns=list(KINDS), fill_value=0))
+    wide.columns = [f"{k}_micros" for k in KINDS]
+    wide = wide.reset_index()
+    wide["total_micros"] = wide[[f"{k}_micros" for k in KINDS]].sum(axis=1)
+
+    # Confidence: the evidence share of each tenant-day, times the day's source factor.
+    days = bill.groupby("utc_date", as_index=False).agg(billed_micros=("micros", "sum"))
+    usage_days = set(usage["utc_date"])
+    days["source_factor"] = [1.0 if d in usage_days and d + window < as_of else NOT_FINAL_WEIGHT
+                             for d in days["utc_date"]]
+    wide = wide.merge(days[["utc_date", "source_factor"]], on="utc_date", how="left")
+    evidence = (wide["direct_micros"] + wide["serving_micros"]
+                + RULE_WEIGHT * (wide["idle_micros"] + wide["overhead_micros"]))
+    total = wide["total_micros"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = (evidence / total).clip(0.0, 1.0) * wide["source_factor"]
+    wide["confidence"] = np.where(wide["tenant"] == UNALLOCATED, 0.0,
+                                  np.where(total != 0, share, wide["source_factor"]))
+    wide["weighted"] = wide["confidence"] * total.abs()
+    wide["size"] = total.abs()
+    wide["unallocated"] = np.where(wide["tenant"] == UNALLOCATED, total, 0)
+    wide["tenants"] = (wide["tenant"] != UNALLOCATED).astype("int64")
+    per_day = wide.groupby("utc_date", as_index=False).agg(
+        attributed_micros=("total_micros", "sum"), unallocated_micros=("unallocated", "sum"),
+        weighted=("weighted", "sum"), size=("size", "sum"), tenants=("tenants", "sum"))
+    day = days.merge(per_day, on="utc_date", how="left")
+    day["confidence"] = (day["weighted"] / day["size"]).fillna(day["source_factor"])
+
+    # Reconciliation: shared cost per service and day against its meter's usage.
+    cost = (shared.assign(idle=np.where(shared["kind"] == "idle", shared["micros"], 0))
+            .groupby(["utc_date", "service"], as_index=False, dropna=False)
+            .agg(cost_micros=("micros", "sum"), idle_micros=("idle", "sum")))
+    cost["meter"] = cost["service"].map(meter_of)
+    metered = usage.groupby(["utc_date", "meter"], as_index=False)["quantity"].sum()
+    unexplained = (left.groupby(["utc_date", "service"], as_index=False, dropna=False)["micros"].sum()
+                   .rename(columns={"micros": "unexplained_micros"}))
+    rec = (cost.merge(metered, on=["utc_date", "meter"], how="left")
+           .merge(unexplained, on=["utc_date", "service"], how="left"))
+    rec["quantity"] = rec["quantity"].fillna(0.0)
+    rec["unexplained_micros"] = rec["unexplained_micros"].fillna(0).astype("int64")
+    rec["unit_cost_usd"] = np.where(rec["quantity"] > 0, rec["cost_micros"] / 1e6 / rec["quantity"], np.nan)
+
+    wide = wide.rename(columns={"tenant": "tenant_id"})
+    return {"tenant_day": pl.from_pandas(wide[["utc_date", "tenant_id", *(f"{k}_micros" for k in KINDS),
+                                               "total_micros", "confidence"]]),
+            "day": pl.from_pandas(day[["utc_date", "billed_micros", "attributed_micros", "unallocated_micros",
+                                       "tenants", "confidence"]]),
+            "reconciliation": pl.from_pandas(rec[["utc_date", "service", "meter", "cost_micros", "idle_micros",
+                                                  "quantity", "unexplained_micros", "unit_cost_usd"]]),
+            "corrections": pl.from_pandas(corrections.rename(columns={"subject": "tenant_id"}))}
+
+
+# What both implementations must agree on: (keys, columns equal exactly, float columns
+# equal to a relative 1e-9: sums of floats in another order differ in the last bits).
+OUTPUTS = {
+    "tenant_day": (["utc_date", "tenant_id"],
+                   ["direct_micros", "serving_micros", "idle_micros", "overhead_micros", "total_micros"],
+                   ["confidence"]),
+    "day": (["utc_date"], ["billed_micros", "attributed_micros", "unallocated_micros", "tenants"], ["confidence"]),
+    "reconciliation": (["utc_date", "service"], ["meter", "cost_micros", "idle_micros", "unexplained_micros"],
+                       ["quantity", "unit_cost_usd"]),
+    "corrections": (["utc_date", "tenant_id", "meter", "arrived"], ["events"], ["quantity"]),
+}
+
+
+def _differences(tmp: Path) -> list[str]:
+    """Where ours and pandas disagree, output by output (empty: they agree)."""
+    found = []
+    for name, (keys, exact, approx) in OUTPUTS.items():
+        a, b = (pl.read_parquet(tmp / f"{impl}_{name}.parquet") for impl in ("ours", "pandas"))
+        cols = [*exact, *approx]
+        a = a.select(*keys, *(pl.col(c).cast(pl.Float64) if c in approx else pl.col(c) for c in cols))
+        b = b.select(*keys, *(pl.col(c).cast(a.schema[c]) for c in cols))
+        a = a.with_columns(pl.col(k).cast(b.schema[k]) for k in keys)
+        both = a.join(b, on=keys, how="full", coalesce=True, suffix="_pandas", nulls_equal=True)
+        if both.height != a.height or both.height != b.height:
+            found.append(f"{name}: {a.height} rows in ours, {b.height} in pandas, {both.height} together")
+            continue
+        for c in exact:
+            bad = both.filter(pl.col(c).ne_missing(pl.col(f"{c}_pandas")))
+            if bad.height:
+                found.append(f"{name}.{c}: {bad.height} rows differ, e.g. {bad.row(0, named=True)}")
+        for c in approx:
+            x, y = pl.col(c), pl.col(f"{c}_pandas")
+            off = (x - y).abs() > 1e-9 * pl.max_horizontal(x.abs(), y.abs(), pl.lit(1e-300))
+            bad = both.filter(off.fill_null(x.is_null() != y.is_null()))
+            if bad.height:
+                found.append(f"{name}.{c}: {bad.height} rows differ, e.g. {bad.row(0, named=True)}")
+    return found
 
 
 def _child(impl: str, world: Path, tmp: Path) -> None:
     t0 = time.perf_counter()
-    out = (run_ours if impl == "ours" else run_pandas)(world, tmp)
+    outputs = (run_ours if impl == "ours" else run_pandas)(world, tmp)
     wall = time.perf_counter() - t0
-    out.write_parquet(tmp / f"{impl}.parquet")
+    for name, frame in outputs.items():
+        frame.write_parquet(tmp / f"{impl}_{name}.parquet")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps({"impl": impl, "wall_s": round(wall, 2), "peak_rss_gib": round(peak, 2), "rows": out.height}))
+    print(json.dumps({"impl": impl, "wall_s": round(wall, 2), "peak_rss_gib": round(peak, 2),
+                      "tenant_days": outputs["tenant_day"].height}))
 
 
 def _run(impl: str, world: Path, tmp: Path) -> dict:
@@ -188,28 +296,28 @@ def main() -> int:
         results = [_run("ours", args.world, tmp)]
         if not args.skip_pandas:
             results.append(_run("pandas", args.world, tmp))
-        same = None
+        differences = None
         if all("error" not in r for r in results) and len(results) == 2:
-            a = pl.read_parquet(tmp / "ours.parquet").filter(pl.col("tenant_id") != "(unallocated)")
-            b = pl.read_parquet(tmp / "pandas.parquet")
-            keys = ["utc_date", "tenant_id"]
-            same = a.sort(keys).select(keys + ["total_micros"]).equals(b.sort(keys).select(keys + ["total_micros"]))
+            differences = _differences(tmp)
     facts = {"python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
              "world": str(args.world), "config": manifest.get("config"), "billing_prep_s": round(prep, 1)}
     print(json.dumps(facts, default=str))
     for r in results:
         print(json.dumps(r))
-    if same is not None:
+    if differences is not None:
         ours, pandas = results
         ratio = pandas["wall_s"] / ours["wall_s"]
-        print(f"same tenant-day totals to the micro-dollar: {same}")
+        print(f"the same {', '.join(OUTPUTS)} (money to the micro-dollar): {not differences}")
+        for d in differences:
+            print(f"  differs: {d}")
         print(f"ours {ours['wall_s']} s / {ours['peak_rss_gib']} GiB; pandas {pandas['wall_s']} s / "
               f"{pandas['peak_rss_gib']} GiB; ours {ratio:.1f}x faster (target {SPEEDUP_TARGET:g}x), "
               f"memory target < {MEMORY_TARGET_GIB:g} GiB: {'met' if ours['peak_rss_gib'] < MEMORY_TARGET_GIB else 'NOT met'}")
-        if not same:
+        if differences:
             return 1
     if args.json:
-        args.json.write_text(json.dumps({"facts": facts, "results": results, "same": same}, indent=2, default=str))
+        args.json.write_text(json.dumps({"facts": facts, "results": results, "same": differences == [],
+                                         "differences": differences}, indent=2, default=str))
     return 0
 
 
