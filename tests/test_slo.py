@@ -201,6 +201,25 @@ def test_timeslices_count_bad_minutes_and_skip_empty_ones():
     assert left["error_ratio"] == pytest.approx(1 / 3) and left["budget_remaining"] < 0
 
 
+def test_latency_minutes_pair_each_total_with_its_own_good_bucket_whatever_the_row_order():
+    slo = by_name()["api-latency"]  # good: le 1.5; slice target 95%
+    t0 = datetime(2026, 3, 8, tzinfo=UTC)
+    buckets = {  # (minute, build) -> {le: count}
+        (0, "b1"): {0.5: 90, 1.5: 99, 5.0: 100, float("inf"): 100},  # 99% fast: good
+        (0, "b2"): {0.5: 0, 1.5: 50, float("inf"): 100},  # same minute, other build: bad
+        (1, "b1"): {5.0: 100, float("inf"): 100},  # no good bucket: none fast, bad
+        (2, "b1"): {1.5: 100},  # no +Inf bucket: no requests to judge
+        (3, "b2"): {1.5: 96, float("inf"): 100},
+    }
+    rows = [{"ts": t0 + timedelta(minutes=m), "service": "api", "cohort": "early", "build_id": b, "le": le,
+             "count": n} for (m, b), counts in buckets.items() for le, n in counts.items()]
+    rows += [dict(r, service="graph") for r in rows]  # another service's buckets never pair with these
+    lat = pl.DataFrame(rows).sample(fraction=1.0, shuffle=True, seed=3)
+    ev = minute_events(slo, latency=lat).sort("ts", "build_id")
+    minutes = [(int((ts - t0).total_seconds() // 60), b, bad) for ts, b, bad in ev.select("ts", "build_id", "bad").rows()]
+    assert minutes == [(0, "b1", 0), (0, "b2", 1), (1, "b1", 1), (3, "b2", 0)]
+
+
 def test_a_timeslices_slo_of_the_whole_service_judges_the_services_minute():
     slo = by_name()["api-latency"]
     t0 = datetime(2026, 3, 8, tzinfo=UTC)
