@@ -60,11 +60,32 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     assert mats[0].metadata["dagster/row_count"].value == wh.query(
         "SELECT count(*) AS n FROM raw.usage_events")["n"][0]
 
+    # Re-deliveries in a later partition, with changed content: staging keeps the first delivery.
+    event = wh.query("SELECT source, id, quantity FROM raw.usage_events ORDER BY source, id LIMIT 1").row(0)
+    line = wh.query("SELECT x_LineItemId, EffectiveCost FROM raw.billing_focus ORDER BY x_LineItemId LIMIT 1").row(0)
+    with wh.connect() as con:
+        for table, where, changed in (("usage_events", "source = ? AND id = ?", "quantity = quantity + 1"),
+                                      ("billing_focus", "x_LineItemId = ?", "EffectiveCost = EffectiveCost + 1")):
+            key = list(event[:2]) if table == "usage_events" else [line[0]]
+            con.execute(f"CREATE TEMP TABLE again AS SELECT * FROM raw.{table} WHERE {where}", key)
+            con.execute(f"UPDATE again SET {changed}, partition_key = '2026-03-09', "
+                        "_source_file = replace(_source_file, 'dt=2026-03-08', 'dt=2026-03-09')")
+            con.execute(f"INSERT INTO raw.{table} SELECT * FROM again")
+            con.execute("DROP TABLE again")
+
     staging = defs.resolve_job_def(DBT_JOB).execute_in_process(instance=instance, run_config=QUIET)
     assert staging.success
     dbt_checks = [e for e in staging.get_asset_check_evaluations()]
     assert len(dbt_checks) >= 20 and all(e.passed for e in dbt_checks)
-    assert wh.query("SELECT count(*) AS n FROM staging.stg_usage_events")["n"][0] > 0
+    counts = wh.table_counts()
+    assert 0 < counts["staging.stg_usage_events"] == counts["raw.usage_events"] - 1
+    assert counts["staging.stg_billing_focus"] == counts["raw.billing_focus"] - 1
+    kept = wh.query("SELECT quantity, partition_key FROM staging.stg_usage_events "
+                    "WHERE event_source = ? AND event_id = ?", list(event[:2]))
+    assert kept.rows() == [(event[2], "2026-03-08")]
+    kept = wh.query("SELECT effective_cost, partition_key FROM staging.stg_billing_focus WHERE line_item_id = ?",
+                    [line[0]])
+    assert kept.rows() == [(line[1], "2026-03-08")]
 
 
 def test_corrupted_landing_file_fails_its_check_naming_file_and_field(tmp_path, state, small_world, instance):
