@@ -7,8 +7,9 @@ to tenants (direct, usage-weighted serving and idle, overhead by API calls, larg
 remainder in micro-dollars) and reconcile per service and day. The world bills daily lines
 only; ours also reads each line's period (a charge over several days is amortized), pandas
 books each line on its start day. Each implementation runs in its own process, so its peak
-RSS is its own. The outputs are compared: the same tenant-day totals, to the micro-dollar,
-or the run fails.
+RSS is its own. Both return the same four outputs (tenant lines per kind with their
+confidence, the day's summary, the reconciliation per service and day, the correction rows),
+and they are compared: money and counts equal, floats to a relative 1e-9, or the run fails.
 
     python benchmarks/bench_finops.py --world DIR [--skip-pandas] [--json out.json]
 """
