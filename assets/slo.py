@@ -2,11 +2,11 @@
 
 import math
 from datetime import date, timedelta
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
+from ops_platform.paths import SLO_DIR
 from ops_platform.slo.daily import compute_day, lookback
 from ops_platform.slo.spec import load_slos
 from ops_platform.timezones import partition_bounds
@@ -14,7 +14,6 @@ from resources import DUCKDB_POOL
 from resources.sli import SLISourceResource
 from resources.warehouse import WarehouseResource
 
-SLO_DIR = Path(__file__).resolve().parent.parent / "slos"
 BURN_KEY = dg.AssetKey(["slo", "burn"])
 SOURCES = ("request_counters", "latency_buckets", "lag_samples")
 

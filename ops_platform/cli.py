@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -438,6 +439,55 @@ def backtest_ramps(world_dir: Path | None, as_json: bool) -> None:
     for m in metrics:
         row = [results[p][m] for p in results]
         table.add_row(m, *[("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
+    console.print(table)
+
+
+@backtest.command("alerts")
+@click.option("--world", "world_dir", type=click.Path(path_type=Path), default=None,
+              help="World folder (default: the demo world in the state folder).")
+@click.option("--slos", "slo_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder of OpenSLO files (default: the platform's slos/).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures per SLO and tier as JSON.")
+def backtest_alerts(world_dir: Path | None, slo_dir: Path | None, as_json: bool) -> None:
+    """Score the SLO burn alerts (each tier, on the SLO as a whole) on a world's whole history:
+    incidents and bad builds caught, minutes to alert, alerts with no cause in the truth."""
+    import json
+
+    from .paths import SLO_DIR
+    from .slo.alert_score import score_world
+    from .slo.spec import SLOSpecError, load_slos
+
+    try:
+        slos = load_slos(slo_dir or SLO_DIR)
+    except SLOSpecError as exc:
+        raise click.ClickException(str(exc)) from exc
+    world_dir = world_dir or StatePaths.from_env().world
+    if not world_exists(world_dir):
+        raise click.ClickException(f"no world at {world_dir}; run `ops-platform world generate` or `make demo`")
+    missing = [f for f in ("bad_builds.parquet", "incidents.parquet") if not (world_dir / "truth" / f).exists()]
+    if missing:
+        raise click.ClickException(f"{world_dir / 'truth'} lacks {', '.join(missing)}: the backtest scores "
+                                   "alerts against a world's truth folder")
+    results = score_world(world_dir, slos)
+    if as_json:
+        click.echo(json.dumps(results, indent=2, sort_keys=True))
+        return
+    table = Table(title=f"SLO alert backtest: {world_dir}", box=box.SIMPLE_HEAD)
+    table.add_column("slo", no_wrap=True, min_width=max(len(k) for k in results))
+    table.add_column("tier", no_wrap=True)
+    for title in ("caught", "recall", "alerts", "precision", "median min"):
+        table.add_column(title, justify="right", min_width=len(title))
+    table.caption = ("caught: truth events alerted on / events; alerts: episodes\n"
+                     "(in brackets: no cause in the truth); median min: event start to first alert")
+
+    def num(v: float | None, digits: int = 2) -> str:
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    for slo, tiers in results.items():
+        for tier, s in tiers.items():
+            table.add_row(slo, tier, f"{s['caught']}/{s['events']}", num(s["recall"]),
+                          f"{s['alerts']} ({s['false_alerts']})", num(s["precision"]),
+                          num(s.get("median_minutes_to_alert"), 0))
     console.print(table)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SLO_DIR = REPO_ROOT / "slos"  # the platform's OpenSLO files (golden SLOs and their alert tiers)
 
 
 def _config_home() -> Path:

@@ -1,0 +1,131 @@
+"""The SLO burn alerts scored against a world's truth: which incidents and bad builds each
+tier caught, how soon, and how many of its alerts had no cause behind them.
+
+An alert is what the ``slo/burn`` checks judge: a tier firing on the SLO as a whole (the
+service's series of ``compute_day``). Its episodes are runs of firing minutes; a gap shorter
+than the tier's short window does not end one (an alert that resolves and fires again within
+its short window is the same alert flapping, which a pager would not count twice).
+A truth event (an incident or a bad build) belongs to an SLO when it burns the SLO's own
+indicator (``INCIDENT_BURNS``, ``BAD_BUILD_BURNS``). A tier catches an event when it fires
+between the event's start and its end plus the tier's long window (a burn alert fires on
+for as long as the bad minutes stay in its window); an episode is true when it overlaps
+that span of one of the SLO's events, and false otherwise. Events that burn no golden SLO
+(a latency regression of the graph service, say) are left out. Only the scoring reads the
+truth folder; the alerts come from landing data alone.
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from .daily import compute_day
+from .spec import SLO, BurnTier
+
+MINUTE = timedelta(minutes=1)
+# What each kind of incident burns: (indicator table, the service or pipeline it burns; None
+# for the incident's own service). A stalled receipt pipeline is lag on the receipt pipeline.
+INCIDENT_BURNS = {"error_spike": ("request_counters", None), "latency_regression": ("latency_buckets", None),
+                  "receipt_stall": ("lag_samples", "receipt")}
+BAD_BUILD_BURNS = {"error_rate": "request_counters", "latency": "latency_buckets"}
+
+
+def indicator_source(slo: SLO) -> tuple[str | None, str]:
+    """(table, service or pipeline) the SLO's indicator reads."""
+    ind = slo.indicator
+    if ind.kind == "ratio":
+        spec = ind.total.spec
+        return spec.get("table"), spec.get("service", slo.service)
+    spec = ind.metric.spec
+    return spec.get("table"), spec.get("pipeline", slo.service)
+
+
+def truth_events(incidents: pl.DataFrame, bad_builds: pl.DataFrame, counters: pl.DataFrame) -> pl.DataFrame:
+    """(event, kind, table, service, start, end) of the incidents and bad builds that burn an
+    indicator. A bad build burns from its deploy until the last minute it served requests."""
+    rows = []
+    for r in incidents.iter_rows(named=True):
+        if r["kind"] in INCIDENT_BURNS:
+            table, service = INCIDENT_BURNS[r["kind"]]
+            rows.append({"event": r["incident_id"], "kind": r["kind"], "table": table,
+                         "service": service or r["service"], "start": r["start"], "end": r["end"]})
+    served = dict(counters.filter(pl.col("requests") > 0).group_by("build_id").agg(pl.col("ts").max()).rows())
+    for r in bad_builds.iter_rows(named=True):
+        if r["effect"] in BAD_BUILD_BURNS:
+            last = served.get(r["build_id"])
+            rows.append({"event": r["build_id"], "kind": f"bad build ({r['effect']})",
+                         "table": BAD_BUILD_BURNS[r["effect"]], "service": r["service"],
+                         "start": r["deploy_started_at"],
+                         "end": last + MINUTE if last is not None else r["general_reached_at"]})
+    ts = pl.Datetime("ms", "UTC")
+    return pl.DataFrame(rows, schema={"event": pl.String, "kind": pl.String, "table": pl.String,
+                                      "service": pl.String, "start": ts, "end": ts})
+
+
+def episodes(minutes: pl.Series, gap: timedelta = MINUTE) -> list[tuple[datetime, datetime]]:
+    """(first, last) minute of each run of ``minutes`` whose steps are at most ``gap``."""
+    m = minutes.unique().sort()
+    if not m.len():
+        return []
+    runs = pl.DataFrame({"ts": m}).with_columns((pl.col("ts").diff() > gap).fill_null(True).cum_sum().alias("run"))
+    return runs.group_by("run", maintain_order=True).agg(pl.col("ts").first(), pl.col("ts").last().alias("to")).select(
+        "ts", "to").rows()
+
+
+def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier) -> dict:
+    spans = [(r["start"], r["end"] + tier.long_window) for r in events.iter_rows(named=True)]
+    delays = []
+    for start, until in spans:
+        hits = minutes.filter((minutes >= start) & (minutes < until))
+        if hits.len():
+            delays.append((hits.min() - start) / MINUTE)
+    alerts = episodes(minutes, max(tier.short_window, MINUTE))
+    false = sum(1 for first, last in alerts if not any(first < until and last >= start for start, until in spans))
+    return {"events": len(spans), "caught": len(delays), "recall": len(delays) / len(spans) if spans else None,
+            "alerts": len(alerts), "false_alerts": false,
+            "precision": (len(alerts) - false) / len(alerts) if alerts else None,
+            "median_minutes_to_alert": statistics.median(delays) if delays else None,
+            "max_minutes_to_alert": max(delays) if delays else None, "firing_minutes": minutes.len()}
+
+
+def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFrame, latency: pl.DataFrame,
+                 lag: pl.DataFrame) -> dict[str, dict[str, dict]]:
+    """Per SLO and tier: events, caught, recall, alerts, false_alerts, precision, median and
+    max minutes to alert, firing minutes; and ``all`` per tier name, summed over the SLOs."""
+    stamps = [f["ts"] for f in (counters, latency, lag) if f is not None and f.height]
+    start = min(s.min() for s in stamps)
+    end = max(s.max() for s in stamps) + MINUTE
+    service = compute_day(slos, start, end, counters=counters, latency=latency, lag=lag).service
+    out: dict[str, dict[str, dict]] = {}
+    for slo in slos:
+        table, name = indicator_source(slo)
+        mine = events.filter((pl.col("table") == table) & (pl.col("service") == name))
+        rows = service.filter(pl.col("slo") == slo.name)
+        out[slo.name] = {t.name: _tier_score(rows.filter(pl.col(f"firing_{t.name}"))["ts"], mine, t)
+                         for t in slo.tiers}
+    totals: dict[str, dict] = {}
+    for tiers in out.values():
+        for tier, s in tiers.items():
+            t = totals.setdefault(tier, {"events": 0, "caught": 0, "alerts": 0, "false_alerts": 0})
+            for k in t:
+                t[k] += s[k]
+    for t in totals.values():
+        t["recall"] = t["caught"] / t["events"] if t["events"] else None
+        t["precision"] = (t["alerts"] - t["false_alerts"]) / t["alerts"] if t["alerts"] else None
+    out["all"] = totals
+    return out
+
+
+def score_world(world: Path, slos: list[SLO]) -> dict[str, dict[str, dict]]:
+    """``score_alerts`` over a world's landing zone and truth folder."""
+    def read(table: str) -> pl.DataFrame:
+        return pl.read_parquet(world / "landing" / table / "*" / "*.parquet")
+
+    counters, latency, lag = read("request_counters"), read("latency_buckets"), read("lag_samples")
+    truth = world / "truth"
+    events = truth_events(pl.read_parquet(truth / "incidents.parquet"), pl.read_parquet(truth / "bad_builds.parquet"),
+                          counters)
+    return score_alerts(slos, events, counters=counters, latency=latency, lag=lag)

@@ -1,0 +1,99 @@
+"""SLO burn alerts scored against the truth: caught events, minutes to alert, alerts with no cause."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+from click.testing import CliRunner
+
+from ops_platform.cli import main
+from ops_platform.paths import SLO_DIR
+from ops_platform.slo.alert_score import episodes, score_alerts, truth_events
+from ops_platform.slo.spec import load_slos
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+MIN = timedelta(minutes=1)
+
+
+def _counters(spikes: list[range], build: str = "b1", minutes: int = 1440) -> pl.DataFrame:
+    """A day of api traffic, 1,000 requests a minute, 20% errors in the spike minutes."""
+    bad = {m for r in spikes for m in r}
+    return pl.DataFrame({
+        "ts": [T0 + m * MIN for m in range(minutes)], "service": "api", "cohort": "general", "build_id": build,
+        "requests": 1000, "errors": [200 if m in bad else 0 for m in range(minutes)]},
+        schema_overrides={"ts": pl.Datetime("ms", "UTC")})
+
+
+def test_a_caused_spike_is_caught_and_an_uncaused_one_is_an_alert_without_cause():
+    slo = next(s for s in load_slos(SLO_DIR) if s.name == "api-availability")
+    assert abs(slo.error_budget - 0.005) < 1e-12  # fast tier: 14.4 x 0.5% = 7.2% over 1h and 5m
+    counters = _counters([range(300, 330), range(900, 930)])
+    incidents = pl.DataFrame({"incident_id": ["inc-1", "inc-2"], "kind": ["error_spike", "latency_regression"],
+                              "service": ["api", "graph"], "start": [T0 + 300 * MIN, T0 + 60 * MIN],
+                              "end": [T0 + 330 * MIN, T0 + 90 * MIN]})
+    events = truth_events(incidents, pl.DataFrame(schema={"build_id": pl.String, "service": pl.String,
+                                                          "effect": pl.String, "deploy_started_at": pl.Datetime,
+                                                          "general_reached_at": pl.Datetime}), counters)
+    # The graph regression burns graph latency: no golden SLO of this test reads it.
+    assert events.select("event", "table", "service").rows() == [
+        ("inc-1", "request_counters", "api"), ("inc-2", "latency_buckets", "graph")]
+    scores = score_alerts([slo], events, counters=counters, latency=None, lag=None)
+    fast = scores["api-availability"]["fast"]
+    # The 1h window's error ratio after k bad minutes is k x 200 / 60,000: over 7.2% from k = 22,
+    # the 22nd minute of the spike, 21 minutes after it started.
+    assert (fast["events"], fast["caught"], fast["median_minutes_to_alert"]) == (1, 1, 21)
+    assert (fast["alerts"], fast["false_alerts"], fast["precision"]) == (2, 1, 0.5)
+    # 30 minutes of 20% errors are 1.7% over 6 h: under the medium tier's 3%, it never fires.
+    medium = scores["api-availability"]["medium"]
+    assert (medium["caught"], medium["alerts"], medium["recall"], medium["precision"]) == (0, 0, 0.0, None)
+    assert scores["all"]["fast"] == {"events": 1, "caught": 1, "alerts": 2, "false_alerts": 1, "recall": 1.0,
+                                     "precision": 0.5}
+
+
+def test_a_bad_build_burns_from_its_deploy_until_its_last_served_minute():
+    counters = pl.concat([_counters([], "good", 600), _counters([], "bad", 300)])
+    builds = pl.DataFrame({"build_id": ["bad", "other"], "service": ["api", "api"],
+                           "effect": ["error_rate", "memory_leak"], "magnitude": [0.05, 1.0],
+                           "deploy_started_at": [T0 + 10 * MIN, T0], "general_reached_at": [T0 + 100 * MIN, T0]})
+    incidents = pl.DataFrame(schema={"incident_id": pl.String, "kind": pl.String, "service": pl.String,
+                                     "start": pl.Datetime("ms", "UTC"), "end": pl.Datetime("ms", "UTC")})
+    events = truth_events(incidents, builds, counters)  # an effect no indicator reads is left out
+    assert events.select("event", "kind", "table", "start", "end").rows() == [
+        ("bad", "bad build (error_rate)", "request_counters", T0 + 10 * MIN, T0 + 300 * MIN)]
+
+
+def test_an_alert_that_resolves_and_fires_again_within_the_gap_is_one_episode():
+    minutes = pl.Series([T0 + m * MIN for m in (0, 1, 2, 6, 7, 20)])
+    assert episodes(minutes) == [(T0, T0 + 2 * MIN), (T0 + 6 * MIN, T0 + 7 * MIN), (T0 + 20 * MIN, T0 + 20 * MIN)]
+    assert episodes(minutes, 5 * MIN) == [(T0, T0 + 7 * MIN), (T0 + 20 * MIN, T0 + 20 * MIN)]
+    assert episodes(pl.Series([], dtype=pl.Datetime("ms", "UTC"))) == []
+
+
+def test_cli_backtest_alerts_json_scores_every_slo_and_sums_the_tiers(small_world):
+    res = CliRunner().invoke(main, ["backtest", "alerts", "--world", str(small_world), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    names = {s.name for s in load_slos(SLO_DIR)}
+    assert set(out) == names | {"all"}
+    for tier, total in out["all"].items():
+        for key in ("events", "caught", "alerts", "false_alerts"):
+            assert total[key] == sum(out[n][tier][key] for n in names)
+        assert total["caught"] <= total["events"] and total["false_alerts"] <= total["alerts"]
+    # The receipt pipeline's lag SLO sees every receipt stall the world injected.
+    stalls = pl.read_parquet(small_world / "truth" / "incidents.parquet").filter(pl.col("kind") == "receipt_stall")
+    assert out["receipt-lag"]["fast"]["events"] == stalls.height
+
+
+def test_cli_backtest_alerts_without_truth_or_with_bad_slos_says_so(small_world, tmp_path):
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(small_world, world, ignore=shutil.ignore_patterns("truth"))
+    res = CliRunner().invoke(main, ["backtest", "alerts", "--world", str(world)])
+    assert res.exit_code == 1 and "lacks bad_builds.parquet, incidents.parquet" in res.output
+    (tmp_path / "slos").mkdir()
+    res = CliRunner().invoke(main, ["backtest", "alerts", "--world", str(small_world), "--slos",
+                                    str(tmp_path / "slos")])
+    assert res.exit_code == 1 and "no SLO files" in res.output
