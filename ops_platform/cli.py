@@ -180,6 +180,7 @@ def _ramp_story(p: StatePaths, report) -> None:
     if len(acted) > 8:
         click.echo(f"  ... {len(acted) - 8} more (ops-platform switchboard log FLAG)")
     _backtest_line(p)
+    _alerts_line(p)
     live = p.home / "flags" / "flags.flagd.json"
     if live.exists():
         held = [f for f, r in FlagFile.load(live).releases().items() if r.paused or r.frozen]
@@ -244,6 +245,20 @@ def _backtest_line(p: StatePaths) -> None:
     click.echo(f"  scored against the truth: {f['caught_before_general']:.0f}/{f['bad_builds']:.0f} bad builds held "
                f"before the general cohort, {f['false_pauses']:.0f} false pause(s) in {f['good_builds']:.0f} good "
                f"ramps, median {f['median_minutes_to_pause'] or 0:.1f} min to pause (ops-platform backtest ramps)")
+
+
+def _alerts_line(p: StatePaths) -> None:
+    """The SLO burn alerts' score against the world's truth, per tier (``backtest alerts``)."""
+    if not all((p.truth / f).exists() for f in ("incidents.parquet", "bad_builds.parquet")):
+        return
+    from .paths import SLO_DIR
+    from .slo.alert_score import score_world
+    from .slo.spec import load_slos
+
+    tiers = score_world(p.world, load_slos(SLO_DIR))["all"]
+    click.echo("  SLO alerts vs the truth: " + "; ".join(
+        f"{t} {s['caught']}/{s['events']} events caught, {s['false_alerts']} of {s['alerts']} alerts without cause"
+        for t, s in tiers.items()) + " (ops-platform backtest alerts)")
 
 
 def _summary(p: StatePaths, keys: list[str], report, seconds: float) -> None:
