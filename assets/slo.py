@@ -2,19 +2,23 @@
 
 import math
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from ops_platform.paths import SLO_DIR
+from ops_platform.slo.alert_score import score_world
 from ops_platform.slo.daily import compute_day, lookback
 from ops_platform.slo.spec import load_slos
 from ops_platform.timezones import partition_bounds
 from resources import DUCKDB_POOL
+from resources.landing import LandingZoneResource
 from resources.sli import SLISourceResource
 from resources.warehouse import WarehouseResource
 
 BURN_KEY = dg.AssetKey(["slo", "burn"])
+ALERT_BACKTEST_KEY = dg.AssetKey(["slo", "alert_backtest"])
 SOURCES = ("request_counters", "latency_buckets", "lag_samples")
 
 
@@ -132,3 +136,42 @@ def _budget_left(stored: pl.DataFrame, slo, day: date) -> dict:
     return {"slo": slo.name, "day": day, "window_first_day": first, "days_stored": rows["day"].n_unique(),
             "bad": bad, "total": total,
             "budget_remaining": 1.0 - (bad / total) / slo.error_budget if total else 1.0}
+
+
+@dg.asset(
+    key=ALERT_BACKTEST_KEY, group_name="slo", owners=["team:sre"], kinds={"polars"},
+    description="Every SLO's burn alerts over the world's whole history, scored per tier against its "
+                "truth folder (warehouse slo.alert_backtest): incidents and bad builds caught, minutes to "
+                "alert, alerts with no cause. The same figures as `ops-platform backtest alerts`.",
+)
+def slo_alert_backtest(context: dg.AssetExecutionContext, landing: LandingZoneResource,
+                       warehouse: WarehouseResource) -> dg.MaterializeResult:
+    world = Path(landing.root).parent
+    if not (world / "truth").is_dir():
+        raise dg.Failure(description=f"no truth folder at {world / 'truth'}: the backtest scores alerts against "
+                                     "a generated world's ground truth")
+    results = score_world(world, load_slos(SLO_DIR))
+    table = pl.DataFrame([{"slo": s, "tier": t, "metric": m, "value": float(v) if v is not None else None}
+                          for s, tiers in results.items() for t, figures in tiers.items() for m, v in figures.items()],
+                         schema={"slo": pl.String, "tier": pl.String, "metric": pl.String, "value": pl.Float64})
+    warehouse.get().replace_partition_tables("slo", "all", {
+        "alert_backtest": table.with_columns(pl.lit("all").alias("partition_key"))})
+    metadata: dict = {f"all/{t}/{m}": (round(float(v), 4) if v is not None else dg.MetadataValue.null())
+                      for t, figures in results["all"].items() for m, v in figures.items()}
+    lines = ["| slo | tier | caught / events | recall | alerts (no cause) | precision | median min to alert |",
+             "|---|---|---|---|---|---|---|"]
+    for s, tiers in results.items():
+        for t, f in tiers.items():
+            median = f.get("median_minutes_to_alert")
+            lines.append(f"| {s} | {t} | {f['caught']}/{f['events']} | {_fmt(f['recall'])} | {f['alerts']} "
+                         f"({f['false_alerts']}) | {_fmt(f['precision'])} | {_fmt(median, 0)} |")
+    metadata["scores"] = dg.MetadataValue.md("\n".join(lines))
+    fast = results["all"].get("fast")
+    if fast:
+        context.log.info(f"alert backtest: fast tier caught {fast['caught']}/{fast['events']}, "
+                         f"{fast['false_alerts']} of {fast['alerts']} alerts without cause")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

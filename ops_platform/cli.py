@@ -248,17 +248,20 @@ def _backtest_line(p: StatePaths) -> None:
 
 
 def _alerts_line(p: StatePaths) -> None:
-    """The SLO burn alerts' score against the world's truth, per tier (``backtest alerts``)."""
-    if not all((p.truth / f).exists() for f in ("incidents.parquet", "bad_builds.parquet")):
-        return
-    from .paths import SLO_DIR
-    from .slo.alert_score import score_world
-    from .slo.spec import load_slos
+    """The SLO burn alerts' score per tier, as the `slo/alert_backtest` asset stored it."""
+    from .warehouse import Warehouse
 
-    tiers = score_world(p.world, load_slos(SLO_DIR))["all"]
+    try:
+        rows = Warehouse(p.warehouse).query(
+            "SELECT tier, metric, value FROM slo.alert_backtest WHERE slo = 'all' ORDER BY rowid")
+    except Exception:  # noqa: BLE001 - no alert backtest table (e.g. the score job failed): say nothing
+        return
+    tiers: dict[str, dict] = {}
+    for tier, metric, value in rows.rows():
+        tiers.setdefault(tier, {})[metric] = value
     click.echo("  SLO alerts vs the truth: " + "; ".join(
-        f"{t} {s['caught']}/{s['events']} events caught, {s['false_alerts']} of {s['alerts']} alerts without cause"
-        for t, s in tiers.items()) + " (ops-platform backtest alerts)")
+        f"{t} {s['caught']:.0f}/{s['events']:.0f} events caught, {s['false_alerts']:.0f} of {s['alerts']:.0f} "
+        "alerts without cause" for t, s in tiers.items()) + " (ops-platform backtest alerts)")
 
 
 def _summary(p: StatePaths, keys: list[str], report, seconds: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.ramp import BACKTEST_KEY, VERDICTS_KEY
+from assets.slo import ALERT_BACKTEST_KEY
 
 from .finops import invoice_release_sensor, release_invoices_job
 from .ramp import ramp_controller_job, ramp_controller_sensor, switchboard_override_job
@@ -24,12 +25,13 @@ def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
         CATALOG_JOB, selection=_static_raw(),
         description="Load the catalog sources (tenants, services, price list, builds).")
     daily = dg.define_asset_job(
-        DAILY_JOB, selection=((dg.AssetSelection.groups("raw") - _static_raw()) | dg.AssetSelection.groups("slo")
+        DAILY_JOB, selection=((dg.AssetSelection.groups("raw") - _static_raw())
+                              | (dg.AssetSelection.groups("slo") - dg.AssetSelection.assets(ALERT_BACKTEST_KEY))
                               | dg.AssetSelection.assets(VERDICTS_KEY)),
         partitions_def=partitions_def,
         description="Ingest one day of every partitioned landing source, then its SLO burn series and "
                     "ramp verdicts.")
-    score = dg.define_asset_job(SCORE_JOB, selection=dg.AssetSelection.assets(BACKTEST_KEY),
+    score = dg.define_asset_job(SCORE_JOB, selection=dg.AssetSelection.assets(BACKTEST_KEY, ALERT_BACKTEST_KEY),
                                 description="Replay the world's history and score the platform's decisions "
                                             "against its truth folder.")
     staging = dg.define_asset_job(DBT_JOB, selection=dg.AssetSelection.groups("staging"),

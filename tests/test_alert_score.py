@@ -97,3 +97,24 @@ def test_cli_backtest_alerts_without_truth_or_with_bad_slos_says_so(small_world,
     res = CliRunner().invoke(main, ["backtest", "alerts", "--world", str(small_world), "--slos",
                                     str(tmp_path / "slos")])
     assert res.exit_code == 1 and "no SLO files" in res.output
+
+
+def test_alert_backtest_asset_stores_and_reports_the_cli_figures(state):
+    import dagster as dg
+
+    from assets.slo import ALERT_BACKTEST_KEY, slo_alert_backtest
+    from ops_platform.slo.alert_score import score_world
+    from ops_platform.warehouse import Warehouse
+    from resources import build_resources
+
+    result = dg.materialize([slo_alert_backtest], resources=build_resources(state))
+    assert result.success
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == ALERT_BACKTEST_KEY]
+    meta = event.materialization.metadata
+    expected = score_world(state.world, load_slos(SLO_DIR))
+    assert meta["all/fast/alerts"].value == expected["all"]["fast"]["alerts"]
+    assert "| receipt-lag | fast |" in meta["scores"].value
+    table = Warehouse(state.warehouse).query("SELECT slo, tier, metric, value FROM slo.alert_backtest")
+    got = {(r["slo"], r["tier"], r["metric"]): r["value"] for r in table.iter_rows(named=True)}
+    assert len(got) == sum(len(f) for tiers in expected.values() for f in tiers.values())
+    assert got[("api-availability", "medium", "caught")] == expected["api-availability"]["medium"]["caught"]
