@@ -445,7 +445,10 @@ def backtest_ramps(world_dir: Path | None, as_json: bool) -> None:
     if missing:
         raise click.ClickException(f"{world_dir / 'truth'} lacks {', '.join(missing)}: the backtest scores "
                                    "decisions against a world's truth folder")
-    results = run_backtest(world_dir)
+    try:
+        results = run_backtest(world_dir)
+    except ValueError as exc:  # a landing table the replay needs is missing
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))
         return
@@ -486,7 +489,10 @@ def backtest_alerts(world_dir: Path | None, slo_dir: Path | None, as_json: bool)
     if missing:
         raise click.ClickException(f"{world_dir / 'truth'} lacks {', '.join(missing)}: the backtest scores "
                                    "alerts against a world's truth folder")
-    results = score_world(world_dir, slos)
+    try:
+        results = score_world(world_dir, slos)
+    except ValueError as exc:  # a landing table the replay needs is missing
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))
         return

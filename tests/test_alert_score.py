@@ -86,7 +86,7 @@ def test_cli_backtest_alerts_json_scores_every_slo_and_sums_the_tiers(small_worl
     assert out["receipt-lag"]["fast"]["events"] == stalls.height
 
 
-def test_cli_backtest_alerts_without_truth_or_with_bad_slos_says_so(small_world, tmp_path):
+def test_cli_backtest_alerts_without_truth_bad_slos_or_missing_landing_says_so(small_world, tmp_path):
     import shutil
 
     world = tmp_path / "world"
@@ -97,6 +97,12 @@ def test_cli_backtest_alerts_without_truth_or_with_bad_slos_says_so(small_world,
     res = CliRunner().invoke(main, ["backtest", "alerts", "--world", str(small_world), "--slos",
                                     str(tmp_path / "slos")])
     assert res.exit_code == 1 and "no SLO files" in res.output
+    shutil.rmtree(world)
+    shutil.copytree(small_world, world, ignore=shutil.ignore_patterns("lag_samples"))
+    res = CliRunner().invoke(main, ["backtest", "alerts", "--world", str(world)])  # the lag SLOs need lag samples
+    assert res.exit_code == 1 and "landing/lag_samples holds no Parquet files" in res.output
+    res = CliRunner().invoke(main, ["backtest", "ramps", "--world", str(world), "--json"])  # the ramps do not
+    assert res.exit_code == 0, res.output
 
 
 def test_alert_backtest_asset_stores_and_reports_the_cli_figures(state):

@@ -54,6 +54,16 @@ def read_any(path: Path) -> pl.DataFrame:
     raise ValueError(f"{path}: unsupported file type (use .parquet, .csv or .jsonl, optionally .gz)")
 
 
+def read_world_table(world: Path, table: str) -> pl.DataFrame:
+    """Every Parquet file of a generated world's landing table, as one frame, for the
+    whole-history replays (backtests); a table without files is a clear error."""
+    files = sorted((world / "landing" / table).glob("*/*.parquet"))
+    if not files:
+        raise ValueError(f"{world / 'landing' / table} holds no Parquet files: the backtest replays the "
+                         f"world's {table}")
+    return pl.read_parquet(files)
+
+
 def _is_marker(path: Path) -> bool:
     """Hidden files and writers' markers (``.crc``, ``_SUCCESS``), which hold no rows: the
     only entries a folder scan leaves out. Anything else, a subfolder included, is read or

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ..ingest.landing import read_world_table
 from .analysis import ERROR_MARGIN, MINUTE
 from .verdicts import ramps_from_steps, verdict_rows
 
@@ -23,12 +24,8 @@ SRE_TIERS = ((14.4, 60, 5), (6.0, 360, 30))  # (burn rate, long minutes, short m
 LATENCY_BUDGET = 0.01
 
 
-def _read(world: Path, table: str) -> pl.DataFrame:
-    return pl.read_parquet(world / "landing" / table / "*" / "*.parquet")
-
-
 def ramps(world: Path) -> pl.DataFrame:
-    return ramps_from_steps(_read(world, "ramp_steps"))
+    return ramps_from_steps(read_world_table(world, "ramp_steps"))
 
 
 def _flagger(s: pl.DataFrame) -> object:
@@ -57,7 +54,7 @@ def replay(world: Path) -> dict[str, list[dict]]:
     The controller's rows come from ``verdict_rows``, the very function the live
     `ramp/verdicts` asset runs; ramps are replayed in start order.
     """
-    counters, latency = _read(world, "request_counters"), _read(world, "latency_buckets")
+    counters, latency = read_world_table(world, "request_counters"), read_world_table(world, "latency_buckets")
     slow15 = (latency.group_by(["ts", "service", "cohort", "build_id"]).agg(
         (pl.col("count").filter(pl.col("le").is_infinite()).sum()
          - pl.col("count").filter(pl.col("le") == SLOW_S).sum()).alias("slow15")))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
+from ..ingest.landing import read_world_table
 from .daily import compute_day
 from .spec import SLO, BurnTier
 
@@ -121,10 +122,7 @@ def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFram
 
 def score_world(world: Path, slos: list[SLO]) -> dict[str, dict[str, dict]]:
     """``score_alerts`` over a world's landing zone and truth folder."""
-    def read(table: str) -> pl.DataFrame:
-        return pl.read_parquet(world / "landing" / table / "*" / "*.parquet")
-
-    counters, latency, lag = read("request_counters"), read("latency_buckets"), read("lag_samples")
+    counters, latency, lag = (read_world_table(world, t) for t in ("request_counters", "latency_buckets", "lag_samples"))
     truth = world / "truth"
     events = truth_events(pl.read_parquet(truth / "incidents.parquet"), pl.read_parquet(truth / "bad_builds.parquet"),
                           counters)
