@@ -101,7 +101,7 @@ def _markdown(rows: pl.DataFrame) -> str:
 
 
 @dg.asset(
-    key=BACKTEST_KEY, group_name="ramp", owners=["team:release"], kinds={"polars"},
+    key=BACKTEST_KEY, group_name="ramp", owners=["team:release"], kinds={"polars"}, pool=DUCKDB_POOL,
     description="The ramp controller and two baselines (Flagger-style thresholds, SRE Workbook "
                 "multi-window alerts) replayed over the world's whole history and scored against its "
                 "truth folder: bad builds caught before the general cohort, false pauses, time to pause, "

@@ -139,7 +139,7 @@ def _budget_left(stored: pl.DataFrame, slo, day: date) -> dict:
 
 
 @dg.asset(
-    key=ALERT_BACKTEST_KEY, group_name="slo", owners=["team:sre"], kinds={"polars"},
+    key=ALERT_BACKTEST_KEY, group_name="slo", owners=["team:sre"], kinds={"polars"}, pool=DUCKDB_POOL,
     description="Every SLO's burn alerts over the world's whole history, scored per tier against its "
                 "truth folder (warehouse slo.alert_backtest): incidents and bad builds caught, minutes to "
                 "alert, alerts with no cause. The same figures as `ops-platform backtest alerts`.",

@@ -259,6 +259,8 @@ def _alerts_line(p: StatePaths) -> None:
     tiers: dict[str, dict] = {}
     for tier, metric, value in rows.rows():
         tiers.setdefault(tier, {})[metric] = value
+    if not tiers:
+        return
     click.echo("  SLO alerts vs the truth: " + "; ".join(
         f"{t} {s['caught']:.0f}/{s['events']:.0f} events caught, {s['false_alerts']:.0f} of {s['alerts']:.0f} "
         "alerts without cause" for t, s in tiers.items()) + " (ops-platform backtest alerts)")

@@ -52,6 +52,23 @@ def test_a_caused_spike_is_caught_and_an_uncaused_one_is_an_alert_without_cause(
                                      "precision": 0.5}
 
 
+def test_an_event_is_caught_only_while_its_minutes_are_in_the_long_window_and_warm_up_is_not_scored():
+    slo = next(s for s in load_slos(SLO_DIR) if s.name == "api-availability")
+    # A: 20 minutes of 20% errors, 6.7% over 1h, never fires alone. B (no cause): 100% errors
+    # from minute 385; the fast tier fires at 389, when the 1h window (329, 389] has just let
+    # go of A's last minute (329). W: errors in the first minutes, before a 1h window is whole.
+    counters = _counters([range(310, 330)]).with_columns(
+        pl.when(pl.col("ts").is_between(T0 + 385 * MIN, T0 + 394 * MIN) | (pl.col("ts") < T0 + 10 * MIN))
+        .then(pl.col("requests")).otherwise(pl.col("errors")).alias("errors"))
+    incidents = pl.DataFrame({"incident_id": ["A"], "kind": ["error_spike"], "service": ["api"],
+                              "start": [T0 + 310 * MIN], "end": [T0 + 330 * MIN]})
+    no_builds = pl.DataFrame(schema={"build_id": pl.String, "service": pl.String, "effect": pl.String,
+                                     "deploy_started_at": pl.Datetime, "general_reached_at": pl.Datetime})
+    events = truth_events(incidents, no_builds, counters)
+    fast = score_alerts([slo], events, counters=counters, latency=None, lag=None)["api-availability"]["fast"]
+    assert (fast["events"], fast["caught"], fast["alerts"], fast["false_alerts"]) == (1, 0, 1, 1)
+
+
 def test_a_bad_build_burns_from_its_deploy_until_its_last_served_minute():
     counters = pl.concat([_counters([], "good", 600), _counters([], "bad", 300)])
     builds = pl.DataFrame({"build_id": ["bad", "other"], "service": ["api", "api"],

@@ -60,11 +60,12 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     assert mats[0].metadata["dagster/row_count"].value == wh.query(
         "SELECT count(*) AS n FROM raw.usage_events")["n"][0]
 
-    # Re-deliveries in a later partition, with changed content: staging keeps the first delivery.
+    # Re-deliveries in a later partition, with changed content that sorts first (a smaller
+    # quantity): staging keeps the first delivery by its arrival day alone.
     event = wh.query("SELECT source, id, quantity FROM raw.usage_events ORDER BY source, id LIMIT 1").row(0)
     line = wh.query("SELECT x_LineItemId, EffectiveCost FROM raw.billing_focus ORDER BY x_LineItemId LIMIT 1").row(0)
     with wh.connect() as con:
-        for table, where, changed in (("usage_events", "source = ? AND id = ?", "quantity = quantity + 1"),
+        for table, where, changed in (("usage_events", "source = ? AND id = ?", "quantity = quantity - 1"),
                                       ("billing_focus", "x_LineItemId = ?", "EffectiveCost = EffectiveCost + 1")):
             key = list(event[:2]) if table == "usage_events" else [line[0]]
             con.execute(f"CREATE TEMP TABLE again AS SELECT * FROM raw.{table} WHERE {where}", key)

@@ -214,6 +214,7 @@ def test_latency_minutes_pair_each_total_with_its_own_good_bucket_whatever_the_r
     rows = [{"ts": t0 + timedelta(minutes=m), "service": "api", "cohort": "early", "build_id": b, "le": le,
              "count": n} for (m, b), counts in buckets.items() for le, n in counts.items()]
     rows += [dict(r, service="graph") for r in rows]  # another service's buckets never pair with these
+    rows += [r for r in rows if r["ts"] == t0 and r["build_id"] == "b2"]  # a minute delivered twice counts once
     lat = pl.DataFrame(rows).sample(fraction=1.0, shuffle=True, seed=3)
     ev = minute_events(slo, latency=lat).sort("ts", "build_id")
     minutes = [(int((ts - t0).total_seconds() // 60), b, bad) for ts, b, bad in ev.select("ts", "build_id", "bad").rows()]

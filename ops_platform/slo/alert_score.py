@@ -7,9 +7,11 @@ than the tier's short window does not end one (an alert that resolves and fires 
 its short window is the same alert flapping, which a pager would not count twice).
 A truth event (an incident or a bad build) belongs to an SLO when it burns the SLO's own
 indicator (``INCIDENT_BURNS``, ``BAD_BUILD_BURNS``). A tier catches an event when it fires
-between the event's start and its end plus the tier's long window (a burn alert fires on
-for as long as the bad minutes stay in its window); an episode is true when it overlaps
-that span of one of the SLO's events, and false otherwise. Events that burn no golden SLO
+between the event's start and the last minute whose long window still holds one of the
+event's minutes (any firing then counts, whatever else fed it); an episode is true when it
+overlaps that span of one of the SLO's events, and false otherwise. A tier is scored from
+the first minute its long window lies whole inside the history (before, a sample or two
+make a window's ratio); events over by then are not judged. Events that burn no golden SLO
 (a latency regression of the graph service, say) are left out. Only the scoring reads the
 truth folder; the alerts come from landing data alone.
 """
@@ -46,7 +48,8 @@ def indicator_source(slo: SLO) -> tuple[str | None, str]:
 
 def truth_events(incidents: pl.DataFrame, bad_builds: pl.DataFrame, counters: pl.DataFrame) -> pl.DataFrame:
     """(event, kind, table, service, start, end) of the incidents and bad builds that burn an
-    indicator. A bad build burns from its deploy until the last minute it served requests."""
+    indicator. A bad build burns from its deploy until the last minute it served requests (one
+    that never served is left out)."""
     rows = []
     for r in incidents.iter_rows(named=True):
         if r["kind"] in INCIDENT_BURNS:
@@ -55,12 +58,11 @@ def truth_events(incidents: pl.DataFrame, bad_builds: pl.DataFrame, counters: pl
                          "service": service or r["service"], "start": r["start"], "end": r["end"]})
     served = dict(counters.filter(pl.col("requests") > 0).group_by("build_id").agg(pl.col("ts").max()).rows())
     for r in bad_builds.iter_rows(named=True):
-        if r["effect"] in BAD_BUILD_BURNS:
-            last = served.get(r["build_id"])
+        last = served.get(r["build_id"])
+        if r["effect"] in BAD_BUILD_BURNS and last is not None:  # a build that served nothing burnt nothing
             rows.append({"event": r["build_id"], "kind": f"bad build ({r['effect']})",
                          "table": BAD_BUILD_BURNS[r["effect"]], "service": r["service"],
-                         "start": r["deploy_started_at"],
-                         "end": last + MINUTE if last is not None else r["general_reached_at"]})
+                         "start": r["deploy_started_at"], "end": last + MINUTE})
     ts = pl.Datetime("ms", "UTC")
     return pl.DataFrame(rows, schema={"event": pl.String, "kind": pl.String, "table": pl.String,
                                       "service": pl.String, "start": ts, "end": ts})
@@ -76,8 +78,14 @@ def episodes(minutes: pl.Series, gap: timedelta = MINUTE) -> list[tuple[datetime
         "ts", "to").rows()
 
 
-def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier) -> dict:
-    spans = [(r["start"], r["end"] + tier.long_window) for r in events.iter_rows(named=True)]
+def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier, history_start: datetime) -> dict:
+    # Scored once the long window lies inside the history: before, a sample or two make its ratio.
+    scored_from = history_start + tier.long_window - MINUTE
+    minutes = minutes.filter(minutes >= scored_from)
+    # An event can be caught up to the last minute whose long window (t - w, t] still holds
+    # one of its minutes; an event over before scoring starts is not judged.
+    spans = [(start, end + tier.long_window - MINUTE) for start, end in events.select("start", "end").rows()]
+    spans = [(start, until) for start, until in spans if until > scored_from]
     delays = []
     for start, until in spans:
         hits = minutes.filter((minutes >= start) & (minutes < until))
@@ -92,10 +100,11 @@ def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier) -> dic
             "max_minutes_to_alert": max(delays) if delays else None, "firing_minutes": minutes.len()}
 
 
-def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFrame, latency: pl.DataFrame,
-                 lag: pl.DataFrame) -> dict[str, dict[str, dict]]:
+def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFrame,
+                 latency: pl.DataFrame | None, lag: pl.DataFrame | None) -> dict[str, dict[str, dict]]:
     """Per SLO and tier: events, caught, recall, alerts, false_alerts, precision, median and
-    max minutes to alert, firing minutes; and ``all`` per tier name, summed over the SLOs."""
+    max minutes to alert, firing minutes; and ``all`` per tier name, summed over the SLOs (an
+    event two SLOs read counts for each)."""
     stamps = [f["ts"] for f in (counters, latency, lag) if f is not None and f.height]
     start = min(s.min() for s in stamps)
     end = max(s.max() for s in stamps) + MINUTE
@@ -105,7 +114,7 @@ def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFram
         table, name = indicator_source(slo)
         mine = events.filter((pl.col("table") == table) & (pl.col("service") == name))
         rows = service.filter(pl.col("slo") == slo.name)
-        out[slo.name] = {t.name: _tier_score(rows.filter(pl.col(f"firing_{t.name}"))["ts"], mine, t)
+        out[slo.name] = {t.name: _tier_score(rows.filter(pl.col(f"firing_{t.name}"))["ts"], mine, t, start)
                          for t in slo.tiers}
     totals: dict[str, dict] = {}
     for tiers in out.values():
@@ -122,7 +131,10 @@ def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFram
 
 def score_world(world: Path, slos: list[SLO]) -> dict[str, dict[str, dict]]:
     """``score_alerts`` over a world's landing zone and truth folder."""
-    counters, latency, lag = (read_world_table(world, t) for t in ("request_counters", "latency_buckets", "lag_samples"))
+    # The request counters always (they date the bad builds), the other tables if an SLO reads them.
+    tables = {indicator_source(s)[0] for s in slos}
+    counters = read_world_table(world, "request_counters")
+    latency, lag = (read_world_table(world, t) if t in tables else None for t in ("latency_buckets", "lag_samples"))
     truth = world / "truth"
     events = truth_events(pl.read_parquet(truth / "incidents.parquet"), pl.read_parquet(truth / "bad_builds.parquet"),
                           counters)
