@@ -1,11 +1,10 @@
 """Ramp verdicts (the controller's per-ramp analysis, one day at a time) and the backtest
 that scores them against the world's truth."""
 
-from pathlib import Path
-
 import dagster as dg
 import polars as pl
 
+from assets import score_metadata
 from ops_platform.ramp.backtest import run_backtest
 from ops_platform.ramp.verdicts import ramps_from_steps, verdict_rows
 from ops_platform.timezones import partition_bounds
@@ -109,19 +108,12 @@ def _markdown(rows: pl.DataFrame) -> str:
 )
 def ramp_backtest(context: dg.AssetExecutionContext, landing: LandingZoneResource,
                   warehouse: WarehouseResource) -> dg.MaterializeResult:
-    world = Path(landing.root).parent
-    if not (world / "truth").is_dir():
-        raise dg.Failure(description=f"no truth folder at {world / 'truth'}: the backtest scores decisions "
-                                     "against a generated world's ground truth")
-    results = run_backtest(world)
+    results = run_backtest(landing.scored_world())
     table = pl.DataFrame([{"policy": p, "metric": m, "value": float(v) if v is not None else None}
                           for p, figures in results.items() for m, v in figures.items()])
     warehouse.get().replace_partition_tables("ramp", "all", {
         "backtest": table.with_columns(pl.lit("all").alias("partition_key"))})
-    # No pause at all has no time to pause: null, not 0 minutes.
-    metadata: dict = {f"{p}/{m}": (round(float(results[p][m]), 4) if results[p][m] is not None
-                                   else dg.MetadataValue.null())
-                      for p in results for m in _BACKTEST_FIGURES}
+    metadata: dict = {f"{p}/{m}": score_metadata(results[p][m]) for p in results for m in _BACKTEST_FIGURES}
     header = "| metric | " + " | ".join(results) + " |"
     lines = [header, "|---" * (len(results) + 1) + "|"]
     for m in next(iter(results.values())):

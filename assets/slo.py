@@ -2,15 +2,15 @@
 
 import math
 from datetime import date, timedelta
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
+from assets import score_metadata
 from ops_platform.paths import SLO_DIR
-from ops_platform.slo.alert_score import score_world
+from ops_platform.slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
 from ops_platform.slo.daily import compute_day, lookback
-from ops_platform.slo.spec import load_slos
+from ops_platform.slo.spec import SOURCE_TABLES, load_slos
 from ops_platform.timezones import partition_bounds
 from resources import DUCKDB_POOL
 from resources.landing import LandingZoneResource
@@ -19,7 +19,6 @@ from resources.warehouse import WarehouseResource
 
 BURN_KEY = dg.AssetKey(["slo", "burn"])
 ALERT_BACKTEST_KEY = dg.AssetKey(["slo", "alert_backtest"])
-SOURCES = ("request_counters", "latency_buckets", "lag_samples")
 
 
 def check_name(slo: str, tier: str) -> str:
@@ -53,7 +52,7 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
     @dg.asset(
         key=BURN_KEY, partitions_def=partitions_def, group_name="slo", owners=["team:sre"],
         kinds={"duckdb", "polars"}, pool=DUCKDB_POOL, check_specs=specs,
-        deps=[dg.AssetDep(dg.AssetKey(["raw", t]), partition_mapping=mapping) for t in SOURCES],
+        deps=[dg.AssetDep(dg.AssetKey(["raw", t]), partition_mapping=mapping) for t in SOURCE_TABLES],
         description="Per-minute SLI events, multi-window burn rates (5m..3d) and tier states per "
                     "SLO x service x cohort x build (warehouse slo.burn_minutes) and per SLO as a "
                     "whole (slo.burn_service), and each day's error budget use (slo.budget_daily). "
@@ -66,7 +65,7 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         since = start - timedelta(days=lookback_days)
         prom = sli.prometheus()
         # With Prometheus configured, the request series come from its HTTP API instead.
-        frames = {t: _read(wh, t, since, end, buckets) for t in (SOURCES if prom is None else ("lag_samples",))}
+        frames = {t: _read(wh, t, since, end, buckets) for t in (SOURCE_TABLES if prom is None else ("lag_samples",))}
         if prom is not None:
             frames["request_counters"] = prom.request_counters(since, end)
             lat = prom.latency_buckets(since, end)
@@ -146,32 +145,20 @@ def _budget_left(stored: pl.DataFrame, slo, day: date) -> dict:
 )
 def slo_alert_backtest(context: dg.AssetExecutionContext, landing: LandingZoneResource,
                        warehouse: WarehouseResource) -> dg.MaterializeResult:
-    world = Path(landing.root).parent
-    if not (world / "truth").is_dir():
-        raise dg.Failure(description=f"no truth folder at {world / 'truth'}: the backtest scores alerts against "
-                                     "a generated world's ground truth")
-    results = score_world(world, load_slos(SLO_DIR))
+    results = score_world(landing.scored_world(), load_slos(SLO_DIR))
     table = pl.DataFrame([{"slo": s, "tier": t, "metric": m, "value": float(v) if v is not None else None}
                           for s, tiers in results.items() for t, figures in tiers.items() for m, v in figures.items()],
                          schema={"slo": pl.String, "tier": pl.String, "metric": pl.String, "value": pl.Float64})
     warehouse.get().replace_partition_tables("slo", "all", {
         "alert_backtest": table.with_columns(pl.lit("all").alias("partition_key"))})
-    metadata: dict = {f"all/{t}/{m}": (round(float(v), 4) if v is not None else dg.MetadataValue.null())
-                      for t, figures in results["all"].items() for m, v in figures.items()}
-    lines = ["| slo | tier | caught / events | recall | alerts (no cause) | precision | median min to alert |",
-             "|---|---|---|---|---|---|---|"]
-    for s, tiers in results.items():
-        for t, f in tiers.items():
-            median = f.get("median_minutes_to_alert")
-            lines.append(f"| {s} | {t} | {f['caught']}/{f['events']} | {_fmt(f['recall'])} | {f['alerts']} "
-                         f"({f['false_alerts']}) | {_fmt(f['precision'])} | {_fmt(median, 0)} |")
+    metadata: dict = {f"all/{t}/{m}": score_metadata(v) for t, figures in results["all"].items()
+                      for m, v in figures.items()}
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|---" * len(TABLE_COLUMNS) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    lines += ["", TABLE_CAPTION.replace("\n", " ")]
     metadata["scores"] = dg.MetadataValue.md("\n".join(lines))
     fast = results["all"].get("fast")
     if fast:
         context.log.info(f"alert backtest: fast tier caught {fast['caught']}/{fast['events']}, "
                          f"{fast['false_alerts']} of {fast['alerts']} alerts without cause")
     return dg.MaterializeResult(metadata=metadata)
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"

@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -430,6 +431,23 @@ def backtest() -> None:
     """Replay a world's history through decision policies and score them against its truth."""
 
 
+def _replay(world_dir: Path | None, score: Callable[[Path], dict]) -> tuple[Path, dict]:
+    """(world, figures): ``score`` run on a world (default: the demo world) that has the truth
+    the backtests are scored against; a missing world, truth file or landing table is a
+    clear error."""
+    world_dir = world_dir or StatePaths.from_env().world
+    if not world_exists(world_dir):
+        raise click.ClickException(f"no world at {world_dir}; run `ops-platform world generate` or `make demo`")
+    missing = [f for f in ("bad_builds.parquet", "incidents.parquet") if not (world_dir / "truth" / f).exists()]
+    if missing:
+        raise click.ClickException(f"{world_dir / 'truth'} lacks {', '.join(missing)}: the backtest scores "
+                                   "decisions against a world's truth folder")
+    try:
+        return world_dir, score(world_dir)
+    except ValueError as exc:  # a landing table the replay needs is missing
+        raise click.ClickException(str(exc)) from exc
+
+
 @backtest.command("ramps")
 @click.option("--world", "world_dir", type=click.Path(path_type=Path), default=None,
               help="World folder (default: the demo world in the state folder).")
@@ -440,17 +458,7 @@ def backtest_ramps(world_dir: Path | None, as_json: bool) -> None:
 
     from .ramp.backtest import run_backtest
 
-    world_dir = world_dir or StatePaths.from_env().world
-    if not world_exists(world_dir):
-        raise click.ClickException(f"no world at {world_dir}; run `ops-platform world generate` or `make demo`")
-    missing = [f for f in ("bad_builds.parquet", "incidents.parquet") if not (world_dir / "truth" / f).exists()]
-    if missing:
-        raise click.ClickException(f"{world_dir / 'truth'} lacks {', '.join(missing)}: the backtest scores "
-                                   "decisions against a world's truth folder")
-    try:
-        results = run_backtest(world_dir)
-    except ValueError as exc:  # a landing table the replay needs is missing
-        raise click.ClickException(str(exc)) from exc
+    world_dir, results = _replay(world_dir, run_backtest)
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))
         return
@@ -477,43 +485,25 @@ def backtest_alerts(world_dir: Path | None, slo_dir: Path | None, as_json: bool)
     import json
 
     from .paths import SLO_DIR
-    from .slo.alert_score import score_world
+    from .slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
     from .slo.spec import SLOSpecError, load_slos
 
     try:
         slos = load_slos(slo_dir or SLO_DIR)
     except SLOSpecError as exc:
         raise click.ClickException(str(exc)) from exc
-    world_dir = world_dir or StatePaths.from_env().world
-    if not world_exists(world_dir):
-        raise click.ClickException(f"no world at {world_dir}; run `ops-platform world generate` or `make demo`")
-    missing = [f for f in ("bad_builds.parquet", "incidents.parquet") if not (world_dir / "truth" / f).exists()]
-    if missing:
-        raise click.ClickException(f"{world_dir / 'truth'} lacks {', '.join(missing)}: the backtest scores "
-                                   "alerts against a world's truth folder")
-    try:
-        results = score_world(world_dir, slos)
-    except ValueError as exc:  # a landing table the replay needs is missing
-        raise click.ClickException(str(exc)) from exc
+    world_dir, results = _replay(world_dir, lambda world: score_world(world, slos))
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))
         return
     table = Table(title=f"SLO alert backtest: {world_dir}", box=box.SIMPLE_HEAD)
-    table.add_column("slo", no_wrap=True, min_width=max(len(k) for k in results))
-    table.add_column("tier", no_wrap=True)
-    for title in ("caught", "recall", "alerts", "precision", "median min"):
+    table.add_column(TABLE_COLUMNS[0], no_wrap=True, min_width=max(len(k) for k in results))
+    table.add_column(TABLE_COLUMNS[1], no_wrap=True)
+    for title in TABLE_COLUMNS[2:]:
         table.add_column(title, justify="right", min_width=len(title))
-    table.caption = ("caught: truth events alerted on / events; alerts: episodes\n"
-                     "(in brackets: no cause in the truth); median min: event start to first alert")
-
-    def num(v: float | None, digits: int = 2) -> str:
-        return "-" if v is None else f"{v:.{digits}f}"
-
-    for slo, tiers in results.items():
-        for tier, s in tiers.items():
-            table.add_row(slo, tier, f"{s['caught']}/{s['events']}", num(s["recall"]),
-                          f"{s['alerts']} ({s['false_alerts']})", num(s["precision"]),
-                          num(s.get("median_minutes_to_alert"), 0))
+    table.caption = TABLE_CAPTION
+    for row in table_rows(results):
+        table.add_row(*row)
     console.print(table)
 
 

@@ -8,8 +8,9 @@ from functools import cache
 import dagster as dg
 
 from assets.ramp import VERDICT_CHECK, VERDICTS_KEY
-from assets.slo import BURN_KEY, SLO_DIR, check_name
+from assets.slo import BURN_KEY, check_name
 from ops_platform.guard.actions import ActionRequest
+from ops_platform.paths import SLO_DIR
 from ops_platform.ramp.controller import (
     CONTROLLER,
     BurnSignal,

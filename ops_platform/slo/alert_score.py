@@ -34,16 +34,10 @@ MINUTE = timedelta(minutes=1)
 INCIDENT_BURNS = {"error_spike": ("request_counters", None), "latency_regression": ("latency_buckets", None),
                   "receipt_stall": ("lag_samples", "receipt")}
 BAD_BUILD_BURNS = {"error_rate": "request_counters", "latency": "latency_buckets"}
-
-
-def indicator_source(slo: SLO) -> tuple[str | None, str]:
-    """(table, service or pipeline) the SLO's indicator reads."""
-    ind = slo.indicator
-    if ind.kind == "ratio":
-        spec = ind.total.spec
-        return spec.get("table"), spec.get("service", slo.service)
-    spec = ind.metric.spec
-    return spec.get("table"), spec.get("pipeline", slo.service)
+# The scores as a table (``table_rows``), for the CLI and the asset's metadata alike.
+TABLE_COLUMNS = ("slo", "tier", "caught", "recall", "alerts", "precision", "median min")
+TABLE_CAPTION = ("caught: truth events alerted on / events; alerts: episodes\n"
+                 "(in brackets: no cause in the truth); median min: event start to first alert")
 
 
 def truth_events(incidents: pl.DataFrame, bad_builds: pl.DataFrame, counters: pl.DataFrame) -> pl.DataFrame:
@@ -111,7 +105,7 @@ def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFram
     service = compute_day(slos, start, end, counters=counters, latency=latency, lag=lag).service
     out: dict[str, dict[str, dict]] = {}
     for slo in slos:
-        table, name = indicator_source(slo)
+        table, name = slo.source
         mine = events.filter((pl.col("table") == table) & (pl.col("service") == name))
         rows = service.filter(pl.col("slo") == slo.name)
         out[slo.name] = {t.name: _tier_score(rows.filter(pl.col(f"firing_{t.name}"))["ts"], mine, t, start)
@@ -132,10 +126,22 @@ def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFram
 def score_world(world: Path, slos: list[SLO]) -> dict[str, dict[str, dict]]:
     """``score_alerts`` over a world's landing zone and truth folder."""
     # The request counters always (they date the bad builds), the other tables if an SLO reads them.
-    tables = {indicator_source(s)[0] for s in slos}
+    tables = {s.source[0] for s in slos}
     counters = read_world_table(world, "request_counters")
     latency, lag = (read_world_table(world, t) if t in tables else None for t in ("latency_buckets", "lag_samples"))
     truth = world / "truth"
     events = truth_events(pl.read_parquet(truth / "incidents.parquet"), pl.read_parquet(truth / "bad_builds.parquet"),
                           counters)
     return score_alerts(slos, events, counters=counters, latency=latency, lag=lag)
+
+
+def table_rows(results: dict[str, dict[str, dict]]) -> list[tuple[str, ...]]:
+    """The scores as text, one row per SLO and tier under ``TABLE_COLUMNS`` (the CLI's table
+    and the asset's metadata): caught as caught/events, alerts with those without cause in
+    brackets, minutes to alert whole."""
+    def num(v: float | None, digits: int = 2) -> str:
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    return [(slo, tier, f"{s['caught']}/{s['events']}", num(s["recall"]), f"{s['alerts']} ({s['false_alerts']})",
+             num(s["precision"]), num(s.get("median_minutes_to_alert"), 0))
+            for slo, tiers in results.items() for tier, s in tiers.items()]

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from .spec import SLO, THRESHOLD_OPS, BurnTier, is_inf_bound, whole_minutes
+from .spec import LAG_VALUE, SLO, THRESHOLD_OPS, BurnTier, is_inf_bound, whole_minutes
 
 GROUP = ("service", "cohort", "build_id")
 
@@ -38,7 +38,7 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         if is_inf_bound(threshold):
             raise ValueError(f"SLO {slo.name}: the good bucket cannot be +Inf")
         le = float(threshold)
-        lat = latency.filter((pl.col("service") == ind.total.spec.get("service", slo.service))
+        lat = latency.filter((pl.col("service") == slo.source[1])
                              & pl.col("le").is_in([le, float("inf")]))
         # The +Inf bucket (the total) of each minute and group, beside its good bucket: a minute
         # without a +Inf bucket has no requests to judge. Buckets are unique per minute, group
@@ -56,13 +56,13 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
     elif ind.kind == "ratio":
         if counters is None:
             raise ValueError(f"SLO {slo.name} needs request counters")
-        ev = counters.filter(pl.col("service") == ind.total.spec.get("service", slo.service)).select(
+        ev = counters.filter(pl.col("service") == slo.source[1]).select(
             "ts", *GROUP, (pl.col("requests") - pl.col("errors")).alias("good"), pl.col("requests").alias("total"))
     else:
         if lag is None:
             raise ValueError(f"SLO {slo.name} needs lag samples")
-        pipeline = ind.metric.spec.get("pipeline", slo.service)
-        sample = pl.col(ind.metric.spec.get("value", "lag_seconds"))
+        pipeline = slo.source[1]
+        sample = pl.col(ind.metric.spec.get("value", LAG_VALUE))
         bad = THRESHOLD_OPS[slo.objective.op].bad(sample, slo.objective.value)
         return (lag.filter(pl.col("pipeline") == pipeline)
                 .group_by(pl.col("ts").dt.truncate("1m"))

@@ -154,6 +154,15 @@ class SLO:
         return 1.0 - self.objective.target
 
     @property
+    def source(self) -> tuple[str, str]:
+        """(table, service or pipeline) its indicator reads: one of SOURCE_TABLES, and the
+        service (ratio SLOs) or pipeline (lag thresholds) it filters on."""
+        ind = self.indicator
+        if ind.kind == "ratio":
+            return ind.total.spec["table"], ind.total.spec.get("service", self.service)
+        return ind.metric.spec["table"], ind.metric.spec.get("pipeline", self.service)
+
+    @property
     def windows(self) -> list[timedelta]:
         """Every window its burn tiers read (long and short), shortest first: each is computed
         once however many tiers share it."""
