@@ -117,19 +117,29 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
     newest, signals = last, []
 
     def failed(key: dg.AssetCheckKey):
-        """Every failed evaluation newer than the cursor, newest first, page by page (a
-        backfill can fail more than a page of them between two ticks)."""
-        before = None
+        """The failed evaluations newer than the cursor that are still their partition's
+        latest evaluation, newest first, page by page (a backfill can fail more than a page
+        of them between two ticks). A partition evaluated again is judged on its latest
+        evaluation only: an older failure it replaced is not sent again, and one that now
+        passes sends nothing."""
+        before, seen = None, set()
+        done = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
         while True:
             page = context.instance.event_log_storage.get_asset_check_execution_history(
-                key, limit=PAGE, cursor=before, status={AssetCheckExecutionRecordStatus.FAILED})
+                key, limit=PAGE, cursor=before, status=done)
             for rec in page:
                 if rec.id <= last:
                     return
                 if rec.event is None or rec.event.dagster_event is None:
                     continue
                 ev = rec.event.dagster_event.asset_check_evaluation_data
-                yield rec, ev, {k: v.value for k, v in ev.metadata.items()}
+                meta = {k: v.value for k, v in ev.metadata.items()}
+                partition = rec.partition or ev.partition or meta.get("partition") or ""
+                if partition in seen:
+                    continue
+                seen.add(partition)
+                if rec.status == AssetCheckExecutionRecordStatus.FAILED:
+                    yield rec, ev, meta
             if len(page) < PAGE:
                 return
             before = page[-1].id

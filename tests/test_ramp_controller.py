@@ -141,6 +141,12 @@ def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state, monkey
         assert (judged["requests_before_action"] < judged["requests"]).all()
         again = ramp_controller_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
         assert isinstance(again, dg.SkipReason)  # the cursor moved past what it has seen
+        # A day evaluated again is judged on its latest evaluations: its earlier failures are
+        # not sent a second time (from no cursor, as `ops-platform demo` starts).
+        daily.execute_in_process(partition_key="2026-03-07", instance=instance, run_config=QUIET, raise_on_error=False)
+        rerun = ramp_controller_sensor(dg.build_sensor_context(instance=instance))
+        resent = rerun.run_config["ops"]["ramp_controller_op"]["config"]["signals"]
+        assert sorted(resent) == sorted(request.run_config["ops"]["ramp_controller_op"]["config"]["signals"])
 
         # The release pipeline has one of the bad builds on its flag, half-way through canary;
         # the others are no longer (or never were) on theirs.
