@@ -257,6 +257,28 @@ def test_a_burning_group_is_named_only_on_enough_evidence():
     assert burning.height > 0 and MIN_EVIDENCE > 3  # it burns, yet is not named
 
 
+def test_a_tier_is_judged_once_its_long_window_lies_inside_the_history():
+    from ops_platform.slo.daily import compute_day
+
+    slo = by_name()["api-availability"]
+    t0 = datetime(2026, 3, 8, tzinfo=UTC)  # the history's first minute, already burning
+    rows = [{"ts": t0 + timedelta(minutes=i), "service": "api", "cohort": "general", "build_id": "api-100",
+             "requests": 1000, "errors": 100} for i in range(180)]
+    day = compute_day([slo], t0, t0 + timedelta(hours=3), counters=pl.DataFrame(rows), latency=None, lag=None)
+    tiers = {t.tier: t for t in day.tiers}
+    fast = slo.tiers[0]
+    # The fast tier's ratio is 20x from the first minute, but its 1h window is whole only at
+    # minute 60 (00:59 is its last minute); the slow tier's 3 days never are.
+    assert tiers[fast.name].first_firing == str(t0 + fast.long_window - timedelta(minutes=1))
+    assert tiers[fast.name].firing_minutes == 180 - 59
+    slow = max(slo.tiers, key=lambda t: t.long_window)
+    assert tiers[slow.name].passed and not day.service[f"firing_{slow.name}"].any()
+    # Given an earlier start of the history, the same minutes are judged at once.
+    earlier = compute_day([slo], t0, t0 + timedelta(hours=3), counters=pl.DataFrame(rows), latency=None, lag=None,
+                          since=t0 - timedelta(days=3))
+    assert {t.tier: t.firing_minutes for t in earlier.tiers}[fast.name] == 180
+
+
 def test_threshold_slo_counts_late_samples():
     slo = by_name()["receipt-lag"]
     t0 = datetime(2026, 3, 8, tzinfo=UTC)

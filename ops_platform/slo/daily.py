@@ -67,17 +67,38 @@ class DayBurn:
     tiers: list[TierEvaluation]
 
 
+def history_start(*frames: pl.DataFrame | None) -> datetime | None:
+    """The first minute of the SLI history the frames hold (their earliest ``ts``)."""
+    stamps = [f["ts"].min() for f in frames if f is not None and f.height]
+    return min(stamps).replace(second=0, microsecond=0) if stamps else None
+
+
+def judged(burn: pl.DataFrame, slo: SLO, since: datetime | None) -> pl.DataFrame:
+    """``burn`` with each tier's firing cleared until its long window lies whole inside the
+    history that starts at ``since``: before, a sample or two make up the "3-day" ratio, and
+    a tier is not judged on them (the alert scores use the same rule)."""
+    if since is None:
+        return burn
+    return burn.with_columns(
+        (pl.col(f"firing_{t.name}") & (pl.col("ts") >= since + t.long_window - timedelta(minutes=1)))
+        .alias(f"firing_{t.name}") for t in slo.tiers)
+
+
 def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl.DataFrame,
-                latency: pl.DataFrame, lag: pl.DataFrame) -> DayBurn:
+                latency: pl.DataFrame, lag: pl.DataFrame, since: datetime | None = None) -> DayBurn:
+    """The day [start, end) of every SLO, from frames reaching back ``lookback`` before it.
+    ``since``: where the SLI history starts (default: the frames' first minute); a tier
+    fires only once its long window lies whole after it."""
     frames, service_frames, budgets, tiers = [], [], [], []
     windows, names = burn_windows(slos), tier_names(slos)
+    since = since or history_start(counters, latency, lag)
     for slo in slos:
         events = minute_events(slo, counters=counters, latency=latency, lag=lag)
-        day = _day(tier_states(burn_rates(events, slo, windows), slo), start, end, slo, names)
+        day = _day(judged(tier_states(burn_rates(events, slo, windows), slo), slo, since), start, end, slo, names)
         if slo.budgeting == "Timeslices":  # the service's own minutes, not its groups' minutes summed
             events = minute_events(slo, counters=counters, latency=latency, lag=lag, by=("service",))
-        whole = _day(tier_states(burn_rates(events, slo, windows, by=("service",)), slo), start, end, slo,
-                     names)
+        whole = _day(judged(tier_states(burn_rates(events, slo, windows, by=("service",)), slo), slo, since),
+                     start, end, slo, names)
         frames.append(day)
         service_frames.append(whole)
         # A Timeslices budget counts the service's own minutes, as its burn does.
