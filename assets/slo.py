@@ -90,7 +90,9 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
             left = remaining.filter(pl.col("slo") == slo.name)["budget_remaining"][0]
             metadata[f"budget_remaining/{slo.name}"] = round(left, 4)
             row = day.budget.filter(pl.col("slo") == slo.name).row(0, named=True)
-            metadata[f"budget_consumed_today/{slo.name}"] = round(row["budget_consumed"], 4)
+            # The day's burn rate (1 = spending the budget exactly at the pace the window allows),
+            # not a share of the window's budget: that is what budget_remaining tracks.
+            metadata[f"burn_rate_today/{slo.name}"] = round(row["burn_rate"], 4)
             mx = day.service.filter(pl.col("slo") == slo.name)["burn_1h"].max()
             metadata[f"max_burn_1h/{slo.name}"] = round(float(mx), 3) if mx is not None else 0.0
         context.log.info(f"slo burn {key}: {day.minutes.height} series-minutes, "
@@ -100,8 +102,7 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
             yield dg.AssetCheckResult(
                 check_name=check_name(t.slo, t.tier), passed=t.passed,
                 severity=dg.AssetCheckSeverity.ERROR if t.severity == "critical" else dg.AssetCheckSeverity.WARN,
-                description=(f"{t.firing_minutes} minute(s) burning over {t.burn_rate:g}x on both {t.long_window} "
-                             f"and {t.short_window}" if not t.passed else "not burning"),
+                description=_check_description(t),
                 metadata={"partition": key, "firing_minutes": t.firing_minutes, "first_firing": t.first_firing or "",
                           "groups_firing": dg.MetadataValue.json(t.groups_firing[:50]),
                           "groups_first_firing": dg.MetadataValue.json(
@@ -112,6 +113,19 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
                           "platform_action": t.platform_action})
 
     return [slo_burn]
+
+
+def _check_description(t) -> str:
+    """What decided a tier's check: the SLO as a whole; groups burning on their own, which the
+    ramp controller acts on, are named beside a pass so it does not read as all clear."""
+    if not t.passed:
+        return (f"{t.firing_minutes} minute(s) burning over {t.burn_rate:g}x on both {t.long_window} "
+                f"and {t.short_window}")
+    if t.groups_firing:
+        shown = ", ".join(t.groups_firing[:3]) + (", ..." if len(t.groups_firing) > 3 else "")
+        return (f"not burning as a whole; {len(t.groups_firing)} group(s) burning on their own over "
+                f"{t.burn_rate:g}x: {shown}")
+    return "not burning"
 
 
 def _budget_rows(wh, slos, day: date) -> dict[date, pl.DataFrame]:

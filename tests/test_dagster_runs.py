@@ -52,6 +52,10 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     row = left.filter(pl.col("slo") == "api-availability").row(0, named=True)
     assert row["budget_remaining"] == pytest.approx(slo_meta["budget_remaining/api-availability"].value, abs=1e-4)
     assert str(row["window_first_day"]) == "2026-02-09"  # a rolling 28 days
+    # The day's burn rate: its error ratio over the error budget (0.5% for api-availability).
+    burn = wh.query("SELECT bad, total, burn_rate FROM slo.budget_daily WHERE slo = 'api-availability'").row(0)
+    assert burn[2] == pytest.approx(burn[0] / burn[1] / 0.005)
+    assert slo_meta["burn_rate_today/api-availability"].value == pytest.approx(burn[2], abs=1e-4)
     series = wh.query("SELECT count(DISTINCT ts) AS n FROM slo.burn_minutes WHERE slo = 'api-availability'")
     assert series["n"][0] == 23 * 60
     stored = wh.query("SELECT slo, service, cohort, build_id, ts FROM slo.burn_minutes")  # in reading order

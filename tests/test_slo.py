@@ -346,3 +346,17 @@ def test_a_day_backfilled_out_of_order_refreshes_the_later_days_remaining_budget
     assert (later["days_stored"], later["bad"], later["total"]) == (2, 10, 2000)  # the 7th now counts
     # A day outside every window of the later days (rolling 28 days, calendar months) is not rewritten.
     assert list(store(date(2026, 1, 1), bad=0, total=10)) == [date(2026, 1, 1)]
+
+
+def test_a_passing_check_names_the_groups_burning_on_their_own():
+    from assets.slo import _check_description
+    from ops_platform.slo.daily import TierEvaluation
+
+    def tier(firing: int, groups: list[str]) -> TierEvaluation:
+        return TierEvaluation("api-latency", "fast", "critical", 14.4, "1h", "5m", firing, groups, None,
+                              {}, 0.0, 0.0, "rollback", "freeze")
+
+    assert _check_description(tier(0, [])) == "not burning"
+    assert _check_description(tier(0, ["api/canary/api-106"])) == (
+        "not burning as a whole; 1 group(s) burning on their own over 14.4x: api/canary/api-106")
+    assert _check_description(tier(3, ["api/canary/api-106"])).startswith("3 minute(s) burning over 14.4x")

@@ -63,7 +63,7 @@ class TierEvaluation:
 class DayBurn:
     minutes: pl.DataFrame  # per group (service x cohort x build): ts, slo, group..., bad, total, burn_*, firing_*
     service: pl.DataFrame  # the SLO as a whole (all cohorts and builds): what alerts and checks judge
-    budget: pl.DataFrame  # slo, bad, total, error_ratio, budget_consumed (over the day)
+    budget: pl.DataFrame  # slo, bad, total, error_ratio, burn_rate (the day's error ratio over the error budget)
     tiers: list[TierEvaluation]
 
 
@@ -106,7 +106,7 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
         bad, total = int(spent["bad"].sum()), int(spent["total"].sum())
         ratio = bad / total if total else 0.0
         budgets.append({"slo": slo.name, "bad": bad, "total": total, "error_ratio": ratio,
-                        "budget_consumed": ratio / slo.error_budget})
+                        "burn_rate": ratio / slo.error_budget})
         for t in slo.tiers:
             lw, sw = window_name(t.long_window), window_name(t.short_window)
             firing = whole.filter(pl.col(f"firing_{t.name}"))
