@@ -39,7 +39,9 @@ class SummitDbtTranslator(DagsterDbtTranslator):
         return "staging" if dbt_resource_props["resource_type"] == "model" else None
 
     def get_owners(self, dbt_resource_props):
-        return ["team:sre"]
+        """The model's ``meta.owner`` in _staging.yml (the team owning its raw source), else SRE."""
+        meta = (dbt_resource_props.get("config") or {}).get("meta") or dbt_resource_props.get("meta") or {}
+        return [meta.get("owner") or "team:sre"]
 
 
 @dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=SummitDbtTranslator(),

@@ -60,3 +60,9 @@ def test_every_raw_asset_has_contract_and_quarantine_checks(state):
     staging = {k: v for k, v in snap["assets"].items() if k.startswith("staging/")}
     assert all(v["deps"] and v["deps"][0].startswith("raw/") for v in staging.values())
     assert any(v["checks"] for v in staging.values())  # dbt tests show up as asset checks
+    # A staging model is owned by its raw source's team and says what it holds.
+    assert all(v["owners"] == snap["assets"][v["deps"][0]]["owners"] for v in staging.values()), \
+        {k: (v["owners"], snap["assets"][v["deps"][0]]["owners"]) for k, v in staging.items()}
+    graph = build_definitions(state).resolve_asset_graph()
+    described = {k.to_user_string(): graph.get(k).description or "" for k in graph.get_all_asset_keys()}
+    assert all(not described[k].startswith("dbt model") for k in staging), described
