@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from ops_platform.cli import main
 from ops_platform.ramp.analysis import MIN_REQUESTS, decide
-from ops_platform.ramp.backtest import run_backtest
+from ops_platform.ramp.backtest import run_backtest, score
 
 METRICS = {"bad_builds", "bad_builds_caught", "caught_before_general", "caught_before_general_rate",
            "false_pauses", "false_pause_rate", "median_minutes_to_pause", "p95_minutes_to_pause",
@@ -80,6 +80,17 @@ def test_backtest_scores_three_policies_on_the_world(small_world):
     assert ctl["blast_radius_bad_requests"] < min(results[p]["blast_radius_bad_requests"]
                                                   for p in ("flagger", "sre_multiwindow"))
     assert ctl["freezes"] == ctl["freezes_during_true_incident"]
+
+
+def test_rates_over_no_builds_are_none_not_perfect():
+    good = {"bad": False, "action": "promote", "before_general": False, "minutes_to_pause": None,
+            "bad_requests_before_pause": 0, "requests_before_pause": 0, "budget_spent": 0.2, "during_incident": False}
+    only_good = score([good])
+    assert only_good["bad_builds"] == 0 and only_good["caught_before_general_rate"] is None
+    assert only_good["error_budget_spent_per_bad_ramp"] is None and only_good["false_pause_rate"] == 0.0
+    bad = good | {"bad": True, "action": "pause", "before_general": True, "minutes_to_pause": 3.0}
+    only_bad = score([bad])
+    assert only_bad["caught_before_general_rate"] == 1.0 and only_bad["false_pause_rate"] is None
 
 
 def test_cli_backtest_json(small_world):

@@ -111,6 +111,7 @@ def score(rows: list[dict]) -> dict:
     A bad build counts as caught when its ramp was paused or rolled back; a good build's
     pause or rollback is a false pause. Freezes (every ramp held because the stable build
     burns too) are a platform decision, scored apart: correct when a true incident was on.
+    A rate or mean over no builds is None (no bad build to catch is not a perfect catch).
     """
     bad = [r for r in rows if r["bad"]]
     good = [r for r in rows if not r["bad"]]
@@ -122,15 +123,15 @@ def score(rows: list[dict]) -> dict:
         "ramps": len(rows), "bad_builds": len(bad), "good_builds": len(good),
         "bad_builds_caught": len(caught),
         "caught_before_general": len(before),
-        "caught_before_general_rate": len(before) / len(bad) if bad else 1.0,
+        "caught_before_general_rate": len(before) / len(bad) if bad else None,
         "false_pauses": sum(_stopped(r) for r in good),
-        "false_pause_rate": sum(_stopped(r) for r in good) / len(good) if good else 0.0,
+        "false_pause_rate": sum(_stopped(r) for r in good) / len(good) if good else None,
         "median_minutes_to_pause": statistics.median(minutes) if minutes else None,
         "p95_minutes_to_pause": float(np.percentile(minutes, 95)) if minutes else None,
         "blast_radius_bad_requests": sum(r["bad_requests_before_pause"] for r in bad),
         "blast_radius_requests": sum(r["requests_before_pause"] for r in bad),
-        "error_budget_spent_per_bad_ramp": statistics.mean(r["budget_spent"] for r in bad) if bad else 0.0,
-        "error_budget_spent_per_good_ramp": statistics.mean(r["budget_spent"] for r in good) if good else 0.0,
+        "error_budget_spent_per_bad_ramp": statistics.mean(r["budget_spent"] for r in bad) if bad else None,
+        "error_budget_spent_per_good_ramp": statistics.mean(r["budget_spent"] for r in good) if good else None,
         "freezes": len(freezes),
         "freezes_during_true_incident": sum(r["during_incident"] for r in freezes),
     }
