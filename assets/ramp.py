@@ -6,7 +6,7 @@ import polars as pl
 
 from assets import score_metadata
 from ops_platform.ramp.backtest import run_backtest
-from ops_platform.ramp.verdicts import ramps_from_steps, verdict_rows
+from ops_platform.ramp.verdicts import decided_since, ramps_from_steps, verdict_rows
 from ops_platform.timezones import partition_bounds
 from resources import DUCKDB_POOL
 from resources.landing import LandingZoneResource
@@ -43,8 +43,8 @@ def build_ramp_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.A
             description="No ramp active this day regresses against its stable build or burns the error "
                         "budget 6x; a failure names each ramp, its action (pause, rollback, freeze) and "
                         "the evidence, and the ramp controller acts on it.")],
-        description="The ramp controller's analysis of every ramp active this day (warehouse "
-                    "ramp.verdicts): its verdict and evidence, the cohorts it had reached, and the error "
+        description="The ramp controller's analysis of every ramp active this day and not decided on an "
+                    "earlier day (warehouse ramp.verdicts): its verdict and evidence, the cohorts it had reached, and the error "
                     "budget it consumed over the ramp and before the action.",
     )
     def ramp_verdicts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
@@ -63,7 +63,8 @@ def build_ramp_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.A
                             params)
         latency = wh.query(f'SELECT ts, service, cohort, build_id, le, "count" FROM raw.latency_buckets {where}',
                            params)
-        rows = verdict_rows(counters, latency, active.to_dicts(), _rejected_before(wh, key), until=end)
+        rows = decided_since(verdict_rows(counters, latency, active.to_dicts(), _rejected_before(wh, key), until=end),
+                             start)
         wh.replace_partition_tables("ramp", key, {"verdicts": rows.with_columns(pl.lit(key).alias("partition_key"))})
         acted = rows.filter(pl.col("action").is_not_null())
         context.log.info(f"ramp verdicts {key}: {rows.height} ramp(s), {acted.height} acted on")

@@ -137,6 +137,8 @@ def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state, monkey
                                 s["evidence"]) for s in signals if s["slo"] != "ramp-analysis")
         verdicts = Warehouse(state.warehouse).query("SELECT * FROM ramp.verdicts")
         judged = verdicts.filter(pl.col("build_id").is_in(list(expected)))
+        acted = verdicts.filter(pl.col("action").is_not_null())
+        assert acted["build_id"].is_unique().all()  # a decision is stored on the day it was made, once
         assert judged.height == len(expected) and (judged["budget_consumed"] > 0).all()
         assert (judged["requests_before_action"] < judged["requests"]).all()
         again = ramp_controller_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
@@ -171,6 +173,18 @@ def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state, monkey
     # The builds not on their flag: receipted, nothing held on their behalf.
     assert {b for b, d in by_build.items() if "skipped" not in d} == {on_flag}
     assert all("not " + repr(b) in d["skipped"] for b, d in by_build.items() if b != on_flag)
+
+
+def test_a_ramp_decided_on_an_earlier_day_is_not_reported_again():
+    from ops_platform.ramp.verdicts import VERDICT_SCHEMA, decided_since
+
+    day2 = datetime(2026, 3, 9, tzinfo=UTC)
+    rows = pl.DataFrame([
+        {"build_id": "api-1", "action": "pause", "acted_at": datetime(2026, 3, 8, 23, 50, tzinfo=UTC)},
+        {"build_id": "api-2", "action": "rollback", "acted_at": datetime(2026, 3, 9, 0, 10, tzinfo=UTC)},
+        {"build_id": "api-3", "action": None, "acted_at": None}], schema_overrides={
+            k: VERDICT_SCHEMA[k] for k in ("build_id", "action", "acted_at")})
+    assert decided_since(rows, day2)["build_id"].to_list() == ["api-2", "api-3"]
 
 
 def test_no_flapping_only_escalations_and_one_freeze_per_cooldown():

@@ -123,3 +123,11 @@ def verdict_rows(counters: pl.DataFrame, latency: pl.DataFrame, ramps: Iterable[
             "budget_consumed": err / (ERROR_MARGIN * req) if req else 0.0,
             "budget_consumed_before_action": err_b / (ERROR_MARGIN * req_b) if req_b else 0.0})
     return pl.DataFrame(rows, schema=VERDICT_SCHEMA)
+
+
+def decided_since(rows: pl.DataFrame, start: datetime) -> pl.DataFrame:
+    """The rows of ``verdict_rows`` a day starting at ``start`` reports: its ramps still
+    undecided, and those decided that day. A ramp acted on an earlier day is that day's
+    verdict, stored once: judged again over a longer window, the same action would be
+    counted twice with other evidence."""
+    return rows.filter(pl.col("acted_at").is_null() | (pl.col("acted_at") >= start))
