@@ -1,5 +1,7 @@
 """Dagster assets and asset checks, one module per domain."""
 
+import warnings
+
 import dagster as dg
 
 
@@ -7,3 +9,14 @@ def score_metadata(value: float | None) -> float | dg.MetadataValue:
     """A backtest figure as asset metadata: rounded, or null when there is none (no pause
     has no time to pause), never a 0 that reads as a measurement."""
     return round(float(value), 4) if value is not None else dg.MetadataValue.null()
+
+
+def check_spec(name: str, asset: dg.AssetKey, description: str,
+               partitions_def: dg.PartitionsDefinition | None) -> dg.AssetCheckSpec:
+    """A check of a partitioned asset, recorded per partition as the asset is, so a failed
+    day stays visible beside the days that pass (without it the latest evaluation of any
+    day stands for all). Partitioned checks are a preview feature of Dagster 1.13, pinned
+    in constraints.txt; its warning is silenced here, where it is chosen, not everywhere."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, asset=asset, description=description, partitions_def=partitions_def)

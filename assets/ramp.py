@@ -4,7 +4,7 @@ that scores them against the world's truth."""
 import dagster as dg
 import polars as pl
 
-from assets import score_metadata
+from assets import check_spec, score_metadata
 from ops_platform.ramp.backtest import run_backtest
 from ops_platform.ramp.verdicts import decided_since, ramps_from_steps, verdict_rows
 from ops_platform.timezones import partition_bounds
@@ -38,11 +38,11 @@ def build_ramp_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.A
         key=VERDICTS_KEY, partitions_def=partitions_def, group_name="ramp", owners=["team:release"],
         kinds={"duckdb", "polars"}, pool=DUCKDB_POOL,
         deps=[dg.AssetDep(dg.AssetKey(["raw", t]), partition_mapping=mapping) for t in _SOURCES],
-        check_specs=[dg.AssetCheckSpec(
-            VERDICT_CHECK, asset=VERDICTS_KEY,
-            description="No ramp active this day regresses against its stable build or burns the error "
-                        "budget 6x; a failure names each ramp, its action (pause, rollback, freeze) and "
-                        "the evidence, and the ramp controller acts on it.")],
+        check_specs=[check_spec(
+            VERDICT_CHECK, VERDICTS_KEY,
+            "No ramp active this day regresses against its stable build or burns the error budget 6x; a "
+            "failure names each ramp, its action (pause, rollback, freeze) and the evidence, and the ramp "
+            "controller acts on it.", partitions_def)],
         description="The ramp controller's analysis of every ramp active this day and not decided on an "
                     "earlier day (warehouse ramp.verdicts): its verdict and evidence, the cohorts it had reached, and the error "
                     "budget it consumed over the ramp and before the action.",

@@ -8,6 +8,7 @@ asset checks: the contract (schema, types, keys) and the quarantine count.
 
 import dagster as dg
 
+from assets import check_spec
 from ops_platform.contracts.definitions import CONTRACTS
 from ops_platform.contracts.model import POLARS_TYPES, Contract
 from ops_platform.ingest.partitioning import PartitionSpace
@@ -68,8 +69,9 @@ def build_raw_asset(contract: Contract, partitions_def: dg.DailyPartitionsDefini
         key=key, partitions_def=partitions_def if partitioned else None, group_name="raw",
         description=contract.description + " Validated against its data contract; bad rows go to raw.quarantine.",
         kinds={"duckdb", "parquet"}, owners=OWNERS.get(contract.table, ["team:sre"]), pool=DUCKDB_POOL,
-        check_specs=[dg.AssetCheckSpec(CONTRACT_CHECK, asset=key, description="Great Expectations data contract"),
-                     dg.AssetCheckSpec(QUARANTINE_CHECK, asset=key, description="Share of rows quarantined")],
+        check_specs=[check_spec(CONTRACT_CHECK, key, "Great Expectations data contract",
+                                partitions_def if partitioned else None),
+                     check_spec(QUARANTINE_CHECK, key, "Share of rows quarantined", partitions_def if partitioned else None)],
         metadata={"dagster/column_schema": _column_schema(contract)},
     )
     def _raw(context: dg.AssetExecutionContext, landing: LandingZoneResource, warehouse: WarehouseResource):

@@ -6,7 +6,7 @@ from datetime import date, timedelta
 import dagster as dg
 import polars as pl
 
-from assets import score_metadata
+from assets import check_spec, score_metadata
 from ops_platform.paths import SLO_DIR
 from ops_platform.slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
 from ops_platform.slo.daily import compute_day, lookback
@@ -38,10 +38,10 @@ def _read(warehouse, table: str, start, end, buckets: list[float]) -> pl.DataFra
 
 
 def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
-    slos = load_slos(SLO_DIR)
-    specs = [dg.AssetCheckSpec(check_name(s.name, t.name), asset=BURN_KEY,
-                               description=f"{s.display_name}: {t.name} burn ({t.burn_rate:g}x over "
-                                           f"{t.long_window} and {t.short_window}) -> ramps {t.ramp_action}")
+    slos = load_slos(SLO_DIR, platform_tz=partitions_def.timezone)  # calendar windows in the partitions' zone
+    specs = [check_spec(check_name(s.name, t.name), BURN_KEY,
+                        f"{s.display_name}: {t.name} burn ({t.burn_rate:g}x over {t.long_window} and "
+                        f"{t.short_window}) -> ramps {t.ramp_action}", partitions_def)
              for s in slos for t in s.tiers]
     # The longest burn window decides how many earlier days each day reads.
     lookback_days = math.ceil(lookback(slos) / timedelta(days=1))

@@ -48,8 +48,49 @@ def test_a_caused_spike_is_caught_and_an_uncaused_one_is_an_alert_without_cause(
     # 30 minutes of 20% errors are 1.7% over 6 h: under the medium tier's 3%, it never fires.
     medium = scores["api-availability"]["medium"]
     assert (medium["caught"], medium["alerts"], medium["recall"], medium["precision"]) == (0, 0, 0.0, None)
+    # Scored from 00:59 (the 1h window whole) to the day's end: 1,381 minutes.
+    firing = fast["firing_minutes"]
+    assert fast["scored_minutes"] == 1440 - 59 and 0 < firing < 60
     assert scores["all"]["fast"] == {"events": 1, "caught": 1, "alerts": 2, "false_alerts": 1, "recall": 1.0,
-                                     "precision": 0.5}
+                                     "precision": 0.5, "firing_minutes": firing, "scored_minutes": 1381,
+                                     "firing_share": firing / 1381}
+
+
+def test_a_tier_that_fires_all_the_time_shows_it_in_its_firing_share():
+    from ops_platform.slo.alert_score import TABLE_COLUMNS, table_rows
+
+    slo = next(s for s in load_slos(SLO_DIR) if s.name == "api-availability")
+    counters = _counters([range(0, 1440)])  # 20% errors all day: every tier fires from its first scored minute
+    incidents = pl.DataFrame({"incident_id": ["inc-1"], "kind": ["error_spike"], "service": ["api"],
+                              "start": [T0 + 300 * MIN], "end": [T0 + 330 * MIN]})
+    no_builds = pl.DataFrame(schema={"build_id": pl.String, "service": pl.String, "effect": pl.String,
+                                     "deploy_started_at": pl.Datetime, "general_reached_at": pl.Datetime})
+    scores = score_alerts([slo], truth_events(incidents, no_builds, counters), counters=counters, latency=None,
+                          lag=None)
+    fast = scores["api-availability"]["fast"]
+    # A perfect score on its face...
+    assert (fast["recall"], fast["precision"], fast["median_minutes_to_alert"]) == (1.0, 1.0, 0)
+    # ...that the firing minutes give away: every scored minute.
+    assert fast["firing_minutes"] == fast["scored_minutes"] == 1381 and fast["firing_share"] == 1.0
+    assert scores["all"]["fast"]["firing_share"] == 1.0
+    rows = {(r[0], r[1]): dict(zip(TABLE_COLUMNS, r, strict=True)) for r in table_rows(scores)}
+    assert rows[("api-availability", "fast")]["firing"] == rows[("all", "fast")]["firing"] == "1381 (100.0%)"
+
+
+def test_an_slo_named_like_the_totals_is_not_scored_over_them():
+    from dataclasses import replace
+
+    import pytest
+
+    slo = next(s for s in load_slos(SLO_DIR) if s.name == "api-availability")
+    counters = _counters([])
+    no_events = truth_events(pl.DataFrame(schema={"incident_id": pl.String, "kind": pl.String, "service": pl.String,
+                                                  "start": pl.Datetime("ms", "UTC"), "end": pl.Datetime("ms", "UTC")}),
+                             pl.DataFrame(schema={"build_id": pl.String, "service": pl.String, "effect": pl.String,
+                                                  "deploy_started_at": pl.Datetime,
+                                                  "general_reached_at": pl.Datetime}), counters)
+    with pytest.raises(ValueError, match="no SLO may be named 'all'"):
+        score_alerts([replace(slo, name="all")], no_events, counters=counters, latency=None, lag=None)
 
 
 def test_an_event_is_caught_only_while_its_minutes_are_in_the_long_window_and_warm_up_is_not_scored():
@@ -95,8 +136,9 @@ def test_cli_backtest_alerts_json_scores_every_slo_and_sums_the_tiers(small_worl
     names = {s.name for s in load_slos(SLO_DIR)}
     assert set(out) == names | {"all"}
     for tier, total in out["all"].items():
-        for key in ("events", "caught", "alerts", "false_alerts"):
+        for key in ("events", "caught", "alerts", "false_alerts", "firing_minutes", "scored_minutes"):
             assert total[key] == sum(out[n][tier][key] for n in names)
+        assert total["firing_share"] == total["firing_minutes"] / total["scored_minutes"]
         assert total["caught"] <= total["events"] and total["false_alerts"] <= total["alerts"]
     # The receipt pipeline's lag SLO sees every receipt stall the world injected.
     stalls = pl.read_parquet(small_world / "truth" / "incidents.parquet").filter(pl.col("kind") == "receipt_stall")

@@ -42,6 +42,12 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     burn_checks = [e for e in day.get_asset_check_evaluations() if e.asset_key.to_user_string() == "slo/burn"]
     assert len(burn_checks) == 15  # five SLOs x three tiers, each with the numbers that decided it
     assert all("firing_minutes" in e.metadata for e in burn_checks)
+    # Each check is recorded against its day, as the asset is, for partitioned assets.
+    for key, name in ((dg.AssetKey(["slo", "burn"]), burn_checks[0].check_name),
+                      (dg.AssetKey(["raw", "usage_events"]), "contract"), (dg.AssetKey(["ramp", "verdicts"]),
+                                                                            "no_regressing_ramps")):
+        record = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(key, name), limit=1)
+        assert record and record[0].partition == "2026-03-08", (key, name)
     slo_meta = day.asset_materializations_for_node("slo__burn")[0].metadata
     assert slo_meta["dagster/row_count"].value > 0
     assert slo_meta["budget_remaining/api-availability"].value <= 1.0

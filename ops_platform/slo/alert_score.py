@@ -35,9 +35,12 @@ INCIDENT_BURNS = {"error_spike": ("request_counters", None), "latency_regression
                   "receipt_stall": ("lag_samples", "receipt")}
 BAD_BUILD_BURNS = {"error_rate": "request_counters", "latency": "latency_buckets"}
 # The scores as a table (``table_rows``), for the CLI and the asset's metadata alike.
-TABLE_COLUMNS = ("slo", "tier", "caught", "recall", "alerts", "precision", "median min")
+TABLE_COLUMNS = ("slo", "tier", "caught", "recall", "alerts", "precision", "median min", "firing")
 TABLE_CAPTION = ("caught: truth events alerted on / events; alerts: episodes\n"
-                 "(in brackets: no cause in the truth); median min: event start to first alert")
+                 "(in brackets: no cause in the truth); median min: event start to first alert;\n"
+                 "firing: minutes the tier fired (their share of the minutes scored)")
+# The key of the per-tier totals over every SLO; no SLO may take the name (spec.RESERVED_NAMES).
+TOTALS = "all"
 
 
 def truth_events(incidents: pl.DataFrame, bad_builds: pl.DataFrame, counters: pl.DataFrame) -> pl.DataFrame:
@@ -72,9 +75,11 @@ def episodes(minutes: pl.Series, gap: timedelta = MINUTE) -> list[tuple[datetime
         "ts", "to").rows()
 
 
-def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier, history_start: datetime) -> dict:
+def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier, history_start: datetime,
+                history_end: datetime) -> dict:
     # Scored once the long window lies inside the history: before, a sample or two make its ratio.
     scored_from = history_start + tier.long_window - MINUTE
+    scored = max(int((history_end - scored_from) / MINUTE), 0)
     minutes = minutes.filter(minutes >= scored_from)
     # An event can be caught up to the last minute whose long window (t - w, t] still holds
     # one of its minutes; an event over before scoring starts is not judged.
@@ -91,14 +96,19 @@ def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier, histor
             "alerts": len(alerts), "false_alerts": false,
             "precision": (len(alerts) - false) / len(alerts) if alerts else None,
             "median_minutes_to_alert": statistics.median(delays) if delays else None,
-            "max_minutes_to_alert": max(delays) if delays else None, "firing_minutes": minutes.len()}
+            "max_minutes_to_alert": max(delays) if delays else None, "firing_minutes": minutes.len(),
+            # A tier that fires all the time catches everything at once: its firing share shows it.
+            "scored_minutes": scored, "firing_share": minutes.len() / scored if scored else None}
 
 
 def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFrame,
                  latency: pl.DataFrame | None, lag: pl.DataFrame | None) -> dict[str, dict[str, dict]]:
     """Per SLO and tier: events, caught, recall, alerts, false_alerts, precision, median and
-    max minutes to alert, firing minutes; and ``all`` per tier name, summed over the SLOs (an
-    event two SLOs read counts for each)."""
+    max minutes to alert, firing minutes, scored minutes and the share of them firing; and
+    ``all`` (TOTALS) per tier name, summed over the SLOs (an event two SLOs read counts for
+    each). An SLO named ``all`` is refused: its figures would collide with the totals."""
+    if any(s.name == TOTALS for s in slos):
+        raise ValueError(f"no SLO may be named {TOTALS!r}: it is the key of the totals over every SLO")
     stamps = [f["ts"] for f in (counters, latency, lag) if f is not None and f.height]
     start = min(s.min() for s in stamps)
     end = max(s.max() for s in stamps) + MINUTE
@@ -108,18 +118,20 @@ def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFram
         table, name = slo.source
         mine = events.filter((pl.col("table") == table) & (pl.col("service") == name))
         rows = service.filter(pl.col("slo") == slo.name)
-        out[slo.name] = {t.name: _tier_score(rows.filter(pl.col(f"firing_{t.name}"))["ts"], mine, t, start)
+        out[slo.name] = {t.name: _tier_score(rows.filter(pl.col(f"firing_{t.name}"))["ts"], mine, t, start, end)
                          for t in slo.tiers}
     totals: dict[str, dict] = {}
     for tiers in out.values():
         for tier, s in tiers.items():
-            t = totals.setdefault(tier, {"events": 0, "caught": 0, "alerts": 0, "false_alerts": 0})
+            t = totals.setdefault(tier, dict.fromkeys(("events", "caught", "alerts", "false_alerts", "firing_minutes",
+                                                       "scored_minutes"), 0))
             for k in t:
                 t[k] += s[k]
     for t in totals.values():
         t["recall"] = t["caught"] / t["events"] if t["events"] else None
         t["precision"] = (t["alerts"] - t["false_alerts"]) / t["alerts"] if t["alerts"] else None
-    out["all"] = totals
+        t["firing_share"] = t["firing_minutes"] / t["scored_minutes"] if t["scored_minutes"] else None
+    out[TOTALS] = totals
     return out
 
 
@@ -138,10 +150,15 @@ def score_world(world: Path, slos: list[SLO]) -> dict[str, dict[str, dict]]:
 def table_rows(results: dict[str, dict[str, dict]]) -> list[tuple[str, ...]]:
     """The scores as text, one row per SLO and tier under ``TABLE_COLUMNS`` (the CLI's table
     and the asset's metadata): caught as caught/events, alerts with those without cause in
-    brackets, minutes to alert whole."""
+    brackets, minutes to alert whole, the firing minutes with their share of the scored
+    minutes in brackets."""
     def num(v: float | None, digits: int = 2) -> str:
         return "-" if v is None else f"{v:.{digits}f}"
 
+    def firing(s: dict) -> str:
+        share = s.get("firing_share")
+        return f"{s.get('firing_minutes', '-')} ({'-' if share is None else f'{100 * share:.1f}%'})"
+
     return [(slo, tier, f"{s['caught']}/{s['events']}", num(s["recall"]), f"{s['alerts']} ({s['false_alerts']})",
-             num(s["precision"]), num(s.get("median_minutes_to_alert"), 0))
+             num(s["precision"]), num(s.get("median_minutes_to_alert"), 0), firing(s))
             for slo, tiers in results.items() for tier, s in tiers.items()]

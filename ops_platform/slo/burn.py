@@ -8,6 +8,7 @@ ratio over the error budget (burn 1 spends the budget exactly over the SLO windo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -29,6 +30,11 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
     ``by``: the groups a minute is judged for. A Timeslices SLO of the whole service judges
     the service's minute (``by=("service",)``), not each cohort and build's minute summed;
     the group columns left out are null.
+
+    A frame that holds rows but none of the SLO's service (or pipeline) is an error naming
+    those it holds (a typo would otherwise judge nothing: 0/0); so is a latency SLO whose good
+    bound is none of the service's buckets (every request would count slow). An empty frame,
+    or a service without traffic in some minutes, is no error.
     """
     ind = slo.indicator
     if ind.kind == "ratio" and ind.good.spec.get("table") == "latency_buckets":
@@ -38,8 +44,14 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         if is_inf_bound(threshold):
             raise ValueError(f"SLO {slo.name}: the good bucket cannot be +Inf")
         le = float(threshold)
-        lat = latency.filter((pl.col("service") == slo.source[1])
-                             & pl.col("le").is_in([le, float("inf")]))
+        # One pass over the buckets for the two bounds; the checks look at the whole frame
+        # only when the pass finds something wrong.
+        lat = latency.filter((pl.col("service") == slo.source[1]) & pl.col("le").is_in([le, float("inf")]))
+        if latency.height and not (lat["le"] == le).any():
+            mine = _of_source(slo, latency, "latency buckets", "service")
+            bounds = ", ".join("+Inf" if math.isinf(b) else f"{b:g}" for b in mine["le"].unique().sort().to_list())
+            raise ValueError(f"{_named(slo)}: its good bucket le={le:g} is not among the latency "
+                             f"buckets of service {slo.source[1]!r} (le = {bounds}); name one of them")
         # The +Inf bucket (the total) of each minute and group, beside its good bucket: a minute
         # without a +Inf bucket has no requests to judge. Buckets are unique per minute, group
         # and bound (the contract's key), so once sorted by them a minute's good bucket sits
@@ -56,7 +68,7 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
     elif ind.kind == "ratio":
         if counters is None:
             raise ValueError(f"SLO {slo.name} needs request counters")
-        ev = counters.filter(pl.col("service") == slo.source[1]).select(
+        ev = _of_source(slo, counters, "request counters", "service").select(
             "ts", *GROUP, (pl.col("requests") - pl.col("errors")).alias("good"), pl.col("requests").alias("total"))
     else:
         if lag is None:
@@ -64,7 +76,7 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         pipeline = slo.source[1]
         sample = pl.col(ind.metric.spec.get("value", LAG_VALUE))
         bad = THRESHOLD_OPS[slo.objective.op].bad(sample, slo.objective.value)
-        return (lag.filter(pl.col("pipeline") == pipeline)
+        return (_of_source(slo, lag, "lag samples", "pipeline")
                 .group_by(pl.col("ts").dt.truncate("1m"))
                 .agg(bad.sum().cast(pl.Int64).alias("bad"), pl.len().cast(pl.Int64).alias("total"))
                 .sort("ts")
@@ -79,6 +91,21 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
             "ts", *GROUP, ((good / total) < slo.objective.time_slice_target).cast(pl.Int64).alias("bad"),
             pl.lit(1, pl.Int64).alias("total"))
     return ev.select("ts", *GROUP, (total - good).cast(pl.Int64).alias("bad"), total.cast(pl.Int64))
+
+
+def _named(slo: SLO) -> str:
+    return f"SLO {slo.name}" + (f" ({slo.file})" if slo.file else "")
+
+
+def _of_source(slo: SLO, frame: pl.DataFrame, what: str, column: str) -> pl.DataFrame:
+    """The rows of ``frame`` of the SLO's service or pipeline; an error naming those the
+    frame holds when it holds rows but none of them."""
+    mine = frame.filter(pl.col(column) == slo.source[1])
+    if frame.height and not mine.height:
+        present = ", ".join(sorted(str(v) for v in frame[column].unique().to_list()))
+        raise ValueError(f"{_named(slo)}: the {what} hold no {column} {slo.source[1]!r} "
+                         f"(they hold: {present}); is the {column} in its indicator spelt right?")
+    return mine
 
 
 def window_name(w: timedelta) -> str:

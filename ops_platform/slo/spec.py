@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import yaml
+
+from ..timezones import display_tz_name
 
 OPENSLO = "openslo/v1"
 EXTENSION = "summit.example/v1alpha1"
@@ -31,6 +34,14 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 SOURCE_TABLES = ("request_counters", "latency_buckets", "lag_samples")  # what burn series read
 LAG_VALUE = "lag_seconds"
+# The keys a metric source's spec may hold, per table: what the burn series read, no more.
+SOURCE_KEYS = {"request_counters": ("table", "service", "value"), "latency_buckets": ("table", "service", "le"),
+               "lag_samples": ("table", "pipeline", "value")}
+# A request-counter ratio is good = requests - errors over total = requests (all burn.minute_events computes).
+GOOD_REQUESTS, ALL_REQUESTS = "requests - errors", "requests"
+RESERVED_NAMES = ("all",)  # the alert scores' totals over every SLO (alert_score.TOTALS)
+TIER_KEYS = ("name", "burnRate", "longWindow", "shortWindow", "severity", "ramp", "platform")
+POLICY_KEYS = ("slo", "tiers")
 
 
 def is_inf_bound(value: Any) -> bool:
@@ -169,6 +180,15 @@ class SLO:
         return sorted({t.long_window for t in self.tiers} | {t.short_window for t in self.tiers})
 
 
+def _unknown_keys(doc: Any, allowed: tuple[str, ...], file, path: str) -> None:
+    """Refuse a key the loader would otherwise ignore (a typo such as ``burnRat``), naming it
+    and the keys allowed there."""
+    if isinstance(doc, dict):
+        for key in doc:
+            if key not in allowed:
+                raise SLOSpecError(file, f"{path}.{key}", f"unknown key; allowed here: {', '.join(allowed)}")
+
+
 def parse_duration(text: Any, file: Path | str, path: str, *, calendar: bool = False) -> timedelta | str:
     m = _DURATION.match(str(text).strip())
     if not m:
@@ -215,6 +235,9 @@ def _source(doc: Any, file, path: str) -> MetricSource:
     table = _get(spec, "table", file, where, str)
     if table not in SOURCE_TABLES:
         raise SLOSpecError(file, f"{where}.table", f"{table!r} is not one of {', '.join(SOURCE_TABLES)}")
+    _unknown_keys(spec, SOURCE_KEYS[table], file, where)
+    for key in ("service", "pipeline"):
+        _get(spec, key, file, where, str, required=False)
     if table == "latency_buckets":
         le = _get(spec, "le", file, where, (int, float, str))
         # A finite bound >= 0, maybe quoted as Prometheus writes its le labels, or +Inf.
@@ -230,20 +253,58 @@ def _indicator(doc: dict, file, path: str) -> Indicator:
     name = _name(doc, file, path)
     spec = _get(doc, "spec", file, path, dict)
     if "ratioMetric" in spec:
+        rp = f"{path}.spec.ratioMetric"
         ratio = _get(spec, "ratioMetric", file, f"{path}.spec", dict)
         if ratio.get("counter") is not True:
-            raise SLOSpecError(file, f"{path}.spec.ratioMetric.counter", "only counter ratios are supported")
-        return Indicator(name, "ratio", good=_source(_get(ratio, "good", file, f"{path}.spec.ratioMetric"), file,
-                                                     f"{path}.spec.ratioMetric.good"),
-                         total=_source(_get(ratio, "total", file, f"{path}.spec.ratioMetric"), file,
-                                       f"{path}.spec.ratioMetric.total"))
+            raise SLOSpecError(file, f"{rp}.counter", "only counter ratios are supported")
+        good = _source(_get(ratio, "good", file, rp), file, f"{rp}.good")
+        total = _source(_get(ratio, "total", file, rp), file, f"{rp}.total")
+        _ratio_shape(good, total, file, rp)
+        return Indicator(name, "ratio", good=good, total=total)
     if "thresholdMetric" in spec:
-        return Indicator(name, "threshold", metric=_source(spec["thresholdMetric"], file,
-                                                           f"{path}.spec.thresholdMetric"))
+        metric = _source(spec["thresholdMetric"], file, f"{path}.spec.thresholdMetric")
+        if metric.spec["table"] != "lag_samples":
+            raise SLOSpecError(file, f"{path}.spec.thresholdMetric.metricSource.spec.table",
+                               f"{metric.spec['table']!r}: a thresholdMetric compares lag samples (table lag_samples)")
+        return Indicator(name, "threshold", metric=metric)
     raise SLOSpecError(file, f"{path}.spec", "needs ratioMetric or thresholdMetric")
 
 
-def _window(doc: list, file, path: str) -> TimeWindow:
+def _ratio_shape(good: MetricSource, total: MetricSource, file, path: str) -> None:
+    """Only the ratios the burn series compute (``burn.minute_events``): requests without
+    error over requests, or a latency bucket over the +Inf bucket, of one service. Anything
+    else would load and then be computed as one of these, whatever the file says."""
+    g, t = good.spec, total.spec
+    where = "metricSource.spec"
+    if g["table"] != t["table"]:
+        raise SLOSpecError(file, f"{path}.good.{where}.table",
+                           f"{g['table']!r}: the good and total of a ratio read the same table ({t['table']!r})")
+    if g.get("service") != t.get("service"):
+        raise SLOSpecError(file, f"{path}.good.{where}.service",
+                           f"{g.get('service')!r}: the good and total of a ratio read the same service "
+                           f"({t.get('service')!r})")
+    if t["table"] == "lag_samples":
+        raise SLOSpecError(file, f"{path}.total.{where}.table",
+                           "lag samples are judged by a thresholdMetric, not a ratio (ratios read request_counters "
+                           "or latency_buckets)")
+    if t["table"] == "request_counters":
+        for side, spec, want, required in (("good", g, GOOD_REQUESTS, True), ("total", t, ALL_REQUESTS, False)):
+            value = spec.get("value")
+            if value is None and not required:
+                continue
+            if value is None or re.sub(r"\s+", "", str(value)) != re.sub(r"\s+", "", want):
+                raise SLOSpecError(file, f"{path}.{side}.{where}.value",
+                                   f"{value!r}: a request-counter ratio's {side} is {want!r}")
+    else:
+        if is_inf_bound(g["le"]):
+            raise SLOSpecError(file, f"{path}.good.{where}.le",
+                               "the good bucket cannot be +Inf (that is every request): name a finite bound")
+        if not is_inf_bound(t["le"]):
+            raise SLOSpecError(file, f"{path}.total.{where}.le",
+                               f"{t['le']!r}: a latency ratio's total is the +Inf bucket (every request)")
+
+
+def _window(doc: list, file, path: str, platform_tz: str) -> TimeWindow:
     if not isinstance(doc, list) or len(doc) != 1:
         raise SLOSpecError(file, path, "exactly one time window is supported")
     w = doc[0]
@@ -255,6 +316,17 @@ def _window(doc: list, file, path: str) -> TimeWindow:
         return TimeWindow(True, dur)
     cal = _get(w, "calendar", file, f"{path}[0]", dict)
     tz = _get(cal, "timeZone", file, f"{path}[0].calendar", str)
+    try:
+        ZoneInfo(tz)
+    except (KeyError, ValueError, OSError):
+        raise SLOSpecError(file, f"{path}[0].calendar.timeZone", f"{tz!r} is not an IANA time zone") from None
+    if tz != platform_tz:
+        # Budgets are summed over the daily partitions, which are days of the platform's zone:
+        # a month of another zone would start and end inside a partition.
+        raise SLOSpecError(file, f"{path}[0].calendar.timeZone",
+                           f"{tz!r}: calendar windows follow the platform's zone, {platform_tz!r} (OPS_PLATFORM_TZ; "
+                           f"budgets are summed over its daily partitions): set timeZone to {platform_tz}, "
+                           f"or OPS_PLATFORM_TZ={tz}")
     _get(cal, "startTime", file, f"{path}[0].calendar", str)
     unit = dur if isinstance(dur, str) else {timedelta(days=1): "day", timedelta(weeks=1): "week"}.get(dur)
     if unit is None:
@@ -287,8 +359,11 @@ def _objective(doc: Any, budgeting: str, indicator: Indicator, file, path: str) 
 
 def _tiers(doc: dict, file, path: str) -> tuple[BurnTier, ...]:
     tiers = []
-    for i, t in enumerate(_get(_get(doc, "spec", file, path, dict), "tiers", file, f"{path}.spec", list)):
+    spec = _get(doc, "spec", file, path, dict)
+    _unknown_keys(spec, POLICY_KEYS, file, f"{path}.spec")
+    for i, t in enumerate(_get(spec, "tiers", file, f"{path}.spec", list)):
         p = f"{path}.spec.tiers[{i}]"
+        _unknown_keys(t, TIER_KEYS, file, p)
         rate = float(_get(t, "burnRate", file, p, (int, float)))
         if not (rate > 0 and math.isfinite(rate)):
             raise SLOSpecError(file, f"{p}.burnRate", "must be a positive number")
@@ -317,10 +392,47 @@ def _tiers(doc: dict, file, path: str) -> tuple[BurnTier, ...]:
     return tuple(sorted(tiers, key=lambda t: -t.burn_rate))
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(f"key {key!r} appears twice in one mapping (lines {first} and {line})")
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping: YAML keys are unique, and
+    PyYAML would otherwise keep the last one silently (two `target:` lines, the second wins).
+    Keys a merge (`<<`) brings in may still be overridden, as YAML allows."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, line, seen[key])
+                    seen[key] = line
+                except TypeError:  # an unhashable key: the safe loader says so itself
+                    continue
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
     """Documents of one file: SLO docs, SLI objects, BurnAlertPolicy docs."""
+    data = Path(path).read_bytes()
     try:
-        docs = [d for d in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if d is not None]
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SLOSpecError(path, f"(line {line})", f"byte 0x{data[exc.start]:02x} at offset {exc.start} is not "
+                                                   "UTF-8: SLO files are UTF-8 text") from None
+    try:
+        docs = [d for d in yaml.load_all(text, Loader=_UniqueKeyLoader) if d is not None]
+    except _DuplicateKey as exc:
+        raise SLOSpecError(path, f"(line {exc.line})", f"key {exc.key!r} is given twice in one mapping (first on "
+                                                       f"line {exc.first}): YAML keys must be unique") from None
     except yaml.YAMLError as exc:
         raise SLOSpecError(path, "(yaml)", str(exc).replace("\n", " ")) from None
     slos, slis, policies = [], [], []
@@ -335,11 +447,17 @@ def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
             policies.append((i, d))
         else:
             raise SLOSpecError(path, f"{p}.kind", f"unsupported {api}/{kind}")
+    if not slos:
+        raise SLOSpecError(path, "(file)", "defines no SLO: each SLO file holds an openslo/v1 SLO document "
+                                           "(and its BurnAlertPolicy)" + (" and this one is empty" if not docs else ""))
     return slos, slis, policies
 
 
-def load_slos(folder: Path) -> list[SLO]:
-    """Every SLO in `folder/*.yaml`, validated, with its burn tiers."""
+def load_slos(folder: Path, *, platform_tz: str | None = None) -> list[SLO]:
+    """Every SLO in `folder/*.yaml`, validated, with its burn tiers. ``platform_tz``: the zone
+    of the daily partitions (default: OPS_PLATFORM_TZ, else America/Denver), which a calendar
+    window's timeZone must name."""
+    platform_tz = platform_tz or display_tz_name()
     files = sorted(Path(folder).glob("*.yaml")) + sorted(Path(folder).glob("*.yml"))
     if not files:
         raise SLOSpecError(folder, "(folder)", "no SLO files (*.yaml)")
@@ -355,13 +473,16 @@ def load_slos(folder: Path) -> list[SLO]:
             slo_name = _get(_get(d, "spec", f, f"document[{i}]", dict), "slo", f, f"document[{i}].spec", str)
             if slo_name in policies:
                 raise SLOSpecError(f, f"document[{i}].spec.slo", f"SLO {slo_name!r} has a BurnAlertPolicy already")
-            policies[slo_name] = (f, _tiers(d, f, f"document[{i}]"))
+            policies[slo_name] = (f, f"document[{i}]", _tiers(d, f, f"document[{i}]"), d["spec"]["tiers"])
     out, seen = [], set()
     for f, i, d in raw:
         p = f"document[{i}]"
         name = _name(d, f, p)
         if name in seen:
             raise SLOSpecError(f, f"{p}.metadata.name", f"SLO {name!r} is defined twice")
+        if name in RESERVED_NAMES:
+            raise SLOSpecError(f, f"{p}.metadata.name", f"{name!r} is reserved (the alert scores' totals over "
+                                                        "every SLO): name the SLO otherwise")
         seen.add(name)
         meta, spec = d["metadata"], _get(d, "spec", f, p, dict)
         annotations = meta.get("annotations") or {}
@@ -382,13 +503,32 @@ def load_slos(folder: Path) -> list[SLO]:
             raise SLOSpecError(f, f"{p}.spec.budgetingMethod", f"{budgeting!r} is not Occurrences or Timeslices")
         objective = _objective(_get(spec, "objectives", f, f"{p}.spec", list), budgeting, indicator, f,
                                f"{p}.spec.objectives")
-        tiers = policies.get(name, (f, ()))[1]
+        if name not in policies:
+            raise SLOSpecError(f, f"{p}.metadata.name", f"SLO {name!r} has no BurnAlertPolicy (kind BurnAlertPolicy, "
+                                                        f"apiVersion {EXTENSION}, spec.slo: {name}): an SLO "
+                                                        "without burn tiers would never alert")
+        policy_file, policy_path, tiers, raw_tiers = policies[name]
+        _tiers_can_fire(tiers, raw_tiers, objective.target, policy_file, policy_path)
         out.append(SLO(name, meta.get("displayName") or name, owner, spec.get("description", ""),
                        _get(spec, "service", f, f"{p}.spec", str), indicator,
-                       _window(_get(spec, "timeWindow", f, f"{p}.spec", list), f, f"{p}.spec.timeWindow"),
+                       _window(_get(spec, "timeWindow", f, f"{p}.spec", list), f, f"{p}.spec.timeWindow",
+                               platform_tz),
                        budgeting, objective, tiers, str(f)))
     orphans = set(policies) - seen
     if orphans:
         f = policies[sorted(orphans)[0]][0]
         raise SLOSpecError(f, "BurnAlertPolicy.spec.slo", f"no SLO named {sorted(orphans)[0]!r}")
     return sorted(out, key=lambda s: s.name)
+
+
+def _tiers_can_fire(tiers: tuple[BurnTier, ...], raw: list, target: float, file, path: str) -> None:
+    """A tier fires when the error ratio exceeds burn rate x error budget; an error ratio is at
+    most 1, so a tier whose product is 1 or more could never fire."""
+    budget = 1.0 - target
+    for t in tiers:
+        if t.burn_rate * budget >= 1:
+            i = next(j for j, r in enumerate(raw) if r.get("name") == t.name)
+            raise SLOSpecError(file, f"{path}.spec.tiers[{i}].burnRate",
+                               f"tier {t.name!r}: burnRate {t.burn_rate:g} x error budget {budget:g} (1 - target "
+                               f"{target:g}) = {t.burn_rate * budget:g}, but an error ratio is at most 1, so the tier "
+                               f"could never fire: its burnRate must be below {1 / budget:g}")
