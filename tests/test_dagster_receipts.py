@@ -50,6 +50,13 @@ def test_ledger_asset_check_and_retry_job(state, tmp_path):
     assert receipts.rows() == [("pause", True), ("resume", False), ("freeze", True)]
     events = wh.query("SELECT count(*) AS n FROM control.switchboard_events")["n"][0]
     assert events >= 6
+    # Instants are timestamps an analyst can subtract, not text.
+    span = wh.query("SELECT epoch(max(receipted_at) - min(receipted_at)) AS d, "
+                    "typeof(min(receipted_at)) AS t FROM control.receipts").row(0)
+    assert span[1] == "TIMESTAMP WITH TIME ZONE" and span[0] >= 0
+    kinds = wh.query("SELECT DISTINCT data_type FROM information_schema.columns WHERE table_schema = 'control' "
+                     "AND (column_name = 'ts' OR column_name LIKE '%\\_at' ESCAPE '\\')")["data_type"].to_list()
+    assert kinds == ["TIMESTAMP WITH TIME ZONE"], kinds
 
     con = sqlite3.connect(state.control_store)
     con.execute("UPDATE ledger SET prev_hash = ? WHERE seq = 1", ["0" * 64])

@@ -49,6 +49,15 @@ def _table(store: ControlStore, table: sa.Table) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
+def _instants(frame: pl.DataFrame) -> pl.DataFrame:
+    """Instants (``ts`` and ``*_at`` columns, stored as ISO 8601 text with ``Z``) as UTC
+    timestamps, so an analyst can subtract and compare them. Parsed strictly: the store
+    writes one spelling (``timezones.iso_utc``), and anything else is an error, not a null."""
+    cols = [c for c in frame.columns if (c == "ts" or c.endswith("_at")) and frame.schema[c] == pl.String]
+    return frame.with_columns(pl.col(c).str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC")
+                              for c in cols)
+
+
 def export_to_warehouse(store: ControlStore, warehouse: Warehouse) -> dict[str, int]:
     frames = {
         "receipts": _receipts(store),
@@ -58,6 +67,7 @@ def export_to_warehouse(store: ControlStore, warehouse: Warehouse) -> dict[str, 
         "dlq": _table(store, s.dlq),
         "checkpoints": _table(store, s.checkpoints).drop("envelope"),
     }
+    frames = {name: _instants(frame) for name, frame in frames.items()}
     with warehouse.connect() as con:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         for name, frame in frames.items():
