@@ -182,23 +182,25 @@ def test_a_same_content_redelivery_is_a_duplicate_and_a_different_one_a_conflict
     assert res.accepted.equals(before.accepted)
 
 
-def test_timestamps_in_any_layout_are_read_as_utc_and_unreadable_ones_get_a_reason():
+def test_iso_8601_timestamps_are_read_as_utc_and_other_layouts_get_a_reason():
     from datetime import UTC, datetime
 
     from ops_platform.ingest.landing import RawBatch
     from ops_platform.ingest.normalize import normalize_batch
 
-    times = ["2026-03-09T07:00:02.5Z", "2026-03-09T09:00:02+02:00", "2026-03-09 07:00:02", "soon", None]
-    frame = pl.DataFrame({"specversion": "1.0", "id": [f"e{i}" for i in range(5)], "source": "//s", "type": "t",
+    times = ["2026-03-09T07:00:02.5Z", "2026-03-09T09:00:02+02:00", "2026-03-09 07:00:02", "soon", None,
+             "03/09/2026 07:00:02", "2026-03-09T12:30:02+0530"]
+    frame = pl.DataFrame({"specversion": "1.0", "id": [f"e{i}" for i in range(7)], "source": "//s", "type": "t",
                           "time": times, "subject": "t-1", "datacontenttype": "application/json",
-                          "data": [{"meter": "api_calls", "quantity": 1.0}] * 5})
+                          "data": [{"meter": "api_calls", "quantity": 1.0}] * 7})
     out, errors = normalize_batch(RawBatch("usage_events/dt=2026-03-09/x.parquet", None, frame),
                                   CONTRACTS["usage_events"])
     assert errors == []
     at = datetime(2026, 3, 9, 7, 0, 2, tzinfo=UTC)
-    assert out["event_time"].to_list() == [at.replace(microsecond=500_000), at, at, None, None]
-    assert out["_reasons"].to_list() == [[], [], [], ["time: not a valid timestamp"], []]  # a missing time is not a cast error
-    assert out["_row"].to_list() == [0, 1, 2, 3, 4]
+    assert out["event_time"].to_list() == [at.replace(microsecond=500_000), at, at, None, None, None, at]
+    bad = ["time: not a valid timestamp (ISO 8601 expected)"]  # a US date is ambiguous: refused, not guessed
+    assert out["_reasons"].to_list() == [[], [], [], bad, [], bad, []]  # a missing time is not a cast error
+    assert out["_row"].to_list() == list(range(7))
 
 
 @pytest.mark.parametrize(("key", "hours"), [("2026-03-08", 23), ("2026-11-01", 25), ("2026-03-09", 24)])

@@ -163,9 +163,17 @@ BILLING_FOCUS = Contract(
         Rule("charge_period_length", (pl.col("ChargePeriodEnd") - pl.col("ChargePeriodStart")
                                       <= pl.duration(days=MAX_CHARGE_DAYS)).fill_null(True),
              f"ChargePeriodEnd: more than {MAX_CHARGE_DAYS} days after ChargePeriodStart"),
+        # Our rule, stricter than FOCUS 1.2 (whose Usage rows may be negative, refunds
+        # included): a negative usage cost is taken for a sign slip, refused with its reason
+        # (finops/repair.py may still count it). On the cost billed, and on the effective
+        # cost attribution reads; a row negative in both says it once, by the first rule.
         Rule("usage_cost_non_negative",
              ~((pl.col("ChargeCategory") == "Usage") & (pl.col("BilledCost").cast(pl.Float64) < 0)).fill_null(False),
              "BilledCost: negative on a Usage charge"),
+        Rule("usage_effective_cost_non_negative",
+             ~((pl.col("ChargeCategory") == "Usage") & (pl.col("EffectiveCost").cast(pl.Float64) < 0)
+               & ~(pl.col("BilledCost").cast(pl.Float64) < 0).fill_null(False)).fill_null(False),
+             "EffectiveCost: negative on a Usage charge"),
         Rule("tags_json", pl.col("Tags").map_elements(_key_values_or_null, return_dtype=pl.Boolean,
                                                       skip_nulls=False),
              "Tags: not a JSON object of scalar values"),

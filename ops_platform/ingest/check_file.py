@@ -1,35 +1,51 @@
 """Check one file a user brings (e.g. a provider's FOCUS export) against a source's contract.
 
-The same normalisation and Great Expectations suite as ingestion, without partitions or a
-warehouse: it says whether the file loads, which rows would be quarantined and why, and
+The file goes through ingestion itself (``ingest_partition``: normalisation, the Great
+Expectations suite, re-delivery checks), without partitions or a warehouse: the report says
+whether the file loads, how many rows ingestion would accept and quarantine and why, and
 which required columns are missing, so a bad file is refused with a clear message before
 anything reads it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 
-from ..contracts.ge_suite import validate_rows
 from ..contracts.model import Contract
 from .landing import RawBatch, read_any
 from .normalize import normalize_batch
+from .pipeline import ingest_partition
 
 
 @dataclass
 class FileCheck:
     file: str
-    rows: int = 0
+    rows: int = 0  # rows == accepted + quarantined_rows + duplicates_removed
     accepted: int = 0
-    quarantined: dict[str, int] = field(default_factory=dict)
+    quarantined_rows: int = 0
+    duplicates_removed: int = 0  # a row repeating an earlier one's key and content
+    quarantined: dict[str, int] = field(default_factory=dict)  # quarantined rows per reason, as ingestion words it
     schema_errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the file loads, but a later step will object
 
     @property
     def loads(self) -> bool:
         return not self.schema_errors
+
+
+class _OneFile:
+    """A source reader holding one batch: the user's file."""
+
+    def __init__(self, batch: RawBatch):
+        self.batch = batch
+
+    def read(self, table: str, dates: tuple[date | None, date | None] | None) -> Iterator[RawBatch]:
+        yield self.batch
 
 
 def check_file(path: Path, contract: Contract) -> FileCheck:
@@ -43,16 +59,31 @@ def check_file(path: Path, contract: Contract) -> FileCheck:
     except Exception as exc:  # a corrupt file is a finding, not a traceback
         result.schema_errors.append(f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})")
         return result
-    norm, errors = normalize_batch(RawBatch(str(path), None, frame), contract)
-    result.rows = norm.height
-    result.schema_errors = errors
-    if errors or norm.height == 0:
+    batch = RawBatch(str(path), None, frame)
+    res = ingest_partition(contract, _OneFile(batch))
+    result.rows = res.rows_read
+    # Ingestion reports a file's schema errors with its rows; a file without rows still
+    # fails (or passes) its schema here.
+    result.schema_errors = res.schema_errors if frame.height else normalize_batch(batch, contract)[1]
+    if result.schema_errors:  # every row is refused, for the reasons above
+        result.quarantined_rows = result.rows
         return result
-    data = norm.with_row_index("_row_key").with_columns(pl.col("_row_key").cast(pl.Int64))
-    failing, _ = validate_rows(data, contract)
-    cast_reasons = data.select("_row_key", pl.col("_reasons").alias("reason")).explode("reason").drop_nulls()
-    reasons = pl.concat([cast_reasons, failing])
-    counts = reasons.group_by("reason").len().sort("reason")
-    result.quarantined = dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
-    result.accepted = norm.height - reasons["_row_key"].n_unique()
+    result.accepted = res.accepted.height
+    result.quarantined_rows = res.quarantine.height
+    result.duplicates_removed = res.duplicates_removed
+    result.quarantined = res.quarantine_by_reason()
+    result.warnings = _warnings(res.accepted)
     return result
+
+
+def _warnings(accepted: pl.DataFrame) -> list[str]:
+    """What FinOps will refuse in rows the contract accepts: a bill in several currencies
+    (attribution works in one)."""
+    if "BillingCurrency" not in accepted.columns:
+        return []
+    currencies = sorted(accepted["BillingCurrency"].drop_nulls().unique().to_list())
+    if len(currencies) < 2:
+        return []
+    return [f"BillingCurrency: the file mixes currencies ({', '.join(currencies)}); it loads, but FinOps "
+            "attribution works in one currency and refuses a bill that mixes them: convert the rows first "
+            "or attribute each currency's bill apart"]

@@ -27,13 +27,28 @@ def _json_text(c: pl.Expr, src: pl.DataType) -> pl.Expr:
                           return_dtype=pl.String)
 
 
+# The contract's decimals hold 26 digits before the point.
+DECIMAL_LIMIT = 10.0 ** (POLARS_TYPES["decimal"].precision - POLARS_TYPES["decimal"].scale)
+
+
+def _in_decimal_range(c: pl.Expr, src: pl.DataType) -> pl.Expr:
+    value = c if src.is_float() else c.cast(pl.Float64)
+    return value.is_finite() & (value.abs() < DECIMAL_LIMIT)
+
+
+def _out_of_range(source: str, src: pl.DataType) -> pl.Expr:
+    """Rows whose `source` holds a finite number too large for the contract's decimal."""
+    value = pl.col(source).cast(pl.Float64, strict=False) if src == pl.String else pl.col(source).cast(pl.Float64)
+    return (value.is_finite() & (value.abs() >= DECIMAL_LIMIT)).fill_null(False)
+
+
 def _cast(col: Column, src: pl.DataType) -> pl.Expr:
     target = POLARS_TYPES[col.dtype]
     c = pl.col(col.name)
     if col.dtype == "string" and src.is_nested():
         return _json_text(c, src)
     if col.dtype == "timestamp":
-        if src == pl.String:  # RFC 3339 (the usual case); other layouts are parsed afterwards
+        if src == pl.String:  # RFC 3339 (the usual case); other ISO 8601 layouts afterwards
             return (c.str.replace(r"Z$", "+00:00")
                     .str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us")
                     .dt.convert_time_zone("UTC"))
@@ -42,6 +57,10 @@ def _cast(col: Column, src: pl.DataType) -> pl.Expr:
         return c.cast(target, strict=False)
     if col.dtype == "date" and src == pl.String:
         return c.str.to_date(strict=False)
+    if col.dtype == "decimal" and src.is_numeric():
+        # A number past the decimal's range (or NaN, infinite) does not cast: null, like the
+        # same text in a CSV, not an error for the whole file.
+        return pl.when(_in_decimal_range(c, src)).then(c).cast(target, strict=False)
     return c.cast(target, strict=False)
 
 
@@ -50,11 +69,27 @@ def _unread(source: str, cast: str) -> pl.Expr:
     return pl.col(source).is_not_null() & pl.col(cast).is_null()
 
 
-def _loose_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
-    """The `unread` rows' timestamps in any other layout polars can read, taken as UTC. Only
-    those rows are shown to the parser, which infers one layout from the values it sees."""
-    return (pl.when(unread).then(pl.col(source)).str.to_datetime(strict=False, time_unit="us")
-            .dt.replace_time_zone("UTC"))
+# ISO 8601 / RFC 3339 as providers export it: a date, optionally a time (seconds and
+# fraction optional) and a zone (Z, +05:30, +0530, +05). Nothing else is read: a layout
+# such as 03/02/2026 is ambiguous (March 2 or February 3), so it is refused, never guessed.
+ISO_8601 = (r"^(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2})(:\d{2}(?:\.\d+)?)?"
+            r"([Zz]|[+-]\d{2}(?::?\d{2})?)?)?$")
+
+
+def _iso_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
+    """The `unread` rows' timestamps in the other ISO 8601 layouts (no seconds, an offset
+    without a colon or minutes, no zone, a date alone), brought to RFC 3339 and read; a time
+    without a zone, and a date alone (its midnight), are taken as UTC."""
+    parts = pl.when(unread).then(pl.col(source)).str.extract_groups(ISO_8601)
+    zone = parts.struct.field("4").str.to_uppercase()
+    zone = (pl.when(zone.is_null() | (zone == "Z")).then(pl.lit("+00:00"))
+            .when(zone.str.len_chars() == 3).then(zone + ":00")
+            .when(zone.str.len_chars() == 5).then(zone.str.slice(0, 3) + ":" + zone.str.slice(3))
+            .otherwise(zone))
+    text = pl.concat_str([parts.struct.field("1"), pl.lit("T"), parts.struct.field("2").fill_null("00:00"),
+                          parts.struct.field("3").fill_null(":00"), zone])
+    return (text.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us")
+            .dt.convert_time_zone("UTC"))
 
 
 def _line_ids(frame: pl.DataFrame, contract: Contract) -> pl.Expr:
@@ -66,6 +101,8 @@ def _line_ids(frame: pl.DataFrame, contract: Contract) -> pl.Expr:
     present = [c for c in contract.columns if c.name in frame.columns]
     cols = sorted(c.name for c in present if c.dtype not in AMOUNT_TYPES)
     amounts = sorted(c.name for c in present if c.dtype in AMOUNT_TYPES)
+    if not cols:  # nothing identifies a charge (not this source's file): no id to derive
+        return pl.lit(None, pl.String)
     text = pl.concat_str([(_json_text(pl.col(c), frame.schema[c]) if frame.schema[c].is_nested()
                            else pl.col(c).cast(pl.String)).fill_null("\x00") for c in cols], separator="\x1f")
     digest = text.map_elements(lambda t: hashlib.sha256(t.encode()).hexdigest()[:24], return_dtype=pl.String)
@@ -86,6 +123,25 @@ def column_where(frame: pl.DataFrame, flag: pl.Expr, name: str, value: pl.Expr, 
             .sort(order).drop("_flag"))
 
 
+def _schema_errors(frame: pl.DataFrame, contract: Contract, origin: str) -> list[str]:
+    """The file-level problems of ``frame``: the required columns it lacks, named in one
+    message, and a hint when its header looks like another separator's."""
+    missing = [c.name for c in contract.columns
+               if c.source is None and c.required and c.name not in frame.columns]
+    if not missing:
+        return []
+    errors = []
+    if frame.width == 1 and ";" in frame.columns[0]:
+        errors.append(f"{SCHEMA_PREFIX}: {origin}: the header is one column holding ';': the file looks "
+                      "semicolon-separated (CSV files must be comma-separated)")
+    names = ", ".join(repr(n) for n in missing)
+    required = sum(1 for c in contract.columns if c.source is None and c.required)
+    errors.append(f"{SCHEMA_PREFIX}: {origin}: missing column {names}" if len(missing) == 1 else
+                  f"{SCHEMA_PREFIX}: {origin}: missing columns {names} ({len(missing)} of the {required} "
+                  "required)")
+    return errors
+
+
 def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, list[str]]:
     """Return the batch in contract shape plus file-level schema errors.
 
@@ -100,22 +156,26 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
             fields = {f.name for f in frame.schema[parent].fields}
             if child in fields:
                 frame = frame.with_columns(pl.col(parent).struct.field(child).alias(name))
-    if contract.line_id and contract.line_id not in frame.columns:
+    errors = _schema_errors(frame, contract, batch.origin)
+    if contract.line_id and contract.line_id not in frame.columns and not errors:
         frame = frame.with_columns(_line_ids(frame, contract).alias(contract.line_id))
-    errors = []
     present = set(frame.columns)
     casts, checked, loose = [], [], []  # checked: (source column, cast column, reason when the cast fails)
     for col in contract.columns:
         source = col.source if col.source is not None else col.name
         if source not in present:
-            if col.source is None and col.required:
-                errors.append(f"{SCHEMA_PREFIX}: {batch.origin}: missing column {col.name!r}")
             casts.append(pl.lit(None, POLARS_TYPES[col.dtype]).alias(f"__{col.name}"))
             continue
         src = frame.schema[source]
         casts.append(_cast(Column(source, col.dtype), src).alias(f"__{col.name}"))
         if col.source is not None or src != POLARS_TYPES[col.dtype]:
-            checked.append((source, f"__{col.name}", f"{source}: not a valid {col.dtype}"))
+            why = pl.lit(f"{source}: not a valid {col.dtype}")
+            if col.dtype == "timestamp":
+                why = pl.lit(f"{source}: not a valid timestamp (ISO 8601 expected)")
+            elif col.dtype == "decimal" and (src.is_numeric() or src == pl.String):
+                why = pl.when(_out_of_range(source, src)).then(
+                    pl.lit(f"{source}: not a valid decimal (out of range)")).otherwise(why)
+            checked.append((source, f"__{col.name}", why))
         if col.dtype == "timestamp" and src == pl.String:
             loose.append((source, f"__{col.name}"))
     # Each cast once, into its own column, so the failure test below compares two columns.
@@ -123,11 +183,11 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
     for source, name in loose:  # the second parser only runs when the first one failed somewhere
         unread = _unread(source, name)
         if out.select(unread.any()).item():
-            out = out.with_columns(pl.col(name).fill_null(_loose_timestamp(source, unread)))
+            out = out.with_columns(pl.col(name).fill_null(_iso_timestamp(source, unread)))
     failed = [_unread(source, name) for source, name, _ in checked]
     none = pl.lit([], pl.List(pl.String))
     if failed:  # the reason lists, for the rows that failed a cast
-        reasons = pl.concat_list([pl.when(f).then(pl.lit(why)) for f, (_, _, why) in zip(failed, checked, strict=True)])
+        reasons = pl.concat_list([pl.when(f).then(why) for f, (_, _, why) in zip(failed, checked, strict=True)])
         out = column_where(out, pl.any_horizontal(failed), "_reasons", reasons.list.drop_nulls(), none, "_row")
     else:
         out = out.with_columns(none.alias("_reasons"))

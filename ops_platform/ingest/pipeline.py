@@ -10,7 +10,7 @@ import polars as pl
 from ..contracts.ge_suite import ExpectationOutcome, validate_rows, validate_table
 from ..contracts.model import Contract
 from .landing import SourceReader
-from .normalize import column_where, normalize_batch
+from .normalize import SCHEMA_PREFIX, column_where, normalize_batch
 from .partitioning import PartitionSpace
 
 QUARANTINE_SCHEMA = {
@@ -125,7 +125,12 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
 
 def _without_implied(reasons: list[str]) -> list[str]:
     """A row's reasons without "F: missing value" where F's value was there but did not
-    cast ("F: not a valid ..."): the null the contract saw is the failed cast, said once."""
+    cast ("F: not a valid ..."): the null the contract saw is the failed cast, said once.
+    A row of a file that fails its schema keeps only that reason: its missing values and
+    the rules they break follow from the missing columns."""
+    schema = [r for r in reasons if r.startswith(SCHEMA_PREFIX)]
+    if schema:
+        return schema
     unread = {r.split(": ", 1)[0] for r in reasons if ": not a valid " in r}
     return [r for r in reasons if not (r.endswith(": missing value") and r.split(": ", 1)[0] in unread)]
 

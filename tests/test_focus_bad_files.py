@@ -1,0 +1,185 @@
+"""Bad FOCUS files a user may bring: refused or quarantined with a reason, never a traceback,
+and `focus check` says exactly what ingestion would do with them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from ops_platform.cli import main
+from ops_platform.contracts.definitions import BILLING_FOCUS
+from ops_platform.ingest.check_file import check_file
+from ops_platform.ingest.landing import LandingZoneReader
+from ops_platform.ingest.pipeline import ingest_partition
+
+HEADER = ("BilledCost,BillingAccountId,BillingAccountName,BillingCurrency,BillingPeriodEnd,BillingPeriodStart,"
+          "ChargeCategory,ChargeClass,ChargeDescription,ChargePeriodEnd,ChargePeriodStart,ContractedCost,"
+          "EffectiveCost,InvoiceIssuerName,ListCost,PricingQuantity,PricingUnit,ProviderName,PublisherName,"
+          "ServiceCategory,ServiceName,Tags,x_LineItemId")
+ROW = ("1.50,ba-1,Acme,USD,2026-04-01T00:00:00Z,2026-03-01T00:00:00Z,Usage,,vm,2026-03-03T00:00:00Z,"
+       "2026-03-02T00:00:00Z,1.50,1.50,AWS,2.00,24,Hours,AWS,AWS,Compute,EC2,,L1")
+
+
+def _row(**changes: str) -> str:
+    values = dict(zip(HEADER.split(","), ROW.split(","), strict=True)) | changes
+    return ",".join(values.values())
+
+
+def _csv(tmp_path, *rows: str, name: str = "export.csv", header: str = HEADER):
+    path = tmp_path / name
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def _landing(tmp_path, *files):
+    """A landing zone with ``files`` in one billing day's folder."""
+    day = tmp_path / "landing" / "billing_focus" / "dt=2026-03-02"
+    day.mkdir(parents=True)
+    for f in files:
+        f.rename(day / f.name)
+    return LandingZoneReader(tmp_path / "landing")
+
+
+def test_the_reference_row_loads(tmp_path):
+    report = check_file(_csv(tmp_path, ROW), BILLING_FOCUS)
+    assert report.loads and (report.rows, report.accepted, report.quarantined_rows) == (1, 1, 0)
+
+
+# 1. A file that is not FOCUS (or not comma-separated) is refused naming what it lacks.
+
+def test_a_non_focus_csv_is_refused_naming_the_missing_columns(tmp_path):
+    path = _csv(tmp_path, "bob,3", header="name,age", name="people.csv")
+    report = check_file(path, BILLING_FOCUS)
+    assert not report.loads and report.accepted == 0 and report.quarantined_rows == report.rows == 1
+    [error] = report.schema_errors
+    assert "people.csv" in error and "missing columns" in error
+    assert all(repr(c) in error for c in ("BilledCost", "EffectiveCost", "ServiceName"))
+    res = CliRunner().invoke(main, ["focus", "check", str(path)])
+    assert res.exit_code == 1 and "Traceback" not in res.output and "'BilledCost'" in res.output
+
+
+def test_a_semicolon_separated_csv_is_refused_with_a_hint(tmp_path):
+    path = _csv(tmp_path, ROW.replace(",", ";"), header=HEADER.replace(",", ";"), name="semi.csv")
+    report = check_file(path, BILLING_FOCUS)
+    assert not report.loads
+    assert any("semicolon-separated" in e for e in report.schema_errors), report.schema_errors
+    res = CliRunner().invoke(main, ["focus", "check", str(path), "--json"])
+    assert res.exit_code == 1 and json.loads(res.output)["loads"] is False
+
+
+def test_ingestion_quarantines_a_non_focus_file_and_keeps_the_good_one(tmp_path):
+    good = _csv(tmp_path, ROW, name="good.csv")
+    people = _csv(tmp_path, "bob,3", header="name,age", name="people.csv")
+    semi = _csv(tmp_path, ROW.replace(",", ";"), header=HEADER.replace(",", ";"), name="semi.csv")
+    res = ingest_partition(BILLING_FOCUS, _landing(tmp_path, good, people, semi))
+    assert res.accepted["x_LineItemId"].to_list() == ["L1"]
+    assert not res.contract_passed
+    by_file = dict(zip(res.quarantine["file"].to_list(), res.quarantine["reason"].to_list(), strict=True))
+    people_reason = by_file["billing_focus/dt=2026-03-02/people.csv"]
+    # The file's reason, said once: not the missing values and broken rules that follow from it.
+    assert people_reason.startswith("file schema:") and "'BilledCost'" in people_reason
+    assert "missing value" not in people_reason
+    assert "semicolon-separated" in by_file["billing_focus/dt=2026-03-02/semi.csv"]
+
+
+# 2. Timestamps: ISO 8601 as providers export it; anything else refused, never guessed.
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-03-02T00:00:00Z", datetime(2026, 3, 2, tzinfo=UTC)),
+    ("2026-03-02T00:00:00.250Z", datetime(2026, 3, 2, 0, 0, 0, 250_000, tzinfo=UTC)),
+    ("2026-03-01T17:00:00-07:00", datetime(2026, 3, 2, tzinfo=UTC)),
+    ("2026-03-02T05:30:00+0530", datetime(2026, 3, 2, tzinfo=UTC)),
+    ("2026-03-02T00:00:00", datetime(2026, 3, 2, tzinfo=UTC)),  # naive: UTC
+    ("2026-03-02 00:00", datetime(2026, 3, 2, tzinfo=UTC)),
+    ("2026-03-02", datetime(2026, 3, 2, tzinfo=UTC)),  # a date: its midnight, UTC
+])
+def test_iso_8601_charge_periods_are_read(tmp_path, text, expected):
+    path = _csv(tmp_path, _row(ChargePeriodStart=text))
+    report = check_file(path, BILLING_FOCUS)
+    assert report.accepted == 1, report.quarantined
+    res = ingest_partition(BILLING_FOCUS, _landing(tmp_path, path))
+    assert res.accepted["ChargePeriodStart"].to_list() == [expected]
+
+
+@pytest.mark.parametrize("text", ["03/02/2026", "02.03.2026", "2026/03/02", "2026-02-30T00:00:00Z", "next week"])
+def test_non_iso_charge_periods_are_quarantined_not_guessed(tmp_path, text):
+    path = _csv(tmp_path, _row(ChargePeriodStart=text, ChargePeriodEnd="03/03/2026" if "/" in text else "2026-03-03"))
+    report = check_file(path, BILLING_FOCUS)
+    assert report.accepted == 0 and report.quarantined_rows == 1
+    [reason] = report.quarantined
+    assert "ChargePeriodStart: not a valid timestamp (ISO 8601 expected)" in reason
+    assert "ChargePeriodStart: missing value" not in reason
+    res = ingest_partition(BILLING_FOCUS, _landing(tmp_path, path))
+    assert res.accepted.height == 0 and res.quarantine["reason"].to_list() == [reason]
+
+
+# 3. A negative effective cost on a Usage charge, as a negative billed cost already is.
+
+def test_a_negative_effective_cost_on_usage_is_quarantined_with_its_reason(tmp_path):
+    path = _csv(tmp_path, _row(EffectiveCost="-1.50"), _row(EffectiveCost="-1.50", BilledCost="-1.50", x_LineItemId="L2"),
+                _row(EffectiveCost="-1.50", ChargeCategory="Credit", x_LineItemId="L3"))
+    report = check_file(path, BILLING_FOCUS)
+    assert report.accepted == 1 and report.quarantined == {
+        "EffectiveCost: negative on a Usage charge": 1,
+        "BilledCost: negative on a Usage charge": 1}  # said once, by the billed-cost rule (repairable)
+
+
+# 4. A number too large for the contract's decimal: quarantined, in Parquet as in CSV.
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_an_out_of_range_cost_is_quarantined_not_a_crash(tmp_path, fmt):
+    frame = pl.read_csv(_csv(tmp_path, ROW, _row(x_LineItemId="L2"), _row(x_LineItemId="L3"), name="src.csv"),
+                        infer_schema=False)
+    frame = frame.with_columns(pl.Series("EffectiveCost", [1.5, 1e30, float("nan")]),
+                               pl.col("BilledCost", "ListCost", "ContractedCost").cast(pl.Float64))
+    path = tmp_path / f"export.{fmt}"
+    frame.write_parquet(path) if fmt == "parquet" else frame.write_csv(path)
+    report = check_file(path, BILLING_FOCUS)
+    assert report.loads and report.accepted == 1
+    assert report.quarantined == {"EffectiveCost: not a valid decimal (out of range)": 1,
+                                  "EffectiveCost: not a valid decimal": 1}
+    res = ingest_partition(BILLING_FOCUS, _landing(tmp_path, path))
+    assert res.accepted["x_LineItemId"].to_list() == ["L1"] and res.quarantine.height == 2
+
+
+# 5. focus check says what ingestion would do: same rows accepted, quarantined, and why.
+
+def test_check_file_reports_what_ingestion_does(tmp_path):
+    rows = [ROW,
+            _row(EffectiveCost="2.50"),  # L1 again with other content: a conflicting re-delivery
+            ROW,  # L1 again, unchanged: a duplicate
+            _row(BilledCost="abc", x_LineItemId="L2"),  # one reason, not "missing value" too
+            _row(x_LineItemId="L3")]
+    path = _csv(tmp_path, *rows)
+    report = check_file(path, BILLING_FOCUS)
+    assert report.quarantined == {"conflicting re-delivery of x_LineItemId": 1, "BilledCost: not a valid decimal": 1}
+    assert (report.rows, report.accepted, report.quarantined_rows, report.duplicates_removed) == (5, 2, 2, 1)
+    assert report.rows == report.accepted + report.quarantined_rows + report.duplicates_removed
+    res = ingest_partition(BILLING_FOCUS, _landing(tmp_path, path))
+    assert res.accepted.height == report.accepted and res.quarantine_by_reason() == report.quarantined
+    assert res.duplicates_removed == report.duplicates_removed
+    out = json.loads(CliRunner().invoke(main, ["focus", "check", str(tmp_path / "landing" / "billing_focus" /
+                                                                    "dt=2026-03-02" / "export.csv"), "--json"]).output)
+    assert out["quarantined_rows"] == 2 and out["duplicates_removed"] == 1
+
+
+def test_an_empty_non_focus_file_is_still_refused(tmp_path):
+    report = check_file(_csv(tmp_path, header="name,age"), BILLING_FOCUS)
+    assert not report.loads and report.rows == 0
+
+
+# 6. A bill in two currencies loads, with a warning: attribution will refuse it.
+
+def test_a_bill_mixing_currencies_gets_a_warning(tmp_path):
+    path = _csv(tmp_path, ROW, _row(BillingCurrency="EUR", x_LineItemId="L2"))
+    report = check_file(path, BILLING_FOCUS)
+    assert report.loads and report.accepted == 2
+    [warning] = report.warnings
+    assert "EUR, USD" in warning and "attribution" in warning
+    out = json.loads(CliRunner().invoke(main, ["focus", "check", str(path), "--json"]).output)
+    assert out["warnings"] == [warning]
+    assert check_file(_csv(tmp_path, ROW, name="one.csv"), BILLING_FOCUS).warnings == []
