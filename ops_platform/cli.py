@@ -161,15 +161,17 @@ def _ramp_story(p: StatePaths, report) -> None:
     import json
 
     from .guard.runtime import open_store
+    from .ramp.controller import CONTROLLER
     from .ramp.flags import FlagFile
 
     store = open_store(p)
-    acted = [e for e in store.events() if e["target_kind"] == "flag"
+    acted = [e for e in store.events(actor=CONTROLLER) if e["target_kind"] == "flag"
              and e["kind"] in ("action_completed", "action_denied", "action_pending_receipt")]
+    receipts = {e["receipt_id"] for e in acted if e["receipt_id"]}  # the controller's own, not the ledger's
     if report.release_pipeline:
         click.echo(report.release_pipeline)
     click.echo(f"ramp controller: {report.controller_signals} signal(s) from failed burn and ramp verdict "
-               f"checks -> {len(acted)} guarded action(s), {len(store.ledger_entries())} receipt(s)")
+               f"checks -> {len(acted)} guarded action(s), {len(receipts)} receipt(s)")
     # What changed a flag first, then what was receipted without a change (and why).
     acted.sort(key=lambda e: "skipped" in json.loads(e["payload"]))
     for e in acted[:8]:
@@ -315,14 +317,25 @@ def _guard_paths() -> StatePaths:
 @click.option("--store", "url", default=None, help="Control store URL (default: the state folder's SQLite).")
 def receipts_verify(url: str | None) -> None:
     """Check every signature, the hash chain, the checkpoints and file digests."""
-    from .guard.runtime import file_digest_in, open_store
+    from .control.store import StoreUnavailable
+    from .guard.runtime import NoStore, control_url, existing_store, file_digest_in
     from .receipts.keys import KeyRing
     from .receipts.ledger import verify_ledger
 
-    p = _guard_paths()
-    store = open_store(p, url)
-    report = verify_ledger(store.ledger_entries(), store.checkpoints(), KeyRing.load_or_create(p.keys_dir).verifiers(),
-                           file_digest=file_digest_in(p.home))
+    p = StatePaths.from_env()  # read only: verify creates no folder, store or key
+    try:
+        store = existing_store(url or control_url(p))
+        entries, checkpoints = store.ledger_entries(), store.checkpoints()
+    except (NoStore, StoreUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        verifiers = KeyRing(p.keys_dir).verifiers()
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read the public keys in {p.keys_dir}: {exc}") from None
+    if not verifiers:
+        console.print(f"[yellow]no public keys in {p.keys_dir / 'public'}[/yellow] (OPS_PLATFORM_KEYS_DIR): "
+                      "no signature can be checked")
+    report = verify_ledger(entries, checkpoints, verifiers, file_digest=file_digest_in(p.home))
     if report.ok:
         console.print(f"[green]ledger verified[/green]: {report.entries} receipts, {report.checkpoints} signed tree heads")
         return
@@ -442,10 +455,12 @@ def _replay(world_dir: Path | None, score: Callable[[Path], dict]) -> tuple[Path
     if missing:
         raise click.ClickException(f"{world_dir / 'truth'} lacks {', '.join(missing)}: the backtest scores "
                                    "decisions against a world's truth folder")
+    import polars as pl
+
     try:
         return world_dir, score(world_dir)
-    except ValueError as exc:  # a landing table the replay needs is missing
-        raise click.ClickException(str(exc)) from exc
+    except (ValueError, OSError, pl.exceptions.PolarsError) as exc:  # a missing table, an unreadable file
+        raise click.ClickException(f"cannot replay {world_dir}: {exc}") from exc
 
 
 @backtest.command("ramps")
@@ -504,7 +519,9 @@ def backtest_alerts(world_dir: Path | None, slo_dir: Path | None, as_json: bool)
     table.caption = TABLE_CAPTION
     for row in table_rows(results):
         table.add_row(*row)
-    console.print(table)
+    # Whole, however narrow the terminal (or a pipe's 80 columns): a cut column hides figures.
+    natural = Console(width=1000).measure(table).maximum
+    Console(width=max(console.width, natural)).print(table)
 
 
 @main.group()
@@ -559,7 +576,8 @@ def invoices() -> None:
 
 @invoices.command("export")
 @click.option("--period", required=True, help="YYYY-MM (calendar month) or YYYY-MM-DD..YYYY-MM-DD (end exclusive).")
-@click.option("--actor", default="finops-analyst", show_default=True, help="Who releases (role finops).")
+@click.option("--actor", default="finops-analyst", show_default=True,
+              help="Who releases (needs the finops role in the actor roster).")
 @click.option("--rationale", default="period reconciled; releasing invoices", show_default=True)
 def invoices_export(period: str, actor: str, rationale: str) -> None:
     """Release a period's invoices (Parquet and CSV) when its reconciliation holds.
@@ -571,6 +589,7 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
     from .guard.runtime import build_protocol
     from .warehouse import Warehouse
 
+    actor, roster = _human(actor)
     p = StatePaths.from_env()
     try:
         chosen = parse_period(period)
@@ -584,7 +603,8 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
         raise click.ClickException("no cost attribution in the warehouse yet: materialize finops/attribution "
                                    f"(job reconcile_costs) or run `make demo` ({str(exc).splitlines()[0]})") from None
     blockers, out = release_invoices(stored, chosen, p.invoices,
-                                     lambda executors: build_protocol(_guard_paths(), executors), actor, rationale)
+                                     lambda executors: build_protocol(_guard_paths(), executors), actor, rationale,
+                                     roster=roster)
     if out is None:
         click.echo(f"held: invoices for {chosen.name} are not released")
         for why in blockers:
@@ -598,6 +618,22 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
         click.echo(f"  {f}")
     if out.status != "completed":
         sys.exit(1)
+
+
+def _human(actor: str):
+    """(actor, roster): a human's --actor, stripped, checked (not blank, not the controller's
+    reserved name), and the roster its roles come from."""
+    from .guard.roster import RosterError, human_actor, load_roster
+    from .ramp.controller import CONTROLLER
+
+    try:
+        actor = human_actor(actor, reserved=(CONTROLLER,))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--actor") from None
+    try:
+        return actor, load_roster()
+    except RosterError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()
@@ -622,7 +658,7 @@ def _switchboard_protocol(p: StatePaths):
 @click.option("--action", "directive", type=click.Choice(["resume", "hold", "rollback"]), required=True)
 @click.option("--rationale", required=True, help="Why (at least 20 characters; it goes into the receipt).")
 @click.option("--ttl", default="4h", show_default=True, help="How long the override holds (e.g. 30m, 4h, 1d).")
-@click.option("--actor", required=True, help="Who is overriding (a human on call).")
+@click.option("--actor", required=True, help="Who is overriding (a human with the oncall role in the actor roster).")
 @click.option("--idempotency-key", default=None, help="Make a retried command a no-op (default: a new key).")
 def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, actor: str,
                          idempotency_key: str | None) -> None:
@@ -632,6 +668,7 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     from .guard.actions import ActionRequest
     from .slo.spec import SLOSpecError, parse_duration
 
+    actor, roster = _human(actor)
     try:
         seconds = int(parse_duration(ttl, "--ttl", "ttl").total_seconds())
     except SLOSpecError as exc:
@@ -645,7 +682,7 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
         raise click.UsageError(str(exc)) from exc
     proto, _ = _switchboard_protocol(p)
     out = proto.submit(ActionRequest(
-        actor=actor, roles=("oncall",), action="override", target_kind="flag", target_id=flag,
+        actor=actor, roles=roster.roles(actor), action="override", target_kind="flag", target_id=flag,
         rationale=rationale, idempotency_key=idempotency_key or f"override-{uuid.uuid4()}", ttl_seconds=seconds,
         params={"directive": directive}))
     colour = {"completed": "green", "denied": "red"}.get(out.status, "yellow")
@@ -673,9 +710,17 @@ def switchboard_log(flag: str) -> None:
     events = sorted(store.events(flag) + (freezes if flag != FREEZE_TARGET else []), key=lambda e: e["event_id"])
     if not events:
         raise click.ClickException(f"no Switchboard events for {flag!r}")
+    recorded = {o["action_id"]: o for o in store.overrides(flag)}
+    requests: dict[str, dict] = {}  # an override's request (its directive, TTL and rationale), by action id
     for e in events:
         payload = json.loads(e["payload"])
         what = payload.get("reason") or payload.get("rationale") or payload.get("error") or ""
+        if payload.get("action") == "override" and e["action_id"]:
+            if e["action_id"] not in requests:
+                with store.read() as conn:
+                    row = store.get_action(conn, e["action_id"])
+                requests[e["action_id"]] = json.loads(row["params"]) if row else {}
+            what = _override_line(requests[e["action_id"]], recorded.get(e["action_id"]), payload, what)
         if payload.get("skipped"):
             what = f"{what}; skipped: {payload['skipped']}"
         receipt = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
@@ -683,6 +728,28 @@ def switchboard_log(flag: str) -> None:
     active = store.active_overrides(flag, iso_utc(utcnow()))
     for o in active:
         click.echo(f"active override: {o['directive']} by {o['actor']} until {o['expires_at']}: {o['rationale']}")
+
+
+def _override_line(request: dict, recorded: dict | None, payload: dict, what: str) -> str:
+    """An override's timeline text: directive, TTL, expiry once recorded, the rationale, and
+    the guard's reason when it is not the rationale."""
+    directive = (payload.get("params") or {}).get("directive") or "?"
+    ttl = request.get("ttl_seconds")
+    parts = [directive]
+    if ttl:
+        parts.append(f"ttl {_duration(ttl)}")
+    if recorded:
+        parts.append(f"until {recorded['expires_at']}")
+    rationale = request.get("rationale") or payload.get("rationale") or ""
+    head = f"{' '.join(parts)}: {rationale}"
+    return head if what in ("", rationale) else f"{head} ({what})"
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 @main.group()
@@ -705,11 +772,15 @@ def focus_check(file: Path, as_json: bool) -> None:
         click.echo(json.dumps({**report.__dict__, "loads": report.loads}, indent=2, sort_keys=True))
     else:
         verdict = click.style("loads", fg="green") if report.loads else click.style("refused", fg="red")
-        click.echo(f"{file}: {verdict}; {report.rows:,} rows, {report.accepted:,} accepted")
+        click.echo(f"{file}: {verdict}; {report.rows:,} rows, {report.accepted:,} accepted, "
+                   f"{report.quarantined_rows:,} quarantined"
+                   + (f", {report.duplicates_removed:,} duplicate(s) removed" if report.duplicates_removed else ""))
         for err in report.schema_errors:
             click.echo(f"  {err}")
         for reason, n in report.quarantined.items():
             click.echo(f"  {n:,} row(s) would be quarantined: {reason}")
+        for warning in report.warnings:
+            click.echo(click.style(f"  warning: {warning}", fg="yellow"))
     if not report.loads:
         sys.exit(1)
 

@@ -177,21 +177,25 @@ class OverrideConfig(dg.Config):
     action: str  # resume | hold | rollback
     rationale: str
     ttl_seconds: int = 4 * 3600
-    actor: str
+    actor: str  # a human in the actor roster (policies/roster.yaml), not the controller's name
 
 
 @dg.op(description="A human override of the ramp controller, through the guard (rationale and TTL required).")
 def switchboard_override_op(context: dg.OpExecutionContext, config: OverrideConfig, control: ControlStoreResource,
                             signer: SignerResource, guard: GuardResource, flags: FlagsResource) -> None:
+    from ops_platform.guard.roster import human_actor, load_roster
+
     ex = flags.executor()
     try:
+        actor = human_actor(config.actor, reserved=(CONTROLLER,))
+        roster = load_roster(policy_dir=guard.policy_dir)  # the roster beside the guard's policies
         check_override(ex.path, config.flag, config.action)
     except ValueError as exc:
         raise dg.Failure(description=str(exc)) from exc
     store = control.store()
     proto = build_protocol(control, signer, guard, {"override": OverrideExecutor(store, ex)})
     out = proto.submit(ActionRequest(
-        actor=config.actor, roles=("oncall",), action="override", target_kind="flag", target_id=config.flag,
+        actor=actor, roles=roster.roles(actor), action="override", target_kind="flag", target_id=config.flag,
         rationale=config.rationale, idempotency_key=f"override-{context.run_id}", ttl_seconds=config.ttl_seconds,
         params={"directive": config.action}))
     context.log.info(f"override {config.action} on {config.flag}: {out.status} {out.reason}")

@@ -143,6 +143,10 @@ def test_cli_backtest_alerts_json_scores_every_slo_and_sums_the_tiers(small_worl
     # The receipt pipeline's lag SLO sees every receipt stall the world injected.
     stalls = pl.read_parquet(small_world / "truth" / "incidents.parquet").filter(pl.col("kind") == "receipt_stall")
     assert out["receipt-lag"]["fast"]["events"] == stalls.height
+    # The table keeps every column through a pipe (80 columns): the last one, firing, included.
+    text = CliRunner().invoke(main, ["backtest", "alerts", "--world", str(small_world)]).output
+    fast = out["api-availability"]["fast"]
+    assert f"{fast['firing_minutes']} ({fast['firing_share']:.1%})" in text
 
 
 def test_cli_backtest_alerts_without_truth_bad_slos_or_missing_landing_says_so(small_world, tmp_path):

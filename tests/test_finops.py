@@ -510,10 +510,10 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
                                         target_kind="invoice_period", target_id=period.name, rationale="not mine",
                                         idempotency_key="x", params={"period": period.name}))
     assert denied.status == "denied" and not (tmp_path / "invoices").exists()
-    held = proto.submit(release_request(month, "fin", "a retry must not bypass the release check"))
+    held = proto.submit(release_request(month, "finops-analyst", "a retry must not bypass the release check"))
     assert held.status != "completed" and "held: 2026-03" in held.reason
     assert not (tmp_path / "invoices").exists()
-    out = proto.submit(release_request(period, "fin", "period reconciled; releasing invoices"))
+    out = proto.submit(release_request(period, "finops-analyst", "period reconciled; releasing invoices"))
     assert out.status == "completed" and out.receipt_id
     files = sorted((tmp_path / "invoices" / period.name).iterdir())
     assert len(files) == 4
@@ -526,21 +526,28 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     inner = Period(f"{period.start}..{period.start + timedelta(days=1)}", period.start, period.start + timedelta(days=1))
     assert stored.blockers(inner) == []
     reasons, none = release_invoices(stored, inner, tmp_path / "invoices",
-                                     lambda executors: env.protocol(executor=executors["export_release"]), "fin",
+                                     lambda executors: env.protocol(executor=executors["export_release"]), "finops-analyst",
                                      "an overlapping range must not bill its days twice")
     assert none is None and reasons == [f"overlaps {period.name}, already released ({period.start} to "
                                         f"{period.start} invoiced there)"]
     bypass = env.protocol(executor=InvoiceExportExecutor(tmp_path / "invoices", stored,
                                                         released=lambda: [period])).submit(
-        release_request(inner, "fin", "a retry must not bypass the overlap check either"))
+        release_request(inner, "finops-analyst", "a retry must not bypass the overlap check either"))
     assert bypass.status != "completed" and "overlaps" in bypass.reason
     again, out2 = release_invoices(stored, period, tmp_path / "invoices",
-                                   lambda executors: env.protocol(executor=executors["export_release"]), "fin",
+                                   lambda executors: env.protocol(executor=executors["export_release"]), "finops-analyst",
                                    "the same period again is the same release")
     assert again == [] and out2.status == "completed" and out2.receipt_id == out.receipt_id
     files[0].write_bytes(files[0].read_bytes() + b"\n")  # someone edits an exported file
     report = env.verify()
     assert not report.ok and "differs from the receipt" in report.first_bad
+    files[1].unlink()  # and deletes another: a re-run says so instead of "already decided"
+    _, rerun = release_invoices(stored, period, tmp_path / "invoices",
+                                lambda executors: env.protocol(executor=executors["export_release"]),
+                                "finops-analyst", "the same period again is the same release")
+    assert rerun.status == "files_changed" and rerun.receipt_id == out.receipt_id
+    assert f"{files[0]} differs from its receipted sha256" in rerun.reason and f"{files[1]} is missing" in rerun.reason
+    assert not files[1].exists()  # nothing rewritten
 
 
 def test_focus_13_allocated_charges_are_read_through_their_allocated_tags():

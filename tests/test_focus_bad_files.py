@@ -182,4 +182,7 @@ def test_a_bill_mixing_currencies_gets_a_warning(tmp_path):
     assert "EUR, USD" in warning and "attribution" in warning
     out = json.loads(CliRunner().invoke(main, ["focus", "check", str(path), "--json"]).output)
     assert out["warnings"] == [warning]
+    text = CliRunner().invoke(main, ["focus", "check", str(path)])
+    assert text.exit_code == 0 and f"warning: {warning}" in text.output
+    assert "2 rows, 2 accepted, 0 quarantined" in text.output
     assert check_file(_csv(tmp_path, ROW, name="one.csv"), BILLING_FOCUS).warnings == []

@@ -155,9 +155,14 @@ def test_store_read_only_spools_then_replays(env, tmp_path):
     out = env.protocol(store=ro).submit(req("freeze", key="f"))
     assert out.status == "spooled"
     assert len(env.spool.items()) == 1 and env.effects.effects() == []
+    # A second request spooled under the same key, for another action: when the spool
+    # drains, the key names the first request, so it is dead-lettered with the reason, not lost.
+    assert env.protocol(store=ro).submit(req("pause", key="f")).status == "spooled"
     report = env.proto.retry()
-    assert report.spool_drained == 1 and report.spool_left == 0
+    assert report.spool_drained == 2 and report.spool_left == 0 and report.to_dlq == 1
     assert env.store.count_actions() == {"completed": 1}
+    (dead,) = env.store.dlq_items()
+    assert "already used for another request" in dead["last_error"] and '"pause"' in dead["request"]
     assert env.verify().ok
 
 

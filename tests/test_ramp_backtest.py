@@ -107,6 +107,11 @@ def test_cli_backtest_of_a_world_without_truth_says_so(small_world, tmp_path):
     shutil.copytree(small_world, world, ignore=shutil.ignore_patterns("truth"))
     res = CliRunner().invoke(main, ["backtest", "ramps", "--world", str(world)])
     assert res.exit_code == 1 and "lacks bad_builds.parquet, incidents.parquet" in res.output
+    # A truth file that is not Parquet: a clear error naming the world, not a traceback.
+    shutil.copytree(small_world / "truth", world / "truth")
+    (world / "truth" / "incidents.parquet").write_text("x")
+    res = CliRunner().invoke(main, ["backtest", "ramps", "--world", str(world)])
+    assert res.exit_code == 1 and f"cannot replay {world}" in res.output and res.exception.__class__ is SystemExit
 
 
 def test_backtest_asset_reports_the_same_figures_as_metadata_and_in_the_warehouse(state):

@@ -38,19 +38,24 @@ def _why(exc: sa.exc.DBAPIError) -> str:
 
 
 class ControlStore:
-    def __init__(self, url: str, *, busy_timeout_s: float = 30.0):
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0, readonly: bool = False):
+        """``readonly`` opens an existing store to read it (``receipts verify``): nothing is
+        created, no folder, no database file, no schema."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             db_path = url.split("///", 1)[1]
             # A plain path gets its folder created; a SQLite URI (file:...?mode=ro) names an
             # existing database and must not be mistaken for a relative folder.
-            if db_path and db_path != ":memory:" and not db_path.startswith("file:"):
+            plain = bool(db_path) and db_path != ":memory:" and not db_path.startswith("file:")
+            if readonly and plain:
+                url = f"sqlite:///file:{db_path}?mode=ro&uri=true"
+            elif plain:
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True)
             # A pooled connection keeps the WAL open between transactions (closing the last
             # connection checkpoints and deletes it, which costs a millisecond per commit).
             self.engine = sa.create_engine(url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False})
-            sa.event.listen(self.engine, "connect", self._sqlite_connect)
+            sa.event.listen(self.engine, "connect", self._sqlite_connect_ro if readonly else self._sqlite_connect)
             sa.event.listen(self.engine, "begin", self._sqlite_begin)
         else:
             self.engine = sa.create_engine(url, pool_size=2, max_overflow=4)
@@ -70,6 +75,20 @@ class ControlStore:
         cur.execute("PRAGMA synchronous=FULL")  # a committed receipt survives power loss
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
+
+    @staticmethod
+    def _sqlite_connect_ro(dbapi_conn, _record) -> None:
+        dbapi_conn.isolation_level = None  # as above, minus the pragmas that write
+
+    def has_ledger(self) -> bool:
+        """Whether the database holds the control store's ledger tables (StoreUnavailable if
+        it cannot be read at all, e.g. a file that is not a database)."""
+        try:
+            with self.engine.connect().execution_options(readonly=True) as conn:
+                names = set(sa.inspect(conn).get_table_names())
+        except sa.exc.DBAPIError as exc:
+            raise StoreUnavailable(_why(exc)) from exc
+        return {s.ledger.name, s.ledger_head.name, s.checkpoints.name} <= names
 
     # -- transactions -------------------------------------------------------------------
 
@@ -236,12 +255,16 @@ class ControlStore:
         conn.execute(self._insert_ignore(s.overrides, values, ["override_id"]))
 
     def active_overrides(self, target_id: str, now: str) -> list[dict]:
-        return self.overrides(target_id, active_at=now)
+        """The override in force on a target at ``now``: its most recent one, if it has not
+        expired (a list of at most one). A newer override supersedes every earlier one, even
+        one that would outlast it: when the newest expires, none is active."""
+        every = [o for o in self.overrides(target_id) if o["created_at"] <= now]
+        return every[-1:] if every and every[-1]["expires_at"] > now else []
 
     def overrides(self, target_id: str, active_at: str | None = None) -> list[dict]:
         """A target's overrides, oldest first; with ``active_at``, only those active then."""
         o = s.overrides.c
-        q = sa.select(s.overrides).where(o.target_id == target_id).order_by(o.created_at)
+        q = sa.select(s.overrides).where(o.target_id == target_id).order_by(o.created_at, o.override_id)
         if active_at is not None:
             q = q.where(o.expires_at > active_at)
         with self.read() as conn:

@@ -1,24 +1,29 @@
 """Releasing a period's invoices: a guarded ``export_release`` whose receipt pins every file.
 
 The release runs only when the period's reconciliation holds (``StoredFinOps.blockers``); the
-guard then lets a FinOps identity release it, the executor writes the files atomically,
-and the receipt carries each file's sha256, which `ops-platform receipts verify` checks
-against the files on disk.
+guard then lets an actor with the finops role (in the actor roster) release it, the executor
+writes the files atomically, and the receipt carries each file's sha256, which `ops-platform
+receipts verify` checks against the files on disk. Releasing a released period again is the
+same action, answered once; the answer then says whether its files still match the receipt
+(status ``files_changed`` when one is missing or altered).
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 
+from ..files import file_sha256
 from ..guard.actions import ActionRequest, ExecutionResult, Executor, Outcome
 from ..guard.protocol import ActionProtocol
+from ..guard.roster import Roster, load_roster
+from ..receipts.statement import statement_subjects
 from .invoices import Period, parse_period, write_invoices
 from .pipeline import StoredFinOps
-
-FINOPS_ROLES = ("finops",)
 
 
 class HeldRelease(Exception):
@@ -51,8 +56,11 @@ class InvoiceExportExecutor:
                                files=tuple(files))
 
 
-def release_request(period: Period, actor: str, rationale: str) -> ActionRequest:
-    return ActionRequest(actor=actor, roles=FINOPS_ROLES, action="export_release", target_kind="invoice_period",
+def release_request(period: Period, actor: str, rationale: str, roster: Roster | None = None) -> ActionRequest:
+    """The release of ``period`` by ``actor``, with the roles the actor roster gives it (none
+    for an actor it does not name: the guard then denies, with a receipt)."""
+    roster = roster or load_roster()
+    return ActionRequest(actor=actor, roles=roster.roles(actor), action="export_release", target_kind="invoice_period",
                          target_id=period.name, rationale=rationale,
                          idempotency_key=f"export_release:{period.name}", params={"period": period.name})
 
@@ -73,7 +81,7 @@ def overlaps(period: Period, released: list[Period]) -> list[str]:
 
 def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
                      protocol: Callable[[Mapping[str, Executor]], ActionProtocol],
-                     actor: str, rationale: str) -> tuple[list[str], Outcome | None]:
+                     actor: str, rationale: str, roster: Roster | None = None) -> tuple[list[str], Outcome | None]:
     """Release a period's invoices through the guard: ``(reasons, None)`` when the books hold
     it, or it overlaps a period already released (nothing is submitted, so no receipt), else
     ``([], outcome)``. ``protocol`` builds the caller's guarded path (CLI or Dagster
@@ -84,4 +92,30 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     held = books.blockers(period) + overlaps(period, executor.released())
     if held:
         return held, None
-    return [], guarded.submit(release_request(period, actor, rationale))
+    out = guarded.submit(release_request(period, actor, rationale, roster))
+    if out.status == "completed" and out.receipt_id:  # e.g. a re-run answered "already decided"
+        problems = released_file_problems(guarded.store, out.receipt_id)
+        if problems:
+            out = dataclasses.replace(out, status="files_changed", reason=(
+                f"released under receipt {out.receipt_id[:12]}, but the files on disk no longer match it: "
+                + "; ".join(problems) + " (not rewritten: restore them from a copy that matches the receipt)"))
+    return [], out
+
+
+def released_file_problems(store, receipt_id: str) -> list[str]:
+    """What no longer matches a release receipt: each file subject that is missing or whose
+    sha256 differs from the receipted one (nothing for a receipt whose files are intact)."""
+    entry = store.entry(receipt_id)
+    if entry is None:
+        return [f"receipt {receipt_id[:12]} is not in the ledger"]
+    statement = json.loads(base64.b64decode(json.loads(entry.envelope)["payload"]))
+    problems = []
+    for subject in statement_subjects(statement):
+        if ":" in subject.name and not subject.name.startswith("/"):
+            continue  # the target (invoice_period:...), not a file
+        path = Path(subject.name)
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif file_sha256(path) != subject.sha256:
+            problems.append(f"{path} differs from its receipted sha256 {subject.sha256[:12]}")
+    return problems

@@ -16,6 +16,10 @@ PROTECTIVE = frozenset({"pause", "rollback", "freeze"})
 KNOWN_ACTIONS = frozenset({"pause", "rollback", "freeze", "resume", "ramp_up", "override", "backup", "restore",
                            "dr_drill", "export_release"})
 TERMINAL = frozenset({"completed", "denied", "dlq"})
+# Params that record why an action was asked for, not what it does: the ramp controller
+# recomputes them on every tick (which SLO or tier burned, on which cohort, which flags an
+# override exempts), and a later tick's request under the same key is still the same action.
+EVIDENCE_PARAMS = frozenset({"slo", "tier", "cohort", "exempt"})
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,23 @@ class ActionRequest:
     def action_id(self) -> str:
         """Derived from the idempotency key, so every process names the same action alike."""
         return hashlib.sha256(self.idempotency_key.encode()).hexdigest()[:32]
+
+    @property
+    def fingerprint(self) -> str:
+        """What the request does, by whom: actor, action, target, TTL and params (without
+        ``EVIDENCE_PARAMS``). Roles (read from the roster each time) and the rationale (the
+        controller words it from each tick's evidence) are left out. A reused idempotency
+        key is the same request only if this matches the first request's."""
+        what = {"actor": self.actor, "action": self.action, "target_kind": self.target_kind,
+                "target_id": self.target_id, "ttl_seconds": self.ttl_seconds,
+                "params": {k: v for k, v in self.params.items() if k not in EVIDENCE_PARAMS}}
+        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+    def describe(self) -> str:
+        """One line naming what the request does, for messages."""
+        params = {k: v for k, v in self.params.items() if k not in EVIDENCE_PARAMS and v is not None}
+        extra = "".join(f" {k}={v}" for k, v in sorted(params.items()))
+        return f"{self.action} on {self.target_kind} {self.target_id} by {self.actor}{extra}"
 
     @property
     def protective(self) -> bool:
@@ -76,7 +97,9 @@ class Executor(Protocol):
 @dataclass(frozen=True)
 class Outcome:
     action_id: str
-    status: str  # completed | denied | pending_receipt | requested | executing | dlq | spooled
+    # completed | denied | pending_receipt | requested | executing | dlq | spooled, or
+    # conflict: the idempotency key names another request (nothing was done)
+    status: str
     reason: str = ""
     receipt_id: str | None = None
     created: bool = True

@@ -84,10 +84,15 @@ class ActionProtocol:
         if self.spool is not None:
             def handle(req: ActionRequest) -> bool:
                 try:
-                    self._process(req)
-                    return True
+                    out = self._process(req)
                 except StoreUnavailable:
                     return False
+                if out.status == "conflict":  # its key names another request: dead-lettered, not lost
+                    with self.store.write() as tx:
+                        self.store.add_dlq(tx, action_id=req.action_id, request=req.to_json(), last_error=out.reason,
+                                           attempts=1, created_at=iso_utc(self.clock()))
+                    report.to_dlq += 1
+                return True
             report.spool_drained, report.spool_left = self.spool.drain(handle)
         return report
 
@@ -121,6 +126,13 @@ class ActionProtocol:
                 "created_at": iso_utc(now), "updated_at": iso_utc(now)})
             if created:
                 self._event(tx, req, "action_requested", now, {"rationale": req.rationale})
+            else:
+                first = ActionRequest.from_json(row["params"])
+                if first.fingerprint != req.fingerprint:  # the key names another request: refuse
+                    return Outcome(req.action_id, "conflict",
+                                   f"idempotency key {req.idempotency_key!r} was already used for another request "
+                                   f"({first.describe()}; status {row['status']}); nothing was done for "
+                                   f"{req.describe()}: use a new key", created=False)
             if row["status"] in TERMINAL or row["status"] == "pending_receipt":
                 return Outcome(req.action_id, row["status"], "already decided", self._receipt_of(tx, row), created)
             if not self.store.claim(tx, req.action_id, self.owner, iso_utc(now), iso_utc(now + self.lease)):

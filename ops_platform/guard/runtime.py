@@ -12,7 +12,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..control.store import ControlStore
+import sqlalchemy as sa
+
+from ..control.store import ControlStore, StoreUnavailable
 from ..files import file_sha256
 from ..paths import StatePaths
 from ..receipts.keys import KeyRing
@@ -38,6 +40,40 @@ def migrated_store(url: str) -> ControlStore:
     """A control store at `url`, migrated to the current schema (safe from many processes)."""
     store = ControlStore(url)
     store.migrate(iso_utc(utcnow()))
+    return store
+
+
+class NoStore(Exception):
+    """No control store to read at a URL: a malformed URL, a missing database or one
+    without the ledger's tables."""
+
+
+def existing_store(url: str) -> ControlStore:
+    """Open the control store at ``url`` to read it, creating nothing (not even a missing
+    folder or database file); NoStore names what is wrong."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise NoStore(f"{url!r} is not a database URL (e.g. sqlite:////path/to/control.sqlite or "
+                      "postgresql+psycopg2://user@host/db)") from None
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database or ""
+        if not db or db == ":memory:":
+            raise NoStore(f"{shown} names no database file")
+        if not db.startswith("file:") and not Path(db).is_file():
+            raise NoStore(f"no control store at {db} (no such file)")
+    try:
+        store = ControlStore(url, readonly=True)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise NoStore(f"cannot open {shown}: {str(exc).splitlines()[0]}") from None
+    try:
+        has_ledger = store.has_ledger()
+    except StoreUnavailable as exc:
+        raise NoStore(f"cannot read the control store at {shown}: {exc}") from None
+    if not has_ledger:
+        raise NoStore(f"{shown} holds no receipts ledger (no control store schema): check the URL, "
+                      f"{CONTROL_URL_ENV} and OPS_PLATFORM_HOME")
     return store
 
 

@@ -114,10 +114,13 @@ def verify_envelope(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
         raise VerificationError("envelope has no payloadType")
     payload = _b64decode(envelope.get("payload"), "payload")
     message = pae(env_type, payload)
+    unknown, known = [], 0
     for keyid, sig in _signatures(envelope):
         key = verifiers.get(keyid)
         if key is None:
+            unknown.append(keyid)
             continue
+        known += 1
         try:
             key.verify(sig, message)
         except InvalidSignature:
@@ -125,4 +128,7 @@ def verify_envelope(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
         if env_type != payload_type:
             raise VerificationError(f"payload type {env_type!r} is not {payload_type!r}")
         return payload
+    if unknown and not known:  # not a bad signature: a key this verifier does not have
+        raise VerificationError(f"unknown key id {', '.join(k[:16] or '(none)' for k in unknown)} "
+                                f"(not among the {len(verifiers)} public key(s) given)")
     raise VerificationError("signature does not verify")

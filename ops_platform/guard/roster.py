@@ -1,0 +1,88 @@
+"""Who may act as what: the actor roster the operator keeps beside the policies.
+
+The guard decides on roles; the roster says which roles an actor holds. It is a YAML file
+(``roster.yaml`` in the policy folder, i.e. ``OPS_PLATFORM_POLICY_DIR`` or the project's
+``policies/``; ``OPS_PLATFORM_ROSTER`` names another file)::
+
+    actors:
+      dana: [oncall]
+      finops-analyst: [finops]
+
+An actor the roster does not name holds no roles, so the guard denies it (with a receipt,
+like any denial). Machine identities built into the platform (the ramp controller) are
+reserved: a human may not act under their names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .policy import DEFAULT_POLICY_DIR, POLICY_DIR_ENV
+
+ROSTER_ENV = "OPS_PLATFORM_ROSTER"
+ROSTER_FILE = "roster.yaml"
+
+
+class RosterError(ValueError):
+    """The roster file is missing or malformed (a configuration error, named with its file)."""
+
+
+@dataclass(frozen=True)
+class Roster:
+    path: Path
+    actors: Mapping[str, tuple[str, ...]]
+
+    def roles(self, actor: str) -> tuple[str, ...]:
+        """The actor's roles; none for an actor the roster does not name."""
+        return self.actors.get(actor, ())
+
+
+def roster_path(policy_dir: str | Path | None = None) -> Path:
+    """``OPS_PLATFORM_ROSTER``, else ``roster.yaml`` in ``policy_dir`` (default: the policy
+    folder the environment names, as for the Rego policies)."""
+    explicit = os.environ.get(ROSTER_ENV, "").strip()
+    if explicit:
+        return Path(explicit)
+    folder = policy_dir or os.environ.get(POLICY_DIR_ENV, "").strip() or DEFAULT_POLICY_DIR
+    return Path(folder) / ROSTER_FILE
+
+
+def load_roster(path: str | Path | None = None, *, policy_dir: str | Path | None = None) -> Roster:
+    path = Path(path) if path is not None else roster_path(policy_dir)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RosterError(f"no actor roster at {path} (set {ROSTER_ENV} or add {ROSTER_FILE} to the "
+                          "policy folder)") from None
+    except (OSError, UnicodeError, yaml.YAMLError) as exc:
+        raise RosterError(f"{path}: cannot read the actor roster: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, dict) or set(doc) != {"actors"} or not isinstance(doc["actors"], dict):
+        raise RosterError(f"{path}: the roster must be a mapping with one key, 'actors' (actor -> list of roles)")
+    actors: dict[str, tuple[str, ...]] = {}
+    for actor, roles in doc["actors"].items():
+        if not isinstance(actor, str) or not actor.strip() or actor != actor.strip():
+            raise RosterError(f"{path}: actors.{actor!r}: an actor is a non-blank name without surrounding spaces")
+        if not isinstance(roles, list) or not all(isinstance(r, str) and r.strip() for r in roles):
+            raise RosterError(f"{path}: actors.{actor}: roles must be a list of role names")
+        actors[actor] = tuple(roles)
+    return Roster(path, actors)
+
+
+def _plain(name: str) -> str:
+    return name.strip().casefold().replace("_", "-").replace(" ", "-")
+
+
+def human_actor(actor: str | None, reserved: Iterable[str] = ()) -> str:
+    """The actor name a human gave, stripped; ValueError if blank or a reserved machine
+    identity (compared ignoring case, '-', '_' and spaces)."""
+    name = (actor or "").strip()
+    if not name:
+        raise ValueError("the actor must be a non-blank name")
+    if any(_plain(name) == _plain(r) for r in reserved):
+        raise ValueError(f"actor {name!r} is reserved for the platform's own automation; act under your own name")
+    return name
