@@ -21,6 +21,7 @@ class ControlStoreResource(dg.ConfigurableResource):
 
     url: str
     spool_path: str
+    home: str  # the state folder: receipts name the files inside it relative to it
 
     def store(self) -> ControlStore:
         return migrated_store(self.url)
@@ -53,4 +54,4 @@ class GuardResource(dg.ConfigurableResource):
 def build_protocol(control: ControlStoreResource, signer: SignerResource, guard: GuardResource,
                    executors: Mapping[str, Executor] | None = None) -> ActionProtocol:
     return ActionProtocol(control.store(), signer.keyring().signer, guard.policy(), executors or {},
-                          control.spool())
+                          control.spool(), home=Path(control.home))

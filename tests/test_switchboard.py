@@ -78,3 +78,25 @@ def test_a_freeze_is_in_the_timeline_of_every_flag_it_held(state):
     assert "freeze" not in _run("log", "release-api").output  # under an override: exempt
     live = FlagFile.load(state.home / "flags" / "flags.flagd.json")
     assert live.release("release-graph").frozen and not live.release("release-api").frozen
+
+
+def test_a_state_folder_moved_elsewhere_verifies_against_its_own_files(state, tmp_path, monkeypatch):
+    import shutil
+
+    res = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "4h",
+               "--actor", "dana")
+    assert res.exit_code == 0, res.output
+    moved = tmp_path / "restored"
+    shutil.copytree(state.home, moved, symlinks=True)
+    state.home.rename(tmp_path / "gone")  # the original files are no longer where they were
+    monkeypatch.setenv("OPS_PLATFORM_HOME", str(moved))
+    verify = CliRunner().invoke(main, ["receipts", "verify"])
+    assert verify.exit_code == 0, verify.output
+    # The receipt names the flag's history file relative to the state folder, so it is the
+    # moved folder's own file that is checked: changing it fails the verification.
+    snapshots = sorted((moved / "flags").rglob("*.json"))
+    history = [p for p in snapshots if p.parent.name.endswith(".history")]
+    assert history
+    history[0].write_text(history[0].read_text() + " ")
+    verify = CliRunner().invoke(main, ["receipts", "verify"])
+    assert verify.exit_code != 0 and history[0].relative_to(moved).as_posix() in verify.output.replace("\n", "")

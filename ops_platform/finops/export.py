@@ -21,6 +21,7 @@ from ..files import file_sha256
 from ..guard.actions import ActionRequest, ExecutionResult, Executor, Outcome
 from ..guard.protocol import ActionProtocol
 from ..guard.roster import Roster, load_roster
+from ..guard.runtime import subject_path
 from ..receipts.statement import statement_subjects
 from .invoices import Period, parse_period, write_invoices
 from .pipeline import StoredFinOps
@@ -94,7 +95,7 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
         return held, None
     out = guarded.submit(release_request(period, actor, rationale, roster))
     if out.status == "completed" and out.receipt_id:  # e.g. a re-run answered "already decided"
-        problems = released_file_problems(guarded.store, out.receipt_id)
+        problems = released_file_problems(guarded.store, out.receipt_id, guarded.home)
         if problems:
             out = dataclasses.replace(out, status="files_changed", reason=(
                 f"released under receipt {out.receipt_id[:12]}, but the files on disk no longer match it: "
@@ -102,18 +103,19 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     return [], out
 
 
-def released_file_problems(store, receipt_id: str) -> list[str]:
+def released_file_problems(store, receipt_id: str, home: Path | None) -> list[str]:
     """What no longer matches a release receipt: each file subject that is missing or whose
-    sha256 differs from the receipted one (nothing for a receipt whose files are intact)."""
+    sha256 differs from the receipted one (nothing for a receipt whose files are intact).
+    ``home``: the state folder the receipt's relative names are in."""
     entry = store.entry(receipt_id)
     if entry is None:
         return [f"receipt {receipt_id[:12]} is not in the ledger"]
     statement = json.loads(base64.b64decode(json.loads(entry.envelope)["payload"]))
     problems = []
     for subject in statement_subjects(statement):
-        if ":" in subject.name and not subject.name.startswith("/"):
+        path = subject_path(subject, home or Path.cwd())
+        if path is None:
             continue  # the target (invoice_period:...), not a file
-        path = Path(subject.name)
         if not path.is_file():
             problems.append(f"{path} is missing")
         elif file_sha256(path) != subject.sha256:

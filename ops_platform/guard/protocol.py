@@ -39,8 +39,12 @@ class RetryReport:
 class ActionProtocol:
     def __init__(self, store: ControlStore, signer: Callable[[], Signer], policy: PolicyEngine,
                  executors: Mapping[str, Executor], spool: Spool | None = None, *, max_attempts: int = 5,
-                 lease_seconds: float = 60.0, clock: Callable[[], datetime] = utcnow, owner: str | None = None):
+                 lease_seconds: float = 60.0, clock: Callable[[], datetime] = utcnow, owner: str | None = None,
+                 home: Path | None = None):
+        """``home``: the state folder; files inside it are named relative to it in receipts, so a
+        state folder restored or moved elsewhere still verifies against its own files."""
         self.store, self.signer, self.policy = store, signer, policy
+        self.home = Path(home).resolve() if home is not None else None
         self.executors, self.spool = dict(executors), spool
         self.max_attempts, self.lease = max_attempts, timedelta(seconds=lease_seconds)
         self.clock = clock
@@ -165,10 +169,18 @@ class ActionProtocol:
             return self._pending(req, decision, result, "signer unavailable; protective action applied")
         return self._finish(req, decision, "completed", signer, result)
 
+    def _subject_name(self, path: Path) -> str:
+        """A file's name in a receipt: relative to the state folder when inside it (what
+        ``runtime.file_digest_in`` resolves), else its absolute path."""
+        path = Path(path).resolve()
+        if self.home is not None and path.is_relative_to(self.home):
+            return path.relative_to(self.home).as_posix()
+        return str(path)
+
     def _statement(self, req: ActionRequest, decision: Decision, result: ExecutionResult | None, now: datetime):
         subjects = [target_subject(req.target_kind, req.target_id)]
         if result is not None:
-            subjects += [file_subject(p, name=str(p)) for p in result.files]
+            subjects += [file_subject(p, name=self._subject_name(p)) for p in result.files]
         predicate = {
             "actor": req.actor, "roles": list(req.roles), "action": req.action,
             "target": {"kind": req.target_kind, "id": req.target_id},

@@ -84,17 +84,24 @@ def spool(paths: StatePaths) -> Spool:
 def build_protocol(paths: StatePaths, executors: Mapping[str, Executor] | None = None,
                    url: str | None = None) -> ActionProtocol:
     ring = KeyRing.load_or_create(paths.keys_dir)
-    return ActionProtocol(open_store(paths, url), ring.signer, policy_from_env(), executors or {}, spool(paths))
+    return ActionProtocol(open_store(paths, url), ring.signer, policy_from_env(), executors or {}, spool(paths),
+                          home=paths.home)
+
+
+def subject_path(subject: Subject, home: Path) -> Path | None:
+    """The file a receipt subject names: None for a target (``kind:id``), else its path,
+    relative to the state folder ``home`` unless absolute."""
+    if ":" in subject.name and not subject.name.startswith("/"):
+        return None
+    path = Path(subject.name)
+    return path if path.is_absolute() else home / path
 
 
 def file_digest_in(home: Path):
-    """Digest checker for `verify_ledger`: subjects named `kind:id` are targets, not files;
-    other names are paths (relative to the state folder unless absolute)."""
+    """Digest checker for `verify_ledger`: a file subject's sha256 on disk (None for targets)."""
 
     def digest(subject: Subject) -> str | None:
-        if ":" in subject.name and not subject.name.startswith("/"):
-            return None
-        path = Path(subject.name)
-        return file_sha256(path if path.is_absolute() else home / path)
+        path = subject_path(subject, home)
+        return None if path is None else file_sha256(path)
 
     return digest
