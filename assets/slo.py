@@ -10,7 +10,7 @@ from assets import check_spec, score_metadata
 from ops_platform.paths import SLO_DIR
 from ops_platform.slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
 from ops_platform.slo.daily import compute_day, lookback
-from ops_platform.slo.spec import SOURCE_TABLES, load_slos
+from ops_platform.slo.spec import SOURCE_TABLES, calendar_zone_notes, load_slos
 from ops_platform.timezones import partition_bounds
 from resources import DUCKDB_POOL
 from resources.landing import LandingZoneResource
@@ -38,7 +38,8 @@ def _read(warehouse, table: str, start, end, buckets: list[float]) -> pl.DataFra
 
 
 def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
-    slos = load_slos(SLO_DIR, platform_tz=partitions_def.timezone)  # calendar windows in the partitions' zone
+    slos = load_slos(SLO_DIR)
+    zone_notes = calendar_zone_notes(slos, partitions_def.timezone)
     specs = [check_spec(check_name(s.name, t.name), BURN_KEY,
                         f"{s.display_name}: {t.name} burn ({t.burn_rate:g}x over {t.long_window} and "
                         f"{t.short_window}) -> ramps {t.ramp_action}", partitions_def)
@@ -80,6 +81,10 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
             "burn_service": day.service.with_columns(pl.lit(key).alias("partition_key")),
             "budget_daily": budget})
         metadata: dict = {"dagster/row_count": day.minutes.height}
+        for note in zone_notes:
+            context.log.warning(note)
+        if zone_notes:
+            metadata["calendar_zone_notes"] = dg.MetadataValue.json(zone_notes)
         rows = _budget_rows(wh, slos, day_of)
         wh.replace_partitions("slo", "budget_remaining", {
             d.isoformat(): frame.with_columns(pl.lit(d.isoformat()).alias("partition_key")) for d, frame in rows.items()})

@@ -163,6 +163,11 @@ def test_store_read_only_spools_then_replays(env, tmp_path):
     assert env.store.count_actions() == {"completed": 1}
     (dead,) = env.store.dlq_items()
     assert "already used for another request" in dead["last_error"] and '"pause"' in dead["request"]
+    # Replaying it would re-run the action its key names: it is refused and stays queued.
+    (replayed,) = env.proto.replay_dlq()
+    assert replayed.status == "conflict" and len(env.store.dlq_items()) == 1
+    env.proto.retry()
+    assert env.store.count_actions() == {"completed": 1} and len(env.store.ledger_entries()) == 1
     assert env.verify().ok
 
 

@@ -76,6 +76,20 @@ def test_the_same_key_with_fresh_evidence_is_the_same_action(tmp_path):
     assert other_build.status == "conflict" and other_build.receipt_id is None
     assert len(env.effects.effects()) == 1 and len(env.store.ledger_entries()) == 1
 
+    # A freeze's key has no build: the controller names the first burning group's build, which
+    # another tick over the same partition may see differently. Still the same freeze.
+    def freeze(build):
+        return env.proto.submit(ActionRequest(
+            actor="ramp-controller", roles=("ramp_controller",), action="freeze", target_kind="flag",
+            target_id="all-release-flags", rationale=f"burn on {build}",
+            idempotency_key="platform:api-availability:fast:2026-03-08:freeze",
+            params={"slo": "api-availability", "tier": "fast", "build_id": build, "cohort": "general"}))
+
+    first_freeze = freeze("b1")
+    assert first_freeze.status == "completed"
+    again = freeze("b2")
+    assert again.status == "completed" and again.receipt_id == first_freeze.receipt_id
+
 
 # 4. roles come from the roster
 

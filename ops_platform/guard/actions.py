@@ -20,6 +20,9 @@ TERMINAL = frozenset({"completed", "denied", "dlq"})
 # recomputes them on every tick (which SLO or tier burned, on which cohort, which flags an
 # override exempts), and a later tick's request under the same key is still the same action.
 EVIDENCE_PARAMS = frozenset({"slo", "tier", "cohort", "exempt"})
+# A freeze holds every release flag whatever build burned: its build is evidence too (the
+# controller names the first burning group's, which can differ from one tick to the next).
+EVIDENCE_PARAMS_OF = {"freeze": EVIDENCE_PARAMS | {"build_id"}}
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,13 @@ class ActionRequest:
     @property
     def fingerprint(self) -> str:
         """What the request does, by whom: actor, action, target, TTL and params (without
-        ``EVIDENCE_PARAMS``). Roles (read from the roster each time) and the rationale (the
+        the evidence params of its action, ``EVIDENCE_PARAMS_OF``). Roles (read from the roster each time) and the rationale (the
         controller words it from each tick's evidence) are left out. A reused idempotency
         key is the same request only if this matches the first request's."""
         what = {"actor": self.actor, "action": self.action, "target_kind": self.target_kind,
                 "target_id": self.target_id, "ttl_seconds": self.ttl_seconds,
-                "params": {k: v for k, v in self.params.items() if k not in EVIDENCE_PARAMS}}
+                "params": {k: v for k, v in self.params.items()
+                           if k not in EVIDENCE_PARAMS_OF.get(self.action, EVIDENCE_PARAMS)}}
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
     def describe(self) -> str:

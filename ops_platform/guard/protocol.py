@@ -109,6 +109,12 @@ class ActionProtocol:
                 continue
             req = ActionRequest.from_json(item["request"])
             with self.store.write() as tx:
+                row = self.store.get_action(tx, req.action_id)
+                if row is not None and ActionRequest.from_json(row["params"]).fingerprint != req.fingerprint:
+                    # A request whose key names another action (a conflict from the spool): replaying
+                    # it would re-run that action. It stays in the queue; resubmit it with a new key.
+                    outcomes.append(Outcome(req.action_id, "conflict", item["last_error"], created=False))
+                    continue
                 self.store.mark_replayed(tx, item["dlq_id"], now)
                 self.store.update_action(tx, req.action_id, status="requested", attempts=0, updated_at=now,
                                          lease_owner=None, lease_expires_at=None)

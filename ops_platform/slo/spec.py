@@ -20,8 +20,6 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from ..timezones import display_tz_name
-
 OPENSLO = "openslo/v1"
 EXTENSION = "summit.example/v1alpha1"
 OWNER_ANNOTATION = "summit.example/owner"
@@ -304,7 +302,7 @@ def _ratio_shape(good: MetricSource, total: MetricSource, file, path: str) -> No
                                f"{t['le']!r}: a latency ratio's total is the +Inf bucket (every request)")
 
 
-def _window(doc: list, file, path: str, platform_tz: str) -> TimeWindow:
+def _window(doc: list, file, path: str) -> TimeWindow:
     if not isinstance(doc, list) or len(doc) != 1:
         raise SLOSpecError(file, path, "exactly one time window is supported")
     w = doc[0]
@@ -320,13 +318,6 @@ def _window(doc: list, file, path: str, platform_tz: str) -> TimeWindow:
         ZoneInfo(tz)
     except (KeyError, ValueError, OSError):
         raise SLOSpecError(file, f"{path}[0].calendar.timeZone", f"{tz!r} is not an IANA time zone") from None
-    if tz != platform_tz:
-        # Budgets are summed over the daily partitions, which are days of the platform's zone:
-        # a month of another zone would start and end inside a partition.
-        raise SLOSpecError(file, f"{path}[0].calendar.timeZone",
-                           f"{tz!r}: calendar windows follow the platform's zone, {platform_tz!r} (OPS_PLATFORM_TZ; "
-                           f"budgets are summed over its daily partitions): set timeZone to {platform_tz}, "
-                           f"or OPS_PLATFORM_TZ={tz}")
     _get(cal, "startTime", file, f"{path}[0].calendar", str)
     unit = dur if isinstance(dur, str) else {timedelta(days=1): "day", timedelta(weeks=1): "week"}.get(dur)
     if unit is None:
@@ -453,11 +444,8 @@ def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
     return slos, slis, policies
 
 
-def load_slos(folder: Path, *, platform_tz: str | None = None) -> list[SLO]:
-    """Every SLO in `folder/*.yaml`, validated, with its burn tiers. ``platform_tz``: the zone
-    of the daily partitions (default: OPS_PLATFORM_TZ, else America/Denver), which a calendar
-    window's timeZone must name."""
-    platform_tz = platform_tz or display_tz_name()
+def load_slos(folder: Path) -> list[SLO]:
+    """Every SLO in `folder/*.yaml`, validated, with its burn tiers."""
     files = sorted(Path(folder).glob("*.yaml")) + sorted(Path(folder).glob("*.yml"))
     if not files:
         raise SLOSpecError(folder, "(folder)", "no SLO files (*.yaml)")
@@ -511,8 +499,7 @@ def load_slos(folder: Path, *, platform_tz: str | None = None) -> list[SLO]:
         _tiers_can_fire(tiers, raw_tiers, objective.target, policy_file, policy_path)
         out.append(SLO(name, meta.get("displayName") or name, owner, spec.get("description", ""),
                        _get(spec, "service", f, f"{p}.spec", str), indicator,
-                       _window(_get(spec, "timeWindow", f, f"{p}.spec", list), f, f"{p}.spec.timeWindow",
-                               platform_tz),
+                       _window(_get(spec, "timeWindow", f, f"{p}.spec", list), f, f"{p}.spec.timeWindow"),
                        budgeting, objective, tiers, str(f)))
     orphans = set(policies) - seen
     if orphans:
@@ -532,3 +519,14 @@ def _tiers_can_fire(tiers: tuple[BurnTier, ...], raw: list, target: float, file,
                                f"tier {t.name!r}: burnRate {t.burn_rate:g} x error budget {budget:g} (1 - target "
                                f"{target:g}) = {t.burn_rate * budget:g}, but an error ratio is at most 1, so the tier "
                                f"could never fire: its burnRate must be below {1 / budget:g}")
+
+
+def calendar_zone_notes(slos: list[SLO], partitions_tz: str) -> list[str]:
+    """A note per SLO whose calendar window names another zone than the daily partitions':
+    budgets are summed over whole partition days, so its months (or weeks) are counted in
+    the partitions' zone, their edges off by the zones' offset (under a day). Loading does
+    not refuse it (a platform moved to another zone keeps working); the burn asset logs it."""
+    return [f"SLO {s.name}: calendar window in {s.window.calendar_tz}, counted in whole days of the "
+            f"partitions' zone {partitions_tz} (its edges move by the zones' offset, under a day)"
+            for s in slos if s.window.calendar_tz and s.window.calendar_tz != partitions_tz]
+
