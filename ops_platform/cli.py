@@ -621,13 +621,12 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
 
 
 def _human(actor: str):
-    """(actor, roster): a human's --actor, stripped, checked (not blank, not the controller's
-    reserved name), and the roster its roles come from."""
+    """(actor, roster): a human's --actor, stripped, checked (not blank, a plain name, not a
+    machine identity's), and the roster its roles come from."""
     from .guard.roster import RosterError, human_actor, load_roster
-    from .ramp.controller import CONTROLLER
 
     try:
-        actor = human_actor(actor, reserved=(CONTROLLER,))
+        actor = human_actor(actor)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--actor") from None
     try:

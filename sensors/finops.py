@@ -7,12 +7,13 @@ import polars as pl
 from ops_platform.finops.export import overlaps, release_invoices, released_periods
 from ops_platform.finops.invoices import parse_period
 from ops_platform.finops.pipeline import StoredFinOps
+from ops_platform.guard.roster import RELEASE_SENSOR_ACTOR
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
 from resources.exports import ExportsResource
 from resources.warehouse import WarehouseResource
 
 RELEASE_JOB = "release_invoices"
-SENSOR_ACTOR = "invoice-release-sensor"
+SENSOR_ACTOR = RELEASE_SENSOR_ACTOR
 
 
 class ReleaseConfig(dg.Config):

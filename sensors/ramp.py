@@ -187,7 +187,7 @@ def switchboard_override_op(context: dg.OpExecutionContext, config: OverrideConf
 
     ex = flags.executor()
     try:
-        actor = human_actor(config.actor, reserved=(CONTROLLER,))
+        actor = human_actor(config.actor)
         roster = load_roster(policy_dir=guard.policy_dir)  # the roster beside the guard's policies
         check_override(ex.path, config.flag, config.action)
     except ValueError as exc:

@@ -9,23 +9,32 @@ The guard decides on roles; the roster says which roles an actor holds. It is a 
       finops-analyst: [finops]
 
 An actor the roster does not name holds no roles, so the guard denies it (with a receipt,
-like any denial). Machine identities built into the platform (the ramp controller) are
-reserved: a human may not act under their names.
+like any denial). Actor names are plain ASCII (letters, digits, ``.``, ``_``, ``@``, ``+``,
+``-``), so no look-alike of another name (a Cyrillic ``а``, a non-breaking hyphen) can read
+as it in receipts and logs. Machine identities built into the platform (the ramp controller,
+the invoice release sensor) are reserved: a human may not act under their names, and the
+controller's roles are built in, not granted by the roster.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from ..strict_yaml import UniqueKeyLoader
 from .policy import DEFAULT_POLICY_DIR, POLICY_DIR_ENV
 
 ROSTER_ENV = "OPS_PLATFORM_ROSTER"
 ROSTER_FILE = "roster.yaml"
+CONTROLLER_ACTOR = "ramp-controller"  # its roles are built in (ramp.controller.ROLES)
+RELEASE_SENSOR_ACTOR = "invoice-release-sensor"  # its finops role comes from the roster
+MACHINE_ACTORS = (CONTROLLER_ACTOR, RELEASE_SENSOR_ACTOR)
+ACTOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
 
 
 class RosterError(ValueError):
@@ -55,7 +64,7 @@ def roster_path(policy_dir: str | Path | None = None) -> Path:
 def load_roster(path: str | Path | None = None, *, policy_dir: str | Path | None = None) -> Roster:
     path = Path(path) if path is not None else roster_path(policy_dir)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
     except FileNotFoundError:
         raise RosterError(f"no actor roster at {path} (set {ROSTER_ENV} or add {ROSTER_FILE} to the "
                           "policy folder)") from None
@@ -65,8 +74,12 @@ def load_roster(path: str | Path | None = None, *, policy_dir: str | Path | None
         raise RosterError(f"{path}: the roster must be a mapping with one key, 'actors' (actor -> list of roles)")
     actors: dict[str, tuple[str, ...]] = {}
     for actor, roles in doc["actors"].items():
-        if not isinstance(actor, str) or not actor.strip() or actor != actor.strip():
-            raise RosterError(f"{path}: actors.{actor!r}: an actor is a non-blank name without surrounding spaces")
+        if not isinstance(actor, str) or not ACTOR_NAME.fullmatch(actor):
+            raise RosterError(f"{path}: actors.{actor!r}: an actor name is plain ASCII letters, digits, '.', '_', "
+                              "'@', '+' or '-'")
+        if _plain(actor) == _plain(CONTROLLER_ACTOR):
+            raise RosterError(f"{path}: actors.{actor}: the ramp controller's roles are built into the platform; "
+                              "the roster may not grant them")
         if not isinstance(roles, list) or not all(isinstance(r, str) and r.strip() for r in roles):
             raise RosterError(f"{path}: actors.{actor}: roles must be a list of role names")
         actors[actor] = tuple(roles)
@@ -77,12 +90,15 @@ def _plain(name: str) -> str:
     return name.strip().casefold().replace("_", "-").replace(" ", "-")
 
 
-def human_actor(actor: str | None, reserved: Iterable[str] = ()) -> str:
-    """The actor name a human gave, stripped; ValueError if blank or a reserved machine
-    identity (compared ignoring case, '-', '_' and spaces)."""
+def human_actor(actor: str | None, reserved: Iterable[str] = MACHINE_ACTORS) -> str:
+    """The actor name a human gave, stripped; ValueError if blank, not a plain ASCII name
+    (``ACTOR_NAME``), or a reserved machine identity (compared ignoring case, '-', '_' and
+    spaces)."""
     name = (actor or "").strip()
     if not name:
         raise ValueError("the actor must be a non-blank name")
+    if not ACTOR_NAME.fullmatch(name):
+        raise ValueError(f"actor {name!r}: a name is plain ASCII letters, digits, '.', '_', '@', '+' or '-'")
     if any(_plain(name) == _plain(r) for r in reserved):
         raise ValueError(f"actor {name!r} is reserved for the platform's own automation; act under your own name")
     return name

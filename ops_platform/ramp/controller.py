@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ..guard.actions import ActionRequest
+from ..guard.roster import CONTROLLER_ACTOR
 from .flags import release_flag
 
-CONTROLLER = "ramp-controller"
+CONTROLLER = CONTROLLER_ACTOR
 ROLES = ("ramp_controller",)
 COOLDOWN = timedelta(minutes=30)
 _STRENGTH = {"pause": 1, "rollback": 2, "freeze": 3}

@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from ..strict_yaml import DuplicateKeyError, UniqueKeyLoader
+
 OPENSLO = "openslo/v1"
 EXTENSION = "summit.example/v1alpha1"
 OWNER_ANNOTATION = "summit.example/owner"
@@ -383,33 +385,6 @@ def _tiers(doc: dict, file, path: str) -> tuple[BurnTier, ...]:
     return tuple(sorted(tiers, key=lambda t: -t.burn_rate))
 
 
-class _DuplicateKey(yaml.YAMLError):
-    def __init__(self, key: Any, line: int, first: int):
-        super().__init__(f"key {key!r} appears twice in one mapping (lines {first} and {line})")
-        self.key, self.line, self.first = key, line, first
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """The safe loader, refusing a key given twice in one mapping: YAML keys are unique, and
-    PyYAML would otherwise keep the last one silently (two `target:` lines, the second wins).
-    Keys a merge (`<<`) brings in may still be overridden, as YAML allows."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
-                try:
-                    if key in seen:
-                        raise _DuplicateKey(key, line, seen[key])
-                    seen[key] = line
-                except TypeError:  # an unhashable key: the safe loader says so itself
-                    continue
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
     """Documents of one file: SLO docs, SLI objects, BurnAlertPolicy docs."""
     data = Path(path).read_bytes()
@@ -420,8 +395,8 @@ def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
         raise SLOSpecError(path, f"(line {line})", f"byte 0x{data[exc.start]:02x} at offset {exc.start} is not "
                                                    "UTF-8: SLO files are UTF-8 text") from None
     try:
-        docs = [d for d in yaml.load_all(text, Loader=_UniqueKeyLoader) if d is not None]
-    except _DuplicateKey as exc:
+        docs = [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d is not None]
+    except DuplicateKeyError as exc:
         raise SLOSpecError(path, f"(line {exc.line})", f"key {exc.key!r} is given twice in one mapping (first on "
                                                        f"line {exc.first}): YAML keys must be unique") from None
     except yaml.YAMLError as exc:
