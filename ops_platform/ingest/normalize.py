@@ -69,11 +69,12 @@ def _unread(source: str, cast: str) -> pl.Expr:
     return pl.col(source).is_not_null() & pl.col(cast).is_null()
 
 
-# ISO 8601 / RFC 3339 as providers export it: a date, optionally a time (seconds and
-# fraction optional) and a zone (Z, +05:30, +0530, +05). Nothing else is read: a layout
-# such as 03/02/2026 is ambiguous (March 2 or February 3), so it is refused, never guessed.
-ISO_8601 = (r"^(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2})(:\d{2}(?:\.\d+)?)?"
-            r"([Zz]|[+-]\d{2}(?::?\d{2})?)?)?$")
+# ISO 8601 / RFC 3339 as providers export it: a date, optionally a time (seconds and a
+# fraction, after '.' or ',', optional) and a zone (Z, +05:30, +0530, +05, or " UTC" as
+# BigQuery exports write it). Nothing else is read: a layout such as 03/02/2026 is
+# ambiguous (March 2 or February 3), so it is refused, never guessed.
+ISO_8601 = (r"^(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2})(:\d{2}(?:[.,]\d+)?)?"
+            r"([Zz]| ?UTC|[+-]\d{2}(?::?\d{2})?)?)?$")
 
 
 def _iso_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
@@ -81,13 +82,13 @@ def _iso_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
     without a colon or minutes, no zone, a date alone), brought to RFC 3339 and read; a time
     without a zone, and a date alone (its midnight), are taken as UTC."""
     parts = pl.when(unread).then(pl.col(source)).str.extract_groups(ISO_8601)
-    zone = parts.struct.field("4").str.to_uppercase()
-    zone = (pl.when(zone.is_null() | (zone == "Z")).then(pl.lit("+00:00"))
+    zone = parts.struct.field("4").str.to_uppercase().str.strip_chars()
+    zone = (pl.when(zone.is_null() | zone.is_in(["Z", "UTC"])).then(pl.lit("+00:00"))
             .when(zone.str.len_chars() == 3).then(zone + ":00")
             .when(zone.str.len_chars() == 5).then(zone.str.slice(0, 3) + ":" + zone.str.slice(3))
             .otherwise(zone))
     text = pl.concat_str([parts.struct.field("1"), pl.lit("T"), parts.struct.field("2").fill_null("00:00"),
-                          parts.struct.field("3").fill_null(":00"), zone])
+                          parts.struct.field("3").fill_null(":00").str.replace(",", ".", literal=True), zone])
     return (text.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us")
             .dt.convert_time_zone("UTC"))
 
