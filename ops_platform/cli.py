@@ -350,10 +350,10 @@ def receipts_verify(url: str | None) -> None:
 @click.option("--store", "url", default=None, help="Control store URL.")
 def receipts_show(receipt_id: str, url: str | None) -> None:
     """Print a receipt (by id or unique prefix) with its Merkle inclusion proof."""
-    import base64
     import json
 
     from .guard.runtime import open_store
+    from .receipts.dsse import envelope_statement
     from .receipts.ledger import inclusion
 
     store = open_store(_guard_paths(), url)
@@ -364,7 +364,7 @@ def receipts_show(receipt_id: str, url: str | None) -> None:
     if entry is None:
         raise click.ClickException(f"no receipt with id {receipt_id!r}")
     envelope = json.loads(entry.envelope)
-    statement = json.loads(base64.b64decode(envelope["payload"]))
+    statement = envelope_statement(envelope)
     entries = store.ledger_entries()
     proof = inclusion(entries, entry.seq)
     cps = [c for c in store.checkpoints() if c.tree_size == proof["tree_size"]]
@@ -732,23 +732,20 @@ def switchboard_log(flag: str) -> None:
 def _override_line(request: dict, recorded: dict | None, payload: dict, what: str) -> str:
     """An override's timeline text: directive, TTL, expiry once recorded, the rationale, and
     the guard's reason when it is not the rationale."""
+    from datetime import timedelta
+
+    from .slo.burn import window_name
+
     directive = (payload.get("params") or {}).get("directive") or "?"
     ttl = request.get("ttl_seconds")
     parts = [directive]
     if ttl:
-        parts.append(f"ttl {_duration(ttl)}")
+        parts.append(f"ttl {window_name(timedelta(seconds=ttl))}")
     if recorded:
         parts.append(f"until {recorded['expires_at']}")
     rationale = request.get("rationale") or payload.get("rationale") or ""
     head = f"{' '.join(parts)}: {rationale}"
     return head if what in ("", rationale) else f"{head} ({what})"
-
-
-def _duration(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 @main.group()

@@ -6,12 +6,12 @@ the Switchboard events and the action queue, without touching the live control s
 
 from __future__ import annotations
 
-import base64
 import json
 
 import polars as pl
 import sqlalchemy as sa
 
+from ..receipts.dsse import envelope_statement
 from ..warehouse import Warehouse
 from . import schema as s
 from .store import ControlStore
@@ -23,7 +23,7 @@ def _receipts(store: ControlStore) -> pl.DataFrame:
     rows = []
     for e in store.ledger_entries():
         env = json.loads(e.envelope)
-        st = json.loads(base64.b64decode(env["payload"]))
+        st = envelope_statement(env)
         p = st.get("predicate", {})
         rows.append({
             "seq": e.seq, "receipt_id": e.receipt_id, "predicate_type": st.get("predicateType"),

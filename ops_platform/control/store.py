@@ -261,12 +261,10 @@ class ControlStore:
         every = [o for o in self.overrides(target_id) if o["created_at"] <= now]
         return every[-1:] if every and every[-1]["expires_at"] > now else []
 
-    def overrides(self, target_id: str, active_at: str | None = None) -> list[dict]:
-        """A target's overrides, oldest first; with ``active_at``, only those active then."""
+    def overrides(self, target_id: str) -> list[dict]:
+        """A target's overrides, oldest first (``active_overrides`` says which one is in force)."""
         o = s.overrides.c
         q = sa.select(s.overrides).where(o.target_id == target_id).order_by(o.created_at, o.override_id)
-        if active_at is not None:
-            q = q.where(o.expires_at > active_at)
         with self.read() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 

@@ -10,7 +10,6 @@ same action, answered once; the answer then says whether its files still match t
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ from ..guard.actions import ActionRequest, ExecutionResult, Executor, Outcome
 from ..guard.protocol import ActionProtocol
 from ..guard.roster import Roster, load_roster
 from ..guard.runtime import subject_path
+from ..receipts.dsse import envelope_statement
 from ..receipts.statement import statement_subjects
 from .invoices import Period, parse_period, write_invoices
 from .pipeline import StoredFinOps
@@ -110,7 +110,7 @@ def released_file_problems(store, receipt_id: str, home: Path | None) -> list[st
     entry = store.entry(receipt_id)
     if entry is None:
         return [f"receipt {receipt_id[:12]} is not in the ledger"]
-    statement = json.loads(base64.b64decode(json.loads(entry.envelope)["payload"]))
+    statement = envelope_statement(entry.envelope)
     problems = []
     for subject in statement_subjects(statement):
         path = subject_path(subject, home or Path.cwd())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import json
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -132,3 +133,10 @@ def verify_envelope(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
         raise VerificationError(f"unknown key id {', '.join(k[:16] or '(none)' for k in unknown)} "
                                 f"(not among the {len(verifiers)} public key(s) given)")
     raise VerificationError("signature does not verify")
+
+
+def envelope_statement(envelope: str | dict) -> dict:
+    """The statement an envelope (a dict or its JSON text, as the ledger stores it) carries,
+    decoded without checking signatures: for reading receipts (``verify_envelope`` checks)."""
+    env = json.loads(envelope) if isinstance(envelope, str) else envelope
+    return json.loads(_b64decode(env.get("payload"), "payload"))
