@@ -7,7 +7,7 @@ import polars as pl
 from ops_platform.finops.export import overlaps, release_invoices, released_periods
 from ops_platform.finops.invoices import parse_period
 from ops_platform.finops.pipeline import StoredFinOps
-from ops_platform.guard.roster import RELEASE_SENSOR_ACTOR
+from ops_platform.guard.roster import RELEASE_SENSOR_ACTOR, human_actor, load_roster
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
 from resources.exports import ExportsResource
 from resources.warehouse import WarehouseResource
@@ -28,10 +28,17 @@ def release_invoices_op(context: dg.OpExecutionContext, config: ReleaseConfig, w
                         control: ControlStoreResource, signer: SignerResource, guard: GuardResource,
                         exports: ExportsResource) -> None:
     period = parse_period(config.period)
+    try:
+        # The sensor's own identity, or a human launching the job from the UI: a human's name
+        # is checked as the CLI checks it; roles come from the roster beside the guard's policies.
+        actor = config.actor if config.actor == SENSOR_ACTOR else human_actor(config.actor)
+        roster = load_roster(policy_dir=guard.policy_dir)
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc)) from exc
     stored = StoredFinOps.from_warehouse(warehouse.get())  # what finops/attribution's checks passed
     held, out = release_invoices(stored, period, exports.invoices(),
                                  lambda executors: build_protocol(control, signer, guard, executors),
-                                 config.actor, config.rationale)
+                                 actor, config.rationale, roster)
     if out is None:  # the sensor checked too, but the books may have changed since
         raise dg.Failure(description=f"held: {period.name}: " + "; ".join(held))
     context.log.info(f"export_release {period.name}: {out.status} {out.reason} receipt {out.receipt_id}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 import polars as pl
+import pytest
 from click.testing import CliRunner
 
 from assets.finops import ATTRIBUTION_KEY, CONFIDENCE_CHECK, SUMS_CHECK, finops_attribution
@@ -37,6 +38,10 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         assert held.exit_code == 2 and "held: invoices for 2026-03" in held.output and "no billing for" in held.output
 
         period = final_period(wh.query("SELECT utc_date, final FROM finops.usage_daily")).name
+        # Launched by hand from the UI under a look-alike of the sensor's name: refused, as the CLI does.
+        with pytest.raises(dg.Failure, match="plain ASCII"):
+            release_invoices_job.execute_in_process(run_config={"ops": {"release_invoices_op": {"config": {
+                "period": period, "actor": "invoice\u2011release-sensor"}}}}, resources=resources, instance=instance)
         run = release_invoices_job.execute_in_process(
             run_config={"ops": {"release_invoices_op": {"config": {"period": period}}}},
             resources=resources, instance=instance)
