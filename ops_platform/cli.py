@@ -439,6 +439,26 @@ def dlq_replay(dlq_id: int | None, url: str | None) -> None:
         sys.exit(1)
 
 
+@dlq.command("discard")
+@click.argument("dlq_id", type=int)
+@click.option("--actor", required=True, help="Who discards it.")
+@click.option("--reason", required=True, help="Why (recorded as a Switchboard event).")
+@click.option("--store", "url", default=None, help="Control store URL.")
+def dlq_discard(dlq_id: int, actor: str, reason: str, url: str | None) -> None:
+    """Take an item off the dead-letter queue without running it (e.g. a key conflict,
+    resubmitted under a new key)."""
+    from .guard.runtime import build_protocol
+
+    actor, _ = _human(actor)
+    if not reason.strip():
+        raise click.BadParameter("give a reason", param_hint="--reason")
+    try:
+        item = build_protocol(_guard_paths(), url=url).discard_dlq(dlq_id, actor, reason.strip())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"discarded dead-lettered item {dlq_id} ({item['last_error']})")
+
+
 @main.group()
 def backtest() -> None:
     """Replay a world's history through decision policies and score them against its truth."""

@@ -14,6 +14,8 @@ from resources.warehouse import WarehouseResource
 
 RELEASE_JOB = "release_invoices"
 SENSOR_ACTOR = RELEASE_SENSOR_ACTOR
+SENSOR_NAME = "invoice_release_sensor"
+SENSOR_NAME_TAG = "dagster/sensor_name"  # set by Dagster on every run a sensor requests
 
 
 class ReleaseConfig(dg.Config):
@@ -29,9 +31,16 @@ def release_invoices_op(context: dg.OpExecutionContext, config: ReleaseConfig, w
                         exports: ExportsResource) -> None:
     period = parse_period(config.period)
     try:
-        # The sensor's own identity, or a human launching the job from the UI: a human's name
-        # is checked as the CLI checks it; roles come from the roster beside the guard's policies.
-        actor = config.actor if config.actor == SENSOR_ACTOR else human_actor(config.actor)
+        # The sensor's identity only on the sensor's own runs (Dagster tags them with its name);
+        # a human launching the job from the UI acts under their own name, checked as the CLI
+        # checks it. Roles come from the roster beside the guard's policies.
+        if config.actor == SENSOR_ACTOR:
+            if context.run.tags.get(SENSOR_NAME_TAG) != SENSOR_NAME:
+                raise ValueError(f"actor {SENSOR_ACTOR!r} is the release sensor's own; a run launched by hand "
+                                 "names its human actor (one with the finops role in the actor roster)")
+            actor = SENSOR_ACTOR
+        else:
+            actor = human_actor(config.actor)
         roster = load_roster(policy_dir=guard.policy_dir)
     except ValueError as exc:
         raise dg.Failure(description=str(exc)) from exc

@@ -42,9 +42,13 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         with pytest.raises(dg.Failure, match="plain ASCII"):
             release_invoices_job.execute_in_process(run_config={"ops": {"release_invoices_op": {"config": {
                 "period": period, "actor": "invoice\u2011release-sensor"}}}}, resources=resources, instance=instance)
+        # The sensor's identity (the config's default) is refused on a run the sensor did not request.
+        with pytest.raises(dg.Failure, match="release sensor's own"):
+            release_invoices_job.execute_in_process(run_config={"ops": {"release_invoices_op": {"config": {
+                "period": period}}}}, resources=resources, instance=instance)
         run = release_invoices_job.execute_in_process(
             run_config={"ops": {"release_invoices_op": {"config": {"period": period}}}},
-            resources=resources, instance=instance)
+            resources=resources, instance=instance, tags={"dagster/sensor_name": "invoice_release_sensor"})
         assert run.success
         # March shares days with the released range: still held, now saying so too.
         tick = invoice_release_sensor(dg.build_sensor_context(instance=instance, resources=resources))

@@ -97,6 +97,7 @@ def test_ingestion_quarantines_a_non_focus_file_and_keeps_the_good_one(tmp_path)
     ("2026-03-02 00:00", datetime(2026, 3, 2, tzinfo=UTC)),
     ("2026-03-02", datetime(2026, 3, 2, tzinfo=UTC)),  # a date: its midnight, UTC
     ("2026-03-02 00:00:00 UTC", datetime(2026, 3, 2, tzinfo=UTC)),  # as BigQuery billing exports write it
+    ("2026-03-02 00:00 utc", datetime(2026, 3, 2, tzinfo=UTC)),
     ('"2026-03-02T00:00:00,5Z"', datetime(2026, 3, 2, 0, 0, 0, 500_000, tzinfo=UTC)),  # a comma: quoted in CSV
 ])
 def test_iso_8601_charge_periods_are_read(tmp_path, text, expected):

@@ -168,6 +168,17 @@ def test_store_read_only_spools_then_replays(env, tmp_path):
     assert replayed.status == "conflict" and len(env.store.dlq_items()) == 1
     env.proto.retry()
     assert env.store.count_actions() == {"completed": 1} and len(env.store.ledger_entries()) == 1
+    # Resubmitted under a new key, the item is discarded, with who and why on record.
+    env.proto.discard_dlq(dead["dlq_id"], "dana", "resubmitted as pause key f2")
+    assert env.store.dlq_items() == []
+    assert [e["actor"] for e in env.store.events(kind="dlq_discarded")] == ["dana"]
+    # An item whose action was decided since (the same request under its key) is not run again.
+    with env.store.write() as tx:
+        env.store.add_dlq(tx, action_id=req("freeze", key="f").action_id, request=req("freeze", key="f").to_json(),
+                          last_error="old", attempts=5, created_at="2026-03-08T00:00:00.000000Z")
+    (again,) = env.proto.replay_dlq()
+    assert again.status == "completed" and again.reason == "already decided"
+    assert len(env.store.ledger_entries()) == 1 and env.store.dlq_items() == []
     assert env.verify().ok
 
 

@@ -108,7 +108,8 @@ def test_roles_come_from_the_roster_and_an_unknown_actor_is_denied_with_a_receip
 
 @pytest.mark.parametrize("actor", ["", "   ", "ramp-controller", "ramp_controller", "Ramp-Controller",
                                    "invoice-release-sensor", "ramp\u2011controller", "r\u0430mp-controller",
-                                   "ramp-controller\u200b", "ramp\u00a0controller", "\uff52amp-controller"])
+                                   "ramp-controller\u200b", "ramp\u00a0controller", "\uff52amp-controller",
+                                   "ramp.controller", "rampcontroller"])
 def test_a_blank_or_reserved_actor_is_a_usage_error(state, actor):
     res = _override("release-api", "hold", actor)
     assert res.exit_code == 2 and "--actor" in res.output and res.exception.__class__ is SystemExit
@@ -145,7 +146,10 @@ def test_a_missing_or_malformed_roster_is_a_clear_error(state, tmp_path, monkeyp
     for text in ("dana: [oncall]\n", "actors:\n  dana: oncall\n", "actors: [dana]\n", "actors:\n  ' dana': [x]\n",
                  "actors:\n  dana: [oncall]\n  dana: [finops]\n",  # a second entry would win silently
                  "actors:\n  ramp-controller: [ramp_controller]\n",  # its roles are built in
-                 "actors:\n  d\u0430na: [oncall]\n"):  # a look-alike of another name
+                 "actors:\n  d\u0430na: [oncall]\n",  # a look-alike of another name
+                 "actors:\n  dana: [oncall]\n  Dana: [finops]\n",  # the same name to a reader
+                 "actors:\n  mallory: [oncall, ramp_controller]\n",  # the controller's built-in role
+                 "actors:\n  1234: [oncall]\n"):  # YAML reads it as a number
         bad.write_text(text)
         with pytest.raises(RosterError, match="bad.yaml"):
             load_roster(bad)

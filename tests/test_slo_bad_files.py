@@ -221,6 +221,7 @@ def test_a_calendar_zone_other_than_the_partitions_loads_and_is_noted(tmp_path, 
     (note,) = calendar_zone_notes(slos, "UTC")
     assert note.startswith("SLO approval-lag: calendar window in America/Denver") and "UTC" in note
     assert calendar_zone_notes(slos, "America/Denver") == []
+    assert calendar_zone_notes(slos, "US/Mountain") == []  # another name of the same clock
 
 
 # 9. tiers that can never fire

@@ -100,3 +100,22 @@ def test_a_state_folder_moved_elsewhere_verifies_against_its_own_files(state, tm
     history[0].write_text(history[0].read_text() + " ")
     verify = CliRunner().invoke(main, ["receipts", "verify"])
     assert verify.exit_code != 0 and history[0].relative_to(moved).as_posix() in verify.output.replace("\n", "")
+
+
+def test_a_folder_of_the_state_linked_to_another_volume_is_still_named_inside_it(state, tmp_path):
+    import json
+
+    from ops_platform.guard.runtime import open_store
+    from ops_platform.receipts.dsse import envelope_statement
+
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (state.home / "flags").symlink_to(volume, target_is_directory=True)
+    res = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "4h",
+               "--actor", "dana")
+    assert res.exit_code == 0, res.output
+    names = [s["name"] for e in open_store(state).ledger_entries()
+             for s in envelope_statement(json.loads(e.envelope))["subject"]]
+    files = [n for n in names if not n.startswith("flag:")]
+    assert files and all(n.startswith("flags/") for n in files), names
+

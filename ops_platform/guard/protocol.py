@@ -44,7 +44,7 @@ class ActionProtocol:
         """``home``: the state folder; files inside it are named relative to it in receipts, so a
         state folder restored or moved elsewhere still verifies against its own files."""
         self.store, self.signer, self.policy = store, signer, policy
-        self.home = Path(home).resolve() if home is not None else None
+        self.home = Path(os.path.abspath(home)) if home is not None else None
         self.executors, self.spool = dict(executors), spool
         self.max_attempts, self.lease = max_attempts, timedelta(seconds=lease_seconds)
         self.clock = clock
@@ -112,8 +112,15 @@ class ActionProtocol:
                 row = self.store.get_action(tx, req.action_id)
                 if row is not None and ActionRequest.from_json(row["params"]).fingerprint != req.fingerprint:
                     # A request whose key names another action (a conflict from the spool): replaying
-                    # it would re-run that action. It stays in the queue; resubmit it with a new key.
+                    # it would re-run that action. It stays queued until resubmitted under a new key
+                    # and discarded (`ops-platform dlq discard`).
                     outcomes.append(Outcome(req.action_id, "conflict", item["last_error"], created=False))
+                    continue
+                if row is not None and row["status"] != "dlq":
+                    # Its action was decided since (another request under the key): nothing to re-run.
+                    self.store.mark_replayed(tx, item["dlq_id"], now)
+                    outcomes.append(Outcome(req.action_id, row["status"], "already decided",
+                                            self._receipt_of(tx, row), created=False))
                     continue
                 self.store.mark_replayed(tx, item["dlq_id"], now)
                 self.store.update_action(tx, req.action_id, status="requested", attempts=0, updated_at=now,
@@ -123,6 +130,21 @@ class ActionProtocol:
                                      payload={"dlq_id": item["dlq_id"]})
             outcomes.append(self._process(req))
         return outcomes
+
+    def discard_dlq(self, dlq_id: int, actor: str, reason: str) -> dict:
+        """Take one item off the dead-letter queue without running it (a conflict resubmitted
+        under a new key, a request no longer wanted); a Switchboard event records who and why."""
+        now = iso_utc(self.clock())
+        item = next((i for i in self.store.dlq_items() if i["dlq_id"] == dlq_id), None)
+        if item is None:
+            raise ValueError(f"no dead-lettered item with id {dlq_id} (ops-platform dlq list)")
+        req = ActionRequest.from_json(item["request"])
+        with self.store.write() as tx:
+            self.store.mark_replayed(tx, dlq_id, now)
+            self.store.add_event(tx, ts=now, kind="dlq_discarded", target_kind=req.target_kind,
+                                 target_id=req.target_id, actor=actor, action_id=req.action_id,
+                                 payload={"dlq_id": dlq_id, "reason": reason, "request": req.describe()})
+        return item
 
     # -- the path -----------------------------------------------------------------------
 
@@ -178,10 +200,13 @@ class ActionProtocol:
     def _subject_name(self, path: Path) -> str:
         """A file's name in a receipt: relative to the state folder when inside it (what
         ``runtime.file_digest_in`` resolves), else its absolute path."""
-        path = Path(path).resolve()
-        if self.home is not None and path.is_relative_to(self.home):
-            return path.relative_to(self.home).as_posix()
-        return str(path)
+        # Compared as written first (a folder inside the state folder may be a link to another
+        # volume: the receipt still names it inside), then with links followed.
+        for mine, home in ((Path(os.path.abspath(path)), self.home),
+                           (Path(path).resolve(), self.home.resolve() if self.home is not None else None)):
+            if home is not None and mine.is_relative_to(home):
+                return mine.relative_to(home).as_posix()
+        return str(Path(path).resolve())
 
     def _statement(self, req: ActionRequest, decision: Decision, result: ExecutionResult | None, now: datetime):
         subjects = [target_subject(req.target_kind, req.target_id)]

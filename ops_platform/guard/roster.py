@@ -31,7 +31,8 @@ from .policy import DEFAULT_POLICY_DIR, POLICY_DIR_ENV
 
 ROSTER_ENV = "OPS_PLATFORM_ROSTER"
 ROSTER_FILE = "roster.yaml"
-CONTROLLER_ACTOR = "ramp-controller"  # its roles are built in (ramp.controller.ROLES)
+CONTROLLER_ACTOR = "ramp-controller"
+CONTROLLER_ROLES = ("ramp_controller",)  # built into the controller; no roster entry may hold them
 RELEASE_SENSOR_ACTOR = "invoice-release-sensor"  # its finops role comes from the roster
 MACHINE_ACTORS = (CONTROLLER_ACTOR, RELEASE_SENSOR_ACTOR)
 ACTOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
@@ -73,26 +74,35 @@ def load_roster(path: str | Path | None = None, *, policy_dir: str | Path | None
     if not isinstance(doc, dict) or set(doc) != {"actors"} or not isinstance(doc["actors"], dict):
         raise RosterError(f"{path}: the roster must be a mapping with one key, 'actors' (actor -> list of roles)")
     actors: dict[str, tuple[str, ...]] = {}
+    plain: dict[str, str] = {}
     for actor, roles in doc["actors"].items():
-        if not isinstance(actor, str) or not ACTOR_NAME.fullmatch(actor):
+        if not isinstance(actor, str):
+            raise RosterError(f"{path}: actors.{actor!r}: an actor name is text; quote it ('{actor}')")
+        if not ACTOR_NAME.fullmatch(actor):
             raise RosterError(f"{path}: actors.{actor!r}: an actor name is plain ASCII letters, digits, '.', '_', "
                               "'@', '+' or '-'")
-        if _plain(actor) == _plain(CONTROLLER_ACTOR):
-            raise RosterError(f"{path}: actors.{actor}: the ramp controller's roles are built into the platform; "
-                              "the roster may not grant them")
+        if _plain(actor) in (_plain(CONTROLLER_ACTOR), *plain):
+            other = plain.get(_plain(actor), CONTROLLER_ACTOR)
+            raise RosterError(f"{path}: actors.{actor}: reads as {other!r} (names are compared ignoring case and "
+                              "'.', '-', '_'); the ramp controller's identity is built in, other names must differ")
+        plain[_plain(actor)] = actor
         if not isinstance(roles, list) or not all(isinstance(r, str) and r.strip() for r in roles):
             raise RosterError(f"{path}: actors.{actor}: roles must be a list of role names")
+        if set(roles) & set(CONTROLLER_ROLES):
+            raise RosterError(f"{path}: actors.{actor}: {', '.join(CONTROLLER_ROLES)} is the ramp controller's "
+                              "built-in role; the roster may not grant it")
         actors[actor] = tuple(roles)
     return Roster(path, actors)
 
 
 def _plain(name: str) -> str:
-    return name.strip().casefold().replace("_", "-").replace(" ", "-")
+    """A name as a reader takes it: case, separators ('.', '-', '_', spaces) ignored."""
+    return "".join(c for c in name.strip().casefold() if c not in "._- ")
 
 
 def human_actor(actor: str | None, reserved: Iterable[str] = MACHINE_ACTORS) -> str:
     """The actor name a human gave, stripped; ValueError if blank, not a plain ASCII name
-    (``ACTOR_NAME``), or a reserved machine identity (compared ignoring case, '-', '_' and
+    (``ACTOR_NAME``), or a reserved machine identity (compared ignoring case, '.', '-', '_' and
     spaces)."""
     name = (actor or "").strip()
     if not name:

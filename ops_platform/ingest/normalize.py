@@ -74,7 +74,7 @@ def _unread(source: str, cast: str) -> pl.Expr:
 # BigQuery exports write it). Nothing else is read: a layout such as 03/02/2026 is
 # ambiguous (March 2 or February 3), so it is refused, never guessed.
 ISO_8601 = (r"^(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2})(:\d{2}(?:[.,]\d+)?)?"
-            r"([Zz]| ?UTC|[+-]\d{2}(?::?\d{2})?)?)?$")
+            r"([Zz]| ?(?i:utc)|[+-]\d{2}(?::?\d{2})?)?)?$")
 
 
 def _iso_timestamp(source: str, unread: pl.Expr) -> pl.Expr:

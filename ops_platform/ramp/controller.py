@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ..guard.actions import ActionRequest
-from ..guard.roster import CONTROLLER_ACTOR
+from ..guard.roster import CONTROLLER_ACTOR, CONTROLLER_ROLES
 from .flags import release_flag
 
 CONTROLLER = CONTROLLER_ACTOR
-ROLES = ("ramp_controller",)
+ROLES = CONTROLLER_ROLES
 COOLDOWN = timedelta(minutes=30)
 _STRENGTH = {"pause": 1, "rollback": 2, "freeze": 3}
 FREEZE_TARGET = "all-release-flags"

@@ -13,7 +13,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -496,12 +496,19 @@ def _tiers_can_fire(tiers: tuple[BurnTier, ...], raw: list, target: float, file,
                                f"could never fire: its burnRate must be below {1 / budget:g}")
 
 
-def calendar_zone_notes(slos: list[SLO], partitions_tz: str) -> list[str]:
-    """A note per SLO whose calendar window names another zone than the daily partitions':
-    budgets are summed over whole partition days, so its months (or weeks) are counted in
-    the partitions' zone, their edges off by the zones' offset (under a day). Loading does
-    not refuse it (a platform moved to another zone keeps working); the burn asset logs it."""
-    return [f"SLO {s.name}: calendar window in {s.window.calendar_tz}, counted in whole days of the "
-            f"partitions' zone {partitions_tz} (its edges move by the zones' offset, under a day)"
-            for s in slos if s.window.calendar_tz and s.window.calendar_tz != partitions_tz]
+def _same_clock(a: str, b: str) -> bool:
+    """Whether two zone names keep the same clock (links such as US/Mountain and
+    America/Denver do): the same UTC offset on the first of every month, 2000-2039."""
+    za, zb = ZoneInfo(a), ZoneInfo(b)
+    instants = (datetime(y, m, 1, 12, tzinfo=UTC) for y in range(2000, 2040) for m in range(1, 13))
+    return all(t.astimezone(za).utcoffset() == t.astimezone(zb).utcoffset() for t in instants)
 
+
+def calendar_zone_notes(slos: list[SLO], partitions_tz: str) -> list[str]:
+    """A note per SLO whose calendar window keeps another clock than the daily partitions'
+    zone: budgets are summed over whole partition days, so its months (or weeks) are counted
+    in the partitions' zone, their edges off by the zones' difference. Loading does not
+    refuse it (a platform moved to another zone keeps working); the burn asset logs it."""
+    return [f"SLO {s.name}: calendar window in {s.window.calendar_tz}, counted in whole days of the "
+            f"partitions' zone {partitions_tz} (its edges move by the difference between the two zones)"
+            for s in slos if s.window.calendar_tz and not _same_clock(s.window.calendar_tz, partitions_tz)]
