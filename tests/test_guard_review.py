@@ -254,3 +254,12 @@ def test_the_demo_story_counts_the_controllers_receipts_only(state, capsys):
     assert "-> 1 guarded action(s), 1 receipt(s)" in text, text
     assert json.loads(store.events(kind="action_completed", actor="ramp-controller")[0]["payload"])["action"] == \
         "freeze"
+
+
+def test_dlq_discard_needs_an_item_a_human_and_a_reason(state):
+    res = CliRunner().invoke(main, ["dlq", "discard", "999", "--actor", "dana", "--reason", "resubmitted"])
+    assert res.exit_code == 1 and "no dead-lettered item with id 999" in res.output
+    res = CliRunner().invoke(main, ["dlq", "discard", "1", "--actor", "ramp-controller", "--reason", "x"])
+    assert res.exit_code == 2 and "reserved" in res.output
+    res = CliRunner().invoke(main, ["dlq", "discard", "1", "--actor", "dana", "--reason", "  "])
+    assert res.exit_code == 2 and "give a reason" in res.output
