@@ -149,7 +149,8 @@ def test_a_missing_or_malformed_roster_is_a_clear_error(state, tmp_path, monkeyp
                  "actors:\n  d\u0430na: [oncall]\n",  # a look-alike of another name
                  "actors:\n  dana: [oncall]\n  Dana: [finops]\n",  # the same name to a reader
                  "actors:\n  mallory: [oncall, ramp_controller]\n",  # the controller's built-in role
-                 "actors:\n  1234: [oncall]\n"):  # YAML reads it as a number
+                 "actors:\n  1234: [oncall]\n",  # YAML reads it as a number
+                 "actors:\n  dana: [oncal]\n"):  # a role the policies grant nothing
         bad.write_text(text)
         with pytest.raises(RosterError, match="bad.yaml"):
             load_roster(bad)

@@ -18,6 +18,7 @@ controller's roles are built in, not granted by the roster.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -27,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from ..strict_yaml import UniqueKeyLoader
-from .policy import DEFAULT_POLICY_DIR, POLICY_DIR_ENV
+from .policy import DATA_FILE, DEFAULT_POLICY_DIR, POLICY_DIR_ENV
 
 ROSTER_ENV = "OPS_PLATFORM_ROSTER"
 ROSTER_FILE = "roster.yaml"
@@ -52,14 +53,27 @@ class Roster:
         return self.actors.get(actor, ())
 
 
+def _policy_folder(policy_dir: str | Path | None) -> Path:
+    return Path(policy_dir or os.environ.get(POLICY_DIR_ENV, "").strip() or DEFAULT_POLICY_DIR)
+
+
 def roster_path(policy_dir: str | Path | None = None) -> Path:
     """``OPS_PLATFORM_ROSTER``, else ``roster.yaml`` in ``policy_dir`` (default: the policy
     folder the environment names, as for the Rego policies)."""
     explicit = os.environ.get(ROSTER_ENV, "").strip()
     if explicit:
         return Path(explicit)
-    folder = policy_dir or os.environ.get(POLICY_DIR_ENV, "").strip() or DEFAULT_POLICY_DIR
-    return Path(folder) / ROSTER_FILE
+    return _policy_folder(policy_dir) / ROSTER_FILE
+
+
+def _granted_roles(policy_dir: str | Path | None) -> set[str] | None:
+    """The roles the policy folder's grants (``data.json``) give actions to; None when the
+    folder has no readable grants (a remote OPA holds them), and the roles go unchecked."""
+    try:
+        grants = json.loads((_policy_folder(policy_dir) / DATA_FILE).read_text(encoding="utf-8"))["summit"]["grants"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return set(grants) if isinstance(grants, dict) else None
 
 
 def load_roster(path: str | Path | None = None, *, policy_dir: str | Path | None = None) -> Roster:
@@ -75,6 +89,7 @@ def load_roster(path: str | Path | None = None, *, policy_dir: str | Path | None
         raise RosterError(f"{path}: the roster must be a mapping with one key, 'actors' (actor -> list of roles)")
     actors: dict[str, tuple[str, ...]] = {}
     plain: dict[str, str] = {}
+    granted = _granted_roles(policy_dir)
     for actor, roles in doc["actors"].items():
         if not isinstance(actor, str):
             raise RosterError(f"{path}: actors.{actor!r}: an actor name is text; quote it ('{actor}')")
@@ -88,6 +103,10 @@ def load_roster(path: str | Path | None = None, *, policy_dir: str | Path | None
         plain[_plain(actor)] = actor
         if not isinstance(roles, list) or not all(isinstance(r, str) and r.strip() for r in roles):
             raise RosterError(f"{path}: actors.{actor}: roles must be a list of role names")
+        unknown = sorted(set(roles) - granted) if granted is not None else []
+        if unknown:
+            raise RosterError(f"{path}: actors.{actor}: role(s) {', '.join(unknown)} are granted nothing by the "
+                              f"policies (known roles: {', '.join(sorted(granted - set(CONTROLLER_ROLES)))})")
         if set(roles) & set(CONTROLLER_ROLES):
             raise RosterError(f"{path}: actors.{actor}: {', '.join(CONTROLLER_ROLES)} is the ramp controller's "
                               "built-in role; the roster may not grant it")
