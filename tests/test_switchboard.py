@@ -119,3 +119,15 @@ def test_a_folder_of_the_state_linked_to_another_volume_is_still_named_inside_it
     files = [n for n in names if not n.startswith("flag:")]
     assert files and all(n.startswith("flags/") for n in files), names
 
+
+
+def test_only_a_target_spelling_is_skipped_by_the_file_checks(tmp_path):
+    from ops_platform.guard.runtime import subject_path
+    from ops_platform.receipts.statement import Subject
+
+    digest = "0" * 64
+    assert subject_path(Subject("flag:release-api", digest), tmp_path) is None
+    assert subject_path(Subject("invoice_period:2026-03-01..2026-03-14", digest), tmp_path) is None
+    # A file whose name holds a colon is still a file: verify and the release check hash it.
+    assert subject_path(Subject("flags/a:b.json", digest), tmp_path) == tmp_path / "flags" / "a:b.json"
+    assert subject_path(Subject("C:\\invoices\\lines.csv", digest), tmp_path) is not None

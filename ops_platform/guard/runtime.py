@@ -9,6 +9,7 @@ tests all get the same wiring.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -88,10 +89,15 @@ def build_protocol(paths: StatePaths, executors: Mapping[str, Executor] | None =
                           home=paths.home)
 
 
+TARGET_NAME = re.compile(r"[a-z][a-z0-9_]*:[^/\\\\]+")
+
+
 def subject_path(subject: Subject, home: Path) -> Path | None:
-    """The file a receipt subject names: None for a target (``kind:id``), else its path,
-    relative to the state folder ``home`` unless absolute."""
-    if ":" in subject.name and not subject.name.startswith("/"):
+    """The file a receipt subject names: None for a target (``kind:id``, the kind a lowercase
+    word, no ``/`` anywhere: ``target_subject``'s spelling), else its path, relative to the
+    state folder ``home`` unless absolute. A file name with a colon (``flags/a:b.json``,
+    ``C:\\x``) is a file, checked like any other."""
+    if TARGET_NAME.fullmatch(subject.name):
         return None
     path = Path(subject.name)
     return path if path.is_absolute() else home / path
