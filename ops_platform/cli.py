@@ -352,11 +352,15 @@ def receipts_show(receipt_id: str, url: str | None) -> None:
     """Print a receipt (by id or unique prefix) with its Merkle inclusion proof."""
     import json
 
-    from .guard.runtime import open_store
+    from .control.store import StoreUnavailable
+    from .guard.runtime import NoStore, control_url, existing_store
     from .receipts.dsse import envelope_statement
     from .receipts.ledger import inclusion
 
-    store = open_store(_guard_paths(), url)
+    try:  # read only, as verify: a mistyped store or state folder is an error, not a new store
+        store = existing_store(url or control_url(StatePaths.from_env()))
+    except (NoStore, StoreUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         entry = store.entry(receipt_id)
     except ValueError as exc:

@@ -120,6 +120,10 @@ def test_cli_show_prints_statement_and_inclusion_proof(ledger_db, tmp_path, monk
     assert out["signed_tree_head"]["payloadType"] == "application/vnd.summit.checkpoint+json"
     missing = CliRunner().invoke(main, ["receipts", "show", "ffffffff", "--store", f"sqlite:///{db}"])
     assert missing.exit_code == 1 and "no receipt" in missing.output
+    # A mistyped store is an error, and show (like verify) creates nothing.
+    typo = tmp_path / "typo" / "control.sqlite"
+    res = CliRunner().invoke(main, ["receipts", "show", entry.receipt_id[:10], "--store", f"sqlite:///{typo}"])
+    assert res.exit_code == 1 and not typo.parent.exists() and not (tmp_path / "home").exists()
 
 
 def test_cli_dlq_list_and_replay(tmp_path, monkeypatch):
