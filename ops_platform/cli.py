@@ -557,7 +557,8 @@ def finops() -> None:
 @click.option("--world", "world_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="World folder (default: the demo world in the state folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def finops_score(world_dir: Path | None, as_json: bool) -> None:
+@click.option("--check", is_flag=True, help="Exit 1 when a target is not met (for CI gates).")
+def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
     """Attribute a world's bill to its tenants and score it against the true per-tenant cost."""
     import json
 
@@ -572,12 +573,14 @@ def finops_score(world_dir: Path | None, as_json: bool) -> None:
         figures = score_world(world_dir)
     except ValueError as exc:  # bad input or settings (a bill in two currencies, a bad window): say so
         raise click.ClickException(str(exc)) from exc
-    if as_json:
-        click.echo(json.dumps(figures, indent=2, sort_keys=True))
-        return
     model, base = figures["anomalies"]["model"], figures["anomalies"]["baseline"]
     ok = (figures["mape"] < MAPE_TARGET and figures["within_5pct"] >= WITHIN_5_TARGET
           and min(model["precision"], model["recall"]) >= ANOMALY_TARGET and model["f1"] > base["f1"])
+    if as_json:
+        click.echo(json.dumps({**figures, "targets_met": ok}, indent=2, sort_keys=True))
+        if check and not ok:
+            sys.exit(1)
+        return
     click.echo(f"cost attribution: {world_dir}")
     click.echo(f"  tenant-days            {figures['tenant_days']}")
     click.echo(f"  MAPE                   {figures['mape']:.4%}   (target < {MAPE_TARGET:.0%})")
@@ -591,6 +594,8 @@ def finops_score(world_dir: Path | None, as_json: bool) -> None:
         click.echo(f"  anomalies, {name:<24} precision {f['precision']:.2f} recall {f['recall']:.2f} "
                    f"F1 {f['f1']:.2f} ({f['true_positives']}/{f['injected']} injected, {f['flagged']} flagged)")
     click.echo("  targets " + ("met" if ok else "NOT met"))
+    if check and not ok:
+        sys.exit(1)
 
 
 @main.group()

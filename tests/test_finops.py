@@ -383,6 +383,17 @@ def test_cli_finops_score_json(small_world):
     out = json.loads(res.output)
     assert {"mape", "within_5pct", "billed_usd", "attributed_usd", "min_day_confidence"} <= set(out)
     assert out["billed_usd"] == out["attributed_usd"]
+    assert isinstance(out["targets_met"], bool)
+
+
+def test_cli_finops_score_check_exits_1_when_a_target_is_missed(small_world, monkeypatch):
+    import ops_platform.finops.score as score
+
+    monkeypatch.setattr(score, "MAPE_TARGET", 0.0)  # no attribution has an error under 0
+    res = CliRunner().invoke(main, ["finops", "score", "--world", str(small_world), "--check"])
+    assert res.exit_code == 1 and "targets NOT met" in res.output
+    res = CliRunner().invoke(main, ["finops", "score", "--world", str(small_world), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["targets_met"] is False  # without --check: a report
 
 
 def test_anomalies_carry_score_expected_range_impact_and_driver():
