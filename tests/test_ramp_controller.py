@@ -136,6 +136,9 @@ def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state, monkey
         assert all(re.fullmatch(r"burn [\d.]+x over \w+ and [\d.]+x over \w+ \(threshold [\d.]+x\), \d+ minute\(s\)",
                                 s["evidence"]) for s in signals if s["slo"] != "ramp-analysis")
         verdicts = Warehouse(state.warehouse).query("SELECT * FROM ramp.verdicts")
+        # Column names an analyst can use unquoted (`end` is an SQL keyword).
+        spans = Warehouse(state.warehouse).query("SELECT min(epoch(ramp_end - ramp_start)) AS d FROM ramp.verdicts")
+        assert spans["d"][0] > 0
         judged = verdicts.filter(pl.col("build_id").is_in(list(expected)))
         acted = verdicts.filter(pl.col("action").is_not_null())
         assert acted["build_id"].is_unique().all()  # a decision is stored on the day it was made, once

@@ -14,9 +14,11 @@ import polars as pl
 
 from .analysis import ERROR_MARGIN, Verdict, candidate_series, decide
 
+# ramp_start and ramp_end, not start and end: `end` is an SQL keyword, and the table is read
+# with ad hoc SQL (ramp.verdicts).
 VERDICT_SCHEMA = {
-    "build_id": pl.String, "service": pl.String, "start": pl.Datetime("us", "UTC"),
-    "end": pl.Datetime("us", "UTC"), "general_at": pl.Datetime("us", "UTC"),
+    "build_id": pl.String, "service": pl.String, "ramp_start": pl.Datetime("us", "UTC"),
+    "ramp_end": pl.Datetime("us", "UTC"), "general_at": pl.Datetime("us", "UTC"),
     "action": pl.String, "acted_at": pl.Datetime("us", "UTC"), "reason": pl.String,
     "trusted_baseline": pl.Boolean, "cohorts_reached": pl.String,
     "requests": pl.Int64, "errors": pl.Int64, "requests_before_action": pl.Int64,
@@ -115,7 +117,8 @@ def verdict_rows(counters: pl.DataFrame, latency: pl.DataFrame, ramps: Iterable[
         req, err = int(cand["requests"].sum()), int(cand["errors"].sum())
         req_b, err_b = int(before["requests"].sum()), int(before["errors"].sum())
         rows.append({
-            "build_id": ramp["build_id"], "service": ramp["service"], "start": ramp["start"], "end": ramp["end"],
+            "build_id": ramp["build_id"], "service": ramp["service"], "ramp_start": ramp["start"],
+            "ramp_end": ramp["end"],
             "general_at": ramp.get("general_at"), "action": verdict.action, "acted_at": verdict.ts,
             "reason": verdict.reason, "trusted_baseline": trusted,
             "cohorts_reached": _cohorts_reached(ramp, verdict.ts if verdict.ts is not None else end),
