@@ -69,8 +69,17 @@ def world_generate(preset_name: str, seed: int, out: Path | None, tenants: int |
     if cfg.days < 3 or cfg.tenants < 3:
         raise click.UsageError("a world needs at least 3 tenants and 3 days")
     out = out or StatePaths.from_env().world
+    if out.exists() and not out.is_dir():
+        raise click.UsageError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not world_exists(out):
+        # Generating replaces landing/ and truth/: only over a world, never over other files.
+        raise click.UsageError(f"--out {out} holds files but no world ({out / 'manifest.json'} is missing): "
+                               "choose an empty or new folder, or a world to regenerate")
     t0 = time.perf_counter()
-    rows = _generate(cfg, out)
+    try:
+        rows = _generate(cfg, out)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the world to {out}: {exc.strerror or exc}") from None
     dt = time.perf_counter() - t0
     console.print(f"[green]world written[/green] to {out} in {dt:.1f}s: "
                   f"{sum(rows.values()):,} rows ({', '.join(f'{k} {v:,}' for k, v in rows.items())})")

@@ -146,3 +146,33 @@ def test_cli_rejects_degenerate_worlds(tmp_path, bad):
     res = CliRunner().invoke(main, args)
     assert res.exit_code != 0
     assert "at least" in res.output
+
+
+def test_cli_refuses_a_bad_seed_or_folder_before_touching_anything(tmp_path):
+    from click.testing import CliRunner
+
+    from ops_platform.cli import main
+
+    def gen(out, *extra):
+        return CliRunner().invoke(main, ["world", "generate", "--tenants", "3", "--days", "3", "--out", str(out), *extra])
+
+    world = tmp_path / "w"
+    assert gen(world).exit_code == 0
+    before = sorted(p.relative_to(world) for p in world.rglob("*"))
+    bad_seed = gen(world, "--seed", "-1")
+    assert bad_seed.exit_code == 2 and "seed -1" in bad_seed.output
+    assert sorted(p.relative_to(world) for p in world.rglob("*")) == before  # the world is intact
+    other = tmp_path / "other"
+    (other / "landing").mkdir(parents=True)
+    (other / "landing" / "mine.txt").write_text("keep me")
+    res = gen(other)
+    assert res.exit_code == 2 and "holds files but no world" in res.output
+    assert (other / "landing" / "mine.txt").read_text() == "keep me"
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    res = gen(afile)
+    assert res.exit_code == 2 and "is a file" in res.output and res.exception.__class__ is SystemExit
+    # A file added inside a world is not the world's: regenerating leaves it out of the manifest.
+    (world / "notes.txt").write_text("mine")
+    assert gen(world).exit_code == 0
+    assert "notes.txt" not in (world / "manifest.json").read_text()

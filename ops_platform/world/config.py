@@ -51,4 +51,7 @@ def preset(name: str, **overrides) -> WorldConfig:
         base = PRESETS[name.upper()]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    cfg = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    if not 0 <= cfg.seed < 2**63:  # numpy's generators take a non-negative integer
+        raise ValueError(f"seed {cfg.seed}: a seed is a whole number from 0 to 2**63 - 1")
+    return cfg

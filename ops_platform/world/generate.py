@@ -123,7 +123,8 @@ def generate_world(cfg: WorldConfig, out: Path, progress: Callable[[str, int], N
         ["source_table", "record_id"]), truth / "malformed_records.parquet")
     write_text(TRUTH_README, truth / "README.md")
 
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
+    # Only what this run wrote: another file beside them would make the manifest's bytes differ.
+    files = sorted(p for sub in (landing, truth) for p in sub.rglob("*") if p.is_file())
     manifest = {
         "config": cfg.to_json(),
         "start_utc": tl.start.isoformat(),
