@@ -9,7 +9,7 @@ import polars as pl
 from assets import check_spec, score_metadata
 from ops_platform.paths import SLO_DIR
 from ops_platform.slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
-from ops_platform.slo.daily import compute_day, lookback
+from ops_platform.slo.daily import compute_day, empty_sources, lookback
 from ops_platform.slo.spec import SOURCE_TABLES, calendar_zone_notes, load_slos
 from ops_platform.timezones import partition_bounds
 from resources import DUCKDB_POOL
@@ -72,6 +72,11 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
             lat = prom.latency_buckets(since, end)
             frames["latency_buckets"] = lat.filter(pl.col("le").is_infinite() | pl.col("le").is_in(buckets))
             context.log.info(f"SLIs from Prometheus at {sli.prometheus_url}")
+        missing = empty_sources(slos, start, end, frames)
+        if missing:
+            where = f"Prometheus at {sli.prometheus_url}" if prom is not None else "the warehouse's raw tables"
+            raise dg.Failure(description=f"no SLI data for {key} in {where}: {'; '.join(missing)}. A day without "
+                                         "data is not a healthy day: is the source right, and was the day ingested?")
         day = compute_day(slos, start, end, counters=frames["request_counters"],
                           latency=frames["latency_buckets"], lag=frames["lag_samples"])
         day_of = date.fromisoformat(key)

@@ -360,3 +360,22 @@ def test_a_passing_check_names_the_groups_burning_on_their_own():
     assert _check_description(tier(0, ["api/canary/api-106"])) == (
         "not burning as a whole; 1 group(s) burning on their own over 14.4x: api/canary/api-106")
     assert _check_description(tier(3, ["api/canary/api-106"])).startswith("3 minute(s) burning over 14.4x")
+
+
+def test_a_day_without_sli_data_is_missing_data_not_a_healthy_day():
+    from ops_platform.slo.daily import empty_sources
+
+    slos = list(by_name().values())
+    t0 = datetime(2026, 3, 8, tzinfo=UTC)
+    counters = pl.DataFrame({"ts": [t0], "service": ["api"], "cohort": ["general"], "build_id": ["b1"],
+                             "requests": [10], "errors": [0]})
+    lat = pl.DataFrame({"ts": [t0], "service": ["api"], "cohort": ["general"], "build_id": ["b1"],
+                        "le": [float("inf")], "count": [10]})
+    lag = pl.DataFrame({"ts": [t0 - timedelta(days=1)], "pipeline": ["receipt"], "lag_seconds": [1.0]})
+    missing = empty_sources(slos, t0, t0 + timedelta(days=1),
+                            {"request_counters": counters, "latency_buckets": lat, "lag_samples": lag})
+    # The lag sample is the day before: every lag pipeline misses this day.
+    assert missing and all(m.startswith("lag_samples (pipeline ") for m in missing)
+    assert "request_counters (service api)" in empty_sources(
+        slos, t0, t0 + timedelta(days=1), {"request_counters": counters.clear(), "latency_buckets": lat,
+                                           "lag_samples": lag})

@@ -67,6 +67,22 @@ class DayBurn:
     tiers: list[TierEvaluation]
 
 
+def empty_sources(slos: list[SLO], start: datetime, end: datetime,
+                  frames: dict[str, pl.DataFrame | None]) -> list[str]:
+    """The source tables some SLO reads (``frames``: table -> rows) that hold no row in
+    [start, end) for it: a day without any SLI is missing data, not a healthy day, and its
+    checks must not pass on it (a wrong Prometheus URL answers with empty series)."""
+    missing = []
+    for table, name in sorted({s.source for s in slos}):
+        frame = frames.get(table)
+        column = "pipeline" if table == "lag_samples" else "service"
+        rows = 0 if frame is None or not frame.height else frame.filter(
+            (pl.col("ts") >= start) & (pl.col("ts") < end) & (pl.col(column) == name)).height
+        if not rows:
+            missing.append(f"{table} ({column} {name})")
+    return missing
+
+
 def history_start(*frames: pl.DataFrame | None) -> datetime | None:
     """The first minute of the SLI history the frames hold (their earliest ``ts``)."""
     stamps = [f["ts"].min() for f in frames if f is not None and f.height]
