@@ -141,6 +141,27 @@ def test_prometheus_rules_pass_promtool(tmp_path):
     assert len(alerts) == 15 and all(a["labels"]["ramp_action"] in ("rollback", "pause", "ticket") for a in alerts)
 
 
+def test_a_lag_slo_recording_rule_is_zero_for_a_healthy_pipeline_and_sums_targets(tmp_path):
+    _require_prometheus()
+    (tmp_path / "rules.yaml").write_text(rules_yaml(load_slos(SLOS)))
+    test = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [  # two scrape targets, one healthy, one always late: half the samples are bad
+            {"series": 'summit_pipeline_lag_seconds{pipeline="receipt",instance="a"}', "values": "10x120"},
+            {"series": 'summit_pipeline_lag_seconds{pipeline="receipt",instance="b"}', "values": "90x120"},
+            {"series": 'summit_pipeline_lag_seconds{pipeline="approval",instance="a"}', "values": "1x120"}],
+        "promql_expr_test": [
+            {"expr": 'slo:sli_error:ratio_rate1h{slo="approval-lag"}', "eval_time": "100m",
+             "exp_samples": [{"labels": 'slo:sli_error:ratio_rate1h{slo="approval-lag",service="approval",'
+                                        f'owner="{by_name()["approval-lag"].owner}",window="1h"}}', "value": 0}]},
+            {"expr": 'slo:sli_error:ratio_rate1h{slo="receipt-lag"}', "eval_time": "100m",
+             "exp_samples": [{"labels": 'slo:sli_error:ratio_rate1h{slo="receipt-lag",service="receipt",'
+                                        f'owner="{by_name()["receipt-lag"].owner}",window="1h"}}', "value": 0.5}]}]}]}
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    proc = subprocess.run([str(PROMTOOL), "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def _synthetic(minutes: int = 600, seed: int = 1, gaps: bool = True) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     start = datetime(2026, 3, 8, tzinfo=UTC)

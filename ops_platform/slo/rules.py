@@ -50,8 +50,12 @@ def error_ratio_expr(slo: SLO, window: str) -> str:
     assert metric is not None and slo.objective.op and slo.objective.value is not None
     sel = f'{METRICS["lag"]}{_selector(metric)}'
     bad_op = THRESHOLD_OPS[slo.objective.op].promql
-    return (f"(count_over_time(({sel} {bad_op} {slo.objective.value:g})[{window}:1m]) or vector(0))"
-            f" / count_over_time({sel}[{window}:1m])")
+    # Summed over scrape targets; a window without a bad sample counts 0, not "no series" (a
+    # healthy pipeline must have a ratio, or dashboards and absence alerts break): the `or`
+    # falls back to 0 x the samples, which carries the same labels.
+    samples = f"count_over_time({sel}[{window}:1m])"
+    return (f"(sum(count_over_time(({sel} {bad_op} {slo.objective.value:g})[{window}:1m]) or 0 * {samples})"
+            f" / sum({samples}))")
 
 
 def rule_groups(slos: list[SLO]) -> dict:
