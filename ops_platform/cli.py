@@ -33,7 +33,7 @@ def main() -> None:
 
 @main.group()
 def world() -> None:
-    """Generate and inspect the Summit world (the embedded default data source)."""
+    """Generate the Summit world (the embedded default data source)."""
 
 
 def _generate(cfg, out: Path) -> dict:
@@ -88,10 +88,20 @@ def world_generate(preset_name: str, seed: int, out: Path | None, tenants: int |
 @main.command()
 def paths() -> None:
     """Print where the platform keeps its state."""
+    from sqlalchemy.engine import make_url
+
+    from .guard.runtime import control_url
+
     p = StatePaths.from_env()
-    for name in ("home", "world", "landing", "truth", "warehouse", "control_store", "dagster_home", "exports",
-                 "keys_dir"):
-        console.print(f"{name:14} {getattr(p, name)}")
+    rows = [(name, getattr(p, name)) for name in ("home", "world", "landing", "truth", "warehouse")]
+    try:  # the store in use: the state folder's SQLite, or OPS_PLATFORM_CONTROL_URL (password hidden)
+        store = make_url(control_url(p)).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown as given; commands using it say why
+        store = "(malformed OPS_PLATFORM_CONTROL_URL)"
+    rows += [("control_store", store), ("spool", p.home / "spool"), ("flags", p.home / "flags"),
+             ("invoices", p.invoices), ("dagster_home", p.dagster_home), ("keys_dir", p.keys_dir)]
+    for name, value in rows:  # plain lines, never wrapped: scripts read them
+        click.echo(f"{name:14} {value}")
 
 
 def _prepare_dagster_home(p: StatePaths) -> None:

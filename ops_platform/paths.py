@@ -58,16 +58,12 @@ class StatePaths:
         return self.home / "dagster_home"
 
     @property
-    def exports(self) -> Path:
-        return self.home / "exports"
-
-    @property
     def invoices(self) -> Path:
         """Released invoice files, one folder per billing period."""
         return self.home / "invoices"
 
     def ensure(self) -> StatePaths:
         """Create the state folders (idempotent)."""
-        for p in (self.home, self.dagster_home, self.exports):
+        for p in (self.home, self.dagster_home):
             p.mkdir(parents=True, exist_ok=True)
         return self

@@ -37,3 +37,15 @@ def test_unknown_preset_is_a_clear_error(tmp_path):
     assert res.exit_code == 2
     assert "unknown preset 'XL'" in res.output
     assert "Traceback" not in res.output
+
+
+def test_paths_show_the_control_store_in_use_without_its_password(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from ops_platform.cli import main
+
+    monkeypatch.setenv("OPS_PLATFORM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPS_PLATFORM_CONTROL_URL", "postgresql+psycopg2://ops:s3cret@db:5432/ops")
+    out = CliRunner().invoke(main, ["paths"]).output
+    assert "postgresql+psycopg2://ops:***@db:5432/ops" in out and "s3cret" not in out
+    assert f"invoices       {tmp_path / 'home' / 'invoices'}" in out and "flags" in out
