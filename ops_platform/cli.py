@@ -510,15 +510,21 @@ def _replay(world_dir: Path | None, score: Callable[[Path], dict]) -> tuple[Path
 @click.option("--world", "world_dir", type=click.Path(path_type=Path), default=None,
               help="World folder (default: the demo world in the state folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures per policy as JSON.")
-def backtest_ramps(world_dir: Path | None, as_json: bool) -> None:
+@click.option("--check", is_flag=True, help="Exit 1 when the controller misses a target (for CI gates).")
+def backtest_ramps(world_dir: Path | None, as_json: bool, check: bool) -> None:
     """Score the ramp controller and two baselines on every ramp of a world."""
     import json
 
-    from .ramp.backtest import run_backtest
+    from .ramp.backtest import run_backtest, targets_missed
 
     world_dir, results = _replay(world_dir, run_backtest)
+    missed = targets_missed(results) if check else []
+    for line in missed:
+        click.echo(f"target missed: {line}", err=True)
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))
+        if missed:
+            sys.exit(1)
         return
     metrics = list(next(iter(results.values())))
     table = Table(title=f"ramp backtest: {world_dir}")
@@ -529,6 +535,8 @@ def backtest_ramps(world_dir: Path | None, as_json: bool) -> None:
         row = [results[p][m] for p in results]
         table.add_row(m, *[("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
     console.print(table)
+    if missed:
+        sys.exit(1)
 
 
 @backtest.command("alerts")

@@ -93,6 +93,20 @@ def test_rates_over_no_builds_are_none_not_perfect():
     assert only_bad["caught_before_general_rate"] == 1.0 and only_bad["false_pause_rate"] is None
 
 
+def test_the_targets_gate_passes_on_the_world_and_fails_on_a_worse_controller(small_world):
+    from ops_platform.ramp.backtest import targets_missed
+
+    res = CliRunner().invoke(main, ["backtest", "ramps", "--world", str(small_world), "--json", "--check"])
+    results = json.loads(res.stdout)
+    assert (res.exit_code == 0) == (targets_missed(results) == []), res.output
+    worse = {**results, "controller": {**results["controller"], "median_minutes_to_pause": 9.0,
+                                       "blast_radius_bad_requests": 10**12}}
+    missed = targets_missed(worse)
+    assert any("median minutes to pause 9.0" in m for m in missed)
+    assert sum(m.startswith("not better than") for m in missed) == len(results) - 1
+    assert targets_missed({**results, "controller": {**results["controller"], "caught_before_general_rate": None}})
+
+
 def test_cli_backtest_json(small_world):
     res = CliRunner().invoke(main, ["backtest", "ramps", "--world", str(small_world), "--json"])
     assert res.exit_code == 0, res.output

@@ -135,3 +135,32 @@ def score(rows: list[dict]) -> dict:
         "freezes": len(freezes),
         "freezes_during_true_incident": sum(r["during_incident"] for r in freezes),
     }
+
+
+# Issue targets on the default seeds: held before the general cohort, false pauses, median
+# minutes to pause; and better than each baseline on blast radius at no more false pauses.
+CAUGHT_BEFORE_GENERAL_TARGET = 0.99
+FALSE_PAUSE_TARGET = 0.01
+MEDIAN_MINUTES_TARGET = 5.0
+
+
+def targets_missed(results: dict[str, dict]) -> list[str]:
+    """The controller's targets a backtest (``run_backtest``'s figures) misses; empty when
+    all are met. A figure that cannot be computed (no bad build to catch) is a miss: a
+    gate must not pass on nothing."""
+    c, missed = results["controller"], []
+    rate = c["caught_before_general_rate"]
+    if rate is None or rate < CAUGHT_BEFORE_GENERAL_TARGET:
+        missed.append(f"caught before the general cohort {rate} (target >= {CAUGHT_BEFORE_GENERAL_TARGET})")
+    if (c["false_pause_rate"] or 0.0) > FALSE_PAUSE_TARGET:
+        missed.append(f"false pause rate {c['false_pause_rate']:.3f} (target <= {FALSE_PAUSE_TARGET})")
+    median = c["median_minutes_to_pause"]
+    if median is None or median >= MEDIAN_MINUTES_TARGET:
+        missed.append(f"median minutes to pause {median} (target < {MEDIAN_MINUTES_TARGET:g})")
+    for name, b in results.items():
+        if name != "controller" and not (c["blast_radius_bad_requests"] < b["blast_radius_bad_requests"]
+                                         and c["false_pauses"] <= b["false_pauses"]):
+            missed.append(f"not better than {name}: blast radius {c['blast_radius_bad_requests']} vs "
+                          f"{b['blast_radius_bad_requests']}, false pauses {c['false_pauses']} vs {b['false_pauses']}")
+    return missed
+
