@@ -14,7 +14,6 @@ from resources.warehouse import WarehouseResource
 
 RELEASE_JOB = "release_invoices"
 SENSOR_ACTOR = RELEASE_SENSOR_ACTOR
-SENSOR_NAME = "invoice_release_sensor"
 SENSOR_NAME_TAG = "dagster/sensor_name"  # set by Dagster on every run a sensor requests
 
 
@@ -35,7 +34,7 @@ def release_invoices_op(context: dg.OpExecutionContext, config: ReleaseConfig, w
         # a human launching the job from the UI acts under their own name, checked as the CLI
         # checks it. Roles come from the roster beside the guard's policies.
         if config.actor == SENSOR_ACTOR:
-            if context.run.tags.get(SENSOR_NAME_TAG) != SENSOR_NAME:
+            if context.run.tags.get(SENSOR_NAME_TAG) != invoice_release_sensor.name:
                 raise ValueError(f"actor {SENSOR_ACTOR!r} is the release sensor's own; a run launched by hand "
                                  "names its human actor (one with the finops role in the actor roster)")
             actor = SENSOR_ACTOR

@@ -122,8 +122,7 @@ def test_a_folder_of_the_state_linked_to_another_volume_is_still_named_inside_it
 
 
 def test_only_a_target_spelling_is_skipped_by_the_file_checks(tmp_path):
-    from ops_platform.guard.runtime import subject_path
-    from ops_platform.receipts.statement import Subject
+    from ops_platform.receipts.statement import Subject, subject_path
 
     digest = "0" * 64
     assert subject_path(Subject("flag:release-api", digest), tmp_path) is None

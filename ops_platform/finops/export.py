@@ -20,9 +20,8 @@ from ..files import file_sha256
 from ..guard.actions import ActionRequest, ExecutionResult, Executor, Outcome
 from ..guard.protocol import ActionProtocol
 from ..guard.roster import Roster, load_roster
-from ..guard.runtime import subject_path
 from ..receipts.dsse import envelope_statement
-from ..receipts.statement import statement_subjects
+from ..receipts.statement import statement_subjects, subject_path
 from .invoices import Period, parse_period, write_invoices
 from .pipeline import StoredFinOps
 

@@ -90,9 +90,16 @@ class FinOpsRun:
         return sorted(final.filter(~pl.col("utc_date").is_in(billed))["utc_date"].to_list())
 
 
+def bill_currencies(billing: pl.DataFrame) -> list[str]:
+    """The currencies a bill's rows are in, sorted: attribution works in one (summing two would
+    add dollars to euros), and ``focus check`` warns of a file with more."""
+    if "BillingCurrency" not in billing.columns:
+        return []
+    return sorted(billing["BillingCurrency"].drop_nulls().unique().to_list())
+
+
 def run(inputs: FinOpsInputs) -> FinOpsRun:
-    currencies = sorted(inputs.billing["BillingCurrency"].drop_nulls().unique().to_list()) \
-        if "BillingCurrency" in inputs.billing.columns else []
+    currencies = bill_currencies(inputs.billing)
     if len(currencies) > 1:  # summing them would add dollars to euros
         raise ValueError(f"the bill mixes currencies ({', '.join(currencies)}); attribution works in one "
                          "currency: convert the rows first or attribute each currency's bill apart")

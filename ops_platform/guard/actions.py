@@ -49,20 +49,24 @@ class ActionRequest:
         return hashlib.sha256(self.idempotency_key.encode()).hexdigest()[:32]
 
     @property
+    def acting_params(self) -> dict[str, Any]:
+        """The params that say what the action does: without its evidence (``EVIDENCE_PARAMS_OF``)."""
+        evidence = EVIDENCE_PARAMS_OF.get(self.action, EVIDENCE_PARAMS)
+        return {k: v for k, v in self.params.items() if k not in evidence}
+
+    @property
     def fingerprint(self) -> str:
         """What the request does, by whom: actor, action, target, TTL and params (without
         the evidence params of its action, ``EVIDENCE_PARAMS_OF``). Roles (read from the roster each time) and the rationale (the
         controller words it from each tick's evidence) are left out. A reused idempotency
         key is the same request only if this matches the first request's."""
         what = {"actor": self.actor, "action": self.action, "target_kind": self.target_kind,
-                "target_id": self.target_id, "ttl_seconds": self.ttl_seconds,
-                "params": {k: v for k, v in self.params.items()
-                           if k not in EVIDENCE_PARAMS_OF.get(self.action, EVIDENCE_PARAMS)}}
+                "target_id": self.target_id, "ttl_seconds": self.ttl_seconds, "params": self.acting_params}
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
     def describe(self) -> str:
         """One line naming what the request does, for messages."""
-        params = {k: v for k, v in self.params.items() if k not in EVIDENCE_PARAMS and v is not None}
+        params = {k: v for k, v in self.acting_params.items() if v is not None}
         extra = "".join(f" {k}={v}" for k, v in sorted(params.items()))
         return f"{self.action} on {self.target_kind} {self.target_id} by {self.actor}{extra}"
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,7 +119,7 @@ def _plain(name: str) -> str:
     return "".join(c for c in name.strip().casefold() if c not in "._- ")
 
 
-def human_actor(actor: str | None, reserved: Iterable[str] = MACHINE_ACTORS) -> str:
+def human_actor(actor: str | None) -> str:
     """The actor name a human gave, stripped; ValueError if blank, not a plain ASCII name
     (``ACTOR_NAME``), or a reserved machine identity (compared ignoring case, '.', '-', '_' and
     spaces)."""
@@ -128,6 +128,6 @@ def human_actor(actor: str | None, reserved: Iterable[str] = MACHINE_ACTORS) -> 
         raise ValueError("the actor must be a non-blank name")
     if not ACTOR_NAME.fullmatch(name):
         raise ValueError(f"actor {name!r}: a name is plain ASCII letters, digits, '.', '_', '@', '+' or '-'")
-    if any(_plain(name) == _plain(r) for r in reserved):
+    if any(_plain(name) == _plain(r) for r in MACHINE_ACTORS):
         raise ValueError(f"actor {name!r} is reserved for the platform's own automation; act under your own name")
     return name

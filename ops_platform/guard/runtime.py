@@ -9,7 +9,6 @@ tests all get the same wiring.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from ..control.store import ControlStore, StoreUnavailable
 from ..files import file_sha256
 from ..paths import StatePaths
 from ..receipts.keys import KeyRing
-from ..receipts.statement import Subject
+from ..receipts.statement import Subject, subject_path
 from ..timezones import iso_utc, utcnow
 from .actions import Executor
 from .policy import policy_from_env
@@ -87,20 +86,6 @@ def build_protocol(paths: StatePaths, executors: Mapping[str, Executor] | None =
     ring = KeyRing.load_or_create(paths.keys_dir)
     return ActionProtocol(open_store(paths, url), ring.signer, policy_from_env(), executors or {}, spool(paths),
                           home=paths.home)
-
-
-TARGET_NAME = re.compile(r"[a-z][a-z0-9_]*:[^/\\\\]+")
-
-
-def subject_path(subject: Subject, home: Path) -> Path | None:
-    """The file a receipt subject names: None for a target (``kind:id``, the kind a lowercase
-    word, no ``/`` anywhere: ``target_subject``'s spelling), else its path, relative to the
-    state folder ``home`` unless absolute. A file name with a colon (``flags/a:b.json``,
-    ``C:\\x``) is a file, checked like any other."""
-    if TARGET_NAME.fullmatch(subject.name):
-        return None
-    path = Path(subject.name)
-    return path if path.is_absolute() else home / path
 
 
 def file_digest_in(home: Path):

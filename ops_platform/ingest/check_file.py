@@ -79,9 +79,9 @@ def check_file(path: Path, contract: Contract) -> FileCheck:
 def _warnings(accepted: pl.DataFrame) -> list[str]:
     """What FinOps will refuse in rows the contract accepts: a bill in several currencies
     (attribution works in one)."""
-    if "BillingCurrency" not in accepted.columns:
-        return []
-    currencies = sorted(accepted["BillingCurrency"].drop_nulls().unique().to_list())
+    from ..finops.pipeline import bill_currencies  # the rule attribution applies
+
+    currencies = bill_currencies(accepted)
     if len(currencies) < 2:
         return []
     return [f"BillingCurrency: the file mixes currencies ({', '.join(currencies)}); it loads, but FinOps "

@@ -31,15 +31,19 @@ def _json_text(c: pl.Expr, src: pl.DataType) -> pl.Expr:
 DECIMAL_LIMIT = 10.0 ** (POLARS_TYPES["decimal"].precision - POLARS_TYPES["decimal"].scale)
 
 
+def _as_float(c: pl.Expr, src: pl.DataType) -> pl.Expr:
+    """A number or its text as a float (null for text that is no number)."""
+    return c.cast(pl.Float64, strict=src != pl.String)
+
+
 def _in_decimal_range(c: pl.Expr, src: pl.DataType) -> pl.Expr:
-    value = c if src.is_float() else c.cast(pl.Float64)
+    value = _as_float(c, src)
     return value.is_finite() & (value.abs() < DECIMAL_LIMIT)
 
 
 def _out_of_range(source: str, src: pl.DataType) -> pl.Expr:
     """Rows whose `source` holds a finite number too large for the contract's decimal."""
-    value = pl.col(source).cast(pl.Float64, strict=False) if src == pl.String else pl.col(source).cast(pl.Float64)
-    return (value.is_finite() & (value.abs() >= DECIMAL_LIMIT)).fill_null(False)
+    return (~_in_decimal_range(pl.col(source), src) & _as_float(pl.col(source), src).is_finite()).fill_null(False)
 
 
 def _cast(col: Column, src: pl.DataType) -> pl.Expr:

@@ -146,8 +146,8 @@ MEDIAN_MINUTES_TARGET = 5.0
 
 def targets_missed(results: dict[str, dict]) -> list[str]:
     """The controller's targets a backtest (``run_backtest``'s figures) misses; empty when
-    all are met. A figure that cannot be computed (no bad build to catch) is a miss: a
-    gate must not pass on nothing."""
+    all are met. A catch rate or time to pause that cannot be computed (no bad build caught)
+    is a miss: a gate must not pass on nothing. No good build means no false pause."""
     c, missed = results["controller"], []
     rate = c["caught_before_general_rate"]
     if rate is None or rate < CAUGHT_BEFORE_GENERAL_TARGET:

@@ -52,6 +52,20 @@ def target_subject(kind: str, target_id: str) -> Subject:
     return Subject(name=f"{kind}:{target_id}", sha256=digest)
 
 
+TARGET_NAME = re.compile(r"[a-z][a-z0-9_]*:[^/\\]+")
+
+
+def subject_path(subject: Subject, home: Path) -> Path | None:
+    """The file a receipt subject names: None for a target (``kind:id``, the kind a lowercase
+    word, no ``/`` anywhere: ``target_subject``'s spelling), else its path, relative to the
+    state folder ``home`` unless absolute. A file name with a colon (``flags/a:b.json``,
+    ``C:\\x``) is a file, checked like any other."""
+    if TARGET_NAME.fullmatch(subject.name):
+        return None
+    path = Path(subject.name)
+    return path if path.is_absolute() else home / path
+
+
 def predicate_type(action: str) -> str:
     """The predicateType URI of a receipt for ``action`` (one of ``ACTIONS``)."""
     if action not in ACTIONS:

@@ -25,7 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from ..ingest.landing import read_world_table
-from .daily import compute_day
+from .daily import compute_day, history_start
 from .spec import SLO, BurnTier
 
 MINUTE = timedelta(minutes=1)
@@ -75,12 +75,12 @@ def episodes(minutes: pl.Series, gap: timedelta = MINUTE) -> list[tuple[datetime
         "ts", "to").rows()
 
 
-def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier, history_start: datetime,
+def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier, first_minute: datetime,
                 history_end: datetime) -> dict:
-    # Scored once the long window lies inside the history: before, a sample or two make its ratio.
-    scored_from = history_start + tier.long_window - MINUTE
+    # Scored once the long window lies inside the history: before, a sample or two make its
+    # ratio, and compute_day fires no tier there (daily.judged), so only events are cut here.
+    scored_from = first_minute + tier.long_window - MINUTE
     scored = max(int((history_end - scored_from) / MINUTE), 0)
-    minutes = minutes.filter(minutes >= scored_from)
     # An event can be caught up to the last minute whose long window (t - w, t] still holds
     # one of its minutes; an event over before scoring starts is not judged.
     spans = [(start, end + tier.long_window - MINUTE) for start, end in events.select("start", "end").rows()]
@@ -109,9 +109,8 @@ def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFram
     each). An SLO named ``all`` is refused: its figures would collide with the totals."""
     if any(s.name == TOTALS for s in slos):
         raise ValueError(f"no SLO may be named {TOTALS!r}: it is the key of the totals over every SLO")
-    stamps = [f["ts"] for f in (counters, latency, lag) if f is not None and f.height]
-    start = min(s.min() for s in stamps)
-    end = max(s.max() for s in stamps) + MINUTE
+    start = history_start(counters, latency, lag)
+    end = max(f["ts"].max() for f in (counters, latency, lag) if f is not None and f.height) + MINUTE
     service = compute_day(slos, start, end, counters=counters, latency=latency, lag=lag).service
     out: dict[str, dict[str, dict]] = {}
     for slo in slos:

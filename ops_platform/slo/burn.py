@@ -15,7 +15,15 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from .spec import LAG_VALUE, SLO, THRESHOLD_OPS, BurnTier, is_inf_bound, whole_minutes
+from .spec import (
+    LAG_VALUE,
+    SLO,
+    SOURCE_COLUMN,
+    THRESHOLD_OPS,
+    BurnTier,
+    is_inf_bound,
+    whole_minutes,
+)
 
 GROUP = ("service", "cohort", "build_id")
 
@@ -48,7 +56,7 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         # only when the pass finds something wrong.
         lat = latency.filter((pl.col("service") == slo.source[1]) & pl.col("le").is_in([le, float("inf")]))
         if latency.height and not (lat["le"] == le).any():
-            mine = _of_source(slo, latency, "latency buckets", "service")
+            mine = _of_source(slo, latency, "latency buckets")
             bounds = ", ".join("+Inf" if math.isinf(b) else f"{b:g}" for b in mine["le"].unique().sort().to_list())
             raise ValueError(f"{_named(slo)}: its good bucket le={le:g} is not among the latency "
                              f"buckets of service {slo.source[1]!r} (le = {bounds}); name one of them")
@@ -68,7 +76,7 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
     elif ind.kind == "ratio":
         if counters is None:
             raise ValueError(f"SLO {slo.name} needs request counters")
-        ev = _of_source(slo, counters, "request counters", "service").select(
+        ev = _of_source(slo, counters, "request counters").select(
             "ts", *GROUP, (pl.col("requests") - pl.col("errors")).alias("good"), pl.col("requests").alias("total"))
     else:
         if lag is None:
@@ -76,7 +84,7 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         pipeline = slo.source[1]
         sample = pl.col(ind.metric.spec.get("value", LAG_VALUE))
         bad = THRESHOLD_OPS[slo.objective.op].bad(sample, slo.objective.value)
-        return (_of_source(slo, lag, "lag samples", "pipeline")
+        return (_of_source(slo, lag, "lag samples")
                 .group_by(pl.col("ts").dt.truncate("1m"))
                 .agg(bad.sum().cast(pl.Int64).alias("bad"), pl.len().cast(pl.Int64).alias("total"))
                 .sort("ts")
@@ -97,9 +105,10 @@ def _named(slo: SLO) -> str:
     return f"SLO {slo.name}" + (f" ({slo.file})" if slo.file else "")
 
 
-def _of_source(slo: SLO, frame: pl.DataFrame, what: str, column: str) -> pl.DataFrame:
+def _of_source(slo: SLO, frame: pl.DataFrame, what: str) -> pl.DataFrame:
     """The rows of ``frame`` of the SLO's service or pipeline; an error naming those the
     frame holds when it holds rows but none of them."""
+    column = SOURCE_COLUMN[slo.source[0]]
     mine = frame.filter(pl.col(column) == slo.source[1])
     if frame.height and not mine.height:
         present = ", ".join(sorted(str(v) for v in frame[column].unique().to_list()))

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from .burn import GROUP, burn_rates, minute_events, tier_states, window_name
-from .spec import SLO
+from .spec import SLO, SOURCE_COLUMN
 
 # Reported beside the tiers' own windows though no tier alerts on it: slo.burn_minutes and
 # slo.burn_service have always carried a 1d burn (docs/slo.md), so the columns stay put.
@@ -75,7 +75,7 @@ def empty_sources(slos: list[SLO], start: datetime, end: datetime,
     missing = []
     for table, name in sorted({s.source for s in slos}):
         frame = frames.get(table)
-        column = "pipeline" if table == "lag_samples" else "service"
+        column = SOURCE_COLUMN[table]
         rows = 0 if frame is None or not frame.height else frame.filter(
             (pl.col("ts") >= start) & (pl.col("ts") < end) & (pl.col(column) == name)).height
         if not rows:

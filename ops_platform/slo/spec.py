@@ -37,6 +37,8 @@ LAG_VALUE = "lag_seconds"
 # The keys a metric source's spec may hold, per table: what the burn series read, no more.
 SOURCE_KEYS = {"request_counters": ("table", "service", "value"), "latency_buckets": ("table", "service", "le"),
                "lag_samples": ("table", "pipeline", "value")}
+# The column naming an SLO's service (or lag pipeline) in each source table.
+SOURCE_COLUMN = {table: keys[1] for table, keys in SOURCE_KEYS.items()}
 # A request-counter ratio is good = requests - errors over total = requests (all burn.minute_events computes).
 GOOD_REQUESTS, ALL_REQUESTS = "requests - errors", "requests"
 RESERVED_NAMES = ("all",)  # the alert scores' totals over every SLO (alert_score.TOTALS)
@@ -499,6 +501,8 @@ def _tiers_can_fire(tiers: tuple[BurnTier, ...], raw: list, target: float, file,
 def _same_clock(a: str, b: str) -> bool:
     """Whether two zone names keep the same clock (links such as US/Mountain and
     America/Denver do): the same UTC offset on the first of every month, 2000-2039."""
+    if a == b:
+        return True
     za, zb = ZoneInfo(a), ZoneInfo(b)
     instants = (datetime(y, m, 1, 12, tzinfo=UTC) for y in range(2000, 2040) for m in range(1, 13))
     return all(t.astimezone(za).utcoffset() == t.astimezone(zb).utcoffset() for t in instants)
