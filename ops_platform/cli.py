@@ -98,7 +98,7 @@ def paths() -> None:
         store = make_url(control_url(p)).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - a malformed URL is shown as given; commands using it say why
         store = "(malformed OPS_PLATFORM_CONTROL_URL)"
-    rows += [("control_store", store), ("spool", p.home / "spool"), ("flags", p.home / "flags"),
+    rows += [("control_store", store), ("spool", p.spool_file), ("flags", p.live_flags),
              ("invoices", p.invoices), ("dagster_home", p.dagster_home), ("keys_dir", p.keys_dir)]
     for name, value in rows:  # plain lines, never wrapped: scripts read them
         click.echo(f"{name:14} {value}")
@@ -203,7 +203,7 @@ def _ramp_story(p: StatePaths, report) -> None:
         click.echo(f"  ... {len(acted) - 8} more (ops-platform switchboard log FLAG)")
     _backtest_line(p)
     _alerts_line(p)
-    live = p.home / "flags" / "flags.flagd.json"
+    live = p.live_flags
     if live.exists():
         held = [f for f, r in FlagFile.load(live).releases().items() if r.paused or r.frozen]
         console.print(f"  flags held: {', '.join(held) or 'none'}  (ops-platform switchboard log FLAG; "

@@ -58,6 +58,16 @@ class StatePaths:
         return self.home / "dagster_home"
 
     @property
+    def spool_file(self) -> Path:
+        """Guarded requests waiting for the control store (replayed by the retry job)."""
+        return self.home / "spool" / "requests.jsonl"
+
+    @property
+    def live_flags(self) -> Path:
+        """The platform's live flagd file (ramp.switchboard.live_flag_file seeds it)."""
+        return self.home / "flags" / "flags.flagd.json"
+
+    @property
     def invoices(self) -> Path:
         """Released invoice files, one folder per billing period."""
         return self.home / "invoices"

@@ -26,7 +26,7 @@ def build_resources(paths: StatePaths) -> dict:
         "landing": LandingZoneResource(root=str(paths.landing)),
         "warehouse": WarehouseResource(path=str(paths.warehouse)),
         "dbt": dbt_resource(),
-        "control": ControlStoreResource(url=control_url(paths), spool_path=str(paths.home / "spool" / "requests.jsonl"),
+        "control": ControlStoreResource(url=control_url(paths), spool_path=str(paths.spool_file),
                                         home=str(paths.home)),
         "signer": SignerResource(keys_dir=str(paths.keys_dir)),
         "flags": FlagsResource(home=str(paths.home), world=str(paths.world)),

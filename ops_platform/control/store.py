@@ -84,9 +84,9 @@ class ControlStore:
         """Whether the database holds the control store's ledger tables (StoreUnavailable if
         it cannot be read at all, e.g. a file that is not a database)."""
         try:
-            with self.engine.connect().execution_options(readonly=True) as conn:
+            with self.read() as conn:
                 names = set(sa.inspect(conn).get_table_names())
-        except sa.exc.DBAPIError as exc:
+        except sa.exc.DBAPIError as exc:  # beyond read()'s: a file that is not a database
             raise StoreUnavailable(_why(exc)) from exc
         return {s.ledger.name, s.ledger_head.name, s.checkpoints.name} <= names
 

@@ -78,7 +78,7 @@ def existing_store(url: str) -> ControlStore:
 
 
 def spool(paths: StatePaths) -> Spool:
-    return Spool(paths.home / "spool" / "requests.jsonl")
+    return Spool(paths.spool_file)
 
 
 def build_protocol(paths: StatePaths, executors: Mapping[str, Executor] | None = None,
