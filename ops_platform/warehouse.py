@@ -16,6 +16,13 @@ import duckdb
 import polars as pl
 
 RAW_SCHEMA = "raw"
+# Columns renamed since a warehouse may have been written: (schema, table) -> {old: new}.
+# A warehouse written before the rename gets its old column renamed (or, if a write since
+# already added the new one beside it, folded into it and dropped), so no stale column stays.
+RENAMED_COLUMNS = {
+    ("slo", "budget_daily"): {"budget_consumed": "burn_rate"},  # it always held the burn rate
+    ("ramp", "verdicts"): {"start": "ramp_start", "end": "ramp_end"},  # `end` is an SQL keyword
+}
 
 
 class Warehouse:
@@ -67,6 +74,7 @@ class Warehouse:
             for i, (name, frame, _, _) in enumerate(writes):
                 con.register(f"incoming_{i}", frame.to_arrow())
                 con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{name} AS SELECT * FROM incoming_{i} LIMIT 0")
+                _rename_old_columns(con, schema, name)
                 _add_new_columns(con, schema, name, f"incoming_{i}")
             con.execute("BEGIN TRANSACTION")
             try:
@@ -96,14 +104,31 @@ class Warehouse:
         return frame.with_columns(pl.col(pl.Datetime(time_zone="*")).dt.convert_time_zone("UTC"))
 
 
+def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
+    return dict(con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+        [schema, table]).fetchall())
+
+
+def _rename_old_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> None:
+    """Bring a table written before a column was renamed (RENAMED_COLUMNS) up to date."""
+    have = _columns(con, schema, table)
+    for old, new in RENAMED_COLUMNS.get((schema, table), {}).items():
+        if old not in have:
+            continue
+        if new in have:  # the new column was added beside the old one: old rows keep their values
+            con.execute(f'UPDATE {schema}.{table} SET "{new}" = coalesce("{new}", "{old}")')
+            con.execute(f'ALTER TABLE {schema}.{table} DROP COLUMN "{old}"')
+        else:
+            con.execute(f'ALTER TABLE {schema}.{table} RENAME COLUMN "{old}" TO "{new}"')
+
+
 def _add_new_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str, incoming: str) -> None:
     """Schema evolution: a column the incoming rows have and the table lacks (a contract
     gained an optional column) is added, null for the rows already stored; a decimal column
     that the contract widened (more digits or scale) is widened, so new rows are not rounded
     to the old type on insert."""
-    have = dict(con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-        [schema, table]).fetchall())
+    have = _columns(con, schema, table)
     for row in con.execute(f"DESCRIBE {incoming}").fetchall():
         col, dtype = row[0], row[1]
         if col not in have:
