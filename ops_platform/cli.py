@@ -28,7 +28,7 @@ def _progress() -> Progress:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Summit ops platform: SLOs, ramps, recovery and per-tenant cost, on Dagster."""
+    """Summit ops platform: SLOs, ramps, receipts and per-tenant cost, on Dagster."""
 
 
 @main.group()
@@ -317,7 +317,7 @@ def _summary(p: StatePaths, keys: list[str], report, seconds: float) -> None:
             console.print(f"  {label} {asset}: {len(checks)} ({top})")
     console.print("quarantined rows: " + (", ".join(f"{r['source_table']} {r['n']}" for r in q.iter_rows(named=True))
                                           or "none"))
-    console.print(f"warehouse:    {p.warehouse}  (duckdb -readonly {p.warehouse})")
+    console.print(f"warehouse:    {p.warehouse}  (read-only SQL: see README.md, Ad hoc SQL)")
     console.print(f"landing zone: {p.landing}")
     console.print(f"truth:        {p.truth}")
     console.print(f"done in {seconds:.0f}s. Open the UI with [bold]make dev[/bold] (http://127.0.0.1:3000).")

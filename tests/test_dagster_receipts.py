@@ -57,6 +57,11 @@ def test_ledger_asset_check_and_retry_job(state, tmp_path):
     kinds = wh.query("SELECT DISTINCT data_type FROM information_schema.columns WHERE table_schema = 'control' "
                      "AND (column_name = 'ts' OR column_name LIKE '%\\_at' ESCAPE '\\')")["data_type"].to_list()
     assert kinds == ["TIMESTAMP WITH TIME ZONE"], kinds
+    # Each signed tree head: when and by which key, linked to the head before it.
+    heads = wh.query("SELECT tree_size, signed_at, keyid, prev_head FROM control.checkpoints ORDER BY tree_size")
+    assert heads["tree_size"].to_list()[-1] == 3 and heads["signed_at"].null_count() == 0
+    assert set(heads["keyid"]) == set(wh.query("SELECT keyid FROM control.receipts")["keyid"])
+    assert heads["prev_head"][0] == "0" * 64 and heads["prev_head"].n_unique() == heads.height
 
     con = sqlite3.connect(state.control_store)
     con.execute("UPDATE ledger SET prev_hash = ? WHERE seq = 1", ["0" * 64])

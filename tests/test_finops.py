@@ -178,6 +178,8 @@ def _record(**kw) -> str:
      _record(BilledCost="-2.000000", EffectiveCost="-2.000000", ContractedCost="-2.000000"), True),
     ("BilledCost: negative on a Usage charge",  # bigger than its list cost: not a sign slip
      _record(BilledCost="-9.000000", EffectiveCost="-9.000000", ContractedCost="-9.000000"), False),
+    ("EffectiveCost: negative on a Usage charge", _record(EffectiveCost="-2.000000"), True),  # only the effective
+    ("EffectiveCost: negative on a Usage charge", _record(EffectiveCost="-3.000000"), False),  # beyond ListCost
     ("BillingCurrency: not an ISO 4217 code", _record(BillingCurrency=None), True),
     ("Tags: not a JSON object of scalar values", _record(Tags='{"tenant": "t-1"'), True),
     ("Tags: not a JSON object of scalar values; BilledCost: required", _record(Tags="{"), False),

@@ -3,6 +3,7 @@ and `focus check` says exactly what ingestion would do with them."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime
 
@@ -62,19 +63,28 @@ def test_a_non_focus_csv_is_refused_naming_the_missing_columns(tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output and "'BilledCost'" in res.output
 
 
-def test_a_semicolon_separated_csv_is_refused_with_a_hint(tmp_path):
-    path = _csv(tmp_path, ROW.replace(",", ";"), header=HEADER.replace(",", ";"), name="semi.csv")
+# As a decimal-comma locale exports it: commas inside the amounts and the Tags JSON.
+SEMI_ROW = ROW.replace(",", ";").replace("1.50", "1,50").replace(";EC2;;", ';EC2;"{""team"": ""a"", ""env"": ""b""}";')
+
+
+@pytest.mark.parametrize("row", [ROW.replace(",", ";"), SEMI_ROW], ids=["no-commas", "decimal-commas-and-tags"])
+def test_a_semicolon_separated_csv_is_refused_with_a_hint(tmp_path, row):
+    path = _csv(tmp_path, row, header=HEADER.replace(",", ";"), name="semi.csv")
     report = check_file(path, BILLING_FOCUS)
     assert not report.loads
-    assert any("semicolon-separated" in e for e in report.schema_errors), report.schema_errors
+    [error] = report.schema_errors
+    assert "semi.csv" in error and "semicolon-separated" in error, error
     res = CliRunner().invoke(main, ["focus", "check", str(path), "--json"])
     assert res.exit_code == 1 and json.loads(res.output)["loads"] is False
+    gz = tmp_path / "semi.csv.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    assert any("semicolon-separated" in e for e in check_file(gz, BILLING_FOCUS).schema_errors)
 
 
 def test_ingestion_quarantines_a_non_focus_file_and_keeps_the_good_one(tmp_path):
     good = _csv(tmp_path, ROW, name="good.csv")
     people = _csv(tmp_path, "bob,3", header="name,age", name="people.csv")
-    semi = _csv(tmp_path, ROW.replace(",", ";"), header=HEADER.replace(",", ";"), name="semi.csv")
+    semi = _csv(tmp_path, SEMI_ROW, header=HEADER.replace(",", ";"), name="semi.csv")
     res = ingest_partition(BILLING_FOCUS, _landing(tmp_path, good, people, semi))
     assert res.accepted["x_LineItemId"].to_list() == ["L1"]
     assert not res.contract_passed

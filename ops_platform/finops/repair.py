@@ -9,7 +9,7 @@ FinOps analyst would apply by hand, and the repair is recorded on the row:
 |---|---|
 | ChargePeriodEnd not after ChargePeriodStart | the period is the file's daily charge period: end = start + 1 day |
 | not a FOCUS charge category | counted as Usage when its cost and list cost are both positive |
-| negative cost on a Usage charge | a sign error when ListCost is positive and \\|cost\\| <= ListCost: the absolute value |
+| negative cost (billed or effective) on a Usage charge | a sign error when ListCost is positive and every negative cost's \\|cost\\| <= ListCost: their absolute values |
 | BillingCurrency missing | the billing account's currency on its other rows |
 | Tags not a JSON object of scalar values | the tags the same ResourceId carries on other rows |
 
@@ -29,7 +29,7 @@ from .usage import arrival_date
 
 _PERIOD = "ChargePeriodEnd: not after ChargePeriodStart"
 _CATEGORY = "ChargeCategory: not a FOCUS charge category"
-_NEGATIVE = "BilledCost: negative on a Usage charge"
+_NEGATIVE = ("BilledCost: negative on a Usage charge", "EffectiveCost: negative on a Usage charge")
 _CURRENCY = "BillingCurrency"
 _TAGS = "Tags"
 _COST_COLUMNS = ("BilledCost", "EffectiveCost", "ContractedCost")
@@ -59,9 +59,11 @@ def _fix(record: dict, reason: str, tags_of: dict[str, str], currency_of: dict[s
     if reason.startswith(_NEGATIVE):
         listed = _dec(record.get("ListCost"))
         costs = {c: _dec(record.get(c)) for c in _COST_COLUMNS}
-        if listed is None or listed <= 0 or any(v is None or v >= 0 or -v > listed for v in costs.values()):
+        negative = {c: v for c, v in costs.items() if v is not None and v < 0}
+        if (listed is None or listed <= 0 or None in costs.values() or not negative
+                or any(-v > listed for v in negative.values())):
             return None
-        for c, v in costs.items():
+        for c, v in negative.items():
             record[c] = str(-v)
         return "negative usage cost taken as a sign error"
     if reason.startswith(_CURRENCY):

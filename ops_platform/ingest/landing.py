@@ -46,12 +46,24 @@ def read_any(path: Path) -> pl.DataFrame:
     if name.endswith(".parquet"):
         return pl.read_parquet(path)
     if plain.endswith((".csv", ".txt")):
+        _refuse_other_separators(path, gzipped=name.endswith(".gz"))
         return pl.read_csv(path, infer_schema=False)
     if plain.endswith((".jsonl", ".ndjson")):
         # Every line read before the schema is fixed: a quantity of 3 early and 2.5 later is one column.
         return pl.read_ndjson(gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path,
                               infer_schema_length=None)
     raise ValueError(f"{path}: unsupported file type (use .parquet, .csv or .jsonl, optionally .gz)")
+
+
+def _refuse_other_separators(path: Path, gzipped: bool) -> None:
+    """A header with ';' and no ',' is a semicolon-separated export (a decimal-comma locale):
+    said so up front, since its rows would otherwise fail to parse with a bare field-count error."""
+    with (gzip.open(path, "rt", encoding="utf-8", errors="replace") if gzipped
+          else path.open(encoding="utf-8", errors="replace")) as f:
+        header = f.readline()
+    if ";" in header and "," not in header:
+        raise ValueError(f"{path.name}: the header holds ';' and no ',': the file looks semicolon-separated "
+                         "(CSV files must be comma-separated)")
 
 
 def read_world_table(world: Path, table: str) -> pl.DataFrame:

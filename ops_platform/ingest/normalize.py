@@ -129,22 +129,16 @@ def column_where(frame: pl.DataFrame, flag: pl.Expr, name: str, value: pl.Expr, 
 
 
 def _schema_errors(frame: pl.DataFrame, contract: Contract, origin: str) -> list[str]:
-    """The file-level problems of ``frame``: the required columns it lacks, named in one
-    message, and a hint when its header looks like another separator's."""
+    """The file-level problem of ``frame``: the required columns it lacks, named in one
+    message (a semicolon-separated CSV is refused before, by ``landing.read_any``)."""
     missing = [c.name for c in contract.columns
                if c.source is None and c.required and c.name not in frame.columns]
     if not missing:
         return []
-    errors = []
-    if frame.width == 1 and ";" in frame.columns[0]:
-        errors.append(f"{SCHEMA_PREFIX}: {origin}: the header is one column holding ';': the file looks "
-                      "semicolon-separated (CSV files must be comma-separated)")
     names = ", ".join(repr(n) for n in missing)
     required = sum(1 for c in contract.columns if c.source is None and c.required)
-    errors.append(f"{SCHEMA_PREFIX}: {origin}: missing column {names}" if len(missing) == 1 else
-                  f"{SCHEMA_PREFIX}: {origin}: missing columns {names} ({len(missing)} of the {required} "
-                  "required)")
-    return errors
+    return [f"{SCHEMA_PREFIX}: {origin}: missing column {names}" if len(missing) == 1 else
+            f"{SCHEMA_PREFIX}: {origin}: missing columns {names} ({len(missing)} of the {required} required)"]
 
 
 def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, list[str]]:

@@ -32,7 +32,7 @@ Ground truth for scoring the platform. The platform never reads this folder.
   meter, plus platform overhead split by share of API calls.
 - true_usage.parquet: usage per UTC day, tenant and meter before duplication and corruption.
 - cost_anomalies.parquet: injected tenant usage spikes and service capacity spikes.
-- malformed_records.parquet: every malformed landing record (table, record id, reason, file).
+- malformed_records.parquet: every malformed landing record (source_table, record_id, event_source, reason, file).
 """
 
 
