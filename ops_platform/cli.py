@@ -402,11 +402,20 @@ def receipts_show(receipt_id: str, url: str | None) -> None:
 @click.option("--store", "url", default=None, help="Control store URL.")
 def receipts_retry(url: str | None) -> None:
     """Receipt protective actions that waited for the signer, retry failed ones, drain the spool."""
-    from .guard.runtime import build_protocol
-
-    report = build_protocol(_guard_paths(), url=url).retry()
+    report = _any_action_protocol(url).retry()
     console.print(f"receipted {report.receipted}, retried {report.retried}, dead-lettered {report.to_dlq}, "
                   f"spool drained {report.spool_drained} (left {report.spool_left})")
+
+
+def _any_action_protocol(url: str | None):
+    """The guarded path with every executor: a retry or a replay may meet any action."""
+    from .executors import guarded_executors
+    from .guard.runtime import build_protocol, open_store
+    from .ramp.switchboard import live_flag_file
+
+    p = _guard_paths()
+    executors = guarded_executors(open_store(p, url), live_flag_file(p.home, p.world), p.warehouse, p.invoices)
+    return build_protocol(p, executors=executors, url=url)
 
 
 @main.group()
@@ -451,9 +460,7 @@ def dlq_list(url: str | None) -> None:
 @click.option("--store", "url", default=None, help="Control store URL.")
 def dlq_replay(dlq_id: int | None, url: str | None) -> None:
     """Send dead-lettered requests through the guarded path again with a fresh retry budget."""
-    from .guard.runtime import build_protocol
-
-    outcomes = build_protocol(_guard_paths(), url=url).replay_dlq(dlq_id)
+    outcomes = _any_action_protocol(url).replay_dlq(dlq_id)
     if not outcomes:
         raise click.ClickException("nothing to replay" + (f" with id {dlq_id}" if dlq_id else ""))
     for o in outcomes:
@@ -697,15 +704,12 @@ def switchboard() -> None:
 
 
 def _switchboard_protocol(p: StatePaths):
+    from .executors import guarded_executors
     from .guard.runtime import build_protocol, open_store
-    from .ramp.flag_executor import FlagFileExecutor
-    from .ramp.switchboard import OverrideExecutor, live_flag_file
+    from .ramp.switchboard import live_flag_file
 
     store = open_store(p)
-    flags = FlagFileExecutor(live_flag_file(p.home, p.world))
-    executors = {"override": OverrideExecutor(store, flags), "pause": flags, "rollback": flags, "freeze": flags,
-                 "resume": flags}
-    return build_protocol(p, executors=executors), store
+    return build_protocol(p, executors=guarded_executors(store, live_flag_file(p.home, p.world))), store
 
 
 @switchboard.command("override")

@@ -11,6 +11,7 @@ from ops_platform.control.store import ControlStore
 from ops_platform.guard.actions import Executor
 from ops_platform.guard.policy import PolicyEngine, make_policy
 from ops_platform.guard.protocol import ActionProtocol
+from ops_platform.guard.roster import actor_roles
 from ops_platform.guard.runtime import migrated_store
 from ops_platform.guard.spool import Spool
 from ops_platform.receipts.keys import KeyRing
@@ -54,4 +55,4 @@ class GuardResource(dg.ConfigurableResource):
 def build_protocol(control: ControlStoreResource, signer: SignerResource, guard: GuardResource,
                    executors: Mapping[str, Executor] | None = None) -> ActionProtocol:
     return ActionProtocol(control.store(), signer.keyring().signer, guard.policy(), executors or {},
-                          control.spool(), home=Path(control.home))
+                          control.spool(), home=Path(control.home), roles_of=actor_roles(guard.policy_dir))

@@ -1,9 +1,15 @@
 """The retry job of the guarded action path, and its schedule."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from assets.receipts import LEDGER_KEY
+from ops_platform.executors import guarded_executors
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
+from resources.exports import ExportsResource
+from resources.flags import FlagsResource
+from resources.warehouse import WarehouseResource
 
 RETRY_JOB = "retry_guarded_actions"
 
@@ -11,8 +17,11 @@ RETRY_JOB = "retry_guarded_actions"
 @dg.op(description="Receipt protective actions that waited for the signer, retry failed and "
                    "abandoned actions (bounded, then DLQ), and drain the local spool.")
 def retry_guarded_actions_op(context: dg.OpExecutionContext, control: ControlStoreResource,
-                             signer: SignerResource, guard: GuardResource) -> None:
-    report = build_protocol(control, signer, guard).retry()
+                             signer: SignerResource, guard: GuardResource, flags: FlagsResource,
+                             warehouse: WarehouseResource, exports: ExportsResource) -> None:
+    # Every executor: a retried action may be any of them.
+    executors = guarded_executors(control.store(), flags.executor().path, Path(warehouse.path), exports.invoices())
+    report = build_protocol(control, signer, guard, executors).retry()
     context.log.info(f"retry: {report}")
     context.log_event(dg.AssetObservation(asset_key=LEDGER_KEY, metadata={
         "retry_receipted": report.receipted, "retry_retried": report.retried,

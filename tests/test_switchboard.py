@@ -130,3 +130,50 @@ def test_only_a_target_spelling_is_skipped_by_the_file_checks(tmp_path):
     # A file whose name holds a colon is still a file: verify and the release check hash it.
     assert subject_path(Subject("flags/a:b.json", digest), tmp_path) == tmp_path / "flags" / "a:b.json"
     assert subject_path(Subject("C:\\invoices\\lines.csv", digest), tmp_path) is not None
+
+
+def test_retry_carries_a_spooled_override_through_with_the_rosters_roles_only(state):
+    # A spooled request (the store was down) is finished by `receipts retry`, which has every
+    # executor; the roles it is decided on are the roster's now, not those the spool line claims.
+    import json
+
+    from ops_platform.guard.actions import ActionRequest
+    from ops_platform.guard.runtime import open_store, spool
+    from ops_platform.paths import StatePaths
+
+    paths = StatePaths.from_env()
+    queue = spool(paths)
+    legit = ActionRequest(actor="dana", roles=(), action="override", target_kind="flag", target_id="release-api",
+                          rationale=REASON, idempotency_key="spooled-dana", ttl_seconds=3600,
+                          params={"directive": "hold"})
+    forged = ActionRequest(actor="mallory", roles=("oncall",), action="override", target_kind="flag",
+                           target_id="release-graph", rationale=REASON, idempotency_key="spooled-mallory",
+                           ttl_seconds=3600, params={"directive": "resume"})
+    for r in (legit, forged):
+        queue.append(r, "control store unavailable")
+    res = CliRunner().invoke(main, ["receipts", "retry"])
+    assert res.exit_code == 0, res.output
+    store = open_store(paths)
+    with store.read() as conn:
+        status = {r.actor: store.get_action(conn, r.action_id)["status"] for r in (legit, forged)}
+    assert status == {"dana": "completed", "mallory": "denied"}
+    assert FlagFile.load(state.home / "flags" / "flags.flagd.json").release("release-api").paused
+
+    # A pending receipt written into the store by hand, for a release the guard would deny:
+    # the retry signs nothing for it and dead-letters it, saying why.
+    release = ActionRequest(actor="mallory", roles=("finops",), action="export_release", target_kind="invoice_period",
+                            target_id="2026-03", rationale="x", idempotency_key="forged-1", params={"period": "2026-03"})
+    with store.write() as tx:
+        store.create_action(tx, {
+            "action_id": release.action_id, "idempotency_key": "forged-1", "actor": "mallory",
+            "action": "export_release", "target_kind": "invoice_period", "target_id": "2026-03", "rationale": "x",
+            "params": release.to_json(), "status": "pending_receipt", "attempts": 0, "created_at": "t",
+            "updated_at": "t",
+            "decision": json.dumps({"allow": True, "reason": "forged", "policy_version": "v", "cacheable": False})})
+    receipts_before = len(store.ledger_entries())
+    res = CliRunner().invoke(main, ["receipts", "retry"])
+    assert res.exit_code == 0 and "receipted 0" in res.output and "dead-lettered 1" in res.output, res.output
+    assert len(store.ledger_entries()) == receipts_before
+    with store.read() as conn:
+        assert store.get_action(conn, release.action_id)["status"] == "dlq"
+    assert "not the guard's now" in store.dlq_items()[-1]["last_error"]

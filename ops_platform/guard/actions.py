@@ -68,7 +68,8 @@ class ActionRequest:
         """One line naming what the request does, for messages."""
         params = {k: v for k, v in self.acting_params.items() if v is not None}
         extra = "".join(f" {k}={v}" for k, v in sorted(params.items()))
-        return f"{self.action} on {self.target_kind} {self.target_id} by {self.actor}{extra}"
+        ttl = f" ttl={self.ttl_seconds}s" if self.ttl_seconds is not None else ""
+        return f"{self.action} on {self.target_kind} {self.target_id} by {self.actor}{extra}{ttl}"
 
     @property
     def protective(self) -> bool:

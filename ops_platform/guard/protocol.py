@@ -9,6 +9,7 @@ take wait in a local spool; protective actions survive a signer outage as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -40,10 +41,14 @@ class ActionProtocol:
     def __init__(self, store: ControlStore, signer: Callable[[], Signer], policy: PolicyEngine,
                  executors: Mapping[str, Executor], spool: Spool | None = None, *, max_attempts: int = 5,
                  lease_seconds: float = 60.0, clock: Callable[[], datetime] = utcnow, owner: str | None = None,
-                 home: Path | None = None):
+                 home: Path | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None):
         """``home``: the state folder; files inside it are named relative to it in receipts, so a
-        state folder restored or moved elsewhere still verifies against its own files."""
+        state folder restored or moved elsewhere still verifies against its own files.
+        ``roles_of``: an actor's roles now (the roster); when given, every decision uses it, not
+        the roles a request carries, so a spooled, retried or dead-lettered request (text in a
+        file or a table) can claim no role its actor does not hold when it is decided."""
         self.store, self.signer, self.policy = store, signer, policy
+        self.roles_of = roles_of
         self.home = Path(os.path.abspath(home)) if home is not None else None
         self.executors, self.spool = dict(executors), spool
         self.max_attempts, self.lease = max_attempts, timedelta(seconds=lease_seconds)
@@ -76,10 +81,23 @@ class ActionProtocol:
             except SignerUnavailable:
                 break
             decision = Decision(**{k: v for k, v in json.loads(row["decision"]).items() if k != "cached"})
-            result = row["result"]
-            req = ActionRequest.from_json(row["params"])
+            req = self._with_current_roles(ActionRequest.from_json(row["params"]))
+            # The stored decision is signed only if the guard still takes it: a row written into
+            # the store by hand gets no receipt for a decision the guard never made.
+            try:
+                again = self._decide(req)
+            except (PolicyError, ValueError) as exc:
+                again, error = None, f"policy error: {exc}"
+            else:
+                error = None if again.allow == decision.allow else (
+                    f"the stored decision (allow={decision.allow}) is not the guard's now ({again.reason}): "
+                    "not receipted")
+            if error is not None:
+                self._dead_letter(req, error, row["attempts"])
+                report.to_dlq += 1
+                continue
             status = "completed" if decision.allow else "denied"
-            self._finish(req, decision, status, signer, _result_from_json(result))
+            self._finish(req, decision, status, signer, _result_from_json(row["result"]))
             report.receipted += 1
         for row in retryable:
             out = self._process(ActionRequest.from_json(row["params"]))
@@ -148,7 +166,19 @@ class ActionProtocol:
 
     # -- the path -----------------------------------------------------------------------
 
+    def _with_current_roles(self, req: ActionRequest) -> ActionRequest:
+        return req if self.roles_of is None else dataclasses.replace(req, roles=tuple(self.roles_of(req.actor)))
+
+    def _decide(self, req: ActionRequest) -> Decision:
+        return self.policy.decide(DecisionInput(
+            Principal(req.actor, req.roles), req.action, req.target_kind, req.target_id, req.rationale,
+            req.ttl_seconds, dict(req.params)))
+
     def _process(self, req: ActionRequest) -> Outcome:
+        try:
+            req = self._with_current_roles(req)
+        except ValueError as exc:  # an unreadable roster: a configuration error, retried, then dead-lettered
+            return self._fail(req, f"actor roster: {exc}")
         now = self.clock()
         with self.store.write() as tx:
             row, created = self.store.create_action(tx, {
@@ -170,9 +200,7 @@ class ActionProtocol:
             if not self.store.claim(tx, req.action_id, self.owner, iso_utc(now), iso_utc(now + self.lease)):
                 return Outcome(req.action_id, row["status"], "in progress elsewhere", created=created)
         try:
-            decision = self.policy.decide(DecisionInput(
-                Principal(req.actor, req.roles), req.action, req.target_kind, req.target_id, req.rationale,
-                req.ttl_seconds, dict(req.params)))
+            decision = self._decide(req)
         except PolicyError as exc:
             return self._fail(req, f"policy error: {exc}")
         signer: Signer | None
@@ -266,6 +294,15 @@ class ActionProtocol:
             self._event(tx, req, "action_dead_lettered" if dead else "action_failed", now,
                         {"error": error, "attempts": attempts})
         return Outcome(req.action_id, "dlq" if dead else "requested", error)
+
+    def _dead_letter(self, req: ActionRequest, error: str, attempts: int) -> None:
+        now = self.clock()
+        with self.store.write() as tx:
+            self.store.update_action(tx, req.action_id, status="dlq", last_error=error, lease_owner=None,
+                                     lease_expires_at=None, updated_at=iso_utc(now))
+            self.store.add_dlq(tx, action_id=req.action_id, request=req.to_json(), last_error=error,
+                               attempts=attempts, created_at=iso_utc(now))
+            self._event(tx, req, "action_dead_lettered", now, {"error": error, "attempts": attempts})
 
     def _event(self, tx, req: ActionRequest, kind: str, now: datetime, payload: dict,
                receipt_id: str | None = None) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +112,18 @@ def load_roster(path: str | Path | None = None, *, policy_dir: str | Path | None
                               "built-in role; the roster may not grant it")
         actors[actor] = tuple(roles)
     return Roster(path, actors)
+
+
+def actor_roles(policy_dir: str | Path | None = None) -> Callable[[str], tuple[str, ...]]:
+    """An actor's roles as of now, for the guard's decisions: the ramp controller's built-in
+    ones, else the roster's, read at each call (an edit takes effect at once; RosterError when
+    the roster cannot be read)."""
+    def roles(actor: str) -> tuple[str, ...]:
+        if actor == CONTROLLER_ACTOR:
+            return CONTROLLER_ROLES
+        return load_roster(policy_dir=policy_dir).roles(actor)
+
+    return roles
 
 
 def _plain(name: str) -> str:

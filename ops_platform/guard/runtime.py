@@ -23,6 +23,7 @@ from ..timezones import iso_utc, utcnow
 from .actions import Executor
 from .policy import policy_from_env
 from .protocol import ActionProtocol
+from .roster import actor_roles
 from .spool import Spool
 
 CONTROL_URL_ENV = "OPS_PLATFORM_CONTROL_URL"
@@ -85,7 +86,7 @@ def build_protocol(paths: StatePaths, executors: Mapping[str, Executor] | None =
                    url: str | None = None) -> ActionProtocol:
     ring = KeyRing.load_or_create(paths.keys_dir)
     return ActionProtocol(open_store(paths, url), ring.signer, policy_from_env(), executors or {}, spool(paths),
-                          home=paths.home)
+                          home=paths.home, roles_of=actor_roles())
 
 
 def file_digest_in(home: Path):

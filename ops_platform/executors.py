@@ -1,0 +1,45 @@
+"""Every executor of the guarded path, wired to one state folder.
+
+A command or job that submits an action builds only the executor it needs; a retry or a
+dead-letter replay may meet any action, so it gets them all from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .control.store import ControlStore
+from .finops.export import InvoiceExportExecutor, released_periods
+from .finops.pipeline import StoredFinOps
+from .guard.actions import ActionRequest, ExecutionResult, Executor
+from .ramp.flag_executor import FlagFileExecutor
+from .ramp.switchboard import OverrideExecutor
+from .warehouse import Warehouse
+
+FLAG_ACTIONS = ("pause", "rollback", "freeze", "resume")
+
+
+class _BuiltWhenNeeded:
+    """An executor built at its first action: the invoice executor reads the warehouse's
+    books, which a retry that meets no release should not have to open."""
+
+    def __init__(self, build: Callable[[], Executor]) -> None:
+        self._build, self._executor = build, None
+
+    def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
+        if self._executor is None:
+            self._executor = self._build()
+        return self._executor.apply(action_id, request)
+
+
+def guarded_executors(store: ControlStore, flag_file: Path, warehouse: Path | None = None,
+                      invoices: Path | None = None) -> dict[str, Executor]:
+    """The flag actions and overrides on ``flag_file``; with ``warehouse`` and ``invoices``,
+    the invoice release too (from the books the warehouse stored, into ``invoices``)."""
+    flags = FlagFileExecutor(flag_file)
+    executors: dict[str, Executor] = {"override": OverrideExecutor(store, flags), **dict.fromkeys(FLAG_ACTIONS, flags)}
+    if warehouse is not None and invoices is not None:
+        executors["export_release"] = _BuiltWhenNeeded(lambda: InvoiceExportExecutor(
+            invoices, StoredFinOps.from_warehouse(Warehouse(warehouse)), lambda: released_periods(store)))
+    return executors
