@@ -3,7 +3,7 @@
 import dagster as dg
 
 from ops_platform.control.export import export_to_warehouse
-from ops_platform.receipts.ledger import verify_ledger
+from ops_platform.guard.runtime import verify_store
 from ops_platform.timezones import utcnow
 from resources import DUCKDB_POOL
 from resources.control import ControlStoreResource, SignerResource
@@ -23,7 +23,7 @@ def receipts_ledger(context: dg.AssetExecutionContext, control: ControlStoreReso
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
     store = control.store()
     entries, checkpoints = store.ledger_entries(), store.checkpoints()
-    report = verify_ledger(entries, checkpoints, signer.keyring().verifiers())
+    report = verify_store(store, signer.keyring().verifiers())
     exported = export_to_warehouse(store, warehouse.get())
     actions = store.count_actions()
     context.log.info(f"ledger: {len(entries)} receipts, verification {'ok' if report.ok else report.first_bad}")
@@ -44,7 +44,7 @@ def receipts_ledger(context: dg.AssetExecutionContext, control: ControlStoreReso
                 description="Every signature, chain link and signed tree head of the ledger verifies.")
 def ledger_verifies(control: ControlStoreResource, signer: SignerResource) -> dg.AssetCheckResult:
     store = control.store()
-    report = verify_ledger(store.ledger_entries(), store.checkpoints(), signer.keyring().verifiers())
+    report = verify_store(store, signer.keyring().verifiers())
     return dg.AssetCheckResult(
         passed=report.ok, severity=dg.AssetCheckSeverity.ERROR,
         description="ledger verified" if report.ok else f"first bad: {report.first_bad}",

@@ -337,15 +337,13 @@ def _guard_paths() -> StatePaths:
 def receipts_verify(url: str | None) -> None:
     """Check every signature, the hash chain, the checkpoints and file digests."""
     from .control.store import StoreUnavailable
-    from .guard.runtime import NoStore, control_url, existing_store, file_digest_in
+    from .guard.runtime import NoStore, control_url, existing_store, file_digest_in, verify_store
     from .receipts.keys import KeyRing
-    from .receipts.ledger import verify_ledger
 
     p = StatePaths.from_env()  # read only: verify creates no folder, store or key
     try:
         store = existing_store(url or control_url(p))
-        entries, checkpoints = store.ledger_entries(), store.checkpoints()
-    except (NoStore, StoreUnavailable) as exc:
+    except NoStore as exc:
         raise click.ClickException(str(exc)) from None
     try:
         verifiers = KeyRing(p.keys_dir).verifiers()
@@ -354,7 +352,10 @@ def receipts_verify(url: str | None) -> None:
     if not verifiers:
         console.print(f"[yellow]no public keys in {p.keys_dir / 'public'}[/yellow] (OPS_PLATFORM_KEYS_DIR): "
                       "no signature can be checked")
-    report = verify_ledger(entries, checkpoints, verifiers, file_digest=file_digest_in(p.home))
+    try:
+        report = verify_store(store, verifiers, file_digest=file_digest_in(p.home))
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     if report.ok:
         console.print(f"[green]ledger verified[/green]: {report.entries} receipts, {report.checkpoints} signed tree heads")
         return
@@ -414,7 +415,8 @@ def _any_action_protocol(url: str | None):
     from .ramp.switchboard import live_flag_file
 
     p = _guard_paths()
-    executors = guarded_executors(open_store(p, url), live_flag_file(p.home, p.world), p.warehouse, p.invoices)
+    executors = guarded_executors(open_store(p, url), lambda: live_flag_file(p.home, p.world), p.warehouse,
+                                  p.invoices)
     return build_protocol(p, executors=executors, url=url)
 
 
@@ -709,7 +711,7 @@ def _switchboard_protocol(p: StatePaths):
     from .ramp.switchboard import live_flag_file
 
     store = open_store(p)
-    return build_protocol(p, executors=guarded_executors(store, live_flag_file(p.home, p.world))), store
+    return build_protocol(p, executors=guarded_executors(store, lambda: live_flag_file(p.home, p.world))), store
 
 
 @switchboard.command("override")

@@ -33,12 +33,15 @@ class _BuiltWhenNeeded:
         return self._executor.apply(action_id, request)
 
 
-def guarded_executors(store: ControlStore, flag_file: Path, warehouse: Path | None = None,
+def guarded_executors(store: ControlStore, flag_file: Callable[[], Path], warehouse: Path | None = None,
                       invoices: Path | None = None) -> dict[str, Executor]:
-    """The flag actions and overrides on ``flag_file``; with ``warehouse`` and ``invoices``,
-    the invoice release too (from the books the warehouse stored, into ``invoices``)."""
-    flags = FlagFileExecutor(flag_file)
-    executors: dict[str, Executor] = {"override": OverrideExecutor(store, flags), **dict.fromkeys(FLAG_ACTIONS, flags)}
+    """The flag actions and overrides on the live flag file (``flag_file`` finds or seeds it,
+    at the first such action); with ``warehouse`` and ``invoices``, the invoice release too
+    (from the books the warehouse stored, into ``invoices``)."""
+    flags = _BuiltWhenNeeded(lambda: FlagFileExecutor(flag_file()))
+    executors: dict[str, Executor] = {
+        "override": _BuiltWhenNeeded(lambda: OverrideExecutor(store, FlagFileExecutor(flag_file()))),
+        **dict.fromkeys(FLAG_ACTIONS, flags)}
     if warehouse is not None and invoices is not None:
         executors["export_release"] = _BuiltWhenNeeded(lambda: InvoiceExportExecutor(
             invoices, StoredFinOps.from_warehouse(Warehouse(warehouse)), lambda: released_periods(store)))

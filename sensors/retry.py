@@ -20,7 +20,8 @@ def retry_guarded_actions_op(context: dg.OpExecutionContext, control: ControlSto
                              signer: SignerResource, guard: GuardResource, flags: FlagsResource,
                              warehouse: WarehouseResource, exports: ExportsResource) -> None:
     # Every executor: a retried action may be any of them.
-    executors = guarded_executors(control.store(), flags.executor().path, Path(warehouse.path), exports.invoices())
+    executors = guarded_executors(control.store(), lambda: flags.executor().path, Path(warehouse.path),
+                                  exports.invoices())
     report = build_protocol(control, signer, guard, executors).retry()
     context.log.info(f"retry: {report}")
     context.log_event(dg.AssetObservation(asset_key=LEDGER_KEY, metadata={

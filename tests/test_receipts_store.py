@@ -139,7 +139,8 @@ def test_cli_dlq_list_and_replay(tmp_path, monkeypatch):
     listed = CliRunner().invoke(main, ["dlq", "list"])
     assert listed.exit_code == 0 and "export_release" in listed.output and "signer unavailable" in listed.output
     env.signer_up()
-    # The CLI builds its own protocol with no executors: the replayed request fails again, loudly.
+    # The replay is decided on the roster's roles now, not the ones the request carried:
+    # "fin" is on no roster, so the release is denied (with a receipt), not run.
     replay = CliRunner().invoke(main, ["dlq", "replay"])
-    assert replay.exit_code == 1 and "no executor" in replay.output
+    assert replay.exit_code == 0 and "denied" in replay.output, replay.output
     assert env.store.dlq_items() == []  # replayed: back in the queue with a fresh budget

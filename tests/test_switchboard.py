@@ -177,3 +177,30 @@ def test_retry_carries_a_spooled_override_through_with_the_rosters_roles_only(st
     with store.read() as conn:
         assert store.get_action(conn, release.action_id)["status"] == "dlq"
     assert "not the guard's now" in store.dlq_items()[-1]["last_error"]
+
+
+def test_a_ledger_cut_at_its_end_fails_verification(state):
+    # Removing the newest receipts with their tree heads leaves a ledger that chains on its
+    # own; the store's head and receipted actions still name what was removed.
+    import shutil
+    import sqlite3
+
+    from ops_platform.paths import StatePaths
+
+    assert _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    db = StatePaths.from_env().control_store
+    shutil.copy(db, db.with_suffix(".copy"))
+    for cut in ("DELETE FROM ledger WHERE seq = (SELECT max(seq) FROM ledger); "
+                "DELETE FROM checkpoints WHERE tree_size = (SELECT max(tree_size) FROM checkpoints)",
+                "DELETE FROM ledger; DELETE FROM checkpoints"):
+        shutil.copy(db.with_suffix(".copy"), db)
+        con = sqlite3.connect(db)
+        con.executescript(cut)
+        con.close()
+        res = CliRunner().invoke(main, ["receipts", "verify"])
+        said = " ".join(res.output.split())
+        assert res.exit_code == 1, res.output
+        assert "ledger head records its last entry" in said and "not in the ledger" in said
+    # A receipt id prefix is a prefix, not a LIKE pattern.
+    shutil.copy(db.with_suffix(".copy"), db)
+    assert CliRunner().invoke(main, ["receipts", "show", "_"]).exit_code != 0

@@ -221,6 +221,30 @@ class ControlStore:
         with self.read() as conn:
             return [LedgerEntry(**r) for r in conn.execute(sa.select(s.ledger).order_by(s.ledger.c.seq)).mappings()]
 
+    def bookkeeping_problems(self, entries: list[LedgerEntry]) -> list[str]:
+        """What the store's own records say is missing from ``entries`` (the ledger as read):
+        the ledger head names the last entry appended, and each receipted action its entry. A
+        ledger cut at its end (its tree heads with it) still chains and verifies on its own;
+        these records then disagree with it."""
+        problems = []
+        with self.read() as conn:
+            seq, entry_hash = conn.execute(sa.select(s.ledger_head.c.seq, s.ledger_head.c.entry_hash)).one()
+            a = s.actions.c
+            receipted = list(conn.execute(sa.select(a.action_id, a.action, a.target_kind, a.target_id, a.receipt_seq)
+                                          .where(a.receipt_seq.is_not(None))))
+        last = entries[-1] if entries else None
+        if (last.seq if last else -1) != seq or (last is not None and last.entry_hash != entry_hash):
+            problems.append(f"the ledger head records its last entry as seq={seq} ({entry_hash[:12]}), but the "
+                            f"ledger ends at seq={last.seq if last else 'none'}: entries were removed or replaced")
+        have = {e.seq for e in entries}
+        missing = [r for r in receipted if r.receipt_seq not in have]
+        for r in missing[:5]:
+            problems.append(f"action {r.action} on {r.target_kind} {r.target_id} was receipted at seq={r.receipt_seq}, "
+                            "which is not in the ledger")
+        if len(missing) > 5:
+            problems.append(f"... and {len(missing) - 5} more receipted actions whose receipt is not in the ledger")
+        return problems
+
     def checkpoints(self) -> list[Checkpoint]:
         with self.read() as conn:
             q = sa.select(s.checkpoints).order_by(s.checkpoints.c.tree_size)
@@ -228,7 +252,7 @@ class ControlStore:
 
     def entry(self, receipt_id_prefix: str) -> LedgerEntry | None:
         with self.read() as conn:
-            q = sa.select(s.ledger).where(s.ledger.c.receipt_id.startswith(receipt_id_prefix)).limit(2)
+            q = sa.select(s.ledger).where(s.ledger.c.receipt_id.startswith(receipt_id_prefix, autoescape=True)).limit(2)
             rows = list(conn.execute(q).mappings())
         if len(rows) > 1:
             raise ValueError(f"receipt id prefix {receipt_id_prefix!r} is ambiguous")

@@ -8,6 +8,7 @@ tests all get the same wiring.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ from ..control.store import ControlStore, StoreUnavailable
 from ..files import file_sha256
 from ..paths import StatePaths
 from ..receipts.keys import KeyRing
+from ..receipts.ledger import VerifyReport, verify_ledger
 from ..receipts.statement import Subject, subject_path
 from ..timezones import iso_utc, utcnow
 from .actions import Executor
@@ -97,3 +99,15 @@ def file_digest_in(home: Path):
         return None if path is None else file_sha256(path)
 
     return digest
+
+
+def verify_store(store: ControlStore, verifiers, file_digest=None) -> VerifyReport:
+    """``verify_ledger`` over the store's ledger, failing too when the store's own records
+    (its ledger head, its receipted actions) name entries the ledger no longer has."""
+    entries = store.ledger_entries()
+    report = verify_ledger(entries, store.checkpoints(), verifiers, file_digest=file_digest)
+    missing = store.bookkeeping_problems(entries)
+    if not missing:
+        return report
+    return dataclasses.replace(report, ok=False, first_bad=report.first_bad or missing[0],
+                               errors=[*report.errors, *missing])
