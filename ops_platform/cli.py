@@ -26,7 +26,19 @@ def _progress() -> Progress:
                     console=console, transient=False, disable=not console.is_terminal and bool(os.environ.get("CI")))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """Every subcommand: a control store that cannot be reached is a one-line error, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from .control.store import StoreUnavailable
+
+        try:
+            return super().invoke(ctx)
+        except StoreUnavailable as exc:
+            raise click.ClickException(f"the control store is unavailable: {exc}") from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Summit ops platform: SLOs, ramps, receipts and per-tenant cost, on Dagster."""
 
@@ -735,10 +747,15 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     except SLOSpecError as exc:
         raise click.UsageError(f"--ttl {ttl!r}: use a duration like 30m, 4h or 1d") from exc
     p = _guard_paths()
+    from .ramp.flags import FlagFileError
     from .ramp.switchboard import check_override, live_flag_file
 
     try:
         check_override(live_flag_file(p.home, p.world), flag, directive)
+    except FlagFileError as exc:  # the file is broken, not the command
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot read the live flag file: {exc}") from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     proto, _ = _switchboard_protocol(p)
@@ -763,12 +780,20 @@ def switchboard_log(flag: str) -> None:
     from .ramp.controller import FREEZE_TARGET
     from .timezones import iso_utc, utcnow
 
-    store = open_store(_guard_paths())
+    if not flag.strip():
+        raise click.UsageError("name a flag (e.g. release-api)")
+    p = _guard_paths()
+    store = open_store(p)
+    own = store.events(flag)
+    if not own and flag != FREEZE_TARGET:  # a misspelt flag must not read as one that only saw freezes
+        known = _release_flags(p)
+        if known is not None and flag not in known:
+            raise click.ClickException(f"no release flag {flag!r} (flags: {', '.join(known)})")
     # A freeze holds every release flag but those it exempted (under an override): it is in
     # each one's timeline.
     freezes = [e for e in store.events(FREEZE_TARGET)
                if flag not in (json.loads(e["payload"]).get("params") or {}).get("exempt", [])]
-    events = sorted(store.events(flag) + (freezes if flag != FREEZE_TARGET else []), key=lambda e: e["event_id"])
+    events = sorted(own + (freezes if flag != FREEZE_TARGET else []), key=lambda e: e["event_id"])
     if not events:
         raise click.ClickException(f"no Switchboard events for {flag!r}")
     recorded = {o["action_id"]: o for o in store.overrides(flag)}
@@ -785,10 +810,29 @@ def switchboard_log(flag: str) -> None:
         if payload.get("skipped"):
             what = f"{what}; skipped: {payload['skipped']}"
         receipt = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
-        click.echo(f"{e['ts']}  {e['kind']:<24} {payload.get('action', ''):<10} {e['actor']:<16} {what}{receipt}")
+        click.echo(f"{e['ts']}  {e['kind']:<24} {payload.get('action', ''):<10} {e['actor']:<16} "
+                   f"{_one_line(what)}{receipt}")
     active = store.active_overrides(flag, iso_utc(utcnow()))
     for o in active:
-        click.echo(f"active override: {o['directive']} by {o['actor']} until {o['expires_at']}: {o['rationale']}")
+        click.echo(f"active override: {o['directive']} by {o['actor']} until {o['expires_at']}: "
+                   f"{_one_line(o['rationale'])}")
+
+
+def _one_line(text: str) -> str:
+    """Free text (a rationale) on one timeline line: a newline or a control character is shown
+    escaped, so no text can print a line that reads as another event."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _release_flags(p: StatePaths) -> list[str] | None:
+    """The live flag file's release flags; None when there is no readable flag file to ask."""
+    from .ramp.flags import FlagFile
+    from .ramp.switchboard import live_flag_file
+
+    try:
+        return list(FlagFile.load(live_flag_file(p.home, p.world)).release_flags)
+    except (OSError, ValueError):
+        return None
 
 
 def _override_line(request: dict, recorded: dict | None, payload: dict, what: str) -> str:

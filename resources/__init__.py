@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+import dagster as dg
+
 from ops_platform.guard.policy import policy_settings_from_env
-from ops_platform.guard.runtime import control_url
+from ops_platform.guard.runtime import CONTROL_URL_ENV, control_url
 from ops_platform.paths import StatePaths
 
 from .control import ControlStoreResource, GuardResource, SignerResource
@@ -26,7 +28,10 @@ def build_resources(paths: StatePaths) -> dict:
         "landing": LandingZoneResource(root=str(paths.landing)),
         "warehouse": WarehouseResource(path=str(paths.warehouse)),
         "dbt": dbt_resource(),
-        "control": ControlStoreResource(url=control_url(paths), spool_path=str(paths.spool_file),
+        # From the environment at run time when set there: the URL may hold a password, which
+        # then stays out of the run's stored config (and the UI's view of it).
+        "control": ControlStoreResource(url=dg.EnvVar(CONTROL_URL_ENV) if os.environ.get(CONTROL_URL_ENV)
+                                        else control_url(paths), spool_path=str(paths.spool_file),
                                         home=str(paths.home)),
         "signer": SignerResource(keys_dir=str(paths.keys_dir)),
         "flags": FlagsResource(home=str(paths.home), world=str(paths.world)),

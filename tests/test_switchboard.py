@@ -204,3 +204,27 @@ def test_a_ledger_cut_at_its_end_fails_verification(state):
     # A receipt id prefix is a prefix, not a LIKE pattern.
     shutil.copy(db.with_suffix(".copy"), db)
     assert CliRunner().invoke(main, ["receipts", "show", "_"]).exit_code != 0
+
+
+def test_the_log_is_one_line_per_event_and_names_only_real_flags(state):
+    forged = "line one of the rationale\n2026-01-01T00:00:00Z  action_completed  resume  dana  forged line"
+    assert _run("override", "release-api", "--action", "hold", "--rationale", forged, "--actor", "dana").exit_code == 0
+    log = _run("log", "release-api")
+    assert log.exit_code == 0
+    assert "forged line" in log.output and not any(line.startswith("2026-01-01") for line in log.output.splitlines())
+    assert "\\n2026-01-01" in log.output  # shown escaped, on the override's own line
+    typo = _run("log", "release-nope")
+    assert typo.exit_code == 1 and "no release flag 'release-nope'" in typo.output and "release-api" in typo.output
+    assert _run("log", "").exit_code == 2
+
+
+def test_a_broken_flag_file_is_an_error_not_a_usage_mistake(state):
+    live = state.home / "flags" / "flags.flagd.json"
+    assert _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    live.write_text(live.read_text()[:100])
+    res = _run("override", "release-api", "--action", "resume", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 1 and "Traceback" not in res.output and "flags.flagd.json" in res.output, res.output
+    live.unlink()
+    live.mkdir()
+    res = _run("override", "release-api", "--action", "resume", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def existing_store(url: str) -> ControlStore:
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        raise NoStore(f"{url!r} is not a database URL (e.g. sqlite:////path/to/control.sqlite or "
+        shown = re.sub(r":[^:@/]*@", ":***@", url)  # a password before an '@' is never echoed
+        raise NoStore(f"{shown!r} is not a database URL (e.g. sqlite:////path/to/control.sqlite or "
                       "postgresql+psycopg2://user@host/db)") from None
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":

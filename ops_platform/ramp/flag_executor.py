@@ -100,7 +100,9 @@ class FlagFileExecutor:
                 # ramped here): holding the flag would hold someone else's ramp.
                 return self._result(request, action_id, applied=False, before=before, after=before,
                                     snapshot=self._snapshot(data),
-                                    skipped=f"{request.target_id} carries candidate {candidate!r}, not {build!r}")
+                                    skipped=(f"{request.target_id} carries candidate {candidate!r}, not {build!r}"
+                                             if candidate is not None else
+                                             f"{request.target_id} has no candidate (the ramp of {build!r} is over)"))
             if current.has_applied(action_id):
                 # A retry of an action already on disk: report it, change nothing.
                 snapshot = self._snapshot(data)
