@@ -381,16 +381,19 @@ def receipts_verify(url: str | None) -> None:
 @click.argument("receipt_id")
 @click.option("--store", "url", default=None, help="Control store URL.")
 def receipts_show(receipt_id: str, url: str | None) -> None:
-    """Print a receipt (by id or unique prefix) with its Merkle inclusion proof."""
+    """Print a receipt (by id or unique prefix) with its Merkle inclusion proof, and whether
+    the ledger holding it verifies (exit 1 if not: what it says may have been altered)."""
     import json
 
     from .control.store import StoreUnavailable
-    from .guard.runtime import NoStore, control_url, existing_store
+    from .guard.runtime import NoStore, control_url, existing_store, file_digest_in, verify_store
     from .receipts.dsse import envelope_statement
+    from .receipts.keys import KeyRing
     from .receipts.ledger import inclusion
 
+    p = StatePaths.from_env()
     try:  # read only, as verify: a mistyped store or state folder is an error, not a new store
-        store = existing_store(url or control_url(StatePaths.from_env()))
+        store = existing_store(url or control_url(p))
     except (NoStore, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -408,7 +411,17 @@ def receipts_show(receipt_id: str, url: str | None) -> None:
            "signatures": [{"keyid": sg["keyid"]} for sg in envelope["signatures"]],
            "chain": {"prev_hash": entry.prev_hash, "entry_hash": entry.entry_hash},
            "inclusion_proof": proof, "signed_tree_head": json.loads(cps[-1].envelope) if cps else None}
+    try:
+        report = verify_store(store, KeyRing(p.keys_dir).verifiers(), file_digest=file_digest_in(p.home))
+        out["ledger_verified"], problems = report.ok, report.errors[:5]
+    except (OSError, ValueError) as exc:
+        out["ledger_verified"], problems = False, [f"cannot read the public keys in {p.keys_dir}: {exc}"]
+    out["ledger_problems"] = problems
     click.echo(json.dumps(out, indent=2, sort_keys=True))
+    if not out["ledger_verified"]:
+        click.echo(f"the ledger does not verify ({problems[0] if problems else 'see receipts verify'}): this "
+                   "receipt may have been altered", err=True)
+        sys.exit(1)
 
 
 @receipts.command("retry")
@@ -485,22 +498,25 @@ def dlq_replay(dlq_id: int | None, url: str | None) -> None:
 
 @dlq.command("discard")
 @click.argument("dlq_id", type=int)
-@click.option("--actor", required=True, help="Who discards it.")
-@click.option("--reason", required=True, help="Why (recorded as a Switchboard event).")
+@click.option("--actor", required=True, help="Who discards it (oncall or sre in the actor roster).")
+@click.option("--reason", required=True, help="Why (it goes into the receipt).")
 @click.option("--store", "url", default=None, help="Control store URL.")
 def dlq_discard(dlq_id: int, actor: str, reason: str, url: str | None) -> None:
     """Take an item off the dead-letter queue without running it (e.g. a key conflict,
-    resubmitted under a new key)."""
-    from .guard.runtime import build_protocol
+    resubmitted under a new key): a guarded action, receipted."""
+    from .guard.dlq import discard_request
 
     actor, _ = _human(actor)
     if not reason.strip():
         raise click.BadParameter("give a reason", param_hint="--reason")
-    try:
-        item = build_protocol(_guard_paths(), url=url).discard_dlq(dlq_id, actor, reason.strip())
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"discarded dead-lettered item {dlq_id} ({item['last_error']})")
+    proto = _any_action_protocol(url)
+    item = next((i for i in proto.store.dlq_items() if i["dlq_id"] == dlq_id), None)
+    if item is None:
+        raise click.ClickException(f"no dead-lettered item with id {dlq_id} (ops-platform dlq list)")
+    out = proto.submit(discard_request(dlq_id, actor, reason.strip()))
+    if out.status != "completed":
+        raise click.ClickException(f"{out.status}: {out.reason}")
+    click.echo(f"discarded dead-lettered item {dlq_id} ({item['last_error']}); receipt {out.receipt_id[:12]}")
 
 
 @main.group()

@@ -13,6 +13,7 @@ from .control.store import ControlStore
 from .finops.export import InvoiceExportExecutor, released_periods
 from .finops.pipeline import StoredFinOps
 from .guard.actions import ActionRequest, ExecutionResult, Executor
+from .guard.dlq import DlqDiscardExecutor
 from .ramp.flag_executor import FlagFileExecutor
 from .ramp.switchboard import OverrideExecutor
 from .warehouse import Warehouse
@@ -35,13 +36,13 @@ class _BuiltWhenNeeded:
 
 def guarded_executors(store: ControlStore, flag_file: Callable[[], Path], warehouse: Path | None = None,
                       invoices: Path | None = None) -> dict[str, Executor]:
-    """The flag actions and overrides on the live flag file (``flag_file`` finds or seeds it,
+    """Discarding dead-lettered items; the flag actions and overrides on the live flag file (``flag_file`` finds or seeds it,
     at the first such action); with ``warehouse`` and ``invoices``, the invoice release too
     (from the books the warehouse stored, into ``invoices``)."""
     flags = _BuiltWhenNeeded(lambda: FlagFileExecutor(flag_file()))
     executors: dict[str, Executor] = {
         "override": _BuiltWhenNeeded(lambda: OverrideExecutor(store, FlagFileExecutor(flag_file()))),
-        **dict.fromkeys(FLAG_ACTIONS, flags)}
+        **dict.fromkeys(FLAG_ACTIONS, flags), "dlq_discard": DlqDiscardExecutor(store)}
     if warehouse is not None and invoices is not None:
         executors["export_release"] = _BuiltWhenNeeded(lambda: InvoiceExportExecutor(
             invoices, StoredFinOps.from_warehouse(Warehouse(warehouse)), lambda: released_periods(store)))

@@ -14,6 +14,7 @@ import pytest
 from ops_platform.control.store import ControlStore
 from ops_platform.files import file_sha256
 from ops_platform.guard.actions import ActionRequest
+from ops_platform.guard.dlq import DlqDiscardExecutor, discard_request
 from ops_platform.guard.policy import RegoPolicy
 from ops_platform.guard.protocol import ActionProtocol
 from ops_platform.guard.spool import Spool
@@ -169,7 +170,12 @@ def test_store_read_only_spools_then_replays(env, tmp_path):
     env.proto.retry()
     assert env.store.count_actions() == {"completed": 1} and len(env.store.ledger_entries()) == 1
     # Resubmitted under a new key, the item is discarded, with who and why on record.
-    env.proto.discard_dlq(dead["dlq_id"], "dana", "resubmitted as pause key f2")
+    guarded = ActionProtocol(env.store, env.ring.signer, RegoPolicy(), {"dlq_discard": DlqDiscardExecutor(env.store)})
+    # Only a role granted it may discard: anyone else is denied, with a receipt (and blocks no one).
+    assert guarded.submit(discard_request(dead["dlq_id"], "eve", "clean up", roles=())).status == "denied"
+    assert len(env.store.dlq_items()) == 1
+    out = guarded.submit(discard_request(dead["dlq_id"], "dana", "resubmitted as pause key f2", roles=("oncall",)))
+    assert out.status == "completed" and out.receipt_id
     assert env.store.dlq_items() == []
     assert [e["actor"] for e in env.store.events(kind="dlq_discarded")] == ["dana"]
     # An item whose action was decided since (the same request under its key) is not run again.
@@ -178,7 +184,7 @@ def test_store_read_only_spools_then_replays(env, tmp_path):
                           last_error="old", attempts=5, created_at="2026-03-08T00:00:00.000000Z")
     (again,) = env.proto.replay_dlq()
     assert again.status == "completed" and again.reason == "already decided"
-    assert len(env.store.ledger_entries()) == 1 and env.store.dlq_items() == []
+    assert len(env.store.ledger_entries()) == 3 and env.store.dlq_items() == []  # the pause and two discards
     assert env.verify().ok
 
 

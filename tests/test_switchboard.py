@@ -228,3 +228,26 @@ def test_a_broken_flag_file_is_an_error_not_a_usage_mistake(state):
     live.mkdir()
     res = _run("override", "release-api", "--action", "resume", "--rationale", REASON, "--actor", "dana")
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+
+
+def test_show_says_when_the_receipt_it_prints_does_not_verify(state):
+    import base64
+    import json
+    import sqlite3
+
+    from ops_platform.paths import StatePaths
+
+    out = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana")
+    receipt = out.output.split("receipt ")[-1].strip(" )\n")
+    shown = CliRunner().invoke(main, ["receipts", "show", receipt])
+    assert shown.exit_code == 0 and json.loads(shown.output)["ledger_verified"] is True
+    con = sqlite3.connect(StatePaths.from_env().control_store)
+    seq, envelope = con.execute("SELECT seq, envelope FROM ledger WHERE receipt_id LIKE ?",
+                                [receipt + "%"]).fetchone()
+    env = json.loads(envelope)
+    env["payload"] = base64.b64encode(base64.b64decode(env["payload"]).replace(b'"dana"', b'"mallory"')).decode()
+    con.execute("UPDATE ledger SET envelope = ? WHERE seq = ?", [json.dumps(env), seq])
+    con.commit()
+    con.close()
+    shown = CliRunner().invoke(main, ["receipts", "show", receipt])
+    assert shown.exit_code == 1 and "may have been altered" in shown.output

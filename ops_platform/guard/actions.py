@@ -12,9 +12,9 @@ from typing import Any, Protocol
 # Protective actions take effect even without a signer, and wait "pending receipt".
 PROTECTIVE = frozenset({"pause", "rollback", "freeze"})
 # Everything else (expanding: resume, ramp_up, export_release; and override, backup,
-# restore, dr_drill) fails closed: it is executed only when its receipt can be signed.
+# restore, dr_drill, dlq_discard) fails closed: it is executed only when its receipt can be signed.
 KNOWN_ACTIONS = frozenset({"pause", "rollback", "freeze", "resume", "ramp_up", "override", "backup", "restore",
-                           "dr_drill", "export_release"})
+                           "dr_drill", "export_release", "dlq_discard"})
 TERMINAL = frozenset({"completed", "denied", "dlq"})
 # Params that record why an action was asked for, not what it does: the ramp controller
 # recomputes them on every tick (which SLO or tier burned, on which cohort, which flags an

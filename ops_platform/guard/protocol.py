@@ -149,21 +149,6 @@ class ActionProtocol:
             outcomes.append(self._process(req))
         return outcomes
 
-    def discard_dlq(self, dlq_id: int, actor: str, reason: str) -> dict:
-        """Take one item off the dead-letter queue without running it (a conflict resubmitted
-        under a new key, a request no longer wanted); a Switchboard event records who and why."""
-        now = iso_utc(self.clock())
-        item = next((i for i in self.store.dlq_items() if i["dlq_id"] == dlq_id), None)
-        if item is None:
-            raise ValueError(f"no dead-lettered item with id {dlq_id} (ops-platform dlq list)")
-        req = ActionRequest.from_json(item["request"])
-        with self.store.write() as tx:
-            self.store.mark_replayed(tx, dlq_id, now)
-            self.store.add_event(tx, ts=now, kind="dlq_discarded", target_kind=req.target_kind,
-                                 target_id=req.target_id, actor=actor, action_id=req.action_id,
-                                 payload={"dlq_id": dlq_id, "reason": reason, "request": req.describe()})
-        return item
-
     # -- the path -----------------------------------------------------------------------
 
     def _with_current_roles(self, req: ActionRequest) -> ActionRequest:

@@ -1,0 +1,45 @@
+"""Taking an item off the dead-letter queue without running it: a guarded action of its own.
+
+Discarding is privileged (the request it drops may have been a pause an SRE still needs),
+so it goes through the guard like any other action: the roster's roles decide who may, and
+the receipt says who did and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from ..control.store import ControlStore
+from ..timezones import iso_utc, utcnow
+from .actions import ActionRequest, ExecutionResult
+
+
+def discard_request(dlq_id: int, actor: str, reason: str, roles: tuple[str, ...] = ()) -> ActionRequest:
+    """The request to discard item ``dlq_id``; ``reason`` is its rationale (in the receipt)."""
+    return ActionRequest(actor=actor, roles=roles, action="dlq_discard", target_kind="dlq", target_id=str(dlq_id),
+                         rationale=reason, idempotency_key=f"dlq_discard:{dlq_id}:{actor}", params={"dlq_id": dlq_id})
+
+
+class DlqDiscardExecutor:
+    """Marks the item off the queue and puts a ``dlq_discarded`` event on the dropped
+    request's own target (its flag's timeline shows it). Idempotent: an item already off the
+    queue is left as it is."""
+
+    def __init__(self, store: ControlStore, clock: Callable[[], datetime] = utcnow) -> None:
+        self.store, self.clock = store, clock
+
+    def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
+        dlq_id = int(request.params["dlq_id"])
+        item = next((i for i in self.store.dlq_items() if i["dlq_id"] == dlq_id), None)
+        if item is None:
+            return ExecutionResult(detail={"dlq_id": dlq_id, "skipped": f"item {dlq_id} is not on the queue"})
+        dropped = ActionRequest.from_json(item["request"])
+        now = iso_utc(self.clock())
+        with self.store.write() as tx:
+            self.store.mark_replayed(tx, dlq_id, now)
+            self.store.add_event(tx, ts=now, kind="dlq_discarded", target_kind=dropped.target_kind,
+                                 target_id=dropped.target_id, actor=request.actor, action_id=dropped.action_id,
+                                 payload={"dlq_id": dlq_id, "reason": request.rationale, "request": dropped.describe()})
+        return ExecutionResult(detail={"dlq_id": dlq_id, "discarded": dropped.describe(),
+                                       "last_error": item["last_error"]})
