@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from datetime import date
 
@@ -299,3 +300,14 @@ def test_a_warehouse_written_before_a_column_rename_is_brought_up_to_date(tmp_pa
     verdicts = wh.query("SELECT * FROM ramp.verdicts ORDER BY partition_key")
     assert verdicts.columns == ["ramp_start", "ramp_end", "partition_key"]
     assert verdicts.select("ramp_start", "ramp_end").rows() == [(1, 2), (5, 6), (7, 8)]
+
+
+def test_a_backtest_table_with_a_corrupt_file_names_the_file(tmp_path, small_world):
+    from ops_platform.ingest.landing import read_world_table
+
+    table = tmp_path / "landing" / "request_counters"
+    shutil.copytree(small_world / "landing" / "request_counters", table)
+    victim = sorted(table.glob("*/*.parquet"))[1]
+    victim.write_bytes(victim.read_bytes()[:200])
+    with pytest.raises(ValueError, match=re.escape(str(victim))):
+        read_world_table(tmp_path, "request_counters")

@@ -73,7 +73,16 @@ def read_world_table(world: Path, table: str) -> pl.DataFrame:
     if not files:
         raise ValueError(f"{world / 'landing' / table} holds no Parquet files: the backtest replays the "
                          f"world's {table}")
-    return pl.read_parquet(files)
+    try:
+        return pl.read_parquet(files)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        for f in files:  # name the file that does not read (only on this failure path)
+            try:
+                pl.read_parquet_schema(f)
+                pl.read_parquet(f)
+            except (OSError, pl.exceptions.PolarsError) as bad:
+                raise ValueError(f"{f}: unreadable Parquet ({str(bad).splitlines()[0]})") from None
+        raise ValueError(f"{world / 'landing' / table}: {str(exc).splitlines()[0]}") from None
 
 
 def _is_marker(path: Path) -> bool:
