@@ -251,3 +251,36 @@ def test_show_says_when_the_receipt_it_prints_does_not_verify(state):
     con.close()
     shown = CliRunner().invoke(main, ["receipts", "show", receipt])
     assert shown.exit_code == 1 and "may have been altered" in shown.output
+
+
+def test_an_override_is_recorded_while_the_flag_file_is_still_locked(state):
+    # Two overrides racing are recorded in the order they changed the file: the record is
+    # written before the lock is let go (another writer cannot slip in between).
+    import pytest
+
+    from ops_platform.guard.actions import ActionRequest
+    from ops_platform.guard.runtime import open_store
+    from ops_platform.paths import StatePaths
+    from ops_platform.ramp.flag_executor import FlagFileExecutor, flag_file_lock
+    from ops_platform.ramp.switchboard import OverrideExecutor, live_flag_file
+
+    paths = StatePaths.from_env()
+    store = open_store(paths)
+    live = live_flag_file(paths.home, paths.world)
+    seen = []
+    add = store.add_override
+
+    def add_while_checking_the_lock(tx, **values):
+        with pytest.raises(TimeoutError), flag_file_lock(live, timeout_seconds=0.05):
+            pass
+        seen.append(values["directive"])
+        return add(tx, **values)
+
+    store.add_override = add_while_checking_the_lock
+    request = ActionRequest(actor="dana", roles=("oncall",), action="override", target_kind="flag",
+                            target_id="release-api", rationale=REASON, idempotency_key="locked", ttl_seconds=600,
+                            params={"directive": "hold"})
+    result = OverrideExecutor(store, FlagFileExecutor(live)).apply(request.action_id, request)
+    assert seen == ["hold"] and result.detail["expires_at"]
+    assert [o["directive"] for o in store.overrides("release-api")] == ["hold"]
+    assert FlagFile.load(live).release("release-api").paused

@@ -77,40 +77,49 @@ class FlagFileExecutor:
         self.clock = clock
         self.lock_timeout_seconds = lock_timeout_seconds
 
-    def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
+    def apply(self, action_id: str, request: ActionRequest,
+              then: Callable[[], None] | None = None) -> ExecutionResult:
+        """``then``: run while the file is still locked, after the change (an override records
+        itself there, so overrides are recorded in the order they changed the file)."""
         if request.action not in ACTIONS:
             raise ValueError(f"{type(self).__name__} cannot {request.action!r}; "
                              f"it handles {', '.join(sorted(ACTIONS))}")
         if request.target_kind != TARGET_KIND:
             raise ValueError(f"{request.action} targets kind {TARGET_KIND!r}, got {request.target_kind!r}")
         with flag_file_lock(self.path, timeout_seconds=self.lock_timeout_seconds):
-            data = self.path.read_bytes()
-            current = FlagFile.parse(data, source=str(self.path))
-            exempt = tuple((request.params or {}).get("exempt") or ())  # flags a freeze leaves alone
-            if request.action == "freeze":
-                flags = tuple(f for f in current.release_flags if f not in exempt)
-            else:
-                current.release(request.target_id)  # KeyError naming the file if unknown
-                flags = (request.target_id,)
-            before = {f: current.release(f).summary() for f in flags}
-            build = (request.params or {}).get("build_id") if request.action in BUILD_ACTIONS else None
-            candidate = current.release(request.target_id).candidate if build else None
-            if build and candidate != build:
-                # The build the evidence names is not on the flag (promoted, replaced, or never
-                # ramped here): holding the flag would hold someone else's ramp.
-                return self._result(request, action_id, applied=False, before=before, after=before,
-                                    snapshot=self._snapshot(data),
-                                    skipped=(f"{request.target_id} carries candidate {candidate!r}, not {build!r}"
-                                             if candidate is not None else
-                                             f"{request.target_id} has no candidate (the ramp of {build!r} is over)"))
-            if current.has_applied(action_id):
-                # A retry of an action already on disk: report it, change nothing.
-                snapshot = self._snapshot(data)
-                return self._result(request, action_id, applied=False, before=before, after=before,
-                                    snapshot=snapshot)
-            updated = self._transition(current, request, action_id, exempt)
-            updated.save(self.path)
-            snapshot = self._snapshot(self.path.read_bytes())
+            result = self._apply_locked(action_id, request)
+            if then is not None:
+                then()
+        return result
+
+    def _apply_locked(self, action_id: str, request: ActionRequest) -> ExecutionResult:
+        data = self.path.read_bytes()
+        current = FlagFile.parse(data, source=str(self.path))
+        exempt = tuple((request.params or {}).get("exempt") or ())  # flags a freeze leaves alone
+        if request.action == "freeze":
+            flags = tuple(f for f in current.release_flags if f not in exempt)
+        else:
+            current.release(request.target_id)  # KeyError naming the file if unknown
+            flags = (request.target_id,)
+        before = {f: current.release(f).summary() for f in flags}
+        build = (request.params or {}).get("build_id") if request.action in BUILD_ACTIONS else None
+        candidate = current.release(request.target_id).candidate if build else None
+        if build and candidate != build:
+            # The build the evidence names is not on the flag (promoted, replaced, or never
+            # ramped here): holding the flag would hold someone else's ramp.
+            return self._result(request, action_id, applied=False, before=before, after=before,
+                                snapshot=self._snapshot(data),
+                                skipped=(f"{request.target_id} carries candidate {candidate!r}, not {build!r}"
+                                         if candidate is not None else
+                                         f"{request.target_id} has no candidate (the ramp of {build!r} is over)"))
+        if current.has_applied(action_id):
+            # A retry of an action already on disk: report it, change nothing.
+            snapshot = self._snapshot(data)
+            return self._result(request, action_id, applied=False, before=before, after=before,
+                                snapshot=snapshot)
+        updated = self._transition(current, request, action_id, exempt)
+        updated.save(self.path)
+        snapshot = self._snapshot(self.path.read_bytes())
         after = {f: updated.release(f).summary() for f in flags}
         return self._result(request, action_id, applied=True, before=before, after=after, snapshot=snapshot)
 

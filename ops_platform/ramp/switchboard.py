@@ -45,16 +45,21 @@ class OverrideExecutor:
             raise ValueError(f"override directive {directive!r} is not one of {', '.join(DIRECTIVES)}")
         if not request.ttl_seconds or request.ttl_seconds <= 0:
             raise ValueError("an override needs a positive TTL")
-        effect = self.flags.apply(action_id, dataclasses.replace(request, action=DIRECTIVES[directive]))
-        now = self.clock()
-        expires_at = iso_utc(now + timedelta(seconds=request.ttl_seconds))
-        with self.store.write() as tx:
-            self.store.add_override(tx, override_id=action_id, target_kind=request.target_kind,
-                                    target_id=request.target_id, directive=directive, actor=request.actor,
-                                    rationale=request.rationale, created_at=iso_utc(now),
-                                    expires_at=expires_at,
-                                    action_id=action_id)
-        detail = {**dict(effect.detail), "directive": directive, "expires_at": expires_at}
+        recorded: dict[str, str] = {}
+
+        def record() -> None:
+            # Inside the flag file's lock: two overrides racing are recorded in the order they
+            # changed the file, so the one in force is the one the file shows.
+            now = self.clock()
+            recorded["expires_at"] = iso_utc(now + timedelta(seconds=request.ttl_seconds))
+            with self.store.write() as tx:
+                self.store.add_override(tx, override_id=action_id, target_kind=request.target_kind,
+                                        target_id=request.target_id, directive=directive, actor=request.actor,
+                                        rationale=request.rationale, created_at=iso_utc(now),
+                                        expires_at=recorded["expires_at"], action_id=action_id)
+
+        effect = self.flags.apply(action_id, dataclasses.replace(request, action=DIRECTIVES[directive]), then=record)
+        detail = {**dict(effect.detail), "directive": directive, "expires_at": recorded["expires_at"]}
         return ExecutionResult(detail=detail, files=effect.files)
 
 
