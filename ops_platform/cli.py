@@ -27,15 +27,19 @@ def _progress() -> Progress:
 
 
 class _Main(click.Group):
-    """Every subcommand: a control store that cannot be reached is a one-line error, not a traceback."""
+    """Every subcommand: an unreachable control store or an insecure key folder is a one-line
+    error, not a traceback."""
 
     def invoke(self, ctx: click.Context):
         from .control.store import StoreUnavailable
+        from .receipts.keys import InsecureKeys
 
         try:
             return super().invoke(ctx)
         except StoreUnavailable as exc:
             raise click.ClickException(f"the control store is unavailable: {exc}") from None
+        except InsecureKeys as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

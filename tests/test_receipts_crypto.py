@@ -234,6 +234,13 @@ def test_keyring_is_stable_and_refuses_readable_key(tmp_path):
         KeyRing.load_or_create(tmp_path)
     with pytest.raises(ValueError, match=r"active\.key"):
         KeyRing(tmp_path).signer()
+    # A key folder others may write: anyone could swap the key in it.
+    os.chmod(tmp_path / "active.key", 0o600)
+    os.chmod(tmp_path, 0o777)
+    with pytest.raises(ValueError, match=r"writable by others \(mode 0777\).*chmod 700"):
+        KeyRing.load_or_create(tmp_path)
+    os.chmod(tmp_path, 0o700)
+    assert KeyRing.load_or_create(tmp_path).signer().keyid == first
 
 
 def test_missing_key_is_signer_unavailable(tmp_path):

@@ -72,13 +72,22 @@ def _public_pem(key: Ed25519PublicKey) -> bytes:
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+class InsecureKeys(ValueError):
+    """A key folder or private key others may write or read: refused, with the chmod to run."""
+
+
 def _ensure_dir(path: Path) -> None:
-    """Create ``path`` as 0700 if missing (chmod too, because mkdir honours the umask)."""
+    """Create ``path`` as 0700 if missing (chmod too, because mkdir honours the umask); an
+    existing folder that group or others may write is refused (anyone could swap the key)."""
     try:
         path.mkdir(mode=_DIR_MODE, parents=True)
     except FileExistsError:
         if not path.is_dir():
             raise NotADirectoryError(f"{path} exists and is not a directory") from None
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o022:
+            raise InsecureKeys(f"key folder {path} is writable by others (mode {mode:04o}): anyone could swap "
+                               f"the signing key; run: chmod 700 {path}") from None
         return
     os.chmod(path, _DIR_MODE)
 
@@ -134,7 +143,7 @@ def _read_private_key(path: Path) -> Ed25519PrivateKey:
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"private key {path} is not a regular file")
         if st.st_mode & 0o077:
-            raise ValueError(f"private key {path} has insecure mode "
+            raise InsecureKeys(f"private key {path} has insecure mode "
                              f"{stat.S_IMODE(st.st_mode):04o}; run: chmod 600 {path}")
         with os.fdopen(fd, "rb", closefd=False) as fh:
             pem = fh.read()
