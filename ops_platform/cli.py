@@ -137,7 +137,15 @@ def _prepare_dagster_home(p: StatePaths) -> None:
 @click.option("--fresh", is_flag=True, help="Regenerate the world even if one exists.")
 def demo(preset_name: str, seed: int, fresh: bool) -> None:
     """Generate the demo world (if absent), materialize every asset and check, print a summary."""
-    p = StatePaths.from_env().ensure()
+    p = StatePaths.from_env()
+    try:
+        p.ensure()
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the state folder {p.home} ({exc.strerror}): set "
+                                   "OPS_PLATFORM_HOME to a writable folder") from None
+    if not os.access(p.home, os.W_OK):
+        raise click.ClickException(f"the state folder {p.home} is not writable: set OPS_PLATFORM_HOME to a "
+                                   "writable folder")
     t0 = time.perf_counter()
     if fresh or not world_exists(p.world):
         _generate(preset(preset_name, seed=seed), p.world)
@@ -148,11 +156,15 @@ def demo(preset_name: str, seed: int, fresh: bool) -> None:
     import dagster as dg
 
     from ops_platform.definitions import build_definitions
-    from sensors.runner import run_everything
+    from sensors.runner import release_stale_runs, run_everything
 
     defs = build_definitions(p)
     keys = defs.resolve_job_def("ingest_daily").partitions_def.get_partition_keys()
     with dg.DagsterInstance.get() as instance, _progress() as prog:
+        stale = release_stale_runs(instance)
+        if stale:
+            console.print(f"{len(stale)} run(s) left started by an interrupted run marked failed, their "
+                          "DuckDB pool slot freed")
         task = prog.add_task("materializing", total=len(keys) + 7)
         report = run_everything(defs, instance, on_step=lambda label: (
             prog.advance(task), prog.update(task, description=f"materialized {label}")),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +23,36 @@ telemetry:
 
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Who runs a run in-process: a run left started by a process that died (killed mid-demo)
+# holds the DuckDB pool's one slot until someone says it failed.
+PID_TAG, HOST_TAG = "ops-platform/pid", "ops-platform/host"
+_UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+               dg.DagsterRunStatus.CANCELING]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def release_stale_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the unfinished runs whose in-process runner (this host, its pid in the
+    run's tags) is gone, and free their pool slots; their run ids. A run of a live process,
+    or of another host, or launched otherwise (``make dev``), is left alone."""
+    stale = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=_UNFINISHED)):
+        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+        if pid is None or host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+            continue
+        instance.report_run_failed(run, message=f"its runner (pid {pid}) ended before the run did")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        stale.append(run.run_id)
+    return stale
 
 
 @dataclass
@@ -61,7 +93,8 @@ def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
     def run(job: str, label: str, run_config: dict | None = None, partition: str | None = None) -> None:
         result = defs.resolve_job_def(job).execute_in_process(
             instance=instance, raise_on_error=False, partition_key=partition,
-            run_config={**(run_config or {}), **QUIET})
+            run_config={**(run_config or {}), **QUIET},
+            tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
         report.add(label, result, partition)
         step(label)
 

@@ -1,0 +1,41 @@
+"""A demo killed mid-run leaves runs started and the DuckDB pool's one slot taken; the next
+demo fails those runs and frees the slot instead of waiting for it forever."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import dagster as dg
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.utils import make_new_run_id
+
+from sensors.runner import HOST_TAG, INSTANCE_YAML, PID_TAG, release_stale_runs
+
+
+def test_runs_left_started_by_a_dead_runner_are_failed_and_free_their_slot(tmp_path):
+    (tmp_path / "dagster.yaml").write_text(INSTANCE_YAML)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        runs = {}
+        for name, tags in (("dead", {PID_TAG: str(dead.pid), HOST_TAG: socket.gethostname()}),
+                           ("alive", {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}),
+                           ("elsewhere", {PID_TAG: str(dead.pid), HOST_TAG: "another-host"}),
+                           ("untagged", {})):  # e.g. a run `make dev` launched
+            run = DagsterRun(job_name="ingest_daily", run_id=make_new_run_id(), status=dg.DagsterRunStatus.STARTED,
+                             tags=tags)
+            instance.add_run(run)
+            runs[name] = run.run_id
+        slots = instance.event_log_storage
+        slots.set_concurrency_slots("duckdb", 1)
+        slots.claim_concurrency_slot("duckdb", runs["dead"], "raw__usage_events")
+        assert slots.get_concurrency_info("duckdb").active_slot_count == 1
+
+        assert release_stale_runs(instance) == [runs["dead"]]
+        status = {name: instance.get_run_by_id(run_id).status for name, run_id in runs.items()}
+        assert status == {"dead": dg.DagsterRunStatus.FAILURE, "alive": dg.DagsterRunStatus.STARTED,
+                          "elsewhere": dg.DagsterRunStatus.STARTED, "untagged": dg.DagsterRunStatus.STARTED}
+        assert slots.get_concurrency_info("duckdb").active_slot_count == 0
+        assert release_stale_runs(instance) == []  # once
