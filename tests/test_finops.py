@@ -515,6 +515,16 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     assert any("no billing" in r for r in stored.blockers(month))
     period = final_period(result.usage)
     assert stored.blockers(period) == []
+    # A usage file of the period that did not load holds it: its events are missing.
+    import dataclasses
+
+    day = period.start + timedelta(days=1)
+    broken = dataclasses.replace(stored, unloaded=pl.DataFrame({
+        "source_table": ["usage_events", "usage_events"],
+        "file": [f"usage_events/dt={day}/events.parquet", f"usage_events/dt={period.end + timedelta(days=30)}/x.parquet"],
+        "reason": ["unreadable file (truncated)", "unreadable file (truncated)"]}))
+    [reason] = broken.blockers(period)
+    assert reason.startswith("1 usage or billing file(s) did not load") and f"dt={day}" in reason
 
     env = Env(f"sqlite:///{tmp_path / 'control.sqlite'}", tmp_path)
     ex = InvoiceExportExecutor(tmp_path / "invoices", stored)

@@ -3,7 +3,7 @@ anomalies and invoices; one path for the CLI, the Dagster assets and the score."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from .anomalies import detect_anomalies
 from .attribution import CONFIDENCE_TARGET, Attribution, attribute, billed_days
 from .invoices import Period, build_invoices
 from .repair import billing_for_attribution
-from .usage import daily_usage, usage_from
+from .usage import arrival_date, daily_usage, usage_from
 
 
 @dataclass
@@ -132,12 +132,20 @@ class StoredFinOps:
     tenant_day: pl.DataFrame
     tenants: pl.DataFrame
     price_list: pl.DataFrame
+    # Landing files of usage or billing that did not load (unreadable, or not the contract's
+    # columns): source_table, file, reason. Their rows are missing from the books.
+    unloaded: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
+        schema={"source_table": pl.String, "file": pl.String, "reason": pl.String}))
 
     @classmethod
     def from_warehouse(cls, wh) -> StoredFinOps:
+        unloaded = wh.query(
+            "SELECT DISTINCT source_table, file, reason FROM raw.quarantine "
+            "WHERE source_table IN ('usage_events', 'billing_focus') "
+            "AND (record IS NULL OR reason LIKE 'file schema:%') ORDER BY file")
         return cls(*(wh.query(f"SELECT * FROM finops.{t}") for t in ("day", "usage_daily", "usage_corrections",
                                                                      "tenant_day")),
-                   wh.query("SELECT * FROM raw.tenants"), wh.query("SELECT * FROM raw.price_list"))
+                   wh.query("SELECT * FROM raw.tenants"), wh.query("SELECT * FROM raw.price_list"), unloaded)
 
     @classmethod
     def from_run(cls, inputs: FinOpsInputs, result: FinOpsRun) -> StoredFinOps:
@@ -165,6 +173,14 @@ class StoredFinOps:
         if low.height:
             reasons.append(f"reconciliation confidence under {CONFIDENCE_TARGET:.0%} on {low.height} day(s) "
                            f"(first {low['utc_date'][0]}: {low['confidence'][0]:.3f})")
+        # A file that arrived while the period's usage or bill could still arrive, and did not
+        # load: its rows are missing, and the invoices would bill short.
+        arrived = arrival_date(pl.col("file"))
+        last = period.end + timedelta(days=usage_final_after_days())
+        unloaded = self.unloaded.filter(arrived.is_null() | ((arrived >= period.start) & (arrived <= last)))
+        if unloaded.height:
+            reasons.append(f"{unloaded.height} usage or billing file(s) did not load, so their rows are missing "
+                           f"(first {unloaded['file'][0]}: {unloaded['reason'][0]})")
         return reasons
 
     def invoices(self, period: Period) -> tuple[pl.DataFrame, pl.DataFrame]:
