@@ -32,13 +32,14 @@ class _Main(click.Group):
 
     def invoke(self, ctx: click.Context):
         from .control.store import StoreUnavailable
+        from .guard.runtime import NoStore
         from .receipts.keys import InsecureKeys
 
         try:
             return super().invoke(ctx)
         except StoreUnavailable as exc:
             raise click.ClickException(f"the control store is unavailable: {exc}") from None
-        except InsecureKeys as exc:
+        except (InsecureKeys, NoStore) as exc:
             raise click.ClickException(str(exc)) from None
 
 
@@ -134,9 +135,12 @@ def _prepare_dagster_home(p: StatePaths) -> None:
 @main.command()
 @click.option("--preset", "preset_name", default="S", show_default=True, help="World preset if none exists yet.")
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--fresh", is_flag=True, help="Regenerate the world even if one exists.")
+@click.option("--fresh", is_flag=True, help="Regenerate the world even if one exists (and start a new ledger if "
+              "the control store went missing).")
 def demo(preset_name: str, seed: int, fresh: bool) -> None:
     """Generate the demo world (if absent), materialize every asset and check, print a summary."""
+    from .guard.runtime import lost_ledger
+
     p = StatePaths.from_env()
     try:
         p.ensure()
@@ -146,6 +150,8 @@ def demo(preset_name: str, seed: int, fresh: bool) -> None:
     if not os.access(p.home, os.W_OK):
         raise click.ClickException(f"the state folder {p.home} is not writable: set OPS_PLATFORM_HOME to a "
                                    "writable folder")
+    if not fresh and (problem := lost_ledger(p)):
+        raise click.ClickException(problem)
     t0 = time.perf_counter()
     if fresh or not world_exists(p.world):
         _generate(preset(preset_name, seed=seed), p.world)

@@ -284,3 +284,18 @@ def test_an_override_is_recorded_while_the_flag_file_is_still_locked(state):
     assert seen == ["hold"] and result.detail["expires_at"]
     assert [o["directive"] for o in store.overrides("release-api")] == ["hold"]
     assert FlagFile.load(live).release("release-api").paused
+
+
+def test_a_lost_control_store_is_not_silently_started_again(state):
+    # The warehouse's copy holds receipts the missing store had: a new empty ledger would
+    # verify, and the audit trail would be gone without a word.
+    import duckdb
+
+    with duckdb.connect(str(state.warehouse)) as con:
+        con.execute("CREATE SCHEMA control")
+        con.execute("CREATE TABLE control.receipts AS SELECT 0 AS seq, 'abc' AS receipt_id")
+    for args in (["switchboard", "log", "release-api"], ["demo"]):
+        res = CliRunner().invoke(main, args)
+        said = " ".join(res.output.split())
+        assert res.exit_code == 1 and "control store" in said and "is missing" in said and "1 receipt(s)" in said, said
+        assert not state.control_store.exists()

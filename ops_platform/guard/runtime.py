@@ -37,7 +37,31 @@ def control_url(paths: StatePaths) -> str:
 
 
 def open_store(paths: StatePaths, url: str | None = None) -> ControlStore:
+    """The state folder's control store (created on first use; NoStore when it went missing
+    while the warehouse still holds its receipts, see ``lost_ledger``)."""
+    if url is None and (problem := lost_ledger(paths)):
+        raise NoStore(problem)
     return migrated_store(url or control_url(paths))
+
+
+def lost_ledger(paths: StatePaths) -> str | None:
+    """Why no new control store may be started in this state folder: its SQLite store is
+    missing while the warehouse's copy of it (``control.receipts``) holds receipts. A new,
+    empty ledger would verify, and the audit trail would be gone without a word."""
+    if os.environ.get(CONTROL_URL_ENV) or paths.control_store.exists() or not paths.warehouse.exists():
+        return None
+    import duckdb
+
+    try:
+        with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+            receipts = con.execute("SELECT count(*) FROM control.receipts").fetchone()[0]
+    except duckdb.Error:  # no control copy yet, or the warehouse is busy: nothing to compare
+        return None
+    if not receipts:
+        return None
+    return (f"the control store {paths.control_store} is missing, but the warehouse's copy of it holds "
+            f"{receipts} receipt(s): restore the store from a backup (its ledger is the audit trail); to start a "
+            "new ledger on purpose, run `ops-platform demo --fresh`")
 
 
 def migrated_store(url: str) -> ControlStore:
