@@ -161,8 +161,10 @@ def test_wrong_type_is_quarantined_with_field_name(tmp_path, small_world):
     res = ingest_partition(CONTRACTS["request_counters"], LandingZoneReader(world / "landing"), SPACE, "2026-03-09")
     bad = res.quarantine.filter(pl.col("reason").str.contains("requests: not a valid int"))
     assert bad.height == 1 and bad["row_number"][0] == df.height - 3
-    # The null the contract then sees is that failed cast, said once: no "missing value" too.
+    # The null the contract then sees is that failed cast, said once: no "missing value" too,
+    # and no cross-field reason the missing count cannot support.
     assert "requests: missing value" not in bad["reason"][0]
+    assert "more errors than requests" not in bad["reason"][0]
 
 
 def test_a_same_content_redelivery_is_a_duplicate_and_a_different_one_a_conflict(tmp_path, small_world):

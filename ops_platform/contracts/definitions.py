@@ -75,7 +75,8 @@ RAMP_STEPS = Contract(
     unique_key=("build_id", "step"), time_column="started_at",
     description="Ramp steps of each deploy (percent of traffic and per-cohort share).",
 )
-ERRORS_LE_REQUESTS = Rule("errors_le_requests", pl.col("errors") <= pl.col("requests"),
+# A count that is missing or did not cast has its own reason: the comparison says nothing then.
+ERRORS_LE_REQUESTS = Rule("errors_le_requests", (pl.col("errors") <= pl.col("requests")).fill_null(True),
                           "errors: more errors than requests")
 
 REQUEST_COUNTERS = Contract(
