@@ -863,14 +863,16 @@ def _one_line(text: str) -> str:
 
 
 def _release_flags(p: StatePaths) -> list[str] | None:
-    """The live flag file's release flags; None when there is no readable flag file to ask."""
+    """The release flags of the live flag file, else of the world's seed (read only: nothing is
+    seeded); None when neither can be read."""
     from .ramp.flags import FlagFile
-    from .ramp.switchboard import live_flag_file
 
-    try:
-        return list(FlagFile.load(live_flag_file(p.home, p.world)).release_flags)
-    except (OSError, ValueError):
-        return None
+    for path in (p.home / "flags" / "flags.flagd.json", p.world / "landing" / "flags" / "flags.flagd.json"):
+        try:
+            return list(FlagFile.load(path).release_flags)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _override_line(request: dict, recorded: dict | None, payload: dict, what: str) -> str:

@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
@@ -24,32 +25,37 @@ telemetry:
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Who runs a run in-process: a run left started by a process that died (killed mid-demo)
-# holds the DuckDB pool's one slot until someone says it failed.
-PID_TAG, HOST_TAG = "ops-platform/pid", "ops-platform/host"
+# holds the DuckDB pool's one slot until someone says it failed. A process is its host, pid
+# and start time (a pid is reused; its start time with it is not).
+RUNNER_TAG = "ops-platform/runner"
 _UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
                dg.DagsterRunStatus.CANCELING]
 
 
-def _alive(pid: int) -> bool:
+def _runner(pid: int) -> str | None:
+    """``host:pid:start`` of a live process (start: its start time in clock ticks since boot,
+    from /proc); None when no such process runs."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{socket.gethostname()}:{pid}:{start}"
 
 
 def release_stale_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark failed the unfinished runs whose in-process runner (this host, its pid in the
-    run's tags) is gone, and free their pool slots; their run ids. A run of a live process,
-    or of another host, or launched otherwise (``make dev``), is left alone."""
+    """Mark failed the unfinished runs whose in-process runner (``RUNNER_TAG``) was a process
+    of this host that is gone, and free their pool slots; their run ids. A run of a live
+    process, of another host, a re-execution (it copies its parent's tags) or a run launched
+    otherwise (``make dev``) is left alone."""
     stale = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=_UNFINISHED)):
-        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-        if pid is None or host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+        runner = run.tags.get(RUNNER_TAG, "")
+        host, _, rest = runner.partition(":")
+        pid = rest.split(":", 1)[0]
+        if (not runner or host != socket.gethostname() or not pid.isdigit() or "dagster/parent_run_id" in run.tags
+                or _runner(int(pid)) == runner):
             continue
-        instance.report_run_failed(run, message=f"its runner (pid {pid}) ended before the run did")
+        instance.report_run_failed(run, message=f"its runner ({runner}) ended before the run did")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         stale.append(run.run_id)
     return stale
@@ -94,7 +100,7 @@ def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
         result = defs.resolve_job_def(job).execute_in_process(
             instance=instance, raise_on_error=False, partition_key=partition,
             run_config={**(run_config or {}), **QUIET},
-            tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
+            tags={RUNNER_TAG: _runner(os.getpid()) or f"{socket.gethostname()}:{os.getpid()}:?"})
         report.add(label, result, partition)
         step(label)
 

@@ -11,7 +11,7 @@ import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.utils import make_new_run_id
 
-from sensors.runner import HOST_TAG, INSTANCE_YAML, PID_TAG, release_stale_runs
+from sensors.runner import INSTANCE_YAML, RUNNER_TAG, _runner, release_stale_runs
 
 
 def test_runs_left_started_by_a_dead_runner_are_failed_and_free_their_slot(tmp_path):
@@ -20,9 +20,13 @@ def test_runs_left_started_by_a_dead_runner_are_failed_and_free_their_slot(tmp_p
         dead = subprocess.Popen(["true"])
         dead.wait()
         runs = {}
-        for name, tags in (("dead", {PID_TAG: str(dead.pid), HOST_TAG: socket.gethostname()}),
-                           ("alive", {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}),
-                           ("elsewhere", {PID_TAG: str(dead.pid), HOST_TAG: "another-host"}),
+        host = socket.gethostname()
+        for name, tags in (("dead", {RUNNER_TAG: f"{host}:{dead.pid}:123"}),
+                           ("alive", {RUNNER_TAG: _runner(os.getpid())}),
+                           # the same pid, but another process (started at another time): gone
+                           ("reused", {RUNNER_TAG: f"{host}:{os.getpid()}:1"}),
+                           ("elsewhere", {RUNNER_TAG: f"another-host:{dead.pid}:123"}),
+                           ("re-executed", {RUNNER_TAG: f"{host}:{dead.pid}:123", "dagster/parent_run_id": "x"}),
                            ("untagged", {})):  # e.g. a run `make dev` launched
             run = DagsterRun(job_name="ingest_daily", run_id=make_new_run_id(), status=dg.DagsterRunStatus.STARTED,
                              tags=tags)
@@ -33,9 +37,9 @@ def test_runs_left_started_by_a_dead_runner_are_failed_and_free_their_slot(tmp_p
         slots.claim_concurrency_slot("duckdb", runs["dead"], "raw__usage_events")
         assert slots.get_concurrency_info("duckdb").active_slot_count == 1
 
-        assert release_stale_runs(instance) == [runs["dead"]]
+        assert sorted(release_stale_runs(instance)) == sorted([runs["dead"], runs["reused"]])
         status = {name: instance.get_run_by_id(run_id).status for name, run_id in runs.items()}
-        assert status == {"dead": dg.DagsterRunStatus.FAILURE, "alive": dg.DagsterRunStatus.STARTED,
-                          "elsewhere": dg.DagsterRunStatus.STARTED, "untagged": dg.DagsterRunStatus.STARTED}
+        failed = {name for name, st in status.items() if st == dg.DagsterRunStatus.FAILURE}
+        assert failed == {"dead", "reused"}
         assert slots.get_concurrency_info("duckdb").active_slot_count == 0
         assert release_stale_runs(instance) == []  # once

@@ -144,3 +144,11 @@ def test_cli_dlq_list_and_replay(tmp_path, monkeypatch):
     replay = CliRunner().invoke(main, ["dlq", "replay"])
     assert replay.exit_code == 0 and "denied" in replay.output, replay.output
     assert env.store.dlq_items() == []  # replayed: back in the queue with a fresh budget
+
+
+def test_a_malformed_store_url_never_echoes_its_password(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPS_PLATFORM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPS_PLATFORM_KEYS_DIR", str(tmp_path / "keys"))
+    for url in ("ops:S3cr:et/PW@host/db", "postgresql+psycopg2://ops:S3cr:et/PW@host@db/x"):
+        res = CliRunner().invoke(main, ["receipts", "verify", "--store", url])
+        assert res.exit_code == 1 and "S3cr" not in res.output and "PW" not in res.output, res.output

@@ -159,24 +159,42 @@ def test_retry_carries_a_spooled_override_through_with_the_rosters_roles_only(st
     assert status == {"dana": "completed", "mallory": "denied"}
     assert FlagFile.load(state.home / "flags" / "flags.flagd.json").release("release-api").paused
 
-    # A pending receipt written into the store by hand, for a release the guard would deny:
-    # the retry signs nothing for it and dead-letters it, saying why.
-    release = ActionRequest(actor="mallory", roles=("finops",), action="export_release", target_kind="invoice_period",
-                            target_id="2026-03", rationale="x", idempotency_key="forged-1", params={"period": "2026-03"})
-    with store.write() as tx:
-        store.create_action(tx, {
-            "action_id": release.action_id, "idempotency_key": "forged-1", "actor": "mallory",
-            "action": "export_release", "target_kind": "invoice_period", "target_id": "2026-03", "rationale": "x",
-            "params": release.to_json(), "status": "pending_receipt", "attempts": 0, "created_at": "t",
-            "updated_at": "t",
-            "decision": json.dumps({"allow": True, "reason": "forged", "policy_version": "v", "cacheable": False})})
-    receipts_before = len(store.ledger_entries())
+    # Pending receipts written into the store by hand: an allowed release (the guard never
+    # leaves one pending), a pause by an actor the guard would deny, and an allowed pause
+    # with a made-up result. The first two are dead-lettered, saying why; the pause by the
+    # controller is receipted with what its executor reports, never the stored result.
+    def pending(r: ActionRequest, result: str | None = None) -> None:
+        with store.write() as tx:
+            store.create_action(tx, {
+                "action_id": r.action_id, "idempotency_key": r.idempotency_key, "actor": r.actor,
+                "action": r.action, "target_kind": r.target_kind, "target_id": r.target_id, "rationale": "x",
+                "params": r.to_json(), "status": "pending_receipt", "attempts": 0, "created_at": "t",
+                "updated_at": "t", "result": result,
+                "decision": json.dumps({"allow": True, "reason": "forged", "policy_version": "v", "cacheable": False})})
+
+    release = ActionRequest(actor="finops-analyst", roles=("finops",), action="export_release",
+                            target_kind="invoice_period", target_id="2026-03", rationale="x",
+                            idempotency_key="forged-1", params={"period": "2026-03"})
+    pause_by_mallory = ActionRequest(actor="mallory", roles=("ramp_controller",), action="pause", target_kind="flag",
+                                     target_id="release-graph", rationale="x", idempotency_key="forged-2")
+    pause = ActionRequest(actor="ramp-controller", roles=("ramp_controller",), action="pause", target_kind="flag",
+                          target_id="release-graph", rationale="x", idempotency_key="forged-3")
+    pending(release)
+    pending(pause_by_mallory)
+    pending(pause, json.dumps({"detail": {"made_up": True}, "files": []}))
     res = CliRunner().invoke(main, ["receipts", "retry"])
-    assert res.exit_code == 0 and "receipted 0" in res.output and "dead-lettered 1" in res.output, res.output
-    assert len(store.ledger_entries()) == receipts_before
+    assert res.exit_code == 0 and "receipted 1" in res.output and "dead-lettered 2" in res.output, res.output
     with store.read() as conn:
-        assert store.get_action(conn, release.action_id)["status"] == "dlq"
-    assert "not the guard's now" in store.dlq_items()[-1]["last_error"]
+        status = {r.idempotency_key: store.get_action(conn, r.action_id)["status"]
+                  for r in (release, pause_by_mallory, pause)}
+    assert status == {"forged-1": "dlq", "forged-2": "dlq", "forged-3": "completed"}
+    errors = [i["last_error"] for i in store.dlq_items()[-2:]]
+    assert "never left pending" in errors[0] and "not the guard's now" in errors[1]
+    receipt = json.loads(CliRunner().invoke(main, ["receipts", "show", store.ledger_entries()[-1].receipt_id]).output)
+    assert receipt["statement"]["predicate"]["action_id"] == pause.action_id
+    assert "made_up" not in receipt["statement"]["predicate"]["result"]
+    assert FlagFile.load(state.home / "flags" / "flags.flagd.json").release("release-graph").paused
+    assert CliRunner().invoke(main, ["receipts", "verify"]).exit_code == 0
 
 
 def test_a_ledger_cut_at_its_end_fails_verification(state):

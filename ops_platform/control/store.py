@@ -102,9 +102,14 @@ class ControlStore:
             raise StoreUnavailable(_why(exc)) from exc
 
     @contextmanager
-    def read(self) -> Iterator[sa.Connection]:
+    def read(self, snapshot: bool = False) -> Iterator[sa.Connection]:
+        """A read transaction. ``snapshot``: every statement in it sees the same state (SQLite's
+        read transaction does; PostgreSQL needs REPEATABLE READ for it)."""
+        options: dict[str, Any] = {"readonly": True}
+        if snapshot and not self.is_sqlite:
+            options["isolation_level"] = "REPEATABLE READ"
         try:
-            with self.engine.connect().execution_options(readonly=True) as conn:
+            with self.engine.connect().execution_options(**options) as conn:
                 yield conn
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(_why(exc)) from exc
@@ -221,17 +226,21 @@ class ControlStore:
         with self.read() as conn:
             return [LedgerEntry(**r) for r in conn.execute(sa.select(s.ledger).order_by(s.ledger.c.seq)).mappings()]
 
-    def bookkeeping_problems(self, entries: list[LedgerEntry]) -> list[str]:
-        """What the store's own records say is missing from ``entries`` (the ledger as read):
-        the ledger head names the last entry appended, and each receipted action its entry. A
-        ledger cut at its end (its tree heads with it) still chains and verifies on its own;
-        these records then disagree with it."""
-        problems = []
-        with self.read() as conn:
+    def ledger_snapshot(self) -> tuple[list[LedgerEntry], list[Checkpoint], list[str]]:
+        """(entries, tree heads, bookkeeping problems), all read in one snapshot, so an append
+        meanwhile is wholly in it or not at all. The problems are what the store's own records
+        say is missing from the entries: the ledger head names the last entry appended, and
+        each receipted action its entry. A ledger cut at its end (its tree heads with it) still
+        chains and verifies on its own; these records then disagree with it."""
+        with self.read(snapshot=True) as conn:
+            entries = [LedgerEntry(**r) for r in conn.execute(sa.select(s.ledger).order_by(s.ledger.c.seq)).mappings()]
+            checkpoints = [Checkpoint(**r) for r in conn.execute(
+                sa.select(s.checkpoints).order_by(s.checkpoints.c.tree_size)).mappings()]
             seq, entry_hash = conn.execute(sa.select(s.ledger_head.c.seq, s.ledger_head.c.entry_hash)).one()
             a = s.actions.c
-            receipted = list(conn.execute(sa.select(a.action_id, a.action, a.target_kind, a.target_id, a.receipt_seq)
+            receipted = list(conn.execute(sa.select(a.action, a.target_kind, a.target_id, a.receipt_seq)
                                           .where(a.receipt_seq.is_not(None))))
+        problems = []
         last = entries[-1] if entries else None
         if (last.seq if last else -1) != seq or (last is not None and last.entry_hash != entry_hash):
             problems.append(f"the ledger head records its last entry as seq={seq} ({entry_hash[:12]}), but the "
@@ -243,7 +252,7 @@ class ControlStore:
                             "which is not in the ledger")
         if len(missing) > 5:
             problems.append(f"... and {len(missing) - 5} more receipted actions whose receipt is not in the ledger")
-        return problems
+        return entries, checkpoints, problems
 
     def checkpoints(self) -> list[Checkpoint]:
         with self.read() as conn:

@@ -7,6 +7,7 @@ the receipt says who did and why.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 
@@ -16,9 +17,12 @@ from .actions import ActionRequest, ExecutionResult
 
 
 def discard_request(dlq_id: int, actor: str, reason: str, roles: tuple[str, ...] = ()) -> ActionRequest:
-    """The request to discard item ``dlq_id``; ``reason`` is its rationale (in the receipt)."""
+    """The request to discard item ``dlq_id``; ``reason`` is its rationale (in the receipt).
+    Each request is its own action (a denial, say before the actor joined the roster, blocks
+    no later one); discarding twice finds the item gone and changes nothing."""
     return ActionRequest(actor=actor, roles=roles, action="dlq_discard", target_kind="dlq", target_id=str(dlq_id),
-                         rationale=reason, idempotency_key=f"dlq_discard:{dlq_id}:{actor}", params={"dlq_id": dlq_id})
+                         rationale=reason, idempotency_key=f"dlq_discard:{dlq_id}:{uuid.uuid4()}",
+                         params={"dlq_id": dlq_id})
 
 
 class DlqDiscardExecutor:

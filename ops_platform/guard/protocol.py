@@ -80,25 +80,7 @@ class ActionProtocol:
                 signer = self.signer()
             except SignerUnavailable:
                 break
-            decision = Decision(**{k: v for k, v in json.loads(row["decision"]).items() if k != "cached"})
-            req = self._with_current_roles(ActionRequest.from_json(row["params"]))
-            # The stored decision is signed only if the guard still takes it: a row written into
-            # the store by hand gets no receipt for a decision the guard never made.
-            try:
-                again = self._decide(req)
-            except (PolicyError, ValueError) as exc:
-                again, error = None, f"policy error: {exc}"
-            else:
-                error = None if again.allow == decision.allow else (
-                    f"the stored decision (allow={decision.allow}) is not the guard's now ({again.reason}): "
-                    "not receipted")
-            if error is not None:
-                self._dead_letter(req, error, row["attempts"])
-                report.to_dlq += 1
-                continue
-            status = "completed" if decision.allow else "denied"
-            self._finish(req, decision, status, signer, _result_from_json(row["result"]))
-            report.receipted += 1
+            report.receipted += self._receipt_pending(row, signer, report)
         for row in retryable:
             out = self._process(ActionRequest.from_json(row["params"]))
             report.retried += 1
@@ -150,6 +132,47 @@ class ActionProtocol:
         return outcomes
 
     # -- the path -----------------------------------------------------------------------
+
+    def _receipt_pending(self, row: dict, signer: Signer, report: RetryReport) -> bool:
+        """Sign the receipt an action waited for while the signer was down; whether it was.
+
+        Only what the path itself leaves pending is signed: a denial with nothing executed,
+        or a protective action the guard allowed, whose executor (idempotent: it changes
+        nothing the second time) reports what is on disk now. A row written into the store by
+        hand gets no receipt for a decision the guard would not make, nor for a result
+        nothing produced: it is dead-lettered, saying why. Policy or roster outages leave it
+        pending."""
+        decision = Decision(**{k: v for k, v in json.loads(row["decision"]).items() if k != "cached"})
+        req = ActionRequest.from_json(row["params"])
+        impossible = (f"an allowed {req.action} is never left pending (it fails closed without a signer)"
+                      if decision.allow and not req.protective else
+                      f"a denied {req.action} executed nothing, yet the row holds a result"
+                      if not decision.allow and row["result"] else None)
+        if impossible:
+            self._dead_letter(req, f"{impossible}: not receipted", row["attempts"])
+            report.to_dlq += 1
+            return False
+        try:
+            req = self._with_current_roles(req)
+            again = self._decide(req)
+        except (PolicyError, ValueError):  # the policy or the roster cannot answer now: wait
+            return False
+        if again.allow != decision.allow:
+            self._dead_letter(req, f"the stored decision (allow={decision.allow}) is not the guard's now "
+                                   f"({again.reason}): not receipted", row["attempts"])
+            report.to_dlq += 1
+            return False
+        result = None
+        if decision.allow:
+            executor = self.executors.get(req.action)
+            if executor is None:
+                return False  # receipted by a retry that has the executor
+            try:
+                result = executor.apply(req.action_id, req)
+            except Exception:  # noqa: BLE001 - it stays pending; the next retry tries again
+                return False
+        self._finish(req, decision, "completed" if decision.allow else "denied", signer, result)
+        return True
 
     def _with_current_roles(self, req: ActionRequest) -> ActionRequest:
         return req if self.roles_of is None else dataclasses.replace(req, roles=tuple(self.roles_of(req.actor)))
@@ -304,13 +327,6 @@ class ActionProtocol:
 def _decision_json(d: Decision) -> str:
     return json.dumps({"allow": d.allow, "reason": d.reason, "policy_version": d.policy_version,
                        "cacheable": d.cacheable}, sort_keys=True)
-
-
-def _result_from_json(text: str | None) -> ExecutionResult | None:
-    if not text:
-        return None
-    d = json.loads(text)
-    return ExecutionResult(detail=d["detail"], files=tuple(Path(p) for p in d["files"]))
 
 
 def _result_json(r: ExecutionResult | None) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -42,6 +41,16 @@ def open_store(paths: StatePaths, url: str | None = None) -> ControlStore:
     if url is None and (problem := lost_ledger(paths)):
         raise NoStore(problem)
     return migrated_store(url or control_url(paths))
+
+
+def _without_password(url: str) -> str:
+    """``url`` with everything between its user name and its last '@' masked: a URL too
+    malformed to parse still never echoes a password."""
+    if "@" not in url:
+        return url
+    credentials, host = url.rsplit("@", 1)
+    scheme, sep, userinfo = credentials.partition("://") if "://" in credentials else ("", "", credentials)
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def lost_ledger(paths: StatePaths) -> str | None:
@@ -82,7 +91,7 @@ def existing_store(url: str) -> ControlStore:
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        shown = re.sub(r":[^:@/]*@", ":***@", url)  # a password before an '@' is never echoed
+        shown = _without_password(url)
         raise NoStore(f"{shown!r} is not a database URL (e.g. sqlite:////path/to/control.sqlite or "
                       "postgresql+psycopg2://user@host/db)") from None
     shown = parsed.render_as_string(hide_password=True)
@@ -130,9 +139,8 @@ def file_digest_in(home: Path):
 def verify_store(store: ControlStore, verifiers, file_digest=None) -> VerifyReport:
     """``verify_ledger`` over the store's ledger, failing too when the store's own records
     (its ledger head, its receipted actions) name entries the ledger no longer has."""
-    entries = store.ledger_entries()
-    report = verify_ledger(entries, store.checkpoints(), verifiers, file_digest=file_digest)
-    missing = store.bookkeeping_problems(entries)
+    entries, checkpoints, missing = store.ledger_snapshot()
+    report = verify_ledger(entries, checkpoints, verifiers, file_digest=file_digest)
     if not missing:
         return report
     return dataclasses.replace(report, ok=False, first_bad=report.first_bad or missing[0],
