@@ -105,16 +105,11 @@ def world_generate(preset_name: str, seed: int, out: Path | None, tenants: int |
 @main.command()
 def paths() -> None:
     """Print where the platform keeps its state."""
-    from sqlalchemy.engine import make_url
-
-    from .guard.runtime import control_url
+    from .guard.runtime import control_url, shown_url
 
     p = StatePaths.from_env()
     rows = [(name, getattr(p, name)) for name in ("home", "world", "landing", "truth", "warehouse")]
-    try:  # the store in use: the state folder's SQLite, or OPS_PLATFORM_CONTROL_URL (password hidden)
-        store = make_url(control_url(p)).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a malformed URL is shown as given; commands using it say why
-        store = "(malformed OPS_PLATFORM_CONTROL_URL)"
+    store = shown_url(control_url(p))  # the store in use: the state folder's SQLite, or OPS_PLATFORM_CONTROL_URL
     rows += [("control_store", store), ("spool", p.spool_file), ("flags", p.live_flags),
              ("invoices", p.invoices), ("dagster_home", p.dagster_home), ("keys_dir", p.keys_dir)]
     for name, value in rows:  # plain lines, never wrapped: scripts read them
@@ -498,7 +493,11 @@ def dlq_list(url: str | None) -> None:
         click.echo(f"dead-letter queue: {len(items)} item(s)")
         for row in rows:
             click.echo("\t".join(row))
-    spooled = spool(p).items()
+    try:
+        spooled = spool(p).items()
+    except ValueError as exc:  # a line that is no request: `receipts retry` moves it aside
+        raise click.ClickException(f"the spool {p.spool_file} holds a line that is no request ({exc}); "
+                                   "`ops-platform receipts retry` moves such lines aside") from None
     if spooled:
         console.print(f"{len(spooled)} request(s) wait in the local spool for the control store "
                       "(`ops-platform receipts retry` replays them)")

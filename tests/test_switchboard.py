@@ -317,3 +317,80 @@ def test_a_lost_control_store_is_not_silently_started_again(state):
         said = " ".join(res.output.split())
         assert res.exit_code == 1 and "control store" in said and "is missing" in said and "1 receipt(s)" in said, said
         assert not state.control_store.exists()
+
+
+def test_hand_written_rows_get_no_words_into_receipts_and_do_not_stop_the_retry(state):
+    import json
+
+    from ops_platform.guard.actions import ActionRequest
+    from ops_platform.guard.runtime import open_store, spool
+    from ops_platform.paths import StatePaths
+
+    paths = StatePaths.from_env()
+    store = open_store(paths)
+
+    def pending(r: ActionRequest, action_id: str | None = None, decision: str | None = None,
+                receipt_seq: int | None = None) -> str:
+        with store.write() as tx:
+            store.create_action(tx, {
+                "action_id": action_id or r.action_id, "idempotency_key": r.idempotency_key, "actor": r.actor,
+                "action": r.action, "target_kind": r.target_kind, "target_id": r.target_id, "rationale": "x",
+                "params": r.to_json(), "status": "pending_receipt", "attempts": 0, "created_at": "t",
+                "updated_at": "t", "receipt_seq": receipt_seq,
+                "decision": decision if decision is not None else json.dumps(
+                    {"allow": True, "reason": "allowed: approved by the CEO", "policy_version": "sha256:FORGED",
+                     "cacheable": True})})
+        return action_id or r.action_id
+
+    def pause(key: str) -> ActionRequest:
+        return ActionRequest(actor="ramp-controller", roles=(), action="pause", target_kind="flag",
+                             target_id="release-graph", rationale="x", idempotency_key=key)
+
+    signed = pending(pause("p-1"))
+    other_id = pending(pause("p-2"), action_id="deadbeef" * 4)
+    malformed = pending(pause("p-4"), decision="{}")
+    spool(paths).path.parent.mkdir(parents=True, exist_ok=True)
+    with open(spool(paths).path, "a") as f:
+        f.write("this is no request\n")
+    res = CliRunner().invoke(main, ["receipts", "retry"])
+    assert res.exit_code == 0, res.output
+    with store.read() as conn:
+        status = {a: store.get_action(conn, a)["status"] for a in (signed, other_id, malformed)}
+    assert status == {signed: "completed", other_id: "dlq", malformed: "dlq"}
+    # The guard's own decision is what the receipt says, not the stored words.
+    shown = CliRunner().invoke(main, ["receipts", "show", store.ledger_entries()[-1].receipt_id])
+    assert shown.exit_code == 0, shown.output
+    decision = json.loads(shown.output)["statement"]["predicate"]["decision"]
+    assert "CEO" not in decision["reason"] and decision["policy_version"] != "sha256:FORGED"
+    assert len(store.ledger_entries()) == 1  # one receipt, and a second retry adds none
+    assert CliRunner().invoke(main, ["receipts", "retry"]).exit_code == 0 and len(store.ledger_entries()) == 1
+    # A receipted action set back to pending gets no second receipt.
+    with store.write() as tx:
+        store.update_action(tx, signed, status="pending_receipt")
+    res = CliRunner().invoke(main, ["receipts", "retry"])
+    assert "dead-lettered 1" in res.output and len(store.ledger_entries()) == 1
+    assert "already has a receipt" in store.dlq_items()[-1]["last_error"]
+    assert "this is no request" in spool(paths).rejected_path.read_text() and spool(paths).items() == []
+
+
+def test_verify_holds_each_action_to_its_own_receipt(state):
+    import sqlite3
+
+    from ops_platform.paths import StatePaths
+
+    for flag in ("release-api", "release-graph"):
+        assert _run("override", flag, "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    db = StatePaths.from_env().control_store
+    for tamper, said in (("UPDATE actions SET receipt_seq = 0 WHERE receipt_seq = 1", "the receipt of another action"),
+                         ("UPDATE actions SET receipt_seq = NULL WHERE receipt_seq = 1", "names no receipt")):
+        con = sqlite3.connect(db)
+        seq = con.execute("SELECT receipt_seq FROM actions WHERE receipt_seq = 1").fetchone()
+        con.execute(tamper)
+        con.commit()
+        res = CliRunner().invoke(main, ["receipts", "verify"])
+        assert res.exit_code == 1 and said in " ".join(res.output.split()), res.output
+        con.execute("UPDATE actions SET receipt_seq = 1 WHERE action_id = (SELECT action_id FROM actions "
+                    "WHERE target_id = 'release-graph' AND action = 'override')")
+        con.commit()
+        con.close()
+        assert seq == (1,) and CliRunner().invoke(main, ["receipts", "verify"]).exit_code == 0

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..receipts.dsse import envelope_statement
 from ..receipts.ledger import Checkpoint, LedgerEntry
 from . import schema as s
 
@@ -37,6 +38,15 @@ def _why(exc: sa.exc.DBAPIError) -> str:
     return str(exc.orig or exc).strip().splitlines()[0]
 
 
+def _action_id_of(entry: LedgerEntry) -> str | None:
+    """The action id a ledger entry's receipt names (None when it names none or is unreadable:
+    verify reports an unreadable entry itself)."""
+    try:
+        return (envelope_statement(entry.envelope).get("predicate") or {}).get("action_id")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 class ControlStore:
     def __init__(self, url: str, *, busy_timeout_s: float = 30.0, readonly: bool = False):
         """``readonly`` opens an existing store to read it (``receipts verify``): nothing is
@@ -44,7 +54,10 @@ class ControlStore:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            db_path = url.split("///", 1)[1]
+            if "///" not in url and url.rstrip("/") not in ("sqlite:", "sqlite"):
+                raise StoreUnavailable("a SQLite store URL names its file as sqlite:///path/to/file (this one has a "
+                                       "host part)")
+            db_path = url.split("///", 1)[1] if "///" in url else ""
             # A plain path gets its folder created; a SQLite URI (file:...?mode=ro) names an
             # existing database and must not be mistaken for a relative folder.
             plain = bool(db_path) and db_path != ":memory:" and not db_path.startswith("file:")
@@ -238,20 +251,24 @@ class ControlStore:
                 sa.select(s.checkpoints).order_by(s.checkpoints.c.tree_size)).mappings()]
             seq, entry_hash = conn.execute(sa.select(s.ledger_head.c.seq, s.ledger_head.c.entry_hash)).one()
             a = s.actions.c
-            receipted = list(conn.execute(sa.select(a.action, a.target_kind, a.target_id, a.receipt_seq)
+            receipted = list(conn.execute(sa.select(a.action_id, a.action, a.target_kind, a.target_id, a.receipt_seq)
                                           .where(a.receipt_seq.is_not(None))))
+            unreceipted = list(conn.execute(sa.select(a.action, a.target_kind, a.target_id, a.status)
+                                            .where(a.status.in_(("completed", "denied")) & a.receipt_seq.is_(None))))
         problems = []
         last = entries[-1] if entries else None
         if (last.seq if last else -1) != seq or (last is not None and last.entry_hash != entry_hash):
             problems.append(f"the ledger head records its last entry as seq={seq} ({entry_hash[:12]}), but the "
                             f"ledger ends at seq={last.seq if last else 'none'}: entries were removed or replaced")
-        have = {e.seq for e in entries}
-        missing = [r for r in receipted if r.receipt_seq not in have]
-        for r in missing[:5]:
-            problems.append(f"action {r.action} on {r.target_kind} {r.target_id} was receipted at seq={r.receipt_seq}, "
-                            "which is not in the ledger")
-        if len(missing) > 5:
-            problems.append(f"... and {len(missing) - 5} more receipted actions whose receipt is not in the ledger")
+        action_of = {e.seq: _action_id_of(e) for e in entries}
+        wrong = [f"action {r.action} on {r.target_kind} {r.target_id} was receipted at seq={r.receipt_seq}, "
+                 + ("which is not in the ledger" if r.receipt_seq not in action_of else
+                    f"the receipt of another action ({action_of[r.receipt_seq]})")
+                 for r in receipted if action_of.get(r.receipt_seq, "") != r.action_id]
+        wrong += [f"action {r.action} on {r.target_kind} {r.target_id} is {r.status} but names no receipt"
+                  for r in unreceipted]
+        problems += wrong[:5] + ([f"... and {len(wrong) - 5} more actions whose receipt is not theirs or missing"]
+                                 if len(wrong) > 5 else [])
         return entries, checkpoints, problems
 
     def checkpoints(self) -> list[Checkpoint]:

@@ -82,7 +82,13 @@ class ActionProtocol:
                 break
             report.receipted += self._receipt_pending(row, signer, report)
         for row in retryable:
-            out = self._process(ActionRequest.from_json(row["params"]))
+            try:
+                req = ActionRequest.from_json(row["params"])
+            except (TypeError, ValueError, KeyError) as exc:  # not a row the path wrote
+                self._dead_letter_row(row, f"malformed action ({type(exc).__name__}: {exc})")
+                report.to_dlq += 1
+                continue
+            out = self._process(req)
             report.retried += 1
             report.to_dlq += out.status == "dlq"
         if self.spool is not None:
@@ -142,14 +148,21 @@ class ActionProtocol:
         hand gets no receipt for a decision the guard would not make, nor for a result
         nothing produced: it is dead-lettered, saying why. Policy or roster outages leave it
         pending."""
-        decision = Decision(**{k: v for k, v in json.loads(row["decision"]).items() if k != "cached"})
-        req = ActionRequest.from_json(row["params"])
-        impossible = (f"an allowed {req.action} is never left pending (it fails closed without a signer)"
-                      if decision.allow and not req.protective else
+        try:
+            allow = json.loads(row["decision"])["allow"]
+            req = ActionRequest.from_json(row["params"])
+        except (TypeError, ValueError, KeyError) as exc:  # not a row the path wrote
+            self._dead_letter_row(row, f"malformed pending action ({type(exc).__name__}: {exc}): not receipted")
+            report.to_dlq += 1
+            return False
+        impossible = (f"its action id is not its request's ({req.action_id})" if row["action_id"] != req.action_id
+                      else f"it already has a receipt (seq {row['receipt_seq']})" if row["receipt_seq"] is not None
+                      else f"an allowed {req.action} is never left pending (it fails closed without a signer)"
+                      if allow and not req.protective else
                       f"a denied {req.action} executed nothing, yet the row holds a result"
-                      if not decision.allow and row["result"] else None)
+                      if not allow and row["result"] else None)
         if impossible:
-            self._dead_letter(req, f"{impossible}: not receipted", row["attempts"])
+            self._dead_letter_row(row, f"{impossible}: not receipted", req)
             report.to_dlq += 1
             return False
         try:
@@ -157,13 +170,13 @@ class ActionProtocol:
             again = self._decide(req)
         except (PolicyError, ValueError):  # the policy or the roster cannot answer now: wait
             return False
-        if again.allow != decision.allow:
-            self._dead_letter(req, f"the stored decision (allow={decision.allow}) is not the guard's now "
-                                   f"({again.reason}): not receipted", row["attempts"])
+        if again.allow != allow:
+            self._dead_letter_row(row, f"the stored decision (allow={allow}) is not the guard's now "
+                                       f"({again.reason}): not receipted", req)
             report.to_dlq += 1
             return False
         result = None
-        if decision.allow:
+        if allow:
             executor = self.executors.get(req.action)
             if executor is None:
                 return False  # receipted by a retry that has the executor
@@ -171,7 +184,9 @@ class ActionProtocol:
                 result = executor.apply(req.action_id, req)
             except Exception:  # noqa: BLE001 - it stays pending; the next retry tries again
                 return False
-        self._finish(req, decision, "completed" if decision.allow else "denied", signer, result)
+        # The guard's decision now is what is signed (its reason and policy version), never the
+        # stored one: a row written by hand cannot put words in a receipt.
+        self._finish(req, again, "completed" if allow else "denied", signer, result)
         return True
 
     def _with_current_roles(self, req: ActionRequest) -> ActionRequest:
@@ -267,7 +282,9 @@ class ActionProtocol:
         with self.store.write() as tx:
             self.store.lock_head(tx)  # serialise finishers before reading the status
             row = self.store.get_action(tx, req.action_id)
-            if row and row["status"] in TERMINAL:  # another process finished it first
+            if row is None:  # no action to receipt (nothing is signed for a row that is not there)
+                raise ValueError(f"no action {req.action_id} in the store to receipt")
+            if row["status"] in TERMINAL:  # another process finished it first
                 return Outcome(req.action_id, row["status"], "already decided", self._receipt_of(tx, row), False)
             (entry,) = append_receipts(self.store, tx, [statement], signer, iso_utc(now))
             self.store.update_action(tx, req.action_id, status=status, receipt_seq=entry.seq,
@@ -303,14 +320,17 @@ class ActionProtocol:
                         {"error": error, "attempts": attempts})
         return Outcome(req.action_id, "dlq" if dead else "requested", error)
 
-    def _dead_letter(self, req: ActionRequest, error: str, attempts: int) -> None:
-        now = self.clock()
+    def _dead_letter_row(self, row: dict, error: str, req: ActionRequest | None = None) -> None:
+        """Dead-letter an action row as it is stored (its own id and params, whatever they say)."""
+        now = iso_utc(self.clock())
         with self.store.write() as tx:
-            self.store.update_action(tx, req.action_id, status="dlq", last_error=error, lease_owner=None,
-                                     lease_expires_at=None, updated_at=iso_utc(now))
-            self.store.add_dlq(tx, action_id=req.action_id, request=req.to_json(), last_error=error,
-                               attempts=attempts, created_at=iso_utc(now))
-            self._event(tx, req, "action_dead_lettered", now, {"error": error, "attempts": attempts})
+            self.store.update_action(tx, row["action_id"], status="dlq", last_error=error, lease_owner=None,
+                                     lease_expires_at=None, updated_at=now)
+            self.store.add_dlq(tx, action_id=row["action_id"], request=str(row["params"]), last_error=error,
+                               attempts=row["attempts"] or 0, created_at=now)
+            self.store.add_event(tx, ts=now, kind="action_dead_lettered", target_kind=row.get("target_kind"),
+                                 target_id=row.get("target_id"), actor=row.get("actor"), action_id=row["action_id"],
+                                 payload={"action": req.action if req else row.get("action"), "error": error})
 
     def _event(self, tx, req: ActionRequest, kind: str, now: datetime, payload: dict,
                receipt_id: str | None = None) -> None:

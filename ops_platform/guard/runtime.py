@@ -43,6 +43,17 @@ def open_store(paths: StatePaths, url: str | None = None) -> ControlStore:
     return migrated_store(url or control_url(paths))
 
 
+def shown_url(url: str) -> str:
+    """``url`` fit to print: its password hidden, in the user part or the query string."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return _without_password(url)
+    if any(k.lower() in ("password", "passwd", "pass") for k in parsed.query):
+        parsed = parsed.update_query_dict({k: "***" for k in parsed.query if k.lower() in ("password", "passwd", "pass")})
+    return parsed.render_as_string(hide_password=True)
+
+
 def _without_password(url: str) -> str:
     """``url`` with everything between its user name and its last '@' masked: a URL too
     malformed to parse still never echoes a password."""
@@ -94,7 +105,7 @@ def existing_store(url: str) -> ControlStore:
         shown = _without_password(url)
         raise NoStore(f"{shown!r} is not a database URL (e.g. sqlite:////path/to/control.sqlite or "
                       "postgresql+psycopg2://user@host/db)") from None
-    shown = parsed.render_as_string(hide_password=True)
+    shown = shown_url(url)
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database or ""
         if not db or db == ":memory:":

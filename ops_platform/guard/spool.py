@@ -38,6 +38,11 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
 
+    @property
+    def rejected_path(self) -> Path:
+        """Where lines that are no request go (with the reason), never lost, never replayed."""
+        return self.path.with_suffix(".rejected.jsonl")
+
     def items(self) -> list[dict]:
         if not self.path.exists():
             return []
@@ -45,16 +50,26 @@ class Spool:
             return [json.loads(x) for x in self.path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
     def drain(self, handle: Callable[[ActionRequest], bool]) -> tuple[int, int]:
-        """Call `handle` for each item; keep those for which it returns False. (done, left)."""
+        """Call `handle` for each item; keep those for which it returns False. (done, left).
+        A line that is no request (not JSON, not a request's fields) is moved to
+        ``rejected_path`` with the reason and counts as done: it can never succeed."""
         with self._locked():
             if not self.path.exists():
                 return 0, 0
-            items = [json.loads(x) for x in self.path.read_text(encoding="utf-8").splitlines() if x.strip()]
+            lines = [x for x in self.path.read_text(encoding="utf-8").splitlines() if x.strip()]
             left = []
-            for item in items:
-                req = ActionRequest.from_json(json.dumps(item["request"]))
+            for line in lines:
+                try:
+                    item = json.loads(line)
+                    req = ActionRequest.from_json(json.dumps(item["request"]))
+                except (ValueError, TypeError, KeyError) as exc:
+                    with open(self.rejected_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps({"line": line, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
+                        f.flush()
+                        os.fsync(f.fileno())
+                    continue
                 if not handle(req):
-                    item["attempts"] += 1
+                    item["attempts"] = int(item.get("attempts") or 0) + 1
                     left.append(item)
             tmp = self.path.with_suffix(".tmp")
             with open(tmp, "w", encoding="utf-8") as f:
@@ -62,4 +77,4 @@ class Spool:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
-            return len(items) - len(left), len(left)
+            return len(lines) - len(left), len(left)
