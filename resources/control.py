@@ -12,8 +12,9 @@ from ops_platform.guard.actions import Executor
 from ops_platform.guard.policy import PolicyEngine, make_policy
 from ops_platform.guard.protocol import ActionProtocol
 from ops_platform.guard.roster import actor_roles
-from ops_platform.guard.runtime import migrated_store
+from ops_platform.guard.runtime import NoStore, control_url, lost_ledger, migrated_store
 from ops_platform.guard.spool import Spool
+from ops_platform.paths import StatePaths
 from ops_platform.receipts.keys import KeyRing
 
 
@@ -25,6 +26,11 @@ class ControlStoreResource(dg.ConfigurableResource):
     home: str  # the state folder: receipts name the files inside it relative to it
 
     def store(self) -> ControlStore:
+        """The store, migrated; NoStore when the state folder's own store went missing while
+        the warehouse still holds its receipts (a sensor tick must not start a new ledger)."""
+        paths = StatePaths(home=Path(self.home), keys_dir=Path(self.home))  # (no key is read here)
+        if self.url == control_url(paths) and (problem := lost_ledger(paths)):
+            raise NoStore(problem)
         return migrated_store(self.url)
 
     def spool(self) -> Spool:

@@ -317,6 +317,16 @@ def test_a_lost_control_store_is_not_silently_started_again(state):
         said = " ".join(res.output.split())
         assert res.exit_code == 1 and "control store" in said and "is missing" in said and "1 receipt(s)" in said, said
         assert not state.control_store.exists()
+    # Nor does a Dagster run or sensor tick (the resource) start a new one.
+    import pytest
+
+    from ops_platform.guard.runtime import NoStore, control_url
+    from resources.control import ControlStoreResource
+
+    resource = ControlStoreResource(url=control_url(state), spool_path=str(state.spool_file), home=str(state.home))
+    with pytest.raises(NoStore, match="is missing"):
+        resource.store()
+    assert not state.control_store.exists()
 
 
 def test_hand_written_rows_get_no_words_into_receipts_and_do_not_stop_the_retry(state):
