@@ -22,8 +22,9 @@ LEDGER_CHECK = "ledger_verifies"
 def receipts_ledger(context: dg.AssetExecutionContext, control: ControlStoreResource, signer: SignerResource,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
     store = control.store()
-    entries, checkpoints = store.ledger_entries(), store.checkpoints()
-    report = verify_store(store, signer.keyring().verifiers())
+    snapshot = store.ledger_snapshot()
+    entries, checkpoints, _ = snapshot
+    report = verify_store(store, signer.keyring().verifiers(), snapshot=snapshot)
     exported = export_to_warehouse(store, warehouse.get())
     actions = store.count_actions()
     context.log.info(f"ledger: {len(entries)} receipts, verification {'ok' if report.ok else report.first_bad}")

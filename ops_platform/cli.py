@@ -365,15 +365,11 @@ def _guard_paths() -> StatePaths:
 @click.option("--store", "url", default=None, help="Control store URL (default: the state folder's SQLite).")
 def receipts_verify(url: str | None) -> None:
     """Check every signature, the hash chain, the checkpoints and file digests."""
-    from .control.store import StoreUnavailable
-    from .guard.runtime import NoStore, control_url, existing_store, file_digest_in, verify_store
+    from .guard.runtime import control_url, existing_store, file_digest_in, verify_store
     from .receipts.keys import KeyRing
 
     p = StatePaths.from_env()  # read only: verify creates no folder, store or key
-    try:
-        store = existing_store(url or control_url(p))
-    except NoStore as exc:
-        raise click.ClickException(str(exc)) from None
+    store = existing_store(url or control_url(p))  # NoStore: a one-line error (_Main)
     try:
         verifiers = KeyRing(p.keys_dir).verifiers()
     except (OSError, ValueError) as exc:
@@ -381,10 +377,7 @@ def receipts_verify(url: str | None) -> None:
     if not verifiers:
         console.print(f"[yellow]no public keys in {p.keys_dir / 'public'}[/yellow] (OPS_PLATFORM_KEYS_DIR): "
                       "no signature can be checked")
-    try:
-        report = verify_store(store, verifiers, file_digest=file_digest_in(p.home))
-    except StoreUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    report = verify_store(store, verifiers, file_digest=file_digest_in(p.home))
     if report.ok:
         console.print(f"[green]ledger verified[/green]: {report.entries} receipts, {report.checkpoints} signed tree heads")
         return
@@ -402,17 +395,14 @@ def receipts_show(receipt_id: str, url: str | None) -> None:
     the ledger holding it verifies (exit 1 if not: what it says may have been altered)."""
     import json
 
-    from .control.store import StoreUnavailable
-    from .guard.runtime import NoStore, control_url, existing_store, file_digest_in, verify_store
+    from .guard.runtime import control_url, existing_store, file_digest_in, verify_store
     from .receipts.dsse import envelope_statement
     from .receipts.keys import KeyRing
     from .receipts.ledger import inclusion
 
     p = StatePaths.from_env()
-    try:  # read only, as verify: a mistyped store or state folder is an error, not a new store
-        store = existing_store(url or control_url(p))
-    except (NoStore, StoreUnavailable) as exc:
-        raise click.ClickException(str(exc)) from None
+    # Read only, as verify: a mistyped store or state folder is an error (_Main), not a new store.
+    store = existing_store(url or control_url(p))
     try:
         entry = store.entry(receipt_id)
     except ValueError as exc:
@@ -421,15 +411,17 @@ def receipts_show(receipt_id: str, url: str | None) -> None:
         raise click.ClickException(f"no receipt with id {receipt_id!r}")
     envelope = json.loads(entry.envelope)
     statement = envelope_statement(envelope)
-    entries = store.ledger_entries()
+    snapshot = store.ledger_snapshot()
+    entries, checkpoints, _ = snapshot
     proof = inclusion(entries, entry.seq)
-    cps = [c for c in store.checkpoints() if c.tree_size == proof["tree_size"]]
+    cps = [c for c in checkpoints if c.tree_size == proof["tree_size"]]
     out = {"seq": entry.seq, "receipt_id": entry.receipt_id, "statement": statement,
            "signatures": [{"keyid": sg["keyid"]} for sg in envelope["signatures"]],
            "chain": {"prev_hash": entry.prev_hash, "entry_hash": entry.entry_hash},
            "inclusion_proof": proof, "signed_tree_head": json.loads(cps[-1].envelope) if cps else None}
     try:
-        report = verify_store(store, KeyRing(p.keys_dir).verifiers(), file_digest=file_digest_in(p.home))
+        report = verify_store(store, KeyRing(p.keys_dir).verifiers(), file_digest=file_digest_in(p.home),
+                              snapshot=snapshot)
         out["ledger_verified"], problems = report.ok, report.errors[:5]
     except (OSError, ValueError) as exc:
         out["ledger_verified"], problems = False, [f"cannot read the public keys in {p.keys_dir}: {exc}"]
@@ -457,9 +449,9 @@ def _any_action_protocol(url: str | None):
     from .ramp.switchboard import live_flag_file
 
     p = _guard_paths()
-    executors = guarded_executors(open_store(p, url), lambda: live_flag_file(p.home, p.world), p.warehouse,
-                                  p.invoices)
-    return build_protocol(p, executors=executors, url=url)
+    store = open_store(p, url)
+    executors = guarded_executors(store, lambda: live_flag_file(p.home, p.world), p.warehouse, p.invoices)
+    return build_protocol(p, executors=executors, store=store)
 
 
 @main.group()
@@ -760,7 +752,7 @@ def _switchboard_protocol(p: StatePaths):
     from .ramp.switchboard import live_flag_file
 
     store = open_store(p)
-    return build_protocol(p, executors=guarded_executors(store, lambda: live_flag_file(p.home, p.world))), store
+    return build_protocol(p, executors=guarded_executors(store, lambda: live_flag_file(p.home, p.world)), store=store)
 
 
 @switchboard.command("override")
@@ -795,7 +787,7 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
         raise click.ClickException(f"cannot read the live flag file: {exc}") from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    proto, _ = _switchboard_protocol(p)
+    proto = _switchboard_protocol(p)
     out = proto.submit(ActionRequest(
         actor=actor, roles=roster.roles(actor), action="override", target_kind="flag", target_id=flag,
         rationale=rationale, idempotency_key=idempotency_key or f"override-{uuid.uuid4()}", ttl_seconds=seconds,
@@ -865,8 +857,9 @@ def _release_flags(p: StatePaths) -> list[str] | None:
     """The release flags of the live flag file, else of the world's seed (read only: nothing is
     seeded); None when neither can be read."""
     from .ramp.flags import FlagFile
+    from .ramp.switchboard import world_flag_file
 
-    for path in (p.home / "flags" / "flags.flagd.json", p.world / "landing" / "flags" / "flags.flagd.json"):
+    for path in (p.live_flags, world_flag_file(p.world)):
         try:
             return list(FlagFile.load(path).release_flags)
         except (OSError, ValueError):

@@ -14,11 +14,10 @@ from .finops.export import InvoiceExportExecutor, released_periods
 from .finops.pipeline import StoredFinOps
 from .guard.actions import ActionRequest, ExecutionResult, Executor
 from .guard.dlq import DlqDiscardExecutor
+from .ramp.flag_executor import ACTIONS as FLAG_ACTIONS
 from .ramp.flag_executor import FlagFileExecutor
 from .ramp.switchboard import OverrideExecutor
 from .warehouse import Warehouse
-
-FLAG_ACTIONS = ("pause", "rollback", "freeze", "resume")
 
 
 class _BuiltWhenNeeded:
@@ -36,9 +35,9 @@ class _BuiltWhenNeeded:
 
 def guarded_executors(store: ControlStore, flag_file: Callable[[], Path], warehouse: Path | None = None,
                       invoices: Path | None = None) -> dict[str, Executor]:
-    """Discarding dead-lettered items; the flag actions and overrides on the live flag file (``flag_file`` finds or seeds it,
-    at the first such action); with ``warehouse`` and ``invoices``, the invoice release too
-    (from the books the warehouse stored, into ``invoices``)."""
+    """Discarding dead-lettered items; the flag actions and overrides on the live flag file
+    (``flag_file`` finds or seeds it, at the first such action); with ``warehouse`` and
+    ``invoices``, the invoice release too (from the books the warehouse stored)."""
     flags = _BuiltWhenNeeded(lambda: FlagFileExecutor(flag_file()))
     executors: dict[str, Executor] = {
         "override": _BuiltWhenNeeded(lambda: OverrideExecutor(store, FlagFileExecutor(flag_file()))),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LIVE_FLAGS = Path("flags") / "flags.flagd.json"  # the live flagd file, under the state folder
 SLO_DIR = REPO_ROOT / "slos"  # the platform's OpenSLO files (golden SLOs and their alert tiers)
 
 
@@ -65,7 +66,7 @@ class StatePaths:
     @property
     def live_flags(self) -> Path:
         """The platform's live flagd file (ramp.switchboard.live_flag_file seeds it)."""
-        return self.home / "flags" / "flags.flagd.json"
+        return self.home / LIVE_FLAGS
 
     @property
     def invoices(self) -> Path:

@@ -112,8 +112,11 @@ def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[st
 
 def _rename_old_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> None:
     """Bring a table written before a column was renamed (RENAMED_COLUMNS) up to date."""
+    renamed = RENAMED_COLUMNS.get((schema, table))
+    if not renamed:  # most tables: no query on the write path
+        return
     have = _columns(con, schema, table)
-    for old, new in RENAMED_COLUMNS.get((schema, table), {}).items():
+    for old, new in renamed.items():
         if old not in have:
             continue
         if new in have:  # the new column was added beside the old one: old rows keep their values

@@ -12,7 +12,7 @@ from ops_platform.guard.actions import Executor
 from ops_platform.guard.policy import PolicyEngine, make_policy
 from ops_platform.guard.protocol import ActionProtocol
 from ops_platform.guard.roster import actor_roles
-from ops_platform.guard.runtime import NoStore, control_url, lost_ledger, migrated_store
+from ops_platform.guard.runtime import open_store
 from ops_platform.guard.spool import Spool
 from ops_platform.paths import StatePaths
 from ops_platform.receipts.keys import KeyRing
@@ -26,12 +26,9 @@ class ControlStoreResource(dg.ConfigurableResource):
     home: str  # the state folder: receipts name the files inside it relative to it
 
     def store(self) -> ControlStore:
-        """The store, migrated; NoStore when the state folder's own store went missing while
-        the warehouse still holds its receipts (a sensor tick must not start a new ledger)."""
-        paths = StatePaths(home=Path(self.home), keys_dir=Path(self.home))  # (no key is read here)
-        if self.url == control_url(paths) and (problem := lost_ledger(paths)):
-            raise NoStore(problem)
-        return migrated_store(self.url)
+        """The store, migrated (``open_store``: a sensor tick does not start a new ledger
+        either when the state folder's own store went missing)."""
+        return open_store(StatePaths(home=Path(self.home), keys_dir=Path(self.home)), self.url)  # (reads no key)
 
     def spool(self) -> Spool:
         return Spool(Path(self.spool_path))
@@ -59,6 +56,7 @@ class GuardResource(dg.ConfigurableResource):
 
 
 def build_protocol(control: ControlStoreResource, signer: SignerResource, guard: GuardResource,
-                   executors: Mapping[str, Executor] | None = None) -> ActionProtocol:
-    return ActionProtocol(control.store(), signer.keyring().signer, guard.policy(), executors or {},
+                   executors: Mapping[str, Executor] | None = None, store: ControlStore | None = None) -> ActionProtocol:
+    """``store``: one the caller opened already (for its executors), else the resource's."""
+    return ActionProtocol(store or control.store(), signer.keyring().signer, guard.policy(), executors or {},
                           control.spool(), home=Path(control.home), roles_of=actor_roles(guard.policy_dir))

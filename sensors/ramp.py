@@ -193,7 +193,7 @@ def switchboard_override_op(context: dg.OpExecutionContext, config: OverrideConf
     except ValueError as exc:
         raise dg.Failure(description=str(exc)) from exc
     store = control.store()
-    proto = build_protocol(control, signer, guard, {"override": OverrideExecutor(store, ex)})
+    proto = build_protocol(control, signer, guard, {"override": OverrideExecutor(store, ex)}, store=store)
     out = proto.submit(ActionRequest(
         actor=actor, roles=roster.roles(actor), action="override", target_kind="flag", target_id=config.flag,
         rationale=config.rationale, idempotency_key=f"override-{context.run_id}", ttl_seconds=config.ttl_seconds,

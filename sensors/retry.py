@@ -20,9 +20,9 @@ def retry_guarded_actions_op(context: dg.OpExecutionContext, control: ControlSto
                              signer: SignerResource, guard: GuardResource, flags: FlagsResource,
                              warehouse: WarehouseResource, exports: ExportsResource) -> None:
     # Every executor: a retried action may be any of them.
-    executors = guarded_executors(control.store(), lambda: flags.executor().path, Path(warehouse.path),
-                                  exports.invoices())
-    report = build_protocol(control, signer, guard, executors).retry()
+    store = control.store()
+    executors = guarded_executors(store, lambda: flags.executor().path, Path(warehouse.path), exports.invoices())
+    report = build_protocol(control, signer, guard, executors, store=store).retry()
     context.log.info(f"retry: {report}")
     context.log_event(dg.AssetObservation(asset_key=LEDGER_KEY, metadata={
         "retry_receipted": report.receipted, "retry_retried": report.retried,

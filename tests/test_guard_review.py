@@ -244,7 +244,8 @@ def test_the_demo_story_counts_the_controllers_receipts_only(state, capsys):
     from ops_platform.cli import _ramp_story, _switchboard_protocol
 
     assert _override("release-api", "hold", "dana").exit_code == 0  # a human's receipt
-    proto, store = _switchboard_protocol(state)
+    proto = _switchboard_protocol(state)
+    store = proto.store
     out = proto.submit(ActionRequest(
         actor="ramp-controller", roles=("ramp_controller",), action="freeze", target_kind="flag",
         target_id="all-release-flags", rationale="incident", idempotency_key="freeze-1", params={}))

@@ -67,7 +67,7 @@ def test_a_freeze_is_in_the_timeline_of_every_flag_it_held(state):
     from ops_platform.cli import _switchboard_protocol
     from ops_platform.guard.actions import ActionRequest
 
-    proto, _ = _switchboard_protocol(state)
+    proto = _switchboard_protocol(state)
     out = proto.submit(ActionRequest(
         actor="ramp-controller", roles=("ramp_controller",), action="freeze", target_kind="flag",
         target_id="all-release-flags", rationale="api-availability fast burn on api/general/api-100: incident",
@@ -404,3 +404,27 @@ def test_verify_holds_each_action_to_its_own_receipt(state):
         con.commit()
         con.close()
         assert seq == (1,) and CliRunner().invoke(main, ["receipts", "verify"]).exit_code == 0
+
+
+def test_a_spooled_request_met_by_an_unreadable_roster_is_kept_and_retried(state, monkeypatch, tmp_path):
+    # The roles are read at decision time, after the action is recorded: a roster that cannot
+    # be read fails the attempt (retried, then dead-lettered), it does not lose the request.
+    from ops_platform.guard.actions import ActionRequest
+    from ops_platform.guard.runtime import open_store, spool
+    from ops_platform.paths import StatePaths
+
+    paths = StatePaths.from_env()
+    request = ActionRequest(actor="dana", roles=(), action="override", target_kind="flag", target_id="release-api",
+                            rationale=REASON, idempotency_key="spooled-no-roster", ttl_seconds=3600,
+                            params={"directive": "hold"})
+    spool(paths).append(request, "control store unavailable")
+    monkeypatch.setenv("OPS_PLATFORM_ROSTER", str(tmp_path / "no-roster.yaml"))
+    assert CliRunner().invoke(main, ["receipts", "retry"]).exit_code == 0
+    store = open_store(paths)
+    with store.read() as conn:
+        row = store.get_action(conn, request.action_id)
+    assert row["status"] == "requested" and "actor roster" in row["last_error"]
+    monkeypatch.delenv("OPS_PLATFORM_ROSTER")
+    assert CliRunner().invoke(main, ["receipts", "retry"]).exit_code == 0
+    with store.read() as conn:
+        assert store.get_action(conn, request.action_id)["status"] == "completed"

@@ -25,6 +25,7 @@ from ..receipts.statement import file_subject, make_statement, target_subject
 from ..timezones import iso_utc, utcnow
 from .actions import TERMINAL, ActionRequest, ExecutionResult, Executor, Outcome
 from .policy import Decision, DecisionInput, PolicyEngine, PolicyError, Principal
+from .roster import RosterError
 from .spool import Spool
 
 
@@ -152,29 +153,17 @@ class ActionProtocol:
             allow = json.loads(row["decision"])["allow"]
             req = ActionRequest.from_json(row["params"])
         except (TypeError, ValueError, KeyError) as exc:  # not a row the path wrote
-            self._dead_letter_row(row, f"malformed pending action ({type(exc).__name__}: {exc}): not receipted")
-            report.to_dlq += 1
-            return False
-        impossible = (f"its action id is not its request's ({req.action_id})" if row["action_id"] != req.action_id
-                      else f"it already has a receipt (seq {row['receipt_seq']})" if row["receipt_seq"] is not None
-                      else f"an allowed {req.action} is never left pending (it fails closed without a signer)"
-                      if allow and not req.protective else
-                      f"a denied {req.action} executed nothing, yet the row holds a result"
-                      if not allow and row["result"] else None)
-        if impossible:
-            self._dead_letter_row(row, f"{impossible}: not receipted", req)
-            report.to_dlq += 1
-            return False
+            return self._refuse_pending(row, f"malformed pending action ({type(exc).__name__}: {exc})", report)
+        why = _not_left_pending(row, req, allow)
+        if why:
+            return self._refuse_pending(row, why, report, req)
         try:
-            req = self._with_current_roles(req)
-            again = self._decide(req)
-        except (PolicyError, ValueError):  # the policy or the roster cannot answer now: wait
+            req, again = self._decide(req)
+        except (PolicyError, RosterError):  # the policy or the roster cannot answer now: wait
             return False
         if again.allow != allow:
-            self._dead_letter_row(row, f"the stored decision (allow={allow}) is not the guard's now "
-                                       f"({again.reason}): not receipted", req)
-            report.to_dlq += 1
-            return False
+            return self._refuse_pending(row, f"the stored decision (allow={allow}) is not the guard's now "
+                                             f"({again.reason})", report, req)
         result = None
         if allow:
             executor = self.executors.get(req.action)
@@ -189,19 +178,22 @@ class ActionProtocol:
         self._finish(req, again, "completed" if allow else "denied", signer, result)
         return True
 
-    def _with_current_roles(self, req: ActionRequest) -> ActionRequest:
-        return req if self.roles_of is None else dataclasses.replace(req, roles=tuple(self.roles_of(req.actor)))
+    def _refuse_pending(self, row: dict, why: str, report: RetryReport, req: ActionRequest | None = None) -> bool:
+        """Dead-letter a pending row that gets no receipt, saying why (False: nothing receipted)."""
+        self._dead_letter_row(row, f"{why}: not receipted", req)
+        report.to_dlq += 1
+        return False
 
-    def _decide(self, req: ActionRequest) -> Decision:
-        return self.policy.decide(DecisionInput(
+    def _decide(self, req: ActionRequest) -> tuple[ActionRequest, Decision]:
+        """The request with its actor's roles now (``roles_of``, when given), and the guard's
+        decision on it. PolicyError or RosterError when either cannot answer."""
+        if self.roles_of is not None:
+            req = dataclasses.replace(req, roles=tuple(self.roles_of(req.actor)))
+        return req, self.policy.decide(DecisionInput(
             Principal(req.actor, req.roles), req.action, req.target_kind, req.target_id, req.rationale,
             req.ttl_seconds, dict(req.params)))
 
     def _process(self, req: ActionRequest) -> Outcome:
-        try:
-            req = self._with_current_roles(req)
-        except ValueError as exc:  # an unreadable roster: a configuration error, retried, then dead-lettered
-            return self._fail(req, f"actor roster: {exc}")
         now = self.clock()
         with self.store.write() as tx:
             row, created = self.store.create_action(tx, {
@@ -223,9 +215,11 @@ class ActionProtocol:
             if not self.store.claim(tx, req.action_id, self.owner, iso_utc(now), iso_utc(now + self.lease)):
                 return Outcome(req.action_id, row["status"], "in progress elsewhere", created=created)
         try:
-            decision = self._decide(req)
+            req, decision = self._decide(req)
         except PolicyError as exc:
             return self._fail(req, f"policy error: {exc}")
+        except RosterError as exc:  # a configuration error: retried, then dead-lettered
+            return self._fail(req, f"actor roster: {exc}")
         signer: Signer | None
         try:
             signer = self.signer()
@@ -342,6 +336,19 @@ class ActionProtocol:
         if row.get("receipt_seq") is None:
             return None
         return self.store.receipt_id_at(tx, row["receipt_seq"])
+
+
+def _not_left_pending(row: dict, req: ActionRequest, allow: bool) -> str | None:
+    """Why a pending row is not one the guarded path leaves pending (None: it is one)."""
+    if row["action_id"] != req.action_id:
+        return f"its action id is not its request's ({req.action_id})"
+    if row["receipt_seq"] is not None:
+        return f"it already has a receipt (seq {row['receipt_seq']})"
+    if allow and not req.protective:
+        return f"an allowed {req.action} is never left pending (it fails closed without a signer)"
+    if not allow and row["result"]:
+        return f"a denied {req.action} executed nothing, yet the row holds a result"
+    return None
 
 
 def _decision_json(d: Decision) -> str:

@@ -36,11 +36,13 @@ def control_url(paths: StatePaths) -> str:
 
 
 def open_store(paths: StatePaths, url: str | None = None) -> ControlStore:
-    """The state folder's control store (created on first use; NoStore when it went missing
-    while the warehouse still holds its receipts, see ``lost_ledger``)."""
-    if url is None and (problem := lost_ledger(paths)):
+    """The control store at ``url``, by default the state folder's, created on first use; but
+    NoStore when the state folder's own store went missing while the warehouse still holds
+    its receipts (``lost_ledger``)."""
+    url = url or control_url(paths)
+    if url == control_url(paths) and (problem := lost_ledger(paths)):
         raise NoStore(problem)
-    return migrated_store(url or control_url(paths))
+    return migrated_store(url)
 
 
 def shown_url(url: str) -> str:
@@ -49,9 +51,8 @@ def shown_url(url: str) -> str:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
         return _without_password(url)
-    if any(k.lower() in ("password", "passwd", "pass") for k in parsed.query):
-        parsed = parsed.update_query_dict({k: "***" for k in parsed.query if k.lower() in ("password", "passwd", "pass")})
-    return parsed.render_as_string(hide_password=True)
+    secret = {k: "***" for k in parsed.query if k.lower() in ("password", "passwd", "pass")}
+    return (parsed.update_query_dict(secret) if secret else parsed).render_as_string(hide_password=True)
 
 
 def _without_password(url: str) -> str:
@@ -99,13 +100,12 @@ class NoStore(Exception):
 def existing_store(url: str) -> ControlStore:
     """Open the control store at ``url`` to read it, creating nothing (not even a missing
     folder or database file); NoStore names what is wrong."""
+    shown = shown_url(url)
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        shown = _without_password(url)
         raise NoStore(f"{shown!r} is not a database URL (e.g. sqlite:////path/to/control.sqlite or "
                       "postgresql+psycopg2://user@host/db)") from None
-    shown = shown_url(url)
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database or ""
         if not db or db == ":memory:":
@@ -131,10 +131,12 @@ def spool(paths: StatePaths) -> Spool:
 
 
 def build_protocol(paths: StatePaths, executors: Mapping[str, Executor] | None = None,
-                   url: str | None = None) -> ActionProtocol:
+                   url: str | None = None, store: ControlStore | None = None) -> ActionProtocol:
+    """The guarded path of a state folder; ``store``: one the caller opened already (for its
+    executors), else the one at ``url`` or the state folder's."""
     ring = KeyRing.load_or_create(paths.keys_dir)
-    return ActionProtocol(open_store(paths, url), ring.signer, policy_from_env(), executors or {}, spool(paths),
-                          home=paths.home, roles_of=actor_roles())
+    return ActionProtocol(store or open_store(paths, url), ring.signer, policy_from_env(), executors or {},
+                          spool(paths), home=paths.home, roles_of=actor_roles())
 
 
 def file_digest_in(home: Path):
@@ -147,10 +149,11 @@ def file_digest_in(home: Path):
     return digest
 
 
-def verify_store(store: ControlStore, verifiers, file_digest=None) -> VerifyReport:
+def verify_store(store: ControlStore, verifiers, file_digest=None, snapshot=None) -> VerifyReport:
     """``verify_ledger`` over the store's ledger, failing too when the store's own records
-    (its ledger head, its receipted actions) name entries the ledger no longer has."""
-    entries, checkpoints, missing = store.ledger_snapshot()
+    (its ledger head, its receipted actions) name entries the ledger no longer has.
+    ``snapshot``: the store's ``ledger_snapshot()`` when the caller read it already."""
+    entries, checkpoints, missing = snapshot or store.ledger_snapshot()
     report = verify_ledger(entries, checkpoints, verifiers, file_digest=file_digest)
     if not missing:
         return report

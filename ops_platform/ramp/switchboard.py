@@ -16,6 +16,7 @@ from pathlib import Path
 from ..control.store import ControlStore
 from ..files import write_bytes
 from ..guard.actions import ActionRequest, ExecutionResult
+from ..paths import LIVE_FLAGS
 from ..timezones import iso_utc, utcnow
 from .flag_executor import FlagFileExecutor
 from .flags import FlagFile
@@ -63,11 +64,16 @@ class OverrideExecutor:
         return ExecutionResult(detail=detail, files=effect.files)
 
 
+def world_flag_file(world: Path) -> Path:
+    """A world's initial flag definitions (what the live flag file is seeded from)."""
+    return world / "landing" / "flags" / "flags.flagd.json"
+
+
 def live_flag_file(home: Path, world: Path) -> Path:
     """The platform's live flag file, seeded from the world's initial flags on first use."""
-    live = home / "flags" / "flags.flagd.json"
+    live = home / LIVE_FLAGS
     if not live.exists():
-        seed = world / "landing" / "flags" / "flags.flagd.json"
+        seed = world_flag_file(world)
         if not seed.exists():
             raise FileNotFoundError(f"no flag file at {live} and no world flags at {seed}")
         write_bytes(seed.read_bytes(), live)
