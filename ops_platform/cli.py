@@ -208,12 +208,12 @@ def _ramp_story(p: StatePaths, report) -> None:
     """What the ramp controller did with the failed burn checks, and the receipts it left."""
     import json
 
+    from .guard.roster import CONTROLLER_ACTOR
     from .guard.runtime import open_store
-    from .ramp.controller import CONTROLLER
     from .ramp.flags import FlagFile
 
     store = open_store(p)
-    acted = [e for e in store.events(actor=CONTROLLER) if e["target_kind"] == "flag"
+    acted = [e for e in store.events(actor=CONTROLLER_ACTOR) if e["target_kind"] == "flag"
              and e["kind"] in ("action_completed", "action_denied", "action_pending_receipt")]
     receipts = {e["receipt_id"] for e in acted if e["receipt_id"]}  # the controller's own, not the ledger's
     if report.release_pipeline:

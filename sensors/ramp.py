@@ -10,9 +10,9 @@ import dagster as dg
 from assets.ramp import VERDICT_CHECK, VERDICTS_KEY
 from assets.slo import BURN_KEY, check_name
 from ops_platform.guard.actions import ActionRequest
+from ops_platform.guard.roster import CONTROLLER_ACTOR
 from ops_platform.paths import SLO_DIR
 from ops_platform.ramp.controller import (
-    CONTROLLER,
     BurnSignal,
     Ramp,
     history_key,
@@ -77,7 +77,7 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         return {json.loads(e["payload"]).get("reason") for e in store.events(flag, kind="override_wins")}
 
     history: dict[str, tuple[str, datetime]] = {}
-    for e in store.events(kind="action_completed", actor=CONTROLLER):  # the controller's own, oldest first
+    for e in store.events(kind="action_completed", actor=CONTROLLER_ACTOR):  # the controller's own, oldest first
         payload = json.loads(e["payload"])
         key = history_key(payload["action"], e["target_id"], (payload.get("params") or {}).get("build_id") or "")
         history[key] = (payload["action"], datetime.fromisoformat(e["ts"]))
@@ -92,7 +92,7 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
             if flag and decision.note not in wins_recorded(flag):  # once per evidence, in the flag's timeline
                 with store.write() as tx:
                     store.add_event(tx, ts=iso_utc(utcnow()), kind="override_wins", target_kind="flag",
-                                    target_id=flag, actor=CONTROLLER, action_id=None, receipt_id=None,
+                                    target_id=flag, actor=CONTROLLER_ACTOR, action_id=None, receipt_id=None,
                                     payload={"reason": decision.note})
                 wins_recorded(flag).add(decision.note)
             continue  # other notes are logged, not stored: re-reading the same evidence must not add rows

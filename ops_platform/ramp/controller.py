@@ -26,8 +26,6 @@ from ..guard.actions import ActionRequest
 from ..guard.roster import CONTROLLER_ACTOR, CONTROLLER_ROLES
 from .flags import release_flag
 
-CONTROLLER = CONTROLLER_ACTOR
-ROLES = CONTROLLER_ROLES
 COOLDOWN = timedelta(minutes=30)
 _STRENGTH = {"pause": 1, "rollback": 2, "freeze": 3}
 FREEZE_TARGET = "all-release-flags"
@@ -164,7 +162,7 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
                          + (f": {sig.evidence}" if sig.evidence else "")
                          + (f"; not frozen, an override wins: {', '.join(exempt)}" if exempt else ""))
             out.append(Decision(ActionRequest(
-                actor=CONTROLLER, roles=ROLES, action=action,
+                actor=CONTROLLER_ACTOR, roles=CONTROLLER_ROLES, action=action,
                 target_kind="flag", target_id=target if target != "*" else FREEZE_TARGET,
                 rationale=rationale, idempotency_key=_key(key),
                 params={"slo": sig.slo, "tier": sig.tier, "build_id": build or None, "cohort": cohort or None,

@@ -26,7 +26,7 @@ import polars as pl
 
 from ..ingest.landing import read_world_table
 from .daily import compute_day, history_start
-from .spec import SLO, BurnTier
+from .spec import RESERVED_NAMES, SLO, BurnTier
 
 MINUTE = timedelta(minutes=1)
 # What each kind of incident burns: (indicator table, the service or pipeline it burns; None
@@ -39,8 +39,8 @@ TABLE_COLUMNS = ("slo", "tier", "caught", "recall", "alerts", "precision", "medi
 TABLE_CAPTION = ("caught: truth events alerted on / events; alerts: episodes\n"
                  "(in brackets: no cause in the truth); median min: event start to first alert;\n"
                  "firing: minutes the tier fired (their share of the minutes scored)")
-# The key of the per-tier totals over every SLO; no SLO may take the name (spec.RESERVED_NAMES).
-TOTALS = "all"
+# The key of the per-tier totals over every SLO: a name the SLO loader reserves.
+TOTALS = RESERVED_NAMES[0]
 
 
 def truth_events(incidents: pl.DataFrame, bad_builds: pl.DataFrame, counters: pl.DataFrame) -> pl.DataFrame:
