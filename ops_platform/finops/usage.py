@@ -45,9 +45,13 @@ def arrival_date(source_file: pl.Expr) -> pl.Expr:
 
 def _repeated_identities(con: duckdb.DuckDBPyConnection, relation: str) -> pa.Table:
     """Hashes of the (source, id) pairs seen more than once in `relation` (column h)."""
-    # Through Arrow (faster than fetchnumpy for 10^8 rows) into polars, whose sort uses every
-    # core where numpy's uses one.
-    hashes = con.sql(f"SELECT {_IDENTITY_HASH} AS h FROM {relation}").pl()["h"].sort().to_numpy()
+    # Through polars (twice as fast as fetchnumpy for 10^8 rows), then sorted in place by
+    # numpy's vectorised sort: one core, yet faster than polars' parallel sort of the same keys.
+    hashes = con.sql(f"SELECT {_IDENTITY_HASH} AS h FROM {relation}").pl()["h"].to_numpy()
+    if hashes.flags.writeable:
+        hashes.sort()
+    else:
+        hashes = np.sort(hashes)
     return pa.table({"h": np.unique(hashes[1:][hashes[1:] == hashes[:-1]])})
 
 
