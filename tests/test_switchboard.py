@@ -428,3 +428,35 @@ def test_a_spooled_request_met_by_an_unreadable_roster_is_kept_and_retried(state
     assert CliRunner().invoke(main, ["receipts", "retry"]).exit_code == 0
     with store.read() as conn:
         assert store.get_action(conn, request.action_id)["status"] == "completed"
+
+
+def test_a_missing_control_store_is_not_started_while_the_warehouse_cannot_be_read(state):
+    # Another process writing the warehouse holds its lock: whether it held receipts cannot
+    # be checked, so no new ledger is started (fail closed); this process's own connection
+    # to the warehouse, though, is used to look.
+    import subprocess
+    import sys
+
+    import duckdb
+
+    from ops_platform.guard.runtime import lost_ledger
+
+    with duckdb.connect(str(state.warehouse)) as con:
+        con.execute("CREATE SCHEMA control")
+        con.execute("CREATE TABLE control.receipts AS SELECT 0 AS seq, 'abc' AS receipt_id")
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time\n"
+                               f"con = duckdb.connect({str(state.warehouse)!r}); print('held', flush=True)\n"
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        problem = lost_ledger(state)
+        assert problem and "cannot be read" in problem and "lock" in problem, problem
+        res = CliRunner().invoke(main, ["switchboard", "log", "release-api"])
+        assert res.exit_code == 1 and "cannot be read" in res.output and not state.control_store.exists()
+    finally:
+        holder.communicate("")
+    with duckdb.connect(str(state.warehouse)) as own:  # held by this process, read-write
+        own.execute("SELECT 1")
+        assert "1 receipt(s)" in (lost_ledger(state) or "")
+        own.execute("DELETE FROM control.receipts")
+        assert lost_ledger(state) is None

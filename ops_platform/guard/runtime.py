@@ -74,15 +74,33 @@ def lost_ledger(paths: StatePaths) -> str | None:
     import duckdb
 
     try:
-        with duckdb.connect(str(paths.warehouse), read_only=True) as con:
-            receipts = con.execute("SELECT count(*) FROM control.receipts").fetchone()[0]
-    except duckdb.Error:  # no control copy yet, or the warehouse is busy: nothing to compare
+        receipts = _warehouse_receipts(str(paths.warehouse))
+    except duckdb.CatalogException:  # no control copy yet: nothing was ever recorded
         return None
+    except duckdb.Error as exc:  # busy (another process writes it) or unreadable: fail closed
+        return (f"the control store {paths.control_store} is missing, and the warehouse {paths.warehouse}, whose "
+                f"copy of it says whether it held receipts, cannot be read ({str(exc).splitlines()[0]}): retry once the "
+                "warehouse is free; to start a new ledger on purpose, run `ops-platform demo --fresh`")
     if not receipts:
         return None
     return (f"the control store {paths.control_store} is missing, but the warehouse's copy of it holds "
             f"{receipts} receipt(s): restore the store from a backup (its ledger is the audit trail); to start a "
             "new ledger on purpose, run `ops-platform demo --fresh`")
+
+
+def _warehouse_receipts(warehouse: str) -> int:
+    """The receipts in the warehouse's copy of the control store, read without taking the
+    warehouse's write lock; through this process's own connection when it holds one (DuckDB
+    refuses a read-only one beside it)."""
+    import duckdb
+
+    query = "SELECT count(*) FROM control.receipts"
+    try:
+        with duckdb.connect(warehouse, read_only=True) as con:
+            return con.execute(query).fetchone()[0]
+    except duckdb.ConnectionException:
+        with duckdb.connect(warehouse) as con:
+            return con.execute(query).fetchone()[0]
 
 
 def migrated_store(url: str) -> ControlStore:
