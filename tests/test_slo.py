@@ -162,6 +162,57 @@ def test_a_lag_slo_recording_rule_is_zero_for_a_healthy_pipeline_and_sums_target
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_exported_alerts_fire_and_ratios_read_as_the_platform_counts(tmp_path):
+    # Sloth users check their rules with `promtool test rules`: here a 10% error rate (a 20x
+    # burn of the 0.5% budget) must fire the fast page, whose two windows are recorded under
+    # different `window` labels; a service whose errors counter never appeared has a ratio of
+    # 0, not none; and a Timeslices SLO counts bad minutes, so 3% slow requests in every
+    # minute (the slice allows 5%) spend nothing while 10% makes every minute bad.
+    _require_prometheus()
+    (tmp_path / "rules.yaml").write_text(rules_yaml(load_slos(SLOS)))
+    owner = by_name()["api-latency"].owner
+    bucket = "summit_http_request_duration_seconds_bucket"
+    test = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [
+        {"interval": "30s",
+         "input_series": [
+             {"series": 'summit_http_requests_total{service="api",cohort="general"}', "values": "0+100x400"},
+             {"series": 'summit_http_request_errors_total{service="api",cohort="general"}', "values": "0+10x400"},
+             {"series": f'{bucket}{{service="api",le="1.5"}}', "values": "0+97x400"},
+             {"series": f'{bucket}{{service="api",le="+Inf"}}', "values": "0+100x400"}],
+         "alert_rule_test": [
+             {"eval_time": "70m", "alertname": "SLOBurnApiAvailabilityFast",
+              "exp_alerts": [{"exp_labels": {"slo": "api-availability", "service": "api", "severity": "critical",
+                                             "tier": "fast", "owner": by_name()["api-availability"].owner,
+                                             "ramp_action": "rollback", "platform_action": "freeze"},
+                              "exp_annotations": {
+                                  "summary": f"{by_name()['api-availability'].display_name}: error budget "
+                                             "burning 14.4x over 1h and 5m",
+                                  "action": "ramps: rollback; platform: freeze"}}]},
+             {"eval_time": "70m", "alertname": "SLOBurnApiLatencyFast", "exp_alerts": []}],
+         "promql_expr_test": [
+             {"expr": 'slo:sli_error:ratio_rate5m{slo="api-latency"}', "eval_time": "60m",
+              "exp_samples": [{"labels": f'slo:sli_error:ratio_rate5m{{slo="api-latency",service="api",'
+                                         f'owner="{owner}",window="5m"}}', "value": 0}]}]},
+        {"interval": "30s",
+         "input_series": [
+             {"series": f'{bucket}{{service="api",le="1.5"}}', "values": "0+90x400"},
+             {"series": f'{bucket}{{service="api",le="+Inf"}}', "values": "0+100x400"}],
+         "promql_expr_test": [
+             {"expr": 'slo:sli_error:ratio_rate5m{slo="api-latency"}', "eval_time": "60m",
+              "exp_samples": [{"labels": f'slo:sli_error:ratio_rate5m{{slo="api-latency",service="api",'
+                                         f'owner="{owner}",window="5m"}}', "value": 1}]}]}]}
+    availability = by_name()["api-availability"]
+    test["tests"].append({"interval": "30s", "input_series": [
+        {"series": 'summit_http_requests_total{service="api",cohort="general"}', "values": "0+100x400"}],
+        "promql_expr_test": [{"expr": 'slo:sli_error:ratio_rate5m{slo="api-availability"}', "eval_time": "60m",
+                              "exp_samples": [{"labels": 'slo:sli_error:ratio_rate5m{slo="api-availability",'
+                                                         f'service="api",owner="{availability.owner}",window="5m"}}',
+                                               "value": 0}]}]})
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    proc = subprocess.run([str(PROMTOOL), "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def _synthetic(minutes: int = 600, seed: int = 1, gaps: bool = True) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     start = datetime(2026, 3, 8, tzinfo=UTC)

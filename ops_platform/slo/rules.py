@@ -2,8 +2,9 @@
 
 Recording rules give each SLO's error ratio over every window its burn tiers use; alerting
 rules fire a tier when both its long and short windows burn faster than the tier's rate.
-Timeslices SLOs are alerted on their request ratio (Prometheus has no time-slice budget);
-the platform's own burn series evaluates them exactly.
+For a Timeslices SLO the ratio is the share of bad minutes among the minutes with traffic,
+as the platform's burn series counts it: each minute's good ratio from a one-minute
+``rate``, so its counters must be scraped at least twice a minute.
 """
 
 from __future__ import annotations
@@ -33,19 +34,17 @@ def _le(value: object) -> str:
 
 
 def error_ratio_expr(slo: SLO, window: str) -> str:
-    """PromQL for the SLO's bad-event ratio over `window`."""
+    """PromQL for the SLO's bad-event ratio over `window`: bad requests (or samples) over all
+    of them for Occurrences, bad minutes over minutes with traffic for Timeslices."""
     ind = slo.indicator
     if ind.kind == "ratio":
-        good, total = ind.good, ind.total
-        assert good is not None and total is not None
-        if good.spec.get("table") == "latency_buckets":
-            good_le, inf = 'le="' + _le(good.spec["le"]) + '"', 'le="+Inf"'
-            g = f'sum(rate({METRICS["bucket"]}{_selector(good, good_le)}[{window}]))'
-            t = f'sum(rate({METRICS["bucket"]}{_selector(total, inf)}[{window}]))'
-            return f"1 - ({g} / {t})"
-        errors = f'sum(rate({METRICS["errors"]}{_selector(total)}[{window}]))'
-        requests = f'sum(rate({METRICS["requests"]}{_selector(total)}[{window}]))'
-        return f"({errors} / {requests})"
+        if slo.budgeting == "Timeslices":
+            assert slo.objective.time_slice_target is not None
+            good, _, total = _ratio_parts(slo, "1m")
+            minute_bad = f"({good} / {total} < bool {slo.objective.time_slice_target!r}) and {total} > 0"
+            return f"avg_over_time(({minute_bad})[{window}:1m])"
+        _, bad, total = _ratio_parts(slo, window)
+        return f"({bad} / {total})"
     metric = ind.metric
     assert metric is not None and slo.objective.op and slo.objective.value is not None
     sel = f'{METRICS["lag"]}{_selector(metric)}'
@@ -56,6 +55,22 @@ def error_ratio_expr(slo: SLO, window: str) -> str:
     samples = f"count_over_time({sel}[{window}:1m])"
     return (f"(sum(count_over_time(({sel} {bad_op} {slo.objective.value:g})[{window}:1m]) or 0 * {samples})"
             f" / sum({samples}))")
+
+
+def _ratio_parts(slo: SLO, window: str) -> tuple[str, str, str]:
+    """PromQL (good, bad, total) rates of a ratio SLO over `window`. No errors counter (a service
+    that never failed) is 0 errors, as the platform's Prometheus reader counts it."""
+    good, total = slo.indicator.good, slo.indicator.total
+    assert good is not None and total is not None
+    if good.spec.get("table") == "latency_buckets":
+        good_le, inf = 'le="' + _le(good.spec["le"]) + '"', 'le="+Inf"'
+        g = f'sum(rate({METRICS["bucket"]}{_selector(good, good_le)}[{window}]))'
+        t = f'sum(rate({METRICS["bucket"]}{_selector(total, inf)}[{window}]))'
+        return g, f"({t} - {g})", t
+    requests = f'sum(rate({METRICS["requests"]}{_selector(total)}[{window}]))'
+    errors = f'sum(rate({METRICS["errors"]}{_selector(total)}[{window}]))'
+    bad = f"({errors} or 0 * {requests})"
+    return f"({requests} - {bad})", bad, requests
 
 
 def rule_groups(slos: list[SLO]) -> dict:
@@ -74,8 +89,10 @@ def rule_groups(slos: list[SLO]) -> dict:
             lw, sw = window_name(tier.long_window), window_name(tier.short_window)
             # Full precision (repr round-trips): the platform's checks compare the same product.
             threshold = f"({tier.burn_rate!r} * {slo.error_budget!r})"
-            expr = (f'slo:sli_error:ratio_rate{lw}{{slo="{slo.name}"}} > {threshold} '
-                    f'and slo:sli_error:ratio_rate{sw}{{slo="{slo.name}"}} > {threshold}')
+            # Each recorded ratio carries its own `window` label: matched without it, or the
+            # two windows never meet and the alert cannot fire.
+            expr = (f'max without (window) (slo:sli_error:ratio_rate{lw}{{slo="{slo.name}"}} > {threshold}) '
+                    f'and max without (window) (slo:sli_error:ratio_rate{sw}{{slo="{slo.name}"}} > {threshold})')
             alerts.append({
                 "alert": f"SLOBurn{''.join(p.title() for p in slo.name.split('-'))}{tier.name.title()}",
                 "expr": expr,
