@@ -73,7 +73,25 @@ def _mutate(tmp_path: Path, name: str, fn) -> Path:
     ("api-latency.yaml", lambda d: d[2]["spec"]["tiers"][0].update(longWindow="90s"), "tiers[0].longWindow"),
     ("api-latency.yaml", lambda d: d[2]["spec"]["tiers"][1].update(ramp="promote"), "tiers[1].ramp"),
     ("receipt-lag.yaml", lambda d: d[1]["spec"]["objectives"][0].update(op="about"), "objectives[0].op"),
-    ("receipt-lag.yaml", lambda d: d[1].update(kind="Service"), "kind"),
+    ("receipt-lag.yaml", lambda d: d[1].update(kind="AlertPolicy"), "kind"),
+    # typos and contradictions that would otherwise load and be ignored
+    ("api-latency.yaml", lambda d: d[1]["spec"]["objectives"][0].update(timeSliceTaget=0.9),
+     "objectives[0].timeSliceTaget"),
+    ("api-availability.yaml", lambda d: d[1]["spec"].update(budgetingMethd="Occurrences"), "spec.budgetingMethd"),
+    ("api-availability.yaml", lambda d: d[1]["spec"].update(alertPolicies=["x"]), "spec.alertPolicies"),
+    ("api-availability.yaml", lambda d: d[1]["spec"]["objectives"][0].update(op="lte"), "objectives[0].op"),
+    ("api-availability.yaml", lambda d: d[1]["spec"].update(indicator=d[0]), "spec.indicator"),
+    ("api-availability.yaml", lambda d: d[1]["spec"].update(service="web"), "spec.service"),
+    ("api-availability.yaml", lambda d: d[2]["spec"]["tiers"][0].update(burnRate=True), "tiers[0].burnRate"),
+    ("api-latency.yaml", lambda d: d[1]["spec"]["objectives"][0].update(timeSliceTarget=True), "timeSliceTarget"),
+    ("receipt-lag.yaml", lambda d: d[1]["spec"].update(budgetingMethod="Timeslices"), "objectives[0]"),
+    ("api-availability.yaml", lambda d: d[1]["spec"]["timeWindow"][0].update(
+        calendar={"startTime": "2026-01-01 00:00:00", "timeZone": "UTC"}), "timeWindow[0].calendar"),
+    ("approval-lag.yaml", lambda d: d[1]["spec"]["timeWindow"][0]["calendar"].update(startTime="yesterday"),
+     "calendar.startTime"),
+    ("receipt-lag.yaml", lambda d: d[2]["spec"]["tiers"][2].update(longWindow="10d"), "tiers[2].longWindow"),
+    ("api-latency.yaml", lambda d: d[0]["spec"]["ratioMetric"].update(bad=d[0]["spec"]["ratioMetric"]["good"]),
+     "ratioMetric.bad"),
     ("receipt-lag.yaml", lambda d: d[0]["spec"]["thresholdMetric"]["metricSource"]["spec"].update(value="lag_secs"),
      "metricSource.spec.value"),
     ("api-latency.yaml", lambda d: d[0]["spec"]["ratioMetric"]["good"]["metricSource"]["spec"].update(le="fast"),
@@ -95,6 +113,28 @@ def test_bad_files_name_file_and_field(tmp_path, file, mutation, where):
     with pytest.raises(SLOSpecError) as err:
         load_slos(folder)
     assert file in str(err.value) and where in str(err.value), str(err.value)
+
+
+def test_openslo_files_as_the_spec_writes_them_load(tmp_path):
+    # The spec's own forms: an unquoted startTime (YAML reads a datetime), a calendar window
+    # without isRolling, targetPercent, a Service document, and an SLI in a file of its own
+    # that an SLO in another file references.
+    folder = _mutate(tmp_path, "approval-lag.yaml", lambda d: (
+        d[1]["spec"]["timeWindow"][0].pop("isRolling"),
+        d[1]["spec"]["timeWindow"][0]["calendar"].update(startTime=datetime(2026, 1, 15, 0, 0)),
+        d[1]["spec"]["objectives"][0].update(targetPercent=99.0), d[1]["spec"]["objectives"][0].pop("target"),
+        d.insert(0, {"apiVersion": "openslo/v1", "kind": "Service", "metadata": {"name": "approval"},
+                     "spec": {"description": "approvals"}})))
+    docs = list(yaml.safe_load_all((folder / "approval-lag.yaml").read_text()))
+    (folder / "approval-sli.yaml").write_text(yaml.safe_dump(docs.pop(1)))
+    (folder / "approval-lag.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    slo = {s.name: s for s in load_slos(folder)}["approval-lag"]
+    assert slo.objective.target == 0.99 and not slo.window.rolling
+    # a billing-cycle month from the 15th, not the 1st
+    from datetime import date
+
+    assert slo.window.first_day(date(2026, 3, 20)) == date(2026, 3, 15)
+    assert slo.window.first_day(date(2026, 3, 10)) == date(2026, 2, 15)
 
 
 @pytest.mark.parametrize(("window", "first"), [

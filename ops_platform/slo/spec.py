@@ -44,6 +44,31 @@ GOOD_REQUESTS, ALL_REQUESTS = "requests - errors", "requests"
 RESERVED_NAMES = ("all",)  # the alert scores' totals over every SLO (alert_score.TOTALS)
 TIER_KEYS = ("name", "burnRate", "longWindow", "shortWindow", "severity", "ramp", "platform")
 POLICY_KEYS = ("slo", "tiers")
+# The OpenSLO v1 keys each part may hold; a key outside them (a typo such as timeSliceTaget)
+# is refused, and those of the spec this platform does not compute are refused by name.
+DOC_KEYS = ("apiVersion", "kind", "metadata", "spec")
+METADATA_KEYS = ("name", "displayName", "labels", "annotations")
+SLO_SPEC_KEYS = ("description", "service", "indicator", "indicatorRef", "timeWindow", "budgetingMethod",
+                 "objectives")
+OBJECTIVE_KEYS = ("displayName", "op", "value", "target", "targetPercent", "timeSliceTarget", "timeSliceWindow")
+WINDOW_KEYS = ("duration", "isRolling", "calendar")
+CALENDAR_KEYS = ("startTime", "timeZone")
+SLI_SPEC_KEYS = ("description", "ratioMetric", "thresholdMetric")
+RATIO_KEYS = ("counter", "good", "total")
+NOT_COMPUTED = {  # OpenSLO v1 fields this platform does not compute: what to write instead
+    "alertPolicies": f"burn alert tiers come from a BurnAlertPolicy document ({EXTENSION}), see docs/slo.md",
+    "bad": "give the ratio as good and total",
+    "raw": "give the ratio as counters (good and total)",
+    "rawType": "give the ratio as counters (good and total)",
+    "compositeWeight": "composite SLOs are not supported",
+}
+# Valid OpenSLO v1 kinds that carry nothing the platform computes: read past, not refused.
+IGNORED_KINDS = ("Service", "DataSource")
+ALERT_KINDS = ("AlertPolicy", "AlertCondition", "AlertNotificationTarget")
+_START_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})([ T]\d{2}:\d{2}(:\d{2})?)?$")
+# The shortest a calendar window gets, to compare a tier's long window with.
+_CALENDAR_SPAN = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=28),
+                  "quarter": timedelta(days=89), "year": timedelta(days=365)}
 
 
 def is_inf_bound(value: Any) -> bool:
@@ -108,23 +133,34 @@ class TimeWindow:
     duration: timedelta | None  # rolling windows
     calendar_unit: Literal["month", "quarter", "year", "week", "day"] | None = None
     calendar_tz: str | None = None
+    calendar_start: date | None = None  # the calendar's startTime: periods repeat from its day
 
     def first_day(self, day: date) -> date:
         """The first daily partition of the window that ends with ``day``: a rolling window
         covers its whole days back (at least ``day`` itself); a calendar window starts at
-        its month, quarter, year or ISO week."""
+        its month, quarter, year or week, counted from the day of its ``startTime`` (a
+        billing cycle from the 15th, a week from Sunday), or from the 1st (Monday) without one."""
         if self.rolling:
             assert self.duration is not None
             return day - timedelta(days=max(math.ceil(self.duration / timedelta(days=1)), 1) - 1)
-        if self.calendar_unit == "month":
-            return day.replace(day=1)
-        if self.calendar_unit == "quarter":
-            return day.replace(month=3 * ((day.month - 1) // 3) + 1, day=1)
-        if self.calendar_unit == "year":
-            return day.replace(month=1, day=1)
+        start = self.calendar_start
         if self.calendar_unit == "week":
-            return day - timedelta(days=day.weekday())
-        return day
+            return day - timedelta(days=(day.weekday() - (start.weekday() if start else 0)) % 7)
+        start = start or date(2000, 1, 1)
+        months = {"month": 1, "quarter": 3, "year": 12}.get(self.calendar_unit or "")
+        if months is None:
+            return day
+        anchor = start.year * 12 + start.month - 1
+        index = anchor + ((day.year * 12 + day.month - 1) - anchor) // months * months
+        first = _month_day(index, start.day)
+        return first if first <= day else _month_day(index - months, start.day)
+
+
+def _month_day(month_index: int, day: int) -> date:
+    """The ``day``th of a month (months counted from year 0), or its last day if shorter."""
+    year, month = divmod(month_index, 12)
+    following = date(year + (month == 11), (month + 1) % 12 + 1, 1)
+    return date(year, month + 1, min(day, (following - timedelta(days=1)).day))
 
 
 @dataclass(frozen=True)
@@ -184,9 +220,11 @@ class SLO:
 
 def _unknown_keys(doc: Any, allowed: tuple[str, ...], file, path: str) -> None:
     """Refuse a key the loader would otherwise ignore (a typo such as ``burnRat``), naming it
-    and the keys allowed there."""
+    and the keys allowed there; an OpenSLO field the platform does not compute, saying so."""
     if isinstance(doc, dict):
         for key in doc:
+            if key in NOT_COMPUTED:
+                raise SLOSpecError(file, f"{path}.{key}", f"not supported: {NOT_COMPUTED[key]}")
             if key not in allowed:
                 raise SLOSpecError(file, f"{path}.{key}", f"unknown key; allowed here: {', '.join(allowed)}")
 
@@ -215,6 +253,9 @@ def _get(doc: dict, key: str, file, path: str, kind: type | tuple = object, requ
             raise SLOSpecError(file, f"{path}.{key}", "is required")
         return None
     value = doc[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds and object not in kinds:  # YAML yes/true is no number
+        raise SLOSpecError(file, f"{path}.{key}", f"must be a {' or '.join(k.__name__ for k in kinds)}, not a boolean")
     if not isinstance(value, kind):
         want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise SLOSpecError(file, f"{path}.{key}", f"must be a {want}, not {type(value).__name__}")
@@ -254,9 +295,11 @@ def _source(doc: Any, file, path: str) -> MetricSource:
 def _indicator(doc: dict, file, path: str) -> Indicator:
     name = _name(doc, file, path)
     spec = _get(doc, "spec", file, path, dict)
+    _unknown_keys(spec, SLI_SPEC_KEYS, file, f"{path}.spec")
     if "ratioMetric" in spec:
         rp = f"{path}.spec.ratioMetric"
         ratio = _get(spec, "ratioMetric", file, f"{path}.spec", dict)
+        _unknown_keys(ratio, RATIO_KEYS, file, rp)
         if ratio.get("counter") is not True:
             raise SLOSpecError(file, f"{rp}.counter", "only counter ratios are supported")
         good = _source(_get(ratio, "good", file, rp), file, f"{rp}.good")
@@ -309,34 +352,72 @@ def _ratio_shape(good: MetricSource, total: MetricSource, file, path: str) -> No
 def _window(doc: list, file, path: str) -> TimeWindow:
     if not isinstance(doc, list) or len(doc) != 1:
         raise SLOSpecError(file, path, "exactly one time window is supported")
-    w = doc[0]
-    rolling = _get(w, "isRolling", file, f"{path}[0]", bool)
-    dur = parse_duration(_get(w, "duration", file, f"{path}[0]"), file, f"{path}[0].duration", calendar=not rolling)
+    w, p = doc[0], f"{path}[0]"
+    _unknown_keys(w, WINDOW_KEYS, file, p)
+    # OpenSLO: isRolling may be left out of a calendar window (it is then false).
+    rolling = _get(w, "isRolling", file, p, bool, required=not isinstance(w, dict) or "calendar" not in w)
+    dur = parse_duration(_get(w, "duration", file, p), file, f"{p}.duration", calendar=not rolling)
     if rolling:
         if not isinstance(dur, timedelta):
-            raise SLOSpecError(file, f"{path}[0].duration", "a rolling window needs s, m, h, d or w")
+            raise SLOSpecError(file, f"{p}.duration", "a rolling window needs s, m, h, d or w")
+        if "calendar" in w:
+            raise SLOSpecError(file, f"{p}.calendar", "a rolling window has no calendar (isRolling: false for one)")
         return TimeWindow(True, dur)
-    cal = _get(w, "calendar", file, f"{path}[0]", dict)
-    tz = _get(cal, "timeZone", file, f"{path}[0].calendar", str)
+    cal = _get(w, "calendar", file, p, dict)
+    _unknown_keys(cal, CALENDAR_KEYS, file, f"{p}.calendar")
+    tz = _get(cal, "timeZone", file, f"{p}.calendar", str)
     try:
         ZoneInfo(tz)
     except (KeyError, ValueError, OSError):
-        raise SLOSpecError(file, f"{path}[0].calendar.timeZone", f"{tz!r} is not an IANA time zone") from None
-    _get(cal, "startTime", file, f"{path}[0].calendar", str)
+        raise SLOSpecError(file, f"{p}.calendar.timeZone", f"{tz!r} is not an IANA time zone") from None
+    start = _start_day(_get(cal, "startTime", file, f"{p}.calendar", (str, date)), file, f"{p}.calendar.startTime")
     unit = dur if isinstance(dur, str) else {timedelta(days=1): "day", timedelta(weeks=1): "week"}.get(dur)
     if unit is None:
-        raise SLOSpecError(file, f"{path}[0].duration", "a calendar window is 1d, 1w, 1M, 1Q or 1Y")
-    return TimeWindow(False, None, unit, tz)
+        raise SLOSpecError(file, f"{p}.duration", "a calendar window is 1d, 1w, 1M, 1Q or 1Y")
+    return TimeWindow(False, None, unit, tz, start)
+
+
+def _start_day(value: str | date, file, path: str) -> date:
+    """The day a calendar's ``startTime`` falls on: "2026-01-15 00:00:00" as OpenSLO writes
+    it, quoted or not (YAML reads an unquoted one as a date or datetime)."""
+    if isinstance(value, date):  # datetime is a date too
+        return value.date() if isinstance(value, datetime) else value
+    m = _START_TIME.match(value.strip())
+    try:
+        return date.fromisoformat(m.group(1)) if m else date.fromisoformat("")
+    except ValueError:
+        raise SLOSpecError(file, path, f"{value!r} is not a start time like '2026-01-01 00:00:00'") from None
 
 
 def _objective(doc: Any, budgeting: str, indicator: Indicator, file, path: str) -> Objective:
     if not isinstance(doc, list) or len(doc) != 1:
         raise SLOSpecError(file, path, "exactly one objective is supported")
     o, p = doc[0], f"{path}[0]"
-    target = float(_get(o, "target", file, p, (int, float)))
-    if not 0 < target < 1:
-        raise SLOSpecError(file, f"{p}.target", f"{target} must be between 0 and 1 (exclusive)")
+    _unknown_keys(o, OBJECTIVE_KEYS, file, p)
+    if isinstance(o, dict) and "targetPercent" in o:  # OpenSLO's other spelling: 99.5 for 0.995
+        if "target" in o:
+            raise SLOSpecError(file, f"{p}.targetPercent", "give target or targetPercent, not both")
+        percent = float(_get(o, "targetPercent", file, p, (int, float)))
+        if not 0 < percent < 100:
+            raise SLOSpecError(file, f"{p}.targetPercent", f"{percent:g} must be between 0 and 100 (exclusive)")
+        target = percent / 100
+    else:
+        target = float(_get(o, "target", file, p, (int, float)))
+        if not 0 < target < 1:
+            raise SLOSpecError(file, f"{p}.target", f"{target} must be between 0 and 1 (exclusive)")
     op = value = tst = tsw = None
+    if indicator.kind == "ratio":
+        for key in ("op", "value"):
+            if key in o:
+                raise SLOSpecError(file, f"{p}.{key}", "a ratio objective has no op or value (its indicator says "
+                                                       "what is good)")
+    if budgeting == "Occurrences":
+        for key in ("timeSliceTarget", "timeSliceWindow"):
+            if key in o:
+                raise SLOSpecError(file, f"{p}.{key}", "only a Timeslices objective has time slices")
+    elif indicator.kind == "threshold":
+        raise SLOSpecError(file, p, "a thresholdMetric SLO budgets Occurrences (its samples): Timeslices over "
+                                    "threshold samples is not supported")
     if indicator.kind == "threshold":
         op = _get(o, "op", file, p, str)
         if op not in THRESHOLD_OPS:
@@ -413,16 +494,25 @@ def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
             slis.append(_indicator(d, path, p))
         elif (api, kind) == (EXTENSION, "BurnAlertPolicy"):
             policies.append((i, d))
+        elif api == OPENSLO and kind in IGNORED_KINDS:
+            _name(d, path, p)
+        elif api == OPENSLO and kind in ALERT_KINDS:
+            raise SLOSpecError(path, f"{p}.kind", f"{kind} is not supported: burn alert tiers come from a "
+                                                  f"BurnAlertPolicy document ({EXTENSION}), see docs/slo.md")
         else:
             raise SLOSpecError(path, f"{p}.kind", f"unsupported {api}/{kind}")
-    if not slos:
-        raise SLOSpecError(path, "(file)", "defines no SLO: each SLO file holds an openslo/v1 SLO document "
-                                           "(and its BurnAlertPolicy)" + (" and this one is empty" if not docs else ""))
+        if kind != "BurnAlertPolicy":
+            _unknown_keys(d, DOC_KEYS, path, p)
+    if not docs:
+        raise SLOSpecError(path, "(file)", "is empty: an SLO file holds openslo/v1 documents (an SLO, its SLI, "
+                                           "its BurnAlertPolicy)")
     return slos, slis, policies
 
 
 def load_slos(folder: Path) -> list[SLO]:
     """Every SLO in `folder/*.yaml`, validated, with its burn tiers."""
+    if not Path(folder).is_dir():
+        raise SLOSpecError(folder, "(folder)", "does not exist (or is not a folder)")
     files = sorted(Path(folder).glob("*.yaml")) + sorted(Path(folder).glob("*.yml"))
     if not files:
         raise SLOSpecError(folder, "(folder)", "no SLO files (*.yaml)")
@@ -450,12 +540,16 @@ def load_slos(folder: Path) -> list[SLO]:
                                                         "every SLO): name the SLO otherwise")
         seen.add(name)
         meta, spec = d["metadata"], _get(d, "spec", f, p, dict)
+        _unknown_keys(meta, METADATA_KEYS, f, f"{p}.metadata")
+        _unknown_keys(spec, SLO_SPEC_KEYS, f, f"{p}.spec")
         annotations = meta.get("annotations") or {}
         if not isinstance(annotations, dict):
             raise SLOSpecError(f, f"{p}.metadata.annotations", "must be a mapping")
         owner = annotations.get(OWNER_ANNOTATION)
         if not owner:
             raise SLOSpecError(f, f"{p}.metadata.annotations", f"needs an owner ({OWNER_ANNOTATION})")
+        if "indicatorRef" in spec and "indicator" in spec:
+            raise SLOSpecError(f, f"{p}.spec.indicator", "give indicator or indicatorRef, not both")
         if "indicatorRef" in spec:
             ref = _get(spec, "indicatorRef", f, f"{p}.spec", str)
             if ref not in indicators:
@@ -474,10 +568,24 @@ def load_slos(folder: Path) -> list[SLO]:
                                                         "without burn tiers would never alert")
         policy_file, policy_path, tiers, raw_tiers = policies[name]
         _tiers_can_fire(tiers, raw_tiers, objective.target, policy_file, policy_path)
+        service = _get(spec, "service", f, f"{p}.spec", str)
+        read = indicator.total or indicator.metric
+        assert read is not None
+        named = read.spec.get("service", read.spec.get("pipeline"))
+        if named is not None and named != service:
+            raise SLOSpecError(f, f"{p}.spec.service", f"{service!r}, but its indicator reads {named!r}: the alerts "
+                                                       "would be labelled with one and select the other")
+        window = _window(_get(spec, "timeWindow", f, f"{p}.spec", list), f, f"{p}.spec.timeWindow")
+        span = window.duration if window.rolling else _CALENDAR_SPAN[window.calendar_unit or "day"]
+        for i, t in enumerate(raw_tiers):
+            tier = next(x for x in tiers if x.name == t.get("name"))
+            if tier.long_window > span:
+                raise SLOSpecError(policy_file, f"{policy_path}.spec.tiers[{i}].longWindow",
+                                   f"tier {tier.name!r} looks back further than SLO {name!r}'s window")
         out.append(SLO(name, meta.get("displayName") or name, owner, spec.get("description", ""),
-                       _get(spec, "service", f, f"{p}.spec", str), indicator,
-                       _window(_get(spec, "timeWindow", f, f"{p}.spec", list), f, f"{p}.spec.timeWindow"),
-                       budgeting, objective, tiers, str(f)))
+                       service, indicator, window, budgeting, objective, tiers, str(f)))
+    if not out:
+        raise SLOSpecError(folder, "(folder)", "defines no SLO (an openslo/v1 document of kind SLO)")
     orphans = set(policies) - seen
     if orphans:
         f = policies[sorted(orphans)[0]][0]
