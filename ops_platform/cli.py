@@ -600,14 +600,9 @@ def backtest_alerts(world_dir: Path | None, slo_dir: Path | None, as_json: bool)
     incidents and bad builds caught, minutes to alert, alerts with no cause in the truth."""
     import json
 
-    from .paths import SLO_DIR
     from .slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
-    from .slo.spec import SLOSpecError, load_slos
 
-    try:
-        slos = load_slos(slo_dir or SLO_DIR)
-    except SLOSpecError as exc:
-        raise click.ClickException(str(exc)) from exc
+    slos = _slos(slo_dir)
     world_dir, results = _replay(world_dir, lambda world: score_world(world, slos))
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))
@@ -623,6 +618,71 @@ def backtest_alerts(world_dir: Path | None, slo_dir: Path | None, as_json: bool)
     # Whole, however narrow the terminal (or a pipe's 80 columns): a cut column hides figures.
     natural = Console(width=1000).measure(table).maximum
     Console(width=max(console.width, natural)).print(table)
+
+
+@main.group()
+def slo() -> None:
+    """Check OpenSLO files and export them as Prometheus rules."""
+
+
+def _slos(slo_dir: Path | None) -> list:
+    from .paths import SLO_DIR
+    from .slo.spec import SLOSpecError, load_slos
+
+    try:
+        return load_slos(slo_dir or SLO_DIR)
+    except SLOSpecError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+_SLO_DIR_OPTION = click.option("--slos", "slo_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+                               help="Folder of OpenSLO files (default: the platform's slos/).")
+
+
+@slo.command("validate")
+@_SLO_DIR_OPTION
+def slo_validate(slo_dir: Path | None) -> None:
+    """Load and check every SLO file (exit 1 naming the file and field of the first error);
+    list each SLO's tiers with the share of its error budget each lets go before firing."""
+    from .slo.burn import window_name
+
+    slos = _slos(slo_dir)
+    table = Table(title=f"{len(slos)} SLO(s) valid", box=box.SIMPLE_HEAD)
+    for title in ("slo", "budgeting", "target", "window", "tier", "burn", "windows", "budget spent to fire",
+                  "ramp", "platform"):
+        table.add_column(title, no_wrap=True)
+    for s in slos:
+        window = window_name(s.window.duration) if s.window.rolling else f"calendar {s.window.calendar_unit}"
+        for i, t in enumerate(s.tiers):
+            head = (s.name, s.budgeting, f"{s.objective.target:g}", window) if i == 0 else ("", "", "", "")
+            table.add_row(*head, t.name, f"{t.burn_rate:g}x",
+                          f"{window_name(t.long_window)}/{window_name(t.short_window)}",
+                          f"{s.budget_spent_to_fire(t):.1%}", t.ramp_action, t.platform_action)
+    natural = Console(width=1000).measure(table).maximum  # whole, however narrow the terminal or pipe
+    Console(width=max(console.width, natural)).print(table)
+
+
+@slo.command("rules")
+@_SLO_DIR_OPTION
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the rule file here (default: print it).")
+def slo_rules(slo_dir: Path | None, out: Path | None) -> None:
+    """Export the SLOs as Prometheus recording and alerting rules (check them with
+    `promtool check rules`)."""
+    from .slo.rules import rules_yaml
+
+    text = rules_yaml(_slos(slo_dir))
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    from .files import open_atomic
+
+    try:
+        with open_atomic(out) as fh:
+            fh.write(text.encode())
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror}") from None
+    click.echo(f"wrote {out}", err=True)
 
 
 @main.group()

@@ -171,8 +171,14 @@ def test_unparseable_yaml_is_a_clear_error(tmp_path):
 
 def test_prometheus_rules_pass_promtool(tmp_path):
     _require_prometheus()  # fails in CI, skips (saying why) only locally
+    from click.testing import CliRunner
+
+    from ops_platform.cli import main
+
     out = tmp_path / "slo-rules.yaml"
-    out.write_text(rules_yaml(load_slos(SLOS)))
+    res = CliRunner().invoke(main, ["slo", "rules", "--slos", str(SLOS), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_text() == rules_yaml(load_slos(SLOS))
     proc = subprocess.run([str(PROMTOOL), "check", "rules", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS: 50 rules found" in proc.stdout
@@ -491,3 +497,23 @@ def test_a_day_without_sli_data_is_missing_data_not_a_healthy_day():
     assert "request_counters (service api)" in empty_sources(
         slos, t0, t0 + timedelta(days=1), {"request_counters": counters.clear(), "latency_buckets": lat,
                                            "lag_samples": lag})
+
+
+def test_slo_validate_lists_what_each_tier_lets_go_and_names_a_bad_file(tmp_path):
+    from click.testing import CliRunner
+
+    from ops_platform.cli import main
+
+    res = CliRunner().invoke(main, ["slo", "validate", "--slos", str(SLOS)])
+    assert res.exit_code == 0, res.output
+    lines = {line.split()[0]: line for line in res.output.splitlines() if line.strip().startswith("receipt-lag")}
+    # 14.4x over 1h of a 7-day window lets 8.6% of the budget go, not the Workbook's 2% of 30 days
+    assert "5 SLO(s) valid" in res.output and "8.6%" in lines["receipt-lag"], res.output
+    slos = {s.name: s for s in load_slos(SLOS)}
+    fast = slos["api-availability"].tiers[0]
+    assert slos["api-availability"].budget_spent_to_fire(fast) == pytest.approx(14.4 / (28 * 24))
+    folder = _mutate(tmp_path, "api-availability.yaml", lambda d: d[1]["spec"].update(budgetingMethd="x"))
+    res = CliRunner().invoke(main, ["slo", "validate", "--slos", str(folder)])
+    assert res.exit_code == 1 and "api-availability.yaml" in res.output and "budgetingMethd" in res.output
+    res = CliRunner().invoke(main, ["slo", "rules", "--slos", str(tmp_path / "none")])
+    assert res.exit_code == 1 and "does not exist" in res.output

@@ -66,6 +66,9 @@ NOT_COMPUTED = {  # OpenSLO v1 fields this platform does not compute: what to wr
 IGNORED_KINDS = ("Service", "DataSource")
 ALERT_KINDS = ("AlertPolicy", "AlertCondition", "AlertNotificationTarget")
 _START_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})([ T]\d{2}:\d{2}(:\d{2})?)?$")
+# A calendar window's usual length, to say what share of its budget a tier spends.
+_CALENDAR_LENGTH = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=30),
+                    "quarter": timedelta(days=91), "year": timedelta(days=365)}
 # The shortest a calendar window gets, to compare a tier's long window with.
 _CALENDAR_SPAN = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=28),
                   "quarter": timedelta(days=89), "year": timedelta(days=365)}
@@ -210,6 +213,15 @@ class SLO:
         if ind.kind == "ratio":
             return ind.total.spec["table"], ind.total.spec.get("service", self.service)
         return ind.metric.spec["table"], ind.metric.spec.get("pipeline", self.service)
+
+    def budget_spent_to_fire(self, tier: BurnTier) -> float:
+        """The share of the error budget a tier lets go before it fires: its burn rate over its
+        long window, against the SLO's window (a calendar one at its usual length). The SRE
+        Workbook's tiers for a 30-day SLO spend 2%, 5% and 10%; the same rates on a shorter
+        window spend more of it."""
+        span = self.window.duration if self.window.rolling else _CALENDAR_LENGTH[self.window.calendar_unit or "day"]
+        assert span is not None
+        return tier.burn_rate * (tier.long_window / span)
 
     @property
     def windows(self) -> list[timedelta]:
