@@ -584,3 +584,16 @@ def test_focus_13_allocated_charges_are_read_through_their_allocated_tags():
     rows = {r["tenant_id"]: r for r in result.tenant_day.iter_rows(named=True)}
     assert rows["b"]["direct_micros"] == 1_000_000  # the allocated part is b's own
     assert rows["a"]["serving_micros"] + rows["b"]["serving_micros"] == 2_000_000
+
+
+def test_an_invoice_confidence_stays_a_share_when_a_tenant_nets_credits():
+    # A day of -5.00 (a credit) beside a day of 95 micro-dollars: each weighs by its amount,
+    # as the day's confidence does; signed weights gave -3658934.0.
+    from ops_platform.finops.invoices import Period, _confidence
+
+    tenant_day = pl.DataFrame({"utc_date": [date(2026, 3, 6), date(2026, 3, 7), date(2026, 3, 6)],
+                               "tenant_id": ["a", "a", "b"], "total_micros": [-5_000_000, 95, 0],
+                               "confidence": [0.9, 1.0, 0.97]})
+    got = dict(_confidence(Period("p", date(2026, 3, 6), date(2026, 3, 8)), tenant_day).iter_rows())
+    assert got["a"] == pytest.approx((0.9 * 5_000_000 + 95) / 5_000_095, abs=1e-6)
+    assert got["b"] == 0.97  # no cost at all: its days' plain mean

@@ -134,9 +134,12 @@ def _confidence(period: Period, tenant_day: pl.DataFrame | None) -> pl.DataFrame
     if tenant_day is None or tenant_day.height == 0:
         return pl.DataFrame(schema={"tenant_id": pl.String, "reconciliation_confidence": pl.Float64})
     inside = tenant_day.filter(period.covers())
-    weight = pl.col("total_micros").cast(pl.Float64)
+    # Weighted by each day's cost whatever its sign (a credit day weighs by its amount), as
+    # the day's confidence is; days without cost weigh equally. A share stays in [0, 1].
+    weight = pl.col("total_micros").cast(pl.Float64).abs()
+    weighted = (pl.col("confidence") * weight).sum() / weight.sum()
     return inside.group_by("tenant_id").agg(
-        ((pl.col("confidence") * weight).sum() / weight.sum().clip(lower_bound=1.0)).round(6)
+        pl.when(weight.sum() > 0).then(weighted).otherwise(pl.col("confidence").mean()).clip(0.0, 1.0).round(6)
         .alias("reconciliation_confidence"))
 
 
