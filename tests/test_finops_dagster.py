@@ -53,6 +53,14 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         # March shares days with the released range: still held, now saying so too.
         tick = invoice_release_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         assert isinstance(tick, dg.SkipReason) and f"overlaps {period}, already released" in tick.skip_message
+    # Someone without the finops role tries the period: denied, with a receipt; that denial
+    # does not hold the period against an analyst who may release it (the same files again).
+    before = {f.name: f.read_bytes() for f in (state.invoices / period).iterdir()}
+    denied = CliRunner().invoke(main, ["invoices", "export", "--period", period, "--actor", "dana"])
+    assert denied.exit_code == 1 and "denied" in denied.output, denied.output
+    again = CliRunner().invoke(main, ["invoices", "export", "--period", period])
+    assert again.exit_code == 0 and "completed" in again.output and "already decided" not in again.output, again.output
+    assert {f.name: f.read_bytes() for f in (state.invoices / period).iterdir()} == before
     files = sorted((state.invoices / period).iterdir())
     assert [f.name for f in files] == ["invoice_lines.csv", "invoice_lines.parquet", "invoice_summary.csv",
                                        "invoice_summary.parquet"]

@@ -58,11 +58,18 @@ class InvoiceExportExecutor:
 
 def release_request(period: Period, actor: str, rationale: str, roster: Roster | None = None) -> ActionRequest:
     """The release of ``period`` by ``actor``, with the roles the actor roster gives it (none
-    for an actor it does not name: the guard then denies, with a receipt)."""
+    for an actor it does not name: the guard then denies, with a receipt).
+
+    One release per period, actor and roles: the guard answers a repeat once, but a denial
+    (someone without the role tried first, or the roster lacked it) does not hold the period
+    against an actor allowed to release it, nor against the same actor once granted the role.
+    A release of a period already out is the same files (deterministic bytes)."""
     roster = roster or load_roster()
-    return ActionRequest(actor=actor, roles=roster.roles(actor), action="export_release", target_kind="invoice_period",
+    roles = roster.roles(actor)
+    return ActionRequest(actor=actor, roles=roles, action="export_release", target_kind="invoice_period",
                          target_id=period.name, rationale=rationale,
-                         idempotency_key=f"export_release:{period.name}", params={"period": period.name})
+                         idempotency_key=f"export_release:{period.name}:{actor}:{','.join(sorted(roles))}",
+                         params={"period": period.name})
 
 
 def released_periods(store) -> list[Period]:
