@@ -81,6 +81,25 @@ def test_a_semicolon_separated_csv_is_refused_with_a_hint(tmp_path, row):
     assert any("semicolon-separated" in e for e in check_file(gz, BILLING_FOCUS).schema_errors)
 
 
+@pytest.mark.parametrize(("content", "said"), [
+    ((HEADER + "\n" + ROW + "\n").replace(",", "\t").encode(), "tab-separated"),
+    ((HEADER + "\n" + _row(ChargeDescription="caf\u00e9") + "\n").encode("latin-1"), "not UTF-8"),
+    ((HEADER + "\n" + ROW + "\n").encode("utf-16"), "UTF-16"),
+], ids=["tabs", "latin-1", "utf-16"])
+def test_a_csv_in_another_shape_or_encoding_is_refused_saying_which(tmp_path, content, said):
+    path = tmp_path / "export.csv"
+    path.write_bytes(content)
+    [error] = check_file(path, BILLING_FOCUS).schema_errors
+    assert "export.csv" in error and said in error, error
+
+
+def test_a_quoted_empty_field_is_no_value(tmp_path):
+    # Python's csv.QUOTE_ALL and spreadsheets write an empty field as "": null, as unquoted.
+    quoted = ",".join(f'"{v}"' for v in ROW.split(","))
+    report = check_file(_csv(tmp_path, quoted), BILLING_FOCUS)
+    assert (report.rows, report.accepted, report.quarantined_rows) == (1, 1, 0), report
+
+
 def test_ingestion_quarantines_a_non_focus_file_and_keeps_the_good_one(tmp_path):
     good = _csv(tmp_path, ROW, name="good.csv")
     people = _csv(tmp_path, "bob,3", header="name,age", name="people.csv")

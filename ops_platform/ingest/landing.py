@@ -47,7 +47,15 @@ def read_any(path: Path) -> pl.DataFrame:
         return pl.read_parquet(path)
     if plain.endswith((".csv", ".txt")):
         _refuse_other_separators(path, gzipped=name.endswith(".gz"))
-        return pl.read_csv(path, infer_schema=False)
+        try:
+            frame = pl.read_csv(path, infer_schema=False)
+        except pl.exceptions.ComputeError as exc:
+            if "utf-8" in str(exc).lower() or "utf8" in str(exc).lower():
+                raise ValueError(f"{path.name}: not UTF-8 text (a Latin-1 or Windows-1252 export?): CSV files must "
+                                 "be UTF-8") from None
+            raise
+        # An empty field is no value, quoted ("" as spreadsheets and csv.QUOTE_ALL write it) or not.
+        return frame.with_columns(pl.all().replace("", None))
     if plain.endswith((".jsonl", ".ndjson")):
         # Every line read before the schema is fixed: a quantity of 3 early and 2.5 later is one column.
         return pl.read_ndjson(gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path,
@@ -58,12 +66,15 @@ def read_any(path: Path) -> pl.DataFrame:
 def _refuse_other_separators(path: Path, gzipped: bool) -> None:
     """A header with ';' and no ',' is a semicolon-separated export (a decimal-comma locale):
     said so up front, since its rows would otherwise fail to parse with a bare field-count error."""
-    with (gzip.open(path, "rt", encoding="utf-8", errors="replace") if gzipped
-          else path.open(encoding="utf-8", errors="replace")) as f:
-        header = f.readline()
-    if ";" in header and "," not in header:
-        raise ValueError(f"{path.name}: the header holds ';' and no ',': the file looks semicolon-separated "
-                         "(CSV files must be comma-separated)")
+    with gzip.open(path, "rb") if gzipped else path.open("rb") as f:
+        head = f.read(4096)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(f"{path.name}: UTF-16 text (as some spreadsheet exports write it): CSV files must be UTF-8")
+    header = head.decode("utf-8", errors="replace").splitlines()[0] if head else ""
+    for sep, name in ((";", "semicolon"), ("\t", "tab")):
+        if sep in header and "," not in header:
+            raise ValueError(f"{path.name}: the header holds {sep!r} and no ',': the file looks {name}-separated "
+                             "(CSV files must be comma-separated)")
 
 
 def read_world_table(world: Path, table: str) -> pl.DataFrame:
