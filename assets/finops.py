@@ -35,7 +35,7 @@ def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     inputs = FinOpsInputs.from_warehouse(wh)
     result = run(inputs)
     att = result.attribution
-    day = write_tables(wh, result)
+    day = write_tables(wh, result, inputs.counts)
     unequal = day.filter(pl.col("billed_micros") != pl.col("attributed_micros"))
     low = day.filter(pl.col("final") & (pl.col("confidence") < CONFIDENCE_TARGET))
     unbilled = result.unbilled_days()

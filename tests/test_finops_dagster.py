@@ -73,6 +73,17 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         csv = pl.read_csv(state.invoices / period / f"{stem}.csv", infer_schema=False)
         assert parquet.height > 0 and csv.columns == parquet.columns
         assert csv.equals(parquet.select(pl.all().cast(pl.String)))
+    # A billing row loaded after the attribution ran (or whose run then failed): the stored
+    # books are not the warehouse's any more, and no period goes out from them.
+    import duckdb
+
+    with duckdb.connect(str(state.warehouse)) as con:
+        con.execute("INSERT INTO raw.billing_focus SELECT * FROM raw.billing_focus LIMIT 1")
+    start = period.split("..")[0]
+    later = f"{start[:8]}20..{start[:8]}21"
+    held = CliRunner().invoke(main, ["invoices", "export", "--period", later])
+    assert held.exit_code == 2 and "changed since finops/attribution last ran" in held.output, held.output
+    assert "billing_focus" in held.output
 
 
 def test_a_final_usage_day_without_billing_fails_the_confidence_check(state):

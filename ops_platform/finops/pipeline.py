@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from ..contracts.definitions import CONTRACTS
@@ -30,6 +31,9 @@ class FinOpsInputs:
     tenants: pl.DataFrame
     price_list: pl.DataFrame
     superseded: pl.DataFrame  # later versions of usage events that changed content (usage.usage_from)
+    # Rows of each raw table the run read (from_warehouse): stored with the books, so a release
+    # can tell they were computed from what the warehouse holds now (``input_counts``).
+    counts: pl.DataFrame | None = None
 
     @classmethod
     def from_landing(cls, world: Path, final_after_days: int | None = None) -> FinOpsInputs:
@@ -47,6 +51,7 @@ class FinOpsInputs:
     def from_warehouse(cls, wh, final_after_days: int | None = None) -> FinOpsInputs:
         """From the warehouse's raw layer (what the daily assets loaded); usage is aggregated
         inside DuckDB, so the events never leave it."""
+        counts = input_counts(wh)  # first: rows landing while it reads make the books look stale, never fresh
         with wh.connect(read_only=True) as con:
             usage, corrections, superseded = usage_from(con, "raw.usage_events",
                                                         final_after_days=_window(final_after_days))
@@ -55,7 +60,21 @@ class FinOpsInputs:
         quarantine = wh.query("SELECT reason, record, file FROM raw.quarantine WHERE source_table = 'billing_focus'")
         return cls(usage, corrections, billing, pl.concat([quarantine, conflicts], how="vertical_relaxed"),
                    wh.query("SELECT * FROM raw.services"), wh.query("SELECT * FROM raw.tenants"),
-                   wh.query("SELECT * FROM raw.price_list"), superseded)
+                   wh.query("SELECT * FROM raw.price_list"), superseded, counts)
+
+
+# The raw tables the books are computed from.
+INPUT_TABLES = ("usage_events", "billing_focus", "quarantine", "services", "tenants", "price_list")
+
+
+def input_counts(wh) -> pl.DataFrame:
+    """(table, rows) of each raw table the books read (0 for one not created yet)."""
+    present = set(wh.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'")
+                  ["table_name"].to_list())
+    only = {"quarantine": " WHERE source_table IN ('usage_events', 'billing_focus')"}  # the ones the books read
+    parts = [f"SELECT '{t}' AS \"table\", count(*) AS \"rows\" FROM raw.{t}{only.get(t, '')}" if t in present
+             else f"SELECT '{t}' AS \"table\", 0 AS \"rows\"" for t in INPUT_TABLES]
+    return wh.query(" UNION ALL ".join(parts)).with_columns(pl.col("rows").cast(pl.Int64)).sort("table")
 
 
 def _window(final_after_days: int | None) -> int:
@@ -109,13 +128,16 @@ def run(inputs: FinOpsInputs) -> FinOpsRun:
     return FinOpsRun(usage, corrections, result, detect_anomalies(usage, result.reconciliation))
 
 
-def write_tables(wh, result: FinOpsRun) -> pl.DataFrame:
+def write_tables(wh, result: FinOpsRun, counts: pl.DataFrame | None = None) -> pl.DataFrame:
     """Store a run in the warehouse schema ``finops`` (tenant_day, day with its ``final``
-    flag, reconciliation, usage_daily, usage_corrections, anomalies); returns the day table."""
+    flag, reconciliation, usage_daily, usage_corrections, anomalies, and ``inputs``: the rows
+    of each raw table it was computed from); returns the day table."""
     day = result.attribution.day
     tables = {"tenant_day": result.attribution.tenant_day, "day": day,
               "reconciliation": result.attribution.reconciliation, "usage_daily": result.usage,
               "usage_corrections": result.corrections, "anomalies": result.anomalies}
+    if counts is not None:
+        tables["inputs"] = counts
     wh.replace_partition_tables("finops", "all", {k: v.with_columns(pl.lit("all").alias("partition_key"))
                                                  for k, v in tables.items()})
     return day
@@ -136,6 +158,8 @@ class StoredFinOps:
     # columns): source_table, file, reason. Their rows are missing from the books.
     unloaded: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
         schema={"source_table": pl.String, "file": pl.String, "reason": pl.String}))
+    # Why the stored books are not those of the raw tables as they are now (None: they are).
+    stale: str | None = None
 
     @classmethod
     def from_warehouse(cls, wh) -> StoredFinOps:
@@ -145,7 +169,8 @@ class StoredFinOps:
             "AND (record IS NULL OR reason LIKE 'file schema:%') ORDER BY file")
         return cls(*(wh.query(f"SELECT * FROM finops.{t}") for t in ("day", "usage_daily", "usage_corrections",
                                                                      "tenant_day")),
-                   wh.query("SELECT * FROM raw.tenants"), wh.query("SELECT * FROM raw.price_list"), unloaded)
+                   wh.query("SELECT * FROM raw.tenants"), wh.query("SELECT * FROM raw.price_list"), unloaded,
+                   _stale(wh))
 
     @classmethod
     def from_run(cls, inputs: FinOpsInputs, result: FinOpsRun) -> StoredFinOps:
@@ -155,6 +180,8 @@ class StoredFinOps:
 
     def blockers(self, period: Period) -> list[str]:
         """Why the period's invoices may not be released yet (empty: they may)."""
+        if self.stale:
+            return [self.stale]
         day = self.day.filter(period.covers())
         have = set(billed_days(self.day).to_list())  # the feed is judged on the whole bill
         wanted = [period.start + timedelta(days=i) for i in range((period.end - period.start).days)]
@@ -200,3 +227,21 @@ def final_period(usage: pl.DataFrame) -> Period:
             break
         end = d + timedelta(days=1)
     return Period(f"{days[0]}..{end}", days[0], end)
+
+
+def _stale(wh) -> str | None:
+    """Why the stored books (``finops.inputs``) are not those of the raw tables now: a later
+    load whose attribution failed or has not run would otherwise be invoiced from old numbers."""
+    try:
+        stored = wh.query('SELECT "table", "rows" FROM finops.inputs').sort("table")
+    except duckdb.CatalogException:  # no stamp: books stored before it existed
+        return "the stored attribution does not say which raw rows it was computed from: materialize finops/attribution again"
+    now = input_counts(wh)
+    changed = [f"{t} {a} -> {b} rows" for t, a, b in
+               now.join(stored, on="table", how="full", coalesce=True, suffix="_stored")
+               .select("table", pl.col("rows_stored").fill_null(0), pl.col("rows").fill_null(0)).iter_rows()
+               if a != b]
+    if changed:
+        return ("the raw tables changed since finops/attribution last ran, or its last run failed "
+                f"({'; '.join(changed)}): materialize finops/attribution again")
+    return None
