@@ -597,3 +597,43 @@ def test_an_invoice_confidence_stays_a_share_when_a_tenant_nets_credits():
     got = dict(_confidence(Period("p", date(2026, 3, 6), date(2026, 3, 8)), tenant_day).iter_rows())
     assert got["a"] == pytest.approx((0.9 * 5_000_000 + 95) / 5_000_095, abs=1e-6)
     assert got["b"] == 0.97  # no cost at all: its days' plain mean
+
+
+def test_refused_billing_money_is_counted_on_its_charge_day_and_can_hold_a_period():
+    # Rows the contract refused and no repair fixes: their cost is missing from the books. A
+    # cost that reads is counted (on its charge day, not the day its file arrived); one that
+    # does not is a charge of unknown size, so that day's bill is not known.
+    from ops_platform.finops.invoices import Period
+    from ops_platform.finops.pipeline import StoredFinOps
+    from ops_platform.finops.repair import billing_for_attribution
+
+    bill = _bill([("100.000000", {"tenant": "a"})]).with_columns(
+        pl.col("ChargePeriodStart").dt.cast_time_unit("us"),
+        (pl.col("ChargePeriodStart").dt.cast_time_unit("us") + pl.duration(days=1)).alias("ChargePeriodEnd"),
+        pl.lit("r-1").alias("ResourceId"), pl.lit("ba-1").alias("BillingAccountId"), pl.lit("USD").alias("BillingCurrency"))
+    late_file = "billing_focus/dt=2026-03-09/focus-extra.csv"
+
+    def refused(cost, start="2026-03-01 00:00:00.000000+00:00"):
+        record = {"EffectiveCost": cost, "ChargePeriodStart": start, "x_LineItemId": f"x-{cost}", "ChargeClass": "x"}
+        return {"reason": "ChargeClass: must be null or Correction", "record": json.dumps(record), "file": late_file}
+
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)], "tenant_id": ["a"], "meter": ["api_calls"],
+                          "quantity": [1.0], "events": [1], "final": [True]})
+    services = pl.DataFrame({"service": ["api"], "meter": ["api_calls"]})
+    period = Period("p", date(2026, 3, 1), date(2026, 3, 2))
+    empty = pl.DataFrame(schema={"utc_date": pl.Date, "tenant_id": pl.String, "meter": pl.String})
+
+    def books(*rows):
+        rows_, quality = billing_for_attribution(bill, pl.DataFrame(list(rows)))
+        result = attribute(rows_, usage, services, quality)
+        stored = StoredFinOps(result.day, usage, empty, result.tenant_day, pl.DataFrame(), pl.DataFrame())
+        return result.day.row(0, named=True), stored.blockers(period)
+
+    day, reasons = books(refused("-2.000000"))  # a refused credit of 2: 2% of the bill, under the 5% tolerance
+    assert day["utc_date"] == date(2026, 3, 1) and (day["refused_rows"], day["refused_micros"]) == (1, 2_000_000)
+    assert not [r for r in reasons if "refused" in r], reasons
+    day, reasons = books(refused("-2.000000"), refused("30.000000"))
+    assert day["refused_micros"] == 32_000_000 and any("add up to 32.00" in r for r in reasons), reasons
+    day, reasons = books(refused(None))  # "50,000.00" did not cast: its size is unknown
+    assert day["unreadable_rows"] == 1 and day["confidence"] == 0.0
+    assert any("whose cost does not read" in r for r in reasons), reasons

@@ -188,14 +188,16 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     final = usage.group_by("utc_date").agg(pl.col("final").all())
     day_rows = lines.group_by("utc_date").agg(pl.len().alias("rows"), pl.col("micros").sum().alias("billed_micros"),
                                               (pl.col("feed_day") == pl.col("utc_date")).sum().alias("feed_lines"))
-    q = (quality if quality is not None and quality.height
-         else pl.DataFrame(schema={"utc_date": pl.Date, "repaired_rows": pl.Int64, "refused_rows": pl.Int64}))
+    counts = ("repaired_rows", "refused_rows", "refused_micros", "unreadable_rows")
+    q = (quality if quality is not None and quality.height else pl.DataFrame(schema={"utc_date": pl.Date}))
+    q = q.with_columns(pl.lit(0, pl.Int64).alias(c) for c in counts if c not in q.columns)
     day_rows = (day_rows.join(q, on="utc_date", how="left").join(final, on="utc_date", how="left")
-                .with_columns(pl.col("repaired_rows").fill_null(0), pl.col("refused_rows").fill_null(0),
-                              pl.col("final").fill_null(False)))
-    # A refused row costs its share of the day's rows; a repaired one, half of that.
+                .with_columns(*(pl.col(c).fill_null(0) for c in counts), pl.col("final").fill_null(False)))
+    # A refused row costs its share of the day's rows; a repaired one, half of that. A refused
+    # row whose cost does not read is a charge of unknown size: the day's bill is not known.
     missing = (pl.col("refused_rows") + 0.5 * pl.col("repaired_rows")) / (pl.col("rows") + pl.col("refused_rows"))
-    factor = (1 - missing) * pl.when(pl.col("final")).then(1.0).otherwise(NOT_FINAL_WEIGHT)
+    factor = ((1 - missing) * pl.when(pl.col("final")).then(1.0).otherwise(NOT_FINAL_WEIGHT)
+              * pl.when(pl.col("unreadable_rows") > 0).then(0.0).otherwise(1.0))
     day_rows = day_rows.with_columns(factor.alias("source_factor"))
     evidence = (pl.col("direct_micros") + pl.col("serving_micros")
                 + RULE_WEIGHT * (pl.col("idle_micros") + pl.col("overhead_micros")))

@@ -196,6 +196,17 @@ class StoredFinOps:
         open_days = self.usage.filter(period.covers() & ~pl.col("final"))["utc_date"].unique().sort()
         if open_days.len():
             reasons.append(f"usage not final yet for {open_days.len()} day(s) (first {open_days[0]}; a day is final once its late-data window has passed)")
+        if "refused_micros" in day.columns:  # books stored before refused money was counted lack it
+            unreadable = day.filter(pl.col("unreadable_rows") > 0)
+            if unreadable.height:
+                reasons.append(f"{int(unreadable['unreadable_rows'].sum())} refused billing row(s) whose cost does "
+                               f"not read, so the bill is not known (first day {unreadable['utc_date'][0]}): fix "
+                               "and reload them (raw.quarantine says why each was refused)")
+            refused, billed = int(day["refused_micros"].sum()), int(day["billed_micros"].abs().sum())
+            if refused > (1 - CONFIDENCE_TARGET) * (billed + refused):
+                reasons.append(f"refused billing rows add up to {refused / 1e6:,.2f} of the period's bill "
+                               f"({refused / (billed + refused):.1%}, over {1 - CONFIDENCE_TARGET:.0%}): fix and "
+                               "reload them (raw.quarantine says why each was refused)")
         low = day.filter(pl.col("confidence") < CONFIDENCE_TARGET)
         if low.height:
             reasons.append(f"reconciliation confidence under {CONFIDENCE_TARGET:.0%} on {low.height} day(s) "

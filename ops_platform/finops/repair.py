@@ -129,7 +129,11 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
 
 def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows, quality): accepted rows plus repaired ones, and per UTC charge day the count
-    of repaired and of still-refused rows (which lower that day's confidence)."""
+    of repaired and of still-refused rows (which lower that day's confidence), the money of
+    the refused rows whose cost reads (``refused_micros``, by size: a refused credit is as
+    missing as a charge) and the count of those whose cost does not (``unreadable_rows``:
+    a charge of unknown size). A refused row counts on its charge day when that reads, else
+    on the day its file arrived."""
     repaired, left = repair_billing(quarantine, accepted)
     cols = ["ChargePeriodStart", "ChargePeriodEnd", "x_LineItemId", "EffectiveCost", "Tags"]
     cols += [c for c in ("AllocatedMethodId", "AllocatedTags") if c in accepted.columns]
@@ -138,9 +142,19 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
                                             for c in ("ChargePeriodStart", "ChargePeriodEnd"))],
                      how="diagonal_relaxed")
     day = pl.col("ChargePeriodStart").dt.date()
+    field = pl.col("record").cast(pl.String)
+    cost = field.str.json_path_match("$.EffectiveCost").cast(POLARS_TYPES["decimal"], strict=False)
+    charged = (field.str.json_path_match("$.ChargePeriodStart").str.slice(0, 10)
+               .str.to_date("%Y-%m-%d", strict=False))
+    refused = left.filter(pl.col("file").is_not_null()).with_columns(
+        pl.coalesce(charged, arrival_date(pl.col("file"))).alias("utc_date"),
+        (cost.abs() * 10**6).round(0).cast(pl.Int64, strict=False).alias("_micros"))
     quality = pl.concat([
         repaired.group_by(day.alias("utc_date")).agg(pl.len().alias("repaired_rows"), pl.lit(0).alias("refused_rows")),
-        left.filter(pl.col("file").is_not_null()).group_by(arrival_date(pl.col("file")).alias("utc_date"))
-        .agg(pl.lit(0).alias("repaired_rows"), pl.len().alias("refused_rows")),
-    ], how="vertical_relaxed").group_by("utc_date").agg(pl.col("repaired_rows").sum(), pl.col("refused_rows").sum())
+        refused.group_by("utc_date").agg(pl.lit(0).alias("repaired_rows"), pl.len().alias("refused_rows"),
+                                         pl.col("_micros").sum().alias("refused_micros"),
+                                         pl.col("_micros").is_null().sum().alias("unreadable_rows")),
+    ], how="diagonal_relaxed").group_by("utc_date").agg(
+        pl.col("repaired_rows").sum(), pl.col("refused_rows").sum(),
+        pl.col("refused_micros").sum().cast(pl.Int64), pl.col("unreadable_rows").sum().cast(pl.Int64))
     return rows, quality
