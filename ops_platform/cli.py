@@ -18,7 +18,9 @@ from rich.table import Table
 from .paths import StatePaths
 from .world import generate_world, preset, world_exists
 
-console = Console(stderr=False)
+# Lines are never wrapped (a pipe gets 80 columns): a receipt id or a reason cut in two
+# cannot be found by grep or a script. Tables still fit the terminal.
+console = Console(stderr=False, soft_wrap=True)
 
 
 def _progress() -> Progress:

@@ -460,3 +460,13 @@ def test_a_missing_control_store_is_not_started_while_the_warehouse_cannot_be_re
         assert "1 receipt(s)" in (lost_ledger(state) or "")
         own.execute("DELETE FROM control.receipts")
         assert lost_ledger(state) is None
+
+
+def test_switchboard_lines_are_not_wrapped_for_a_pipe(state):
+    # CliRunner is no terminal (80 columns, as a pipe): the receipt id must stay on its line.
+    res = CliRunner().invoke(main, ["switchboard", "override", "release-api", "--action", "hold", "--ttl", "4h",
+                                    "--actor", "dana", "--rationale", "holding the api ramp while the on-call "
+                                    "engineer looks at the error budget and the canary's dashboards"])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("completed"))
+    assert "(receipt " in line and len(line) > 80, res.output
