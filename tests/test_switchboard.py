@@ -44,6 +44,10 @@ def test_same_idempotency_key_applies_once(state):
     assert first.exit_code == 0 and second.exit_code == 0
     log = _run("log", "release-graph").output
     assert log.count("action_completed") == 1
+    # The same key with other words is another request: the receipt vouches for the first words.
+    reworded = _run(*[REASON + " (and the pager agrees)" if a == REASON else a for a in args])
+    assert reworded.exit_code == 1 and "conflict" in reworded.output, reworded.output
+    assert _run("log", "release-graph").output.count("action_completed") == 1
 
 
 def test_an_override_of_an_unknown_flag_is_refused_before_it_is_submitted(state):

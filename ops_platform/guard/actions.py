@@ -23,6 +23,9 @@ EVIDENCE_PARAMS = frozenset({"slo", "tier", "cohort", "exempt"})
 # A freeze holds every release flag whatever build burned: its build is evidence too (the
 # controller names the first burning group's, which can differ from one tick to the next).
 EVIDENCE_PARAMS_OF = {"freeze": EVIDENCE_PARAMS | {"build_id"}}
+# Actions whose rationale a person writes (what the receipt vouches for): the same key with
+# other words is another request, not a silent repeat.
+WORDED_BY_PEOPLE = frozenset({"override", "dlq_discard"})
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,14 @@ class ActionRequest:
     @property
     def fingerprint(self) -> str:
         """What the request does, by whom: actor, action, target, TTL and params (without
-        the evidence params of its action, ``EVIDENCE_PARAMS_OF``). Roles (read from the roster each time) and the rationale (the
-        controller words it from each tick's evidence) are left out. A reused idempotency
-        key is the same request only if this matches the first request's."""
+        the evidence params of its action, ``EVIDENCE_PARAMS_OF``). Roles (read from the roster
+        each time) are left out, and so is the rationale, which the controller words from each
+        tick's evidence, except for an action a person words (``WORDED_BY_PEOPLE``). A reused
+        idempotency key is the same request only if this matches the first request's."""
         what = {"actor": self.actor, "action": self.action, "target_kind": self.target_kind,
                 "target_id": self.target_id, "ttl_seconds": self.ttl_seconds, "params": self.acting_params}
+        if self.action in WORDED_BY_PEOPLE:
+            what["rationale"] = self.rationale
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
     def describe(self) -> str:
