@@ -907,6 +907,11 @@ def switchboard_log(flag: str) -> None:
     for o in active:
         click.echo(f"active override: {o['directive']} by {o['actor']} until {o['expires_at']}: "
                    f"{_one_line(o['rationale'])}")
+    if not active and recorded:  # the newest one ran out: say so, and what it left behind
+        last = list(recorded.values())[-1]
+        after = ("the hold stays until someone resumes the ramp" if last["directive"] in ("hold", "rollback")
+                 else "the controller judges the ramp again")
+        click.echo(f"override expired: {last['directive']} by {last['actor']} at {last['expires_at']}; {after}")
 
 
 def _one_line(text: str) -> str:

@@ -474,3 +474,16 @@ def test_switchboard_lines_are_not_wrapped_for_a_pipe(state):
     assert res.exit_code == 0, res.output
     line = next(x for x in res.output.splitlines() if x.startswith("completed"))
     assert "(receipt " in line and len(line) > 80, res.output
+
+
+def test_the_log_says_when_the_last_override_expired_and_what_it_left(state):
+    import sqlite3
+
+    assert _run("override", "release-api", "--action", "hold", "--ttl", "4h", "--actor", "dana",
+                "--rationale", REASON).exit_code == 0
+    assert "active override: hold by dana" in _run("log", "release-api").output
+    with sqlite3.connect(state.control_store) as con:  # four hours later
+        con.execute("UPDATE overrides SET expires_at = '2000-01-01T00:00:00Z'")
+    out = _run("log", "release-api").output
+    assert "active override" not in out
+    assert "override expired: hold by dana at 2000-01-01T00:00:00Z; the hold stays until someone resumes" in out, out
