@@ -637,3 +637,14 @@ def test_refused_billing_money_is_counted_on_its_charge_day_and_can_hold_a_perio
     day, reasons = books(refused(None))  # "50,000.00" did not cast: its size is unknown
     assert day["unreadable_rows"] == 1 and day["confidence"] == 0.0
     assert any("whose cost does not read" in r for r in reasons), reasons
+
+
+def test_sub_micro_quantities_are_summed_before_the_day_is_rounded():
+    # A thousand events of 0.0000004 GB-hours: 0.0004 in all, not a thousand zeros.
+    n = 1000
+    events = pl.DataFrame({"source": ["s"] * n, "id": [f"e{i}" for i in range(n)], "subject": ["t"] * n,
+                           "meter": ["storage_gb_hours"] * n, "quantity": [0.0000004] * n,
+                           "event_time": [datetime(2026, 3, 1, 1, tzinfo=UTC)] * n,
+                           "_source_file": ["usage_events/dt=2026-03-01/a.parquet"] * n})
+    usage, _, _ = daily_usage(events)
+    assert usage["quantity"].to_list() == [Decimal("0.000400")]

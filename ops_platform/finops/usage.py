@@ -24,8 +24,10 @@ import polars as pl
 import pyarrow as pa
 
 FINAL_AFTER_DAYS = 2
-# Quantities are summed as decimals (metered values carry at most 6 decimals), so the
-# invoiced quantity is exactly the sum of the events, with no float drift.
+# Quantities are summed as decimals of 12 places (a float's digits past them are its binary
+# noise), with no float drift, then each day's sum per tenant and meter is rounded once to 6
+# places (half away from zero): a thousand events of 0.0000004 make 0.000400, not 0.
+EVENT_SCALE = 12
 QUANTITY = pl.Decimal(38, 6)
 _ARRIVAL = r"dt=([0-9]+-[0-9]+-[0-9]+)"  # no braces: it is spliced into format strings
 # Accepted events as the ingest stores them (a frame or the warehouse table).
@@ -72,9 +74,9 @@ def _query(events_sql: str, repeated: str, final_after_days: int) -> str:
           "CASE WHEN r.h IS NOT NULL THEN e.quantity END AS rep_quantity, "
           "CASE WHEN r.h IS NULL THEN e.arrived END AS once_arrived "
           f"FROM (SELECT *, {_IDENTITY_HASH} AS _h FROM ({events_sql})) e LEFT JOIN {repeated} r ON r.h = e._h")
-    once = """SELECT CAST(DATE '1970-01-01' + day AS DATE) AS utc_date, tenant_id, meter, min(arrived) AS arrived,
-                     CASE WHEN identity IS NULL THEN sum(CAST(quantity AS DECIMAL(38, 6)))
-                          ELSE CAST(rep_quantity AS DECIMAL(38, 6)) END AS quantity,
+    once = f"""SELECT CAST(DATE '1970-01-01' + day AS DATE) AS utc_date, tenant_id, meter, min(arrived) AS arrived,
+                     CASE WHEN identity IS NULL THEN sum(CAST(quantity AS DECIMAL(38, {EVENT_SCALE})))
+                          ELSE CAST(rep_quantity AS DECIMAL(38, {EVENT_SCALE})) END AS quantity,
                      CASE WHEN identity IS NULL THEN count(*) ELSE 1 END AS events, identity
               FROM ev GROUP BY day, tenant_id, meter, identity, rep_quantity, once_arrived"""
     # An identity seen with different content (re-sent with another time, tenant, meter or
@@ -87,7 +89,7 @@ def _query(events_sql: str, repeated: str, final_after_days: int) -> str:
                 FROM once WHERE identity IS NOT NULL"""
     return f"""
         WITH ev AS ({ev}), once AS MATERIALIZED ({once}), ranked AS ({ranked})
-        SELECT utc_date, tenant_id, meter, sum(quantity) AS quantity, sum(events) AS events,
+        SELECT utc_date, tenant_id, meter, CAST(sum(quantity) AS DECIMAL(38, 6)) AS quantity, sum(events) AS events,
                coalesce({late}, false) AS late, CASE WHEN {late} OR superseded THEN arrived END AS arrived,
                max(arrived) AS last_arrival, superseded
         FROM ranked GROUP BY ALL"""
