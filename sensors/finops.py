@@ -4,7 +4,12 @@
 import dagster as dg
 import polars as pl
 
-from ops_platform.finops.export import overlaps, release_invoices, released_periods
+from ops_platform.finops.export import (
+    overlaps,
+    release_invoices,
+    released_periods,
+    unreleased_parts,
+)
 from ops_platform.finops.invoices import parse_period
 from ops_platform.finops.pipeline import StoredFinOps
 from ops_platform.guard.roster import RELEASE_SENSOR_ACTOR, human_actor, load_roster
@@ -66,8 +71,8 @@ def _months(days: pl.DataFrame) -> list[str]:
 
 
 @dg.sensor(job=release_invoices_job, minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Releases each calendar month's invoices once its reconciliation checks pass; a held "
-                       "month is reported with its reasons in the tick.")
+           description="Releases each calendar month's invoices (or what of it a release by hand left) once "
+                       "its reconciliation checks pass; a held period is reported with its reasons in the tick.")
 def invoice_release_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource,
                            control: ControlStoreResource):
     try:
@@ -76,16 +81,14 @@ def invoice_release_sensor(context: dg.SensorEvaluationContext, warehouse: Wareh
         return dg.SkipReason(f"no finops tables yet (materialize finops/attribution): {exc}".splitlines()[0])
     released = released_periods(control.store())
     requests, held = [], []
-    for month in _months(stored.day):
-        period = parse_period(month)
-        if period in released:
-            continue  # out already: nothing to release, nothing held
+    # Each month, or what of it is not out yet (a range released by hand leaves the rest).
+    for period in (part for month in _months(stored.day) for part in unreleased_parts(parse_period(month), released)):
         reasons = stored.blockers(period) + overlaps(period, released)
         if reasons:
-            held.append(f"{month}: " + "; ".join(reasons))
+            held.append(f"{period.name}: " + "; ".join(reasons))
             continue
-        requests.append(dg.RunRequest(run_key=f"invoices-{month}", run_config=dg.RunConfig(
-            ops={"release_invoices_op": ReleaseConfig(period=month)})))
+        requests.append(dg.RunRequest(run_key=f"invoices-{period.name}", run_config=dg.RunConfig(
+            ops={"release_invoices_op": ReleaseConfig(period=period.name)})))
     if not requests:
         return dg.SkipReason("held: " + " | ".join(held) if held else "no billing period yet")
     for line in held:

@@ -648,3 +648,14 @@ def test_sub_micro_quantities_are_summed_before_the_day_is_rounded():
                            "_source_file": ["usage_events/dt=2026-03-01/a.parquet"] * n})
     usage, _, _ = daily_usage(events)
     assert usage["quantity"].to_list() == [Decimal("0.000400")]
+
+
+def test_what_of_a_month_is_not_out_yet():
+    from ops_platform.finops.export import unreleased_parts
+    from ops_platform.finops.invoices import parse_period
+
+    march = parse_period("2026-03")
+    assert unreleased_parts(march, []) == [march]
+    parts = unreleased_parts(march, [parse_period("2026-03-01..2026-03-14"), parse_period("2026-03-20..2026-03-22")])
+    assert [p.name for p in parts] == ["2026-03-14..2026-03-20", "2026-03-22..2026-04-01"]
+    assert unreleased_parts(march, [march]) == [] and unreleased_parts(march, [parse_period("2026-02")]) == [march]

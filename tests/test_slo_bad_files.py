@@ -69,7 +69,7 @@ def test_a_key_a_merge_brings_in_may_still_be_overridden(tmp_path):
 def test_an_empty_slo_file_is_refused_not_skipped(tmp_path):
     folder = _copy(tmp_path)
     (folder / "receipt-lag.yaml").write_text("# nothing here yet\n")
-    _refused(folder, "receipt-lag.yaml", "defines no SLO", "empty")
+    _refused(folder, "receipt-lag.yaml", "is empty")
 
 
 def test_an_slo_without_its_burn_alert_policy_is_refused(tmp_path):
@@ -169,8 +169,10 @@ def test_a_service_or_pipeline_the_source_does_not_hold_is_an_error_naming_those
                              "requests": [10, 10], "errors": [0, 1]})
     folder = _edit(tmp_path, "api-availability.yaml", "service: api, value: requests - errors}",
                    "service: apii, value: requests - errors}")
+    # The SLO's own service misspelt alike (apart, the loader refuses the mismatch).
     text = (folder / "api-availability.yaml").read_text().replace("service: api, value: requests}",
                                                                    "service: apii, value: requests}")
+    text = text.replace("\n  service: api\n", "\n  service: apii\n")
     (folder / "api-availability.yaml").write_text(text)
     slo = by_name(folder)["api-availability"]
     with pytest.raises(ValueError, match=r"request counters hold no service 'apii' \(they hold: api, graph\)"):
@@ -178,6 +180,8 @@ def test_a_service_or_pipeline_the_source_does_not_hold_is_an_error_naming_those
     with pytest.raises(ValueError, match=r"latency buckets hold no service 'api' \(they hold: graph\)"):
         minute_events(by_name()["api-latency"], latency=_latency("graph"))
     folder = _edit(tmp_path / "lag", "receipt-lag.yaml", "pipeline: receipt", "pipeline: reciept")
+    path = folder / "receipt-lag.yaml"
+    path.write_text(path.read_text().replace("\n  service: receipt\n", "\n  service: reciept\n"))
     lag = pl.DataFrame({"ts": [T0], "pipeline": ["receipt"], "lag_seconds": [1.0]})
     with pytest.raises(ValueError, match=r"lag samples hold no pipeline 'reciept' \(they hold: receipt\)"):
         minute_events(by_name(folder)["receipt-lag"], lag=lag)

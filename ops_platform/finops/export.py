@@ -86,6 +86,18 @@ def overlaps(period: Period, released: list[Period]) -> list[str]:
             for p in released if p.name != period.name and p.start < period.end and period.start < p.end]
 
 
+def unreleased_parts(period: Period, released: list[Period]) -> list[Period]:
+    """What of ``period`` is not out yet, as periods: itself when nothing of it is, the days
+    around the released ranges otherwise (March after the 1st to the 14th went out: the 14th to
+    April), so a month released in part by hand still goes out in full, each day once."""
+    parts = [(period.start, period.end)]
+    for r in released:
+        parts = [piece for start, end in parts
+                 for piece in ((start, min(end, r.start)), (max(start, r.end), end)) if piece[0] < piece[1]]
+    return [period if (start, end) == (period.start, period.end) else Period(f"{start}..{end}", start, end)
+            for start, end in parts]
+
+
 def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
                      protocol: Callable[[Mapping[str, Executor]], ActionProtocol],
                      actor: str, rationale: str, roster: Roster | None = None) -> tuple[list[str], Outcome | None]:
