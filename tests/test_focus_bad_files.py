@@ -218,3 +218,15 @@ def test_a_bill_mixing_currencies_gets_a_warning(tmp_path):
     assert text.exit_code == 0 and f"warning: {warning}" in text.output
     assert "2 rows, 2 accepted, 0 quarantined" in text.output
     assert check_file(_csv(tmp_path, ROW, name="one.csv"), BILLING_FOCUS).warnings == []
+
+
+def test_tags_under_another_spelling_are_warned_of(tmp_path):
+    # AWS writes user-defined tags as "user:tenant"; attribution reads "tenant" exactly, so
+    # without a warning every dollar of the file would go to the unallocated line.
+    tagged = _row(Tags='"{""user:tenant"": ""t-1"", ""Service"": ""api""}"')
+    report = check_file(_csv(tmp_path, tagged), BILLING_FOCUS)
+    assert report.loads and report.accepted == 1
+    [warning] = report.warnings
+    assert "'Service', 'user:tenant'" in warning and "unallocated" in warning
+    plain = check_file(_csv(tmp_path, _row(Tags='"{""tenant"": ""t-1""}"'), name="plain.csv"), BILLING_FOCUS)
+    assert plain.warnings == []

@@ -37,7 +37,8 @@ RULE_WEIGHT = 0.9  # evidence weight of a share set by a rule rather than by the
 NOT_FINAL_WEIGHT = 0.95  # usage still inside its late-data window may change
 CONFIDENCE_TARGET = 0.95
 PICO_DIGITS = 12  # cost digits kept from the bill until each day is rounded to micro-dollars, once
-_TAGS = pl.Struct({"tenant": pl.String, "service": pl.String, "pool": pl.String})
+TAG_KEYS = ("tenant", "service", "pool")  # the tag keys attribution reads, exactly
+_TAGS = pl.Struct({k: pl.String for k in TAG_KEYS})
 
 
 @dataclass

@@ -77,13 +77,26 @@ def check_file(path: Path, contract: Contract) -> FileCheck:
 
 
 def _warnings(accepted: pl.DataFrame) -> list[str]:
-    """What FinOps will refuse in rows the contract accepts: a bill in several currencies
-    (attribution works in one)."""
+    """What FinOps will refuse or misread in rows the contract accepts: a bill in several
+    currencies (attribution works in one); tags that name a tenant, service or pool under
+    another spelling (``Tenant``, ``user:tenant``), which attribution does not read, so their
+    cost would all go to the unallocated line."""
+    from ..finops.attribution import TAG_KEYS
     from ..finops.pipeline import bill_currencies  # the rule attribution applies
 
+    out = []
     currencies = bill_currencies(accepted)
-    if len(currencies) < 2:
-        return []
-    return [f"BillingCurrency: the file mixes currencies ({', '.join(currencies)}); it loads, but FinOps "
-            "attribution works in one currency and refuses a bill that mixes them: convert the rows first "
-            "or attribute each currency's bill apart"]
+    if len(currencies) > 1:
+        out.append(f"BillingCurrency: the file mixes currencies ({', '.join(currencies)}); it loads, but FinOps "
+                   "attribution works in one currency and refuses a bill that mixes them: convert the rows first "
+                   "or attribute each currency's bill apart")
+    if "Tags" in accepted.columns and accepted.schema["Tags"] == pl.String and accepted.height:
+        keys = set(accepted.select(pl.col("Tags").str.extract_all(r'"([^"\\]+)"\s*:').explode()
+                                   .str.strip_chars('": ').unique().drop_nulls())["Tags"].to_list())
+        near = sorted(k for k in keys - set(TAG_KEYS)
+                      if k.lower().rsplit(":", 1)[-1].rsplit("/", 1)[-1] in TAG_KEYS)
+        if near and not keys & set(TAG_KEYS):
+            out.append(f"Tags: keys {', '.join(repr(k) for k in near)} look like {', '.join(TAG_KEYS)} but "
+                       f"attribution reads only those exact keys (lowercase, no prefix): this file's cost would "
+                       "all go to the unallocated line; rename the keys in the export")
+    return out
