@@ -230,3 +230,18 @@ def test_tags_under_another_spelling_are_warned_of(tmp_path):
     assert "'Service', 'user:tenant'" in warning and "unallocated" in warning
     plain = check_file(_csv(tmp_path, _row(Tags='"{""tenant"": ""t-1""}"'), name="plain.csv"), BILLING_FOCUS)
     assert plain.warnings == []
+
+
+def test_a_bignumeric_extra_column_does_not_make_a_parquet_file_unreadable(tmp_path):
+    # BigQuery exports NUMERIC wider than 38 digits as decimal256(76, 38), which polars cannot
+    # hold: the column is read as its exact text, and an x_ column of it costs nothing.
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pl.read_csv(_csv(tmp_path, ROW), infer_schema=False).to_arrow()
+    rate = pa.array([decimal.Decimal("1.23456789012345678901234567890123456789")], pa.decimal256(76, 38))
+    pq.write_table(table.append_column("x_ExchangeRate", rate), tmp_path / "bq.parquet")
+    report = check_file(tmp_path / "bq.parquet", BILLING_FOCUS)
+    assert report.loads and (report.rows, report.accepted) == (1, 1), report

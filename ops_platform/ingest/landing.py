@@ -44,7 +44,12 @@ def read_any(path: Path) -> pl.DataFrame:
     name = path.name.lower()
     plain = name.removesuffix(".gz")
     if name.endswith(".parquet"):
-        return pl.read_parquet(path)
+        try:
+            return pl.read_parquet(path)
+        except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as exc:
+            if "precision" not in str(exc):
+                raise
+            return _wide_decimals_as_text(path)
     if plain.endswith((".csv", ".txt")):
         _refuse_other_separators(path, gzipped=name.endswith(".gz"))
         try:
@@ -61,6 +66,20 @@ def read_any(path: Path) -> pl.DataFrame:
         return pl.read_ndjson(gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path,
                               infer_schema_length=None)
     raise ValueError(f"{path}: unsupported file type (use .parquet, .csv or .jsonl, optionally .gz)")
+
+
+def _wide_decimals_as_text(path: Path) -> pl.DataFrame:
+    """A Parquet file with a decimal wider than 38 digits (BigQuery's BIGNUMERIC, 76), which
+    polars cannot hold: those columns are read as their exact text, so the contract casts
+    (or refuses) them like a CSV's, and an extra ``x_`` column of that type costs nothing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    wide = [i for i, f in enumerate(table.schema) if pa.types.is_decimal256(f.type) and f.type.precision > 38]
+    for i in wide:
+        table = table.set_column(i, table.schema[i].name, table.column(i).cast(pa.string()))
+    return pl.from_arrow(table)
 
 
 def _refuse_other_separators(path: Path, gzipped: bool) -> None:
