@@ -259,7 +259,9 @@ def _finops_story(p: StatePaths, report) -> None:
         return
     day = att.day
     exact = int((day["billed_micros"] == day["attributed_micros"]).sum())
-    click.echo(f"cost reconciliation: {int(day['billed_micros'].sum()) / 1e6:,.2f} USD billed over {day.height} "
+    currency = (wh.query("SELECT DISTINCT BillingCurrency FROM raw.billing_focus")["BillingCurrency"]
+                .drop_nulls().to_list() or ["USD"])[0]  # attribution refuses a bill in two
+    click.echo(f"cost reconciliation: {int(day['billed_micros'].sum()) / 1e6:,.2f} {currency} billed over {day.height} "
                f"day(s), {exact} exact to the micro-dollar; confidence min {day['confidence'].min():.3f} "
                f"(final days {day.filter(pl.col('final'))['confidence'].min():.3f})")
     truth = p.truth / "tenant_daily_cost.parquet"
@@ -272,7 +274,7 @@ def _finops_story(p: StatePaths, report) -> None:
     for r in model.sort("impact_usd", descending=True).head(5).iter_rows(named=True):
         who = r["tenant_id"] or r["service"]
         click.echo(f"    {r['utc_date']} {r['kind']:<23} {who:<9} {r['meter'] or '':<17} "
-                   f"{r['value']:,.1f} vs {r['expected']:,.1f} expected, impact {r['impact_usd']:,.2f} USD")
+                   f"{r['value']:,.1f} vs {r['expected']:,.1f} expected, impact {r['impact_usd']:,.2f} {currency}")
     if (p.truth / "cost_anomalies.parquet").exists():
         sc = score_anomalies(anomalies, pl.read_parquet(p.truth / "cost_anomalies.parquet"))
         click.echo(f"    vs injected: model precision {sc['model']['precision']:.2f} recall {sc['model']['recall']:.2f}; "
@@ -724,9 +726,9 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
     click.echo(f"  tenant-days            {figures['tenant_days']}")
     click.echo(f"  MAPE                   {figures['mape']:.4%}   (target < {MAPE_TARGET:.0%})")
     click.echo(f"  within 5% of truth     {figures['within_5pct']:.2%}  (target >= {WITHIN_5_TARGET:.0%})")
-    click.echo(f"  bill / attributed      {figures['billed_usd']:,.6f} / {figures['attributed_usd']:,.6f} USD "
+    click.echo(f"  bill / attributed      {figures['billed_usd']:,.6f} / {figures['attributed_usd']:,.6f} {figures['currency']} "
                f"({figures['days_summing_exactly']}/{figures['days']} days exact to the micro-dollar)")
-    click.echo(f"  unallocated            {figures['unallocated_usd']:,.6f} USD")
+    click.echo(f"  unallocated            {figures['unallocated_usd']:,.6f} {figures['currency']}")
     click.echo(f"  confidence per day     min {figures['min_day_confidence']:.3f}, "
                f"mean {figures['mean_day_confidence']:.3f}")
     for name, f in (("model (IsolationForest)", model), ("baseline (robust z)", base)):

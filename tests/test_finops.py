@@ -385,7 +385,21 @@ def test_cli_finops_score_json(small_world):
     out = json.loads(res.output)
     assert {"mape", "within_5pct", "billed_usd", "attributed_usd", "min_day_confidence"} <= set(out)
     assert out["billed_usd"] == out["attributed_usd"]
-    assert isinstance(out["targets_met"], bool)
+    assert isinstance(out["targets_met"], bool) and out["currency"] == "USD"
+
+
+def test_cli_finops_score_names_the_bills_currency(small_world, tmp_path):
+    # A bill in euros is reported in euros, not labelled USD.
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(small_world, world)
+    for f in (world / "landing" / "billing_focus").rglob("*.parquet"):
+        pl.read_parquet(f).with_columns(pl.lit("EUR").alias("BillingCurrency")).write_parquet(f)
+    res = CliRunner().invoke(main, ["finops", "score", "--world", str(world)])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if "bill / attributed" in x)
+    assert line.split("(")[0].split()[-1] == "EUR" and "USD" not in res.output, res.output
 
 
 def test_cli_finops_score_check_exits_1_when_a_target_is_missed(small_world, monkeypatch):

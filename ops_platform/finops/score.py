@@ -13,7 +13,7 @@ import polars as pl
 
 from .anomalies import score_anomalies
 from .attribution import UNALLOCATED, Attribution
-from .pipeline import FinOpsInputs, run
+from .pipeline import FinOpsInputs, bill_currencies, run
 
 MAPE_TARGET = 0.01
 WITHIN_5_TARGET = 0.99
@@ -22,9 +22,12 @@ ANOMALY_TARGET = 0.9  # precision and recall of the model
 
 def score_world(world: Path) -> dict:
     """Attribution accuracy and anomaly precision/recall of both detectors on ``world``."""
-    result = run(FinOpsInputs.from_landing(world))
+    inputs = FinOpsInputs.from_landing(world)
+    result = run(inputs)
     figures = score_attribution(result.attribution,
                                 pl.read_parquet(world / "truth" / "tenant_daily_cost.parquet"))
+    # The money figures (named *_usd for the usual case) are in the bill's own currency.
+    figures["currency"] = (bill_currencies(inputs.billing) or ["USD"])[0]
     figures["anomalies"] = score_anomalies(result.anomalies,
                                            pl.read_parquet(world / "truth" / "cost_anomalies.parquet"))
     return figures
