@@ -245,3 +245,13 @@ def test_a_bignumeric_extra_column_does_not_make_a_parquet_file_unreadable(tmp_p
     pq.write_table(table.append_column("x_ExchangeRate", rate), tmp_path / "bq.parquet")
     report = check_file(tmp_path / "bq.parquet", BILLING_FOCUS)
     assert report.loads and (report.rows, report.accepted) == (1, 1), report
+
+
+def test_a_value_that_does_not_cast_is_kept_as_written_in_the_quarantine_record(tmp_path):
+    # The analyst sees what to fix ("50,000.00"), not a null where the value was.
+    bad = _row(BilledCost='"50,000.00"', ChargePeriodStart="03/02/2026", x_LineItemId="L9")
+    res = ingest_partition(BILLING_FOCUS, _landing(tmp_path, _csv(tmp_path, ROW, bad)))
+    [record] = [json.loads(r) for r in res.quarantine["record"].to_list()]
+    assert (record["BilledCost"], record["ChargePeriodStart"], record["x_LineItemId"]) == ("50,000.00", "03/02/2026", "L9")
+    assert record["EffectiveCost"] == "1.500000000000"  # a value that cast reads as cast
+    assert res.accepted["x_LineItemId"].to_list() == ["L1"] and "_raw" not in res.accepted.columns

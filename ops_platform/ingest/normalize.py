@@ -185,15 +185,21 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
             out = out.with_columns(pl.col(name).fill_null(_iso_timestamp(source, unread)))
     failed = [_unread(source, name) for source, name, _ in checked]
     none = pl.lit([], pl.List(pl.String))
-    if failed:  # the reason lists, for the rows that failed a cast
+    if failed:  # the reason lists, and the text that did not cast, for the rows that failed a cast
         reasons = pl.concat_list([pl.when(f).then(why) for f, (_, _, why) in zip(failed, checked, strict=True)])
-        out = column_where(out, pl.any_horizontal(failed), "_reasons", reasons.list.drop_nulls(), none, "_row")
+        # "50,000.00" kept as written: the quarantine record shows what to fix, not a null.
+        raw = pl.struct([pl.when(f).then(pl.col(source).cast(pl.String)).alias(name.removeprefix("__"))
+                         for f, (source, name, _) in zip(failed, checked, strict=True)]).struct.json_encode()
+        out = column_where(out, pl.any_horizontal(failed), "_failure",
+                           pl.struct(reasons.list.drop_nulls().alias("_reasons"), raw.alias("_raw")),
+                           pl.struct(none.alias("_reasons"), pl.lit(None, pl.String).alias("_raw")), "_row"
+                           ).unnest("_failure")
     else:
-        out = out.with_columns(none.alias("_reasons"))
+        out = out.with_columns(none.alias("_reasons"), pl.lit(None, pl.String).alias("_raw"))
     out = out.with_columns(*[pl.col(f"__{c.name}").alias(c.name) for c in contract.columns],
                            pl.lit(batch.origin).alias("_origin"), pl.lit(batch.file_date, pl.Date).alias("_file_date"))
     if errors:  # the whole file fails its contract: every row is quarantined with the reason
         out = out.with_columns(pl.lit(errors, pl.List(pl.String)).alias("_reasons"))
-    keep = contract.names + ["_origin", "_row", "_file_date", "_reasons"]
+    keep = contract.names + ["_origin", "_row", "_file_date", "_reasons", "_raw"]
     out = out.select(keep).with_columns(pl.col("_row").cast(pl.Int64))
     return out, errors

@@ -161,9 +161,13 @@ def quarantine_rows(contract: Contract, bad: pl.DataFrame, partition_key: str | 
     if bad.height == 0:
         return pl.DataFrame(schema=QUARANTINE_SCHEMA)
     rid = pl.col(contract.record_id).cast(pl.String) if contract.record_id else pl.lit(None, pl.String)
+    # A value that did not cast is shown as it was written (``_raw``), not as null.
+    raw = "_raw" in bad.columns
+    values = [pl.coalesce(pl.col(c).cast(pl.String), pl.col("_raw").str.json_path_match(f"$.{c}")).alias(c) if raw
+              else pl.col(c).cast(pl.String) for c in contract.names]
     return bad.select(
         pl.lit(contract.table).alias("source_table"), pl.lit(partition_key, pl.String).alias("partition_key"),
         pl.col("_origin").alias("file"), pl.col("_row").cast(pl.Int64).alias("row_number"),
         rid.alias("record_id"), pl.col("_why").alias("reason"),
-        pl.struct([pl.col(c).cast(pl.String) for c in contract.names]).struct.json_encode().alias("record"),
+        pl.struct(values).struct.json_encode().alias("record"),
     )
