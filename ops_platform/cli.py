@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -336,6 +337,8 @@ def _summary(p: StatePaths, keys: list[str], report, seconds: float) -> None:
     console.print(f"partitions: {len(keys)} ({keys[0]} .. {keys[-1]}, daily in "
                   f"{os.environ.get('OPS_PLATFORM_TZ', 'America/Denver')})")
     console.print(f"runs: {report.runs}, failed: {len(report.failed_runs)} {report.failed_runs or ''}")
+    for label, reason in report.failure_reasons.items():
+        console.print(f"  [red]failed[/red] {escape(label)}: {escape(reason)}", highlight=False)
     _ramp_story(p, report)
     _finops_story(p, report)
     console.print(f"checks: {report.checks_passed} passed, {len(report.checks_failed)} failed, "

@@ -65,6 +65,7 @@ def release_stale_runs(instance: dg.DagsterInstance) -> list[str]:
 class RunReport:
     runs: int = 0
     failed_runs: list[str] = field(default_factory=list)
+    failure_reasons: dict[str, str] = field(default_factory=dict)  # a failed run's first error, by label
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)  # ERROR severity
     checks_warned: list[str] = field(default_factory=list)  # WARN severity
@@ -76,6 +77,14 @@ class RunReport:
         self.runs += 1
         if not result.success:
             self.failed_runs.append(label)
+            # Why, in the run's own words (its first failed step), not only that it failed.
+            errors = [e.step_failure_data.error for e in result.get_step_failure_events()
+                      if e.step_failure_data and e.step_failure_data.error]
+            if errors:
+                error = errors[0]
+                while error.cause is not None:  # Dagster wraps the op's own error: say that one
+                    error = error.cause
+                self.failure_reasons[label] = (error.message.strip().splitlines() or [""])[0]
         for ev in result.get_asset_check_evaluations():
             if ev.passed:
                 self.checks_passed += 1

@@ -129,3 +129,22 @@ def test_run_everything_is_idempotent(state, instance):
     assert not [c for c in first.checks_failed if c.startswith("raw/")]  # contracts hold
     assert wh.table_counts() == counts
     assert counts["raw.usage_events"] > 0 and counts["staging.stg_billing_focus"] == counts["raw.billing_focus"]
+
+
+def test_a_failed_run_is_reported_with_its_reason():
+    import dagster as dg
+
+    from sensors.runner import RunReport
+
+    @dg.op
+    def attribute_costs():
+        raise ValueError("the bill mixes currencies (EUR, USD)\nmore detail")
+
+    @dg.job
+    def failing():
+        attribute_costs()
+
+    report = RunReport()
+    report.add("finops", failing.execute_in_process(raise_on_error=False))
+    assert report.failed_runs == ["finops"]
+    assert report.failure_reasons == {"finops": "ValueError: the bill mixes currencies (EUR, USD)"}
