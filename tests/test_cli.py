@@ -49,3 +49,11 @@ def test_paths_show_the_control_store_in_use_without_its_password(tmp_path, monk
     out = CliRunner().invoke(main, ["paths"]).output
     assert "postgresql+psycopg2://ops:***@db:5432/ops" in out and "s3cret" not in out
     assert f"invoices       {tmp_path / 'home' / 'invoices'}" in out and "flags" in out
+
+
+def test_python_dash_m_runs_the_command():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "ops_platform", "slo", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Usage: ops-platform slo" in proc.stdout, proc.stdout + proc.stderr
