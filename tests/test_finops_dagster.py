@@ -57,14 +57,20 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         assert isinstance(tick, dg.SkipReason) and f"{end}..2026-04-01: " in tick.skip_message, tick.skip_message
         assert start == "2026-03-01" or f"2026-03-01..{start}: " in tick.skip_message
         assert "overlaps" not in tick.skip_message and "2026-03:" not in tick.skip_message
-    # Someone without the finops role tries the period: denied, with a receipt; that denial
-    # does not hold the period against an analyst who may release it (the same files again).
+    # A period out already is answered by its release, whoever asks (never released twice,
+    # which would rewrite the files under a second receipt), its files re-checked.
     before = {f.name: f.read_bytes() for f in (state.invoices / period).iterdir()}
-    denied = CliRunner().invoke(main, ["invoices", "export", "--period", period, "--actor", "dana"])
-    assert denied.exit_code == 1 and "denied" in denied.output, denied.output
     again = CliRunner().invoke(main, ["invoices", "export", "--period", period])
-    assert again.exit_code == 0 and "completed" in again.output and "already decided" not in again.output, again.output
+    assert again.exit_code == 0 and "completed already released" in again.output, again.output
     assert {f.name: f.read_bytes() for f in (state.invoices / period).iterdir()} == before
+    # A denial does not hold a period against an actor allowed to release it.
+    other = f"{period.split('..')[1]}..2026-04-01"
+    with pytest.MonkeyPatch.context() as mp:  # the books hold it for nothing else
+        mp.setattr("ops_platform.finops.pipeline.StoredFinOps.blockers", lambda self, p: [])
+        denied = CliRunner().invoke(main, ["invoices", "export", "--period", other, "--actor", "dana"])
+        assert denied.exit_code == 1 and "denied" in denied.output, denied.output
+        allowed = CliRunner().invoke(main, ["invoices", "export", "--period", other])
+        assert allowed.exit_code == 0 and f"export_release {other}: completed" in allowed.output, allowed.output
     files = sorted((state.invoices / period).iterdir())
     assert [f.name for f in files] == ["invoice_lines.csv", "invoice_lines.parquet", "invoice_summary.csv",
                                        "invoice_summary.parquet"]

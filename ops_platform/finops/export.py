@@ -60,10 +60,10 @@ def release_request(period: Period, actor: str, rationale: str, roster: Roster |
     """The release of ``period`` by ``actor``, with the roles the actor roster gives it (none
     for an actor it does not name: the guard then denies, with a receipt).
 
-    One release per period, actor and roles: the guard answers a repeat once, but a denial
-    (someone without the role tried first, or the roster lacked it) does not hold the period
-    against an actor allowed to release it, nor against the same actor once granted the role.
-    A release of a period already out is the same files (deterministic bytes)."""
+    One request per period, actor and roles: a denial (someone without the role tried first,
+    or the roster lacked it) does not hold the period against an actor allowed to release it,
+    nor against the same actor once granted the role. A period already out is never
+    submitted again (``release_invoices`` answers with its release)."""
     roster = roster or load_roster()
     roles = roster.roles(actor)
     return ActionRequest(actor=actor, roles=roles, action="export_release", target_kind="invoice_period",
@@ -74,8 +74,17 @@ def release_request(period: Period, actor: str, rationale: str, roster: Roster |
 
 def released_periods(store) -> list[Period]:
     """The periods whose invoices went out (completed ``export_release`` actions)."""
-    payloads = (json.loads(e["payload"]) for e in store.events(kind="action_completed"))
-    return [parse_period(p["params"]["period"]) for p in payloads if p["action"] == "export_release"]
+    return [period for period, _ in _releases(store)]
+
+
+def _releases(store) -> list[tuple[Period, dict]]:
+    """(period, completion event) of each completed ``export_release``."""
+    out = []
+    for e in store.events(kind="action_completed"):
+        payload = json.loads(e["payload"])
+        if payload["action"] == "export_release":
+            out.append((parse_period(payload["params"]["period"]), e))
+    return out
 
 
 def overlaps(period: Period, released: list[Period]) -> list[str]:
@@ -108,11 +117,15 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     executor = InvoiceExportExecutor(out_root, books)
     guarded = protocol({"export_release": executor})
     executor.released = lambda: released_periods(guarded.store)  # the store is the protocol's own
-    held = books.blockers(period) + overlaps(period, executor.released())
-    if held:
-        return held, None
-    out = guarded.submit(release_request(period, actor, rationale, roster))
-    if out.status == "completed" and out.receipt_id:  # e.g. a re-run answered "already decided"
+    done = next((e for p, e in _releases(guarded.store) if p.name == period.name), None)
+    if done is not None:  # out already, whoever asks now: answered by its release, files re-checked
+        out = Outcome(done["action_id"], "completed", "already released", done["receipt_id"], created=False)
+    else:
+        held = books.blockers(period) + overlaps(period, executor.released())
+        if held:
+            return held, None
+        out = guarded.submit(release_request(period, actor, rationale, roster))
+    if out.status == "completed" and out.receipt_id:  # e.g. a re-run answered "already released"
         problems = released_file_problems(guarded.store, out.receipt_id, guarded.home)
         if problems:
             out = dataclasses.replace(out, status="files_changed", reason=(
