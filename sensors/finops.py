@@ -87,7 +87,9 @@ def invoice_release_sensor(context: dg.SensorEvaluationContext, warehouse: Wareh
         if reasons:
             held.append(f"{period.name}: " + "; ".join(reasons))
             continue
-        requests.append(dg.RunRequest(run_key=f"invoices-{period.name}", run_config=dg.RunConfig(
+        # Keyed by the books too: a release run that failed (held by a load since, denied, the
+        # signer down) is asked for again once the attribution has run again.
+        requests.append(dg.RunRequest(run_key=f"invoices-{period.name}-{stored.stamp}", run_config=dg.RunConfig(
             ops={"release_invoices_op": ReleaseConfig(period=period.name)})))
     if not requests:
         return dg.SkipReason("held: " + " | ".join(held) if held else "no billing period yet")

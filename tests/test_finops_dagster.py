@@ -32,6 +32,9 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         # The world ends mid-month: the sensor holds March and says why.
         tick = invoice_release_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         assert isinstance(tick, dg.SkipReason) and "held: 2026-03" in tick.skip_message
+        from ops_platform.finops.pipeline import StoredFinOps
+
+        assert len(StoredFinOps.from_warehouse(wh).stamp) == 12  # the sensor's run keys carry the books
         assert "no billing for" in tick.skip_message
 
         held = CliRunner().invoke(main, ["invoices", "export", "--period", "2026-03"])
@@ -85,15 +88,31 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         assert csv.equals(parquet.select(pl.all().cast(pl.String)))
     # A billing row loaded after the attribution ran (or whose run then failed): the stored
     # books are not the warehouse's any more, and no period goes out from them.
+    from datetime import date, timedelta
+
     import duckdb
 
     with duckdb.connect(str(state.warehouse)) as con:
-        con.execute("INSERT INTO raw.billing_focus SELECT * FROM raw.billing_focus LIMIT 1")
-    start = period.split("..")[0]
-    later = f"{start[:8]}20..{start[:8]}21"
-    held = CliRunner().invoke(main, ["invoices", "export", "--period", later])
+        con.execute("INSERT INTO raw.billing_focus SELECT * FROM raw.billing_focus ORDER BY partition_key DESC LIMIT 1")
+        day = date.fromisoformat(str(con.execute("SELECT max(partition_key) FROM raw.billing_focus").fetchone()[0]))
+    touched = f"{day}..{day + timedelta(days=1)}"
+    held = CliRunner().invoke(main, ["invoices", "export", "--period", touched])
     assert held.exit_code == 2 and "changed since finops/attribution last ran" in held.output, held.output
     assert "billing_focus" in held.output
+    # A load that cannot change a period (its days and late window are far before) holds it not.
+    earlier = CliRunner().invoke(main, ["invoices", "export", "--period", "2026-01"])
+    assert "changed since" not in earlier.output, earlier.output
+    # A price restated in place (the same number of rows) changes the books all the same.
+    from ops_platform.finops.pipeline import input_counts
+
+    before = input_counts(wh).filter(pl.col("table") == "price_list")
+    with duckdb.connect(str(state.warehouse)) as con:
+        column = con.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' AND "
+                             "table_name = 'price_list' AND data_type = 'VARCHAR' LIMIT 1").fetchone()[0]
+        con.execute(f"UPDATE raw.price_list SET {column} = {column} || '-restated' WHERE rowid = 0")
+    after = input_counts(wh).filter(pl.col("table") == "price_list")
+    assert before["rows"].to_list() == after["rows"].to_list() and before["digest"].to_list() != after["digest"].to_list()
+    assert "price_list" in CliRunner().invoke(main, ["invoices", "export", "--period", "2026-01"]).output
 
 
 def test_a_final_usage_day_without_billing_fails_the_confidence_check(state):

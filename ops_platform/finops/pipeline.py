@@ -3,6 +3,8 @@ anomalies and invoices; one path for the CLI, the Dagster assets and the score."
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -68,13 +70,18 @@ INPUT_TABLES = ("usage_events", "billing_focus", "quarantine", "services", "tena
 
 
 def input_counts(wh) -> pl.DataFrame:
-    """(table, rows) of each raw table the books read (0 for one not created yet)."""
+    """(table, raw_partition, rows, digest) of each raw table the books read, per partition
+    (null for the unpartitioned catalog tables): the rows and an order-free digest of their
+    content, so a partition reloaded with restated values differs even at the same count."""
     present = set(wh.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'")
                   ["table_name"].to_list())
     only = {"quarantine": " WHERE source_table IN ('usage_events', 'billing_focus')"}  # the ones the books read
-    parts = [f"SELECT '{t}' AS \"table\", count(*) AS \"rows\" FROM raw.{t}{only.get(t, '')}" if t in present
-             else f"SELECT '{t}' AS \"table\", 0 AS \"rows\"" for t in INPUT_TABLES]
-    return wh.query(" UNION ALL ".join(parts)).with_columns(pl.col("rows").cast(pl.Int64)).sort("table")
+    parts = [f"SELECT '{t}' AS \"table\", CAST(partition_key AS VARCHAR) AS raw_partition, count(*) AS \"rows\", "
+             f"bit_xor(hash(r)) AS digest FROM raw.{t} r{only.get(t, '')} GROUP BY ALL" for t in INPUT_TABLES if t in present]
+    schema = {"table": pl.String, "raw_partition": pl.String, "rows": pl.Int64, "digest": pl.UInt64}
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    return wh.query(" UNION ALL ".join(parts)).cast(schema).sort("table", "raw_partition")
 
 
 def _window(final_after_days: int | None) -> int:
@@ -136,8 +143,8 @@ def write_tables(wh, result: FinOpsRun, counts: pl.DataFrame | None = None) -> p
     tables = {"tenant_day": result.attribution.tenant_day, "day": day,
               "reconciliation": result.attribution.reconciliation, "usage_daily": result.usage,
               "usage_corrections": result.corrections, "anomalies": result.anomalies}
-    if counts is not None:
-        tables["inputs"] = counts
+    # Always: a run without a stamp must not leave an older run's stamp beside its books.
+    tables["inputs"] = counts if counts is not None else input_counts(wh).clear()
     wh.replace_partition_tables("finops", "all", {k: v.with_columns(pl.lit("all").alias("partition_key"))
                                                  for k, v in tables.items()})
     return day
@@ -158,8 +165,11 @@ class StoredFinOps:
     # columns): source_table, file, reason. Their rows are missing from the books.
     unloaded: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
         schema={"source_table": pl.String, "file": pl.String, "reason": pl.String}))
-    # Why the stored books are not those of the raw tables as they are now (None: they are).
-    stale: str | None = None
+    # Why the stored books are not those of a period's raw rows as they are now (None: they are).
+    stale: Callable[[Period], str | None] | None = None
+    # Which computation the books are (a digest of their input stamp): a new attribution is
+    # new books, so a release the sensor asked for and that failed may be asked for again.
+    stamp: str = ""
 
     @classmethod
     def from_warehouse(cls, wh) -> StoredFinOps:
@@ -170,7 +180,7 @@ class StoredFinOps:
         return cls(*(wh.query(f"SELECT * FROM finops.{t}") for t in ("day", "usage_daily", "usage_corrections",
                                                                      "tenant_day")),
                    wh.query("SELECT * FROM raw.tenants"), wh.query("SELECT * FROM raw.price_list"), unloaded,
-                   _stale(wh))
+                   _stale(wh), _stamp(wh))
 
     @classmethod
     def from_run(cls, inputs: FinOpsInputs, result: FinOpsRun) -> StoredFinOps:
@@ -180,8 +190,8 @@ class StoredFinOps:
 
     def blockers(self, period: Period) -> list[str]:
         """Why the period's invoices may not be released yet (empty: they may)."""
-        if self.stale:
-            return [self.stale]
+        if self.stale is not None and (why := self.stale(period)):
+            return [why]
         day = self.day.filter(period.covers())
         have = set(billed_days(self.day).to_list())  # the feed is judged on the whole bill
         wanted = [period.start + timedelta(days=i) for i in range((period.end - period.start).days)]
@@ -240,19 +250,43 @@ def final_period(usage: pl.DataFrame) -> Period:
     return Period(f"{days[0]}..{end}", days[0], end)
 
 
-def _stale(wh) -> str | None:
-    """Why the stored books (``finops.inputs``) are not those of the raw tables now: a later
-    load whose attribution failed or has not run would otherwise be invoiced from old numbers."""
+def _stale(wh) -> Callable[[Period], str | None]:
+    """Why the stored books (``finops.inputs``) are not those of a period's raw rows now: a
+    later load whose attribution failed or has not run would otherwise be invoiced from old
+    numbers. Only the partitions that can change the period count (its days and the
+    late-data window after it, and the catalog tables): a load of today's partition does not
+    hold last month."""
     try:
-        stored = wh.query('SELECT "table", "rows" FROM finops.inputs').sort("table")
-    except duckdb.CatalogException:  # no stamp: books stored before it existed
-        return "the stored attribution does not say which raw rows it was computed from: materialize finops/attribution again"
+        stored = wh.query('SELECT "table", raw_partition, "rows", digest FROM finops.inputs')
+    except duckdb.Error:  # no stamp: books stored before it existed
+        stored = None
     now = input_counts(wh)
-    changed = [f"{t} {a} -> {b} rows" for t, a, b in
-               now.join(stored, on="table", how="full", coalesce=True, suffix="_stored")
-               .select("table", pl.col("rows_stored").fill_null(0), pl.col("rows").fill_null(0)).iter_rows()
-               if a != b]
-    if changed:
-        return ("the raw tables changed since finops/attribution last ran, or its last run failed "
-                f"({'; '.join(changed)}): materialize finops/attribution again")
-    return None
+
+    def why(period: Period) -> str | None:
+        if stored is None or not stored.height:
+            return ("the stored attribution does not say which raw rows it was computed from: materialize "
+                    "finops/attribution again")
+        last = period.end + timedelta(days=usage_final_after_days())
+        day = pl.col("raw_partition").str.slice(0, 10).str.to_date(strict=False)
+        inside = pl.col("raw_partition").is_null() | day.is_null() | ((day >= period.start) & (day <= last))
+        keys = ["table", "raw_partition"]
+        both = (now.filter(inside).join(stored.cast(now.schema).filter(inside), on=keys, how="full", coalesce=True,
+                                        suffix="_stored", nulls_equal=True)
+                .filter(~pl.col("rows").eq_missing(pl.col("rows_stored"))
+                        | ~pl.col("digest").eq_missing(pl.col("digest_stored"))))
+        if not both.height:
+            return None
+        changed = sorted(set(both["table"].to_list()))
+        return (f"the raw rows of this period changed since finops/attribution last ran, or its last run failed "
+                f"({', '.join(changed)}: {both.height} partition(s), first {both['raw_partition'][0] or 'all'}): "
+                "materialize finops/attribution again")
+    return why
+
+
+def _stamp(wh) -> str:
+    """A short digest of the books' input stamp (``finops.inputs``), empty without one."""
+    try:
+        rows = wh.query('SELECT "table", raw_partition, "rows", digest FROM finops.inputs ORDER BY ALL').rows()
+    except duckdb.Error:
+        return ""
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:12]
