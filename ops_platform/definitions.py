@@ -34,7 +34,7 @@ def build_definitions(paths: StatePaths | None = None) -> dg.Definitions:
         asset_checks=[ledger_verifies],
         jobs=jobs,
         schedules=build_schedules(jobs),
-        sensors=build_sensors(),
+        sensors=build_sensors(jobs),
         resources=build_resources(paths),
     )
 

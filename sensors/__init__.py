@@ -45,8 +45,24 @@ def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
             switchboard_override_job]
 
 
-def build_sensors() -> list:
-    return [ramp_controller_sensor, invoice_release_sensor]
+def build_sensors(jobs: list) -> list:
+    return [ramp_controller_sensor, invoice_release_sensor, _books_after_loads(jobs)]
+
+
+def _books_after_loads(jobs: list) -> dg.SensorDefinition:
+    """Reconcile the costs again after every successful load of the raw tables they read: the
+    release sensor holds a period whose raw rows changed since the last attribution, so the
+    books must follow the loads without anyone running the job by hand."""
+    by_name = {j.name: j for j in jobs}
+
+    @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="reconcile_after_loads",
+                          monitored_jobs=[by_name[DAILY_JOB], by_name[CATALOG_JOB]], request_job=by_name[FINOPS_JOB],
+                          default_status=dg.DefaultSensorStatus.RUNNING,
+                          description="Runs reconcile_costs after each successful ingest_daily or ingest_catalog run.")
+    def reconcile_after_loads(context: dg.RunStatusSensorContext):
+        return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
+
+    return reconcile_after_loads
 
 
 def _static_raw() -> dg.AssetSelection:

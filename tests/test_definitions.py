@@ -66,3 +66,26 @@ def test_every_raw_asset_has_contract_and_quarantine_checks(state):
     graph = build_definitions(state).resolve_asset_graph()
     described = {k.to_user_string(): graph.get(k).description or "" for k in graph.get_all_asset_keys()}
     assert all(not described[k].startswith("dbt model") for k in staging), described
+
+
+def test_the_books_follow_every_load(state, tmp_path):
+    # After a successful ingest run, reconcile_costs is requested: the release sensor holds a
+    # period whose raw rows changed since the last attribution.
+    defs = build_definitions(state)
+    sensor = next(s for s in defs.sensors if s.name == "reconcile_after_loads")
+    assert sensor.job_name == "reconcile_costs" and sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    with dg.DagsterInstance.ephemeral() as instance:
+        @dg.op
+        def load():
+            return 1
+
+        @dg.job(name="ingest_daily")
+        def fake_daily():
+            load()
+
+        result = fake_daily.execute_in_process(instance=instance)
+        success = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_SUCCESS)
+        context = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_instance=instance,
+                                                     dagster_run=result.dagster_run, dagster_event=success)
+        request = sensor(context)
+    assert isinstance(request, dg.RunRequest) and request.run_key == f"after-{result.run_id}"
