@@ -81,7 +81,6 @@ def _mutate(tmp_path: Path, name: str, fn) -> Path:
     ("api-availability.yaml", lambda d: d[1]["spec"].update(alertPolicies=["x"]), "spec.alertPolicies"),
     ("api-availability.yaml", lambda d: d[1]["spec"]["objectives"][0].update(op="lte"), "objectives[0].op"),
     ("api-availability.yaml", lambda d: d[1]["spec"].update(indicator=d[0]), "spec.indicator"),
-    ("api-availability.yaml", lambda d: d[1]["spec"].update(service="web"), "spec.service"),
     ("api-availability.yaml", lambda d: d[2]["spec"]["tiers"][0].update(burnRate=True), "tiers[0].burnRate"),
     ("api-latency.yaml", lambda d: d[1]["spec"]["objectives"][0].update(timeSliceTarget=True), "timeSliceTarget"),
     ("receipt-lag.yaml", lambda d: d[1]["spec"].update(budgetingMethod="Timeslices"), "objectives[0]"),
