@@ -114,6 +114,10 @@ def test_bad_files_name_file_and_field(tmp_path, file, mutation, where):
     assert file in str(err.value) and where in str(err.value), str(err.value)
 
 
+def by_name_in(folder: Path) -> dict:
+    return {s.name: s for s in load_slos(folder)}
+
+
 def test_openslo_files_as_the_spec_writes_them_load(tmp_path):
     # The spec's own forms: an unquoted startTime (YAML reads a datetime), a calendar window
     # without isRolling, targetPercent, a Service document, and an SLI in a file of its own
@@ -134,6 +138,11 @@ def test_openslo_files_as_the_spec_writes_them_load(tmp_path):
 
     assert slo.window.first_day(date(2026, 3, 20)) == date(2026, 3, 15)
     assert slo.window.first_day(date(2026, 3, 10)) == date(2026, 2, 15)
+    for i, spelt in enumerate(("2026-01-15T00:00:00Z", "2026-01-15 00:00:00.000", "2026-01-15T00:00:00-07:00",
+                               "2026-01-15")):
+        folder = _mutate(tmp_path / f"spelt{i}", "approval-lag.yaml", lambda d, t=spelt: d[1]["spec"][
+            "timeWindow"][0]["calendar"].update(startTime=t))
+        assert by_name_in(folder)["approval-lag"].window.calendar_start == date(2026, 1, 15), spelt
 
 
 @pytest.mark.parametrize(("window", "first"), [

@@ -65,7 +65,6 @@ NOT_COMPUTED = {  # OpenSLO v1 fields this platform does not compute: what to wr
 # Valid OpenSLO v1 kinds that carry nothing the platform computes: read past, not refused.
 IGNORED_KINDS = ("Service", "DataSource")
 ALERT_KINDS = ("AlertPolicy", "AlertCondition", "AlertNotificationTarget")
-_START_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})([ T]\d{2}:\d{2}(:\d{2})?)?$")
 # A calendar window's usual length, to say what share of its budget a tier spends.
 _CALENDAR_LENGTH = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=30),
                     "quarter": timedelta(days=91), "year": timedelta(days=365)}
@@ -394,9 +393,8 @@ def _start_day(value: str | date, file, path: str) -> date:
     it, quoted or not (YAML reads an unquoted one as a date or datetime)."""
     if isinstance(value, date):  # datetime is a date too
         return value.date() if isinstance(value, datetime) else value
-    m = _START_TIME.match(value.strip())
-    try:
-        return date.fromisoformat(m.group(1)) if m else date.fromisoformat("")
+    try:  # ISO 8601 in any of its usual spellings: a T or a space, a fraction, Z or an offset
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).date()
     except ValueError:
         raise SLOSpecError(file, path, f"{value!r} is not a start time like '2026-01-01 00:00:00'") from None
 
