@@ -39,7 +39,7 @@ LANDING_EVENTS = ("SELECT source, id, subject AS tenant_id, data.meter AS meter,
                   "ts AS event_time, CAST(dt AS DATE) AS arrived "
                   "FROM (SELECT *, UNNEST([TRY_CAST(time AS TIMESTAMPTZ)]) AS ts "
                   "      FROM {relation}) "
-                  "WHERE specversion = '1.0' AND subject IS NOT NULL AND data.quantity >= 0 "
+                  "WHERE specversion = '1.0' AND subject IS NOT NULL AND data.quantity >= 0 AND data.quantity <= 1e15 "
                   f"AND data.meter IN {METERS!r} AND ts IS NOT NULL")
 SPEEDUP_TARGET = 10.0
 DUCKDB_MEMORY = "4GB"
@@ -83,7 +83,7 @@ def _pandas_events(path: Path):
     df["meter"] = [d["meter"] for d in df["data"]]
     df["quantity"] = [d["quantity"] for d in df["data"]]
     df["ts"] = pd.to_datetime(df["time"], utc=True, errors="coerce", format="ISO8601")
-    ok = ((df["specversion"] == "1.0") & df["subject"].notna() & (df["quantity"] >= 0)
+    ok = ((df["specversion"] == "1.0") & df["subject"].notna() & (df["quantity"] >= 0) & (df["quantity"] <= 1e15)
           & df["meter"].isin(METERS) & df["ts"].notna())
     df = df[ok].drop(columns=["data", "specversion", "time"])
     df["utc_date"] = df["ts"].dt.date

@@ -112,13 +112,16 @@ TENANT_SLIS = Contract(
     unique_key=("hour", "tenant_id"), time_column="hour",
     description="Hourly per-tenant request, error and p95 latency SLIs.",
 )
+# One event's quantity at most 10^15: a day's sum of 10^8 such events still fits the exact
+# decimal sums (finops.usage), and a larger one is a unit mistake, quarantined with its reason.
+MAX_QUANTITY = 1e15
 USAGE_EVENTS = Contract(
     "usage_events",
     (Column("specversion", nullable=False, allowed=("1.0",)), Column("id", nullable=False),
      Column("source", nullable=False), Column("type", nullable=False, regex=r"^com\.summit\.usage\."),
      Column("time", nullable=False), Column("subject", nullable=False),
      Column("datacontenttype", required=False),
-     Column("meter", nullable=False, allowed=METERS), Column("quantity", "float", nullable=False, min=0),
+     Column("meter", nullable=False, allowed=METERS), Column("quantity", "float", nullable=False, min=0, max=MAX_QUANTITY),
      Column("event_time", "timestamp", nullable=False, source="time")),
     record_id="id", unique_key=("source", "id"), time_column="event_time", late_window_days=3, late_rows="arrival",
     flatten={"data.meter": "meter", "data.quantity": "quantity"},

@@ -148,7 +148,8 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
                .str.to_date("%Y-%m-%d", strict=False))
     refused = left.filter(pl.col("file").is_not_null()).with_columns(
         pl.coalesce(charged, arrival_date(pl.col("file"))).alias("utc_date"),
-        (cost.abs() * 10**6).round(0).cast(pl.Int64, strict=False).alias("_micros"))
+        # Through a float: a size is all the tolerance needs, and a cost past 9.2e12 reads as unknown.
+        (cost.cast(pl.Float64).abs() * 1e6).round(0).cast(pl.Int64, strict=False).alias("_micros"))
     quality = pl.concat([
         repaired.group_by(day.alias("utc_date")).agg(pl.len().alias("repaired_rows"), pl.lit(0).alias("refused_rows")),
         refused.group_by("utc_date").agg(pl.lit(0).alias("repaired_rows"), pl.len().alias("refused_rows"),
