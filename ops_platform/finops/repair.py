@@ -146,7 +146,11 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     cost = field.str.json_path_match("$.EffectiveCost").cast(POLARS_TYPES["decimal"], strict=False)
     charged = (field.str.json_path_match("$.ChargePeriodStart").str.slice(0, 10)
                .str.to_date("%Y-%m-%d", strict=False))
-    refused = left.filter(pl.col("file").is_not_null()).with_columns(
+    # Still missing from the books: not a conflicting re-delivery (its first delivery is in
+    # them) nor a line whose corrected row came later (its line id is among the rows).
+    line = field.str.json_path_match("$.x_LineItemId")
+    refused = left.filter(pl.col("file").is_not_null() & ~pl.col("reason").str.starts_with("conflicting re-delivery")
+                          & ~line.is_in(rows["x_LineItemId"].drop_nulls().implode()).fill_null(False)).with_columns(
         pl.coalesce(charged, arrival_date(pl.col("file"))).alias("utc_date"),
         # Through a float: a size is all the tolerance needs, and a cost past 9.2e12 reads as unknown.
         (cost.cast(pl.Float64).abs() * 1e6).round(0).cast(pl.Int64, strict=False).alias("_micros"))
