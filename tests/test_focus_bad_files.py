@@ -228,6 +228,9 @@ def test_tags_under_another_spelling_are_warned_of(tmp_path):
     assert report.loads and report.accepted == 1
     [warning] = report.warnings
     assert "'Service', 'user:tenant'" in warning and "unallocated" in warning
+    mixed = check_file(_csv(tmp_path, tagged, _row(Tags='"{""tenant"": ""t-2""}"', x_LineItemId="L2"),
+                            name="mixed.csv"), BILLING_FOCUS)
+    assert len(mixed.warnings) == 1 and "'user:tenant'" in mixed.warnings[0]
     plain = check_file(_csv(tmp_path, _row(Tags='"{""tenant"": ""t-1""}"'), name="plain.csv"), BILLING_FOCUS)
     assert plain.warnings == []
 

@@ -95,8 +95,8 @@ def _warnings(accepted: pl.DataFrame) -> list[str]:
                                    .str.strip_chars('": ').unique().drop_nulls())["Tags"].to_list())
         near = sorted(k for k in keys - set(TAG_KEYS)
                       if k.lower().rsplit(":", 1)[-1].rsplit("/", 1)[-1] in TAG_KEYS)
-        if near and not keys & set(TAG_KEYS):
+        if near:  # even beside rows with the exact keys: the look-alike rows' cost would be lost
             out.append(f"Tags: keys {', '.join(repr(k) for k in near)} look like {', '.join(TAG_KEYS)} but "
-                       f"attribution reads only those exact keys (lowercase, no prefix): this file's cost would "
-                       "all go to the unallocated line; rename the keys in the export")
+                       f"attribution reads only those exact keys (lowercase, no prefix): the cost of the rows "
+                       "tagged so would go to the unallocated line; rename the keys in the export")
     return out
