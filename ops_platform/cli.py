@@ -987,7 +987,9 @@ def focus_check(file: Path, as_json: bool) -> None:
             click.echo(f"  {n:,} row(s) would be quarantined: {reason}")
         for warning in report.warnings:
             click.echo(click.style(f"  warning: {warning}", fg="yellow"))
-    if not report.loads:
+        if report.loads and report.rows and not report.accepted:
+            click.echo(click.style("  no row would be accepted: the file adds nothing to the bill", fg="red"))
+    if not report.loads or (report.rows and not report.accepted):  # for scripts: nothing of it would load
         sys.exit(1)
 
 

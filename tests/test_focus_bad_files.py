@@ -258,3 +258,12 @@ def test_a_value_that_does_not_cast_is_kept_as_written_in_the_quarantine_record(
     assert (record["BilledCost"], record["ChargePeriodStart"], record["x_LineItemId"]) == ("50,000.00", "03/02/2026", "L9")
     assert record["EffectiveCost"] == "1.500000000000"  # a value that cast reads as cast
     assert res.accepted["x_LineItemId"].to_list() == ["L1"] and "_raw" not in res.accepted.columns
+
+
+def test_a_file_none_of_whose_rows_would_load_exits_1(tmp_path):
+    # Its columns are FOCUS, but every row breaks a rule: for a script, nothing of it loads.
+    path = _csv(tmp_path, _row(BilledCost='"1,234.56"'), _row(BilledCost="oops", x_LineItemId="L2"))
+    res = CliRunner().invoke(main, ["focus", "check", str(path)])
+    assert res.exit_code == 1 and "no row would be accepted" in res.output, res.output
+    ok = CliRunner().invoke(main, ["focus", "check", str(_csv(tmp_path, ROW, name="ok.csv"))])
+    assert ok.exit_code == 0, ok.output
