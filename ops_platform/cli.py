@@ -750,12 +750,14 @@ def invoices() -> None:
 @invoices.command("export")
 @click.option("--period", required=True, help="YYYY-MM (calendar month) or YYYY-MM-DD..YYYY-MM-DD (end exclusive).")
 @click.option("--actor", default="finops-analyst", show_default=True,
-              help="Who releases (needs the finops role in the actor roster).")
+              help="Who releases (needs the finops role in the actor roster; a period already out is answered "
+                   "with its release, files re-checked, whoever asks).")
 @click.option("--rationale", default="period reconciled; releasing invoices", show_default=True)
 def invoices_export(period: str, actor: str, rationale: str) -> None:
     """Release a period's invoices (Parquet and CSV) when its reconciliation holds.
 
-    Releases what the `finops/attribution` asset last stored, i.e. what its checks passed."""
+    Releases what the `finops/attribution` asset last stored, held while its checks fail or the
+    period's raw rows changed since."""
     from .finops.export import release_invoices
     from .finops.invoices import parse_period
     from .finops.pipeline import StoredFinOps
@@ -826,12 +828,13 @@ def _switchboard_protocol(p: StatePaths):
 @click.argument("flag")
 @click.option("--action", "directive", type=click.Choice(["resume", "hold", "rollback"]), required=True)
 @click.option("--rationale", required=True, help="Why (at least 20 characters; it goes into the receipt).")
-@click.option("--ttl", default="4h", show_default=True, help="How long the override holds (e.g. 30m, 4h, 1d).")
+@click.option("--ttl", default="4h", show_default=True, help="How long the override wins over the controller (e.g. 30m, 4h, 1d); a hold stays after it "
+              "until someone resumes the ramp.")
 @click.option("--actor", required=True, help="Who is overriding (a human with the oncall role in the actor roster).")
 @click.option("--idempotency-key", default=None, help="Make a retried command a no-op (default: a new key).")
 def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, actor: str,
                          idempotency_key: str | None) -> None:
-    """Override the ramp controller on FLAG until the TTL expires."""
+    """Override the ramp controller on FLAG: it wins over the controller until the TTL expires."""
     import uuid
 
     from .guard.actions import ActionRequest
@@ -975,7 +978,8 @@ def focus_check(file: Path, as_json: bool) -> None:
 
     report = check_file(file, BILLING_FOCUS)
     if as_json:
-        click.echo(json.dumps({**report.__dict__, "loads": report.loads}, indent=2, sort_keys=True))
+        click.echo(json.dumps({**report.__dict__, "loads": report.loads, "nothing_accepted": not report.accepted},
+                              indent=2, sort_keys=True))
     else:
         verdict = click.style("loads", fg="green") if report.loads else click.style("refused", fg="red")
         click.echo(f"{file}: {verdict}; {report.rows:,} rows, {report.accepted:,} accepted, "
@@ -987,9 +991,9 @@ def focus_check(file: Path, as_json: bool) -> None:
             click.echo(f"  {n:,} row(s) would be quarantined: {reason}")
         for warning in report.warnings:
             click.echo(click.style(f"  warning: {warning}", fg="yellow"))
-        if report.loads and report.rows and not report.accepted:
+        if report.loads and not report.accepted:
             click.echo(click.style("  no row would be accepted: the file adds nothing to the bill", fg="red"))
-    if not report.loads or (report.rows and not report.accepted):  # for scripts: nothing of it would load
+    if not report.loads or not report.accepted:  # for scripts: nothing of it would load
         sys.exit(1)
 
 

@@ -97,8 +97,11 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         day = date.fromisoformat(str(con.execute("SELECT max(partition_key) FROM raw.billing_focus").fetchone()[0]))
     touched = f"{day}..{day + timedelta(days=1)}"
     held = CliRunner().invoke(main, ["invoices", "export", "--period", touched])
-    assert held.exit_code == 2 and "changed since finops/attribution last ran" in held.output, held.output
+    assert held.exit_code == 2 and "changed since finops/attribution last computed the books" in held.output, held.output
     assert "billing_focus" in held.output
+    # A local day's partition holds the morning of the next UTC day: the period after it is held too.
+    after = f"{day + timedelta(days=1)}..{day + timedelta(days=2)}"
+    assert "changed since" in CliRunner().invoke(main, ["invoices", "export", "--period", after]).output
     # A load that cannot change a period (its days and late window are far before) holds it not.
     earlier = CliRunner().invoke(main, ["invoices", "export", "--period", "2026-01"])
     assert "changed since" not in earlier.output, earlier.output

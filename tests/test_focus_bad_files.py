@@ -267,3 +267,5 @@ def test_a_file_none_of_whose_rows_would_load_exits_1(tmp_path):
     assert res.exit_code == 1 and "no row would be accepted" in res.output, res.output
     ok = CliRunner().invoke(main, ["focus", "check", str(_csv(tmp_path, ROW, name="ok.csv"))])
     assert ok.exit_code == 0, ok.output
+    header_only = CliRunner().invoke(main, ["focus", "check", str(_csv(tmp_path, name="empty.csv")), "--json"])
+    assert header_only.exit_code == 1 and json.loads(header_only.output)["nothing_accepted"] is True

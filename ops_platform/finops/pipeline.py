@@ -268,7 +268,10 @@ def _stale(wh) -> Callable[[Period], str | None]:
                     "finops/attribution again")
         last = period.end + timedelta(days=usage_final_after_days())
         day = pl.col("raw_partition").str.slice(0, 10).str.to_date(strict=False)
-        inside = pl.col("raw_partition").is_null() | day.is_null() | ((day >= period.start) & (day <= last))
+        # From the day before: a partition is a local day, and UTC day S begins in local day S-1
+        # west of Greenwich.
+        first = period.start - timedelta(days=1)
+        inside = pl.col("raw_partition").is_null() | day.is_null() | ((day >= first) & (day <= last))
         keys = ["table", "raw_partition"]
         both = (now.filter(inside).join(stored.cast(now.schema).filter(inside), on=keys, how="full", coalesce=True,
                                         suffix="_stored", nulls_equal=True)
@@ -277,7 +280,7 @@ def _stale(wh) -> Callable[[Period], str | None]:
         if not both.height:
             return None
         changed = sorted(set(both["table"].to_list()))
-        return (f"the raw rows of this period changed since finops/attribution last ran, or its last run failed "
+        return (f"the raw rows of this period changed since finops/attribution last computed the books "
                 f"({', '.join(changed)}: {both.height} partition(s), first {both['raw_partition'][0] or 'all'}): "
                 "materialize finops/attribution again")
     return why

@@ -97,6 +97,7 @@ def _warnings(accepted: pl.DataFrame) -> list[str]:
                       if k.lower().rsplit(":", 1)[-1].rsplit("/", 1)[-1] in TAG_KEYS)
         if near:  # even beside rows with the exact keys: the look-alike rows' cost would be lost
             out.append(f"Tags: keys {', '.join(repr(k) for k in near)} look like {', '.join(TAG_KEYS)} but "
-                       f"attribution reads only those exact keys (lowercase, no prefix): the cost of the rows "
-                       "tagged so would go to the unallocated line; rename the keys in the export")
+                       f"attribution reads only those exact keys (lowercase, no prefix): the rows tagged so are not read "
+                       "as their tenant's (direct) cost, but spread over every tenant by their service tag or left "
+                       "unallocated; rename the keys in the export")
     return out

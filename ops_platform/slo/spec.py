@@ -274,6 +274,8 @@ def _get(doc: dict, key: str, file, path: str, kind: type | tuple = object, requ
 
 
 def _name(doc: dict, file, path: str) -> str:
+    _unknown_keys(doc, DOC_KEYS, file, path)
+    _unknown_keys(_get(doc, "metadata", file, path, dict), METADATA_KEYS, file, f"{path}.metadata")
     name = _get(_get(doc, "metadata", file, path, dict), "name", file, f"{path}.metadata", str)
     if not _NAME.match(name):
         raise SLOSpecError(file, f"{path}.metadata.name", f"{name!r} is not a lowercase DNS-style name")
@@ -283,7 +285,9 @@ def _name(doc: dict, file, path: str) -> str:
 def _source(doc: Any, file, path: str) -> MetricSource:
     """A metric source, checked against the tables the burn series read, so a typo is an
     error naming the field when the file loads, not a missing column at run time."""
+    _unknown_keys(doc, ("metricSource",), file, path)
     ms = _get(doc, "metricSource", file, path, dict)
+    _unknown_keys(ms, ("type", "spec"), file, f"{path}.metricSource")
     where = f"{path}.metricSource.spec"
     spec = _get(ms, "spec", file, f"{path}.metricSource", dict)
     table = _get(spec, "table", file, where, str)
@@ -503,6 +507,7 @@ def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
         elif (api, kind) == (OPENSLO, "SLI"):
             slis.append(_indicator(d, path, p))
         elif (api, kind) == (EXTENSION, "BurnAlertPolicy"):
+            _name(d, path, p)
             policies.append((i, d))
         elif api == OPENSLO and kind in IGNORED_KINDS:
             _name(d, path, p)
@@ -511,8 +516,7 @@ def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
                                                   f"BurnAlertPolicy document ({EXTENSION}), see docs/slo.md")
         else:
             raise SLOSpecError(path, f"{p}.kind", f"unsupported {api}/{kind}")
-        if kind != "BurnAlertPolicy":
-            _unknown_keys(d, DOC_KEYS, path, p)
+        _unknown_keys(d, DOC_KEYS, path, p)
     if not docs:
         raise SLOSpecError(path, "(file)", "is empty: an SLO file holds openslo/v1 documents (an SLO, its SLI, "
                                            "its BurnAlertPolicy)")
@@ -550,7 +554,6 @@ def load_slos(folder: Path) -> list[SLO]:
                                                         "every SLO): name the SLO otherwise")
         seen.add(name)
         meta, spec = d["metadata"], _get(d, "spec", f, p, dict)
-        _unknown_keys(meta, METADATA_KEYS, f, f"{p}.metadata")
         _unknown_keys(spec, SLO_SPEC_KEYS, f, f"{p}.spec")
         annotations = meta.get("annotations") or {}
         if not isinstance(annotations, dict):
