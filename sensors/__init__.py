@@ -46,23 +46,29 @@ def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
 
 
 def build_sensors(jobs: list) -> list:
-    return [ramp_controller_sensor, invoice_release_sensor, _books_after_loads(jobs)]
+    return [ramp_controller_sensor, invoice_release_sensor, *_books_after_loads(jobs)]
 
 
-def _books_after_loads(jobs: list) -> dg.SensorDefinition:
-    """Reconcile the costs again after every successful load of the raw tables they read: the
-    release sensor holds a period whose raw rows changed since the last attribution, so the
-    books must follow the loads without anyone running the job by hand."""
+def _books_after_loads(jobs: list) -> list[dg.SensorDefinition]:
+    """Reconcile the costs again after every load of the raw tables they read, a run that
+    failed later on (in SLO burn, say) included: the release sensor holds a period whose raw
+    rows changed since the last attribution, so the books must follow the loads without anyone
+    running the job by hand. One reconcile at a time: a backfill of thirty days queues one."""
     by_name = {j.name: j for j in jobs}
+    loads = [by_name[DAILY_JOB], by_name[CATALOG_JOB]]
 
-    @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="reconcile_after_loads",
-                          monitored_jobs=[by_name[DAILY_JOB], by_name[CATALOG_JOB]], request_job=by_name[FINOPS_JOB],
-                          default_status=dg.DefaultSensorStatus.RUNNING,
-                          description="Runs reconcile_costs after each successful ingest_daily or ingest_catalog run.")
-    def reconcile_after_loads(context: dg.RunStatusSensorContext):
+    def request(context: dg.RunStatusSensorContext):
+        pending = context.instance.get_runs(dg.RunsFilter(job_name=FINOPS_JOB, statuses=[
+            dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]), limit=1)
+        if pending:
+            return dg.SkipReason(f"a reconcile_costs run is already waiting ({pending[0].run_id})")
         return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
 
-    return reconcile_after_loads
+    return [dg.run_status_sensor(run_status=status, name=f"reconcile_after_{word}_loads", monitored_jobs=loads,
+                                 request_job=by_name[FINOPS_JOB], default_status=dg.DefaultSensorStatus.RUNNING,
+                                 description=f"Runs reconcile_costs after each {word} ingest_daily or ingest_catalog "
+                                             "run (what it loaded is in the warehouse either way).")(request)
+            for status, word in ((dg.DagsterRunStatus.SUCCESS, "successful"), (dg.DagsterRunStatus.FAILURE, "failed"))]
 
 
 def _static_raw() -> dg.AssetSelection:

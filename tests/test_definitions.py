@@ -69,11 +69,15 @@ def test_every_raw_asset_has_contract_and_quarantine_checks(state):
 
 
 def test_the_books_follow_every_load(state, tmp_path):
-    # After a successful ingest run, reconcile_costs is requested: the release sensor holds a
-    # period whose raw rows changed since the last attribution.
+    # After an ingest run, successful or failed later on, reconcile_costs is requested (the
+    # release sensor holds a period whose raw rows changed since the last attribution), one
+    # at a time: with one already waiting, the next load asks for no second.
     defs = build_definitions(state)
-    sensor = next(s for s in defs.sensors if s.name == "reconcile_after_loads")
-    assert sensor.job_name == "reconcile_costs" and sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    sensors = {s.name: s for s in defs.sensors}
+    for name in ("reconcile_after_successful_loads", "reconcile_after_failed_loads"):
+        assert sensors[name].job_name == "reconcile_costs"
+        assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING
+    sensor = sensors["reconcile_after_successful_loads"]
     with dg.DagsterInstance.ephemeral() as instance:
         @dg.op
         def load():
@@ -85,7 +89,14 @@ def test_the_books_follow_every_load(state, tmp_path):
 
         result = fake_daily.execute_in_process(instance=instance)
         success = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_SUCCESS)
-        context = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_instance=instance,
-                                                     dagster_run=result.dagster_run, dagster_event=success)
-        request = sensor(context)
-    assert isinstance(request, dg.RunRequest) and request.run_key == f"after-{result.run_id}"
+
+        def evaluate():
+            return sensor(dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_instance=instance,
+                                                             dagster_run=result.dagster_run, dagster_event=success))
+
+        request = evaluate()
+        assert isinstance(request, dg.RunRequest) and request.run_key == f"after-{result.run_id}"
+        waiting = instance.create_run_for_job(defs.resolve_job_def("reconcile_costs"),
+                                              status=dg.DagsterRunStatus.NOT_STARTED)
+        skipped = evaluate()
+        assert isinstance(skipped, dg.SkipReason) and waiting.run_id in skipped.skip_message

@@ -102,6 +102,9 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
     # A local day's partition holds the morning of the next UTC day: the period after it is held too.
     after = f"{day + timedelta(days=1)}..{day + timedelta(days=2)}"
     assert "changed since" in CliRunner().invoke(main, ["invoices", "export", "--period", after]).output
+    # A billing row's charge may run over later days: an earlier billing partition holds a later period.
+    later = f"{day + timedelta(days=5)}..{day + timedelta(days=6)}"
+    assert "billing_focus" in CliRunner().invoke(main, ["invoices", "export", "--period", later]).output
     # A load that cannot change a period (its days and late window are far before) holds it not.
     earlier = CliRunner().invoke(main, ["invoices", "export", "--period", "2026-01"])
     assert "changed since" not in earlier.output, earlier.output

@@ -132,6 +132,7 @@ def test_openslo_files_as_the_spec_writes_them_load(tmp_path):
         d[1]["spec"]["timeWindow"][0].pop("isRolling"),
         d[1]["spec"]["timeWindow"][0]["calendar"].update(startTime=datetime(2026, 1, 15, 0, 0)),
         d[1]["spec"]["objectives"][0].update(targetPercent=99.0), d[1]["spec"]["objectives"][0].pop("target"),
+        d[0]["spec"]["thresholdMetric"]["metricSource"].update(metricSourceRef="summit-landing"),
         d.insert(0, {"apiVersion": "openslo/v1", "kind": "Service", "metadata": {"name": "approval"},
                      "spec": {"description": "approvals"}})))
     docs = list(yaml.safe_load_all((folder / "approval-lag.yaml").read_text()))

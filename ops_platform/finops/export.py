@@ -117,7 +117,7 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     executor = InvoiceExportExecutor(out_root, books)
     guarded = protocol({"export_release": executor})
     executor.released = lambda: released_periods(guarded.store)  # the store is the protocol's own
-    done = next((e for p, e in _releases(guarded.store) if p.name == period.name), None)
+    done = next((e for p, e in _releases(guarded.store) if (p.start, p.end) == (period.start, period.end)), None)
     if done is not None:  # out already, whoever asks now: answered by its release, files re-checked
         out = Outcome(done["action_id"], "completed", "already released", done["receipt_id"], created=False)
     else:

@@ -212,7 +212,9 @@ class StoredFinOps:
                 reasons.append(f"{int(unreadable['unreadable_rows'].sum())} refused billing row(s) whose cost does "
                                f"not read, so the bill is not known (first day {unreadable['utc_date'][0]}): fix "
                                "and reload them (raw.quarantine says why each was refused)")
-            refused, billed = int(day["refused_micros"].sum()), int(day["billed_micros"].abs().sum())
+            # As floats: a sum of refused costs near the Int64 edge must not wrap negative.
+            refused = float(day["refused_micros"].cast(pl.Float64).sum())
+            billed = float(day["billed_micros"].cast(pl.Float64).abs().sum())
             if refused > (1 - CONFIDENCE_TARGET) * (billed + refused):
                 reasons.append(f"refused billing rows add up to {refused / 1e6:,.2f} of the period's bill "
                                f"({refused / (billed + refused):.1%}, over {1 - CONFIDENCE_TARGET:.0%}): fix and "
@@ -271,7 +273,11 @@ def _stale(wh) -> Callable[[Period], str | None]:
         # From the day before: a partition is a local day, and UTC day S begins in local day S-1
         # west of Greenwich.
         first = period.start - timedelta(days=1)
-        inside = pl.col("raw_partition").is_null() | day.is_null() | ((day >= first) & (day <= last))
+        # A billing row's charge may run over later days (a monthly fee is amortized): any
+        # billing partition up to the window's end can change the period.
+        spread = pl.col("table").is_in(["billing_focus", "quarantine"])
+        inside = (pl.col("raw_partition").is_null() | day.is_null()
+                  | (((day >= first) | spread) & (day <= last)))
         keys = ["table", "raw_partition"]
         both = (now.filter(inside).join(stored.cast(now.schema).filter(inside), on=keys, how="full", coalesce=True,
                                         suffix="_stored", nulls_equal=True)

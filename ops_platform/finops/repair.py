@@ -157,9 +157,11 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     quality = pl.concat([
         repaired.group_by(day.alias("utc_date")).agg(pl.len().alias("repaired_rows"), pl.lit(0).alias("refused_rows")),
         refused.group_by("utc_date").agg(pl.lit(0).alias("repaired_rows"), pl.len().alias("refused_rows"),
-                                         pl.col("_micros").sum().alias("refused_micros"),
+                                         pl.col("_micros").cast(pl.Float64).sum().alias("refused_micros"),
                                          pl.col("_micros").is_null().sum().alias("unreadable_rows")),
     ], how="diagonal_relaxed").group_by("utc_date").agg(
         pl.col("repaired_rows").sum(), pl.col("refused_rows").sum(),
-        pl.col("refused_micros").sum().cast(pl.Int64), pl.col("unreadable_rows").sum().cast(pl.Int64))
+        # Summed as floats and capped: two refused costs near the Int64 edge must not wrap negative.
+        pl.col("refused_micros").cast(pl.Float64).sum().clip(upper_bound=2.0**62).cast(pl.Int64),
+        pl.col("unreadable_rows").sum().cast(pl.Int64))
     return rows, quality

@@ -287,7 +287,7 @@ def _source(doc: Any, file, path: str) -> MetricSource:
     error naming the field when the file loads, not a missing column at run time."""
     _unknown_keys(doc, ("metricSource",), file, path)
     ms = _get(doc, "metricSource", file, path, dict)
-    _unknown_keys(ms, ("type", "spec"), file, f"{path}.metricSource")
+    _unknown_keys(ms, ("type", "spec", "metricSourceRef"), file, f"{path}.metricSource")  # a DataSource, read past
     where = f"{path}.metricSource.spec"
     spec = _get(ms, "spec", file, f"{path}.metricSource", dict)
     table = _get(spec, "table", file, where, str)
