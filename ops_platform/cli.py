@@ -622,9 +622,7 @@ def backtest_alerts(world_dir: Path | None, slo_dir: Path | None, as_json: bool)
     table.caption = TABLE_CAPTION
     for row in table_rows(results):
         table.add_row(*row)
-    # Whole, however narrow the terminal (or a pipe's 80 columns): a cut column hides figures.
-    natural = Console(width=1000).measure(table).maximum
-    Console(width=max(console.width, natural)).print(table)
+    _print_whole(table)
 
 
 @main.group()
@@ -665,8 +663,7 @@ def slo_validate(slo_dir: Path | None) -> None:
             table.add_row(*head, t.name, f"{t.burn_rate:g}x",
                           f"{window_name(t.long_window)}/{window_name(t.short_window)}",
                           f"{s.budget_spent_to_fire(t):.1%}", t.ramp_action, t.platform_action)
-    natural = Console(width=1000).measure(table).maximum  # whole, however narrow the terminal or pipe
-    Console(width=max(console.width, natural)).print(table)
+    _print_whole(table)
 
 
 @slo.command("rules")
@@ -920,6 +917,13 @@ def switchboard_log(flag: str) -> None:
         after = ("the hold stays until someone resumes the ramp" if last["directive"] in ("hold", "rollback")
                  else "the controller judges the ramp again")
         click.echo(f"override expired: {last['directive']} by {last['actor']} at {last['expires_at']}; {after}")
+
+
+def _print_whole(table: Table) -> None:
+    """A table printed whole, however narrow the terminal (or a pipe's 80 columns): a cut
+    column hides figures."""
+    natural = Console(width=1000).measure(table).maximum
+    Console(width=max(console.width, natural)).print(table)
 
 
 def _one_line(text: str) -> str:

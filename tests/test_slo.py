@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SLOS = ROOT / "slos"
 
 
-def by_name():
-    return {s.name: s for s in load_slos(SLOS)}
+def by_name(folder: Path = SLOS) -> dict:
+    return {s.name: s for s in load_slos(folder)}
 
 
 def test_golden_slos_load_with_owners_windows_and_tiers():
@@ -120,10 +120,6 @@ def test_bad_files_name_file_and_field(tmp_path, file, mutation, where):
     assert file in str(err.value) and where in str(err.value), str(err.value)
 
 
-def by_name_in(folder: Path) -> dict:
-    return {s.name: s for s in load_slos(folder)}
-
-
 def test_openslo_files_as_the_spec_writes_them_load(tmp_path):
     # The spec's own forms: an unquoted startTime (YAML reads a datetime), a calendar window
     # without isRolling, targetPercent, a Service document, and an SLI in a file of its own
@@ -138,7 +134,7 @@ def test_openslo_files_as_the_spec_writes_them_load(tmp_path):
     docs = list(yaml.safe_load_all((folder / "approval-lag.yaml").read_text()))
     (folder / "approval-sli.yaml").write_text(yaml.safe_dump(docs.pop(1)))
     (folder / "approval-lag.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
-    slo = {s.name: s for s in load_slos(folder)}["approval-lag"]
+    slo = by_name(folder)["approval-lag"]
     assert slo.objective.target == 0.99 and not slo.window.rolling
     # a billing-cycle month from the 15th, not the 1st
     from datetime import date
@@ -149,7 +145,7 @@ def test_openslo_files_as_the_spec_writes_them_load(tmp_path):
                                "2026-01-15")):
         folder = _mutate(tmp_path / f"spelt{i}", "approval-lag.yaml", lambda d, t=spelt: d[1]["spec"][
             "timeWindow"][0]["calendar"].update(startTime=t))
-        assert by_name_in(folder)["approval-lag"].window.calendar_start == date(2026, 1, 15), spelt
+        assert by_name(folder)["approval-lag"].window.calendar_start == date(2026, 1, 15), spelt
 
 
 @pytest.mark.parametrize(("window", "first"), [

@@ -117,11 +117,12 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     executor = InvoiceExportExecutor(out_root, books)
     guarded = protocol({"export_release": executor})
     executor.released = lambda: released_periods(guarded.store)  # the store is the protocol's own
-    done = next((e for p, e in _releases(guarded.store) if (p.start, p.end) == (period.start, period.end)), None)
+    releases = _releases(guarded.store)
+    done = next((e for p, e in releases if (p.start, p.end) == (period.start, period.end)), None)
     if done is not None:  # out already, whoever asks now: answered by its release, files re-checked
         out = Outcome(done["action_id"], "completed", "already released", done["receipt_id"], created=False)
     else:
-        held = books.blockers(period) + overlaps(period, executor.released())
+        held = books.blockers(period) + overlaps(period, [p for p, _ in releases])
         if held:
             return held, None
         out = guarded.submit(release_request(period, actor, rationale, roster))

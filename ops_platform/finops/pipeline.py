@@ -180,7 +180,7 @@ class StoredFinOps:
         return cls(*(wh.query(f"SELECT * FROM finops.{t}") for t in ("day", "usage_daily", "usage_corrections",
                                                                      "tenant_day")),
                    wh.query("SELECT * FROM raw.tenants"), wh.query("SELECT * FROM raw.price_list"), unloaded,
-                   _stale(wh), _stamp(wh))
+                   *_stale_and_stamp(wh))
 
     @classmethod
     def from_run(cls, inputs: FinOpsInputs, result: FinOpsRun) -> StoredFinOps:
@@ -252,22 +252,27 @@ def final_period(usage: pl.DataFrame) -> Period:
     return Period(f"{days[0]}..{end}", days[0], end)
 
 
-def _stale(wh) -> Callable[[Period], str | None]:
-    """Why the stored books (``finops.inputs``) are not those of a period's raw rows now: a
-    later load whose attribution failed or has not run would otherwise be invoiced from old
-    numbers. Only the partitions that can change the period count (its days and the
-    late-data window after it, and the catalog tables): a load of today's partition does not
-    hold last month."""
+def _stale_and_stamp(wh) -> tuple[Callable[[Period], str | None], str]:
+    """(why, stamp) of the stored books (``finops.inputs``, read once). ``why(period)``: why
+    they are not those of the period's raw rows now; a later load whose attribution failed
+    or has not run would otherwise be invoiced from old numbers. Only the partitions that
+    can change the period count (its days, the day before, its late window, earlier billing,
+    the catalog): a load of today's partition does not hold last month. The raw tables are
+    hashed at the first question, not when the books are read for their invoices.
+    ``stamp``: a short digest of the stored stamp, empty without one."""
     try:
-        stored = wh.query('SELECT "table", raw_partition, "rows", digest FROM finops.inputs')
+        stored = wh.query('SELECT "table", raw_partition, "rows", digest FROM finops.inputs ORDER BY ALL')
     except duckdb.Error:  # no stamp: books stored before it existed
         stored = None
-    now = input_counts(wh)
+    stamp = hashlib.sha256(repr(stored.rows()).encode()).hexdigest()[:12] if stored is not None else ""
+    now: list[pl.DataFrame] = []
 
     def why(period: Period) -> str | None:
         if stored is None or not stored.height:
             return ("the stored attribution does not say which raw rows it was computed from: materialize "
                     "finops/attribution again")
+        if not now:
+            now.append(input_counts(wh))
         last = period.end + timedelta(days=usage_final_after_days())
         day = pl.col("raw_partition").str.slice(0, 10).str.to_date(strict=False)
         # From the day before: a partition is a local day, and UTC day S begins in local day S-1
@@ -279,8 +284,8 @@ def _stale(wh) -> Callable[[Period], str | None]:
         inside = (pl.col("raw_partition").is_null() | day.is_null()
                   | (((day >= first) | spread) & (day <= last)))
         keys = ["table", "raw_partition"]
-        both = (now.filter(inside).join(stored.cast(now.schema).filter(inside), on=keys, how="full", coalesce=True,
-                                        suffix="_stored", nulls_equal=True)
+        both = (now[0].filter(inside).join(stored.cast(now[0].schema).filter(inside), on=keys, how="full",
+                                           coalesce=True, suffix="_stored", nulls_equal=True)
                 .filter(~pl.col("rows").eq_missing(pl.col("rows_stored"))
                         | ~pl.col("digest").eq_missing(pl.col("digest_stored"))))
         if not both.height:
@@ -289,13 +294,4 @@ def _stale(wh) -> Callable[[Period], str | None]:
         return (f"the raw rows of this period changed since finops/attribution last computed the books "
                 f"({', '.join(changed)}: {both.height} partition(s), first {both['raw_partition'][0] or 'all'}): "
                 "materialize finops/attribution again")
-    return why
-
-
-def _stamp(wh) -> str:
-    """A short digest of the books' input stamp (``finops.inputs``), empty without one."""
-    try:
-        rows = wh.query('SELECT "table", raw_partition, "rows", digest FROM finops.inputs ORDER BY ALL').rows()
-    except duckdb.Error:
-        return ""
-    return hashlib.sha256(repr(rows).encode()).hexdigest()[:12]
+    return why, stamp

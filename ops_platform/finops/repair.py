@@ -162,6 +162,6 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     ], how="diagonal_relaxed").group_by("utc_date").agg(
         pl.col("repaired_rows").sum(), pl.col("refused_rows").sum(),
         # Summed as floats and capped: two refused costs near the Int64 edge must not wrap negative.
-        pl.col("refused_micros").cast(pl.Float64).sum().clip(upper_bound=2.0**62).cast(pl.Int64),
+        pl.col("refused_micros").sum().clip(upper_bound=2.0**62).cast(pl.Int64),
         pl.col("unreadable_rows").sum().cast(pl.Int64))
     return rows, quality

@@ -516,7 +516,6 @@ def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
                                                   f"BurnAlertPolicy document ({EXTENSION}), see docs/slo.md")
         else:
             raise SLOSpecError(path, f"{p}.kind", f"unsupported {api}/{kind}")
-        _unknown_keys(d, DOC_KEYS, path, p)
     if not docs:
         raise SLOSpecError(path, "(file)", "is empty: an SLO file holds openslo/v1 documents (an SLO, its SLI, "
                                            "its BurnAlertPolicy)")
