@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -100,3 +102,13 @@ def test_the_books_follow_every_load(state, tmp_path):
                                               status=dg.DagsterRunStatus.NOT_STARTED)
         skipped = evaluate()
         assert isinstance(skipped, dg.SkipReason) and waiting.run_id in skipped.skip_message
+
+
+def test_loading_the_definitions_prints_no_warning(state):
+    """Dagster copies each sensor to attach resources and warns that `owners` is beta on
+    every copy; that line would open every demo and run (the env carries the state folder)."""
+    code = "from ops_platform.definitions import build_definitions; build_definitions().get_repository_def()"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                         cwd=Path(__file__).parent.parent)
+    assert run.returncode == 0, run.stderr
+    assert "Warning" not in run.stderr, run.stderr
