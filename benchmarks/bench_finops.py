@@ -196,9 +196,13 @@ def run_pandas(world: Path, tmp: Path) -> dict[str, pl.DataFrame]:
     day["confidence"] = (day["weighted"] / day["size"]).fillna(day["source_factor"])
 
     # Reconciliation: shared cost per service and day against its meter's usage.
-    cost = (shared.assign(idle=np.where(shared["kind"] == "idle", shared["micros"], 0))
+    # Per service: the shared cost its meter drives, its tenant-tagged cost, and both.
+    cost = (bill.assign(idle=np.where(bill["kind"] == "idle", bill["micros"], 0),
+                        direct=np.where(bill["kind"] == "direct", bill["micros"], 0),
+                        shared=np.where(bill["kind"] != "direct", bill["micros"], 0))
             .groupby(["utc_date", "service"], as_index=False, dropna=False)
-            .agg(cost_micros=("micros", "sum"), idle_micros=("idle", "sum")))
+            .agg(cost_micros=("shared", "sum"), idle_micros=("idle", "sum"), direct_micros=("direct", "sum"),
+                 total_micros=("micros", "sum")))
     cost["meter"] = cost["service"].map(meter_of)
     metered = usage.groupby(["utc_date", "meter"], as_index=False)["quantity"].sum()
     unexplained = (left.groupby(["utc_date", "service"], as_index=False, dropna=False)["micros"].sum()
@@ -208,6 +212,7 @@ def run_pandas(world: Path, tmp: Path) -> dict[str, pl.DataFrame]:
     rec["quantity"] = rec["quantity"].fillna(0.0)
     rec["unexplained_micros"] = rec["unexplained_micros"].fillna(0).astype("int64")
     rec["unit_cost_usd"] = np.where(rec["quantity"] > 0, rec["cost_micros"] / 1e6 / rec["quantity"], np.nan)
+    rec["loaded_unit_cost_usd"] = np.where(rec["quantity"] > 0, rec["total_micros"] / 1e6 / rec["quantity"], np.nan)
 
     wide = wide.rename(columns={"tenant": "tenant_id"})
     return {"tenant_day": pl.from_pandas(wide[["utc_date", "tenant_id", *(f"{k}_micros" for k in KINDS),
@@ -215,7 +220,8 @@ def run_pandas(world: Path, tmp: Path) -> dict[str, pl.DataFrame]:
             "day": pl.from_pandas(day[["utc_date", "billed_micros", "attributed_micros", "unallocated_micros",
                                        "tenants", "confidence"]]),
             "reconciliation": pl.from_pandas(rec[["utc_date", "service", "meter", "cost_micros", "idle_micros",
-                                                  "quantity", "unexplained_micros", "unit_cost_usd"]]),
+                                                  "direct_micros", "total_micros", "quantity",
+                                                  "unexplained_micros", "unit_cost_usd", "loaded_unit_cost_usd"]]),
             "corrections": pl.from_pandas(corrections.rename(columns={"subject": "tenant_id"}))}
 
 
@@ -226,8 +232,9 @@ OUTPUTS = {
                    ["direct_micros", "serving_micros", "idle_micros", "overhead_micros", "total_micros"],
                    ["confidence"]),
     "day": (["utc_date"], ["billed_micros", "attributed_micros", "unallocated_micros", "tenants"], ["confidence"]),
-    "reconciliation": (["utc_date", "service"], ["meter", "cost_micros", "idle_micros", "unexplained_micros"],
-                       ["quantity", "unit_cost_usd"]),
+    "reconciliation": (["utc_date", "service"], ["meter", "cost_micros", "idle_micros", "direct_micros",
+                                                 "total_micros", "unexplained_micros"],
+                       ["quantity", "unit_cost_usd", "loaded_unit_cost_usd"]),
     "corrections": (["utc_date", "tenant_id", "meter", "arrived"], ["events"], ["quantity"]),
 }
 

@@ -223,6 +223,14 @@ def test_attribution_rules_and_unallocated_cost_is_reported_not_dropped():
     assert day["billed_micros"] == day["attributed_micros"] == 6_200_001
     recon = result.reconciliation.filter(pl.col("service") == "graph").row(0, named=True)
     assert recon["unexplained_micros"] == 700_000 and recon["unit_cost_usd"] is None
+    # Per service, shared and tagged cost add up to the day's bill (the tenant's line has no
+    # service tag: the null service); unit costs per API call, shared and fully loaded.
+    assert result.reconciliation["total_micros"].sum() == 6_200_001
+    services = {r["service"]: r for r in result.reconciliation.iter_rows(named=True)}
+    assert services[None]["direct_micros"] == services[None]["total_micros"] == 1_000_001
+    api = services["api"]
+    assert (api["cost_micros"], api["direct_micros"], api["idle_micros"]) == (4_000_000, 0, 1_000_000)
+    assert api["unit_cost_usd"] == api["loaded_unit_cost_usd"] == 4.0 / 3.0
 
 
 @pytest.mark.parametrize("lines", [

@@ -43,6 +43,7 @@ def test_notebook_executes(path, warehouse, small_world, monkeypatch):
         summary = ast.literal_eval(last)
         assert summary["days_exact"] == summary["days"] == days  # every day sums to the bill
         assert summary["tenants_usd"] == summary["billed_usd"] > 0
+        assert summary["services_usd"] == summary["billed_usd"]  # per service, shared and tagged cost
         injected = pl.read_parquet(small_world / "truth" / "cost_anomalies.parquet").height
         assert injected <= summary["anomalies"] <= 2 * injected
 

@@ -45,7 +45,7 @@ _TAGS = pl.Struct({k: pl.String for k in TAG_KEYS})
 class Attribution:
     tenant_day: pl.DataFrame  # utc_date, tenant_id, <kind>_micros..., total_micros, confidence
     day: pl.DataFrame  # utc_date, billed_micros, attributed_micros, unallocated_micros, confidence, feed_lines, ...
-    reconciliation: pl.DataFrame  # utc_date, service, meter, cost_micros, quantity, unit_cost, unexplained
+    reconciliation: pl.DataFrame  # utc_date, service, meter, shared, direct and total cost, quantity, unit costs, ...
 
 
 def cost_lines(billing: pl.DataFrame) -> pl.DataFrame:
@@ -224,17 +224,32 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
 
 def _reconcile(lines: pl.DataFrame, usage: pl.DataFrame, meter_of: pl.DataFrame,
                left: pl.DataFrame) -> pl.DataFrame:
-    """Metering vs infrastructure per service and day: unit cost and unexplained cost."""
-    cost = (lines.filter(pl.col("kind").is_in(["serving", "idle", "overhead"]))
-            .group_by("utc_date", "service").agg(pl.col("micros").sum().alias("cost_micros"),
-                                                  pl.col("micros").filter(pl.col("kind") == "idle").sum()
-                                                  .alias("idle_micros")))
+    """Metering vs infrastructure per service and day.
+
+    ``cost_micros`` is the service's shared cost (serving, idle, overhead): what its meter
+    drives, so ``unit_cost_usd`` is what one more unit of the meter costs, the figure a usage
+    spike is priced at. ``direct_micros`` is its tenant-tagged cost (dedicated capacity);
+    ``total_micros`` both, so a day's services (a line without a service tag under a null
+    service) add up to its bill, and ``loaded_unit_cost_usd`` is the fully loaded unit cost.
+    """
+    micros = pl.col("micros")
+    cost = (lines.group_by("utc_date", "service")
+            .agg(micros.filter(pl.col("kind") != "direct").sum().alias("cost_micros"),
+                 micros.filter(pl.col("kind") == "idle").sum().alias("idle_micros"),
+                 micros.filter(pl.col("kind") == "direct").sum().alias("direct_micros"),
+                 micros.sum().alias("total_micros")))
     metered = usage.group_by("utc_date", "meter").agg(pl.col("quantity").cast(pl.Float64).sum())
-    unexplained = left.group_by("utc_date", "service").agg(pl.col("micros").sum().alias("unexplained_micros"))
+    unexplained = left.group_by("utc_date", "service").agg(micros.sum().alias("unexplained_micros"))
+
+    def per_unit(column: str) -> pl.Expr:
+        return pl.when(pl.col("quantity") > 0).then(pl.col(column) / 1e6 / pl.col("quantity")).otherwise(None)
+
     return (cost.join(meter_of, on="service", how="left")
             .join(metered, on=["utc_date", "meter"], how="left")
             .join(unexplained, on=["utc_date", "service"], how="left")
-            .with_columns(pl.col("quantity").fill_null(0.0), pl.col("unexplained_micros").fill_null(0),
-                          pl.when(pl.col("quantity") > 0).then(pl.col("cost_micros") / 1e6 / pl.col("quantity"))
-                          .otherwise(None).alias("unit_cost_usd"))
-            .sort("utc_date", "service"))
+            .with_columns(pl.col("quantity").fill_null(0.0), pl.col("unexplained_micros").fill_null(0))
+            .with_columns(per_unit("cost_micros").alias("unit_cost_usd"),
+                          per_unit("total_micros").alias("loaded_unit_cost_usd"))
+            .select("utc_date", "service", "meter", "cost_micros", "idle_micros", "direct_micros", "total_micros",
+                    "quantity", "unexplained_micros", "unit_cost_usd", "loaded_unit_cost_usd")
+            .sort("utc_date", "service", nulls_last=True))
