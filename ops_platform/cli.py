@@ -995,9 +995,8 @@ def focus_check(file: Path, as_json: bool) -> None:
             click.echo(f"  {n:,} row(s) would be quarantined: {reason}")
         for warning in report.warnings:
             click.echo(click.style(f"  warning: {warning}", fg="yellow"))
-        if report.loads and not report.accepted:  # FinOps may still repair some of the quarantined rows
-            click.echo(click.style("  warning: no row would be accepted as it is (FinOps repairs some refused rows; "
-                                   "see docs/finops.md)", fg="yellow"))
+        if report.loads and not report.rows:
+            click.echo(click.style("  warning: the file holds no row", fg="yellow"))
     if not report.loads:
         sys.exit(1)
 

@@ -260,13 +260,34 @@ def test_a_value_that_does_not_cast_is_kept_as_written_in_the_quarantine_record(
     assert res.accepted["x_LineItemId"].to_list() == ["L1"] and "_raw" not in res.accepted.columns
 
 
-def test_a_file_none_of_whose_rows_would_load_is_said_so(tmp_path):
-    # Its columns are FOCUS, but every row breaks a rule: said so (FinOps may still repair some
-    # refused rows, so the file is not refused), and the JSON says nothing_accepted.
-    path = _csv(tmp_path, _row(BilledCost='"1,234.56"'), _row(BilledCost="oops", x_LineItemId="L2"))
-    res = CliRunner().invoke(main, ["focus", "check", str(path)])
-    assert res.exit_code == 0 and "no row would be accepted as it is" in res.output, res.output
+def test_a_file_none_of_whose_rows_would_load_is_refused_unless_finops_repairs_some(tmp_path):
+    # Every row breaks a rule FinOps does not repair: nothing of the file would ever be
+    # billed, so a check in CI must fail.
+    path = _csv(tmp_path, _row(BilledCost='"1,234.56"'), _row(ChargePeriodStart="03/02/2026", x_LineItemId="L2"))
+    res = CliRunner().invoke(main, ["focus", "check", str(path), "--json"])
+    report = json.loads(res.output)
+    assert res.exit_code == 1 and not report["loads"] and report["nothing_accepted"], res.output
+    assert "FinOps repairs none" in report["schema_errors"][0]
+    # A period end not after its start is repaired (start + 1 day): the file is said so, in
+    # the text and in the JSON's warnings alike, and not refused.
+    fixable = _csv(tmp_path, _row(ChargePeriodEnd="2026-03-02T00:00:00Z"), name="fixable.csv")
+    res = CliRunner().invoke(main, ["focus", "check", str(fixable)])
+    assert res.exit_code == 0 and "no row would be accepted as it is; FinOps would repair 1 of the 1" in res.output
+    warnings = json.loads(CliRunner().invoke(main, ["focus", "check", str(fixable), "--json"]).output)["warnings"]
+    assert any("FinOps would repair 1" in w for w in warnings), warnings
     ok = CliRunner().invoke(main, ["focus", "check", str(_csv(tmp_path, ROW, name="ok.csv"))])
-    assert ok.exit_code == 0 and "no row would be accepted" not in ok.output, ok.output
+    assert ok.exit_code == 0 and "no row would be accepted" not in ok.output and "warning" not in ok.output, ok.output
     header_only = CliRunner().invoke(main, ["focus", "check", str(_csv(tmp_path, name="empty.csv")), "--json"])
     assert header_only.exit_code == 0 and json.loads(header_only.output)["nothing_accepted"] is True
+
+
+@pytest.mark.parametrize("header", [HEADER.replace(",Tags,", ",tags,"), HEADER.replace(",Tags,", ",")])
+def test_a_file_without_a_tags_column_is_warned_of(tmp_path, header):
+    # Tags is optional in the contract, but attribution reads tenant, service and pool from
+    # it: without it (or spelt otherwise) every row's cost is left unallocated.
+    row = ROW if ",tags," in header else ROW.replace(",,L1", ",L1")
+    report = check_file(_csv(tmp_path, row, header=header), BILLING_FOCUS)
+    assert report.loads and report.accepted == 1, report
+    [warning] = report.warnings
+    assert warning.startswith("Tags: the file has no Tags column") and "unallocated" in warning
+    assert ("'tags' is not spelt 'Tags'" in warning) == (",tags," in header)

@@ -72,19 +72,43 @@ def check_file(path: Path, contract: Contract) -> FileCheck:
     result.quarantined_rows = res.quarantine.height
     result.duplicates_removed = res.duplicates_removed
     result.quarantined = res.quarantine_by_reason()
-    result.warnings = _warnings(res.accepted)
+    result.warnings = _warnings(frame.columns, res.accepted)
+    if not result.accepted and res.quarantine.height:
+        _nothing_accepted(result, res.quarantine, res.accepted)
     return result
 
 
-def _warnings(accepted: pl.DataFrame) -> list[str]:
+def _nothing_accepted(result: FileCheck, quarantine: pl.DataFrame, accepted: pl.DataFrame) -> None:
+    """A file none of whose rows the contract accepts: FinOps repairs some refused rows (a
+    sign error, a period end, tags from the same resource), so the file is refused only when
+    it would repair none of them, for then nothing of it would ever be billed."""
+    from ..finops.repair import repair_billing  # the repairs FinOps applies
+
+    repaired, _ = repair_billing(quarantine, accepted)
+    if repaired.height:
+        result.warnings.append(f"no row would be accepted as it is; FinOps would repair {repaired.height:,} of the "
+                               f"{quarantine.height:,} quarantined row(s) (docs/finops.md, Repairs)")
+    else:
+        result.schema_errors.append("no row would be accepted, and FinOps repairs none of the quarantined rows "
+                                    "(reasons below): nothing of this file would be billed; fix the export")
+
+
+def _warnings(columns: list[str], accepted: pl.DataFrame) -> list[str]:
     """What FinOps will refuse or misread in rows the contract accepts: a bill in several
-    currencies (attribution works in one); tags that name a tenant, service or pool under
-    another spelling (``Tenant``, ``user:tenant``), which attribution does not read, so their
-    cost would all go to the unallocated line."""
+    currencies (attribution works in one); no ``Tags`` column (some exports spell it
+    ``tags``), or tags that name a tenant, service or pool under another spelling
+    (``Tenant``, ``user:tenant``), which attribution does not read, so their cost would be
+    spread by rule or go to the unallocated line."""
     from ..finops.attribution import TAG_KEYS
     from ..finops.pipeline import bill_currencies  # the rule attribution applies
 
     out = []
+    if "Tags" not in columns:
+        near = [c for c in columns if c.lower() in ("tags", "tag") or c.lower().endswith(("_tags", " tags"))]
+        out.append("Tags: the file has no Tags column"
+                   + (f" ({', '.join(repr(c) for c in near)} is not spelt 'Tags', the only spelling read)" if near else "")
+                   + ": attribution reads each row's tenant, service and pool from Tags, so every row's cost would "
+                     "be left unallocated")
     currencies = bill_currencies(accepted)
     if len(currencies) > 1:
         out.append(f"BillingCurrency: the file mixes currencies ({', '.join(currencies)}); it loads, but FinOps "
