@@ -487,3 +487,17 @@ def test_the_log_says_when_the_last_override_expired_and_what_it_left(state):
     out = _run("log", "release-api").output
     assert "active override" not in out
     assert "override expired: hold by dana at 2000-01-01T00:00:00Z; the hold stays until someone resumes" in out, out
+
+
+def test_a_lost_live_flag_file_is_not_seeded_again(state):
+    # Seeding it again from the world's initial flags would undo every pause, freeze and split
+    # the guard applied, without a word (and the next receipt would pin the undone file).
+    live = state.home / "flags" / "flags.flagd.json"
+    assert _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    live.unlink()
+    res = _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 1 and "is missing, though it was seeded" in res.output, res.output
+    assert not live.exists() and "Traceback" not in res.output
+    (state.home / ".flags-seeded").unlink()  # starting again on purpose
+    res = _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 0 and not FlagFile.load(live).release("release-api").paused, res.output

@@ -69,12 +69,27 @@ def world_flag_file(world: Path) -> Path:
     return world / "landing" / "flags" / "flags.flagd.json"
 
 
+SEEDED = ".flags-seeded"  # in the state folder: the live flag file was seeded once
+
+
 def live_flag_file(home: Path, world: Path) -> Path:
-    """The platform's live flag file, seeded from the world's initial flags on first use."""
+    """The platform's live flag file, seeded from the world's initial flags on first use.
+
+    Only on first use: once seeded, a missing live file is an error, not a new seed. The
+    file holds every pause, freeze and split the guard applied (and the ids of the actions
+    applied); seeding it again would silently undo them all.
+    """
     live = home / LIVE_FLAGS
     if not live.exists():
+        marker = home / SEEDED
+        if marker.exists():
+            raise FileNotFoundError(
+                f"the live flag file {live} is missing, though it was seeded ({marker.read_text().strip()}): it "
+                "holds every pause, freeze and split the guard applied, so it is not seeded again; restore it from "
+                f"a backup, or delete {marker} to start again from the world's initial flags")
         seed = world_flag_file(world)
         if not seed.exists():
             raise FileNotFoundError(f"no flag file at {live} and no world flags at {seed}")
         write_bytes(seed.read_bytes(), live)
+        write_bytes(f"from {seed} at {iso_utc(utcnow())}\n".encode(), marker)
     return live
