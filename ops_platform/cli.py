@@ -824,7 +824,7 @@ def _switchboard_protocol(p: StatePaths):
 @switchboard.command("override")
 @click.argument("flag")
 @click.option("--action", "directive", type=click.Choice(["resume", "hold", "rollback"]), required=True)
-@click.option("--rationale", required=True, help="Why (at least 20 characters; it goes into the receipt).")
+@click.option("--rationale", required=True, help="Why (at least 20 non-blank characters; it goes into the receipt).")
 @click.option("--ttl", default="4h", show_default=True, help="How long the override wins over the controller (e.g. 30m, 4h, 1d); a hold stays after it "
               "until someone resumes the ramp.")
 @click.option("--actor", required=True, help="Who is overriding (a human with the oncall role in the actor roster).")

@@ -248,7 +248,10 @@ def parse_duration(text: Any, file: Path | str, path: str, *, calendar: bool = F
     if n <= 0:
         raise SLOSpecError(file, path, "a duration must be positive")
     if unit in _UNIT:
-        return timedelta(seconds=n * _UNIT[unit])
+        try:
+            return timedelta(seconds=n * _UNIT[unit])
+        except OverflowError:  # past timedelta's 999,999,999 days
+            raise SLOSpecError(file, path, f"{text!r} is too long a duration") from None
     if not calendar:
         raise SLOSpecError(file, path, f"{text!r}: months, quarters and years only make sense for calendar windows")
     if n != 1:
