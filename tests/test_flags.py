@@ -240,7 +240,7 @@ def _rule(canary_branch, attribute: str = "cohort") -> dict:
     ("{not json", "$", "line 1 column 2"),
     ('{"flags": {}, "flags": {}}', "$", "duplicate key 'flags'"),
     ({"flags": []}, "$.flags", "expected an object of flags"),
-    (_with("state", "DISABLED"), f"{F}.state", "must be 'ENABLED'"),
+    (_with("state", "OFF"), f"{F}.state", "'ENABLED' or 'DISABLED'"),
     (_with("variants", {"candidate": "x"}), f"{F}.variants.stable", "build id"),
     (_with("variants/blue", "x"), f"{F}.variants.blue", "unknown variant"),
     (_with("defaultVariant", "candidate"), f"{F}.defaultVariant", "expected 'stable'"),

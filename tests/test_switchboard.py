@@ -504,3 +504,24 @@ def test_a_lost_live_flag_file_is_not_seeded_again(state):
     (state.home / ".flags-seeded").unlink()  # starting again on purpose
     res = _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--actor", "dana")
     assert res.exit_code == 0 and not FlagFile.load(live).release("release-api").paused, res.output
+
+
+def test_a_disabled_release_flag_blocks_nothing_and_stays_disabled(state):
+    # flagd's own kill switch on one flag: actions on the other flags go on, and an action on
+    # the disabled flag keeps it disabled.
+    import json
+
+    live = state.home / "flags" / "flags.flagd.json"
+    assert _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    doc = json.loads(live.read_text())
+    doc["flags"]["release-api"]["state"] = "DISABLED"
+    live.write_text(json.dumps(doc))
+    res = _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 0 and FlagFile.load(live).release("release-graph").paused, res.output
+    res = _run("override", "release-api", "--action", "resume", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 0 and not FlagFile.load(live).release("release-api").paused, res.output
+    assert json.loads(live.read_text())["flags"]["release-api"]["state"] == "DISABLED"
+    doc["flags"]["release-api"]["state"] = "OFF"  # not a flagd state: refused, naming it
+    live.write_text(json.dumps(doc))
+    res = _run("override", "release-graph", "--action", "resume", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 1 and "'ENABLED' or 'DISABLED'" in res.output, res.output

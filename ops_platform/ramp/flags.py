@@ -297,7 +297,8 @@ def _branch(percent: int) -> Any:
 
 def _render(state: ReleaseState, previous: Mapping[str, Any]) -> dict[str, Any]:
     variants = {STABLE: state.stable}
-    out: dict[str, Any] = {"state": "ENABLED", "defaultVariant": STABLE, "variants": variants}
+    # A flag someone disabled (flagd's kill switch) stays disabled whatever the controller does.
+    out: dict[str, Any] = {"state": previous.get("state", "ENABLED"), "defaultVariant": STABLE, "variants": variants}
     if state.candidate is not None:
         variants[CANDIDATE] = state.candidate
         out["targeting"] = targeting_rule(state.cohort_percent)
@@ -351,8 +352,8 @@ def _parse_release(key: str, raw: Any, source: str) -> ReleaseState:
     if unknown:
         known = ", ".join(sorted(_FLAG_FIELDS))
         raise fail(_jp(base, unknown[0]), f"unknown field in a release flag (known: {known})")
-    if raw.get("state") != "ENABLED":
-        raise fail(_jp(base, "state"), f"a release flag must be 'ENABLED', got {raw.get('state')!r}")
+    if raw.get("state") not in ("ENABLED", "DISABLED"):  # DISABLED: flagd's kill switch, kept as set
+        raise fail(_jp(base, "state"), f"a release flag is 'ENABLED' or 'DISABLED', got {raw.get('state')!r}")
     variants = raw.get("variants")
     vpath = _jp(base, "variants")
     if not isinstance(variants, dict):
