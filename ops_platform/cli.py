@@ -718,7 +718,9 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
     ok = (figures["mape"] < MAPE_TARGET and figures["within_5pct"] >= WITHIN_5_TARGET
           and min(model["precision"], model["recall"]) >= ANOMALY_TARGET and model["f1"] > base["f1"])
     if as_json:
-        click.echo(json.dumps({**figures, "targets_met": ok}, indent=2, sort_keys=True))
+        targets = {**figures.get("targets", {}), "anomaly_model_precision": ANOMALY_TARGET,
+                   "anomaly_model_recall": ANOMALY_TARGET, "anomaly_model_f1_above_baseline": True}
+        click.echo(json.dumps({**figures, "targets": targets, "targets_met": ok}, indent=2, sort_keys=True))
         if check and not ok:
             sys.exit(1)
         return
@@ -915,7 +917,7 @@ def switchboard_log(flag: str) -> None:
     if not active and recorded:  # the newest one ran out: say so, and what it left behind
         last = list(recorded.values())[-1]
         after = ("the hold stays until someone resumes the ramp" if last["directive"] in ("hold", "rollback")
-                 else "the controller judges the ramp again")
+                 else "the controller acts again on new burn checks")
         click.echo(f"override expired: {last['directive']} by {last['actor']} at {last['expires_at']}; {after}")
 
 

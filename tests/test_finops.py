@@ -394,6 +394,9 @@ def test_cli_finops_score_json(small_world):
     assert {"mape", "within_5pct", "billed_usd", "attributed_usd", "min_day_confidence"} <= set(out)
     assert out["billed_usd"] == out["attributed_usd"]
     assert isinstance(out["targets_met"], bool) and out["currency"] == "USD"
+    # every target --check judges is listed, the anomaly model's included
+    assert {"mape", "within_5pct", "anomaly_model_precision", "anomaly_model_recall",
+            "anomaly_model_f1_above_baseline"} == set(out["targets"])
 
 
 def test_cli_finops_score_names_the_bills_currency(small_world, tmp_path):

@@ -4,8 +4,8 @@ A release flag ``release-<service>`` has a ``stable`` variant (the build everyon
 default) and, while a ramp is in flight, a ``candidate`` variant. Its targeting gives the
 candidate an integer percentage of each deployment cohort (canary, early, general) through
 flagd's ``fractional`` operator, bucketed by the tenant id (the evaluation context's
-``targetingKey``), so the same file evaluates the same way in flagd, in the OpenFeature
-flagd provider (in-process/file mode) and in any flagd-compatible backend. The context also
+``targetingKey``), so the same file evaluates the same way in flagd and in the OpenFeature
+flagd provider (in-process/file mode), which the tests run. The context also
 carries ``cohort``; an unknown or missing cohort, a missing targeting key, a 0% cohort or a
 flag without a candidate all resolve to ``stable``.
 
