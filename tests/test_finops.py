@@ -233,6 +233,26 @@ def test_attribution_rules_and_unallocated_cost_is_reported_not_dropped():
     assert api["unit_cost_usd"] == api["loaded_unit_cost_usd"] == 4.0 / 3.0
 
 
+def test_a_tag_naming_no_known_tenant_is_unallocated_not_a_new_tenant():
+    # "A" for tenant "a": booking it to a tenant "A" at full confidence would bill nobody
+    # and leave "a" short without a word; it is unallocated, and the day says how much.
+    bill = _bill([("2.000000", {"tenant": "a", "service": "api"}), ("0.500000", {"tenant": "A", "service": "api"}),
+                  ("1.000000", {"service": "api", "pool": "serving"})])
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)], "tenant_id": ["a"], "meter": ["api_calls"],
+                          "quantity": [1.0], "events": [1], "final": [True]})
+    services = pl.DataFrame({"service": ["api"], "meter": ["api_calls"]})
+    result = attribute(bill, usage, services, tenants=pl.Series(["a", "b"]))
+    rows = {r["tenant_id"]: r for r in result.tenant_day.iter_rows(named=True)}
+    assert set(rows) == {"a", UNALLOCATED}
+    assert (rows["a"]["direct_micros"], rows[UNALLOCATED]["direct_micros"]) == (2_000_000, 500_000)
+    assert rows[UNALLOCATED]["confidence"] == 0.0
+    day = result.day.row(0, named=True)
+    assert day["unknown_tenant_micros"] == 500_000 and day["tenants"] == 1
+    assert day["billed_micros"] == day["attributed_micros"] == 3_500_000 and day["confidence"] < 0.9
+    # without the catalog (none loaded), a tag is taken at its word
+    assert "A" in attribute(bill, usage, services).tenant_day["tenant_id"].to_list()
+
+
 @pytest.mark.parametrize("lines", [
     [("1.000000", {"tenant": "a"}), ("-0.250000", {"service": "graph"})],  # an unallocated credit
     [("1.000000", {"tenant": "a"}), ("-1.000000", {"tenant": "a"})],  # a day that nets to zero

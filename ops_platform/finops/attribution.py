@@ -151,21 +151,31 @@ def _micros(lines: pl.DataFrame) -> pl.DataFrame:
 
 
 def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame,
-              quality: pl.DataFrame | None = None) -> Attribution:
+              quality: pl.DataFrame | None = None, tenants: pl.Series | None = None) -> Attribution:
     """Attribute every cost row of ``billing`` to tenants (see the module docstring).
 
     ``billing``: accepted (and repaired) FOCUS rows; ``usage``: daily_usage() output;
     ``services``: catalog (service, meter); ``quality``: (utc_date, repaired_rows,
-    refused_rows) from ``repair.billing_for_attribution``, which lower that day's confidence.
+    refused_rows) from ``repair.billing_for_attribution``, which lower that day's confidence;
+    ``tenants``: the catalog's tenant ids. A row tagged with a tenant the catalog does not
+    know (``T-00028`` for ``t-00028``) is nobody's direct cost: it goes to the unallocated
+    line (confidence 0), and the day counts it in ``unknown_tenant_micros``.
     """
     lines = cost_lines(billing)
+    unknown = pl.lit(False)
+    if tenants is not None:
+        unknown = (pl.col("kind") == "direct") & ~pl.col("tenant").is_in(tenants.implode())
+    lines = lines.with_columns(unknown.alias("_unknown_tenant"))
     # Overhead is spread by API calls whatever the catalog says of "platform": one meter per
     # service, so one pool per (day, service, kind).
     meter_of = pl.concat([services.filter(pl.col("service") != "platform").select("service", "meter"),
                           pl.DataFrame({"service": ["platform"], "meter": [OVERHEAD_METER]})])
-    direct = (lines.filter(pl.col("kind") == "direct")
+    direct = (lines.filter((pl.col("kind") == "direct") & ~pl.col("_unknown_tenant"))
               .group_by("utc_date", pl.col("tenant").alias("tenant_id"), "kind")
               .agg(pl.col("micros").sum()))
+    stray = (lines.filter(pl.col("_unknown_tenant"))
+             .group_by("utc_date", "kind").agg(pl.col("micros").sum())
+             .select("utc_date", pl.lit(UNALLOCATED).alias("tenant_id"), "kind", "micros"))
     pools = (lines.filter(pl.col("kind") != "direct")
              .group_by("utc_date", "service", "kind").agg(pl.col("micros").sum().alias("amount"))
              .join(meter_of, on="service", how="left"))
@@ -179,7 +189,7 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
             .filter(pl.col("micros") != 0))
     unalloc = left.select("utc_date", pl.lit(UNALLOCATED).alias("tenant_id"), "kind", "micros")
     parts = pl.concat([direct.select("utc_date", "tenant_id", "kind", "micros"),
-                       shares.select("utc_date", "tenant_id", "kind", "micros"), unalloc])
+                       shares.select("utc_date", "tenant_id", "kind", "micros"), unalloc, stray])
     # One row per tenant-day with a column per kind (a kind the day lacks sums to 0).
     wide = parts.group_by("utc_date", "tenant_id").agg(
         pl.col("micros").filter(pl.col("kind") == k).sum().alias(f"{k}_micros") for k in KINDS)
@@ -188,7 +198,9 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     # Confidence: evidence share, then the day's source penalties.
     final = usage.group_by("utc_date").agg(pl.col("final").all())
     day_rows = lines.group_by("utc_date").agg(pl.len().alias("rows"), pl.col("micros").sum().alias("billed_micros"),
-                                              (pl.col("feed_day") == pl.col("utc_date")).sum().alias("feed_lines"))
+                                              (pl.col("feed_day") == pl.col("utc_date")).sum().alias("feed_lines"),
+                                              pl.col("micros").filter(pl.col("_unknown_tenant")).sum()
+                                              .alias("unknown_tenant_micros"))
     counts = ("repaired_rows", "refused_rows", "refused_micros", "unreadable_rows")
     q = (quality if quality is not None and quality.height else pl.DataFrame(schema={"utc_date": pl.Date}))
     q = q.with_columns(pl.lit(0, pl.Int64).alias(c) for c in counts if c not in q.columns)

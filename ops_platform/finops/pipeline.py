@@ -131,7 +131,8 @@ def run(inputs: FinOpsInputs) -> FinOpsRun:
                          "currency: convert the rows first or attribute each currency's bill apart")
     usage, corrections = inputs.usage, inputs.corrections
     rows, quality = billing_for_attribution(inputs.billing, inputs.billing_quarantine)
-    result = attribute(rows, usage, inputs.services, quality)
+    known = inputs.tenants["tenant_id"] if "tenant_id" in inputs.tenants.columns and inputs.tenants.height else None
+    result = attribute(rows, usage, inputs.services, quality, known)
     return FinOpsRun(usage, corrections, result, detect_anomalies(usage, result.reconciliation))
 
 
