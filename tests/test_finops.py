@@ -711,3 +711,35 @@ def test_what_of_a_month_is_not_out_yet():
     parts = unreleased_parts(march, [parse_period("2026-03-01..2026-03-14"), parse_period("2026-03-20..2026-03-22")])
     assert [p.name for p in parts] == ["2026-03-14..2026-03-20", "2026-03-22..2026-04-01"]
     assert unreleased_parts(march, [march]) == [] and unreleased_parts(march, [parse_period("2026-02")]) == [march]
+
+
+def test_late_usage_loaded_after_its_period_went_out_is_billed_with_the_next_release(tmp_path):
+    # A file backfilled into the 2026-03-10 arrival folder after 03-01..03-15 was released: its
+    # corrections were never billed, and a later release bills them (once); a correction that
+    # arrived in a period not out yet is left to that period.
+    from ops_platform.finops.export import InvoiceExportExecutor
+    from ops_platform.finops.invoices import carried_corrections, parse_period, write_invoices
+
+    q = pl.Decimal(38, 6)
+    corrections = pl.DataFrame({
+        "utc_date": [date(2026, 3, 2), date(2026, 3, 5), date(2026, 3, 12)], "tenant_id": ["a", "a", "b"],
+        "meter": ["api_calls"] * 3, "arrived": [date(2026, 3, 10), date(2026, 3, 10), date(2026, 3, 20)],
+        "quantity": [Decimal("5"), Decimal("7.5"), Decimal("3")], "events": [1, 1, 1]}).with_columns(pl.col("quantity").cast(q))
+    first, april = parse_period("2026-03-01..2026-03-15"), parse_period("2026-04")
+    billed = pl.DataFrame({"tenant_id": ["a"], "meter": ["api_calls"], "usage_date": [date(2026, 3, 2)],
+                           "quantity": ["5.000000"], "line_kind": ["correction"]})
+    carried = carried_corrections(corrections, april, [first], billed.drop("line_kind"))
+    assert carried.rows() == [("a", "api_calls", date(2026, 3, 5), Decimal("7.500000"))]
+    assert carried_corrections(corrections, april, [], billed).height == 0  # nothing out yet: nothing missed
+    both = pl.concat([billed, billed.with_columns(pl.lit(date(2026, 3, 5)).alias("usage_date"),
+                                                  pl.lit("7.5").alias("quantity"))])
+    assert carried_corrections(corrections, april, [first], both.drop("line_kind")).height == 0  # billed once
+    # The executor reads what the releases billed from their invoice lines; when those are gone
+    # it cannot tell, and says so instead of billing twice or never.
+    executor = InvoiceExportExecutor(tmp_path, books=None)
+    seen, unread = executor._billed_corrections([first], april)
+    assert unread == [first.name] and seen.height == 0
+    write_invoices(billed.select("tenant_id", "meter", "usage_date", "quantity", "line_kind"), pl.DataFrame(),
+                   tmp_path / first.name)
+    seen, unread = executor._billed_corrections([first], april)
+    assert unread == [] and seen.rows() == [("a", "api_calls", date(2026, 3, 2), "5.000000")]

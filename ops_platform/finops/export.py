@@ -16,13 +16,15 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 
+import polars as pl
+
 from ..files import file_sha256
 from ..guard.actions import ActionRequest, ExecutionResult, Executor, Outcome
 from ..guard.protocol import ActionProtocol
 from ..guard.roster import Roster, load_roster
 from ..receipts.dsse import envelope_statement
 from ..receipts.statement import statement_subjects, subject_path
-from .invoices import Period, parse_period, write_invoices
+from .invoices import Period, carried_corrections, parse_period, write_invoices
 from .pipeline import StoredFinOps
 
 
@@ -46,14 +48,38 @@ class InvoiceExportExecutor:
 
     def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
         period = parse_period(str(request.params["period"]))
-        held = self.books.blockers(period) + overlaps(period, self.released())
+        released = self.released()
+        held = self.books.blockers(period) + overlaps(period, released)
+        billed, unread = self._billed_corrections(released, period)
+        if unread:
+            held.append(f"the invoice lines of {', '.join(unread)} are missing or unreadable, so which late usage "
+                        "they billed is not known: restore them (`ops-platform receipts verify` names the files)")
         if held:
             raise HeldRelease(f"held: {period.name}: " + "; ".join(held))
-        lines, summary = self.books.invoices(period)
+        carried = carried_corrections(self.books.corrections, period, released, billed)
+        lines, summary = self.books.invoices(period, carried)
         files = write_invoices(lines, summary, self.out_root / period.name)
         return ExecutionResult(detail={"period": period.name, "tenants": summary.height, "lines": lines.height,
                                        "total_minor": int(summary["total_minor"].sum() or 0)},
                                files=tuple(files))
+
+
+    def _billed_corrections(self, released: list[Period], period: Period) -> tuple[pl.DataFrame, list[str]]:
+        """The correction lines of the releases before ``period`` (from their invoice files),
+        and the released periods whose lines cannot be read."""
+        frames, unread = [], []
+        for p in released:
+            if p.end > period.start:
+                continue
+            try:
+                lines = pl.read_parquet(self.out_root / p.name / "invoice_lines.parquet")
+            except (OSError, pl.exceptions.PolarsError):
+                unread.append(p.name)
+                continue
+            frames.append(lines.filter(pl.col("line_kind") == "correction")
+                          .select("tenant_id", "meter", "usage_date", "quantity"))
+        schema = {"tenant_id": pl.String, "meter": pl.String, "usage_date": pl.Date, "quantity": pl.String}
+        return (pl.concat(frames) if frames else pl.DataFrame(schema=schema)), unread
 
 
 def release_request(period: Period, actor: str, rationale: str, roster: Roster | None = None) -> ActionRequest:

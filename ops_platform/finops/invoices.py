@@ -84,21 +84,49 @@ def _text(d: Decimal) -> str:
     return s if s not in ("-0",) else "0"
 
 
+def carried_corrections(corrections: pl.DataFrame, period: Period, released: list[Period],
+                        billed: pl.DataFrame) -> pl.DataFrame:
+    """(tenant_id, meter, utc_date, quantity) of the corrections that arrived in a released
+    period before ``period`` but that no release billed: a file loaded into an arrival folder
+    after that folder's period went out. They go out with the next release, not never.
+
+    ``billed``: the correction lines of the released invoices (tenant_id, meter, usage_date,
+    quantity). A correction that arrived in a period not out yet is left to that period.
+    """
+    keys = ["tenant_id", "meter", "utc_date"]
+    earlier = [p for p in released if p.end <= period.start]
+    if not earlier or not corrections.height:
+        return pl.DataFrame(schema={k: corrections.schema[k] for k in [*keys, "quantity"]})
+    owed = (corrections.filter(pl.any_horizontal(p.covers("arrived") for p in earlier))
+            .group_by(keys).agg(pl.col("quantity").sum()))
+    done = (billed.select("tenant_id", "meter", pl.col("usage_date").alias("utc_date"),
+                          pl.col("quantity").cast(corrections.schema["quantity"]).alias("billed"))
+            .group_by(keys).agg(pl.col("billed").sum()))
+    return (owed.join(done, on=keys, how="left")
+            .with_columns((pl.col("quantity") - pl.col("billed").fill_null(0)).alias("quantity"))
+            .filter(pl.col("quantity") > 0).select(*keys, "quantity"))
+
+
 def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFrame, tenants: pl.DataFrame,
-                   price_list: pl.DataFrame, confidence: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+                   price_list: pl.DataFrame, confidence: pl.DataFrame | None = None,
+                   carried: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(lines, summary) for ``period``.
 
     ``usage``/``corrections``: daily_usage() output (usage by its day, corrections by the day
     they arrived); ``tenants``: tenant_id, tier;
     ``price_list``: tier, meter, unit, unit_price (decimal string), currency;
-    ``confidence``: tenant-day attribution (utc_date, tenant_id, total_micros, confidence).
+    ``confidence``: tenant-day attribution (utc_date, tenant_id, total_micros, confidence);
+    ``carried``: corrections an earlier release missed (``carried_corrections``), billed here too.
     """
     inside = period.covers()
     regular = (usage.filter(inside).group_by("tenant_id", "meter").agg(pl.col("quantity").sum())
                .with_columns(pl.lit("usage").alias("line_kind"), pl.lit(None, pl.Date).alias("usage_date")))
     # A correction is billed in the period it arrives in: the period of its usage day may
     # have gone out already, and a released invoice is never reissued.
-    late = (corrections.filter(period.covers("arrived")).group_by("tenant_id", "meter", "utc_date")
+    owed = corrections.filter(period.covers("arrived")).select("tenant_id", "meter", "utc_date", "quantity")
+    if carried is not None and carried.height:
+        owed = pl.concat([owed, carried.select(owed.columns).cast(owed.schema)])
+    late = (owed.group_by("tenant_id", "meter", "utc_date")
             .agg(pl.col("quantity").sum())
             .select("tenant_id", "meter", "quantity", pl.lit("correction").alias("line_kind"),
                     pl.col("utc_date").alias("usage_date")))

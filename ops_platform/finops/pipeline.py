@@ -234,8 +234,9 @@ class StoredFinOps:
                            f"(first {unloaded['file'][0]}: {unloaded['reason'][0]})")
         return reasons
 
-    def invoices(self, period: Period) -> tuple[pl.DataFrame, pl.DataFrame]:
-        return build_invoices(period, self.usage, self.corrections, self.tenants, self.price_list, self.tenant_day)
+    def invoices(self, period: Period, carried: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+        return build_invoices(period, self.usage, self.corrections, self.tenants, self.price_list, self.tenant_day,
+                              carried)
 
 
 def final_period(usage: pl.DataFrame) -> Period:
@@ -257,8 +258,8 @@ def _stale_and_stamp(wh) -> tuple[Callable[[Period], str | None], str]:
     """(why, stamp) of the stored books (``finops.inputs``, read once). ``why(period)``: why
     they are not those of the period's raw rows now; a later load whose attribution failed
     or has not run would otherwise be invoiced from old numbers. Only the partitions that
-    can change the period count (its days, the day before, its late window, earlier billing,
-    the catalog): a load of today's partition does not hold last month. The raw tables are
+    can change the period count (up to the end of its late window, and the catalog): a load
+    of today's partition does not hold last month. The raw tables are
     hashed at the first question, not when the books are read for their invoices.
     ``stamp``: a short digest of the stored stamp, empty without one."""
     try:
@@ -276,14 +277,10 @@ def _stale_and_stamp(wh) -> tuple[Callable[[Period], str | None], str]:
             now.append(input_counts(wh))
         last = period.end + timedelta(days=usage_final_after_days())
         day = pl.col("raw_partition").str.slice(0, 10).str.to_date(strict=False)
-        # From the day before: a partition is a local day, and UTC day S begins in local day S-1
-        # west of Greenwich.
-        first = period.start - timedelta(days=1)
-        # A billing row's charge may run over later days (a monthly fee is amortized): any
-        # billing partition up to the window's end can change the period.
-        spread = pl.col("table").is_in(["billing_focus", "quarantine"])
-        inside = (pl.col("raw_partition").is_null() | day.is_null()
-                  | (((day >= first) | spread) & (day <= last)))
+        # Any partition up to the window's end: a billing row's charge may run over later days
+        # (a monthly fee is amortized), and late usage loaded into an earlier arrival folder
+        # after its period went out is billed with this one (``carried_corrections``).
+        inside = pl.col("raw_partition").is_null() | day.is_null() | (day <= last)
         keys = ["table", "raw_partition"]
         both = (now[0].filter(inside).join(stored.cast(now[0].schema).filter(inside), on=keys, how="full",
                                            coalesce=True, suffix="_stored", nulls_equal=True)
