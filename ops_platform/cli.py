@@ -848,8 +848,11 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     from .ramp.flags import FlagFileError
     from .ramp.switchboard import check_override, live_flag_file
 
+    if idempotency_key is not None and (idempotency_key != idempotency_key.strip() or not idempotency_key):
+        raise click.UsageError(f"--idempotency-key {idempotency_key!r}: a key is not blank and has no spaces "
+                               "around it (one key spelt two ways would run twice)")
     try:
-        check_override(live_flag_file(p.home, p.world), flag, directive)
+        notes = check_override(live_flag_file(p.home, p.world), flag, directive)
     except FlagFileError as exc:  # the file is broken, not the command
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -864,6 +867,9 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     colour = {"completed": "green", "denied": "red"}.get(out.status, "yellow")
     console.print(f"[{colour}]{out.status}[/{colour}] {directive} on {flag}: {out.reason}"
                   + (f" (receipt {out.receipt_id[:12]})" if out.receipt_id else ""))
+    if out.status == "completed" and out.created:
+        for note in notes:
+            console.print(f"[yellow]note:[/yellow] {note}")
     if out.status not in ("completed",):
         sys.exit(1)
 

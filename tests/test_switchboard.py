@@ -50,6 +50,11 @@ def test_same_idempotency_key_applies_once(state):
     # The same key with other words is another request: the receipt vouches for the first words.
     reworded = _run(*[REASON + " (and the pager agrees)" if a == REASON else a for a in args])
     assert reworded.exit_code == 1 and "conflict" in reworded.output, reworded.output
+    assert "and the pager agrees" in reworded.output  # what differs is shown, not two equal lines
+    # One key spelt two ways would run twice: a blank key or one with spaces around is refused.
+    for key in ("", " inc-4412-rollback"):
+        res = _run(*[key if a == "inc-4412-rollback" else a for a in args])
+        assert res.exit_code == 2 and "--idempotency-key" in res.output, res.output
     assert _run("log", "release-graph").output.count("action_completed") == 1
 
 
@@ -263,7 +268,9 @@ def test_show_says_when_the_receipt_it_prints_does_not_verify(state):
     from ops_platform.paths import StatePaths
 
     out = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana")
-    receipt = out.output.split("receipt ")[-1].strip(" )\n")
+    import re
+
+    receipt = re.search(r"\(receipt ([0-9a-f]{12})\)", out.output)[1]
     shown = CliRunner().invoke(main, ["receipts", "show", receipt])
     assert shown.exit_code == 0 and json.loads(shown.output)["ledger_verified"] is True
     con = sqlite3.connect(StatePaths.from_env().control_store)
@@ -525,3 +532,16 @@ def test_a_disabled_release_flag_blocks_nothing_and_stays_disabled(state):
     live.write_text(json.dumps(doc))
     res = _run("override", "release-graph", "--action", "resume", "--rationale", REASON, "--actor", "dana")
     assert res.exit_code == 1 and "'ENABLED' or 'DISABLED'" in res.output, res.output
+
+
+def test_an_override_says_what_it_does_beyond_its_name(state):
+    # A resume lifts a platform freeze on its flag; a hold of a flag with no ramp in flight
+    # holds the next ramp at 0%: both said with the outcome.
+    live = state.home / "flags" / "flags.flagd.json"
+    res = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 0 and "no ramp in flight" in res.output, res.output
+    assert FlagFile.load(live).release("release-api").candidate is None
+    FlagFile.load(live).freeze_all().save(live)
+    res = _run("override", "release-graph", "--action", "resume", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 0 and "lifts the freeze on it too" in res.output, res.output
+    assert not FlagFile.load(live).release("release-graph").frozen and FlagFile.load(live).release("release-api").frozen

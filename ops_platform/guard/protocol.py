@@ -206,10 +206,13 @@ class ActionProtocol:
             else:
                 first = ActionRequest.from_json(row["params"])
                 if first.fingerprint != req.fingerprint:  # the key names another request: refuse
+                    before, now_ = first.describe(), req.describe()
+                    if before == now_:  # they differ in what describe() leaves out: the rationale
+                        before, now_ = f"{before}, rationale {first.rationale!r}", f"{now_}, rationale {req.rationale!r}"
                     return Outcome(req.action_id, "conflict",
                                    f"idempotency key {req.idempotency_key!r} was already used for another request "
-                                   f"({first.describe()}; status {row['status']}); nothing was done for "
-                                   f"{req.describe()}: use a new key", created=False)
+                                   f"({before}; status {row['status']}); nothing was done for "
+                                   f"{now_}: use a new key", created=False)
             if row["status"] in TERMINAL or row["status"] == "pending_receipt":
                 return Outcome(req.action_id, row["status"], "already decided", self._receipt_of(tx, row), created)
             if not self.store.claim(tx, req.action_id, self.owner, iso_utc(now), iso_utc(now + self.lease)):

@@ -24,15 +24,24 @@ from .flags import FlagFile
 DIRECTIVES = {"hold": "pause", "rollback": "rollback", "resume": "resume"}
 
 
-def check_override(flag_file: Path, flag: str, directive: str) -> None:
+def check_override(flag_file: Path, flag: str, directive: str) -> list[str]:
     """Refuse, before anything is submitted, an override that could never apply: an unknown
     directive or a flag the file does not have (the executor would fail it on every retry,
-    then dead-letter it)."""
+    then dead-letter it). Returns what the override will do beyond its name, to say with
+    its outcome: a resume lifts the platform freeze on the flag too; a hold or rollback of a
+    flag with no ramp in flight holds its next ramp at 0%."""
     if directive not in DIRECTIVES:
         raise ValueError(f"override directive {directive!r} is not one of {', '.join(DIRECTIVES)}")
-    flags = FlagFile.load(flag_file).release_flags
+    file = FlagFile.load(flag_file)
+    flags = file.release_flags
     if flag not in flags:
         raise ValueError(f"no release flag {flag!r} in {flag_file} (flags: {', '.join(flags)})")
+    state, notes = file.release(flag), []
+    if directive == "resume" and state.frozen:
+        notes.append(f"{flag} was frozen by a platform freeze: the resume lifts the freeze on it too")
+    if directive in ("hold", "rollback") and state.candidate is None:
+        notes.append(f"{flag} has no ramp in flight: its next ramp stays at 0% until someone resumes it")
+    return notes
 
 
 class OverrideExecutor:
