@@ -731,6 +731,13 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
     click.echo(f"  bill / attributed      {figures['billed_usd']:,.6f} / {figures['attributed_usd']:,.6f} {figures['currency']} "
                f"({figures['days_summing_exactly']}/{figures['days']} days exact to the micro-dollar)")
     click.echo(f"  unallocated            {figures['unallocated_usd']:,.6f} {figures['currency']}")
+    if figures["unbilled_days"]:
+        days = figures["unbilled_days"]
+        click.echo(f"  unbilled days          {len(days)} with final usage and no bill (first {days[0]})")
+    if figures["refused_billing_rows"]:
+        files = figures["refused_billing_files"]
+        click.echo(f"  refused billing rows   {figures['refused_billing_rows']:,}"
+                   + (f" from {len(files)} file(s) (first {files[0]})" if files else ""))
     click.echo(f"  confidence per day     min {figures['min_day_confidence']:.3f}, "
                f"mean {figures['mean_day_confidence']:.3f}")
     for name, f in (("model (IsolationForest)", model), ("baseline (robust z)", base)):

@@ -743,3 +743,24 @@ def test_late_usage_loaded_after_its_period_went_out_is_billed_with_the_next_rel
                    tmp_path / first.name)
     seen, unread = executor._billed_corrections([first], april)
     assert unread == [] and seen.rows() == [("a", "api_calls", date(2026, 3, 2), "5.000000")]
+
+
+def test_cli_finops_score_names_a_day_whose_bill_was_refused(small_world, tmp_path):
+    # A bill file without ChargeCategory is refused whole: its day is unbilled, and the score
+    # says so instead of only showing it in the error figures.
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(small_world, world)
+    folders = sorted((world / "landing" / "billing_focus").glob("dt=*"))
+    [f] = folders[len(folders) // 2].glob("*.parquet")  # a day in the middle: its usage is final
+    rows = pl.read_parquet(f)
+    rows.drop("ChargeCategory").write_parquet(f)
+    charged = rows["ChargePeriodStart"].dt.date().unique().to_list()
+    res = CliRunner().invoke(main, ["finops", "score", "--world", str(world), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert [d.isoformat() for d in charged] == out["unbilled_days"] and out["refused_billing_rows"] >= rows.height
+    assert any(name.endswith(f.name) for name in out["refused_billing_files"]), out["refused_billing_files"]
+    text = CliRunner().invoke(main, ["finops", "score", "--world", str(world)]).output
+    assert "unbilled days" in text and "refused billing rows" in text, text

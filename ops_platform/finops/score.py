@@ -30,6 +30,11 @@ def score_world(world: Path) -> dict:
     figures["currency"] = (bill_currencies(inputs.billing) or ["USD"])[0]
     figures["anomalies"] = score_anomalies(result.anomalies,
                                            pl.read_parquet(world / "truth" / "cost_anomalies.parquet"))
+    # A day whose bill file was refused is missing from every figure above but the truth: name it.
+    figures["unbilled_days"] = [d.isoformat() for d in result.unbilled_days()]
+    refused = inputs.billing_quarantine
+    figures["refused_billing_rows"] = refused.height
+    figures["refused_billing_files"] = sorted(set(refused["file"].drop_nulls().to_list())) if refused.height else []
     return figures
 
 
