@@ -764,3 +764,13 @@ def test_cli_finops_score_names_a_day_whose_bill_was_refused(small_world, tmp_pa
     assert any(name.endswith(f.name) for name in out["refused_billing_files"]), out["refused_billing_files"]
     text = CliRunner().invoke(main, ["finops", "score", "--world", str(world)]).output
     assert "unbilled days" in text and "refused billing rows" in text, text
+
+
+def test_repaired_billing_rows_are_listed_with_their_repair(world_run):
+    # finops.day only counts them; the analyst needs which lines were changed and how.
+    inputs, result = world_run
+    repairs = result.repairs
+    assert repairs.height == int(result.attribution.day["repaired_rows"].sum()) > 0
+    refused = set(inputs.billing_quarantine["record"].str.json_path_match("$.x_LineItemId").to_list())
+    assert set(repairs["x_LineItemId"].to_list()) <= refused
+    assert repairs["repair"].str.len_chars().min() > 0 and repairs["effective_cost"].null_count() == 0

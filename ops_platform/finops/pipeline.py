@@ -108,6 +108,9 @@ class FinOpsRun:
     corrections: pl.DataFrame
     attribution: Attribution
     anomalies: pl.DataFrame
+    # The refused billing rows counted after a documented repair: line id, charge start, cost,
+    # and the repair (raw.quarantine keeps each one's original record and reason).
+    repairs: pl.DataFrame | None = None
 
     def unbilled_days(self) -> list[date]:
         """Final usage days with no billing at all: nothing attributed, no evidence, no confidence."""
@@ -133,17 +136,22 @@ def run(inputs: FinOpsInputs) -> FinOpsRun:
     rows, quality = billing_for_attribution(inputs.billing, inputs.billing_quarantine)
     known = inputs.tenants["tenant_id"] if "tenant_id" in inputs.tenants.columns and inputs.tenants.height else None
     result = attribute(rows, usage, inputs.services, quality, known)
-    return FinOpsRun(usage, corrections, result, detect_anomalies(usage, result.reconciliation))
+    repairs = rows.filter(pl.col("repair").is_not_null()).select(
+        "x_LineItemId", pl.col("ChargePeriodStart").dt.convert_time_zone("UTC").alias("charge_start"),
+        pl.col("EffectiveCost").cast(pl.String).alias("effective_cost"), "repair")
+    return FinOpsRun(usage, corrections, result, detect_anomalies(usage, result.reconciliation), repairs)
 
 
 def write_tables(wh, result: FinOpsRun, counts: pl.DataFrame | None = None) -> pl.DataFrame:
     """Store a run in the warehouse schema ``finops`` (tenant_day, day with its ``final``
-    flag, reconciliation, usage_daily, usage_corrections, anomalies, and ``inputs``: the rows
+    flag, reconciliation, usage_daily, usage_corrections, anomalies, repairs, and ``inputs``: the rows
     of each raw table it was computed from); returns the day table."""
     day = result.attribution.day
     tables = {"tenant_day": result.attribution.tenant_day, "day": day,
               "reconciliation": result.attribution.reconciliation, "usage_daily": result.usage,
               "usage_corrections": result.corrections, "anomalies": result.anomalies}
+    if result.repairs is not None:
+        tables["repairs"] = result.repairs
     # Always: a run without a stamp must not leave an older run's stamp beside its books.
     tables["inputs"] = counts if counts is not None else input_counts(wh).clear()
     wh.replace_partition_tables("finops", "all", {k: v.with_columns(pl.lit("all").alias("partition_key"))
