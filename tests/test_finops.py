@@ -515,6 +515,10 @@ def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(wor
     per_lines = lines.group_by("tenant_id").agg(pl.col("amount_minor").sum())
     assert dict(zip(per_lines["tenant_id"], per_lines["amount_minor"], strict=True)) == got
     assert summary["reconciliation_confidence"].is_between(0.9, 1.0).all()
+    # For a spreadsheet: the money in dollars as exact text, and the days the period holds.
+    for frame, minor, major in ((lines, "amount_minor", "amount"), (summary, "total_minor", "total")):
+        assert all(Decimal(m) * 100 == n and len(m.split(".")[1]) == 2 for m, n in zip(frame[major], frame[minor], strict=True))
+        assert set(frame["first_day"]) == {period.start} and set(frame["last_day"]) == {period.end - timedelta(days=1)}
 
 
 def test_invoice_files_are_deterministic_and_leave_no_partial_file(world_run, tmp_path, monkeypatch):

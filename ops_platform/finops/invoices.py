@@ -23,12 +23,17 @@ from iso4217 import Currency
 
 from ..files import write_parquet, write_text
 
-LINE_SCHEMA = {"tenant_id": pl.String, "period": pl.String, "meter": pl.String, "line_kind": pl.String,
-               "usage_date": pl.Date, "quantity": pl.String, "unit": pl.String, "unit_price": pl.String,
-               "amount_minor": pl.Int64, "currency": pl.String}
-SUMMARY_SCHEMA = {"tenant_id": pl.String, "period": pl.String, "tier": pl.String, "lines": pl.Int64,
-                  "subtotal_minor": pl.Int64, "credits_minor": pl.Int64, "total_minor": pl.Int64,
-                  "currency": pl.String, "reconciliation_confidence": pl.Float64}
+# ``period`` names the period as released (end exclusive); ``first_day`` and ``last_day`` say
+# which days it holds, both inclusive. ``amount`` and ``total`` are the minor-unit integers in
+# the currency's major unit, as exact decimal text (12.34 USD), for a spreadsheet.
+LINE_SCHEMA = {"tenant_id": pl.String, "period": pl.String, "first_day": pl.Date, "last_day": pl.Date,
+               "meter": pl.String, "line_kind": pl.String, "usage_date": pl.Date, "quantity": pl.String,
+               "unit": pl.String, "unit_price": pl.String, "amount_minor": pl.Int64, "amount": pl.String,
+               "currency": pl.String}
+SUMMARY_SCHEMA = {"tenant_id": pl.String, "period": pl.String, "first_day": pl.Date, "last_day": pl.Date,
+                  "tier": pl.String, "lines": pl.Int64, "subtotal_minor": pl.Int64, "credits_minor": pl.Int64,
+                  "total_minor": pl.Int64, "total": pl.String, "currency": pl.String,
+                  "reconciliation_confidence": pl.Float64}
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,12 @@ def minor_units(currency: str) -> int:
 def _amount(quantity: Decimal, unit_price: Decimal, currency: str) -> int:
     exp = minor_units(currency)
     return int((quantity * unit_price * (Decimal(10) ** exp)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def _major(minor: int, currency: str) -> str:
+    """Minor units as exact decimal text in the major unit (1234 USD cents -> 12.34)."""
+    exp = minor_units(currency)
+    return f"{Decimal(minor).scaleb(-exp):.{exp}f}"
 
 
 def _text(d: Decimal) -> str:
@@ -142,18 +153,23 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
     rows = []
     for r in priced.sort("tenant_id", "line_kind", "meter", "usage_date", nulls_last=False).iter_rows(named=True):
         qty, price = Decimal(r["quantity"]), Decimal(r["unit_price"])
-        rows.append({"tenant_id": r["tenant_id"], "period": period.name, "meter": r["meter"],
+        minor = _amount(qty, price, r["currency"])
+        rows.append({"tenant_id": r["tenant_id"], "period": period.name, "first_day": period.start,
+                     "last_day": period.end - timedelta(days=1), "meter": r["meter"],
                      "line_kind": r["line_kind"], "usage_date": r["usage_date"], "quantity": _text(qty),
-                     "unit": r["unit"], "unit_price": _text(price), "amount_minor": _amount(qty, price, r["currency"]),
-                     "currency": r["currency"]})
+                     "unit": r["unit"], "unit_price": _text(price), "amount_minor": minor,
+                     "amount": _major(minor, r["currency"]), "currency": r["currency"]})
     lines = pl.DataFrame(rows, schema=LINE_SCHEMA)
     conf = _confidence(period, confidence)
-    summary = (lines.group_by("tenant_id", "period", "currency")
+    summary = (lines.group_by("tenant_id", "period", "first_day", "last_day", "currency")
                .agg(pl.len().cast(pl.Int64).alias("lines"), pl.col("amount_minor").sum().alias("subtotal_minor"))
                .join(tenants.select("tenant_id", "tier"), on="tenant_id", how="left")
                .join(conf, on="tenant_id", how="left")
                .with_columns(pl.lit(0, pl.Int64).alias("credits_minor"))
-               .with_columns((pl.col("subtotal_minor") - pl.col("credits_minor")).alias("total_minor"))
+               .with_columns((pl.col("subtotal_minor") - pl.col("credits_minor")).alias("total_minor")))
+    summary = (summary.with_columns(pl.Series("total", [_major(m, c) for m, c in
+                                                        zip(summary["total_minor"], summary["currency"], strict=True)],
+                                              dtype=pl.String))
                .select(list(SUMMARY_SCHEMA)).sort("tenant_id"))
     return lines, summary.cast(SUMMARY_SCHEMA)
 
