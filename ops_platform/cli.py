@@ -920,6 +920,8 @@ def switchboard_log(flag: str) -> None:
             what = _override_line(requests[e["action_id"]], recorded.get(e["action_id"]), payload, what)
         if payload.get("skipped"):
             what = f"{what}; skipped: {payload['skipped']}"
+        if payload.get("drift"):
+            what = f"{what}; drift: {'; '.join(payload['drift'])}"
         receipt = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
         click.echo(f"{e['ts']}  {e['kind']:<24} {payload.get('action', ''):<10} {e['actor']:<16} "
                    f"{_one_line(what)}{receipt}")

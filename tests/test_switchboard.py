@@ -545,3 +545,22 @@ def test_an_override_says_what_it_does_beyond_its_name(state):
     res = _run("override", "release-graph", "--action", "resume", "--rationale", REASON, "--actor", "dana")
     assert res.exit_code == 0 and "lifts the freeze on it too" in res.output, res.output
     assert not FlagFile.load(live).release("release-graph").frozen and FlagFile.load(live).release("release-api").frozen
+
+
+def test_a_hold_cleared_by_hand_is_named_as_drift_at_the_next_guarded_change(state):
+    # Someone clears a pause in the file itself, around the guard: the next guarded change says
+    # so in its receipt's event and in the flag's timeline (the release pipeline's candidates
+    # and splits are its own to change, and are not drift).
+    import json
+
+    live = state.home / "flags" / "flags.flagd.json"
+    assert _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    doc = json.loads(live.read_text())
+    doc["flags"]["release-api"]["metadata"]["summit.paused"] = False
+    live.write_text(json.dumps(doc))
+    assert _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    log = _run("log", "release-graph").output
+    assert "drift: release-api was paused by the guard" in log and "changed outside the guard" in log, log
+    # With no edit in between there is nothing to say.
+    assert _run("override", "release-policy", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    assert "drift" not in _run("log", "release-policy").output

@@ -287,9 +287,10 @@ class ActionProtocol:
             self.store.update_action(tx, req.action_id, status=status, receipt_seq=entry.seq,
                                      decision=_decision_json(decision), result=_result_json(result),
                                      lease_owner=None, lease_expires_at=None, updated_at=iso_utc(now))
-            skipped = result.detail.get("skipped") if result is not None else None  # done, nothing to change
-            self._event(tx, req, f"action_{status}", now,
-                        {"reason": decision.reason, **({"skipped": skipped} if skipped else {})}, entry.receipt_id)
+            detail = result.detail if result is not None else {}
+            # skipped: done, nothing to change; drift: the target changed outside the guard
+            said = {k: detail[k] for k in ("skipped", "drift") if detail.get(k)}
+            self._event(tx, req, f"action_{status}", now, {"reason": decision.reason, **said}, entry.receipt_id)
         return Outcome(req.action_id, status, decision.reason, entry.receipt_id)
 
     def _pending(self, req, decision: Decision, result: ExecutionResult | None, why: str) -> Outcome:

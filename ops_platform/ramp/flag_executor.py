@@ -92,9 +92,41 @@ class FlagFileExecutor:
                 then()
         return result
 
+    @property
+    def _last_path(self) -> Path:
+        """Where the digest of the file as the last guarded change left it is kept."""
+        return self.path.with_name(self.path.name + ".last")
+
+    def _drift(self, data: bytes, current: FlagFile) -> list[str]:
+        """Holds the guard put on a flag that the file no longer has: someone edited the file
+        outside the guard (cleared a pause or a freeze) since its last guarded change. The
+        release pipeline sets candidates and splits, so those changes are not drift."""
+        try:
+            last = self._last_path.read_text().strip()
+        except FileNotFoundError:
+            return []
+        if not last or hashlib.sha256(data).hexdigest() == last:
+            return []
+        try:
+            before = FlagFile.load(self.path.parent / f"{self.path.name}.history" / f"{last}.json")
+        except (OSError, ValueError):
+            return [f"the file changed outside the guard since its last guarded change ({last[:12]}), "
+                    "whose copy is gone"]
+        out = []
+        for flag in before.release_flags:
+            was = before.release(flag)
+            now = current.release(flag) if flag in current.release_flags else None
+            lost = [w for w, held, still in (("paused", was.paused, now and now.paused),
+                                             ("frozen", was.frozen, now and now.frozen)) if held and not still]
+            if lost:
+                out.append(f"{flag} was {' and '.join(lost)} by the guard (file {last[:12]}) and is not now: "
+                           "changed outside the guard")
+        return out
+
     def _apply_locked(self, action_id: str, request: ActionRequest) -> ExecutionResult:
         data = self.path.read_bytes()
         current = FlagFile.parse(data, source=str(self.path))
+        drift = self._drift(data, current)
         exempt = tuple((request.params or {}).get("exempt") or ())  # flags a freeze leaves alone
         if request.action == "freeze":
             flags = tuple(f for f in current.release_flags if f not in exempt)
@@ -108,7 +140,7 @@ class FlagFileExecutor:
             # The build the evidence names is not on the flag (promoted, replaced, or never
             # ramped here): holding the flag would hold someone else's ramp.
             return self._result(request, action_id, applied=False, before=before, after=before,
-                                snapshot=self._snapshot(data),
+                                snapshot=self._snapshot(data), drift=drift,
                                 skipped=(f"{request.target_id} carries candidate {candidate!r}, not {build!r}"
                                          if candidate is not None else
                                          f"{request.target_id} has no candidate (the ramp of {build!r} is over)"))
@@ -116,12 +148,14 @@ class FlagFileExecutor:
             # A retry of an action already on disk: report it, change nothing.
             snapshot = self._snapshot(data)
             return self._result(request, action_id, applied=False, before=before, after=before,
-                                snapshot=snapshot)
+                                snapshot=snapshot, drift=drift)
         updated = self._transition(current, request, action_id, exempt)
         updated.save(self.path)
         snapshot = self._snapshot(self.path.read_bytes())
+        write_bytes(f"{snapshot.stem}\n".encode(), self._last_path)  # still under the lock
         after = {f: updated.release(f).summary() for f in flags}
-        return self._result(request, action_id, applied=True, before=before, after=after, snapshot=snapshot)
+        return self._result(request, action_id, applied=True, before=before, after=after, snapshot=snapshot,
+                            drift=drift)
 
     def _snapshot(self, data: bytes) -> Path:
         """An immutable, content-addressed copy of the file as this action left it.
@@ -145,10 +179,13 @@ class FlagFileExecutor:
         return step(request.target_id, at=at, action_id=action_id)
 
     def _result(self, request: ActionRequest, action_id: str, *, applied: bool, before: dict[str, Any],
-                after: dict[str, Any], snapshot: Path, skipped: str | None = None) -> ExecutionResult:
+                after: dict[str, Any], snapshot: Path, skipped: str | None = None,
+                drift: list[str] | None = None) -> ExecutionResult:
         detail = {"flag_file": str(self.path), "action": request.action, "action_id": action_id,
                   "applied": applied, "before": before, "after": after, "sha256": snapshot.stem,
                   "snapshot": str(snapshot)}
         if skipped:
             detail["skipped"] = skipped
+        if drift:  # in the receipt and the flag's timeline: the guard did not make that change
+            detail["drift"] = drift
         return ExecutionResult(detail=detail, files=(snapshot,))
