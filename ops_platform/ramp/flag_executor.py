@@ -100,7 +100,8 @@ class FlagFileExecutor:
     def _drift(self, data: bytes, current: FlagFile) -> list[str]:
         """Holds the guard put on a flag that the file no longer has: someone edited the file
         outside the guard (cleared a pause or a freeze) since its last guarded change. The
-        release pipeline sets candidates and splits, so those changes are not drift."""
+        release pipeline sets candidates and splits (a new candidate starts unheld), so those
+        changes are not drift."""
         try:
             last = self._last_path.read_text().strip()
         except FileNotFoundError:
@@ -116,6 +117,8 @@ class FlagFileExecutor:
         for flag in before.release_flags:
             was = before.release(flag)
             now = current.release(flag) if flag in current.release_flags else None
+            if now is not None and now.candidate != was.candidate:
+                continue  # the release pipeline started another ramp: its own to start unheld
             lost = [w for w, held, still in (("paused", was.paused, now and now.paused),
                                              ("frozen", was.frozen, now and now.frozen)) if held and not still]
             if lost:
