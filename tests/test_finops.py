@@ -231,6 +231,15 @@ def test_attribution_rules_and_unallocated_cost_is_reported_not_dropped():
     api = services["api"]
     assert (api["cost_micros"], api["direct_micros"], api["idle_micros"]) == (4_000_000, 0, 1_000_000)
     assert api["unit_cost_usd"] == api["loaded_unit_cost_usd"] == 4.0 / 3.0
+    # Per tenant and service: the tenant lines split by whose cost they are, summing to both.
+    by_service = result.tenant_service_day()
+    assert by_service["total_micros"].sum() == 6_200_001
+    per_tenant = by_service.group_by("tenant_id").agg(pl.col("total_micros").sum())
+    assert dict(per_tenant.iter_rows()) == {r["tenant_id"]: r["total_micros"] for r in rows.values()}
+    b_rows = {(r["service"], r["tenant_id"]): r for r in by_service.iter_rows(named=True)}
+    assert b_rows[("api", "b")]["serving_micros"] == 2_000_000 and b_rows[("graph", UNALLOCATED)]["total_micros"] == 700_000
+    assert b_rows[("platform", "a")]["overhead_micros"] + b_rows[("platform", "b")]["overhead_micros"] == 500_000
+    assert b_rows[(None, "a")]["direct_micros"] == 1_000_001  # the tenant's line had no service tag
 
 
 def test_a_tag_naming_no_known_tenant_is_unallocated_not_a_new_tenant():

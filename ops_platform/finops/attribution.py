@@ -46,6 +46,18 @@ class Attribution:
     tenant_day: pl.DataFrame  # utc_date, tenant_id, <kind>_micros..., total_micros, confidence
     day: pl.DataFrame  # utc_date, billed_micros, attributed_micros, unallocated_micros, confidence, feed_lines, ...
     reconciliation: pl.DataFrame  # utc_date, service, meter, shared, direct and total cost, quantity, unit costs, ...
+    # utc_date, tenant_id, service, kind, micros: every tenant line split by the service whose
+    # cost it is (null for a row without a service tag); a day's rows sum to its bill.
+    parts: pl.DataFrame | None = None
+
+    def tenant_service_day(self) -> pl.DataFrame:
+        """Cost per tenant, service and day, a column per kind: the tenant lines by service."""
+        if self.parts is None:
+            raise ValueError("this attribution kept no per-service parts")
+        wide = self.parts.group_by("utc_date", "tenant_id", "service").agg(
+            pl.col("micros").filter(pl.col("kind") == k).sum().alias(f"{k}_micros") for k in KINDS)
+        return (wide.with_columns(pl.sum_horizontal([f"{k}_micros" for k in KINDS]).alias("total_micros"))
+                .sort("utc_date", "tenant_id", "service", nulls_last=True))
 
 
 def cost_lines(billing: pl.DataFrame) -> pl.DataFrame:
@@ -171,11 +183,11 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     meter_of = pl.concat([services.filter(pl.col("service") != "platform").select("service", "meter"),
                           pl.DataFrame({"service": ["platform"], "meter": [OVERHEAD_METER]})])
     direct = (lines.filter((pl.col("kind") == "direct") & ~pl.col("_unknown_tenant"))
-              .group_by("utc_date", pl.col("tenant").alias("tenant_id"), "kind")
+              .group_by("utc_date", pl.col("tenant").alias("tenant_id"), "service", "kind")
               .agg(pl.col("micros").sum()))
     stray = (lines.filter(pl.col("_unknown_tenant"))
-             .group_by("utc_date", "kind").agg(pl.col("micros").sum())
-             .select("utc_date", pl.lit(UNALLOCATED).alias("tenant_id"), "kind", "micros"))
+             .group_by("utc_date", "service", "kind").agg(pl.col("micros").sum())
+             .select("utc_date", pl.lit(UNALLOCATED).alias("tenant_id"), "service", "kind", "micros"))
     pools = (lines.filter(pl.col("kind") != "direct")
              .group_by("utc_date", "service", "kind").agg(pl.col("micros").sum().alias("amount"))
              .join(meter_of, on="service", how="left"))
@@ -187,9 +199,9 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     left = (pools.join(placed, on=["utc_date", "service", "kind"], how="left")
             .with_columns((pl.col("amount") - pl.col("placed").fill_null(0)).alias("micros"))
             .filter(pl.col("micros") != 0))
-    unalloc = left.select("utc_date", pl.lit(UNALLOCATED).alias("tenant_id"), "kind", "micros")
-    parts = pl.concat([direct.select("utc_date", "tenant_id", "kind", "micros"),
-                       shares.select("utc_date", "tenant_id", "kind", "micros"), unalloc, stray])
+    unalloc = left.select("utc_date", pl.lit(UNALLOCATED).alias("tenant_id"), "service", "kind", "micros")
+    columns = ["utc_date", "tenant_id", "service", "kind", "micros"]
+    parts = pl.concat([direct.select(columns), shares.select(columns), unalloc, stray])
     # One row per tenant-day with a column per kind (a kind the day lacks sums to 0).
     wide = parts.group_by("utc_date", "tenant_id").agg(
         pl.col("micros").filter(pl.col("kind") == k).sum().alias(f"{k}_micros") for k in KINDS)
@@ -231,7 +243,7 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
         (pl.col("tenant_id") != UNALLOCATED).sum().alias("tenants"))
     day = (day_rows.join(per_day, on="utc_date", how="left")
            .with_columns(pl.col("confidence").fill_null(pl.col("source_factor"))).sort("utc_date"))
-    return Attribution(tenant_day, day, _reconcile(lines, usage, meter_of, left))
+    return Attribution(tenant_day, day, _reconcile(lines, usage, meter_of, left), parts)
 
 
 def _reconcile(lines: pl.DataFrame, usage: pl.DataFrame, meter_of: pl.DataFrame,

@@ -144,7 +144,8 @@ def run(inputs: FinOpsInputs) -> FinOpsRun:
 
 def write_tables(wh, result: FinOpsRun, counts: pl.DataFrame | None = None) -> pl.DataFrame:
     """Store a run in the warehouse schema ``finops`` (tenant_day, day with its ``final``
-    flag, reconciliation, usage_daily, usage_corrections, anomalies, repairs, and ``inputs``: the rows
+    flag, tenant_service_day, reconciliation, usage_daily, usage_corrections, anomalies, repairs,
+    and ``inputs``: the rows
     of each raw table it was computed from); returns the day table."""
     day = result.attribution.day
     tables = {"tenant_day": result.attribution.tenant_day, "day": day,
@@ -152,6 +153,8 @@ def write_tables(wh, result: FinOpsRun, counts: pl.DataFrame | None = None) -> p
               "usage_corrections": result.corrections, "anomalies": result.anomalies}
     if result.repairs is not None:
         tables["repairs"] = result.repairs
+    if result.attribution.parts is not None:
+        tables["tenant_service_day"] = result.attribution.tenant_service_day()
     # Always: a run without a stamp must not leave an older run's stamp beside its books.
     tables["inputs"] = counts if counts is not None else input_counts(wh).clear()
     wh.replace_partition_tables("finops", "all", {k: v.with_columns(pl.lit("all").alias("partition_key"))
