@@ -44,6 +44,7 @@ def test_notebook_executes(path, warehouse, small_world, monkeypatch):
         assert summary["days_exact"] == summary["days"] == days  # every day sums to the bill
         assert summary["tenants_usd"] == summary["billed_usd"] > 0
         assert summary["services_usd"] == summary["billed_usd"]  # per service, shared and tagged cost
+        assert summary["tenant_services_usd"] == summary["billed_usd"]  # per tenant and service
         injected = pl.read_parquet(small_world / "truth" / "cost_anomalies.parquet").height
         assert injected <= summary["anomalies"] <= 2 * injected
 
