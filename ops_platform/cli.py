@@ -763,7 +763,7 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
     """Release a period's invoices (Parquet and CSV) when its reconciliation holds.
 
     Releases what the `finops/attribution` asset last stored, held while its checks fail or the
-    period's raw rows changed since."""
+    period's raw rows changed since (exit 3, with the reasons)."""
     from .finops.export import release_invoices
     from .finops.invoices import parse_period
     from .finops.pipeline import StoredFinOps
@@ -790,7 +790,7 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
         click.echo(f"held: invoices for {chosen.name} are not released")
         for why in blockers:
             click.echo(f"  - {why}")
-        sys.exit(2)
+        sys.exit(3)  # held: not a usage mistake (click exits 2 for those)
     click.echo(f"export_release {chosen.name}: {out.status} {out.reason}".rstrip())
     if out.receipt_id:
         click.echo(f"  receipt {out.receipt_id} (ops-platform receipts show {out.receipt_id[:12]})")

@@ -38,7 +38,7 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         assert "no billing for" in tick.skip_message
 
         held = CliRunner().invoke(main, ["invoices", "export", "--period", "2026-03"])
-        assert held.exit_code == 2 and "held: invoices for 2026-03" in held.output and "no billing for" in held.output
+        assert held.exit_code == 3 and "held: invoices for 2026-03" in held.output and "no billing for" in held.output
 
         period = final_period(wh.query("SELECT utc_date, final FROM finops.usage_daily")).name
         # Launched by hand from the UI under a look-alike of the sensor's name: refused, as the CLI does.
@@ -97,7 +97,7 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         day = date.fromisoformat(str(con.execute("SELECT max(partition_key) FROM raw.billing_focus").fetchone()[0]))
     touched = f"{day}..{day + timedelta(days=1)}"
     held = CliRunner().invoke(main, ["invoices", "export", "--period", touched])
-    assert held.exit_code == 2 and "changed since finops/attribution last computed the books" in held.output, held.output
+    assert held.exit_code == 3 and "changed since finops/attribution last computed the books" in held.output, held.output
     assert "billing_focus" in held.output
     # A local day's partition holds the morning of the next UTC day: the period after it is held too.
     after = f"{day + timedelta(days=1)}..{day + timedelta(days=2)}"
