@@ -511,6 +511,12 @@ def test_a_lost_live_flag_file_is_not_seeded_again(state):
     (state.home / ".flags-seeded").unlink()  # starting again on purpose
     res = _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--actor", "dana")
     assert res.exit_code == 0 and not FlagFile.load(live).release("release-api").paused, res.output
+    assert "drift" not in _run("log", "release-graph").output  # the old file's holds are not the new one's
+    # A state folder seeded before the marker existed gets it, so it is protected too.
+    (state.home / ".flags-seeded").unlink()
+    assert _run("log", "release-graph").exit_code == 0
+    assert _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    assert (state.home / ".flags-seeded").exists()
 
 
 def test_a_disabled_release_flag_blocks_nothing_and_stays_disabled(state):
@@ -549,9 +555,10 @@ def test_an_override_says_what_it_does_beyond_its_name(state):
 
 def test_a_hold_cleared_by_hand_is_named_as_drift_at_the_next_guarded_change(state):
     # Someone clears a pause in the file itself, around the guard: the next guarded change says
-    # so in its receipt's event and in the flag's timeline (the release pipeline's candidates
-    # and splits are its own to change, and are not drift).
+    # so in its receipt's event and in the flag's timeline.
     import json
+
+    from ops_platform.ramp.flags import targeting_rule
 
     live = state.home / "flags" / "flags.flagd.json"
     assert _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
@@ -564,3 +571,13 @@ def test_a_hold_cleared_by_hand_is_named_as_drift_at_the_next_guarded_change(sta
     # With no edit in between there is nothing to say.
     assert _run("override", "release-policy", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
     assert "drift" not in _run("log", "release-policy").output
+    # A new candidate does not excuse a cleared hold, and a held ramp widened by hand is drift.
+    doc = json.loads(live.read_text())
+    policy = doc["flags"]["release-policy"]
+    policy["variants"]["candidate"] = "policy-999"
+    policy["targeting"] = targeting_rule({"canary": 10, "early": 0, "general": 0})
+    live.write_text(json.dumps(doc))
+    assert FlagFile.load(live).release("release-policy").cohort_percent["canary"] == 10
+    assert _run("override", "release-switchboard", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    log = _run("log", "release-switchboard").output
+    assert "release-policy was widened while held" in log, log

@@ -35,6 +35,12 @@ def lock_path_for(path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".lock")
 
 
+def last_change_path(path: str | os.PathLike[str]) -> Path:
+    """Where the digest of the flag file as the last guarded change left it is kept."""
+    path = Path(path)
+    return path.with_name(path.name + ".last")
+
+
 @contextmanager
 def flag_file_lock(path: str | os.PathLike[str], *, timeout_seconds: float = 30.0) -> Iterator[None]:
     """Exclusive lock for a read-modify-write of one flag file, across processes.
@@ -92,18 +98,13 @@ class FlagFileExecutor:
                 then()
         return result
 
-    @property
-    def _last_path(self) -> Path:
-        """Where the digest of the file as the last guarded change left it is kept."""
-        return self.path.with_name(self.path.name + ".last")
-
     def _drift(self, data: bytes, current: FlagFile) -> list[str]:
         """Holds the guard put on a flag that the file no longer has: someone edited the file
-        outside the guard (cleared a pause or a freeze) since its last guarded change. The
-        release pipeline sets candidates and splits (a new candidate starts unheld), so those
-        changes are not drift."""
+        outside the guard (cleared a pause or a freeze, or widened a held ramp) since its last
+        guarded change. A hold stays on a new candidate (the release pipeline keeps it), so a
+        new candidate does not excuse a cleared hold."""
         try:
-            last = self._last_path.read_text().strip()
+            last = last_change_path(self.path).read_text().strip()
         except FileNotFoundError:
             return []
         if not last or hashlib.sha256(data).hexdigest() == last:
@@ -117,13 +118,14 @@ class FlagFileExecutor:
         for flag in before.release_flags:
             was = before.release(flag)
             now = current.release(flag) if flag in current.release_flags else None
-            if now is not None and now.candidate != was.candidate:
-                continue  # the release pipeline started another ramp: its own to start unheld
             lost = [w for w, held, still in (("paused", was.paused, now and now.paused),
                                              ("frozen", was.frozen, now and now.frozen)) if held and not still]
             if lost:
                 out.append(f"{flag} was {' and '.join(lost)} by the guard (file {last[:12]}) and is not now: "
                            "changed outside the guard")
+            elif was.held and now is not None and any(now.cohort_percent[c] > was.cohort_percent.get(c, 0)
+                                                      for c in now.cohort_percent):
+                out.append(f"{flag} was widened while held by the guard (file {last[:12]}): changed outside the guard")
         return out
 
     def _apply_locked(self, action_id: str, request: ActionRequest) -> ExecutionResult:
@@ -155,7 +157,7 @@ class FlagFileExecutor:
         updated = self._transition(current, request, action_id, exempt)
         updated.save(self.path)
         snapshot = self._snapshot(self.path.read_bytes())
-        write_bytes(f"{snapshot.stem}\n".encode(), self._last_path)  # still under the lock
+        write_bytes(f"{snapshot.stem}\n".encode(), last_change_path(self.path))  # still under the lock
         after = {f: updated.release(f).summary() for f in flags}
         return self._result(request, action_id, applied=True, before=before, after=after, snapshot=snapshot,
                             drift=drift)

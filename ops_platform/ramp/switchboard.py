@@ -18,7 +18,7 @@ from ..files import write_bytes
 from ..guard.actions import ActionRequest, ExecutionResult
 from ..paths import LIVE_FLAGS
 from ..timezones import iso_utc, utcnow
-from .flag_executor import FlagFileExecutor
+from .flag_executor import FlagFileExecutor, last_change_path
 from .flags import FlagFile
 
 DIRECTIVES = {"hold": "pause", "rollback": "rollback", "resume": "resume"}
@@ -89,8 +89,11 @@ def live_flag_file(home: Path, world: Path) -> Path:
     applied); seeding it again would silently undo them all.
     """
     live = home / LIVE_FLAGS
-    if not live.exists():
-        marker = home / SEEDED
+    marker = home / SEEDED
+    if live.exists():
+        if not marker.exists():  # a state folder seeded before the marker existed
+            write_bytes(f"before {iso_utc(utcnow())}\n".encode(), marker)
+    else:
         if marker.exists():
             raise FileNotFoundError(
                 f"the live flag file {live} is missing, though it was seeded ({marker.read_text().strip()}): it "
@@ -100,5 +103,8 @@ def live_flag_file(home: Path, world: Path) -> Path:
         if not seed.exists():
             raise FileNotFoundError(f"no flag file at {live} and no world flags at {seed}")
         write_bytes(seed.read_bytes(), live)
+        # The digest of the last guarded change belongs to the file that is gone: a fresh seed
+        # has none (else its first change would report every old hold as drift).
+        last_change_path(live).unlink(missing_ok=True)
         write_bytes(f"from {seed} at {iso_utc(utcnow())}\n".encode(), marker)
     return live
