@@ -1012,8 +1012,6 @@ def focus_check(file: Path, as_json: bool) -> None:
             click.echo(f"  {n:,} row(s) would be quarantined: {reason}")
         for warning in report.warnings:
             click.echo(click.style(f"  warning: {warning}", fg="yellow"))
-        if report.loads and not report.rows:
-            click.echo(click.style("  warning: the file holds no row", fg="yellow"))
     if not report.loads:
         sys.exit(1)
 

@@ -242,6 +242,15 @@ def test_attribution_rules_and_unallocated_cost_is_reported_not_dropped():
     assert b_rows[(None, "a")]["direct_micros"] == 1_000_001  # the tenant's line had no service tag
 
 
+def test_untagged_shared_cost_is_unexplained_under_the_null_service():
+    bill = _bill([("2.000000", {"tenant": "a", "service": "api"}), ("0.300000", {})])
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)], "tenant_id": ["a"], "meter": ["api_calls"],
+                          "quantity": [1.0], "events": [1], "final": [True]})
+    recon = attribute(bill, usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]})).reconciliation
+    untagged = recon.filter(pl.col("service").is_null()).row(0, named=True)
+    assert (untagged["cost_micros"], untagged["unexplained_micros"]) == (300_000, 300_000)
+
+
 def test_a_tag_naming_no_known_tenant_is_unallocated_not_a_new_tenant():
     # "A" for tenant "a": booking it to a tenant "A" at full confidence would bill nobody
     # and leave "a" short without a word; it is unallocated, and the day says how much.

@@ -279,6 +279,12 @@ def test_a_file_none_of_whose_rows_would_load_is_refused_unless_finops_repairs_s
     assert ok.exit_code == 0 and "no row would be accepted" not in ok.output and "warning" not in ok.output, ok.output
     header_only = CliRunner().invoke(main, ["focus", "check", str(_csv(tmp_path, name="empty.csv")), "--json"])
     assert header_only.exit_code == 0 and json.loads(header_only.output)["nothing_accepted"] is True
+    assert "the file holds no row" in json.loads(header_only.output)["warnings"]
+    # No currency on any row: FinOps takes the billing account's from the bill's other files,
+    # so the file is not refused for what this file alone cannot repair.
+    no_currency = _csv(tmp_path, _row(BillingCurrency=""), name="no_currency.csv")
+    res = CliRunner().invoke(main, ["focus", "check", str(no_currency)])
+    assert res.exit_code == 0 and "may repair 1 more from other files' rows" in res.output, res.output
 
 
 @pytest.mark.parametrize("header", [HEADER.replace(",Tags,", ",tags,"), HEADER.replace(",Tags,", ",")])

@@ -270,7 +270,7 @@ def _reconcile(lines: pl.DataFrame, usage: pl.DataFrame, meter_of: pl.DataFrame,
 
     return (cost.join(meter_of, on="service", how="left")
             .join(metered, on=["utc_date", "meter"], how="left")
-            .join(unexplained, on=["utc_date", "service"], how="left")
+            .join(unexplained, on=["utc_date", "service"], how="left", nulls_equal=True)  # untagged rows too
             .with_columns(pl.col("quantity").fill_null(0.0), pl.col("unexplained_micros").fill_null(0))
             .with_columns(per_unit("cost_micros").alias("unit_cost_usd"),
                           per_unit("total_micros").alias("loaded_unit_cost_usd"))

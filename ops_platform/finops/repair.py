@@ -35,6 +35,16 @@ _TAGS = "Tags"
 _COST_COLUMNS = ("BilledCost", "EffectiveCost", "ContractedCost")
 
 
+def repairable_from_other_rows(reason_text: str) -> bool:
+    """Whether a refused row's every defect has a repair and one of them reads other rows (the
+    billing account's currency, the same resource's tags), which other files may hold."""
+    reasons = _reasons(reason_text)
+    own = (_PERIOD, _CATEGORY, *_NEGATIVE)
+    other = (_CURRENCY, _TAGS)
+    return (any(r.startswith(other) for r in reasons)
+            and all(r.startswith(own) or r.startswith(other) for r in reasons))
+
+
 def _reasons(text: str) -> list[str]:
     return [r.strip() for r in (text or "").split(";") if r.strip()]
 

@@ -75,6 +75,8 @@ def check_file(path: Path, contract: Contract) -> FileCheck:
     result.warnings = _warnings(frame.columns, res.accepted)
     if not result.accepted and res.quarantine.height:
         _nothing_accepted(result, res.quarantine, res.accepted)
+    if not result.rows:
+        result.warnings.append("the file holds no row")
     return result
 
 
@@ -82,12 +84,17 @@ def _nothing_accepted(result: FileCheck, quarantine: pl.DataFrame, accepted: pl.
     """A file none of whose rows the contract accepts: FinOps repairs some refused rows (a
     sign error, a period end, tags from the same resource), so the file is refused only when
     it would repair none of them, for then nothing of it would ever be billed."""
-    from ..finops.repair import repair_billing  # the repairs FinOps applies
+    from ..finops.repair import repair_billing, repairable_from_other_rows
 
-    repaired, _ = repair_billing(quarantine, accepted)
-    if repaired.height:
-        result.warnings.append(f"no row would be accepted as it is; FinOps would repair {repaired.height:,} of the "
-                               f"{quarantine.height:,} quarantined row(s) (docs/finops.md, Repairs)")
+    repaired, left = repair_billing(quarantine, accepted)
+    # A currency or tags repair reads other rows, which other files of the bill may hold.
+    elsewhere = sum(map(repairable_from_other_rows, left["reason"].fill_null("").to_list()))
+    if repaired.height or elsewhere:
+        result.warnings.append(
+            f"no row would be accepted as it is; FinOps would repair {repaired.height:,} of the "
+            f"{quarantine.height:,} quarantined row(s) (docs/finops.md, Repairs)"
+            + (f", and may repair {elsewhere:,} more from other files' rows (the billing account's currency, "
+               "the same resource's tags)" if elsewhere else ""))
     else:
         result.schema_errors.append("no row would be accepted, and FinOps repairs none of the quarantined rows "
                                     "(reasons below): nothing of this file would be billed; fix the export")
