@@ -8,10 +8,13 @@ frame give the same bytes, so a receipt's digest (``file_sha256``) can be checke
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,3 +79,27 @@ def write_bytes(data: bytes, path: Path) -> None:
 def write_text(text: str, path: Path) -> None:
     """Write a UTF-8 text file atomically."""
     write_bytes(text.encode("utf-8"), path)
+
+
+@contextmanager
+def exclusive_lock(lock: Path, *, timeout_seconds: float = 30.0) -> Iterator[None]:
+    """An exclusive ``flock`` on the file ``lock`` (created if absent), across processes; the
+    kernel drops it when its holder dies, so a crash never wedges it. ``TimeoutError`` after
+    ``timeout_seconds``."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{lock} held by another process for {timeout_seconds:g}s") from None
+                time.sleep(0.005)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -736,35 +736,44 @@ def test_what_of_a_month_is_not_out_yet():
 
 
 def test_late_usage_loaded_after_its_period_went_out_is_billed_with_the_next_release(tmp_path):
-    # A file backfilled into the 2026-03-10 arrival folder after 03-01..03-15 was released: its
-    # corrections were never billed, and a later release bills them (once); a correction that
-    # arrived in a period not out yet is left to that period.
-    from ops_platform.finops.export import InvoiceExportExecutor
+    # Files loaded into February's arrival folders after February went out: a late event (a
+    # correction) and an on-time one (usage). Neither was billed; the next release bills both,
+    # and a release of an earlier gap afterwards does not bill them again.
+    from ops_platform.finops.export import billed_lines
     from ops_platform.finops.invoices import carried_corrections, parse_period, write_invoices
 
     q = pl.Decimal(38, 6)
+    feb, mar, apr = parse_period("2026-02"), parse_period("2026-03"), parse_period("2026-04")
+    usage = pl.DataFrame({"utc_date": [date(2026, 2, 20)], "tenant_id": ["a"], "meter": ["api_calls"],
+                          "quantity": [Decimal("128")]}).with_columns(pl.col("quantity").cast(q))
     corrections = pl.DataFrame({
-        "utc_date": [date(2026, 3, 2), date(2026, 3, 5), date(2026, 3, 12)], "tenant_id": ["a", "a", "b"],
-        "meter": ["api_calls"] * 3, "arrived": [date(2026, 3, 10), date(2026, 3, 10), date(2026, 3, 20)],
-        "quantity": [Decimal("5"), Decimal("7.5"), Decimal("3")], "events": [1, 1, 1]}).with_columns(pl.col("quantity").cast(q))
-    first, april = parse_period("2026-03-01..2026-03-15"), parse_period("2026-04")
-    billed = pl.DataFrame({"tenant_id": ["a"], "meter": ["api_calls"], "usage_date": [date(2026, 3, 2)],
-                           "quantity": ["5.000000"], "line_kind": ["correction"]})
-    carried = carried_corrections(corrections, april, [first], billed.drop("line_kind"))
-    assert carried.rows() == [("a", "api_calls", date(2026, 3, 5), Decimal("7.500000"))]
-    assert carried_corrections(corrections, april, [], billed).height == 0  # nothing out yet: nothing missed
-    both = pl.concat([billed, billed.with_columns(pl.lit(date(2026, 3, 5)).alias("usage_date"),
-                                                  pl.lit("7.5").alias("quantity"))])
-    assert carried_corrections(corrections, april, [first], both.drop("line_kind")).height == 0  # billed once
-    # The executor reads what the releases billed from their invoice lines; when those are gone
-    # it cannot tell, and says so instead of billing twice or never.
-    executor = InvoiceExportExecutor(tmp_path, books=None)
-    seen, unread = executor._billed_corrections([first], april)
-    assert unread == [first.name] and seen.height == 0
-    write_invoices(billed.select("tenant_id", "meter", "usage_date", "quantity", "line_kind"), pl.DataFrame(),
-                   tmp_path / first.name)
-    seen, unread = executor._billed_corrections([first], april)
-    assert unread == [] and seen.rows() == [("a", "api_calls", date(2026, 3, 2), "5.000000")]
+        "utc_date": [date(2026, 2, 1), date(2026, 2, 2), date(2026, 2, 3)], "tenant_id": ["a", "a", "b"],
+        "meter": ["api_calls"] * 3, "arrived": [date(2026, 2, 21), date(2026, 2, 21), date(2026, 3, 5)],
+        "quantity": [Decimal("5"), Decimal("7.5"), Decimal("3")]}).with_columns(pl.col("quantity").cast(q))
+
+    def lines(period, rows):  # an invoice as released: (line_kind, meter, usage_date, quantity) per tenant a/b
+        frame = pl.DataFrame([{"tenant_id": tenant, "period": period.name, "line_kind": kind, "meter": "api_calls",
+                               "usage_date": day, "quantity": qty} for tenant, kind, day, qty in rows],
+                             schema={"tenant_id": pl.String, "period": pl.String, "line_kind": pl.String,
+                                     "meter": pl.String, "usage_date": pl.Date, "quantity": pl.String})
+        write_invoices(frame, pl.DataFrame({"tenant_id": ["a"]}), tmp_path / period.name)
+
+    # February went out with 28 of the 128 calls and the 02-01 correction (it arrived then).
+    lines(feb, [("a", "usage", None, "28"), ("a", "correction", date(2026, 2, 1), "5")])
+    billed, problems = billed_lines(tmp_path, [feb])
+    assert problems == [] and billed.height == 2
+    carried = carried_corrections(usage, corrections, apr, [feb], billed)
+    assert carried.rows() == [("a", "api_calls", date(2026, 2, 1), Decimal("100")),  # usage, at February's first day
+                              ("a", "api_calls", date(2026, 2, 2), Decimal("7.5"))]  # the backfilled correction
+    assert carried_corrections(usage, corrections, apr, [], billed).height == 0  # nothing out yet: nothing missed
+    # April goes out with them; March (the gap) after it carries nothing again, and its own
+    # arrival (b's correction, arrived 03-05) is its own to bill, not a carried one.
+    lines(apr, [("a", "correction", day, str(qty)) for _, _, day, qty in carried.rows()])
+    billed, problems = billed_lines(tmp_path, [feb, apr])
+    assert problems == [] and carried_corrections(usage, corrections, mar, [feb, apr], billed).height == 0
+    # A release whose lines are gone: what it billed is not known, so nothing goes out.
+    (tmp_path / feb.name / "invoice_lines.parquet").unlink()
+    assert "2026-02, already released, cannot be read" in billed_lines(tmp_path, [feb, apr])[1][0]
 
 
 def test_cli_finops_score_names_a_day_whose_bill_was_refused(small_world, tmp_path):

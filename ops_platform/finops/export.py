@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..files import file_sha256
+from ..files import exclusive_lock, file_sha256
 from ..guard.actions import ActionRequest, ExecutionResult, Executor, Outcome
 from ..guard.protocol import ActionProtocol
 from ..guard.roster import Roster, load_roster
@@ -48,38 +48,56 @@ class InvoiceExportExecutor:
 
     def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
         period = parse_period(str(request.params["period"]))
-        released = self.released()
-        held = self.books.blockers(period) + overlaps(period, released)
-        billed, unread = self._billed_corrections(released, period)
-        if unread:
-            held.append(f"the invoice lines of {', '.join(unread)} are missing or unreadable, so which late usage "
-                        "they billed is not known: restore them (`ops-platform receipts verify` names the files)")
-        if held:
-            raise HeldRelease(f"held: {period.name}: " + "; ".join(held))
-        carried = carried_corrections(self.books.corrections, period, released, billed)
-        lines, summary = self.books.invoices(period, carried)
-        files = write_invoices(lines, summary, self.out_root / period.name)
+        # One release at a time: each reads what the others billed (the carried corrections).
+        with exclusive_lock(self.out_root.with_name(self.out_root.name + ".lock")):
+            released = self.released()
+            held = self.books.blockers(period) + overlaps(period, released)
+            billed, gone = billed_lines(self.out_root, released)
+            held += gone
+            if held:
+                raise HeldRelease(f"held: {period.name}: " + "; ".join(held))
+            carried = carried_corrections(self.books.usage, self.books.corrections, period,
+                                          released + out_on_disk(self.out_root, released), billed)
+            lines, summary = self.books.invoices(period, carried)
+            files = write_invoices(lines, summary, self.out_root / period.name)
         return ExecutionResult(detail={"period": period.name, "tenants": summary.height, "lines": lines.height,
                                        "total_minor": int(summary["total_minor"].sum() or 0)},
                                files=tuple(files))
 
 
-    def _billed_corrections(self, released: list[Period], period: Period) -> tuple[pl.DataFrame, list[str]]:
-        """The correction lines of the releases before ``period`` (from their invoice files),
-        and the released periods whose lines cannot be read."""
-        frames, unread = [], []
-        for p in released:
-            if p.end > period.start:
-                continue
-            try:
-                lines = pl.read_parquet(self.out_root / p.name / "invoice_lines.parquet")
-            except (OSError, pl.exceptions.PolarsError):
-                unread.append(p.name)
-                continue
-            frames.append(lines.filter(pl.col("line_kind") == "correction")
-                          .select("tenant_id", "meter", "usage_date", "quantity"))
-        schema = {"tenant_id": pl.String, "meter": pl.String, "usage_date": pl.Date, "quantity": pl.String}
-        return (pl.concat(frames) if frames else pl.DataFrame(schema=schema)), unread
+def out_on_disk(out_root: Path, released: list[Period]) -> list[Period]:
+    """Periods whose invoice files are written but that ``released`` lacks: a release whose
+    action is still being receipted (its files are out)."""
+    names = {p.name for p in released}
+    found = []
+    for folder in sorted(out_root.glob("*/invoice_lines.parquet")):
+        try:
+            period = parse_period(folder.parent.name)
+        except ValueError:
+            continue
+        if period.name not in names:
+            found.append(period)
+    return found
+
+
+def billed_lines(out_root: Path, released: list[Period]) -> tuple[pl.DataFrame, list[str]]:
+    """(lines, problems): the lines of every invoice written under ``out_root`` (period,
+    line_kind, tenant_id, meter, usage_date, quantity), and why a released period's lines
+    cannot be read (then which late usage it billed is not known, and nothing may go out)."""
+    frames, problems = [], []
+    for p in [*released, *out_on_disk(out_root, released)]:
+        path = out_root / p.name / "invoice_lines.parquet"
+        try:
+            lines = pl.read_parquet(path, columns=["line_kind", "tenant_id", "meter", "usage_date", "quantity"])
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            problems.append(f"the invoice lines of {p.name}, already released, cannot be read ({path}: "
+                            f"{type(exc).__name__}), so what late usage they billed is not known: restore them "
+                            "(`ops-platform receipts verify` names the released files)")
+            continue
+        frames.append(lines.with_columns(pl.lit(p.name).alias("period")))
+    schema = {"line_kind": pl.String, "tenant_id": pl.String, "meter": pl.String, "usage_date": pl.Date,
+              "quantity": pl.String, "period": pl.String}
+    return (pl.concat(frames) if frames else pl.DataFrame(schema=schema)), problems
 
 
 def release_request(period: Period, actor: str, rationale: str, roster: Roster | None = None) -> ActionRequest:
@@ -148,7 +166,8 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     if done is not None:  # out already, whoever asks now: answered by its release, files re-checked
         out = Outcome(done["action_id"], "completed", "already released", done["receipt_id"], created=False)
     else:
-        held = books.blockers(period) + overlaps(period, [p for p, _ in releases])
+        released = [p for p, _ in releases]
+        held = books.blockers(period) + overlaps(period, released) + billed_lines(out_root, released)[1]
         if held:
             return held, None
         out = guarded.submit(release_request(period, actor, rationale, roster))

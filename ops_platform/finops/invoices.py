@@ -95,27 +95,42 @@ def _text(d: Decimal) -> str:
     return s if s not in ("-0",) else "0"
 
 
-def carried_corrections(corrections: pl.DataFrame, period: Period, released: list[Period],
+def carried_corrections(usage: pl.DataFrame, corrections: pl.DataFrame, period: Period, released: list[Period],
                         billed: pl.DataFrame) -> pl.DataFrame:
-    """(tenant_id, meter, utc_date, quantity) of the corrections that arrived in a released
-    period before ``period`` but that no release billed: a file loaded into an arrival folder
-    after that folder's period went out. They go out with the next release, not never.
-
-    ``billed``: the correction lines of the released invoices (tenant_id, meter, usage_date,
-    quantity). A correction that arrived in a period not out yet is left to that period.
+    """(tenant_id, meter, utc_date, quantity) owed from the periods released before ``period``
+    that no release billed, so the next release bills it, once:
+    - corrections that arrived in such a period: a late file loaded into an arrival folder
+      after that folder's period went out (keyed by their usage day);
+    - usage of such a period beyond what its invoice billed as usage: an on-time file loaded
+      after the period went out (keyed by the period's first day).
+    Less what any release billed as a correction under the same key (``billed``: the lines of
+    every released invoice: period, line_kind, tenant_id, meter, usage_date, quantity). A
+    correction that arrived in a period not out yet is left to that period. Less is never
+    credited here: a released invoice is not reissued.
     """
     keys = ["tenant_id", "meter", "utc_date"]
+    qty = corrections.schema.get("quantity", usage.schema["quantity"])
+    schema = {"tenant_id": pl.String, "meter": pl.String, "utc_date": pl.Date, "quantity": qty}
     earlier = [p for p in released if p.end <= period.start]
-    if not earlier or not corrections.height:
-        return pl.DataFrame(schema={k: corrections.schema[k] for k in [*keys, "quantity"]})
-    owed = (corrections.filter(pl.any_horizontal(p.covers("arrived") for p in earlier))
-            .group_by(keys).agg(pl.col("quantity").sum()))
-    done = (billed.select("tenant_id", "meter", pl.col("usage_date").alias("utc_date"),
-                          pl.col("quantity").cast(corrections.schema["quantity"]).alias("billed"))
-            .group_by(keys).agg(pl.col("billed").sum()))
-    return (owed.join(done, on=keys, how="left")
-            .with_columns((pl.col("quantity") - pl.col("billed").fill_null(0)).alias("quantity"))
-            .filter(pl.col("quantity") > 0).select(*keys, "quantity"))
+    if not earlier:
+        return pl.DataFrame(schema=schema)
+    owed = [corrections.filter(pl.any_horizontal(p.covers("arrived") for p in earlier)).select(*keys, "quantity")]
+    as_billed = billed.select("period", "line_kind", "tenant_id", "meter", pl.col("usage_date").alias("utc_date"),
+                              pl.col("quantity").cast(qty))
+    for p in earlier:
+        out = as_billed.filter((pl.col("period") == p.name) & (pl.col("line_kind") == "usage"))
+        owed.append(usage.filter(p.covers()).group_by("tenant_id", "meter").agg(pl.col("quantity").sum())
+                    .join(out.group_by("tenant_id", "meter").agg(pl.col("quantity").sum().alias("out")),
+                          on=["tenant_id", "meter"], how="left")
+                    .select("tenant_id", "meter", pl.lit(p.start).alias("utc_date"),
+                            (pl.col("quantity") - pl.col("out").fill_null(0)).alias("quantity"))
+                    .filter(pl.col("quantity") > 0))
+    done = (as_billed.filter(pl.col("line_kind") == "correction")
+            .group_by(keys).agg(pl.col("quantity").sum().alias("done")))
+    return (pl.concat([o.cast(schema) for o in owed]).group_by(keys).agg(pl.col("quantity").sum())
+            .join(done, on=keys, how="left")
+            .with_columns((pl.col("quantity") - pl.col("done").fill_null(0)).alias("quantity"))
+            .filter(pl.col("quantity") > 0).select(list(schema)).sort(keys))
 
 
 def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFrame, tenants: pl.DataFrame,

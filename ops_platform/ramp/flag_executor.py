@@ -9,18 +9,15 @@ file; the flag file itself cannot carry the lock because every save replaces its
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..files import write_bytes
+from ..files import exclusive_lock, write_bytes
 from ..guard.actions import ActionRequest, ExecutionResult
 from ..timezones import utcnow
 from .flags import FlagFile
@@ -46,27 +43,11 @@ def flag_file_lock(path: str | os.PathLike[str], *, timeout_seconds: float = 30.
     """Exclusive lock for a read-modify-write of one flag file, across processes.
 
     Every writer (this executor, the ramp controller) must load, transition and save inside
-    it; a FlagFile loaded before taking the lock may be stale and would undo a pause.
-    The kernel drops the lock when its holder dies, so a crash never wedges the file.
+    it; a FlagFile loaded before taking the lock may be stale and would undo a pause. The
+    lock is a sidecar file: every save replaces the flag file's inode.
     """
-    lock = lock_path_for(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"{lock} held by another process for {timeout_seconds:g}s") from None
-                time.sleep(0.005)
+    with exclusive_lock(lock_path_for(path), timeout_seconds=timeout_seconds):
         yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 class FlagFileExecutor:
