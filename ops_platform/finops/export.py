@@ -56,8 +56,10 @@ class InvoiceExportExecutor:
             held += gone
             if held:
                 raise HeldRelease(f"held: {period.name}: " + "; ".join(held))
-            carried = carried_corrections(self.books.usage, self.books.corrections, period,
-                                          released + out_on_disk(self.out_root, released), billed)
+            # Its own files, from an attempt cut short, are this release, not an earlier one.
+            billed = billed.filter(pl.col("period") != period.name)
+            out = [p for p in released + out_on_disk(self.out_root, released) if p.name != period.name]
+            carried = carried_corrections(self.books.usage, self.books.corrections, period, out, billed)
             lines, summary = self.books.invoices(period, carried)
             files = write_invoices(lines, summary, self.out_root / period.name)
         return ExecutionResult(detail={"period": period.name, "tenants": summary.height, "lines": lines.height,
