@@ -237,7 +237,7 @@ def _ramp_story(p: StatePaths, report) -> None:
     _alerts_line(p)
     live = p.live_flags
     if live.exists():
-        held = [f for f, r in FlagFile.load(live).releases().items() if r.paused or r.frozen]
+        held = [f for f, r in FlagFile.load(live, lenient=True).releases().items() if r.paused or r.frozen]
         console.print(f"  flags held: {', '.join(held) or 'none'}  (ops-platform switchboard log FLAG; "
                       "ops-platform receipts verify)")
 
@@ -961,7 +961,8 @@ def _release_flags(p: StatePaths) -> list[str] | None:
 
     for path in (p.live_flags, world_flag_file(p.world)):
         try:
-            return list(FlagFile.load(path).release_flags)
+            file = FlagFile.load(path, lenient=True)
+            return sorted([*file.release_flags, *file.broken])
         except (OSError, ValueError):
             continue
     return None

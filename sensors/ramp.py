@@ -83,7 +83,7 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         history[key] = (payload["action"], datetime.fromisoformat(e["ts"]))
 
     outcomes: dict[str, int] = {}
-    release_flags = FlagFile.load(ex.path).release_flags
+    release_flags = FlagFile.load(ex.path, lenient=True).release_flags
     for decision in plan(signals, _ramps(warehouse), override, since_overrides(history, last_override), utcnow(),
                          release_flags, last_override):
         if decision.request is None:

@@ -534,10 +534,24 @@ def test_a_disabled_release_flag_blocks_nothing_and_stays_disabled(state):
     res = _run("override", "release-api", "--action", "resume", "--rationale", REASON, "--actor", "dana")
     assert res.exit_code == 0 and not FlagFile.load(live).release("release-api").paused, res.output
     assert json.loads(live.read_text())["flags"]["release-api"]["state"] == "DISABLED"
-    doc["flags"]["release-api"]["state"] = "OFF"  # not a flagd state: refused, naming it
+    # A flag broken by hand ("OFF" is no flagd state) is refused when acted on, naming what is
+    # wrong, but stops nothing on the other flags; a freeze leaves it as it is and says so.
+    doc = json.loads(live.read_text())
+    doc["flags"]["release-api"]["state"] = "OFF"
     live.write_text(json.dumps(doc))
-    res = _run("override", "release-graph", "--action", "resume", "--rationale", REASON, "--actor", "dana")
+    res = _run("override", "release-api", "--action", "resume", "--rationale", REASON, "--actor", "dana")
     assert res.exit_code == 1 and "'ENABLED' or 'DISABLED'" in res.output, res.output
+    res = _run("override", "release-graph", "--action", "resume", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 0 and not FlagFile.load(live, lenient=True).release("release-graph").paused, res.output
+    from ops_platform.guard.actions import ActionRequest
+    from ops_platform.ramp.flag_executor import FlagFileExecutor
+
+    froze = FlagFileExecutor(live).apply("freeze-1", ActionRequest(
+        actor="ramp-controller", roles=("ramp_controller",), action="freeze", target_kind="flag", target_id="*",
+        rationale="incident", idempotency_key="freeze-1"))
+    assert "release-api" in froze.detail["unreadable_flags"] and "release-api" not in froze.detail["after"]
+    assert FlagFile.load(live, lenient=True).release("release-graph").frozen
+    assert json.loads(live.read_text())["flags"]["release-api"]["state"] == "OFF"  # left as it was
 
 
 def test_an_override_says_what_it_does_beyond_its_name(state):

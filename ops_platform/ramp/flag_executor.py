@@ -91,7 +91,7 @@ class FlagFileExecutor:
         if not last or hashlib.sha256(data).hexdigest() == last:
             return []
         try:
-            before = FlagFile.load(self.path.parent / f"{self.path.name}.history" / f"{last}.json")
+            before = FlagFile.load(self.path.parent / f"{self.path.name}.history" / f"{last}.json", lenient=True)
         except (OSError, ValueError):
             return [f"the file changed outside the guard since its last guarded change ({last[:12]}), "
                     "whose copy is gone"]
@@ -111,7 +111,10 @@ class FlagFileExecutor:
 
     def _apply_locked(self, action_id: str, request: ActionRequest) -> ExecutionResult:
         data = self.path.read_bytes()
-        current = FlagFile.parse(data, source=str(self.path))
+        # Leniently: a flag someone broke is refused when acted on, and left out of a freeze
+        # (which says so), but does not stop a pause or rollback of another flag.
+        current = FlagFile.parse(data, source=str(self.path), lenient=True)
+        broken = {flag: str(err) for flag, err in current.broken.items()}
         drift = self._drift(data, current)
         exempt = tuple((request.params or {}).get("exempt") or ())  # flags a freeze leaves alone
         if request.action == "freeze":
@@ -126,7 +129,7 @@ class FlagFileExecutor:
             # The build the evidence names is not on the flag (promoted, replaced, or never
             # ramped here): holding the flag would hold someone else's ramp.
             return self._result(request, action_id, applied=False, before=before, after=before,
-                                snapshot=self._snapshot(data), drift=drift,
+                                snapshot=self._snapshot(data), drift=drift, broken=broken,
                                 skipped=(f"{request.target_id} carries candidate {candidate!r}, not {build!r}"
                                          if candidate is not None else
                                          f"{request.target_id} has no candidate (the ramp of {build!r} is over)"))
@@ -134,14 +137,14 @@ class FlagFileExecutor:
             # A retry of an action already on disk: report it, change nothing.
             snapshot = self._snapshot(data)
             return self._result(request, action_id, applied=False, before=before, after=before,
-                                snapshot=snapshot, drift=drift)
+                                snapshot=snapshot, drift=drift, broken=broken)
         updated = self._transition(current, request, action_id, exempt)
         updated.save(self.path)
         snapshot = self._snapshot(self.path.read_bytes())
         write_bytes(f"{snapshot.stem}\n".encode(), last_change_path(self.path))  # still under the lock
         after = {f: updated.release(f).summary() for f in flags}
         return self._result(request, action_id, applied=True, before=before, after=after, snapshot=snapshot,
-                            drift=drift)
+                            drift=drift, broken=broken)
 
     def _snapshot(self, data: bytes) -> Path:
         """An immutable, content-addressed copy of the file as this action left it.
@@ -166,7 +169,7 @@ class FlagFileExecutor:
 
     def _result(self, request: ActionRequest, action_id: str, *, applied: bool, before: dict[str, Any],
                 after: dict[str, Any], snapshot: Path, skipped: str | None = None,
-                drift: list[str] | None = None) -> ExecutionResult:
+                drift: list[str] | None = None, broken: dict[str, str] | None = None) -> ExecutionResult:
         detail = {"flag_file": str(self.path), "action": request.action, "action_id": action_id,
                   "applied": applied, "before": before, "after": after, "sha256": snapshot.stem,
                   "snapshot": str(snapshot)}
@@ -174,4 +177,6 @@ class FlagFileExecutor:
             detail["skipped"] = skipped
         if drift:  # in the receipt and the flag's timeline: the guard did not make that change
             detail["drift"] = drift
+        if broken:  # release flags the file holds but that do not read: a freeze left them as they are
+            detail["unreadable_flags"] = broken
         return ExecutionResult(detail=detail, files=(snapshot,))

@@ -109,29 +109,33 @@ class FlagFile:
     """An immutable flagd flag file. Transitions return a new FlagFile; nothing touches disk
     until :meth:`save`, so a controller can compute, check and then write in one step."""
 
-    __slots__ = ("_doc", "_releases", "source")
+    __slots__ = ("_doc", "_releases", "_broken", "source")
 
-    def __init__(self, doc: Mapping[str, Any], *, source: str = "<memory>") -> None:
+    def __init__(self, doc: Mapping[str, Any], *, source: str = "<memory>", lenient: bool = False) -> None:
+        """``lenient``: a release flag that does not parse is set aside (``broken``), not an
+        error for the whole file: one flag edited wrong must not stop a pause of another.
+        Acting on it is still an error, naming what is wrong."""
         raw = copy.deepcopy(dict(doc) if isinstance(doc, Mapping) else doc)
-        self._releases = _parse_doc(raw, source)  # raises unless raw is a flag-file dict
+        self._releases, self._broken = _parse_doc(raw, source, lenient)  # raises unless a flag-file dict
         self._doc: dict[str, Any] = raw
         self.source = source
 
     # -- reading and writing ---------------------------------------------------------------
 
     @classmethod
-    def parse(cls, data: bytes | str, *, source: str = "<memory>") -> FlagFile:
-        """Parse flag-file text; every problem is a :class:`FlagFileError` naming source and path."""
+    def parse(cls, data: bytes | str, *, source: str = "<memory>", lenient: bool = False) -> FlagFile:
+        """Parse flag-file text; every problem is a :class:`FlagFileError` naming source and path
+        (``lenient``: a release flag's own problem only when that flag is used)."""
         try:
             doc = strict_loads(data)  # duplicate keys and NaN are refused: readers would disagree
         except ValueError as exc:
             raise FlagFileError(source, "$", str(exc)) from None
-        return cls(doc, source=source)
+        return cls(doc, source=source, lenient=lenient)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> FlagFile:
+    def load(cls, path: str | os.PathLike[str], *, lenient: bool = False) -> FlagFile:
         path = Path(path)
-        return cls.parse(path.read_bytes(), source=str(path))
+        return cls.parse(path.read_bytes(), source=str(path), lenient=lenient)
 
     def to_json(self) -> str:
         """Deterministic text (sorted keys, 2-space indent), the same form the world writes,
@@ -153,9 +157,17 @@ class FlagFile:
 
     @property
     def release_flags(self) -> tuple[str, ...]:
+        """The release flags that parse (a lenient file's broken ones are in ``broken``)."""
         return tuple(sorted(self._releases))
 
+    @property
+    def broken(self) -> dict[str, FlagFileError]:
+        """Release flags set aside by a lenient parse, with what is wrong with each."""
+        return dict(self._broken)
+
     def release(self, flag: str) -> ReleaseState:
+        if flag in self._broken:
+            raise self._broken[flag]
         try:
             return self._releases[flag]
         except KeyError:
@@ -257,7 +269,7 @@ class FlagFile:
                 actions = (*actions, action_id)[-MAX_APPLIED_ACTIONS:]
             new_state = replace(state, applied_actions=actions, changed_at=when)
             doc["flags"][key] = _render(new_state, doc["flags"][key])
-        return FlagFile(doc, source=self.source)
+        return FlagFile(doc, source=self.source, lenient=bool(self._broken))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FlagFile) and self._doc == other._doc
@@ -323,7 +335,8 @@ def _jp(base: str, key: str | int) -> str:
     return f"{base}.{key}" if _IDENT.match(key) else f"{base}[{json.dumps(key)}]"
 
 
-def _parse_doc(doc: Any, source: str) -> dict[str, ReleaseState]:
+def _parse_doc(doc: Any, source: str, lenient: bool = False,
+               ) -> tuple[dict[str, ReleaseState], dict[str, FlagFileError]]:
     if not isinstance(doc, dict):
         raise FlagFileError(source, "$", f"expected a JSON object, got {_kind(doc)}")
     flags = doc.get("flags")
@@ -332,12 +345,18 @@ def _parse_doc(doc: Any, source: str) -> dict[str, ReleaseState]:
     if "metadata" in doc:
         _check_scalar_metadata(doc["metadata"], "$.metadata", source)
     releases: dict[str, ReleaseState] = {}
+    broken: dict[str, FlagFileError] = {}
     for key, raw in flags.items():
         if key.startswith(RELEASE_PREFIX):
-            releases[key] = _parse_release(key, raw, source)
+            try:
+                releases[key] = _parse_release(key, raw, source)
+            except FlagFileError as exc:
+                if not lenient:
+                    raise
+                broken[key] = exc
         elif not isinstance(raw, dict):
             raise FlagFileError(source, _jp("$.flags", key), f"expected a flag object, got {_kind(raw)}")
-    return releases
+    return releases, broken
 
 
 def _parse_release(key: str, raw: Any, source: str) -> ReleaseState:

@@ -32,7 +32,9 @@ def check_override(flag_file: Path, flag: str, directive: str) -> list[str]:
     flag with no ramp in flight holds its next ramp at 0%."""
     if directive not in DIRECTIVES:
         raise ValueError(f"override directive {directive!r} is not one of {', '.join(DIRECTIVES)}")
-    file = FlagFile.load(flag_file)
+    file = FlagFile.load(flag_file, lenient=True)  # another flag broken by hand does not stop this one
+    if flag in file.broken:
+        raise file.broken[flag]
     flags = file.release_flags
     if flag not in flags:
         raise ValueError(f"no release flag {flag!r} in {flag_file} (flags: {', '.join(flags)})")
