@@ -925,7 +925,7 @@ def switchboard_log(flag: str) -> None:
         if payload.get("skipped"):
             what = f"{what}; skipped: {payload['skipped']}"
         if payload.get("drift"):
-            what = f"{what}; drift: {'; '.join(payload['drift'])}"
+            what = f"{what}; drift: {'; '.join(payload['drift'].values())}".lstrip("; ")
         receipt = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
         click.echo(f"{e['ts']}  {e['kind']:<24} {payload.get('action', ''):<10} {e['actor']:<16} "
                    f"{_one_line(what)}{receipt}")

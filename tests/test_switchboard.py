@@ -582,6 +582,7 @@ def test_a_hold_cleared_by_hand_is_named_as_drift_at_the_next_guarded_change(sta
     assert _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
     log = _run("log", "release-graph").output
     assert "drift: release-api was paused by the guard" in log and "changed outside the guard" in log, log
+    assert "drift_seen" in _run("log", "release-api").output  # and in the drifted flag's own timeline
     # With no edit in between there is nothing to say.
     assert _run("override", "release-policy", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
     assert "drift" not in _run("log", "release-policy").output

@@ -291,6 +291,11 @@ class ActionProtocol:
             # skipped: done, nothing to change; drift: the target changed outside the guard
             said = {k: detail[k] for k in ("skipped", "drift") if detail.get(k)}
             self._event(tx, req, f"action_{status}", now, {"reason": decision.reason, **said}, entry.receipt_id)
+            for target, what in (detail.get("drift") or {}).items():  # in the drifted target's own timeline too
+                if target not in (req.target_id, "*"):
+                    self.store.add_event(tx, ts=iso_utc(now), kind="drift_seen", target_kind=req.target_kind,
+                                         target_id=target, actor=req.actor, action_id=req.action_id,
+                                         receipt_id=entry.receipt_id, payload={"action": req.action, "drift": {target: what}})
         return Outcome(req.action_id, status, decision.reason, entry.receipt_id)
 
     def _pending(self, req, decision: Decision, result: ExecutionResult | None, why: str) -> Outcome:

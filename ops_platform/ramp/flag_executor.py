@@ -79,7 +79,7 @@ class FlagFileExecutor:
                 then()
         return result
 
-    def _drift(self, data: bytes, current: FlagFile) -> list[str]:
+    def _drift(self, data: bytes, current: FlagFile) -> dict[str, str]:
         """Holds the guard put on a flag that the file no longer has: someone edited the file
         outside the guard (cleared a pause or a freeze, or widened a held ramp) since its last
         guarded change. A hold stays on a new candidate (the release pipeline keeps it), so a
@@ -89,24 +89,24 @@ class FlagFileExecutor:
         except FileNotFoundError:
             return []
         if not last or hashlib.sha256(data).hexdigest() == last:
-            return []
+            return {}
         try:
             before = FlagFile.load(self.path.parent / f"{self.path.name}.history" / f"{last}.json", lenient=True)
         except (OSError, ValueError):
-            return [f"the file changed outside the guard since its last guarded change ({last[:12]}), "
-                    "whose copy is gone"]
-        out = []
+            return {"*": f"the file changed outside the guard since its last guarded change ({last[:12]}), "
+                         "whose copy is gone"}
+        out = {}
         for flag in before.release_flags:
             was = before.release(flag)
             now = current.release(flag) if flag in current.release_flags else None
             lost = [w for w, held, still in (("paused", was.paused, now and now.paused),
                                              ("frozen", was.frozen, now and now.frozen)) if held and not still]
             if lost:
-                out.append(f"{flag} was {' and '.join(lost)} by the guard (file {last[:12]}) and is not now: "
-                           "changed outside the guard")
+                out[flag] = (f"{flag} was {' and '.join(lost)} by the guard (file {last[:12]}) and is not now: "
+                             "changed outside the guard")
             elif was.held and now is not None and any(now.cohort_percent[c] > was.cohort_percent.get(c, 0)
                                                       for c in now.cohort_percent):
-                out.append(f"{flag} was widened while held by the guard (file {last[:12]}): changed outside the guard")
+                out[flag] = f"{flag} was widened while held by the guard (file {last[:12]}): changed outside the guard"
         return out
 
     def _apply_locked(self, action_id: str, request: ActionRequest) -> ExecutionResult:
@@ -169,7 +169,7 @@ class FlagFileExecutor:
 
     def _result(self, request: ActionRequest, action_id: str, *, applied: bool, before: dict[str, Any],
                 after: dict[str, Any], snapshot: Path, skipped: str | None = None,
-                drift: list[str] | None = None, broken: dict[str, str] | None = None) -> ExecutionResult:
+                drift: dict[str, str] | None = None, broken: dict[str, str] | None = None) -> ExecutionResult:
         detail = {"flag_file": str(self.path), "action": request.action, "action_id": action_id,
                   "applied": applied, "before": before, "after": after, "sha256": snapshot.stem,
                   "snapshot": str(snapshot)}
