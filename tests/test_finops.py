@@ -763,9 +763,13 @@ def test_late_usage_loaded_after_its_period_went_out_is_billed_with_the_next_rel
     billed, problems = billed_lines(tmp_path, [feb])
     assert problems == [] and billed.height == 2
     carried = carried_corrections(usage, corrections, apr, [feb], billed)
-    assert carried.rows() == [("a", "api_calls", date(2026, 2, 1), Decimal("100")),  # usage, at February's first day
-                              ("a", "api_calls", date(2026, 2, 2), Decimal("7.5"))]  # the backfilled correction
-    assert carried_corrections(usage, corrections, apr, [], billed).height == 0  # nothing out yet: nothing missed
+    # the usage (100) and the backfilled correction (7.5), under the first day of the period they complete
+    assert carried.rows() == [("a", "api_calls", date(2026, 2, 1), Decimal("107.5"))]
+    # An event billed as a correction that later counts as on-time usage (its first delivery
+    # was found) is owed once: as usage now, but billed already.
+    as_usage = usage.with_columns(pl.col("quantity") + Decimal("5"))  # the 02-01 correction, now usage
+    assert carried_corrections(as_usage, corrections.filter(pl.col("utc_date") != date(2026, 2, 1)),
+                               apr, [feb], billed).rows() == carried.rows()
     # April goes out with them; March (the gap) after it carries nothing again, and its own
     # arrival (b's correction, arrived 03-05) is its own to bill, not a carried one.
     lines(apr, [("a", "correction", day, str(qty)) for _, _, day, qty in carried.rows()])
@@ -805,3 +809,32 @@ def test_repaired_billing_rows_are_listed_with_their_repair(world_run):
     refused = set(inputs.billing_quarantine["record"].str.json_path_match("$.x_LineItemId").to_list())
     assert set(repairs["x_LineItemId"].to_list()) <= refused
     assert repairs["repair"].str.len_chars().min() > 0 and repairs["effective_cost"].null_count() == 0
+
+
+def test_a_release_is_refused_when_its_days_are_out_already_by_any_path(world_run, tmp_path):
+    # Released by another action (a retry after someone else's release), or written by a release
+    # still being receipted: either way its days would be invoiced twice.
+    from ops_platform.finops.export import HeldRelease, InvoiceExportExecutor
+    from ops_platform.finops.invoices import Period
+    from ops_platform.finops.pipeline import StoredFinOps, final_period
+    from ops_platform.guard.actions import ActionRequest
+
+    inputs, result = world_run
+    stored, period = StoredFinOps.from_run(inputs, result), final_period(result.usage)
+
+    def release(p: Period, released: list[Period]):
+        request = ActionRequest(actor="finops-analyst", roles=("finops",), action="export_release",
+                                target_kind="invoice_period", target_id=p.name, rationale="month end",
+                                idempotency_key=p.name, params={"period": p.name})
+        return InvoiceExportExecutor(tmp_path / "invoices", stored, lambda: released).apply(p.name, request)
+
+    with pytest.raises(HeldRelease, match="released by another action"):
+        release(period, [period])
+    assert not (tmp_path / "invoices").exists()
+    assert release(period, []).files  # written; its action not receipted yet
+    first_day = Period(f"{period.start}..{period.start + timedelta(days=1)}", period.start,
+                       period.start + timedelta(days=1))
+    with pytest.raises(HeldRelease, match=f"overlaps {period.name}"):
+        release(first_day, [])
+    # Once the period is out, its own retried attempt is not an earlier release of itself.
+    assert release(period, []).files

@@ -51,20 +51,38 @@ class InvoiceExportExecutor:
         # One release at a time: each reads what the others billed (the carried corrections).
         with exclusive_lock(self.out_root.with_name(self.out_root.name + ".lock")):
             released = self.released()
-            held = self.books.blockers(period) + overlaps(period, released)
-            billed, gone = billed_lines(self.out_root, released)
-            held += gone
+            if any((p.start, p.end) == (period.start, period.end) for p in released):
+                # another action released it (a retry after someone else's release, or two at once)
+                raise HeldRelease(f"held: {period.name} was released by another action; nothing is rewritten")
+            out, held = invoiced(self.out_root, released, period)
+            held = self.books.blockers(period) + held
             if held:
                 raise HeldRelease(f"held: {period.name}: " + "; ".join(held))
-            # Its own files, from an attempt cut short, are this release, not an earlier one.
-            billed = billed.filter(pl.col("period") != period.name)
-            out = [p for p in released + out_on_disk(self.out_root, released) if p.name != period.name]
+            billed, _ = billed_lines(self.out_root, out)
             carried = carried_corrections(self.books.usage, self.books.corrections, period, out, billed)
             lines, summary = self.books.invoices(period, carried)
             files = write_invoices(lines, summary, self.out_root / period.name)
         return ExecutionResult(detail={"period": period.name, "tenants": summary.height, "lines": lines.height,
                                        "total_minor": int(summary["total_minor"].sum() or 0)},
                                files=tuple(files))
+
+
+def invoiced(out_root: Path, released: list[Period], period: Period) -> tuple[list[Period], list[str]]:
+    """(out, reasons): the periods whose invoices are out, for ``period``'s release, and why it
+    may not go out. Out: the released periods (each once), and the folders written whose
+    action is still being receipted (not one that overlaps a release: an attempt that never
+    completed); never ``period``'s own folder (an attempt of this release cut short). Held:
+    a day invoiced twice, or a release whose lines cannot be read (then what late usage it
+    billed is not known)."""
+    seen, done = set(), []
+    for p in released:
+        if (p.start, p.end) not in seen:
+            seen.add((p.start, p.end))
+            done.append(p)
+    pending = [p for p in out_on_disk(out_root, done)
+               if p.name != period.name and not overlaps(p, done)]
+    out = [p for p in done if p.name != period.name] + pending
+    return out, overlaps(period, out) + billed_lines(out_root, out)[1]
 
 
 def out_on_disk(out_root: Path, released: list[Period]) -> list[Period]:
@@ -82,12 +100,12 @@ def out_on_disk(out_root: Path, released: list[Period]) -> list[Period]:
     return found
 
 
-def billed_lines(out_root: Path, released: list[Period]) -> tuple[pl.DataFrame, list[str]]:
-    """(lines, problems): the lines of every invoice written under ``out_root`` (period,
-    line_kind, tenant_id, meter, usage_date, quantity), and why a released period's lines
-    cannot be read (then which late usage it billed is not known, and nothing may go out)."""
+def billed_lines(out_root: Path, out: list[Period]) -> tuple[pl.DataFrame, list[str]]:
+    """(lines, problems): the lines of the invoices of ``out`` under ``out_root`` (period,
+    line_kind, tenant_id, meter, usage_date, quantity), and why one's lines cannot be read
+    (then which late usage it billed is not known, and nothing may go out)."""
     frames, problems = [], []
-    for p in [*released, *out_on_disk(out_root, released)]:
+    for p in out:
         path = out_root / p.name / "invoice_lines.parquet"
         try:
             lines = pl.read_parquet(path, columns=["line_kind", "tenant_id", "meter", "usage_date", "quantity"])
@@ -168,8 +186,7 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     if done is not None:  # out already, whoever asks now: answered by its release, files re-checked
         out = Outcome(done["action_id"], "completed", "already released", done["receipt_id"], created=False)
     else:
-        released = [p for p, _ in releases]
-        held = books.blockers(period) + overlaps(period, released) + billed_lines(out_root, released)[1]
+        held = books.blockers(period) + invoiced(out_root, [p for p, _ in releases], period)[1]
         if held:
             return held, None
         out = guarded.submit(release_request(period, actor, rationale, roster))

@@ -95,40 +95,44 @@ def _text(d: Decimal) -> str:
     return s if s not in ("-0",) else "0"
 
 
-def carried_corrections(usage: pl.DataFrame, corrections: pl.DataFrame, period: Period, released: list[Period],
+def carried_corrections(usage: pl.DataFrame, corrections: pl.DataFrame, period: Period, out: list[Period],
                         billed: pl.DataFrame) -> pl.DataFrame:
-    """(tenant_id, meter, utc_date, quantity) owed from the periods released before ``period``
-    that no release billed, so the next release bills it, once:
-    - corrections that arrived in such a period: a late file loaded into an arrival folder
-      after that folder's period went out (keyed by their usage day);
-    - usage of such a period beyond what its invoice billed as usage: an on-time file loaded
-      after the period went out (keyed by the period's first day).
-    Less what any release billed as a correction under the same key (``billed``: the lines of
-    every released invoice: period, line_kind, tenant_id, meter, usage_date, quantity). A
-    correction that arrived in a period not out yet is left to that period. Less is never
-    credited here: a released invoice is not reissued.
+    """(tenant_id, meter, utc_date, quantity) the books owe for the periods whose invoices are
+    ``out`` and that no invoice billed, so ``period``'s release bills it, once: usage of those
+    periods an on-time file loaded after their release added, and corrections that arrived
+    in them after their release (a late file loaded into an arrival folder).
+
+    Owed and billed are matched per tenant, meter and the released period holding the usage
+    day (a day in none: the day itself), so an event billed once as a correction and later
+    counted as on-time usage of its period (its first delivery found) is not billed again.
+    ``billed``: the lines of the invoices out (period, line_kind, tenant_id, meter,
+    usage_date, quantity). A correction that arrived in a period not out yet is that period's
+    to bill. Less is never credited here: a released invoice is not reissued.
     """
     keys = ["tenant_id", "meter", "utc_date"]
     qty = corrections.schema.get("quantity", usage.schema["quantity"])
     schema = {"tenant_id": pl.String, "meter": pl.String, "utc_date": pl.Date, "quantity": qty}
-    earlier = [p for p in released if p.end <= period.start]
-    if not earlier:
+    if not out:
         return pl.DataFrame(schema=schema)
-    owed = [corrections.filter(pl.any_horizontal(p.covers("arrived") for p in earlier)).select(*keys, "quantity")]
-    as_billed = billed.select("period", "line_kind", "tenant_id", "meter", pl.col("usage_date").alias("utc_date"),
-                              pl.col("quantity").cast(qty))
-    for p in earlier:
-        out = as_billed.filter((pl.col("period") == p.name) & (pl.col("line_kind") == "usage"))
-        owed.append(usage.filter(p.covers()).group_by("tenant_id", "meter").agg(pl.col("quantity").sum())
-                    .join(out.group_by("tenant_id", "meter").agg(pl.col("quantity").sum().alias("out")),
-                          on=["tenant_id", "meter"], how="left")
-                    .select("tenant_id", "meter", pl.lit(p.start).alias("utc_date"),
-                            (pl.col("quantity") - pl.col("out").fill_null(0)).alias("quantity"))
-                    .filter(pl.col("quantity") > 0))
-    done = (as_billed.filter(pl.col("line_kind") == "correction")
+
+    def held_by(day: str) -> pl.Expr:
+        """The first day of the released period holding ``day``, or the day itself."""
+        return pl.coalesce(*(pl.when(p.covers(day)).then(pl.lit(p.start)) for p in out), pl.col(day))
+
+    owed = pl.concat([
+        usage.filter(pl.any_horizontal(p.covers() for p in out)).select("tenant_id", "meter", "utc_date", "quantity"),
+        corrections.filter(pl.any_horizontal(p.covers("arrived") for p in out))
+        .select("tenant_id", "meter", "utc_date", "quantity")]).cast(schema)
+    owed = owed.with_columns(held_by("utc_date").alias("utc_date")).group_by(keys).agg(pl.col("quantity").sum())
+    starts = {p.name: p.start for p in out}
+    done = (billed.filter(pl.col("period").is_in(list(starts)))
+            .select("tenant_id", "meter", pl.col("quantity").cast(qty),
+                    pl.when(pl.col("line_kind") == "usage")
+                    .then(pl.col("period").replace_strict(starts, return_dtype=pl.Date))
+                    .otherwise(pl.col("usage_date")).alias("utc_date"))
+            .with_columns(held_by("utc_date").alias("utc_date"))
             .group_by(keys).agg(pl.col("quantity").sum().alias("done")))
-    return (pl.concat([o.cast(schema) for o in owed]).group_by(keys).agg(pl.col("quantity").sum())
-            .join(done, on=keys, how="left")
+    return (owed.join(done, on=keys, how="left")
             .with_columns((pl.col("quantity") - pl.col("done").fill_null(0)).alias("quantity"))
             .filter(pl.col("quantity") > 0).select(list(schema)).sort(keys))
 
