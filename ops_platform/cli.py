@@ -924,8 +924,13 @@ def switchboard_log(flag: str) -> None:
             what = _override_line(requests[e["action_id"]], recorded.get(e["action_id"]), payload, what)
         if payload.get("skipped"):
             what = f"{what}; skipped: {payload['skipped']}"
-        if payload.get("drift"):
-            what = f"{what}; drift: {'; '.join(payload['drift'].values())}".lstrip("; ")
+        if payload.get("drift"):  # {flag: what}; a list in events recorded before
+            drift = payload["drift"]
+            what = f"{what}; drift: {'; '.join(drift.values() if isinstance(drift, dict) else drift)}".lstrip("; ")
+            if payload.get("seen_by"):
+                what = f"{what} (seen by {payload['seen_by']})"
+        if payload.get("unreadable_flags"):
+            what = f"{what}; left as they are, unreadable: {', '.join(payload['unreadable_flags'])}"
         receipt = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
         click.echo(f"{e['ts']}  {e['kind']:<24} {payload.get('action', ''):<10} {e['actor']:<16} "
                    f"{_one_line(what)}{receipt}")

@@ -582,7 +582,11 @@ def test_a_hold_cleared_by_hand_is_named_as_drift_at_the_next_guarded_change(sta
     assert _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
     log = _run("log", "release-graph").output
     assert "drift: release-api was paused by the guard" in log and "changed outside the guard" in log, log
-    assert "drift_seen" in _run("log", "release-api").output  # and in the drifted flag's own timeline
+    api_log = _run("log", "release-api").output
+    assert "drift_seen" in api_log and "seen by override release-graph" in api_log  # its own timeline too
+    # The same edit is reported once, not at every later change.
+    assert _run("override", "release-receipts", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    assert _run("log", "release-api").output.count("drift_seen") == 1
     # With no edit in between there is nothing to say.
     assert _run("override", "release-policy", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
     assert "drift" not in _run("log", "release-policy").output
@@ -596,3 +600,29 @@ def test_a_hold_cleared_by_hand_is_named_as_drift_at_the_next_guarded_change(sta
     assert _run("override", "release-switchboard", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
     log = _run("log", "release-switchboard").output
     assert "release-policy was widened while held" in log, log
+
+
+def test_flag_values_no_writer_can_write_back_are_refused_not_saved(state):
+    # 1e400 reads as infinity, which would be saved as Infinity and then read by nothing; a
+    # changedAt before the first UTC instant overflows. Neither crashes or spreads to other flags.
+    import json
+
+    import pytest
+
+    from ops_platform.ramp.flags import FlagFileError
+
+    live = state.home / "flags" / "flags.flagd.json"
+    assert _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    text = live.read_text()
+    live.write_text(text.replace('"flags": {', '"x_limit": 1e400, "flags": {', 1))
+    with pytest.raises(FlagFileError, match="too large"):
+        FlagFile.load(live)
+    live.write_text(text)
+    doc = json.loads(text)
+    doc["flags"]["release-api"]["metadata"]["summit.changedAt"] = "0001-01-01T00:00:00+01:00"
+    live.write_text(json.dumps(doc))
+    res = _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    res = _run("override", "release-api", "--action", "resume", "--rationale", REASON, "--actor", "dana")
+    assert res.exit_code == 1 and "out of range" in res.output, res.output
+    assert "drift" not in _run("log", "release-api").output  # unreadable, not a lost hold

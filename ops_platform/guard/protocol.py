@@ -289,13 +289,15 @@ class ActionProtocol:
                                      lease_owner=None, lease_expires_at=None, updated_at=iso_utc(now))
             detail = result.detail if result is not None else {}
             # skipped: done, nothing to change; drift: the target changed outside the guard
-            said = {k: detail[k] for k in ("skipped", "drift") if detail.get(k)}
+            said = {k: detail[k] for k in ("skipped", "drift", "unreadable_flags") if detail.get(k)}
             self._event(tx, req, f"action_{status}", now, {"reason": decision.reason, **said}, entry.receipt_id)
-            for target, what in (detail.get("drift") or {}).items():  # in the drifted target's own timeline too
+            # In the drifted target's own timeline too (a freeze's event is in every flag's already).
+            for target, what in (detail.get("drift") or {}).items() if req.action != "freeze" else ():
                 if target not in (req.target_id, "*"):
                     self.store.add_event(tx, ts=iso_utc(now), kind="drift_seen", target_kind=req.target_kind,
                                          target_id=target, actor=req.actor, action_id=req.action_id,
-                                         receipt_id=entry.receipt_id, payload={"action": req.action, "drift": {target: what}})
+                                         receipt_id=entry.receipt_id,
+                                         payload={"drift": {target: what}, "seen_by": f"{req.action} {req.target_id}"})
         return Outcome(req.action_id, status, decision.reason, entry.receipt_id)
 
     def _pending(self, req, decision: Decision, result: ExecutionResult | None, why: str) -> Outcome:

@@ -97,6 +97,8 @@ class FlagFileExecutor:
                          "whose copy is gone"}
         out = {}
         for flag in before.release_flags:
+            if flag in current.broken:  # its state does not read: unreadable, not a lost hold
+                continue
             was = before.release(flag)
             now = current.release(flag) if flag in current.release_flags else None
             lost = [w for w, held, still in (("paused", was.paused, now and now.paused),
@@ -129,13 +131,13 @@ class FlagFileExecutor:
             # The build the evidence names is not on the flag (promoted, replaced, or never
             # ramped here): holding the flag would hold someone else's ramp.
             return self._result(request, action_id, applied=False, before=before, after=before,
-                                snapshot=self._snapshot(data), drift=drift, broken=broken,
+                                snapshot=self._seen(data, drift), drift=drift, broken=broken,
                                 skipped=(f"{request.target_id} carries candidate {candidate!r}, not {build!r}"
                                          if candidate is not None else
                                          f"{request.target_id} has no candidate (the ramp of {build!r} is over)"))
         if current.has_applied(action_id):
             # A retry of an action already on disk: report it, change nothing.
-            snapshot = self._snapshot(data)
+            snapshot = self._seen(data, drift)
             return self._result(request, action_id, applied=False, before=before, after=before,
                                 snapshot=snapshot, drift=drift, broken=broken)
         updated = self._transition(current, request, action_id, exempt)
@@ -145,6 +147,14 @@ class FlagFileExecutor:
         after = {f: updated.release(f).summary() for f in flags}
         return self._result(request, action_id, applied=True, before=before, after=after, snapshot=snapshot,
                             drift=drift, broken=broken)
+
+    def _seen(self, data: bytes, drift: dict[str, str]) -> Path:
+        """The snapshot of a file this action leaves as it is; with drift reported, that file
+        becomes the last change's, so the same edit is reported once."""
+        snapshot = self._snapshot(data)
+        if drift:
+            write_bytes(f"{snapshot.stem}\n".encode(), last_change_path(self.path))
+        return snapshot
 
     def _snapshot(self, data: bytes) -> Path:
         """An immutable, content-addressed copy of the file as this action left it.

@@ -140,7 +140,7 @@ class FlagFile:
     def to_json(self) -> str:
         """Deterministic text (sorted keys, 2-space indent), the same form the world writes,
         so an unchanged file saves byte for byte and diffs show only real changes."""
-        return json.dumps(self._doc, indent=2, sort_keys=True) + "\n"
+        return json.dumps(self._doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     def save(self, path: str | os.PathLike[str]) -> str:
         """Write atomically (temp file, fsync, rename, fsync the folder) and return the sha256
@@ -463,7 +463,11 @@ def _parse_metadata(raw: Any, path: str, source: str, *, present: bool
         if when is None or when.tzinfo is None:
             raise FlagFileError(source, _jp(path, META_CHANGED_AT),
                                 f"expected an ISO 8601 UTC timestamp, got {changed_at!r}")
-        when = when.astimezone(UTC)
+        try:
+            when = when.astimezone(UTC)
+        except OverflowError:  # e.g. year 1 at +01:00: before the first UTC instant
+            raise FlagFileError(source, _jp(path, META_CHANGED_AT),
+                                f"{changed_at!r} is out of range as a UTC timestamp") from None
     return paused, frozen, tuple(actions.split()), when
 
 

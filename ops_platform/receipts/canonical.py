@@ -48,6 +48,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name} is not allowed")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number as a float, refused when too large for one (1e400 reads as infinity,
+    which no JSON writer can write back)."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} is too large for a float")
+    return value
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -61,7 +70,8 @@ def strict_loads(data: bytes | str) -> Any:
     """Parse UTF-8 JSON, refusing duplicate keys and NaN/Infinity (ValueError on any problem)."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+                          parse_float=_finite_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"invalid JSON: {exc}") from exc
     except RecursionError:  # hostile nesting must not crash a verifier
