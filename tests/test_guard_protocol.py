@@ -112,6 +112,13 @@ def test_same_idempotency_key_gives_one_action_and_one_receipt(env):
     assert len(env.store.ledger_entries()) == 1 and env.effects.effects() == [a.action_id]
 
 
+def test_a_key_conflict_says_what_differs_even_where_the_one_line_description_is_the_same(env):
+    # A None-valued param is left out of the description but is part of what the request does.
+    env.proto.submit(req("pause", key="k", params={}))
+    out = env.proto.submit(req("pause", key="k", params={"build_id": None}))
+    assert out.status == "conflict" and "params {'build_id': None}" in out.reason, out.reason
+
+
 def test_signer_down_protective_applies_expanding_fails_closed(env):
     env.signer_down()
     pause = env.proto.submit(req("pause", key="p"))

@@ -207,8 +207,12 @@ class ActionProtocol:
                 first = ActionRequest.from_json(row["params"])
                 if first.fingerprint != req.fingerprint:  # the key names another request: refuse
                     before, now_ = first.describe(), req.describe()
-                    if before == now_:  # they differ in what describe() leaves out: the rationale
-                        before, now_ = f"{before}, rationale {first.rationale!r}", f"{now_}, rationale {req.rationale!r}"
+                    if before == now_:  # they differ in what describe() leaves out
+                        if first.rationale != req.rationale:
+                            before, now_ = (f"{before}, rationale {first.rationale!r}",
+                                            f"{now_}, rationale {req.rationale!r}")
+                        else:
+                            before, now_ = f"{before}, params {first.acting_params!r}", f"{now_}, params {req.acting_params!r}"
                     return Outcome(req.action_id, "conflict",
                                    f"idempotency key {req.idempotency_key!r} was already used for another request "
                                    f"({before}; status {row['status']}); nothing was done for "
