@@ -54,11 +54,11 @@ class InvoiceExportExecutor:
             if any((p.start, p.end) == (period.start, period.end) for p in released):
                 # another action released it (a retry after someone else's release, or two at once)
                 raise HeldRelease(f"held: {period.name} was released by another action; nothing is rewritten")
-            out, held = invoiced(self.out_root, released, period)
-            held = self.books.blockers(period) + held
+            out = invoiced(self.out_root, released, period)
+            billed, unread = billed_lines(self.out_root, out)
+            held = self.books.blockers(period) + overlaps(period, out) + unread
             if held:
                 raise HeldRelease(f"held: {period.name}: " + "; ".join(held))
-            billed, _ = billed_lines(self.out_root, out)
             carried = carried_corrections(self.books.usage, self.books.corrections, period, out, billed)
             lines, summary = self.books.invoices(period, carried)
             files = write_invoices(lines, summary, self.out_root / period.name)
@@ -67,13 +67,12 @@ class InvoiceExportExecutor:
                                files=tuple(files))
 
 
-def invoiced(out_root: Path, released: list[Period], period: Period) -> tuple[list[Period], list[str]]:
-    """(out, reasons): the periods whose invoices are out, for ``period``'s release, and why it
-    may not go out. Out: the released periods (each once), and the folders written whose
-    action is still being receipted (not one that overlaps a release: an attempt that never
-    completed); never ``period``'s own folder (an attempt of this release cut short). Held:
-    a day invoiced twice, or a release whose lines cannot be read (then what late usage it
-    billed is not known)."""
+def invoiced(out_root: Path, released: list[Period], period: Period) -> list[Period]:
+    """The periods whose invoices are out, as ``period``'s release sees them: the released
+    periods (each once), and the folders written whose action is still being receipted (not
+    one that overlaps a release: an attempt that never completed); never ``period``'s own
+    folder (an attempt of this release cut short). ``period`` may not go out while it
+    overlaps one of them, or while one's lines cannot be read (``billed_lines``)."""
     seen, done = set(), []
     for p in released:
         if (p.start, p.end) not in seen:
@@ -81,8 +80,7 @@ def invoiced(out_root: Path, released: list[Period], period: Period) -> tuple[li
             done.append(p)
     pending = [p for p in out_on_disk(out_root, done)
                if p.name != period.name and not overlaps(p, done)]
-    out = [p for p in done if p.name != period.name] + pending
-    return out, overlaps(period, out) + billed_lines(out_root, out)[1]
+    return [p for p in done if p.name != period.name] + pending
 
 
 def out_on_disk(out_root: Path, released: list[Period]) -> list[Period]:
@@ -186,7 +184,8 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     if done is not None:  # out already, whoever asks now: answered by its release, files re-checked
         out = Outcome(done["action_id"], "completed", "already released", done["receipt_id"], created=False)
     else:
-        held = books.blockers(period) + invoiced(out_root, [p for p, _ in releases], period)[1]
+        out_now = invoiced(out_root, [p for p, _ in releases], period)
+        held = books.blockers(period) + overlaps(period, out_now) + billed_lines(out_root, out_now)[1]
         if held:
             return held, None
         out = guarded.submit(release_request(period, actor, rationale, roster))

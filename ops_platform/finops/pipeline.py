@@ -110,7 +110,7 @@ class FinOpsRun:
     anomalies: pl.DataFrame
     # The refused billing rows counted after a documented repair: line id, charge start, cost,
     # and the repair (raw.quarantine keeps each one's original record and reason).
-    repairs: pl.DataFrame | None = None
+    repairs: pl.DataFrame
 
     def unbilled_days(self) -> list[date]:
         """Final usage days with no billing at all: nothing attributed, no evidence, no confidence."""
@@ -144,15 +144,14 @@ def run(inputs: FinOpsInputs) -> FinOpsRun:
 
 def write_tables(wh, result: FinOpsRun, counts: pl.DataFrame | None = None) -> pl.DataFrame:
     """Store a run in the warehouse schema ``finops`` (tenant_day, day with its ``final``
-    flag, tenant_service_day, reconciliation, usage_daily, usage_corrections, anomalies, repairs,
-    and ``inputs``: the rows
-    of each raw table it was computed from); returns the day table."""
+    flag, tenant_service_day, reconciliation, usage_daily, usage_corrections, anomalies,
+    repairs, and ``inputs``: the rows of each raw table it was computed from); returns the
+    day table."""
     day = result.attribution.day
     tables = {"tenant_day": result.attribution.tenant_day, "day": day,
               "reconciliation": result.attribution.reconciliation, "usage_daily": result.usage,
               "usage_corrections": result.corrections, "anomalies": result.anomalies}
-    if result.repairs is not None:
-        tables["repairs"] = result.repairs
+    tables["repairs"] = result.repairs
     if result.attribution.parts is not None:
         tables["tenant_service_day"] = result.attribution.tenant_service_day()
     # Always: a run without a stamp must not leave an older run's stamp beside its books.

@@ -296,7 +296,8 @@ class ActionProtocol:
             said = {k: detail[k] for k in ("skipped", "drift", "unreadable_flags") if detail.get(k)}
             self._event(tx, req, f"action_{status}", now, {"reason": decision.reason, **said}, entry.receipt_id)
             # In the drifted target's own timeline too (a freeze's event is in every flag's already).
-            for target, what in (detail.get("drift") or {}).items() if req.action != "freeze" else ():
+            drifted = {} if req.action == "freeze" else (detail.get("drift") or {})
+            for target, what in drifted.items():
                 if target not in (req.target_id, "*"):
                     self.store.add_event(tx, ts=iso_utc(now), kind="drift_seen", target_kind=req.target_kind,
                                          target_id=target, actor=req.actor, action_id=req.action_id,

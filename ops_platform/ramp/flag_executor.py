@@ -87,11 +87,11 @@ class FlagFileExecutor:
         try:
             last = last_change_path(self.path).read_text().strip()
         except FileNotFoundError:
-            return []
+            return {}
         if not last or hashlib.sha256(data).hexdigest() == last:
             return {}
         try:
-            before = FlagFile.load(self.path.parent / f"{self.path.name}.history" / f"{last}.json", lenient=True)
+            before = FlagFile.load(self._history(last), lenient=True)
         except (OSError, ValueError):
             return {"*": f"the file changed outside the guard since its last guarded change ({last[:12]}), "
                          "whose copy is gone"}
@@ -142,8 +142,7 @@ class FlagFileExecutor:
                                 snapshot=snapshot, drift=drift, broken=broken)
         updated = self._transition(current, request, action_id, exempt)
         updated.save(self.path)
-        snapshot = self._snapshot(self.path.read_bytes())
-        write_bytes(f"{snapshot.stem}\n".encode(), last_change_path(self.path))  # still under the lock
+        snapshot = self._remember(self._snapshot(self.path.read_bytes()))  # still under the lock
         after = {f: updated.release(f).summary() for f in flags}
         return self._result(request, action_id, applied=True, before=before, after=after, snapshot=snapshot,
                             drift=drift, broken=broken)
@@ -152,9 +151,16 @@ class FlagFileExecutor:
         """The snapshot of a file this action leaves as it is; with drift reported, that file
         becomes the last change's, so the same edit is reported once."""
         snapshot = self._snapshot(data)
-        if drift:
-            write_bytes(f"{snapshot.stem}\n".encode(), last_change_path(self.path))
+        return self._remember(snapshot) if drift else snapshot
+
+    def _remember(self, snapshot: Path) -> Path:
+        """Record ``snapshot`` as the file the last guarded change left (``_drift`` compares with it)."""
+        write_bytes(f"{snapshot.stem}\n".encode(), last_change_path(self.path))
         return snapshot
+
+    def _history(self, digest: str) -> Path:
+        """The content-addressed copy of the flag file whose sha256 is ``digest``."""
+        return self.path.parent / f"{self.path.name}.history" / f"{digest}.json"
 
     def _snapshot(self, data: bytes) -> Path:
         """An immutable, content-addressed copy of the file as this action left it.
@@ -162,10 +168,8 @@ class FlagFileExecutor:
         The live flag file keeps changing, so receipts name this copy instead: its digest
         stays verifiable by `ops-platform receipts verify` for as long as the copy is kept.
         """
-        digest = hashlib.sha256(data).hexdigest()
-        folder = self.path.parent / f"{self.path.name}.history"
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{digest}.json"
+        target = self._history(hashlib.sha256(data).hexdigest())
+        target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
             write_bytes(data, target)
         return target
