@@ -47,13 +47,10 @@ def arrival_date(source_file: pl.Expr) -> pl.Expr:
 
 def _repeated_identities(con: duckdb.DuckDBPyConnection, relation: str) -> pa.Table:
     """Hashes of the (source, id) pairs seen more than once in `relation` (column h)."""
-    # Through polars (twice as fast as fetchnumpy for 10^8 rows), then sorted in place by
-    # numpy's vectorised sort: one core, yet faster than polars' parallel sort of the same keys.
-    hashes = con.sql(f"SELECT {_IDENTITY_HASH} AS h FROM {relation}").pl()["h"].to_numpy()
-    if hashes.flags.writeable:
-        hashes.sort()
-    else:
-        hashes = np.sort(hashes)
+    # Through polars (twice as fast as fetchnumpy for 10^8 rows), sorted by polars on every
+    # core: numpy's one-core sort is vectorised on some CPUs only (0.55 s where it is, 6.7 s
+    # where it is not, against polars' 1.2-1.7 s on both).
+    hashes = con.sql(f"SELECT {_IDENTITY_HASH} AS h FROM {relation}").pl()["h"].sort().to_numpy()
     return pa.table({"h": np.unique(hashes[1:][hashes[1:] == hashes[:-1]])})
 
 
