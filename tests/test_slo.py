@@ -528,3 +528,32 @@ def test_slo_validate_lists_what_each_tier_lets_go_and_names_a_bad_file(tmp_path
     assert res.exit_code == 1 and "api-availability.yaml" in res.output and "budgetingMethd" in res.output
     res = CliRunner().invoke(main, ["slo", "rules", "--slos", str(tmp_path / "none")])
     assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_rules_match_a_whole_bucket_bound_as_prometheus_2_and_3_write_it_and_keep_full_precision(tmp_path):
+    # Prometheus 3 stores le="1" as "1.0": a selector for one form only never matches the other.
+    _require_prometheus()
+    folder = tmp_path / "slos"
+    shutil.copytree(SLOS, folder)
+    latency = folder / "api-latency.yaml"
+    latency.write_text(latency.read_text().replace("le: 1.5}", "le: 1}"))
+    lag = folder / "receipt-lag.yaml"
+    lag.write_text(lag.read_text().replace("      value: 30\n", "      value: 1234567\n"))
+    text = rules_yaml(load_slos(folder))
+    assert "> 1234567.0)" in text and "e+06" not in text  # the threshold as written, not 6 digits
+    assert "&id" not in text and "*id" not in text  # every rule spells its labels out
+    (tmp_path / "rules.yaml").write_text(text)
+    bucket = "summit_http_request_duration_seconds_bucket"
+    for le in ("1", "1.0"):
+        test = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
+            "interval": "30s",
+            "input_series": [{"series": f'{bucket}{{service="api",le="{le}"}}', "values": "0+50x400"},
+                             {"series": f'{bucket}{{service="api",le="+Inf"}}', "values": "0+100x400"}],
+            "promql_expr_test": [{"expr": 'slo:sli_error:ratio_rate5m{slo="api-latency"}', "eval_time": "60m",
+                                  "exp_samples": [{"labels": 'slo:sli_error:ratio_rate5m{slo="api-latency",'
+                                                             f'service="api",owner="{by_name()["api-latency"].owner}",'
+                                                             'window="5m"}', "value": 1}]}]}]}
+        (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+        proc = subprocess.run([str(PROMTOOL), "test", "rules", "test.yaml"], capture_output=True, text=True,
+                              cwd=tmp_path)
+        assert proc.returncode == 0, le + proc.stdout + proc.stderr

@@ -250,3 +250,45 @@ def test_an_slo_named_like_the_totals_is_refused(tmp_path):
     path.write_text(path.read_text().replace("name: receipt-lag\n", "name: all\n").replace("slo: receipt-lag",
                                                                                             "slo: all"))
     _refused(folder, "receipt-lag.yaml", "metadata.name", "'all' is reserved")
+
+
+# 11. what loads must also name Dagster checks, warehouse columns and Prometheus rules
+
+
+@pytest.mark.parametrize("name", ["very-fast", "very fast", "Fast", "", "1h"])
+def test_a_tier_name_that_cannot_name_a_check_or_a_column_is_refused(tmp_path, name):
+    folder = _edit(tmp_path, "api-availability.yaml", "{name: fast,", f"{{name: '{name}',")
+    _refused(folder, "api-availability.yaml", "document[2].spec.tiers[0].name", "lowercase letters")
+
+
+@pytest.mark.parametrize(("file", "old", "where"), [
+    ("api-availability.yaml", "{table: request_counters, service: api, value: requests}",
+     "ratioMetric.total.metricSource.spec.service"),
+    ("receipt-lag.yaml", "{table: lag_samples, pipeline: receipt, value: lag_seconds}",
+     "thresholdMetric.metricSource.spec.pipeline"),
+])
+def test_a_metric_source_without_its_service_or_pipeline_is_refused(tmp_path, file, old, where):
+    # Before, the burn series read the SLO's service and the exported rules every service.
+    new = old.replace(" service: api,", "").replace(" pipeline: receipt,", "")
+    folder = _edit(tmp_path, file, old, new)
+    _refused(folder, file, where, "is required")
+
+
+def test_an_owner_that_is_not_one_string_is_refused(tmp_path):
+    # It is an alert label: a list made a rule file Prometheus refuses.
+    folder = _edit(tmp_path, "api-availability.yaml", "summit.example/owner: team:api",
+                   "summit.example/owner: [team-a, team-b]")
+    _refused(folder, "api-availability.yaml", "annotations.summit.example/owner", "one owner as text")
+
+
+def test_an_sli_with_both_a_ratio_and_a_threshold_is_refused(tmp_path):
+    folder = _edit(tmp_path, "receipt-lag.yaml", "spec:\n  thresholdMetric:\n",
+                   "spec:\n  ratioMetric: {counter: true}\n  thresholdMetric:\n")
+    _refused(folder, "receipt-lag.yaml", "thresholdMetric", "not both")
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-5"])
+def test_a_lag_threshold_that_is_not_a_lag_is_refused(tmp_path, value):
+    # NaN compared true in the burn series and false in PromQL: the two disagreed.
+    folder = _edit(tmp_path, "receipt-lag.yaml", "      value: 30\n", f"      value: {value}\n")
+    _refused(folder, "receipt-lag.yaml", "objectives[0].value", "a finite number >= 0")

@@ -155,8 +155,8 @@ def _escaped(col: str) -> pl.Expr:
 
 
 def _le_text() -> pl.Expr:
-    # As Prometheus client libraries write it ("1", "2.5", "+Inf"), so selectors such as
-    # le="1" in the exported SLO rules match.
+    # As Prometheus 2 client libraries write it ("1", "2.5", "+Inf"); the exported SLO rules
+    # match a whole bound written either way ("1" or Prometheus 3's "1.0").
     return (pl.when(pl.col("le").is_infinite()).then(pl.lit("+Inf"))
             .otherwise(pl.col("le").cast(pl.String).str.replace(r"\.0$", "")))
 

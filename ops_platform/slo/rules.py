@@ -28,9 +28,15 @@ def _selector(source: MetricSource, *extra: str) -> str:
     return "{" + ",".join(labels + list(extra)) + "}"
 
 
-def _le(value: object) -> str:
-    """A bucket bound as Prometheus writes its `le` label (+Inf, or the shortest float)."""
-    return "+Inf" if is_inf_bound(value) else f"{float(value):g}"
+def _le_matcher(value: object) -> str:
+    """A matcher for a bucket bound's `le` label. A whole-number bound is written ``1`` by
+    Prometheus 2's text scrapes and ``1.0`` by Prometheus 3 (and protobuf scrapes): both match."""
+    if is_inf_bound(value):
+        return 'le="+Inf"'
+    bound = float(value)
+    if bound.is_integer() and abs(bound) < 1e15:
+        return f'le=~"{int(bound)}|{int(bound)}[.]0"'
+    return f'le="{bound!r}"'
 
 
 def error_ratio_expr(slo: SLO, window: str) -> str:
@@ -53,7 +59,7 @@ def error_ratio_expr(slo: SLO, window: str) -> str:
     # healthy pipeline must have a ratio, or dashboards and absence alerts break): the `or`
     # falls back to 0 x the samples, which carries the same labels.
     samples = f"count_over_time({sel}[{window}:1m])"
-    return (f"(sum(count_over_time(({sel} {bad_op} {slo.objective.value:g})[{window}:1m]) or 0 * {samples})"
+    return (f"(sum(count_over_time(({sel} {bad_op} {slo.objective.value!r})[{window}:1m]) or 0 * {samples})"
             f" / sum({samples}))")
 
 
@@ -63,7 +69,7 @@ def _ratio_parts(slo: SLO, window: str) -> tuple[str, str, str]:
     good, total = slo.indicator.good, slo.indicator.total
     assert good is not None and total is not None
     if good.spec.get("table") == "latency_buckets":
-        good_le, inf = 'le="' + _le(good.spec["le"]) + '"', 'le="+Inf"'
+        good_le, inf = _le_matcher(good.spec["le"]), _le_matcher("+Inf")
         g = f'sum(rate({METRICS["bucket"]}{_selector(good, good_le)}[{window}]))'
         t = f'sum(rate({METRICS["bucket"]}{_selector(total, inf)}[{window}]))'
         return g, f"({t} - {g})", t
@@ -109,5 +115,13 @@ def rule_groups(slos: list[SLO]) -> dict:
     return {"groups": groups}
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Every rule spells its labels out: an alias (``*id001``) would tie two rules' labels
+    together for whoever edits the file, and Sloth writes none."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
 def rules_yaml(slos: list[SLO]) -> str:
-    return yaml.safe_dump(rule_groups(slos), sort_keys=False, width=120)
+    return yaml.dump(rule_groups(slos), Dumper=_NoAliases, sort_keys=False, width=120)

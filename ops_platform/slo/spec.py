@@ -28,6 +28,7 @@ OWNER_ANNOTATION = "summit.example/owner"
 RAMP_ACTIONS = ("rollback", "pause", "ticket")
 PLATFORM_ACTIONS = ("freeze", "ticket")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_TIER_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _DURATION = re.compile(r"^(\d+)(s|m|h|d|w|M|Q|Y)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -210,8 +211,8 @@ class SLO:
         service (ratio SLOs) or pipeline (lag thresholds) it filters on."""
         ind = self.indicator
         if ind.kind == "ratio":
-            return ind.total.spec["table"], ind.total.spec.get("service", self.service)
-        return ind.metric.spec["table"], ind.metric.spec.get("pipeline", self.service)
+            return ind.total.spec["table"], ind.total.spec["service"]
+        return ind.metric.spec["table"], ind.metric.spec["pipeline"]
 
     def budget_spent_to_fire(self, tier: BurnTier) -> float:
         """The share of the error budget a tier lets go before it fires: its burn rate over its
@@ -297,8 +298,11 @@ def _source(doc: Any, file, path: str) -> MetricSource:
     if table not in SOURCE_TABLES:
         raise SLOSpecError(file, f"{where}.table", f"{table!r} is not one of {', '.join(SOURCE_TABLES)}")
     _unknown_keys(spec, SOURCE_KEYS[table], file, where)
-    for key in ("service", "pipeline"):
-        _get(spec, key, file, where, str, required=False)
+    # The service (or pipeline) the rows are filtered on: without it the burn series would
+    # read the SLO's service and the exported rules every service, two different indicators.
+    column = SOURCE_COLUMN[table]
+    if not _get(spec, column, file, where, str).strip():
+        raise SLOSpecError(file, f"{where}.{column}", f"names the {column} whose rows the indicator reads")
     if table == "latency_buckets":
         le = _get(spec, "le", file, where, (int, float, str))
         # A finite bound >= 0, maybe quoted as Prometheus writes its le labels, or +Inf.
@@ -314,6 +318,9 @@ def _indicator(doc: dict, file, path: str) -> Indicator:
     name = _name(doc, file, path)
     spec = _get(doc, "spec", file, path, dict)
     _unknown_keys(spec, SLI_SPEC_KEYS, file, f"{path}.spec")
+    if "ratioMetric" in spec and "thresholdMetric" in spec:
+        raise SLOSpecError(file, f"{path}.spec.thresholdMetric", "an SLI has a ratioMetric or a thresholdMetric, "
+                                                               "not both")
     if "ratioMetric" in spec:
         rp = f"{path}.spec.ratioMetric"
         ratio = _get(spec, "ratioMetric", file, f"{path}.spec", dict)
@@ -440,6 +447,9 @@ def _objective(doc: Any, budgeting: str, indicator: Indicator, file, path: str) 
         if op not in THRESHOLD_OPS:
             raise SLOSpecError(file, f"{p}.op", f"{op!r} is not one of {', '.join(THRESHOLD_OPS)}")
         value = float(_get(o, "value", file, p, (int, float)))
+        # Lag is seconds: a NaN compares false in PromQL and true nowhere else, and no lag is negative.
+        if not (math.isfinite(value) and value >= 0):
+            raise SLOSpecError(file, f"{p}.value", f"{value!r} is not a lag in seconds (a finite number >= 0)")
     if budgeting == "Timeslices":
         tst = float(_get(o, "timeSliceTarget", file, p, (int, float)))
         if not 0 < tst <= 1:
@@ -475,7 +485,12 @@ def _tiers(doc: dict, file, path: str) -> tuple[BurnTier, ...]:
             raise SLOSpecError(file, f"{p}.ramp", f"{ramp!r} is not one of {', '.join(RAMP_ACTIONS)}")
         if platform not in PLATFORM_ACTIONS:
             raise SLOSpecError(file, f"{p}.platform", f"{platform!r} is not one of {', '.join(PLATFORM_ACTIONS)}")
-        tiers.append(BurnTier(_get(t, "name", file, p, str), rate, long_w, short_w, severity, ramp, platform))
+        name = _get(t, "name", file, p, str)
+        # It names Dagster checks, warehouse columns (firing_<tier>, case-blind) and alerts.
+        if not _TIER_NAME.fullmatch(name):
+            raise SLOSpecError(file, f"{p}.name", f"{name!r}: a tier name is lowercase letters, digits and "
+                                                  "underscores, starting with a letter (e.g. fast, page_1h)")
+        tiers.append(BurnTier(name, rate, long_w, short_w, severity, ramp, platform))
     if not tiers:
         raise SLOSpecError(file, f"{path}.spec.tiers", "needs at least one tier")
     names = [t.name for t in tiers]
@@ -563,6 +578,9 @@ def load_slos(folder: Path) -> list[SLO]:
         owner = annotations.get(OWNER_ANNOTATION)
         if not owner:
             raise SLOSpecError(f, f"{p}.metadata.annotations", f"needs an owner ({OWNER_ANNOTATION})")
+        if not isinstance(owner, str) or not owner.strip():  # an alert label: one string
+            raise SLOSpecError(f, f"{p}.metadata.annotations.{OWNER_ANNOTATION}",
+                               f"must be one owner as text, not {type(owner).__name__} {owner!r}")
         if "indicatorRef" in spec and "indicator" in spec:
             raise SLOSpecError(f, f"{p}.spec.indicator", "give indicator or indicatorRef, not both")
         if "indicatorRef" in spec:
