@@ -100,6 +100,15 @@ def test_a_quoted_empty_field_is_no_value(tmp_path):
     assert (report.rows, report.accepted, report.quarantined_rows) == (1, 1, 0), report
 
 
+def test_an_empty_text_in_a_parquet_file_is_no_value_as_in_a_csv(tmp_path):
+    # Parquet converted from CSV (Spark, Snowflake unloads) keeps "" where the export had
+    # nothing: ChargeClass "" was "must be null or Correction" and refused the whole file.
+    frame = pl.read_csv(_csv(tmp_path, ROW, _row(x_LineItemId="L2")), infer_schema=False)
+    frame.with_columns(pl.lit("").alias("ChargeClass")).write_parquet(tmp_path / "converted.parquet")
+    report = check_file(tmp_path / "converted.parquet", BILLING_FOCUS)
+    assert (report.rows, report.accepted, report.quarantined_rows) == (2, 2, 0), report
+
+
 def test_ingestion_quarantines_a_non_focus_file_and_keeps_the_good_one(tmp_path):
     good = _csv(tmp_path, ROW, name="good.csv")
     people = _csv(tmp_path, "bob,3", header="name,age", name="people.csv")
@@ -158,6 +167,17 @@ def test_a_negative_effective_cost_on_usage_is_quarantined_with_its_reason(tmp_p
     assert report.accepted == 1 and report.quarantined == {
         "EffectiveCost: negative on a Usage charge": 1,
         "BilledCost: negative on a Usage charge": 1}  # said once, by the billed-cost rule (repairable)
+
+
+def test_a_negative_usage_correction_is_a_refund_and_loads(tmp_path):
+    # FOCUS ChargeClass Correction: a refund of an earlier charge is negative by nature; it
+    # was quarantined as a sign slip and lost from the books.
+    refund = _row(BilledCost="-0.50", EffectiveCost="-0.50", ContractedCost="-0.50", ListCost="-0.60",
+                  ChargeClass="Correction", x_LineItemId="L2")
+    slip = _row(BilledCost="-0.50", EffectiveCost="-0.50", x_LineItemId="L3")
+    report = check_file(_csv(tmp_path, ROW, refund, slip), BILLING_FOCUS)
+    assert (report.rows, report.accepted) == (3, 2), report
+    assert report.quarantined == {"BilledCost: negative on a Usage charge": 1}
 
 
 # 4. A number too large for the contract's decimal: quarantined, in Parquet as in CSV.

@@ -128,6 +128,8 @@ USAGE_EVENTS = Contract(
     description="Metering events as CloudEvents 1.0, deduplicated on (source, id).",
 )
 MAX_CHARGE_DAYS = 366  # a year's commitment, leap day included
+# FOCUS ChargeClass "Correction": a refund or fix of an earlier charge, negative by nature.
+_NOT_CORRECTION = pl.col("ChargeClass").ne_missing(pl.lit("Correction"))
 FOCUS_NOT_NULL = ("BilledCost", "BillingAccountId", "BillingCurrency", "BillingPeriodEnd", "BillingPeriodStart",
                   "ChargeCategory", "ChargePeriodEnd", "ChargePeriodStart", "ContractedCost", "EffectiveCost",
                   "InvoiceIssuerName", "ListCost", "ProviderName", "PublisherName", "ServiceCategory",
@@ -167,15 +169,18 @@ BILLING_FOCUS = Contract(
         Rule("charge_period_length", (pl.col("ChargePeriodEnd") - pl.col("ChargePeriodStart")
                                       <= pl.duration(days=MAX_CHARGE_DAYS)).fill_null(True),
              f"ChargePeriodEnd: more than {MAX_CHARGE_DAYS} days after ChargePeriodStart"),
-        # Our rule, stricter than FOCUS 1.2 (whose Usage rows may be negative, refunds
-        # included): a negative usage cost is taken for a sign slip, refused with its reason
-        # (finops/repair.py may still count it). On the cost billed, and on the effective
-        # cost attribution reads; a row negative in both says it once, by the first rule.
+        # Our rule, stricter than FOCUS 1.2 (whose Usage rows may be negative): a negative
+        # usage cost is taken for a sign slip, refused with its reason (finops/repair.py may
+        # still count it), unless the row is a ChargeClass Correction, FOCUS's refund or fix of
+        # an earlier charge, which is negative by nature. On the cost billed, and on the
+        # effective cost attribution reads; a row negative in both says it once, by the first rule.
         Rule("usage_cost_non_negative",
-             ~((pl.col("ChargeCategory") == "Usage") & (pl.col("BilledCost").cast(pl.Float64) < 0)).fill_null(False),
+             ~((pl.col("ChargeCategory") == "Usage") & _NOT_CORRECTION
+               & (pl.col("BilledCost").cast(pl.Float64) < 0)).fill_null(False),
              "BilledCost: negative on a Usage charge"),
         Rule("usage_effective_cost_non_negative",
-             ~((pl.col("ChargeCategory") == "Usage") & (pl.col("EffectiveCost").cast(pl.Float64) < 0)
+             ~((pl.col("ChargeCategory") == "Usage") & _NOT_CORRECTION
+               & (pl.col("EffectiveCost").cast(pl.Float64) < 0)
                & ~(pl.col("BilledCost").cast(pl.Float64) < 0).fill_null(False)).fill_null(False),
              "EffectiveCost: negative on a Usage charge"),
         Rule("tags_json", pl.col("Tags").map_elements(_key_values_or_null, return_dtype=pl.Boolean,

@@ -55,6 +55,8 @@ def parse_period(text: str) -> Period:
         year, month = int(m[1]), int(m[2])
         if not 1 <= month <= 12:
             raise ValueError(f"period {text!r}: month must be 01-12")
+        if year == 9999 and month == 12:  # its exclusive end, 10000-01-01, is no date
+            raise ValueError(f"period {text!r}: the last month a date can end is 9999-11")
         return Period(text, date(year, month, 1),
                       date(year, month, calendar.monthrange(year, month)[1]) + timedelta(days=1))
     if m := re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", text):
