@@ -251,6 +251,26 @@ def test_untagged_shared_cost_is_unexplained_under_the_null_service():
     assert (untagged["cost_micros"], untagged["unexplained_micros"]) == (300_000, 300_000)
 
 
+def test_untagged_account_charges_are_overhead_and_untagged_usage_stays_unallocated():
+    # Providers tag no tax, account credit or adjustment: left unallocated (confidence 0),
+    # a month's tax held every invoice of the month. They are platform overhead, spread by
+    # API calls; an untagged Usage row is a tagging gap and stays unallocated.
+    bill = _bill([("2.000000", {"tenant": "a", "service": "api"}), ("0.300000", {}), ("-0.100000", {}),
+                  ("0.070000", {}), ("0.400000", {})]).with_columns(
+        pl.Series("ChargeCategory", ["Usage", "Tax", "Credit", "Adjustment", "Usage"]))
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)] * 2, "tenant_id": ["a", "b"], "meter": ["api_calls"] * 2,
+                          "quantity": [3.0, 1.0], "events": [1, 1], "final": [True, True]})
+    result = attribute(bill, usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]}))
+    rows = {r["tenant_id"]: r for r in result.tenant_day.iter_rows(named=True)}
+    assert (rows["a"]["overhead_micros"], rows["b"]["overhead_micros"]) == (202_500, 67_500)
+    assert rows[UNALLOCATED]["total_micros"] == 400_000
+    platform = result.reconciliation.filter(pl.col("service") == "platform").row(0, named=True)
+    assert platform["cost_micros"] == 270_000
+    # Without the column (a caller passing only what attribution used to read), as before.
+    before = attribute(bill.drop("ChargeCategory"), usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]}))
+    assert {r["tenant_id"]: r["total_micros"] for r in before.tenant_day.iter_rows(named=True)}[UNALLOCATED] == 670_000
+
+
 def test_a_tag_naming_no_known_tenant_is_unallocated_not_a_new_tenant():
     # "A" for tenant "a": booking it to a tenant "A" at full confidence would bill nobody
     # and leave "a" short without a word; it is unallocated, and the day says how much.
@@ -592,6 +612,13 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
         "reason": ["unreadable file (truncated)", "unreadable file (truncated)"]}))
     [reason] = broken.blockers(period)
     assert reason.startswith("1 usage or billing file(s) did not load") and f"dt={day}" in reason
+    # Low confidence says how much of it is cost nobody carries, the usual cause.
+    low = dataclasses.replace(stored, day=stored.day.with_columns(
+        pl.when(pl.col("utc_date") == day).then(0.5).otherwise(pl.col("confidence")).alias("confidence"),
+        pl.when(pl.col("utc_date") == day).then(1_234_560_000).otherwise(0).alias("unallocated_micros")))
+    [reason] = low.blockers(period)
+    assert reason.startswith("reconciliation confidence under 95% on 1 day(s)") and "1,234.56 of their cost is " \
+        "unallocated" in reason and "finops.tenant_service_day" in reason, reason
 
     env = Env(f"sqlite:///{tmp_path / 'control.sqlite'}", tmp_path)
     ex = InvoiceExportExecutor(tmp_path / "invoices", stored)

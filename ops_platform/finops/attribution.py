@@ -8,7 +8,9 @@ The rules, per UTC charge day (a charge over several days is amortized over them
   service's serving cost (whoever drives a service's load drives its headroom), and is
   reported as its own line.
 - **overhead**: platform rows (``Tags.service = "platform"``: networking, monitoring) are
-  spread by API calls.
+  spread by API calls, and so are account-level rows without any tag (``ChargeCategory``
+  Tax, Credit or Adjustment: providers tag no tax, support credit or account adjustment),
+  booked to the platform service.
 - **unallocated**: a shared pool whose meter saw no usage, or a row with no service tag,
   goes to the ``(unallocated)`` line: reported, never dropped.
 
@@ -38,6 +40,8 @@ NOT_FINAL_WEIGHT = 0.95  # usage still inside its late-data window may change
 CONFIDENCE_TARGET = 0.95
 PICO_DIGITS = 12  # cost digits kept from the bill until each day is rounded to micro-dollars, once
 TAG_KEYS = ("tenant", "service", "pool")  # the tag keys attribution reads, exactly
+# FOCUS charge categories of the account rather than a resource: untagged, they are overhead.
+ACCOUNT_CATEGORIES = ("Tax", "Credit", "Adjustment")
 _TAGS = pl.Struct({k: pl.String for k in TAG_KEYS})
 
 
@@ -75,11 +79,17 @@ def cost_lines(billing: pl.DataFrame) -> pl.DataFrame:
     tags = pl.when(raw.str.strip_chars() != "").then(raw).str.json_decode(_TAGS)
     end = (pl.col("ChargePeriodEnd").dt.convert_time_zone("UTC") if "ChargePeriodEnd" in billing.columns
            else pl.lit(None, pl.Datetime("us", "UTC")))
+    category = (pl.col("ChargeCategory") if "ChargeCategory" in billing.columns
+                else pl.lit(None, pl.String)).alias("_category")
     lines = billing.select(
         pl.col("ChargePeriodStart").dt.convert_time_zone("UTC").alias("_start"), end.alias("_end"),
         pl.col("x_LineItemId").alias("line_id"),
         (pl.col("EffectiveCost").cast(pl.Decimal(38, PICO_DIGITS)) * 10**PICO_DIGITS).cast(pl.Int128).alias("_pico"),
-        tags.alias("tags")).unnest("tags")
+        tags.alias("tags"), category).unnest("tags")
+    untagged = pl.all_horizontal(pl.col(k).is_null() for k in TAG_KEYS)
+    lines = lines.with_columns(
+        pl.when(untagged & pl.col("_category").is_in(ACCOUNT_CATEGORIES)).then(pl.lit("platform"))
+        .otherwise(pl.col("service")).alias("service")).drop("_category")
     lines = _micros(_by_day(lines))
     kind = (pl.when(pl.col("tenant").is_not_null()).then(pl.lit("direct"))
             .when(pl.col("service") == "platform").then(pl.lit("overhead"))

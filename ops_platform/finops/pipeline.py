@@ -232,8 +232,14 @@ class StoredFinOps:
                                "reload them (raw.quarantine says why each was refused)")
         low = day.filter(pl.col("confidence") < CONFIDENCE_TARGET)
         if low.height:
+            why = ""
+            if "unallocated_micros" in low.columns and (unallocated := int(low["unallocated_micros"].sum())):
+                # The usual cause, named: cost no tenant carries counts as no evidence at all.
+                why = (f"; {unallocated / 1e6:,.2f} of their cost is unallocated (a row with no tenant or "
+                       "service tag, a tenant the catalog does not know, or a service without usage): "
+                       "see the (unallocated) lines of finops.tenant_service_day")
             reasons.append(f"reconciliation confidence under {CONFIDENCE_TARGET:.0%} on {low.height} day(s) "
-                           f"(first {low['utc_date'][0]}: {low['confidence'][0]:.3f})")
+                           f"(first {low['utc_date'][0]}: {low['confidence'][0]:.3f}{why})")
         # A file that arrived while the period's usage or bill could still arrive, and did not
         # load: its rows are missing, and the invoices would bill short.
         arrived = arrival_date(pl.col("file"))

@@ -95,7 +95,7 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
     """(repaired, unrepaired) quarantined billing rows.
 
     ``repaired`` has the columns attribution reads (ChargePeriodStart, ChargePeriodEnd,
-    x_LineItemId, EffectiveCost as Decimal(38,12), Tags) plus ``repair``; ``unrepaired`` keeps the
+    x_LineItemId, EffectiveCost as Decimal(38,12), Tags, ChargeCategory) plus ``repair``; ``unrepaired`` keeps the
     quarantine rows that no rule covers.
     """
     # A resource's tags from its rows that have some (an empty field is no tags, never a repair).
@@ -124,10 +124,11 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
             continue
         fixed.append({"ChargePeriodStart": record["ChargePeriodStart"], "x_LineItemId": record["x_LineItemId"],
                       "EffectiveCost": record["EffectiveCost"], "Tags": record["Tags"], "repair": "; ".join(notes),
+                      "ChargeCategory": record.get("ChargeCategory"),
                       "ChargePeriodEnd": None if _PERIOD in (row["reason"] or "") else record.get("ChargePeriodEnd")})
     repaired = pl.DataFrame(fixed, schema={"ChargePeriodStart": pl.String, "x_LineItemId": pl.String,
                                            "EffectiveCost": pl.String, "Tags": pl.String, "repair": pl.String,
-                                           "ChargePeriodEnd": pl.String})
+                                           "ChargeCategory": pl.String, "ChargePeriodEnd": pl.String})
     stamp = "%Y-%m-%d %H:%M:%S%.f%:z"
     start = pl.col("ChargePeriodStart").str.to_datetime(stamp, time_zone="UTC")
     repaired = repaired.with_columns(
@@ -146,7 +147,7 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     on the day its file arrived."""
     repaired, left = repair_billing(quarantine, accepted)
     cols = ["ChargePeriodStart", "ChargePeriodEnd", "x_LineItemId", "EffectiveCost", "Tags"]
-    cols += [c for c in ("AllocatedMethodId", "AllocatedTags") if c in accepted.columns]
+    cols += [c for c in ("ChargeCategory", "AllocatedMethodId", "AllocatedTags") if c in accepted.columns]
     rows = pl.concat([accepted.select(*cols, pl.lit(None, pl.String).alias("repair")),
                       repaired.with_columns(pl.col(c).dt.cast_time_unit(accepted.schema[c].time_unit)
                                             for c in ("ChargePeriodStart", "ChargePeriodEnd"))],
