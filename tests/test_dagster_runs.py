@@ -71,7 +71,8 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
         "SELECT count(*) AS n FROM raw.usage_events")["n"][0]
 
     # Re-deliveries in a later partition, with changed content that sorts first (a smaller
-    # quantity): staging keeps the first delivery by its arrival day alone.
+    # quantity): staging keeps a usage event's first delivery by its arrival day alone, and
+    # a billing line's latest (a provider restating it).
     event = wh.query("SELECT source, id, quantity FROM raw.usage_events ORDER BY source, id LIMIT 1").row(0)
     line = wh.query("SELECT x_LineItemId, EffectiveCost FROM raw.billing_focus ORDER BY x_LineItemId LIMIT 1").row(0)
     with wh.connect() as con:
@@ -96,7 +97,7 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     assert kept.rows() == [(event[2], "2026-03-08")]
     kept = wh.query("SELECT effective_cost, partition_key FROM staging.stg_billing_focus WHERE line_item_id = ?",
                     [line[0]])
-    assert kept.rows() == [(line[1], "2026-03-08")]
+    assert kept.rows() == [(line[1] + 1, "2026-03-09")]
 
 
 def test_corrupted_landing_file_fails_its_check_naming_file_and_field(tmp_path, state, small_world, instance):

@@ -427,8 +427,10 @@ def test_attribution_of_a_world_sums_to_its_bill_and_meets_the_accuracy_targets(
     assert 0.9 < figures["min_day_confidence"] <= figures["mean_day_confidence"] <= 1.0
 
 
-def test_billing_lines_redelivered_in_a_later_partition_count_once(world_run):
-    from ops_platform.finops.pipeline import _first_deliveries
+def test_billing_lines_redelivered_in_a_later_partition_count_once_as_last_delivered(world_run):
+    # Month-to-date provider exports restate earlier days as discounts settle: the latest
+    # delivery of a line counts, the earlier one is listed as restated, not missing money.
+    from ops_platform.finops.pipeline import _latest_deliveries
 
     billing = world_run[0].billing
     assert billing["x_LineItemId"].is_unique().all()
@@ -439,10 +441,17 @@ def test_billing_lines_redelivered_in_a_later_partition_count_once(world_run):
     again = again.with_columns(pl.when(pl.col("x_LineItemId") == changed).then(pl.col("EffectiveCost") * 2)
                                .otherwise(pl.col("EffectiveCost")).alias("EffectiveCost"))
     table = pl.concat([billing, again]).sort("partition_key", "_source_file", "_source_row")
-    rows, refused = _first_deliveries(table)
-    assert rows.height == billing.height and rows["EffectiveCost"].sum() == billing["EffectiveCost"].sum()
-    assert refused.height == 1 and "conflicting re-delivery of x_LineItemId" in refused["reason"][0]
-    assert changed in refused["record"][0] and refused["file"][0].endswith("resent.csv")
+    rows, restated = _latest_deliveries(table)
+    first = billing.filter(pl.col("x_LineItemId") == changed)["EffectiveCost"][0]
+    assert rows.height == billing.height and rows["EffectiveCost"].sum() == billing["EffectiveCost"].sum() + first
+    assert rows.filter(pl.col("x_LineItemId") == changed)["_source_file"][0].endswith("resent.csv")
+    assert restated.height == 1 and restated["reason"][0] == "restated in a later file date (the later delivery counts)"
+    assert changed in restated["record"][0] and not restated["file"][0].endswith("resent.csv")
+    # Restated lines are not refused money: the day's books carry the restated cost.
+    from ops_platform.finops.repair import billing_for_attribution
+
+    _, quality = billing_for_attribution(rows, restated.with_columns(pl.lit("billing_focus").alias("source_table")))
+    assert quality.height == 0 or quality["refused_rows"].sum() == 0
 
 
 def test_cli_finops_score_json(small_world):

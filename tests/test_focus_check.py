@@ -80,13 +80,23 @@ def test_a_provider_export_without_our_line_id_and_with_map_tags_loads(small_wor
         export.write_parquet(landing / day / "provider.parquet")
     res = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
     assert res.duplicates_removed == report.accepted and res.accepted.height == report.accepted
-    # A restated copy (one cost changed) keeps its line's id: a conflicting re-delivery, refused.
+    # A restated copy (one cost changed) keeps its line's id: from a later file date it counts
+    # (a provider's month-to-date export restating the line), the earlier copy is kept apart.
     restated = export.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.col("EffectiveCost") + 1)
                                    .otherwise(pl.col("EffectiveCost")).alias("EffectiveCost"))
     restated.write_parquet(landing / "dt=2026-03-07" / "provider.parquet")
     again = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
     assert again.accepted.height == report.accepted
-    assert again.quarantine_by_reason().get("conflicting re-delivery of x_LineItemId") == 1
+    assert again.quarantine_by_reason() == {"restated in a later file date (the later delivery counts)": 1} | {
+        r: n for r, n in res.quarantine_by_reason().items()}
+    line = again.quarantine.filter(pl.col("reason").str.starts_with("restated"))["record_id"][0]
+    kept = again.accepted.filter(pl.col("x_LineItemId") == line)
+    assert kept["_source_file"][0].startswith("billing_focus/dt=2026-03-07")
+    # The same restatement in one file date is a conflict: the first delivery counts.
+    restated.write_parquet(landing / "dt=2026-03-06" / "restated.parquet")
+    (landing / "dt=2026-03-07" / "provider.parquet").unlink()
+    third = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
+    assert third.quarantine_by_reason().get("conflicting re-delivery of x_LineItemId") == 1
     assert res.accepted["x_LineItemId"].str.starts_with("row-").all()
     assert res.accepted["Tags"].drop_nulls().map_elements(lambda t: isinstance(json.loads(t), dict),
                                                           return_dtype=pl.Boolean).all()

@@ -191,6 +191,7 @@ BILLING_FOCUS = Contract(
             "AllocatedTags: not a JSON object of scalar values"),
     ),
     record_id="x_LineItemId", unique_key=("x_LineItemId",), partition_rule="file_date", line_id="x_LineItemId",
+    restatements="latest",
     description="Infrastructure billing in FOCUS 1.2 (with 1.3's split cost allocation columns when "
                 "present), one file per UTC charge day.",
 )

@@ -55,6 +55,10 @@ class Contract:
     # A line-id column that files may lack (custom, not part of the standard): derived from
     # each row's content then (``normalize._line_ids``).
     line_id: str | None = None
+    # A record re-sent with other content in a later file date: refused (the first delivery
+    # counts), or the latest delivery counts ("latest": a provider restating a bill line as
+    # its month-to-date export settles), the earlier one kept in quarantine as restated.
+    restatements: Literal["refused", "latest"] = "refused"
     description: str = ""
     flatten: dict[str, str] = field(default_factory=dict)  # struct field path -> column name
 

@@ -14,7 +14,7 @@ import polars as pl
 
 from ..contracts.definitions import CONTRACTS
 from ..ingest.landing import LandingZoneReader
-from ..ingest.pipeline import ingest_partition, quarantine_rows, split_redeliveries
+from ..ingest.pipeline import RESTATED, ingest_partition, latest_deliveries, quarantine_rows
 from ..settings import usage_final_after_days
 from .anomalies import detect_anomalies
 from .attribution import CONFIDENCE_TARGET, Attribution, attribute, billed_days
@@ -57,7 +57,7 @@ class FinOpsInputs:
         with wh.connect(read_only=True) as con:
             usage, corrections, superseded = usage_from(con, "raw.usage_events",
                                                         final_after_days=_window(final_after_days))
-        billing, conflicts = _first_deliveries(
+        billing, conflicts = _latest_deliveries(
             wh.query("SELECT * FROM raw.billing_focus ORDER BY partition_key, _source_file, _source_row"))
         quarantine = wh.query("SELECT reason, record, file FROM raw.quarantine WHERE source_table = 'billing_focus'")
         return cls(usage, corrections, billing, pl.concat([quarantine, conflicts], how="vertical_relaxed"),
@@ -88,18 +88,18 @@ def _window(final_after_days: int | None) -> int:
     return usage_final_after_days() if final_after_days is None else final_after_days
 
 
-def _first_deliveries(billing: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(rows, refused) of the whole billing table: each partition was deduplicated on its
-    own, so a line re-delivered in a later file date is in the table twice. Its first
-    delivery counts; a later copy with the same content is dropped, one with other content
-    is refused (reason, record, file) like any conflicting re-delivery."""
+def _latest_deliveries(billing: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows, restated) of the whole billing table: each partition (file date) was
+    deduplicated on its own, so a line re-delivered in a later file date is in the table
+    twice. Its latest delivery counts, as a provider's month-to-date export restates earlier
+    days; an earlier copy with the same content is dropped, one with other content is listed
+    (reason, record, file) as restated, never summed and never missing money."""
     contract = CONTRACTS["billing_focus"]
     names = [c for c in contract.names if c in billing.columns]
-    rows, _, conflicts = split_redeliveries(billing, list(contract.unique_key), names)
-    refused = quarantine_rows(contract, conflicts.rename({"_source_file": "_origin", "_source_row": "_row"})
-                              .with_columns(pl.lit(f"conflicting re-delivery of {', '.join(contract.unique_key)} "
-                                                   "from an earlier file date").alias("_why")), None)
-    return rows, refused.select("reason", "record", "file")
+    rows, _, restated = latest_deliveries(billing, list(contract.unique_key), names, "partition_key")
+    listed = quarantine_rows(contract, restated.rename({"_source_file": "_origin", "_source_row": "_row"})
+                             .with_columns(pl.lit(RESTATED).alias("_why")), None)
+    return rows, listed.select("reason", "record", "file")
 
 
 @dataclass

@@ -108,9 +108,18 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
     duplicates = 0
     conflicts = good.clear()
     if contract.unique_key and good.height:
-        good, duplicates, conflicts = split_redeliveries(good, list(contract.unique_key), contract.names)
-        conflicts = conflicts.with_columns(
-            pl.lit(f"conflicting re-delivery of {', '.join(contract.unique_key)}").alias("_why"))
+        key = list(contract.unique_key)
+        if contract.restatements == "latest":
+            # Within a file date the first delivery counts; across them the latest.
+            good, duplicates, conflicts = split_redeliveries(good, [*key, "_file_date"], contract.names)
+            good, repeated, restated = latest_deliveries(good, key, contract.names, "_file_date")
+            duplicates += repeated
+        else:
+            good, duplicates, conflicts = split_redeliveries(good, key, contract.names)
+            restated = conflicts.clear()
+        conflicts = pl.concat([
+            conflicts.with_columns(pl.lit(f"conflicting re-delivery of {', '.join(key)}").alias("_why")),
+            restated.with_columns(pl.lit(RESTATED).alias("_why"))])
 
     quarantine = pl.concat([quarantine_rows(contract, bad, partition_key),
                             quarantine_rows(contract, conflicts, partition_key),
@@ -154,6 +163,21 @@ def split_redeliveries(rows: pl.DataFrame, key: list[str], content: list[str]) -
     later = later.join(first_content, on=key, how="left", nulls_equal=True)
     same = fields.eq_missing(pl.col("_first_content"))
     return firsts, int(later.select(same.sum()).item()), later.filter(~same).drop("_first_content")
+
+
+RESTATED = "restated in a later file date (the later delivery counts)"
+
+
+def latest_deliveries(rows: pl.DataFrame, key: list[str], content: list[str], date: str,
+                      ) -> tuple[pl.DataFrame, int, pl.DataFrame]:
+    """(rows, count of re-deliveries, restated) of ``rows`` whose ``key`` is unique within
+    each ``date``: each key's row of the latest date counts; an earlier one with the same
+    content is a re-delivery (dropped, counted), with other content it was restated
+    (returned). The rows keep their order."""
+    order = pl.int_range(pl.len()).alias("_order")
+    latest_first = rows.with_columns(order).sort(date, descending=True, nulls_last=True, maintain_order=True)
+    kept, repeated, restated = split_redeliveries(latest_first, key, content)
+    return kept.sort("_order").drop("_order"), repeated, restated.sort("_order").drop("_order")
 
 
 def quarantine_rows(contract: Contract, bad: pl.DataFrame, partition_key: str | None) -> pl.DataFrame:

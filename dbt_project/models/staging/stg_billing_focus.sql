@@ -1,10 +1,10 @@
--- FOCUS 1.2 rows, one per line item (a line re-delivered in a later file date counts as first
--- delivered); Tags is a JSON object (an empty field is no tags), tenant and service tags
+-- FOCUS 1.2 rows, one per line item (a line re-delivered in a later file date counts as last
+-- delivered: providers' month-to-date exports restate earlier days; FinOps does the same); Tags is a JSON object (an empty field is no tags), tenant and service tags
 -- pulled out for attribution.
-with first_delivery as (
+with latest_delivery as (
     select *, nullif(regexp_replace(Tags, '^\s+|\s+$', '', 'g'), '') as tags_json
     from {{ source('raw', 'billing_focus') }}
-    qualify row_number() over (partition by x_LineItemId order by partition_key, _source_file, _source_row) = 1
+    qualify row_number() over (partition by x_LineItemId order by partition_key desc, _source_file, _source_row) = 1
 )
 select
     x_LineItemId as line_item_id,
@@ -28,4 +28,4 @@ select
     json_extract_string(tags_json, '$.service') as tag_service,
     json_extract_string(tags_json, '$.pool') as tag_pool,
     partition_key
-from first_delivery
+from latest_delivery
