@@ -566,6 +566,16 @@ def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(wor
     for frame, minor, major in ((lines, "amount_minor", "amount"), (summary, "total_minor", "total")):
         assert all(Decimal(m) * 100 == n and len(m.split(".")[1]) == 2 for m, n in zip(frame[major], frame[minor], strict=True))
         assert set(frame["first_day"]) == {period.start} and set(frame["last_day"]) == {period.end - timedelta(days=1)}
+    # For a billing system's import: an id per invoice (one per tenant and period) and per
+    # line, stable across exports, and the customer's name from the tenant catalog.
+    assert lines["line_id"].is_unique().all() and summary["invoice_id"].is_unique().all()
+    assert set(lines["invoice_id"]) == set(summary["invoice_id"])
+    assert (lines["invoice_id"] == "INV-" + lines["period"] + "-" + lines["tenant_id"]).all()
+    assert lines["line_id"].str.starts_with(lines["invoice_id"] + "/").all()
+    named = dict(zip(inputs.tenants["tenant_id"], inputs.tenants["name"], strict=True))
+    assert all(named[t] == n for t, n in zip(summary["tenant_id"], summary["tenant_name"], strict=True))
+    again, _ = StoredFinOps.from_run(inputs, result).invoices(period)
+    assert again["line_id"].to_list() == lines["line_id"].to_list()
 
 
 def test_invoice_files_are_deterministic_and_leave_no_partial_file(world_run, tmp_path, monkeypatch):

@@ -26,11 +26,16 @@ from ..files import write_parquet, write_text
 # ``period`` names the period as released (end exclusive); ``first_day`` and ``last_day`` say
 # which days it holds, both inclusive. ``amount`` and ``total`` are the minor-unit integers in
 # the currency's major unit, as exact decimal text (12.34 USD), for a spreadsheet.
-LINE_SCHEMA = {"tenant_id": pl.String, "period": pl.String, "first_day": pl.Date, "last_day": pl.Date,
+# invoice_id (INV-<period>-<tenant>) and line_id (the invoice's, its kind, meter and usage
+# day) are derived from what the line is, so a billing system importing the files twice
+# (Lago-style, keyed on external ids) recognises every invoice and line.
+LINE_SCHEMA = {"invoice_id": pl.String, "line_id": pl.String,
+               "tenant_id": pl.String, "period": pl.String, "first_day": pl.Date, "last_day": pl.Date,
                "meter": pl.String, "line_kind": pl.String, "usage_date": pl.Date, "quantity": pl.String,
                "unit": pl.String, "unit_price": pl.String, "amount_minor": pl.Int64, "amount": pl.String,
                "currency": pl.String}
-SUMMARY_SCHEMA = {"tenant_id": pl.String, "period": pl.String, "first_day": pl.Date, "last_day": pl.Date,
+SUMMARY_SCHEMA = {"invoice_id": pl.String, "tenant_id": pl.String, "tenant_name": pl.String,
+                  "period": pl.String, "first_day": pl.Date, "last_day": pl.Date,
                   "tier": pl.String, "lines": pl.Int64, "subtotal_minor": pl.Int64, "credits_minor": pl.Int64,
                   "total_minor": pl.Int64, "total": pl.String, "currency": pl.String,
                   "reconciliation_confidence": pl.Float64}
@@ -175,16 +180,20 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
     for r in priced.sort("tenant_id", "line_kind", "meter", "usage_date", nulls_last=False).iter_rows(named=True):
         qty, price = Decimal(r["quantity"]), Decimal(r["unit_price"])
         minor = _amount(qty, price, r["currency"])
-        rows.append({"tenant_id": r["tenant_id"], "period": period.name, "first_day": period.start,
+        invoice = invoice_id(period, r["tenant_id"])
+        line = "/".join([invoice, r["line_kind"], r["meter"], *([str(r["usage_date"])] if r["usage_date"] else [])])
+        rows.append({"invoice_id": invoice, "line_id": line,
+                     "tenant_id": r["tenant_id"], "period": period.name, "first_day": period.start,
                      "last_day": period.end - timedelta(days=1), "meter": r["meter"],
                      "line_kind": r["line_kind"], "usage_date": r["usage_date"], "quantity": _text(qty),
                      "unit": r["unit"], "unit_price": _text(price), "amount_minor": minor,
                      "amount": _major(minor, r["currency"]), "currency": r["currency"]})
     lines = pl.DataFrame(rows, schema=LINE_SCHEMA)
     conf = _confidence(period, confidence)
-    summary = (lines.group_by("tenant_id", "period", "first_day", "last_day", "currency")
+    names = tenants["name"] if "name" in tenants.columns else pl.Series("name", [None] * tenants.height, pl.String)
+    summary = (lines.group_by("invoice_id", "tenant_id", "period", "first_day", "last_day", "currency")
                .agg(pl.len().cast(pl.Int64).alias("lines"), pl.col("amount_minor").sum().alias("subtotal_minor"))
-               .join(tenants.select("tenant_id", "tier"), on="tenant_id", how="left")
+               .join(tenants.select("tenant_id", "tier", names.alias("tenant_name")), on="tenant_id", how="left")
                .join(conf, on="tenant_id", how="left")
                .with_columns(pl.lit(0, pl.Int64).alias("credits_minor"))
                .with_columns((pl.col("subtotal_minor") - pl.col("credits_minor")).alias("total_minor")))
@@ -193,6 +202,11 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
                                               dtype=pl.String))
                .select(list(SUMMARY_SCHEMA)).sort("tenant_id"))
     return lines, summary.cast(SUMMARY_SCHEMA)
+
+
+def invoice_id(period: Period, tenant_id: str) -> str:
+    """The invoice's id: one per tenant and period, the same in every export of it."""
+    return f"INV-{period.name}-{tenant_id}"
 
 
 def _confidence(period: Period, tenant_day: pl.DataFrame | None) -> pl.DataFrame:
