@@ -93,6 +93,24 @@ def test_a_csv_in_another_shape_or_encoding_is_refused_saying_which(tmp_path, co
     assert "export.csv" in error and said in error, error
 
 
+def test_excels_separator_line_is_skipped_and_another_separator_is_refused(tmp_path):
+    # Excel writes "sep=," above the header for other locales to open the file right.
+    path = tmp_path / "excel.csv"
+    path.write_text("\ufeffsep=,\n" + HEADER + "\n" + ROW + "\n")
+    report = check_file(path, BILLING_FOCUS)
+    assert (report.rows, report.accepted) == (1, 1), report
+    path.write_text("sep=;\n" + HEADER.replace(",", ";") + "\n")
+    result = CliRunner().invoke(main, ["focus", "check", str(path)])
+    assert result.exit_code == 1 and "'sep=;' says the file is not comma-separated" in result.output, result.output
+
+
+def test_a_focus_0_5_file_is_told_the_columns_1_0_renamed(tmp_path):
+    old = HEADER.replace("ChargeCategory", "ChargeType").replace("EffectiveCost", "AmortizedCost")
+    report = check_file(_csv(tmp_path, ROW, header=old), BILLING_FOCUS)
+    assert not report.loads
+    assert "'ChargeType' is now 'ChargeCategory'; 'AmortizedCost' is now 'EffectiveCost'" in " ".join(report.schema_errors), report
+
+
 def test_a_quoted_empty_field_is_no_value(tmp_path):
     # Python's csv.QUOTE_ALL and spreadsheets write an empty field as "": null, as unquoted.
     quoted = ",".join(f'"{v}"' for v in ROW.split(","))

@@ -192,6 +192,8 @@ BILLING_FOCUS = Contract(
     ),
     record_id="x_LineItemId", unique_key=("x_LineItemId",), partition_rule="file_date", line_id="x_LineItemId",
     restatements="latest",
+    # FOCUS 0.5 names that 1.0 renamed.
+    former_names={"ChargeType": "ChargeCategory", "AmortizedCost": "EffectiveCost"},
     description="Infrastructure billing in FOCUS 1.2 (with 1.3's split cost allocation columns when "
                 "present), one file per UTC charge day.",
 )

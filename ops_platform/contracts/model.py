@@ -59,6 +59,9 @@ class Contract:
     # counts), or the latest delivery counts ("latest": a provider restating a bill line as
     # its month-to-date export settles), the earlier one kept in quarantine as restated.
     restatements: Literal["refused", "latest"] = "refused"
+    # Column names an earlier version of the source's spec used -> today's: a file still
+    # using one is refused with the rename it needs, not a bare "missing column".
+    former_names: dict[str, str] = field(default_factory=dict)
     description: str = ""
     flatten: dict[str, str] = field(default_factory=dict)  # struct field path -> column name
 

@@ -54,9 +54,9 @@ def read_any(path: Path) -> pl.DataFrame:
         # unloads) keeps "" where the export had nothing. 13 ms for 2.6 M events.
         return frame.with_columns(pl.col(pl.String).replace("", None))
     if plain.endswith((".csv", ".txt")):
-        _refuse_other_separators(path, gzipped=name.endswith(".gz"))
+        hint_line = _refuse_other_separators(path, gzipped=name.endswith(".gz"))
         try:
-            frame = pl.read_csv(path, infer_schema=False)
+            frame = pl.read_csv(path, infer_schema=False, skip_rows=int(hint_line))
         except pl.exceptions.ComputeError as exc:
             if "utf-8" in str(exc).lower() or "utf8" in str(exc).lower():
                 raise ValueError(f"{path.name}: not UTF-8 text (a Latin-1 or Windows-1252 export?): CSV files must "
@@ -85,18 +85,25 @@ def _wide_decimals_as_text(path: Path) -> pl.DataFrame:
     return pl.from_arrow(table)
 
 
-def _refuse_other_separators(path: Path, gzipped: bool) -> None:
+def _refuse_other_separators(path: Path, gzipped: bool) -> bool:
     """A header with ';' and no ',' is a semicolon-separated export (a decimal-comma locale):
-    said so up front, since its rows would otherwise fail to parse with a bare field-count error."""
+    said so up front, since its rows would otherwise fail to parse with a bare field-count error.
+    True when the first line is Excel's ``sep=,`` hint (skipped: the header follows it)."""
     with gzip.open(path, "rb") if gzipped else path.open("rb") as f:
         head = f.read(4096)
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise ValueError(f"{path.name}: UTF-16 text (as some spreadsheet exports write it): CSV files must be UTF-8")
-    header = head.decode("utf-8", errors="replace").splitlines()[0] if head else ""
+    lines = head.decode("utf-8", errors="replace").removeprefix("\ufeff").splitlines()
+    hint = bool(lines) and lines[0].strip().startswith("sep=")
+    if hint and lines[0].strip() != "sep=,":
+        raise ValueError(f"{path.name}: the first line {lines[0].strip()!r} says the file is not comma-separated "
+                         "(CSV files must be comma-separated)")
+    header = lines[int(hint)] if len(lines) > int(hint) else ""
     for sep, name in ((";", "semicolon"), ("\t", "tab")):
         if sep in header and "," not in header:
             raise ValueError(f"{path.name}: the header holds {sep!r} and no ',': the file looks {name}-separated "
                              "(CSV files must be comma-separated)")
+    return hint
 
 
 def read_world_table(world: Path, table: str) -> pl.DataFrame:

@@ -137,8 +137,11 @@ def _schema_errors(frame: pl.DataFrame, contract: Contract, origin: str) -> list
         return []
     names = ", ".join(repr(n) for n in missing)
     required = sum(1 for c in contract.columns if c.source is None and c.required)
-    return [f"{SCHEMA_PREFIX}: {origin}: missing column {names}" if len(missing) == 1 else
-            f"{SCHEMA_PREFIX}: {origin}: missing columns {names} ({len(missing)} of the {required} required)"]
+    renames = [f"{old!r} is now {new!r}" for old, new in contract.former_names.items()
+               if old in frame.columns and new in missing]
+    hint = f" (an earlier version of the spec: {'; '.join(renames)})" if renames else ""
+    return [f"{SCHEMA_PREFIX}: {origin}: missing column {names}{hint}" if len(missing) == 1 else
+            f"{SCHEMA_PREFIX}: {origin}: missing columns {names} ({len(missing)} of the {required} required){hint}"]
 
 
 def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, list[str]]:
