@@ -7,12 +7,13 @@ asset checks: the contract (schema, types, keys) and the quarantine count.
 
 
 import dagster as dg
+import polars as pl
 
 from assets import check_spec
 from ops_platform.contracts.definitions import CONTRACTS
 from ops_platform.contracts.model import POLARS_TYPES, Contract
 from ops_platform.ingest.partitioning import PartitionSpace
-from ops_platform.ingest.pipeline import IngestResult, ingest_partition
+from ops_platform.ingest.pipeline import RESTATED, IngestResult, ingest_partition
 from resources import DUCKDB_POOL, LandingZoneResource, WarehouseResource
 
 CONTRACT_CHECK = "contract"
@@ -32,12 +33,14 @@ def _column_schema(contract: Contract) -> dg.TableSchema:
 
 
 def _results(res: IngestResult, contract: Contract, key: dg.AssetKey):
-    n_q = res.quarantine.height
+    # A restated copy is kept apart, not refused: it is no quarantine the rate should count.
+    restated = res.quarantine.filter(pl.col("reason") == RESTATED).height
+    n_q = res.quarantine.height - restated
     considered = res.accepted.height + n_q + res.duplicates_removed
     rate = n_q / considered if considered else 0.0
     meta: dict = {"dagster/row_count": res.accepted.height, "dagster/table_name": f"raw.{contract.table}",
                   "files_read": res.files_read, "rows_read": res.rows_read,
-                  "duplicates_removed": res.duplicates_removed, "quarantined": n_q}
+                  "duplicates_removed": res.duplicates_removed, "quarantined": n_q, "restated": restated}
     if contract.time_column and res.accepted.height:
         col = res.accepted[contract.time_column]
         meta["time_min"] = str(col.min())

@@ -253,8 +253,9 @@ def test_untagged_shared_cost_is_unexplained_under_the_null_service():
 
 def test_untagged_account_charges_are_overhead_and_untagged_usage_stays_unallocated():
     # Providers tag no tax, account credit or adjustment: left unallocated (confidence 0),
-    # a month's tax held every invoice of the month. They are platform overhead, spread by
-    # API calls; an untagged Usage row is a tagging gap and stays unallocated.
+    # a month's tax held every invoice of the month. They are overhead, spread by API calls,
+    # booked to the (account) service; an untagged Usage row is a tagging gap and stays
+    # unallocated.
     bill = _bill([("2.000000", {"tenant": "a", "service": "api"}), ("0.300000", {}), ("-0.100000", {}),
                   ("0.070000", {}), ("0.400000", {})]).with_columns(
         pl.Series("ChargeCategory", ["Usage", "Tax", "Credit", "Adjustment", "Usage"]))
@@ -264,8 +265,9 @@ def test_untagged_account_charges_are_overhead_and_untagged_usage_stays_unalloca
     rows = {r["tenant_id"]: r for r in result.tenant_day.iter_rows(named=True)}
     assert (rows["a"]["overhead_micros"], rows["b"]["overhead_micros"]) == (202_500, 67_500)
     assert rows[UNALLOCATED]["total_micros"] == 400_000
-    platform = result.reconciliation.filter(pl.col("service") == "platform").row(0, named=True)
-    assert platform["cost_micros"] == 270_000
+    # Under their own service: no service's unit cost (what a spike is priced at) carries them.
+    account = result.reconciliation.filter(pl.col("service") == "(account)").row(0, named=True)
+    assert account["cost_micros"] == 270_000 and result.reconciliation.filter(pl.col("service") == "platform").is_empty()
     # Without the column (a caller passing only what attribution used to read), as before.
     before = attribute(bill.drop("ChargeCategory"), usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]}))
     assert {r["tenant_id"]: r["total_micros"] for r in before.tenant_day.iter_rows(named=True)}[UNALLOCATED] == 670_000
@@ -535,6 +537,22 @@ def test_invoice_amounts_use_each_currencys_minor_unit():
         _amount(Decimal(1), Decimal(1), "XTS")
 
 
+def test_a_tenant_billed_in_two_currencies_gets_one_invoice_per_currency():
+    from ops_platform.finops.invoices import build_invoices, parse_period
+
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 2)] * 2, "tenant_id": ["t-00001"] * 2,
+                          "meter": ["api_calls", "storage_gb_hours"], "quantity": [Decimal(10), Decimal(3)]})
+    corrections = pl.DataFrame(schema={"utc_date": pl.Date, "tenant_id": pl.String, "meter": pl.String,
+                                       "arrived": pl.Date, "quantity": pl.Decimal(38, 6)})
+    prices = pl.DataFrame({"tier": ["pro"] * 2, "meter": ["api_calls", "storage_gb_hours"], "unit": ["call", "GB-h"],
+                           "unit_price": ["0.01", "0.5"], "currency": ["USD", "EUR"]})
+    tenants = pl.DataFrame({"tenant_id": ["t-00001"], "tier": ["pro"], "name": ["Acme"]})
+    lines, summary = build_invoices(parse_period("2026-03"), usage, corrections, tenants, prices)
+    assert sorted(summary["invoice_id"]) == ["INV-2026-03-t-00001-EUR", "INV-2026-03-t-00001-USD"]
+    assert dict(zip(summary["currency"], summary["total_minor"], strict=True)) == {"USD": 10, "EUR": 150}
+    assert lines["line_id"].is_unique().all() and summary["tenant_name"].to_list() == ["Acme", "Acme"]
+
+
 def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(world_run, small_world):
     from decimal import ROUND_HALF_EVEN
 
@@ -570,7 +588,7 @@ def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(wor
     # line, stable across exports, and the customer's name from the tenant catalog.
     assert lines["line_id"].is_unique().all() and summary["invoice_id"].is_unique().all()
     assert set(lines["invoice_id"]) == set(summary["invoice_id"])
-    assert (lines["invoice_id"] == "INV-" + lines["period"] + "-" + lines["tenant_id"]).all()
+    assert (lines["invoice_id"] == "INV-" + lines["period"] + "-" + lines["tenant_id"] + "-" + lines["currency"]).all()
     assert lines["line_id"].str.starts_with(lines["invoice_id"] + "/").all()
     named = dict(zip(inputs.tenants["tenant_id"], inputs.tenants["name"], strict=True))
     assert all(named[t] == n for t, n in zip(summary["tenant_id"], summary["tenant_name"], strict=True))
@@ -747,16 +765,53 @@ def test_refused_billing_money_is_counted_on_its_charge_day_and_can_hold_a_perio
     assert not [r for r in reasons if "refused" in r], reasons
     day, reasons = books(refused("-2.000000"), refused("30.000000"))
     assert day["refused_micros"] == 32_000_000 and any("add up to 32.00" in r for r in reasons), reasons
-    # A restated line (a conflicting re-delivery: its first delivery is in the books) and a
-    # refused row whose corrected line came later are not missing money.
-    restated = refused("30.000000") | {"reason": "conflicting re-delivery of x_LineItemId from an earlier file date"}
+    # A restated copy (the latest is in the books), a conflicting re-delivery (the first is)
+    # and a refused row whose corrected line is in the books are not missing money.
+    restated = refused("30.000000") | {"reason": "restated in a later file date (the later delivery counts)"}
+    conflict = refused("31.000000") | {"reason": "conflicting re-delivery of x_LineItemId"}
     corrected = refused("40.000000") | {"record": json.dumps({"EffectiveCost": "40.0", "x_LineItemId": "li-0",
                                                              "ChargePeriodStart": "2026-03-01 00:00:00+00:00"})}
-    day, reasons = books(refused("-2.000000"), restated, corrected)
+    day, reasons = books(refused("-2.000000"), restated, conflict, corrected)
     assert (day["refused_rows"], day["refused_micros"]) == (1, 2_000_000), day
     day, reasons = books(refused(None))  # "50,000.00" did not cast: its size is unknown
     assert day["unreadable_rows"] == 1 and day["confidence"] == 0.0
     assert any("whose cost does not read" in r for r in reasons), reasons
+
+
+def test_a_lines_latest_delivery_counts_whether_accepted_repaired_or_refused():
+    # Under latest-wins restatements: a repaired copy replaces an earlier accepted one (and a
+    # later accepted copy replaces a repaired one) instead of both counting; a refused copy
+    # later than the line's last readable one is missing money, not silently the old value.
+    from ops_platform.finops.repair import billing_for_attribution
+
+    def accepted(cost, day):
+        return _bill([(cost, {"tenant": "a"})]).with_columns(
+            pl.lit("li-0").alias("x_LineItemId"), pl.lit("r-1").alias("ResourceId"),
+            pl.lit("ba-1").alias("BillingAccountId"), pl.lit("USD").alias("BillingCurrency"),
+            (pl.col("ChargePeriodStart") + pl.duration(days=1)).alias("ChargePeriodEnd"),
+            pl.lit(f"billing_focus/dt=2026-03-{day:02d}/f.csv").alias("_source_file"))
+
+    def quarantined(cost, day, reason):
+        record = {"EffectiveCost": cost, "ListCost": "10", "BilledCost": cost, "ContractedCost": cost,
+                  "ChargePeriodStart": "2026-03-01 00:00:00.000000+00:00",
+                  "ChargePeriodEnd": "2026-03-02 00:00:00.000000+00:00", "x_LineItemId": "li-0",
+                  "Tags": '{"tenant": "a"}', "BillingCurrency": "USD", "ChargeCategory": "Usage"}
+        return pl.DataFrame([{"reason": reason, "record": json.dumps(record),
+                              "file": f"billing_focus/dt=2026-03-{day:02d}/g.csv"}])
+
+    slip = "BilledCost: negative on a Usage charge"
+    rows, quality = billing_for_attribution(accepted("10.000000", 2), quarantined("-7.000000", 5, slip))
+    assert rows["EffectiveCost"].to_list() == [Decimal("7")] and quality["repaired_rows"].sum() == 1
+    rows, quality = billing_for_attribution(accepted("7.000000", 5), quarantined("-10.000000", 2, slip))
+    assert rows["EffectiveCost"].to_list() == [Decimal("7")] and quality["repaired_rows"].sum() == 0
+    # Refused (no repair for an empty account) on a later date: the books still hold 10, so
+    # the 7 is counted as missing; refused on an earlier date, it was restated since.
+    broken = "BillingAccountId: missing value"
+    rows, quality = billing_for_attribution(accepted("10.000000", 2), quarantined("7.000000", 5, broken))
+    assert rows["EffectiveCost"].to_list() == [Decimal("10")]
+    assert (quality["refused_rows"].sum(), quality["refused_micros"].sum()) == (1, 7_000_000)
+    rows, quality = billing_for_attribution(accepted("10.000000", 5), quarantined("7.000000", 2, broken))
+    assert quality.height == 0 or quality["refused_rows"].sum() == 0
 
 
 def test_sub_micro_quantities_are_summed_before_the_day_is_rounded():

@@ -105,7 +105,13 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
     # A billing row's charge may run over later days: an earlier billing partition holds a later period.
     later = f"{day + timedelta(days=5)}..{day + timedelta(days=6)}"
     assert "billing_focus" in CliRunner().invoke(main, ["invoices", "export", "--period", later]).output
-    # A load that cannot change a period (its days and late window are far before) holds it not.
+    # A billing load holds even a period far before it: a later file date may restate its
+    # lines (the latest delivery counts). A usage load after its late window does not.
+    earlier = CliRunner().invoke(main, ["invoices", "export", "--period", "2026-01"])
+    assert "changed since" in earlier.output and "billing_focus" in earlier.output, earlier.output
+    with duckdb.connect(str(state.warehouse)) as con:
+        con.execute("DELETE FROM raw.billing_focus WHERE rowid IN (SELECT max(rowid) FROM raw.billing_focus)")
+        con.execute("INSERT INTO raw.usage_events SELECT * FROM raw.usage_events ORDER BY partition_key DESC LIMIT 1")
     earlier = CliRunner().invoke(main, ["invoices", "export", "--period", "2026-01"])
     assert "changed since" not in earlier.output, earlier.output
     # A price restated in place (the same number of rows) changes the books all the same.

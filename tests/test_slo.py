@@ -542,6 +542,11 @@ def test_rules_match_a_whole_bucket_bound_as_prometheus_2_and_3_write_it_and_kee
     text = rules_yaml(load_slos(folder))
     assert "> 1234567.0)" in text and "e+06" not in text  # the threshold as written, not 6 digits
     assert "&id" not in text and "*id" not in text  # every rule spells its labels out
+    from ops_platform.slo.rules import _le_matcher
+
+    # From 1e6 (and below 1e-4) Go clients and Prometheus write an exponent: 1e+06, not 1000000.
+    assert [_le_matcher(b) for b in (1e6, 2.5e6, 1e-5, 0.25)] == [
+        'le="1e+06"', 'le="2.5e+06"', 'le="1e-05"', 'le="0.25"']
     (tmp_path / "rules.yaml").write_text(text)
     bucket = "summit_http_request_duration_seconds_bucket"
     for le in ("1", "1.0"):

@@ -23,6 +23,8 @@ import numpy as np
 import polars as pl
 from sklearn.ensemble import IsolationForest
 
+from .attribution import ACCOUNT_SERVICE
+
 Z_THRESHOLD = 4.0  # robust z-score above which the baseline flags a point
 MIN_RATIO = 2.0  # and at least this many times the expected value: smaller moves are not worth a page
 MIN_MAD = 0.05  # log-units: series flatter than this are not made hair-trigger
@@ -93,7 +95,9 @@ def detect_anomalies(usage: pl.DataFrame, service_cost: pl.DataFrame) -> pl.Data
     t = _residuals(t, "size", keys, "meter", "size_")
     # Volume and intensity apart: a runaway job shows in one of them beyond the other's noise.
     t = _detect(_expected(t), ["z", "events_z", "size_z"], FOREST_THRESHOLD)
-    unit = service_cost.group_by("utc_date", "meter").agg(pl.col("service").sort().first(),
+    # What one more unit costs: the services' shared cost, not the account's taxes and credits.
+    unit = service_cost.filter(pl.col("service").ne_missing(ACCOUNT_SERVICE)).group_by("utc_date", "meter").agg(
+        pl.col("service").sort().first(),
                                                           pl.col("unit_cost_usd").sum())
     t = t.join(unit, on=["utc_date", "meter"], how="left").with_columns(
         pl.lit("tenant_usage_spike").alias("kind"),

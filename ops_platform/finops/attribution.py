@@ -8,11 +8,12 @@ The rules, per UTC charge day (a charge over several days is amortized over them
   service's serving cost (whoever drives a service's load drives its headroom), and is
   reported as its own line.
 - **overhead**: platform rows (``Tags.service = "platform"``: networking, monitoring) are
-  spread by API calls, and so are account-level rows without any tag (``ChargeCategory``
-  Tax, Credit or Adjustment: providers tag no tax, support credit or account adjustment),
-  booked to the platform service.
-- **unallocated**: a shared pool whose meter saw no usage, or a row with no service tag,
-  goes to the ``(unallocated)`` line: reported, never dropped.
+  spread by API calls, and so are account-level rows without a tenant, service or pool tag
+  (``ChargeCategory`` Tax, Credit or Adjustment: providers tag no tax, account credit or
+  adjustment), under their own service ``(account)`` so that no service's unit cost (what
+  a usage spike is priced at) carries a tax or a credit.
+- **unallocated**: a shared pool whose meter saw no usage, or a resource's row (Usage,
+  Purchase) with no service tag, goes to the ``(unallocated)`` line: reported, never dropped.
 
 Each pool is split with largest-remainder allocation in integer micro-dollars, so every
 day's tenant lines sum exactly to the day's bill. The bill's own precision (up to 12 decimals)
@@ -42,6 +43,7 @@ PICO_DIGITS = 12  # cost digits kept from the bill until each day is rounded to 
 TAG_KEYS = ("tenant", "service", "pool")  # the tag keys attribution reads, exactly
 # FOCUS charge categories of the account rather than a resource: untagged, they are overhead.
 ACCOUNT_CATEGORIES = ("Tax", "Credit", "Adjustment")
+ACCOUNT_SERVICE = "(account)"  # the service such rows are booked to, spread like platform overhead
 _TAGS = pl.Struct({k: pl.String for k in TAG_KEYS})
 
 
@@ -88,11 +90,11 @@ def cost_lines(billing: pl.DataFrame) -> pl.DataFrame:
         tags.alias("tags"), category).unnest("tags")
     untagged = pl.all_horizontal(pl.col(k).is_null() for k in TAG_KEYS)
     lines = lines.with_columns(
-        pl.when(untagged & pl.col("_category").is_in(ACCOUNT_CATEGORIES)).then(pl.lit("platform"))
+        pl.when(untagged & pl.col("_category").is_in(ACCOUNT_CATEGORIES)).then(pl.lit(ACCOUNT_SERVICE))
         .otherwise(pl.col("service")).alias("service")).drop("_category")
     lines = _micros(_by_day(lines))
     kind = (pl.when(pl.col("tenant").is_not_null()).then(pl.lit("direct"))
-            .when(pl.col("service") == "platform").then(pl.lit("overhead"))
+            .when(pl.col("service").is_in(["platform", ACCOUNT_SERVICE])).then(pl.lit("overhead"))
             .when(pl.col("pool") == "warm").then(pl.lit("idle"))
             .otherwise(pl.lit("serving")))
     return lines.with_columns(kind.alias("kind"))
@@ -190,8 +192,9 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     lines = lines.with_columns(unknown.alias("_unknown_tenant"))
     # Overhead is spread by API calls whatever the catalog says of "platform": one meter per
     # service, so one pool per (day, service, kind).
-    meter_of = pl.concat([services.filter(pl.col("service") != "platform").select("service", "meter"),
-                          pl.DataFrame({"service": ["platform"], "meter": [OVERHEAD_METER]})])
+    meter_of = pl.concat([services.filter(~pl.col("service").is_in(["platform", ACCOUNT_SERVICE]))
+                          .select("service", "meter"),
+                          pl.DataFrame({"service": ["platform", ACCOUNT_SERVICE], "meter": [OVERHEAD_METER] * 2})])
     direct = (lines.filter((pl.col("kind") == "direct") & ~pl.col("_unknown_tenant"))
               .group_by("utc_date", pl.col("tenant").alias("tenant_id"), "service", "kind")
               .agg(pl.col("micros").sum()))

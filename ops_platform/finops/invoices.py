@@ -26,7 +26,8 @@ from ..files import write_parquet, write_text
 # ``period`` names the period as released (end exclusive); ``first_day`` and ``last_day`` say
 # which days it holds, both inclusive. ``amount`` and ``total`` are the minor-unit integers in
 # the currency's major unit, as exact decimal text (12.34 USD), for a spreadsheet.
-# invoice_id (INV-<period>-<tenant>) and line_id (the invoice's, its kind, meter and usage
+# invoice_id (INV-<period>-<tenant>-<currency>: one invoice per currency, as billing
+# systems issue them) and line_id (the invoice's, its kind, meter and usage
 # day) are derived from what the line is, so a billing system importing the files twice
 # (Lago-style, keyed on external ids) recognises every invoice and line.
 LINE_SCHEMA = {"invoice_id": pl.String, "line_id": pl.String,
@@ -180,7 +181,7 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
     for r in priced.sort("tenant_id", "line_kind", "meter", "usage_date", nulls_last=False).iter_rows(named=True):
         qty, price = Decimal(r["quantity"]), Decimal(r["unit_price"])
         minor = _amount(qty, price, r["currency"])
-        invoice = invoice_id(period, r["tenant_id"])
+        invoice = invoice_id(period, r["tenant_id"], r["currency"])
         line = "/".join([invoice, r["line_kind"], r["meter"], *([str(r["usage_date"])] if r["usage_date"] else [])])
         rows.append({"invoice_id": invoice, "line_id": line,
                      "tenant_id": r["tenant_id"], "period": period.name, "first_day": period.start,
@@ -204,9 +205,9 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
     return lines, summary.cast(SUMMARY_SCHEMA)
 
 
-def invoice_id(period: Period, tenant_id: str) -> str:
-    """The invoice's id: one per tenant and period, the same in every export of it."""
-    return f"INV-{period.name}-{tenant_id}"
+def invoice_id(period: Period, tenant_id: str, currency: str) -> str:
+    """The invoice's id: one per tenant, period and currency, the same in every export of it."""
+    return f"INV-{period.name}-{tenant_id}-{currency}"
 
 
 def _confidence(period: Period, tenant_day: pl.DataFrame | None) -> pl.DataFrame:

@@ -295,8 +295,10 @@ def _stale_and_stamp(wh) -> tuple[Callable[[Period], str | None], str]:
         day = pl.col("raw_partition").str.slice(0, 10).str.to_date(strict=False)
         # Any partition up to the window's end: a billing row's charge may run over later days
         # (a monthly fee is amortized), and late usage loaded into an earlier arrival folder
-        # after its period went out is billed with this one (``carried_corrections``).
-        inside = pl.col("raw_partition").is_null() | day.is_null() | (day <= last)
+        # after its period went out is billed with this one (``carried_corrections``). Any
+        # billing partition at all: a later file date may restate the period's lines.
+        inside = (pl.col("raw_partition").is_null() | day.is_null() | (day <= last)
+                  | pl.col("table").is_in(["billing_focus", "quarantine"]))
         keys = ["table", "raw_partition"]
         both = (now[0].filter(inside).join(stored.cast(now[0].schema).filter(inside), on=keys, how="full",
                                            coalesce=True, suffix="_stored", nulls_equal=True)

@@ -25,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 import polars as pl
 
 from ..contracts.model import POLARS_TYPES
+from ..ingest.pipeline import RESTATED
 from .usage import arrival_date
 
 _PERIOD = "ChargePeriodEnd: not after ChargePeriodStart"
@@ -95,7 +96,8 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
     """(repaired, unrepaired) quarantined billing rows.
 
     ``repaired`` has the columns attribution reads (ChargePeriodStart, ChargePeriodEnd,
-    x_LineItemId, EffectiveCost as Decimal(38,12), Tags, ChargeCategory) plus ``repair``; ``unrepaired`` keeps the
+    x_LineItemId, EffectiveCost as Decimal(38,12), Tags, ChargeCategory) plus ``repair`` and
+    the ``file`` it came in; ``unrepaired`` keeps the
     quarantine rows that no rule covers.
     """
     # A resource's tags from its rows that have some (an empty field is no tags, never a repair).
@@ -124,11 +126,12 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
             continue
         fixed.append({"ChargePeriodStart": record["ChargePeriodStart"], "x_LineItemId": record["x_LineItemId"],
                       "EffectiveCost": record["EffectiveCost"], "Tags": record["Tags"], "repair": "; ".join(notes),
-                      "ChargeCategory": record.get("ChargeCategory"),
+                      "ChargeCategory": record.get("ChargeCategory"), "file": row.get("file"),
                       "ChargePeriodEnd": None if _PERIOD in (row["reason"] or "") else record.get("ChargePeriodEnd")})
     repaired = pl.DataFrame(fixed, schema={"ChargePeriodStart": pl.String, "x_LineItemId": pl.String,
                                            "EffectiveCost": pl.String, "Tags": pl.String, "repair": pl.String,
-                                           "ChargeCategory": pl.String, "ChargePeriodEnd": pl.String})
+                                           "ChargeCategory": pl.String, "file": pl.String,
+                                           "ChargePeriodEnd": pl.String})
     stamp = "%Y-%m-%d %H:%M:%S%.f%:z"
     start = pl.col("ChargePeriodStart").str.to_datetime(stamp, time_zone="UTC")
     repaired = repaired.with_columns(
@@ -148,20 +151,41 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     repaired, left = repair_billing(quarantine, accepted)
     cols = ["ChargePeriodStart", "ChargePeriodEnd", "x_LineItemId", "EffectiveCost", "Tags"]
     cols += [c for c in ("ChargeCategory", "AllocatedMethodId", "AllocatedTags") if c in accepted.columns]
-    rows = pl.concat([accepted.select(*cols, pl.lit(None, pl.String).alias("repair")),
+    source = pl.col("_source_file") if "_source_file" in accepted.columns else pl.lit(None, pl.String)
+    rows = pl.concat([accepted.select(*cols, pl.lit(None, pl.String).alias("repair"), source.alias("file")),
                       repaired.with_columns(pl.col(c).dt.cast_time_unit(accepted.schema[c].time_unit)
                                             for c in ("ChargePeriodStart", "ChargePeriodEnd"))],
                      how="diagonal_relaxed")
+    # One row per line, its latest delivery (restatements: ``Contract.restatements``): a
+    # repaired copy replaces an earlier accepted one, and is replaced by a later one; on the
+    # same file date the accepted copy counts.
+    delivered = arrival_date(pl.col("file"))
+    rows = (rows.with_columns(delivered.alias("_delivered"), pl.col("repair").is_null().alias("_accepted"))
+            .sort("_delivered", "_accepted", descending=True, nulls_last=True, maintain_order=True)
+            .unique("x_LineItemId", keep="first", maintain_order=True))
+    repaired = repaired.filter(pl.col("x_LineItemId").is_in(
+        rows.filter(pl.col("repair").is_not_null())["x_LineItemId"].implode()))
+    latest = rows.group_by("x_LineItemId").agg(pl.col("_delivered").max().alias("_latest"),
+                                               pl.lit(True).alias("_in_rows"))
+    rows = rows.drop("_delivered", "_accepted", "file")
     day = pl.col("ChargePeriodStart").dt.date()
     field = pl.col("record").cast(pl.String)
     cost = field.str.json_path_match("$.EffectiveCost").cast(POLARS_TYPES["decimal"], strict=False)
     charged = (field.str.json_path_match("$.ChargePeriodStart").str.slice(0, 10)
                .str.to_date("%Y-%m-%d", strict=False))
-    # Still missing from the books: not a conflicting re-delivery (its first delivery is in
-    # them) nor a line whose corrected row came later (its line id is among the rows).
+    # Still missing from the books: not a conflicting re-delivery nor a restated copy (the
+    # copy that counts is in them), nor a line delivered again, as it reads, on the same
+    # file date or later. A refused copy later than the line's last readable one is missing:
+    # the books still hold the line as it was before.
     line = field.str.json_path_match("$.x_LineItemId")
+    superseded = (left.select(line.alias("x_LineItemId"), arrival_date(pl.col("file")).alias("_refused_on"))
+                  .join(latest, on="x_LineItemId", how="left", maintain_order="left")
+                  .select(pl.col("_in_rows").fill_null(False)
+                          & (pl.col("_latest").is_null() | pl.col("_refused_on").is_null()
+                             | (pl.col("_latest") >= pl.col("_refused_on"))))
+                  .to_series())
     refused = left.filter(pl.col("file").is_not_null() & ~pl.col("reason").str.starts_with("conflicting re-delivery")
-                          & ~line.is_in(rows["x_LineItemId"].drop_nulls().implode()).fill_null(False)).with_columns(
+                          & ~pl.col("reason").str.starts_with(RESTATED) & ~superseded).with_columns(
         pl.coalesce(charged, arrival_date(pl.col("file"))).alias("utc_date"),
         # Through a float: a size is all the tolerance needs, and a cost past 9.2e12 reads as unknown.
         (cost.cast(pl.Float64).abs() * 1e6).round(0).cast(pl.Int64, strict=False).alias("_micros"))

@@ -51,7 +51,9 @@ def read_any(path: Path) -> pl.DataFrame:
                 raise
             frame = _wide_decimals_as_text(path)
         # As in a CSV, an empty text is no value: Parquet converted from CSV (Spark, Snowflake
-        # unloads) keeps "" where the export had nothing. 13 ms for 2.6 M events.
+        # unloads) keeps "" where the export had nothing. 13 ms for 2.6 M events. (Derived
+        # line ids hash it as a missing value now: a Parquet bill without line ids that has
+        # "" fields, loaded before, is recognised again once its partitions are reloaded.)
         return frame.with_columns(pl.col(pl.String).replace("", None))
     if plain.endswith((".csv", ".txt")):
         hint_line = _refuse_other_separators(path, gzipped=name.endswith(".gz"))
@@ -66,8 +68,9 @@ def read_any(path: Path) -> pl.DataFrame:
         return frame.with_columns(pl.all().replace("", None))
     if plain.endswith((".jsonl", ".ndjson")):
         # Every line read before the schema is fixed: a quantity of 3 early and 2.5 later is one column.
-        return pl.read_ndjson(gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path,
-                              infer_schema_length=None)
+        frame = pl.read_ndjson(gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path,
+                               infer_schema_length=None)
+        return frame.with_columns(pl.col(pl.String).replace("", None))  # as in CSV and Parquet
     raise ValueError(f"{path}: unsupported file type (use .parquet, .csv or .jsonl, optionally .gz)")
 
 
@@ -94,9 +97,10 @@ def _refuse_other_separators(path: Path, gzipped: bool) -> bool:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise ValueError(f"{path.name}: UTF-16 text (as some spreadsheet exports write it): CSV files must be UTF-8")
     lines = head.decode("utf-8", errors="replace").removeprefix("\ufeff").splitlines()
-    hint = bool(lines) and lines[0].strip().startswith("sep=")
-    if hint and lines[0].strip() != "sep=,":
-        raise ValueError(f"{path.name}: the first line {lines[0].strip()!r} says the file is not comma-separated "
+    first = lines[0].strip(" \r\n") if lines else ""
+    hint = first.startswith("sep=")
+    if hint and first != "sep=,":
+        raise ValueError(f"{path.name}: the first line {first!r} says the file is not comma-separated "
                          "(CSV files must be comma-separated)")
     header = lines[int(hint)] if len(lines) > int(hint) else ""
     for sep, name in ((";", "semicolon"), ("\t", "tab")):

@@ -9,6 +9,7 @@ as the platform's burn series counts it: each minute's good ratio from a one-min
 
 from __future__ import annotations
 
+import numpy as np
 import yaml
 
 from .burn import window_name
@@ -29,14 +30,18 @@ def _selector(source: MetricSource, *extra: str) -> str:
 
 
 def _le_matcher(value: object) -> str:
-    """A matcher for a bucket bound's `le` label. A whole-number bound is written ``1`` by
-    Prometheus 2's text scrapes and ``1.0`` by Prometheus 3 (and protobuf scrapes): both match."""
+    """A matcher for a bucket bound's `le` label, as Go clients and Prometheus write it (the
+    shortest digits; an exponent from 1e6 and below 1e-4, ``1e+06``). A whole-number bound
+    below 1e6 is written ``1`` by Prometheus 2's text scrapes and ``1.0`` by Prometheus 3
+    (and protobuf scrapes): both match."""
     if is_inf_bound(value):
         return 'le="+Inf"'
     bound = float(value)
-    if bound.is_integer() and abs(bound) < 1e15:
+    if bound.is_integer() and abs(bound) < 1e6:
         return f'le=~"{int(bound)}|{int(bound)}[.]0"'
-    return f'le="{bound!r}"'
+    if bound == 0 or 1e-4 <= abs(bound) < 1e6:
+        return f'le="{bound!r}"'
+    return f'le="{np.format_float_scientific(bound, unique=True, trim="-", exp_digits=2)}"'
 
 
 def error_ratio_expr(slo: SLO, window: str) -> str:

@@ -301,8 +301,10 @@ def _source(doc: Any, file, path: str) -> MetricSource:
     # The service (or pipeline) the rows are filtered on: without it the burn series would
     # read the SLO's service and the exported rules every service, two different indicators.
     column = SOURCE_COLUMN[table]
-    if not _get(spec, column, file, where, str).strip():
-        raise SLOSpecError(file, f"{where}.{column}", f"names the {column} whose rows the indicator reads")
+    named = _get(spec, column, file, where, str)
+    if not named.strip() or named != named.strip():  # matched exactly against the rows' names
+        raise SLOSpecError(file, f"{where}.{column}", f"{named!r}: names the {column} whose rows the indicator "
+                                                      "reads, without surrounding spaces")
     if table == "latency_buckets":
         le = _get(spec, "le", file, where, (int, float, str))
         # A finite bound >= 0, maybe quoted as Prometheus writes its le labels, or +Inf.
