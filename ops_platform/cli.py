@@ -35,14 +35,15 @@ class _Main(click.Group):
 
     def invoke(self, ctx: click.Context):
         from .control.store import StoreUnavailable
-        from .guard.runtime import NoStore
+        from .guard.runtime import MissingKey, NoStore
         from .receipts.keys import InsecureKeys
+        from .settings import SettingError
 
         try:
             return super().invoke(ctx)
         except StoreUnavailable as exc:
             raise click.ClickException(f"the control store is unavailable: {exc}") from None
-        except (InsecureKeys, NoStore) as exc:
+        except (InsecureKeys, NoStore, MissingKey, SettingError) as exc:
             raise click.ClickException(str(exc)) from None
 
 
@@ -131,7 +132,8 @@ def _prepare_dagster_home(p: StatePaths) -> None:
 
 
 @main.command()
-@click.option("--preset", "preset_name", default="S", show_default=True, help="World preset if none exists yet.")
+@click.option("--preset", "preset_name", type=click.Choice(["S", "M", "L"]), default="S", show_default=True,
+              help="World preset if none exists yet.")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--fresh", is_flag=True, help="Regenerate the world even if one exists (and start a new ledger if "
               "the control store went missing).")
@@ -440,6 +442,20 @@ def receipts_show(receipt_id: str, url: str | None) -> None:
         sys.exit(1)
 
 
+@receipts.command("new-key")
+def receipts_new_key() -> None:
+    """Create a first signing key in OPS_PLATFORM_KEYS_DIR on purpose (the old one lost for
+    good): receipts it signs verify; earlier ones need their key's public half in public/."""
+    from .receipts.keys import KeyRing
+
+    p = _guard_paths()
+    ring = KeyRing(p.keys_dir)
+    if ring.has_active_key():
+        raise click.ClickException(f"{p.keys_dir} holds a signing key already")
+    KeyRing.load_or_create(p.keys_dir)
+    console.print(f"created a signing key in {p.keys_dir}")
+
+
 @receipts.command("retry")
 @click.option("--store", "url", default=None, help="Control store URL.")
 def receipts_retry(url: str | None) -> None:
@@ -508,8 +524,11 @@ def dlq_list(url: str | None) -> None:
 def dlq_replay(dlq_id: int | None, url: str | None) -> None:
     """Send dead-lettered requests through the guarded path again with a fresh retry budget."""
     outcomes = _any_action_protocol(url).replay_dlq(dlq_id)
-    if not outcomes:
-        raise click.ClickException("nothing to replay" + (f" with id {dlq_id}" if dlq_id else ""))
+    if not outcomes and dlq_id is not None:
+        raise click.ClickException(f"nothing to replay with id {dlq_id}")
+    if not outcomes:  # an empty queue is a healthy system: no error for a cron job to page on
+        console.print("nothing to replay: the dead-letter queue is empty")
+        return
     for o in outcomes:
         console.print(f"{o.action_id}: {o.status} {o.reason}")
     if any(o.status != "completed" and o.status != "denied" for o in outcomes):
@@ -722,9 +741,11 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
               "anomaly_model_recall": (ANOMALY_TARGET, model["recall"] >= ANOMALY_TARGET),
               "anomaly_model_f1_above_baseline": (True, model["f1"] > base["f1"])}
     ok = all(met for _, met in judged.values())
+    missed = [name for name, (_, met) in judged.items() if not met]
     if as_json:
         targets = {name: value for name, (value, _) in judged.items()}
-        click.echo(json.dumps({**figures, "targets": targets, "targets_met": ok}, indent=2, sort_keys=True))
+        click.echo(json.dumps({**figures, "targets": targets, "targets_met": ok, "targets_missed": missed},
+                              indent=2, sort_keys=True))
         if check and not ok:
             sys.exit(1)
         return
@@ -747,7 +768,7 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
     for name, f in (("model (IsolationForest)", model), ("baseline (robust z)", base)):
         click.echo(f"  anomalies, {name:<24} precision {f['precision']:.2f} recall {f['recall']:.2f} "
                    f"F1 {f['f1']:.2f} ({f['true_positives']}/{f['injected']} injected, {f['flagged']} flagged)")
-    click.echo("  targets " + ("met" if ok else "NOT met"))
+    click.echo("  targets " + ("met" if ok else "NOT met: " + ", ".join(missed)))
     if check and not ok:
         sys.exit(1)
 
@@ -838,7 +859,8 @@ def _switchboard_protocol(p: StatePaths):
 @click.argument("flag")
 @click.option("--action", "directive", type=click.Choice(["resume", "hold", "rollback"]), required=True)
 @click.option("--rationale", required=True, help="Why (at least 20 non-blank characters; it goes into the receipt).")
-@click.option("--ttl", default="4h", show_default=True, help="How long the override wins over the controller (e.g. 30m, 4h, 1d); a hold stays after it "
+@click.option("--ttl", default="4h", show_default=True, help="How long the override wins over the controller (e.g. 30m, 4h, 1d; "
+              "the guard's policy allows at most 1d, policies/guard.rego); a hold stays after it "
               "until someone resumes the ramp.")
 @click.option("--actor", required=True, help="Who is overriding (a human with the oncall role in the actor roster).")
 @click.option("--idempotency-key", default=None, help="Make a retried command a no-op (default: a new key).")
@@ -851,6 +873,7 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     from .slo.spec import SLOSpecError, parse_duration
 
     actor, roster = _human(actor)
+    key = idempotency_key or f"override-{uuid.uuid4()}"
     try:
         seconds = int(parse_duration(ttl, "--ttl", "ttl").total_seconds())
     except SLOSpecError as exc:
@@ -873,14 +896,19 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     proto = _switchboard_protocol(p)
     out = proto.submit(ActionRequest(
         actor=actor, roles=roster.roles(actor), action="override", target_kind="flag", target_id=flag,
-        rationale=rationale, idempotency_key=idempotency_key or f"override-{uuid.uuid4()}", ttl_seconds=seconds,
-        params={"directive": directive}))
+        rationale=rationale, idempotency_key=key, ttl_seconds=seconds, params={"directive": directive}))
     colour = {"completed": "green", "denied": "red"}.get(out.status, "yellow")
     console.print(f"[{colour}]{out.status}[/{colour}] {directive} on {flag}: {out.reason}"
                   + (f" (receipt {out.receipt_id[:12]})" if out.receipt_id else ""))
     if out.status == "completed" and out.created:
         for note in notes:
             console.print(f"[yellow]note:[/yellow] {note}")
+    if out.status not in ("completed", "denied", "conflict"):
+        # Kept, not dropped: a guarded request is retried until it is decided (or dead-lettered).
+        console.print(f"[yellow]the request is kept:[/yellow] `ops-platform receipts retry` (and the "
+                      "retry_guarded_actions job, every 5 minutes) runs it again once the cause is fixed, its "
+                      f"TTL counted from then. Check on it with the same command and --idempotency-key {key} "
+                      "(a new key would be a second request).")
     if out.status not in ("completed",):
         sys.exit(1)
 

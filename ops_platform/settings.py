@@ -11,6 +11,20 @@ from .world.config import PRESETS, WorldConfig
 from .world.generate import load_manifest, world_exists
 
 
+class SettingError(ValueError):
+    """An environment setting that does not parse: a one-line error naming it, not a traceback."""
+
+
+def _zone(tz: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingError(f"OPS_PLATFORM_TZ={tz!r} is not an IANA time zone (e.g. America/Denver, UTC)") from None
+    return tz
+
+
 @dataclass(frozen=True)
 class PartitionRange:
     """Inclusive first and last daily partition keys, in the display timezone."""
@@ -27,13 +41,15 @@ def partition_range(paths: StatePaths) -> PartitionRange:
     world decides, and before any world exists the default demo preset does.
     """
     tz = os.environ.get("OPS_PLATFORM_TZ")
+    if tz is not None:
+        _zone(tz)
     override = os.environ.get("OPS_PLATFORM_PARTITIONS")
     if override:
         try:
             a, b = override.split(":")
             return PartitionRange(date.fromisoformat(a), date.fromisoformat(b), tz or "America/Denver")
         except ValueError:
-            raise ValueError(f"OPS_PLATFORM_PARTITIONS={override!r} must look like 2026-03-01:2026-03-14") from None
+            raise SettingError(f"OPS_PLATFORM_PARTITIONS={override!r} must look like 2026-03-01:2026-03-14") from None
     cfg: WorldConfig = PRESETS["S"]
     if world_exists(paths.world):
         cfg = WorldConfig.from_json(load_manifest(paths.world)["config"])
@@ -49,5 +65,5 @@ def usage_final_after_days() -> int:
     if text is None:
         return FINAL_AFTER_DAYS
     if not text.strip().isdigit():
-        raise ValueError(f"OPS_PLATFORM_USAGE_FINAL_AFTER_DAYS={text!r} must be a whole number of days (0 or more)")
+        raise SettingError(f"OPS_PLATFORM_USAGE_FINAL_AFTER_DAYS={text!r} must be a whole number of days (0 or more)")
     return int(text)

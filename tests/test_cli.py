@@ -57,3 +57,69 @@ def test_python_dash_m_runs_the_command():
 
     proc = subprocess.run([sys.executable, "-m", "ops_platform", "slo", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "Usage: ops-platform slo" in proc.stdout, proc.stdout + proc.stderr
+
+
+# Settings and state a user gets wrong: one line naming it, never a traceback, nothing written.
+
+
+def test_a_missing_signing_key_beside_a_ledger_is_refused_not_replaced(state, tmp_path, monkeypatch):
+    reason = "canary error spike is a known upstream DNS blip, INC-4412"
+    args = ["switchboard", "override", "release-api", "--action", "hold", "--rationale", reason, "--actor", "dana"]
+    assert CliRunner().invoke(main, args).exit_code == 0  # a first receipt, signed by the state's key
+    import os
+
+    keys = os.environ["OPS_PLATFORM_KEYS_DIR"]
+    monkeypatch.setenv("OPS_PLATFORM_KEYS_DIR", str(tmp_path / "typo-keys"))
+    res = CliRunner().invoke(main, args[:-2] + ["--actor", "erin"])
+    assert res.exit_code == 1 and "no signing key in" in res.output and "holds 1 receipt(s)" in res.output, res.output
+    assert not (tmp_path / "typo-keys" / "active.key").exists() and "Traceback" not in res.output
+    monkeypatch.setenv("OPS_PLATFORM_KEYS_DIR", keys)
+    assert CliRunner().invoke(main, ["receipts", "verify"]).exit_code == 0  # the ledger is whole
+    monkeypatch.setenv("OPS_PLATFORM_KEYS_DIR", str(tmp_path / "typo-keys"))
+    made = CliRunner().invoke(main, ["receipts", "new-key"])  # on purpose
+    assert made.exit_code == 0 and (tmp_path / "typo-keys" / "active.key").exists(), made.output
+
+
+@pytest.mark.parametrize(("env", "value", "said"), [
+    ("OPS_PLATFORM_OPA_URL", "notaurl", "is not an http(s) URL"),
+    ("OPS_PLATFORM_CONTROL_URL", "garbage", "is no control store URL"),
+])
+def test_a_malformed_url_setting_is_one_line(state, monkeypatch, env, value, said):
+    monkeypatch.setenv(env, value)
+    res = CliRunner().invoke(main, ["switchboard", "override", "release-api", "--action", "hold", "--rationale",
+                                    "canary error spike is a known upstream DNS blip", "--actor", "dana"])
+    assert res.exit_code == 1 and said in res.output and "Traceback" not in res.output, res.output
+    assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit)
+
+
+def test_bad_time_zone_preset_and_window_settings_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPS_PLATFORM_HOME", str(tmp_path / "home"))
+    res = CliRunner().invoke(main, ["demo", "--preset", "X"])
+    assert res.exit_code == 2 and "'X' is not one of 'S', 'M', 'L'" in res.output, res.output
+    from ops_platform.paths import StatePaths
+    from ops_platform.settings import SettingError, partition_range, usage_final_after_days
+
+    # Settings errors are SettingError, which every command prints as one line.
+    monkeypatch.setenv("OPS_PLATFORM_USAGE_FINAL_AFTER_DAYS", "abc")
+    with pytest.raises(SettingError, match="must be a whole number of days"):
+        usage_final_after_days()
+
+    monkeypatch.setenv("OPS_PLATFORM_TZ", "Mars/Base")
+    with pytest.raises(SettingError, match="'Mars/Base' is not an IANA time zone"):
+        partition_range(StatePaths.from_env())
+
+
+def test_an_empty_dead_letter_queue_is_nothing_to_page_on(state):
+    res = CliRunner().invoke(main, ["dlq", "replay"])
+    assert res.exit_code == 0 and "the dead-letter queue is empty" in res.output, res.output
+    res = CliRunner().invoke(main, ["dlq", "replay", "--id", "7"])
+    assert res.exit_code == 1 and "nothing to replay with id 7" in res.output
+
+
+def test_a_request_the_guard_could_not_decide_says_it_is_kept_and_how_to_follow_it(state, monkeypatch):
+    monkeypatch.setenv("OPS_PLATFORM_OPA_URL", "http://127.0.0.1:1")  # nothing listens
+    res = CliRunner().invoke(main, ["switchboard", "override", "release-api", "--action", "hold", "--rationale",
+                                    "canary error spike is a known upstream DNS blip", "--actor", "dana",
+                                    "--idempotency-key", "hold-1"])
+    assert res.exit_code == 1 and "policy error" in res.output, res.output
+    assert "the request is kept" in res.output and "--idempotency-key hold-1" in res.output

@@ -487,9 +487,10 @@ def test_cli_finops_score_check_exits_1_when_a_target_is_missed(small_world, mon
 
     monkeypatch.setattr(score, "MAPE_TARGET", 0.0)  # no attribution has an error under 0
     res = CliRunner().invoke(main, ["finops", "score", "--world", str(small_world), "--check"])
-    assert res.exit_code == 1 and "targets NOT met" in res.output
+    assert res.exit_code == 1 and "targets NOT met: mape" in res.output  # which one, not only that one is
     res = CliRunner().invoke(main, ["finops", "score", "--world", str(small_world), "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["targets_met"] is False  # without --check: a report
+    assert json.loads(res.output)["targets_missed"] == ["mape"]
 
 
 def test_anomalies_carry_score_expected_range_impact_and_driver():

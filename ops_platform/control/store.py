@@ -71,7 +71,16 @@ class ControlStore:
             sa.event.listen(self.engine, "connect", self._sqlite_connect_ro if readonly else self._sqlite_connect)
             sa.event.listen(self.engine, "begin", self._sqlite_begin)
         else:
-            self.engine = sa.create_engine(url, pool_size=2, max_overflow=4)
+            # A plain postgresql:// names SQLAlchemy's default driver (psycopg 3); psycopg2 is
+            # the one installed.
+            if url.startswith(("postgresql://", "postgres://")):
+                url = "postgresql+psycopg2://" + url.split("://", 1)[1]
+            try:
+                self.engine = sa.create_engine(url, pool_size=2, max_overflow=4)
+            except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ModuleNotFoundError) as exc:
+                raise StoreUnavailable(f"{url.split('://', 1)[0] or url!r} is no control store URL this platform "
+                                       f"reads ({type(exc).__name__}): use sqlite:///path or "
+                                       "postgresql://user:pass@host/db") from None
 
     @staticmethod
     def _sqlite_begin(conn: sa.Connection) -> None:
@@ -198,6 +207,12 @@ class ControlStore:
             q = q.with_for_update()
         seq, entry_hash, frontier = conn.execute(q).one()
         return seq, entry_hash, json.loads(frontier)
+
+    def receipt_count(self) -> int:
+        """How many entries the ledger holds (its head's sequence number is the last one's, -1 when empty)."""
+        with self.read() as conn:
+            seq = conn.execute(sa.select(s.ledger_head.c.seq).where(s.ledger_head.c.id == 1)).scalar()
+        return 0 if seq is None else int(seq) + 1
 
     def entry_hash_at(self, conn: sa.Connection, seq: int) -> str | None:
         return conn.execute(sa.select(s.ledger.c.entry_hash).where(s.ledger.c.seq == seq)).scalar()

@@ -575,8 +575,15 @@ def make_policy(policy_dir: str | Path | None = None, opa_url: str | None = None
 def policy_settings_from_env() -> dict[str, str | None]:
     """``make_policy``'s arguments from ``OPS_PLATFORM_OPA_URL``,
     ``OPS_PLATFORM_OPA_POLICY_VERSION`` and ``OPS_PLATFORM_POLICY_DIR``."""
+    from ..settings import SettingError
+
+    opa_url = os.environ.get(OPA_URL_ENV, "").strip() or None
+    if opa_url is not None and not opa_url.startswith(("http://", "https://")):
+        # Refused before any action is recorded: a URL urllib cannot open would fail every
+        # action after it was stored, to be retried later against the same bad URL.
+        raise SettingError(f"{OPA_URL_ENV}={opa_url!r} is not an http(s) URL (e.g. http://127.0.0.1:8181)")
     return {"policy_dir": os.environ.get(POLICY_DIR_ENV, "").strip() or None,
-            "opa_url": os.environ.get(OPA_URL_ENV, "").strip() or None,
+            "opa_url": opa_url,
             "opa_version": os.environ.get(OPA_VERSION_ENV, "").strip() or None}
 
 

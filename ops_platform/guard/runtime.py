@@ -152,9 +152,21 @@ def build_protocol(paths: StatePaths, executors: Mapping[str, Executor] | None =
                    url: str | None = None, store: ControlStore | None = None) -> ActionProtocol:
     """The guarded path of a state folder; ``store``: one the caller opened already (for its
     executors), else the one at ``url`` or the state folder's."""
+    store = store or open_store(paths, url)
+    if not KeyRing(paths.keys_dir).has_active_key() and (held := store.receipt_count()):
+        # A mistyped OPS_PLATFORM_KEYS_DIR (or another $HOME) would start a new key, and the
+        # ledger would fail verification from its next receipt on.
+        raise MissingKey(f"no signing key in {paths.keys_dir} (OPS_PLATFORM_KEYS_DIR), yet the ledger at "
+                         f"{shown_url(store.url)} holds {held} receipt(s): point OPS_PLATFORM_KEYS_DIR at the "
+                         "folder whose key signed them; if that key is lost for good, start a new one on "
+                         "purpose with `ops-platform receipts new-key`")
     ring = KeyRing.load_or_create(paths.keys_dir)
-    return ActionProtocol(store or open_store(paths, url), ring.signer, policy_from_env(), executors or {},
+    return ActionProtocol(store, ring.signer, policy_from_env(), executors or {},
                           spool(paths), home=paths.home, roles_of=actor_roles())
+
+
+class MissingKey(Exception):
+    """No signing key where the state's receipts were signed: refused, not silently replaced."""
 
 
 def file_digest_in(home: Path):

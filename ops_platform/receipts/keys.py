@@ -191,6 +191,9 @@ class KeyRing:
         ring._publish(_read_private_key(ring._active_path).public_key())
         return ring
 
+    def has_active_key(self) -> bool:
+        return self._active_path.exists()
+
     @property
     def _active_path(self) -> Path:
         return self.keys_dir / ACTIVE_KEY
