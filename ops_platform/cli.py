@@ -488,10 +488,10 @@ def dlq_list(url: str | None) -> None:
     """List dead-lettered requests with their last error (and anything still spooled)."""
     import json
 
-    from .guard.runtime import open_store, spool
+    from .guard.runtime import control_url, existing_store, spool
 
-    p = _guard_paths()
-    items = open_store(p, url).dlq_items()
+    p = StatePaths.from_env()  # read only: a mistyped store or home is an error, not an empty queue
+    items = existing_store(url or control_url(p)).dlq_items()
     rows = []
     for it in items:
         req = json.loads(it["request"])

@@ -123,3 +123,11 @@ def test_a_request_the_guard_could_not_decide_says_it_is_kept_and_how_to_follow_
                                     "--idempotency-key", "hold-1"])
     assert res.exit_code == 1 and "policy error" in res.output, res.output
     assert "the request is kept" in res.output and "--idempotency-key hold-1" in res.output
+
+
+def test_dlq_list_of_a_mistyped_store_is_an_error_and_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPS_PLATFORM_HOME", str(tmp_path / "typo-home"))
+    res = CliRunner().invoke(main, ["dlq", "list"])
+    assert res.exit_code == 1 and "no control store at" in res.output, res.output
+    res = CliRunner().invoke(main, ["dlq", "list", "--store", f"sqlite:///{tmp_path / 'nope.sqlite'}"])
+    assert res.exit_code == 1 and not (tmp_path / "nope.sqlite").exists() and not (tmp_path / "typo-home").exists()

@@ -9,6 +9,7 @@ idempotency keys is enforced by the database, so racing processes create one act
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,7 +63,11 @@ class ControlStore:
             # existing database and must not be mistaken for a relative folder.
             plain = bool(db_path) and db_path != ":memory:" and not db_path.startswith("file:")
             if readonly and plain:
-                url = f"sqlite:///file:{db_path}?mode=ro&uri=true"
+                # A WAL database opened read-only still writes its -shm index beside it; in a
+                # folder nobody may write (a backup, an auditor's copy) it is opened immutable.
+                folder = Path(db_path).parent
+                locked = not os.access(folder, os.W_OK) and not Path(f"{db_path}-wal").exists()
+                url = f"sqlite:///file:{db_path}?{'immutable=1' if locked else 'mode=ro'}&uri=true"
             elif plain:
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True)
             # A pooled connection keeps the WAL open between transactions (closing the last
