@@ -89,13 +89,15 @@ def world_generate(preset_name: str, seed: int, out: Path | None, tenants: int |
         raise click.UsageError(str(exc)) from None
     if cfg.days < 3 or cfg.tenants < 3:
         raise click.UsageError("a world needs at least 3 tenants and 3 days")
-    out = out or StatePaths.from_env().world
+    state_world = StatePaths.from_env().world
+    out = out or state_world
     if out.exists() and not out.is_dir():
         raise click.UsageError(f"--out {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not world_exists(out):
         # Generating replaces landing/ and truth/: only over a world, never over other files.
         raise click.UsageError(f"--out {out} holds files but no world ({out / 'manifest.json'} is missing): "
                                "choose an empty or new folder, or a world to regenerate")
+    replaced = world_exists(out)
     t0 = time.perf_counter()
     try:
         rows = _generate(cfg, out)
@@ -104,6 +106,10 @@ def world_generate(preset_name: str, seed: int, out: Path | None, tenants: int |
     dt = time.perf_counter() - t0
     console.print(f"[green]world written[/green] to {out} in {dt:.1f}s: "
                   f"{sum(rows.values()):,} rows ({', '.join(f'{k} {v:,}' for k, v in rows.items())})")
+    if replaced and out.resolve() == state_world.resolve():
+        console.print("[yellow]note:[/yellow] this replaced the state folder's world: the warehouse and the "
+                      "ledger still hold what the old one loaded; `ops-platform demo` (which keeps an existing world) or "
+                      "the ingest jobs load the new one")
 
 
 @main.command()

@@ -131,3 +131,21 @@ def test_dlq_list_of_a_mistyped_store_is_an_error_and_creates_nothing(tmp_path, 
     assert res.exit_code == 1 and "no control store at" in res.output, res.output
     res = CliRunner().invoke(main, ["dlq", "list", "--store", f"sqlite:///{tmp_path / 'nope.sqlite'}"])
     assert res.exit_code == 1 and not (tmp_path / "nope.sqlite").exists() and not (tmp_path / "typo-home").exists()
+
+
+def test_an_interrupted_regeneration_leaves_the_world_that_was_there(tmp_path, monkeypatch):
+    from ops_platform.world import generate as gen
+    from ops_platform.world import preset, world_exists
+
+    out = tmp_path / "w"
+    gen.generate_world(preset("S", seed=9, tenants=5, days=3), out)
+    before = (out / "manifest.json").read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gen, "generate_billing", interrupted)  # late in the run: usage already written
+    with pytest.raises(KeyboardInterrupt):
+        gen.generate_world(preset("S", seed=10, tenants=5, days=3), out)
+    assert world_exists(out) and (out / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]  # no staging folder left beside it

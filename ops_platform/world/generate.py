@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,14 +68,35 @@ def _write_by_utc_date(df: pl.DataFrame, ts_col: str, folder: Path, name: str) -
     return n
 
 
-def generate_world(cfg: WorldConfig, out: Path, progress: Callable[[str, int], None] | None = None,
-                   overwrite: bool = True) -> WorldSummary:
-    """Write landing/ and truth/ under ``out``; identical bytes for identical ``cfg``."""
+_WORLD_PARTS = ("landing", "truth", MANIFEST)
+
+
+def generate_world(cfg: WorldConfig, out: Path, progress: Callable[[str, int], None] | None = None) -> WorldSummary:
+    """Write landing/ and truth/ under ``out``; identical bytes for identical ``cfg``.
+
+    The world is written beside ``out`` and swapped in once whole (a few renames): a run
+    interrupted halfway leaves the world that was there, not half of each."""
+    target = out.resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.generating-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        summary = _generate(cfg, staging, progress)
+        retired = target.parent / f".{target.name}.replaced-{os.getpid()}"
+        retired.mkdir(exist_ok=True)
+        for part in _WORLD_PARTS:
+            if (target / part).exists():
+                (target / part).rename(retired / part)
+        for part in _WORLD_PARTS:
+            (staging / part).rename(target / part)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return WorldSummary(out, summary.config, summary.rows)
+
+
+def _generate(cfg: WorldConfig, out: Path, progress: Callable[[str, int], None] | None) -> WorldSummary:
     tick = progress or (lambda stage, n: None)
-    if out.exists() and overwrite:
-        for sub in ("landing", "truth"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        (out / MANIFEST).unlink(missing_ok=True)
     landing, truth = out / "landing", out / "truth"
     rng = np.random.default_rng(cfg.seed)
     rows: dict[str, int] = {}
