@@ -809,8 +809,13 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
         raise click.BadParameter(str(exc), param_hint="--period") from None
     if not p.warehouse.exists():
         raise click.ClickException(f"no warehouse at {p.warehouse}; run `make demo` first")
+    import duckdb
+
     try:
         stored = StoredFinOps.from_warehouse(Warehouse(p.warehouse))
+    except duckdb.IOException as exc:  # another process (a Dagster run) holds it: nothing to rebuild
+        raise click.ClickException(f"the warehouse {p.warehouse} is busy (another process, such as a Dagster "
+                                   f"run, holds it): try again when it is done ({str(exc).splitlines()[0]})") from None
     except Exception as exc:  # noqa: BLE001 - no finops tables yet
         raise click.ClickException("no cost attribution in the warehouse yet: materialize finops/attribution "
                                    f"(job reconcile_costs) or run `make demo` ({str(exc).splitlines()[0]})") from None
