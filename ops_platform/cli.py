@@ -48,6 +48,7 @@ class _Main(click.Group):
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ops-platform", prog_name="ops-platform")
 def main() -> None:
     """Summit ops platform: SLOs, ramps, receipts and per-tenant cost, on Dagster."""
 
@@ -415,6 +416,8 @@ def receipts_show(receipt_id: str, url: str | None) -> None:
     from .receipts.keys import KeyRing
     from .receipts.ledger import inclusion
 
+    if not receipt_id.strip():
+        raise click.BadParameter("name a receipt id or a prefix of one", param_hint="RECEIPT_ID")
     p = StatePaths.from_env()
     # Read only, as verify: a mistyped store or state folder is an error (_Main), not a new store.
     store = existing_store(url or control_url(p))
@@ -704,6 +707,8 @@ def slo_rules(slo_dir: Path | None, out: Path | None) -> None:
     if out is None:
         click.echo(text, nl=False)
         return
+    if not out.parent.is_dir():  # a typo in the folder must not create a new one somewhere
+        raise click.BadParameter(f"{out.parent} is no folder", param_hint="--out")
     from .files import open_atomic
 
     try:
@@ -732,9 +737,11 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
 
     world_dir = world_dir or StatePaths.from_env().world
     truth = world_dir / "truth" / "tenant_daily_cost.parquet"
-    if not world_exists(world_dir) or not truth.exists():
-        raise click.ClickException(f"no world with a truth folder at {world_dir}; run `ops-platform world "
-                                   "generate` or `make demo`")
+    if not world_exists(world_dir):
+        raise click.ClickException(f"no world at {world_dir}; run `ops-platform world generate` or `make demo`")
+    if not truth.exists():
+        raise click.ClickException(f"the world at {world_dir} lacks its true costs ({truth}): regenerate it with "
+                                   "`ops-platform world generate`")
     try:
         figures = score_world(world_dir)
     except ValueError as exc:  # bad input or settings (a bill in two currencies, a bad window): say so

@@ -149,3 +149,11 @@ def test_an_interrupted_regeneration_leaves_the_world_that_was_there(tmp_path, m
         gen.generate_world(preset("S", seed=10, tenants=5, days=3), out)
     assert world_exists(out) and (out / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]  # no staging folder left beside it
+
+
+def test_version_and_the_small_refusals_of_a_new_users_walkthrough(tmp_path, monkeypatch):
+    assert CliRunner().invoke(main, ["--version"]).output.startswith("ops-platform, version ")
+    res = CliRunner().invoke(main, ["slo", "rules", "--out", str(tmp_path / "typo" / "rules.yaml")])
+    assert res.exit_code == 2 and "is no folder" in res.output and not (tmp_path / "typo").exists()
+    res = CliRunner().invoke(main, ["receipts", "show", " "])
+    assert res.exit_code == 2 and "name a receipt id" in res.output
