@@ -53,7 +53,8 @@ def test_a_caused_spike_is_caught_and_an_uncaused_one_is_an_alert_without_cause(
     assert fast["scored_minutes"] == 1440 - 59 and 0 < firing < 60
     assert scores["all"]["fast"] == {"events": 1, "caught": 1, "alerts": 2, "false_alerts": 1, "recall": 1.0,
                                      "precision": 0.5, "firing_minutes": firing, "scored_minutes": 1381,
-                                     "firing_share": firing / 1381}
+                                     "firing_share": firing / 1381, "median_minutes_to_alert": 21,
+                                     "max_minutes_to_alert": 21}
 
 
 def test_a_tier_that_fires_all_the_time_shows_it_in_its_firing_share():
@@ -140,6 +141,9 @@ def test_cli_backtest_alerts_json_scores_every_slo_and_sums_the_tiers(small_worl
             assert total[key] == sum(out[n][tier][key] for n in names)
         assert total["firing_share"] == total["firing_minutes"] / total["scored_minutes"]
         assert total["caught"] <= total["events"] and total["false_alerts"] <= total["alerts"]
+        assert set(total) == set(out["receipt-lag"]["fast"])  # the same keys as each SLO's, for scripts
+        per_slo = [out[n][tier]["max_minutes_to_alert"] for n in names if tier in out[n]]
+        assert total["max_minutes_to_alert"] == max((m for m in per_slo if m is not None), default=None)
     # The receipt pipeline's lag SLO sees every receipt stall the world injected.
     stalls = pl.read_parquet(small_world / "truth" / "incidents.parquet").filter(pl.col("kind") == "receipt_stall")
     assert out["receipt-lag"]["fast"]["events"] == stalls.height

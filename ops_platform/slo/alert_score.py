@@ -76,7 +76,8 @@ def episodes(minutes: pl.Series, gap: timedelta = MINUTE) -> list[tuple[datetime
 
 
 def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier, first_minute: datetime,
-                history_end: datetime) -> dict:
+                history_end: datetime, delays_out: list[float] | None = None) -> dict:
+    """One tier's figures; ``delays_out`` gathers its minutes to alert (for the totals)."""
     # Scored once the long window lies inside the history: before, a sample or two make its
     # ratio, and compute_day fires no tier there (daily.judged), so only events are cut here.
     scored_from = first_minute + tier.long_window - MINUTE
@@ -92,6 +93,8 @@ def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier, first_
             delays.append((hits.min() - start) / MINUTE)
     alerts = episodes(minutes, max(tier.short_window, MINUTE))
     false = sum(1 for first, last in alerts if not any(first < until and last >= start for start, until in spans))
+    if delays_out is not None:
+        delays_out.extend(delays)
     return {"events": len(spans), "caught": len(delays), "recall": len(delays) / len(spans) if spans else None,
             "alerts": len(alerts), "false_alerts": false,
             "precision": (len(alerts) - false) / len(alerts) if alerts else None,
@@ -113,11 +116,13 @@ def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFram
     end = max(f["ts"].max() for f in (counters, latency, lag) if f is not None and f.height) + MINUTE
     service = compute_day(slos, start, end, counters=counters, latency=latency, lag=lag).service
     out: dict[str, dict[str, dict]] = {}
+    delays: dict[str, list[float]] = {}
     for slo in slos:
         table, name = slo.source
         mine = events.filter((pl.col("table") == table) & (pl.col("service") == name))
         rows = service.filter(pl.col("slo") == slo.name)
-        out[slo.name] = {t.name: _tier_score(rows.filter(pl.col(f"firing_{t.name}"))["ts"], mine, t, start, end)
+        out[slo.name] = {t.name: _tier_score(rows.filter(pl.col(f"firing_{t.name}"))["ts"], mine, t, start, end,
+                                             delays.setdefault(t.name, []))
                          for t in slo.tiers}
     totals: dict[str, dict] = {}
     for tiers in out.values():
@@ -130,6 +135,9 @@ def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFram
         t["recall"] = t["caught"] / t["events"] if t["events"] else None
         t["precision"] = (t["alerts"] - t["false_alerts"]) / t["alerts"] if t["alerts"] else None
         t["firing_share"] = t["firing_minutes"] / t["scored_minutes"] if t["scored_minutes"] else None
+    for tier, t in totals.items():  # the same keys as each SLO's, for scripts
+        t["median_minutes_to_alert"] = statistics.median(delays[tier]) if delays[tier] else None
+        t["max_minutes_to_alert"] = max(delays[tier]) if delays[tier] else None
     out[TOTALS] = totals
     return out
 
