@@ -493,7 +493,8 @@ def dlq() -> None:
 
 @dlq.command("list")
 @click.option("--store", "url", default=None, help="Control store URL.")
-def dlq_list(url: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the items as JSON.")
+def dlq_list(url: str | None, as_json: bool) -> None:
     """List dead-lettered requests with their last error (and anything still spooled)."""
     import json
 
@@ -501,6 +502,10 @@ def dlq_list(url: str | None) -> None:
 
     p = StatePaths.from_env()  # read only: a mistyped store or home is an error, not an empty queue
     items = existing_store(url or control_url(p)).dlq_items()
+    if as_json:
+        click.echo(json.dumps([{**{k: it[k] for k in ("dlq_id", "attempts", "last_error", "created_at")},
+                                "request": json.loads(it["request"])} for it in items], indent=2, default=str))
+        return
     rows = []
     for it in items:
         req = json.loads(it["request"])
@@ -933,7 +938,8 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
 
 @switchboard.command("log")
 @click.argument("flag")
-def switchboard_log(flag: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON (events, active overrides).")
+def switchboard_log(flag: str, as_json: bool) -> None:
     """The timeline of FLAG: requests, decisions, actions, overrides with rationale, receipts."""
     import json
 
@@ -959,6 +965,7 @@ def switchboard_log(flag: str) -> None:
         raise click.ClickException(f"no Switchboard events for {flag!r}")
     recorded = {o["action_id"]: o for o in store.overrides(flag)}
     requests: dict[str, dict] = {}  # an override's request (its directive, TTL and rationale), by action id
+    timeline = []
     for e in events:
         payload = json.loads(e["payload"])
         what = payload.get("reason") or payload.get("rationale") or payload.get("error") or ""
@@ -977,10 +984,18 @@ def switchboard_log(flag: str) -> None:
                 what = f"{what} (seen by {payload['seen_by']})"
         if payload.get("unreadable_flags"):
             what = f"{what}; left as they are, unreadable: {', '.join(payload['unreadable_flags'])}"
-        receipt = f" receipt {e['receipt_id'][:12]}" if e["receipt_id"] else ""
-        click.echo(f"{e['ts']}  {e['kind']:<24} {payload.get('action', ''):<10} {e['actor']:<16} "
-                   f"{_one_line(what)}{receipt}")
+        timeline.append({"ts": e["ts"], "kind": e["kind"], "action": payload.get("action", ""), "actor": e["actor"],
+                         "what": what, "receipt_id": e["receipt_id"], "action_id": e["action_id"],
+                         "payload": payload})
     active = store.active_overrides(flag, iso_utc(utcnow()))
+    if as_json:  # the same events, whole, for scripts
+        click.echo(json.dumps({"flag": flag, "events": timeline,
+                               "active_overrides": [{k: o[k] for k in ("directive", "actor", "expires_at", "rationale")}
+                                                    for o in active]}, indent=2, default=str))
+        return
+    for t in timeline:
+        receipt = f" receipt {t['receipt_id'][:12]}" if t["receipt_id"] else ""
+        click.echo(f"{t['ts']}  {t['kind']:<24} {t['action']:<10} {t['actor']:<16} {_one_line(t['what'])}{receipt}")
     for o in active:
         click.echo(f"active override: {o['directive']} by {o['actor']} until {o['expires_at']}: "
                    f"{_one_line(o['rationale'])}")

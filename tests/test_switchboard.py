@@ -25,6 +25,14 @@ def test_hold_override_pauses_the_flag_and_is_receipted(state):
     assert log.exit_code == 0
     assert "action_completed" in log.output and "active override: hold by dana" in log.output
     assert REASON in log.output
+    import json
+
+    data = json.loads(_run("log", "release-api", "--json").output)  # the same timeline, for scripts
+    done = [e for e in data["events"] if e["kind"] == "action_completed" and e["action"] == "override"]
+    assert done and done[-1]["receipt_id"] and res.output.count(done[-1]["receipt_id"][:12]) == 1
+    assert data["active_overrides"] == [{"directive": "hold", "actor": "dana", "rationale": REASON,
+                                         "expires_at": data["active_overrides"][0]["expires_at"]}]
+    assert json.loads(CliRunner().invoke(main, ["dlq", "list", "--json"]).output) == []
     verify = CliRunner().invoke(main, ["receipts", "verify"])
     assert verify.exit_code == 0, verify.output
 
