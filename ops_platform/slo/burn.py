@@ -133,15 +133,22 @@ def _grouped(events: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     when the rows come sorted) and an explode lays the groups end to end, which is much
     cheaper than sorting on the key strings. Groups come in no particular order.
     """
+    # A key with one value in every row (the SLO's service, after selecting its rows) splits
+    # nothing: left out of the grouping and set back after (hashing it cost a third of it).
+    same = [k for k in keys if events.height and bool(events.select(
+        pl.col(k).eq_missing(pl.col(k).first()).all()).item())]
+    constant = {k: events[k][0] for k in same}
+    keys = [k for k in keys if k not in constant]
     if not keys:
         return events.sort("ts").with_columns(pl.lit(0, pl.Int64).alias("_group"), pl.lit(0, pl.Int64).alias("_first"))
     in_time = pl.all() if events["ts"].is_sorted() else pl.all().sort_by("ts")
     rows = pl.len().cast(pl.Int64)
-    grouped = events.group_by(keys).agg(in_time, rows.alias("_rows")).with_columns(
+    grouped = events.drop(list(constant)).group_by(keys).agg(in_time, rows.alias("_rows")).with_columns(
         pl.int_range(pl.len(), dtype=pl.Int64).alias("_group"),
         (pl.col("_rows").cum_sum() - pl.col("_rows")).alias("_first"))
-    values = [c for c in events.columns if c not in keys]
-    return grouped.explode(values).select(*events.columns, "_group", "_first")
+    values = [c for c in events.columns if c not in keys and c not in constant]
+    return grouped.explode(values).with_columns(
+        pl.lit(v, events.schema[k]).alias(k) for k, v in constant.items()).select(*events.columns, "_group", "_first")
 
 
 def _dense(ev: pl.DataFrame) -> bool:
