@@ -9,6 +9,7 @@ import polars as pl
 from assets import check_spec, score_metadata
 from ops_platform.paths import SLO_DIR
 from ops_platform.slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
+from ops_platform.slo.burn import window_name
 from ops_platform.slo.daily import compute_day, empty_sources, lookback
 from ops_platform.slo.spec import SOURCE_TABLES, calendar_zone_notes, load_slos
 from ops_platform.timezones import partition_bounds
@@ -41,8 +42,8 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
     slos = load_slos(SLO_DIR)
     zone_notes = calendar_zone_notes(slos, partitions_def.timezone)
     specs = [check_spec(check_name(s.name, t.name), BURN_KEY,
-                        f"{s.display_name}: {t.name} burn ({t.burn_rate:g}x over {t.long_window} and "
-                        f"{t.short_window}) -> ramps {t.ramp_action}", partitions_def)
+                        f"{s.display_name}: {t.name} burn ({t.burn_rate:g}x over {window_name(t.long_window)} and "
+                        f"{window_name(t.short_window)}) -> ramps {t.ramp_action}", partitions_def)
              for s in slos for t in s.tiers]
     # The longest burn window decides how many earlier days each day reads.
     lookback_days = math.ceil(lookback(slos) / timedelta(days=1))

@@ -13,6 +13,7 @@ from ops_platform.finops.export import (
 from ops_platform.finops.invoices import parse_period
 from ops_platform.finops.pipeline import StoredFinOps
 from ops_platform.guard.roster import RELEASE_SENSOR_ACTOR, human_actor, load_roster
+from resources import DUCKDB_POOL
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
 from resources.exports import ExportsResource
 from resources.warehouse import WarehouseResource
@@ -28,8 +29,9 @@ class ReleaseConfig(dg.Config):
     rationale: str = "reconciliation checks pass for the period; releasing invoices"
 
 
+# In the DuckDB pool: it reads the warehouse, which a running asset may hold for writing.
 @dg.op(description="Release a period's invoices through the guard: check the reconciliation, write the "
-                   "Parquet/CSV files atomically, receipt their sha256.")
+                   "Parquet/CSV files atomically, receipt their sha256.", pool=DUCKDB_POOL)
 def release_invoices_op(context: dg.OpExecutionContext, config: ReleaseConfig, warehouse: WarehouseResource,
                         control: ControlStoreResource, signer: SignerResource, guard: GuardResource,
                         exports: ExportsResource) -> None:
@@ -75,8 +77,13 @@ def _months(days: pl.DataFrame) -> list[str]:
                        "its reconciliation checks pass; a held period is reported with its reasons in the tick.")
 def invoice_release_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource,
                            control: ControlStoreResource):
+    import duckdb
+
     try:
         stored = StoredFinOps.from_warehouse(warehouse.get())
+    except duckdb.IOException as exc:  # a run writes the warehouse: nothing to rebuild, only to wait
+        return dg.SkipReason(f"the warehouse is busy (a run is writing it); the next tick tries again: {exc}"
+                             .splitlines()[0])
     except Exception as exc:  # noqa: BLE001 - no attribution yet
         return dg.SkipReason(f"no finops tables yet (materialize finops/attribution): {exc}".splitlines()[0])
     released = released_periods(control.store())

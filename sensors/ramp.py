@@ -4,8 +4,10 @@ Switchboard override job."""
 import json
 from datetime import datetime
 from functools import cache
+from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
 from assets.ramp import VERDICT_CHECK, VERDICTS_KEY
 from assets.slo import BURN_KEY, check_name
@@ -45,8 +47,8 @@ def _ramps(warehouse: WarehouseResource) -> list[Ramp]:
 
 
 # In the DuckDB pool, like the assets that write the warehouse it reads (a reader beside a
-# writer fails on the file lock), and retried: its signals are not re-sent once the sensor's
-# cursor has moved past them.
+# writer fails on the file lock), and retried; a run that fails all the same gets its
+# signals sent again by the sensor's next tick.
 @dg.op(description="Turn failed burn checks into guarded pause/rollback/freeze actions on release flags.",
        pool=DUCKDB_POOL, retry_policy=dg.RetryPolicy(max_retries=3, delay=10))
 def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerConfig, control: ControlStoreResource,
@@ -113,32 +115,55 @@ def ramp_controller_job():
 def ramp_controller_sensor(context: dg.SensorEvaluationContext):
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-    last = int(context.cursor or 0)
-    newest, signals = last, []
+    # The cursor: per check and partition, the evaluation last handled (not a highest record
+    # id: a record is numbered when its run is created, so a run created earlier that finishes
+    # later would hide below it), and the controller run last requested with what it carried,
+    # sent again if that run failed (the op's own retries spent).
+    state = _cursor(context.cursor)
+    seen: dict[str, dict[str, int]] = state["seen"]
+    pending = state.get("pending")
+    attempt = state.get("attempt", 0)
+    if pending:
+        runs = context.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": pending["run_key"]}), limit=1)
+        status = runs[0].status if runs else None
+        if status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                      dg.DagsterRunStatus.STARTED):
+            return dg.SkipReason(f"the controller run {pending['run_key']} is still in progress")
+        if status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):  # its evidence again
+            for check, partition, _ in pending["entries"]:
+                seen.get(check, {}).pop(partition, None)
+            attempt += 1
+        pending = None
+    legacy = state.get("legacy", 0)  # a cursor of the earlier kind: record ids up to it were handled
+    entries, signals = [], []
 
     def failed(key: dg.AssetCheckKey):
-        """The failed evaluations newer than the cursor that are still their partition's
-        latest evaluation, newest first, page by page (a backfill can fail more than a page
-        of them between two ticks). A partition evaluated again is judged on its latest
+        """The failed evaluations not handled yet that are their partition's latest
+        evaluation, page by page. A partition evaluated again is judged on its latest
         evaluation only: an older failure it replaced is not sent again, and one that now
         passes sends nothing."""
-        before, seen = None, set()
+        name = key.to_user_string()
+        handled = seen.setdefault(name, {})
+        before, latest = None, set()
         done = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
         while True:
             page = context.instance.event_log_storage.get_asset_check_execution_history(
                 key, limit=PAGE, cursor=before, status=done)
             for rec in page:
-                if rec.id <= last:
-                    return
                 if rec.event is None or rec.event.dagster_event is None:
                     continue
                 ev = rec.event.dagster_event.asset_check_evaluation_data
                 meta = {k: v.value for k, v in ev.metadata.items()}
                 partition = rec.partition or ev.partition or meta.get("partition") or ""
-                if partition in seen:
+                if partition in latest:
                     continue
-                seen.add(partition)
+                latest.add(partition)
+                if handled.get(partition) == rec.id or rec.id <= legacy:
+                    handled[partition] = rec.id
+                    continue
+                handled[partition] = rec.id
                 if rec.status == AssetCheckExecutionRecordStatus.FAILED:
+                    entries.append((name, partition, rec.id))
                     yield rec, ev, meta
             if len(page) < PAGE:
                 return
@@ -148,7 +173,6 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
         for tier in slo.tiers:
             lw, sw = window_name(tier.long_window), window_name(tier.short_window)
             for rec, ev, meta in failed(dg.AssetCheckKey(BURN_KEY, check_name(slo.name, tier.name))):
-                newest = max(newest, rec.id)
                 evidence = (f"burn {meta.get(f'max_burn_{lw}', '?')}x over {lw} and {meta.get(f'max_burn_{sw}', '?')}x "
                             f"over {sw} (threshold {tier.burn_rate:g}x), {meta.get('firing_minutes', '?')} minute(s)")
                 signals.append(json.dumps({
@@ -158,7 +182,6 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
                     "group_first": dict(meta.get("groups_first_firing") or {}), "evidence": evidence}))
     # The per-ramp analysis: each verdict names its build, the action and the cohorts reached.
     for rec, _ev, meta in failed(dg.AssetCheckKey(VERDICTS_KEY, VERDICT_CHECK)):
-        newest = max(newest, rec.id)
         for v in meta.get("verdicts") or []:
             signals.append(json.dumps({
                 "slo": "ramp-analysis", "tier": v["action"], "partition": rec.partition or meta.get("partition") or "",
@@ -166,18 +189,36 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
                 "groups": [f"{v['service']}/{v['cohorts'][-1]}/{v['build_id']}"], "first_firing": v["acted_at"],
                 "evidence": v.get("reason", "")}))
     if not signals:
-        return dg.SkipReason(f"no new failed burn checks since evaluation {last}")
-    context.update_cursor(str(newest))
-    return dg.RunRequest(run_key=f"burn-{newest}", run_config=dg.RunConfig(
+        context.update_cursor(json.dumps({"seen": seen, "attempt": attempt}, sort_keys=True))
+        return dg.SkipReason("no new failed burn checks")
+    newest = max(i for _, _, i in entries)
+    run_key = f"burn-{newest}-{len(entries)}" + (f"-retry{attempt}" if attempt else "")
+    context.update_cursor(json.dumps({"seen": seen, "attempt": attempt,
+                                      "pending": {"run_key": run_key, "entries": entries}}, sort_keys=True))
+    return dg.RunRequest(run_key=run_key, run_config=dg.RunConfig(
         ops={"ramp_controller_op": RampControllerConfig(signals=signals)}))
 
 
+def _cursor(text: str | None) -> dict:
+    """The sensor's cursor as a dict; one of the earlier kind (a highest record id) reads as
+    every record up to it handled."""
+    if not text:
+        return {"seen": {}}
+    if text.strip().isdigit():
+        return {"seen": {}, "legacy": int(text)}
+    state = json.loads(text)
+    state.setdefault("seen", {})
+    return state
+
+
 class OverrideConfig(dg.Config):
-    flag: str
-    action: str  # resume | hold | rollback
-    rationale: str
-    ttl_seconds: int = 4 * 3600
-    actor: str  # a human in the actor roster (policies/roster.yaml), not the controller's name
+    flag: str = Field(description="The release flag to override, e.g. release-api.")
+    action: Literal["resume", "hold", "rollback"] = Field(description="What the override does to the ramp.")
+    rationale: str = Field(description="Why (at least 20 non-blank characters; it goes into the receipt).")
+    ttl_seconds: int = Field(default=4 * 3600, gt=0, le=86400,
+                             description="How long the override wins over the controller, in seconds (at most "
+                                         "a day, as the guard's policy allows).")
+    actor: str = Field(description="A human in the actor roster (policies/roster.yaml), not the controller.")
 
 
 @dg.op(description="A human override of the ramp controller, through the guard (rationale and TTL required).")
@@ -189,18 +230,27 @@ def switchboard_override_op(context: dg.OpExecutionContext, config: OverrideConf
     try:
         actor = human_actor(config.actor)
         roster = load_roster(policy_dir=guard.policy_dir)  # the roster beside the guard's policies
-        check_override(ex.path, config.flag, config.action)
+        notes = check_override(ex.path, config.flag, config.action)
     except ValueError as exc:
         raise dg.Failure(description=str(exc)) from exc
     store = control.store()
     proto = build_protocol(control, signer, guard, {"override": OverrideExecutor(store, ex)}, store=store)
+    # Keyed by the first run of a re-execution chain: re-executing a run the guard could not
+    # decide (kept, retried by the retry job) must not make a second request.
+    root = context.run.root_run_id or context.run_id
     out = proto.submit(ActionRequest(
         actor=actor, roles=roster.roles(actor), action="override", target_kind="flag", target_id=config.flag,
-        rationale=config.rationale, idempotency_key=f"override-{context.run_id}", ttl_seconds=config.ttl_seconds,
+        rationale=config.rationale, idempotency_key=f"override-{root}", ttl_seconds=config.ttl_seconds,
         params={"directive": config.action}))
     context.log.info(f"override {config.action} on {config.flag}: {out.status} {out.reason}")
+    if out.status == "completed" and out.created:
+        for note in notes:
+            context.log.warning(f"note: {note}")
     if out.status != "completed":
-        raise dg.Failure(description=f"override {out.status}: {out.reason}")
+        kept = "" if out.status in ("denied", "conflict") else (
+            "; the request is kept: the retry_guarded_actions job runs it once the cause is fixed (re-executing "
+            "this run asks for the same request, not a second one)")
+        raise dg.Failure(description=f"override {out.status}: {out.reason}{kept}")
 
 
 @dg.job(name=OVERRIDE_JOB, description="Override a ramp (resume, hold, rollback) with a rationale and a TTL.")

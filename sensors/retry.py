@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.receipts import LEDGER_KEY
 from ops_platform.executors import guarded_executors
+from resources import DUCKDB_POOL
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
 from resources.exports import ExportsResource
 from resources.flags import FlagsResource
@@ -14,8 +15,9 @@ from resources.warehouse import WarehouseResource
 RETRY_JOB = "retry_guarded_actions"
 
 
+# In the DuckDB pool: a retried invoice release reads the warehouse a running asset may hold.
 @dg.op(description="Receipt protective actions that waited for the signer, retry failed and "
-                   "abandoned actions (bounded, then DLQ), and drain the local spool.")
+                   "abandoned actions (bounded, then DLQ), and drain the local spool.", pool=DUCKDB_POOL)
 def retry_guarded_actions_op(context: dg.OpExecutionContext, control: ControlStoreResource,
                              signer: SignerResource, guard: GuardResource, flags: FlagsResource,
                              warehouse: WarehouseResource, exports: ExportsResource) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -18,7 +19,7 @@ from ops_platform.ramp.switchboard import live_flag_file
 from ops_platform.warehouse import Warehouse
 from resources import build_resources
 from sensors import DAILY_JOB
-from sensors.ramp import ramp_controller_job, ramp_controller_sensor
+from sensors.ramp import RAMP_JOB, ramp_controller_job, ramp_controller_sensor
 from sensors.runner import QUIET
 
 T0 = datetime(2026, 3, 8, tzinfo=UTC)
@@ -235,3 +236,65 @@ def test_an_override_winning_is_in_the_flags_timeline_once(state):
         assert ramp_controller_job.execute_in_process(run_config=config, resources=build_resources(state)).success
     (won,) = open_store(state).events(flag, kind="override_wins")
     assert "active override (hold by dana) wins over pause" in json.loads(won["payload"])["reason"]
+
+
+def _check_event(instance, run_id: str, event_type, data) -> None:
+    from dagster._core.events import DagsterEvent
+    from dagster._core.events.log import EventLogEntry
+
+    event = DagsterEvent(event_type_value=event_type.value, job_name="ingest_daily", event_specific_data=data)
+    instance.event_log_storage.store_event(EventLogEntry(error_info=None, level="debug", user_message="",
+                                                         run_id=run_id, timestamp=time.time(), dagster_event=event))
+
+
+def test_the_sensor_sees_a_failure_that_finished_after_a_later_created_one_and_resends_a_failed_run(state):
+    # Dagster numbers a check's record when its run is created: a backfill run created first
+    # and finishing last lies below the newest record the sensor saw. And a controller run
+    # that fails for good gets its evidence sent again.
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluation,
+        AssetCheckEvaluationPlanned,
+    )
+    from dagster._core.events import DagsterEventType
+
+    from assets.slo import BURN_KEY
+    from ops_platform.definitions import daily_partitions
+
+    check, parts = "api_availability__fast", daily_partitions(state)
+
+    def planned(instance, run_id, day):
+        _check_event(instance, run_id, DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED, AssetCheckEvaluationPlanned(
+            asset_key=BURN_KEY, check_name=check,
+            partitions_subset=parts.subset_with_partition_keys([day]).to_serializable_subset()))
+
+    def failed(instance, run_id, day):
+        _check_event(instance, run_id, DagsterEventType.ASSET_CHECK_EVALUATION, AssetCheckEvaluation(
+            asset_key=BURN_KEY, check_name=check, passed=False, partition=day, severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"partition": dg.MetadataValue.text(day), "firing_minutes": dg.MetadataValue.int(12),
+                      "groups_firing": dg.MetadataValue.json(["api/canary/api-102"])}))
+
+    def days(request):
+        return sorted(json.loads(s)["partition"] for s in request.run_config["ops"]["ramp_controller_op"]["config"]["signals"])
+
+    with dg.instance_for_test() as instance:
+        early, late = "run-early", "run-late"
+        planned(instance, early, "2026-03-05")
+        planned(instance, late, "2026-03-06")
+        failed(instance, late, "2026-03-06")
+        ctx = dg.build_sensor_context(instance=instance)
+        first = ramp_controller_sensor(ctx)
+        assert isinstance(first, dg.RunRequest) and days(first) == ["2026-03-06"]
+        failed(instance, early, "2026-03-05")  # finishes after the tick, below its newest record
+        ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor)
+        second = ramp_controller_sensor(ctx)
+        assert isinstance(second, dg.RunRequest) and days(second) == ["2026-03-05"], second
+        # That controller run fails for good: the next tick sends its evidence again.
+        instance.add_run(dg.DagsterRun(job_name=RAMP_JOB, run_id="controller-1", status=dg.DagsterRunStatus.FAILURE,
+                                       tags={"dagster/run_key": second.run_key}))
+        ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor)
+        third = ramp_controller_sensor(ctx)
+        assert isinstance(third, dg.RunRequest) and days(third) == ["2026-03-05"] and third.run_key != second.run_key
+        instance.add_run(dg.DagsterRun(job_name=RAMP_JOB, run_id="controller-2", status=dg.DagsterRunStatus.SUCCESS,
+                                       tags={"dagster/run_key": third.run_key}))
+        done = ramp_controller_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
+        assert isinstance(done, dg.SkipReason), done

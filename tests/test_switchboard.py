@@ -78,8 +78,19 @@ def test_an_override_of_an_unknown_flag_is_refused_before_it_is_submitted(state)
     assert res.exit_code == 2 and "no release flag 'release-nope'" in res.output and "release-api" in res.output
     job = {"ops": {"switchboard_override_op": {"config": {
         "flag": "release-api", "action": "promote", "rationale": REASON, "actor": "dana"}}}}
-    with pytest.raises(dg.Failure, match="directive 'promote' is not one of"):
+    # Refused at launch, by the job's config (the UI shows the choices), before any op runs.
+    with pytest.raises(dg.DagsterInvalidConfigError, match="action not in enum"):
         switchboard_override_job.execute_in_process(run_config=job, resources=build_resources(state))
+    for field, value, said in (("ttl_seconds", 172800, "ttl_seconds"), ("ttl_seconds", 0, "ttl_seconds")):
+        bad = {"ops": {"switchboard_override_op": {"config": {
+            "flag": "release-api", "action": "hold", "rationale": REASON, "actor": "dana", field: value}}}}
+        # pydantic's bounds: checked as the op starts, before anything is submitted
+        with pytest.raises(Exception, match=said):  # noqa: PT011 - pydantic's ValidationError, surfaced as is
+            switchboard_override_job.execute_in_process(run_config=bad, resources=build_resources(state))
+    unknown = {"ops": {"switchboard_override_op": {"config": {
+        "flag": "release-nope", "action": "hold", "rationale": REASON, "actor": "dana"}}}}
+    with pytest.raises(dg.Failure, match="release-nope"):
+        switchboard_override_job.execute_in_process(run_config=unknown, resources=build_resources(state))
     assert open_store(state).events() == []  # nothing requested, nothing to retry or dead-letter
 
 
