@@ -33,7 +33,7 @@ def daily_partitions(paths: StatePaths) -> dg.DailyPartitionsDefinition:
 def build_definitions(paths: StatePaths | None = None) -> dg.Definitions:
     paths = paths or StatePaths.from_env()
     partitions = daily_partitions(paths)
-    jobs = build_jobs(partitions)
+    jobs = build_jobs()
     return dg.Definitions(
         assets=[*build_raw_assets(partitions), *build_slo_assets(partitions), *build_ramp_assets(partitions),
                 summit_dbt_models, receipts_ledger, ramp_backtest, slo_alert_backtest, finops_attribution],

@@ -20,7 +20,7 @@ DBT_JOB = "build_staging"
 CONTROL_JOB = "refresh_control"
 
 
-def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
+def build_jobs() -> list:
     catalog = dg.define_asset_job(
         CATALOG_JOB, selection=_static_raw(),
         description="Load the catalog sources (tenants, services, price list, builds).")
@@ -28,7 +28,6 @@ def build_jobs(partitions_def: dg.DailyPartitionsDefinition) -> list:
         DAILY_JOB, selection=((dg.AssetSelection.groups("raw") - _static_raw())
                               | (dg.AssetSelection.groups("slo") - dg.AssetSelection.assets(ALERT_BACKTEST_KEY))
                               | dg.AssetSelection.assets(VERDICTS_KEY)),
-        partitions_def=partitions_def,
         description="Ingest one day of every partitioned landing source, then its SLO burn series and "
                     "ramp verdicts.")
     score = dg.define_asset_job(SCORE_JOB, selection=dg.AssetSelection.assets(BACKTEST_KEY, ALERT_BACKTEST_KEY),
