@@ -758,8 +758,8 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
               "anomaly_model_precision": (ANOMALY_TARGET, model["precision"] >= ANOMALY_TARGET),
               "anomaly_model_recall": (ANOMALY_TARGET, model["recall"] >= ANOMALY_TARGET),
               "anomaly_model_f1_above_baseline": (True, model["f1"] > base["f1"])}
-    ok = all(met for _, met in judged.values())
     missed = [name for name, (_, met) in judged.items() if not met]
+    ok = not missed
     if as_json:
         targets = {name: value for name, (value, _) in judged.items()}
         click.echo(json.dumps({**figures, "targets": targets, "targets_met": ok, "targets_missed": missed},
@@ -809,7 +809,7 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
     period's raw rows changed since (exit 3, with the reasons)."""
     from .finops.export import release_invoices
     from .finops.invoices import parse_period
-    from .finops.pipeline import StoredFinOps
+    from .finops.pipeline import BooksUnavailable, StoredFinOps
     from .guard.runtime import build_protocol
     from .warehouse import Warehouse
 
@@ -821,16 +821,10 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
         raise click.BadParameter(str(exc), param_hint="--period") from None
     if not p.warehouse.exists():
         raise click.ClickException(f"no warehouse at {p.warehouse}; run `make demo` first")
-    import duckdb
-
     try:
         stored = StoredFinOps.from_warehouse(Warehouse(p.warehouse))
-    except duckdb.IOException as exc:  # another process (a Dagster run) holds it: nothing to rebuild
-        raise click.ClickException(f"the warehouse {p.warehouse} is busy (another process, such as a Dagster "
-                                   f"run, holds it): try again when it is done ({str(exc).splitlines()[0]})") from None
-    except Exception as exc:  # noqa: BLE001 - no finops tables yet
-        raise click.ClickException("no cost attribution in the warehouse yet: materialize finops/attribution "
-                                   f"(job reconcile_costs) or run `make demo` ({str(exc).splitlines()[0]})") from None
+    except BooksUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     blockers, out = release_invoices(stored, chosen, p.invoices,
                                      lambda executors: build_protocol(_guard_paths(), executors), actor, rationale,
                                      roster=roster)

@@ -15,14 +15,13 @@ class SettingError(ValueError):
     """An environment setting that does not parse: a one-line error naming it, not a traceback."""
 
 
-def _zone(tz: str) -> str:
+def _check_zone(tz: str) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise SettingError(f"OPS_PLATFORM_TZ={tz!r} is not an IANA time zone (e.g. America/Denver, UTC)") from None
-    return tz
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ def partition_range(paths: StatePaths) -> PartitionRange:
     """
     tz = os.environ.get("OPS_PLATFORM_TZ")
     if tz is not None:
-        _zone(tz)
+        _check_zone(tz)
     override = os.environ.get("OPS_PLATFORM_PARTITIONS")
     if override:
         try:

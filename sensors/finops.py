@@ -11,7 +11,7 @@ from ops_platform.finops.export import (
     unreleased_parts,
 )
 from ops_platform.finops.invoices import parse_period
-from ops_platform.finops.pipeline import StoredFinOps
+from ops_platform.finops.pipeline import BooksUnavailable, StoredFinOps
 from ops_platform.guard.roster import RELEASE_SENSOR_ACTOR, human_actor, load_roster
 from resources import DUCKDB_POOL
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
@@ -77,15 +77,10 @@ def _months(days: pl.DataFrame) -> list[str]:
                        "its reconciliation checks pass; a held period is reported with its reasons in the tick.")
 def invoice_release_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource,
                            control: ControlStoreResource):
-    import duckdb
-
     try:
         stored = StoredFinOps.from_warehouse(warehouse.get())
-    except duckdb.IOException as exc:  # a run writes the warehouse: nothing to rebuild, only to wait
-        return dg.SkipReason(f"the warehouse is busy (a run is writing it); the next tick tries again: {exc}"
-                             .splitlines()[0])
-    except Exception as exc:  # noqa: BLE001 - no attribution yet
-        return dg.SkipReason(f"no finops tables yet (materialize finops/attribution): {exc}".splitlines()[0])
+    except BooksUnavailable as exc:
+        return dg.SkipReason(str(exc))
     released = released_periods(control.store())
     requests, held = [], []
     # Each month, or what of it is not out yet (a range released by hand leaves the rest).

@@ -158,11 +158,9 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
                 if partition in latest:
                     continue
                 latest.add(partition)
-                if handled.get(partition) == rec.id or rec.id <= legacy:
-                    handled[partition] = rec.id
-                    continue
+                new = handled.get(partition) != rec.id and rec.id > legacy
                 handled[partition] = rec.id
-                if rec.status == AssetCheckExecutionRecordStatus.FAILED:
+                if new and rec.status == AssetCheckExecutionRecordStatus.FAILED:
                     entries.append((name, partition, rec.id))
                     yield rec, ev, meta
             if len(page) < PAGE:

@@ -96,9 +96,8 @@ def detect_anomalies(usage: pl.DataFrame, service_cost: pl.DataFrame) -> pl.Data
     # Volume and intensity apart: a runaway job shows in one of them beyond the other's noise.
     t = _detect(_expected(t), ["z", "events_z", "size_z"], FOREST_THRESHOLD)
     # What one more unit costs: the services' shared cost, not the account's taxes and credits.
-    unit = service_cost.filter(pl.col("service").ne_missing(ACCOUNT_SERVICE)).group_by("utc_date", "meter").agg(
-        pl.col("service").sort().first(),
-                                                          pl.col("unit_cost_usd").sum())
+    unit = (service_cost.filter(pl.col("service").ne_missing(ACCOUNT_SERVICE)).group_by("utc_date", "meter")
+            .agg(pl.col("service").sort().first(), pl.col("unit_cost_usd").sum()))
     t = t.join(unit, on=["utc_date", "meter"], how="left").with_columns(
         pl.lit("tenant_usage_spike").alias("kind"),
         ((pl.col("value") - pl.col("expected")).clip(lower_bound=0) * pl.col("unit_cost_usd").fill_null(0.0))

@@ -161,6 +161,10 @@ def write_tables(wh, result: FinOpsRun, counts: pl.DataFrame | None = None) -> p
     return day
 
 
+class BooksUnavailable(Exception):
+    """The stored books cannot be read now; the message says why and what to do."""
+
+
 @dataclass
 class StoredFinOps:
     """What the ``finops/attribution`` asset stored: releasing from it releases exactly the
@@ -184,6 +188,19 @@ class StoredFinOps:
 
     @classmethod
     def from_warehouse(cls, wh) -> StoredFinOps:
+        """The stored books; ``BooksUnavailable`` says why they cannot be read now: a warehouse
+        a run holds for writing (wait), or no attribution stored yet (materialize it)."""
+        try:
+            return cls._read(wh)
+        except duckdb.IOException as exc:  # the file lock: nothing to rebuild, only to wait
+            raise BooksUnavailable("the warehouse is busy (a run is writing it): try again when it is done "
+                                   f"({str(exc).splitlines()[0]})") from None
+        except duckdb.Error as exc:  # no finops tables yet
+            raise BooksUnavailable("no cost attribution in the warehouse yet: materialize finops/attribution "
+                                   f"(job reconcile_costs) or run `make demo` ({str(exc).splitlines()[0]})") from None
+
+    @classmethod
+    def _read(cls, wh) -> StoredFinOps:
         unloaded = wh.query(
             "SELECT DISTINCT source_table, file, reason FROM raw.quarantine "
             "WHERE source_table IN ('usage_events', 'billing_focus') "
@@ -274,8 +291,8 @@ def _stale_and_stamp(wh) -> tuple[Callable[[Period], str | None], str]:
     """(why, stamp) of the stored books (``finops.inputs``, read once). ``why(period)``: why
     they are not those of the period's raw rows now; a later load whose attribution failed
     or has not run would otherwise be invoiced from old numbers. Only the partitions that
-    can change the period count (up to the end of its late window, and the catalog): a load
-    of today's partition does not hold last month. The raw tables are
+    can change the period count (up to the end of its late window, every billing partition,
+    and the catalog): a usage load of today's partition does not hold last month. The raw tables are
     hashed at the first question, not when the books are read for their invoices.
     ``stamp``: a short digest of the stored stamp, empty without one."""
     try:

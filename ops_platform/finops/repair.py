@@ -165,8 +165,7 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
             .unique("x_LineItemId", keep="first", maintain_order=True))
     repaired = repaired.filter(pl.col("x_LineItemId").is_in(
         rows.filter(pl.col("repair").is_not_null())["x_LineItemId"].implode()))
-    latest = rows.group_by("x_LineItemId").agg(pl.col("_delivered").max().alias("_latest"),
-                                               pl.lit(True).alias("_in_rows"))
+    latest = rows.select("x_LineItemId", pl.col("_delivered").alias("_latest"), pl.lit(True).alias("_in_rows"))
     rows = rows.drop("_delivered", "_accepted", "file")
     day = pl.col("ChargePeriodStart").dt.date()
     field = pl.col("record").cast(pl.String)

@@ -39,7 +39,7 @@ def _le_matcher(value: object) -> str:
     bound = float(value)
     if bound.is_integer() and abs(bound) < 1e6:
         return f'le=~"{int(bound)}|{int(bound)}[.]0"'
-    if bound == 0 or 1e-4 <= abs(bound) < 1e6:
+    if 1e-4 <= abs(bound) < 1e6:
         return f'le="{bound!r}"'
     return f'le="{np.format_float_scientific(bound, unique=True, trim="-", exp_digits=2)}"'
 

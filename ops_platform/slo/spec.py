@@ -302,7 +302,7 @@ def _source(doc: Any, file, path: str) -> MetricSource:
     # read the SLO's service and the exported rules every service, two different indicators.
     column = SOURCE_COLUMN[table]
     named = _get(spec, column, file, where, str)
-    if not named.strip() or named != named.strip():  # matched exactly against the rows' names
+    if not named or named != named.strip():  # matched exactly against the rows' names
         raise SLOSpecError(file, f"{where}.{column}", f"{named!r}: names the {column} whose rows the indicator "
                                                       "reads, without surrounding spaces")
     if table == "latency_buckets":
