@@ -37,7 +37,9 @@ def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     att = result.attribution
     day = write_tables(wh, result, inputs.counts)
     unequal = day.filter(pl.col("billed_micros") != pl.col("attributed_micros"))
-    low = day.filter(pl.col("final") & (pl.col("confidence") < CONFIDENCE_TARGET))
+    final = day.filter(pl.col("final"))
+    low = final.filter(pl.col("confidence") < CONFIDENCE_TARGET)
+    weakest = final.sort("confidence", "utc_date").row(0, named=True) if final.height else None
     unbilled = result.unbilled_days()
     tenants = att.tenant_day.filter(pl.col("tenant_id") != UNALLOCATED)
     context.log.info(f"attribution: {day.height} day(s), {tenants['tenant_id'].n_unique()} tenant(s)")
@@ -45,7 +47,7 @@ def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         "days": day.height,
         "billed_usd": round(int(day["billed_micros"].sum()) / 1e6, 6),
         "unallocated_usd": round(int(day["unallocated_micros"].sum()) / 1e6, 6),
-        "min_final_day_confidence": round(float(day.filter(pl.col("final"))["confidence"].min() or 0.0), 4),
+        "min_final_day_confidence": round(float(weakest["confidence"]) if weakest else 0.0, 4),
         "late_corrections": result.corrections.height,
         # events re-sent with other content in a later partition: the first arrival counts
         "superseded_usage_events": int(inputs.superseded["events"].sum()),
@@ -55,12 +57,21 @@ def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         check_name=SUMS_CHECK, passed=unequal.height == 0, severity=dg.AssetCheckSeverity.ERROR,
         description=(f"{unequal.height} day(s) do not sum to the bill" if unequal.height
                      else f"{day.height} day(s) sum exactly to the bill"),
-        metadata={"days_off": dg.MetadataValue.json([str(d) for d in unequal["utc_date"].to_list()])})
+        # The numbers that decided it: each day off with its bill, its lines' sum and the gap.
+        metadata={"days_checked": day.height, "billed_micros": int(day["billed_micros"].sum()),
+                  "attributed_micros": int(day["attributed_micros"].sum()),
+                  "days_off": dg.MetadataValue.json({
+                      str(r["utc_date"]): {"billed_micros": r["billed_micros"], "attributed_micros": r["attributed_micros"],
+                                           "off_micros": r["attributed_micros"] - r["billed_micros"]}
+                      for r in unequal.sort("utc_date").iter_rows(named=True)})})
     problems = ([f"{low.height} final day(s) under {CONFIDENCE_TARGET:.0%}"] if low.height else []) + (
         [f"{len(unbilled)} final usage day(s) without billing (first {unbilled[0]})"] if unbilled else [])
     yield dg.AssetCheckResult(
         check_name=CONFIDENCE_CHECK, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
         description="; ".join(problems) or f"every final day billed and at or above {CONFIDENCE_TARGET:.0%}",
-        metadata={"low_days": dg.MetadataValue.json({str(r["utc_date"]): round(r["confidence"], 4)
-                                                     for r in low.iter_rows(named=True)}),
+        metadata={"target": CONFIDENCE_TARGET, "final_days": final.height,
+                  **({"min_confidence": round(float(weakest["confidence"]), 4),
+                      "min_confidence_day": str(weakest["utc_date"])} if weakest else {}),
+                  "low_days": dg.MetadataValue.json({str(r["utc_date"]): round(r["confidence"], 4)
+                                                     for r in low.sort("utc_date").iter_rows(named=True)}),
                   "unbilled_days": dg.MetadataValue.json([str(d) for d in unbilled])})

@@ -37,7 +37,10 @@ def build_ramp_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.A
     @dg.asset(
         key=VERDICTS_KEY, partitions_def=partitions_def, group_name="ramp", owners=["team:release"],
         kinds={"duckdb", "polars"}, pool=DUCKDB_POOL,
-        deps=[dg.AssetDep(dg.AssetKey(["raw", t]), partition_mapping=mapping) for t in _SOURCES],
+        # Its own day before too: a build paused or rolled back on an earlier day is no baseline
+        # (_rejected_before), so backfills must run the days in order.
+        deps=[*(dg.AssetDep(dg.AssetKey(["raw", t]), partition_mapping=mapping) for t in _SOURCES),
+              dg.AssetDep(VERDICTS_KEY, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1))],
         check_specs=[check_spec(
             VERDICT_CHECK, VERDICTS_KEY,
             "No ramp active this day regresses against its stable build or burns the error budget 6x; a "

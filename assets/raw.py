@@ -60,7 +60,8 @@ def _results(res: IngestResult, contract: Contract, key: dg.AssetKey):
         asset_key=key, check_name=QUARANTINE_CHECK, passed=rate <= MAX_QUARANTINE_RATE,
         severity=dg.AssetCheckSeverity.WARN,
         description=f"{n_q} of {considered} rows quarantined ({rate:.3%}); threshold {MAX_QUARANTINE_RATE:.0%}",
-        metadata={"quarantined": n_q, "quarantine_rate": rate,
+        metadata={"quarantined": n_q, "rows_considered": considered, "quarantine_rate": rate,
+                  "threshold": MAX_QUARANTINE_RATE,
                   "by_reason": dg.MetadataValue.json(res.quarantine_by_reason())})
 
 

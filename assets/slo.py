@@ -105,7 +105,8 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
             # not a share of the window's budget: that is what budget_remaining tracks.
             metadata[f"burn_rate_today/{slo.name}"] = round(row["burn_rate"], 4)
             mx = day.service.filter(pl.col("slo") == slo.name)["burn_1h"].max()
-            metadata[f"max_burn_1h/{slo.name}"] = round(float(mx), 3) if mx is not None else 0.0
+            if mx is not None:  # no traffic in any hour of the day: no burn, not a burn of 0 (a gap in the plot)
+                metadata[f"max_burn_1h/{slo.name}"] = round(float(mx), 3)
         context.log.info(f"slo burn {key}: {day.minutes.height} series-minutes, "
                          f"{sum(not t.passed for t in day.tiers)} tier(s) fired")
         yield dg.MaterializeResult(metadata=metadata)
@@ -118,8 +119,9 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
                           "groups_firing": dg.MetadataValue.json(t.groups_firing[:50]),
                           "groups_first_firing": dg.MetadataValue.json(
                               {g: t.groups_first[g] for g in t.groups_firing[:50]}),
-                          f"max_burn_{t.long_window}": t.max_burn_long or 0.0,
-                          f"max_burn_{t.short_window}": t.max_burn_short or 0.0,
+                          # No traffic over a window all day: no burn to show, rather than a burn of 0.
+                          **{f"max_burn_{w}": v for w, v in ((t.long_window, t.max_burn_long),
+                                                             (t.short_window, t.max_burn_short)) if v is not None},
                           "threshold": t.burn_rate, "ramp_action": t.ramp_action,
                           "platform_action": t.platform_action})
 

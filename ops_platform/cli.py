@@ -923,7 +923,7 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     if out.status not in ("completed", "denied", "conflict"):
         # Kept, not dropped: a guarded request is retried until it is decided (or dead-lettered).
         console.print(f"[yellow]the request is kept:[/yellow] `ops-platform receipts retry` (and the "
-                      "retry_guarded_actions job, every 5 minutes) runs it again once the cause is fixed, its "
+                      "retry_guarded_actions job, started within 5 minutes by its sensor) runs it again once the cause is fixed, its "
                       f"TTL counted from then. Check on it with the same command and --idempotency-key {key} "
                       "(a new key would be a second request).")
     if out.status not in ("completed",):

@@ -10,7 +10,7 @@ from assets.slo import ALERT_BACKTEST_KEY
 from .finops import invoice_release_sensor, release_invoices_job
 from .ramp import ramp_controller_job, ramp_controller_sensor, switchboard_override_job
 from .retry import RETRY_JOB as RETRY_JOB
-from .retry import retry_guarded_actions_job
+from .retry import retry_guarded_actions_job, retry_guarded_actions_sensor
 
 CATALOG_JOB = "ingest_catalog"
 DAILY_JOB = "ingest_daily"
@@ -45,7 +45,7 @@ def build_jobs() -> list:
 
 
 def build_sensors(jobs: list) -> list:
-    return [ramp_controller_sensor, invoice_release_sensor, *_books_after_loads(jobs)]
+    return [ramp_controller_sensor, invoice_release_sensor, retry_guarded_actions_sensor, *_books_after_loads(jobs)]
 
 
 def _books_after_loads(jobs: list) -> list[dg.SensorDefinition]:
@@ -79,7 +79,4 @@ def _static_raw() -> dg.AssetSelection:
 def build_schedules(jobs: list) -> list:
     daily = next(j for j in jobs if j.name == DAILY_JOB)
     return [dg.build_schedule_from_partitioned_job(daily, hour_of_day=2, minute_of_hour=15,
-                                                   name="ingest_daily_schedule"),
-            dg.ScheduleDefinition(name="retry_guarded_actions_schedule", job=retry_guarded_actions_job,
-                                  cron_schedule="*/5 * * * *",
-                                  default_status=dg.DefaultScheduleStatus.RUNNING)]
+                                                   name="ingest_daily_schedule")]

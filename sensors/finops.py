@@ -3,6 +3,7 @@
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from ops_platform.finops.export import (
     overlaps,
@@ -24,9 +25,12 @@ SENSOR_NAME_TAG = "dagster/sensor_name"  # set by Dagster on every run a sensor 
 
 
 class ReleaseConfig(dg.Config):
-    period: str  # YYYY-MM or YYYY-MM-DD..YYYY-MM-DD (end exclusive)
-    actor: str = SENSOR_ACTOR
-    rationale: str = "reconciliation checks pass for the period; releasing invoices"
+    period: str = Field(description="The billing period: YYYY-MM, or YYYY-MM-DD..YYYY-MM-DD (end exclusive).")
+    # No default: launched from the UI, the launchpad asks who releases (the sensor names itself).
+    actor: str = Field(description="Who releases: a person with the finops role in the actor roster "
+                                   f"(the release sensor's own runs name {SENSOR_ACTOR}).")
+    rationale: str = Field(default="reconciliation checks pass for the period; releasing invoices",
+                           description="Why; it goes into the release's receipt.")
 
 
 # In the DuckDB pool: it reads the warehouse, which a running asset may hold for writing.
@@ -92,7 +96,7 @@ def invoice_release_sensor(context: dg.SensorEvaluationContext, warehouse: Wareh
         # Keyed by the books too: a release run that failed (held by a load since, denied, the
         # signer down) is asked for again once the attribution has run again.
         requests.append(dg.RunRequest(run_key=f"invoices-{period.name}-{stored.stamp}", run_config=dg.RunConfig(
-            ops={"release_invoices_op": ReleaseConfig(period=period.name)})))
+            ops={"release_invoices_op": ReleaseConfig(period=period.name, actor=SENSOR_ACTOR)})))
     if not requests:
         return dg.SkipReason("held: " + " | ".join(held) if held else "no billing period yet")
     for line in held:

@@ -1,11 +1,14 @@
-"""The retry job of the guarded action path, and its schedule."""
+"""The retry job of the guarded action path, and the sensor that starts it when something waits."""
 
 from pathlib import Path
 
 import dagster as dg
 
 from assets.receipts import LEDGER_KEY
+from ops_platform.control.store import StoreUnavailable
 from ops_platform.executors import guarded_executors
+from ops_platform.guard.protocol import retry_due
+from ops_platform.timezones import utcnow
 from resources import DUCKDB_POOL
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
 from resources.exports import ExportsResource
@@ -13,6 +16,10 @@ from resources.flags import FlagsResource
 from resources.warehouse import WarehouseResource
 
 RETRY_JOB = "retry_guarded_actions"
+RETRY_SENSOR = "retry_guarded_actions_sensor"
+RETRY_EVERY_SECONDS = 300
+_UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED]
 
 
 # In the DuckDB pool: a retried invoice release reads the warehouse a running asset may hold.
@@ -36,3 +43,24 @@ def retry_guarded_actions_job():
     retry_guarded_actions_op()
 
 
+
+
+@dg.sensor(name=RETRY_SENSOR, job=retry_guarded_actions_job, minimum_interval_seconds=RETRY_EVERY_SECONDS,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Every 5 minutes: starts retry_guarded_actions when a receipt waits for the signer, an "
+                       "action failed or was abandoned, or the spool holds requests; skips, saying so, otherwise.")
+def retry_guarded_actions_sensor(context: dg.SensorEvaluationContext, control: ControlStoreResource):
+    try:
+        due = retry_due(control.store(), control.spool(), utcnow())
+    except StoreUnavailable as exc:
+        spooled = control.spool().waiting()
+        return dg.SkipReason(f"control store unavailable ({exc}); {spooled} spooled request(s) wait for it")
+    if not any(due.values()):
+        return dg.SkipReason("nothing to retry: no receipt waits for the signer, no action failed or was "
+                             "abandoned, the spool is empty")
+    waiting = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in due.items() if n)
+    running = context.instance.get_runs(dg.RunsFilter(job_name=RETRY_JOB, statuses=_UNFINISHED), limit=1)
+    if running:
+        return dg.SkipReason(f"{waiting}; a retry run is already under way ({running[0].run_id})")
+    context.log.info(f"retry: {waiting}")
+    return dg.RunRequest(tags={"retry/waiting": waiting})

@@ -1,4 +1,4 @@
-"""The receipts ledger in Dagster: asset metadata, the verification check, the retry job."""
+"""The receipts ledger in Dagster: asset metadata, the verification check, the retry job and its sensor."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import dagster as dg
 
 from assets.receipts import ledger_verifies, receipts_ledger
 from ops_platform.guard.runtime import build_protocol
+from ops_platform.guard.spool import Spool
 from ops_platform.warehouse import Warehouse
 from resources import build_resources
-from sensors.retry import retry_guarded_actions_job
+from sensors.retry import retry_guarded_actions_job, retry_guarded_actions_sensor
 
 from .guard_support import FileExecutor
 from .test_guard_protocol import req
@@ -32,7 +33,7 @@ def test_ledger_asset_check_and_retry_job(state, tmp_path):
     assert pending.status == "pending_receipt"
     (tmp_path / "away.key").rename(key)
 
-    # The scheduled retry job completes the pending receipt (it needs no executor for that).
+    # The retry job completes the pending receipt (it needs no executor for that).
     result = retry_guarded_actions_job.execute_in_process(resources=build_resources(state))
     assert result.success
     obs = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
@@ -69,3 +70,33 @@ def test_ledger_asset_check_and_retry_job(state, tmp_path):
     con.close()
     (bad,) = _materialize(state).get_asset_check_evaluations()
     assert not bad.passed and "entry seq=1" in bad.description
+
+
+def test_retry_sensor_starts_a_run_only_when_something_waits(state, tmp_path):
+    resources = build_resources(state)
+    with dg.instance_for_test() as instance:
+        def tick():
+            with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
+                return retry_guarded_actions_sensor(ctx)
+
+        idle = tick()
+        assert isinstance(idle, dg.SkipReason) and idle.skip_message.startswith("nothing to retry")
+        proto = build_protocol(state, executors={"freeze": FileExecutor(tmp_path / "effects")})
+        key = state.keys_dir / "active.key"
+        key.rename(tmp_path / "away.key")
+        assert proto.submit(req("freeze", key="c")).status == "pending_receipt"
+        (tmp_path / "away.key").rename(key)
+        Spool(state.spool_file).append(req("pause", key="s"), "control store unavailable")
+
+        due = tick()
+        assert isinstance(due, dg.RunRequest) and due.tags["retry/waiting"] == "1 pending receipt, 1 spooled"
+        # One retry at a time: while a run is under way, the next tick waits for it.
+        busy = instance.create_run_for_job(retry_guarded_actions_job, status=dg.DagsterRunStatus.STARTED)
+        held = tick()
+        assert isinstance(held, dg.SkipReason) and busy.run_id in held.skip_message
+        instance.report_run_canceled(busy)
+
+        ran = retry_guarded_actions_job.execute_in_process(resources=resources, instance=instance)
+        assert ran.success
+        assert Spool(state.spool_file).waiting() == 0
+        assert tick().skip_message.startswith("nothing to retry")

@@ -36,6 +36,9 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     q = wh.query("SELECT count(*) AS n FROM raw.quarantine WHERE source_table = 'usage_events'")["n"][0]
     meta = checks["raw/usage_events:quarantine_rate"].metadata
     assert meta["quarantined"].value == q
+    accepted = wh.query("SELECT count(*) AS n FROM raw.usage_events")["n"][0]
+    assert meta["rows_considered"].value >= accepted + q and meta["threshold"].value == 0.01
+    assert meta["quarantine_rate"].value == q / meta["rows_considered"].value
     # The 23-hour DST day holds exactly 23 hours of per-minute counters.
     minutes = wh.query("SELECT count(DISTINCT ts) AS n FROM raw.request_counters")["n"][0]
     assert minutes == 23 * 60

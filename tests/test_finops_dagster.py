@@ -14,7 +14,7 @@ from ops_platform.guard.runtime import file_digest_in, open_store
 from ops_platform.receipts.keys import KeyRing
 from ops_platform.receipts.ledger import verify_ledger
 from resources import build_resources
-from sensors.finops import invoice_release_sensor, release_invoices_job
+from sensors.finops import SENSOR_ACTOR, invoice_release_sensor, release_invoices_job
 
 from .conftest import load_warehouse
 
@@ -28,6 +28,16 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()
                   if e.asset_key == ATTRIBUTION_KEY}
         assert checks == {SUMS_CHECK: True, CONFIDENCE_CHECK: True}
+        # Each check carries the numbers that decided it.
+        meta = {e.check_name: e.metadata for e in result.get_asset_check_evaluations()}
+        days = wh.query("SELECT count(*) AS n, sum(billed_micros) AS b, count(*) FILTER (final) AS f, "
+                        "min(confidence) FILTER (final) AS c FROM finops.day").row(0, named=True)
+        sums = meta[SUMS_CHECK]
+        assert sums["days_checked"].value == days["n"] and sums["days_off"].value == {}
+        assert sums["billed_micros"].value == sums["attributed_micros"].value == days["b"] > 0
+        conf = meta[CONFIDENCE_CHECK]
+        assert conf["final_days"].value == days["f"] > 0 and conf["target"].value == 0.95
+        assert conf["min_confidence"].value == round(days["c"], 4) >= 0.95
 
         # The world ends mid-month: the sensor holds March and says why.
         tick = invoice_release_sensor(dg.build_sensor_context(instance=instance, resources=resources))
@@ -45,12 +55,16 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         with pytest.raises(dg.Failure, match="plain ASCII"):
             release_invoices_job.execute_in_process(run_config={"ops": {"release_invoices_op": {"config": {
                 "period": period, "actor": "invoice\u2011release-sensor"}}}}, resources=resources, instance=instance)
-        # The sensor's identity (the config's default) is refused on a run the sensor did not request.
-        with pytest.raises(dg.Failure, match="release sensor's own"):
+        # Who releases is asked for: the job's config has no default actor.
+        with pytest.raises(dg.DagsterInvalidConfigError, match="actor"):
             release_invoices_job.execute_in_process(run_config={"ops": {"release_invoices_op": {"config": {
                 "period": period}}}}, resources=resources, instance=instance)
+        # The sensor's identity is refused on a run the sensor did not request.
+        sensor_config = {"ops": {"release_invoices_op": {"config": {"period": period, "actor": SENSOR_ACTOR}}}}
+        with pytest.raises(dg.Failure, match="release sensor's own"):
+            release_invoices_job.execute_in_process(run_config=sensor_config, resources=resources, instance=instance)
         run = release_invoices_job.execute_in_process(
-            run_config={"ops": {"release_invoices_op": {"config": {"period": period}}}},
+            run_config=sensor_config,
             resources=resources, instance=instance, tags={"dagster/sensor_name": "invoice_release_sensor"})
         assert run.success
         # What of March the released range left is proposed on its own (held: not final yet),

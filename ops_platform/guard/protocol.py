@@ -38,6 +38,26 @@ class RetryReport:
     spool_left: int = 0
 
 
+def _waiting(store: ControlStore, now: datetime) -> tuple[list[dict], list[dict]]:
+    """(actions waiting for a receipt, actions to run again: requested, or executing under a
+    lease that expired) as of ``now``."""
+    stamp = iso_utc(now)
+    with store.read() as conn:
+        pending = store.actions_with_status(conn, "pending_receipt")
+        retryable = [a for a in store.actions_with_status(conn, "requested", "executing")
+                     if a["status"] == "requested" or (a["lease_expires_at"] or "") < stamp]
+    return pending, retryable
+
+
+def retry_due(store: ControlStore, spool: Spool | None, now: datetime) -> dict[str, int]:
+    """What ``ActionProtocol.retry`` would handle at ``now``, by kind (pending_receipt,
+    retryable, spooled): the retry sensor starts a run only when some of it is there, so the
+    run list is not filled with empty retries. Raises StoreUnavailable as the store does."""
+    pending, retryable = _waiting(store, now)
+    return {"pending_receipt": len(pending), "retryable": len(retryable),
+            "spooled": spool.waiting() if spool is not None else 0}
+
+
 class ActionProtocol:
     def __init__(self, store: ControlStore, signer: Callable[[], Signer], policy: PolicyEngine,
                  executors: Mapping[str, Executor], spool: Spool | None = None, *, max_attempts: int = 5,
@@ -71,11 +91,7 @@ class ActionProtocol:
     def retry(self) -> RetryReport:
         """Receipt what waits for a signer, retry failed and abandoned actions, drain the spool."""
         report = RetryReport()
-        now = iso_utc(self.clock())
-        with self.store.read() as conn:
-            pending = self.store.actions_with_status(conn, "pending_receipt")
-            retryable = [a for a in self.store.actions_with_status(conn, "requested", "executing")
-                         if a["status"] == "requested" or (a["lease_expires_at"] or "") < now]
+        pending, retryable = _waiting(self.store, self.clock())
         for row in pending:
             try:
                 signer = self.signer()

@@ -49,6 +49,14 @@ class Spool:
         with self._locked():
             return [json.loads(x) for x in self.path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
+    def waiting(self) -> int:
+        """Lines a drain would handle, unparsed: a line that is no request counts too (the drain
+        moves it aside)."""
+        if not self.path.exists():
+            return 0
+        with self._locked():
+            return sum(1 for x in self.path.read_text(encoding="utf-8").splitlines() if x.strip())
+
     def drain(self, handle: Callable[[ActionRequest], bool]) -> tuple[int, int]:
         """Call `handle` for each item; keep those for which it returns False. (done, left).
         A line that is no request (not JSON, not a request's fields) is moved to
