@@ -373,12 +373,17 @@ def receipts() -> None:
     """Verify, inspect and complete the signed receipts ledger."""
 
 
+_store_option = click.option("--store", "url", default=None, metavar="URL",
+                             help="Control store URL (default: OPS_PLATFORM_CONTROL_URL, else the state folder's "
+                                  "SQLite file).")
+
+
 def _guard_paths() -> StatePaths:
     return StatePaths.from_env().ensure()
 
 
 @receipts.command("verify")
-@click.option("--store", "url", default=None, help="Control store URL (default: the state folder's SQLite).")
+@_store_option
 def receipts_verify(url: str | None) -> None:
     """Check every signature, the hash chain, the checkpoints and file digests."""
     from .guard.runtime import control_url, existing_store, file_digest_in, verify_store
@@ -405,7 +410,7 @@ def receipts_verify(url: str | None) -> None:
 
 @receipts.command("show")
 @click.argument("receipt_id")
-@click.option("--store", "url", default=None, help="Control store URL.")
+@_store_option
 def receipts_show(receipt_id: str, url: str | None) -> None:
     """Print a receipt (by id or unique prefix) with its Merkle inclusion proof, and whether
     the ledger holding it verifies (exit 1 if not: what it says may have been altered)."""
@@ -466,7 +471,7 @@ def receipts_new_key() -> None:
 
 
 @receipts.command("retry")
-@click.option("--store", "url", default=None, help="Control store URL.")
+@_store_option
 def receipts_retry(url: str | None) -> None:
     """Receipt protective actions that waited for the signer, retry failed ones, drain the spool."""
     report = _any_action_protocol(url).retry()
@@ -492,7 +497,7 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@click.option("--store", "url", default=None, help="Control store URL.")
+@_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the items as JSON.")
 def dlq_list(url: str | None, as_json: bool) -> None:
     """List dead-lettered requests with their last error (and anything still spooled)."""
@@ -534,7 +539,7 @@ def dlq_list(url: str | None, as_json: bool) -> None:
 
 @dlq.command("replay")
 @click.option("--id", "dlq_id", type=int, default=None, help="Replay one item (default: all).")
-@click.option("--store", "url", default=None, help="Control store URL.")
+@_store_option
 def dlq_replay(dlq_id: int | None, url: str | None) -> None:
     """Send dead-lettered requests through the guarded path again with a fresh retry budget."""
     outcomes = _any_action_protocol(url).replay_dlq(dlq_id)
@@ -553,7 +558,7 @@ def dlq_replay(dlq_id: int | None, url: str | None) -> None:
 @click.argument("dlq_id", type=int)
 @click.option("--actor", required=True, help="Who discards it (oncall or sre in the actor roster).")
 @click.option("--reason", required=True, help="Why (it goes into the receipt).")
-@click.option("--store", "url", default=None, help="Control store URL.")
+@_store_option
 def dlq_discard(dlq_id: int, actor: str, reason: str, url: str | None) -> None:
     """Take an item off the dead-letter queue without running it (e.g. a key conflict,
     resubmitted under a new key): a guarded action, receipted."""
@@ -802,7 +807,8 @@ def invoices() -> None:
               help="Who releases (needs the finops role in the actor roster; a period already out is answered "
                    "with its release, files re-checked, whoever asks).")
 @click.option("--rationale", default="period reconciled; releasing invoices", show_default=True)
-def invoices_export(period: str, actor: str, rationale: str) -> None:
+@_store_option
+def invoices_export(period: str, actor: str, rationale: str, url: str | None) -> None:
     """Release a period's invoices (Parquet and CSV) when its reconciliation holds.
 
     Releases what the `finops/attribution` asset last stored, held while its checks fail or the
@@ -826,7 +832,7 @@ def invoices_export(period: str, actor: str, rationale: str) -> None:
     except BooksUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     blockers, out = release_invoices(stored, chosen, p.invoices,
-                                     lambda executors: build_protocol(_guard_paths(), executors), actor, rationale,
+                                     lambda executors: build_protocol(_guard_paths(), executors, url), actor, rationale,
                                      roster=roster)
     if out is None:
         click.echo(f"held: invoices for {chosen.name} are not released")
@@ -863,15 +869,6 @@ def switchboard() -> None:
     """Human overrides of ramps (with a rationale and a TTL) and the timeline of a flag."""
 
 
-def _switchboard_protocol(p: StatePaths):
-    from .executors import guarded_executors
-    from .guard.runtime import build_protocol, open_store
-    from .ramp.switchboard import live_flag_file
-
-    store = open_store(p)
-    return build_protocol(p, executors=guarded_executors(store, lambda: live_flag_file(p.home, p.world)), store=store)
-
-
 @switchboard.command("override")
 @click.argument("flag")
 @click.option("--action", "directive", type=click.Choice(["resume", "hold", "rollback"]), required=True)
@@ -881,8 +878,9 @@ def _switchboard_protocol(p: StatePaths):
               "until someone resumes the ramp.")
 @click.option("--actor", required=True, help="Who is overriding (a human with the oncall role in the actor roster).")
 @click.option("--idempotency-key", default=None, help="Make a retried command a no-op (default: a new key).")
+@_store_option
 def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, actor: str,
-                         idempotency_key: str | None) -> None:
+                         idempotency_key: str | None, url: str | None) -> None:
     """Override the ramp controller on FLAG: it wins over the controller until the TTL expires."""
     import uuid
 
@@ -910,7 +908,7 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
         raise click.ClickException(f"cannot read the live flag file: {exc}") from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    proto = _switchboard_protocol(p)
+    proto = _any_action_protocol(url)
     out = proto.submit(ActionRequest(
         actor=actor, roles=roster.roles(actor), action="override", target_kind="flag", target_id=flag,
         rationale=rationale, idempotency_key=key, ttl_seconds=seconds, params={"directive": directive}))
@@ -933,7 +931,8 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
 @switchboard.command("log")
 @click.argument("flag")
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON (events, active overrides).")
-def switchboard_log(flag: str, as_json: bool) -> None:
+@_store_option
+def switchboard_log(flag: str, as_json: bool, url: str | None) -> None:
     """The timeline of FLAG: requests, decisions, actions, overrides with rationale, receipts."""
     import json
 
@@ -944,7 +943,7 @@ def switchboard_log(flag: str, as_json: bool) -> None:
     if not flag.strip():
         raise click.UsageError("name a flag (e.g. release-api)")
     p = _guard_paths()
-    store = open_store(p)
+    store = open_store(p, url)
     own = store.events(flag)
     if not own and flag != FREEZE_TARGET:  # a misspelt flag must not read as one that only saw freezes
         known = _release_flags(p)

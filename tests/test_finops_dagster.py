@@ -86,6 +86,13 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         mp.setattr("ops_platform.finops.pipeline.StoredFinOps.blockers", lambda self, p: [])
         denied = CliRunner().invoke(main, ["invoices", "export", "--period", other, "--actor", "dana"])
         assert denied.exit_code == 1 and "denied" in denied.output, denied.output
+        # --store names the control store the release goes through (its receipt goes there).
+        elsewhere = f"sqlite:///{state.home / 'elsewhere.sqlite'}"
+        counted = open_store(state).receipt_count()
+        refused = CliRunner().invoke(main, ["invoices", "export", "--period", other, "--actor", "dana",
+                                            "--store", elsewhere])
+        assert refused.exit_code == 1 and "denied" in refused.output, refused.output
+        assert open_store(state, elsewhere).receipt_count() == 1 and open_store(state).receipt_count() == counted
         allowed = CliRunner().invoke(main, ["invoices", "export", "--period", other])
         assert allowed.exit_code == 0 and f"export_release {other}: completed" in allowed.output, allowed.output
     files = sorted((state.invoices / period).iterdir())

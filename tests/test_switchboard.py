@@ -645,3 +645,16 @@ def test_flag_values_no_writer_can_write_back_are_refused_not_saved(state):
     res = _run("override", "release-api", "--action", "resume", "--rationale", REASON, "--actor", "dana")
     assert res.exit_code == 1 and "out of range" in res.output, res.output
     assert "drift" not in _run("log", "release-api").output  # unreadable, not a lost hold
+
+
+def test_override_and_log_use_the_store_named_by_store(state, tmp_path):
+    other = f"sqlite:///{tmp_path / 'elsewhere.sqlite'}"
+    res = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana",
+               "--store", other)
+    assert res.exit_code == 0 and "completed" in res.output, res.output
+    there = _run("log", "release-api", "--store", other)
+    assert "active override: hold by dana" in there.output, there.output
+    here = _run("log", "release-api")  # the state folder's own store saw nothing of it
+    assert "active override" not in here.output and REASON not in here.output, here.output
+    verify = CliRunner().invoke(main, ["receipts", "verify", "--store", other])
+    assert verify.exit_code == 0 and "1 receipts" in verify.output, verify.output
