@@ -31,8 +31,7 @@ test: dbt-manifest
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 dev: dbt-manifest
-	@mkdir -p $(STATE)/dagster_home
-	@test -f $(STATE)/dagster_home/dagster.yaml || $(BIN)/python -c "from sensors.runner import INSTANCE_YAML; import sys; open(sys.argv[1], 'w').write(INSTANCE_YAML)" $(STATE)/dagster_home/dagster.yaml
+	@$(BIN)/python -c "import sys, pathlib; from sensors.runner import prepare_dagster_home; [print('warning:', n) for n in prepare_dagster_home(pathlib.Path(sys.argv[1]))]" $(STATE)/dagster_home
 	DAGSTER_HOME=$(STATE)/dagster_home $(BIN)/dagster dev -w workspace.yaml
 
 lint: $(BIN)/ops-platform

@@ -128,12 +128,11 @@ def paths() -> None:
 
 
 def _prepare_dagster_home(p: StatePaths) -> None:
-    from sensors.runner import INSTANCE_YAML
+    from sensors.runner import prepare_dagster_home
 
     p.ensure()
-    cfg = p.dagster_home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text(INSTANCE_YAML)
+    for note in prepare_dagster_home(p.dagster_home):
+        console.print(f"[yellow]warning:[/yellow] {note}")
     os.environ["DAGSTER_HOME"] = str(p.dagster_home)
     os.environ.setdefault("OPS_PLATFORM_WAREHOUSE", str(p.warehouse))
 

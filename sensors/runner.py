@@ -23,6 +23,31 @@ telemetry:
 """
 
 
+
+def prepare_dagster_home(home: Path) -> list[str]:
+    """Write ``dagster.yaml`` into a new Dagster home; for one that has its own, what is wrong
+    with it for this platform (its notes, to print): a home without a limit of one on the
+    `duckdb` pool lets two warehouse writers run at once, and the second fails on DuckDB's
+    lock. An existing file is never rewritten (it is the operator's)."""
+    from resources import DUCKDB_POOL
+
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text(INSTANCE_YAML)
+        return []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        limit = {p.name: p.limit for p in storage.get_pool_limits()}.get(
+            DUCKDB_POOL, storage.get_pool_config().default_pool_limit)
+    if limit == 1:
+        return []
+    now = "no limit" if limit is None else f"a limit of {limit}"
+    return [f"{cfg} gives the '{DUCKDB_POOL}' pool {now}: two warehouse writers may run at once and one "
+            f"fails on DuckDB's lock. Add 'concurrency: {{pools: {{default_limit: 1}}}}' to it, or run "
+            f"`dagster instance concurrency set {DUCKDB_POOL} 1` with DAGSTER_HOME={home}"]
+
+
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Who runs a run in-process: a run left started by a process that died (killed mid-demo)
 # holds the DuckDB pool's one slot until someone says it failed. A process is its host, pid

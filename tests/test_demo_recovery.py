@@ -11,7 +11,13 @@ import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.utils import make_new_run_id
 
-from sensors.runner import INSTANCE_YAML, RUNNER_TAG, _runner, release_stale_runs
+from sensors.runner import (
+    INSTANCE_YAML,
+    RUNNER_TAG,
+    _runner,
+    prepare_dagster_home,
+    release_stale_runs,
+)
 
 
 def test_runs_left_started_by_a_dead_runner_are_failed_and_free_their_slot(tmp_path):
@@ -43,3 +49,21 @@ def test_runs_left_started_by_a_dead_runner_are_failed_and_free_their_slot(tmp_p
         assert failed == {"dead", "reused"}
         assert slots.get_concurrency_info("duckdb").active_slot_count == 0
         assert release_stale_runs(instance) == []  # once
+
+
+def test_a_dagster_home_without_the_one_writer_limit_is_named(tmp_path):
+    new = tmp_path / "new"
+    assert prepare_dagster_home(new) == [] and (new / "dagster.yaml").read_text() == INSTANCE_YAML
+    own = tmp_path / "own"
+    own.mkdir()
+    mine = "telemetry:\n  enabled: false\n"
+    (own / "dagster.yaml").write_text(mine)
+    (note,) = prepare_dagster_home(own)
+    assert "'duckdb' pool no limit" in note and "concurrency set duckdb 1" in note
+    assert (own / "dagster.yaml").read_text() == mine  # the operator's file is left as it is
+    with dg.DagsterInstance.from_config(str(own)) as instance:
+        instance.event_log_storage.set_concurrency_slots("duckdb", 2)
+    assert "a limit of 2" in prepare_dagster_home(own)[0]
+    with dg.DagsterInstance.from_config(str(own)) as instance:
+        instance.event_log_storage.set_concurrency_slots("duckdb", 1)
+    assert prepare_dagster_home(own) == []

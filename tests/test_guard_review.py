@@ -241,10 +241,10 @@ def test_the_log_shows_each_overrides_directive_ttl_expiry_and_rationale(state):
 
 
 def test_the_demo_story_counts_the_controllers_receipts_only(state, capsys):
-    from ops_platform.cli import _ramp_story, _switchboard_protocol
+    from ops_platform.cli import _any_action_protocol, _ramp_story
 
     assert _override("release-api", "hold", "dana").exit_code == 0  # a human's receipt
-    proto = _switchboard_protocol(state)
+    proto = _any_action_protocol(None)
     store = proto.store
     out = proto.submit(ActionRequest(
         actor="ramp-controller", roles=("ramp_controller",), action="freeze", target_kind="flag",

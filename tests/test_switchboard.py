@@ -95,10 +95,10 @@ def test_an_override_of_an_unknown_flag_is_refused_before_it_is_submitted(state)
 
 
 def test_a_freeze_is_in_the_timeline_of_every_flag_it_held(state):
-    from ops_platform.cli import _switchboard_protocol
+    from ops_platform.cli import _any_action_protocol
     from ops_platform.guard.actions import ActionRequest
 
-    proto = _switchboard_protocol(state)
+    proto = _any_action_protocol(None)
     out = proto.submit(ActionRequest(
         actor="ramp-controller", roles=("ramp_controller",), action="freeze", target_kind="flag",
         target_id="all-release-flags", rationale="api-availability fast burn on api/general/api-100: incident",
