@@ -1,5 +1,6 @@
 """The retry job of the guarded action path, and the sensor that starts it when something waits."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -18,6 +19,7 @@ from resources.warehouse import WarehouseResource
 RETRY_JOB = "retry_guarded_actions"
 RETRY_SENSOR = "retry_guarded_actions_sensor"
 RETRY_EVERY_SECONDS = 300
+STUCK_AFTER = timedelta(hours=1)  # a retry run unfinished for longer is taken as dead
 _UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED]
 
@@ -59,7 +61,11 @@ def retry_guarded_actions_sensor(context: dg.SensorEvaluationContext, control: C
         return dg.SkipReason("nothing to retry: no receipt waits for the signer, no action failed or was "
                              "abandoned, the spool is empty")
     waiting = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in due.items() if n)
-    running = context.instance.get_runs(dg.RunsFilter(job_name=RETRY_JOB, statuses=_UNFINISHED), limit=1)
+    # Only a recent run holds the next one back: a run left "started" by a worker that died
+    # (run monitoring is off by default) must not stop every retry after it.
+    since = utcnow() - STUCK_AFTER
+    running = context.instance.get_runs(dg.RunsFilter(job_name=RETRY_JOB, statuses=_UNFINISHED,
+                                                      created_after=since), limit=1)
     if running:
         return dg.SkipReason(f"{waiting}; a retry run is already under way ({running[0].run_id})")
     context.log.info(f"retry: {waiting}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from dagster._core.test_utils import freeze_time
 
 from assets.receipts import ledger_verifies, receipts_ledger
 from ops_platform.guard.runtime import build_protocol
@@ -95,6 +97,10 @@ def test_retry_sensor_starts_a_run_only_when_something_waits(state, tmp_path):
         held = tick()
         assert isinstance(held, dg.SkipReason) and busy.run_id in held.skip_message
         instance.report_run_canceled(busy)
+        # A run left started long ago by a worker that died holds nothing back.
+        with freeze_time(datetime.now(UTC) - timedelta(hours=2)):
+            instance.create_run_for_job(retry_guarded_actions_job, status=dg.DagsterRunStatus.STARTED)
+        assert isinstance(tick(), dg.RunRequest)
 
         ran = retry_guarded_actions_job.execute_in_process(resources=resources, instance=instance)
         assert ran.success
