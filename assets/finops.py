@@ -39,7 +39,7 @@ def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     unequal = day.filter(pl.col("billed_micros") != pl.col("attributed_micros"))
     final = day.filter(pl.col("final"))
     low = final.filter(pl.col("confidence") < CONFIDENCE_TARGET)
-    weakest = final.sort("confidence", "utc_date").row(0, named=True) if final.height else None
+    weakest = final.sort("confidence", "utc_date", nulls_last=True).row(0, named=True) if final.height else None
     unbilled = result.unbilled_days()
     tenants = att.tenant_day.filter(pl.col("tenant_id") != UNALLOCATED)
     context.log.info(f"attribution: {day.height} day(s), {tenants['tenant_id'].n_unique()} tenant(s)")

@@ -935,14 +935,14 @@ def switchboard_log(flag: str, as_json: bool, url: str | None) -> None:
     """The timeline of FLAG: requests, decisions, actions, overrides with rationale, receipts."""
     import json
 
-    from .guard.runtime import open_store
+    from .guard.runtime import existing_store, open_store
     from .ramp.controller import FREEZE_TARGET
     from .timezones import iso_utc, utcnow
 
     if not flag.strip():
         raise click.UsageError("name a flag (e.g. release-api)")
     p = _guard_paths()
-    store = open_store(p, url)
+    store = existing_store(url) if url else open_store(p)  # reading a named store creates nothing there
     own = store.events(flag)
     if not own and flag != FREEZE_TARGET:  # a misspelt flag must not read as one that only saw freezes
         known = _release_flags(p)

@@ -9,6 +9,7 @@ from assets.receipts import LEDGER_KEY
 from ops_platform.control.store import StoreUnavailable
 from ops_platform.executors import guarded_executors
 from ops_platform.guard.protocol import retry_due
+from ops_platform.guard.runtime import NoStore
 from ops_platform.timezones import utcnow
 from resources import DUCKDB_POOL
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
@@ -54,7 +55,7 @@ def retry_guarded_actions_job():
 def retry_guarded_actions_sensor(context: dg.SensorEvaluationContext, control: ControlStoreResource):
     try:
         due = retry_due(control.store(), control.spool(), utcnow())
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, NoStore) as exc:
         spooled = control.spool().waiting()
         return dg.SkipReason(f"control store unavailable ({exc}); {spooled} spooled request(s) wait for it")
     if not any(due.values()):

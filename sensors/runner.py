@@ -36,10 +36,14 @@ def prepare_dagster_home(home: Path) -> list[str]:
     if not cfg.exists():
         cfg.write_text(INSTANCE_YAML)
         return []
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        storage = instance.event_log_storage
-        limit = {p.name: p.limit for p in storage.get_pool_limits()}.get(
-            DUCKDB_POOL, storage.get_pool_config().default_pool_limit)
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            storage = instance.event_log_storage
+            # A limit set by hand wins; one Dagster stored from the yaml's default follows the yaml.
+            limit = {p.name: p.limit for p in storage.get_pool_limits() if not p.from_default}.get(
+                DUCKDB_POOL, storage.get_pool_config().default_pool_limit)
+    except Exception as exc:  # the operator's instance (its storage, its classes): reported, not fatal here
+        return [f"cannot open the Dagster instance of {cfg} to check its '{DUCKDB_POOL}' pool limit: {exc}"]
     if limit == 1:
         return []
     now = "no limit" if limit is None else f"a limit of {limit}"

@@ -67,3 +67,9 @@ def test_a_dagster_home_without_the_one_writer_limit_is_named(tmp_path):
     with dg.DagsterInstance.from_config(str(own)) as instance:
         instance.event_log_storage.set_concurrency_slots("duckdb", 1)
     assert prepare_dagster_home(own) == []
+
+
+def test_a_dagster_home_that_does_not_open_is_named_not_fatal(tmp_path):
+    (tmp_path / "dagster.yaml").write_text("event_log_storage:\n  module: no_such_module\n  class: Nope\n")
+    (note,) = prepare_dagster_home(tmp_path)
+    assert note.startswith("cannot open the Dagster instance") and "'duckdb' pool" in note

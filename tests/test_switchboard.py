@@ -658,3 +658,10 @@ def test_override_and_log_use_the_store_named_by_store(state, tmp_path):
     assert "active override" not in here.output and REASON not in here.output, here.output
     verify = CliRunner().invoke(main, ["receipts", "verify", "--store", other])
     assert verify.exit_code == 0 and "1 receipts" in verify.output, verify.output
+
+
+def test_the_log_of_a_store_that_is_not_there_creates_nothing(state, tmp_path):
+    missing = tmp_path / "typo.sqlite"
+    res = _run("log", "release-api", "--store", f"sqlite:///{missing}")
+    assert res.exit_code != 0 and "no control store at" in res.output, res.output
+    assert not missing.exists()

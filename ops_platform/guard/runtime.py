@@ -161,8 +161,11 @@ def build_protocol(paths: StatePaths, executors: Mapping[str, Executor] | None =
                          "folder whose key signed them; if that key is lost for good, start a new one on "
                          "purpose with `ops-platform receipts new-key`")
     ring = KeyRing.load_or_create(paths.keys_dir)
+    # The state folder's spool is drained into the state folder's store only: a request for
+    # another store (--store) that cannot take it fails, it is not spooled for the wrong one.
+    own = spool(paths) if store.url == control_url(paths) else None
     return ActionProtocol(store, ring.signer, policy_from_env(), executors or {},
-                          spool(paths), home=paths.home, roles_of=actor_roles())
+                          own, home=paths.home, roles_of=actor_roles())
 
 
 class MissingKey(Exception):

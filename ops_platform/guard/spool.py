@@ -52,10 +52,13 @@ class Spool:
     def waiting(self) -> int:
         """Lines a drain would handle, unparsed: a line that is no request counts too (the drain
         moves it aside)."""
-        if not self.path.exists():
+        # Unlocked: a drain holds the lock while it runs every request, and swaps the file in
+        # whole (os.replace), so a read sees the file before or after it, never half of it.
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return 0
-        with self._locked():
-            return sum(1 for x in self.path.read_text(encoding="utf-8").splitlines() if x.strip())
+        return sum(1 for x in text.splitlines() if x.strip())
 
     def drain(self, handle: Callable[[ActionRequest], bool]) -> tuple[int, int]:
         """Call `handle` for each item; keep those for which it returns False. (done, left).
