@@ -38,7 +38,7 @@ def build_ramp_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.A
         key=VERDICTS_KEY, partitions_def=partitions_def, group_name="ramp", owners=["team:release"],
         kinds={"duckdb", "polars"}, pool=DUCKDB_POOL,
         # Its own day before too: a build paused or rolled back on an earlier day is no baseline
-        # (_rejected_before), so backfills must run the days in order.
+        # (_rejected_before), so an asset backfill runs the days in order (a job backfill does not).
         deps=[*(dg.AssetDep(dg.AssetKey(["raw", t]), partition_mapping=mapping) for t in _SOURCES),
               dg.AssetDep(VERDICTS_KEY, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1))],
         check_specs=[check_spec(

@@ -46,17 +46,16 @@ def retry_guarded_actions_job():
     retry_guarded_actions_op()
 
 
-
-
 @dg.sensor(name=RETRY_SENSOR, job=retry_guarded_actions_job, minimum_interval_seconds=RETRY_EVERY_SECONDS,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Every 5 minutes: starts retry_guarded_actions when a receipt waits for the signer, an "
                        "action failed or was abandoned, or the spool holds requests; skips, saying so, otherwise.")
 def retry_guarded_actions_sensor(context: dg.SensorEvaluationContext, control: ControlStoreResource):
+    spool = control.spool()
     try:
-        due = retry_due(control.store(), control.spool(), utcnow())
+        due = retry_due(control.store(), spool, utcnow())
     except (StoreUnavailable, NoStore) as exc:
-        spooled = control.spool().waiting()
+        spooled = spool.waiting()
         return dg.SkipReason(f"control store unavailable ({exc}); {spooled} spooled request(s) wait for it")
     if not any(due.values()):
         return dg.SkipReason("nothing to retry: no receipt waits for the signer, no action failed or was "

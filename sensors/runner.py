@@ -23,7 +23,6 @@ telemetry:
 """
 
 
-
 def prepare_dagster_home(home: Path) -> list[str]:
     """Write ``dagster.yaml`` into a new Dagster home; for one that has its own, what is wrong
     with it for this platform (its notes, to print): a home without a limit of one on the
