@@ -24,7 +24,7 @@ def receipts_ledger(context: dg.AssetExecutionContext, control: ControlStoreReso
     store = control.store()
     snapshot = store.ledger_snapshot()
     entries, checkpoints, _ = snapshot
-    report = verify_store(store, signer.keyring().verifiers(), snapshot=snapshot)
+    report = verify_store(store, signer.verifiers(), snapshot=snapshot)
     exported = export_to_warehouse(store, warehouse.get())
     actions = store.count_actions()
     context.log.info(f"ledger: {len(entries)} receipts, verification {'ok' if report.ok else report.first_bad}")
@@ -45,7 +45,7 @@ def receipts_ledger(context: dg.AssetExecutionContext, control: ControlStoreReso
                 description="Every signature, chain link and signed tree head of the ledger verifies.")
 def ledger_verifies(control: ControlStoreResource, signer: SignerResource) -> dg.AssetCheckResult:
     store = control.store()
-    report = verify_store(store, signer.keyring().verifiers())
+    report = verify_store(store, signer.verifiers())
     return dg.AssetCheckResult(
         passed=report.ok, severity=dg.AssetCheckSeverity.ERROR,
         description="ledger verified" if report.ok else f"first bad: {report.first_bad}",

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import dagster as dg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ops_platform.control.store import ControlStore
 from ops_platform.guard.actions import Executor
 from ops_platform.guard.policy import PolicyEngine, make_policy
 from ops_platform.guard.protocol import ActionProtocol
 from ops_platform.guard.roster import actor_roles
-from ops_platform.guard.runtime import open_store
+from ops_platform.guard.runtime import ledger_signer, open_store
 from ops_platform.guard.spool import Spool
 from ops_platform.paths import StatePaths
-from ops_platform.receipts.keys import KeyRing
+from ops_platform.receipts.keys import KeyRing, Signer
 
 
 class ControlStoreResource(dg.ConfigurableResource):
@@ -39,8 +40,14 @@ class SignerResource(dg.ConfigurableResource):
 
     keys_dir: str
 
-    def keyring(self) -> KeyRing:
-        return KeyRing.load_or_create(Path(self.keys_dir))
+    def signer_for(self, store: ControlStore) -> Callable[[], Signer]:
+        """``ledger_signer``: a first key where there never was one; otherwise a missing key
+        is the signer being down, never a new key."""
+        return ledger_signer(Path(self.keys_dir), store)
+
+    def verifiers(self) -> dict[str, Ed25519PublicKey]:
+        """Every public key ever active; reading them makes no key."""
+        return KeyRing(Path(self.keys_dir)).verifiers()
 
 
 class GuardResource(dg.ConfigurableResource):
@@ -58,5 +65,6 @@ class GuardResource(dg.ConfigurableResource):
 def build_protocol(control: ControlStoreResource, signer: SignerResource, guard: GuardResource,
                    executors: Mapping[str, Executor] | None = None, store: ControlStore | None = None) -> ActionProtocol:
     """``store``: one the caller opened already (for its executors), else the resource's."""
-    return ActionProtocol(store or control.store(), signer.keyring().signer, guard.policy(), executors or {},
+    store = store or control.store()
+    return ActionProtocol(store, signer.signer_for(store), guard.policy(), executors or {},
                           control.spool(), home=Path(control.home), roles_of=actor_roles(guard.policy_dir))

@@ -10,6 +10,7 @@ from ops_platform.control.store import StoreUnavailable
 from ops_platform.executors import guarded_executors
 from ops_platform.guard.protocol import retry_due
 from ops_platform.guard.runtime import NoStore
+from ops_platform.receipts.keys import SignerUnavailable
 from ops_platform.timezones import utcnow
 from resources import DUCKDB_POOL
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
@@ -48,17 +49,30 @@ def retry_guarded_actions_job():
 
 @dg.sensor(name=RETRY_SENSOR, job=retry_guarded_actions_job, minimum_interval_seconds=RETRY_EVERY_SECONDS,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Every 5 minutes: starts retry_guarded_actions when a receipt waits for the signer, an "
-                       "action failed or was abandoned, or the spool holds requests; skips, saying so, otherwise.")
-def retry_guarded_actions_sensor(context: dg.SensorEvaluationContext, control: ControlStoreResource):
+           description="Every 5 minutes: starts retry_guarded_actions when a receipt waits for a signer that is "
+                       "back, an action failed or was abandoned, or the spool holds requests; skips, saying so, "
+                       "otherwise.")
+def retry_guarded_actions_sensor(context: dg.SensorEvaluationContext, control: ControlStoreResource,
+                                 signer: SignerResource):
     spool = control.spool()
     try:
-        due = retry_due(control.store(), spool, utcnow())
+        store = control.store()
+        due = retry_due(store, spool, utcnow())
     except (StoreUnavailable, NoStore) as exc:
         spooled = spool.waiting()
         return dg.SkipReason(f"control store unavailable ({exc}); {spooled} spooled request(s) wait for it")
+    # Receipts waiting for a signer that is still down are no work for a run: one run every
+    # 5 minutes for as long as the outage lasts would sign nothing.
+    signer_down = ""
+    if due["pending_receipt"]:
+        try:
+            signer.signer_for(store)()
+        except SignerUnavailable as exc:
+            signer_down = f"{due.pop('pending_receipt')} receipt(s) wait for the signer, which is down ({exc})"
+            context.log.warning(signer_down)
     if not any(due.values()):
-        return dg.SkipReason("nothing to retry: no receipt waits for the signer, no action failed or was "
+        return dg.SkipReason(f"{signer_down}; nothing else to retry" if signer_down else
+                             "nothing to retry: no receipt waits for the signer, no action failed or was "
                              "abandoned, the spool is empty")
     waiting = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in due.items() if n)
     # Only a recent run holds the next one back: a run left "started" by a worker that died

@@ -13,6 +13,7 @@ from ops_platform.guard.runtime import build_protocol
 from ops_platform.guard.spool import Spool
 from ops_platform.warehouse import Warehouse
 from resources import build_resources
+from resources.control import build_protocol as resources_protocol
 from sensors.retry import retry_guarded_actions_job, retry_guarded_actions_sensor
 
 from .guard_support import FileExecutor
@@ -87,6 +88,12 @@ def test_retry_sensor_starts_a_run_only_when_something_waits(state, tmp_path):
         key = state.keys_dir / "active.key"
         key.rename(tmp_path / "away.key")
         assert proto.submit(req("freeze", key="c")).status == "pending_receipt"
+        # While the signer is down, a waiting receipt starts no run (it would sign nothing),
+        # and no new key is made in the old one's place.
+        down = tick()
+        assert isinstance(down, dg.SkipReason), down
+        assert down.skip_message.startswith("1 receipt(s) wait for the signer, which is down (signing key")
+        assert "nothing else to retry" in down.skip_message and not key.exists()
         (tmp_path / "away.key").rename(key)
         Spool(state.spool_file).append(req("pause", key="s"), "control store unavailable")
 
@@ -106,3 +113,30 @@ def test_retry_sensor_starts_a_run_only_when_something_waits(state, tmp_path):
         assert ran.success
         assert Spool(state.spool_file).waiting() == 0
         assert tick().skip_message.startswith("nothing to retry")
+
+
+def test_dagster_path_with_its_key_away_waits_for_the_signer_and_makes_no_new_key(state, tmp_path):
+    """The resources' guarded path, as sensors and jobs build it: once the ledger holds
+    receipts, a missing key is the signer being down (protective actions wait for their
+    receipt, expanding ones fail closed), not a reason to start a new key."""
+    resources = build_resources(state)
+    effects = FileExecutor(tmp_path / "effects")
+
+    def protocol():
+        return resources_protocol(resources["control"], resources["signer"], resources["guard"],
+                                  {"pause": effects, "freeze": effects})
+
+    assert protocol().submit(req("pause", key="first")).status == "completed"  # makes the first key
+    key = state.keys_dir / "active.key"
+    first = key.read_bytes()
+    key.rename(tmp_path / "away.key")
+    assert protocol().submit(req("freeze", key="f")).status == "pending_receipt"
+    expanding = protocol().submit(req("resume", key="r", actor="dana", roles=("oncall",)))
+    assert expanding.status == "requested" and "signer unavailable: signing key" in expanding.reason
+    assert _materialize(state).success  # the ledger asset reads public keys only
+    assert not key.exists() and len(list((state.keys_dir / "public").glob("*.pub"))) == 1
+    (tmp_path / "away.key").rename(key)
+    report = protocol().retry()
+    assert report.receipted == 1 and report.retried == 1 and key.read_bytes() == first
+    (check,) = _materialize(state).get_asset_check_evaluations()
+    assert check.passed

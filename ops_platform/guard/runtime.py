@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from ..control.store import ControlStore, StoreUnavailable
 from ..files import file_sha256
 from ..paths import StatePaths
-from ..receipts.keys import KeyRing
+from ..receipts.keys import KeyRing, Signer
 from ..receipts.ledger import VerifyReport, verify_ledger
 from ..receipts.statement import Subject, subject_path
 from ..timezones import iso_utc, utcnow
@@ -160,12 +160,24 @@ def build_protocol(paths: StatePaths, executors: Mapping[str, Executor] | None =
                          f"{shown_url(store.url)} holds {held} receipt(s): point OPS_PLATFORM_KEYS_DIR at the "
                          "folder whose key signed them; if that key is lost for good, start a new one on "
                          "purpose with `ops-platform receipts new-key`")
-    ring = KeyRing.load_or_create(paths.keys_dir)
+    signer = ledger_signer(paths.keys_dir, store)
     # The state folder's spool is drained into the state folder's store only: a request for
     # another store (--store) that cannot take it fails, it is not spooled for the wrong one.
     own = spool(paths) if store.url == control_url(paths) else None
-    return ActionProtocol(store, ring.signer, policy_from_env(), executors or {},
+    return ActionProtocol(store, signer, policy_from_env(), executors or {},
                           own, home=paths.home, roles_of=actor_roles())
+
+
+def ledger_signer(keys_dir: Path, store: ControlStore) -> Callable[[], Signer]:
+    """The signer of ``store``'s ledger. A first key is made only where there never was one:
+    no key published in ``keys_dir`` and no receipt in the ledger. Otherwise a missing key is
+    the signer being down (``SignerUnavailable`` on each use: protective actions wait for
+    their receipt, expanding ones fail closed), never a new key made on the quiet while the
+    old one is away."""
+    ring = KeyRing(keys_dir)
+    if ring.has_active_key() or not (ring.verifiers() or store.receipt_count()):
+        ring = KeyRing.load_or_create(keys_dir)  # checks the active key, or makes the first one
+    return ring.signer
 
 
 class MissingKey(Exception):
