@@ -180,14 +180,16 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
     ev = events.group_by(["ts", *keys]).agg(pl.col("bad").sum(), pl.col("total").sum()) if keys != list(GROUP) \
         else events
     columns = ev.columns
-    ordered = _grouped(ev, keys)
-    ev = ordered.with_columns(
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"), (pl.col("ts").dt.epoch("s") // 60).alias("_minute"),
+    # One chunk: a frame read from many files has one chunk per file, and the grouping
+    # gathers from one chunk faster (by more than the copy costs).
+    ordered = _grouped(ev.rechunk(), keys)
+    ev = ordered.with_row_index("_row").with_columns(
+        pl.col("_row").cast(pl.Int64), (pl.col("ts").dt.epoch("s") // 60).alias("_minute"),
         *(pl.col(c).cast(pl.Int64).cum_sum().alias(f"_cum_{c}") for c in ("bad", "total")),
-        *((pl.col(c).cast(pl.Int64).cum_sum() - pl.col(c)).alias(f"_cum_{c}_before") for c in ("bad", "total")),
         # A column, not a scalar: polars divides by a scalar through its reciprocal, one unit
         # in the last place away from the true division that pandas and numpy compute.
-        pl.Series("_budget", np.full(ordered.height, slo.error_budget)))
+        pl.Series("_budget", np.full(ordered.height, slo.error_budget))).with_columns(
+        (pl.col(f"_cum_{c}") - pl.col(c)).alias(f"_cum_{c}_before") for c in ("bad", "total"))  # sums run once
     if _dense(ev):
         def window_start(minutes: int) -> pl.Expr:
             return pl.max_horizontal(pl.col("_row") - (minutes - 1), pl.col("_first"))
