@@ -883,15 +883,20 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     """Override the ramp controller on FLAG: it wins over the controller until the TTL expires."""
     import uuid
 
+    from .control.store import StoreUnavailable
     from .guard.actions import ActionRequest
     from .slo.spec import SLOSpecError, parse_duration
+    from .timezones import iso_utc, utcnow
 
     actor, roster = _human(actor)
     key = idempotency_key or f"override-{uuid.uuid4()}"
     try:
         seconds = int(parse_duration(ttl, "--ttl", "ttl").total_seconds())
     except SLOSpecError as exc:
-        raise click.UsageError(f"--ttl {ttl!r}: use a duration like 30m, 4h or 1d") from exc
+        what = "is no time at all" if str(exc).endswith("must be positive") else "is not a duration"
+        raise click.UsageError(f"--ttl {ttl!r} {what}: use one like 30m, 4h or 1d") from exc
+    if not rationale.strip():  # a slip of the shell, not a request to receipt (the policy judges the rest)
+        raise click.BadParameter("it is blank; say why, in words the receipt will keep", param_hint="--rationale")
     p = _guard_paths()
     from .ramp.flags import FlagFileError
     from .ramp.switchboard import check_override, live_flag_file
@@ -908,9 +913,15 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     proto = _any_action_protocol(url)
+    try:  # the override in force now, which a new one replaces (even one that would outlast it)
+        replaced = proto.store.active_overrides(flag, iso_utc(utcnow()))
+    except StoreUnavailable:
+        replaced = []
     out = proto.submit(ActionRequest(
         actor=actor, roles=roster.roles(actor), action="override", target_kind="flag", target_id=flag,
         rationale=rationale, idempotency_key=key, ttl_seconds=seconds, params={"directive": directive}))
+    notes += [f"it replaces the {o['directive']} by {o['actor']} that was in force until {o['expires_at']}"
+              for o in replaced]
     colour = {"completed": "green", "denied": "red"}.get(out.status, "yellow")
     console.print(f"[{colour}]{out.status}[/{colour}] {directive} on {flag}: {out.reason}"
                   + (f" (receipt {out.receipt_id[:12]})" if out.receipt_id else ""))

@@ -46,6 +46,16 @@ def test_override_needs_a_real_rationale_and_a_ttl(state):
     for huge in ("1000000000d", "99999999999999999999d"):  # past what a duration can hold: no traceback
         res = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", huge, "--actor", "dana")
         assert res.exit_code == 2 and "--ttl" in res.output, res.output  # an uncaught error exits 1
+    zero = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "0m", "--actor", "dana")
+    assert zero.exit_code == 2 and "'0m' is no time at all" in zero.output, zero.output
+    # A blank rationale is a slip of the shell: refused before anything is submitted or receipted.
+    for blank in ("", "   "):
+        res = _run("override", "release-api", "--action", "hold", "--rationale", blank, "--actor", "dana")
+        assert res.exit_code == 2 and "--rationale" in res.output and "blank" in res.output, res.output
+    import json
+
+    receipted = [e for e in json.loads(_run("log", "release-api", "--json").output)["events"] if e["receipt_id"]]
+    assert len(receipted) == 1  # the short rationale's denial only
 
 
 def test_same_idempotency_key_applies_once(state):
@@ -584,6 +594,12 @@ def test_an_override_says_what_it_does_beyond_its_name(state):
     res = _run("override", "release-graph", "--action", "resume", "--rationale", REASON, "--actor", "dana")
     assert res.exit_code == 0 and "lifts the freeze on it too" in res.output, res.output
     assert not FlagFile.load(live).release("release-graph").frozen and FlagFile.load(live).release("release-api").frozen
+    # A new override replaces the one in force, even a longer one: said, not left to find out.
+    res = _run("override", "release-api", "--action", "rollback", "--rationale", REASON, "--ttl", "30m",
+               "--actor", "dana")
+    assert res.exit_code == 0 and "it replaces the hold by dana that was in force until" in res.output, res.output
+    assert "replaces" not in _run("override", "release-switchboard", "--action", "hold", "--rationale", REASON,
+                                  "--actor", "dana").output
 
 
 def test_a_hold_cleared_by_hand_is_named_as_drift_at_the_next_guarded_change(state):

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -202,8 +203,10 @@ class SLO:
 
     @property
     def error_budget(self) -> float:
-        """The allowed bad fraction (1 - target): burn rate 1 spends it exactly over the window."""
-        return 1.0 - self.objective.target
+        """The allowed bad fraction (1 - target): burn rate 1 spends it exactly over the window.
+        Subtracted in decimal: 1 - 0.995 is the float nearest 0.005, which the exported rules
+        print as 0.005, not the float subtraction's 0.0050000000000000044."""
+        return float(Decimal(1) - Decimal(repr(self.objective.target)))
 
     @property
     def source(self) -> tuple[str, str]:
