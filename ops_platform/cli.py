@@ -781,10 +781,12 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
     if figures["unbilled_days"]:
         days = figures["unbilled_days"]
         click.echo(f"  unbilled days          {len(days)} with final usage and no bill (first {days[0]})")
-    if figures["refused_billing_rows"]:
-        files = figures["refused_billing_files"]
-        click.echo(f"  refused billing rows   {figures['refused_billing_rows']:,}"
-                   + (f" from {len(files)} file(s) (first {files[0]})" if files else ""))
+    if figures["quarantined_billing_rows"]:
+        files = figures["quarantined_billing_files"]
+        click.echo(f"  quarantined bill rows  {figures['quarantined_billing_rows']:,}"
+                   + (f" from {len(files)} file(s) (first {files[0]})" if files else "")
+                   + f": {figures['repaired_billing_rows']:,} repaired and attributed, "
+                     f"{figures['refused_billing_rows']:,} refused (left out)")
     click.echo(f"  confidence per day     min {figures['min_day_confidence']:.3f}, "
                f"mean {figures['mean_day_confidence']:.3f}")
     for name, f in (("model (IsolationForest)", model), ("baseline (robust z)", base)):

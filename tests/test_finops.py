@@ -684,7 +684,13 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
                                      lambda executors: env.protocol(executor=executors["export_release"]), "finops-analyst",
                                      "an overlapping range must not bill its days twice")
     assert none is None and reasons == [f"overlaps {period.name}, already released ({period.start} to "
-                                        f"{period.start} invoiced there)"]
+                                        f"{period.start} invoiced there)", "every day of it is out already"]
+    # A wider range is told which of its days are not out yet, as a period it can name.
+    wider = Period(f"{period.start}..{period.end + timedelta(days=2)}", period.start, period.end + timedelta(days=2))
+    held, _ = release_invoices(stored, wider, tmp_path / "invoices",
+                               lambda executors: env.protocol(executor=executors["export_release"]), "finops-analyst",
+                               "a wider range must not bill the released days twice")
+    assert held[-1] == f"not out yet: {period.end}..{period.end + timedelta(days=2)}", held
     bypass = env.protocol(executor=InvoiceExportExecutor(tmp_path / "invoices", stored,
                                                         released=lambda: [period])).submit(
         release_request(inner, "finops-analyst", "a retry must not bypass the overlap check either"))
@@ -898,9 +904,11 @@ def test_cli_finops_score_names_a_day_whose_bill_was_refused(small_world, tmp_pa
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert [d.isoformat() for d in charged] == out["unbilled_days"] and out["refused_billing_rows"] >= rows.height
-    assert any(name.endswith(f.name) for name in out["refused_billing_files"]), out["refused_billing_files"]
+    assert out["quarantined_billing_rows"] == out["repaired_billing_rows"] + out["refused_billing_rows"]
+    assert any(name.endswith(f.name) for name in out["quarantined_billing_files"]), out["quarantined_billing_files"]
     text = CliRunner().invoke(main, ["finops", "score", "--world", str(world)]).output
-    assert "unbilled days" in text and "refused billing rows" in text, text
+    assert "unbilled days" in text and "quarantined bill rows" in text, text
+    assert f"{out['refused_billing_rows']:,} refused (left out)" in text, text
 
 
 def test_repaired_billing_rows_are_listed_with_their_repair(world_run):

@@ -152,9 +152,13 @@ def _releases(store) -> list[tuple[Period, dict]]:
 def overlaps(period: Period, released: list[Period]) -> list[str]:
     """Why ``period`` may not go out beside ``released``: a day invoiced twice is billed twice.
     (Releasing the same period again is the same action, which the guard answers once.)"""
-    return [f"overlaps {p.name}, already released ({max(p.start, period.start)} to "
-            f"{min(p.end, period.end) - timedelta(days=1)} invoiced there)"
-            for p in released if p.name != period.name and p.start < period.end and period.start < p.end]
+    found = [f"overlaps {p.name}, already released ({max(p.start, period.start)} to "
+             f"{min(p.end, period.end) - timedelta(days=1)} invoiced there)"
+             for p in released if p.name != period.name and p.start < period.end and period.start < p.end]
+    if found:  # the way on: the days of the period not out yet, as periods one can name
+        rest = [p.name for p in unreleased_parts(period, released)]
+        found.append(f"not out yet: {', '.join(rest)}" if rest else "every day of it is out already")
+    return found
 
 
 def unreleased_parts(period: Period, released: list[Period]) -> list[Period]:
