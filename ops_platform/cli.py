@@ -1085,7 +1085,9 @@ def focus_check(file: Path, as_json: bool) -> None:
         for err in report.schema_errors:
             click.echo(f"  {err}")
         for reason, n in report.quarantined.items():
-            click.echo(f"  {n:,} row(s) would be quarantined: {reason}")
+            shown = report.examples.get(reason, [])
+            click.echo(f"  {n:,} row(s) would be quarantined: {reason}"
+                       + (f"\n    {'first: ' if n > len(shown) else ''}{', '.join(shown)}" if shown else ""))
         for warning in report.warnings:
             click.echo(click.style(f"  warning: {warning}", fg="yellow"))
     if not report.loads:

@@ -335,3 +335,18 @@ def test_a_file_without_a_tags_column_is_warned_of(tmp_path, header):
     [warning] = report.warnings
     assert warning.startswith("Tags: the file has no Tags column") and "unallocated" in warning
     assert ("'tags' is not spelt 'Tags'" in warning) == (",tags," in header)
+
+
+def test_the_check_names_the_rows_it_would_quarantine(tmp_path):
+    # Counts per reason say what is wrong; the first rows of each (data row and line id) say where.
+    rows = [_row(x_LineItemId=f"L{i}", **({"EffectiveCost": "-1.50"} if i in (2, 4, 5, 6) else {}))
+            for i in range(1, 8)]
+    path = _csv(tmp_path, *rows)
+    report = check_file(path, BILLING_FOCUS)
+    [(reason, n)] = report.quarantined.items()
+    assert n == 4 and report.examples == {reason: ["data row 2 (L2)", "data row 4 (L4)", "data row 5 (L5)"]}
+    text = CliRunner().invoke(main, ["focus", "check", str(path)]).output
+    assert f"4 row(s) would be quarantined: {reason}\n    first: data row 2 (L2), data row 4 (L4), data row 5 (L5)" \
+        in text, text
+    assert json.loads(CliRunner().invoke(main, ["focus", "check", str(path), "--json"]).output)["examples"] == \
+        report.examples

@@ -30,6 +30,7 @@ class FileCheck:
     quarantined_rows: int = 0
     duplicates_removed: int = 0  # a row repeating an earlier one's key and content
     quarantined: dict[str, int] = field(default_factory=dict)  # quarantined rows per reason, as ingestion words it
+    examples: dict[str, list[str]] = field(default_factory=dict)  # per reason, the first rows to look at
     schema_errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the file loads, but a later step will object
 
@@ -72,12 +73,24 @@ def check_file(path: Path, contract: Contract) -> FileCheck:
     result.quarantined_rows = res.quarantine.height
     result.duplicates_removed = res.duplicates_removed
     result.quarantined = res.quarantine_by_reason()
+    result.examples = _examples(res.quarantine)
     result.warnings = _warnings(frame.columns, res.accepted)
     if not result.accepted and res.quarantine.height:
         _nothing_accepted(result, res.quarantine, res.accepted)
     if not result.rows:
         result.warnings.append("the file holds no row")
     return result
+
+
+def _examples(quarantine: pl.DataFrame, per_reason: int = 3) -> dict[str, list[str]]:
+    """The first rows of each reason, by data row (1-based; a CSV's header is no row) and
+    record id (e.g. ``x_LineItemId``), so a user can find them in the file."""
+    first = quarantine.sort("row_number").group_by("reason", maintain_order=True).head(per_reason)
+    out: dict[str, list[str]] = {}
+    for row in first.iter_rows(named=True):
+        out.setdefault(row["reason"], []).append(
+            f"data row {row['row_number'] + 1}" + (f" ({row['record_id']})" if row["record_id"] else ""))
+    return out
 
 
 def _nothing_accepted(result: FileCheck, quarantine: pl.DataFrame, accepted: pl.DataFrame) -> None:
