@@ -681,3 +681,30 @@ def test_the_log_of_a_store_that_is_not_there_creates_nothing(state, tmp_path):
     res = _run("log", "release-api", "--store", f"sqlite:///{missing}")
     assert res.exit_code != 0 and "no control store at" in res.output, res.output
     assert not missing.exists()
+
+
+def test_an_override_record_edited_in_the_store_fails_verification(state):
+    # The controller obeys the overrides table: a row that says more than its receipt (a later
+    # expiry, another directive) or that no action wrote is named by `receipts verify`.
+    import sqlite3
+
+    assert _run("override", "release-graph", "--action", "rollback", "--rationale", REASON, "--ttl", "1h",
+                "--actor", "dana").exit_code == 0
+    assert CliRunner().invoke(main, ["receipts", "verify"]).exit_code == 0
+    con = sqlite3.connect(state.control_store)
+    (signed,) = con.execute("SELECT expires_at FROM overrides").fetchone()
+    con.execute("UPDATE overrides SET expires_at = '2099-01-01T00:00:00Z', directive = 'resume'")
+    con.commit()
+    res = CliRunner().invoke(main, ["receipts", "verify"])
+    assert res.exit_code == 1, res.output
+    said = " ".join(res.output.split())  # the console wraps long lines
+    assert "override resume on flag release-graph by dana differs from its receipt" in said, res.output
+    assert f"expires_at '2099-01-01T00:00:00Z' (receipt: '{signed}')" in said and "directive 'resume'" in said
+    con.execute("UPDATE overrides SET expires_at = ?, directive = 'rollback'", [signed])
+    con.execute("INSERT INTO overrides SELECT 'forged', target_kind, 'release-api', 'hold', actor, rationale, "
+                "created_at, '2099-01-01T00:00:00Z', 'forged' FROM overrides")
+    con.commit()
+    con.close()
+    res = CliRunner().invoke(main, ["receipts", "verify"])
+    assert res.exit_code == 1 and "override hold on flag release-api by dana was recorded by no action" \
+        in " ".join(res.output.split()), res.output

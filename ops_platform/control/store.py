@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,25 @@ def _action_id_of(entry: LedgerEntry) -> str | None:
         return (envelope_statement(entry.envelope).get("predicate") or {}).get("action_id")
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
+
+
+def _override_problem(row: Mapping[str, Any], entry: LedgerEntry | None) -> str | None:
+    """What an override record (which the controller obeys) says that its receipt does not.
+    An override still in flight (its action not finished) has no receipt yet."""
+    named = f"override {row['directive']} on {row['target_kind']} {row['target_id']} by {row['actor']}"
+    if entry is None:
+        if row["status"] is None:
+            return f"{named} was recorded by no action: a row written into the store by hand"
+        return None if row["status"] not in ("completed", "denied") else f"{named} has no receipt of its own"
+    p = envelope_statement(entry.envelope).get("predicate") or {}
+    signed = {"target_kind": (p.get("target") or {}).get("kind"), "target_id": (p.get("target") or {}).get("id"),
+              "actor": p.get("actor"), "rationale": p.get("rationale"),
+              "directive": (p.get("result") or {}).get("directive"),
+              "expires_at": (p.get("result") or {}).get("expires_at")}
+    off = [f"{k} {row[k]!r} (receipt: {v!r})" for k, v in signed.items() if row[k] != v]
+    if not (p.get("executed") and (p.get("decision") or {}).get("allow")):
+        off.append("its receipt records no override applied")
+    return f"{named} differs from its receipt {entry.receipt_id[:12]}: {'; '.join(off)}" if off else None
 
 
 class ControlStore:
@@ -275,6 +294,8 @@ class ControlStore:
                                           .where(a.receipt_seq.is_not(None))))
             unreceipted = list(conn.execute(sa.select(a.action, a.target_kind, a.target_id, a.status)
                                             .where(a.status.in_(("completed", "denied")) & a.receipt_seq.is_(None))))
+            overrides = list(conn.execute(sa.select(s.overrides, a.status).select_from(
+                s.overrides.outerjoin(s.actions, a.action_id == s.overrides.c.action_id))).mappings())
         problems = []
         last = entries[-1] if entries else None
         if (last.seq if last else -1) != seq or (last is not None and last.entry_hash != entry_hash):
@@ -287,6 +308,8 @@ class ControlStore:
                  for r in receipted if action_of.get(r.receipt_seq, "") != r.action_id]
         wrong += [f"action {r.action} on {r.target_kind} {r.target_id} is {r.status} but names no receipt"
                   for r in unreceipted]
+        receipt_of = {action_of[e.seq]: e for e in entries if action_of[e.seq]}
+        wrong += [w for o in overrides if (w := _override_problem(o, receipt_of.get(o["action_id"])))]
         problems += wrong[:5] + ([f"... and {len(wrong) - 5} more actions whose receipt is not theirs or missing"]
                                  if len(wrong) > 5 else [])
         return entries, checkpoints, problems
