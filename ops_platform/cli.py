@@ -681,14 +681,43 @@ _SLO_DIR_OPTION = click.option("--slos", "slo_dir", type=click.Path(path_type=Pa
                                help="Folder of OpenSLO files (default: the platform's slos/).")
 
 
+def _landing_day(world: Path) -> dict:
+    """The SLI sources of a world's first landing day, as ``minute_events`` takes them."""
+    import polars as pl
+
+    from .ingest.landing import LandingZoneReader
+
+    reader, frames = LandingZoneReader(world / "landing"), {}
+    for name, table in (("counters", "request_counters"), ("latency", "latency_buckets"), ("lag", "lag_samples")):
+        files = reader.files(table)
+        first = [path for day, path in files if day == files[0][0]] if files else []
+        if not first:
+            raise click.BadParameter(f"{world} has no landing files of {table}", param_hint="--world")
+        frames[name] = pl.concat([pl.read_parquet(f) for f in first], how="diagonal_relaxed")
+    return frames
+
+
 @slo.command("validate")
 @_SLO_DIR_OPTION
-def slo_validate(slo_dir: Path | None) -> None:
+@click.option("--world", "world_dir", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="Also run each SLO on the first day of this world's landing data: a service, pipeline or "
+                   "latency bound the data does not have fails here, not at the first burn computation.")
+def slo_validate(slo_dir: Path | None, world_dir: Path | None) -> None:
     """Load and check every SLO file (exit 1 naming the file and field of the first error);
     list each SLO's tiers with the share of its error budget each lets go before firing."""
-    from .slo.burn import window_name
+    from .slo.burn import minute_events, window_name
 
     slos = _slos(slo_dir)
+    if world_dir is not None:  # every SLO that would judge nothing, not only the first
+        frames = _landing_day(world_dir)
+        problems = []
+        for s in slos:
+            try:
+                minute_events(s, **frames)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise click.ClickException("\n".join(problems))
     table = Table(title=f"{len(slos)} SLO(s) valid", box=box.SIMPLE_HEAD)
     for title in ("slo", "budgeting", "target", "window", "tier", "burn", "windows", "budget spent to fire",
                   "ramp", "platform"):

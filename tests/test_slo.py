@@ -564,3 +564,25 @@ def test_rules_match_a_whole_bucket_bound_as_prometheus_2_and_3_write_it_and_kee
         proc = subprocess.run([str(PROMTOOL), "test", "rules", "test.yaml"], capture_output=True, text=True,
                               cwd=tmp_path)
         assert proc.returncode == 0, le + proc.stdout + proc.stderr
+
+
+def test_slo_validate_with_a_world_names_every_slo_that_would_judge_nothing(tmp_path, small_world):
+    # A pipeline or bucket bound the data does not have passes the spec check but judges
+    # nothing; run on a day of the world's data, validate names each such SLO, not only the first.
+    from click.testing import CliRunner
+
+    from ops_platform.cli import main
+
+    ok = CliRunner().invoke(main, ["slo", "validate", "--slos", str(SLOS), "--world", str(small_world)])
+    assert ok.exit_code == 0 and "5 SLO(s) valid" in ok.output, ok.output
+    folder = tmp_path / "slos"
+    shutil.copytree(SLOS, folder)
+    for name, old, new in (("receipt-lag.yaml", "pipeline: receipt,", "pipeline: receipts,"),
+                           ("api-latency.yaml", "le: 1.5}", "le: 2.4}")):
+        text = (folder / name).read_text()
+        assert old in text
+        (folder / name).write_text(text.replace(old, new))
+    assert CliRunner().invoke(main, ["slo", "validate", "--slos", str(folder)]).exit_code == 0  # the spec is fine
+    res = CliRunner().invoke(main, ["slo", "validate", "--slos", str(folder), "--world", str(small_world)])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "the lag samples hold no pipeline 'receipts'" in res.output and "le=2.4 is not among" in res.output
