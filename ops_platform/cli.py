@@ -969,6 +969,64 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
         sys.exit(1)
 
 
+@switchboard.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one object per release flag.")
+@_store_option
+def switchboard_status(as_json: bool, url: str | None) -> None:
+    """Every release flag at a glance: its builds, the share of each cohort on the candidate,
+    paused or frozen, and the override in force."""
+    import json
+
+    from .guard.runtime import existing_store, open_store
+    from .ramp.flags import FlagFile, FlagFileError
+    from .ramp.switchboard import world_flag_file
+    from .timezones import iso_utc, utcnow
+
+    p = _guard_paths()
+    # The live file, read only; before the first guarded change, the world's seed it starts from.
+    path = p.live_flags if p.live_flags.exists() else world_flag_file(p.world)
+    try:
+        file = FlagFile.load(path, lenient=True)
+    except (OSError, FlagFileError) as exc:
+        raise click.ClickException(f"cannot read the flag file {path}: {exc}") from None
+    store = existing_store(url) if url else open_store(p)
+    now = iso_utc(utcnow())
+    rows = []
+    for flag in sorted([*file.release_flags, *file.broken]):
+        active = store.active_overrides(flag, now)
+        override = ({k: active[-1][k] for k in ("directive", "actor", "expires_at", "rationale")}
+                    if active else None)
+        if flag in file.broken:
+            rows.append({"flag": flag, "broken": str(file.broken[flag]), "override": override})
+            continue
+        r = file.release(flag)
+        state = (", ".join(w for w, on in (("frozen", r.frozen), ("paused", r.paused)) if on)
+                 or ("ramping" if r.exposed else "no ramp" if r.candidate is None else "at 0%"))
+        rows.append({"flag": flag, "stable": r.stable, "candidate": r.candidate, "cohort_percent": dict(r.cohort_percent),
+                     "paused": r.paused, "frozen": r.frozen, "state": state,
+                     "changed_at": iso_utc(r.changed_at) if r.changed_at else None, "override": override})
+    if as_json:
+        click.echo(json.dumps({"flag_file": str(path), "as_of": now, "flags": rows}, indent=2))
+        return
+    cohorts = list(next((r["cohort_percent"] for r in rows if "cohort_percent" in r), {}))
+    table = Table(title=f"release flags ({path})", box=box.SIMPLE_HEAD)
+    for title in ("flag", "stable", "candidate", *cohorts, "state", "override in force", "changed"):
+        table.add_column(title, no_wrap=title != "override in force")
+    for r in rows:
+        o = r["override"]
+        said = f"{o['directive']} by {o['actor']} until {o['expires_at']}" if o else ""
+        if "broken" in r:
+            table.add_row(r["flag"], "", "", *[""] * len(cohorts), f"[red]broken: {escape(r['broken'])}[/red]",
+                          said, "")
+            continue
+        colour = "yellow" if r["paused"] or r["frozen"] else "green" if r["state"] == "ramping" else None
+        table.add_row(r["flag"], r["stable"], r["candidate"] or "",
+                      *[f"{r['cohort_percent'].get(c, 0)}%" for c in cohorts],
+                      f"[{colour}]{r['state']}[/{colour}]" if colour else r["state"], said, r["changed_at"] or "")
+    _print_whole(table)
+    console.print("why a flag is where it is: `ops-platform switchboard log FLAG`")
+
+
 @switchboard.command("log")
 @click.argument("flag")
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON (events, active overrides).")

@@ -708,3 +708,24 @@ def test_an_override_record_edited_in_the_store_fails_verification(state):
     res = CliRunner().invoke(main, ["receipts", "verify"])
     assert res.exit_code == 1 and "override hold on flag release-api by dana was recorded by no action" \
         in " ".join(res.output.split()), res.output
+
+
+def test_status_shows_every_release_flag_with_its_ramp_and_the_override_in_force(state):
+    import json
+
+    live = state.home / "flags" / "flags.flagd.json"
+    before = json.loads(_run("status", "--json").output)  # before any change: the world's seed, read only
+    assert not live.exists() and before["flag_file"].endswith("flags.flagd.json")
+    assert all(f["override"] is None and not f["frozen"] for f in before["flags"])
+    assert _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "2h",
+                "--actor", "dana").exit_code == 0
+    FlagFile.load(live).freeze_all().save(live)
+    res = _run("status")
+    assert res.exit_code == 0, res.output
+    api = next(line for line in res.output.splitlines() if line.strip().startswith("release-api "))
+    assert "frozen, paused" in api and "hold by dana until" in api, res.output
+    flags = {f["flag"]: f for f in json.loads(_run("status", "--json").output)["flags"]}
+    assert set(flags) == set(FlagFile.load(live).release_flags)
+    assert flags["release-api"]["override"]["directive"] == "hold" and flags["release-api"]["paused"]
+    assert all(f["frozen"] and (f["override"] is None) == (name != "release-api") for name, f in flags.items())
+    assert set(flags["release-graph"]["cohort_percent"]) == {"canary", "early", "general"}
