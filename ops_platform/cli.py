@@ -246,8 +246,8 @@ def _ramp_story(p: StatePaths, report) -> None:
     live = p.live_flags
     if live.exists():
         held = [f for f, r in FlagFile.load(live, lenient=True).releases().items() if r.paused or r.frozen]
-        console.print(f"  flags held: {', '.join(held) or 'none'}  (ops-platform switchboard log FLAG; "
-                      "ops-platform receipts verify)")
+        console.print(f"  flags held: {', '.join(held) or 'none'}  (ops-platform switchboard status; "
+                      "switchboard log FLAG; receipts verify)")
 
 
 def _finops_story(p: StatePaths, report) -> None:
