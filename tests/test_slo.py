@@ -586,3 +586,21 @@ def test_slo_validate_with_a_world_names_every_slo_that_would_judge_nothing(tmp_
     res = CliRunner().invoke(main, ["slo", "validate", "--slos", str(folder), "--world", str(small_world)])
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
     assert "the lag samples hold no pipeline 'receipts'" in res.output and "le=2.4 is not among" in res.output
+
+
+def test_loader_errors_name_the_other_file_and_what_is_supported(tmp_path):
+    # A misspelt policy is named itself (not as its SLO lacking one); a duplicate names both
+    # files; an unknown kind says what an SLO file may hold.
+    folder = _mutate(tmp_path / "a", "receipt-lag.yaml",
+                     lambda d: next(x for x in d if x["kind"] == "BurnAlertPolicy")["spec"].update(slo="receipt-lagg"))
+    with pytest.raises(SLOSpecError, match=r"receipt-lag\.yaml: document\[\d\]\.spec\.slo: names no SLO 'receipt-lagg'"):
+        load_slos(folder)
+    folder = tmp_path / "b"
+    shutil.copytree(SLOS, folder)
+    sli = next(d for d in yaml.safe_load_all((SLOS / "receipt-lag.yaml").read_text()) if d["kind"] == "SLI")
+    (folder / "zz-copy.yaml").write_text(yaml.safe_dump(sli))
+    with pytest.raises(SLOSpecError, match=r"zz-copy\.yaml: SLI: .* defined twice \(also in receipt-lag\.yaml\)"):
+        load_slos(folder)
+    (folder / "zz-copy.yaml").write_text(yaml.safe_dump({"apiVersion": "openslo/v2", "kind": "SLO"}))
+    with pytest.raises(SLOSpecError, match="unsupported openslo/v2/SLO: an SLO file holds openslo/v1 SLO and SLI"):
+        load_slos(folder)

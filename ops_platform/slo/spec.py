@@ -538,7 +538,9 @@ def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
             raise SLOSpecError(path, f"{p}.kind", f"{kind} is not supported: burn alert tiers come from a "
                                                   f"BurnAlertPolicy document ({EXTENSION}), see docs/slo.md")
         else:
-            raise SLOSpecError(path, f"{p}.kind", f"unsupported {api}/{kind}")
+            raise SLOSpecError(path, f"{p}.kind", f"unsupported {api}/{kind}: an SLO file holds {OPENSLO} SLO and "
+                                                  f"SLI documents (Service and DataSource are read past) and "
+                                                  f"{EXTENSION} BurnAlertPolicy documents")
     if not docs:
         raise SLOSpecError(path, "(file)", "is empty: an SLO file holds openslo/v1 documents (an SLO, its SLI, "
                                            "its BurnAlertPolicy)")
@@ -552,29 +554,34 @@ def load_slos(folder: Path) -> list[SLO]:
     files = sorted(Path(folder).glob("*.yaml")) + sorted(Path(folder).glob("*.yml"))
     if not files:
         raise SLOSpecError(folder, "(folder)", "no SLO files (*.yaml)")
-    raw, indicators, policies = [], {}, {}
+    raw, indicators, policies, defined = [], {}, {}, {}
     for f in files:
         slos, slis, pols = load_file(f)
         raw += [(f, i, d) for i, d in slos]
         for s in slis:
             if s.name in indicators:
-                raise SLOSpecError(f, "SLI", f"indicator {s.name!r} is defined twice")
-            indicators[s.name] = s
+                raise SLOSpecError(f, "SLI", f"indicator {s.name!r} is defined twice (also in {defined[s.name]})")
+            indicators[s.name], defined[s.name] = s, f.name
         for i, d in pols:
             slo_name = _get(_get(d, "spec", f, f"document[{i}]", dict), "slo", f, f"document[{i}].spec", str)
             if slo_name in policies:
-                raise SLOSpecError(f, f"document[{i}].spec.slo", f"SLO {slo_name!r} has a BurnAlertPolicy already")
+                raise SLOSpecError(f, f"document[{i}].spec.slo", f"SLO {slo_name!r} has a BurnAlertPolicy already "
+                                                                 f"(in {policies[slo_name][0].name})")
             policies[slo_name] = (f, f"document[{i}]", _tiers(d, f, f"document[{i}]"), d["spec"]["tiers"])
-    out, seen = [], set()
+    names = {_name(d, f, f"document[{i}]"): f for f, i, d in raw}
+    for slo_name, (f, where, _, _) in policies.items():  # a misspelt spec.slo: the policy governs nothing
+        if slo_name not in names:
+            raise SLOSpecError(f, f"{where}.spec.slo", f"names no SLO {slo_name!r} (SLOs: {', '.join(sorted(names))})")
+    out, seen = [], {}
     for f, i, d in raw:
         p = f"document[{i}]"
         name = _name(d, f, p)
         if name in seen:
-            raise SLOSpecError(f, f"{p}.metadata.name", f"SLO {name!r} is defined twice")
+            raise SLOSpecError(f, f"{p}.metadata.name", f"SLO {name!r} is defined twice (also in {seen[name]})")
         if name in RESERVED_NAMES:
             raise SLOSpecError(f, f"{p}.metadata.name", f"{name!r} is reserved (the alert scores' totals over "
                                                         "every SLO): name the SLO otherwise")
-        seen.add(name)
+        seen[name] = f.name
         meta, spec = d["metadata"], _get(d, "spec", f, p, dict)
         _unknown_keys(spec, SLO_SPEC_KEYS, f, f"{p}.spec")
         annotations = meta.get("annotations") or {}
@@ -620,10 +627,6 @@ def load_slos(folder: Path) -> list[SLO]:
                        service, indicator, window, budgeting, objective, tiers, str(f)))
     if not out:
         raise SLOSpecError(folder, "(folder)", "defines no SLO (an openslo/v1 document of kind SLO)")
-    orphans = set(policies) - seen
-    if orphans:
-        f = policies[sorted(orphans)[0]][0]
-        raise SLOSpecError(f, "BurnAlertPolicy.spec.slo", f"no SLO named {sorted(orphans)[0]!r}")
     return sorted(out, key=lambda s: s.name)
 
 
