@@ -350,3 +350,14 @@ def test_the_check_names_the_rows_it_would_quarantine(tmp_path):
         in text, text
     assert json.loads(CliRunner().invoke(main, ["focus", "check", str(path), "--json"]).output)["examples"] == \
         report.examples
+
+
+def test_headers_in_another_case_are_told_names_are_case_sensitive(tmp_path):
+    path = _csv(tmp_path, ROW, header=HEADER.lower())
+    [error] = check_file(path, BILLING_FOCUS).schema_errors
+    assert "(21 of the 21 required)" in error and "column names are case-sensitive" in error, error
+    assert "'billedcost' for 'BilledCost'" in error and "and 18 more" in error, error
+    one = _csv(tmp_path, ROW, header=HEADER.replace("ServiceName", "servicename"), name="one.csv")
+    [error] = check_file(one, BILLING_FOCUS).schema_errors
+    assert error.endswith("missing column 'ServiceName' (column names are case-sensitive: the file has "
+                          "'servicename' for 'ServiceName')"), error

@@ -140,6 +140,12 @@ def _schema_errors(frame: pl.DataFrame, contract: Contract, origin: str) -> list
     renames = [f"{old!r} is now {new!r}" for old, new in contract.former_names.items()
                if old in frame.columns and new in missing]
     hint = f" (an earlier version of the spec: {'; '.join(renames)})" if renames else ""
+    # Names are matched exactly, as the spec spells them: say so when only the case differs.
+    spelt = {c.lower(): c for c in frame.columns}
+    cased = [f"{spelt[n.lower()]!r} for {n!r}" for n in missing if n.lower() in spelt]
+    if cased:
+        hint += (f" (column names are case-sensitive: the file has {', '.join(cased[:3])}"
+                 + (f" and {len(cased) - 3} more" if len(cased) > 3 else "") + ")")
     return [f"{SCHEMA_PREFIX}: {origin}: missing column {names}{hint}" if len(missing) == 1 else
             f"{SCHEMA_PREFIX}: {origin}: missing columns {names} ({len(missing)} of the {required} required){hint}"]
 
