@@ -1076,13 +1076,19 @@ def switchboard_log(flag: str, as_json: bool, url: str | None) -> None:
                 what = f"{what} (seen by {payload['seen_by']})"
         if payload.get("unreadable_flags"):
             what = f"{what}; left as they are, unreadable: {', '.join(payload['unreadable_flags'])}"
-        timeline.append({"ts": e["ts"], "kind": e["kind"], "action": payload.get("action", ""), "actor": e["actor"],
-                         "what": what, "receipt_id": e["receipt_id"], "action_id": e["action_id"],
-                         "payload": payload})
+        entry = {"ts": e["ts"], "kind": e["kind"], "action": payload.get("action", ""), "actor": e["actor"],
+                 "what": what, "receipt_id": e["receipt_id"], "action_id": e["action_id"], "payload": payload}
+        if payload.get("action") == "override" and e["action_id"]:  # its terms as fields, not only in `what`
+            o = recorded.get(e["action_id"])
+            entry["override"] = {"directive": requests[e["action_id"]].get("params", {}).get("directive"),
+                                 "ttl_seconds": requests[e["action_id"]].get("ttl_seconds"),
+                                 "expires_at": o["expires_at"] if o else None}
+        timeline.append(entry)
     active = store.active_overrides(flag, iso_utc(utcnow()))
     if as_json:  # the same events, whole, for scripts
         click.echo(json.dumps({"flag": flag, "events": timeline,
-                               "active_overrides": [{k: o[k] for k in ("directive", "actor", "expires_at", "rationale")}
+                               "active_overrides": [{k: o[k] for k in ("directive", "actor", "expires_at", "rationale",
+                                                                       "created_at", "action_id")}
                                                     for o in active]}, indent=2, default=str))
         return
     for t in timeline:

@@ -30,8 +30,12 @@ def test_hold_override_pauses_the_flag_and_is_receipted(state):
     data = json.loads(_run("log", "release-api", "--json").output)  # the same timeline, for scripts
     done = [e for e in data["events"] if e["kind"] == "action_completed" and e["action"] == "override"]
     assert done and done[-1]["receipt_id"] and res.output.count(done[-1]["receipt_id"][:12]) == 1
-    assert data["active_overrides"] == [{"directive": "hold", "actor": "dana", "rationale": REASON,
-                                         "expires_at": data["active_overrides"][0]["expires_at"]}]
+    (active,) = data["active_overrides"]
+    assert active == {"directive": "hold", "actor": "dana", "rationale": REASON, "expires_at": active["expires_at"],
+                      "created_at": active["created_at"], "action_id": done[-1]["action_id"]}
+    # The override's terms as fields of its events, not only in the words of `what`.
+    assert done[-1]["override"] == {"directive": "hold", "ttl_seconds": 4 * 3600, "expires_at": active["expires_at"]}
+    assert active["created_at"] < active["expires_at"]
     assert json.loads(CliRunner().invoke(main, ["dlq", "list", "--json"]).output) == []
     verify = CliRunner().invoke(main, ["receipts", "verify"])
     assert verify.exit_code == 0, verify.output
