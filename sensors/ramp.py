@@ -86,8 +86,10 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
 
     outcomes: dict[str, int] = {}
     release_flags = FlagFile.load(ex.path, lenient=True).release_flags
+    # The newest day of burn evidence: a freeze on a much older day (a backfill) freezes nothing.
+    newest = max(context.instance.get_materialized_partitions(BURN_KEY), default=None)
     for decision in plan(signals, _ramps(warehouse), override, since_overrides(history, last_override), utcnow(),
-                         release_flags, last_override):
+                         release_flags, last_override, newest):
         if decision.request is None:
             context.log.info(f"no action: {decision.note}")
             flag = decision.overridden

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -298,3 +299,40 @@ def test_the_sensor_sees_a_failure_that_finished_after_a_later_created_one_and_r
                                        tags={"dagster/run_key": third.run_key}))
         done = ramp_controller_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
         assert isinstance(done, dg.SkipReason), done
+
+
+def test_a_freeze_on_evidence_days_older_than_the_newest_burn_partition_freezes_nothing(state):
+    # A backfill (or a day recomputed) must not freeze every flag today on an old burn; a day
+    # behind the newest is still now. Ramp actions are unaffected (their flag must still carry the build).
+    stable = ("api/general/api-101",)
+    old = BurnSignal("api-availability", "medium", "2026-03-01", "pause", "freeze", stable, "2026-03-01 01:00")
+    (noted,) = plan([old], RAMPS, lambda f: None, newest_partition="2026-03-10")
+    assert noted.request is None and "9 days older than the newest burn partition (2026-03-10)" in noted.note
+    recent = BurnSignal("api-availability", "medium", "2026-03-09", "pause", "freeze", stable, "2026-03-09 01:00")
+    (frozen,) = plan([recent], RAMPS, lambda f: None, newest_partition="2026-03-10")
+    assert frozen.request.action == "freeze"
+    (ramp,) = plan([replace(_signal(), partition="2026-03-01")], RAMPS, lambda f: None, newest_partition="2026-03-10")
+    assert ramp.request.action == "rollback"
+
+    # Through the job: the newest partition is the burn asset's newest materialized one.
+    from assets.slo import BURN_KEY
+    from ops_platform.ramp.controller import FREEZE_TARGET
+
+    from .conftest import load_warehouse
+
+    load_warehouse(state.warehouse, state.landing)
+
+    def run(signal: BurnSignal, instance) -> list:
+        sig = json.dumps({"slo": signal.slo, "tier": signal.tier, "partition": signal.partition,
+                          "ramp_action": signal.ramp_action, "platform_action": signal.platform_action,
+                          "groups": list(signal.groups), "first_firing": signal.first_firing, "evidence": "burn 7x"})
+        config = {"ops": {"ramp_controller_op": {"config": {"signals": [sig]}}}}
+        assert ramp_controller_job.execute_in_process(run_config=config, resources=build_resources(state),
+                                                      instance=instance).success
+        return open_store(state).events(FREEZE_TARGET, kind="action_completed")
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        for day in ("2026-03-01", "2026-03-10"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=BURN_KEY, partition=day))
+        assert run(old, instance) == []
+        assert len(run(recent, instance)) == 1

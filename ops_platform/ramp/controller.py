@@ -20,13 +20,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from ..guard.actions import ActionRequest
 from ..guard.roster import CONTROLLER_ACTOR, CONTROLLER_ROLES
 from .flags import release_flag
 
 COOLDOWN = timedelta(minutes=30)
+# A freeze answers what burns now: a burn from a day more than this before the newest burn
+# partition (a backfill, an old day recomputed) freezes nothing, it is noted. A ramp action
+# needs no such rule: the flag executor skips a build that is no longer the flag's candidate.
+FREEZE_EVIDENCE_DAYS = 1
 _STRENGTH = {"pause": 1, "rollback": 2, "freeze": 3}
 FREEZE_TARGET = "all-release-flags"
 
@@ -110,14 +114,17 @@ def since_overrides(history: dict[str, tuple[str, datetime]],
 def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
          active_override: Callable[[str], str | None], last_action: LastAction | None = None,
          now: datetime | None = None, release_flags: Sequence[str] = (),
-         last_override: Callable[[str], datetime | None] = lambda flag: None) -> list[Decision]:
+         last_override: Callable[[str], datetime | None] = lambda flag: None,
+         newest_partition: str | None = None) -> list[Decision]:
     """Guarded requests (and notes on what was skipped) for a batch of burn signals.
 
     ``last_action(history_key)`` gives the controller's last completed action there (see
     ``since_overrides``); with ``now`` it switches on the no-flapping rules (see the module
     docstring). A freeze leaves out the ``release_flags`` under an active override (the
     override wins there too). ``last_override(flag)`` dates the flag's latest override: an
-    action after it is a new action, with a key of its own.
+    action after it is a new action, with a key of its own. ``newest_partition``: the newest
+    day of burn evidence evaluated; a freeze on evidence ``FREEZE_EVIDENCE_DAYS`` older is
+    noted, not requested.
     """
     by_build = {r.build_id: r for r in ramps}
     out: list[Decision] = []
@@ -141,6 +148,11 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
             seen.add(key)
             if action == "ticket":
                 out.append(Decision(None, f"{sig.slo} {sig.tier} burn on {group}: ticket only"))
+                continue
+            if action == "freeze" and (late := _days_behind(sig.partition, newest_partition)) > FREEZE_EVIDENCE_DAYS:
+                out.append(Decision(None, f"{sig.slo} {sig.tier} burn on {group} (partition {sig.partition}) is "
+                                          f"{late} days older than the newest burn partition ({newest_partition}): "
+                                          "a freeze answers what burns now, so it freezes nothing"))
                 continue
             override = active_override(target) if target != "*" else None
             if override:
@@ -169,6 +181,14 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
                         **({"exempt": exempt} if exempt else {})}),
                 rationale))
     return out
+
+
+def _days_behind(partition: str, newest: str | None) -> int:
+    """Whole days from a signal's partition to the newest one (0 when either is not a day)."""
+    try:
+        return (date.fromisoformat(newest or "") - date.fromisoformat(partition)).days
+    except ValueError:
+        return 0
 
 
 def _key(text: str) -> str:
