@@ -398,7 +398,7 @@ def test_a_tier_is_judged_once_its_long_window_lies_inside_the_history():
     fast = slo.tiers[0]
     # The fast tier's ratio is 20x from the first minute, but its 1h window is whole only at
     # minute 60 (00:59 is its last minute); the slow tier's 3 days never are.
-    assert tiers[fast.name].first_firing == str(t0 + fast.long_window - timedelta(minutes=1))
+    assert tiers[fast.name].first_firing == (t0 + fast.long_window - timedelta(minutes=1)).isoformat()
     assert tiers[fast.name].firing_minutes == 180 - 59
     slow = max(slo.tiers, key=lambda t: t.long_window)
     assert tiers[slow.name].passed and not day.service[f"firing_{slow.name}"].any()

@@ -133,7 +133,7 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
                      for r in in_groups.group_by(*GROUP).agg(pl.col("ts").min()).rows()}
             tiers.append(TierEvaluation(
                 slo.name, t.name, t.severity, t.burn_rate, lw, sw, firing.height, sorted(first),
-                str(firing["ts"].min()) if firing.height else None, first,
+                firing["ts"].min().isoformat() if firing.height else None, first,  # as the groups' minutes
                 _max(whole, f"burn_{lw}"), _max(whole, f"burn_{sw}"), t.ramp_action, t.platform_action))
     cols = ["ts", "slo", *GROUP, "bad", "total"]
     cols += [f"{k}_{window_name(w)}" for w in windows for k in ("error_ratio", "burn")]
