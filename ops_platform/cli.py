@@ -816,8 +816,10 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
                    + (f" from {len(files)} file(s) (first {files[0]})" if files else "")
                    + f": {figures['repaired_billing_rows']:,} repaired and attributed, "
                      f"{figures['refused_billing_rows']:,} refused (left out)")
+    final = figures["min_final_day_confidence"]
     click.echo(f"  confidence per day     min {figures['min_day_confidence']:.3f}, "
-               f"mean {figures['mean_day_confidence']:.3f}")
+               f"mean {figures['mean_day_confidence']:.3f}"
+               + (f"; final days min {final:.3f} (invoices are held below 0.95)" if final is not None else ""))
     for name, f in (("model (IsolationForest)", model), ("baseline (robust z)", base)):
         click.echo(f"  anomalies, {name:<24} precision {f['precision']:.2f} recall {f['recall']:.2f} "
                    f"F1 {f['f1']:.2f} ({f['true_positives']}/{f['injected']} injected, {f['flagged']} flagged)")

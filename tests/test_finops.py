@@ -909,6 +909,9 @@ def test_cli_finops_score_names_a_day_whose_bill_was_refused(small_world, tmp_pa
     text = CliRunner().invoke(main, ["finops", "score", "--world", str(world)]).output
     assert "unbilled days" in text and "quarantined bill rows" in text, text
     assert f"{out['refused_billing_rows']:,} refused (left out)" in text, text
+    # The lowest confidence of a final day (what the release check judges) beside the lowest of any day.
+    assert out["min_final_day_confidence"] >= out["min_day_confidence"]
+    assert f"final days min {out['min_final_day_confidence']:.3f}" in text, text
 
 
 def test_repaired_billing_rows_are_listed_with_their_repair(world_run):
