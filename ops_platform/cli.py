@@ -828,6 +828,77 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
         sys.exit(1)
 
 
+@finops.command("report")
+@click.option("--world", "world_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="World folder (default: the demo world in the state folder).")
+@click.option("--period", default=None, help="YYYY-MM or YYYY-MM-DD..YYYY-MM-DD, end exclusive (default: every "
+                                             "usage day).")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=0), help="Tenants listed, by cost.")
+@click.option("--json", "as_json", is_flag=True, help="Every tenant and tier as JSON (money in micro-units).")
+def finops_report(world_dir: Path | None, period: str | None, top: int, as_json: bool) -> None:
+    """Cost, revenue at the rate card and margin per tenant and tier, from a world's bill and
+    metering (no truth needed): which tenants cost more than they pay."""
+    import json
+    from datetime import timedelta
+
+    import polars as pl
+
+    from .finops.invoices import parse_period
+    from .finops.pipeline import FinOpsInputs, run
+    from .finops.report import tenant_margins, tier_margins, usage_period
+
+    world_dir = world_dir or StatePaths.from_env().world
+    if not world_exists(world_dir):
+        raise click.ClickException(f"no world at {world_dir}; run `ops-platform world generate` or `make demo`")
+    try:
+        chosen = parse_period(period) if period else None
+        if not as_json:
+            click.echo(f"reading {world_dir / 'landing'} through the contracts and attributing the bill ...", err=True)
+        inputs = FinOpsInputs.from_landing(world_dir)
+        result = run(inputs)
+        chosen = chosen or usage_period(result.usage)
+        tenants = tenant_margins(inputs, result, chosen)
+    except ValueError as exc:  # bad input or settings (a bill in two currencies, a bad period): say so
+        raise click.ClickException(str(exc)) from exc
+    tiers = tier_margins(tenants)
+    if as_json:
+        click.echo(json.dumps({"period": chosen.name, "first_day": str(chosen.start),
+                               "last_day": str(chosen.end - timedelta(days=1)),
+                               "tiers": tiers.to_dicts(), "tenants": tenants.to_dicts()}, indent=2, default=str))
+        return
+    currency = tenants["cost_currency"].drop_nulls().first() if tenants.height else None
+
+    def money(micros) -> str:
+        return "" if micros is None else f"{micros / 1e6:,.2f}"
+
+    def share(x) -> str:
+        return "" if x is None else f"{x:.0%}"
+
+    click.echo(f"period {chosen.name} ({chosen.start} to {chosen.end - timedelta(days=1)}), money in {currency}")
+    table = Table(title="per tier", box=box.SIMPLE_HEAD)
+    for title in ("tier", "tenants", "cost", "revenue", "margin", "margin %", "below cost"):
+        table.add_column(title, justify="left" if title == "tier" else "right")
+    for r in tiers.iter_rows(named=True):
+        table.add_row(str(r["tier"]), str(r["tenants"]), money(r["cost_micros"]), money(r["revenue_micros"]),
+                      money(r["margin_micros"]), share(r["margin"]), str(r["below_cost"]))
+    _print_whole(table)
+    table = Table(title=f"the {min(top, tenants.height)} tenant(s) that cost most", box=box.SIMPLE_HEAD)
+    for title in ("tenant", "tier", "cost", "revenue", "margin", "margin %", "min confidence"):
+        table.add_column(title, justify="left" if title in ("tenant", "tier") else "right")
+    for r in tenants.head(top).iter_rows(named=True):
+        table.add_row(r["tenant_id"], str(r["tier"]), money(r["cost_micros"]), money(r["revenue_micros"]),
+                      money(r["margin_micros"]), share(r["margin"]),
+                      "" if r["min_confidence"] is None else f"{r['min_confidence']:.3f}")
+    if top:
+        _print_whole(table)
+    losing = tenants.filter(pl.col("margin_micros") < 0)
+    click.echo(f"{losing.height} of {tenants.height} tenant(s) cost more than they pay"
+               + (f", {money(-losing['margin_micros'].sum())} {currency} in all" if losing.height else ""))
+    other = tenants.filter(pl.col("margin_micros").is_null() & pl.col("revenue_micros").is_not_null())
+    if other.height:
+        click.echo(f"{other.height} tenant(s) are invoiced in another currency than the bill's: no margin shown")
+
+
 @main.group()
 def invoices() -> None:
     """Invoice-ready exports per tenant and billing period, released through the guard."""

@@ -962,3 +962,36 @@ def test_a_period_no_calendar_holds_is_a_usage_error_not_a_traceback(text, reaso
     res = CliRunner().invoke(main, ["invoices", "export", "--period", text])
     assert res.exit_code == 2, res.output
     assert reason in res.output and "Traceback" not in res.output
+
+
+def test_finops_report_shows_cost_revenue_and_margin_per_tenant_and_tier(small_world):
+    # Cost from the attribution, revenue at the rate card (the invoices' own pricing), their
+    # difference; the tenants add up to the attributed bill and the tiers to the tenants.
+    from ops_platform.finops.attribution import UNALLOCATED
+    from ops_platform.finops.invoices import build_invoices, parse_period
+    from ops_platform.finops.pipeline import FinOpsInputs, run
+
+    res = CliRunner().invoke(main, ["finops", "report", "--world", str(small_world), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    tenants, tiers = pl.DataFrame(out["tenants"]), pl.DataFrame(out["tiers"])
+    inputs = FinOpsInputs.from_landing(small_world)
+    result = run(inputs)
+    period = parse_period(out["period"])
+    assert (str(period.start), str(period.end - timedelta(days=1))) == (out["first_day"], out["last_day"])
+    attributed = result.attribution.tenant_day.filter(period.covers() & (pl.col("tenant_id") != UNALLOCATED))
+    assert tenants["cost_micros"].sum() == attributed["total_micros"].sum()
+    _, summary = build_invoices(period, result.usage, result.corrections, inputs.tenants, inputs.price_list)
+    billed = dict(zip(summary["tenant_id"], summary["subtotal_minor"], strict=True))
+    for r in tenants.iter_rows(named=True):
+        assert r["revenue_micros"] == billed[r["tenant_id"]] * 10_000  # cents to micro-dollars
+        assert r["margin_micros"] == r["revenue_micros"] - r["cost_micros"]
+    assert tiers["tenants"].sum() == tenants.height and tiers["margin_micros"].sum() == tenants["margin_micros"].sum()
+    assert tiers["below_cost"].sum() == (tenants["margin_micros"] < 0).sum()
+    text = CliRunner().invoke(main, ["finops", "report", "--world", str(small_world), "--top", "3",
+                                     "--period", out["period"]]).output
+    losing = int((tenants["margin_micros"] < 0).sum())
+    assert f"{losing} of {tenants.height} tenant(s) cost more than they pay" in text, text
+    assert "the 3 tenant(s) that cost most" in text and tenants["tenant_id"][0] in text
+    bad = CliRunner().invoke(main, ["finops", "report", "--world", str(small_world), "--period", "2026-13"])
+    assert bad.exit_code == 1 and "month must be 01-12" in bad.output, bad.output

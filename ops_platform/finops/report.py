@@ -1,0 +1,73 @@
+"""Cost, revenue and margin per tenant over a period, from the books the platform computes.
+
+The attributed cost of each tenant (every kind of line, in micro-units of the bill's
+currency) beside what its invoice for the period bills at the rate card (the same
+``build_invoices`` the export runs, corrections included), so an analyst sees which tenants
+and tiers cost more than they pay, with the attribution's lowest confidence on their days.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+
+from .attribution import UNALLOCATED
+from .invoices import Period, build_invoices, minor_units
+from .pipeline import FinOpsInputs, FinOpsRun, bill_currencies
+
+
+def usage_period(usage: pl.DataFrame) -> Period:
+    """Every usage day the books hold, as one period (end exclusive)."""
+    if not usage.height:
+        raise ValueError("the books hold no usage: nothing to report")
+    start, last = usage["utc_date"].min(), usage["utc_date"].max()
+    end = last + timedelta(days=1)
+    return Period(f"{start}..{end}", start, end)
+
+
+def tenant_margins(inputs: FinOpsInputs, result: FinOpsRun, period: Period) -> pl.DataFrame:
+    """One row per tenant with cost or revenue in ``period``: tenant_id, tier, cost_micros,
+    revenue_micros (the invoice subtotal, in micro-units), margin_micros, margin (a share of
+    revenue, null without revenue), min_confidence, and the two currencies.
+
+    Margin is left null when the invoice's currency is not the bill's: subtracting dollars
+    from euros would be a number without a meaning.
+    """
+    tenant_day = result.attribution.tenant_day
+    cost = (tenant_day.filter(period.covers() & (pl.col("tenant_id") != UNALLOCATED))
+            .group_by("tenant_id")
+            .agg(pl.col("total_micros").sum().alias("cost_micros"), pl.col("confidence").min().alias("min_confidence")))
+    _, summary = build_invoices(period, result.usage, result.corrections, inputs.tenants, inputs.price_list)
+    revenue = summary.select(
+        "tenant_id", pl.col("currency").alias("invoice_currency"),
+        pl.struct("subtotal_minor", "currency").map_elements(
+            lambda r: r["subtotal_minor"] * 10 ** (6 - minor_units(r["currency"])), return_dtype=pl.Int64)
+        .alias("revenue_micros"))
+    bill_currency = (bill_currencies(inputs.billing) or [None])[0]
+    # No invoice is no revenue in any currency: the margin is then the cost, lost.
+    same = pl.col("invoice_currency").is_null() | (pl.col("invoice_currency") == pl.lit(bill_currency, pl.String))
+    margin = pl.when(same).then(pl.col("revenue_micros").fill_null(0) - pl.col("cost_micros").fill_null(0))
+    tiers = inputs.tenants.select("tenant_id", "tier") if "tier" in inputs.tenants.columns else None
+    out = cost.join(revenue, on="tenant_id", how="full", coalesce=True)
+    if tiers is not None:
+        out = out.join(tiers, on="tenant_id", how="left")
+    else:
+        out = out.with_columns(pl.lit(None, pl.String).alias("tier"))
+    return (out.with_columns(pl.col("cost_micros").fill_null(0), margin.alias("margin_micros"),
+                             pl.lit(bill_currency, pl.String).alias("cost_currency"))
+            .with_columns(pl.when(pl.col("revenue_micros") > 0)
+                          .then(pl.col("margin_micros") / pl.col("revenue_micros")).alias("margin"))
+            .select("tenant_id", "tier", "cost_micros", "revenue_micros", "margin_micros", "margin",
+                    "min_confidence", "cost_currency", "invoice_currency")
+            .sort("cost_micros", "tenant_id", descending=[True, False]))
+
+
+def tier_margins(tenants: pl.DataFrame) -> pl.DataFrame:
+    """``tenant_margins`` summed per tier: tenants, cost, revenue, margin, how many lose money."""
+    return (tenants.group_by("tier")
+            .agg(pl.len().alias("tenants"), pl.col("cost_micros").sum(), pl.col("revenue_micros").sum(),
+                 pl.col("margin_micros").sum(), (pl.col("margin_micros") < 0).sum().alias("below_cost"))
+            .with_columns(pl.when(pl.col("revenue_micros") > 0)
+                          .then(pl.col("margin_micros") / pl.col("revenue_micros")).alias("margin"))
+            .sort("cost_micros", descending=True))
