@@ -732,6 +732,70 @@ def slo_validate(slo_dir: Path | None, world_dir: Path | None) -> None:
     _print_whole(table)
 
 
+@slo.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One object per SLO.")
+def slo_status(as_json: bool) -> None:
+    """Each SLO's error budget left over its window and the burn tiers firing, as of the
+    newest day the warehouse holds (what `make demo` or the daily job materialized)."""
+    import json
+
+    import duckdb
+
+    from .slo.burn import window_name
+    from .warehouse import Warehouse
+
+    slos = _slos(None)
+    p = StatePaths.from_env()
+    if not p.warehouse.exists():
+        raise click.ClickException(f"no warehouse at {p.warehouse}: run `make demo` or materialize the SLO assets")
+    wh = Warehouse(p.warehouse)
+    tiers = sorted({t.name for s in slos for t in s.tiers})
+    try:
+        budget = wh.query("SELECT * FROM slo.budget_remaining "
+                          "QUALIFY row_number() OVER (PARTITION BY slo ORDER BY day DESC) = 1")
+        # Per SLO, its newest day: the tiers that fired in any minute of it, and at its last minute.
+        firing = wh.query(
+            "WITH newest AS (SELECT slo, max(partition_key) AS p FROM slo.burn_service GROUP BY slo), "
+            "day AS (SELECT b.* FROM slo.burn_service b JOIN newest n ON b.slo = n.slo AND b.partition_key = n.p) "
+            "SELECT slo, max(ts) AS last_minute, "
+            + ", ".join(f"bool_or(coalesce(firing_{t}, false)) AS day_{t}, "
+                        f"bool_or(coalesce(firing_{t}, false)) FILTER (WHERE ts = (SELECT max(ts) FROM day d "
+                        f"WHERE d.slo = day.slo)) AS now_{t}" for t in tiers)
+            + " FROM day GROUP BY slo")
+    except (duckdb.Error, OSError) as exc:
+        raise click.ClickException(f"cannot read the SLO tables of {p.warehouse}: {str(exc).splitlines()[0]}") from None
+    left = {r["slo"]: r for r in budget.iter_rows(named=True)}
+    fired = {r["slo"]: r for r in firing.iter_rows(named=True)}
+    rows = []
+    for s in slos:
+        b, f = left.get(s.name), fired.get(s.name) or {}
+        mine = [t.name for t in s.tiers]
+        rows.append({
+            "slo": s.name, "owner": s.owner, "objective": s.objective.target,
+            "window": window_name(s.window.duration) if s.window.rolling else f"calendar {s.window.calendar_unit}",
+            "as_of": str(b["day"]) if b else None, "budget_remaining": b["budget_remaining"] if b else None,
+            "days_stored": b["days_stored"] if b else None,
+            "fired_that_day": [t for t in mine if f.get(f"day_{t}")],
+            "firing_at_last_minute": [t for t in mine if f.get(f"now_{t}")],
+            "last_minute": f["last_minute"].isoformat() if f.get("last_minute") else None})
+    if as_json:
+        click.echo(json.dumps({"slos": rows}, indent=2))
+        return
+    table = Table(title="SLOs as of the newest day stored", box=box.SIMPLE_HEAD)
+    for title in ("slo", "owner", "objective", "window", "as of", "budget left", "days stored", "fired that day",
+                  "firing at its last minute"):
+        table.add_column(title, no_wrap=True)
+    for r in rows:
+        left_ = r["budget_remaining"]
+        shown = "" if left_ is None else f"{left_:.1%}"
+        if left_ is not None and left_ < 0:
+            shown = f"[red]{shown} (spent)[/red]"
+        table.add_row(r["slo"], r["owner"], f"{r['objective']:g}", r["window"], r["as_of"] or "not stored",
+                      shown, "" if r["days_stored"] is None else str(r["days_stored"]),
+                      ", ".join(r["fired_that_day"]), ", ".join(r["firing_at_last_minute"]))
+    _print_whole(table)
+
+
 @slo.command("rules")
 @_SLO_DIR_OPTION
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,

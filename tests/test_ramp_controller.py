@@ -336,3 +336,34 @@ def test_a_freeze_on_evidence_days_older_than_the_newest_burn_partition_freezes_
             instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=BURN_KEY, partition=day))
         assert run(old, instance) == []
         assert len(run(recent, instance)) == 1
+
+
+def test_slo_status_shows_each_slos_budget_left_and_the_tiers_that_fired(state):
+    # After two days materialized: each SLO as of the newer day, its budget left as the stored
+    # days' bad and total make it, and the tiers that fired that day as its burn checks said.
+    from click.testing import CliRunner
+
+    from assets.slo import BURN_KEY, check_name
+    from ops_platform.cli import main
+    from ops_platform.slo.spec import load_slos
+
+    defs = build_definitions(state)
+    daily = defs.resolve_job_def(DAILY_JOB)
+    with dg.DagsterInstance.ephemeral() as instance:
+        for key in ("2026-03-06", "2026-03-07"):
+            result = daily.execute_in_process(partition_key=key, instance=instance, run_config=QUIET,
+                                              raise_on_error=False)
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations() if e.asset_key == BURN_KEY}
+    res = CliRunner().invoke(main, ["slo", "status", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["slo"]: r for r in json.loads(res.output)["slos"]}
+    daily_budget = Warehouse(state.warehouse).query("SELECT slo, sum(bad)::BIGINT AS bad, sum(total)::BIGINT AS total "
+                                                    "FROM slo.budget_daily GROUP BY slo")
+    for slo in load_slos(ramp_sensors.SLO_DIR):
+        r = rows[slo.name]
+        assert r["as_of"] == "2026-03-07" and r["days_stored"] == 2
+        bad, total = daily_budget.filter(pl.col("slo") == slo.name).select("bad", "total").row(0)
+        assert abs(r["budget_remaining"] - (1 - bad / total / slo.error_budget)) < 1e-12
+        assert r["fired_that_day"] == [t.name for t in slo.tiers if not checks[check_name(slo.name, t.name)]]
+    text = CliRunner().invoke(main, ["slo", "status"]).output
+    assert "api-availability" in text and "2026-03-07" in text, text
