@@ -192,7 +192,9 @@ def test_prometheus_rules_pass_promtool(tmp_path):
     assert out.read_text() == rules_yaml(load_slos(SLOS))
     proc = subprocess.run([str(PROMTOOL), "check", "rules", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 50 rules found" in proc.stdout
+    # Per SLO, its windows' ratios and objective; per rolling window, the budget left (and the
+    # window's ratio when no tier records it): 4 SLOs x 2, the calendar month none.
+    assert "SUCCESS: 58 rules found" in proc.stdout
     rules = yaml.safe_load(out.read_text())
     alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
     assert len(alerts) == 15 and all(a["labels"]["ramp_action"] in ("rollback", "pause", "ticket") for a in alerts)
@@ -265,6 +267,17 @@ def test_exported_alerts_fire_and_ratios_read_as_the_platform_counts(tmp_path):
                               "exp_samples": [{"labels": 'slo:sli_error:ratio_rate5m{slo="api-availability",'
                                                          f'service="api",owner="{availability.owner}",window="5m"}}',
                                                "value": 0}]}]})
+    # The budget left over the rolling window: whole without errors; with half the requests
+    # failing all along, 100 budgets' worth spent, 99 beyond it.
+    remaining = 'slo:period_error_budget_remaining:ratio{slo="api-availability"}'
+    labels = f'slo:period_error_budget_remaining:ratio{{slo="api-availability",service="api",owner="{availability.owner}"}}'
+    test["tests"][-1]["promql_expr_test"].append({"expr": remaining, "eval_time": "60m",
+                                                  "exp_samples": [{"labels": labels, "value": 1}]})
+    test["tests"].append({"interval": "30s", "input_series": [
+        {"series": 'summit_http_requests_total{service="api",cohort="general"}', "values": "0+100x400"},
+        {"series": 'summit_http_request_errors_total{service="api",cohort="general"}', "values": "0+50x400"}],
+        "promql_expr_test": [{"expr": remaining, "eval_time": "60m",
+                              "exp_samples": [{"labels": labels, "value": 1 - 0.5 / availability.error_budget}]}]})
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
     proc = subprocess.run([str(PROMTOOL), "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

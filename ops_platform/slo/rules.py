@@ -84,6 +84,28 @@ def _ratio_parts(slo: SLO, window: str) -> tuple[str, str, str]:
     return f"({requests} - {bad})", bad, requests
 
 
+def _budget_remaining(slo: SLO, labels: dict) -> list[dict]:
+    """The error budget left over the SLO's rolling window (Sloth's
+    ``slo:period_error_budget_remaining:ratio``): 1 less the window's error ratio over the
+    budget, below 0 once spent. The window's ratio averages the shortest recorded window's
+    ratio over it, as Sloth does (a mean of ratios, not the ratio of sums the platform's
+    ``slo.budget_remaining`` computes; far cheaper than a 28-day rate). A calendar window has
+    no PromQL range: none is recorded for it."""
+    if not slo.window.rolling:
+        return []
+    period, shortest = window_name(slo.window.duration), window_name(min(slo.windows))
+    rules = []
+    if period not in map(window_name, slo.windows):  # a tier's own window is recorded already
+        rules.append({"record": f"slo:sli_error:ratio_rate{period}",
+                      "expr": f'avg_over_time(slo:sli_error:ratio_rate{shortest}{{slo="{slo.name}"}}[{period}])',
+                      "labels": {**labels, "window": period}})
+    rules.append({"record": "slo:period_error_budget_remaining:ratio",
+                  "expr": f'1 - max without (window) (slo:sli_error:ratio_rate{period}{{slo="{slo.name}"}}) '
+                          f"/ {slo.error_budget!r}",
+                  "labels": labels})
+    return rules
+
+
 def rule_groups(slos: list[SLO]) -> dict:
     """The Prometheus rule file content (a dict ready for YAML) for all SLOs."""
     groups = []
@@ -95,6 +117,7 @@ def rule_groups(slos: list[SLO]) -> dict:
                           "labels": labels})
         recording.append({"record": "slo:error_budget:ratio", "expr": f"vector({slo.error_budget!r})",
                           "labels": labels})
+        recording += _budget_remaining(slo, labels)
         alerts = []
         for tier in slo.tiers:
             lw, sw = window_name(tier.long_window), window_name(tier.short_window)
