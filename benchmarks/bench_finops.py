@@ -209,7 +209,7 @@ def run_pandas(world: Path, tmp: Path) -> dict[str, pl.DataFrame]:
                    .rename(columns={"micros": "unexplained_micros"}))
     rec = (cost.merge(metered, on=["utc_date", "meter"], how="left")
            .merge(unexplained, on=["utc_date", "service"], how="left"))
-    rec["quantity"] = rec["quantity"].fillna(0.0)
+    rec["quantity"] = rec["quantity"].where(rec["meter"].isna(), rec["quantity"].fillna(0.0))  # no meter, no quantity
     rec["unexplained_micros"] = rec["unexplained_micros"].fillna(0).astype("int64")
     rec["unit_cost_usd"] = np.where(rec["quantity"] > 0, rec["cost_micros"] / 1e6 / rec["quantity"], np.nan)
     rec["loaded_unit_cost_usd"] = np.where(rec["quantity"] > 0, rec["total_micros"] / 1e6 / rec["quantity"], np.nan)

@@ -284,7 +284,9 @@ def _reconcile(lines: pl.DataFrame, usage: pl.DataFrame, meter_of: pl.DataFrame,
     return (cost.join(meter_of, on="service", how="left")
             .join(metered, on=["utc_date", "meter"], how="left")
             .join(unexplained, on=["utc_date", "service"], how="left", nulls_equal=True)  # untagged rows too
-            .with_columns(pl.col("quantity").fill_null(0.0), pl.col("unexplained_micros").fill_null(0))
+            # A service no meter drives has no quantity (null, not 0: nothing was measured).
+            .with_columns(pl.when(pl.col("meter").is_not_null()).then(pl.col("quantity").fill_null(0.0)).alias("quantity"),
+                          pl.col("unexplained_micros").fill_null(0))
             .with_columns(per_unit("cost_micros").alias("unit_cost_usd"),
                           per_unit("total_micros").alias("loaded_unit_cost_usd"))
             .select("utc_date", "service", "meter", "cost_micros", "idle_micros", "direct_micros", "total_micros",
