@@ -237,6 +237,23 @@ def test_an_override_winning_is_in_the_flags_timeline_once(state):
         assert ramp_controller_job.execute_in_process(run_config=config, resources=build_resources(state)).success
     (won,) = open_store(state).events(flag, kind="override_wins")
     assert "active override (hold by dana) wins over pause" in json.loads(won["payload"])["reason"]
+    # An override is obeyed only as its receipt says: its record edited in the store (made a
+    # resume) holds nothing back, and the controller acts on the same evidence.
+    import sqlite3
+
+    con = sqlite3.connect(state.control_store)
+    con.execute("UPDATE overrides SET directive = 'resume'")
+    con.commit()
+    con.close()
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = ramp_controller_job.execute_in_process(run_config=config, resources=build_resources(state),
+                                                        instance=instance)
+        assert result.success
+        said = [log.user_message for log in instance.all_logs(result.run_id)]
+    assert any("the override in force is not obeyed" in m and "differs from its receipt" in m for m in said), said
+    done = [json.loads(e["payload"]) for e in open_store(state).events(flag, kind="action_completed")]
+    assert [d["action"] for d in done if d["action"] != "override"] == ["pause"], done
+    assert len(open_store(state).events(flag, kind="override_wins")) == 1
 
 
 def _check_event(instance, run_id: str, event_type, data) -> None:

@@ -354,6 +354,19 @@ class ControlStore:
         every = [o for o in self.overrides(target_id) if o["created_at"] <= now]
         return every[-1:] if every and every[-1]["expires_at"] > now else []
 
+    def override_problem(self, override: Mapping[str, Any]) -> str | None:
+        """What an override record says that its receipt does not (None when they agree, or
+        while its action is still in flight): a record edited in the store is not obeyed."""
+        with self.read() as conn:
+            action = self.get_action(conn, override["action_id"])
+            seq = action["receipt_seq"] if action else None
+            row = (conn.execute(sa.select(s.ledger).where(s.ledger.c.seq == seq)).mappings().first()
+                   if seq is not None else None)
+        entry = LedgerEntry(**row) if row else None
+        if entry is not None and _action_id_of(entry) != override["action_id"]:
+            entry = None  # the action names another action's receipt: verify reports that itself
+        return _override_problem({**override, "status": action["status"] if action else None}, entry)
+
     def overrides(self, target_id: str) -> list[dict]:
         """A target's overrides, oldest first (``active_overrides`` says which one is in force)."""
         o = s.overrides.c
