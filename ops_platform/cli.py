@@ -1133,6 +1133,8 @@ def switchboard_status(as_json: bool, url: str | None) -> None:
         active = store.active_overrides(flag, now)
         override = ({k: active[-1][k] for k in ("directive", "actor", "expires_at", "rationale")}
                     if active else None)
+        if override is not None:  # the controller obeys it only as its receipt says
+            override["not_obeyed"] = store.override_problem(active[-1])
         if flag in file.broken:
             rows.append({"flag": flag, "broken": str(file.broken[flag]), "override": override})
             continue
@@ -1152,6 +1154,8 @@ def switchboard_status(as_json: bool, url: str | None) -> None:
     for r in rows:
         o = r["override"]
         said = f"{o['directive']} by {o['actor']} until {o['expires_at']}" if o else ""
+        if o and o["not_obeyed"]:
+            said = f"[red]{said}, not obeyed: it differs from its receipt (receipts verify)[/red]"
         if "broken" in r:
             table.add_row(r["flag"], "", "", *[""] * len(cohorts), f"[red]broken: {escape(r['broken'])}[/red]",
                           said, "")

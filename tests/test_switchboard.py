@@ -690,6 +690,7 @@ def test_the_log_of_a_store_that_is_not_there_creates_nothing(state, tmp_path):
 def test_an_override_record_edited_in_the_store_fails_verification(state):
     # The controller obeys the overrides table: a row that says more than its receipt (a later
     # expiry, another directive) or that no action wrote is named by `receipts verify`.
+    import json
     import sqlite3
 
     assert _run("override", "release-graph", "--action", "rollback", "--rationale", REASON, "--ttl", "1h",
@@ -712,6 +713,10 @@ def test_an_override_record_edited_in_the_store_fails_verification(state):
     res = CliRunner().invoke(main, ["receipts", "verify"])
     assert res.exit_code == 1 and "override hold on flag release-api by dana was recorded by no action" \
         in " ".join(res.output.split()), res.output
+    # The status shows the forged override for what it is: in the table, but not obeyed.
+    flags = {f["flag"]: f for f in json.loads(_run("status", "--json").output)["flags"]}
+    assert "recorded by no action" in flags["release-api"]["override"]["not_obeyed"]
+    assert "not obeyed" in _run("status").output
 
 
 def test_status_shows_every_release_flag_with_its_ramp_and_the_override_in_force(state):
