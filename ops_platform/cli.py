@@ -1236,8 +1236,10 @@ def switchboard_log(flag: str, as_json: bool, url: str | None) -> None:
         receipt = f" receipt {t['receipt_id'][:12]}" if t["receipt_id"] else ""
         click.echo(f"{t['ts']}  {t['kind']:<24} {t['action']:<10} {t['actor']:<16} {_one_line(t['what'])}{receipt}")
     for o in active:
+        problem = store.override_problem(o)
         click.echo(f"active override: {o['directive']} by {o['actor']} until {o['expires_at']}: "
-                   f"{_one_line(o['rationale'])}")
+                   f"{_one_line(o['rationale'])}"
+                   + (f" (not obeyed by the controller: {problem})" if problem else ""))
     if not active and recorded:  # the newest one ran out: say so, and what it left behind
         last = list(recorded.values())[-1]
         after = ("the hold stays until someone resumes the ramp" if last["directive"] in ("hold", "rollback")

@@ -705,6 +705,9 @@ def test_an_override_record_edited_in_the_store_fails_verification(state):
     said = " ".join(res.output.split())  # the console wraps long lines
     assert "override resume on flag release-graph by dana differs from its receipt" in said, res.output
     assert f"expires_at '2099-01-01T00:00:00Z' (receipt: '{signed}')" in said and "directive 'resume'" in said
+    log = " ".join(_run("log", "release-graph").output.split())
+    assert "active override: resume by dana until 2099-01-01T00:00:00Z" in log
+    assert "(not obeyed by the controller: override resume on flag release-graph by dana differs from its receipt" in log
     con.execute("UPDATE overrides SET expires_at = ?, directive = 'rollback'", [signed])
     con.execute("INSERT INTO overrides SELECT 'forged', target_kind, 'release-api', 'hold', actor, rationale, "
                 "created_at, '2099-01-01T00:00:00Z', 'forged' FROM overrides")
