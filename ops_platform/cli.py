@@ -920,10 +920,14 @@ def finops_report(world_dir: Path | None, period: str | None, top: int, as_json:
             click.echo(f"reading {world_dir / 'landing'} through the contracts and attributing the bill ...", err=True)
         inputs = FinOpsInputs.from_landing(world_dir)
         result = run(inputs)
-        chosen = chosen or usage_period(result.usage)
+        held = usage_period(result.usage)
+        chosen = chosen or held
         tenants = tenant_margins(inputs, result, chosen)
     except ValueError as exc:  # bad input or settings (a bill in two currencies, a bad period): say so
         raise click.ClickException(str(exc)) from exc
+    if not tenants.height:
+        raise click.ClickException(f"no cost and no usage in {chosen.name}: the books hold usage from {held.start} "
+                                   f"to {held.end - timedelta(days=1)}")
     tiers = tier_margins(tenants)
     if as_json:
         click.echo(json.dumps({"period": chosen.name, "first_day": str(chosen.start),

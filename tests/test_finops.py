@@ -995,3 +995,6 @@ def test_finops_report_shows_cost_revenue_and_margin_per_tenant_and_tier(small_w
     assert "the 3 tenant(s) that cost most" in text and tenants["tenant_id"][0] in text
     bad = CliRunner().invoke(main, ["finops", "report", "--world", str(small_world), "--period", "2026-13"])
     assert bad.exit_code == 1 and "month must be 01-12" in bad.output, bad.output
+    empty = CliRunner().invoke(main, ["finops", "report", "--world", str(small_world), "--period", "2031-01"])
+    assert empty.exit_code == 1 and f"no cost and no usage in 2031-01: the books hold usage from {out['first_day']}" \
+        in empty.output, empty.output
