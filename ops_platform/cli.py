@@ -690,11 +690,21 @@ def _landing_day(world: Path) -> dict:
     reader, frames = LandingZoneReader(world / "landing"), {}
     for name, table in (("counters", "request_counters"), ("latency", "latency_buckets"), ("lag", "lag_samples")):
         files = reader.files(table)
-        first = [path for day, path in files if day == files[0][0]] if files else []
-        if not first:
+        if not files:
             raise click.BadParameter(f"{world} has no landing files of {table}", param_hint="--world")
-        frames[name] = pl.concat([pl.read_parquet(f) for f in first], how="diagonal_relaxed")
+        day = files[0][0]
+        batches = list(reader.read(table, (day, day)))
+        if bad := next((b.error for b in batches if b.frame is None), None):
+            raise click.ClickException(bad)
+        frames[name] = pl.concat([b.frame for b in batches], how="diagonal_relaxed")
     return frames
+
+
+def _window_text(s) -> str:
+    """An SLO's window as the tables show it (28d, calendar month)."""
+    from .slo.burn import window_name
+
+    return window_name(s.window.duration) if s.window.rolling else f"calendar {s.window.calendar_unit}"
 
 
 @slo.command("validate")
@@ -723,7 +733,7 @@ def slo_validate(slo_dir: Path | None, world_dir: Path | None) -> None:
                   "ramp", "platform"):
         table.add_column(title, no_wrap=True)
     for s in slos:
-        window = window_name(s.window.duration) if s.window.rolling else f"calendar {s.window.calendar_unit}"
+        window = _window_text(s)
         for i, t in enumerate(s.tiers):
             head = (s.name, s.budgeting, f"{s.objective.target:g}", window) if i == 0 else ("", "", "", "")
             table.add_row(*head, t.name, f"{t.burn_rate:g}x",
@@ -741,7 +751,6 @@ def slo_status(as_json: bool) -> None:
 
     import duckdb
 
-    from .slo.burn import window_name
     from .warehouse import Warehouse
 
     slos = _slos(None)
@@ -772,7 +781,7 @@ def slo_status(as_json: bool) -> None:
         mine = [t.name for t in s.tiers]
         rows.append({
             "slo": s.name, "owner": s.owner, "objective": s.objective.target,
-            "window": window_name(s.window.duration) if s.window.rolling else f"calendar {s.window.calendar_unit}",
+            "window": _window_text(s),
             "as_of": str(b["day"]) if b else None, "budget_remaining": b["budget_remaining"] if b else None,
             "days_stored": b["days_stored"] if b else None,
             "fired_that_day": [t for t in mine if f.get(f"day_{t}")],

@@ -39,21 +39,18 @@ def tenant_margins(inputs: FinOpsInputs, result: FinOpsRun, period: Period) -> p
             .group_by("tenant_id")
             .agg(pl.col("total_micros").sum().alias("cost_micros"), pl.col("confidence").min().alias("min_confidence")))
     _, summary = build_invoices(period, result.usage, result.corrections, inputs.tenants, inputs.price_list)
-    revenue = summary.select(
+    currencies = summary["currency"].unique().to_list()
+    to_micros = pl.DataFrame({"currency": currencies, "_scale": [10 ** (6 - minor_units(c)) for c in currencies]},
+                             schema={"currency": pl.String, "_scale": pl.Int64})
+    revenue = summary.join(to_micros, on="currency").select(
         "tenant_id", pl.col("currency").alias("invoice_currency"),
-        pl.struct("subtotal_minor", "currency").map_elements(
-            lambda r: r["subtotal_minor"] * 10 ** (6 - minor_units(r["currency"])), return_dtype=pl.Int64)
-        .alias("revenue_micros"))
+        (pl.col("subtotal_minor") * pl.col("_scale")).alias("revenue_micros"))
     bill_currency = (bill_currencies(inputs.billing) or [None])[0]
     # No invoice is no revenue in any currency: the margin is then the cost, lost.
     same = pl.col("invoice_currency").is_null() | (pl.col("invoice_currency") == pl.lit(bill_currency, pl.String))
     margin = pl.when(same).then(pl.col("revenue_micros").fill_null(0) - pl.col("cost_micros").fill_null(0))
-    tiers = inputs.tenants.select("tenant_id", "tier") if "tier" in inputs.tenants.columns else None
-    out = cost.join(revenue, on="tenant_id", how="full", coalesce=True)
-    if tiers is not None:
-        out = out.join(tiers, on="tenant_id", how="left")
-    else:
-        out = out.with_columns(pl.lit(None, pl.String).alias("tier"))
+    out = (cost.join(revenue, on="tenant_id", how="full", coalesce=True)
+           .join(inputs.tenants.select("tenant_id", "tier"), on="tenant_id", how="left"))  # priced by tier
     return (out.with_columns(pl.col("cost_micros").fill_null(0), margin.alias("margin_micros"),
                              pl.lit(bill_currency, pl.String).alias("cost_currency"))
             .with_columns(pl.when(pl.col("revenue_micros") > 0)

@@ -203,10 +203,8 @@ class SLO:
 
     @property
     def error_budget(self) -> float:
-        """The allowed bad fraction (1 - target): burn rate 1 spends it exactly over the window.
-        Subtracted in decimal: 1 - 0.995 is the float nearest 0.005, which the exported rules
-        print as 0.005, not the float subtraction's 0.0050000000000000044."""
-        return float(Decimal(1) - Decimal(repr(self.objective.target)))
+        """The allowed bad fraction (1 - target): burn rate 1 spends it exactly over the window."""
+        return error_budget_of(self.objective.target)
 
     @property
     def source(self) -> tuple[str, str]:
@@ -630,10 +628,16 @@ def load_slos(folder: Path) -> list[SLO]:
     return sorted(out, key=lambda s: s.name)
 
 
+def error_budget_of(target: float) -> float:
+    """1 - target, subtracted in decimal: 1 - 0.995 is the float nearest 0.005, which the
+    exported rules print as 0.005, not the float subtraction's 0.0050000000000000044."""
+    return float(Decimal(1) - Decimal(repr(target)))
+
+
 def _tiers_can_fire(tiers: tuple[BurnTier, ...], raw: list, target: float, file, path: str) -> None:
     """A tier fires when the error ratio exceeds burn rate x error budget; an error ratio is at
     most 1, so a tier whose product is 1 or more could never fire."""
-    budget = 1.0 - target
+    budget = error_budget_of(target)
     for t in tiers:
         if t.burn_rate * budget >= 1:
             i = next(j for j, r in enumerate(raw) if r.get("name") == t.name)
