@@ -1106,6 +1106,8 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     colour = {"completed": "green", "denied": "red"}.get(out.status, "yellow")
     console.print(f"[{colour}]{out.status}[/{colour}] {directive} on {flag}: {out.reason}"
                   + (f" (receipt {out.receipt_id[:12]})" if out.receipt_id else ""))
+    if out.status == "denied" and "ttl_seconds" in out.reason:  # the policy counts seconds; the user typed --ttl
+        console.print(f"[yellow]note:[/yellow] --ttl {ttl} is {seconds} seconds")
     if out.status == "completed" and out.created:
         for note in notes:
             console.print(f"[yellow]note:[/yellow] {note}")

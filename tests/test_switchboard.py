@@ -50,6 +50,9 @@ def test_override_needs_a_real_rationale_and_a_ttl(state):
     for huge in ("1000000000d", "99999999999999999999d"):  # past what a duration can hold: no traceback
         res = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", huge, "--actor", "dana")
         assert res.exit_code == 2 and "--ttl" in res.output, res.output  # an uncaught error exits 1
+    # Past the policy's longest override: denied in the policy's seconds, and said in the user's unit too.
+    long = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "25h", "--actor", "dana")
+    assert long.exit_code == 1 and "(got 90000)" in long.output and "--ttl 25h is 90000 seconds" in long.output, long.output
     zero = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "0m", "--actor", "dana")
     assert zero.exit_code == 2 and "'0m' is no time at all" in zero.output, zero.output
     # A blank rationale is a slip of the shell: refused before anything is submitted or receipted.
@@ -59,7 +62,7 @@ def test_override_needs_a_real_rationale_and_a_ttl(state):
     import json
 
     receipted = [e for e in json.loads(_run("log", "release-api", "--json").output)["events"] if e["receipt_id"]]
-    assert len(receipted) == 1  # the short rationale's denial only
+    assert len(receipted) == 2  # the short rationale's and the long TTL's denials only
 
 
 def test_same_idempotency_key_applies_once(state):

@@ -118,6 +118,12 @@ def test_usage_events_are_cloudevents_with_duplicates_and_late_arrivals(small_wo
     for attr in ("id", "source", "type", "time", "subject"):
         assert good[attr].null_count() == 0
     assert (good["quantity"] >= 0).all()
+    # Every meter but storage GB-hours counts whole things, on a tenant's runaway day too.
+    spiked = pl.read_parquet(small_world / "truth" / "cost_anomalies.parquet").filter(
+        pl.col("kind") == "tenant_usage_spike")
+    counted = good.filter(pl.col("meter") != "storage_gb_hours")
+    assert spiked.height and counted.join(spiked, left_on=["subject", "meter"], right_on=["tenant_id", "meter"]).height
+    assert (counted["quantity"] == counted["quantity"].round(0)).all()
     assert good.select(pl.struct("source", "id").is_duplicated().sum()).item() > 0  # re-deliveries
     files = pl.read_parquet(small_world / "landing" / "usage_events" / "*" / "*.parquet", include_file_paths="f")
     arrival = files["f"].str.extract(r"dt=(\d{4}-\d{2}-\d{2})").str.to_date()
