@@ -24,8 +24,9 @@ $(BIN)/ops-platform: pyproject.toml constraints.txt
 dbt-manifest: $(BIN)/ops-platform
 	cd dbt_project && ../$(BIN)/dbt parse --profiles-dir . --quiet
 
+DEMO_ARGS ?=  # e.g. make demo DEMO_ARGS=--fresh (a new world; see ops-platform demo --help)
 demo: dbt-manifest
-	$(BIN)/ops-platform demo
+	$(BIN)/ops-platform demo $(DEMO_ARGS)
 
 test: dbt-manifest
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

@@ -163,6 +163,12 @@ def demo(preset_name: str, seed: int, fresh: bool) -> None:
         _generate(preset(preset_name, seed=seed), p.world)
     else:
         console.print(f"using the existing world at {p.world} (--fresh regenerates it)")
+        from .world.generate import SIMULATOR_VERSION, older_simulator
+
+        if (made := older_simulator(p.world)) is not None:
+            console.print(f"[yellow]note:[/yellow] an older simulator made this world (version {made}; this one "
+                          f"makes version {SIMULATOR_VERSION}): its figures differ from a new world's and from the "
+                          "docs'. `ops-platform demo --fresh` (make demo DEMO_ARGS=--fresh) makes a new one.")
     _prepare_dagster_home(p)
 
     import dagster as dg
@@ -1129,23 +1135,25 @@ def switchboard_status(as_json: bool, url: str | None) -> None:
     paused or frozen, and the override in force."""
     import json
 
-    from .guard.runtime import existing_store, open_store
+    from .guard.runtime import store_to_read
     from .ramp.flags import FlagFile, FlagFileError
-    from .ramp.switchboard import world_flag_file
+    from .ramp.switchboard import flag_file_to_read
     from .timezones import iso_utc, utcnow
 
-    p = _guard_paths()
+    p = StatePaths.from_env()  # reading: nothing is created
     # The live file, read only; before the first guarded change, the world's seed it starts from.
-    path = p.live_flags if p.live_flags.exists() else world_flag_file(p.world)
     try:
+        path = flag_file_to_read(p.home, p.world)
         file = FlagFile.load(path, lenient=True)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
     except (OSError, FlagFileError) as exc:
         raise click.ClickException(f"cannot read the flag file {path}: {exc}") from None
-    store = existing_store(url) if url else open_store(p)
+    store = store_to_read(p, url)  # none yet: nothing was ever overridden
     now = iso_utc(utcnow())
     rows = []
     for flag in sorted([*file.release_flags, *file.broken]):
-        active = store.active_overrides(flag, now)
+        active = store.active_overrides(flag, now) if store is not None else []
         override = ({k: active[-1][k] for k in ("directive", "actor", "expires_at", "rationale")}
                     if active else None)
         if override is not None:  # the controller obeys it only as its receipt says
@@ -1191,14 +1199,20 @@ def switchboard_log(flag: str, as_json: bool, url: str | None) -> None:
     """The timeline of FLAG: requests, decisions, actions, overrides with rationale, receipts."""
     import json
 
-    from .guard.runtime import existing_store, open_store
+    from .guard.runtime import control_url, shown_url, store_to_read
     from .ramp.controller import FREEZE_TARGET
     from .timezones import iso_utc, utcnow
 
     if not flag.strip():
         raise click.UsageError("name a flag (e.g. release-api)")
-    p = _guard_paths()
-    store = existing_store(url) if url else open_store(p)  # reading a named store creates nothing there
+    p = StatePaths.from_env()  # reading: nothing is created
+    store = store_to_read(p, url)
+    if store is None:
+        known = _release_flags(p)
+        if known is not None and flag not in known:
+            raise click.ClickException(f"no release flag {flag!r} (flags: {', '.join(known)})")
+        raise click.ClickException(f"no Switchboard events for {flag!r}: nothing was recorded yet "
+                                   f"(no control store at {shown_url(control_url(p))})")
     own = store.events(flag)
     if not own and flag != FREEZE_TARGET:  # a misspelt flag must not read as one that only saw freezes
         known = _release_flags(p)

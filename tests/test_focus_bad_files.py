@@ -90,7 +90,7 @@ def test_a_csv_in_another_shape_or_encoding_is_refused_saying_which(tmp_path, co
     path = tmp_path / "export.csv"
     path.write_bytes(content)
     [error] = check_file(path, BILLING_FOCUS).schema_errors
-    assert "export.csv" in error and said in error, error
+    assert error.startswith(f"{path}: ") and said in error, error  # the path, as every unreadable file is named
 
 
 def test_excels_separator_line_is_skipped_and_another_separator_is_refused(tmp_path):
@@ -344,9 +344,16 @@ def test_the_check_names_the_rows_it_would_quarantine(tmp_path):
     path = _csv(tmp_path, *rows)
     report = check_file(path, BILLING_FOCUS)
     [(reason, n)] = report.quarantined.items()
-    assert n == 4 and report.examples == {reason: ["data row 2 (L2)", "data row 4 (L4)", "data row 5 (L5)"]}
+    assert n == 4 and report.examples == {reason: ["data row 1 (L2)", "data row 3 (L4)", "data row 4 (L5)"]}
+    # Numbered as ingestion numbers them in raw.quarantine, so the two are read side by side.
+    from ops_platform.ingest.check_file import _OneFile
+    from ops_platform.ingest.landing import RawBatch, read_any
+    from ops_platform.ingest.pipeline import ingest_partition
+
+    quarantine = ingest_partition(BILLING_FOCUS, _OneFile(RawBatch(str(path), None, read_any(path)))).quarantine
+    assert dict(quarantine.select("record_id", "row_number").iter_rows())["L2"] == 1
     text = CliRunner().invoke(main, ["focus", "check", str(path)]).output
-    assert f"4 row(s) would be quarantined: {reason}\n    first: data row 2 (L2), data row 4 (L4), data row 5 (L5)" \
+    assert f"4 row(s) would be quarantined: {reason}\n    first: data row 1 (L2), data row 3 (L4), data row 4 (L5)" \
         in text, text
     assert json.loads(CliRunner().invoke(main, ["focus", "check", str(path), "--json"]).output)["examples"] == \
         report.examples

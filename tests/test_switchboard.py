@@ -744,3 +744,23 @@ def test_status_shows_every_release_flag_with_its_ramp_and_the_override_in_force
     assert flags["release-api"]["override"]["directive"] == "hold" and flags["release-api"]["paused"]
     assert all(f["frozen"] and (f["override"] is None) == (name != "release-api") for name, f in flags.items())
     assert set(flags["release-graph"]["cohort_percent"]) == {"canary", "early", "general"}
+    # The live file gone after it was seeded: an error, not the world's flags with every hold undone.
+    live.unlink()
+    res = _run("status")
+    assert res.exit_code == 1 and "missing, though it was seeded" in res.output, res.output
+
+
+def test_reading_a_flag_on_a_fresh_state_folder_creates_no_store(state, tmp_path, monkeypatch):
+    home = tmp_path / "fresh"
+    home.mkdir()
+    (home / "world").symlink_to(state.world, target_is_directory=True)
+    monkeypatch.setenv("OPS_PLATFORM_HOME", str(home))
+    res = _run("log", "release-api")
+    assert res.exit_code == 1 and "nothing was recorded yet" in res.output, res.output
+    assert "no release flag 'release-apx'" in _run("log", "release-apx").output  # a typo is still named
+    status = _run("status")
+    assert status.exit_code == 0 and "release-api" in status.output, status.output
+    assert sorted(p.name for p in home.iterdir()) == ["world"]  # no control store, no dagster_home
+    # So verification still says there is no ledger here, rather than an empty one that verifies.
+    verify = CliRunner().invoke(main, ["receipts", "verify"])
+    assert verify.exit_code == 1 and "no control store" in verify.output, verify.output

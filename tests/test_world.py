@@ -26,6 +26,17 @@ def test_same_seed_gives_identical_bytes(tmp_path):
         assert (a.out / rel).read_bytes() == (b.out / rel).read_bytes()
 
 
+def test_a_world_says_which_simulator_made_it(tmp_path):
+    from ops_platform.world.generate import MANIFEST, SIMULATOR_VERSION, older_simulator
+
+    out = generate_world(TINY, tmp_path / "w").out
+    assert load_manifest(out)["simulator_version"] == SIMULATOR_VERSION and older_simulator(out) is None
+    manifest = json.loads((out / MANIFEST).read_text())
+    del manifest["simulator_version"]  # as the first simulator wrote it
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert older_simulator(out) == 1
+
+
 def test_different_seed_gives_different_world(tmp_path):
     a = generate_world(TINY, tmp_path / "a")
     b = generate_world(WorldConfig(**{**TINY.__dict__, "seed": 4}), tmp_path / "b")

@@ -144,6 +144,16 @@ def existing_store(url: str) -> ControlStore:
     return store
 
 
+def store_to_read(paths: StatePaths, url: str | None = None) -> ControlStore | None:
+    """The control store at ``url`` (else the state folder's) to read, creating nothing; None
+    when the state folder has none yet (nothing was ever recorded), NoStore when it lost one."""
+    if url is None and not os.environ.get(CONTROL_URL_ENV) and not paths.control_store.exists():
+        if problem := lost_ledger(paths):
+            raise NoStore(problem)
+        return None
+    return existing_store(url or control_url(paths))
+
+
 def spool(paths: StatePaths) -> Spool:
     return Spool(paths.spool_file)
 

@@ -83,13 +83,14 @@ def check_file(path: Path, contract: Contract) -> FileCheck:
 
 
 def _examples(quarantine: pl.DataFrame, per_reason: int = 3) -> dict[str, list[str]]:
-    """The first rows of each reason, by data row (1-based; a CSV's header is no row) and
-    record id (e.g. ``x_LineItemId``), so a user can find them in the file."""
+    """The first rows of each reason, by data row (from 0, as ``raw.quarantine.row_number``
+    counts them: a CSV's header is no row) and record id (e.g. ``x_LineItemId``), so a user
+    can find them in the file and in the quarantine alike."""
     first = quarantine.sort("row_number").group_by("reason", maintain_order=True).head(per_reason)
     out: dict[str, list[str]] = {}
     for row in first.iter_rows(named=True):
         out.setdefault(row["reason"], []).append(
-            f"data row {row['row_number'] + 1}" + (f" ({row['record_id']})" if row["record_id"] else ""))
+            f"data row {row['row_number']}" + (f" ({row['record_id']})" if row["record_id"] else ""))
     return out
 
 

@@ -61,7 +61,7 @@ def read_any(path: Path) -> pl.DataFrame:
             frame = pl.read_csv(path, infer_schema=False, skip_rows=int(hint_line))
         except pl.exceptions.ComputeError as exc:
             if "utf-8" in str(exc).lower() or "utf8" in str(exc).lower():
-                raise ValueError(f"{path.name}: not UTF-8 text (a Latin-1 or Windows-1252 export?): CSV files must "
+                raise ValueError(f"{path}: not UTF-8 text (a Latin-1 or Windows-1252 export?): CSV files must "
                                  "be UTF-8") from None
             raise
         # An empty field is no value, quoted ("" as spreadsheets and csv.QUOTE_ALL write it) or not.
@@ -95,17 +95,17 @@ def _refuse_other_separators(path: Path, gzipped: bool) -> bool:
     with gzip.open(path, "rb") if gzipped else path.open("rb") as f:
         head = f.read(4096)
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ValueError(f"{path.name}: UTF-16 text (as some spreadsheet exports write it): CSV files must be UTF-8")
+        raise ValueError(f"{path}: UTF-16 text (as some spreadsheet exports write it): CSV files must be UTF-8")
     lines = head.decode("utf-8", errors="replace").removeprefix("\ufeff").splitlines()
     first = lines[0].strip(" \r\n") if lines else ""
     hint = first.startswith("sep=")
     if hint and first != "sep=,":
-        raise ValueError(f"{path.name}: the first line {first!r} says the file is not comma-separated "
+        raise ValueError(f"{path}: the first line {first!r} says the file is not comma-separated "
                          "(CSV files must be comma-separated)")
     header = lines[int(hint)] if len(lines) > int(hint) else ""
     for sep, name in ((";", "semicolon"), ("\t", "tab")):
         if sep in header and "," not in header:
-            raise ValueError(f"{path.name}: the header holds {sep!r} and no ',': the file looks {name}-separated "
+            raise ValueError(f"{path}: the header holds {sep!r} and no ',': the file looks {name}-separated "
                              "(CSV files must be comma-separated)")
     return hint
 

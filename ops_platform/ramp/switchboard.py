@@ -83,6 +83,25 @@ def world_flag_file(world: Path) -> Path:
 SEEDED = ".flags-seeded"  # in the state folder: the live flag file was seeded once
 
 
+def _lost(live: Path, marker: Path) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"the live flag file {live} is missing, though it was seeded ({marker.read_text().strip()}): it "
+        "holds every pause, freeze and split the guard applied, so it is not seeded again; restore it from "
+        f"a backup, or delete {marker} to start again from the world's initial flags")
+
+
+def flag_file_to_read(home: Path, world: Path) -> Path:
+    """The flag file that holds the flags' state now, seeding nothing: the live file, or the
+    world's initial flags before the first guarded change. A live file gone after it was
+    seeded is an error (the world's flags would show every pause and freeze undone)."""
+    live = home / LIVE_FLAGS
+    if live.exists():
+        return live
+    if (home / SEEDED).exists():
+        raise _lost(live, home / SEEDED)
+    return world_flag_file(world)
+
+
 def live_flag_file(home: Path, world: Path) -> Path:
     """The platform's live flag file, seeded from the world's initial flags on first use.
 
@@ -97,10 +116,7 @@ def live_flag_file(home: Path, world: Path) -> Path:
             write_bytes(f"before {iso_utc(utcnow())}\n".encode(), marker)
     else:
         if marker.exists():
-            raise FileNotFoundError(
-                f"the live flag file {live} is missing, though it was seeded ({marker.read_text().strip()}): it "
-                "holds every pause, freeze and split the guard applied, so it is not seeded again; restore it from "
-                f"a backup, or delete {marker} to start again from the world's initial flags")
+            raise _lost(live, marker)
         seed = world_flag_file(world)
         if not seed.exists():
             raise FileNotFoundError(f"no flag file at {live} and no world flags at {seed}")

@@ -22,6 +22,10 @@ from .traffic import generate_traffic
 from .usage import generate_usage
 
 MANIFEST = "manifest.json"
+# Raised whenever the simulator writes other bytes for the same config, so a state folder can
+# tell a world made by an older simulator (whose figures differ) from one made by this one.
+# 2: a runaway day's counts are whole (API calls, receipts). A manifest without it is 1.
+SIMULATOR_VERSION = 2
 TRUTH_README = """# Truth folder
 
 Ground truth for scoring the platform. The platform never reads this folder.
@@ -51,6 +55,12 @@ def progress_steps(cfg: WorldConfig) -> int:
 
 def world_exists(out: Path) -> bool:
     return (out / MANIFEST).exists()
+
+
+def older_simulator(out: Path) -> int | None:
+    """The simulator version that made the world at `out` when older than this one's, else None."""
+    made = load_manifest(out).get("simulator_version", 1)
+    return made if made < SIMULATOR_VERSION else None
 
 
 def load_manifest(out: Path) -> dict:
@@ -149,6 +159,7 @@ def _generate(cfg: WorldConfig, out: Path, progress: Callable[[str, int], None] 
     files = sorted(p for sub in (landing, truth) for p in sub.rglob("*") if p.is_file())
     manifest = {
         "config": cfg.to_json(),
+        "simulator_version": SIMULATOR_VERSION,
         "start_utc": tl.start.isoformat(),
         "end_utc": tl.end.isoformat(),
         "rows": rows,
