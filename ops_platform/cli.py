@@ -924,29 +924,40 @@ def finops_report(world_dir: Path | None, period: str | None, top: int, as_json:
 
     from .finops.invoices import parse_period
     from .finops.pipeline import FinOpsInputs, run
-    from .finops.report import tenant_margins, tier_margins, usage_period
+    from .finops.report import (
+        billed_period,
+        tenant_margins,
+        tier_margins,
+        unbilled_in,
+        usage_period,
+    )
 
+    try:
+        chosen = parse_period(period) if period else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--period") from None
     world_dir = world_dir or StatePaths.from_env().world
     if not world_exists(world_dir):
         raise click.ClickException(f"no world at {world_dir}; run `ops-platform world generate` or `make demo`")
     try:
-        chosen = parse_period(period) if period else None
         if not as_json:
             click.echo(f"reading {world_dir / 'landing'} through the contracts and attributing the bill ...", err=True)
         inputs = FinOpsInputs.from_landing(world_dir)
         result = run(inputs)
         held = usage_period(result.usage)
-        chosen = chosen or held
+        chosen = chosen or billed_period(result)
         tenants = tenant_margins(inputs, result, chosen)
-    except ValueError as exc:  # bad input or settings (a bill in two currencies, a bad period): say so
+    except ValueError as exc:  # bad input or settings (a bill in two currencies): say so
         raise click.ClickException(str(exc)) from exc
     if not tenants.height:
         raise click.ClickException(f"no cost and no usage in {chosen.name}: the books hold usage from {held.start} "
                                    f"to {held.end - timedelta(days=1)}")
     tiers = tier_margins(tenants)
+    unbilled = unbilled_in(result, chosen)
     if as_json:
         click.echo(json.dumps({"period": chosen.name, "first_day": str(chosen.start),
                                "last_day": str(chosen.end - timedelta(days=1)),
+                               "unbilled_days": [str(d) for d in unbilled],
                                "tiers": tiers.to_dicts(), "tenants": tenants.to_dicts()}, indent=2, default=str))
         return
     currency = tenants["cost_currency"].drop_nulls().first() if tenants.height else None
@@ -957,13 +968,20 @@ def finops_report(world_dir: Path | None, period: str | None, top: int, as_json:
     def share(x) -> str:
         return "" if x is None else f"{x:.0%}"
 
-    click.echo(f"period {chosen.name} ({chosen.start} to {chosen.end - timedelta(days=1)}), money in {currency}")
+    click.echo(f"period {chosen.name} ({chosen.start} to {chosen.end - timedelta(days=1)}), money in {currency}"
+               + (" (revenue in its invoice currency where a tier row names another)"
+                  if any(c != currency for c in tiers["currency"].to_list()) else ""))
+    if unbilled:
+        console.print(f"[yellow]note:[/yellow] no bill yet for {len(unbilled)} day(s) with usage ({unbilled[0]}"
+                      + (f" to {unbilled[-1]}" if len(unbilled) > 1 else "") + "): their revenue stands against "
+                      "no cost, so margins read high")
     table = Table(title="per tier", box=box.SIMPLE_HEAD)
-    for title in ("tier", "tenants", "cost", "revenue", "margin", "margin %", "below cost"):
-        table.add_column(title, justify="left" if title == "tier" else "right")
+    for title in ("tier", "invoiced in", "tenants", "cost", "revenue", "margin", "margin %", "below cost"):
+        table.add_column(title, justify="left" if title in ("tier", "invoiced in") else "right")
     for r in tiers.iter_rows(named=True):
-        table.add_row(str(r["tier"]), str(r["tenants"]), money(r["cost_micros"]), money(r["revenue_micros"]),
-                      money(r["margin_micros"]), share(r["margin"]), str(r["below_cost"]))
+        table.add_row(str(r["tier"]), str(r["currency"] or ""), str(r["tenants"]), money(r["cost_micros"]),
+                      money(r["revenue_micros"]), money(r["margin_micros"]), share(r["margin"]),
+                      "" if r["below_cost"] is None else str(r["below_cost"]))
     _print_whole(table)
     table = Table(title=f"the {min(top, tenants.height)} tenant(s) that cost most", box=box.SIMPLE_HEAD)
     for title in ("tenant", "tier", "cost", "revenue", "margin", "margin %", "min confidence"):

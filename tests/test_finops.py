@@ -964,6 +964,22 @@ def test_a_period_no_calendar_holds_is_a_usage_error_not_a_traceback(text, reaso
     assert reason in res.output and "Traceback" not in res.output
 
 
+def test_a_tier_invoiced_in_two_currencies_is_not_summed_across_them():
+    from ops_platform.finops.report import tier_margins
+
+    tenants = pl.DataFrame({
+        "tenant_id": ["a", "b", "c", "d"], "tier": ["free", "free", "pro", "pro"], "cost_micros": [5, 7, 10, 3],
+        "revenue_micros": [None, 100, 20, 30], "margin_micros": [-5, None, 10, 27], "margin": [None, None, 0.5, 0.9],
+        "min_confidence": [1.0] * 4, "cost_currency": ["USD"] * 4, "invoice_currency": [None, "EUR", "USD", "USD"]})
+    rows = {(r["tier"], r["currency"]): r for r in tier_margins(tenants).iter_rows(named=True)}
+    assert set(rows) == {("free", "USD"), ("free", "EUR"), ("pro", "USD")}
+    euro = rows[("free", "EUR")]  # euros beside a dollar cost: no margin, rather than a margin of 0
+    assert euro["revenue_micros"] == 100 and euro["margin_micros"] is None and euro["margin"] is None
+    assert euro["below_cost"] is None
+    assert (rows[("free", "USD")]["margin_micros"], rows[("free", "USD")]["below_cost"]) == (-5, 1)  # no invoice
+    assert (rows[("pro", "USD")]["margin_micros"], rows[("pro", "USD")]["margin"]) == (37, 0.74)
+
+
 def test_finops_report_shows_cost_revenue_and_margin_per_tenant_and_tier(small_world):
     # Cost from the attribution, revenue at the rate card (the invoices' own pricing), their
     # difference; the tenants add up to the attributed bill and the tiers to the tenants.
@@ -988,13 +1004,27 @@ def test_finops_report_shows_cost_revenue_and_margin_per_tenant_and_tier(small_w
         assert r["margin_micros"] == r["revenue_micros"] - r["cost_micros"]
     assert tiers["tenants"].sum() == tenants.height and tiers["margin_micros"].sum() == tenants["margin_micros"].sum()
     assert tiers["below_cost"].sum() == (tenants["margin_micros"] < 0).sum()
-    text = CliRunner().invoke(main, ["finops", "report", "--world", str(small_world), "--top", "3",
-                                     "--period", out["period"]]).output
+    shown = CliRunner().invoke(main, ["finops", "report", "--world", str(small_world), "--top", "3",
+                                      "--period", out["period"]])
+    assert shown.exit_code == 0, shown.output
+    text = shown.output
     losing = int((tenants["margin_micros"] < 0).sum())
     assert f"{losing} of {tenants.height} tenant(s) cost more than they pay" in text, text
     assert "the 3 tenant(s) that cost most" in text and tenants["tenant_id"][0] in text
-    bad = CliRunner().invoke(main, ["finops", "report", "--world", str(small_world), "--period", "2026-13"])
-    assert bad.exit_code == 1 and "month must be 01-12" in bad.output, bad.output
+    # By default the days the bill covers: usage past them has no cost yet to set against.
+    from ops_platform.finops.attribution import billed_days
+
+    covered = billed_days(result.attribution.day)
+    assert out["last_day"] == str(covered.max()) and out["unbilled_days"] == []
+    beyond = result.usage.filter(pl.col("utc_date") > covered.max())["utc_date"].unique().sort()
+    assert beyond.len()  # the world's last usage day has no bill yet
+    later = f"{beyond[0]}..{beyond[-1] + timedelta(days=1)}"
+    res = CliRunner().invoke(main, ["finops", "report", "--world", str(small_world), "--period", later])
+    assert res.exit_code == 0 and f"no bill yet for {beyond.len()} day(s) with usage ({beyond[0]}" in res.output, \
+        res.output
+    for bad, said in (("2026-13", "month must be 01-12"), ("2026-02-30..2026-03-01", "not a day of the calendar")):
+        res = CliRunner().invoke(main, ["finops", "report", "--world", str(small_world), "--period", bad])
+        assert res.exit_code == 2 and said in res.output, res.output  # a usage error, as invoices export says it
     empty = CliRunner().invoke(main, ["finops", "report", "--world", str(small_world), "--period", "2031-01"])
     assert empty.exit_code == 1 and f"no cost and no usage in 2031-01: the books hold usage from {out['first_day']}" \
         in empty.output, empty.output

@@ -59,6 +59,8 @@ def parse_period(text: str) -> Period:
     """``2026-03`` (a calendar month, the default kind) or ``2026-03-01..2026-03-15`` (end exclusive)."""
     if m := re.fullmatch(r"(\d{4})-(\d{2})", text):
         year, month = int(m[1]), int(m[2])
+        if year < 1:
+            raise ValueError(f"period {text!r}: there is no year 0000")
         if not 1 <= month <= 12:
             raise ValueError(f"period {text!r}: month must be 01-12")
         if year == 9999 and month == 12:  # its exclusive end, 10000-01-01, is no date
@@ -66,7 +68,10 @@ def parse_period(text: str) -> Period:
         return Period(text, date(year, month, 1),
                       date(year, month, calendar.monthrange(year, month)[1]) + timedelta(days=1))
     if m := re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", text):
-        start, end = date.fromisoformat(m[1]), date.fromisoformat(m[2])
+        try:
+            start, end = date.fromisoformat(m[1]), date.fromisoformat(m[2])
+        except ValueError as exc:  # 2026-02-30, a month 13, year 0000
+            raise ValueError(f"period {text!r}: {exc}: not a day of the calendar") from None
         if end <= start:
             raise ValueError(f"period {text!r}: the end must be after the start")
         return Period(text, start, end)

@@ -8,11 +8,11 @@ and tiers cost more than they pay, with the attribution's lowest confidence on t
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import polars as pl
 
-from .attribution import UNALLOCATED
+from .attribution import UNALLOCATED, billed_days
 from .invoices import Period, build_invoices, minor_units
 from .pipeline import FinOpsInputs, FinOpsRun, bill_currencies
 
@@ -24,6 +24,25 @@ def usage_period(usage: pl.DataFrame) -> Period:
     start, last = usage["utc_date"].min(), usage["utc_date"].max()
     end = last + timedelta(days=1)
     return Period(f"{start}..{end}", start, end)
+
+
+def billed_period(result: FinOpsRun) -> Period:
+    """The days from the first usage or bill to the last day the bill covers (end exclusive):
+    the default report. Usage past the bill's last day has no cost yet to set against its
+    revenue, and would read as pure margin. Without any bill, every usage day."""
+    billed = billed_days(result.attribution.day)
+    held = usage_period(result.usage)
+    if not billed.len():
+        return held
+    start, end = min(held.start, billed.min()), billed.max() + timedelta(days=1)
+    return Period(f"{start}..{end}", start, end)
+
+
+def unbilled_in(result: FinOpsRun, period: Period) -> list[date]:
+    """The days of ``period`` with usage the bill does not cover: revenue with no cost beside it."""
+    billed = billed_days(result.attribution.day).implode()
+    used = result.usage.filter(period.covers() & ~pl.col("utc_date").is_in(billed))
+    return sorted(used["utc_date"].unique().to_list())
 
 
 def tenant_margins(inputs: FinOpsInputs, result: FinOpsRun, period: Period) -> pl.DataFrame:
@@ -61,10 +80,18 @@ def tenant_margins(inputs: FinOpsInputs, result: FinOpsRun, period: Period) -> p
 
 
 def tier_margins(tenants: pl.DataFrame) -> pl.DataFrame:
-    """``tenant_margins`` summed per tier: tenants, cost, revenue, margin, how many lose money."""
-    return (tenants.group_by("tier")
+    """``tenant_margins`` summed per tier and invoice currency (a tenant without an invoice
+    counts in the bill's): tenants, cost (the bill's currency), revenue (``currency``),
+    margin and how many lose money. Revenue in another currency than the bill's is no sum
+    with its cost: margin, margin share and below_cost are then null."""
+    same = pl.col("currency").eq_missing(pl.col("cost_currency"))
+    return (tenants.with_columns(pl.coalesce("invoice_currency", "cost_currency").alias("currency"))
+            .group_by("tier", "currency")
             .agg(pl.len().alias("tenants"), pl.col("cost_micros").sum(), pl.col("revenue_micros").sum(),
-                 pl.col("margin_micros").sum(), (pl.col("margin_micros") < 0).sum().alias("below_cost"))
+                 pl.col("margin_micros").sum(), (pl.col("margin_micros") < 0).sum().alias("below_cost"),
+                 pl.col("cost_currency").first())
+            .with_columns(pl.when(same).then(pl.col(c)).alias(c) for c in ("margin_micros", "below_cost"))
             .with_columns(pl.when(pl.col("revenue_micros") > 0)
                           .then(pl.col("margin_micros") / pl.col("revenue_micros")).alias("margin"))
-            .sort("cost_micros", descending=True))
+            .drop("cost_currency")
+            .sort(["cost_micros", "tier", "currency"], descending=[True, False, False]))
