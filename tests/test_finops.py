@@ -206,6 +206,21 @@ def _bill(rows):
                         schema_overrides={"EffectiveCost": pl.Decimal(18, 6)})
 
 
+def test_the_reconciliation_sums_metered_quantities_exactly():
+    from decimal import Decimal
+
+    from ops_platform.finops.usage import QUANTITY
+
+    bill = _bill([("3.000000", {"service": "api", "pool": "serving"})])
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)] * 3, "tenant_id": ["a", "b", "c"], "meter": ["api_calls"] * 3,
+                          "quantity": [Decimal("0.1"), Decimal("0.2"), Decimal("14765405.244")], "events": [1, 1, 1],
+                          "final": [True] * 3}, schema_overrides={"quantity": QUANTITY})
+    recon = attribute(bill, usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]})).reconciliation.row(
+        0, named=True)
+    assert recon["quantity"] == Decimal("14765405.544000")  # as usage_daily holds it, no float's last digits
+    assert recon["unit_cost_usd"] == 3.0 / 14765405.544
+
+
 def test_attribution_rules_and_unallocated_cost_is_reported_not_dropped():
     bill = _bill([("1.000001", {"tenant": "a"}), ("3.000000", {"service": "api", "pool": "serving"}),
                   ("1.000000", {"service": "api", "pool": "warm"}), ("0.500000", {"service": "platform"}),

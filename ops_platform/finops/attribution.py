@@ -275,17 +275,18 @@ def _reconcile(lines: pl.DataFrame, usage: pl.DataFrame, meter_of: pl.DataFrame,
                  micros.filter(pl.col("kind") == "idle").sum().alias("idle_micros"),
                  micros.filter(pl.col("kind") == "direct").sum().alias("direct_micros"),
                  micros.sum().alias("total_micros")))
-    metered = usage.group_by("utc_date", "meter").agg(pl.col("quantity").cast(pl.Float64).sum())
+    # Summed as the usage is held (exact decimals): a float sum shows 14765405.243999999 for .244.
+    metered = usage.group_by("utc_date", "meter").agg(pl.col("quantity").sum())
     unexplained = left.group_by("utc_date", "service").agg(micros.sum().alias("unexplained_micros"))
 
     def per_unit(column: str) -> pl.Expr:
-        return pl.when(pl.col("quantity") > 0).then(pl.col(column) / 1e6 / pl.col("quantity")).otherwise(None)
+        return pl.when(pl.col("quantity") > 0).then(pl.col(column) / 1e6 / pl.col("quantity").cast(pl.Float64)).otherwise(None)
 
     return (cost.join(meter_of, on="service", how="left")
             .join(metered, on=["utc_date", "meter"], how="left")
             .join(unexplained, on=["utc_date", "service"], how="left", nulls_equal=True)  # untagged rows too
             # A service no meter drives has no quantity (null, not 0: nothing was measured).
-            .with_columns(pl.when(pl.col("meter").is_not_null()).then(pl.col("quantity").fill_null(0.0)).alias("quantity"),
+            .with_columns(pl.when(pl.col("meter").is_not_null()).then(pl.col("quantity").fill_null(0)).alias("quantity"),
                           pl.col("unexplained_micros").fill_null(0))
             .with_columns(per_unit("cost_micros").alias("unit_cost_usd"),
                           per_unit("total_micros").alias("loaded_unit_cost_usd"))
