@@ -313,3 +313,23 @@ def test_a_backtest_table_with_a_corrupt_file_names_the_file(tmp_path, small_wor
     victim.write_bytes(victim.read_bytes()[:200])
     with pytest.raises(ValueError, match=re.escape(str(victim))):
         read_world_table(tmp_path, "request_counters")
+
+
+def test_a_day_without_files_written_first_leaves_a_typed_table_for_the_days_after(tmp_path, small_world):
+    # A new warehouse whose first write of a table is a day with no landing file: the table
+    # gets the accepted rows' schema (times as times), so the next day's rows load and read.
+    world = _copy_world(small_world, tmp_path)
+    for key in KEYS[:2]:  # the first day's files, and the next day's (which may hold its late samples)
+        shutil.rmtree(world / "landing" / "lag_samples" / f"dt={key}")
+    reader, wh = LandingZoneReader(world / "landing"), Warehouse(tmp_path / "wh.duckdb")
+    for key in (KEYS[0], KEYS[2]):
+        res = ingest_partition(CONTRACTS["lag_samples"], reader, SPACE, key)
+        wh.replace_partition("lag_samples", key, res.accepted, res.quarantine)
+        assert (res.accepted.height == 0) == (key == KEYS[0])
+    start, end = partition_bounds(KEYS[2], SPACE.tz)
+    rows = wh.query("SELECT count(*) AS n FROM raw.lag_samples WHERE ts >= ? AND ts < ? AND partition_key = ?",
+                    [start, end, KEYS[2]])["n"][0]
+    assert rows > 0
+    types = dict(wh.query("SELECT column_name, data_type FROM information_schema.columns "
+                          "WHERE table_schema = 'raw' AND table_name = 'lag_samples'").rows())
+    assert types["ts"] == "TIMESTAMP WITH TIME ZONE" and types["lag_seconds"] == "DOUBLE" and "_source_row" in types

@@ -8,7 +8,7 @@ from datetime import date
 import polars as pl
 
 from ..contracts.ge_suite import ExpectationOutcome, validate_rows, validate_table
-from ..contracts.model import Contract
+from ..contracts.model import POLARS_TYPES, Contract
 from .landing import SourceReader
 from .normalize import SCHEMA_PREFIX, column_where, normalize_batch
 from .partitioning import PartitionSpace
@@ -71,7 +71,10 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         schema_errors += errors
     data = pl.concat(frames, how="vertical") if frames else None
     if data is None:
-        empty = pl.DataFrame(schema={c.name: pl.String for c in contract.columns})
+        # The accepted rows' own schema, no rows: a first write creates the table from it, and
+        # a day without files must not create one of untyped strings for every later day.
+        empty = pl.DataFrame(schema={**{c.name: POLARS_TYPES[c.dtype] for c in contract.columns},
+                                     "partition_key": pl.String, "_source_file": pl.String, "_source_row": pl.Int64})
         return IngestResult(contract.table, partition_key, empty,
                             pl.DataFrame(unreadable, schema=QUARANTINE_SCHEMA), files, 0, 0,
                             schema_errors + [u["reason"] for u in unreadable])
