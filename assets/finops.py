@@ -27,8 +27,11 @@ _RAW = ("billing_focus", "usage_events", "services", "tenants", "price_list")
     ],
     description="Per-tenant daily cost (direct, serving, idle, overhead; warehouse finops.tenant_day), the "
                 "daily reconciliation of metering against infrastructure cost (finops.reconciliation), the "
-                "day totals and confidence (finops.day), daily usage with late corrections, and cost "
-                "anomalies from both detectors (finops.anomalies).",
+                "day totals and confidence (finops.day), each tenant's lines per service "
+                "(finops.tenant_service_day), daily usage with late corrections (finops.usage_daily, "
+                "finops.usage_corrections), the billing rows counted after a documented repair (finops.repairs), "
+                "the raw rows the books were computed from (finops.inputs), and cost anomalies from both "
+                "detectors (finops.anomalies).",
 )
 def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     wh = warehouse.get()

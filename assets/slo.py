@@ -1,7 +1,7 @@
 """SLO burn series, budgets and per-tier checks, one day partition at a time."""
 
 import math
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 import polars as pl
@@ -10,7 +10,7 @@ from assets import check_spec, score_metadata
 from ops_platform.paths import SLO_DIR
 from ops_platform.slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
 from ops_platform.slo.burn import window_name
-from ops_platform.slo.daily import compute_day, empty_sources, lookback
+from ops_platform.slo.daily import compute_day, empty_sources, history_start, lookback
 from ops_platform.slo.spec import SOURCE_TABLES, calendar_zone_notes, load_slos
 from ops_platform.timezones import partition_bounds
 from resources import DUCKDB_POOL
@@ -43,7 +43,7 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
     zone_notes = calendar_zone_notes(slos, partitions_def.timezone)
     specs = [check_spec(check_name(s.name, t.name), BURN_KEY,
                         f"{s.display_name}: {t.name} burn ({t.burn_rate:g}x over {window_name(t.long_window)} and "
-                        f"{window_name(t.short_window)}) -> ramps {t.ramp_action}", partitions_def)
+                        f"{window_name(t.short_window)}) -> {_acts(s, t)}", partitions_def)
              for s in slos for t in s.tiers]
     # The longest burn window decides how many earlier days each day reads.
     lookback_days = math.ceil(lookback(slos) / timedelta(days=1))
@@ -57,8 +57,10 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         deps=[dg.AssetDep(dg.AssetKey(["raw", t]), partition_mapping=mapping) for t in SOURCE_TABLES],
         description="Per-minute SLI events, multi-window burn rates (5m..3d) and tier states per "
                     "SLO x service x cohort x build (warehouse slo.burn_minutes) and per SLO as a "
-                    "whole (slo.burn_service), and each day's error budget use (slo.budget_daily). "
-                    "One check per SLO and burn tier, judged on the SLO as a whole.",
+                    "whole (slo.burn_service), each day's error budget use (slo.budget_daily) and the budget "
+                    "left over each SLO's window (slo.budget_remaining; a day stored out of order rewrites the "
+                    "later days'). One check per SLO and burn tier, judged on the SLO as a whole once the "
+                    "tier's long window lies whole in the ingested history.",
     )
     def slo_burn(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sli: SLISourceResource):
         wh = warehouse.get()
@@ -67,7 +69,11 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         since = start - timedelta(days=lookback_days)
         prom = sli.prometheus()
         # With Prometheus configured, the request series come from its HTTP API instead.
-        frames = {t: _read(wh, t, since, end, buckets) for t in (SOURCE_TABLES if prom is None else ("lag_samples",))}
+        stored = SOURCE_TABLES if prom is None else ("lag_samples",)
+        first = (date.fromisoformat(key) - timedelta(days=lookback_days)).isoformat()
+        earlier = [k for k in partitions_def.get_partition_keys() if first <= k < key]
+        gaps = _days_not_stored(wh, stored, earlier, key)
+        frames = {t: _read(wh, t, since, end, buckets) for t in stored}
         if prom is not None:
             frames["request_counters"] = prom.request_counters(since, end)
             lat = prom.latency_buckets(since, end)
@@ -78,15 +84,26 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
             where = f"Prometheus at {sli.prometheus_url}" if prom is not None else "the warehouse's raw tables"
             raise dg.Failure(description=f"no SLI data for {key} in {where}: {'; '.join(missing)}. A day without "
                                          "data is not a healthy day: is the source right, and was the day ingested?")
+        # Days of the burn windows not ingested yet (a backfill out of order): a window that
+        # reaches into them is not whole, so a tier is judged only once it lies after them,
+        # as at the start of the history, rather than passing on part of its evidence.
+        history = history_start(*frames.values())
+        if gaps:
+            after_gap = partition_bounds(gaps[-1], partitions_def.timezone)[1]
+            history = max(history, after_gap) if history else after_gap
+            context.log.warning(f"slo burn {key}: its burn windows reach into day(s) not ingested yet "
+                                f"({', '.join(gaps)}); tiers whose windows reach into them are not judged. "
+                                "Materialize this day again once they are.")
         day = compute_day(slos, start, end, counters=frames["request_counters"],
-                          latency=frames["latency_buckets"], lag=frames["lag_samples"])
+                          latency=frames["latency_buckets"], lag=frames["lag_samples"], since=history)
         day_of = date.fromisoformat(key)
         budget = day.budget.with_columns(pl.lit(key).alias("partition_key"), pl.lit(day_of).alias("day"))
         wh.replace_partition_tables("slo", key, {
             "burn_minutes": day.minutes.with_columns(pl.lit(key).alias("partition_key")),
             "burn_service": day.service.with_columns(pl.lit(key).alias("partition_key")),
             "budget_daily": budget})
-        metadata: dict = {"dagster/row_count": day.minutes.height}
+        metadata: dict = {"dagster/row_count": day.minutes.height,
+                          "lookback_days_not_ingested": dg.MetadataValue.json(gaps)}
         for note in zone_notes:
             context.log.warning(note)
         if zone_notes:
@@ -114,8 +131,9 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
             yield dg.AssetCheckResult(
                 check_name=check_name(t.slo, t.tier), passed=t.passed,
                 severity=dg.AssetCheckSeverity.ERROR if t.severity == "critical" else dg.AssetCheckSeverity.WARN,
-                description=_check_description(t),
+                description=_check_description(t, gaps, end),
                 metadata={"partition": key, "firing_minutes": t.firing_minutes, "first_firing": t.first_firing or "",
+                          "judged_from": t.judged_from or start.isoformat(),
                           "groups_firing": dg.MetadataValue.json(t.groups_firing[:50]),
                           "groups_first_firing": dg.MetadataValue.json(
                               {g: t.groups_first[g] for g in t.groups_firing[:50]}),
@@ -128,17 +146,53 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
     return [slo_burn]
 
 
-def _check_description(t) -> str:
+def _acts(slo, tier) -> str:
+    """What the ramp controller does on a failed check of the tier (ramp/controller.py): a
+    ramping build's burn acts on its flag, any other burn (a lag names no build) on every ramp."""
+    words = {"freeze": "freeze every ramp", "pause": "pause its ramp", "rollback": "roll its ramp back",
+             "ticket": "a ticket"}
+    platform = words.get(tier.platform_action, tier.platform_action)
+    if slo.source[0] == "lag_samples":
+        return f"{platform} (a lag names no build)"
+    return f"a ramping build: {words.get(tier.ramp_action, tier.ramp_action)}; other builds: {platform}"
+
+
+def _check_description(t, gaps: list[str] = (), end: datetime | None = None) -> str:
     """What decided a tier's check: the SLO as a whole; groups burning on their own, which the
-    ramp controller acts on, are named beside a pass so it does not read as all clear."""
+    ramp controller acts on, are named beside a pass so it does not read as all clear; and
+    the part of the day the tier could not judge (its long window not yet whole), so a pass
+    there does not read as evidence."""
     if not t.passed:
         return (f"{t.firing_minutes} minute(s) burning over {t.burn_rate:g}x on both {t.long_window} "
                 f"and {t.short_window}")
+    said = "not burning"
     if t.groups_firing:
         shown = ", ".join(t.groups_firing[:3]) + (", ..." if len(t.groups_firing) > 3 else "")
-        return (f"not burning as a whole; {len(t.groups_firing)} group(s) burning on their own over "
+        said = (f"not burning as a whole; {len(t.groups_firing)} group(s) burning on their own over "
                 f"{t.burn_rate:g}x: {shown}")
-    return "not burning"
+    if t.judged_from:
+        where = (f"reaches into day(s) not ingested yet ({', '.join(gaps)}): materialize this day again once they are"
+                 if gaps else "reaches before the SLI history starts")
+        said = (f"not judged before {t.judged_from} (its {t.long_window} window {where}); "
+                f"{said} after" if end is None or datetime.fromisoformat(t.judged_from) < end else
+                f"not judged this day: its {t.long_window} window {where}")
+    return said
+
+
+def _days_not_stored(wh, tables: tuple[str, ...], days: list[str], key: str) -> list[str]:
+    """The `days` (partition keys) some of `tables` holds no row of, sorted. A table not in
+    the warehouse at all is a failure naming the job that loads it."""
+    import duckdb
+
+    missing: set[str] = set()
+    for table in tables:
+        try:
+            held = set(wh.query(f"SELECT DISTINCT partition_key FROM raw.{table}")["partition_key"].to_list())
+        except (duckdb.CatalogException, duckdb.IOException):
+            raise dg.Failure(description=f"raw.{table} is not in the warehouse {wh.path} yet: run the ingest_daily "
+                                         f"job for {key} (it loads the raw tables before the burn)") from None
+        missing |= {d for d in days if d not in held}
+    return sorted(missing)
 
 
 def _budget_rows(wh, slos, day: date) -> dict[date, pl.DataFrame]:

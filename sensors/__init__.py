@@ -78,5 +78,7 @@ def _static_raw() -> dg.AssetSelection:
 
 def build_schedules(jobs: list) -> list:
     daily = next(j for j in jobs if j.name == DAILY_JOB)
-    return [dg.build_schedule_from_partitioned_job(daily, hour_of_day=2, minute_of_hour=15,
-                                                   name="ingest_daily_schedule")]
+    return [dg.build_schedule_from_partitioned_job(
+        daily, hour_of_day=2, minute_of_hour=15, name="ingest_daily_schedule",
+        description="Each night at 02:15 (the partitions' time zone), ingest_daily for the day before: its raw "
+                    "sources, SLO burn series and ramp verdicts.")]

@@ -49,7 +49,8 @@ def _ramps(warehouse: WarehouseResource) -> list[Ramp]:
 # In the DuckDB pool, like the assets that write the warehouse it reads (a reader beside a
 # writer fails on the file lock), and retried; a run that fails all the same gets its
 # signals sent again by the sensor's next tick.
-@dg.op(description="Turn failed burn checks into guarded pause/rollback/freeze actions on release flags.",
+@dg.op(description="Turn failed burn checks and ramp verdicts into guarded pause/rollback/freeze actions on "
+                   "release flags.",
        pool=DUCKDB_POOL, retry_policy=dg.RetryPolicy(max_retries=3, delay=10))
 def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerConfig, control: ControlStoreResource,
                        signer: SignerResource, guard: GuardResource, flags: FlagsResource,
@@ -194,7 +195,7 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
                 "evidence": v.get("reason", "")}))
     if not signals:
         context.update_cursor(json.dumps({"seen": seen, "attempt": attempt}, sort_keys=True))
-        return dg.SkipReason("no new failed burn checks")
+        return dg.SkipReason("no new failed burn checks or ramp verdicts")
     newest = max(i for _, _, i in entries)
     run_key = f"burn-{newest}-{len(entries)}" + (f"-retry{attempt}" if attempt else "")
     context.update_cursor(json.dumps({"seen": seen, "attempt": attempt,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 import pytest
 
 from ops_platform.definitions import build_definitions
+from ops_platform.timezones import partition_bounds
 from ops_platform.warehouse import Warehouse
 from sensors import CATALOG_JOB, DAILY_JOB, DBT_JOB
 from sensors.runner import QUIET, run_everything
@@ -45,6 +47,17 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     burn_checks = [e for e in day.get_asset_check_evaluations() if e.asset_key.to_user_string() == "slo/burn"]
     assert len(burn_checks) == 15  # five SLOs x three tiers, each with the numbers that decided it
     assert all("firing_minutes" in e.metadata for e in burn_checks)
+    # The day ran before the three it reads back (a backfill out of order): a tier is judged
+    # only once its long window lies after them, and its check says so rather than "not burning".
+    burn_meta = day.asset_materializations_for_node("slo__burn")[0].metadata
+    assert burn_meta["lookback_days_not_ingested"].value == ["2026-03-06", "2026-03-07"]
+    by_name = {e.check_name: e for e in burn_checks}
+    slow, fast = by_name["api_availability__slow"], by_name["api_availability__fast"]
+    assert slow.passed and slow.description.startswith("not judged this day: its 3d window reaches into day(s) "
+                                                       "not ingested yet (2026-03-06, 2026-03-07)")
+    start = partition_bounds("2026-03-08", "America/Denver")[0]
+    assert fast.metadata["judged_from"].value == (start + timedelta(minutes=59)).isoformat()
+    assert fast.description.startswith("not judged before") or not fast.passed
     # Each check is recorded against its day, as the asset is, for partitioned assets.
     for key, name in ((dg.AssetKey(["slo", "burn"]), burn_checks[0].check_name),
                       (dg.AssetKey(["raw", "usage_events"]), "contract"), (dg.AssetKey(["ramp", "verdicts"]),

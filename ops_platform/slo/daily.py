@@ -53,6 +53,9 @@ class TierEvaluation:
     max_burn_short: float | None
     ramp_action: str
     platform_action: str
+    # The first minute the tier is judged, when after the day's start: until its long window
+    # lies whole inside the history, it neither fires nor passes on evidence (None: all day).
+    judged_from: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -134,7 +137,8 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
             tiers.append(TierEvaluation(
                 slo.name, t.name, t.severity, t.burn_rate, lw, sw, firing.height, sorted(first),
                 firing["ts"].min().isoformat() if firing.height else None, first,  # as the groups' minutes
-                _max(whole, f"burn_{lw}"), _max(whole, f"burn_{sw}"), t.ramp_action, t.platform_action))
+                _max(whole, f"burn_{lw}"), _max(whole, f"burn_{sw}"), t.ramp_action, t.platform_action,
+                _judged_from(since, t.long_window, start)))
     cols = ["ts", "slo", *GROUP, "bad", "total"]
     cols += [f"{k}_{window_name(w)}" for w in windows for k in ("error_ratio", "burn")]
     cols += [f"firing_{n}" for n in names]
@@ -154,6 +158,14 @@ def _day(burn: pl.DataFrame, start: datetime, end: datetime, slo: SLO, tier_name
         if f"firing_{name}" not in day.columns:
             day = day.with_columns(pl.lit(False).alias(f"firing_{name}"))
     return day.with_columns(pl.lit(slo.name).alias("slo"))
+
+
+def _judged_from(since: datetime | None, long_window: timedelta, start: datetime) -> str | None:
+    """The first minute of the day a tier is judged (as ``judged`` clears it), when after the start."""
+    if since is None:
+        return None
+    first = since + long_window - timedelta(minutes=1)
+    return first.isoformat() if first > start else None
 
 
 def _max(frame: pl.DataFrame, col: str) -> float | None:
