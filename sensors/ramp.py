@@ -84,17 +84,19 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         return {json.loads(e["payload"]).get("reason") for e in store.events(flag, kind="override_wins")}
 
     history: dict[str, tuple[str, datetime]] = {}
+    completed: dict[str, datetime] = {}  # action id -> when it was done
     for e in store.events(kind="action_completed", actor=CONTROLLER_ACTOR):  # the controller's own, oldest first
         payload = json.loads(e["payload"])
         key = history_key(payload["action"], e["target_id"], (payload.get("params") or {}).get("build_id") or "")
         history[key] = (payload["action"], datetime.fromisoformat(e["ts"]))
+        completed.setdefault(e["action_id"], datetime.fromisoformat(e["ts"]))
 
     outcomes: dict[str, int] = {}
     release_flags = FlagFile.load(ex.path, lenient=True).release_flags
     # The newest day of burn evidence: a freeze on a much older day (a backfill) freezes nothing.
     newest = max(context.instance.get_materialized_partitions(BURN_KEY), default=None)
     for decision in plan(signals, _ramps(warehouse), override, since_overrides(history, last_override), utcnow(),
-                         release_flags, last_override, newest):
+                         release_flags, last_override, newest, completed.get):
         if decision.request is None:
             context.log.info(f"no action: {decision.note}")
             flag = decision.overridden

@@ -213,6 +213,13 @@ def test_no_flapping_only_escalations_and_one_freeze_per_cooldown():
     assert held.request is None and "cool-down" in held.note
     (again,) = plan([stable], RAMPS, lambda f: None, frozen.get, now + COOLDOWN)
     assert again.request is not None and again.request.action == "freeze"
+    # The same freeze, done already on this evidence: a note, not a request answered with its
+    # old outcome, and the next signal's cool-down counts from when it was done, not from now.
+    done = {again.request.action_id: now - COOLDOWN / 2}
+    other = _signal(tier="medium", groups=("api/general/api-101",))
+    replayed, later = plan([stable, other], RAMPS, lambda f: None, {}.get, now + COOLDOWN, done=done.get)
+    assert replayed.request is None and "done already" in replayed.note
+    assert later.request is not None and later.request.action == "freeze"  # 1.5 cool-downs after the first
 
 
 def test_an_override_winning_is_in_the_flags_timeline_once(state):

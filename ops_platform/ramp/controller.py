@@ -115,7 +115,8 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
          active_override: Callable[[str], str | None], last_action: LastAction | None = None,
          now: datetime | None = None, release_flags: Sequence[str] = (),
          last_override: Callable[[str], datetime | None] = lambda flag: None,
-         newest_partition: str | None = None) -> list[Decision]:
+         newest_partition: str | None = None,
+         done: Callable[[str], datetime | None] = lambda action_id: None) -> list[Decision]:
     """Guarded requests (and notes on what was skipped) for a batch of burn signals.
 
     ``last_action(history_key)`` gives the controller's last completed action there (see
@@ -124,7 +125,9 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
     override wins there too). ``last_override(flag)`` dates the flag's latest override: an
     action after it is a new action, with a key of its own. ``newest_partition``: the newest
     day of burn evidence evaluated; a freeze on evidence ``FREEZE_EVIDENCE_DAYS`` older is
-    noted, not requested.
+    noted, not requested. ``done(action_id)``: when that action was completed, if it was: the
+    same request again is a note (it would only be answered with its old outcome), and the
+    cool-down counts from that time, not from now.
     """
     by_build = {r.build_id: r for r in ramps}
     out: list[Decision] = []
@@ -166,20 +169,25 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
             if wait:
                 out.append(Decision(None, wait))
                 continue
-            if now is not None:
-                planned[hkey] = (action, now)
             exempt = sorted(f for f in release_flags if active_override(f)) if action == "freeze" else []
             rationale = (f"{sig.slo} {sig.tier} burn on {group} "
                          f"(first {sig.first_firing or '?'}, partition {sig.partition})"
                          + (f": {sig.evidence}" if sig.evidence else "")
                          + (f"; not frozen, an override wins: {', '.join(exempt)}" if exempt else ""))
-            out.append(Decision(ActionRequest(
+            request = ActionRequest(
                 actor=CONTROLLER_ACTOR, roles=CONTROLLER_ROLES, action=action,
                 target_kind="flag", target_id=target if target != "*" else FREEZE_TARGET,
                 rationale=rationale, idempotency_key=_key(key),
                 params={"slo": sig.slo, "tier": sig.tier, "build_id": build or None, "cohort": cohort or None,
-                        **({"exempt": exempt} if exempt else {})}),
-                rationale))
+                        **({"exempt": exempt} if exempt else {})})
+            if (when := done(request.action_id)) is not None:
+                planned[hkey] = (action, when)
+                out.append(Decision(None, f"{action} {request.target_id}: done already at {when:%Y-%m-%d %H:%M} "
+                                          f"on this evidence ({rationale})"))
+                continue
+            if now is not None:
+                planned[hkey] = (action, now)
+            out.append(Decision(request, rationale))
     return out
 
 
