@@ -20,3 +20,10 @@ def check_spec(name: str, asset: dg.AssetKey, description: str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.AssetCheckSpec(name, asset=asset, description=description, partitions_def=partitions_def)
+
+
+def require_tables(wh, names: list[str], run: str) -> None:
+    """Fail the materialization, naming what to run first, when the warehouse lacks one of
+    ``names`` ("schema.table"): a raw DuckDB catalog error says neither."""
+    if missing := wh.missing_tables(names):
+        raise dg.Failure(description=f"{', '.join(missing)} not in the warehouse {wh.path} yet: {run} first")

@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from assets import require_tables
 from ops_platform.finops.attribution import CONFIDENCE_TARGET, UNALLOCATED
 from ops_platform.finops.pipeline import FinOpsInputs, run, write_tables
 from resources import DUCKDB_POOL
@@ -35,6 +36,8 @@ _RAW = ("billing_focus", "usage_events", "services", "tenants", "price_list")
 )
 def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     wh = warehouse.get()
+    require_tables(wh, [f"raw.{t}" for t in (*_RAW, "quarantine")],
+                   "run ingest_catalog and ingest_daily (for the days to attribute)")
     inputs = FinOpsInputs.from_warehouse(wh)
     result = run(inputs)
     att = result.attribution

@@ -4,7 +4,7 @@ that scores them against the world's truth."""
 import dagster as dg
 import polars as pl
 
-from assets import check_spec, score_metadata
+from assets import check_spec, require_tables, score_metadata
 from ops_platform.ramp.backtest import run_backtest
 from ops_platform.ramp.verdicts import decided_since, ramps_from_steps, verdict_rows
 from ops_platform.timezones import partition_bounds
@@ -53,6 +53,8 @@ def build_ramp_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.A
     def ramp_verdicts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         wh = warehouse.get()
         key = context.partition_key
+        require_tables(wh, ["raw.ramp_steps", "raw.request_counters", "raw.latency_buckets"],
+                       f"run ingest_catalog (ramp steps) and ingest_daily for {key}")
         start, end = partition_bounds(key, partitions_def.timezone)
         # A ramp whose last step is still running is judged up to the end of the day.
         ramps = ramps_from_steps(wh.query("SELECT * FROM raw.ramp_steps WHERE started_at < ?", [end]), open_until=end)

@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from assets import check_spec, score_metadata
+from assets import check_spec, require_tables, score_metadata
 from ops_platform.paths import SLO_DIR
 from ops_platform.slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
 from ops_platform.slo.burn import window_name
@@ -182,15 +182,11 @@ def _check_description(t, gaps: list[str] = (), end: datetime | None = None) -> 
 def _days_not_stored(wh, tables: tuple[str, ...], days: list[str], key: str) -> list[str]:
     """The `days` (partition keys) some of `tables` holds no row of, sorted. A table not in
     the warehouse at all is a failure naming the job that loads it."""
-    import duckdb
-
+    require_tables(wh, [f"raw.{t}" for t in tables], f"run the ingest_daily job for {key} (it loads the raw "
+                                                     "tables before the burn)")
     missing: set[str] = set()
     for table in tables:
-        try:
-            held = set(wh.query(f"SELECT DISTINCT partition_key FROM raw.{table}")["partition_key"].to_list())
-        except (duckdb.CatalogException, duckdb.IOException):
-            raise dg.Failure(description=f"raw.{table} is not in the warehouse {wh.path} yet: run the ingest_daily "
-                                         f"job for {key} (it loads the raw tables before the burn)") from None
+        held = set(wh.query(f"SELECT DISTINCT partition_key FROM raw.{table}")["partition_key"].to_list())
         missing |= {d for d in days if d not in held}
     return sorted(missing)
 

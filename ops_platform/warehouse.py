@@ -86,6 +86,15 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
 
+    def missing_tables(self, names: list[str]) -> list[str]:
+        """Which of ``names`` ("schema.table") the warehouse does not hold: all of them when
+        there is no warehouse file yet."""
+        if not self.path.exists():
+            return list(names)
+        held = {f"{a}.{b}" for a, b in self.query(
+            "SELECT table_schema, table_name FROM information_schema.tables").rows()}
+        return [n for n in names if n not in held]
+
     def table_counts(self, schema: str | None = None) -> dict[str, int]:
         if not self.path.exists():
             return {}

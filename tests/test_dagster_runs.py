@@ -165,3 +165,15 @@ def test_a_failed_run_is_reported_with_its_reason():
     report.add("finops", failing.execute_in_process(raise_on_error=False))
     assert report.failed_runs == ["finops"]
     assert report.failure_reasons == {"finops": "ValueError: the bill mixes currencies (EUR, USD)"}
+
+
+def test_an_asset_materialized_before_its_raw_tables_fails_naming_the_job_to_run(state, instance):
+    defs = build_definitions(state)  # its assets come with their resources bound
+    for key, partition, said in ((["slo", "burn"], "2026-03-08", "run the ingest_daily job for 2026-03-08"),
+                                 (["ramp", "verdicts"], "2026-03-08", "run ingest_catalog (ramp steps) and ingest_daily"),
+                                 (["finops", "attribution"], None, "run ingest_catalog and ingest_daily")):
+        asset = defs.resolve_assets_def(dg.AssetKey(key))
+        res = dg.materialize([asset], partition_key=partition, instance=instance, raise_on_error=False)
+        failure = next(e for e in res.all_events if e.is_step_failure).step_failure_data.error
+        assert not res.success and "not in the warehouse" in failure.message and said in failure.message, failure.message
+        assert "CatalogException" not in failure.message and "IOException" not in failure.message
