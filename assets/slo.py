@@ -111,8 +111,12 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         rows = _budget_rows(wh, slos, day_of)
         wh.replace_partitions("slo", "budget_remaining", {
             d.isoformat(): frame.with_columns(pl.lit(d.isoformat()).alias("partition_key")) for d, frame in rows.items()})
-        if len(rows) > 1:
-            context.log.info(f"budget_remaining refreshed for {len(rows) - 1} later stored day(s) whose window holds {key}")
+        later = [d.isoformat() for d in rows if d != day_of]
+        metadata["budget_remaining_rewritten_for"] = dg.MetadataValue.json(later)
+        if later:  # their table rows are current; their plot points are what their own runs computed
+            context.log.warning(f"budget_remaining rewritten for {len(later)} later stored day(s) whose window "
+                                f"holds {key} ({later[0]}..{later[-1]}): the table and `slo status` have it; their "
+                                "plotted budget_remaining is refreshed when they are materialized again")
         remaining = rows[day_of]
         for slo in slos:
             left = remaining.filter(pl.col("slo") == slo.name)["budget_remaining"][0]

@@ -67,6 +67,7 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     slo_meta = day.asset_materializations_for_node("slo__burn")[0].metadata
     assert slo_meta["dagster/row_count"].value > 0
     assert slo_meta["budget_remaining/api-availability"].value <= 1.0
+    assert slo_meta["budget_remaining_rewritten_for"].value == []  # no later day stored yet
     left = wh.query("SELECT * FROM slo.budget_remaining ORDER BY slo")
     assert left.height == 5 and left["days_stored"].to_list() == [1] * 5
     daily = wh.query("SELECT slo, bad, total FROM slo.budget_daily ORDER BY slo")
