@@ -188,9 +188,12 @@ def _days_not_stored(wh, tables: tuple[str, ...], days: list[str], key: str) -> 
     the warehouse at all is a failure naming the job that loads it."""
     require_tables(wh, [f"raw.{t}" for t in tables], f"run the ingest_daily job for {key} (it loads the raw "
                                                      "tables before the burn)")
+    if not days:
+        return []
     missing: set[str] = set()
     for table in tables:
-        held = set(wh.query(f"SELECT DISTINCT partition_key FROM raw.{table}")["partition_key"].to_list())
+        held = set(wh.query(f"SELECT DISTINCT partition_key FROM raw.{table} WHERE partition_key BETWEEN ? AND ?",
+                            [min(days), max(days)])["partition_key"].to_list())
         missing |= {d for d in days if d not in held}
     return sorted(missing)
 
