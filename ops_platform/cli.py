@@ -1224,18 +1224,15 @@ def switchboard_log(flag: str, as_json: bool, url: str | None) -> None:
     if not flag.strip():
         raise click.UsageError("name a flag (e.g. release-api)")
     p = StatePaths.from_env()  # reading: nothing is created
-    store = store_to_read(p, url)
-    if store is None:
-        known = _release_flags(p)
-        if known is not None and flag not in known:
-            raise click.ClickException(f"no release flag {flag!r} (flags: {', '.join(known)})")
-        raise click.ClickException(f"no Switchboard events for {flag!r}: nothing was recorded yet "
-                                   f"(no control store at {shown_url(control_url(p))})")
-    own = store.events(flag)
+    store = store_to_read(p, url)  # None: nothing was recorded yet
+    own = store.events(flag) if store is not None else []
     if not own and flag != FREEZE_TARGET:  # a misspelt flag must not read as one that only saw freezes
         known = _release_flags(p)
         if known is not None and flag not in known:
             raise click.ClickException(f"no release flag {flag!r} (flags: {', '.join(known)})")
+    if store is None:
+        raise click.ClickException(f"no Switchboard events for {flag!r}: nothing was recorded yet "
+                                   f"(no control store at {shown_url(control_url(p))})")
     # A freeze holds every release flag but those it exempted (under an override): it is in
     # each one's timeline.
     freezes = [e for e in store.events(FREEZE_TARGET)

@@ -112,11 +112,14 @@ class FinOpsRun:
     # and the repair (raw.quarantine keeps each one's original record and reason).
     repairs: pl.DataFrame
 
-    def unbilled_days(self) -> list[date]:
-        """Final usage days with no billing at all: nothing attributed, no evidence, no confidence."""
-        final = self.usage.group_by("utc_date").agg(pl.col("final").all()).filter(pl.col("final"))
+    def unbilled_days(self, final_only: bool = True) -> list[date]:
+        """Final usage days (any usage day, without ``final_only``) with no billing at all:
+        nothing attributed, no evidence, no confidence."""
+        days = self.usage.group_by("utc_date").agg(pl.col("final").all())
+        if final_only:
+            days = days.filter(pl.col("final"))
         billed = billed_days(self.attribution.day).implode()
-        return sorted(final.filter(~pl.col("utc_date").is_in(billed))["utc_date"].to_list())
+        return sorted(days.filter(~pl.col("utc_date").is_in(billed))["utc_date"].to_list())
 
 
 def bill_currencies(billing: pl.DataFrame) -> list[str]:

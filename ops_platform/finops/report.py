@@ -40,9 +40,11 @@ def billed_period(result: FinOpsRun) -> Period:
 
 def unbilled_in(result: FinOpsRun, period: Period) -> list[date]:
     """The days of ``period`` with usage the bill does not cover: revenue with no cost beside it."""
-    billed = billed_days(result.attribution.day).implode()
-    used = result.usage.filter(period.covers() & ~pl.col("utc_date").is_in(billed))
-    return sorted(used["utc_date"].unique().to_list())
+    return [d for d in result.unbilled_days(final_only=False) if period.start <= d < period.end]
+
+
+# Margin as a share of revenue; none without revenue.
+_MARGIN_SHARE = pl.when(pl.col("revenue_micros") > 0).then(pl.col("margin_micros") / pl.col("revenue_micros"))
 
 
 def tenant_margins(inputs: FinOpsInputs, result: FinOpsRun, period: Period) -> pl.DataFrame:
@@ -72,8 +74,7 @@ def tenant_margins(inputs: FinOpsInputs, result: FinOpsRun, period: Period) -> p
            .join(inputs.tenants.select("tenant_id", "tier"), on="tenant_id", how="left"))  # priced by tier
     return (out.with_columns(pl.col("cost_micros").fill_null(0), margin.alias("margin_micros"),
                              pl.lit(bill_currency, pl.String).alias("cost_currency"))
-            .with_columns(pl.when(pl.col("revenue_micros") > 0)
-                          .then(pl.col("margin_micros") / pl.col("revenue_micros")).alias("margin"))
+            .with_columns(_MARGIN_SHARE.alias("margin"))
             .select("tenant_id", "tier", "cost_micros", "revenue_micros", "margin_micros", "margin",
                     "min_confidence", "cost_currency", "invoice_currency")
             .sort("cost_micros", "tenant_id", descending=[True, False]))
@@ -91,7 +92,6 @@ def tier_margins(tenants: pl.DataFrame) -> pl.DataFrame:
                  pl.col("margin_micros").sum(), (pl.col("margin_micros") < 0).sum().alias("below_cost"),
                  pl.col("cost_currency").first())
             .with_columns(pl.when(same).then(pl.col(c)).alias(c) for c in ("margin_micros", "below_cost"))
-            .with_columns(pl.when(pl.col("revenue_micros") > 0)
-                          .then(pl.col("margin_micros") / pl.col("revenue_micros")).alias("margin"))
+            .with_columns(_MARGIN_SHARE.alias("margin"))
             .drop("cost_currency")
             .sort(["cost_micros", "tier", "currency"], descending=[True, False, False]))

@@ -62,6 +62,11 @@ def plan_usage_anomalies(cfg: WorldConfig, tenants: pl.DataFrame, rng: np.random
     return pl.DataFrame(rows)
 
 
+def _as_metered(qty: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Quantities as a meter reports them: measured ones to 3 places, counts whole and at least 1."""
+    return np.where(measured, np.round(qty, 3), np.maximum(1.0, np.round(qty)))
+
+
 def generate_usage(cfg: WorldConfig, tenants: pl.DataFrame, landing: Path, rng: np.random.Generator,
                    progress: Callable[[int], None] | None = None) -> UsageResult:
     n_t = len(tenants)
@@ -91,14 +96,13 @@ def generate_usage(cfg: WorldConfig, tenants: pl.DataFrame, landing: Path, rng: 
         t_ms = int(start.timestamp() * 1000) + hour.astype(np.int64) * 3_600_000 + rng.integers(0, 3_600_000, n)
         qty = scale[m_idx] * rng.lognormal(0.0, 0.5, n)
         measured = m_idx == len(METERS) - 1  # storage GB-hours; every other meter counts whole things
-        qty = np.where(measured, np.round(qty, 3), np.maximum(1.0, np.round(qty)))
+        qty = _as_metered(qty, measured)
         utc_date = (t_ms // 86_400_000).astype(np.int64)
         for a in anomalies.iter_rows(named=True):
             a_day = (np.datetime64(a["date"]) - np.datetime64("1970-01-01")).astype(np.int64)
             ti = int(np.flatnonzero(tenant_ids == a["tenant_id"])[0])
             hit = (t_idx == ti) & (meters[m_idx] == a["meter"]) & (utc_date == a_day)
-            spiked = qty[hit] * a["factor"]
-            qty[hit] = np.where(measured[hit], np.round(spiked, 3), np.round(spiked))
+            qty[hit] = _as_metered(qty[hit] * a["factor"], measured[hit])
 
         order = rng.permutation(n)
         ids = pl.select(pl.format("ev-{}-{}", pl.lit(day.strftime("%Y%m%d")),
