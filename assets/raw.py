@@ -46,11 +46,12 @@ def _results(res: IngestResult, contract: Contract, key: dg.AssetKey):
         meta["time_min"] = str(col.min())
         meta["time_max"] = str(col.max())
     yield dg.MaterializeResult(asset_key=key, metadata=meta)
-    failed = [f"{e.expectation}({e.column or ''})" for e in res.table_expectations if not e.success]
+    unmet = [e for e in res.table_expectations if not e.success]
+    failed = [f"{e.expectation}({e.column or ''})" for e in unmet]
     yield dg.AssetCheckResult(
         asset_key=key, check_name=CONTRACT_CHECK, passed=res.contract_passed,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(res.schema_errors + failed) or "contract satisfied",
+        description="; ".join(res.schema_errors + [e.reason for e in unmet]) or "contract satisfied",
         metadata={"schema_errors": dg.MetadataValue.json(res.schema_errors),
                   "failed_table_expectations": dg.MetadataValue.json(failed),
                   "row_expectations": dg.MetadataValue.json(

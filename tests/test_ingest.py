@@ -68,6 +68,27 @@ def test_contracts_pass_on_clean_partitions(ingested):
             assert r.contract_passed, (table, r.partition_key, r.schema_errors)
 
 
+def test_a_day_without_rows_breaks_a_continuous_source_contract(tmp_path, small_world):
+    """A day whose counters never landed fails the contract, saying why, where an empty
+    table would have passed; a day without ramp steps (events that come and go) passes."""
+    world = _copy_world(small_world, tmp_path)
+    for table in ("request_counters", "ramp_steps"):  # the local day spans two UTC file dates
+        for day in ("dt=2026-03-09", "dt=2026-03-10"):
+            shutil.rmtree(world / "landing" / table / day)
+    reader = LandingZoneReader(world / "landing")
+    res = ingest_partition(CONTRACTS["request_counters"], reader, SPACE, "2026-03-09")
+    assert res.files_read == 0 and res.accepted.height == 0
+    assert not res.contract_passed
+    assert [e.reason for e in res.table_expectations if not e.success] == [
+        "no rows accepted: request_counters reports every day, and this day has none "
+        "(no file landed, or every row was quarantined)"]
+    assert ingest_partition(CONTRACTS["request_counters"], reader, SPACE, "2026-03-08").contract_passed
+    steps = ingest_partition(CONTRACTS["ramp_steps"], reader, SPACE, "2026-03-09")
+    assert steps.accepted.height == 0 and steps.contract_passed
+    # Ingested whole (no partition), an empty source is no missing day.
+    assert ingest_partition(CONTRACTS["request_counters"], LandingZoneReader(tmp_path / "none")).contract_passed
+
+
 def test_rematerializing_a_partition_is_idempotent(tmp_path, small_world):
     reader = LandingZoneReader(small_world / "landing")
     wh = Warehouse(tmp_path / "wh.duckdb")

@@ -86,6 +86,7 @@ REQUEST_COUNTERS = Contract(
      Column("requests", "int", nullable=False, min=0), Column("errors", "int", nullable=False, min=0)),
     rules=(ERRORS_LE_REQUESTS,),
     unique_key=("ts", "service", "cohort", "build_id"), time_column="ts",
+    continuous=True,
     description="Per-minute request and error counter increases per service x cohort x build.",
 )
 LATENCY_BUCKETS = Contract(
@@ -94,6 +95,7 @@ LATENCY_BUCKETS = Contract(
      Column("cohort", nullable=False, allowed=COHORTS), Column("build_id", nullable=False),
      Column("le", "float", nullable=False, min=0), Column("count", "int", nullable=False, min=0)),
     unique_key=("ts", "service", "cohort", "build_id", "le"), time_column="ts",
+    continuous=True,
     description="Per-minute cumulative latency histogram buckets (Prometheus `le`, +Inf last).",
 )
 LAG_SAMPLES = Contract(
@@ -101,6 +103,7 @@ LAG_SAMPLES = Contract(
     (Column("sample_id", nullable=False), Column("ts", "timestamp", nullable=False),
      Column("pipeline", nullable=False, allowed=PIPELINES), Column("lag_seconds", "float", nullable=False, min=0)),
     record_id="sample_id", unique_key=("sample_id",), time_column="ts",
+    continuous=True,
     description="Receipt, approval and metering lag samples.",
 )
 TENANT_SLIS = Contract(
@@ -110,6 +113,7 @@ TENANT_SLIS = Contract(
      Column("latency_p95_ms", "float", nullable=False, min=0)),
     rules=(ERRORS_LE_REQUESTS,),
     unique_key=("hour", "tenant_id"), time_column="hour",
+    continuous=True,
     description="Hourly per-tenant request, error and p95 latency SLIs.",
 )
 # One event's quantity at most 10^15: a day's sum of 10^8 such events still fits the exact
@@ -125,6 +129,7 @@ USAGE_EVENTS = Contract(
      Column("event_time", "timestamp", nullable=False, source="time")),
     record_id="id", unique_key=("source", "id"), time_column="event_time", late_window_days=3, late_rows="arrival",
     flatten={"data.meter": "meter", "data.quantity": "quantity"},
+    continuous=True,
     description="Metering events as CloudEvents 1.0, deduplicated on (source, id).",
 )
 MAX_CHARGE_DAYS = 366  # a year's commitment, leap day included
@@ -194,6 +199,7 @@ BILLING_FOCUS = Contract(
     restatements="latest",
     # FOCUS 0.5 names that 1.0 renamed.
     former_names={"ChargeType": "ChargeCategory", "AmortizedCost": "EffectiveCost"},
+    continuous=True,
     description="Infrastructure billing in FOCUS 1.2 (with 1.3's split cost allocation columns when "
                 "present), one file per UTC charge day.",
 )

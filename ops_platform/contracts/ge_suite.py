@@ -92,8 +92,9 @@ def validate_rows(frame: pl.DataFrame, contract: Contract) -> tuple[pl.DataFrame
     return pl.DataFrame({"_row_key": keys, "reason": reasons}, schema=empty.schema), outcomes
 
 
-def validate_table(frame: pl.DataFrame, contract: Contract) -> list[ExpectationOutcome]:
-    """Table-level expectations on the accepted rows: columns present, key unique."""
+def validate_table(frame: pl.DataFrame, contract: Contract, partitioned: bool = False) -> list[ExpectationOutcome]:
+    """Table-level expectations on the accepted rows: columns present, key unique and, for a
+    partition of a continuous source, at least one row."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -101,11 +102,18 @@ def validate_table(frame: pl.DataFrame, contract: Contract) -> list[ExpectationO
     ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
     ds = ctx.data_sources.add_pandas(f"accepted_{contract.table}")
     batch_def = ds.add_dataframe_asset(contract.table).add_batch_definition_whole_dataframe("accepted")
-    expectations = [gxe.ExpectTableColumnsToMatchSet(column_set=contract.names, exact_match=False)]
+    expectations = [gxe.ExpectTableColumnsToMatchSet(column_set=contract.names, exact_match=False,
+                                                     meta={"reason": "columns: the contract's columns are missing"})]
     if contract.unique_key and frame.height:
-        expectations.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(contract.unique_key))
+        key = ", ".join(contract.unique_key)
+        meta = {"reason": f"{key}: not unique after deduplication"}
+        expectations.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(contract.unique_key), meta=meta)
                             if len(contract.unique_key) > 1 else
-                            gxe.ExpectColumnValuesToBeUnique(column=contract.unique_key[0]))
+                            gxe.ExpectColumnValuesToBeUnique(column=contract.unique_key[0], meta=meta))
+    if contract.continuous and partitioned:
+        expectations.append(gxe.ExpectTableRowCountToBeBetween(
+            min_value=1, meta={"reason": f"no rows accepted: {contract.table} reports every day, and this "
+                                         "day has none (no file landed, or every row was quarantined)"}))
     suite = ctx.suites.add(gx.ExpectationSuite(name=f"{contract.table}_accepted", expectations=expectations))
     pdf = frame.select(contract.names).with_columns(pl.col(pl.Decimal).cast(pl.Float64)).to_pandas()
     with warnings.catch_warnings():
@@ -113,4 +121,5 @@ def validate_table(frame: pl.DataFrame, contract: Contract) -> list[ExpectationO
         result = batch_def.get_batch(batch_parameters={"dataframe": pdf}).validate(suite)
     return [ExpectationOutcome(r.expectation_config.type, r.expectation_config.kwargs.get("column"),
                                bool(r.success), int((r.result or {}).get("unexpected_count") or 0),
-                               r.expectation_config.type) for r in result.results]
+                               (r.expectation_config.meta or {}).get("reason", r.expectation_config.type))
+            for r in result.results]

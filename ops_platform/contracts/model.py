@@ -63,6 +63,10 @@ class Contract:
     # using one is refused with the rename it needs, not a bare "missing column".
     former_names: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    # The source reports all day, every day (counters, samples, usage, the daily bill): a
+    # partition that accepts no row breaks the contract, a day that did not land, rather than
+    # passing empty. Sources of events that come and go (ramp steps) leave it False.
+    continuous: bool = False
     flatten: dict[str, str] = field(default_factory=dict)  # struct field path -> column name
 
     def column(self, name: str) -> Column:

@@ -77,7 +77,8 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
                                      "partition_key": pl.String, "_source_file": pl.String, "_source_row": pl.Int64})
         return IngestResult(contract.table, partition_key, empty,
                             pl.DataFrame(unreadable, schema=QUARANTINE_SCHEMA), files, 0, 0,
-                            schema_errors + [u["reason"] for u in unreadable])
+                            schema_errors + [u["reason"] for u in unreadable],
+                            table_expectations=validate_table(empty, contract, partitioned=partition_key is not None))
 
     if contract.partition_rule == "event_time" and space is not None:
         data = space.assign_event_time(data, contract.time_column, contract.late_window_days,
@@ -130,7 +131,7 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
     accepted = good.select(contract.names + LINEAGE).with_columns(
         pl.col("partition_key").cast(pl.String), pl.col("_origin").alias("_source_file"),
         pl.col("_row").alias("_source_row")).drop("_origin", "_row")
-    table_outcomes = validate_table(accepted, contract)
+    table_outcomes = validate_table(accepted, contract, partitioned=partition_key is not None)
     return IngestResult(contract.table, partition_key, accepted, quarantine, files, data.height, duplicates,
                         schema_errors, row_outcomes, table_outcomes)
 
