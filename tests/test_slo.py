@@ -112,6 +112,14 @@ def _mutate(tmp_path: Path, name: str, fn) -> Path:
      "metricSource.spec.le"),
     ("api-latency.yaml", lambda d: d[0]["spec"]["ratioMetric"]["good"]["metricSource"]["spec"].update(le=-1),
      "metricSource.spec.le"),
+    ("api-latency.yaml", lambda d: d[1]["spec"]["objectives"][0].update(timeSliceWindow=1), "timeSliceWindow"),
+    ("api-latency.yaml", lambda d: d[0]["spec"]["ratioMetric"]["good"]["metricSource"].pop("type"),
+     "good.metricSource.type"),
+    ("api-latency.yaml", lambda d: d[1]["metadata"].update(labels={"team-name": "api"}), "metadata.labels.team-name"),
+    ("api-latency.yaml", lambda d: d[1]["metadata"].update(labels={"severity": "low"}), "metadata.labels.severity"),
+    ("api-latency.yaml", lambda d: d[1]["metadata"].update(labels={"team": {"a": 1}}), "metadata.labels.team"),
+    ("api-latency.yaml", lambda d: d[1]["metadata"]["annotations"].update(summary="x"),
+     "metadata.annotations.summary"),
 ])
 def test_bad_files_name_file_and_field(tmp_path, file, mutation, where):
     folder = _mutate(tmp_path, file, mutation)
@@ -172,6 +180,32 @@ def test_a_bucket_bound_quoted_as_prometheus_writes_it_loads(tmp_path):
     assert float(slo.indicator.good.spec["le"]) == 1.5
 
 
+def test_target_percent_and_a_data_source_reference_read_as_openslo_means_them(tmp_path):
+    # 99.9% is the target 0.999 with a budget of 0.001, printed so, as `target: 0.999` gives;
+    # a metricSourceRef names the DataSource, whose type the source need not repeat.
+    folder = _mutate(tmp_path, "api-availability.yaml", lambda d: (
+        d[1]["spec"]["objectives"][0].pop("target"), d[1]["spec"]["objectives"][0].update(targetPercent=99.9),
+        d[0]["spec"]["ratioMetric"]["good"]["metricSource"].pop("type"),
+        d[0]["spec"]["ratioMetric"]["good"]["metricSource"].update(metricSourceRef="summit-landing")))
+    slo = by_name(folder)["api-availability"]
+    assert (slo.objective.target, slo.error_budget) == (0.999, 0.001)
+    assert slo.indicator.good.type is None
+    text = rules_yaml([slo])
+    assert "vector(0.999)" in text and "vector(0.001)" in text and "0.0009999" not in text
+
+
+def test_a_folder_or_a_broken_link_named_yaml_is_an_error_naming_it(tmp_path):
+    folder = tmp_path / "slos"
+    shutil.copytree(SLOS, folder)
+    (folder / "archive.yaml").mkdir()
+    with pytest.raises(SLOSpecError, match=r"archive.yaml: \(file\): cannot be read"):
+        load_slos(folder)
+    (folder / "archive.yaml").rmdir()
+    (folder / "team-b.yaml").symlink_to(tmp_path / "gone.yaml")
+    with pytest.raises(SLOSpecError, match=r"team-b.yaml: \(file\): cannot be read: No such file"):
+        load_slos(folder)
+
+
 def test_unparseable_yaml_is_a_clear_error(tmp_path):
     folder = tmp_path / "slos"
     shutil.copytree(SLOS, folder)
@@ -194,10 +228,16 @@ def test_prometheus_rules_pass_promtool(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # Per SLO, its windows' ratios and objective; per rolling window, the budget left (and the
     # window's ratio when no tier records it): 4 SLOs x 2, the calendar month none.
-    assert "SUCCESS: 58 rules found" in proc.stdout
+    # window's ratio when no tier records it): 4 SLOs x 2, the calendar month none; per SLO,
+    # its tiers' alerts and one for data missing.
+    assert "SUCCESS: 63 rules found" in proc.stdout
     rules = yaml.safe_load(out.read_text())
     alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
-    assert len(alerts) == 15 and all(a["labels"]["ramp_action"] in ("rollback", "pause", "ticket") for a in alerts)
+    burn = [a for a in alerts if a["alert"].startswith("SLOBurn")]
+    assert len(burn) == 15 and all(a["labels"]["ramp_action"] in ("rollback", "pause", "ticket") for a in burn)
+    assert sorted(a["alert"] for a in alerts if a not in burn) == [
+        "SLODataApiAvailabilityMissing", "SLODataApiLatencyMissing", "SLODataApprovalLagMissing",
+        "SLODataMeteringLagMissing", "SLODataReceiptLagMissing"]
 
 
 def test_a_lag_slo_recording_rule_is_zero_for_a_healthy_pipeline_and_sums_targets(tmp_path):
@@ -281,6 +321,95 @@ def test_exported_alerts_fire_and_ratios_read_as_the_platform_counts(tmp_path):
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
     proc = subprocess.run([str(PROMTOOL), "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _promtool_test(tmp_path: Path, rules: str, tests: list[dict]) -> None:
+    (tmp_path / "rules.yaml").write_text(rules)
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m",
+                                                        "tests": tests}))
+    proc = subprocess.run([str(PROMTOOL), "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_quiet_spell_leaves_the_budget_left_a_number(tmp_path):
+    # 0.1% errors, then ten minutes without a request, then traffic again: the minutes without
+    # traffic have no ratio (0/0 would be NaN, and NaN averaged over 28 days blanks the budget
+    # for the whole window); the budget left stays 1 - 0.001 / 0.005 = 0.8.
+    _require_prometheus()
+    slo = by_name()["api-availability"]
+    _promtool_test(tmp_path, rules_yaml(load_slos(SLOS)), [{"interval": "1m", "input_series": [
+        {"series": 'summit_http_requests_total{service="api"}', "values": "0+1000x60 60000x10 60000+1000x60"},
+        {"series": 'summit_http_request_errors_total{service="api"}', "values": "0+1x60 60x10 60+1x60"}],
+        "promql_expr_test": [
+            {"expr": 'slo:sli_error:ratio_rate5m{slo="api-availability"}', "eval_time": "68m", "exp_samples": []},
+            {"expr": 'abs(slo:period_error_budget_remaining:ratio{slo="api-availability"} - 0.8) < bool 1e-9',
+             "eval_time": "125m", "exp_samples": [
+                 {"labels": f'{{slo="api-availability",service="api",owner="{slo.owner}"}}', "value": 1}]}]}])
+
+
+def test_an_slo_that_cannot_be_judged_alerts_after_ten_minutes(tmp_path):
+    # A relabelled exporter (the service is now "api-gateway"): no burn alert can fire, however
+    # bad, so the data alert does; so it does for a Timeslices SLO scraped every 2 minutes
+    # (its one-minute slices need two samples a minute), while the counters show traffic.
+    # A lag pipeline whose samples stop alerts too; a healthy SLO does not.
+    _require_prometheus()
+    slos = by_name()
+    bucket = "summit_http_request_duration_seconds_bucket"
+    text = rules_yaml(load_slos(SLOS))
+    annotations = {r["alert"]: r["annotations"] for g in yaml.safe_load(text)["groups"] for r in g["rules"]
+                   if "alert" in r}
+    assert "summit_http_requests_total{service=\"api\"} is absent" in annotations["SLODataApiAvailabilityMissing"][
+        "summary"]
+
+    def fired(name: str, slo: str) -> dict:
+        return {"eval_time": "30m", "alertname": name, "exp_alerts": [{"exp_labels": {
+            "slo": slo, "service": slos[slo].service, "owner": slos[slo].owner, "severity": "critical"},
+            "exp_annotations": annotations[name]}]}
+
+    _promtool_test(tmp_path, text, [
+        {"interval": "1m", "input_series": [
+            {"series": 'summit_http_requests_total{service="api-gateway"}', "values": "0+100x60"},
+            {"series": 'summit_http_request_errors_total{service="api-gateway"}', "values": "0+100x60"},
+            {"series": 'summit_pipeline_lag_seconds{pipeline="receipt"}', "values": "1x60"}],
+         "alert_rule_test": [fired("SLODataApiAvailabilityMissing", "api-availability"),
+                             {"eval_time": "8m", "alertname": "SLODataApiAvailabilityMissing", "exp_alerts": []},
+                             {"eval_time": "30m", "alertname": "SLODataReceiptLagMissing", "exp_alerts": []},
+                             fired("SLODataApprovalLagMissing", "approval-lag")]},
+        {"interval": "2m", "input_series": [
+            {"series": f'{bucket}{{service="api",le="1.5"}}', "values": "0+100x30"},
+            {"series": f'{bucket}{{service="api",le="+Inf"}}', "values": "0+200x30"}],
+         "alert_rule_test": [fired("SLODataApiLatencyMissing", "api-latency")]},
+        {"interval": "30s", "input_series": [
+            {"series": f'{bucket}{{service="api",le="1.5"}}', "values": "0+100x120"},
+            {"series": f'{bucket}{{service="api",le="+Inf"}}', "values": "0+100x120"}],
+         "alert_rule_test": [{"eval_time": "30m", "alertname": "SLODataApiLatencyMissing", "exp_alerts": []}]}])
+
+
+def test_slo_labels_and_runbook_reach_the_rules_and_service_names_are_quoted(tmp_path):
+    # metadata.labels go on every rule (Alertmanager routes on them); an annotation named like
+    # a label (runbook_url) on every alert, a prefixed one (the owner) stays platform metadata;
+    # a quote or a backslash in a service name is escaped, not a broken rule file.
+    _require_prometheus()
+    folder = _mutate(tmp_path, "api-availability.yaml", lambda d: (
+        d[1]["metadata"].update(labels={"team": "payments", "tariff": ["1", "gold"]}),
+        d[1]["metadata"]["annotations"].update(runbook_url="https://runbooks.example/api"),
+        [d[0]["spec"]["ratioMetric"][k]["metricSource"]["spec"].update(service='ap"i\\x') for k in ("good", "total")]))
+    slo = by_name(folder)["api-availability"]
+    every = [r for g in yaml.safe_load(rules_yaml([slo]))["groups"] for r in g["rules"]]
+    assert all(r["labels"]["team"] == "payments" and r["labels"]["tariff"] == "1,gold" for r in every)
+    alerts = [r for r in every if "alert" in r]
+    assert all(a["annotations"]["runbook_url"] == "https://runbooks.example/api" for a in alerts)
+    assert not any("summit.example/owner" in a["annotations"] for a in alerts)
+    _promtool_test(tmp_path, rules_yaml([slo]), [{"interval": "30s", "input_series": [
+        {"series": 'summit_http_requests_total{service="ap\\"i\\\\x"}', "values": "0+100x200"},
+        {"series": 'summit_http_request_errors_total{service="ap\\"i\\\\x"}', "values": "0+10x200"}],
+        "alert_rule_test": [{"eval_time": "70m", "alertname": "SLOBurnApiAvailabilityFast", "exp_alerts": [
+            {"exp_labels": {"slo": "api-availability", "service": "api", "owner": slo.owner, "team": "payments",
+                            "tariff": "1,gold", "tier": "fast", "severity": "critical", "ramp_action": "rollback",
+                            "platform_action": "freeze"},
+             "exp_annotations": {"summary": f"{slo.display_name}: error budget burning 14.4x over 1h and 5m",
+                                 "action": "ramps: rollback; platform: freeze",
+                                 "runbook_url": "https://runbooks.example/api"}}]}]}])
 
 
 def _synthetic(minutes: int = 600, seed: int = 1, gaps: bool = True) -> pl.DataFrame:
@@ -438,7 +567,7 @@ def test_checks_and_exported_alerts_compare_the_same_threshold():
     slos = load_slos(SLOS)
     rules = yaml.safe_load(rules_yaml(slos))
     alerts = {r["labels"]["slo"] + "/" + r["labels"]["tier"]: r["expr"]
-              for g in rules["groups"] for r in g["rules"] if "alert" in r}
+              for g in rules["groups"] for r in g["rules"] if "tier" in r.get("labels", {})}
     for slo in slos:
         for t in slo.tiers:
             rate, budget = re.search(r"> \(([^ ]+) \* ([^ )]+)\)", alerts[f"{slo.name}/{t.name}"]).groups()

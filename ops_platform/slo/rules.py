@@ -9,6 +9,8 @@ as the platform's burn series counts it: each minute's good ratio from a one-min
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import yaml
 
@@ -24,8 +26,14 @@ METRICS = {
 }
 
 
+def _quoted(value: object) -> str:
+    """A PromQL string literal: JSON's escapes are Go's, which PromQL reads (a quote or a
+    backslash in a service name would otherwise break the rule file, or match another name)."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
 def _selector(source: MetricSource, *extra: str) -> str:
-    labels = [f'{k}="{v}"' for k, v in sorted(source.spec.items()) if k in ("service", "pipeline", "cohort")]
+    labels = [f"{k}={_quoted(v)}" for k, v in sorted(source.spec.items()) if k in ("service", "pipeline", "cohort")]
     return "{" + ",".join(labels + list(extra)) + "}"
 
 
@@ -55,7 +63,9 @@ def error_ratio_expr(slo: SLO, window: str) -> str:
             minute_bad = f"({good} / {total} < bool {slo.objective.time_slice_target!r}) and {total} > 0"
             return f"avg_over_time(({minute_bad})[{window}:1m])"
         _, bad, total = _ratio_parts(slo, window)
-        return f"({bad} / {total})"
+        # No traffic in the window is no ratio (as the platform's burn series has none), not
+        # 0/0 = NaN, which would blank the budget's average over the whole SLO window.
+        return f"({bad} / ({total} > 0))"
     metric = ind.metric
     assert metric is not None and slo.objective.op and slo.objective.value is not None
     sel = f'{METRICS["lag"]}{_selector(metric)}'
@@ -106,11 +116,51 @@ def _budget_remaining(slo: SLO, labels: dict) -> list[dict]:
     return rules
 
 
+MISSING_FOR = "10m"  # how long an SLO goes unjudged before its data alert fires
+
+
+def _data_missing_alert(slo: SLO, labels: dict) -> dict:
+    """An alert for an SLO that cannot be judged: its source metric is absent (a dead exporter,
+    a renamed service label), or requests come in but no ratio is recorded (a Timeslices SLO
+    scraped less than twice a minute). Burn alerts are silent then, however bad it gets."""
+    shortest = window_name(min(slo.windows))
+    ind = slo.indicator
+    if ind.kind == "ratio":
+        assert ind.total is not None
+        if ind.total.spec.get("table") == "latency_buckets":
+            metric = f'{METRICS["bucket"]}{_selector(ind.total, _le_matcher("+Inf"))}'
+        else:
+            metric = f'{METRICS["requests"]}{_selector(ind.total)}'
+        unjudged = (f'absent(slo:sli_error:ratio_rate{shortest}{{slo={_quoted(slo.name)}}}) '
+                    f"and on() (sum(rate({metric}[{shortest}])) > 0)")
+        # Summed: absent()'s labels (le, pipeline) are no labels of the SLO's.
+        expr = f"sum(absent({metric})) or sum({unjudged})"
+        why = f"{metric} is absent, or it counts requests but no error ratio is recorded"
+    else:
+        assert ind.metric is not None
+        metric = f'{METRICS["lag"]}{_selector(ind.metric)}'
+        expr = f"sum(absent({metric}))"
+        why = f"{metric} is absent"
+    severity = slo.tiers[0].severity if slo.tiers else "warning"  # as the fastest tier would page
+    return {
+        "alert": f"SLOData{_camel(slo.name)}Missing", "expr": expr, "for": MISSING_FOR,
+        "labels": {**labels, "severity": severity},
+        "annotations": {
+            "summary": f"{slo.display_name}: not judged for {MISSING_FOR}: {why}; its burn alerts cannot fire",
+            "action": "check the exporter, the scrape (twice a minute for a Timeslices SLO) and the labels "
+                      "the SLO selects", **slo.alert_annotations},
+    }
+
+
+def _camel(name: str) -> str:
+    return "".join(p.title() for p in name.split("-"))
+
+
 def rule_groups(slos: list[SLO]) -> dict:
     """The Prometheus rule file content (a dict ready for YAML) for all SLOs."""
     groups = []
     for slo in slos:
-        labels = {"slo": slo.name, "service": slo.service, "owner": slo.owner}
+        labels = {"slo": slo.name, "service": slo.service, "owner": slo.owner, **slo.labels}
         recording = [{"record": f"slo:sli_error:ratio_rate{w}", "expr": error_ratio_expr(slo, w),
                       "labels": {**labels, "window": w}} for w in map(window_name, slo.windows)]
         recording.append({"record": "slo:objective:ratio", "expr": f"vector({slo.objective.target})",
@@ -128,7 +178,7 @@ def rule_groups(slos: list[SLO]) -> dict:
             expr = (f'max without (window) (slo:sli_error:ratio_rate{lw}{{slo="{slo.name}"}} > {threshold}) '
                     f'and max without (window) (slo:sli_error:ratio_rate{sw}{{slo="{slo.name}"}} > {threshold})')
             alerts.append({
-                "alert": f"SLOBurn{''.join(p.title() for p in slo.name.split('-'))}{tier.name.title()}",
+                "alert": f"SLOBurn{_camel(slo.name)}{tier.name.title()}",
                 "expr": expr,
                 "labels": {**labels, "severity": tier.severity, "tier": tier.name,
                            "ramp_action": tier.ramp_action, "platform_action": tier.platform_action},
@@ -136,8 +186,10 @@ def rule_groups(slos: list[SLO]) -> dict:
                     "summary": f"{slo.display_name}: error budget burning {tier.burn_rate:g}x "
                                f"over {lw} and {sw}",
                     "action": f"ramps: {tier.ramp_action}; platform: {tier.platform_action}",
+                    **slo.alert_annotations,
                 },
             })
+        alerts.append(_data_missing_alert(slo, labels))
         groups.append({"name": f"slo-{slo.name}-sli-recordings", "rules": recording})
         groups.append({"name": f"slo-{slo.name}-alerts", "rules": alerts})
     return {"groups": groups}

@@ -43,6 +43,10 @@ SOURCE_KEYS = {"request_counters": ("table", "service", "value"), "latency_bucke
 SOURCE_COLUMN = {table: keys[1] for table, keys in SOURCE_KEYS.items()}
 # A request-counter ratio is good = requests - errors over total = requests (all burn.minute_events computes).
 GOOD_REQUESTS, ALL_REQUESTS = "requests - errors", "requests"
+# Labels and annotations the exported rules write themselves (rules.py).
+RULE_LABELS = ("slo", "service", "owner", "window", "severity", "tier", "ramp_action", "platform_action")
+ALERT_ANNOTATIONS = ("summary", "action")
+_PROMETHEUS_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 RESERVED_NAMES = ("all",)  # the alert scores' totals over every SLO (alert_score.TOTALS)
 TIER_KEYS = ("name", "burnRate", "longWindow", "shortWindow", "severity", "ramp", "platform")
 POLICY_KEYS = ("slo", "tiers")
@@ -116,7 +120,7 @@ class SLOSpecError(ValueError):
 
 @dataclass(frozen=True)
 class MetricSource:
-    type: str
+    type: str | None  # None when a metricSourceRef names the DataSource instead
     spec: dict[str, Any]
 
 
@@ -200,6 +204,10 @@ class SLO:
     objective: Objective
     tiers: tuple[BurnTier, ...] = field(default_factory=tuple)
     file: str = ""
+    # metadata.labels, on every exported rule (Alertmanager routes on them), and the
+    # annotations named like Prometheus labels (runbook_url, dashboard), on every alert.
+    labels: dict[str, str] = field(default_factory=dict)
+    alert_annotations: dict[str, str] = field(default_factory=dict)
 
     @property
     def error_budget(self) -> float:
@@ -314,7 +322,9 @@ def _source(doc: Any, file, path: str) -> MetricSource:
             raise SLOSpecError(file, f"{where}.le", f"{le!r} is not a bucket bound (a number >= 0 or +Inf)")
     if table == "lag_samples" and spec.get("value", LAG_VALUE) != LAG_VALUE:
         raise SLOSpecError(file, f"{where}.value", f"{spec['value']!r}: lag samples carry {LAG_VALUE!r}")
-    return MetricSource(_get(ms, "type", file, f"{path}.metricSource", str), dict(spec))
+    # OpenSLO infers the type from the DataSource a metricSourceRef names (read past here).
+    return MetricSource(_get(ms, "type", file, f"{path}.metricSource", str, required="metricSourceRef" not in ms),
+                        dict(spec))
 
 
 def _indicator(doc: dict, file, path: str) -> Indicator:
@@ -427,7 +437,9 @@ def _objective(doc: Any, budgeting: str, indicator: Indicator, file, path: str) 
         percent = float(_get(o, "targetPercent", file, p, (int, float)))
         if not 0 < percent < 100:
             raise SLOSpecError(file, f"{p}.targetPercent", f"{percent:g} must be between 0 and 100 (exclusive)")
-        target = percent / 100
+        # Divided in decimal: 99.9 is the target 0.999, as `target: 0.999` gives, not 99.9 / 100's
+        # 0.9990000000000001 (whose budget the exported rules would print as 0.0009999999999999).
+        target = float(Decimal(repr(percent)) / 100)
     else:
         target = float(_get(o, "target", file, p, (int, float)))
         if not 0 < target < 1:
@@ -457,7 +469,10 @@ def _objective(doc: Any, budgeting: str, indicator: Indicator, file, path: str) 
         tst = float(_get(o, "timeSliceTarget", file, p, (int, float)))
         if not 0 < tst <= 1:
             raise SLOSpecError(file, f"{p}.timeSliceTarget", "must be in (0, 1]")
-        tsw = parse_duration(_get(o, "timeSliceWindow", file, p), file, f"{p}.timeSliceWindow")
+        raw_tsw = _get(o, "timeSliceWindow", file, p)
+        if isinstance(raw_tsw, int | float):  # OpenSLO allows a number, but says not in what unit
+            raise SLOSpecError(file, f"{p}.timeSliceWindow", f"{raw_tsw!r}: give the slice with its unit (1m)")
+        tsw = parse_duration(raw_tsw, file, f"{p}.timeSliceWindow")
         if tsw != timedelta(minutes=1):
             raise SLOSpecError(file, f"{p}.timeSliceWindow", "only 1m slices are supported (burn series are per minute)")
     return Objective(target, op, value, tst, tsw)
@@ -505,7 +520,10 @@ def _tiers(doc: dict, file, path: str) -> tuple[BurnTier, ...]:
 
 def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
     """Documents of one file: SLO docs, SLI objects, BurnAlertPolicy docs."""
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:  # a folder named *.yaml, a broken link, no permission
+        raise SLOSpecError(path, "(file)", f"cannot be read: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -622,10 +640,60 @@ def load_slos(folder: Path) -> list[SLO]:
                 raise SLOSpecError(policy_file, f"{policy_path}.spec.tiers[{i}].longWindow",
                                    f"tier {tier.name!r} looks back further than SLO {name!r}'s window")
         out.append(SLO(name, meta.get("displayName") or name, owner, spec.get("description", ""),
-                       service, indicator, window, budgeting, objective, tiers, str(f)))
+                       service, indicator, window, budgeting, objective, tiers, str(f),
+                       _rule_labels(meta.get("labels"), f, f"{p}.metadata.labels"),
+                       _alert_annotations(annotations, f, f"{p}.metadata.annotations")))
     if not out:
         raise SLOSpecError(folder, "(folder)", "defines no SLO (an openslo/v1 document of kind SLO)")
     return sorted(out, key=lambda s: s.name)
+
+
+def _scalar_text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value) if isinstance(value, str | int | float) else None
+
+
+def _rule_labels(doc: Any, file, path: str) -> dict[str, str]:
+    """OpenSLO metadata.labels as Prometheus rule labels: a value, or a list of values
+    (OpenSLO allows both) joined by commas. A name Prometheus would refuse, or one the
+    rules write themselves, is an error here rather than at `promtool check rules`."""
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise SLOSpecError(file, path, "must be a mapping of label names to values")
+    out = {}
+    for key, value in doc.items():
+        if not isinstance(key, str) or not _PROMETHEUS_LABEL.fullmatch(key) or key.startswith("__"):
+            raise SLOSpecError(file, f"{path}.{key}", "is not a Prometheus label name (letters, digits and "
+                                                      "underscores, not starting with a digit or __)")
+        if key in RULE_LABELS:
+            raise SLOSpecError(file, f"{path}.{key}", f"is a label the exported rules write themselves "
+                                                      f"({', '.join(RULE_LABELS)}): name it otherwise")
+        values = value if isinstance(value, list) else [value]
+        texts = [_scalar_text(v) for v in values]
+        if not texts or None in texts:
+            raise SLOSpecError(file, f"{path}.{key}", f"{value!r}: a label's value is text, a number or a list of them")
+        out[key] = ",".join(t for t in texts if t is not None)
+    return out
+
+
+def _alert_annotations(annotations: dict, file, path: str) -> dict[str, str]:
+    """The SLO's annotations that Prometheus takes as alert annotations: those named like
+    labels (runbook_url, dashboard). Prefixed ones (summit.example/owner) are metadata for
+    the platform, as OpenSLO intends, and stay out of the rules."""
+    out = {}
+    for key, value in annotations.items():
+        if not isinstance(key, str) or not _PROMETHEUS_LABEL.fullmatch(key):
+            continue
+        if key in ALERT_ANNOTATIONS:
+            raise SLOSpecError(file, f"{path}.{key}", f"is an annotation the exported alerts write themselves "
+                                                      f"({', '.join(ALERT_ANNOTATIONS)}): name it otherwise")
+        text = _scalar_text(value)
+        if text is None:
+            raise SLOSpecError(file, f"{path}.{key}", f"{value!r}: an alert annotation is text")
+        out[key] = text
+    return out
 
 
 def error_budget_of(target: float) -> float:
