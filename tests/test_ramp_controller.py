@@ -46,6 +46,21 @@ def test_ticket_tiers_and_active_overrides_do_not_act():
     assert o.request is None and "override" in o.note and o.overridden == "release-api"
 
 
+def test_a_hold_does_not_stop_a_rollback_and_a_freeze_from_a_verdict_holds_every_flag():
+    # Dana holds the ramp to look at dashboards; the build then burns fast: the controller
+    # still rolls it back (a hold keeps a ramp from advancing), but not past her resume.
+    (d,) = plan([_signal()], RAMPS, lambda flag: "hold by dana")
+    assert d.request is not None and d.request.action == "rollback"
+    (p,) = plan([_signal(ramp="pause")], RAMPS, lambda flag: "hold by dana")
+    assert p.request is None and p.overridden == "release-api"
+    # A ramp's verdict asking for a freeze freezes every release flag, not its own alone; an
+    # override on its flag exempts that flag, not the freeze.
+    (f,) = plan([_signal(ramp="freeze")], RAMPS, lambda flag: "hold by dana" if flag == "release-api" else None,
+                release_flags=("release-api", "release-graph"))
+    assert (f.request.action, f.request.target_id) == ("freeze", "all-release-flags")
+    assert f.request.params["exempt"] == ["release-api"]
+
+
 def test_a_burn_after_promotion_or_without_builds_is_the_platforms():
     # api-102 was promoted at 05:00: a burn first seen at 06:00 is the stable build's.
     late = BurnSignal("api-availability", "fast", "2026-03-08", "rollback", "freeze",

@@ -4,8 +4,9 @@ A failed burn check names the groups (service/cohort/build) that burned. A group
 build was a candidate being ramped when the burn began gets the tier's ramp action on its
 service's release flag (rollback or pause; a `ticket` tier only records an event); a
 burning stable build (or a promoted one), and an SLO without builds (a pipeline's lag),
-gets the tier's platform action (freeze all ramps). Active overrides on a flag win until they
-expire. Idempotency keys are derived from the build and the action, so repeated sensor
+gets the tier's platform action (freeze all ramps); a freeze, whatever asks for it, holds
+every release flag. Active overrides on a flag win until they expire, except that a hold
+does not stop a rollback. Idempotency keys are derived from the build and the action, so repeated sensor
 ticks over the same evidence produce one action and one receipt.
 
 No flapping: on a build's ramp the controller only ever escalates (a rollback after a
@@ -97,6 +98,14 @@ def _held_back(key: str, action: str, prior: tuple[str, datetime] | None, now: d
     return f"{key}: already {last} (at {when:%Y-%m-%d %H:%M}); {action} would not change it"
 
 
+def _escalates_past(override: str, action: str) -> bool:
+    """Whether ``action`` goes ahead despite the active ``override`` ("<directive> by <actor>"):
+    a hold keeps a ramp from advancing, not the controller from rolling back a build that
+    burns (as a paused rollout still aborts on failed analysis). A resume, or a human
+    rollback, wins over the controller until it expires."""
+    return override.split(" ", 1)[0] == "hold" and action == "rollback"
+
+
 def since_overrides(history: dict[str, tuple[str, datetime]],
                     last_override: Callable[[str], datetime | None]) -> LastAction:
     """The controller's history as ``plan`` reads it: a human override on a flag (resume,
@@ -119,6 +128,7 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
          done: Callable[[str], datetime | None] = lambda action_id: None) -> list[Decision]:
     """Guarded requests (and notes on what was skipped) for a batch of burn signals.
 
+    ``active_override(flag)``: the override in force there, as "<directive> by <actor>".
     ``last_action(history_key)`` gives the controller's last completed action there (see
     ``since_overrides``); with ``now`` it switches on the no-flapping rules (see the module
     docstring). A freeze leaves out the ``release_flags`` under an active override (the
@@ -146,6 +156,8 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
             else:
                 action, target = sig.platform_action, "*"
                 key = f"platform:{sig.slo}:{sig.tier}:{sig.partition}:{action}"
+            if action == "freeze":  # every release flag, whatever asked for it (a ramp's verdict too)
+                target = "*"
             if key in seen:
                 continue
             seen.add(key)
@@ -158,7 +170,7 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
                                           "a freeze answers what burns now, so it freezes nothing"))
                 continue
             override = active_override(target) if target != "*" else None
-            if override:
+            if override and not _escalates_past(override, action):
                 out.append(Decision(None, f"{target}: active override ({override}) wins over {action} "
                                           f"({sig.slo} {sig.tier} burn on {group}, partition {sig.partition})",
                                     overridden=target))
