@@ -1,9 +1,11 @@
 """The receipts ledger as an asset: counts, tree size, last verification, DuckDB copy."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from ops_platform.control.export import export_to_warehouse
-from ops_platform.guard.runtime import verify_store
+from ops_platform.guard.runtime import file_digest_in, verify_store
 from ops_platform.timezones import utcnow
 from resources import DUCKDB_POOL
 from resources.control import ControlStoreResource, SignerResource
@@ -24,7 +26,7 @@ def receipts_ledger(context: dg.AssetExecutionContext, control: ControlStoreReso
     store = control.store()
     snapshot = store.ledger_snapshot()
     entries, checkpoints, _ = snapshot
-    report = verify_store(store, signer.verifiers(), snapshot=snapshot)
+    report = verify_store(store, signer.verifiers(), file_digest_in(Path(control.home)), snapshot=snapshot)
     exported = export_to_warehouse(store, warehouse.get())
     actions = store.count_actions()
     context.log.info(f"ledger: {len(entries)} receipts, verification {'ok' if report.ok else report.first_bad}")
@@ -42,10 +44,11 @@ def receipts_ledger(context: dg.AssetExecutionContext, control: ControlStoreReso
 
 
 @dg.asset_check(asset=LEDGER_KEY, name=LEDGER_CHECK, blocking=False,
-                description="Every signature, chain link and signed tree head of the ledger verifies.")
+                description="Every signature, chain link and signed tree head of the ledger verifies, and every "
+                            "file a receipt names (flag snapshots, invoices) is on disk as it was signed.")
 def ledger_verifies(control: ControlStoreResource, signer: SignerResource) -> dg.AssetCheckResult:
     store = control.store()
-    report = verify_store(store, signer.verifiers())
+    report = verify_store(store, signer.verifiers(), file_digest_in(Path(control.home)))
     return dg.AssetCheckResult(
         passed=report.ok, severity=dg.AssetCheckSeverity.ERROR,
         description="ledger verified" if report.ok else f"first bad: {report.first_bad}",

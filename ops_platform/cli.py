@@ -392,14 +392,10 @@ def _guard_paths() -> StatePaths:
 def receipts_verify(url: str | None) -> None:
     """Check every signature, the hash chain, the checkpoints and file digests."""
     from .guard.runtime import control_url, existing_store, file_digest_in, verify_store
-    from .receipts.keys import KeyRing
 
     p = StatePaths.from_env()  # read only: verify creates no folder, store or key
     store = existing_store(url or control_url(p))  # NoStore: a one-line error (_Main)
-    try:
-        verifiers = KeyRing(p.keys_dir).verifiers()
-    except (OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot read the public keys in {p.keys_dir}: {exc}") from None
+    verifiers = _public_keys(p)
     if not verifiers:
         console.print(f"[yellow]no public keys in {p.keys_dir / 'public'}[/yellow] (OPS_PLATFORM_KEYS_DIR): "
                       "no signature can be checked")
@@ -1175,7 +1171,7 @@ def switchboard_status(as_json: bool, url: str | None) -> None:
         override = ({k: active[-1][k] for k in ("directive", "actor", "expires_at", "rationale")}
                     if active else None)
         if override is not None:  # the controller obeys it only as its receipt says
-            override["not_obeyed"] = store.override_problem(active[-1])
+            override["not_obeyed"] = store.override_problem(active[-1], _public_keys(p))
         if flag in file.broken:
             rows.append({"flag": flag, "broken": str(file.broken[flag]), "override": override})
             continue
@@ -1280,7 +1276,7 @@ def switchboard_log(flag: str, as_json: bool, url: str | None) -> None:
         receipt = f" receipt {t['receipt_id'][:12]}" if t["receipt_id"] else ""
         click.echo(f"{t['ts']}  {t['kind']:<24} {t['action']:<10} {t['actor']:<16} {_one_line(t['what'])}{receipt}")
     for o in active:
-        problem = store.override_problem(o)
+        problem = store.override_problem(o, _public_keys(p))
         click.echo(f"active override: {o['directive']} by {o['actor']} until {o['expires_at']}: "
                    f"{_one_line(o['rationale'])}"
                    + (f" (not obeyed by the controller: {problem})" if problem else ""))
@@ -1296,6 +1292,16 @@ def _print_whole(table: Table) -> None:
     column hides figures."""
     natural = Console(width=1000).measure(table).maximum
     Console(width=max(console.width, natural)).print(table)
+
+
+def _public_keys(p: StatePaths) -> dict:
+    """Every public key of the key folder, by keyid (reading them makes no key)."""
+    from .receipts.keys import KeyRing
+
+    try:
+        return KeyRing(p.keys_dir).verifiers()
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read the public keys in {p.keys_dir}: {exc}") from None
 
 
 def _one_line(text: str) -> str:

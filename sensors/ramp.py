@@ -68,7 +68,7 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
     @cache
     def override(flag: str) -> str | None:
         active = store.active_overrides(flag, iso_utc(utcnow()))
-        if active and (problem := store.override_problem(active[-1])):
+        if active and (problem := store.override_problem(active[-1], signer.verifiers())):
             # Obeyed only as its receipt says: a record edited in the store holds nothing back.
             context.log.warning(f"{flag}: the override in force is not obeyed: {problem}")
             return None

@@ -725,6 +725,72 @@ def test_an_override_record_edited_in_the_store_fails_verification(state):
     assert "not obeyed" in _run("status").output
 
 
+def test_an_override_whose_receipt_was_rewritten_without_the_key_is_not_obeyed(state):
+    # The record and its receipt's payload both say a later expiry, re-encoded without the
+    # signing key: they agree with each other, but no key signed that receipt, so the
+    # controller does not obey it; a receipt whose target is no mapping is named, not a crash.
+    import base64
+    import json
+    import sqlite3
+
+    from ops_platform.guard.runtime import open_store
+    from ops_platform.receipts.keys import KeyRing
+
+    assert _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--ttl", "1h",
+                "--actor", "dana").exit_code == 0
+    store = open_store(state)
+    (override,) = store.overrides("release-graph")
+    keys = KeyRing(state.keys_dir).verifiers()
+    assert store.override_problem(override, keys) is None
+    con = sqlite3.connect(state.control_store)
+    (seq,) = con.execute("SELECT receipt_seq FROM actions WHERE action_id = ?", [override["action_id"]]).fetchone()
+    (text,) = con.execute("SELECT envelope FROM ledger WHERE seq = ?", [seq]).fetchone()
+
+    def rewrite(change) -> None:
+        env = json.loads(text)
+        statement = json.loads(base64.b64decode(env["payload"]))
+        change(statement["predicate"])
+        env["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+        con.execute("UPDATE ledger SET envelope = ? WHERE seq = ?", [json.dumps(env), seq])
+        con.commit()
+
+    rewrite(lambda p: p["result"].update(expires_at="2099-01-01T00:00:00.000000Z"))
+    con.execute("UPDATE overrides SET expires_at = '2099-01-01T00:00:00.000000Z'")
+    con.commit()
+    (override,) = store.overrides("release-graph")
+    assert "does not verify" in store.override_problem(override, keys)
+    log = " ".join(_run("log", "release-graph").output.split())
+    assert "(not obeyed by the controller: override hold on flag release-graph by dana: its receipt" in log
+    rewrite(lambda p: p.update(target="flag release-graph"))
+    assert "does not verify" in store.override_problem(override, keys)
+    assert "release-graph" in store.override_problem(override, {})  # no key: nothing vouches for it
+    res = CliRunner().invoke(main, ["receipts", "verify"])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), (res.output, res.exception)
+    status = _run("status")
+    assert status.exit_code == 0 and "not obeyed" in status.output, status.output
+    con.close()
+
+
+def test_the_ledger_check_fails_when_a_receipted_flag_snapshot_changes(state):
+    import dagster as dg
+
+    from assets.receipts import ledger_verifies, receipts_ledger
+    from resources import build_resources
+
+    assert _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--ttl", "1h",
+                "--actor", "dana").exit_code == 0
+
+    def check():
+        res = dg.materialize([receipts_ledger, ledger_verifies], resources=build_resources(state), raise_on_error=False)
+        return res.get_asset_check_evaluations()[0]
+
+    assert check().passed
+    (snapshot,) = (state.home / "flags").glob("*.history/*.json")
+    snapshot.write_text('{"tampered": true}')
+    bad = check()
+    assert not bad.passed and "differs from the receipt" in bad.description, bad.description
+
+
 def test_status_shows_every_release_flag_with_its_ramp_and_the_override_in_force(state):
     import json
 

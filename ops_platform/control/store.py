@@ -18,7 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..receipts.dsse import envelope_statement
+from ..receipts.canonical import strict_loads
+from ..receipts.dsse import VerificationError, envelope_statement, verify_envelope
 from ..receipts.ledger import Checkpoint, LedgerEntry
 from . import schema as s
 
@@ -43,26 +44,40 @@ def _action_id_of(entry: LedgerEntry) -> str | None:
     """The action id a ledger entry's receipt names (None when it names none or is unreadable:
     verify reports an unreadable entry itself)."""
     try:
-        return (envelope_statement(entry.envelope).get("predicate") or {}).get("action_id")
-    except (ValueError, TypeError, KeyError, AttributeError):
+        return _mapping(_mapping(envelope_statement(strict_loads(entry.envelope))).get("predicate")).get("action_id")
+    except (ValueError, TypeError, KeyError, AttributeError, VerificationError):
         return None
 
 
-def _override_problem(row: Mapping[str, Any], entry: LedgerEntry | None) -> str | None:
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """A receipt's part as a mapping; anything else (a tampered receipt) as an empty one."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _override_problem(row: Mapping[str, Any], entry: LedgerEntry | None,
+                      verifiers: Mapping[str, Any] | None = None) -> str | None:
     """What an override record (which the controller obeys) says that its receipt does not.
-    An override still in flight (its action not finished) has no receipt yet."""
+    An override still in flight (its action not finished) has no receipt yet. With
+    ``verifiers`` (the public keys), a receipt whose signature does not verify under any of
+    them vouches for nothing: an override is obeyed only as a signed receipt says."""
     named = f"override {row['directive']} on {row['target_kind']} {row['target_id']} by {row['actor']}"
     if entry is None:
         if row["status"] is None:
             return f"{named} was recorded by no action: a row written into the store by hand"
         return None if row["status"] not in ("completed", "denied") else f"{named} has no receipt of its own"
-    p = envelope_statement(entry.envelope).get("predicate") or {}
-    signed = {"target_kind": (p.get("target") or {}).get("kind"), "target_id": (p.get("target") or {}).get("id"),
+    try:
+        envelope = strict_loads(entry.envelope)
+        statement = (strict_loads(verify_envelope(envelope, dict(verifiers))) if verifiers is not None
+                     else envelope_statement(envelope))
+    except (ValueError, TypeError, VerificationError) as exc:
+        return f"{named}: its receipt {entry.receipt_id[:12]} does not verify ({exc})"
+    p = _mapping(_mapping(statement).get("predicate"))
+    target, result = _mapping(p.get("target")), _mapping(p.get("result"))
+    signed = {"target_kind": target.get("kind"), "target_id": target.get("id"),
               "actor": p.get("actor"), "rationale": p.get("rationale"),
-              "directive": (p.get("result") or {}).get("directive"),
-              "expires_at": (p.get("result") or {}).get("expires_at")}
+              "directive": result.get("directive"), "expires_at": result.get("expires_at")}
     off = [f"{k} {row[k]!r} (receipt: {v!r})" for k, v in signed.items() if row[k] != v]
-    if not (p.get("executed") and (p.get("decision") or {}).get("allow")):
+    if not (p.get("executed") and _mapping(p.get("decision")).get("allow")):
         off.append("its receipt records no override applied")
     return f"{named} differs from its receipt {entry.receipt_id[:12]}: {'; '.join(off)}" if off else None
 
@@ -354,9 +369,10 @@ class ControlStore:
         every = [o for o in self.overrides(target_id) if o["created_at"] <= now]
         return every[-1:] if every and every[-1]["expires_at"] > now else []
 
-    def override_problem(self, override: Mapping[str, Any]) -> str | None:
+    def override_problem(self, override: Mapping[str, Any], verifiers: Mapping[str, Any]) -> str | None:
         """What an override record says that its receipt does not (None when they agree, or
-        while its action is still in flight): a record edited in the store is not obeyed."""
+        while its action is still in flight): a record edited in the store, or a receipt that
+        no key of ``verifiers`` (the public keys) signed, is not obeyed."""
         with self.read() as conn:
             action = self.get_action(conn, override["action_id"])
             seq = action["receipt_seq"] if action else None
@@ -365,7 +381,7 @@ class ControlStore:
         entry = LedgerEntry(**row) if row else None
         if entry is not None and _action_id_of(entry) != override["action_id"]:
             entry = None  # the action names another action's receipt: verify reports that itself
-        return _override_problem({**override, "status": action["status"] if action else None}, entry)
+        return _override_problem({**override, "status": action["status"] if action else None}, entry, verifiers)
 
     def overrides(self, target_id: str) -> list[dict]:
         """A target's overrides, oldest first (``active_overrides`` says which one is in force)."""

@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import json
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .canonical import canonical_json
+from .canonical import canonical_json, strict_loads
 from .keys import Signer
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -138,5 +137,10 @@ def verify_envelope(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
 def envelope_statement(envelope: str | dict) -> dict:
     """The statement an envelope (a dict or its JSON text, as the ledger stores it) carries,
     decoded without checking signatures: for reading receipts (``verify_envelope`` checks)."""
-    env = json.loads(envelope) if isinstance(envelope, str) else envelope
-    return json.loads(_b64decode(env.get("payload"), "payload"))
+    env = strict_loads(envelope) if isinstance(envelope, str) else envelope
+    if not isinstance(env, dict):
+        raise VerificationError("envelope is not a JSON object")
+    statement = strict_loads(_b64decode(env.get("payload"), "payload"))
+    if not isinstance(statement, dict):
+        raise VerificationError("payload is not a JSON object")
+    return statement
