@@ -83,6 +83,9 @@ def test_a_missing_signing_key_beside_a_ledger_is_refused_not_replaced(state, tm
 @pytest.mark.parametrize(("env", "value", "said"), [
     ("OPS_PLATFORM_OPA_URL", "notaurl", "is not an http(s) URL"),
     ("OPS_PLATFORM_CONTROL_URL", "garbage", "is no control store URL"),
+    # a mistyped URL is named without its password
+    ("OPS_PLATFORM_CONTROL_URL", "postgresql:/ops:S3cretPW@127.0.0.1/ops", "postgresql:***@127.0.0.1/ops"),
+    ("OPS_PLATFORM_CONTROL_URL", "ops:S3cretPW@db.internal/ops", "ops:***@db.internal/ops"),
 ])
 def test_a_malformed_url_setting_is_one_line(state, monkeypatch, env, value, said):
     monkeypatch.setenv(env, value)
@@ -90,6 +93,15 @@ def test_a_malformed_url_setting_is_one_line(state, monkeypatch, env, value, sai
                                     "canary error spike is a known upstream DNS blip", "--actor", "dana"])
     assert res.exit_code == 1 and said in res.output and "Traceback" not in res.output, res.output
     assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit)
+    assert "S3cretPW" not in res.output
+
+
+def test_a_shown_store_url_hides_every_password():
+    from ops_platform.guard.runtime import shown_url
+
+    assert shown_url("postgresql://ops:p@ss@host/db") == "postgresql://ops:***@host/db"  # '@' not encoded
+    shown = shown_url("postgresql://ops:pw@host/db?sslpassword=zz&sslmode=require")
+    assert "zz" not in shown and "pw@" not in shown and "sslmode=require" in shown
 
 
 def test_bad_time_zone_preset_and_window_settings_are_one_line(tmp_path, monkeypatch):

@@ -82,6 +82,30 @@ def _override_problem(row: Mapping[str, Any], entry: LedgerEntry | None,
     return f"{named} differs from its receipt {entry.receipt_id[:12]}: {'; '.join(off)}" if off else None
 
 
+def shown_url(url: str) -> str:
+    """``url`` fit to print: its password hidden, in the user part or the query string
+    (``password``, ``sslpassword``, any ``*secret*`` or ``*token*``); a URL with more than one
+    '@' (a password not percent-encoded) is masked up to its last one."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return _without_password(url)
+    if url.split("?", 1)[0].count("@") > 1:
+        return _without_password(url.split("?", 1)[0])
+    secret = {k: "***" for k in parsed.query if any(w in k.lower() for w in ("pass", "secret", "token"))}
+    return (parsed.update_query_dict(secret) if secret else parsed).render_as_string(hide_password=True)
+
+
+def _without_password(url: str) -> str:
+    """``url`` with everything between its user name and its last '@' masked: a URL too
+    malformed to parse still never echoes a password."""
+    if "@" not in url:
+        return url
+    credentials, host = url.rsplit("@", 1)
+    scheme, sep, userinfo = credentials.partition("://") if "://" in credentials else ("", "", credentials)
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 class ControlStore:
     def __init__(self, url: str, *, busy_timeout_s: float = 30.0, readonly: bool = False):
         """``readonly`` opens an existing store to read it (``receipts verify``): nothing is
@@ -117,7 +141,7 @@ class ControlStore:
             try:
                 self.engine = sa.create_engine(url, pool_size=2, max_overflow=4)
             except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ModuleNotFoundError) as exc:
-                raise StoreUnavailable(f"{url.split('://', 1)[0] or url!r} is no control store URL this platform "
+                raise StoreUnavailable(f"{shown_url(url)!r} is no control store URL this platform "
                                        f"reads ({type(exc).__name__}): use sqlite:///path or "
                                        "postgresql://user:pass@host/db") from None
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ..control.store import ControlStore, StoreUnavailable
+from ..control.store import ControlStore, StoreUnavailable, shown_url
 from ..files import file_sha256
 from ..paths import StatePaths
 from ..receipts.keys import KeyRing, Signer
@@ -43,26 +43,6 @@ def open_store(paths: StatePaths, url: str | None = None) -> ControlStore:
     if url == control_url(paths) and (problem := lost_ledger(paths)):
         raise NoStore(problem)
     return migrated_store(url)
-
-
-def shown_url(url: str) -> str:
-    """``url`` fit to print: its password hidden, in the user part or the query string."""
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
-        return _without_password(url)
-    secret = {k: "***" for k in parsed.query if k.lower() in ("password", "passwd", "pass")}
-    return (parsed.update_query_dict(secret) if secret else parsed).render_as_string(hide_password=True)
-
-
-def _without_password(url: str) -> str:
-    """``url`` with everything between its user name and its last '@' masked: a URL too
-    malformed to parse still never echoes a password."""
-    if "@" not in url:
-        return url
-    credentials, host = url.rsplit("@", 1)
-    scheme, sep, userinfo = credentials.partition("://") if "://" in credentials else ("", "", credentials)
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def lost_ledger(paths: StatePaths) -> str | None:
