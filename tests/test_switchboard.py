@@ -412,6 +412,9 @@ def test_hand_written_rows_get_no_words_into_receipts_and_do_not_stop_the_retry(
     spool(paths).path.parent.mkdir(parents=True, exist_ok=True)
     with open(spool(paths).path, "a") as f:
         f.write("this is no request\n")
+        # JSON of a request's fields, one of the wrong type: set aside too, not a crash each retry
+        f.write(json.dumps({"request": {**json.loads(pause("p-5").to_json()), "idempotency_key": 12345},
+                            "error": "x", "attempts": 1}) + "\n")
     res = CliRunner().invoke(main, ["receipts", "retry"])
     assert res.exit_code == 0, res.output
     with store.read() as conn:
@@ -430,7 +433,9 @@ def test_hand_written_rows_get_no_words_into_receipts_and_do_not_stop_the_retry(
     res = CliRunner().invoke(main, ["receipts", "retry"])
     assert "dead-lettered 1" in res.output and len(store.ledger_entries()) == 1
     assert "already has a receipt" in store.dlq_items()[-1]["last_error"]
-    assert "this is no request" in spool(paths).rejected_path.read_text() and spool(paths).items() == []
+    rejected = spool(paths).rejected_path.read_text()
+    assert "this is no request" in rejected and spool(paths).items() == []
+    assert "idempotency_key is text, not int" in rejected
 
 
 def test_verify_holds_each_action_to_its_own_receipt(state):

@@ -41,6 +41,17 @@ class ActionRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Typed here, where every request is made (the CLI, the controller, a spool line read
+        # back): a field of the wrong type is a TypeError naming it, not a crash deep inside.
+        for name in ("actor", "action", "target_kind", "target_id", "rationale", "idempotency_key"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"an action request's {name} is text, not {type(getattr(self, name)).__name__}")
+        if not isinstance(self.roles, tuple) or not all(isinstance(r, str) for r in self.roles):
+            raise TypeError("an action request's roles are a tuple of role names")
+        if self.ttl_seconds is not None and (isinstance(self.ttl_seconds, bool) or not isinstance(self.ttl_seconds, int)):
+            raise TypeError(f"an action request's ttl_seconds is whole seconds, not {self.ttl_seconds!r}")
+        if not isinstance(self.params, Mapping):
+            raise TypeError("an action request's params are a mapping")
         if self.action not in KNOWN_ACTIONS:
             raise ValueError(f"unknown action {self.action!r}; known: {', '.join(sorted(KNOWN_ACTIONS))}")
         if not self.idempotency_key or not self.actor:
@@ -90,6 +101,8 @@ class ActionRequest:
     @classmethod
     def from_json(cls, text: str) -> ActionRequest:
         d = json.loads(text)
+        if not isinstance(d, dict) or not isinstance(d.get("roles"), list):
+            raise TypeError("an action request is a JSON object with a list of roles")
         d["roles"] = tuple(d["roles"])
         return cls(**d)
 
