@@ -504,19 +504,23 @@ def dlq_list(url: str | None, as_json: bool) -> None:
     """List dead-lettered requests with their last error (and anything still spooled)."""
     import json
 
+    from .guard.actions import stored_request
     from .guard.runtime import control_url, existing_store, spool
 
     p = StatePaths.from_env()  # read only: a mistyped store or home is an error, not an empty queue
     items = existing_store(url or control_url(p)).dlq_items()
+    requests = [stored_request(it["request"]) for it in items]  # None: a request that does not read
     if as_json:
         click.echo(json.dumps([{**{k: it[k] for k in ("dlq_id", "attempts", "last_error", "created_at")},
-                                "request": json.loads(it["request"])} for it in items], indent=2, default=str))
+                                "request": json.loads(req.to_json()) if req else None,
+                                **({} if req else {"unreadable_request": it["request"]})}
+                               for it, req in zip(items, requests, strict=True)], indent=2, default=str))
         return
     rows = []
-    for it in items:
-        req = json.loads(it["request"])
-        rows.append((str(it["dlq_id"]), req["action"], f"{req['target_kind']}:{req['target_id']}", req["actor"],
-                     str(it["attempts"]), it["last_error"], it["created_at"]))
+    for it, req in zip(items, requests, strict=True):
+        what = ((req.action, f"{req.target_kind}:{req.target_id}", req.actor) if req else
+                ("?", f"unreadable request {it['request'][:60]!r} (dlq discard {it['dlq_id']})", "?"))
+        rows.append((str(it["dlq_id"]), *what, str(it["attempts"]), it["last_error"], it["created_at"]))
     if console.is_terminal:
         table = Table(title=f"dead-letter queue ({len(items)})")
         for col in ("id", "action", "target", "actor", "attempts", "last error", "since"):

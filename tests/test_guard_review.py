@@ -265,3 +265,34 @@ def test_dlq_discard_needs_an_item_a_human_and_a_reason(state):
     assert res.exit_code == 2 and "reserved" in res.output
     res = CliRunner().invoke(main, ["dlq", "discard", "1", "--actor", "dana", "--reason", "  "])
     assert res.exit_code == 2 and "give a reason" in res.output
+
+
+def test_a_dead_lettered_row_that_does_not_read_is_listed_skipped_and_discarded(state):
+    # A row written into the action queue by hand (params not JSON) is dead-lettered as it is:
+    # `dlq list` shows it as unreadable, `dlq replay` skips it saying how to drop it (and goes
+    # on with the others), and `dlq discard` drops it, receipted.
+    import json
+
+    from ops_platform.guard.runtime import open_store
+
+    store = open_store(state)
+    with store.write() as tx:
+        store.create_action(tx, {"action_id": "x1", "idempotency_key": "k1", "actor": "dana", "action": "pause",
+                                 "target_kind": "flag", "target_id": "release-api", "rationale": "",
+                                 "params": "not json", "status": "requested", "attempts": 0,
+                                 "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"})
+    assert CliRunner().invoke(main, ["receipts", "retry"]).exit_code == 0
+    (item,) = store.dlq_items()
+    listed = CliRunner().invoke(main, ["dlq", "list"])
+    assert listed.exit_code == 0 and "unreadable request 'not json'" in listed.output, listed.output
+    (shown,) = json.loads(CliRunner().invoke(main, ["dlq", "list", "--json"]).output)
+    assert shown["request"] is None and shown["unreadable_request"] == "not json"
+    replayed = CliRunner().invoke(main, ["dlq", "replay"])
+    assert replayed.exit_code == 1 and f"dlq discard {item['dlq_id']}" in replayed.output, replayed.output
+    assert isinstance(replayed.exception, SystemExit)
+    dropped = CliRunner().invoke(main, ["dlq", "discard", str(item["dlq_id"]), "--actor", "dana",
+                                        "--reason", "a row written by hand"])
+    assert dropped.exit_code == 0 and "receipt" in dropped.output, dropped.output
+    assert store.dlq_items() == []
+    (event,) = store.events(kind="dlq_discarded")
+    assert "unreadable request 'not json'" in json.loads(event["payload"])["request"]

@@ -107,6 +107,15 @@ class ActionRequest:
         return cls(**d)
 
 
+def stored_request(text: str) -> ActionRequest | None:
+    """A request as a queue stored it, or None when it does not read (a row written by hand,
+    dead-lettered as it was): shown and discarded as text, never a crash."""
+    try:
+        return ActionRequest.from_json(text)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 @dataclass(frozen=True)
 class ExecutionResult:
     """What an executor changed; files become receipt subjects with their digests."""

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from ..control.store import ControlStore
 from ..timezones import iso_utc, utcnow
-from .actions import ActionRequest, ExecutionResult
+from .actions import ActionRequest, ExecutionResult, stored_request
 
 
 def discard_request(dlq_id: int, actor: str, reason: str, roles: tuple[str, ...] = ()) -> ActionRequest:
@@ -38,12 +38,14 @@ class DlqDiscardExecutor:
         item = next((i for i in self.store.dlq_items() if i["dlq_id"] == dlq_id), None)
         if item is None:
             return ExecutionResult(detail={"dlq_id": dlq_id, "skipped": f"item {dlq_id} is not on the queue"})
-        dropped = ActionRequest.from_json(item["request"])
+        dropped = stored_request(item["request"])
+        # A request that does not read is dropped as the text it is, on the queue's own timeline.
+        what = dropped.describe() if dropped else f"unreadable request {item['request'][:200]!r}"
+        kind, target = (dropped.target_kind, dropped.target_id) if dropped else ("dlq", f"item-{dlq_id}")
         now = iso_utc(self.clock())
         with self.store.write() as tx:
             self.store.mark_replayed(tx, dlq_id, now)
-            self.store.add_event(tx, ts=now, kind="dlq_discarded", target_kind=dropped.target_kind,
-                                 target_id=dropped.target_id, actor=request.actor, action_id=dropped.action_id,
-                                 payload={"dlq_id": dlq_id, "reason": request.rationale, "request": dropped.describe()})
-        return ExecutionResult(detail={"dlq_id": dlq_id, "discarded": dropped.describe(),
-                                       "last_error": item["last_error"]})
+            self.store.add_event(tx, ts=now, kind="dlq_discarded", target_kind=kind, target_id=target,
+                                 actor=request.actor, action_id=dropped.action_id if dropped else item["action_id"],
+                                 payload={"dlq_id": dlq_id, "reason": request.rationale, "request": what})
+        return ExecutionResult(detail={"dlq_id": dlq_id, "discarded": what, "last_error": item["last_error"]})

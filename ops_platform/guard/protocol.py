@@ -23,7 +23,7 @@ from ..control.store import ControlStore, StoreUnavailable
 from ..receipts.keys import Signer, SignerUnavailable
 from ..receipts.statement import file_subject, make_statement, target_subject
 from ..timezones import iso_utc, utcnow
-from .actions import TERMINAL, ActionRequest, ExecutionResult, Executor, Outcome
+from .actions import TERMINAL, ActionRequest, ExecutionResult, Executor, Outcome, stored_request
 from .policy import Decision, DecisionInput, PolicyEngine, PolicyError, Principal
 from .roster import RosterError
 from .spool import Spool
@@ -130,10 +130,17 @@ class ActionProtocol:
         for item in self.store.dlq_items():
             if dlq_id is not None and item["dlq_id"] != dlq_id:
                 continue
-            req = ActionRequest.from_json(item["request"])
+            req = stored_request(item["request"])
+            if req is None:  # nothing to run: it stays queued, to be discarded
+                outcomes.append(Outcome(item["action_id"] or f"dlq-{item['dlq_id']}", "unreadable",
+                                        f"dead-lettered item {item['dlq_id']} is no request that reads "
+                                        f"({item['last_error']}): discard it with `ops-platform dlq discard "
+                                        f"{item['dlq_id']}`", created=False))
+                continue
             with self.store.write() as tx:
                 row = self.store.get_action(tx, req.action_id)
-                if row is not None and ActionRequest.from_json(row["params"]).fingerprint != req.fingerprint:
+                other = stored_request(row["params"]) if row is not None else None
+                if other is not None and other.fingerprint != req.fingerprint:
                     # A request whose key names another action (a conflict from the spool): replaying
                     # it would re-run that action. It stays queued until resubmitted under a new key
                     # and discarded (`ops-platform dlq discard`).
