@@ -241,6 +241,15 @@ def test_keyring_is_stable_and_refuses_readable_key(tmp_path):
         KeyRing.load_or_create(tmp_path)
     os.chmod(tmp_path, 0o700)
     assert KeyRing.load_or_create(tmp_path).signer().keyid == first
+    # The public keys are the verifier's trust anchors: a folder others may write is refused
+    # there too (anyone could add a key and re-sign a forged ledger).
+    assert list(KeyRing(tmp_path).verifiers()) == [first]
+    for path in (tmp_path / "public", tmp_path / "public" / f"{first}.pub"):
+        before = stat.S_IMODE(path.stat().st_mode)
+        os.chmod(path, before | 0o002)
+        with pytest.raises(ValueError, match=r"writable by others .*forged receipts verify; run: chmod go-w"):
+            KeyRing(tmp_path).verifiers()
+        os.chmod(path, before)
 
 
 def test_missing_key_is_signer_unavailable(tmp_path):

@@ -222,10 +222,18 @@ class KeyRing:
                                     f"{exc.strerror or type(exc).__name__}") from None
 
     def verifiers(self) -> dict[str, Ed25519PublicKey]:
-        """Every public key ever active, by keyid (old receipts must stay verifiable)."""
+        """Every public key ever active, by keyid (old receipts must stay verifiable). They are
+        the trust anchors: a folder or key file that group or others may write is refused, as
+        signing refuses it (anyone could add a key, re-sign a forged ledger and have it verify)."""
         if not self._public_dir.is_dir():
             return {}
-        return {p.stem: _read_public_key(p) for p in sorted(self._public_dir.glob("*.pub"))}
+        keys = sorted(self._public_dir.glob("*.pub"))
+        for path in (self.keys_dir, self._public_dir, *keys):
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o022:
+                raise InsecureKeys(f"{path} is writable by others (mode {mode:04o}): anyone could add or swap a "
+                                   f"public key and have forged receipts verify; run: chmod go-w {path}")
+        return {p.stem: _read_public_key(p) for p in keys}
 
     def rotate(self) -> str:
         """Make a new active key, retire the old private key, return the new keyid.
