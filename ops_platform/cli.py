@@ -418,7 +418,8 @@ def receipts_show(receipt_id: str, url: str | None) -> None:
     import json
 
     from .guard.runtime import control_url, existing_store, file_digest_in, verify_store
-    from .receipts.dsse import envelope_statement
+    from .receipts.canonical import strict_loads
+    from .receipts.dsse import VerificationError, envelope_statement
     from .receipts.keys import KeyRing
     from .receipts.ledger import inclusion
 
@@ -433,22 +434,34 @@ def receipts_show(receipt_id: str, url: str | None) -> None:
         raise click.UsageError(str(exc)) from None
     if entry is None:
         raise click.ClickException(f"no receipt with id {receipt_id!r}")
-    envelope = json.loads(entry.envelope)
-    statement = envelope_statement(envelope)
     snapshot = store.ledger_snapshot()
     entries, checkpoints, _ = snapshot
-    proof = inclusion(entries, entry.seq)
-    cps = [c for c in checkpoints if c.tree_size == proof["tree_size"]]
-    out = {"seq": entry.seq, "receipt_id": entry.receipt_id, "statement": statement,
-           "signatures": [{"keyid": sg["keyid"]} for sg in envelope["signatures"]],
-           "chain": {"prev_hash": entry.prev_hash, "entry_hash": entry.entry_hash},
-           "inclusion_proof": proof, "signed_tree_head": json.loads(cps[-1].envelope) if cps else None}
+    out: dict = {"seq": entry.seq, "receipt_id": entry.receipt_id,
+                 "chain": {"prev_hash": entry.prev_hash, "entry_hash": entry.entry_hash}}
+    unreadable = []  # a tampered entry is shown as far as it reads, then reported, never a traceback
+    try:
+        envelope = strict_loads(entry.envelope)
+        out["statement"] = envelope_statement(envelope)
+        out["signatures"] = [{"keyid": sg.get("keyid")} for sg in envelope.get("signatures") or []
+                             if isinstance(sg, dict)]
+    except (ValueError, TypeError, AttributeError, VerificationError) as exc:
+        out["envelope"] = entry.envelope[:2000]
+        unreadable.append(f"receipt seq={entry.seq} does not read: {exc}")
+    try:
+        proof = inclusion(entries, entry.seq)
+        cps = [c for c in checkpoints if c.tree_size == proof["tree_size"]]
+        out["inclusion_proof"] = proof
+        out["signed_tree_head"] = strict_loads(cps[-1].envelope) if cps else None
+    except (ValueError, TypeError) as exc:
+        unreadable.append(f"no inclusion proof for seq={entry.seq}: {exc}")
     try:
         report = verify_store(store, KeyRing(p.keys_dir).verifiers(), file_digest=file_digest_in(p.home),
                               snapshot=snapshot)
         out["ledger_verified"], problems = report.ok, report.errors[:5]
     except (OSError, ValueError) as exc:
         out["ledger_verified"], problems = False, [f"cannot read the public keys in {p.keys_dir}: {exc}"]
+    if unreadable:
+        out["ledger_verified"], problems = False, unreadable + problems
     out["ledger_problems"] = problems
     click.echo(json.dumps(out, indent=2, sort_keys=True))
     if not out["ledger_verified"]:

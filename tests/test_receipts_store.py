@@ -152,3 +152,24 @@ def test_a_malformed_store_url_never_echoes_its_password(tmp_path, monkeypatch):
     for url in ("ops:S3cr:et/PW@host/db", "postgresql+psycopg2://ops:S3cr:et/PW@host@db/x"):
         res = CliRunner().invoke(main, ["receipts", "verify", "--store", url])
         assert res.exit_code == 1 and "S3cr" not in res.output and "PW" not in res.output, res.output
+
+
+@pytest.mark.parametrize("envelope", ["not json", '{"payload": "!!!"}', "[]"])
+def test_cli_show_reports_a_tampered_receipt_instead_of_crashing(ledger_db, tmp_path, monkeypatch, envelope):
+    import json
+
+    db, env = ledger_db
+    copy = tmp_path / "copy.sqlite"
+    shutil.copy(db, copy)
+    monkeypatch.setenv("OPS_PLATFORM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPS_PLATFORM_KEYS_DIR", str(env.keys))
+    con = sqlite3.connect(copy)
+    con.execute("UPDATE ledger SET envelope = ? WHERE seq = 1", [envelope])
+    con.commit()
+    con.close()
+    entry = ControlStore(f"sqlite:///{copy}").ledger_entries()[1]
+    res = CliRunner().invoke(main, ["receipts", "show", entry.receipt_id[:10], "--store", f"sqlite:///{copy}"])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), (res.output, res.exception)
+    out = json.loads(res.output[:res.output.rindex("}") + 1])
+    assert out["ledger_verified"] is False and out["envelope"] == envelope
+    assert out["ledger_problems"][0].startswith("receipt seq=1 does not read")
