@@ -30,10 +30,11 @@ def _progress() -> Progress:
 
 
 class _Main(click.Group):
-    """Every subcommand: an unreachable control store or an insecure key folder is a one-line
-    error, not a traceback."""
+    """Every subcommand: an unreachable control store, an insecure key folder or a ledger
+    that refuses new receipts is a one-line error, not a traceback."""
 
     def invoke(self, ctx: click.Context):
+        from .control.ledger_writer import LedgerCorrupt
         from .control.store import StoreUnavailable
         from .guard.runtime import MissingKey, NoStore
         from .receipts.keys import InsecureKeys
@@ -45,6 +46,8 @@ class _Main(click.Group):
             raise click.ClickException(f"the control store is unavailable: {exc}") from None
         except (InsecureKeys, NoStore, MissingKey, SettingError) as exc:
             raise click.ClickException(str(exc)) from None
+        except LedgerCorrupt as exc:
+            raise click.ClickException(f"the receipts ledger refuses new receipts: {exc}") from None
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

@@ -835,3 +835,19 @@ def test_reading_a_flag_on_a_fresh_state_folder_creates_no_store(state, tmp_path
     # So verification still says there is no ledger here, rather than an empty one that verifies.
     verify = CliRunner().invoke(main, ["receipts", "verify"])
     assert verify.exit_code == 1 and "no control store" in verify.output, verify.output
+
+
+def test_a_corrupt_merkle_edge_is_refused_before_a_wrong_root_is_signed(state):
+    import sqlite3
+
+    args = ["--rationale", REASON, "--ttl", "1h", "--actor", "dana"]
+    assert _run("override", "release-graph", "--action", "hold", *args).exit_code == 0
+    con = sqlite3.connect(state.control_store)
+    con.execute("UPDATE ledger_head SET frontier = ?", ['{"size": 1, "stack": ["' + "ab" * 32 + '"]}'])
+    con.commit()
+    con.close()
+    res = _run("override", "release-api", "--action", "hold", *args)
+    assert res.exit_code != 0 and "Merkle edge" in res.output, res.output
+    # Nothing was signed over the wrong root; verify names the edge.
+    verify = CliRunner().invoke(main, ["receipts", "verify"])
+    assert verify.exit_code == 1 and "Merkle edge (size 1) is not the tree" in " ".join(verify.output.split())

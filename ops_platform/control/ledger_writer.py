@@ -16,7 +16,7 @@ from ..receipts.chain import GENESIS
 from ..receipts.keys import Signer
 from ..receipts.ledger import LedgerEntry, SignMany, build_entries, leaf_data, sign_tree_head
 from ..receipts.merkle import CompactRange
-from .store import ControlStore
+from .store import ControlStore, edge_problem
 
 CHUNK = 256  # receipts signed, then stored, at a time: small enough to overlap, large enough to batch
 
@@ -36,6 +36,8 @@ def append_receipts(store: ControlStore, conn: sa.Connection, statements: list[d
                             "run `ops-platform receipts verify`")
     # build_entries only needs the predecessor's seq and chain hash, which the head holds.
     prev = LedgerEntry(seq, "", "", "", head_hash) if seq >= 0 else None
+    if problem := edge_problem(frontier, seq, store.last_checkpoint(conn)):
+        raise LedgerCorrupt(f"{problem}; run `ops-platform receipts verify`")
     tree = CompactRange.from_state(frontier)
     entries: list[LedgerEntry] = []
     if len(statements) <= CHUNK:  # a single small chunk: threads would cost more than they win

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..receipts.canonical import strict_loads
 from ..receipts.dsse import VerificationError, envelope_statement, verify_envelope
 from ..receipts.ledger import Checkpoint, LedgerEntry
+from ..receipts.merkle import CompactRange
 from . import schema as s
 
 
@@ -47,6 +48,21 @@ def _action_id_of(entry: LedgerEntry) -> str | None:
         return _mapping(_mapping(envelope_statement(strict_loads(entry.envelope))).get("predicate")).get("action_id")
     except (ValueError, TypeError, KeyError, AttributeError, VerificationError):
         return None
+
+
+def edge_problem(frontier: Any, seq: int, last: Checkpoint | None) -> str | None:
+    """What is wrong with the ledger head's stored Merkle edge (None: nothing): it must hold
+    the ``seq + 1`` entries, with the root the last signed head names at that size. Appending
+    on a wrong one would sign every later head over a wrong root, never to verify again."""
+    try:
+        tree = CompactRange.from_state(frontier)
+        size, root = tree.size, tree.root().hex()
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return f"the ledger head's Merkle edge does not read ({exc})"
+    if size != seq + 1 or (last is not None and last.tree_size == size and last.root_hash != root):
+        return (f"the ledger head's Merkle edge (size {size}) is not the tree of the last signed head (size "
+                f"{last.tree_size if last else 0}) over {seq + 1} entries: edited outside the platform")
+    return None
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -327,7 +343,8 @@ class ControlStore:
             entries = [LedgerEntry(**r) for r in conn.execute(sa.select(s.ledger).order_by(s.ledger.c.seq)).mappings()]
             checkpoints = [Checkpoint(**r) for r in conn.execute(
                 sa.select(s.checkpoints).order_by(s.checkpoints.c.tree_size)).mappings()]
-            seq, entry_hash = conn.execute(sa.select(s.ledger_head.c.seq, s.ledger_head.c.entry_hash)).one()
+            seq, entry_hash, frontier = conn.execute(
+                sa.select(s.ledger_head.c.seq, s.ledger_head.c.entry_hash, s.ledger_head.c.frontier)).one()
             a = s.actions.c
             receipted = list(conn.execute(sa.select(a.action_id, a.action, a.target_kind, a.target_id, a.receipt_seq)
                                           .where(a.receipt_seq.is_not(None))))
@@ -340,6 +357,11 @@ class ControlStore:
         if (last.seq if last else -1) != seq or (last is not None and last.entry_hash != entry_hash):
             problems.append(f"the ledger head records its last entry as seq={seq} ({entry_hash[:12]}), but the "
                             f"ledger ends at seq={last.seq if last else 'none'}: entries were removed or replaced")
+        try:
+            edge = edge_problem(json.loads(frontier), seq, checkpoints[-1] if checkpoints else None)
+        except ValueError:
+            edge = "the ledger head's Merkle edge is not JSON"
+        problems += [edge] if edge else []
         action_of = {e.seq: _action_id_of(e) for e in entries}
         wrong = [f"action {r.action} on {r.target_kind} {r.target_id} was receipted at seq={r.receipt_seq}, "
                  + ("which is not in the ledger" if r.receipt_seq not in action_of else
