@@ -1148,6 +1148,10 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
                   + (f" (receipt {out.receipt_id[:12]})" if out.receipt_id else ""))
     if out.status == "denied" and "ttl_seconds" in out.reason:  # the policy counts seconds; the user typed --ttl
         console.print(f"[yellow]note:[/yellow] --ttl {ttl} is {seconds} seconds")
+    if out.status == "denied" and not roster.roles(actor):  # a roster slip, said with its fix
+        console.print(f"[yellow]note:[/yellow] {actor!r} is not in the actor roster {roster.path}: an override "
+                      f"needs the oncall role there (`{actor}: \\[oncall]`), or set OPS_PLATFORM_ROSTER to another "
+                      "roster")
     if out.status == "completed" and out.created:
         for note in notes:
             console.print(f"[yellow]note:[/yellow] {note}")

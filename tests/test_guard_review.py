@@ -99,8 +99,12 @@ def test_roles_come_from_the_roster_and_an_unknown_actor_is_denied_with_a_receip
     finops = _override("release-api", "resume", "fran")
     assert finops.exit_code == 1 and "denied" in finops.output and "may not override" in finops.output
     stranger = _override("release-api", "resume", "dana")  # on call in the project roster, not in this one
-    assert stranger.exit_code == 1 and 'principal "dana" has no roles' in " ".join(stranger.output.split())
+    said = " ".join(stranger.output.split())
+    assert stranger.exit_code == 1 and 'principal "dana" has no roles' in said
     assert "receipt" in stranger.output
+    # The note says where the roster is and what to add (fran is in it: no such note).
+    assert "'dana' is not in the actor roster" in said and "`dana: [oncall]`" in said, said
+    assert "not in the actor roster" not in finops.output
     assert FlagFile.load(state.home / "flags" / "flags.flagd.json").release("release-api").paused
     verify = CliRunner().invoke(main, ["receipts", "verify"])
     assert verify.exit_code == 0 and "3 receipts" in verify.output
