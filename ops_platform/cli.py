@@ -1200,10 +1200,11 @@ def switchboard_status(as_json: bool, url: str | None) -> None:
             rows.append({"flag": flag, "broken": str(file.broken[flag]), "override": override})
             continue
         r = file.release(flag)
-        state = (", ".join(w for w, on in (("frozen", r.frozen), ("paused", r.paused)) if on)
+        state = (", ".join(w for w, on in (("disabled", r.disabled), ("frozen", r.frozen), ("paused", r.paused))
+                           if on)
                  or ("ramping" if r.exposed else "no ramp" if r.candidate is None else "at 0%"))
         rows.append({"flag": flag, "stable": r.stable, "candidate": r.candidate, "cohort_percent": dict(r.cohort_percent),
-                     "paused": r.paused, "frozen": r.frozen, "state": state,
+                     "paused": r.paused, "frozen": r.frozen, "disabled": r.disabled, "state": state,
                      "changed_at": iso_utc(r.changed_at) if r.changed_at else None, "override": override})
     if as_json:
         click.echo(json.dumps({"flag_file": str(path), "as_of": now, "flags": rows}, indent=2))
@@ -1216,12 +1217,13 @@ def switchboard_status(as_json: bool, url: str | None) -> None:
         o = r["override"]
         said = f"{o['directive']} by {o['actor']} until {o['expires_at']}" if o else ""
         if o and o["not_obeyed"]:
-            said = f"[red]{said}, not obeyed: it differs from its receipt (receipts verify)[/red]"
+            said = f"[red]{said}, not obeyed: its receipt does not vouch for it (receipts verify)[/red]"
         if "broken" in r:
             table.add_row(r["flag"], "", "", *[""] * len(cohorts), f"[red]broken: {escape(r['broken'])}[/red]",
                           said, "")
             continue
-        colour = "yellow" if r["paused"] or r["frozen"] else "green" if r["state"] == "ramping" else None
+        colour = ("red" if r["disabled"] else "yellow" if r["paused"] or r["frozen"]
+                  else "green" if r["state"] == "ramping" else None)
         table.add_row(r["flag"], r["stable"], r["candidate"] or "",
                       *[f"{r['cohort_percent'].get(c, 0)}%" for c in cohorts],
                       f"[{colour}]{r['state']}[/{colour}]" if colour else r["state"], said, r["changed_at"] or "")

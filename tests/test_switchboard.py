@@ -815,6 +815,16 @@ def test_status_shows_every_release_flag_with_its_ramp_and_the_override_in_force
     assert flags["release-api"]["override"]["directive"] == "hold" and flags["release-api"]["paused"]
     assert all(f["frozen"] and (f["override"] is None) == (name != "release-api") for name, f in flags.items())
     assert set(flags["release-graph"]["cohort_percent"]) == {"canary", "early", "general"}
+    # flagd's kill switch: shown as such, and an override on it says callers get their default.
+    doc = json.loads(live.read_text())
+    doc["flags"]["release-graph"]["state"] = "DISABLED"
+    live.write_text(json.dumps(doc))
+    flags = {f["flag"]: f for f in json.loads(_run("status", "--json").output)["flags"]}
+    assert flags["release-graph"]["disabled"] and flags["release-graph"]["state"].startswith("disabled")
+    assert not flags["release-api"]["disabled"]
+    held = _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--ttl", "1h", "--actor", "dana")
+    assert held.exit_code == 0 and "DISABLED in the flag file" in " ".join(held.output.split()), held.output
+    assert json.loads(live.read_text())["flags"]["release-graph"]["state"] == "DISABLED"  # kept as set
     # The live file gone after it was seeded: an error, not the world's flags with every hold undone.
     live.unlink()
     res = _run("status")

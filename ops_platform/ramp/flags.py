@@ -82,6 +82,9 @@ class ReleaseState:
     frozen: bool
     applied_actions: tuple[str, ...]
     changed_at: datetime | None = None
+    # flagd's kill switch (state DISABLED): every caller gets its code default, whatever the
+    # split; kept as set, and shown, never changed by a ramp action.
+    disabled: bool = False
 
     @property
     def exposed(self) -> bool:
@@ -396,7 +399,8 @@ def _parse_release(key: str, raw: Any, source: str) -> ReleaseState:
     paused, frozen, actions, changed_at = _parse_metadata(raw.get("metadata"), _jp(base, "metadata"), source,
                                                           present="metadata" in raw)
     return ReleaseState(flag=key, stable=stable, candidate=candidate, cohort_percent=percents, paused=paused,
-                        frozen=frozen, applied_actions=actions, changed_at=changed_at)
+                        frozen=frozen, applied_actions=actions, changed_at=changed_at,
+                        disabled=raw["state"] == "DISABLED")
 
 
 def _parse_targeting(rule: Any, path: str, source: str) -> dict[str, int]:

@@ -39,6 +39,9 @@ def check_override(flag_file: Path, flag: str, directive: str) -> list[str]:
     if flag not in flags:
         raise ValueError(f"no release flag {flag!r} in {flag_file} (flags: {', '.join(flags)})")
     state, notes = file.release(flag), []
+    if state.disabled:
+        notes.append(f"{flag} is DISABLED in the flag file (flagd's kill switch): callers get their code default "
+                     "whatever this override does, until someone enables it")
     if directive == "resume" and state.frozen:
         notes.append(f"{flag} was frozen by a platform freeze: the resume lifts the freeze on it too")
     if directive in ("hold", "rollback") and state.candidate is None:
