@@ -16,7 +16,7 @@ from .guard.actions import ActionRequest, ExecutionResult, Executor
 from .guard.dlq import DlqDiscardExecutor
 from .ramp.flag_executor import ACTIONS as FLAG_ACTIONS
 from .ramp.flag_executor import FlagFileExecutor
-from .ramp.switchboard import OverrideExecutor
+from .ramp.switchboard import LaterOverrideWins, OverrideExecutor
 from .warehouse import Warehouse
 
 
@@ -38,7 +38,7 @@ def guarded_executors(store: ControlStore, flag_file: Callable[[], Path], wareho
     """Discarding dead-lettered items; the flag actions and overrides on the live flag file
     (``flag_file`` finds or seeds it, at the first such action); with ``warehouse`` and
     ``invoices``, the invoice release too (from the books the warehouse stored)."""
-    flags = _BuiltWhenNeeded(lambda: FlagFileExecutor(flag_file()))
+    flags = _BuiltWhenNeeded(lambda: LaterOverrideWins(FlagFileExecutor(flag_file()), store))
     executors: dict[str, Executor] = {
         "override": _BuiltWhenNeeded(lambda: OverrideExecutor(store, FlagFileExecutor(flag_file()))),
         **dict.fromkeys(FLAG_ACTIONS, flags), "dlq_discard": DlqDiscardExecutor(store)}

@@ -861,3 +861,45 @@ def test_a_corrupt_merkle_edge_is_refused_before_a_wrong_root_is_signed(state):
     # Nothing was signed over the wrong root; verify names the edge.
     verify = CliRunner().invoke(main, ["receipts", "verify"])
     assert verify.exit_code == 1 and "Merkle edge (size 1) is not the tree" in " ".join(verify.output.split())
+
+
+def test_a_retried_controller_rollback_does_not_undo_a_later_resume(state):
+    # The controller's rollback of api-200 fails (the executor is down), so it stays queued;
+    # dana then resumes the ramp (a client bug, the build is fine). The retry that runs the
+    # rollback later completes it as skipped, receipted, and leaves the ramp as she set it.
+    import json
+
+    from ops_platform.guard.actions import ActionRequest, ExecutionResult
+    from ops_platform.guard.roster import CONTROLLER_ACTOR, CONTROLLER_ROLES
+    from ops_platform.guard.runtime import build_protocol
+    from ops_platform.ramp.switchboard import live_flag_file
+
+    live = live_flag_file(state.home, state.world)
+    FlagFile.load(live).start_ramp("release-api", "api-200").set_percent(
+        "release-api", {"canary": 20, "early": 10, "general": 0}).save(live)
+
+    class Down:
+        def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
+            raise OSError("the flag volume is not mounted")
+
+    rollback = ActionRequest(actor=CONTROLLER_ACTOR, roles=CONTROLLER_ROLES, action="rollback", target_kind="flag",
+                             target_id="release-api", rationale="api-availability fast burn on api/canary/api-200",
+                             idempotency_key="ramp:api-200:rollback", params={"build_id": "api-200"})
+    assert build_protocol(state, executors={"rollback": Down()}).submit(rollback).status == "requested"
+    assert _run("override", "release-api", "--action", "resume", "--rationale", REASON, "--ttl", "4h",
+                "--actor", "dana").exit_code == 0
+    assert CliRunner().invoke(main, ["receipts", "retry"]).exit_code == 0
+    api = FlagFile.load(live).release("release-api")
+    assert api.candidate == "api-200" and api.cohort_percent["canary"] == 20 and not api.paused
+    receipt = json.loads(CliRunner().invoke(main, ["receipts", "show", _receipt_of(state, rollback)]).output)
+    result = receipt["statement"]["predicate"]["result"]
+    assert not result["applied"] and "resume by dana" in result["skipped"] and "came after" in result["skipped"]
+
+
+def _receipt_of(state, request) -> str:
+    from ops_platform.guard.runtime import open_store
+
+    store = open_store(state)
+    with store.read() as conn:
+        seq = store.get_action(conn, request.action_id)["receipt_seq"]
+    return next(e.receipt_id for e in store.ledger_entries() if e.seq == seq)

@@ -16,9 +16,11 @@ from pathlib import Path
 from ..control.store import ControlStore
 from ..files import write_bytes
 from ..guard.actions import ActionRequest, ExecutionResult
+from ..guard.roster import CONTROLLER_ACTOR
 from ..paths import LIVE_FLAGS
 from ..timezones import iso_utc, utcnow
-from .flag_executor import FlagFileExecutor, last_change_path
+from .controller import escalates_past
+from .flag_executor import BUILD_ACTIONS, FlagFileExecutor, last_change_path
 from .flags import FlagFile
 
 DIRECTIVES = {"hold": "pause", "rollback": "rollback", "resume": "resume"}
@@ -76,6 +78,31 @@ class OverrideExecutor:
         effect = self.flags.apply(action_id, dataclasses.replace(request, action=DIRECTIVES[directive]), then=record)
         detail = {**dict(effect.detail), "directive": directive, "expires_at": recorded["expires_at"]}
         return ExecutionResult(detail=detail, files=effect.files)
+
+
+class LaterOverrideWins:
+    """The flag executor of retries and dead-letter replays: a controller's pause or rollback
+    carried out after a human overrode its flag (a resume: the build is fine) is skipped, not
+    applied over the override. The controller honours overrides when it plans; a retry runs
+    later, and evidence from before an override is not replayed."""
+
+    def __init__(self, flags: FlagFileExecutor, store: ControlStore) -> None:
+        self.flags, self.store = flags, store
+
+    def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
+        if request.actor == CONTROLLER_ACTOR and request.action in BUILD_ACTIONS:
+            with self.store.read() as conn:
+                row = self.store.get_action(conn, action_id)
+            asked = row["created_at"] if row else None
+            later = [o for o in self.store.overrides(request.target_id) if asked and o["created_at"] > asked
+                     and not escalates_past(f"{o['directive']} by {o['actor']}", request.action)]
+            if later:
+                o = later[-1]
+                return ExecutionResult(detail={
+                    "flag_file": str(self.flags.path), "action": request.action, "action_id": action_id,
+                    "applied": False, "skipped": f"the {o['directive']} by {o['actor']} at {o['created_at']} came after "
+                                                 f"the controller asked ({asked}): the human's word stands"})
+        return self.flags.apply(action_id, request)
 
 
 def world_flag_file(world: Path) -> Path:
