@@ -92,11 +92,11 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         completed.setdefault(e["action_id"], datetime.fromisoformat(e["ts"]))
 
     outcomes: dict[str, int] = {}
-    release_flags = FlagFile.load(ex.path, lenient=True).release_flags
+    flag_file = FlagFile.load(ex.path, lenient=True)
     # The newest day of burn evidence: a freeze on a much older day (a backfill) freezes nothing.
     newest = max(context.instance.get_materialized_partitions(BURN_KEY), default=None)
     for decision in plan(signals, _ramps(warehouse), override, since_overrides(history, last_override), utcnow(),
-                         release_flags, last_override, newest, completed.get):
+                         flag_file.release_flags, last_override, newest, completed.get, flag_file.releases()):
         if decision.request is None:
             context.log.info(f"no action: {decision.note}")
             flag = decision.overridden

@@ -61,6 +61,49 @@ def test_a_hold_does_not_stop_a_rollback_and_a_freeze_from_a_verdict_holds_every
     assert f.request.params["exempt"] == ["release-api"]
 
 
+def test_an_earlier_action_undone_by_hand_holds_nothing_back():
+    # The controller paused api-102 an hour ago; someone cleared the pause in the file by hand
+    # and the build burns again: the flag no longer holds it, so it pauses again (a new action,
+    # saying why). A freeze 5 minutes ago that no flag still holds (lifted) does not stop a
+    # new one either; one that still holds does (the cool-down).
+    from datetime import timedelta
+
+    from ops_platform.ramp.controller import history_key, since_overrides
+    from ops_platform.ramp.flags import ReleaseState
+
+    now = T0.replace(hour=6)
+
+    def state(flag: str, *, paused=False, frozen=False, candidate="api-102") -> ReleaseState:
+        return ReleaseState(flag, "api-101", candidate, {"canary": 20, "early": 0, "general": 0}, paused, frozen, ())
+
+    paused = {history_key("pause", "release-api", "api-102"): ("pause", now - timedelta(hours=1))}
+    last = since_overrides(paused, lambda f: None)
+    (held,) = plan([_signal(ramp="pause")], RAMPS, lambda f: None, last, now,
+                   flag_states={"release-api": state("release-api", paused=True)})
+    assert held.request is None and "already pause" in held.note
+    (again,) = plan([_signal(ramp="pause")], RAMPS, lambda f: None, last, now,
+                    flag_states={"release-api": state("release-api")})
+    assert again.request.action == "pause" and "again-after" in again.request.idempotency_key
+    assert "the pause at 2026-03-08 05:00 no longer holds (release-api was changed since)" in again.note
+    first = plan([_signal(ramp="pause")], RAMPS, lambda f: None)[0].request.idempotency_key
+    assert again.request.idempotency_key != first  # not answered with the first pause's outcome
+    # Two pause signals in one batch: one pause, though the file does not show it yet.
+    both = plan([_signal(ramp="pause"), _signal(ramp="pause", tier="slow")], RAMPS, lambda f: None, last, now,
+                flag_states={"release-api": state("release-api")})
+    assert [d.request.action for d in both if d.request] == ["pause"]
+
+    frozen = {history_key("freeze", "*", ""): ("freeze", now - timedelta(minutes=5))}
+    stable = _signal(groups=("api/general/api-101",))
+    flags = {"release-api": state("release-api"), "release-graph": state("release-graph", candidate=None)}
+    (lifted,) = plan([stable], RAMPS, lambda f: None, since_overrides(frozen, lambda f: None), now,
+                     release_flags=tuple(flags), flag_states=flags)
+    assert lifted.request.action == "freeze" and "no release flag is frozen" in lifted.note
+    flags["release-graph"] = state("release-graph", frozen=True, candidate=None)
+    (cooling,) = plan([stable], RAMPS, lambda f: None, since_overrides(frozen, lambda f: None), now,
+                      release_flags=tuple(flags), flag_states=flags)
+    assert cooling.request is None and "cool-down" in cooling.note
+
+
 def test_a_burn_after_promotion_or_without_builds_is_the_platforms():
     # api-102 was promoted at 05:00: a burn first seen at 06:00 is the stable build's.
     late = BurnSignal("api-availability", "fast", "2026-03-08", "rollback", "freeze",

@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from ..guard.actions import ActionRequest
 from ..guard.roster import CONTROLLER_ACTOR, CONTROLLER_ROLES
-from .flags import release_flag
+from .flags import ReleaseState, release_flag
 
 COOLDOWN = timedelta(minutes=30)
 # A freeze answers what burns now: a burn from a day more than this before the newest burn
@@ -83,9 +83,11 @@ def history_key(action: str, flag: str, build: str) -> str:
     return FREEZE_TARGET if action == "freeze" else f"{flag}:{build}"
 
 
-def _held_back(key: str, action: str, prior: tuple[str, datetime] | None, now: datetime | None) -> str | None:
-    """Why ``action`` must not go ahead after ``prior`` (None: it may)."""
-    if prior is None:
+def _held_back(key: str, action: str, prior: tuple[str, datetime] | None, now: datetime | None,
+               still_held: bool = True) -> str | None:
+    """Why ``action`` must not go ahead after ``prior`` (None: it may). ``still_held``: whether
+    the flags still show what ``prior`` did; one undone by hand since holds nothing back."""
+    if prior is None or not still_held:
         return None
     last, when = prior
     if action == "freeze":
@@ -125,7 +127,8 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
          now: datetime | None = None, release_flags: Sequence[str] = (),
          last_override: Callable[[str], datetime | None] = lambda flag: None,
          newest_partition: str | None = None,
-         done: Callable[[str], datetime | None] = lambda action_id: None) -> list[Decision]:
+         done: Callable[[str], datetime | None] = lambda action_id: None,
+         flag_states: Mapping[str, ReleaseState] | None = None) -> list[Decision]:
     """Guarded requests (and notes on what was skipped) for a batch of burn signals.
 
     ``active_override(flag)``: the override in force there, as "<directive> by <actor>".
@@ -137,7 +140,10 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
     day of burn evidence evaluated; a freeze on evidence ``FREEZE_EVIDENCE_DAYS`` older is
     noted, not requested. ``done(action_id)``: when that action was completed, if it was: the
     same request again is a note (it would only be answered with its old outcome), and the
-    cool-down counts from that time, not from now.
+    cool-down counts from that time, not from now. ``flag_states``: the release flags as the
+    flag file holds them now; an earlier pause or rollback of the build that the flag no
+    longer shows (cleared by hand), or a freeze no flag still holds (lifted), no longer holds
+    the controller back: it acts again, as a new action.
     """
     by_build = {r.build_id: r for r in ramps}
     out: list[Decision] = []
@@ -177,15 +183,22 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
                 continue
             hkey = history_key(action, target, build)
             prior = planned.get(hkey) or (last_action(hkey) if last_action is not None else None)
-            wait = _held_back(hkey, action, prior, now)
+            # An action planned in this batch holds whatever the file shows (it is not applied yet).
+            held = hkey in planned or _still_held(action, target, build, flag_states)
+            wait = _held_back(hkey, action, prior, now, held)
             if wait:
                 out.append(Decision(None, wait))
                 continue
+            undone = ""
+            if prior is not None and not held:  # a new action: the earlier one's key is answered already
+                key += f":again-after-{prior[1].isoformat()}"
+                undone = (f"; the {prior[0]} at {prior[1]:%Y-%m-%d %H:%M} no longer holds "
+                          f"({'no release flag is frozen' if action == 'freeze' else target + ' was changed since'})")
             exempt = sorted(f for f in release_flags if active_override(f)) if action == "freeze" else []
             rationale = (f"{sig.slo} {sig.tier} burn on {group} "
                          f"(first {sig.first_firing or '?'}, partition {sig.partition})"
                          + (f": {sig.evidence}" if sig.evidence else "")
-                         + (f"; not frozen, an override wins: {', '.join(exempt)}" if exempt else ""))
+                         + (f"; not frozen, an override wins: {', '.join(exempt)}" if exempt else "") + undone)
             request = ActionRequest(
                 actor=CONTROLLER_ACTOR, roles=CONTROLLER_ROLES, action=action,
                 target_kind="flag", target_id=target if target != "*" else FREEZE_TARGET,
@@ -201,6 +214,18 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
                 planned[hkey] = (action, now)
             out.append(Decision(request, rationale))
     return out
+
+
+def _still_held(action: str, target: str, build: str, flags: Mapping[str, ReleaseState] | None) -> bool:
+    """Whether the flags still show the controller's earlier action of this kind: some flag
+    frozen, for a freeze; the build's flag held (paused or frozen), or no longer carrying
+    the build, for a pause or rollback. Without the flags' state, assumed so."""
+    if flags is None:
+        return True
+    if action == "freeze":
+        return any(s.frozen for s in flags.values())
+    state = flags.get(target)
+    return state is None or state.held or state.candidate != build
 
 
 def _days_behind(partition: str, newest: str | None) -> int:
