@@ -563,14 +563,23 @@ def dlq_list(url: str | None, as_json: bool) -> None:
 @_store_option
 def dlq_replay(dlq_id: int | None, url: str | None) -> None:
     """Send dead-lettered requests through the guarded path again with a fresh retry budget."""
-    outcomes = _any_action_protocol(url).replay_dlq(dlq_id)
+    from .guard.actions import stored_request
+
+    proto = _any_action_protocol(url)
+    # What each replayed item asks for and since when, said with its outcome.
+    said = {}
+    for item in proto.store.dlq_items():
+        req = stored_request(item["request"])
+        said[req.action_id if req else item["action_id"]] = (
+            f"{req.describe() if req else 'unreadable request'} (dead-lettered {item['created_at']})")
+    outcomes = proto.replay_dlq(dlq_id)
     if not outcomes and dlq_id is not None:
         raise click.ClickException(f"nothing to replay with id {dlq_id}")
     if not outcomes:  # an empty queue is a healthy system: no error for a cron job to page on
         console.print("nothing to replay: the dead-letter queue is empty")
         return
     for o in outcomes:
-        console.print(f"{o.action_id}: {o.status} {o.reason}")
+        console.print(f"{o.action_id}: {escape(said.get(o.action_id, ''))}: {o.status} {escape(o.reason)}")
     if any(o.status != "completed" and o.status != "denied" for o in outcomes):
         sys.exit(1)
 

@@ -143,7 +143,11 @@ def test_cli_dlq_list_and_replay(tmp_path, monkeypatch):
     # "fin" is on no roster, so the release is denied (with a receipt), not run.
     replay = CliRunner().invoke(main, ["dlq", "replay"])
     assert replay.exit_code == 0 and "denied" in replay.output, replay.output
+    said = " ".join(replay.output.split())  # what was replayed, and since when
+    assert f"{r.action_id}: export_release on {r.target_kind} {r.target_id} by fin (dead-lettered" in said, said
     assert env.store.dlq_items() == []  # replayed: back in the queue with a fresh budget
+    (event,) = env.store.events(kind="dlq_replayed")
+    assert '"action": "export_release"' in event["payload"]
 
 
 def test_a_malformed_store_url_never_echoes_its_password(tmp_path, monkeypatch):

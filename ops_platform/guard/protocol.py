@@ -157,7 +157,8 @@ class ActionProtocol:
                                          lease_owner=None, lease_expires_at=None)
                 self.store.add_event(tx, ts=now, kind="dlq_replayed", target_kind=req.target_kind,
                                      target_id=req.target_id, actor=req.actor, action_id=req.action_id,
-                                     payload={"dlq_id": item["dlq_id"]})
+                                     payload={"dlq_id": item["dlq_id"], "action": req.action,
+                                              "reason": f"replayed from the dead-letter queue: {req.describe()}"})
             outcomes.append(self._process(req))
         return outcomes
 
