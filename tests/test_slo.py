@@ -115,7 +115,6 @@ def _mutate(tmp_path: Path, name: str, fn) -> Path:
     ("api-latency.yaml", lambda d: d[1]["spec"]["objectives"][0].update(timeSliceWindow=1), "timeSliceWindow"),
     ("api-latency.yaml", lambda d: d[0]["spec"]["ratioMetric"]["good"]["metricSource"].pop("type"),
      "good.metricSource.type"),
-    ("api-latency.yaml", lambda d: d[1]["metadata"].update(labels={"team-name": "api"}), "metadata.labels.team-name"),
     ("api-latency.yaml", lambda d: d[1]["metadata"].update(labels={"severity": "low"}), "metadata.labels.severity"),
     ("api-latency.yaml", lambda d: d[1]["metadata"].update(labels={"team": {"a": 1}}), "metadata.labels.team"),
     ("api-latency.yaml", lambda d: d[1]["metadata"]["annotations"].update(summary="x"),
@@ -391,12 +390,13 @@ def test_slo_labels_and_runbook_reach_the_rules_and_service_names_are_quoted(tmp
     # a quote or a backslash in a service name is escaped, not a broken rule file.
     _require_prometheus()
     folder = _mutate(tmp_path, "api-availability.yaml", lambda d: (
-        d[1]["metadata"].update(labels={"team": "payments", "tariff": ["1", "gold"]}),
+        d[1]["metadata"].update(labels={"team": "payments", "tariff": ["1", "gold"], "summit.example/tier": "1"}),
         d[1]["metadata"]["annotations"].update(runbook_url="https://runbooks.example/api"),
         [d[0]["spec"]["ratioMetric"][k]["metricSource"]["spec"].update(service='ap"i\\x') for k in ("good", "total")]))
     slo = by_name(folder)["api-availability"]
     every = [r for g in yaml.safe_load(rules_yaml([slo]))["groups"] for r in g["rules"]]
     assert all(r["labels"]["team"] == "payments" and r["labels"]["tariff"] == "1,gold" for r in every)
+    assert not any("summit.example/tier" in r["labels"] for r in every)  # prefixed: metadata only
     alerts = [r for r in every if "alert" in r]
     assert all(a["annotations"]["runbook_url"] == "https://runbooks.example/api" for a in alerts)
     assert not any("summit.example/owner" in a["annotations"] for a in alerts)

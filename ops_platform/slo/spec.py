@@ -655,9 +655,10 @@ def _scalar_text(value: Any) -> str | None:
 
 
 def _rule_labels(doc: Any, file, path: str) -> dict[str, str]:
-    """OpenSLO metadata.labels as Prometheus rule labels: a value, or a list of values
-    (OpenSLO allows both) joined by commas. A name Prometheus would refuse, or one the
-    rules write themselves, is an error here rather than at `promtool check rules`."""
+    """OpenSLO metadata.labels named like Prometheus labels, as rule labels: a value, or a
+    list of values (OpenSLO allows both) joined by commas. Prefixed names (summit.example/team,
+    as Kubernetes writes them) are metadata and stay out of the rules, as annotations do; a
+    name the rules write themselves is an error here rather than a clash in Prometheus."""
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -665,8 +666,7 @@ def _rule_labels(doc: Any, file, path: str) -> dict[str, str]:
     out = {}
     for key, value in doc.items():
         if not isinstance(key, str) or not _PROMETHEUS_LABEL.fullmatch(key) or key.startswith("__"):
-            raise SLOSpecError(file, f"{path}.{key}", "is not a Prometheus label name (letters, digits and "
-                                                      "underscores, not starting with a digit or __)")
+            continue
         if key in RULE_LABELS:
             raise SLOSpecError(file, f"{path}.{key}", f"is a label the exported rules write themselves "
                                                       f"({', '.join(RULE_LABELS)}): name it otherwise")
