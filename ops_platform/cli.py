@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -1197,6 +1198,7 @@ def switchboard_status(as_json: bool, url: str | None) -> None:
     except (OSError, FlagFileError) as exc:
         raise click.ClickException(f"cannot read the flag file {path}: {exc}") from None
     store = store_to_read(p, url)  # none yet: nothing was ever overridden
+    keys = functools.cache(lambda: _public_keys(p))  # read once, and only if an override is in force
     now = iso_utc(utcnow())
     rows = []
     for flag in sorted([*file.release_flags, *file.broken]):
@@ -1204,7 +1206,7 @@ def switchboard_status(as_json: bool, url: str | None) -> None:
         override = ({k: active[-1][k] for k in ("directive", "actor", "expires_at", "rationale")}
                     if active else None)
         if override is not None:  # the controller obeys it only as its receipt says
-            override["not_obeyed"] = store.override_problem(active[-1], _public_keys(p))
+            override["not_obeyed"] = store.override_problem(active[-1], keys())
         if flag in file.broken:
             rows.append({"flag": flag, "broken": str(file.broken[flag]), "override": override})
             continue
@@ -1310,8 +1312,9 @@ def switchboard_log(flag: str, as_json: bool, url: str | None) -> None:
     for t in timeline:
         receipt = f" receipt {t['receipt_id'][:12]}" if t["receipt_id"] else ""
         click.echo(f"{t['ts']}  {t['kind']:<24} {t['action']:<10} {t['actor']:<16} {_one_line(t['what'])}{receipt}")
+    keys = _public_keys(p) if active else {}
     for o in active:
-        problem = store.override_problem(o, _public_keys(p))
+        problem = store.override_problem(o, keys)
         click.echo(f"active override: {o['directive']} by {o['actor']} until {o['expires_at']}: "
                    f"{_one_line(o['rationale'])}"
                    + (f" (not obeyed by the controller: {problem})" if problem else ""))

@@ -66,9 +66,13 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
     # Read once per flag and run: plan asks for each group of each signal, and nothing in
     # this run adds an override.
     @cache
+    def public_keys() -> dict:  # read once per run, and only when some override is in force
+        return signer.verifiers()
+
+    @cache
     def override(flag: str) -> str | None:
         active = store.active_overrides(flag, iso_utc(utcnow()))
-        if active and (problem := store.override_problem(active[-1], signer.verifiers())):
+        if active and (problem := store.override_problem(active[-1], public_keys())):
             # Obeyed only as its receipt says: a record edited in the store holds nothing back.
             context.log.warning(f"{flag}: the override in force is not obeyed: {problem}")
             return None

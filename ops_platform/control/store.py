@@ -45,7 +45,7 @@ def _action_id_of(entry: LedgerEntry) -> str | None:
     """The action id a ledger entry's receipt names (None when it names none or is unreadable:
     verify reports an unreadable entry itself)."""
     try:
-        return _mapping(_mapping(envelope_statement(strict_loads(entry.envelope))).get("predicate")).get("action_id")
+        return _mapping(envelope_statement(entry.envelope).get("predicate")).get("action_id")
     except (ValueError, TypeError, KeyError, AttributeError, VerificationError):
         return None
 

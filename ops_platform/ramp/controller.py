@@ -100,12 +100,12 @@ def _held_back(key: str, action: str, prior: tuple[str, datetime] | None, now: d
     return f"{key}: already {last} (at {when:%Y-%m-%d %H:%M}); {action} would not change it"
 
 
-def escalates_past(override: str, action: str) -> bool:
-    """Whether ``action`` goes ahead despite the active ``override`` ("<directive> by <actor>"):
-    a hold keeps a ramp from advancing, not the controller from rolling back a build that
-    burns (as a paused rollout still aborts on failed analysis). A resume, or a human
-    rollback, wins over the controller until it expires."""
-    return override.split(" ", 1)[0] == "hold" and action == "rollback"
+def escalates_past(directive: str, action: str) -> bool:
+    """Whether the controller's ``action`` goes ahead despite an override's ``directive``: a
+    hold keeps a ramp from advancing, not the controller from rolling back a build that burns
+    (as a paused rollout still aborts on failed analysis). A resume, or a human rollback,
+    wins over the controller until it expires."""
+    return directive == "hold" and action == "rollback"
 
 
 def since_overrides(history: dict[str, tuple[str, datetime]],
@@ -176,7 +176,7 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
                                           "a freeze answers what burns now, so it freezes nothing"))
                 continue
             override = active_override(target) if target != "*" else None
-            if override and not escalates_past(override, action):
+            if override and not escalates_past(override.split(" ", 1)[0], action):
                 out.append(Decision(None, f"{target}: active override ({override}) wins over {action} "
                                           f"({sig.slo} {sig.tier} burn on {group}, partition {sig.partition})",
                                     overridden=target))

@@ -95,7 +95,7 @@ class LaterOverrideWins:
                 row = self.store.get_action(conn, action_id)
             asked = row["created_at"] if row else None
             later = [o for o in self.store.overrides(request.target_id) if asked and o["created_at"] > asked
-                     and not escalates_past(f"{o['directive']} by {o['actor']}", request.action)]
+                     and not escalates_past(o["directive"], request.action)]
             if later:
                 o = later[-1]
                 return ExecutionResult(detail={

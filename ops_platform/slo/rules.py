@@ -83,15 +83,23 @@ def _ratio_parts(slo: SLO, window: str) -> tuple[str, str, str]:
     that never failed) is 0 errors, as the platform's Prometheus reader counts it."""
     good, total = slo.indicator.good, slo.indicator.total
     assert good is not None and total is not None
+    t = f"sum(rate({_total_series(slo)}[{window}]))"
     if good.spec.get("table") == "latency_buckets":
-        good_le, inf = _le_matcher(good.spec["le"]), _le_matcher("+Inf")
-        g = f'sum(rate({METRICS["bucket"]}{_selector(good, good_le)}[{window}]))'
-        t = f'sum(rate({METRICS["bucket"]}{_selector(total, inf)}[{window}]))'
+        g = f'sum(rate({METRICS["bucket"]}{_selector(good, _le_matcher(good.spec["le"]))}[{window}]))'
         return g, f"({t} - {g})", t
-    requests = f'sum(rate({METRICS["requests"]}{_selector(total)}[{window}]))'
     errors = f'sum(rate({METRICS["errors"]}{_selector(total)}[{window}]))'
-    bad = f"({errors} or 0 * {requests})"
-    return f"({requests} - {bad})", bad, requests
+    bad = f"({errors} or 0 * {t})"
+    return f"({t} - {bad})", bad, t
+
+
+def _total_series(slo: SLO) -> str:
+    """The series a ratio SLO counts all its events in: the requests counter, or the latency
+    histogram's +Inf bucket."""
+    total = slo.indicator.total
+    assert total is not None
+    if total.spec.get("table") == "latency_buckets":
+        return f'{METRICS["bucket"]}{_selector(total, _le_matcher("+Inf"))}'
+    return f'{METRICS["requests"]}{_selector(total)}'
 
 
 def _budget_remaining(slo: SLO, labels: dict) -> list[dict]:
@@ -126,11 +134,7 @@ def _data_missing_alert(slo: SLO, labels: dict) -> dict:
     shortest = window_name(min(slo.windows))
     ind = slo.indicator
     if ind.kind == "ratio":
-        assert ind.total is not None
-        if ind.total.spec.get("table") == "latency_buckets":
-            metric = f'{METRICS["bucket"]}{_selector(ind.total, _le_matcher("+Inf"))}'
-        else:
-            metric = f'{METRICS["requests"]}{_selector(ind.total)}'
+        metric = _total_series(slo)
         unjudged = (f'absent(slo:sli_error:ratio_rate{shortest}{{slo={_quoted(slo.name)}}}) '
                     f"and on() (sum(rate({metric}[{shortest}])) > 0)")
         # Summed: absent()'s labels (le, pipeline) are no labels of the SLO's.
@@ -141,7 +145,7 @@ def _data_missing_alert(slo: SLO, labels: dict) -> dict:
         metric = f'{METRICS["lag"]}{_selector(ind.metric)}'
         expr = f"sum(absent({metric}))"
         why = f"{metric} is absent"
-    severity = slo.tiers[0].severity if slo.tiers else "warning"  # as the fastest tier would page
+    severity = slo.tiers[0].severity  # as the fastest tier would page (every SLO has a tier)
     return {
         "alert": f"SLOData{_camel(slo.name)}Missing", "expr": expr, "for": MISSING_FOR,
         "labels": {**labels, "severity": severity},
