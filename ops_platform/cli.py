@@ -1063,7 +1063,7 @@ def invoices_export(period: str, actor: str, rationale: str, url: str | None) ->
         raise click.ClickException(str(exc)) from None
     blockers, out = release_invoices(stored, chosen, p.invoices,
                                      lambda executors: build_protocol(_guard_paths(), executors, url), actor, rationale,
-                                     roster=roster)
+                                     lambda: _public_keys(p), roster=roster)
     if out is None:
         click.echo(f"held: invoices for {chosen.name} are not released")
         for why in blockers:

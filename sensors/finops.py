@@ -57,7 +57,7 @@ def release_invoices_op(context: dg.OpExecutionContext, config: ReleaseConfig, w
     stored = StoredFinOps.from_warehouse(warehouse.get())  # what finops/attribution's checks passed
     held, out = release_invoices(stored, period, exports.invoices(),
                                  lambda executors: build_protocol(control, signer, guard, executors),
-                                 actor, config.rationale, roster)
+                                 actor, config.rationale, signer.verifiers, roster)
     if out is None:  # the sensor checked too, but the books may have changed since
         raise dg.Failure(description=f"held: {period.name}: " + "; ".join(held))
     context.log.info(f"export_release {period.name}: {out.status} {out.reason} receipt {out.receipt_id}")

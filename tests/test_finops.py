@@ -690,21 +690,21 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     assert env.verify().ok
     # A period that shares a day with the released one is held, by either path: those days
     # are invoiced already. The released period itself is the same action, answered once.
-    from ops_platform.finops.export import release_invoices
+    from ops_platform.finops.export import release_invoices, released_file_problems
     from ops_platform.finops.invoices import Period
 
     inner = Period(f"{period.start}..{period.start + timedelta(days=1)}", period.start, period.start + timedelta(days=1))
     assert stored.blockers(inner) == []
     reasons, none = release_invoices(stored, inner, tmp_path / "invoices",
                                      lambda executors: env.protocol(executor=executors["export_release"]), "finops-analyst",
-                                     "an overlapping range must not bill its days twice")
+                                     "an overlapping range must not bill its days twice", env.ring.verifiers)
     assert none is None and reasons == [f"overlaps {period.name}, already released ({period.start} to "
                                         f"{period.start} invoiced there)", "every day of it is out already"]
     # A wider range is told which of its days are not out yet, as a period it can name.
     wider = Period(f"{period.start}..{period.end + timedelta(days=2)}", period.start, period.end + timedelta(days=2))
     held, _ = release_invoices(stored, wider, tmp_path / "invoices",
                                lambda executors: env.protocol(executor=executors["export_release"]), "finops-analyst",
-                               "a wider range must not bill the released days twice")
+                               "a wider range must not bill the released days twice", env.ring.verifiers)
     assert held[-1] == f"not out yet: {period.end}..{period.end + timedelta(days=2)}", held
     bypass = env.protocol(executor=InvoiceExportExecutor(tmp_path / "invoices", stored,
                                                         released=lambda: [period])).submit(
@@ -712,7 +712,7 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     assert bypass.status != "completed" and "overlaps" in bypass.reason
     again, out2 = release_invoices(stored, period, tmp_path / "invoices",
                                    lambda executors: env.protocol(executor=executors["export_release"]), "finops-analyst",
-                                   "the same period again is the same release")
+                                   "the same period again is the same release", env.ring.verifiers)
     assert again == [] and out2.status == "completed" and out2.receipt_id == out.receipt_id
     files[0].write_bytes(files[0].read_bytes() + b"\n")  # someone edits an exported file
     report = env.verify()
@@ -720,10 +720,38 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     files[1].unlink()  # and deletes another: a re-run says so instead of "already decided"
     _, rerun = release_invoices(stored, period, tmp_path / "invoices",
                                 lambda executors: env.protocol(executor=executors["export_release"]),
-                                "finops-analyst", "the same period again is the same release")
+                                "finops-analyst", "the same period again is the same release", env.ring.verifiers)
     assert rerun.status == "files_changed" and rerun.receipt_id == out.receipt_id
     assert f"{files[0]} differs from its receipted sha256" in rerun.reason and f"{files[1]} is missing" in rerun.reason
     assert not files[1].exists()  # nothing rewritten
+    # A receipt rewritten in the store to carry the altered file's digest, re-signed by a key
+    # that is not ours, vouches for nothing: the re-run says so rather than "intact".
+    from pathlib import Path
+
+    import sqlalchemy as sa
+
+    from ops_platform.control import schema
+    from ops_platform.files import file_sha256
+    from ops_platform.receipts.canonical import canonical_json
+    from ops_platform.receipts.dsse import envelope_statement, sign_envelope
+    from ops_platform.receipts.keys import KeyRing
+
+    files[1].write_bytes(b"")
+    entry = env.store.entry(out.receipt_id)
+    statement = envelope_statement(entry.envelope)
+    for subject in statement["subject"]:
+        if Path(subject["name"]).is_file():
+            subject["digest"]["sha256"] = file_sha256(Path(subject["name"]))
+    forged = sign_envelope(canonical_json(statement), KeyRing.load_or_create(tmp_path / "other-keys").signer())
+    with env.store.engine.begin() as conn:
+        conn.execute(sa.update(schema.ledger).where(schema.ledger.c.seq == entry.seq).values(
+            envelope=json.dumps(forged)))
+    assert released_file_problems(env.store, out.receipt_id, None, KeyRing(tmp_path / "other-keys").verifiers()) == []
+    _, forged_run = release_invoices(stored, period, tmp_path / "invoices",
+                                     lambda executors: env.protocol(executor=executors["export_release"]),
+                                     "finops-analyst", "the same period again is the same release", env.ring.verifiers)
+    assert forged_run.status == "files_changed" and "does not verify" in forged_run.reason, forged_run.reason
+    assert "unknown key id" in forged_run.reason
 
 
 def test_focus_13_allocated_charges_are_read_through_their_allocated_tags():

@@ -18,8 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..receipts.canonical import strict_loads
-from ..receipts.dsse import VerificationError, envelope_statement, verify_envelope
+from ..receipts.dsse import VerificationError, envelope_statement
 from ..receipts.ledger import Checkpoint, LedgerEntry
 from ..receipts.merkle import CompactRange
 from . import schema as s
@@ -82,9 +81,7 @@ def _override_problem(row: Mapping[str, Any], entry: LedgerEntry | None,
             return f"{named} was recorded by no action: a row written into the store by hand"
         return None if row["status"] not in ("completed", "denied") else f"{named} has no receipt of its own"
     try:
-        envelope = strict_loads(entry.envelope)
-        statement = (strict_loads(verify_envelope(envelope, dict(verifiers))) if verifiers is not None
-                     else envelope_statement(envelope))
+        statement = envelope_statement(entry.envelope, verifiers)
     except (ValueError, TypeError, VerificationError) as exc:
         return f"{named}: its receipt {entry.receipt_id[:12]} does not verify ({exc})"
     p = _mapping(_mapping(statement).get("predicate"))

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -22,7 +23,7 @@ from ..files import exclusive_lock, file_sha256
 from ..guard.actions import ActionRequest, ExecutionResult, Executor, Outcome
 from ..guard.protocol import ActionProtocol
 from ..guard.roster import Roster, load_roster
-from ..receipts.dsse import envelope_statement
+from ..receipts.dsse import VerificationError, envelope_statement
 from ..receipts.statement import statement_subjects, subject_path
 from .invoices import Period, carried_corrections, parse_period, write_invoices
 from .pipeline import StoredFinOps
@@ -175,11 +176,13 @@ def unreleased_parts(period: Period, released: list[Period]) -> list[Period]:
 
 def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
                      protocol: Callable[[Mapping[str, Executor]], ActionProtocol],
-                     actor: str, rationale: str, roster: Roster | None = None) -> tuple[list[str], Outcome | None]:
+                     actor: str, rationale: str, verifiers: Callable[[], Mapping[str, Any]],
+                     roster: Roster | None = None) -> tuple[list[str], Outcome | None]:
     """Release a period's invoices through the guard: ``(reasons, None)`` when the books hold
     it, or it overlaps a period already released (nothing is submitted, so no receipt), else
     ``([], outcome)``. ``protocol`` builds the caller's guarded path (CLI or Dagster
-    resources) around the executors it is given."""
+    resources) around the executors it is given; ``verifiers`` gives the public keys the
+    release receipt is checked with before its files are."""
     executor = InvoiceExportExecutor(out_root, books)
     guarded = protocol({"export_release": executor})
     executor.released = lambda: released_periods(guarded.store)  # the store is the protocol's own
@@ -194,7 +197,7 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
             return held, None
         out = guarded.submit(release_request(period, actor, rationale, roster))
     if out.status == "completed" and out.receipt_id:  # e.g. a re-run answered "already released"
-        problems = released_file_problems(guarded.store, out.receipt_id, guarded.home)
+        problems = released_file_problems(guarded.store, out.receipt_id, guarded.home, verifiers())
         if problems:
             out = dataclasses.replace(out, status="files_changed", reason=(
                 f"released under receipt {out.receipt_id[:12]}, but the files on disk no longer match it: "
@@ -202,14 +205,19 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     return [], out
 
 
-def released_file_problems(store, receipt_id: str, home: Path | None) -> list[str]:
+def released_file_problems(store, receipt_id: str, home: Path | None, verifiers: Mapping[str, Any]) -> list[str]:
     """What no longer matches a release receipt: each file subject that is missing or whose
     sha256 differs from the receipted one (nothing for a receipt whose files are intact).
-    ``home``: the state folder the receipt's relative names are in."""
+    ``home``: the state folder the receipt's relative names are in. The receipt vouches for
+    the files only when its signature verifies under ``verifiers`` (the public keys): a
+    receipt rewritten in the store to match altered files is itself the problem."""
     entry = store.entry(receipt_id)
     if entry is None:
         return [f"receipt {receipt_id[:12]} is not in the ledger"]
-    statement = envelope_statement(entry.envelope)
+    try:
+        statement = envelope_statement(entry.envelope, verifiers)
+    except (ValueError, TypeError, VerificationError) as exc:
+        return [f"receipt {receipt_id[:12]} does not verify ({exc}): its file digests vouch for nothing"]
     problems = []
     for subject in statement_subjects(statement):
         path = subject_path(subject, home or Path.cwd())

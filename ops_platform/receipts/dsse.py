@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -134,13 +135,17 @@ def verify_envelope(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
     raise VerificationError("signature does not verify")
 
 
-def envelope_statement(envelope: str | dict) -> dict:
-    """The statement an envelope (a dict or its JSON text, as the ledger stores it) carries,
-    decoded without checking signatures: for reading receipts (``verify_envelope`` checks)."""
+def envelope_statement(envelope: str | dict, verifiers: Mapping[str, Ed25519PublicKey] | None = None) -> dict:
+    """The statement an envelope (a dict or its JSON text, as the ledger stores it) carries.
+    Without ``verifiers``, decoded without checking signatures: for reading receipts. With
+    them (the public keys), only if a signature verifies (``verify_envelope``): for whatever
+    acts on what a receipt says."""
     env = strict_loads(envelope) if isinstance(envelope, str) else envelope
     if not isinstance(env, dict):
         raise VerificationError("envelope is not a JSON object")
-    statement = strict_loads(_b64decode(env.get("payload"), "payload"))
+    payload = (verify_envelope(env, dict(verifiers)) if verifiers is not None
+               else _b64decode(env.get("payload"), "payload"))
+    statement = strict_loads(payload)
     if not isinstance(statement, dict):
         raise VerificationError("payload is not a JSON object")
     return statement
