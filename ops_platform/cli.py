@@ -560,12 +560,17 @@ def dlq_list(url: str | None, as_json: bool) -> None:
 
 
 @dlq.command("replay")
-@click.option("--id", "dlq_id", type=int, default=None, help="Replay one item (default: all).")
+@click.option("--id", "dlq_id", type=int, default=None, help="Replay this item (ops-platform dlq list).")
+@click.option("--all", "every", is_flag=True, help="Replay every item of the queue.")
 @_store_option
-def dlq_replay(dlq_id: int | None, url: str | None) -> None:
-    """Send dead-lettered requests through the guarded path again with a fresh retry budget."""
+def dlq_replay(dlq_id: int | None, every: bool, url: str | None) -> None:
+    """Send dead-lettered requests through the guarded path again with a fresh retry budget:
+    one (--id N) or all of them (--all), named on purpose, since each may act on a flag or a
+    period now."""
     from .guard.actions import stored_request
 
+    if (dlq_id is None) == (not every):
+        raise click.UsageError("name one item with --id N (ops-platform dlq list) or replay them all with --all")
     proto = _any_action_protocol(url)
     # What each replayed item asks for and since when, said with its outcome.
     said = {}

@@ -122,10 +122,14 @@ def test_bad_time_zone_preset_and_window_settings_are_one_line(tmp_path, monkeyp
 
 
 def test_an_empty_dead_letter_queue_is_nothing_to_page_on(state):
-    res = CliRunner().invoke(main, ["dlq", "replay"])
+    res = CliRunner().invoke(main, ["dlq", "replay", "--all"])
     assert res.exit_code == 0 and "the dead-letter queue is empty" in res.output, res.output
     res = CliRunner().invoke(main, ["dlq", "replay", "--id", "7"])
     assert res.exit_code == 1 and "nothing to replay with id 7" in res.output
+    # Replaying is named on purpose: one item, or all of them, never by leaving the id out.
+    for args in ([], ["--id", "7", "--all"]):
+        res = CliRunner().invoke(main, ["dlq", "replay", *args])
+        assert res.exit_code == 2 and "--id N" in res.output and "--all" in res.output, res.output
 
 
 def test_a_request_the_guard_could_not_decide_says_it_is_kept_and_how_to_follow_it(state, monkeypatch):

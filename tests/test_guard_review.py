@@ -291,7 +291,7 @@ def test_a_dead_lettered_row_that_does_not_read_is_listed_skipped_and_discarded(
     assert listed.exit_code == 0 and "unreadable request 'not json'" in listed.output, listed.output
     (shown,) = json.loads(CliRunner().invoke(main, ["dlq", "list", "--json"]).output)
     assert shown["request"] is None and shown["unreadable_request"] == "not json"
-    replayed = CliRunner().invoke(main, ["dlq", "replay"])
+    replayed = CliRunner().invoke(main, ["dlq", "replay", "--all"])
     assert replayed.exit_code == 1 and f"dlq discard {item['dlq_id']}" in replayed.output, replayed.output
     assert isinstance(replayed.exception, SystemExit)
     dropped = CliRunner().invoke(main, ["dlq", "discard", str(item["dlq_id"]), "--actor", "dana",

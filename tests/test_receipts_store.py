@@ -141,7 +141,7 @@ def test_cli_dlq_list_and_replay(tmp_path, monkeypatch):
     env.signer_up()
     # The replay is decided on the roster's roles now, not the ones the request carried:
     # "fin" is on no roster, so the release is denied (with a receipt), not run.
-    replay = CliRunner().invoke(main, ["dlq", "replay"])
+    replay = CliRunner().invoke(main, ["dlq", "replay", "--all"])
     assert replay.exit_code == 0 and "denied" in replay.output, replay.output
     said = " ".join(replay.output.split())  # what was replayed, and since when
     assert f"{r.action_id}: export_release on {r.target_kind} {r.target_id} by fin (dead-lettered" in said, said
