@@ -260,6 +260,26 @@ def test_a_lag_slo_recording_rule_is_zero_for_a_healthy_pipeline_and_sums_target
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_an_exported_window_holds_exactly_its_minutes_as_the_burn_series_counts_them(tmp_path):
+    # One late minute (the 21st) of a receipt pipeline: two minutes later the 5m ratio is 1/5,
+    # five minutes later the minute is out of the window. Prometheus 2 closes a range on the
+    # left, so a `[5m:1m]` subquery held six minutes there: 1/6, then still 1/6.
+    _require_prometheus()
+    slo = by_name()["receipt-lag"]
+    values = [10.0] * 21 + [100.0] + [10.0] * 41
+    t0 = datetime(2026, 3, 8, tzinfo=UTC)
+    lag = pl.DataFrame({"ts": [t0 + timedelta(minutes=i) for i in range(len(values))], "pipeline": ["receipt"] * len(values),
+                        "lag_seconds": values, "sample_id": [str(i) for i in range(len(values))]})
+    burn = burn_rates(minute_events(slo, lag=lag), slo)
+    ours = {m: burn.filter(pl.col("ts") == t0 + timedelta(minutes=m))["error_ratio_5m"].item() for m in (23, 26)}
+    assert ours == {23: 0.2, 26: 0.0}
+    label = f'slo:sli_error:ratio_rate5m{{slo="receipt-lag",service="receipt",owner="{slo.owner}",window="5m"}}'
+    _promtool_test(tmp_path, rules_yaml(load_slos(SLOS)), [{"interval": "1m", "input_series": [
+        {"series": 'summit_pipeline_lag_seconds{pipeline="receipt"}', "values": "10x20 100 10x40"}],
+        "promql_expr_test": [{"expr": 'slo:sli_error:ratio_rate5m{slo="receipt-lag"}', "eval_time": f"{m}m",
+                              "exp_samples": [{"labels": label, "value": ratio}]} for m, ratio in ours.items()]}])
+
+
 def test_exported_alerts_fire_and_ratios_read_as_the_platform_counts(tmp_path):
     # Sloth users check their rules with `promtool test rules`: here a 10% error rate (a 20x
     # burn of the 0.5% budget) must fire the fast page, whose two windows are recorded under

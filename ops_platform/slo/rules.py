@@ -10,6 +10,7 @@ as the platform's burn series counts it: each minute's good ratio from a one-min
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import numpy as np
 import yaml
@@ -52,7 +53,14 @@ def _le_matcher(value: object) -> str:
     return f'le="{np.format_float_scientific(bound, unique=True, trim="-", exp_digits=2)}"'
 
 
-def error_ratio_expr(slo: SLO, window: str) -> str:
+def _minutes(window: timedelta) -> str:
+    """A subquery range holding exactly the window's minutes, as the burn series counts them:
+    (t - w, t]. Prometheus 2 closes a range on the left, so ``[5m:1m]`` held 6 minute steps
+    there (5 on Prometheus 3); a range one second short holds 5 on both."""
+    return f"{int(window.total_seconds()) - 1}s"
+
+
+def error_ratio_expr(slo: SLO, window: timedelta) -> str:
     """PromQL for the SLO's bad-event ratio over `window`: bad requests (or samples) over all
     of them for Occurrences, bad minutes over minutes with traffic for Timeslices."""
     ind = slo.indicator
@@ -61,8 +69,8 @@ def error_ratio_expr(slo: SLO, window: str) -> str:
             assert slo.objective.time_slice_target is not None
             good, _, total = _ratio_parts(slo, "1m")
             minute_bad = f"({good} / {total} < bool {slo.objective.time_slice_target!r}) and {total} > 0"
-            return f"avg_over_time(({minute_bad})[{window}:1m])"
-        _, bad, total = _ratio_parts(slo, window)
+            return f"avg_over_time(({minute_bad})[{_minutes(window)}:1m])"
+        _, bad, total = _ratio_parts(slo, window_name(window))
         # No traffic in the window is no ratio (as the platform's burn series has none), not
         # 0/0 = NaN, which would blank the budget's average over the whole SLO window.
         return f"({bad} / ({total} > 0))"
@@ -73,8 +81,8 @@ def error_ratio_expr(slo: SLO, window: str) -> str:
     # Summed over scrape targets; a window without a bad sample counts 0, not "no series" (a
     # healthy pipeline must have a ratio, or dashboards and absence alerts break): the `or`
     # falls back to 0 x the samples, which carries the same labels.
-    samples = f"count_over_time({sel}[{window}:1m])"
-    return (f"(sum(count_over_time(({sel} {bad_op} {slo.objective.value!r})[{window}:1m]) or 0 * {samples})"
+    samples = f"count_over_time({sel}[{_minutes(window)}:1m])"
+    return (f"(sum(count_over_time(({sel} {bad_op} {slo.objective.value!r})[{_minutes(window)}:1m]) or 0 * {samples})"
             f" / sum({samples}))")
 
 
@@ -165,8 +173,8 @@ def rule_groups(slos: list[SLO]) -> dict:
     groups = []
     for slo in slos:
         labels = {"slo": slo.name, "service": slo.service, "owner": slo.owner, **slo.labels}
-        recording = [{"record": f"slo:sli_error:ratio_rate{w}", "expr": error_ratio_expr(slo, w),
-                      "labels": {**labels, "window": w}} for w in map(window_name, slo.windows)]
+        recording = [{"record": f"slo:sli_error:ratio_rate{window_name(w)}", "expr": error_ratio_expr(slo, w),
+                      "labels": {**labels, "window": window_name(w)}} for w in slo.windows]
         recording.append({"record": "slo:objective:ratio", "expr": f"vector({slo.objective.target})",
                           "labels": labels})
         recording.append({"record": "slo:error_budget:ratio", "expr": f"vector({slo.error_budget!r})",
