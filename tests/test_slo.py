@@ -119,6 +119,10 @@ def _mutate(tmp_path: Path, name: str, fn) -> Path:
     ("api-latency.yaml", lambda d: d[1]["metadata"].update(labels={"team": {"a": 1}}), "metadata.labels.team"),
     ("api-latency.yaml", lambda d: d[1]["metadata"]["annotations"].update(summary="x"),
      "metadata.annotations.summary"),
+    # Two SLOs' tiers must not name the same Dagster check (api--latency's fast, api's latency__fast).
+    ("api-latency.yaml", lambda d: (d[1]["metadata"].update(name="api--latency"), d[2]["spec"].update(slo="api--latency")),
+     "metadata.name"),
+    ("api-latency.yaml", lambda d: d[2]["spec"]["tiers"][0].update(name="latency__fast"), "tiers[0].name"),
 ])
 def test_bad_files_name_file_and_field(tmp_path, file, mutation, where):
     folder = _mutate(tmp_path, file, mutation)
@@ -202,6 +206,22 @@ def test_a_folder_or_a_broken_link_named_yaml_is_an_error_naming_it(tmp_path):
     (folder / "archive.yaml").rmdir()
     (folder / "team-b.yaml").symlink_to(tmp_path / "gone.yaml")
     with pytest.raises(SLOSpecError, match=r"team-b.yaml: \(file\): cannot be read: No such file"):
+        load_slos(folder)
+
+
+def test_slo_files_in_subfolders_load_and_hidden_files_are_no_slo_files(tmp_path):
+    # Teams keep their SLOs in folders of their own; an editor's lock file (a dangling link)
+    # or a hidden copy beside them is not an SLO file.
+    folder = tmp_path / "slos"
+    shutil.copytree(SLOS, folder)
+    (folder / "team-api").mkdir()
+    (folder / "api-latency.yaml").rename(folder / "team-api" / "api-latency.yaml")
+    (folder / ".#api-availability.yaml").symlink_to("me@host.1234:1700000000")
+    (folder / ".old").mkdir()
+    (folder / ".old" / "draft.yaml").write_text("not: an slo\n")
+    assert sorted(s.name for s in load_slos(folder)) == sorted(s.name for s in load_slos(SLOS))
+    (folder / "team-api" / "copy.yml").write_text((folder / "team-api" / "api-latency.yaml").read_text())
+    with pytest.raises(SLOSpecError, match=r"defined twice \(also in team-api/api-latency.yaml\)"):
         load_slos(folder)
 
 

@@ -29,7 +29,9 @@ OWNER_ANNOTATION = "summit.example/owner"
 RAMP_ACTIONS = ("rollback", "pause", "ticket")
 PLATFORM_ACTIONS = ("freeze", "ticket")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_TIER_NAME = re.compile(r"[a-z][a-z0-9_]*")
+# Checks are named <slo, '-' as '_'>__<tier>: no '--' in an SLO's name and no '__' in a tier's
+# keeps two SLOs' tiers from naming the same check.
+_TIER_NAME = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
 _DURATION = re.compile(r"^(\d+)(s|m|h|d|w|M|Q|Y)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -507,7 +509,7 @@ def _tiers(doc: dict, file, path: str) -> tuple[BurnTier, ...]:
         # It names Dagster checks, warehouse columns (firing_<tier>, case-blind) and alerts.
         if not _TIER_NAME.fullmatch(name):
             raise SLOSpecError(file, f"{p}.name", f"{name!r}: a tier name is lowercase letters, digits and "
-                                                  "underscores, starting with a letter (e.g. fast, page_1h)")
+                                                  "single underscores, starting with a letter (e.g. fast, page_1h)")
         tiers.append(BurnTier(name, rate, long_w, short_w, severity, ramp, platform))
     if not tiers:
         raise SLOSpecError(file, f"{path}.spec.tiers", "needs at least one tier")
@@ -564,10 +566,13 @@ def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
 
 
 def load_slos(folder: Path) -> list[SLO]:
-    """Every SLO in `folder/*.yaml`, validated, with its burn tiers."""
+    """Every SLO in the ``*.yaml`` and ``*.yml`` files of `folder` and its subfolders (one per
+    team, say), validated, with its burn tiers. Hidden files and folders (an editor's lock
+    file, ``._x.yaml``) are not SLO files."""
     if not Path(folder).is_dir():
         raise SLOSpecError(folder, "(folder)", "does not exist (or is not a folder)")
-    files = sorted(Path(folder).glob("*.yaml")) + sorted(Path(folder).glob("*.yml"))
+    files = sorted(f for pattern in ("*.yaml", "*.yml") for f in Path(folder).rglob(pattern)
+                   if not any(part.startswith(".") for part in f.relative_to(folder).parts))
     if not files:
         raise SLOSpecError(folder, "(folder)", "no SLO files (*.yaml)")
     raw, indicators, policies, defined = [], {}, {}, {}
@@ -577,12 +582,12 @@ def load_slos(folder: Path) -> list[SLO]:
         for s in slis:
             if s.name in indicators:
                 raise SLOSpecError(f, "SLI", f"indicator {s.name!r} is defined twice (also in {defined[s.name]})")
-            indicators[s.name], defined[s.name] = s, f.name
+            indicators[s.name], defined[s.name] = s, f.relative_to(folder)
         for i, d in pols:
             slo_name = _get(_get(d, "spec", f, f"document[{i}]", dict), "slo", f, f"document[{i}].spec", str)
             if slo_name in policies:
                 raise SLOSpecError(f, f"document[{i}].spec.slo", f"SLO {slo_name!r} has a BurnAlertPolicy already "
-                                                                 f"(in {policies[slo_name][0].name})")
+                                                                 f"(in {policies[slo_name][0].relative_to(folder)})")
             policies[slo_name] = (f, f"document[{i}]", _tiers(d, f, f"document[{i}]"), d["spec"]["tiers"])
     names = {_name(d, f, f"document[{i}]"): f for f, i, d in raw}
     for slo_name, (f, where, _, _) in policies.items():  # a misspelt spec.slo: the policy governs nothing
@@ -594,10 +599,14 @@ def load_slos(folder: Path) -> list[SLO]:
         name = _name(d, f, p)
         if name in seen:
             raise SLOSpecError(f, f"{p}.metadata.name", f"SLO {name!r} is defined twice (also in {seen[name]})")
+        if "--" in name:
+            raise SLOSpecError(f, f"{p}.metadata.name", f"{name!r}: use single hyphens; an SLO's checks are named "
+                                                        "with '_' for '-' and '__' before the tier, so 'a--b' could "
+                                                        "name another SLO's tier check")
         if name in RESERVED_NAMES:
             raise SLOSpecError(f, f"{p}.metadata.name", f"{name!r} is reserved (the alert scores' totals over "
                                                         "every SLO): name the SLO otherwise")
-        seen[name] = f.name
+        seen[name] = f.relative_to(folder)
         meta, spec = d["metadata"], _get(d, "spec", f, p, dict)
         _unknown_keys(spec, SLO_SPEC_KEYS, f, f"{p}.spec")
         annotations = meta.get("annotations") or {}
