@@ -772,7 +772,7 @@ def slo_validate(slo_dir: Path | None, world_dir: Path | None) -> None:
     for s in slos:
         window = _window_text(s)
         for i, t in enumerate(s.tiers):
-            head = (s.name, s.budgeting, f"{s.objective.target:g}", window) if i == 0 else ("", "", "", "")
+            head = (s.name, s.budgeting, repr(s.objective.target), window) if i == 0 else ("", "", "", "")
             table.add_row(*head, t.name, f"{t.burn_rate:g}x",
                           f"{window_name(t.long_window)}/{window_name(t.short_window)}",
                           f"{s.budget_spent_to_fire(t):.1%}", t.ramp_action, t.platform_action)
@@ -836,7 +836,7 @@ def slo_status(as_json: bool) -> None:
         shown = "" if left_ is None else f"{left_:.1%}"
         if left_ is not None and left_ < 0:
             shown = f"[red]{shown} (spent)[/red]"
-        table.add_row(r["slo"], r["owner"], f"{r['objective']:g}", r["window"], r["as_of"] or "not stored",
+        table.add_row(r["slo"], r["owner"], repr(r['objective']), r["window"], r["as_of"] or "not stored",
                       shown, "" if r["days_stored"] is None else str(r["days_stored"]),
                       ", ".join(r["fired_that_day"]), ", ".join(r["firing_at_last_minute"]))
     _print_whole(table)

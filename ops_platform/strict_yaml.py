@@ -7,6 +7,7 @@ roster entries for one actor, the second wins); every configuration file the pla
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -37,3 +38,11 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 except TypeError:  # an unhashable key: the safe loader says so itself
                     continue
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2 reads `1e1`, `1.44e1` and `1e-3` as numbers; PyYAML (YAML 1.1) wants a dot and a
+# signed exponent (`1.0e+1`) and reads the others as strings, so `burnRate: 1e1` was refused
+# as "not a number".
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))

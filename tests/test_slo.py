@@ -225,6 +225,18 @@ def test_slo_files_in_subfolders_load_and_hidden_files_are_no_slo_files(tmp_path
         load_slos(folder)
 
 
+def test_numbers_with_an_exponent_read_as_yaml_1_2_reads_them(tmp_path):
+    # PyYAML alone reads `1e1` and `1.44e1` as strings (YAML 1.1 wants `1.44e+1`).
+    folder = tmp_path / "slos"
+    shutil.copytree(SLOS, folder)
+    text = (folder / "api-availability.yaml").read_text()
+    assert "burnRate: 14.4," in text and "target: 0.995\n" in text
+    (folder / "api-availability.yaml").write_text(
+        text.replace("burnRate: 14.4,", "burnRate: 1.44e1,").replace("target: 0.995\n", "target: 9.95e-1\n"))
+    slo = {s.name: s for s in load_slos(folder)}["api-availability"]
+    assert slo.tiers[0].burn_rate == 14.4 and slo.objective.target == 0.995
+
+
 def test_unparseable_yaml_is_a_clear_error(tmp_path):
     folder = tmp_path / "slos"
     shutil.copytree(SLOS, folder)
@@ -712,6 +724,11 @@ def test_slo_validate_lists_what_each_tier_lets_go_and_names_a_bad_file(tmp_path
     assert res.exit_code == 1 and "api-availability.yaml" in res.output and "budgetingMethd" in res.output
     res = CliRunner().invoke(main, ["slo", "rules", "--slos", str(tmp_path / "none")])
     assert res.exit_code == 1 and "does not exist" in res.output
+    # A target of many nines is shown as written, not rounded to 1.
+    nines = _mutate(tmp_path / "nines", "api-availability.yaml",
+                    lambda d: d[1]["spec"]["objectives"][0].update(target=0.9999999))
+    res = CliRunner().invoke(main, ["slo", "validate", "--slos", str(nines)])
+    assert res.exit_code == 0 and "0.9999999" in res.output, res.output
 
 
 def test_rules_match_a_whole_bucket_bound_as_prometheus_2_and_3_write_it_and_keep_full_precision(tmp_path):

@@ -720,7 +720,7 @@ def _tiers_can_fire(tiers: tuple[BurnTier, ...], raw: list, target: float, file,
             i = next(j for j, r in enumerate(raw) if r.get("name") == t.name)
             raise SLOSpecError(file, f"{path}.spec.tiers[{i}].burnRate",
                                f"tier {t.name!r}: burnRate {t.burn_rate:g} x error budget {budget:g} (1 - target "
-                               f"{target:g}) = {t.burn_rate * budget:g}, but an error ratio is at most 1, so the tier "
+                               f"{target!r}) = {t.burn_rate * budget:g}, but an error ratio is at most 1, so the tier "
                                f"could never fire: its burnRate must be below {1 / budget:g}")
 
 
