@@ -206,7 +206,7 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
     summary = (summary.with_columns(pl.Series("total", [_major(m, c) for m, c in
                                                         zip(summary["total_minor"], summary["currency"], strict=True)],
                                               dtype=pl.String))
-               .select(list(SUMMARY_SCHEMA)).sort("tenant_id"))
+               .select(list(SUMMARY_SCHEMA)).sort("tenant_id", "currency"))  # one invoice per currency
     return lines, summary.cast(SUMMARY_SCHEMA)
 
 
