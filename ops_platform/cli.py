@@ -505,7 +505,8 @@ def _any_action_protocol(url: str | None):
 
     p = _guard_paths()
     store = open_store(p, url)
-    executors = guarded_executors(store, lambda: live_flag_file(p.home, p.world), p.warehouse, p.invoices)
+    executors = guarded_executors(store, lambda: live_flag_file(p.home, p.world), p.warehouse, p.invoices,
+                                  home=p.home, verifiers=lambda: _public_keys(p))
     return build_protocol(p, executors=executors, store=store)
 
 

@@ -6,11 +6,12 @@ dead-letter replay may meet any action, so it gets them all from here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from .control.store import ControlStore
-from .finops.export import InvoiceExportExecutor, released_periods
+from .finops.export import InvoiceExportExecutor, altered_releases, released_periods
 from .finops.pipeline import StoredFinOps
 from .guard.actions import ActionRequest, ExecutionResult, Executor
 from .guard.dlq import DlqDiscardExecutor
@@ -34,15 +35,19 @@ class _BuiltWhenNeeded:
 
 
 def guarded_executors(store: ControlStore, flag_file: Callable[[], Path], warehouse: Path | None = None,
-                      invoices: Path | None = None) -> dict[str, Executor]:
+                      invoices: Path | None = None, home: Path | None = None,
+                      verifiers: Callable[[], Mapping[str, Any]] = dict) -> dict[str, Executor]:
     """Discarding dead-lettered items; the flag actions and overrides on the live flag file
     (``flag_file`` finds or seeds it, at the first such action); with ``warehouse`` and
-    ``invoices``, the invoice release too (from the books the warehouse stored)."""
+    ``invoices``, the invoice release too (from the books the warehouse stored), held while
+    a released period's files under ``home`` do not match their receipts (checked with the
+    public keys ``verifiers`` gives)."""
     flags = _BuiltWhenNeeded(lambda: LaterOverrideWins(FlagFileExecutor(flag_file()), store))
     executors: dict[str, Executor] = {
         "override": _BuiltWhenNeeded(lambda: OverrideExecutor(store, FlagFileExecutor(flag_file()))),
         **dict.fromkeys(FLAG_ACTIONS, flags), "dlq_discard": DlqDiscardExecutor(store)}
     if warehouse is not None and invoices is not None:
         executors["export_release"] = _BuiltWhenNeeded(lambda: InvoiceExportExecutor(
-            invoices, StoredFinOps.from_warehouse(Warehouse(warehouse)), lambda: released_periods(store)))
+            invoices, StoredFinOps.from_warehouse(Warehouse(warehouse)), lambda: released_periods(store),
+            lambda period: altered_releases(store, home, verifiers(), but=period)))
     return executors

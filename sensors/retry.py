@@ -34,7 +34,8 @@ def retry_guarded_actions_op(context: dg.OpExecutionContext, control: ControlSto
                              warehouse: WarehouseResource, exports: ExportsResource) -> None:
     # Every executor: a retried action may be any of them.
     store = control.store()
-    executors = guarded_executors(store, lambda: flags.executor().path, Path(warehouse.path), exports.invoices())
+    executors = guarded_executors(store, lambda: flags.executor().path, Path(warehouse.path), exports.invoices(),
+                                  home=Path(control.home), verifiers=signer.verifiers)
     report = build_protocol(control, signer, guard, executors, store=store).retry()
     context.log.info(f"retry: {report}")
     context.log_event(dg.AssetObservation(asset_key=LEDGER_KEY, metadata={

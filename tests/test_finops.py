@@ -693,7 +693,11 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     assert env.verify().ok
     # A period that shares a day with the released one is held, by either path: those days
     # are invoiced already. The released period itself is the same action, answered once.
-    from ops_platform.finops.export import release_invoices, released_file_problems
+    from ops_platform.finops.export import (
+        altered_releases,
+        release_invoices,
+        released_file_problems,
+    )
     from ops_platform.finops.invoices import Period
 
     inner = Period(f"{period.start}..{period.start + timedelta(days=1)}", period.start, period.start + timedelta(days=1))
@@ -720,6 +724,21 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     files[0].write_bytes(files[0].read_bytes() + b"\n")  # someone edits an exported file
     report = env.verify()
     assert not report.ok and "differs from the receipt" in report.first_bad
+    # Until it is restored, no other period goes out: a later invoice nets its late usage
+    # against what the released files billed, which an edited file no longer says. Held by
+    # either path (the command's check, and the executor's on a retry or a replay).
+    later = Period(f"{period.end}..{period.end + timedelta(days=1)}", period.end, period.end + timedelta(days=1))
+    held, none = release_invoices(stored, later, tmp_path / "invoices",
+                                  lambda executors: env.protocol(executor=executors["export_release"]),
+                                  "finops-analyst", "the next day", env.ring.verifiers)
+    assert none is None and any(h.startswith(f"{period.name}, already released, no longer matches its receipt")
+                                and f"{files[0]} differs" in h for h in held), held
+    retried = env.protocol(executor=InvoiceExportExecutor(
+        tmp_path / "invoices", stored, released=lambda: [period],
+        altered=lambda p: altered_releases(env.store, None, env.ring.verifiers(), but=p))).submit(
+        release_request(later, "finops-analyst", "a retry must not bypass it either"))
+    assert retried.status != "completed" and "no longer matches its receipt" in retried.reason
+    assert not (tmp_path / "invoices" / later.name).exists()
     files[1].unlink()  # and deletes another: a re-run says so instead of "already decided"
     _, rerun = release_invoices(stored, period, tmp_path / "invoices",
                                 lambda executors: env.protocol(executor=executors["export_release"]),

@@ -11,6 +11,7 @@ same action, answered once; the answer then says whether its files still match t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -42,10 +43,14 @@ class InvoiceExportExecutor:
     """
 
     def __init__(self, out_root: Path, books: StoredFinOps,
-                 released: Callable[[], list[Period]] = lambda: []) -> None:
+                 released: Callable[[], list[Period]] = lambda: [],
+                 altered: Callable[[Period], list[str]] = lambda period: []) -> None:
+        """``released``: the periods out already; ``altered``: why the released files no longer
+        vouch for what they billed (``altered_releases``), which holds every other release."""
         self.out_root = Path(out_root)
         self.books = books
         self.released = released
+        self.altered = altered
 
     def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
         period = parse_period(str(request.params["period"]))
@@ -57,7 +62,7 @@ class InvoiceExportExecutor:
                 raise HeldRelease(f"held: {period.name} was released by another action; nothing is rewritten")
             out = invoiced(self.out_root, released, period)
             billed, unread = billed_lines(self.out_root, out)
-            held = self.books.blockers(period) + overlaps(period, out) + unread
+            held = self.books.blockers(period) + overlaps(period, out) + unread + self.altered(period)
             if held:
                 raise HeldRelease(f"held: {period.name}: " + "; ".join(held))
             carried = carried_corrections(self.books.usage, self.books.corrections, period, out, billed)
@@ -117,6 +122,23 @@ def billed_lines(out_root: Path, out: list[Period]) -> tuple[pl.DataFrame, list[
     schema = {"line_kind": pl.String, "tenant_id": pl.String, "meter": pl.String, "usage_date": pl.Date,
               "quantity": pl.String, "period": pl.String}
     return (pl.concat(frames) if frames else pl.DataFrame(schema=schema)), problems
+
+
+def altered_releases(store, home: Path | None, verifiers: Mapping[str, Any], but: Period | None = None) -> list[str]:
+    """Why no other period may go out: a released period whose files no longer match its
+    receipt (edited, deleted, or a receipt that does not verify). A later invoice nets its
+    late usage against what the released ones billed, read from those files: an edited file
+    would have it bill usage twice, or not at all. ``but``: the period being released (its
+    own release answers for its files)."""
+    found = []
+    for period, event in _releases(store):
+        if but is not None and (period.start, period.end) == (but.start, but.end):
+            continue
+        if problems := released_file_problems(store, event["receipt_id"], home, verifiers):
+            found.append(f"{period.name}, already released, no longer matches its receipt "
+                         f"{event['receipt_id'][:12]} ({'; '.join(problems)}), so what it billed is not known: "
+                         "restore its files (`ops-platform receipts verify` names them)")
+    return found
 
 
 def release_request(period: Period, actor: str, rationale: str, roster: Roster | None = None) -> ActionRequest:
@@ -185,19 +207,22 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     release receipt is checked with before its files are."""
     executor = InvoiceExportExecutor(out_root, books)
     guarded = protocol({"export_release": executor})
+    keys = functools.cache(verifiers)  # read once, and only if a receipt is checked
     executor.released = lambda: released_periods(guarded.store)  # the store is the protocol's own
+    executor.altered = lambda p: altered_releases(guarded.store, guarded.home, keys(), but=p)
     releases = _releases(guarded.store)
     done = next((e for p, e in releases if (p.start, p.end) == (period.start, period.end)), None)
     if done is not None:  # out already, whoever asks now: answered by its release, files re-checked
         out = Outcome(done["action_id"], "completed", "already released", done["receipt_id"], created=False)
     else:
         out_now = invoiced(out_root, [p for p, _ in releases], period)
-        held = books.blockers(period) + overlaps(period, out_now) + billed_lines(out_root, out_now)[1]
+        held = (books.blockers(period) + overlaps(period, out_now) + billed_lines(out_root, out_now)[1]
+                + executor.altered(period))
         if held:
             return held, None
         out = guarded.submit(release_request(period, actor, rationale, roster))
     if out.status == "completed" and out.receipt_id:  # e.g. a re-run answered "already released"
-        problems = released_file_problems(guarded.store, out.receipt_id, guarded.home, verifiers())
+        problems = released_file_problems(guarded.store, out.receipt_id, guarded.home, keys())
         if problems:
             out = dataclasses.replace(out, status="files_changed", reason=(
                 f"released under receipt {out.receipt_id[:12]}, but the files on disk no longer match it: "
