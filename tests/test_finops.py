@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from datetime import UTC, date, datetime, timedelta
@@ -306,6 +307,28 @@ def test_a_tag_naming_no_known_tenant_is_unallocated_not_a_new_tenant():
     assert day["billed_micros"] == day["attributed_micros"] == 3_500_000 and day["confidence"] < 0.9
     # without the catalog (none loaded), a tag is taken at its word
     assert "A" in attribute(bill, usage, services).tenant_day["tenant_id"].to_list()
+
+
+def test_shared_cost_driven_by_usage_of_an_unknown_tenant_is_unallocated_and_holds_the_release():
+    # Events metered for a tenant the catalog lacks (a typo, a tenant not loaded yet): its share
+    # of the serving pool is nobody's to bill, and spreading it over "a" would bill "a" for it.
+    from ops_platform.finops.invoices import Period
+    from ops_platform.finops.pipeline import StoredFinOps
+
+    bill = _bill([("3.000000", {"service": "api", "pool": "serving"})])
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)] * 2, "tenant_id": ["a", "t-99999"], "meter": ["api_calls"] * 2,
+                          "quantity": [1.0, 2.0], "events": [1, 2], "final": [True, True]})
+    result = attribute(bill, usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]}), tenants=pl.Series(["a"]))
+    rows = {r["tenant_id"]: r["serving_micros"] for r in result.tenant_day.iter_rows(named=True)}
+    assert rows == {"a": 1_000_000, UNALLOCATED: 2_000_000}
+    day = result.day.row(0, named=True)
+    assert day["unknown_tenant_micros"] == 2_000_000 and day["attributed_micros"] == day["billed_micros"] == 3_000_000
+    stored = StoredFinOps(day=result.day, usage=usage, tenant_day=result.tenant_day,
+                          corrections=pl.DataFrame(schema={"utc_date": pl.Date, "tenant_id": pl.String, "meter": pl.String,
+                                                           "arrived": pl.Date, "quantity": pl.Float64}),
+                          tenants=pl.DataFrame({"tenant_id": ["a"], "tier": ["pro"]}), price_list=pl.DataFrame())
+    held = stored.blockers(Period("2026-03-01..2026-03-02", date(2026, 3, 1), date(2026, 3, 2)))
+    assert any("1 tenant(s) the catalog does not know (t-99999)" in h for h in held), held
 
 
 @pytest.mark.parametrize("lines", [
@@ -659,7 +682,6 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     period = final_period(result.usage)
     assert stored.blockers(period) == []
     # A usage file of the period that did not load holds it: its events are missing.
-    import dataclasses
 
     day = period.start + timedelta(days=1)
     broken = dataclasses.replace(stored, unloaded=pl.DataFrame({

@@ -183,7 +183,9 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     refused_rows) from ``repair.billing_for_attribution``, which lower that day's confidence;
     ``tenants``: the catalog's tenant ids. A row tagged with a tenant the catalog does not
     know (``T-00028`` for ``t-00028``) is nobody's direct cost: it goes to the unallocated
-    line (confidence 0), and the day counts it in ``unknown_tenant_micros``.
+    line (confidence 0), and the day counts it in ``unknown_tenant_micros``. So does the share
+    of shared cost that usage metered for such a tenant drives: it is no tenant's to bill, and
+    spreading it over the others would bill them for it.
     """
     lines = cost_lines(billing)
     unknown = pl.lit(False)
@@ -208,6 +210,12 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     shares = allocate(pools, pools.select("utc_date", "service", "kind", "meter").join(
         weights, on=["utc_date", "meter"], how="inner"), ["utc_date", "service", "kind"], "tenant_id",
         out="micros")
+    stranger = (~pl.col("tenant_id").is_in(tenants.implode()) if tenants is not None else pl.lit(False))
+    shares = shares.with_columns(stranger.alias("_unknown_tenant"))
+    unknown_usage = (shares.filter(pl.col("_unknown_tenant")).group_by("utc_date")
+                     .agg(pl.col("micros").sum().alias("_unknown_usage_micros")))
+    shares = shares.with_columns(pl.when(pl.col("_unknown_tenant")).then(pl.lit(UNALLOCATED))
+                                 .otherwise(pl.col("tenant_id")).alias("tenant_id"))
     placed = shares.group_by("utc_date", "service", "kind").agg(pl.col("micros").sum().alias("placed"))
     left = (pools.join(placed, on=["utc_date", "service", "kind"], how="left")
             .with_columns((pl.col("amount") - pl.col("placed").fill_null(0)).alias("micros"))
@@ -230,7 +238,11 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     q = (quality if quality is not None and quality.height else pl.DataFrame(schema={"utc_date": pl.Date}))
     q = q.with_columns(pl.lit(0, pl.Int64).alias(c) for c in counts if c not in q.columns)
     day_rows = (day_rows.join(q, on="utc_date", how="left").join(final, on="utc_date", how="left")
-                .with_columns(*(pl.col(c).fill_null(0) for c in counts), pl.col("final").fill_null(False)))
+                .join(unknown_usage, on="utc_date", how="left")
+                .with_columns(*(pl.col(c).fill_null(0) for c in counts), pl.col("final").fill_null(False),
+                              (pl.col("unknown_tenant_micros") + pl.col("_unknown_usage_micros").fill_null(0))
+                              .alias("unknown_tenant_micros"))
+                .drop("_unknown_usage_micros"))
     # A refused row costs its share of the day's rows; a repaired one, half of that. A refused
     # row whose cost does not read is a charge of unknown size: the day's bill is not known.
     missing = (pl.col("refused_rows") + 0.5 * pl.col("repaired_rows")) / (pl.col("rows") + pl.col("refused_rows"))

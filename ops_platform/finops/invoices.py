@@ -177,6 +177,11 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
     priced = (both.join(tenants.select("tenant_id", "tier"), on="tenant_id", how="left")
               .join(price_list.select("tier", "meter", "unit", "unit_price", "currency"), on=["tier", "meter"],
                     how="left"))
+    strangers = priced.filter(pl.col("tier").is_null())["tenant_id"].unique().sort()
+    if strangers.len():
+        raise ValueError(f"usage metered for {strangers.len()} tenant(s) the tenant catalog does not know "
+                         f"(first {strangers[0]}): no tier, so no price; add them to the catalog or fix the "
+                         "events' subject")
     missing = priced.filter(pl.col("unit_price").is_null())
     if missing.height:
         first = missing.row(0, named=True)

@@ -234,6 +234,16 @@ class StoredFinOps:
         if unequal.height:
             reasons.append(f"attribution does not sum to the bill on {unequal.height} day(s) (first "
                            f"{unequal['utc_date'][0]})")
+        strangers = pl.Series([], dtype=pl.String)
+        if "tenant_id" in self.tenants.columns and self.tenants.height:  # as attribution, with a catalog loaded
+            strangers = (pl.concat([self.usage.filter(period.covers()).select("tenant_id"),
+                                    self.corrections.filter(period.covers("arrived")).select("tenant_id")])
+                         .filter(~pl.col("tenant_id").is_in(self.tenants["tenant_id"].implode()))["tenant_id"]
+                         .unique().sort())
+        if strangers.len():  # no tier, so no price: their usage cannot be invoiced
+            reasons.append(f"usage metered for {strangers.len()} tenant(s) the catalog does not know ("
+                           f"{', '.join(strangers.head(5).to_list())}{', ...' if strangers.len() > 5 else ''}): add "
+                           "them to the tenant catalog (raw.tenants) or fix the events' subject")
         open_days = self.usage.filter(period.covers() & ~pl.col("final"))["utc_date"].unique().sort()
         if open_days.len():
             reasons.append(f"usage not final yet for {open_days.len()} day(s) (first {open_days[0]}; a day is final once its late-data window has passed)")
