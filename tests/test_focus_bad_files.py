@@ -204,16 +204,20 @@ def test_a_negative_usage_correction_is_a_refund_and_loads(tmp_path):
 def test_an_out_of_range_cost_is_quarantined_not_a_crash(tmp_path, fmt):
     frame = pl.read_csv(_csv(tmp_path, ROW, _row(x_LineItemId="L2"), _row(x_LineItemId="L3"), name="src.csv"),
                         infer_schema=False)
+    # 10^13 fits the contract's decimal but not attribution's 64-bit micro-units: refused too.
     frame = frame.with_columns(pl.Series("EffectiveCost", [1.5, 1e30, float("nan")]),
                                pl.col("BilledCost", "ListCost", "ContractedCost").cast(pl.Float64))
+    frame = pl.concat([frame, frame.head(1).with_columns(pl.lit("L4").alias("x_LineItemId"),
+                                                         pl.lit(1e13).alias("EffectiveCost"))])
     path = tmp_path / f"export.{fmt}"
     frame.write_parquet(path) if fmt == "parquet" else frame.write_csv(path)
     report = check_file(path, BILLING_FOCUS)
     assert report.loads and report.accepted == 1
     assert report.quarantined == {"EffectiveCost: not a valid decimal (out of range)": 1,
-                                  "EffectiveCost: not a valid decimal": 1}
+                                  "EffectiveCost: not a valid decimal": 1,
+                                  "EffectiveCost: 1e+12 or more in absolute value, beyond what attribution sums": 1}
     res = ingest_partition(BILLING_FOCUS, _landing(tmp_path, path))
-    assert res.accepted["x_LineItemId"].to_list() == ["L1"] and res.quarantine.height == 2
+    assert res.accepted["x_LineItemId"].to_list() == ["L1"] and res.quarantine.height == 3
 
 
 # 5. focus check says what ingestion would do: same rows accepted, quarantined, and why.

@@ -133,6 +133,10 @@ USAGE_EVENTS = Contract(
     description="Metering events as CloudEvents 1.0, deduplicated on (source, id).",
 )
 MAX_CHARGE_DAYS = 366  # a year's commitment, leap day included
+# Attribution sums costs in micro-units of 64-bit integers (up to 9.2 x 10^12 units a day):
+# a line of 10^12 or more (in any currency) is beyond that, refused with its reason rather
+# than overflowing the books.
+MAX_LINE_COST = 10**12
 # FOCUS ChargeClass "Correction": a refund or fix of an earlier charge, negative by nature.
 _NOT_CORRECTION = pl.col("ChargeClass").ne_missing(pl.lit("Correction"))
 FOCUS_NOT_NULL = ("BilledCost", "BillingAccountId", "BillingCurrency", "BillingPeriodEnd", "BillingPeriodStart",
@@ -188,6 +192,8 @@ BILLING_FOCUS = Contract(
                & (pl.col("EffectiveCost").cast(pl.Float64) < 0)
                & ~(pl.col("BilledCost").cast(pl.Float64) < 0).fill_null(False)).fill_null(False),
              "EffectiveCost: negative on a Usage charge"),
+        Rule("effective_cost_range", (pl.col("EffectiveCost").cast(pl.Float64).abs() < MAX_LINE_COST).fill_null(True),
+             f"EffectiveCost: {MAX_LINE_COST:.0e} or more in absolute value, beyond what attribution sums"),
         Rule("tags_json", pl.col("Tags").map_elements(_key_values_or_null, return_dtype=pl.Boolean,
                                                       skip_nulls=False),
              "Tags: not a JSON object of scalar values"),
