@@ -139,6 +139,26 @@ def test_unreadable_file_is_reported_not_skipped(tmp_path, small_world):
     assert res.quarantine.filter(pl.col("row_number").is_null()).height == 1
 
 
+def test_a_file_outside_a_day_folder_is_reported_not_skipped(tmp_path, small_world):
+    # A file dropped beside the day folders, or in a folder whose name is no day (2026-3-16,
+    # 2026-02-30), belongs to no partition: each partition's load says so, in its quarantine.
+    world = _copy_world(small_world, tmp_path)
+    base = world / "landing" / "billing_focus"
+    day_file = base / "dt=2026-03-07" / "focus-daily.parquet"
+    shutil.copy(day_file, base / "march.parquet")
+    for name in ("dt=2026-3-16", "dt=2026-02-30"):
+        (base / name).mkdir()
+        shutil.copy(day_file, base / name / "focus-daily.parquet")
+    (base / ".DS_Store").write_text("")  # a hidden file is no data
+    reader = LandingZoneReader(world / "landing")
+    res = ingest_partition(CONTRACTS["billing_focus"], reader, SPACE, "2026-03-07")
+    unplaced = res.quarantine.filter(pl.col("row_number").is_null())["reason"].to_list()
+    assert sorted(r.split(":")[0] for r in unplaced) == [
+        "billing_focus/dt=2026-02-30", "billing_focus/dt=2026-3-16", "billing_focus/march.parquet"], unplaced
+    assert all("not in a dt=YYYY-MM-DD folder" in r for r in unplaced) and not res.contract_passed
+    assert res.accepted.height > 0  # the day's own file still loads
+
+
 def test_json_lines_and_gzip_are_read_and_unknown_files_reported(tmp_path, small_world):
     import gzip
 

@@ -129,6 +129,14 @@ def read_world_table(world: Path, table: str) -> pl.DataFrame:
         raise ValueError(f"{world / 'landing' / table}: {str(exc).splitlines()[0]}") from None
 
 
+def _day(text: str) -> date | None:
+    """The day a ``dt=`` folder names, None for one that does not exist (``2026-02-30``)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 def _is_marker(path: Path) -> bool:
     """Hidden files and writers' markers (``.crc``, ``_SUCCESS``), which hold no rows: the
     only entries a folder scan leaves out. Anything else, a subfolder included, is read or
@@ -154,23 +162,31 @@ class LandingZoneReader:
         if not base.exists():
             return []
         lo, hi = dates if dates else (None, None)
-        out = []
+        out, misplaced = [], []
         for d in sorted(base.iterdir()):
-            m = _DT.match(d.name)
-            if not (d.is_dir() and m):
+            if _is_marker(d):
                 continue
-            dt = date.fromisoformat(m.group(1))
+            m = _DT.match(d.name)
+            dt = _day(m.group(1)) if m else None
+            if not (d.is_dir() and dt):
+                misplaced.append((None, d))  # in no day's folder: reported by every read (``read``)
+                continue
             if (lo and dt < lo) or (hi and dt > hi):
                 continue
             out += [(dt, f) for f in sorted(d.iterdir()) if not _is_marker(f)]
-        return out
+        return out + misplaced
 
     def read(self, table: str, dates: tuple[date | None, date | None] | None = None) -> Iterator[RawBatch]:
         for dt, path in self.files(table, dates):
             origin = str(path.relative_to(self.root))
+            if dt is None and table not in STATIC_FILES:
+                yield RawBatch(origin, None, None, f"{origin}: not in a dt=YYYY-MM-DD folder (a day that exists), so "
+                                                   "its rows belong to no day: move it into the folder of its day")
+                continue
             try:
                 frame = read_any(path)
             except Exception as exc:  # a corrupt or unknown file is reported, never skipped silently
                 yield RawBatch(origin, dt, None, f"{origin}: unreadable file ({exc})")
                 continue
             yield RawBatch(origin, dt, frame)
+
