@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import secrets
+import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -60,6 +61,32 @@ def open_atomic(path: Path) -> Iterator[BinaryIO]:
             os.close(dir_fd)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """A hidden staging folder beside `path` that takes its place only when the block
+    completes, so the folder is seen whole or not at all (a reader never meets part of a
+    release). After an error `path` is untouched and the staging folder is gone. A `path`
+    that exists is replaced: moved aside, then removed once the new one is in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(8)
+    staging, old = path.with_name(f".{path.name}.{token}.partial"), path.with_name(f".{path.name}.{token}.old")
+    staging.mkdir()
+    try:
+        yield staging
+        if path.exists():
+            os.replace(path, old)
+        os.replace(staging, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the renames survive a crash
+        finally:
+            os.close(dir_fd)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_parquet(df: pl.DataFrame | pa.Table, path: Path) -> int:

@@ -665,6 +665,26 @@ def test_invoice_files_are_deterministic_and_leave_no_partial_file(world_run, tm
         write_invoices(lines.head(3), summary, tmp_path / "a")
     assert file_sha256(a[0]) == before  # the old file is intact, not half-written
     assert sorted((tmp_path / "a").iterdir()) == sorted(a)  # and nothing else appeared
+    monkeypatch.undo()
+    # The folder is written whole or not at all: when the last of its four files fails, a
+    # new release's folder does not appear with three files a billing import could pick up.
+    import ops_platform.finops.invoices as invoices_module
+
+    real_text = invoices_module.write_text
+
+    def fail_summary_csv(text, path):
+        if path.name == "invoice_summary.csv":
+            raise OSError("disk full")
+        real_text(text, path)
+
+    monkeypatch.setattr(invoices_module, "write_text", fail_summary_csv)
+    with pytest.raises(OSError):
+        write_invoices(lines, summary, tmp_path / "c")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no folder, no staging left
+    monkeypatch.undo()
+    # A folder written again (a retried release) holds exactly the new files.
+    (tmp_path / "a" / "stray.csv").write_text("x")
+    assert write_invoices(lines, summary, tmp_path / "a") == a and sorted((tmp_path / "a").iterdir()) == sorted(a)
 
 
 def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(world_run, tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 from iso4217 import Currency
 
-from ..files import write_parquet, write_text
+from ..files import atomic_folder, write_parquet, write_text
 
 # ``period`` names the period as released (end exclusive); ``first_day`` and ``last_day`` say
 # which days it holds, both inclusive. ``amount`` and ``total`` are the minor-unit integers in
@@ -234,13 +234,14 @@ def _confidence(period: Period, tenant_day: pl.DataFrame | None) -> pl.DataFrame
 
 
 def write_invoices(lines: pl.DataFrame, summary: pl.DataFrame, out_dir: Path) -> list[Path]:
-    """Parquet and CSV of both tables under ``out_dir``, each written atomically; same
-    inputs, same bytes (rows sorted, fixed writer settings)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Parquet and CSV of both tables under ``out_dir``, the folder written atomically (all
+    four files or none: a write that fails half-way leaves no invoice a billing import could
+    pick up, nor a folder a later release would take for a released period); same inputs,
+    same bytes (rows sorted, fixed writer settings)."""
     files = []
-    for name, frame in (("invoice_lines", lines), ("invoice_summary", summary)):
-        parquet, csv = out_dir / f"{name}.parquet", out_dir / f"{name}.csv"
-        write_parquet(frame, parquet)
-        write_text(frame.write_csv(), csv)
-        files += [parquet, csv]
+    with atomic_folder(out_dir) as staging:
+        for name, frame in (("invoice_lines", lines), ("invoice_summary", summary)):
+            write_parquet(frame, staging / f"{name}.parquet")
+            write_text(frame.write_csv(), staging / f"{name}.csv")
+            files += [out_dir / f"{name}.parquet", out_dir / f"{name}.csv"]
     return files
