@@ -125,9 +125,9 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
             # The day's burn rate (1 = spending the budget exactly at the pace the window allows),
             # not a share of the window's budget: that is what budget_remaining tracks.
             metadata[f"burn_rate_today/{slo.name}"] = round(row["burn_rate"], 4)
-            mx = day.service.filter(pl.col("slo") == slo.name)["burn_1h"].max()
+            mx = day.peak_burn(slo.name, timedelta(hours=1))
             if mx is not None:  # no traffic in any hour of the day: no burn, not a burn of 0 (a gap in the plot)
-                metadata[f"max_burn_1h/{slo.name}"] = round(float(mx), 3)
+                metadata[f"max_burn_1h/{slo.name}"] = round(mx, 3)
         context.log.info(f"slo burn {key}: {day.minutes.height} series-minutes, "
                          f"{sum(not t.passed for t in day.tiers)} tier(s) fired")
         yield dg.MaterializeResult(metadata=metadata)
@@ -162,8 +162,9 @@ def _acts(slo, tier) -> str:
 
 
 def _check_description(t, gaps: list[str] = (), end: datetime | None = None) -> str:
-    """What decided a tier's check: the SLO as a whole; groups burning on their own, which the
-    ramp controller acts on, are named beside a pass so it does not read as all clear; and
+    """What decided a tier's check: the SLO as a whole; groups burning on their own (which
+    ``ramp/verdicts`` judges per ramping build) are named beside a pass so it does not read as
+    all clear; and
     the part of the day the tier could not judge (its long window not yet whole), so a pass
     there does not read as evidence."""
     if not t.passed:

@@ -602,6 +602,28 @@ def test_a_tier_is_judged_once_its_long_window_lies_inside_the_history():
     assert {t.tier: t.firing_minutes for t in earlier.tiers}[fast.name] == 180
 
 
+def test_reported_peak_burns_are_those_of_the_minutes_judged():
+    # The first minutes of a history: one failed request of two reads 100x over "1h" at 00:01,
+    # yet the hour is not whole until 00:59. A passing check must not report that peak, nor the
+    # plotted day peak; from 00:59 on the service burns 2x.
+    from ops_platform.slo.daily import compute_day
+
+    slo = by_name()["api-availability"]
+    t0 = datetime(2026, 3, 8, tzinfo=UTC)
+    rows = [{"ts": t0 + timedelta(minutes=i), "service": "api", "cohort": "general", "build_id": "api-100",
+             "requests": 2 if i == 0 else 1000, "errors": 1 if i == 0 else 10} for i in range(180)]
+    day = compute_day([slo], t0, t0 + timedelta(hours=3), counters=pl.DataFrame(rows), latency=None, lag=None)
+    fast = {t.tier: t for t in day.tiers}[slo.tiers[0].name]
+    assert day.service["burn_1h"].max() > 50  # the stored series holds the early minutes as they are
+    assert fast.passed and fast.max_burn_long < 2.1 and day.peak_burn(slo.name, timedelta(hours=1)) < 2.1
+    # Tiers that use no 1h window: the 1h burn is still reported (the plotted peak reads it).
+    no_hour = replace(slo, tiers=tuple(replace(t, long_window=timedelta(hours=2)) if t.long_window == timedelta(hours=1)
+                                       else t for t in slo.tiers))
+    assert timedelta(hours=1) not in no_hour.windows
+    assert "burn_1h" in compute_day([no_hour], t0, t0 + timedelta(hours=3), counters=pl.DataFrame(rows),
+                                    latency=None, lag=None).service.columns
+
+
 def test_threshold_slo_counts_late_samples():
     slo = by_name()["receipt-lag"]
     t0 = datetime(2026, 3, 8, tzinfo=UTC)

@@ -15,9 +15,10 @@ import polars as pl
 from .burn import GROUP, burn_rates, minute_events, tier_states, window_name
 from .spec import SLO, SOURCE_COLUMN
 
-# Reported beside the tiers' own windows though no tier alerts on it: slo.burn_minutes and
-# slo.burn_service have always carried a 1d burn (docs/slo.md), so the columns stay put.
-REPORT_WINDOWS = (timedelta(days=1),)
+# Reported beside the tiers' own windows though no tier may alert on them: slo.burn_minutes
+# and slo.burn_service have always carried a 1h and a 1d burn (docs/slo.md; the 1h one is the
+# plotted peak), so the columns stay put whatever windows the tiers use.
+REPORT_WINDOWS = (timedelta(hours=1), timedelta(days=1))
 MIN_EVIDENCE = 10  # events (requests, samples or minutes) a group needs over a tier's long window to be named
 
 
@@ -68,6 +69,14 @@ class DayBurn:
     service: pl.DataFrame  # the SLO as a whole (all cohorts and builds): what alerts and checks judge
     budget: pl.DataFrame  # slo, bad, total, error_ratio, burn_rate (the day's error ratio over the error budget)
     tiers: list[TierEvaluation]
+    since: datetime | None = None  # where the SLI history starts
+
+    def peak_burn(self, slo: str, window: timedelta) -> float | None:
+        """The SLO's highest burn over ``window`` in the day, among the minutes whose window lies
+        whole inside the history (before, one bad sample of two reads 50x); None without any."""
+        first = _judged_start(self.since, window)
+        rows = self.service.filter((pl.col("slo") == slo) & (pl.col("ts") >= first if first else pl.lit(True)))
+        return _max(rows, f"burn_{window_name(window)}")
 
 
 def empty_sources(slos: list[SLO], start: datetime, end: datetime,
@@ -134,10 +143,13 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
             in_groups = day.filter(pl.col(f"firing_{t.name}") & (pl.col(f"total_{lw}") >= MIN_EVIDENCE))
             first = {"/".join(str(v) for v in r[:-1] if v is not None): r[-1].isoformat()
                      for r in in_groups.group_by(*GROUP).agg(pl.col("ts").min()).rows()}
+            # The peaks the check reports, over the minutes it judged (as its firing minutes are).
+            judged_start = _judged_start(since, t.long_window)
+            judged_rows = whole.filter(pl.col("ts") >= judged_start) if judged_start else whole
             tiers.append(TierEvaluation(
                 slo.name, t.name, t.severity, t.burn_rate, lw, sw, firing.height, sorted(first),
                 firing["ts"].min().isoformat() if firing.height else None, first,  # as the groups' minutes
-                _max(whole, f"burn_{lw}"), _max(whole, f"burn_{sw}"), t.ramp_action, t.platform_action,
+                _max(judged_rows, f"burn_{lw}"), _max(judged_rows, f"burn_{sw}"), t.ramp_action, t.platform_action,
                 _judged_from(since, t.long_window, start)))
     cols = ["ts", "slo", *GROUP, "bad", "total"]
     cols += [f"{k}_{window_name(w)}" for w in windows for k in ("error_ratio", "burn")]
@@ -149,7 +161,7 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
     service_cols = [c for c in cols if c not in ("cohort", "build_id")]
     service = pl.concat([f.select(service_cols) for f in service_frames], how="vertical_relaxed").sort(
         ["slo", "service", "ts"]) if service_frames else pl.DataFrame()
-    return DayBurn(minutes, service, pl.DataFrame(budgets), tiers)
+    return DayBurn(minutes, service, pl.DataFrame(budgets), tiers, since)
 
 
 def _day(burn: pl.DataFrame, start: datetime, end: datetime, slo: SLO, tier_names: list[str]) -> pl.DataFrame:
@@ -160,12 +172,15 @@ def _day(burn: pl.DataFrame, start: datetime, end: datetime, slo: SLO, tier_name
     return day.with_columns(pl.lit(slo.name).alias("slo"))
 
 
+def _judged_start(since: datetime | None, window: timedelta) -> datetime | None:
+    """The first minute whose ``window`` lies whole inside the history (None: no history start)."""
+    return None if since is None else since + window - timedelta(minutes=1)
+
+
 def _judged_from(since: datetime | None, long_window: timedelta, start: datetime) -> str | None:
     """The first minute of the day a tier is judged (as ``judged`` clears it), when after the start."""
-    if since is None:
-        return None
-    first = since + long_window - timedelta(minutes=1)
-    return first.isoformat() if first > start else None
+    first = _judged_start(since, long_window)
+    return first.isoformat() if first is not None and first > start else None
 
 
 def _max(frame: pl.DataFrame, col: str) -> float | None:
