@@ -1,6 +1,8 @@
 """Invoice release: a sensor that releases a billing period when its reconciliation holds
 (and says why it holds it otherwise), and the guarded job that writes the files."""
 
+from datetime import timedelta
+
 import dagster as dg
 import polars as pl
 from pydantic import Field
@@ -98,7 +100,12 @@ def invoice_release_sensor(context: dg.SensorEvaluationContext, warehouse: Wareh
         requests.append(dg.RunRequest(run_key=f"invoices-{period.name}-{stored.stamp}", run_config=dg.RunConfig(
             ops={"release_invoices_op": ReleaseConfig(period=period.name, actor=SENSOR_ACTOR)})))
     if not requests:
-        return dg.SkipReason("held: " + " | ".join(held) if held else "no billing period yet")
+        if held:
+            return dg.SkipReason("held: " + " | ".join(held))
+        if stored.day.height:
+            return dg.SkipReason("every period of the books is released (up to "
+                                 f"{max(p.end for p in released) - timedelta(days=1) if released else '-'})")
+        return dg.SkipReason("no billing period yet")
     for line in held:
         context.log.info(f"held: {line}")
     return requests

@@ -44,7 +44,12 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         assert isinstance(tick, dg.SkipReason) and "held: 2026-03" in tick.skip_message
         from ops_platform.finops.pipeline import StoredFinOps
 
-        assert len(StoredFinOps.from_warehouse(wh).stamp) == 12  # the sensor's run keys carry the books
+        stamp = StoredFinOps.from_warehouse(wh).stamp
+        assert len(stamp) == 12  # the sensor's run keys carry the books
+        # Computed again from the same raw rows, they are new books: a release that failed or
+        # was denied (a roster fixed since) is asked for again under a new run key.
+        assert dg.materialize([finops_attribution], resources=resources, instance=instance).success
+        assert StoredFinOps.from_warehouse(wh).stamp not in ("", stamp)
         assert "no billing for" in tick.skip_message
 
         held = CliRunner().invoke(main, ["invoices", "export", "--period", "2026-03"])

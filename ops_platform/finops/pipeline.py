@@ -16,6 +16,7 @@ from ..contracts.definitions import CONTRACTS
 from ..ingest.landing import LandingZoneReader
 from ..ingest.pipeline import RESTATED, ingest_partition, latest_deliveries, quarantine_rows
 from ..settings import usage_final_after_days
+from ..timezones import utcnow
 from .anomalies import detect_anomalies
 from .attribution import CONFIDENCE_TARGET, Attribution, attribute, billed_days
 from .invoices import Period, build_invoices
@@ -159,6 +160,9 @@ def write_tables(wh, result: FinOpsRun, counts: pl.DataFrame | None = None) -> p
         tables["tenant_service_day"] = result.attribution.tenant_service_day()
     # Always: a run without a stamp must not leave an older run's stamp beside its books.
     tables["inputs"] = counts if counts is not None else input_counts(wh).clear()
+    # When: books computed again from the same raw rows are new books all the same (the
+    # release sensor asks again for a period whose release failed or was denied).
+    tables["books_computed"] = pl.DataFrame({"computed_at": [utcnow()]})
     wh.replace_partition_tables("finops", "all", {k: v.with_columns(pl.lit("all").alias("partition_key"))
                                                  for k, v in tables.items()})
     return day
@@ -307,12 +311,18 @@ def _stale_and_stamp(wh) -> tuple[Callable[[Period], str | None], str]:
     can change the period count (up to the end of its late window, every billing partition,
     and the catalog): a usage load of today's partition does not hold last month. The raw tables are
     hashed at the first question, not when the books are read for their invoices.
-    ``stamp``: a short digest of the stored stamp, empty without one."""
+    ``stamp``: a short digest of the stored stamp and of when the books were computed, empty
+    without a stamp."""
     try:
         stored = wh.query('SELECT "table", raw_partition, "rows", digest FROM finops.inputs ORDER BY ALL')
     except duckdb.Error:  # no stamp: books stored before it existed
         stored = None
-    stamp = hashlib.sha256(repr(stored.rows()).encode()).hexdigest()[:12] if stored is not None else ""
+    try:
+        computed = wh.query("SELECT max(computed_at) AS t FROM finops.books_computed")["t"][0]
+    except duckdb.Error:  # books stored before it existed
+        computed = None
+    stamp = (hashlib.sha256(repr((stored.rows(), computed)).encode()).hexdigest()[:12]
+             if stored is not None else "")
     now: list[pl.DataFrame] = []
 
     def why(period: Period) -> str | None:
