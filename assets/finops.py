@@ -53,7 +53,8 @@ def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         "days": day.height,
         "billed_usd": round(int(day["billed_micros"].sum()) / 1e6, 6),
         "unallocated_usd": round(int(day["unallocated_micros"].sum()) / 1e6, 6),
-        "min_final_day_confidence": round(float(weakest["confidence"]) if weakest else 0.0, 4),
+        # No final day yet: no measure (a 0.0 would read as a measurement).
+        **({"min_final_day_confidence": round(float(weakest["confidence"]), 4)} if weakest else {}),
         "late_corrections": result.corrections.height,
         # events re-sent with other content in a later partition: the first arrival counts
         "superseded_usage_events": int(inputs.superseded["events"].sum()),
@@ -74,7 +75,9 @@ def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         [f"{len(unbilled)} final usage day(s) without billing (first {unbilled[0]})"] if unbilled else [])
     yield dg.AssetCheckResult(
         check_name=CONFIDENCE_CHECK, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems) or f"every final day billed and at or above {CONFIDENCE_TARGET:.0%}",
+        description="; ".join(problems) or (f"every final day billed and at or above {CONFIDENCE_TARGET:.0%}"
+                                            if final.height else "no final day yet: nothing judged (a usage day "
+                                            "is final once its late-data window has passed)"),
         metadata={"target": CONFIDENCE_TARGET, "final_days": final.height,
                   **({"min_confidence": round(float(weakest["confidence"]), 4),
                       "min_confidence_day": str(weakest["utc_date"])} if weakest else {}),
