@@ -26,13 +26,16 @@ SENSOR_ACTOR = RELEASE_SENSOR_ACTOR
 SENSOR_NAME_TAG = "dagster/sensor_name"  # set by Dagster on every run a sensor requests
 
 
+DEFAULT_RATIONALE = "reconciliation checks pass for the period; releasing invoices"
+
+
 class ReleaseConfig(dg.Config):
     period: str = Field(description="The billing period: YYYY-MM, or YYYY-MM-DD..YYYY-MM-DD (end exclusive).")
     # No default: launched from the UI, the launchpad asks who releases (the sensor names itself).
     actor: str = Field(description="Who releases: a person with the finops role in the actor roster "
                                    f"(the release sensor's own runs name {SENSOR_ACTOR}).")
-    rationale: str = Field(default="reconciliation checks pass for the period; releasing invoices",
-                           description="Why; it goes into the release's receipt.")
+    rationale: str | None = Field(default=None, description=f"Why; it goes into the release's receipt (default: "
+                                                            f"{DEFAULT_RATIONALE!r}).")
 
 
 # In the DuckDB pool: it reads the warehouse, which a running asset may hold for writing.
@@ -41,8 +44,12 @@ class ReleaseConfig(dg.Config):
 def release_invoices_op(context: dg.OpExecutionContext, config: ReleaseConfig, warehouse: WarehouseResource,
                         control: ControlStoreResource, signer: SignerResource, guard: GuardResource,
                         exports: ExportsResource) -> None:
-    period = parse_period(config.period)
+    rationale = DEFAULT_RATIONALE if config.rationale is None else config.rationale
     try:
+        period = parse_period(config.period)
+        if not rationale.strip():
+            raise ValueError("the rationale is blank: say why, in words the receipt will keep (or leave it out "
+                             "for the default)")
         # The sensor's identity only on the sensor's own runs (Dagster tags them with its name);
         # a human launching the job from the UI acts under their own name, checked as the CLI
         # checks it. Roles come from the roster beside the guard's policies.
@@ -59,7 +66,7 @@ def release_invoices_op(context: dg.OpExecutionContext, config: ReleaseConfig, w
     stored = StoredFinOps.from_warehouse(warehouse.get())  # what finops/attribution's checks passed
     held, out = release_invoices(stored, period, exports.invoices(),
                                  lambda executors: build_protocol(control, signer, guard, executors),
-                                 actor, config.rationale, signer.verifiers, roster)
+                                 actor, rationale, signer.verifiers, roster)
     if out is None:  # the sensor checked too, but the books may have changed since
         raise dg.Failure(description=f"held: {period.name}: " + "; ".join(held))
     context.log.info(f"export_release {period.name}: {out.status} {out.reason} receipt {out.receipt_id}")

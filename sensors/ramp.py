@@ -222,13 +222,20 @@ def _cursor(text: str | None) -> dict:
     return state
 
 
+DEFAULT_TTL_SECONDS = 4 * 3600
+MAX_TTL_SECONDS = 86400  # the guard's policy allows an override a day at most
+
+
 class OverrideConfig(dg.Config):
     flag: str = Field(description="The release flag to override, e.g. release-api.")
     action: Literal["resume", "hold", "rollback"] = Field(description="What the override does to the ramp.")
     rationale: str = Field(description="Why (at least 20 non-blank characters; it goes into the receipt).")
-    ttl_seconds: int = Field(default=4 * 3600, gt=0, le=86400,
-                             description="How long the override wins over the controller, in seconds (at most "
-                                         "a day, as the guard's policy allows).")
+    # Checked in the op, not by pydantic: the launchpad does not show pydantic's bounds, and a
+    # value out of them failed the run with a validation traceback instead of a message.
+    ttl_seconds: int | None = Field(default=None,
+                                    description="How long the override wins over the controller, in seconds "
+                                                f"(default {DEFAULT_TTL_SECONDS}; the guard's policy allows at "
+                                                "most a day).")
     actor: str = Field(description="A human in the actor roster (policies/roster.yaml), not the controller.")
 
 
@@ -238,7 +245,13 @@ def switchboard_override_op(context: dg.OpExecutionContext, config: OverrideConf
     from ops_platform.guard.roster import human_actor, load_roster
 
     ex = flags.executor()
+    ttl = DEFAULT_TTL_SECONDS if config.ttl_seconds is None else config.ttl_seconds
     try:
+        if not 0 < ttl <= MAX_TTL_SECONDS:
+            raise ValueError(f"ttl_seconds {ttl}: give a number of seconds above 0 and at most {MAX_TTL_SECONDS} "
+                             f"(a day, the most the guard's policy allows; {DEFAULT_TTL_SECONDS} is 4h)")
+        if not config.rationale.strip():
+            raise ValueError("the rationale is blank: say why, in words the receipt will keep")
         actor = human_actor(config.actor)
         roster = load_roster(policy_dir=guard.policy_dir)  # the roster beside the guard's policies
         notes = check_override(ex.path, config.flag, config.action)
@@ -251,7 +264,7 @@ def switchboard_override_op(context: dg.OpExecutionContext, config: OverrideConf
     root = context.run.root_run_id or context.run_id
     out = proto.submit(ActionRequest(
         actor=actor, roles=roster.roles(actor), action="override", target_kind="flag", target_id=config.flag,
-        rationale=config.rationale, idempotency_key=f"override-{root}", ttl_seconds=config.ttl_seconds,
+        rationale=config.rationale, idempotency_key=f"override-{root}", ttl_seconds=ttl,
         params={"directive": config.action}))
     context.log.info(f"override {config.action} on {config.flag}: {out.status} {out.reason}")
     if out.status == "completed" and out.created:

@@ -60,6 +60,11 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         with pytest.raises(dg.Failure, match="plain ASCII"):
             release_invoices_job.execute_in_process(run_config={"ops": {"release_invoices_op": {"config": {
                 "period": period, "actor": "invoice\u2011release-sensor"}}}}, resources=resources, instance=instance)
+        # A period that is none, or a blank rationale: a message, before anything is submitted.
+        for config, said in (({"period": "2026-13"}, "2026-13"), ({"period": period, "rationale": " "}, "blank")):
+            with pytest.raises(dg.Failure, match=said):
+                release_invoices_job.execute_in_process(run_config={"ops": {"release_invoices_op": {"config": {
+                    "actor": "finops-analyst", **config}}}}, resources=resources, instance=instance)
         # Who releases is asked for: the job's config has no default actor.
         with pytest.raises(dg.DagsterInvalidConfigError, match="actor"):
             release_invoices_job.execute_in_process(run_config={"ops": {"release_invoices_op": {"config": {

@@ -98,17 +98,27 @@ def test_an_override_of_an_unknown_flag_is_refused_before_it_is_submitted(state)
     # Refused at launch, by the job's config (the UI shows the choices), before any op runs.
     with pytest.raises(dg.DagsterInvalidConfigError, match="action not in enum"):
         switchboard_override_job.execute_in_process(run_config=job, resources=build_resources(state))
-    for field, value, said in (("ttl_seconds", 172800, "ttl_seconds"), ("ttl_seconds", 0, "ttl_seconds")):
+    for field, value, said in (("ttl_seconds", 172800, "ttl_seconds 172800: give a number of seconds above 0"),
+                               ("ttl_seconds", 0, "ttl_seconds 0: give"), ("rationale", "  ", "rationale is blank")):
         bad = {"ops": {"switchboard_override_op": {"config": {
             "flag": "release-api", "action": "hold", "rationale": REASON, "actor": "dana", field: value}}}}
-        # pydantic's bounds: checked as the op starts, before anything is submitted
-        with pytest.raises(Exception, match=said):  # noqa: PT011 - pydantic's ValidationError, surfaced as is
+        # Checked as the op starts, before anything is submitted, with a message (not a traceback)
+        with pytest.raises(dg.Failure, match=said):
             switchboard_override_job.execute_in_process(run_config=bad, resources=build_resources(state))
     unknown = {"ops": {"switchboard_override_op": {"config": {
         "flag": "release-nope", "action": "hold", "rationale": REASON, "actor": "dana"}}}}
     with pytest.raises(dg.Failure, match="release-nope"):
         switchboard_override_job.execute_in_process(run_config=unknown, resources=build_resources(state))
     assert open_store(state).events() == []  # nothing requested, nothing to retry or dead-letter
+    # Left out (or null, as the launchpad allows), the TTL is the default 4h.
+    assert switchboard_override_job.execute_in_process(run_config={"ops": {"switchboard_override_op": {"config": {
+        "flag": "release-api", "action": "hold", "rationale": REASON, "actor": "dana", "ttl_seconds": None}}}},
+        resources=build_resources(state)).success
+    from datetime import datetime
+
+    (held,) = open_store(state).overrides("release-api")
+    ttl = datetime.fromisoformat(held["expires_at"]) - datetime.fromisoformat(held["created_at"])
+    assert ttl.total_seconds() == 4 * 3600
 
 
 def test_a_freeze_is_in_the_timeline_of_every_flag_it_held(state):
