@@ -1,6 +1,8 @@
 """Ramp verdicts (the controller's per-ramp analysis, one day at a time) and the backtest
 that scores them against the world's truth."""
 
+from datetime import UTC
+
 import dagster as dg
 import polars as pl
 
@@ -99,7 +101,7 @@ def _markdown(rows: pl.DataFrame) -> str:
     lines = ["| build | action | at | cohorts | budget used (ramp / before action) | evidence |",
              "|---|---|---|---|---|---|"]
     for r in rows.iter_rows(named=True):
-        at = r["acted_at"].strftime("%H:%M") if r["acted_at"] is not None else ""
+        at = r["acted_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if r["acted_at"] is not None else ""
         lines.append(f"| {r['build_id']} | {r['action'] or 'none'} | {at} | {r['cohorts_reached']} | "
                      f"{r['budget_consumed']:.2f}x / {r['budget_consumed_before_action']:.2f}x | {r['reason']} |")
     return "\n".join(lines)
