@@ -995,6 +995,51 @@ def test_late_usage_loaded_after_its_period_went_out_is_billed_with_the_next_rel
     assert "2026-02, already released, cannot be read" in billed_lines(tmp_path, [feb, apr])[1][0]
 
 
+@pytest.mark.parametrize(("first", "then"), [(10, 2), (2, 10), (2, 2), (6, 3)])
+def test_changing_the_late_data_window_between_releases_bills_every_event_once(tmp_path, first, then):
+    # March goes out with one late-data window, April with another. Events whose lateness
+    # lies between the two windows change sides (on-time usage of March under one, a
+    # correction arriving in April under the other): each is billed once all the same.
+    from ops_platform.finops.export import billed_lines
+    from ops_platform.finops.invoices import (
+        build_invoices,
+        carried_corrections,
+        parse_period,
+        write_invoices,
+    )
+
+    mar, apr = parse_period("2026-03"), parse_period("2026-04")
+    # (usage day, arrival day, quantity): on time, 3, 5, 8 and 40 days late, and April's own
+    events = [(date(2026, 3, 5), date(2026, 3, 5), 1), (date(2026, 3, 25), date(2026, 3, 28), 10),
+              (date(2026, 3, 27), date(2026, 4, 1), 100), (date(2026, 3, 30), date(2026, 4, 7), 1000),
+              (date(2026, 3, 2), date(2026, 4, 11), 10000), (date(2026, 4, 3), date(2026, 4, 3), 100000)]
+
+    def arrived_by(last):
+        return pl.DataFrame([{"id": f"e{i}", "source": "//s", "subject": "t-1", "meter": "api_calls",
+                              "quantity": float(q), "event_time": datetime(d.year, d.month, d.day, 12, tzinfo=UTC),
+                              "_source_file": f"usage_events/dt={a}/events.parquet"}
+                             for i, (d, a, q) in enumerate(events) if a <= last])
+
+    tenants = pl.DataFrame({"tenant_id": ["t-1"], "tier": ["pro"]})
+    prices = pl.DataFrame({"tier": ["pro"], "meter": ["api_calls"], "unit": ["call"], "unit_price": ["1"],
+                           "currency": ["USD"]})
+    # March's books as of its release: what had arrived by then, under the first window.
+    usage, corrections, _ = daily_usage(arrived_by(mar.end + timedelta(days=first)), first)
+    lines, _ = build_invoices(mar, usage, corrections, tenants, prices)
+    write_invoices(lines, pl.DataFrame({"tenant_id": ["t-1"]}), tmp_path / mar.name)
+    # April's books, every event in, under the other window.
+    usage, corrections, _ = daily_usage(arrived_by(date(2026, 6, 1)), then, as_of=date(2026, 6, 1))
+    billed, problems = billed_lines(tmp_path, [mar])
+    carried = carried_corrections(usage, corrections, apr, [mar], billed)
+    april, _ = build_invoices(apr, usage, corrections, tenants, prices, carried=carried)
+    both = pl.concat([lines, april])
+    assert problems == [] and both["amount_minor"].sum() == 111111 * 100  # each event once, at 1 USD
+    assert (both["amount_minor"] > 0).all()  # no empty or negative line
+    if first > then:  # March billed some of April's corrections on time: no line repeats them
+        assert april.filter(pl.col("line_kind") == "correction")["usage_date"].to_list() == sorted(
+            d for d, a, _ in events if d.month == 3 and (a - d).days > first)
+
+
 def test_cli_finops_score_names_a_day_whose_bill_was_refused(small_world, tmp_path):
     # A bill file without ChargeCategory is refused whole: its day is unbilled, and the score
     # says so instead of only showing it in the error figures.

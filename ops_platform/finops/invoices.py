@@ -121,6 +121,12 @@ def carried_corrections(usage: pl.DataFrame, corrections: pl.DataFrame, period: 
     ``billed``: the lines of the invoices out (period, line_kind, tenant_id, meter,
     usage_date, quantity). A correction that arrived in a period not out yet is that period's
     to bill. Less is never credited here: a released invoice is not reissued.
+
+    The other way round, the released invoices may have billed more than the books now count
+    for a released period: usage that was on time under a longer late-data window, and is a
+    correction under today's shorter one. Such a correction arriving in ``period`` was billed
+    already; it comes back as a negative row on its own usage day (earliest arrivals first,
+    those the longer window held), which ``build_invoices`` sets against it.
     """
     keys = ["tenant_id", "meter", "utc_date"]
     qty = corrections.schema.get("quantity", usage.schema["quantity"])
@@ -145,9 +151,23 @@ def carried_corrections(usage: pl.DataFrame, corrections: pl.DataFrame, period: 
                     .otherwise(pl.col("usage_date")).alias("utc_date"))
             .with_columns(held_by("utc_date").alias("utc_date"))
             .group_by(keys).agg(pl.col("quantity").sum().alias("done")))
-    return (owed.join(done, on=keys, how="left")
-            .with_columns((pl.col("quantity") - pl.col("done").fill_null(0)).alias("quantity"))
-            .filter(pl.col("quantity") > 0).select(list(schema)).sort(keys))
+    net = (owed.join(done, on=keys, how="full", coalesce=True)
+           .with_columns((pl.col("quantity").fill_null(0) - pl.col("done").fill_null(0)).alias("quantity")))
+    missed = net.filter(pl.col("quantity") > 0).select(list(schema))
+    over = net.filter(pl.col("quantity") < 0).select(*keys, (-pl.col("quantity")).alias("over"))
+    # This period's own arrivals for days of released periods, set against what those billed over.
+    arrivals = (corrections.filter(period.covers("arrived"))
+                .select("tenant_id", "meter", "utc_date", "arrived", pl.col("quantity").cast(qty))
+                .with_columns(held_by("utc_date").alias("_held"))
+                .join(over.rename({"utc_date": "_held"}), on=["tenant_id", "meter", "_held"])
+                .sort("tenant_id", "meter", "_held", "arrived", "utc_date"))
+    upto = pl.col("quantity").cum_sum().over("tenant_id", "meter", "_held")
+    billed_already = (arrivals.with_columns(
+        (pl.min_horizontal(upto, pl.col("over")) - pl.min_horizontal(upto - pl.col("quantity"), pl.col("over")))
+        .alias("quantity"))
+        .filter(pl.col("quantity") > 0).group_by("tenant_id", "meter", "utc_date")
+        .agg((-pl.col("quantity").sum()).alias("quantity")).select(list(schema)))
+    return pl.concat([missed, billed_already.cast(schema)]).sort(keys)
 
 
 def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFrame, tenants: pl.DataFrame,
@@ -159,7 +179,8 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
     they arrived); ``tenants``: tenant_id, tier;
     ``price_list``: tier, meter, unit, unit_price (decimal string), currency;
     ``confidence``: tenant-day attribution (utc_date, tenant_id, total_micros, confidence);
-    ``carried``: corrections an earlier release missed (``carried_corrections``), billed here too.
+    ``carried``: corrections an earlier release missed (``carried_corrections``), billed here too,
+    and negative rows for this period's corrections that a release billed already.
     """
     inside = period.covers()
     regular = (usage.filter(inside).group_by("tenant_id", "meter").agg(pl.col("quantity").sum())
@@ -169,8 +190,11 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
     owed = corrections.filter(period.covers("arrived")).select("tenant_id", "meter", "utc_date", "quantity")
     if carried is not None and carried.height:
         owed = pl.concat([owed, carried.select(owed.columns).cast(owed.schema)])
+    # A negative carried row is a correction billed already (as on-time usage of a released
+    # period): it cancels this period's arrival on that day, and a day cancelled whole has no line.
     late = (owed.group_by("tenant_id", "meter", "utc_date")
-            .agg(pl.col("quantity").sum())
+            .agg(pl.col("quantity").sum(), (pl.col("quantity") < 0).any().alias("_cancelled"))
+            .filter(~(pl.col("_cancelled") & (pl.col("quantity") <= 0)))
             .select("tenant_id", "meter", "quantity", pl.lit("correction").alias("line_kind"),
                     pl.col("utc_date").alias("usage_date")))
     both = pl.concat([regular.select("tenant_id", "meter", "quantity", "line_kind", "usage_date"), late])
