@@ -2,6 +2,7 @@
 
 import math
 from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import polars as pl
@@ -10,8 +11,8 @@ from assets import check_spec, require_tables, score_metadata
 from ops_platform.paths import SLO_DIR
 from ops_platform.slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
 from ops_platform.slo.burn import window_name
-from ops_platform.slo.daily import compute_day, empty_sources, history_start, lookback
-from ops_platform.slo.spec import SOURCE_TABLES, calendar_zone_notes, load_slos
+from ops_platform.slo.daily import MAX_SILENCE, compute_day, empty_sources, history_start, lookback
+from ops_platform.slo.spec import SOURCE_COLUMN, SOURCE_TABLES, calendar_zone_notes, load_slos
 from ops_platform.timezones import partition_bounds
 from resources import DUCKDB_POOL
 from resources.landing import LandingZoneResource
@@ -24,6 +25,12 @@ ALERT_BACKTEST_KEY = dg.AssetKey(["slo", "alert_backtest"])
 
 def check_name(slo: str, tier: str) -> str:
     return f"{slo.replace('-', '_')}__{tier}"
+
+
+def data_check_name(slo: str) -> str:
+    """The SLO's SLI data check. Three underscores: a tier name starts with a letter and an SLO
+    name ends with a letter or digit, so no tier's check can be named alike."""
+    return f"{slo.replace('-', '_')}___sli_data"
 
 
 def _read(warehouse, table: str, start, end, buckets: list[float]) -> pl.DataFrame:
@@ -45,6 +52,11 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
                         f"{s.display_name}: {t.name} burn ({t.burn_rate:g}x over {window_name(t.long_window)} and "
                         f"{window_name(t.short_window)}) -> {_acts(s, t)}", partitions_def)
              for s in slos for t in s.tiers]
+    specs += [check_spec(data_check_name(s.name), BURN_KEY,
+                         f"{s.display_name}: its SLI source ({s.source[0]}, {SOURCE_COLUMN[s.source[0]]} "
+                         f"{s.source[1]}) reports through the day, silent for {_minutes(MAX_SILENCE)} at most "
+                         "(minutes without data burn nothing, so a gap would pass every tier)", partitions_def)
+              for s in slos]
     # The longest burn window decides how many earlier days each day reads.
     lookback_days = math.ceil(lookback(slos) / timedelta(days=1))
     mapping = dg.TimeWindowPartitionMapping(start_offset=-lookback_days)
@@ -131,6 +143,8 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         context.log.info(f"slo burn {key}: {day.minutes.height} series-minutes, "
                          f"{sum(not t.passed for t in day.tiers)} tier(s) fired")
         yield dg.MaterializeResult(metadata=metadata)
+        for slo in slos:
+            yield _data_check(slo, day.silences.get(slo.name, []), partitions_def.timezone, key)
         for t in day.tiers:
             yield dg.AssetCheckResult(
                 check_name=check_name(t.slo, t.tier), passed=t.passed,
@@ -148,6 +162,33 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
                           "platform_action": t.platform_action})
 
     return [slo_burn]
+
+
+def _minutes(span: timedelta) -> str:
+    return f"{int(span.total_seconds() // 60)} min"
+
+
+def _data_check(slo, silent: list[tuple[datetime, datetime]], zone: str, key: str) -> dg.AssetCheckResult:
+    """Whether the SLO's source reported through the day, at the severity of its fastest tier
+    (as the exported SLOData<Name>Missing alert); each silence named in the partition's zone."""
+    fastest = slo.tiers[0].severity if slo.tiers else "warning"
+    missing = sum(((b - a) for a, b in silent), timedelta(0))
+    tz = ZoneInfo(zone)
+
+    def shown(a: datetime, b: datetime) -> str:
+        return f"{a.astimezone(tz):%Y-%m-%d %H:%M}..{b.astimezone(tz):%H:%M} {zone}"
+
+    spans = [shown(a, b) for a, b in silent]
+    description = (f"SLI data reported through the day (no silence over {_minutes(MAX_SILENCE)})" if not silent else
+                   f"no {slo.source[0]} of {SOURCE_COLUMN[slo.source[0]]} {slo.source[1]} for {_minutes(missing)} "
+                   f"in {len(silent)} silence(s) ({', '.join(spans[:3])}{', ...' if len(spans) > 3 else ''}): "
+                   "minutes without data burn nothing, so the tiers' checks could not see a burn there; "
+                   "is the exporter up, and did every file of the day load?")
+    return dg.AssetCheckResult(
+        check_name=data_check_name(slo.name), passed=not silent, description=description,
+        severity=dg.AssetCheckSeverity.ERROR if fastest == "critical" else dg.AssetCheckSeverity.WARN,
+        metadata={"partition": key, "minutes_without_data": int(missing.total_seconds() // 60),
+                  "silences": dg.MetadataValue.json(spans[:50])})
 
 
 def _acts(slo, tier) -> str:

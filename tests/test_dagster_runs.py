@@ -9,9 +9,11 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ops_platform.definitions import build_definitions
+from assets.slo import build_slo_assets
+from ops_platform.definitions import build_definitions, daily_partitions
 from ops_platform.timezones import partition_bounds
 from ops_platform.warehouse import Warehouse
+from resources import build_resources
 from sensors import CATALOG_JOB, DAILY_JOB, DBT_JOB
 from sensors.runner import QUIET, run_everything
 
@@ -45,8 +47,11 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     minutes = wh.query("SELECT count(DISTINCT ts) AS n FROM raw.request_counters")["n"][0]
     assert minutes == 23 * 60
     burn_checks = [e for e in day.get_asset_check_evaluations() if e.asset_key.to_user_string() == "slo/burn"]
-    assert len(burn_checks) == 15  # five SLOs x three tiers, each with the numbers that decided it
-    assert all("firing_minutes" in e.metadata for e in burn_checks)
+    # five SLOs x three tiers, each with the numbers that decided it, and each SLO's data check
+    assert len(burn_checks) == 20
+    data = [e for e in burn_checks if e.check_name.endswith("___sli_data")]
+    assert len(data) == 5 and all(e.passed and e.metadata["minutes_without_data"].value == 0 for e in data)
+    assert all("firing_minutes" in e.metadata for e in burn_checks if e not in data)
     # The day ran before the three it reads back (a backfill out of order): a tier is judged
     # only once its long window lies after them, and its check says so rather than "not burning".
     burn_meta = day.asset_materializations_for_node("slo__burn")[0].metadata
@@ -83,6 +88,21 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     assert series["n"][0] == 23 * 60
     stored = wh.query("SELECT slo, service, cohort, build_id, ts FROM slo.burn_minutes")  # in reading order
     assert stored.equals(stored.sort(["slo", "service", "cohort", "build_id", "ts"], nulls_last=True))
+    # Two hours of api's counters lost (a file that never loaded): that SLO's data check fails
+    # naming them in the partition's zone, the others still pass.
+    noon = start + timedelta(hours=12)
+    with wh.connect() as con:
+        con.execute("DELETE FROM raw.request_counters WHERE service = 'api' AND ts >= ? AND ts < ?",
+                    [noon, noon + timedelta(hours=2)])
+    (burn_asset,) = build_slo_assets(daily_partitions(state))
+    again = dg.materialize([burn_asset], partition_key="2026-03-08", resources=build_resources(state),
+                           instance=instance, selection=[burn_asset.key])
+    data = {e.check_name: e for e in again.get_asset_check_evaluations() if e.check_name.endswith("___sli_data")}
+    lost = data.pop("api_availability___sli_data")
+    assert not lost.passed and lost.metadata["minutes_without_data"].value == 120
+    assert lost.metadata["silences"].value == ["2026-03-08 13:00..15:00 America/Denver"]  # noon + 1h: DST began
+    assert "no request_counters of service api for 120 min" in lost.description
+    assert all(e.passed for e in data.values())  # api-latency reads the latency buckets, still whole
     mats = day.asset_materializations_for_node("raw__usage_events")
     assert mats[0].metadata["dagster/row_count"].value == wh.query(
         "SELECT count(*) AS n FROM raw.usage_events")["n"][0]
@@ -145,6 +165,8 @@ def test_run_everything_is_idempotent(state, instance):
     second = run_everything(defs, instance)
     assert not first.failed_runs and not second.failed_runs
     assert not [c for c in first.checks_failed if c.startswith("raw/")]  # contracts hold
+    # Every SLO's source reports through every day, the partial first and last days included.
+    assert not [c for c in first.checks_failed + first.checks_warned if c.endswith("___sli_data")]
     assert wh.table_counts() == counts
     assert counts["raw.usage_events"] > 0 and counts["staging.stg_billing_focus"] == counts["raw.billing_focus"]
 

@@ -825,3 +825,31 @@ def test_loader_errors_name_the_other_file_and_what_is_supported(tmp_path):
     (folder / "zz-copy.yaml").write_text(yaml.safe_dump({"apiVersion": "openslo/v2", "kind": "SLO"}))
     with pytest.raises(SLOSpecError, match="unsupported openslo/v2/SLO: an SLO file holds openslo/v1 SLO and SLI"):
         load_slos(folder)
+
+
+def test_a_source_silent_for_over_ten_minutes_is_named_with_its_minutes():
+    # api's counters miss 10:00-10:30 (a lost file) and 15:00-15:10 (ten minutes: not over
+    # the limit), and stop at 20:00 while the lag samples go on; the history starts at 07:00.
+    from ops_platform.slo.daily import silences
+
+    slos = by_name()
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    every = [day + timedelta(minutes=m) for m in range(7 * 60, 24 * 60)]
+    quiet = [(day.replace(hour=10), day.replace(hour=10, minute=30)), (day.replace(hour=15), day.replace(hour=15, minute=10))]
+    api = [t for t in every if t < day.replace(hour=20) and not any(a <= t < b for a, b in quiet)]
+    counters = pl.DataFrame({"ts": api, "service": "api", "cohort": "general", "build_id": "b1", "requests": 5,
+                             "errors": 0})
+    lag = pl.DataFrame({"ts": [t + timedelta(seconds=7) for t in every], "pipeline": "approval", "lag_seconds": 1.0})
+    frames = {"request_counters": counters, "latency_buckets": None, "lag_samples": lag}
+    end = day + timedelta(days=1)
+    assert silences(slos["api-availability"], day, end, frames, since=day.replace(hour=7)) == [
+        quiet[0], (day.replace(hour=20), end)]
+    # Without a history start the night before 07:00 counts too; the lag pipeline never went quiet.
+    assert silences(slos["api-availability"], day, end, frames)[0] == (day, day.replace(hour=7))
+    assert silences(slos["approval-lag"], day, end, frames, since=day.replace(hour=7)) == []
+    # Every source stops at 20:00 (the day still being ingested): the evening is not missing yet.
+    frames["lag_samples"] = lag.filter(pl.col("ts") < day.replace(hour=20))
+    assert silences(slos["api-availability"], day, end, frames, since=day.replace(hour=7)) == [quiet[0]]
+    # A source with no row of the SLO's service at all is silent the whole time it is judged.
+    assert silences(slos["api-latency"], day, end, frames, since=day.replace(hour=7)) == [
+        (day.replace(hour=7), day.replace(hour=20))]

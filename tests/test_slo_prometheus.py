@@ -52,5 +52,8 @@ def test_burn_series_from_prometheus_equal_the_landing_path(state, small_world, 
         # The rows below must come from Prometheus, not from a recompute over the landing zone.
         logs = [e.user_message for e in instance.all_logs(result.run_id)]
         assert any(f"SLIs from Prometheus at {server.url}" in m for m in logs)
+        # Every minute of the day answered: no SLO's source reads as silent from Prometheus either.
+        data = [e for e in result.get_asset_check_evaluations() if e.check_name.endswith("___sli_data")]
+        assert len(data) == 5 and all(e.passed for e in data), [e.description for e in data if not e.passed]
     from_prometheus = _burn(state)
     assert from_prometheus.equals(from_landing)

@@ -7,7 +7,7 @@ the same rows whatever else has been computed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -20,6 +20,9 @@ from .spec import SLO, SOURCE_COLUMN
 # plotted peak), so the columns stay put whatever windows the tiers use.
 REPORT_WINDOWS = (timedelta(hours=1), timedelta(days=1))
 MIN_EVIDENCE = 10  # events (requests, samples or minutes) a group needs over a tier's long window to be named
+# The longest run of minutes an SLO's source may stay silent; the exported rules'
+# SLOData<Name>Missing alert waits as long (rules.py), so both paths call the same gap missing data.
+MAX_SILENCE = timedelta(minutes=10)
 
 
 def burn_windows(slos: list[SLO]) -> list[timedelta]:
@@ -70,6 +73,8 @@ class DayBurn:
     budget: pl.DataFrame  # slo, bad, total, error_ratio, burn_rate (the day's error ratio over the error budget)
     tiers: list[TierEvaluation]
     since: datetime | None = None  # where the SLI history starts
+    # Per SLO, the runs of the day longer than MAX_SILENCE in which its source had no row.
+    silences: dict[str, list[tuple[datetime, datetime]]] = field(default_factory=dict)
 
     def peak_burn(self, slo: str, window: timedelta) -> float | None:
         """The SLO's highest burn over ``window`` in the day, among the minutes whose window lies
@@ -93,6 +98,32 @@ def empty_sources(slos: list[SLO], start: datetime, end: datetime,
         if not rows:
             missing.append(f"{table} ({column} {name})")
     return missing
+
+
+def silences(slo: SLO, start: datetime, end: datetime, frames: dict[str, pl.DataFrame | None],
+             since: datetime | None = None) -> list[tuple[datetime, datetime]]:
+    """The runs of more than MAX_SILENCE in [start, end) with no row of the SLO's source, as
+    [from, to): a dead exporter or a lost file reads as minutes without traffic, which burn
+    nothing, so a day with hours missing would pass every tier on the data that is left.
+
+    Judged from the history's start (``since``) up to the last minute any source reports: a
+    day still being ingested, or the history's last day, is not missing what has not come
+    yet, but a source that stops while the others go on is.
+    """
+    table, name = slo.source
+    reported = [f["ts"].max() for f in frames.values() if f is not None and f.height]
+    lo = max(start, since) if since is not None else start
+    hi = min(end, max(reported).replace(second=0, microsecond=0) + timedelta(minutes=1)) if reported else lo
+    if hi <= lo:
+        return []
+    frame = frames.get(table)
+    minutes: list[datetime] = [] if frame is None or not frame.height else (
+        frame.filter((pl.col(SOURCE_COLUMN[table]) == name) & (pl.col("ts") >= lo) & (pl.col("ts") < hi))
+        .select(pl.col("ts").dt.truncate("1m").unique().sort())["ts"].to_list())
+    step = timedelta(minutes=1)
+    # Each silence runs from the minute after one report (or the start) to the next report (or the end).
+    after, before = [lo, *(m + step for m in minutes)], [*minutes, hi]
+    return [(a, b) for a, b in zip(after, before, strict=True) if b - a > MAX_SILENCE]
 
 
 def history_start(*frames: pl.DataFrame | None) -> datetime | None:
@@ -161,7 +192,9 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
     service_cols = [c for c in cols if c not in ("cohort", "build_id")]
     service = pl.concat([f.select(service_cols) for f in service_frames], how="vertical_relaxed").sort(
         ["slo", "service", "ts"]) if service_frames else pl.DataFrame()
-    return DayBurn(minutes, service, pl.DataFrame(budgets), tiers, since)
+    sources = {"request_counters": counters, "latency_buckets": latency, "lag_samples": lag}
+    return DayBurn(minutes, service, pl.DataFrame(budgets), tiers, since,
+                   {slo.name: silences(slo, start, end, sources, since) for slo in slos})
 
 
 def _day(burn: pl.DataFrame, start: datetime, end: datetime, slo: SLO, tier_names: list[str]) -> pl.DataFrame:

@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 
 from .burn import window_name
+from .daily import MAX_SILENCE
 from .spec import SLO, THRESHOLD_OPS, MetricSource, is_inf_bound
 
 # How the landing-zone metric sources map to the metrics our Prometheus exporter writes.
@@ -132,7 +133,7 @@ def _budget_remaining(slo: SLO, labels: dict) -> list[dict]:
     return rules
 
 
-MISSING_FOR = "10m"  # how long an SLO goes unjudged before its data alert fires
+MISSING_FOR = window_name(MAX_SILENCE)  # how long an SLO goes unjudged before its data alert fires
 
 
 def _data_missing_alert(slo: SLO, labels: dict) -> dict:
