@@ -913,3 +913,105 @@ def _receipt_of(state, request) -> str:
     with store.read() as conn:
         seq = store.get_action(conn, request.action_id)["receipt_seq"]
     return next(e.receipt_id for e in store.ledger_entries() if e.seq == seq)
+
+
+def test_a_retried_override_vouches_for_the_expiry_it_recorded_first(state):
+    # An override whose receipt was never written (the process died after it was applied) is
+    # run again by `receipts retry`: the record keeps its first expiry, and so does the result
+    # the receipt signs (an expiry computed again would not match what is obeyed).
+    from datetime import UTC, datetime, timedelta
+
+    from ops_platform.guard.actions import ActionRequest
+    from ops_platform.guard.runtime import open_store
+    from ops_platform.ramp.flag_executor import FlagFileExecutor
+    from ops_platform.ramp.switchboard import OverrideExecutor, live_flag_file
+
+    store, live = open_store(state), live_flag_file(state.home, state.world)
+    hold = ActionRequest(actor="dana", roles=("oncall",), action="override", target_kind="flag",
+                         target_id="release-api", rationale=REASON, idempotency_key="hold-1", ttl_seconds=600,
+                         params={"directive": "hold"})
+    t0 = datetime(2026, 11, 28, 21, 0, tzinfo=UTC)
+    first = OverrideExecutor(store, FlagFileExecutor(live), clock=lambda: t0).apply(hold.action_id, hold)
+    again = OverrideExecutor(store, FlagFileExecutor(live), clock=lambda: t0 + timedelta(seconds=65)).apply(
+        hold.action_id, hold)
+    (recorded,) = store.overrides("release-api")
+    assert first.detail["expires_at"] == again.detail["expires_at"] == recorded["expires_at"] == \
+        "2026-11-28T21:10:00.000000Z"
+    assert first.detail["applied"] and not first.detail.get("applied_earlier")
+    assert again.detail["applied_earlier"] is True and again.detail["after"]["release-api"]["paused"]
+
+
+def test_a_pause_receipted_after_a_signer_outage_says_it_was_applied(state):
+    # The signing key goes away as the controller pauses release-api: the pause is applied
+    # (protective) and its receipt waits. Meanwhile the ramp moves to another build. The
+    # receipt `receipts retry` signs says the pause was applied, by that first attempt: not
+    # "skipped" for the build now on the flag, nor a change of nothing.
+    import json
+
+    from ops_platform.guard.actions import ActionRequest
+    from ops_platform.guard.roster import CONTROLLER_ACTOR, CONTROLLER_ROLES
+    from ops_platform.guard.runtime import build_protocol, open_store
+    from ops_platform.ramp.flag_executor import FlagFileExecutor
+    from ops_platform.ramp.switchboard import live_flag_file
+
+    assert _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--ttl", "30m",
+                "--actor", "dana").exit_code == 0  # a first receipt: the key is the ledger's from now on
+    live = live_flag_file(state.home, state.world)
+    FlagFile.load(live).start_ramp("release-api", "api-200").set_percent(
+        "release-api", {"canary": 20, "early": 0, "general": 0}).save(live)
+    pause = ActionRequest(actor=CONTROLLER_ACTOR, roles=CONTROLLER_ROLES, action="pause", target_kind="flag",
+                          target_id="release-api", rationale="api-availability fast burn on api/canary/api-200",
+                          idempotency_key="ramp:api-200:pause", params={"build_id": "api-200"})
+    protocol = build_protocol(state, executors={"pause": FlagFileExecutor(live)})
+    key = state.keys_dir / "active.key"
+    key.rename(key.with_name("away.key"))
+    assert protocol.submit(pause).status == "pending_receipt"
+    key.with_name("away.key").rename(key)
+    assert FlagFile.load(live).release("release-api").paused
+    # The pipeline moves on: api-200 promoted after a human resume, api-201 ramping.
+    FlagFile.load(live).resume("release-api").promote("release-api").start_ramp("release-api", "api-201").save(live)
+    assert CliRunner().invoke(main, ["receipts", "retry"]).exit_code == 0
+    store = open_store(state)
+    with store.read() as conn:
+        seq = store.get_action(conn, pause.action_id)["receipt_seq"]
+    receipt_id = next(e.receipt_id for e in store.ledger_entries() if e.seq == seq)
+    result = json.loads(CliRunner().invoke(main, ["receipts", "show", receipt_id]).output)["statement"]["predicate"][
+        "result"]
+    assert result["applied_earlier"] is True and "skipped" not in result
+    assert CliRunner().invoke(main, ["receipts", "verify"]).exit_code == 0
+
+
+def test_a_retried_freeze_leaves_alone_a_flag_a_human_overrode_since(state):
+    # The controller's freeze fails (the flag volume is down) and waits; dana then resumes
+    # release-graph. The retry freezes every release flag but that one: an override in force
+    # when the freeze is carried out wins, as it would have when the freeze was planned.
+    from ops_platform.guard.actions import ActionRequest, ExecutionResult
+    from ops_platform.guard.roster import CONTROLLER_ACTOR, CONTROLLER_ROLES
+    from ops_platform.guard.runtime import build_protocol
+    from ops_platform.ramp.controller import FREEZE_TARGET
+    from ops_platform.ramp.switchboard import live_flag_file
+
+    live = live_flag_file(state.home, state.world)
+
+    class Down:
+        def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
+            raise OSError("the flag volume is not mounted")
+
+    freeze = ActionRequest(actor=CONTROLLER_ACTOR, roles=CONTROLLER_ROLES, action="freeze", target_kind="flag",
+                           target_id=FREEZE_TARGET, rationale="approval-lag fast burn on approval",
+                           idempotency_key="platform:approval-lag:fast:2026-03-08:freeze",
+                           params={"slo": "approval-lag", "tier": "fast"})
+    assert build_protocol(state, executors={"freeze": Down()}).submit(freeze).status == "requested"
+    assert _run("override", "release-graph", "--action", "resume", "--rationale", REASON, "--ttl", "4h",
+                "--actor", "dana").exit_code == 0
+    assert CliRunner().invoke(main, ["receipts", "retry"]).exit_code == 0
+    flags = FlagFile.load(live).releases()
+    assert not flags["release-graph"].frozen
+    assert all(s.frozen for f, s in flags.items() if f != "release-graph")
+    # A resume says what it lifts: the freeze, and a pause whoever set it.
+    FlagFile.load(live).resume("release-api").start_ramp("release-api", "api-200").set_percent(
+        "release-api", {"canary": 20, "early": 0, "general": 0}).pause("release-api").freeze_all().save(live)
+    res = _run("override", "release-api", "--action", "resume", "--rationale", REASON, "--ttl", "1h", "--actor", "dana")
+    assert res.exit_code == 0, res.output
+    assert "frozen by a platform freeze" in res.output
+    assert "release-api is paused (api-200; canary 20%, early 0%, general 0%): the resume lifts that pause" in res.output

@@ -405,6 +405,10 @@ class ControlStore:
     def add_override(self, conn: sa.Connection, **values: Any) -> None:
         conn.execute(self._insert_ignore(s.overrides, values, ["override_id"]))
 
+    def get_override(self, conn: sa.Connection, override_id: str) -> dict | None:
+        row = conn.execute(sa.select(s.overrides).where(s.overrides.c.override_id == override_id)).mappings().first()
+        return dict(row) if row else None
+
     def active_overrides(self, target_id: str, now: str) -> list[dict]:
         """The override in force on a target at ``now``: its most recent one, if it has not
         expired (a list of at most one). A newer override supersedes every earlier one, even

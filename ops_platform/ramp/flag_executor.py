@@ -125,6 +125,12 @@ class FlagFileExecutor:
             current.release(request.target_id)  # KeyError naming the file if unknown
             flags = (request.target_id,)
         before = {f: current.release(f).summary() for f in flags}
+        if current.has_applied(action_id):
+            # A retry of an action already on disk (its receipt was not written): it changes
+            # nothing, and says that an earlier attempt applied it, whatever the flag shows now.
+            snapshot = self._seen(data, drift)
+            return self._result(request, action_id, applied=False, before=before, after=before,
+                                snapshot=snapshot, drift=drift, broken=broken, applied_earlier=True)
         build = (request.params or {}).get("build_id") if request.action in BUILD_ACTIONS else None
         candidate = current.release(request.target_id).candidate if build else None
         if build and candidate != build:
@@ -135,11 +141,6 @@ class FlagFileExecutor:
                                 skipped=(f"{request.target_id} carries candidate {candidate!r}, not {build!r}"
                                          if candidate is not None else
                                          f"{request.target_id} has no candidate (the ramp of {build!r} is over)"))
-        if current.has_applied(action_id):
-            # A retry of an action already on disk: report it, change nothing.
-            snapshot = self._seen(data, drift)
-            return self._result(request, action_id, applied=False, before=before, after=before,
-                                snapshot=snapshot, drift=drift, broken=broken)
         updated = self._transition(current, request, action_id, exempt)
         updated.save(self.path)
         snapshot = self._remember(self._snapshot(self.path.read_bytes()))  # still under the lock
@@ -183,10 +184,16 @@ class FlagFileExecutor:
 
     def _result(self, request: ActionRequest, action_id: str, *, applied: bool, before: dict[str, Any],
                 after: dict[str, Any], snapshot: Path, skipped: str | None = None,
-                drift: dict[str, str] | None = None, broken: dict[str, str] | None = None) -> ExecutionResult:
+                drift: dict[str, str] | None = None, broken: dict[str, str] | None = None,
+                applied_earlier: bool = False) -> ExecutionResult:
+        """``applied``: this call changed the file; ``applied_earlier``: the file carried the
+        action already (an earlier attempt of it applied it; ``before`` and ``after`` are the
+        file as this call found it)."""
         detail = {"flag_file": str(self.path), "action": request.action, "action_id": action_id,
                   "applied": applied, "before": before, "after": after, "sha256": snapshot.stem,
                   "snapshot": str(snapshot)}
+        if applied_earlier:
+            detail["applied_earlier"] = True
         if skipped:
             detail["skipped"] = skipped
         if drift:  # in the receipt and the flag's timeline: the guard did not make that change

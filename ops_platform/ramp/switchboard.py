@@ -46,6 +46,10 @@ def check_override(flag_file: Path, flag: str, directive: str) -> list[str]:
                      "whatever this override does, until someone enables it")
     if directive == "resume" and state.frozen:
         notes.append(f"{flag} was frozen by a platform freeze: the resume lifts the freeze on it too")
+    if directive == "resume" and state.paused:
+        split = ", ".join(f"{c} {p}%" for c, p in state.cohort_percent.items())
+        notes.append(f"{flag} is paused ({state.candidate or 'no candidate'}; {split}): the resume lifts that "
+                     "pause too, whoever set it (`switchboard log` says who and why)")
     if directive in ("hold", "rollback") and state.candidate is None:
         notes.append(f"{flag} has no ramp in flight: its next ramp stays at 0% until someone resumes it")
     return notes
@@ -68,12 +72,15 @@ class OverrideExecutor:
             # Inside the flag file's lock: two overrides racing are recorded in the order they
             # changed the file, so the one in force is the one the file shows.
             now = self.clock()
-            recorded["expires_at"] = iso_utc(now + timedelta(seconds=request.ttl_seconds))
             with self.store.write() as tx:
                 self.store.add_override(tx, override_id=action_id, target_kind=request.target_kind,
                                         target_id=request.target_id, directive=directive, actor=request.actor,
                                         rationale=request.rationale, created_at=iso_utc(now),
-                                        expires_at=recorded["expires_at"], action_id=action_id)
+                                        expires_at=iso_utc(now + timedelta(seconds=request.ttl_seconds)),
+                                        action_id=action_id)
+                # A retry (the receipt was never written) keeps the first attempt's record, and
+                # the receipt vouches for that one, not for an expiry computed again now.
+                recorded["expires_at"] = self.store.get_override(tx, action_id)["expires_at"]
 
         effect = self.flags.apply(action_id, dataclasses.replace(request, action=DIRECTIVES[directive]), then=record)
         detail = {**dict(effect.detail), "directive": directive, "expires_at": recorded["expires_at"]}
@@ -90,6 +97,15 @@ class LaterOverrideWins:
         self.flags, self.store = flags, store
 
     def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
+        if request.actor == CONTROLLER_ACTOR and request.action == "freeze":
+            # The flags it leaves alone are those under an override now, not when it was planned:
+            # a human who resumed a flag since keeps it (the controller plans the same way).
+            now = iso_utc(utcnow())
+            planned = list((request.params or {}).get("exempt") or ())
+            flags = FlagFile.load(self.flags.path, lenient=True).release_flags
+            exempt = sorted({*planned, *(f for f in flags if self.store.active_overrides(f, now))})
+            if exempt != sorted(planned):
+                request = dataclasses.replace(request, params={**(request.params or {}), "exempt": exempt})
         if request.actor == CONTROLLER_ACTOR and request.action in BUILD_ACTIONS:
             with self.store.read() as conn:
                 row = self.store.get_action(conn, action_id)
