@@ -29,9 +29,15 @@ def _series(cand_err: float, base_err: float, rpm: int, minutes: int = 60, usual
                               + [pl.lit(usual_base_err).alias("b_pre_error_ratio")])
 
 
-def test_regression_against_the_baseline_pauses_or_rolls_back():
-    assert decide(_series(0.05, 0.001, 50)).action == "pause"
+def test_a_clear_regression_against_a_trusted_baseline_rolls_back():
+    # Worse than a healthy stable build: everyone back on it, as a failed canary analysis does
+    # in Flagger or Argo Rollouts; a pause would keep serving the build the evidence rejects.
+    v = decide(_series(0.05, 0.001, 50))
+    assert v.action == "rollback" and v.reason.startswith("errors")
     assert decide(_series(0.20, 0.001, 50)).action == "rollback"  # burning > 14.4x the budget
+    # The same build where the stable build is rejected itself: a pause, going back helps no one.
+    assert decide(_series(0.05, 0.001, 50), trusted_baseline=False).action == "pause"
+    assert decide(_series(0.20, 0.001, 50), trusted_baseline=False).action == "rollback"  # 14.4x whatever
 
 
 def test_an_incident_hitting_every_build_alike_freezes_ramps_and_blames_no_build():
@@ -49,7 +55,7 @@ def test_a_candidate_replacing_a_chronically_bad_build_is_paused_on_its_own_burn
 
 def test_an_untrusted_baseline_switches_off_the_comparison_not_the_absolute_tests():
     # 1.2% errors: worse than a 0.1% baseline, but under the 6x absolute burn.
-    assert decide(_series(0.012, 0.001, 200)).action == "pause"
+    assert decide(_series(0.012, 0.001, 200)).action == "rollback"
     assert decide(_series(0.012, 0.001, 200), trusted_baseline=False).ts is None
     # Latency is judged against the pre-ramp p95 instead: 30% beyond it is still a regression.
     assert decide(_series(0.0, 0.001, 50, cand_slow=0.3), trusted_baseline=False).action == "pause"

@@ -27,7 +27,7 @@ MID_H0, MID_H1 = 0.03, 0.20
 BURN_H0, BURN_H1 = 2.0, 6.0  # absolute test: burning the budget at most 2x vs at least 6x
 THRESHOLD = 5.5  # CUSUM alarm level (log-likelihood ratio); higher = fewer false pauses, slower
 MIN_REQUESTS = 10  # below this the evidence is inconclusive: hold, neither advance nor roll back
-FAST_BURN = 14.4  # a candidate burning the error budget this fast is rolled back, not only paused
+FAST_BURN = 14.4  # a candidate burning the error budget this fast is rolled back, whatever the baseline
 BASELINE_WINDOW = 1  # minutes of the stable build's traffic each minute is compared with (1: the same minute)
 MIN_BASELINE = 20  # requests the stable build needs in that window to serve as a baseline
 MINUTE = timedelta(minutes=1)  # a minute's counts exist once it is over: the earliest anyone can act on them
@@ -160,7 +160,14 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
                            f"budget burn {ratio / ERROR_MARGIN:.1f}x on candidate and {base_burn:.1f}x on "
                            f"stable (usually {usual:.1f}x): {numbers}")
         what = "budget burn"
+        # Burning where the stable build it would go back to usually does not.
+        clear = trusted_baseline and usual < BURN_H0
     else:
         what = "errors" if err_score[i] >= THRESHOLD else "latency"
-    action = "rollback" if ratio / ERROR_MARGIN >= FAST_BURN else "pause"
+        clear = trusted_baseline
+    # Clearly worse than a trusted, healthy stable build: back to it, as Flagger, Argo
+    # Rollouts and guarded rollouts do (a pause would keep serving the build the evidence
+    # rejects). A pause where going back helps no one (the stable build burns as well, or was
+    # rejected itself), unless the candidate burns the budget 14.4x or faster.
+    action = "rollback" if clear or ratio / ERROR_MARGIN >= FAST_BURN else "pause"
     return Verdict(acted_at, action, f"{what}: {numbers}")
