@@ -1101,6 +1101,66 @@ def _human(actor: str):
 
 
 @main.group()
+def ramp() -> None:
+    """The ramp controller's verdicts on each build's ramp."""
+
+
+@ramp.command("verdicts")
+@click.option("--all", "every", is_flag=True, help="Every ramp, the ones left alone too (default: those acted on).")
+@click.option("--service", default=None, help="Only this service's ramps.")
+@click.option("--json", "as_json", is_flag=True, help="One object per ramp.")
+def ramp_verdicts(every: bool, service: str | None, as_json: bool) -> None:
+    """Each ramp's latest verdict as the warehouse holds it (`ramp/verdicts`, materialized
+    by `make demo` or the daily job): the action, when and why, the cohorts it had reached and
+    the error budget it used before the action. A pause keeps the split; a rollback sends
+    everyone back to the stable build."""
+    import json
+
+    import duckdb
+
+    from .warehouse import Warehouse
+
+    p = StatePaths.from_env()
+    if not p.warehouse.exists():
+        raise click.ClickException(f"no warehouse at {p.warehouse}: run `make demo` or materialize ramp/verdicts")
+    where = ["action IS NOT NULL"] if not every else []
+    params: list = []
+    if service is not None:
+        where.append("service = ?")
+        params.append(service)
+    try:
+        # A ramp that spans days has a row per day until it is decided: its newest one counts.
+        rows = Warehouse(p.warehouse).query(
+            "SELECT * FROM (SELECT * FROM ramp.verdicts QUALIFY row_number() OVER "
+            "(PARTITION BY build_id ORDER BY partition_key DESC) = 1)"
+            + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY ramp_start, build_id", params)
+    except (duckdb.Error, OSError) as exc:
+        raise click.ClickException(f"cannot read ramp.verdicts in {p.warehouse}: {str(exc).splitlines()[0]} "
+                                   "(materialize ramp/verdicts first)") from None
+    shown = [{"build_id": r["build_id"], "service": r["service"], "ramp_start": r["ramp_start"].isoformat(),
+              "action": r["action"], "acted_at": r["acted_at"].isoformat() if r["acted_at"] else None,
+              "reason": r["reason"], "trusted_baseline": r["trusted_baseline"],
+              "cohorts_reached": r["cohorts_reached"],
+              "budget_consumed_before_action": round(r["budget_consumed_before_action"], 4)}
+             for r in rows.iter_rows(named=True)]
+    if as_json:
+        click.echo(json.dumps({"ramps": shown}, indent=2))
+        return
+    if not shown:
+        click.echo("no ramp acted on" + (f" for service {service}" if service else "") + " in the warehouse"
+                   + ("" if every else " (--all lists every ramp)"))
+        return
+    table = Table(title="Ramp verdicts (times UTC)", box=box.SIMPLE_HEAD)
+    for title in ("build", "service", "ramp start", "action", "acted at", "cohorts", "budget before", "why"):
+        table.add_column(title, no_wrap=title != "why")
+    for r in shown:
+        table.add_row(r["build_id"], r["service"], r["ramp_start"][:16].replace("T", " "), r["action"] or "none",
+                      (r["acted_at"] or "")[:16].replace("T", " "), r["cohorts_reached"],
+                      f"{r['budget_consumed_before_action']:.2f}x", r["reason"])
+    _print_whole(table)
+
+
+@main.group()
 def switchboard() -> None:
     """Human overrides of ramps (with a rationale and a TTL) and the timeline of a flag."""
 

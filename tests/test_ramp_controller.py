@@ -449,3 +449,16 @@ def test_slo_status_shows_each_slos_budget_left_and_the_tiers_that_fired(state):
         assert r["fired_that_day"] == [t.name for t in slo.tiers if not checks[check_name(slo.name, t.name)]]
     text = CliRunner().invoke(main, ["slo", "status"]).output
     assert "api-availability" in text and "2026-03-07" in text, text
+    # `ramp verdicts`: each ramp once, with its newest day's verdict (a ramp undecided on the
+    # first day and judged again on the second is listed with the second's).
+    stored = Warehouse(state.warehouse).query("SELECT build_id, action, partition_key FROM ramp.verdicts")
+    newest = stored.sort("partition_key").group_by("build_id").agg(pl.col("action").last())
+    res = CliRunner().invoke(main, ["ramp", "verdicts", "--all", "--json"])
+    assert res.exit_code == 0, res.output
+    every = {r["build_id"]: r["action"] for r in json.loads(res.output)["ramps"]}
+    assert every == dict(newest.rows()) and len(every) < stored.height  # some ramp spans both days
+    acted = json.loads(CliRunner().invoke(main, ["ramp", "verdicts", "--json"]).output)["ramps"]
+    assert acted and {r["build_id"] for r in acted} == {b for b, a in every.items() if a}
+    assert all(r["acted_at"] and r["reason"] for r in acted)
+    text = CliRunner().invoke(main, ["ramp", "verdicts", "--service", "nope"]).output
+    assert text.startswith("no ramp acted on for service nope"), text
