@@ -42,7 +42,7 @@ def guarded_executors(store: ControlStore, flag_file: Callable[[], Path], wareho
     ``invoices``, the invoice release too (from the books the warehouse stored), held while
     a released period's files under ``home`` do not match their receipts (checked with the
     public keys ``verifiers`` gives)."""
-    flags = _BuiltWhenNeeded(lambda: LaterOverrideWins(FlagFileExecutor(flag_file()), store))
+    flags = _BuiltWhenNeeded(lambda: LaterOverrideWins(FlagFileExecutor(flag_file()), store, verifiers))
     executors: dict[str, Executor] = {
         "override": _BuiltWhenNeeded(lambda: OverrideExecutor(store, FlagFileExecutor(flag_file()))),
         **dict.fromkeys(FLAG_ACTIONS, flags), "dlq_discard": DlqDiscardExecutor(store)}

@@ -1015,3 +1015,53 @@ def test_a_retried_freeze_leaves_alone_a_flag_a_human_overrode_since(state):
     assert res.exit_code == 0, res.output
     assert "frozen by a platform freeze" in res.output
     assert "release-api is paused (api-200; canary 20%, early 0%, general 0%): the resume lifts that pause" in res.output
+
+
+def test_an_override_without_a_signed_receipt_is_not_obeyed(state):
+    # An override is obeyed only once its receipt is signed. One whose action still runs is
+    # not obeyed yet (and the ledger lets it be); one whose action was dead-lettered without
+    # a receipt is neither obeyed nor passed by `receipts verify`; a row that names an action
+    # not its own is a hand-written one. A retried freeze goes over all three.
+    import sqlite3
+
+    from ops_platform.guard.actions import ActionRequest
+    from ops_platform.guard.roster import CONTROLLER_ACTOR, CONTROLLER_ROLES
+    from ops_platform.guard.runtime import open_store
+    from ops_platform.ramp.controller import FREEZE_TARGET
+    from ops_platform.ramp.switchboard import live_flag_file
+    from ops_platform.receipts.keys import KeyRing
+
+    assert _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--ttl", "1h",
+                "--actor", "dana").exit_code == 0
+    live = live_flag_file(state.home, state.world)
+    con = sqlite3.connect(state.control_store)
+    for flag, status in (("release-api", "executing"), ("release-metering", "dlq")):
+        con.execute("INSERT INTO actions (action_id, idempotency_key, actor, action, target_kind, target_id, "
+                    "rationale, params, status, attempts, created_at, updated_at) SELECT ?, ?, actor, action, "
+                    "target_kind, ?, rationale, params, ?, 1, created_at, updated_at FROM actions LIMIT 1",
+                    [f"a-{flag}", f"k-{flag}", flag, status])
+        con.execute("INSERT INTO overrides SELECT ?, target_kind, ?, 'resume', actor, rationale, created_at, "
+                    "expires_at, ? FROM overrides WHERE target_id = 'release-graph'", [f"a-{flag}", flag, f"a-{flag}"])
+    con.execute("INSERT INTO overrides SELECT 'forged', target_kind, 'release-policy', 'resume', actor, rationale, "
+                "created_at, expires_at, action_id FROM overrides WHERE target_id = 'release-graph'")
+    con.commit()
+    con.close()
+    store, keys = open_store(state), KeyRing(state.keys_dir).verifiers()
+    problem = {f: store.override_problem(store.overrides(f)[-1], keys)
+               for f in ("release-graph", "release-api", "release-metering", "release-policy")}
+    assert problem["release-graph"] is None
+    assert "not obeyed until its receipt is signed (its action is executing)" in problem["release-api"]
+    assert "has no receipt of its own (its action is dlq)" in problem["release-metering"]
+    assert "names action" in problem["release-policy"] and "not its own" in problem["release-policy"]
+    said = " ".join(CliRunner().invoke(main, ["receipts", "verify"]).output.split())
+    assert "release-metering by dana has no receipt of its own" in said and "release-api" not in said, said
+    freeze = ActionRequest(actor=CONTROLLER_ACTOR, roles=CONTROLLER_ROLES, action="freeze", target_kind="flag",
+                           target_id=FREEZE_TARGET, rationale="approval-lag fast burn on approval",
+                           idempotency_key="platform:approval-lag:fast:2026-03-09:freeze", params={})
+    from ops_platform.executors import guarded_executors
+
+    executors = guarded_executors(store, lambda: live, verifiers=lambda: keys)
+    executors["freeze"].apply(freeze.action_id, freeze)
+    frozen = {f: s.frozen for f, s in FlagFile.load(live).releases().items()}
+    assert not frozen["release-graph"] and frozen["release-api"] and frozen["release-metering"]
+    assert frozen["release-policy"]

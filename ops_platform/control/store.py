@@ -69,17 +69,27 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+IN_FLIGHT = ("requested", "executing", "pending_receipt")  # an action whose receipt may still come
+
+
 def _override_problem(row: Mapping[str, Any], entry: LedgerEntry | None,
-                      verifiers: Mapping[str, Any] | None = None) -> str | None:
+                      verifiers: Mapping[str, Any] | None = None, obeying: bool = False) -> str | None:
     """What an override record (which the controller obeys) says that its receipt does not.
-    An override still in flight (its action not finished) has no receipt yet. With
-    ``verifiers`` (the public keys), a receipt whose signature does not verify under any of
-    them vouches for nothing: an override is obeyed only as a signed receipt says."""
+    An override still in flight (its action not finished) has no receipt yet: the ledger
+    check lets it be, but it is obeyed (``obeying``) only once its receipt is signed, and
+    one whose action ended without a receipt (dead-lettered, failed) is a problem either way.
+    With ``verifiers`` (the public keys), a receipt whose signature does not verify under
+    any of them vouches for nothing: an override is obeyed only as a signed receipt says."""
     named = f"override {row['directive']} on {row['target_kind']} {row['target_id']} by {row['actor']}"
+    if row.get("override_id", row["action_id"]) != row["action_id"]:
+        return f"{named} names action {row['action_id']!r}, not its own: a row written into the store by hand"
     if entry is None:
         if row["status"] is None:
             return f"{named} was recorded by no action: a row written into the store by hand"
-        return None if row["status"] not in ("completed", "denied") else f"{named} has no receipt of its own"
+        if row["status"] in IN_FLIGHT:
+            return f"{named} is not obeyed until its receipt is signed (its action is {row['status']})" \
+                if obeying else None
+        return f"{named} has no receipt of its own (its action is {row['status']})"
     try:
         statement = envelope_statement(entry.envelope, verifiers)
     except (ValueError, TypeError, VerificationError) as exc:
@@ -417,9 +427,9 @@ class ControlStore:
         return every[-1:] if every and every[-1]["expires_at"] > now else []
 
     def override_problem(self, override: Mapping[str, Any], verifiers: Mapping[str, Any]) -> str | None:
-        """What an override record says that its receipt does not (None when they agree, or
-        while its action is still in flight): a record edited in the store, or a receipt that
-        no key of ``verifiers`` (the public keys) signed, is not obeyed."""
+        """Why an override record is not obeyed (None: its signed receipt vouches for it): a
+        record edited in the store, a receipt that no key of ``verifiers`` (the public keys)
+        signed, or no receipt yet (its action still in flight, or ended without one)."""
         with self.read() as conn:
             action = self.get_action(conn, override["action_id"])
             seq = action["receipt_seq"] if action else None
@@ -428,7 +438,8 @@ class ControlStore:
         entry = LedgerEntry(**row) if row else None
         if entry is not None and _action_id_of(entry) != override["action_id"]:
             entry = None  # the action names another action's receipt: verify reports that itself
-        return _override_problem({**override, "status": action["status"] if action else None}, entry, verifiers)
+        return _override_problem({**override, "status": action["status"] if action else None}, entry, verifiers,
+                                 obeying=True)
 
     def overrides(self, target_id: str) -> list[dict]:
         """A target's overrides, oldest first (``active_overrides`` says which one is in force)."""

@@ -9,9 +9,10 @@ through the flag executor, under the same action id (so a retry applies it once)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from ..control.store import ControlStore
 from ..files import write_bytes
@@ -93,8 +94,15 @@ class LaterOverrideWins:
     applied over the override. The controller honours overrides when it plans; a retry runs
     later, and evidence from before an override is not replayed."""
 
-    def __init__(self, flags: FlagFileExecutor, store: ControlStore) -> None:
-        self.flags, self.store = flags, store
+    def __init__(self, flags: FlagFileExecutor, store: ControlStore,
+                 verifiers: Callable[[], Mapping[str, Any]] = dict) -> None:
+        """``verifiers``: the public keys; an override counts only as its signed receipt says
+        (``ControlStore.override_problem``), as the controller obeys them."""
+        self.flags, self.store, self.verifiers = flags, store, verifiers
+
+    def _obeyed(self, overrides: list[dict]) -> list[dict]:
+        keys = self.verifiers()
+        return [o for o in overrides if self.store.override_problem(o, keys) is None]
 
     def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
         if request.actor == CONTROLLER_ACTOR and request.action == "freeze":
@@ -103,15 +111,15 @@ class LaterOverrideWins:
             now = iso_utc(utcnow())
             planned = list((request.params or {}).get("exempt") or ())
             flags = FlagFile.load(self.flags.path, lenient=True).release_flags
-            exempt = sorted({*planned, *(f for f in flags if self.store.active_overrides(f, now))})
+            exempt = sorted({*planned, *(f for f in flags if self._obeyed(self.store.active_overrides(f, now)))})
             if exempt != sorted(planned):
                 request = dataclasses.replace(request, params={**(request.params or {}), "exempt": exempt})
         if request.actor == CONTROLLER_ACTOR and request.action in BUILD_ACTIONS:
             with self.store.read() as conn:
                 row = self.store.get_action(conn, action_id)
             asked = row["created_at"] if row else None
-            later = [o for o in self.store.overrides(request.target_id) if asked and o["created_at"] > asked
-                     and not escalates_past(o["directive"], request.action)]
+            later = self._obeyed([o for o in self.store.overrides(request.target_id) if asked
+                                  and o["created_at"] > asked and not escalates_past(o["directive"], request.action)])
             if later:
                 o = later[-1]
                 return ExecutionResult(detail={
