@@ -1065,3 +1065,22 @@ def test_an_override_without_a_signed_receipt_is_not_obeyed(state):
     frozen = {f: s.frozen for f, s in FlagFile.load(live).releases().items()}
     assert not frozen["release-graph"] and frozen["release-api"] and frozen["release-metering"]
     assert frozen["release-policy"]
+
+
+def test_an_expanding_action_is_not_run_while_the_ledger_refuses_receipts(state):
+    # The ledger head edited outside the platform: no receipt can be appended, so a resume
+    # (it widens what may ramp) fails closed before it touches the flag, saying why.
+    import sqlite3
+
+    assert _run("override", "release-graph", "--action", "hold", "--rationale", REASON, "--ttl", "1h",
+                "--actor", "dana").exit_code == 0
+    live = state.home / "flags" / "flags.flagd.json"
+    before = live.read_bytes()
+    con = sqlite3.connect(state.control_store)
+    con.execute("UPDATE ledger_head SET entry_hash = 'edited'")
+    con.commit()
+    con.close()
+    res = _run("override", "release-graph", "--action", "resume", "--rationale", REASON, "--ttl", "1h",
+               "--actor", "dana")
+    assert res.exit_code != 0 and "the receipts ledger refuses new receipts" in " ".join(res.output.split()), res.output
+    assert live.read_bytes() == before and FlagFile.load(live).release("release-graph").paused

@@ -25,19 +25,26 @@ class LedgerCorrupt(Exception):
     """The stored head does not match the last entry: refuse to append to a broken chain."""
 
 
+def refusal(store: ControlStore, conn: sa.Connection, head: tuple[int, str, dict] | None = None) -> str | None:
+    """Why the ledger would refuse a receipt now (None: it takes them). ``head``: the ledger
+    head as locked by the caller (default: read without a lock, to ask before acting)."""
+    seq, head_hash, frontier = head or store.lock_head(conn, lock=False)
+    stored = store.entry_hash_at(conn, seq) if seq >= 0 else GENESIS.hex()
+    if stored != head_hash:
+        return f"ledger head (seq={seq}) does not match the last stored entry"
+    return edge_problem(frontier, seq, store.last_checkpoint(conn))
+
+
 def append_receipts(store: ControlStore, conn: sa.Connection, statements: list[dict], signer: Signer,
                     now: str) -> list[LedgerEntry]:
     if not statements:
         return []
-    seq, head_hash, frontier = store.lock_head(conn)
-    stored = store.entry_hash_at(conn, seq) if seq >= 0 else GENESIS.hex()
-    if stored != head_hash:
-        raise LedgerCorrupt(f"ledger head (seq={seq}) does not match the last stored entry; "
-                            "run `ops-platform receipts verify`")
+    head = store.lock_head(conn)
+    if problem := refusal(store, conn, head):
+        raise LedgerCorrupt(f"{problem}; run `ops-platform receipts verify`")
+    seq, head_hash, frontier = head
     # build_entries only needs the predecessor's seq and chain hash, which the head holds.
     prev = LedgerEntry(seq, "", "", "", head_hash) if seq >= 0 else None
-    if problem := edge_problem(frontier, seq, store.last_checkpoint(conn)):
-        raise LedgerCorrupt(f"{problem}; run `ops-platform receipts verify`")
     tree = CompactRange.from_state(frontier)
     entries: list[LedgerEntry] = []
     if len(statements) <= CHUNK:  # a single small chunk: threads would cost more than they win

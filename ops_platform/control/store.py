@@ -285,11 +285,12 @@ class ControlStore:
 
     # -- ledger -------------------------------------------------------------------------
 
-    def lock_head(self, conn: sa.Connection) -> tuple[int, str, dict]:
-        """Lock the ledger head for this transaction; return (last seq, last hash, frontier)."""
+    def lock_head(self, conn: sa.Connection, lock: bool = True) -> tuple[int, str, dict]:
+        """Lock the ledger head for this transaction (``lock``: else only read it); return
+        (last seq, last hash, frontier)."""
         h = s.ledger_head.c
         q = sa.select(h.seq, h.entry_hash, h.frontier).where(h.id == 1)
-        if not self.is_sqlite:
+        if lock and not self.is_sqlite:
             q = q.with_for_update()
         seq, entry_hash, frontier = conn.execute(q).one()
         return seq, entry_hash, json.loads(frontier)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ..control.ledger_writer import append_receipts
+from ..control.ledger_writer import append_receipts, refusal
 from ..control.store import ControlStore, StoreUnavailable
 from ..receipts.keys import Signer, SignerUnavailable
 from ..receipts.statement import file_subject, make_statement, target_subject
@@ -262,6 +262,8 @@ class ActionProtocol:
                 return self._fail(req, f"signer unavailable: {exc}", decision)
         if not decision.allow:
             return self._finish(req, decision, "denied", signer, None)
+        if not req.protective and (refused := self._ledger_refusal()):  # fail closed, as without a signer
+            return self._fail(req, f"the receipts ledger refuses new receipts: {refused}", decision)
         executor = self.executors.get(req.action)
         if executor is None:
             return self._fail(req, f"no executor for action {req.action!r}", decision)
@@ -337,6 +339,15 @@ class ActionProtocol:
                                      lease_expires_at=None, updated_at=iso_utc(now))
             self._event(tx, req, "action_pending_receipt", now, {"reason": why, "applied": result is not None})
         return Outcome(req.action_id, "pending_receipt", why)
+
+    def _ledger_refusal(self) -> str | None:
+        """Why the ledger would refuse this action's receipt (a head edited outside the
+        platform): an action that widens anything must not run without one."""
+        try:
+            with self.store.read() as conn:
+                return refusal(self.store, conn)
+        except (ValueError, TypeError, KeyError) as exc:  # a head that does not read
+            return f"the ledger head does not read ({exc})"
 
     def _fail(self, req: ActionRequest, error: str, decision: Decision | None = None) -> Outcome:
         now = self.clock()
