@@ -710,6 +710,12 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
         "reason": ["unreadable file (truncated)", "unreadable file (truncated)"]}))
     [reason] = broken.blockers(period)
     assert reason.startswith("1 usage or billing file(s) did not load") and f"dt={day}" in reason
+    # A folder that names no day (the landing reader reports it) holds every period, no crash.
+    nameless = dataclasses.replace(stored, unloaded=pl.DataFrame({
+        "source_table": ["billing_focus"], "file": ["billing_focus/dt=2026-02-30"],
+        "reason": ["not in a dt=YYYY-MM-DD folder"]}))
+    [reason] = nameless.blockers(period)
+    assert "billing_focus/dt=2026-02-30" in reason
     # Low confidence says how much of it is cost nobody carries, the usual cause.
     low = dataclasses.replace(stored, day=stored.day.with_columns(
         pl.when(pl.col("utc_date") == day).then(0.5).otherwise(pl.col("confidence")).alias("confidence"),

@@ -41,8 +41,10 @@ _UTC_DAY = "CAST(floor(epoch_us(event_time) / 86400000000) AS INTEGER)"
 
 
 def arrival_date(source_file: pl.Expr) -> pl.Expr:
-    """The day an event arrived: the landing file's ``dt=`` folder."""
-    return source_file.str.extract(_ARRIVAL, 1).str.to_date("%Y-%m-%d")
+    """The day an event arrived: the landing file's ``dt=`` folder; null for a folder that
+    names no day of the calendar (``dt=2026-02-30``, which the landing reader reports as
+    unreadable): a question about it, not a crash of whatever reads the reports."""
+    return source_file.str.extract(_ARRIVAL, 1).str.to_date("%Y-%m-%d", strict=False)
 
 
 def _repeated_identities(con: duckdb.DuckDBPyConnection, relation: str) -> pa.Table:
