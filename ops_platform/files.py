@@ -74,17 +74,21 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     token = secrets.token_hex(8)
     staging, old = path.with_name(f".{path.name}.{token}.partial"), path.with_name(f".{path.name}.{token}.old")
     staging.mkdir()
+    swapped = False
     try:
         yield staging
         if path.exists():
             os.replace(path, old)
         os.replace(staging, path)
+        swapped = True
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)  # the renames survive a crash
         finally:
             os.close(dir_fd)
     finally:
+        if not swapped and old.exists() and not path.exists():
+            os.replace(old, path)  # the new folder never took its place: the old one goes back
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
 

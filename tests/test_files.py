@@ -43,3 +43,26 @@ def test_a_rewrite_keeps_the_file_permissions(tmp_path):
     target.chmod(0o640)
     write_bytes(b"v2", target)
     assert target.read_bytes() == b"v2" and stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def test_a_folder_swap_that_fails_half_way_puts_the_old_folder_back(tmp_path, monkeypatch):
+    # The old folder is moved aside, then the new one cannot take its place (an I/O error):
+    # the old one is back where it was, whole, and nothing else is left beside it.
+    from ops_platform import files
+    from ops_platform.files import atomic_folder
+
+    target = tmp_path / "2026-03"
+    with atomic_folder(target) as staging:
+        write_bytes(b"released", staging / "invoice_lines.csv")
+    real = os.replace
+
+    def staging_rename_fails(src, dst):  # the old folder was moved aside just before
+        if str(src).endswith(".partial"):
+            raise OSError(5, "EIO on rename")
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", staging_rename_fails)
+    with pytest.raises(OSError, match="EIO"), atomic_folder(target) as staging:
+        write_bytes(b"new", staging / "invoice_lines.csv")
+    assert (target / "invoice_lines.csv").read_bytes() == b"released"
+    assert [p.name for p in tmp_path.iterdir()] == ["2026-03"]
