@@ -42,7 +42,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 # YAML 1.2 reads `1e1`, `1.44e1` and `1e-3` as numbers; PyYAML (YAML 1.1) wants a dot and a
 # signed exponent (`1.0e+1`) and reads the others as strings, so `burnRate: 1e1` was refused
-# as "not a number".
+# as "not a number". A mantissa has a digit (`._e1` would reach float() as `.e1` and crash).
 UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
     list("-+.0123456789"))

@@ -235,6 +235,10 @@ def test_numbers_with_an_exponent_read_as_yaml_1_2_reads_them(tmp_path):
         text.replace("burnRate: 14.4,", "burnRate: 1.44e1,").replace("target: 0.995\n", "target: 9.95e-1\n"))
     slo = {s.name: s for s in load_slos(folder)}["api-availability"]
     assert slo.tiers[0].burn_rate == 14.4 and slo.objective.target == 0.995
+    # No digit before the exponent: text, refused as not a number (not a crash inside float()).
+    (folder / "api-availability.yaml").write_text(text.replace("burnRate: 14.4,", "burnRate: ._e1,"))
+    with pytest.raises(SLOSpecError, match="burnRate"):
+        load_slos(folder)
 
 
 def test_unparseable_yaml_is_a_clear_error(tmp_path):
