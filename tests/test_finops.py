@@ -736,6 +736,14 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     assert not (tmp_path / "invoices").exists()
     out = proto.submit(release_request(period, "finops-analyst", "period reconciled; releasing invoices"))
     assert out.status == "completed" and out.receipt_id
+    # Its receipt vouches for this period's files, not another's (an event naming it by mistake).
+    from ops_platform.finops.export import released_file_problems
+
+    assert released_file_problems(env.store, out.receipt_id, None, env.ring.verifiers(), period) == []
+    [wrong] = released_file_problems(env.store, out.receipt_id, None, env.ring.verifiers(), parse_period("2026-01"))
+    assert "is not the release of 2026-01" in wrong
+    [denial] = released_file_problems(env.store, denied.receipt_id, None, env.ring.verifiers())
+    assert "is not the release of a period" in denial
     files = sorted((tmp_path / "invoices" / period.name).iterdir())
     assert len(files) == 4
     assert env.verify().ok
@@ -816,12 +824,21 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     with env.store.engine.begin() as conn:
         conn.execute(sa.update(schema.ledger).where(schema.ledger.c.seq == entry.seq).values(
             envelope=json.dumps(forged)))
-    assert released_file_problems(env.store, out.receipt_id, None, KeyRing(tmp_path / "other-keys").verifiers()) == []
+    # Even under the key that signed it, its payload is not the one the receipt id names.
+    said = released_file_problems(env.store, out.receipt_id, None, KeyRing(tmp_path / "other-keys").verifiers())
+    assert len(said) == 1 and "another receipt's envelope" in said[0], said
     _, forged_run = release_invoices(stored, period, tmp_path / "invoices",
                                      lambda executors: env.protocol(executor=executors["export_release"]),
                                      "finops-analyst", "the same period again is the same release", env.ring.verifiers)
     assert forged_run.status == "files_changed" and "does not verify" in forged_run.reason, forged_run.reason
     assert "unknown key id" in forged_run.reason
+    # Another receipt's envelope, signed by our own key (the denial), copied into the release's
+    # row: well signed, but not this receipt, and not a release: it vouches for nothing either.
+    with env.store.engine.begin() as conn:
+        conn.execute(sa.update(schema.ledger).where(schema.ledger.c.seq == entry.seq).values(
+            envelope=env.store.entry(denied.receipt_id).envelope))
+    said = released_file_problems(env.store, out.receipt_id, None, env.ring.verifiers(), period)
+    assert len(said) == 1 and "another receipt's envelope" in said[0], said
 
 
 def test_focus_13_allocated_charges_are_read_through_their_allocated_tags():

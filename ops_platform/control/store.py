@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..receipts.dsse import VerificationError, envelope_statement
-from ..receipts.ledger import Checkpoint, LedgerEntry
+from ..receipts.ledger import Checkpoint, LedgerEntry, entry_statement
 from ..receipts.merkle import CompactRange
 from . import schema as s
 
@@ -91,7 +91,8 @@ def _override_problem(row: Mapping[str, Any], entry: LedgerEntry | None,
                 if obeying else None
         return f"{named} has no receipt of its own (its action is {row['status']})"
     try:
-        statement = envelope_statement(entry.envelope, verifiers)
+        statement = (entry_statement(entry, dict(verifiers)) if verifiers is not None
+                     else envelope_statement(entry.envelope))  # the ledger check verifies signatures itself
     except (ValueError, TypeError, VerificationError) as exc:
         return f"{named}: its receipt {entry.receipt_id[:12]} does not verify ({exc})"
     p = _mapping(_mapping(statement).get("predicate"))

@@ -24,7 +24,8 @@ from ..files import exclusive_lock, file_sha256
 from ..guard.actions import ActionRequest, ExecutionResult, Executor, Outcome
 from ..guard.protocol import ActionProtocol
 from ..guard.roster import Roster, load_roster
-from ..receipts.dsse import VerificationError, envelope_statement
+from ..receipts.dsse import VerificationError
+from ..receipts.ledger import entry_statement
 from ..receipts.statement import statement_subjects, subject_path
 from .invoices import Period, carried_corrections, parse_period, write_invoices
 from .pipeline import StoredFinOps
@@ -134,7 +135,7 @@ def altered_releases(store, home: Path | None, verifiers: Mapping[str, Any], but
     for period, event in _releases(store):
         if but is not None and (period.start, period.end) == (but.start, but.end):
             continue
-        if problems := released_file_problems(store, event["receipt_id"], home, verifiers):
+        if problems := released_file_problems(store, event["receipt_id"], home, verifiers, period):
             found.append(f"{period.name}, already released, no longer matches its receipt "
                          f"{event['receipt_id'][:12]} ({'; '.join(problems)}), so what it billed is not known: "
                          "restore its files (`ops-platform receipts verify` names them)")
@@ -222,7 +223,7 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
             return held, None
         out = guarded.submit(release_request(period, actor, rationale, roster))
     if out.status == "completed" and out.receipt_id:  # e.g. a re-run answered "already released"
-        problems = released_file_problems(guarded.store, out.receipt_id, guarded.home, keys())
+        problems = released_file_problems(guarded.store, out.receipt_id, guarded.home, keys(), period)
         if problems:
             out = dataclasses.replace(out, status="files_changed", reason=(
                 f"released under receipt {out.receipt_id[:12]}, but the files on disk no longer match it: "
@@ -230,19 +231,27 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     return [], out
 
 
-def released_file_problems(store, receipt_id: str, home: Path | None, verifiers: Mapping[str, Any]) -> list[str]:
+def released_file_problems(store, receipt_id: str, home: Path | None, verifiers: Mapping[str, Any],
+                           period: Period | None = None) -> list[str]:
     """What no longer matches a release receipt: each file subject that is missing or whose
     sha256 differs from the receipted one (nothing for a receipt whose files are intact).
     ``home``: the state folder the receipt's relative names are in. The receipt vouches for
-    the files only when its signature verifies under ``verifiers`` (the public keys): a
-    receipt rewritten in the store to match altered files is itself the problem."""
+    the files only when its signature verifies under ``verifiers`` (the public keys) and it
+    is the release of ``period`` it is read for: a receipt rewritten in the store, or another
+    receipt's envelope put in its place, is itself the problem."""
     entry = store.entry(receipt_id)
-    if entry is None:
+    if entry is None or entry.receipt_id != receipt_id:
         return [f"receipt {receipt_id[:12]} is not in the ledger"]
     try:
-        statement = envelope_statement(entry.envelope, verifiers)
+        statement = entry_statement(entry, dict(verifiers))
     except (ValueError, TypeError, VerificationError) as exc:
         return [f"receipt {receipt_id[:12]} does not verify ({exc}): its file digests vouch for nothing"]
+    predicate = statement.get("predicate") if isinstance(statement.get("predicate"), dict) else {}
+    target = predicate.get("target") if isinstance(predicate.get("target"), dict) else {}
+    if predicate.get("action") != "export_release" or not predicate.get("executed") or (
+            period is not None and target.get("id") != period.name):
+        return [f"receipt {receipt_id[:12]} is not the release of {period.name if period else 'a period'} "
+                f"(it records {predicate.get('action')!r} on {target.get('id')!r}): its file digests vouch for nothing"]
     problems = []
     for subject in statement_subjects(statement):
         path = subject_path(subject, home or Path.cwd())

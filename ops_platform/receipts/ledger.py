@@ -211,6 +211,23 @@ def _open_envelope(text: str, verifiers: dict[str, Ed25519PublicKey], payload_ty
         return None
 
 
+def entry_statement(entry: LedgerEntry, verifiers: dict[str, Ed25519PublicKey]) -> dict:
+    """The statement a ledger entry vouches for, for whatever acts on it: its envelope signed
+    by one of ``verifiers`` and its payload the one its receipt id names (so another receipt's
+    envelope, however well signed, copied into this row vouches for nothing).
+    VerificationError otherwise."""
+    problems: list[str] = []
+    payload = _open_envelope(entry.envelope, dict(verifiers), PAYLOAD_TYPE, problems)
+    if payload is None:
+        raise VerificationError("; ".join(problems))
+    if entry.receipt_id != hashlib.sha256(payload).hexdigest():
+        raise VerificationError(f"its payload is not receipt {entry.receipt_id[:12]}'s (another receipt's envelope)")
+    statement = strict_loads(payload)
+    if not isinstance(statement, dict):
+        raise VerificationError("payload is not a JSON object")
+    return statement
+
+
 def _subject_problems(stmt: dict, file_digest: FileDigest) -> list[str]:
     problems = []
     for subject in statement_subjects(stmt):
