@@ -52,13 +52,15 @@ roles_granted_action contains r if {
 	action in actions
 }
 
-# Non-blank characters: whitespace does not count towards the rationale length.
+# Non-blank characters: whitespace, separators, control and format characters (zero-width
+# spaces, word joiners) and the blank "letters" (Hangul fillers, the braille blank) do not
+# count towards the rationale length: twenty invisible characters are no reason.
 rationale := r if {
 	r := input.rationale
 	is_string(r)
 } else := ""
 
-rationale_chars := count(regex.replace(rationale, `\s`, ""))
+rationale_chars := count(regex.replace(rationale, `[\s\p{Z}\p{C}\x{115F}\x{1160}\x{3164}\x{FFA0}\x{2800}]`, ""))
 
 ttl := object.get(input, "ttl_seconds", null)
 

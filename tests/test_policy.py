@@ -126,6 +126,11 @@ def test_oncall_override_allowed_with_rationale_and_ttl(rego: RegoPolicy, ration
     ("", 3600, "rationale of at least 20 non-blank characters (got 0)"),
     ("  padded    to    look    long    ", 3600, "rationale of at least 20 non-blank characters (got 16)"),
     ("\t\n " * 10, 3600, "rationale of at least 20 non-blank characters (got 0)"),
+    # Invisible characters: zero-width space, word joiner, no-break space, Hangul filler, braille blank.
+    ("\u200b" * 20, 3600, "rationale of at least 20 non-blank characters (got 0)"),
+    ("fix" + "\u2060\u00a0\u3164\u2800" * 10, 3600, "rationale of at least 20 non-blank characters (got 3)"),
+    ("caf\u00e9 \u0928\u092e\u0938\u094d\u0924\u0947 \u4e0a\u6e38DNS\u6545\u969c", 3600,
+     "rationale of at least 20 non-blank characters (got 17)"),
     (GOOD_RATIONALE, None, "ttl_seconds in (0, 86400] (got null)"),
     (GOOD_RATIONALE, 0, "ttl_seconds in (0, 86400] (got 0)"),
     (GOOD_RATIONALE, -60, "ttl_seconds in (0, 86400] (got -60)"),
