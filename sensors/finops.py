@@ -1,19 +1,22 @@
 """Invoice release: a sensor that releases a billing period when its reconciliation holds
 (and says why it holds it otherwise), and the guarded job that writes the files."""
 
+import functools
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
 from ops_platform.finops.export import (
-    overlaps,
+    altered_releases,
+    release_holds,
     release_invoices,
     released_periods,
     unreleased_parts,
 )
-from ops_platform.finops.invoices import parse_period
+from ops_platform.finops.invoices import Period, parse_period
 from ops_platform.finops.pipeline import BooksUnavailable, StoredFinOps
 from ops_platform.guard.roster import RELEASE_SENSOR_ACTOR, human_actor, load_roster
 from resources import DUCKDB_POOL
@@ -89,16 +92,22 @@ def _months(days: pl.DataFrame) -> list[str]:
            description="Releases each calendar month's invoices (or what of it a release by hand left) once "
                        "its reconciliation checks pass; a held period is reported with its reasons in the tick.")
 def invoice_release_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource,
-                           control: ControlStoreResource):
+                           control: ControlStoreResource, signer: SignerResource, exports: ExportsResource):
     try:
         stored = StoredFinOps.from_warehouse(warehouse.get())
     except BooksUnavailable as exc:
         return dg.SkipReason(str(exc))
-    released = released_periods(control.store())
+    store = control.store()
+    released = released_periods(store)
+    keys = functools.cache(signer.verifiers)  # read once, and only if a released period is checked
+
+    def altered(period: Period) -> list[str]:
+        return altered_releases(store, Path(control.home), keys(), but=period)
+
     requests, held = [], []
     # Each month, or what of it is not out yet (a range released by hand leaves the rest).
     for period in (part for month in _months(stored.day) for part in unreleased_parts(parse_period(month), released)):
-        reasons = stored.blockers(period) + overlaps(period, released)
+        reasons = release_holds(stored, period, exports.invoices(), released, altered)
         if reasons:
             held.append(f"{period.name}: " + "; ".join(reasons))
             continue

@@ -84,6 +84,14 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         assert isinstance(tick, dg.SkipReason) and f"{end}..2026-04-01: " in tick.skip_message, tick.skip_message
         assert start == "2026-03-01" or f"2026-03-01..{start}: " in tick.skip_message
         assert "overlaps" not in tick.skip_message and "2026-03:" not in tick.skip_message
+        # A released file edited since: the sensor holds the rest as the run would, saying why.
+        lines = state.invoices / period / "invoice_lines.csv"
+        kept = lines.read_bytes()
+        lines.write_bytes(kept + b"\n")
+        tick = invoice_release_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert isinstance(tick, dg.SkipReason) and "no longer matches its receipt" in tick.skip_message, \
+            tick.skip_message
+        lines.write_bytes(kept)
     # A period out already is answered by its release, whoever asks (never released twice,
     # which would rewrite the files under a second receipt), its files re-checked.
     before = {f.name: f.read_bytes() for f in (state.invoices / period).iterdir()}

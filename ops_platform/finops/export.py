@@ -216,9 +216,7 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     if done is not None:  # out already, whoever asks now: answered by its release, files re-checked
         out = Outcome(done["action_id"], "completed", "already released", done["receipt_id"], created=False)
     else:
-        out_now = invoiced(out_root, [p for p, _ in releases], period)
-        held = (books.blockers(period) + overlaps(period, out_now) + billed_lines(out_root, out_now)[1]
-                + executor.altered(period))
+        held = release_holds(books, period, out_root, [p for p, _ in releases], executor.altered)
         if held:
             return held, None
         out = guarded.submit(release_request(period, actor, rationale, roster))
@@ -229,6 +227,16 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
                 f"released under receipt {out.receipt_id[:12]}, but the files on disk no longer match it: "
                 + "; ".join(problems) + " (not rewritten: restore them from a copy that matches the receipt)"))
     return [], out
+
+
+def release_holds(books: StoredFinOps, period: Period, out_root: Path, released: list[Period],
+                  altered: Callable[[Period], list[str]]) -> list[str]:
+    """Why ``period`` may not go out now (empty: it may), as the release checks it: the books'
+    blockers, a period out (or being receipted) that it overlaps, released lines that cannot
+    be read, released files that no longer match their receipt (``altered``, e.g.
+    ``altered_releases``). The release sensor asks the same, so it holds what the run would."""
+    out_now = invoiced(out_root, released, period)
+    return books.blockers(period) + overlaps(period, out_now) + billed_lines(out_root, out_now)[1] + altered(period)
 
 
 def released_file_problems(store, receipt_id: str, home: Path | None, verifiers: Mapping[str, Any],
