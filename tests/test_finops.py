@@ -207,6 +207,18 @@ def _bill(rows):
                         schema_overrides={"EffectiveCost": pl.Decimal(18, 6)})
 
 
+def test_a_day_whose_costs_add_up_past_64_bit_micro_units_is_refused_not_wrapped():
+    # Ten lines each under the contract's per-line bound: their day's sum would wrap negative
+    # (and reconcile, bill and attribution wrapping alike); attribution says which day instead.
+    bill = _bill([("999999999999.000000", {"tenant": "a"})] * 10).cast({"EffectiveCost": pl.Decimal(18, 6)})
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)], "tenant_id": ["a"], "meter": ["api_calls"],
+                          "quantity": [1.0], "events": [1], "final": [True]})
+    services = pl.DataFrame({"service": ["api"], "meter": ["api_calls"]})
+    with pytest.raises(ValueError, match=r"costs of 1 day\(s\) add up past .* \(first 2026-03-01\)"):
+        attribute(bill, usage, services)
+    assert attribute(bill.head(9), usage, services).day["billed_micros"][0] == 9 * 999_999_999_999_000_000
+
+
 def test_the_reconciliation_sums_metered_quantities_exactly():
     from decimal import Decimal
 

@@ -66,6 +66,19 @@ class Attribution:
                 .sort("utc_date", "tenant_id", "service", nulls_last=True))
 
 
+def _fits_in_micros(lines: pl.DataFrame) -> None:
+    """Refuse a day whose costs add up past what 64-bit micro-units hold (9.2 x 10^12 in the
+    bill's currency): its sums would wrap silently, the bill and the attribution alike, and
+    reconcile. The contract bounds each line; many lines of one day can still go past."""
+    limit = 2**63 - 1
+    over = (lines.group_by("utc_date").agg(pl.col("micros").cast(pl.Int128).abs().sum().alias("_abs"))
+            .filter(pl.col("_abs") > limit).sort("utc_date"))
+    if over.height:
+        raise ValueError(f"the costs of {over.height} day(s) add up past {limit / 1e6:.3e} in the bill's currency "
+                         f"(first {over['utc_date'][0]}), beyond what attribution sums exactly in micro-units: "
+                         "check those days' billing rows (a cost in the wrong unit?)")
+
+
 def cost_lines(billing: pl.DataFrame) -> pl.DataFrame:
     """Accepted FOCUS rows -> (utc_date, line_id, micros, tenant, service, kind).
 
@@ -188,6 +201,7 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     spreading it over the others would bill them for it.
     """
     lines = cost_lines(billing)
+    _fits_in_micros(lines)
     unknown = pl.lit(False)
     if tenants is not None:
         unknown = (pl.col("kind") == "direct") & ~pl.col("tenant").is_in(tenants.implode())
