@@ -26,7 +26,8 @@ def receipts_ledger(context: dg.AssetExecutionContext, control: ControlStoreReso
     store = control.store()
     snapshot = store.ledger_snapshot()
     entries, checkpoints, _ = snapshot
-    report = verify_store(store, signer.verifiers(), file_digest_in(Path(control.home)), snapshot=snapshot)
+    report = verify_store(store, signer.verifiers(), file_digest_in(Path(control.home)), snapshot=snapshot,
+                          keys_dir=Path(signer.keys_dir))
     exported = export_to_warehouse(store, warehouse.get())
     actions = store.count_actions()
     context.log.info(f"ledger: {len(entries)} receipts, verification {'ok' if report.ok else report.first_bad}")
@@ -48,7 +49,8 @@ def receipts_ledger(context: dg.AssetExecutionContext, control: ControlStoreReso
                             "file a receipt names (flag snapshots, invoices) is on disk as it was signed.")
 def ledger_verifies(control: ControlStoreResource, signer: SignerResource) -> dg.AssetCheckResult:
     store = control.store()
-    report = verify_store(store, signer.verifiers(), file_digest_in(Path(control.home)))
+    report = verify_store(store, signer.verifiers(), file_digest_in(Path(control.home)),
+                          keys_dir=Path(signer.keys_dir))
     return dg.AssetCheckResult(
         passed=report.ok, severity=dg.AssetCheckSeverity.ERROR,
         description="ledger verified" if report.ok else f"first bad: {report.first_bad}",

@@ -403,7 +403,7 @@ def receipts_verify(url: str | None) -> None:
     if not verifiers:
         console.print(f"[yellow]no public keys in {p.keys_dir / 'public'}[/yellow] (OPS_PLATFORM_KEYS_DIR): "
                       "no signature can be checked")
-    report = verify_store(store, verifiers, file_digest=file_digest_in(p.home))
+    report = verify_store(store, verifiers, file_digest=file_digest_in(p.home), keys_dir=p.keys_dir)
     if report.ok:
         console.print(f"[green]ledger verified[/green]: {report.entries} receipts, {report.checkpoints} signed tree heads")
         return
@@ -460,7 +460,7 @@ def receipts_show(receipt_id: str, url: str | None) -> None:
         unreadable.append(f"no inclusion proof for seq={entry.seq}: {exc}")
     try:
         report = verify_store(store, KeyRing(p.keys_dir).verifiers(), file_digest=file_digest_in(p.home),
-                              snapshot=snapshot)
+                              snapshot=snapshot, keys_dir=p.keys_dir)
         out["ledger_verified"], problems = report.ok, report.errors[:5]
     except (OSError, ValueError) as exc:
         out["ledger_verified"], problems = False, [f"cannot read the public keys in {p.keys_dir}: {exc}"]

@@ -13,7 +13,7 @@ from ops_platform.guard.actions import Executor
 from ops_platform.guard.policy import PolicyEngine, make_policy
 from ops_platform.guard.protocol import ActionProtocol
 from ops_platform.guard.roster import actor_roles
-from ops_platform.guard.runtime import ledger_signer, open_store
+from ops_platform.guard.runtime import ledger_signer, open_store, witness_in
 from ops_platform.guard.spool import Spool
 from ops_platform.paths import StatePaths
 from ops_platform.receipts.keys import KeyRing, Signer
@@ -67,4 +67,5 @@ def build_protocol(control: ControlStoreResource, signer: SignerResource, guard:
     """``store``: one the caller opened already (for its executors), else the resource's."""
     store = store or control.store()
     return ActionProtocol(store, signer.signer_for(store), guard.policy(), executors or {},
-                          control.spool(), home=Path(control.home), roles_of=actor_roles(guard.policy_dir))
+                          control.spool(), home=Path(control.home), roles_of=actor_roles(guard.policy_dir),
+                          witness=witness_in(Path(signer.keys_dir)))

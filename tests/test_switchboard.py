@@ -1084,3 +1084,40 @@ def test_an_expanding_action_is_not_run_while_the_ledger_refuses_receipts(state)
                "--actor", "dana")
     assert res.exit_code != 0 and "the receipts ledger refuses new receipts" in " ".join(res.output.split()), res.output
     assert live.read_bytes() == before and FlagFile.load(live).release("release-graph").paused
+
+
+def test_a_ledger_cut_with_all_its_bookkeeping_fails_against_the_witness(state):
+    # Someone who can write the store cuts the newest receipt and everything that names it
+    # (its tree head, its action, its events) and rebuilds the ledger head: what is left
+    # chains and verifies on its own, but not against the tree head witnessed beside the key.
+    import json
+    import sqlite3
+
+    from ops_platform.receipts.ledger import LedgerEntry, leaf_data
+    from ops_platform.receipts.merkle import CompactRange
+    from ops_platform.receipts.witness import WITNESS
+
+    for flag in ("release-api", "release-graph"):
+        assert _run("override", flag, "--action", "hold", "--rationale", REASON, "--ttl", "1h",
+                    "--actor", "dana").exit_code == 0
+    (witnessed,) = json.loads((state.keys_dir / WITNESS).read_text())["ledgers"].values()
+    assert witnessed["tree_size"] == 2 and CliRunner().invoke(main, ["receipts", "verify"]).exit_code == 0
+    con = sqlite3.connect(state.control_store)
+    con.row_factory = sqlite3.Row
+    kept = [LedgerEntry(**dict(r)) for r in con.execute(
+        "SELECT seq, receipt_id, envelope, prev_hash, entry_hash FROM ledger WHERE seq < 1 ORDER BY seq")]
+    tree = CompactRange()
+    for e in kept:
+        tree.append(leaf_data(e))
+    cut = con.execute("SELECT action_id FROM actions WHERE receipt_seq = 1").fetchone()["action_id"]
+    con.executescript(f"""
+        DELETE FROM ledger WHERE seq = 1; DELETE FROM checkpoints WHERE tree_size = 2;
+        DELETE FROM overrides WHERE action_id = '{cut}'; DELETE FROM switchboard_events WHERE action_id = '{cut}';
+        DELETE FROM actions WHERE action_id = '{cut}';""")
+    con.execute("UPDATE ledger_head SET seq = 0, entry_hash = ?, frontier = ?",
+                [kept[-1].entry_hash, json.dumps(tree.state())])
+    con.commit()
+    con.close()
+    res = CliRunner().invoke(main, ["receipts", "verify"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 1 and "a tree head of 2 was witnessed" in said and "newest receipts were cut" in said, said

@@ -62,13 +62,17 @@ class ActionProtocol:
     def __init__(self, store: ControlStore, signer: Callable[[], Signer], policy: PolicyEngine,
                  executors: Mapping[str, Executor], spool: Spool | None = None, *, max_attempts: int = 5,
                  lease_seconds: float = 60.0, clock: Callable[[], datetime] = utcnow, owner: str | None = None,
-                 home: Path | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None):
+                 home: Path | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None,
+                 witness: Callable[[str, int, str], None] | None = None):
         """``home``: the state folder; files inside it are named relative to it in receipts, so a
         state folder restored or moved elsewhere still verifies against its own files.
         ``roles_of``: an actor's roles now (the roster); when given, every decision uses it, not
         the roles a request carries, so a spooled, retried or dead-lettered request (text in a
-        file or a table) can claim no role its actor does not hold when it is decided."""
+        file or a table) can claim no role its actor does not hold when it is decided.
+        ``witness``: records each new signed tree head (the ledger's first entry hash, size,
+        root) outside the store, once it is committed (``receipts.witness``)."""
         self.store, self.signer, self.policy = store, signer, policy
+        self.witness = witness
         self.roles_of = roles_of
         self.home = Path(os.path.abspath(home)) if home is not None else None
         self.executors, self.spool = dict(executors), spool
@@ -329,6 +333,11 @@ class ActionProtocol:
                                          target_id=target, actor=req.actor, action_id=req.action_id,
                                          receipt_id=entry.receipt_id,
                                          payload={"drift": {target: what}, "seen_by": f"{req.action} {req.target_id}"})
+        if self.witness is not None:  # committed: the tree head is the ledger's now
+            with self.store.read() as conn:
+                head, first = self.store.last_checkpoint(conn), self.store.entry_hash_at(conn, 0)
+            if head is not None and first is not None:
+                self.witness(first, head.tree_size, head.root_hash)
         return Outcome(req.action_id, status, decision.reason, entry.receipt_id)
 
     def _pending(self, req, decision: Decision, result: ExecutionResult | None, why: str) -> Outcome:

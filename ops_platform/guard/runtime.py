@@ -8,6 +8,7 @@ tests all get the same wiring.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from ..control.store import ControlStore, StoreUnavailable, shown_url
 from ..files import file_sha256
 from ..paths import StatePaths
+from ..receipts import witness
 from ..receipts.keys import KeyRing, Signer
 from ..receipts.ledger import VerifyReport, verify_ledger
 from ..receipts.statement import Subject, subject_path
@@ -155,7 +157,16 @@ def build_protocol(paths: StatePaths, executors: Mapping[str, Executor] | None =
     # another store (--store) that cannot take it fails, it is not spooled for the wrong one.
     own = spool(paths) if store.url == control_url(paths) else None
     return ActionProtocol(store, signer, policy_from_env(), executors or {},
-                          own, home=paths.home, roles_of=actor_roles())
+                          own, home=paths.home, roles_of=actor_roles(), witness=witness_in(paths.keys_dir))
+
+
+def witness_in(keys_dir: Path) -> Callable[[str, int, str], None]:
+    """Record signed tree heads in ``keys_dir`` (``receipts.witness``). Best effort: the
+    action is receipted already, and the next receipt's head covers this one."""
+    def remember(ledger: str, tree_size: int, root_hash: str) -> None:
+        with contextlib.suppress(OSError, TimeoutError, ValueError):
+            witness.remember(keys_dir, ledger, tree_size, root_hash)
+    return remember
 
 
 def ledger_signer(keys_dir: Path, store: ControlStore) -> Callable[[], Signer]:
@@ -184,11 +195,15 @@ def file_digest_in(home: Path):
     return digest
 
 
-def verify_store(store: ControlStore, verifiers, file_digest=None, snapshot=None) -> VerifyReport:
+def verify_store(store: ControlStore, verifiers, file_digest=None, snapshot=None,
+                 keys_dir: Path | None = None) -> VerifyReport:
     """``verify_ledger`` over the store's ledger, failing too when the store's own records
-    (its ledger head, its receipted actions) name entries the ledger no longer has.
+    (its ledger head, its receipted actions) name entries the ledger no longer has, or (with
+    ``keys_dir``) when it is not the ledger witnessed there (its newest entries cut).
     ``snapshot``: the store's ``ledger_snapshot()`` when the caller read it already."""
     entries, checkpoints, missing = snapshot or store.ledger_snapshot()
+    if keys_dir is not None and (cut := witness.problem(keys_dir, entries)):
+        missing = [*missing, cut]
     report = verify_ledger(entries, checkpoints, verifiers, file_digest=file_digest)
     if not missing:
         return report

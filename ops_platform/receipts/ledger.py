@@ -335,6 +335,11 @@ def _prefix_roots(entries: Sequence[LedgerEntry], sizes: set[int]) -> dict[int, 
     return roots
 
 
+def prefix_root(entries: Sequence[LedgerEntry], size: int) -> str | None:
+    """The Merkle root of the first ``size`` entries (None when there are fewer)."""
+    return _prefix_roots(entries, {size}).get(size)
+
+
 def _coverage_problem(entries: Sequence[LedgerEntry],
                       checkpoints: Sequence[Checkpoint]) -> str | None:
     if not checkpoints:
