@@ -171,7 +171,7 @@ def _minutes(span: timedelta) -> str:
 def _data_check(slo, silent: list[tuple[datetime, datetime]], zone: str, key: str) -> dg.AssetCheckResult:
     """Whether the SLO's source reported through the day, at the severity of its fastest tier
     (as the exported SLOData<Name>Missing alert); each silence named in the partition's zone."""
-    fastest = slo.tiers[0].severity if slo.tiers else "warning"
+    fastest = slo.tiers[0].severity  # every SLO has a tier, fastest first
     missing = sum(((b - a) for a, b in silent), timedelta(0))
     tz = ZoneInfo(zone)
 

@@ -789,13 +789,10 @@ def slo_status(as_json: bool) -> None:
 
     import duckdb
 
-    from .warehouse import Warehouse
 
     slos = _slos(None)
     p = StatePaths.from_env()
-    if not p.warehouse.exists():
-        raise click.ClickException(f"no warehouse at {p.warehouse}: run `make demo` or materialize the SLO assets")
-    wh = Warehouse(p.warehouse)
+    wh = _stored_warehouse(p, "run `make demo` or materialize the SLO assets")
     tiers = sorted({t.name for s in slos for t in s.tiers})
     try:
         budget = wh.query("SELECT * FROM slo.budget_remaining "
@@ -1053,7 +1050,6 @@ def invoices_export(period: str, actor: str, rationale: str, url: str | None) ->
     from .finops.invoices import parse_period
     from .finops.pipeline import BooksUnavailable, StoredFinOps
     from .guard.runtime import build_protocol
-    from .warehouse import Warehouse
 
     actor, roster = _human(actor)
     p = StatePaths.from_env()
@@ -1061,10 +1057,9 @@ def invoices_export(period: str, actor: str, rationale: str, url: str | None) ->
         chosen = parse_period(period)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--period") from None
-    if not p.warehouse.exists():
-        raise click.ClickException(f"no warehouse at {p.warehouse}; run `make demo` first")
+    wh = _stored_warehouse(p, "run `make demo` first")
     try:
-        stored = StoredFinOps.from_warehouse(Warehouse(p.warehouse))
+        stored = StoredFinOps.from_warehouse(wh)
     except BooksUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     blockers, out = release_invoices(stored, chosen, p.invoices,
@@ -1100,6 +1095,15 @@ def _human(actor: str):
         raise click.ClickException(str(exc)) from None
 
 
+def _stored_warehouse(p: StatePaths, run: str):
+    """The state folder's warehouse, or a one-line error saying what to ``run`` first."""
+    from .warehouse import Warehouse
+
+    if not p.warehouse.exists():
+        raise click.ClickException(f"no warehouse at {p.warehouse}: {run}")
+    return Warehouse(p.warehouse)
+
+
 @main.group()
 def ramp() -> None:
     """The ramp controller's verdicts on each build's ramp."""
@@ -1118,11 +1122,9 @@ def ramp_verdicts(every: bool, service: str | None, as_json: bool) -> None:
 
     import duckdb
 
-    from .warehouse import Warehouse
 
     p = StatePaths.from_env()
-    if not p.warehouse.exists():
-        raise click.ClickException(f"no warehouse at {p.warehouse}: run `make demo` or materialize ramp/verdicts")
+    wh = _stored_warehouse(p, "run `make demo` or materialize ramp/verdicts")
     where = ["action IS NOT NULL"] if not every else []
     params: list = []
     if service is not None:
@@ -1130,7 +1132,7 @@ def ramp_verdicts(every: bool, service: str | None, as_json: bool) -> None:
         params.append(service)
     try:
         # A ramp that spans days has a row per day until it is decided: its newest one counts.
-        rows = Warehouse(p.warehouse).query(
+        rows = wh.query(
             "SELECT * FROM (SELECT * FROM ramp.verdicts QUALIFY row_number() OVER "
             "(PARTITION BY build_id ORDER BY partition_key DESC) = 1)"
             + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY ramp_start, build_id", params)

@@ -14,6 +14,13 @@ def _run(*args):
     return CliRunner().invoke(main, ["switchboard", *args])
 
 
+class _FlagVolumeDown:
+    """A flag executor that fails every time: the action stays queued for a retry."""
+
+    def apply(self, action_id, request):
+        raise OSError("the flag volume is not mounted")
+
+
 def test_hold_override_pauses_the_flag_and_is_receipted(state):
     res = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "4h",
                "--actor", "dana")
@@ -879,7 +886,7 @@ def test_a_retried_controller_rollback_does_not_undo_a_later_resume(state):
     # rollback later completes it as skipped, receipted, and leaves the ramp as she set it.
     import json
 
-    from ops_platform.guard.actions import ActionRequest, ExecutionResult
+    from ops_platform.guard.actions import ActionRequest
     from ops_platform.guard.roster import CONTROLLER_ACTOR, CONTROLLER_ROLES
     from ops_platform.guard.runtime import build_protocol
     from ops_platform.ramp.switchboard import live_flag_file
@@ -888,14 +895,10 @@ def test_a_retried_controller_rollback_does_not_undo_a_later_resume(state):
     FlagFile.load(live).start_ramp("release-api", "api-200").set_percent(
         "release-api", {"canary": 20, "early": 10, "general": 0}).save(live)
 
-    class Down:
-        def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
-            raise OSError("the flag volume is not mounted")
-
     rollback = ActionRequest(actor=CONTROLLER_ACTOR, roles=CONTROLLER_ROLES, action="rollback", target_kind="flag",
                              target_id="release-api", rationale="api-availability fast burn on api/canary/api-200",
                              idempotency_key="ramp:api-200:rollback", params={"build_id": "api-200"})
-    assert build_protocol(state, executors={"rollback": Down()}).submit(rollback).status == "requested"
+    assert build_protocol(state, executors={"rollback": _FlagVolumeDown()}).submit(rollback).status == "requested"
     assert _run("override", "release-api", "--action", "resume", "--rationale", REASON, "--ttl", "4h",
                 "--actor", "dana").exit_code == 0
     assert CliRunner().invoke(main, ["receipts", "retry"]).exit_code == 0
@@ -985,7 +988,7 @@ def test_a_retried_freeze_leaves_alone_a_flag_a_human_overrode_since(state):
     # The controller's freeze fails (the flag volume is down) and waits; dana then resumes
     # release-graph. The retry freezes every release flag but that one: an override in force
     # when the freeze is carried out wins, as it would have when the freeze was planned.
-    from ops_platform.guard.actions import ActionRequest, ExecutionResult
+    from ops_platform.guard.actions import ActionRequest
     from ops_platform.guard.roster import CONTROLLER_ACTOR, CONTROLLER_ROLES
     from ops_platform.guard.runtime import build_protocol
     from ops_platform.ramp.controller import FREEZE_TARGET
@@ -993,15 +996,11 @@ def test_a_retried_freeze_leaves_alone_a_flag_a_human_overrode_since(state):
 
     live = live_flag_file(state.home, state.world)
 
-    class Down:
-        def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
-            raise OSError("the flag volume is not mounted")
-
     freeze = ActionRequest(actor=CONTROLLER_ACTOR, roles=CONTROLLER_ROLES, action="freeze", target_kind="flag",
                            target_id=FREEZE_TARGET, rationale="approval-lag fast burn on approval",
                            idempotency_key="platform:approval-lag:fast:2026-03-08:freeze",
                            params={"slo": "approval-lag", "tier": "fast"})
-    assert build_protocol(state, executors={"freeze": Down()}).submit(freeze).status == "requested"
+    assert build_protocol(state, executors={"freeze": _FlagVolumeDown()}).submit(freeze).status == "requested"
     assert _run("override", "release-graph", "--action", "resume", "--rationale", REASON, "--ttl", "4h",
                 "--actor", "dana").exit_code == 0
     assert CliRunner().invoke(main, ["receipts", "retry"]).exit_code == 0

@@ -318,6 +318,9 @@ class ActionProtocol:
             if row["status"] in TERMINAL:  # another process finished it first
                 return Outcome(req.action_id, row["status"], "already decided", self._receipt_of(tx, row), False)
             (entry,) = append_receipts(self.store, tx, [statement], signer, iso_utc(now))
+            # The tree head just signed, and what the witness knows this ledger by (its first entry).
+            head = self.store.last_checkpoint(tx) if self.witness is not None else None
+            first = self.store.entry_hash_at(tx, 0) if head is not None else None
             self.store.update_action(tx, req.action_id, status=status, receipt_seq=entry.seq,
                                      decision=_decision_json(decision), result=_result_json(result),
                                      lease_owner=None, lease_expires_at=None, updated_at=iso_utc(now))
@@ -333,11 +336,8 @@ class ActionProtocol:
                                          target_id=target, actor=req.actor, action_id=req.action_id,
                                          receipt_id=entry.receipt_id,
                                          payload={"drift": {target: what}, "seen_by": f"{req.action} {req.target_id}"})
-        if self.witness is not None:  # committed: the tree head is the ledger's now
-            with self.store.read() as conn:
-                head, first = self.store.last_checkpoint(conn), self.store.entry_hash_at(conn, 0)
-            if head is not None and first is not None:
-                self.witness(first, head.tree_size, head.root_hash)
+        if head is not None and first is not None:  # committed: the tree head is the ledger's now
+            self.witness(first, head.tree_size, head.root_hash)
         return Outcome(req.action_id, status, decision.reason, entry.receipt_id)
 
     def _pending(self, req, decision: Decision, result: ExecutionResult | None, why: str) -> Outcome:

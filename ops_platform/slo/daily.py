@@ -101,19 +101,20 @@ def empty_sources(slos: list[SLO], start: datetime, end: datetime,
 
 
 def silences(slo: SLO, start: datetime, end: datetime, frames: dict[str, pl.DataFrame | None],
-             since: datetime | None = None) -> list[tuple[datetime, datetime]]:
+             since: datetime | None = None, until: datetime | None = None) -> list[tuple[datetime, datetime]]:
     """The runs of more than MAX_SILENCE in [start, end) with no row of the SLO's source, as
     [from, to): a dead exporter or a lost file reads as minutes without traffic, which burn
     nothing, so a day with hours missing would pass every tier on the data that is left.
 
-    Judged from the history's start (``since``) up to the last minute any source reports: a
-    day still being ingested, or the history's last day, is not missing what has not come
-    yet, but a source that stops while the others go on is.
+    Judged from the history's start (``since``) up to the end of the last minute any source
+    reports (``until``, default ``history_end`` of ``frames``): a day still being ingested,
+    or the history's last day, is not missing what has not come yet, but a source that stops
+    while the others go on is.
     """
     table, name = slo.source
-    reported = [f["ts"].max() for f in frames.values() if f is not None and f.height]
+    until = until or history_end(*frames.values())
     lo = max(start, since) if since is not None else start
-    hi = min(end, max(reported).replace(second=0, microsecond=0) + timedelta(minutes=1)) if reported else lo
+    hi = min(end, until) if until is not None else lo
     if hi <= lo:
         return []
     frame = frames.get(table)
@@ -130,6 +131,12 @@ def history_start(*frames: pl.DataFrame | None) -> datetime | None:
     """The first minute of the SLI history the frames hold (their earliest ``ts``)."""
     stamps = [f["ts"].min() for f in frames if f is not None and f.height]
     return min(stamps).replace(second=0, microsecond=0) if stamps else None
+
+
+def history_end(*frames: pl.DataFrame | None) -> datetime | None:
+    """The end of the last minute of the SLI history the frames hold (after their latest ``ts``)."""
+    stamps = [f["ts"].max() for f in frames if f is not None and f.height]
+    return max(stamps).replace(second=0, microsecond=0) + timedelta(minutes=1) if stamps else None
 
 
 def judged(burn: pl.DataFrame, slo: SLO, since: datetime | None) -> pl.DataFrame:
@@ -193,8 +200,9 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
     service = pl.concat([f.select(service_cols) for f in service_frames], how="vertical_relaxed").sort(
         ["slo", "service", "ts"]) if service_frames else pl.DataFrame()
     sources = {"request_counters": counters, "latency_buckets": latency, "lag_samples": lag}
+    until = history_end(counters, latency, lag)
     return DayBurn(minutes, service, pl.DataFrame(budgets), tiers, since,
-                   {slo.name: silences(slo, start, end, sources, since) for slo in slos})
+                   {slo.name: silences(slo, start, end, sources, since, until) for slo in slos})
 
 
 def _day(burn: pl.DataFrame, start: datetime, end: datetime, slo: SLO, tier_names: list[str]) -> pl.DataFrame:
