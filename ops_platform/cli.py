@@ -477,15 +477,46 @@ def receipts_show(receipt_id: str, url: str | None) -> None:
 @receipts.command("new-key")
 def receipts_new_key() -> None:
     """Create a first signing key in OPS_PLATFORM_KEYS_DIR on purpose (the old one lost for
-    good): receipts it signs verify; earlier ones need their key's public half in public/."""
+    good): receipts it signs verify; earlier ones need their key's public half in public/.
+    Every earlier key is retired: whoever may hold the lost one cannot sign after the new one."""
     from .receipts.keys import KeyRing
+    from .timezones import utcnow
 
     p = _guard_paths()
     ring = KeyRing(p.keys_dir)
     if ring.has_active_key():
         raise click.ClickException(f"{p.keys_dir} holds a signing key already")
-    KeyRing.load_or_create(p.keys_dir)
-    console.print(f"created a signing key in {p.keys_dir}")
+    ring = KeyRing.load_or_create(p.keys_dir)
+    retired = ring.retire_all_but_active(utcnow())
+    console.print(f"created a signing key in {p.keys_dir}"
+                  + (f"; retired {len(retired)} earlier key(s): {', '.join(k[:16] for k in retired)}" if retired else ""))
+
+
+@receipts.command("rotate-key")
+@click.option("--actor", required=True, help="Who rotates it (sre in the actor roster).")
+@click.option("--reason", required=True, help="Why (it goes into the receipt), e.g. routine, or a suspected leak.")
+@_store_option
+def receipts_rotate_key(actor: str, reason: str, url: str | None) -> None:
+    """Replace the signing key with a new one: a guarded action, receipted by the new key. The
+    old key's private half is removed; from that receipt on, `receipts verify` refuses
+    anything the old key signs in this ledger (and any tree head it signs after now)."""
+    from .guard.key_rotation import rotate_request
+    from .receipts.keys import KeyRing, SignerUnavailable, keyid_of
+
+    actor, _ = _human(actor)
+    if not reason.strip():
+        raise click.BadParameter("give a reason", param_hint="--reason")
+    ring = KeyRing(_guard_paths().keys_dir)
+    try:
+        active = keyid_of(ring.signer().public_key())
+    except SignerUnavailable as exc:
+        raise click.ClickException(f"{exc}: nothing to rotate (a key lost for good: `ops-platform receipts "
+                                   "new-key`)") from None
+    out = _any_action_protocol(url).submit(rotate_request(active, actor, reason.strip()))
+    if out.status != "completed":
+        raise click.ClickException(f"{out.status}: {out.reason}")
+    click.echo(f"retired signing key {active[:16]}; the active key is now {keyid_of(ring.signer().public_key())[:16]} "
+               f"(in {ring.keys_dir}); receipt {out.receipt_id[:12]}")
 
 
 @receipts.command("retry")
@@ -506,7 +537,7 @@ def _any_action_protocol(url: str | None):
     p = _guard_paths()
     store = open_store(p, url)
     executors = guarded_executors(store, lambda: live_flag_file(p.home, p.world), p.warehouse, p.invoices,
-                                  home=p.home, verifiers=lambda: _public_keys(p))
+                                  home=p.home, verifiers=lambda: _public_keys(p), keys_dir=p.keys_dir)
     return build_protocol(p, executors=executors, store=store)
 
 

@@ -15,6 +15,7 @@ from .finops.export import InvoiceExportExecutor, altered_releases, released_per
 from .finops.pipeline import StoredFinOps
 from .guard.actions import ActionRequest, ExecutionResult, Executor
 from .guard.dlq import DlqDiscardExecutor
+from .guard.key_rotation import KeyRotateExecutor
 from .ramp.flag_executor import ACTIONS as FLAG_ACTIONS
 from .ramp.flag_executor import FlagFileExecutor
 from .ramp.switchboard import LaterOverrideWins, OverrideExecutor
@@ -36,12 +37,13 @@ class _BuiltWhenNeeded:
 
 def guarded_executors(store: ControlStore, flag_file: Callable[[], Path], warehouse: Path | None = None,
                       invoices: Path | None = None, home: Path | None = None,
-                      verifiers: Callable[[], Mapping[str, Any]] = dict) -> dict[str, Executor]:
+                      verifiers: Callable[[], Mapping[str, Any]] = dict,
+                      keys_dir: Path | None = None) -> dict[str, Executor]:
     """Discarding dead-lettered items; the flag actions and overrides on the live flag file
     (``flag_file`` finds or seeds it, at the first such action); with ``warehouse`` and
     ``invoices``, the invoice release too (from the books the warehouse stored), held while
     a released period's files under ``home`` do not match their receipts (checked with the
-    public keys ``verifiers`` gives)."""
+    public keys ``verifiers`` gives); with ``keys_dir``, the signing key's rotation."""
     flags = _BuiltWhenNeeded(lambda: LaterOverrideWins(FlagFileExecutor(flag_file()), store, verifiers))
     executors: dict[str, Executor] = {
         "override": _BuiltWhenNeeded(lambda: OverrideExecutor(store, FlagFileExecutor(flag_file()))),
@@ -50,4 +52,6 @@ def guarded_executors(store: ControlStore, flag_file: Callable[[], Path], wareho
         executors["export_release"] = _BuiltWhenNeeded(lambda: InvoiceExportExecutor(
             invoices, StoredFinOps.from_warehouse(Warehouse(warehouse)), lambda: released_periods(store),
             lambda period: altered_releases(store, home, verifiers(), but=period)))
+    if keys_dir is not None:
+        executors["key_rotate"] = KeyRotateExecutor(keys_dir)
     return executors

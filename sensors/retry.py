@@ -35,7 +35,7 @@ def retry_guarded_actions_op(context: dg.OpExecutionContext, control: ControlSto
     # Every executor: a retried action may be any of them.
     store = control.store()
     executors = guarded_executors(store, lambda: flags.executor().path, Path(warehouse.path), exports.invoices(),
-                                  home=Path(control.home), verifiers=signer.verifiers)
+                                  home=Path(control.home), verifiers=signer.verifiers, keys_dir=Path(signer.keys_dir))
     report = build_protocol(control, signer, guard, executors, store=store).retry()
     context.log.info(f"retry: {report}")
     context.log_event(dg.AssetObservation(asset_key=LEDGER_KEY, metadata={

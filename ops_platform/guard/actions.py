@@ -12,9 +12,9 @@ from typing import Any, Protocol
 # Protective actions take effect even without a signer, and wait "pending receipt".
 PROTECTIVE = frozenset({"pause", "rollback", "freeze"})
 # Everything else (expanding: resume, ramp_up, export_release; and override, backup,
-# restore, dr_drill, dlq_discard) fails closed: it is executed only when its receipt can be signed.
+# restore, dr_drill, dlq_discard, key_rotate) fails closed: it is executed only when its receipt can be signed.
 KNOWN_ACTIONS = frozenset({"pause", "rollback", "freeze", "resume", "ramp_up", "override", "backup", "restore",
-                           "dr_drill", "export_release", "dlq_discard"})
+                           "dr_drill", "export_release", "dlq_discard", "key_rotate"})
 TERMINAL = frozenset({"completed", "denied", "dlq"})
 # Params that record why an action was asked for, not what it does: the ramp controller
 # recomputes them on every tick (which SLO or tier burned, on which cohort, which flags an
@@ -25,7 +25,7 @@ EVIDENCE_PARAMS = frozenset({"slo", "tier", "cohort", "exempt"})
 EVIDENCE_PARAMS_OF = {"freeze": EVIDENCE_PARAMS | {"build_id"}}
 # Actions whose rationale a person writes (what the receipt vouches for): the same key with
 # other words is another request, not a silent repeat.
-WORDED_BY_PEOPLE = frozenset({"override", "dlq_discard"})
+WORDED_BY_PEOPLE = frozenset({"override", "dlq_discard", "key_rotate"})
 
 
 @dataclass(frozen=True)

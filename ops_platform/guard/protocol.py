@@ -9,6 +9,7 @@ take wait in a local spool; protective actions survive a signer outage as
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -317,6 +318,10 @@ class ActionProtocol:
                 raise ValueError(f"no action {req.action_id} in the store to receipt")
             if row["status"] in TERMINAL:  # another process finished it first
                 return Outcome(req.action_id, row["status"], "already decided", self._receipt_of(tx, row), False)
+            # The key active now, read under the ledger's lock: a key rotated since ``signer``
+            # was read never signs after its successor did (verify refuses that).
+            with contextlib.suppress(SignerUnavailable):  # gone since: the one in hand signs
+                signer = self.signer()
             (entry,) = append_receipts(self.store, tx, [statement], signer, iso_utc(now))
             # The tree head just signed, and what the witness knows this ledger by (its first entry).
             head = self.store.last_checkpoint(tx) if self.witness is not None else None

@@ -108,6 +108,12 @@ def verify_envelope(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
     Signatures whose keyid is absent or unknown are ignored (DSSE keyids are hints); at
     least one must verify, and the envelope's payload type must equal ``payload_type``.
     """
+    return verify_envelope_by(envelope, verifiers, payload_type)[0]
+
+
+def verify_envelope_by(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
+                       payload_type: str = PAYLOAD_TYPE) -> tuple[bytes, str]:
+    """``verify_envelope``, with the keyid whose signature verified."""
     if not isinstance(envelope, dict):
         raise VerificationError("envelope is not a JSON object")
     env_type = envelope.get("payloadType")
@@ -128,7 +134,7 @@ def verify_envelope(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
             continue
         if env_type != payload_type:
             raise VerificationError(f"payload type {env_type!r} is not {payload_type!r}")
-        return payload
+        return payload, keyid
     if unknown and not known:  # not a bad signature: a key this verifier does not have
         raise VerificationError(f"unknown key id {', '.join(k[:16] or '(none)' for k in unknown)} "
                                 f"(not among the {len(verifiers)} public key(s) given)")

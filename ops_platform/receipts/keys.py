@@ -4,7 +4,11 @@ Layout of ``keys_dir`` (mode 0700)::
 
     active.key              PEM PKCS8 private key that signs new receipts (0600)
     public/<keyid>.pub      PEM SubjectPublicKeyInfo of every key that was ever active
-    retired/<keyid>.key     private keys replaced by ``rotate`` (0600)
+    retired/<keyid>.json    when a key stopped signing, and the key that took over
+
+A retired key's private half is not kept: nothing may sign with it again, and the
+retirement record lets ``receipts verify`` refuse what it signs after it was retired (a
+leaked key cannot extend the ledger once its successor has signed).
 
 Every file is written to a temporary name created with ``O_CREAT|O_EXCL`` and mode 0600
 and then renamed or linked into place, so no key is ever world-readable (not even for a
@@ -14,15 +18,20 @@ moment) and a crash never leaves a half-written key behind.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import secrets
 import stat
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ..timezones import iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +40,15 @@ PUBLIC_DIR = "public"
 RETIRED_DIR = "retired"
 _DIR_MODE = 0o700
 _SECRET_MODE = 0o600
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """A key that stopped signing at ``retired_at`` (RFC 3339, UTC), replaced by ``successor``."""
+
+    keyid: str
+    retired_at: str
+    successor: str
 
 
 class SignerUnavailable(Exception):
@@ -212,14 +230,20 @@ class KeyRing:
     def signer(self) -> Signer:
         """A signer for the key that is active now (re-read, so rotations elsewhere apply).
 
-        Raises SignerUnavailable if the key file is missing or unreadable, and ValueError
-        if it exists but is insecure or corrupt (a configuration error, not an outage).
+        Raises SignerUnavailable if the key file is missing or unreadable, or is a retired
+        key (a backup of an old ``active.key`` put back), and ValueError if it exists but is
+        insecure or corrupt (a configuration error, not an outage).
         """
         try:
-            return Signer(_read_private_key(self._active_path))
+            signer = Signer(_read_private_key(self._active_path))
         except OSError as exc:
             raise SignerUnavailable(f"signing key {self._active_path} is unavailable: "
                                     f"{exc.strerror or type(exc).__name__}") from None
+        if (self.keys_dir / RETIRED_DIR / f"{signer.keyid}.json").exists():
+            raise SignerUnavailable(f"signing key {self._active_path} is key {signer.keyid[:16]}, retired: what it "
+                                    "signs now would fail verification. Put the current active.key back, or run "
+                                    "`ops-platform receipts new-key` after moving this one aside")
+        return signer
 
     def verifiers(self) -> dict[str, Ed25519PublicKey]:
         """Every public key ever active, by keyid (old receipts must stay verifiable). They are
@@ -235,23 +259,64 @@ class KeyRing:
                                    f"public key and have forged receipts verify; run: chmod go-w {path}")
         return {p.stem: _read_public_key(p) for p in keys}
 
-    def rotate(self) -> str:
-        """Make a new active key, retire the old private key, return the new keyid.
+    def retirements(self) -> dict[str, Retirement]:
+        """Every retired key's record, by keyid. Trusted as the public keys are (from a folder
+        group and others cannot write: removing a record would let a retired key sign again)."""
+        folder = self.keys_dir / RETIRED_DIR
+        if not folder.is_dir():
+            return {}
+        records = sorted(folder.glob("*.json"))
+        for path in (folder, *records):
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o022:
+                raise InsecureKeys(f"{path} is writable by others (mode {mode:04o}): anyone could remove a "
+                                   f"retirement and have a retired key sign again; run: chmod go-w {path}")
+        out = {}
+        for path in records:
+            try:
+                data = json.loads(path.read_bytes())
+                record = Retirement(data["keyid"], data["retired_at"], data["successor"])
+                datetime.fromisoformat(record.retired_at)
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"retirement record {path} is not JSON with keyid, retired_at (RFC 3339) "
+                                 "and successor") from None
+            if record.keyid != path.stem or not all(isinstance(v, str) for v in (record.successor, record.retired_at)):
+                raise ValueError(f"retirement record {path} names another key ({record.keyid!r}) or is malformed")
+            out[record.keyid] = record
+        return out
 
-        Order matters for crash safety: the new public key is published and the old private
-        key copied to ``retired/`` before ``active.key`` is atomically replaced.
+    def rotate(self, now: datetime) -> tuple[str, str]:
+        """Make a new active key and retire the old one as of ``now``; (old keyid, new keyid).
+
+        Order matters for crash safety: the new public key is published before ``active.key``
+        is atomically replaced, and the old key's retirement recorded after (until then it
+        is simply no longer active); its private half goes with the replaced file.
         """
         old = _read_private_key(self._active_path)
         old_id = keyid_of(old.public_key())
         new = Ed25519PrivateKey.generate()
         new_id = self._publish(new.public_key())
         self._publish(old.public_key())
-        retired = self.keys_dir / RETIRED_DIR
-        _ensure_dir(retired)
-        _install(retired, f"{old_id}.key", _private_pem(old), replace=True)
         _install(self.keys_dir, ACTIVE_KEY, _private_pem(new), replace=True)
+        self._retire(old_id, new_id, now)
         logger.info("rotated signing key %s -> %s", old_id, new_id)
-        return new_id
+        return old_id, new_id
+
+    def retire_all_but_active(self, now: datetime) -> list[str]:
+        """Retire, as of ``now``, every published key other than the active one that has no
+        record yet (a key lost, or stolen, and replaced by ``new-key``): the keyids retired."""
+        active = keyid_of(_read_private_key(self._active_path).public_key())
+        done = set(self.retirements())
+        retired = [k for k in self.verifiers() if k != active and k not in done]
+        for keyid in retired:
+            self._retire(keyid, active, now)
+        return retired
+
+    def _retire(self, keyid: str, successor: str, now: datetime) -> None:
+        folder = self.keys_dir / RETIRED_DIR
+        _ensure_dir(folder)
+        record = {"keyid": keyid, "retired_at": iso_utc(now), "successor": successor}
+        _install(folder, f"{keyid}.json", json.dumps(record, indent=1).encode(), replace=True)
 
     def __repr__(self) -> str:
         return f"KeyRing({str(self.keys_dir)!r})"

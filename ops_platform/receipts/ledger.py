@@ -9,8 +9,9 @@ as a named problem rather than a silent pass.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -23,9 +24,9 @@ from .dsse import (
     envelope_text,
     pae,
     sign_envelope,
-    verify_envelope,
+    verify_envelope_by,
 )
-from .keys import Signer
+from .keys import Retirement, Signer
 from .statement import (
     Statement,
     Subject,
@@ -184,6 +185,53 @@ def inclusion(entries: Sequence[LedgerEntry], seq: int) -> dict:
 # --- verification ---------------------------------------------------------------------
 
 
+class _RetiredKeys:
+    """What retired keys signed after they were retired, found while a ledger is verified in
+    order: an entry after the first entry of a key that took over from it (its successor, or
+    theirs), or a tree head covering such an entry or signed at or after its retirement. A
+    leaked retired key can then not extend a ledger its successor has signed in."""
+
+    def __init__(self, retired: Mapping[str, Retirement] | None) -> None:
+        self.retired = dict(retired or {})
+        self.first_seq: dict[str, int] = {}  # each key's first entry in this ledger
+
+    def _taken_over(self, keyid: str, before: int) -> tuple[str, int] | None:
+        """The first successor of ``keyid`` that signed an entry before position ``before``."""
+        seen, key = {keyid}, keyid
+        while key in self.retired and (key := self.retired[key].successor) not in seen:
+            seen.add(key)
+            if (seq := self.first_seq.get(key, before)) < before:
+                return key, seq
+        return None
+
+    def entry_problems(self, keyid: str | None, seq: int) -> list[str]:
+        if keyid is None:
+            return []
+        self.first_seq.setdefault(keyid, seq)
+        hit = self._taken_over(keyid, seq) if keyid in self.retired else None
+        if hit is None:
+            return []
+        return [f"signed by key {keyid[:16]}, retired at {self.retired[keyid].retired_at}, after its "
+                f"successor {hit[0][:16]} signed entry seq={hit[1]}"]
+
+    def head_problems(self, keyid: str, tree_size: int, timestamp: object) -> list[str]:
+        record = self.retired.get(keyid)
+        if record is None:
+            return []
+        problems = []
+        if (hit := self._taken_over(keyid, tree_size)) is not None:
+            problems.append(f"signed by key {keyid[:16]}, retired at {record.retired_at}, over entry seq={hit[1]} "
+                            f"of its successor {hit[0][:16]}")
+        try:
+            late = datetime.fromisoformat(str(timestamp)) >= datetime.fromisoformat(record.retired_at)
+        except (ValueError, TypeError):
+            late = True  # a time that does not read cannot show it was signed before
+        if late:
+            problems.append(f"signed by key {keyid[:16]} at {timestamp}, not before it was retired at "
+                            f"{record.retired_at}")
+        return problems
+
+
 def _entry_label(entry: LedgerEntry) -> str:
     """``entry seq=12 (receipt 3fa2b1c0…)``, safe to print even for tampered fields."""
     rid = entry.receipt_id
@@ -194,8 +242,9 @@ def _entry_label(entry: LedgerEntry) -> str:
 
 
 def _open_envelope(text: str, verifiers: dict[str, Ed25519PublicKey], payload_type: str,
-                   problems: list[str]) -> bytes | None:
-    """Parse, canonicality-check and verify stored envelope text; None if unusable."""
+                   problems: list[str]) -> tuple[bytes, str] | None:
+    """Parse, canonicality-check and verify stored envelope text: its payload and the keyid
+    whose signature verified; None if unusable."""
     try:
         envelope = strict_loads(text)
         canonical = canonical_json(envelope) == text.encode("utf-8")
@@ -205,7 +254,7 @@ def _open_envelope(text: str, verifiers: dict[str, Ed25519PublicKey], payload_ty
     if not canonical:
         problems.append("envelope is not canonical JSON")
     try:
-        return verify_envelope(envelope, verifiers, payload_type)
+        return verify_envelope_by(envelope, verifiers, payload_type)
     except VerificationError as exc:
         problems.append(str(exc))
         return None
@@ -217,9 +266,10 @@ def entry_statement(entry: LedgerEntry, verifiers: dict[str, Ed25519PublicKey]) 
     envelope, however well signed, copied into this row vouches for nothing).
     VerificationError otherwise."""
     problems: list[str] = []
-    payload = _open_envelope(entry.envelope, dict(verifiers), PAYLOAD_TYPE, problems)
-    if payload is None:
+    opened = _open_envelope(entry.envelope, dict(verifiers), PAYLOAD_TYPE, problems)
+    if opened is None:
         raise VerificationError("; ".join(problems))
+    payload = opened[0]
     if entry.receipt_id != hashlib.sha256(payload).hexdigest():
         raise VerificationError(f"its payload is not receipt {entry.receipt_id[:12]}'s (another receipt's envelope)")
     statement = strict_loads(payload)
@@ -263,18 +313,19 @@ def _well_typed(entry: LedgerEntry) -> bool:
 
 def _entry_problems(position: int, entry: LedgerEntry, expected_prev: str,
                     verifiers: dict[str, Ed25519PublicKey],
-                    file_digest: FileDigest | None) -> list[str]:
-    """Everything wrong with one entry, checked only against itself and its predecessor."""
+                    file_digest: FileDigest | None) -> tuple[list[str], str | None]:
+    """Everything wrong with one entry, checked only against itself and its predecessor,
+    and the key that signed it (None: no signature verified)."""
     if not _well_typed(entry):
-        return ["malformed entry (wrong field types)"]
+        return ["malformed entry (wrong field types)"], None
     problems = []
     if entry.seq != position:
         problems.append(f"out of order: expected seq={position}")
     if entry.prev_hash != expected_prev:
         problems.append("prev_hash does not match the previous entry's entry_hash")
-    payload = _open_envelope(entry.envelope, verifiers, PAYLOAD_TYPE, problems)
-    if payload is not None:
-        problems.extend(_payload_problems(entry, payload, file_digest))
+    opened = _open_envelope(entry.envelope, verifiers, PAYLOAD_TYPE, problems)
+    if opened is not None:
+        problems.extend(_payload_problems(entry, opened[0], file_digest))
     if not is_sha256_hex(entry.prev_hash) or not 0 <= entry.seq < 2**64:
         problems.append("entry_hash cannot be recomputed (malformed prev_hash or seq)")
     else:
@@ -285,7 +336,7 @@ def _entry_problems(position: int, entry: LedgerEntry, expected_prev: str,
             expected_hash = None
         if entry.entry_hash != expected_hash:
             problems.append("entry_hash does not match the recomputed chain hash")
-    return problems
+    return problems, opened[1] if opened is not None else None
 
 
 def _tree_head_problems(cp: Checkpoint, payload: bytes, expected_link: str) -> list[str]:
@@ -308,13 +359,15 @@ def _tree_head_problems(cp: Checkpoint, payload: bytes, expected_link: str) -> l
 
 def _checkpoint_problems(cp: Checkpoint, prefix_roots: dict[int, str], n_entries: int,
                          min_size: int, verifiers: dict[str, Ed25519PublicKey],
-                         expected_link: str) -> list[str]:
+                         expected_link: str, retired: _RetiredKeys) -> list[str]:
     if not (type(cp.tree_size) is int and isinstance(cp.root_hash, str)
             and isinstance(cp.envelope, str)):
         return ["malformed checkpoint (wrong field types)"]
     problems: list[str] = []
-    payload = _open_envelope(cp.envelope, verifiers, CHECKPOINT_PAYLOAD_TYPE, problems)
-    head = _tree_head_problems(cp, payload, expected_link) if payload is not None else []
+    opened = _open_envelope(cp.envelope, verifiers, CHECKPOINT_PAYLOAD_TYPE, problems)
+    head = _tree_head_problems(cp, opened[0], expected_link) if opened is not None else []
+    if opened is not None and not head:
+        problems.extend(retired.head_problems(opened[1], cp.tree_size, strict_loads(opened[0])["timestamp"]))
     if cp.tree_size < min_size:
         problems.append(f"smaller than the checkpoint before it (tree_size={min_size})")
     if cp.tree_size > n_entries:
@@ -359,17 +412,22 @@ def _cap(errors: list[str]) -> list[str]:
 
 def verify_ledger(entries: Sequence[LedgerEntry], checkpoints: Sequence[Checkpoint],
                   verifiers: dict[str, Ed25519PublicKey],
-                  file_digest: FileDigest | None = None) -> VerifyReport:
+                  file_digest: FileDigest | None = None,
+                  retired: Mapping[str, Retirement] | None = None) -> VerifyReport:
     """Check every signature, digest, chain link and checkpoint; never raises on bad data.
 
     ``file_digest(subject)`` returns the current sha256 of a subject's file, or None when
-    the subject is not a file; when given, changed files are reported too.
+    the subject is not a file; when given, changed files are reported too. ``retired``: the
+    keys' retirement records (``KeyRing.retirements``); what a key signed after its
+    retirement is reported too.
     """
     errors: list[str] = []
     expected_prev = GENESIS.hex()
+    late = _RetiredKeys(retired)
     for position, entry in enumerate(entries):
         label = _entry_label(entry)
-        for problem in _entry_problems(position, entry, expected_prev, verifiers, file_digest):
+        problems, keyid = _entry_problems(position, entry, expected_prev, verifiers, file_digest)
+        for problem in [*problems, *late.entry_problems(keyid, position)]:
             errors.append(f"{label}: {problem}")
         expected_prev = entry.entry_hash
     sizes = {cp.tree_size for cp in checkpoints if type(cp.tree_size) is int}
@@ -378,7 +436,7 @@ def verify_ledger(entries: Sequence[LedgerEntry], checkpoints: Sequence[Checkpoi
     link = GENESIS.hex()
     for cp in checkpoints:
         label = f"checkpoint tree_size={cp.tree_size}"
-        for problem in _checkpoint_problems(cp, prefix_roots, len(entries), min_size, verifiers, link):
+        for problem in _checkpoint_problems(cp, prefix_roots, len(entries), min_size, verifiers, link, late):
             errors.append(f"{label}: {problem}")
         link = head_link(cp) if isinstance(cp.envelope, str) else ""
         if type(cp.tree_size) is int:

@@ -16,7 +16,7 @@ from .canonical import canonical_json, strict_loads
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 ACTIONS = ("pause", "rollback", "freeze", "resume", "ramp_up", "override", "backup", "restore",
-           "dr_drill", "export_release", "dlq_discard", "policy_decision", "checkpoint")
+           "dr_drill", "export_release", "dlq_discard", "key_rotate", "policy_decision", "checkpoint")
 _PREDICATE_PREFIX = "https://summit.example/receipts/"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
