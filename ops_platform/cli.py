@@ -970,8 +970,8 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
 @finops.command("report")
 @click.option("--world", "world_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="World folder (default: the demo world in the state folder).")
-@click.option("--period", default=None, help="YYYY-MM or YYYY-MM-DD..YYYY-MM-DD, end exclusive (default: every "
-                                             "usage day).")
+@click.option("--period", default=None, help="YYYY-MM or YYYY-MM-DD..YYYY-MM-DD, end exclusive (default: the first "
+                                             "usage day to the last day the bill covers).")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=0), help="Tenants listed, by cost.")
 @click.option("--json", "as_json", is_flag=True, help="Every tenant and tier as JSON (money in micro-units).")
 def finops_report(world_dir: Path | None, period: str | None, top: int, as_json: bool) -> None:
@@ -1046,8 +1046,14 @@ def finops_report(world_dir: Path | None, period: str | None, top: int, as_json:
     table = Table(title=f"the {min(top, tenants.height)} tenant(s) that cost most", box=box.SIMPLE_HEAD)
     for title in ("tenant", "tier", "cost", "revenue", "margin", "margin %", "min confidence"):
         table.add_column(title, justify="left" if title in ("tenant", "tier") else "right")
+
+    def revenue(r) -> str:  # in each invoice currency when it is not the bill's
+        if r["invoice_currency"] in (None, currency):
+            return money(r["revenue_micros"])
+        return " + ".join(f"{money(c['revenue_micros'])} {c['currency']}" for c in r["revenue_by_currency"])
+
     for r in tenants.head(top).iter_rows(named=True):
-        table.add_row(r["tenant_id"], str(r["tier"]), money(r["cost_micros"]), money(r["revenue_micros"]),
+        table.add_row(r["tenant_id"], str(r["tier"]), money(r["cost_micros"]), revenue(r),
                       money(r["margin_micros"]), share(r["margin"]),
                       "" if r["min_confidence"] is None else f"{r['min_confidence']:.3f}")
     if top:
@@ -1055,9 +1061,10 @@ def finops_report(world_dir: Path | None, period: str | None, top: int, as_json:
     losing = tenants.filter(pl.col("margin_micros") < 0)
     click.echo(f"{losing.height} of {tenants.height} tenant(s) cost more than they pay"
                + (f", {money(-losing['margin_micros'].sum())} {currency} in all" if losing.height else ""))
-    other = tenants.filter(pl.col("margin_micros").is_null() & pl.col("revenue_micros").is_not_null())
+    other = tenants.filter(pl.col("invoice_currency").is_not_null() & (pl.col("invoice_currency") != currency))
     if other.height:
-        click.echo(f"{other.height} tenant(s) are invoiced in another currency than the bill's: no margin shown")
+        click.echo(f"{other.height} tenant(s) are invoiced in another currency than the bill's, or in more than "
+                   "one: no margin shown")
 
 
 @main.group()

@@ -58,11 +58,12 @@ def partition_range(paths: StatePaths) -> PartitionRange:
 def usage_final_after_days() -> int:
     """Days after a usage day ends before it is final (T+2 by default); events that arrive
     later become corrections. ``OPS_PLATFORM_USAGE_FINAL_AFTER_DAYS`` overrides."""
-    from .finops.usage import FINAL_AFTER_DAYS
+    from .finops.usage import FINAL_AFTER_DAYS, MAX_FINAL_AFTER_DAYS
 
     text = os.environ.get("OPS_PLATFORM_USAGE_FINAL_AFTER_DAYS")
     if text is None:
         return FINAL_AFTER_DAYS
-    if not text.strip().isdigit():
-        raise SettingError(f"OPS_PLATFORM_USAGE_FINAL_AFTER_DAYS={text!r} must be a whole number of days (0 or more)")
+    if not (text.strip().isascii() and text.strip().isdigit()) or int(text) > MAX_FINAL_AFTER_DAYS:
+        raise SettingError(f"OPS_PLATFORM_USAGE_FINAL_AFTER_DAYS={text!r} must be a whole number of days, "
+                           f"0 to {MAX_FINAL_AFTER_DAYS}")
     return int(text)

@@ -1142,10 +1142,12 @@ def test_a_release_is_refused_when_its_days_are_out_already_by_any_path(world_ru
 
 @pytest.mark.parametrize(("text", "reason"), [
     ("2026-13", "month must be 01-12"), ("2026-3", "expected YYYY-MM"), ("march", "expected YYYY-MM"),
-    ("9999-12", "9999-11"), ("2026-03-05..2026-03-05", "the end must be after the start"),
+    ("9999-12", "ends after 9998-12-29"), ("2026-03-15..9999-12-31", "ends after 9998-12-29"),
+    ("2026-03-05..2026-03-05", "the end must be after the start"),
     ("2026-02-30..2026-03-02", "day is out of range")])
 def test_a_period_no_calendar_holds_is_a_usage_error_not_a_traceback(text, reason):
-    # 9999-12 ends on 10000-01-01, past the last date: it was an OverflowError traceback.
+    # 9999-12 ends on 10000-01-01, past the last date: it was an OverflowError traceback; a
+    # period ending days before the last date overflowed adding its late-data window.
     res = CliRunner().invoke(main, ["invoices", "export", "--period", text])
     assert res.exit_code == 2, res.output
     assert reason in res.output and "Traceback" not in res.output

@@ -239,6 +239,15 @@ def release_holds(books: StoredFinOps, period: Period, out_root: Path, released:
     return books.blockers(period) + overlaps(period, out_now) + billed_lines(out_root, out_now)[1] + altered(period)
 
 
+def _names(target_id: object, period: Period) -> bool:
+    """Whether a receipt's target names ``period``: the same days, however they are written."""
+    try:
+        named = parse_period(str(target_id))
+    except ValueError:
+        return False
+    return (named.start, named.end) == (period.start, period.end)
+
+
 def released_file_problems(store, receipt_id: str, home: Path | None, verifiers: Mapping[str, Any],
                            period: Period | None = None) -> list[str]:
     """What no longer matches a release receipt: each file subject that is missing or whose
@@ -257,7 +266,7 @@ def released_file_problems(store, receipt_id: str, home: Path | None, verifiers:
     predicate = statement.get("predicate") if isinstance(statement.get("predicate"), dict) else {}
     target = predicate.get("target") if isinstance(predicate.get("target"), dict) else {}
     if predicate.get("action") != "export_release" or not predicate.get("executed") or (
-            period is not None and target.get("id") != period.name):
+            period is not None and not _names(target.get("id"), period)):
         return [f"receipt {receipt_id[:12]} is not the release of {period.name if period else 'a period'} "
                 f"(it records {predicate.get('action')!r} on {target.get('id')!r}): its file digests vouch for nothing"]
     problems = []

@@ -22,6 +22,7 @@ import polars as pl
 from iso4217 import Currency
 
 from ..files import atomic_folder, write_parquet, write_text
+from .usage import MAX_FINAL_AFTER_DAYS
 
 # ``period`` names the period as released (end exclusive); ``first_day`` and ``last_day`` say
 # which days it holds, both inclusive. ``amount`` and ``total`` are the minor-unit integers in
@@ -55,27 +56,43 @@ class Period:
         return (pl.col(column) >= self.start) & (pl.col(column) < self.end)
 
 
+# The last day a period may end: its usage is final only a late-data window later.
+LAST_PERIOD_END = date.max - timedelta(days=MAX_FINAL_AFTER_DAYS + 1)
+
+
+def _month_end(first: date) -> date:
+    """The day after the month that starts on ``first`` (``date.max`` past the calendar's end)."""
+    days = calendar.monthrange(first.year, first.month)[1]
+    return first + timedelta(days=days) if first < date(9999, 12, 1) else date.max
+
+
 def parse_period(text: str) -> Period:
-    """``2026-03`` (a calendar month, the default kind) or ``2026-03-01..2026-03-15`` (end exclusive)."""
+    """``2026-03`` (a calendar month, the default kind) or ``2026-03-01..2026-03-15`` (end
+    exclusive). A range that is exactly one calendar month is that month, named ``2026-03``:
+    one period, whichever way it is written (its release, folder and receipt are the month's)."""
     if m := re.fullmatch(r"(\d{4})-(\d{2})", text):
         year, month = int(m[1]), int(m[2])
         if year < 1:
             raise ValueError(f"period {text!r}: there is no year 0000")
         if not 1 <= month <= 12:
             raise ValueError(f"period {text!r}: month must be 01-12")
-        if year == 9999 and month == 12:  # its exclusive end, 10000-01-01, is no date
-            raise ValueError(f"period {text!r}: the last month a date can end is 9999-11")
-        return Period(text, date(year, month, 1),
-                      date(year, month, calendar.monthrange(year, month)[1]) + timedelta(days=1))
-    if m := re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", text):
+        start = date(year, month, 1)
+        period = Period(text, start, _month_end(start))
+    elif m := re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", text):
         try:
             start, end = date.fromisoformat(m[1]), date.fromisoformat(m[2])
         except ValueError as exc:  # 2026-02-30, a month 13, year 0000
             raise ValueError(f"period {text!r}: {exc}: not a day of the calendar") from None
         if end <= start:
             raise ValueError(f"period {text!r}: the end must be after the start")
-        return Period(text, start, end)
-    raise ValueError(f"period {text!r}: expected YYYY-MM or YYYY-MM-DD..YYYY-MM-DD")
+        month = f"{start.year:04d}-{start.month:02d}"
+        period = Period(month if start.day == 1 and end == _month_end(start) else text, start, end)
+    else:
+        raise ValueError(f"period {text!r}: expected YYYY-MM or YYYY-MM-DD..YYYY-MM-DD")
+    if period.end > LAST_PERIOD_END:
+        raise ValueError(f"period {text!r} ends after {LAST_PERIOD_END}: its usage would be final only after the "
+                         "last date the calendar has")
+    return period
 
 
 def minor_units(currency: str) -> int:

@@ -44,11 +44,9 @@ class FinOpsInputs:
         ``final_after_days``: the usage finality window (default: the platform setting)."""
         reader = LandingZoneReader(world / "landing")
         billing = ingest_partition(CONTRACTS["billing_focus"], reader)
-        usage, corrections, superseded = daily_usage(ingest_partition(CONTRACTS["usage_events"], reader).accepted,
-                                                     _window(final_after_days))
+        usage, corrections, superseded = daily_usage(_accepted("usage_events", reader), _window(final_after_days))
         return cls(usage, corrections, billing.accepted, billing.quarantine,
-                   *(ingest_partition(CONTRACTS[t], reader).accepted for t in ("services", "tenants", "price_list")),
-                   superseded)
+                   *(_accepted(t, reader, whole=True) for t in ("services", "tenants", "price_list")), superseded)
 
     @classmethod
     def from_warehouse(cls, wh, final_after_days: int | None = None) -> FinOpsInputs:
@@ -65,6 +63,23 @@ class FinOpsInputs:
                    wh.query("SELECT * FROM raw.services"), wh.query("SELECT * FROM raw.tenants"),
                    wh.query("SELECT * FROM raw.price_list"), superseded, counts)
 
+
+
+def _accepted(table: str, reader: LandingZoneReader, whole: bool = False) -> pl.DataFrame:
+    """The rows of ``table``'s landing files its contract accepts. A file the contract refuses
+    whole is an error naming it (its rows would be missing from every figure without a word;
+    a refused bill file is the exception, reported as its days unbilled); with ``whole`` (the
+    catalog: tenants, tiers, prices), so is a row it quarantines, since a tenant or a price
+    left out would read as usage of an unknown tenant or a meter without a price."""
+    res = ingest_partition(CONTRACTS[table], reader)
+    refused = list(res.schema_errors)
+    if whole and res.quarantine.height:
+        refused += [f"{r['file']}: {r['reason']}" for r in res.quarantine.head(3).iter_rows(named=True)]
+        if res.quarantine.height > 3:
+            refused.append(f"and {res.quarantine.height - 3} more row(s)")
+    if refused:
+        raise ValueError(f"the {table} landing files break their contract: {'; '.join(refused[:4])}")
+    return res.accepted
 
 # The raw tables the books are computed from.
 INPUT_TABLES = ("usage_events", "billing_focus", "quarantine", "services", "tenants", "price_list")

@@ -50,10 +50,13 @@ _MARGIN_SHARE = pl.when(pl.col("revenue_micros") > 0).then(pl.col("margin_micros
 def tenant_margins(inputs: FinOpsInputs, result: FinOpsRun, period: Period) -> pl.DataFrame:
     """One row per tenant with cost or revenue in ``period``: tenant_id, tier, cost_micros,
     revenue_micros (the invoice subtotal, in micro-units), margin_micros, margin (a share of
-    revenue, null without revenue), min_confidence, and the two currencies.
+    revenue, null without revenue), min_confidence, the two currencies, and
+    revenue_by_currency (each invoice currency's subtotal).
 
     Margin is left null when the invoice's currency is not the bill's: subtracting dollars
-    from euros would be a number without a meaning.
+    from euros would be a number without a meaning. A tenant whose tier prices its meters in
+    two currencies has two invoices: its ``invoice_currency`` names both (``EUR+USD``) and
+    its revenue, with no one currency to add it up in, is only in ``revenue_by_currency``.
     """
     tenant_day = result.attribution.tenant_day
     cost = (tenant_day.filter(period.covers() & (pl.col("tenant_id") != UNALLOCATED))
@@ -63,10 +66,18 @@ def tenant_margins(inputs: FinOpsInputs, result: FinOpsRun, period: Period) -> p
     currencies = summary["currency"].unique().to_list()
     to_micros = pl.DataFrame({"currency": currencies, "_scale": [10 ** (6 - minor_units(c)) for c in currencies]},
                              schema={"currency": pl.String, "_scale": pl.Int64})
-    revenue = summary.join(to_micros, on="currency").select(
-        "tenant_id", pl.col("currency").alias("invoice_currency"),
-        (pl.col("subtotal_minor") * pl.col("_scale")).alias("revenue_micros"))
-    bill_currency = (bill_currencies(inputs.billing) or [None])[0]
+    one = pl.col("currency").n_unique() == 1
+    revenue = (summary.join(to_micros, on="currency")
+               .with_columns((pl.col("subtotal_minor") * pl.col("_scale")).alias("revenue_micros"))
+               .sort("tenant_id", "currency")
+               .group_by("tenant_id")
+               .agg(pl.col("currency").str.join("+").alias("invoice_currency"),
+                    pl.when(one).then(pl.col("revenue_micros").sum()).alias("revenue_micros"),
+                    pl.struct("currency", "revenue_micros").alias("revenue_by_currency")))
+    if not (bill := bill_currencies(inputs.billing)):
+        raise ValueError("the landing zone holds no bill the FOCUS contract accepts: there is no cost to set "
+                         "against revenue")
+    bill_currency = bill[0]
     # No invoice is no revenue in any currency: the margin is then the cost, lost.
     same = pl.col("invoice_currency").is_null() | (pl.col("invoice_currency") == pl.lit(bill_currency, pl.String))
     margin = pl.when(same).then(pl.col("revenue_micros").fill_null(0) - pl.col("cost_micros").fill_null(0))
@@ -76,15 +87,16 @@ def tenant_margins(inputs: FinOpsInputs, result: FinOpsRun, period: Period) -> p
                              pl.lit(bill_currency, pl.String).alias("cost_currency"))
             .with_columns(_MARGIN_SHARE.alias("margin"))
             .select("tenant_id", "tier", "cost_micros", "revenue_micros", "margin_micros", "margin",
-                    "min_confidence", "cost_currency", "invoice_currency")
+                    "min_confidence", "cost_currency", "invoice_currency", "revenue_by_currency")
             .sort("cost_micros", "tenant_id", descending=[True, False]))
 
 
 def tier_margins(tenants: pl.DataFrame) -> pl.DataFrame:
     """``tenant_margins`` summed per tier and invoice currency (a tenant without an invoice
-    counts in the bill's): tenants, cost (the bill's currency), revenue (``currency``),
-    margin and how many lose money. Revenue in another currency than the bill's is no sum
-    with its cost: margin, margin share and below_cost are then null."""
+    counts in the bill's; one invoiced in two currencies, in a row of its own, ``EUR+USD``,
+    without revenue): tenants, cost (the bill's currency), revenue (``currency``), margin and
+    how many lose money. Revenue in another currency than the bill's is no sum with its
+    cost: margin, margin share and below_cost are then null."""
     same = pl.col("currency").eq_missing(pl.col("cost_currency"))
     return (tenants.with_columns(pl.coalesce("invoice_currency", "cost_currency").alias("currency"))
             .group_by("tier", "currency")
@@ -92,6 +104,8 @@ def tier_margins(tenants: pl.DataFrame) -> pl.DataFrame:
                  pl.col("margin_micros").sum(), (pl.col("margin_micros") < 0).sum().alias("below_cost"),
                  pl.col("cost_currency").first())
             .with_columns(pl.when(same).then(pl.col(c)).alias(c) for c in ("margin_micros", "below_cost"))
+            .with_columns(pl.when(~pl.col("currency").str.contains("+", literal=True)).then("revenue_micros")
+                          .alias("revenue_micros"))  # dollars and euros in one sum mean nothing
             .with_columns(_MARGIN_SHARE.alias("margin"))
             .drop("cost_currency")
             .sort(["cost_micros", "tier", "currency"], descending=[True, False, False]))

@@ -24,6 +24,9 @@ def score_world(world: Path) -> dict:
     """Attribution accuracy and anomaly precision/recall of both detectors on ``world``."""
     inputs = FinOpsInputs.from_landing(world)
     result = run(inputs)
+    if not result.attribution.day.height:
+        raise ValueError(f"{world / 'landing' / 'billing_focus'} holds no bill the FOCUS contract accepts: "
+                         "there is no attributed cost to score")
     figures = score_attribution(result.attribution,
                                 pl.read_parquet(world / "truth" / "tenant_daily_cost.parquet"))
     # The money figures (named *_usd for the usual case) are in the bill's own currency.

@@ -24,6 +24,9 @@ import polars as pl
 import pyarrow as pa
 
 FINAL_AFTER_DAYS = 2
+# The longest late-data window a setting may give: usage a year late is no late data, and
+# every period must still end a window before the last date the calendar has.
+MAX_FINAL_AFTER_DAYS = 366
 # Quantities are summed as decimals of 12 places (a float's digits past them are its binary
 # noise), with no float drift, then each day's sum per tenant and meter is rounded once to 6
 # places (half away from zero): a thousand events of 0.0000004 make 0.000400, not 0.

@@ -64,6 +64,13 @@ def read_any(path: Path) -> pl.DataFrame:
                 raise ValueError(f"{path}: not UTF-8 text (a Latin-1 or Windows-1252 export?): CSV files must "
                                  "be UTF-8") from None
             raise
+        # A header naming a column twice: polars keeps the second as `<name>_duplicated_0`, which
+        # no contract reads, so whichever copy held the data could be lost without a word.
+        twice = sorted({m[1] for c in frame.columns if (m := re.fullmatch(r"(.+)_duplicated_\d+", c))
+                        and m[1] in frame.columns})
+        if twice:
+            raise ValueError(f"{path}: the header names column(s) {', '.join(map(repr, twice))} more than once: "
+                             "which copy holds the data cannot be told; keep one")
         # An empty field is no value, quoted ("" as spreadsheets and csv.QUOTE_ALL write it) or not.
         return frame.with_columns(pl.all().replace("", None))
     if plain.endswith((".jsonl", ".ndjson")):
