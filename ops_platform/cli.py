@@ -1174,9 +1174,13 @@ def ramp_verdicts(every: bool, service: str | None, as_json: bool) -> None:
             "SELECT * FROM (SELECT * FROM ramp.verdicts QUALIFY row_number() OVER "
             "(PARTITION BY build_id ORDER BY partition_key DESC) = 1)"
             + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY ramp_start, build_id", params)
+        known = wh.query("SELECT DISTINCT service FROM ramp.verdicts ORDER BY service")["service"].to_list()
     except (duckdb.Error, OSError) as exc:
         raise click.ClickException(f"cannot read ramp.verdicts in {p.warehouse}: {str(exc).splitlines()[0]} "
                                    "(materialize ramp/verdicts first)") from None
+    if service is not None and service not in known:  # a typo is no quiet service
+        raise click.BadParameter(f"no ramp of service {service!r} in the warehouse (services: "
+                                 f"{', '.join(known) or 'none yet'})", param_hint="--service")
     shown = [{"build_id": r["build_id"], "service": r["service"], "ramp_start": r["ramp_start"].isoformat(),
               "action": r["action"], "acted_at": r["acted_at"].isoformat() if r["acted_at"] else None,
               "reason": r["reason"], "trusted_baseline": r["trusted_baseline"],

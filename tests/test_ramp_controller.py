@@ -460,5 +460,8 @@ def test_slo_status_shows_each_slos_budget_left_and_the_tiers_that_fired(state):
     acted = json.loads(CliRunner().invoke(main, ["ramp", "verdicts", "--json"]).output)["ramps"]
     assert acted and {r["build_id"] for r in acted} == {b for b, a in every.items() if a}
     assert all(r["acted_at"] and r["reason"] for r in acted)
-    text = CliRunner().invoke(main, ["ramp", "verdicts", "--service", "nope"]).output
-    assert text.startswith("no ramp acted on for service nope"), text
+    typo = CliRunner().invoke(main, ["ramp", "verdicts", "--service", "nope"])  # not a quiet service: a typo
+    services = sorted(stored.join(Warehouse(state.warehouse).query("SELECT build_id, service FROM ramp.verdicts"),
+                                  on="build_id")["service"].unique().to_list())
+    assert typo.exit_code == 2 and f"no ramp of service 'nope' in the warehouse (services: {', '.join(services)})" \
+        in " ".join(typo.output.split()), typo.output

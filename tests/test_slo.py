@@ -123,6 +123,12 @@ def _mutate(tmp_path: Path, name: str, fn) -> Path:
     ("api-latency.yaml", lambda d: (d[1]["metadata"].update(name="api--latency"), d[2]["spec"].update(slo="api--latency")),
      "metadata.name"),
     ("api-latency.yaml", lambda d: d[2]["spec"]["tiers"][0].update(name="latency__fast"), "tiers[0].name"),
+    # OpenSLO's text fields, and labels that would not reach the rules as written
+    ("api-latency.yaml", lambda d: d[1]["metadata"].update(displayName=5), "metadata.displayName"),
+    ("api-latency.yaml", lambda d: d[1]["spec"].update(description={"a": 1}), "spec.description"),
+    ("api-latency.yaml", lambda d: d[1]["metadata"].update(labels={"cost-center": "x"}), "metadata.labels.cost-center"),
+    ("api-latency.yaml", lambda d: d[1]["metadata"].update(labels={"alertname": "x"}), "metadata.labels.alertname"),
+    ("api-availability.yaml", lambda d: d.append(d[0]), "document[3].metadata.name"),  # the SLI twice
 ])
 def test_bad_files_name_file_and_field(tmp_path, file, mutation, where):
     folder = _mutate(tmp_path, file, mutation)
@@ -221,7 +227,7 @@ def test_slo_files_in_subfolders_load_and_hidden_files_are_no_slo_files(tmp_path
     (folder / ".old" / "draft.yaml").write_text("not: an slo\n")
     assert sorted(s.name for s in load_slos(folder)) == sorted(s.name for s in load_slos(SLOS))
     (folder / "team-api" / "copy.yml").write_text((folder / "team-api" / "api-latency.yaml").read_text())
-    with pytest.raises(SLOSpecError, match=r"defined twice \(also in team-api/api-latency.yaml\)"):
+    with pytest.raises(SLOSpecError, match=r"defined twice \(also in team-api/api-latency.yaml, document\[0\]\)"):
         load_slos(folder)
 
 
@@ -466,6 +472,45 @@ def test_slo_labels_and_runbook_reach_the_rules_and_service_names_are_quoted(tmp
              "exp_annotations": {"summary": f"{slo.display_name}: error budget burning 14.4x over 1h and 5m",
                                  "action": "ramps: rollback; platform: freeze",
                                  "runbook_url": "https://runbooks.example/api"}}]}]}])
+
+
+def test_template_braces_in_slo_text_reach_the_alerts_as_written(tmp_path):
+    # Alert labels and annotations are Go templates to Prometheus: a `{{` in a display name,
+    # an owner or a label broke the rule file (or showed a live value). Written as template
+    # literals there, plain in the recording rules, which are not templates.
+    _require_prometheus()
+    owner = "team }} {{ $value }}"
+    folder = _mutate(tmp_path, "api-availability.yaml", lambda d: (
+        d[1]["metadata"].update(displayName="API errors {{ below }} 0.5%", labels={"team": "pay{{ments"}),
+        d[1]["metadata"]["annotations"].update({"summit.example/owner": owner})))
+    slo = by_name(folder)["api-availability"]
+    rules = yaml.safe_load(rules_yaml([slo]))
+    assert all(r["labels"]["owner"] == owner for g in rules["groups"] for r in g["rules"] if "record" in r)
+    _promtool_test(tmp_path, rules_yaml([slo]), [{"interval": "30s", "input_series": [
+        {"series": 'summit_http_requests_total{service="api"}', "values": "0+100x200"},
+        {"series": 'summit_http_request_errors_total{service="api"}', "values": "0+10x200"}],
+        "alert_rule_test": [{"eval_time": "70m", "alertname": "SLOBurnApiAvailabilityFast", "exp_alerts": [
+            {"exp_labels": {"slo": "api-availability", "service": "api", "owner": owner, "team": "pay{{ments",
+                            "tier": "fast", "severity": "critical", "ramp_action": "rollback",
+                            "platform_action": "freeze"},
+             "exp_annotations": {"summary": "API errors {{ below }} 0.5%: error budget burning 14.4x over 1h and 5m",
+                                 "action": "ramps: rollback; platform: freeze"}}]}]}])
+
+
+def test_two_slos_whose_alerts_would_share_a_name_are_refused(tmp_path):
+    from ops_platform.slo.spec import alert_name
+
+    assert alert_name("api-latency", "page_1h") == "SLOBurnApiLatencyPage1h"  # not ...Page_1H
+    assert alert_name("api-v2latency", "fast") != alert_name("api-v2-latency", "fast")
+    folder = tmp_path / "slos"
+    shutil.copytree(SLOS, folder)
+    text = (folder / "api-availability.yaml").read_text()
+    (folder / "api-availability.yaml").unlink()
+    for name in ("api-2fa", "api2fa"):  # both export SLOBurnApi2faFast
+        (folder / f"{name}.yaml").write_text(text.replace("api-availability", name).replace("api-good-requests",
+                                                                                            f"{name}-good"))
+    with pytest.raises(SLOSpecError, match="SLO 'api2fa' exports alert SLOBurnApi2faFast, as SLO 'api-2fa' does"):
+        load_slos(folder)
 
 
 def _synthetic(minutes: int = 600, seed: int = 1, gaps: bool = True) -> pl.DataFrame:
@@ -824,7 +869,7 @@ def test_loader_errors_name_the_other_file_and_what_is_supported(tmp_path):
     shutil.copytree(SLOS, folder)
     sli = next(d for d in yaml.safe_load_all((SLOS / "receipt-lag.yaml").read_text()) if d["kind"] == "SLI")
     (folder / "zz-copy.yaml").write_text(yaml.safe_dump(sli))
-    with pytest.raises(SLOSpecError, match=r"zz-copy\.yaml: SLI: .* defined twice \(also in receipt-lag\.yaml\)"):
+    with pytest.raises(SLOSpecError, match=r"zz-copy\.yaml: document\[0\]\.metadata\.name: .* defined twice \(also in receipt-lag\.yaml, document\[0\]\)"):
         load_slos(folder)
     (folder / "zz-copy.yaml").write_text(yaml.safe_dump({"apiVersion": "openslo/v2", "kind": "SLO"}))
     with pytest.raises(SLOSpecError, match="unsupported openslo/v2/SLO: an SLO file holds openslo/v1 SLO and SLI"):

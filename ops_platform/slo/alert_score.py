@@ -82,9 +82,12 @@ def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier, first_
     # ratio, and compute_day fires no tier there (daily.judged), so only events are cut here.
     scored_from = first_minute + tier.long_window - MINUTE
     scored = max(int((history_end - scored_from) / MINUTE), 0)
-    # An event can be caught up to the last minute whose long window (t - w, t] still holds
-    # one of its minutes; an event over before scoring starts is not judged.
-    spans = [(start, end + tier.long_window - MINUTE) for start, end in events.select("start", "end").rows()]
+    # A tier fires when its long and its short window both burn, so an event can be caught up
+    # to the last minute whose short window (t - w, t] still holds one of its minutes: later,
+    # what burns in that window is something else. An event whose last such minute comes
+    # before scoring starts is not judged (no minute the tier is scored on could catch it).
+    reach = min(tier.short_window, tier.long_window) - MINUTE
+    spans = [(start, end + reach) for start, end in events.select("start", "end").rows()]
     spans = [(start, until) for start, until in spans if until > scored_from]
     delays = []
     for start, until in spans:

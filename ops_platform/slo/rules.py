@@ -10,6 +10,7 @@ as the platform's burn series counts it: each minute's good ratio from a one-min
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import numpy as np
@@ -17,7 +18,7 @@ import yaml
 
 from .burn import window_name
 from .daily import MAX_SILENCE
-from .spec import SLO, THRESHOLD_OPS, MetricSource, is_inf_bound
+from .spec import SLO, THRESHOLD_OPS, MetricSource, alert_name, is_inf_bound
 
 # How the landing-zone metric sources map to the metrics our Prometheus exporter writes.
 METRICS = {
@@ -156,17 +157,24 @@ def _data_missing_alert(slo: SLO, labels: dict) -> dict:
         why = f"{metric} is absent"
     severity = slo.tiers[0].severity  # as the fastest tier would page (every SLO has a tier)
     return {
-        "alert": f"SLOData{_camel(slo.name)}Missing", "expr": expr, "for": MISSING_FOR,
-        "labels": {**labels, "severity": severity},
-        "annotations": {
+        "alert": alert_name(slo.name, None), "expr": expr, "for": MISSING_FOR,
+        "labels": _alert_labels({**labels, "severity": severity}),
+        "annotations": _alert_labels({
             "summary": f"{slo.display_name}: not judged for {MISSING_FOR}: {why}; its burn alerts cannot fire",
             "action": "check the exporter, the scrape (twice a minute for a Timeslices SLO) and the labels "
-                      "the SLO selects", **slo.alert_annotations},
+                      "the SLO selects", **slo.alert_annotations}),
     }
 
 
-def _camel(name: str) -> str:
-    return "".join(p.title() for p in name.split("-"))
+def _literal(text: str) -> str:
+    """``text`` as an alert label or annotation shows it: Prometheus expands those as Go
+    templates, so a ``{{`` from an SLO file (its display name, owner, labels) would break the
+    rule file or show a live value; each is written as a template literal instead."""
+    return re.sub(r"\{\{|\}\}", lambda m: '{{ "' + m[0] + '" }}', text)
+
+
+def _alert_labels(labels: dict) -> dict:
+    return {k: _literal(str(v)) for k, v in labels.items()}
 
 
 def rule_groups(slos: list[SLO]) -> dict:
@@ -191,16 +199,16 @@ def rule_groups(slos: list[SLO]) -> dict:
             expr = (f'max without (window) (slo:sli_error:ratio_rate{lw}{{slo="{slo.name}"}} > {threshold}) '
                     f'and max without (window) (slo:sli_error:ratio_rate{sw}{{slo="{slo.name}"}} > {threshold})')
             alerts.append({
-                "alert": f"SLOBurn{_camel(slo.name)}{tier.name.title()}",
+                "alert": alert_name(slo.name, tier.name),
                 "expr": expr,
-                "labels": {**labels, "severity": tier.severity, "tier": tier.name,
-                           "ramp_action": tier.ramp_action, "platform_action": tier.platform_action},
-                "annotations": {
+                "labels": _alert_labels({**labels, "severity": tier.severity, "tier": tier.name,
+                                         "ramp_action": tier.ramp_action, "platform_action": tier.platform_action}),
+                "annotations": _alert_labels({
                     "summary": f"{slo.display_name}: error budget burning {tier.burn_rate:g}x "
                                f"over {lw} and {sw}",
                     "action": f"ramps: {tier.ramp_action}; platform: {tier.platform_action}",
                     **slo.alert_annotations,
-                },
+                }),
             })
         alerts.append(_data_missing_alert(slo, labels))
         groups.append({"name": f"slo-{slo.name}-sli-recordings", "rules": recording})

@@ -46,7 +46,8 @@ SOURCE_COLUMN = {table: keys[1] for table, keys in SOURCE_KEYS.items()}
 # A request-counter ratio is good = requests - errors over total = requests (all burn.minute_events computes).
 GOOD_REQUESTS, ALL_REQUESTS = "requests - errors", "requests"
 # Labels and annotations the exported rules write themselves (rules.py).
-RULE_LABELS = ("slo", "service", "owner", "window", "severity", "tier", "ramp_action", "platform_action")
+RULE_LABELS = ("slo", "service", "owner", "window", "severity", "tier", "ramp_action", "platform_action",
+               "alertname")  # the last one Prometheus sets on every alert
 ALERT_ANNOTATIONS = ("summary", "action")
 _PROMETHEUS_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 RESERVED_NAMES = ("all",)  # the alert scores' totals over every SLO (alert_score.TOTALS)
@@ -520,7 +521,7 @@ def _tiers(doc: dict, file, path: str) -> tuple[BurnTier, ...]:
     return tuple(sorted(tiers, key=lambda t: -t.burn_rate))
 
 
-def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
+def load_file(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, Indicator]], list[tuple[int, dict]]]:
     """Documents of one file: SLO docs, SLI objects, BurnAlertPolicy docs."""
     try:
         data = Path(path).read_bytes()
@@ -546,7 +547,7 @@ def load_file(path: Path) -> tuple[list[dict], list[Indicator], list[dict]]:
         if (api, kind) == (OPENSLO, "SLO"):
             slos.append((i, d))
         elif (api, kind) == (OPENSLO, "SLI"):
-            slis.append(_indicator(d, path, p))
+            slis.append((i, _indicator(d, path, p)))
         elif (api, kind) == (EXTENSION, "BurnAlertPolicy"):
             _name(d, path, p)
             policies.append((i, d))
@@ -579,10 +580,11 @@ def load_slos(folder: Path) -> list[SLO]:
     for f in files:
         slos, slis, pols = load_file(f)
         raw += [(f, i, d) for i, d in slos]
-        for s in slis:
+        for i, s in slis:
             if s.name in indicators:
-                raise SLOSpecError(f, "SLI", f"indicator {s.name!r} is defined twice (also in {defined[s.name]})")
-            indicators[s.name], defined[s.name] = s, f.relative_to(folder)
+                raise SLOSpecError(f, f"document[{i}].metadata.name", f"indicator {s.name!r} is defined twice (also "
+                                                                      f"in {defined[s.name]})")
+            indicators[s.name], defined[s.name] = s, f"{f.relative_to(folder)}, document[{i}]"
         for i, d in pols:
             slo_name = _get(_get(d, "spec", f, f"document[{i}]", dict), "slo", f, f"document[{i}].spec", str)
             if slo_name in policies:
@@ -648,13 +650,38 @@ def load_slos(folder: Path) -> list[SLO]:
             if tier.long_window > span:
                 raise SLOSpecError(policy_file, f"{policy_path}.spec.tiers[{i}].longWindow",
                                    f"tier {tier.name!r} looks back further than SLO {name!r}'s window")
+        for where, doc, key in ((f"{p}.metadata", meta, "displayName"), (f"{p}.spec", spec, "description")):
+            if doc.get(key) is not None and not isinstance(doc[key], str):
+                raise SLOSpecError(f, f"{where}.{key}", f"{doc[key]!r}: OpenSLO gives it as text")
         out.append(SLO(name, meta.get("displayName") or name, owner, spec.get("description", ""),
                        service, indicator, window, budgeting, objective, tiers, str(f),
                        _rule_labels(meta.get("labels"), f, f"{p}.metadata.labels"),
                        _alert_annotations(annotations, f, f"{p}.metadata.annotations")))
     if not out:
         raise SLOSpecError(folder, "(folder)", "defines no SLO (an openslo/v1 document of kind SLO)")
+    _alert_names_unique(out)
     return sorted(out, key=lambda s: s.name)
+
+
+def alert_name(slo: str, tier: str | None) -> str:
+    """The exported alert of an SLO's burn tier (``SLOBurnApiLatencyFast``), or of its data
+    going missing (``tier`` None): each part of a name starts upper case, the rest as written."""
+    def camel(text: str) -> str:
+        return "".join(part[:1].upper() + part[1:] for part in re.split(r"[-_]", text))
+    return f"SLOBurn{camel(slo)}{camel(tier)}" if tier is not None else f"SLOData{camel(slo)}Missing"
+
+
+def _alert_names_unique(slos: list[SLO]) -> None:
+    """Two SLOs whose alerts would share a name (``api-2fa`` and ``api2fa``): Alertmanager groups,
+    silences and inhibits by alert name, so one SLO's page would be taken for the other's."""
+    seen: dict[str, str] = {}
+    for slo in slos:
+        for tier in [*(t.name for t in slo.tiers), None]:
+            name = alert_name(slo.name, tier)
+            if seen.get(name, slo.name) != slo.name:
+                raise SLOSpecError(slo.file, "metadata.name", f"SLO {slo.name!r} exports alert {name}, as SLO "
+                                                              f"{seen[name]!r} does: name one of them otherwise")
+            seen[name] = slo.name
 
 
 def _scalar_text(value: Any) -> str | None:
@@ -674,8 +701,12 @@ def _rule_labels(doc: Any, file, path: str) -> dict[str, str]:
         raise SLOSpecError(file, path, "must be a mapping of label names to values")
     out = {}
     for key, value in doc.items():
+        if isinstance(key, str) and "/" in key:
+            continue  # prefixed: the platform's metadata
         if not isinstance(key, str) or not _PROMETHEUS_LABEL.fullmatch(key) or key.startswith("__"):
-            continue
+            raise SLOSpecError(file, f"{path}.{key}", "is no Prometheus label name (letters, digits and '_', not "
+                                                      "starting with a digit or '__'): rename it, or prefix it "
+                                                      "(example.com/name) to keep it out of the rules")
         if key in RULE_LABELS:
             raise SLOSpecError(file, f"{path}.{key}", f"is a label the exported rules write themselves "
                                                       f"({', '.join(RULE_LABELS)}): name it otherwise")
