@@ -479,6 +479,7 @@ def receipts_new_key() -> None:
     """Create a first signing key in OPS_PLATFORM_KEYS_DIR on purpose (the old one lost for
     good): receipts it signs verify; earlier ones need their key's public half in public/.
     Every earlier key is retired: whoever may hold the lost one cannot sign after the new one."""
+    from .guard.key_rotation import ledger_sizes
     from .receipts.keys import KeyRing
     from .timezones import utcnow
 
@@ -486,8 +487,9 @@ def receipts_new_key() -> None:
     ring = KeyRing(p.keys_dir)
     if ring.has_active_key():
         raise click.ClickException(f"{p.keys_dir} holds a signing key already")
+    ring.retirements()  # a record that does not read stops it here, before a key is made
     ring = KeyRing.load_or_create(p.keys_dir)
-    retired = ring.retire_all_but_active(utcnow())
+    retired = ring.retire_all_but_active(utcnow(), ledger_sizes(p.keys_dir))
     console.print(f"created a signing key in {p.keys_dir}"
                   + (f"; retired {len(retired)} earlier key(s): {', '.join(k[:16] for k in retired)}" if retired else ""))
 
@@ -507,14 +509,17 @@ def receipts_rotate_key(actor: str, reason: str, url: str | None) -> None:
     if not reason.strip():
         raise click.BadParameter("give a reason", param_hint="--reason")
     ring = KeyRing(_guard_paths().keys_dir)
+    if not ring.has_active_key():
+        raise click.ClickException(f"no signing key in {ring.keys_dir}: nothing to rotate (a key lost for good: "
+                                   "`ops-platform receipts new-key`)")
     try:
+        ring.retirements()  # a record that does not read: said before anything is done
         active = keyid_of(ring.signer().public_key())
-    except SignerUnavailable as exc:
-        raise click.ClickException(f"{exc}: nothing to rotate (a key lost for good: `ops-platform receipts "
-                                   "new-key`)") from None
+    except SignerUnavailable as exc:  # a retired key put back: nothing this command can sign with
+        raise click.ClickException(str(exc)) from None
     out = _any_action_protocol(url).submit(rotate_request(active, actor, reason.strip()))
     if out.status != "completed":
-        raise click.ClickException(f"{out.status}: {out.reason}")
+        raise click.ClickException(out.reason if out.reason.startswith(out.status) else f"{out.status}: {out.reason}")
     click.echo(f"retired signing key {active[:16]}; the active key is now {keyid_of(ring.signer().public_key())[:16]} "
                f"(in {ring.keys_dir}); receipt {out.receipt_id[:12]}")
 

@@ -53,5 +53,5 @@ def guarded_executors(store: ControlStore, flag_file: Callable[[], Path], wareho
             invoices, StoredFinOps.from_warehouse(Warehouse(warehouse)), lambda: released_periods(store),
             lambda period: altered_releases(store, home, verifiers(), but=period)))
     if keys_dir is not None:
-        executors["key_rotate"] = KeyRotateExecutor(keys_dir)
+        executors["key_rotate"] = KeyRotateExecutor(keys_dir, store)
     return executors

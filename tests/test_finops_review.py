@@ -104,7 +104,7 @@ def test_a_release_receipt_names_its_period_however_it_was_written(tmp_path):
                                                                 "target": {"kind": "invoice_period",
                                                                            "id": "2026-02-01..2026-03-01"}}),
                         ring.signer())
-    store = SimpleNamespace(entry=lambda rid: entry)
+    store = SimpleNamespace(entry=lambda rid: entry, ledger_id=lambda: entry.entry_hash)
     assert released_file_problems(store, entry.receipt_id, tmp_path, ring.verifiers(), parse_period("2026-02")) == []
     problems = released_file_problems(store, entry.receipt_id, tmp_path, ring.verifiers(), parse_period("2026-03"))
     assert problems and "is not the release of 2026-03" in problems[0]

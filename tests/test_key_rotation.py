@@ -3,20 +3,21 @@ whatever it signs after it was retired (a leaked copy extending the ledger) fail
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ops_platform.cli import main
 from ops_platform.control.ledger_writer import append_receipts
 from ops_platform.guard.runtime import open_store
 from ops_platform.receipts import build_entry, sign_checkpoint, verify_ledger
 from ops_platform.receipts.canonical import strict_loads
-from ops_platform.receipts.dsse import envelope_statement
-from ops_platform.receipts.keys import InsecureKeys, KeyRing, SignerUnavailable
+from ops_platform.receipts.dsse import VerificationError, envelope_statement
+from ops_platform.receipts.keys import InsecureKeys, KeyRing, Signer, SignerUnavailable
+from ops_platform.receipts.ledger import entry_statement
 from ops_platform.receipts.statement import make_statement, target_subject
 
 from .test_receipts_crypto import _ledger, _statement
@@ -36,67 +37,102 @@ def test_a_leaked_retired_key_cannot_extend_the_ledger_once_rotated(tmp_path):
     ring = KeyRing.load_or_create(tmp_path)
     leaked = ring.signer()  # a copy of the old private key, kept by whoever took it
     entries, checkpoints = _ledger(leaked, 3, (3,))
-    old, new = ring.rotate(RETIRED_AT)
+    ledger = entries[0].entry_hash
+    old, new = ring.rotate(RETIRED_AT, {ledger: 3})
     assert old == leaked.keyid
-    keys, retired = ring.verifiers(), ring.retirements()
-    assert retired[old].successor == new and retired[old].retired_at == "2026-03-08T10:00:00.000000Z"
+    keys = ring.verifiers()
+    record = ring.retirements()[old]
+    assert (record.successor, record.retired_at, record.ledgers) == (new, "2026-03-08T10:00:00.000000Z", {ledger: 3})
 
     honest = (list(entries), list(checkpoints))
     _extend(*honest, ring.signer(), 2, "2026-03-08T11:00:00Z")
-    assert verify_ledger(*honest, keys, retired=retired).ok  # what the old key signed before still verifies
+    assert verify_ledger(*honest, keys).ok  # what the old key signed before still verifies
 
-    # After the successor signed: an entry by the old key fails, however its tree head is dated.
-    forged = (list(honest[0]), list(honest[1]))
-    _extend(*forged, leaked, 1, "2026-03-08T09:00:00Z")
-    report = verify_ledger(*forged, keys, retired=retired)
-    assert not report.ok
-    assert f"entry seq=5 (receipt {forged[0][5].receipt_id[:8]}…): signed by key {old[:16]}, retired at " \
-           f"2026-03-08T10:00:00.000000Z, after its successor {new[:16]} signed entry seq=3" in report.errors
-    assert any(e.startswith("checkpoint tree_size=6: signed by key") and "over entry seq=3" in e
-               for e in report.errors), report.errors
-    assert verify_ledger(*forged, keys).ok  # without the records it would pass: the records are what catch it
+    # Past the count its record keeps, an entry by the old key fails, however its tree head is
+    # dated, and whether or not the new key has signed here yet.
+    for base in (honest, (entries, checkpoints)):
+        forged = (list(base[0]), list(base[1]))
+        _extend(*forged, leaked, 1, "2026-03-08T09:00:00Z")
+        n = len(forged[0]) - 1
+        report = verify_ledger(*forged, keys)
+        assert f"entry seq={n} (receipt {forged[0][n].receipt_id[:8]}…): signed by key {old[:16]}, retired at " \
+               "2026-03-08T10:00:00.000000Z when this ledger held 3 entries" in report.errors, report.errors
+        assert any(e.startswith(f"checkpoint tree_size={n + 1}: signed by key") for e in report.errors)
+        # A reader that acts on one receipt refuses it as well (an override, a release).
+        with pytest.raises(VerificationError, match="retired at"):
+            entry_statement(forged[0][n], keys, ledger)
+        assert entry_statement(forged[0][2], keys, ledger)["predicate"]  # signed before: it stands
+        with pytest.raises(VerificationError, match="retired at"):
+            entry_statement(forged[0][2], keys, "another ledger")  # a ledger its record does not know
+    assert verify_ledger(*forged, {k: getattr(v, "key", v) for k, v in keys.items()}).ok  # the record catches it
 
-    # Before the successor signed anything: a tree head the old key signs after its retirement fails.
-    early = (list(entries), list(checkpoints))
-    _extend(*early, leaked, 1, "2026-03-08T10:30:00Z")
-    report = verify_ledger(*early, keys, retired=retired)
-    assert report.errors == [f"checkpoint tree_size=4: signed by key {old[:16]} at 2026-03-08T10:30:00Z, not "
-                             "before it was retired at 2026-03-08T10:00:00.000000Z"]
 
-
-def test_a_key_two_rotations_back_cannot_sign_after_the_newest(tmp_path):
+def test_in_a_ledger_its_record_does_not_know_the_successor_and_the_clock_bound_a_retired_key(tmp_path):
     ring = KeyRing.load_or_create(tmp_path)
     first = ring.signer()
     entries, checkpoints = _ledger(first, 2, (2,))
-    ring.rotate(RETIRED_AT)
-    ring.rotate(datetime(2026, 3, 8, 12, tzinfo=UTC))  # the second key never signed here
+    ring.rotate(RETIRED_AT, {})
+    ring.rotate(datetime(2026, 3, 8, 12, tzinfo=UTC), {})  # the second key never signed here
+    keys = ring.verifiers()
+    early = (list(entries), list(checkpoints))
+    _extend(*early, first, 1, "2026-03-08T10:30:00Z")  # signed after its retirement
+    assert verify_ledger(*early, keys).errors == [
+        f"checkpoint tree_size=3: signed by key {first.keyid[:16]} at 2026-03-08T10:30:00Z, not before it was "
+        "retired at 2026-03-08T10:00:00.000000Z"]
     _extend(entries, checkpoints, ring.signer(), 1, "2026-03-08T13:00:00Z")
-    assert verify_ledger(entries, checkpoints, ring.verifiers(), retired=ring.retirements()).ok
-    _extend(entries, checkpoints, first, 1, "2026-03-08T09:00:00Z")
-    errors = verify_ledger(entries, checkpoints, ring.verifiers(), retired=ring.retirements()).errors
+    assert verify_ledger(entries, checkpoints, keys).ok
+    _extend(entries, checkpoints, first, 1, "2026-03-08T09:00:00Z")  # backdated, after the third key signed
+    errors = verify_ledger(entries, checkpoints, keys).errors
     assert any("entry seq=3" in e and f"signed by key {first.keyid[:16]}" in e and "signed entry seq=2" in e
                for e in errors), errors
 
 
-def test_a_retired_key_put_back_as_the_active_key_does_not_sign(tmp_path):
+def test_a_rotation_is_one_at_a_time_and_a_retired_key_put_back_does_not_sign(tmp_path):
     ring = KeyRing.load_or_create(tmp_path)
     backup = (tmp_path / "active.key").read_bytes()
-    old, _ = ring.rotate(RETIRED_AT)
+    old, new = ring.rotate(RETIRED_AT, {})
+    assert ring.rotate(RETIRED_AT, {}, expected=old) is None  # another rotation got there first
+    assert ring.signer().keyid == new and set(ring.retirements()) == {old}
     (tmp_path / "active.key").write_bytes(backup)  # a restored backup of the keys folder, say
     with pytest.raises(SignerUnavailable, match=f"is key {old[:16]}, retired"):
         ring.signer()
 
 
+def test_a_signer_read_before_a_rotation_appends_nothing_after_it(state):
+    store = open_store(state)
+    ring = KeyRing.load_or_create(state.keys_dir)
+    before = ring.signer()
+    ring.rotate(RETIRED_AT, {})
+    with pytest.raises(SignerUnavailable, match="was retired while this action ran"), store.write() as tx:
+        append_receipts(store, tx, [_statement(1)], before, "2026-03-08T11:00:00Z")
+    assert store.ledger_entries() == []
+
+
+@pytest.mark.parametrize(("record", "why"), [
+    ("not json", "does not read"), ("[1, 2]", "is not an object"), (None, "does not read"),
+    ('{"keyid": "K", "retired_at": "2026-03-08T10:00:00", "successor": "x"}', "not a time with its zone"),
+    ('{"keyid": "K", "retired_at": "2026-03-08T10:00:00Z", "successor": null}', "is not an object"),
+    ("[" * 100000 + "]" * 100000, "does not read")])
+def test_a_retirement_record_that_does_not_read_is_a_clear_error(state, record, why):
+    open_store(state)
+    ring = KeyRing.load_or_create(state.keys_dir)
+    old, _ = ring.rotate(RETIRED_AT, {})
+    path = state.keys_dir / "retired" / f"{old}.json"
+    path.unlink()
+    if record is None:
+        path.mkdir()  # a folder where the record was
+    else:
+        path.write_text(record.replace('"K"', f'"{old}"'))
+    res = _cli("receipts", "verify")
+    assert res.exit_code == 1 and "retirement record" in res.output and why in res.output, res.output
+    assert isinstance(res.exception, SystemExit)  # a message, not a traceback
+
+
 def test_retirement_records_are_trusted_only_from_a_folder_others_cannot_write(tmp_path):
     ring = KeyRing.load_or_create(tmp_path)
-    old, _ = ring.rotate(RETIRED_AT)
-    folder = tmp_path / "retired"
-    os.chmod(folder, 0o777)  # anyone could remove the record and have the old key sign again
+    ring.rotate(RETIRED_AT, {})
+    os.chmod(tmp_path / "retired", 0o777)  # anyone could remove the record and have the old key sign again
     with pytest.raises(InsecureKeys, match=r"retired is writable by others .*chmod go-w"):
-        ring.retirements()
-    os.chmod(folder, 0o700)
-    (folder / f"{old}.json").write_text(json.dumps({"keyid": old, "retired_at": "yesterday", "successor": "x"}))
-    with pytest.raises(ValueError, match=f"retirement record .*{old}.json is not JSON with keyid, retired_at"):
         ring.retirements()
 
 
@@ -115,7 +151,9 @@ def test_rotate_key_is_guarded_receipted_by_the_new_key_and_the_old_one_is_refus
     assert _cli("switchboard", "override", "release-api", "--action", "hold", "--rationale", REASON,
                 "--actor", "dana").exit_code == 0
     ring = KeyRing(state.keys_dir)
-    leaked = ring.signer()
+    # A copy of the private key taken before the rotation: a signer of its own, which knows
+    # nothing of the keys folder's records.
+    leaked = Signer(load_pem_private_key((state.keys_dir / "active.key").read_bytes(), None))
     denied = _cli("receipts", "rotate-key", "--actor", "dana", "--reason", "routine")
     assert denied.exit_code == 1 and "denied: role(s) oncall may not key_rotate (granted to: sre)" in \
         " ".join(denied.output.split()), denied.output
@@ -140,8 +178,16 @@ def test_rotate_key_is_guarded_receipted_by_the_new_key_and_the_old_one_is_refus
     forged = make_statement([target_subject("flag", "release-api")], "resume", {"actor": "dana"})
     with store.write() as tx:
         append_receipts(store, tx, [forged], leaked, "2026-01-01T00:00:00.000000Z")
+    assert ring.retirements()[leaked.keyid].ledgers == {store.ledger_id(): 2}  # the override and the denial
+    late = f"entry seq=3 (receipt {store.ledger_entries()[3].receipt_id[:8]}…): signed by key {leaked.keyid[:16]} " \
+           "after the receipt of its rotation (entry seq=2)"
     res = _cli("receipts", "verify")
-    assert res.exit_code == 1 and f"signed by key {leaked.keyid[:16]}, retired at" in res.output, res.output
+    assert res.exit_code == 1 and late in res.output, res.output
+    # A keys folder put back from before the rotation has lost the record: the ledger's own
+    # rotation receipt, signed by the new key, still says the old key signs nothing after it.
+    (state.keys_dir / "retired" / f"{leaked.keyid}.json").unlink()
+    res = _cli("receipts", "verify")
+    assert res.exit_code == 1 and late in res.output, res.output
 
 
 def test_new_key_retires_every_earlier_key(state):
@@ -157,3 +203,28 @@ def test_new_key_retires_every_earlier_key(state):
     assert _cli("switchboard", "override", "release-graph", "--action", "hold", "--rationale", REASON,
                 "--actor", "dana").exit_code == 0
     assert _cli("receipts", "verify").exit_code == 0  # the old receipt, then the new key's
+
+
+def test_a_rotation_cut_short_is_finished_by_its_retry_and_records_every_witnessed_ledger(state, monkeypatch):
+    from ops_platform.guard.key_rotation import KeyRotateExecutor, rotate_request
+    from ops_platform.receipts import witness
+
+    store = open_store(state)
+    ring = KeyRing.load_or_create(state.keys_dir)
+    old = ring.signer().keyid
+    witness.remember(state.keys_dir, "another-ledger", 5, "00" * 32)  # a store sharing these keys
+    executor, request = KeyRotateExecutor(state.keys_dir, store), rotate_request(old, "sam", "routine")
+
+    def dies(*args, **kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:  # the key replaced, then the process died before the record
+        m.setattr(KeyRing, "retire", dies)
+        with pytest.raises(OSError):
+            executor.apply(request.action_id, request)
+    assert ring.signer().keyid != old and old not in ring.retirements()
+    retry = executor.apply(request.action_id, request).detail
+    assert retry["retired"] == old and "without its retirement recorded" in retry["note"]
+    assert ring.retirements()[old].ledgers == {"another-ledger": 5}  # this store holds no entry yet
+    again = executor.apply(request.action_id, request).detail
+    assert "was retired at" in again["skipped"] and set(ring.retirements()) == {old}

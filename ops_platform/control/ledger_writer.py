@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 
 from ..receipts.chain import GENESIS
-from ..receipts.keys import Signer
+from ..receipts.keys import Signer, SignerUnavailable
 from ..receipts.ledger import LedgerEntry, SignMany, build_entries, leaf_data, sign_tree_head
 from ..receipts.merkle import CompactRange
 from .store import ControlStore, edge_problem
@@ -42,6 +42,8 @@ def append_receipts(store: ControlStore, conn: sa.Connection, statements: list[d
     head = store.lock_head(conn)
     if problem := refusal(store, conn, head):
         raise LedgerCorrupt(f"{problem}; run `ops-platform receipts verify`")
+    if signer.is_retired():  # rotated since it was read: what it signs now would not verify
+        raise SignerUnavailable(f"signing key {signer.keyid[:16]} was retired while this action ran")
     seq, head_hash, frontier = head
     # build_entries only needs the predecessor's seq and chain hash, which the head holds.
     prev = LedgerEntry(seq, "", "", "", head_hash) if seq >= 0 else None

@@ -73,7 +73,8 @@ IN_FLIGHT = ("requested", "executing", "pending_receipt")  # an action whose rec
 
 
 def _override_problem(row: Mapping[str, Any], entry: LedgerEntry | None,
-                      verifiers: Mapping[str, Any] | None = None, obeying: bool = False) -> str | None:
+                      verifiers: Mapping[str, Any] | None = None, obeying: bool = False,
+                      ledger: str | None = None) -> str | None:
     """What an override record (which the controller obeys) says that its receipt does not.
     An override still in flight (its action not finished) has no receipt yet: the ledger
     check lets it be, but it is obeyed (``obeying``) only once its receipt is signed, and
@@ -91,7 +92,7 @@ def _override_problem(row: Mapping[str, Any], entry: LedgerEntry | None,
                 if obeying else None
         return f"{named} has no receipt of its own (its action is {row['status']})"
     try:
-        statement = (entry_statement(entry, dict(verifiers)) if verifiers is not None
+        statement = (entry_statement(entry, dict(verifiers), ledger) if verifiers is not None
                      else envelope_statement(entry.envelope))  # the ledger check verifies signatures itself
     except (ValueError, TypeError, VerificationError) as exc:
         return f"{named}: its receipt {entry.receipt_id[:12]} does not verify ({exc})"
@@ -437,11 +438,18 @@ class ControlStore:
             seq = action["receipt_seq"] if action else None
             row = (conn.execute(sa.select(s.ledger).where(s.ledger.c.seq == seq)).mappings().first()
                    if seq is not None else None)
+            ledger = self.entry_hash_at(conn, 0)
         entry = LedgerEntry(**row) if row else None
         if entry is not None and _action_id_of(entry) != override["action_id"]:
             entry = None  # the action names another action's receipt: verify reports that itself
         return _override_problem({**override, "status": action["status"] if action else None}, entry, verifiers,
-                                 obeying=True)
+                                 obeying=True, ledger=ledger)
+
+    def ledger_id(self) -> str | None:
+        """What the ledger is known by (its first entry's hash; None while it is empty): a
+        retired key's record counts its entries per ledger."""
+        with self.read() as conn:
+            return self.entry_hash_at(conn, 0)
 
     def overrides(self, target_id: str) -> list[dict]:
         """A target's overrides, oldest first (``active_overrides`` says which one is in force)."""

@@ -260,7 +260,7 @@ def released_file_problems(store, receipt_id: str, home: Path | None, verifiers:
     if entry is None or entry.receipt_id != receipt_id:
         return [f"receipt {receipt_id[:12]} is not in the ledger"]
     try:
-        statement = entry_statement(entry, dict(verifiers))
+        statement = entry_statement(entry, dict(verifiers), store.ledger_id())
     except (ValueError, TypeError, VerificationError) as exc:
         return [f"receipt {receipt_id[:12]} does not verify ({exc}): its file digests vouch for nothing"]
     predicate = statement.get("predicate") if isinstance(statement.get("predicate"), dict) else {}

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from ..control.store import ControlStore
+from ..receipts import witness
 from ..receipts.keys import KeyRing, keyid_of
 from ..timezones import utcnow
 from .actions import ActionRequest, ExecutionResult
@@ -25,21 +27,45 @@ def rotate_request(keyid: str, actor: str, reason: str, roles: tuple[str, ...] =
                          rationale=reason, idempotency_key=f"key_rotate:{keyid}:{uuid.uuid4()}")
 
 
-class KeyRotateExecutor:
-    """Makes a new active key in ``keys_dir`` and retires the one the request names.
-    Idempotent: when that key is no longer the active one (a retry after the rotation was
-    done, or another rotation got there first), nothing changes."""
+def ledger_sizes(keys_dir: Path, store: ControlStore | None = None, conn=None) -> dict[str, int]:
+    """How many entries each ledger the keys in ``keys_dir`` signed holds now: as witnessed
+    (``receipts.witness``), and ``store``'s own counted in its transaction ``conn`` (exact,
+    under the ledger's lock). A retirement records them: its key signs nothing past them."""
+    try:
+        sizes = {ledger: size for ledger, (size, _) in witness.read(keys_dir).items()}
+    except ValueError:
+        sizes = {}  # an unreadable witness: the ledgers it knew fall back to the successor rule
+    if store is not None and conn is not None:
+        seq, _, _ = store.lock_head(conn)
+        if seq >= 0 and (first := store.entry_hash_at(conn, 0)) is not None:
+            sizes[first] = seq + 1
+    return sizes
 
-    def __init__(self, keys_dir: Path, clock: Callable[[], datetime] = utcnow) -> None:
-        self.keys_dir, self.clock = Path(keys_dir), clock
+
+class KeyRotateExecutor:
+    """Makes a new active key in ``keys_dir`` and retires the one the request names, under
+    the ledger's lock of ``store`` (no receipt is appended meanwhile, and each one after is
+    signed by the new key), recording how many entries each known ledger holds. Idempotent:
+    when that key is no longer the active one (a retry after the rotation was done, or
+    another rotation got there first), nothing changes; a key replaced without its
+    retirement recorded is retired then."""
+
+    def __init__(self, keys_dir: Path, store: ControlStore, clock: Callable[[], datetime] = utcnow) -> None:
+        self.keys_dir, self.store, self.clock = Path(keys_dir), store, clock
 
     def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
-        ring = KeyRing(self.keys_dir)
+        ring, target = KeyRing(self.keys_dir), request.target_id
+        with self.store.write() as tx:
+            sizes = ledger_sizes(self.keys_dir, self.store, tx)
+            done = ring.rotate(self.clock(), sizes, expected=target)
+        if done is not None:
+            return ExecutionResult(detail={"retired": done[0], "active": done[1]})
         active = keyid_of(ring.signer().public_key())
-        if active != request.target_id:
-            retired = ring.retirements().get(request.target_id)
-            why = (f"key {request.target_id[:16]} was retired at {retired.retired_at}" if retired else
-                   f"key {request.target_id[:16]} is not the active key")
-            return ExecutionResult(detail={"skipped": f"{why}; the active key is {active[:16]}", "active": active})
-        old, new = ring.rotate(self.clock())
-        return ExecutionResult(detail={"retired": old, "active": new})
+        retired = ring.retirements().get(target)
+        if retired is None and target in ring.verifiers():
+            ring.retire(target, active, self.clock(), sizes)
+            return ExecutionResult(detail={"retired": target, "active": active,
+                                           "note": "it had been replaced without its retirement recorded"})
+        why = (f"key {target[:16]} was retired at {retired.retired_at}" if retired else
+               f"key {target[:16]} is no key of {self.keys_dir}")
+        return ExecutionResult(detail={"skipped": f"{why}; the active key is {active[:16]}", "active": active})

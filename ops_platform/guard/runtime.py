@@ -199,14 +199,12 @@ def verify_store(store: ControlStore, verifiers, file_digest=None, snapshot=None
                  keys_dir: Path | None = None) -> VerifyReport:
     """``verify_ledger`` over the store's ledger, failing too when the store's own records
     (its ledger head, its receipted actions) name entries the ledger no longer has, or (with
-    ``keys_dir``) when it is not the ledger witnessed there (its newest entries cut) or a
-    key signed in it after its retirement there.
+    ``keys_dir``) when it is not the ledger witnessed there (its newest entries cut).
     ``snapshot``: the store's ``ledger_snapshot()`` when the caller read it already."""
     entries, checkpoints, missing = snapshot or store.ledger_snapshot()
     if keys_dir is not None and (cut := witness.problem(keys_dir, entries)):
         missing = [*missing, cut]
-    retired = KeyRing(keys_dir).retirements() if keys_dir is not None else None
-    report = verify_ledger(entries, checkpoints, verifiers, file_digest=file_digest, retired=retired)
+    report = verify_ledger(entries, checkpoints, verifiers, file_digest=file_digest)
     if not missing:
         return report
     return dataclasses.replace(report, ok=False, first_bad=report.first_bad or missing[0],

@@ -4,11 +4,13 @@ Layout of ``keys_dir`` (mode 0700)::
 
     active.key              PEM PKCS8 private key that signs new receipts (0600)
     public/<keyid>.pub      PEM SubjectPublicKeyInfo of every key that was ever active
-    retired/<keyid>.json    when a key stopped signing, and the key that took over
+    retired/<keyid>.json    when a key stopped signing, the key that took over, and how many
+                            entries each known ledger held then
 
-A retired key's private half is not kept: nothing may sign with it again, and the
-retirement record lets ``receipts verify`` refuse what it signs after it was retired (a
-leaked key cannot extend the ledger once its successor has signed).
+A retired key's private half is not kept: nothing may sign with it again. Its public half
+still verifies what it signed before (``RetiredKey``), and only that: an entry past the
+ledger sizes its record names, in any ledger, is refused by ``receipts verify`` and by
+whatever acts on a receipt (a leaked key cannot extend a ledger).
 
 Every file is written to a temporary name created with ``O_CREAT|O_EXCL`` and mode 0600
 and then renamed or linked into place, so no key is ever world-readable (not even for a
@@ -23,7 +25,7 @@ import logging
 import os
 import secrets
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ..files import exclusive_lock
 from ..timezones import iso_utc
 
 logger = logging.getLogger(__name__)
@@ -44,11 +47,37 @@ _SECRET_MODE = 0o600
 
 @dataclass(frozen=True)
 class Retirement:
-    """A key that stopped signing at ``retired_at`` (RFC 3339, UTC), replaced by ``successor``."""
+    """A key that stopped signing at ``retired_at`` (RFC 3339, UTC), replaced by ``successor``;
+    ``ledgers``: per ledger (its first entry's hash) known then, how many entries it held:
+    the key signed entries 0 to n - 1 there, and none after."""
 
     keyid: str
     retired_at: str
     successor: str
+    ledgers: dict[str, int] = field(default_factory=dict)
+
+    def signed_before(self, ledger: str | None, seq: int) -> bool | None:
+        """Whether entry ``seq`` of ``ledger`` comes before the retirement (None: this ledger
+        was not known at the retirement, so its record cannot tell)."""
+        bound = self.ledgers.get(ledger) if ledger is not None else None
+        return None if bound is None else seq < bound
+
+
+class RetiredKey:
+    """A retired key's public half as a verifier: it checks signatures as the key does, and
+    carries the retirement, so whoever reads a receipt it signed can tell whether it signed
+    before it was retired."""
+
+    __slots__ = ("key", "retirement")
+
+    def __init__(self, key: Ed25519PublicKey, retirement: Retirement) -> None:
+        self.key, self.retirement = key, retirement
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        self.key.verify(signature, data)
+
+    def __repr__(self) -> str:
+        return f"RetiredKey({self.retirement.keyid[:16]!r}, retired_at={self.retirement.retired_at!r})"
 
 
 class SignerUnavailable(Exception):
@@ -62,13 +91,19 @@ def keyid_of(public_key: Ed25519PublicKey) -> str:
 
 
 class Signer:
-    """Signs bytes with one private key; its repr shows the keyid only, never the key."""
+    """Signs bytes with one private key; its repr shows the keyid only, never the key.
+    ``retired_dir``: where its retirement would be recorded (``is_retired``)."""
 
-    __slots__ = ("_key", "keyid")
+    __slots__ = ("_key", "keyid", "_retired_dir")
 
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+    def __init__(self, private_key: Ed25519PrivateKey, retired_dir: Path | None = None) -> None:
         self._key = private_key
         self.keyid: str = keyid_of(private_key.public_key())
+        self._retired_dir = retired_dir
+
+    def is_retired(self) -> bool:
+        """Whether this key has been retired since it was read (a rotation meanwhile)."""
+        return self._retired_dir is not None and (self._retired_dir / f"{self.keyid}.json").exists()
 
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(data)
@@ -189,6 +224,30 @@ def _read_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
+def _read_retirement(path: Path) -> Retirement:
+    """One ``retired/<keyid>.json``; ValueError naming the file for anything else."""
+    def bad(why: str) -> ValueError:
+        return ValueError(f"retirement record {path} {why}: it should be JSON with keyid, retired_at (RFC 3339 "
+                          "with a time zone), successor and ledgers; put back the record the rotation wrote")
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise bad(f"does not read ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("keyid", "retired_at", "successor")):
+        raise bad("is not an object with text keyid, retired_at and successor")
+    ledgers = data.get("ledgers", {})
+    if not isinstance(ledgers, dict) or not all(type(n) is int and n >= 0 for n in ledgers.values()):
+        raise bad("has ledgers that are not entry counts")
+    if data["keyid"] != path.stem:
+        raise bad(f"names another key ({data['keyid'][:16]!r})")
+    try:
+        if datetime.fromisoformat(data["retired_at"]).tzinfo is None:
+            raise ValueError
+    except ValueError:
+        raise bad(f"has retired_at {data['retired_at']!r}, not a time with its zone") from None
+    return Retirement(data["keyid"], data["retired_at"], data["successor"], dict(ledgers))
+
+
 class KeyRing:
     """The signing keys in one directory: the active key plus every public key ever used."""
 
@@ -235,18 +294,19 @@ class KeyRing:
         insecure or corrupt (a configuration error, not an outage).
         """
         try:
-            signer = Signer(_read_private_key(self._active_path))
+            signer = Signer(_read_private_key(self._active_path), self.keys_dir / RETIRED_DIR)
         except OSError as exc:
             raise SignerUnavailable(f"signing key {self._active_path} is unavailable: "
                                     f"{exc.strerror or type(exc).__name__}") from None
-        if (self.keys_dir / RETIRED_DIR / f"{signer.keyid}.json").exists():
+        if signer.is_retired():
             raise SignerUnavailable(f"signing key {self._active_path} is key {signer.keyid[:16]}, retired: what it "
-                                    "signs now would fail verification. Put the current active.key back, or run "
-                                    "`ops-platform receipts new-key` after moving this one aside")
+                                    "signs now would fail verification (a backup put back?). Put the current "
+                                    "active.key back, or move this one aside and run `ops-platform receipts new-key`")
         return signer
 
-    def verifiers(self) -> dict[str, Ed25519PublicKey]:
-        """Every public key ever active, by keyid (old receipts must stay verifiable). They are
+    def verifiers(self) -> dict[str, Ed25519PublicKey | RetiredKey]:
+        """Every public key ever active, by keyid (old receipts must stay verifiable), a retired
+        one as a ``RetiredKey`` (it verifies only what it signed before its retirement). They are
         the trust anchors: a folder or key file that group or others may write is refused, as
         signing refuses it (anyone could add a key, re-sign a forged ledger and have it verify)."""
         if not self._public_dir.is_dir():
@@ -257,65 +317,66 @@ class KeyRing:
             if mode & 0o022:
                 raise InsecureKeys(f"{path} is writable by others (mode {mode:04o}): anyone could add or swap a "
                                    f"public key and have forged receipts verify; run: chmod go-w {path}")
-        return {p.stem: _read_public_key(p) for p in keys}
+        retired = self.retirements()
+        return {p.stem: RetiredKey(_read_public_key(p), retired[p.stem]) if p.stem in retired else _read_public_key(p)
+                for p in keys}
 
     def retirements(self) -> dict[str, Retirement]:
         """Every retired key's record, by keyid. Trusted as the public keys are (from a folder
-        group and others cannot write: removing a record would let a retired key sign again)."""
+        group and others cannot write: removing a record would let a retired key sign again);
+        a record that does not read is an error naming it, never a key taken as not retired."""
         folder = self.keys_dir / RETIRED_DIR
         if not folder.is_dir():
             return {}
         records = sorted(folder.glob("*.json"))
         for path in (folder, *records):
-            mode = stat.S_IMODE(path.stat().st_mode)
+            mode = stat.S_IMODE(path.lstat().st_mode)
             if mode & 0o022:
                 raise InsecureKeys(f"{path} is writable by others (mode {mode:04o}): anyone could remove a "
                                    f"retirement and have a retired key sign again; run: chmod go-w {path}")
-        out = {}
-        for path in records:
-            try:
-                data = json.loads(path.read_bytes())
-                record = Retirement(data["keyid"], data["retired_at"], data["successor"])
-                datetime.fromisoformat(record.retired_at)
-            except (ValueError, KeyError, TypeError):
-                raise ValueError(f"retirement record {path} is not JSON with keyid, retired_at (RFC 3339) "
-                                 "and successor") from None
-            if record.keyid != path.stem or not all(isinstance(v, str) for v in (record.successor, record.retired_at)):
-                raise ValueError(f"retirement record {path} names another key ({record.keyid!r}) or is malformed")
-            out[record.keyid] = record
-        return out
+        return {r.keyid: r for r in map(_read_retirement, records)}
 
-    def rotate(self, now: datetime) -> tuple[str, str]:
-        """Make a new active key and retire the old one as of ``now``; (old keyid, new keyid).
+    def rotate(self, now: datetime, ledgers: dict[str, int], expected: str | None = None) -> tuple[str, str] | None:
+        """Make a new active key and retire the old one as of ``now``; (old keyid, new keyid),
+        or None when the active key is not ``expected`` (another rotation got there first).
+        ``ledgers``: each known ledger's size now (``Retirement.ledgers``).
 
-        Order matters for crash safety: the new public key is published before ``active.key``
-        is atomically replaced, and the old key's retirement recorded after (until then it
-        is simply no longer active); its private half goes with the replaced file.
+        One rotation at a time (a lock in the folder). Crash safety: the new public key is
+        published before ``active.key`` is atomically replaced (the old private half goes
+        with the file), and the old key's retirement recorded after: a crash in between
+        leaves it replaced, no longer signing, but not yet retired, which the retried
+        rotation (``KeyRotateExecutor``) records. A signer that read the old key meanwhile
+        finds it retired when it appends (``Signer.is_retired``) and signs nothing.
         """
-        old = _read_private_key(self._active_path)
-        old_id = keyid_of(old.public_key())
-        new = Ed25519PrivateKey.generate()
-        new_id = self._publish(new.public_key())
-        self._publish(old.public_key())
-        _install(self.keys_dir, ACTIVE_KEY, _private_pem(new), replace=True)
-        self._retire(old_id, new_id, now)
+        with exclusive_lock(self.keys_dir / ".rotate.lock"):
+            old = _read_private_key(self._active_path)
+            old_id = keyid_of(old.public_key())
+            if expected is not None and old_id != expected:
+                return None
+            new = Ed25519PrivateKey.generate()
+            new_id = self._publish(new.public_key())
+            self._publish(old.public_key())
+            _install(self.keys_dir, ACTIVE_KEY, _private_pem(new), replace=True)
+            self.retire(old_id, new_id, now, ledgers)
         logger.info("rotated signing key %s -> %s", old_id, new_id)
         return old_id, new_id
 
-    def retire_all_but_active(self, now: datetime) -> list[str]:
+    def retire_all_but_active(self, now: datetime, ledgers: dict[str, int]) -> list[str]:
         """Retire, as of ``now``, every published key other than the active one that has no
         record yet (a key lost, or stolen, and replaced by ``new-key``): the keyids retired."""
         active = keyid_of(_read_private_key(self._active_path).public_key())
         done = set(self.retirements())
         retired = [k for k in self.verifiers() if k != active and k not in done]
         for keyid in retired:
-            self._retire(keyid, active, now)
+            self.retire(keyid, active, now, ledgers)
         return retired
 
-    def _retire(self, keyid: str, successor: str, now: datetime) -> None:
+    def retire(self, keyid: str, successor: str, now: datetime, ledgers: dict[str, int]) -> None:
+        """Record ``keyid`` as retired (see ``Retirement``)."""
         folder = self.keys_dir / RETIRED_DIR
         _ensure_dir(folder)
-        record = {"keyid": keyid, "retired_at": iso_utc(now), "successor": successor}
+        record = {"keyid": keyid, "retired_at": iso_utc(now), "successor": successor,
+                  "ledgers": dict(sorted(ledgers.items()))}
         _install(folder, f"{keyid}.json", json.dumps(record, indent=1).encode(), replace=True)
 
     def __repr__(self) -> str:

@@ -26,7 +26,7 @@ from .dsse import (
     sign_envelope,
     verify_envelope_by,
 )
-from .keys import Retirement, Signer
+from .keys import RetiredKey, Signer
 from .statement import (
     Statement,
     Subject,
@@ -187,13 +187,19 @@ def inclusion(entries: Sequence[LedgerEntry], seq: int) -> dict:
 
 class _RetiredKeys:
     """What retired keys signed after they were retired, found while a ledger is verified in
-    order: an entry after the first entry of a key that took over from it (its successor, or
-    theirs), or a tree head covering such an entry or signed at or after its retirement. A
-    leaked retired key can then not extend a ledger its successor has signed in."""
+    order. A retired key's record (``RetiredKey`` among the verifiers) names how many entries
+    each ledger known then held: it signs none past that. In a ledger its record does not
+    know (one made later, or never witnessed), an entry after the first entry of a key that
+    took over from it (its successor, or theirs), or a tree head covering one or signed at or
+    after its retirement, is refused. The ledger's own rotation receipts count too (a keys
+    folder restored from a backup has lost the records): nothing the retired key signs after
+    the receipt of its rotation, signed by another key, stands."""
 
-    def __init__(self, retired: Mapping[str, Retirement] | None) -> None:
-        self.retired = dict(retired or {})
+    def __init__(self, verifiers: Mapping[str, object], ledger: str | None) -> None:
+        self.retired = {k: v.retirement for k, v in verifiers.items() if isinstance(v, RetiredKey)}
+        self.ledger = ledger
         self.first_seq: dict[str, int] = {}  # each key's first entry in this ledger
+        self.rotated_at: dict[str, int] = {}  # a key -> the seq of the receipt of its rotation
 
     def _taken_over(self, keyid: str, before: int) -> tuple[str, int] | None:
         """The first successor of ``keyid`` that signed an entry before position ``before``."""
@@ -204,29 +210,66 @@ class _RetiredKeys:
                 return key, seq
         return None
 
-    def entry_problems(self, keyid: str | None, seq: int) -> list[str]:
+    def _late(self, keyid: str, seq: int) -> str | None:
+        """Why entry ``seq`` (or a head over entries before ``seq + 1``) signed by ``keyid``
+        comes after its retirement (None: it does not)."""
+        if (rotation := self.rotated_at.get(keyid)) is not None and seq > rotation:
+            return f"signed by key {keyid[:16]} after the receipt of its rotation (entry seq={rotation})"
+        record = self.retired.get(keyid)
+        if record is None:
+            return None
+        before = record.signed_before(self.ledger, seq)
+        if before is False:
+            return (f"signed by key {keyid[:16]}, retired at {record.retired_at} when this ledger held "
+                    f"{record.ledgers[self.ledger]} entries")
+        if before is None and (hit := self._taken_over(keyid, seq)) is not None:
+            return (f"signed by key {keyid[:16]}, retired at {record.retired_at}, after its successor "
+                    f"{hit[0][:16]} signed entry seq={hit[1]}")
+        return None
+
+    def entry_problems(self, keyid: str | None, seq: int, payload: bytes | None) -> list[str]:
         if keyid is None:
             return []
         self.first_seq.setdefault(keyid, seq)
-        hit = self._taken_over(keyid, seq) if keyid in self.retired else None
-        if hit is None:
-            return []
-        return [f"signed by key {keyid[:16]}, retired at {self.retired[keyid].retired_at}, after its "
-                f"successor {hit[0][:16]} signed entry seq={hit[1]}"]
+        late = self._late(keyid, seq)
+        if payload is not None and b"/key_rotate/" in payload:
+            self._note_rotation(keyid, seq, payload)
+        return [late] if late else []
+
+    def _note_rotation(self, keyid: str, seq: int, payload: bytes) -> None:
+        try:
+            predicate = strict_loads(payload).get("predicate") or {}
+            retired = (predicate.get("result") or {}).get("retired")
+        except (ValueError, AttributeError):
+            return
+        if predicate.get("action") == "key_rotate" and predicate.get("executed") and isinstance(retired, str) \
+                and retired != keyid:
+            self.rotated_at.setdefault(retired, seq)
 
     def head_problems(self, keyid: str, tree_size: int, timestamp: object) -> list[str]:
+        """A tree head is late when it covers an entry its key could not have signed before
+        its retirement: past its record's count for this ledger, its successor's first entry,
+        or its rotation's receipt; or, in a ledger its record does not know, when it was
+        signed at or after the retirement."""
+        last = tree_size - 1
+        if (rotation := self.rotated_at.get(keyid)) is not None and last >= rotation:
+            return [f"signed by key {keyid[:16]} over the receipt of its rotation (entry seq={rotation})"]
         record = self.retired.get(keyid)
-        if record is None:
+        if record is None or last < 0:
             return []
+        before = record.signed_before(self.ledger, last)
+        if before is not None:
+            return [] if before else [f"signed by key {keyid[:16]}, retired at {record.retired_at} when this "
+                                      f"ledger held {record.ledgers[self.ledger]} entries, over entry seq={last}"]
         problems = []
         if (hit := self._taken_over(keyid, tree_size)) is not None:
             problems.append(f"signed by key {keyid[:16]}, retired at {record.retired_at}, over entry seq={hit[1]} "
                             f"of its successor {hit[0][:16]}")
         try:
-            late = datetime.fromisoformat(str(timestamp)) >= datetime.fromisoformat(record.retired_at)
+            after = datetime.fromisoformat(str(timestamp)) >= datetime.fromisoformat(record.retired_at)
         except (ValueError, TypeError):
-            late = True  # a time that does not read cannot show it was signed before
-        if late:
+            after = True  # a time that does not read cannot show it was signed before
+        if after:
             problems.append(f"signed by key {keyid[:16]} at {timestamp}, not before it was retired at "
                             f"{record.retired_at}")
         return problems
@@ -260,16 +303,22 @@ def _open_envelope(text: str, verifiers: dict[str, Ed25519PublicKey], payload_ty
         return None
 
 
-def entry_statement(entry: LedgerEntry, verifiers: dict[str, Ed25519PublicKey]) -> dict:
+def entry_statement(entry: LedgerEntry, verifiers: Mapping[str, object], ledger: str | None = None) -> dict:
     """The statement a ledger entry vouches for, for whatever acts on it: its envelope signed
     by one of ``verifiers`` and its payload the one its receipt id names (so another receipt's
-    envelope, however well signed, copied into this row vouches for nothing).
-    VerificationError otherwise."""
+    envelope, however well signed, copied into this row vouches for nothing). A retired key
+    vouches only for entries its record shows it signed before its retirement in ``ledger``
+    (the ledger's first entry hash): elsewhere, or past that, its signature counts for
+    nothing. VerificationError otherwise."""
     problems: list[str] = []
     opened = _open_envelope(entry.envelope, dict(verifiers), PAYLOAD_TYPE, problems)
     if opened is None:
         raise VerificationError("; ".join(problems))
-    payload = opened[0]
+    payload, keyid = opened
+    key = verifiers[keyid]
+    if isinstance(key, RetiredKey) and not key.retirement.signed_before(ledger, entry.seq):
+        raise VerificationError(f"signed by key {keyid[:16]}, retired at {key.retirement.retired_at}, and its "
+                                f"record does not show entry seq={entry.seq} of this ledger signed before")
     if entry.receipt_id != hashlib.sha256(payload).hexdigest():
         raise VerificationError(f"its payload is not receipt {entry.receipt_id[:12]}'s (another receipt's envelope)")
     statement = strict_loads(payload)
@@ -313,11 +362,11 @@ def _well_typed(entry: LedgerEntry) -> bool:
 
 def _entry_problems(position: int, entry: LedgerEntry, expected_prev: str,
                     verifiers: dict[str, Ed25519PublicKey],
-                    file_digest: FileDigest | None) -> tuple[list[str], str | None]:
+                    file_digest: FileDigest | None) -> tuple[list[str], str | None, bytes | None]:
     """Everything wrong with one entry, checked only against itself and its predecessor,
-    and the key that signed it (None: no signature verified)."""
+    the key that signed it and its payload (None: no signature verified)."""
     if not _well_typed(entry):
-        return ["malformed entry (wrong field types)"], None
+        return ["malformed entry (wrong field types)"], None, None
     problems = []
     if entry.seq != position:
         problems.append(f"out of order: expected seq={position}")
@@ -336,7 +385,8 @@ def _entry_problems(position: int, entry: LedgerEntry, expected_prev: str,
             expected_hash = None
         if entry.entry_hash != expected_hash:
             problems.append("entry_hash does not match the recomputed chain hash")
-    return problems, opened[1] if opened is not None else None
+    payload, keyid = opened if opened is not None else (None, None)
+    return problems, keyid, payload
 
 
 def _tree_head_problems(cp: Checkpoint, payload: bytes, expected_link: str) -> list[str]:
@@ -412,22 +462,20 @@ def _cap(errors: list[str]) -> list[str]:
 
 def verify_ledger(entries: Sequence[LedgerEntry], checkpoints: Sequence[Checkpoint],
                   verifiers: dict[str, Ed25519PublicKey],
-                  file_digest: FileDigest | None = None,
-                  retired: Mapping[str, Retirement] | None = None) -> VerifyReport:
+                  file_digest: FileDigest | None = None) -> VerifyReport:
     """Check every signature, digest, chain link and checkpoint; never raises on bad data.
 
     ``file_digest(subject)`` returns the current sha256 of a subject's file, or None when
-    the subject is not a file; when given, changed files are reported too. ``retired``: the
-    keys' retirement records (``KeyRing.retirements``); what a key signed after its
-    retirement is reported too.
+    the subject is not a file; when given, changed files are reported too. What a retired
+    key (a ``RetiredKey`` among ``verifiers``) signed after its retirement is reported too.
     """
     errors: list[str] = []
     expected_prev = GENESIS.hex()
-    late = _RetiredKeys(retired)
+    late = _RetiredKeys(verifiers, entries[0].entry_hash if entries and _well_typed(entries[0]) else None)
     for position, entry in enumerate(entries):
         label = _entry_label(entry)
-        problems, keyid = _entry_problems(position, entry, expected_prev, verifiers, file_digest)
-        for problem in [*problems, *late.entry_problems(keyid, position)]:
+        problems, keyid, payload = _entry_problems(position, entry, expected_prev, verifiers, file_digest)
+        for problem in [*problems, *late.entry_problems(keyid, position, payload)]:
             errors.append(f"{label}: {problem}")
         expected_prev = entry.entry_hash
     sizes = {cp.tree_size for cp in checkpoints if type(cp.tree_size) is int}
