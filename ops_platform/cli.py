@@ -480,6 +480,7 @@ def receipts_new_key() -> None:
     good): receipts it signs verify; earlier ones need their key's public half in public/.
     Every earlier key is retired: whoever may hold the lost one cannot sign after the new one."""
     from .guard.key_rotation import ledger_sizes
+    from .guard.runtime import open_store
     from .receipts.keys import KeyRing
     from .timezones import utcnow
 
@@ -487,9 +488,15 @@ def receipts_new_key() -> None:
     ring = KeyRing(p.keys_dir)
     if ring.has_active_key():
         raise click.ClickException(f"{p.keys_dir} holds a signing key already")
-    ring.retirements()  # a record that does not read stops it here, before a key is made
-    ring = KeyRing.load_or_create(p.keys_dir)
-    retired = ring.retire_all_but_active(utcnow(), ledger_sizes(p.keys_dir))
+    try:
+        ring.retirements()  # a record that does not read stops it here, before a key is made
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    store = open_store(p)
+    with store.write() as tx:  # this store's entries counted under its lock; the others' as witnessed
+        counted, witnessed = ledger_sizes(p.keys_dir, store, tx)
+        ring = KeyRing.load_or_create(p.keys_dir)
+        retired = ring.retire_all_but_active(utcnow(), counted, witnessed)
     console.print(f"created a signing key in {p.keys_dir}"
                   + (f"; retired {len(retired)} earlier key(s): {', '.join(k[:16] for k in retired)}" if retired else ""))
 
@@ -500,8 +507,9 @@ def receipts_new_key() -> None:
 @_store_option
 def receipts_rotate_key(actor: str, reason: str, url: str | None) -> None:
     """Replace the signing key with a new one: a guarded action, receipted by the new key. The
-    old key's private half is removed; from that receipt on, `receipts verify` refuses
-    anything the old key signs in this ledger (and any tree head it signs after now)."""
+    old key's private half is removed, and its retirement records how many entries each
+    ledger held: `receipts verify`, and whatever acts on a receipt, refuse what it signs past
+    them (docs/receipts.md)."""
     from .guard.key_rotation import rotate_request
     from .receipts.keys import KeyRing, SignerUnavailable, keyid_of
 
@@ -515,7 +523,7 @@ def receipts_rotate_key(actor: str, reason: str, url: str | None) -> None:
     try:
         ring.retirements()  # a record that does not read: said before anything is done
         active = keyid_of(ring.signer().public_key())
-    except SignerUnavailable as exc:  # a retired key put back: nothing this command can sign with
+    except (SignerUnavailable, ValueError) as exc:  # e.g. a retired key put back: nothing to sign with
         raise click.ClickException(str(exc)) from None
     out = _any_action_protocol(url).submit(rotate_request(active, actor, reason.strip()))
     if out.status != "completed":

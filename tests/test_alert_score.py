@@ -96,7 +96,7 @@ def test_an_slo_named_like_the_totals_is_not_scored_over_them():
         score_alerts([replace(slo, name="all")], no_events, counters=counters, latency=None, lag=None)
 
 
-def test_an_event_is_caught_only_while_its_minutes_are_in_the_long_window_and_warm_up_is_not_scored():
+def test_an_event_is_caught_only_while_its_minutes_are_in_the_window_and_warm_up_is_not_scored():
     slo = next(s for s in load_slos(SLO_DIR) if s.name == "api-availability")
     # A: 20 minutes of 20% errors, 6.7% over 1h, never fires alone. B (no cause): 100% errors
     # from minute 385; the fast tier fires at 389, when the 1h window (329, 389] has just let

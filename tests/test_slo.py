@@ -509,8 +509,15 @@ def test_two_slos_whose_alerts_would_share_a_name_are_refused(tmp_path):
     for name in ("api-2fa", "api2fa"):  # both export SLOBurnApi2faFast
         (folder / f"{name}.yaml").write_text(text.replace("api-availability", name).replace("api-good-requests",
                                                                                             f"{name}-good"))
-    with pytest.raises(SLOSpecError, match="SLO 'api2fa' exports alert SLOBurnApi2faFast, as SLO 'api-2fa' does"):
+    with pytest.raises(SLOSpecError, match="SLO 'api2fa' tier 'fast' exports alert SLOBurnApi2faFast, as tier "
+                                           "'fast' of SLO 'api-2fa' does"):
         load_slos(folder)
+    # Two tiers of one SLO, page_1h and page1h, would export one alert as well.
+    tiers = _mutate(tmp_path / "t", "api-latency.yaml", lambda d: (
+        d[2]["spec"]["tiers"].append({**d[2]["spec"]["tiers"][0], "name": "page_1h"}),
+        d[2]["spec"]["tiers"].append({**d[2]["spec"]["tiers"][0], "name": "page1h"})))
+    with pytest.raises(SLOSpecError, match="tier 'page1h' exports alert SLOBurnApiLatencyPage1h, as tier 'page_1h'"):
+        load_slos(tiers)
 
 
 def _synthetic(minutes: int = 600, seed: int = 1, gaps: bool = True) -> pl.DataFrame:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from ..control.store import ControlStore
 from ..receipts import witness
 from ..receipts.keys import KeyRing, keyid_of
@@ -27,19 +29,22 @@ def rotate_request(keyid: str, actor: str, reason: str, roles: tuple[str, ...] =
                          rationale=reason, idempotency_key=f"key_rotate:{keyid}:{uuid.uuid4()}")
 
 
-def ledger_sizes(keys_dir: Path, store: ControlStore | None = None, conn=None) -> dict[str, int]:
-    """How many entries each ledger the keys in ``keys_dir`` signed holds now: as witnessed
-    (``receipts.witness``), and ``store``'s own counted in its transaction ``conn`` (exact,
-    under the ledger's lock). A retirement records them: its key signs nothing past them."""
+def ledger_sizes(keys_dir: Path, store: ControlStore | None = None,
+                 conn: sa.Connection | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """(counted, witnessed): how many entries ``store``'s ledger holds now, counted in its
+    transaction ``conn`` under the ledger's lock (exact); and each other ledger the keys in
+    ``keys_dir`` signed, as witnessed (``receipts.witness``: at least that many, since the
+    witness is written after each commit). A retirement records both (``Retirement``)."""
     try:
-        sizes = {ledger: size for ledger, (size, _) in witness.read(keys_dir).items()}
+        witnessed = {ledger: size for ledger, (size, _) in witness.read(keys_dir).items()}
     except ValueError:
-        sizes = {}  # an unreadable witness: the ledgers it knew fall back to the successor rule
+        witnessed = {}  # an unreadable witness: those ledgers fall back to the successor rule
+    counted: dict[str, int] = {}
     if store is not None and conn is not None:
         seq, _, _ = store.lock_head(conn)
         if seq >= 0 and (first := store.entry_hash_at(conn, 0)) is not None:
-            sizes[first] = seq + 1
-    return sizes
+            counted[first] = seq + 1
+    return counted, witnessed
 
 
 class KeyRotateExecutor:
@@ -56,16 +61,16 @@ class KeyRotateExecutor:
     def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
         ring, target = KeyRing(self.keys_dir), request.target_id
         with self.store.write() as tx:
-            sizes = ledger_sizes(self.keys_dir, self.store, tx)
-            done = ring.rotate(self.clock(), sizes, expected=target)
-        if done is not None:
-            return ExecutionResult(detail={"retired": done[0], "active": done[1]})
-        active = keyid_of(ring.signer().public_key())
-        retired = ring.retirements().get(target)
-        if retired is None and target in ring.verifiers():
-            ring.retire(target, active, self.clock(), sizes)
-            return ExecutionResult(detail={"retired": target, "active": active,
-                                           "note": "it had been replaced without its retirement recorded"})
+            counted, witnessed = ledger_sizes(self.keys_dir, self.store, tx)
+            done = ring.rotate(self.clock(), counted, expected=target, witnessed=witnessed)
+            if done is not None:
+                return ExecutionResult(detail={"retired": done[0], "active": done[1]})
+            active = keyid_of(ring.signer().public_key())
+            retired = ring.retirements().get(target)
+            if retired is None and target in ring.verifiers():
+                ring.retire(target, active, self.clock(), counted, witnessed)
+                return ExecutionResult(detail={"retired": target, "active": active,
+                                               "note": "it had been replaced without its retirement recorded"})
         why = (f"key {target[:16]} was retired at {retired.retired_at}" if retired else
                f"key {target[:16]} is no key of {self.keys_dir}")
         return ExecutionResult(detail={"skipped": f"{why}; the active key is {active[:16]}", "active": active})

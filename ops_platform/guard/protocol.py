@@ -320,7 +320,7 @@ class ActionProtocol:
                 return Outcome(req.action_id, row["status"], "already decided", self._receipt_of(tx, row), False)
             # The key active now, read under the ledger's lock: a key rotated since ``signer``
             # was read never signs after its successor did (verify refuses that).
-            with contextlib.suppress(SignerUnavailable):  # gone since: the one in hand signs
+            with contextlib.suppress(SignerUnavailable, ValueError):  # unreadable now: the one in hand signs
                 signer = self.signer()
             (entry,) = append_receipts(self.store, tx, [statement], signer, iso_utc(now))
             # The tree head just signed, and what the witness knows this ledger by (its first entry).

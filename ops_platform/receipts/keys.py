@@ -48,19 +48,24 @@ _SECRET_MODE = 0o600
 @dataclass(frozen=True)
 class Retirement:
     """A key that stopped signing at ``retired_at`` (RFC 3339, UTC), replaced by ``successor``;
-    ``ledgers``: per ledger (its first entry's hash) known then, how many entries it held:
-    the key signed entries 0 to n - 1 there, and none after."""
+    ``ledgers``: per ledger (its first entry's hash) counted then, how many entries it held:
+    the key signed entries 0 to n - 1 there, and none after; ``witnessed``: other ledgers,
+    at least that many entries (as witnessed, which may lag)."""
 
     keyid: str
     retired_at: str
     successor: str
     ledgers: dict[str, int] = field(default_factory=dict)
+    witnessed: dict[str, int] = field(default_factory=dict)  # at least this many (the witness lags)
 
     def signed_before(self, ledger: str | None, seq: int) -> bool | None:
-        """Whether entry ``seq`` of ``ledger`` comes before the retirement (None: this ledger
-        was not known at the retirement, so its record cannot tell)."""
-        bound = self.ledgers.get(ledger) if ledger is not None else None
-        return None if bound is None else seq < bound
+        """Whether entry ``seq`` of ``ledger`` comes before the retirement (None: its record
+        cannot tell: a ledger not counted then, or past what was witnessed of it)."""
+        if ledger is None:
+            return None
+        if (bound := self.ledgers.get(ledger)) is not None:
+            return seq < bound
+        return True if seq < self.witnessed.get(ledger, 0) else None
 
 
 class RetiredKey:
@@ -235,8 +240,8 @@ def _read_retirement(path: Path) -> Retirement:
         raise bad(f"does not read ({type(exc).__name__})") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("keyid", "retired_at", "successor")):
         raise bad("is not an object with text keyid, retired_at and successor")
-    ledgers = data.get("ledgers", {})
-    if not isinstance(ledgers, dict) or not all(type(n) is int and n >= 0 for n in ledgers.values()):
+    ledgers, witnessed = data.get("ledgers", {}), data.get("witnessed", {})
+    if not all(isinstance(m, dict) and all(type(n) is int and n >= 0 for n in m.values()) for m in (ledgers, witnessed)):
         raise bad("has ledgers that are not entry counts")
     if data["keyid"] != path.stem:
         raise bad(f"names another key ({data['keyid'][:16]!r})")
@@ -245,7 +250,7 @@ def _read_retirement(path: Path) -> Retirement:
             raise ValueError
     except ValueError:
         raise bad(f"has retired_at {data['retired_at']!r}, not a time with its zone") from None
-    return Retirement(data["keyid"], data["retired_at"], data["successor"], dict(ledgers))
+    return Retirement(data["keyid"], data["retired_at"], data["successor"], dict(ledgers), dict(witnessed))
 
 
 class KeyRing:
@@ -336,10 +341,11 @@ class KeyRing:
                                    f"retirement and have a retired key sign again; run: chmod go-w {path}")
         return {r.keyid: r for r in map(_read_retirement, records)}
 
-    def rotate(self, now: datetime, ledgers: dict[str, int], expected: str | None = None) -> tuple[str, str] | None:
+    def rotate(self, now: datetime, ledgers: dict[str, int], expected: str | None = None,
+               witnessed: dict[str, int] | None = None) -> tuple[str, str] | None:
         """Make a new active key and retire the old one as of ``now``; (old keyid, new keyid),
         or None when the active key is not ``expected`` (another rotation got there first).
-        ``ledgers``: each known ledger's size now (``Retirement.ledgers``).
+        ``ledgers``, ``witnessed``: the ledgers' sizes now (``Retirement``).
 
         One rotation at a time (a lock in the folder). Crash safety: the new public key is
         published before ``active.key`` is atomically replaced (the old private half goes
@@ -357,26 +363,29 @@ class KeyRing:
             new_id = self._publish(new.public_key())
             self._publish(old.public_key())
             _install(self.keys_dir, ACTIVE_KEY, _private_pem(new), replace=True)
-            self.retire(old_id, new_id, now, ledgers)
+            self.retire(old_id, new_id, now, ledgers, witnessed)
         logger.info("rotated signing key %s -> %s", old_id, new_id)
         return old_id, new_id
 
-    def retire_all_but_active(self, now: datetime, ledgers: dict[str, int]) -> list[str]:
+    def retire_all_but_active(self, now: datetime, ledgers: dict[str, int],
+                              witnessed: dict[str, int] | None = None) -> list[str]:
         """Retire, as of ``now``, every published key other than the active one that has no
         record yet (a key lost, or stolen, and replaced by ``new-key``): the keyids retired."""
         active = keyid_of(_read_private_key(self._active_path).public_key())
         done = set(self.retirements())
         retired = [k for k in self.verifiers() if k != active and k not in done]
         for keyid in retired:
-            self.retire(keyid, active, now, ledgers)
+            self.retire(keyid, active, now, ledgers, witnessed)
         return retired
 
-    def retire(self, keyid: str, successor: str, now: datetime, ledgers: dict[str, int]) -> None:
+    def retire(self, keyid: str, successor: str, now: datetime, ledgers: dict[str, int],
+               witnessed: dict[str, int] | None = None) -> None:
         """Record ``keyid`` as retired (see ``Retirement``)."""
         folder = self.keys_dir / RETIRED_DIR
         _ensure_dir(folder)
         record = {"keyid": keyid, "retired_at": iso_utc(now), "successor": successor,
-                  "ledgers": dict(sorted(ledgers.items()))}
+                  "ledgers": dict(sorted(ledgers.items())),
+                  "witnessed": dict(sorted((k, n) for k, n in (witnessed or {}).items() if k not in ledgers))}
         _install(folder, f"{keyid}.json", json.dumps(record, indent=1).encode(), replace=True)
 
     def __repr__(self) -> str:

@@ -307,18 +307,18 @@ def entry_statement(entry: LedgerEntry, verifiers: Mapping[str, object], ledger:
     """The statement a ledger entry vouches for, for whatever acts on it: its envelope signed
     by one of ``verifiers`` and its payload the one its receipt id names (so another receipt's
     envelope, however well signed, copied into this row vouches for nothing). A retired key
-    vouches only for entries its record shows it signed before its retirement in ``ledger``
-    (the ledger's first entry hash): elsewhere, or past that, its signature counts for
-    nothing. VerificationError otherwise."""
+    vouches for nothing past the entries its record counted in ``ledger`` (the ledger's first
+    entry hash); in a ledger it did not count, verify's successor and time rules judge it.
+    VerificationError otherwise."""
     problems: list[str] = []
     opened = _open_envelope(entry.envelope, dict(verifiers), PAYLOAD_TYPE, problems)
     if opened is None:
         raise VerificationError("; ".join(problems))
     payload, keyid = opened
     key = verifiers[keyid]
-    if isinstance(key, RetiredKey) and not key.retirement.signed_before(ledger, entry.seq):
-        raise VerificationError(f"signed by key {keyid[:16]}, retired at {key.retirement.retired_at}, and its "
-                                f"record does not show entry seq={entry.seq} of this ledger signed before")
+    if isinstance(key, RetiredKey) and key.retirement.signed_before(ledger, entry.seq) is False:
+        raise VerificationError(f"signed by key {keyid[:16]}, retired at {key.retirement.retired_at} when this "
+                                f"ledger held {key.retirement.ledgers[ledger]} entries")
     if entry.receipt_id != hashlib.sha256(payload).hexdigest():
         raise VerificationError(f"its payload is not receipt {entry.receipt_id[:12]}'s (another receipt's envelope)")
     statement = strict_loads(payload)

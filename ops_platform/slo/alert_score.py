@@ -7,8 +7,9 @@ than the tier's short window does not end one (an alert that resolves and fires 
 its short window is the same alert flapping, which a pager would not count twice).
 A truth event (an incident or a bad build) belongs to an SLO when it burns the SLO's own
 indicator (``INCIDENT_BURNS``, ``BAD_BUILD_BURNS``). A tier catches an event when it fires
-between the event's start and the last minute whose long window still holds one of the
-event's minutes (any firing then counts, whatever else fed it); an episode is true when it
+between the event's start and the last minute whose short window still holds one of the
+event's minutes (a tier fires only while both its windows burn; any firing then counts,
+whatever else fed it); an event whose span ends before the tier is scored is not judged; an episode is true when it
 overlaps that span of one of the SLO's events, and false otherwise. A tier is scored from
 the first minute its long window lies whole inside the history (before, a sample or two
 make a window's ratio); events over by then are not judged. Events that burn no golden SLO

@@ -674,14 +674,17 @@ def alert_name(slo: str, tier: str | None) -> str:
 def _alert_names_unique(slos: list[SLO]) -> None:
     """Two SLOs whose alerts would share a name (``api-2fa`` and ``api2fa``): Alertmanager groups,
     silences and inhibits by alert name, so one SLO's page would be taken for the other's."""
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str | None]] = {}
     for slo in slos:
         for tier in [*(t.name for t in slo.tiers), None]:
             name = alert_name(slo.name, tier)
-            if seen.get(name, slo.name) != slo.name:
-                raise SLOSpecError(slo.file, "metadata.name", f"SLO {slo.name!r} exports alert {name}, as SLO "
-                                                              f"{seen[name]!r} does: name one of them otherwise")
-            seen[name] = slo.name
+            if name in seen:
+                other, other_tier = seen[name]
+                what = f"tier {other_tier!r} of SLO {other!r}" if other_tier else f"SLO {other!r}"
+                raise SLOSpecError(slo.file, "metadata.name", f"SLO {slo.name!r}{f' tier {tier!r}' if tier else ''} "
+                                                              f"exports alert {name}, as {what} does: name one of "
+                                                              "them otherwise")
+            seen[name] = (slo.name, tier)
 
 
 def _scalar_text(value: Any) -> str | None:
