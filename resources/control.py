@@ -6,7 +6,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import dagster as dg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ops_platform.control.store import ControlStore
 from ops_platform.guard.actions import Executor
@@ -16,7 +15,7 @@ from ops_platform.guard.roster import actor_roles
 from ops_platform.guard.runtime import ledger_signer, open_store, witness_in
 from ops_platform.guard.spool import Spool
 from ops_platform.paths import StatePaths
-from ops_platform.receipts.keys import KeyRing, Signer
+from ops_platform.receipts.keys import KeyRing, Signer, Verifier
 
 
 class ControlStoreResource(dg.ConfigurableResource):
@@ -45,7 +44,7 @@ class SignerResource(dg.ConfigurableResource):
         is the signer being down, never a new key."""
         return ledger_signer(Path(self.keys_dir), store)
 
-    def verifiers(self) -> dict[str, Ed25519PublicKey]:
+    def verifiers(self) -> dict[str, Verifier]:
         """Every public key ever active; reading them makes no key."""
         return KeyRing(Path(self.keys_dir)).verifiers()
 

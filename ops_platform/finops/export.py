@@ -58,7 +58,7 @@ class InvoiceExportExecutor:
         # One release at a time: each reads what the others billed (the carried corrections).
         with exclusive_lock(self.out_root.with_name(self.out_root.name + ".lock")):
             released = self.released()
-            if any((p.start, p.end) == (period.start, period.end) for p in released):
+            if any(p.same_days(period) for p in released):
                 # another action released it (a retry after someone else's release, or two at once)
                 raise HeldRelease(f"held: {period.name} was released by another action; nothing is rewritten")
             out = invoiced(self.out_root, released, period)
@@ -133,7 +133,7 @@ def altered_releases(store, home: Path | None, verifiers: Mapping[str, Any], but
     own release answers for its files)."""
     found = []
     for period, event in _releases(store):
-        if but is not None and (period.start, period.end) == (but.start, but.end):
+        if but is not None and period.same_days(but):
             continue
         if problems := released_file_problems(store, event["receipt_id"], home, verifiers, period):
             found.append(f"{period.name}, already released, no longer matches its receipt "
@@ -212,7 +212,7 @@ def release_invoices(books: StoredFinOps, period: Period, out_root: Path,
     executor.released = lambda: released_periods(guarded.store)  # the store is the protocol's own
     executor.altered = lambda p: altered_releases(guarded.store, guarded.home, keys(), but=p)
     releases = _releases(guarded.store)
-    done = next((e for p, e in releases if (p.start, p.end) == (period.start, period.end)), None)
+    done = next((e for p, e in releases if p.same_days(period)), None)
     if done is not None:  # out already, whoever asks now: answered by its release, files re-checked
         out = Outcome(done["action_id"], "completed", "already released", done["receipt_id"], created=False)
     else:
@@ -245,7 +245,7 @@ def _names(target_id: object, period: Period) -> bool:
         named = parse_period(str(target_id))
     except ValueError:
         return False
-    return (named.start, named.end) == (period.start, period.end)
+    return named.same_days(period)
 
 
 def released_file_problems(store, receipt_id: str, home: Path | None, verifiers: Mapping[str, Any],

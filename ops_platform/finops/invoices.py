@@ -51,6 +51,10 @@ class Period:
     start: date
     end: date
 
+    def same_days(self, other: Period) -> bool:
+        """Whether ``other`` is this period, however either is named."""
+        return (self.start, self.end) == (other.start, other.end)
+
     def covers(self, column: str = "utc_date") -> pl.Expr:
         """Rows whose ``column`` (a date) falls inside the period."""
         return (pl.col(column) >= self.start) & (pl.col(column) < self.end)

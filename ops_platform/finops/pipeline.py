@@ -64,7 +64,6 @@ class FinOpsInputs:
                    wh.query("SELECT * FROM raw.price_list"), superseded, counts)
 
 
-
 def _accepted(table: str, reader: LandingZoneReader, whole: bool = False) -> pl.DataFrame:
     """The rows of ``table``'s landing files its contract accepts. A file the contract refuses
     whole is an error naming it (its rows would be missing from every figure without a word;
@@ -80,6 +79,7 @@ def _accepted(table: str, reader: LandingZoneReader, whole: bool = False) -> pl.
     if refused:
         raise ValueError(f"the {table} landing files break their contract: {'; '.join(refused[:4])}")
     return res.accepted
+
 
 # The raw tables the books are computed from.
 INPUT_TABLES = ("usage_events", "billing_focus", "quarantine", "services", "tenants", "price_list")

@@ -85,6 +85,10 @@ class RetiredKey:
         return f"RetiredKey({self.retirement.keyid[:16]!r}, retired_at={self.retirement.retired_at!r})"
 
 
+
+# What verifies a signature: a public key, or a retired one that says when it was retired.
+Verifier = Ed25519PublicKey | RetiredKey
+
 class SignerUnavailable(Exception):
     """The active signing key cannot be used right now (missing or unreadable)."""
 
@@ -309,7 +313,7 @@ class KeyRing:
                                     "active.key back, or move this one aside and run `ops-platform receipts new-key`")
         return signer
 
-    def verifiers(self) -> dict[str, Ed25519PublicKey | RetiredKey]:
+    def verifiers(self) -> dict[str, Verifier]:
         """Every public key ever active, by keyid (old receipts must stay verifiable), a retired
         one as a ``RetiredKey`` (it verifies only what it signed before its retirement). They are
         the trust anchors: a folder or key file that group or others may write is refused, as

@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from . import merkle
 from .canonical import canonical_json, strict_loads
 from .chain import GENESIS, entry_hash
@@ -26,7 +24,7 @@ from .dsse import (
     sign_envelope,
     verify_envelope_by,
 )
-from .keys import RetiredKey, Signer
+from .keys import RetiredKey, Signer, Verifier
 from .statement import (
     Statement,
     Subject,
@@ -195,7 +193,7 @@ class _RetiredKeys:
     folder restored from a backup has lost the records): nothing the retired key signs after
     the receipt of its rotation, signed by another key, stands."""
 
-    def __init__(self, verifiers: Mapping[str, object], ledger: str | None) -> None:
+    def __init__(self, verifiers: Mapping[str, Verifier], ledger: str | None) -> None:
         self.retired = {k: v.retirement for k, v in verifiers.items() if isinstance(v, RetiredKey)}
         self.ledger = ledger
         self.first_seq: dict[str, int] = {}  # each key's first entry in this ledger
@@ -284,7 +282,7 @@ def _entry_label(entry: LedgerEntry) -> str:
     return f"entry seq={entry.seq} (receipt {short}…)"
 
 
-def _open_envelope(text: str, verifiers: dict[str, Ed25519PublicKey], payload_type: str,
+def _open_envelope(text: str, verifiers: Mapping[str, Verifier], payload_type: str,
                    problems: list[str]) -> tuple[bytes, str] | None:
     """Parse, canonicality-check and verify stored envelope text: its payload and the keyid
     whose signature verified; None if unusable."""
@@ -303,7 +301,7 @@ def _open_envelope(text: str, verifiers: dict[str, Ed25519PublicKey], payload_ty
         return None
 
 
-def entry_statement(entry: LedgerEntry, verifiers: Mapping[str, object], ledger: str | None = None) -> dict:
+def entry_statement(entry: LedgerEntry, verifiers: Mapping[str, Verifier], ledger: str | None = None) -> dict:
     """The statement a ledger entry vouches for, for whatever acts on it: its envelope signed
     by one of ``verifiers`` and its payload the one its receipt id names (so another receipt's
     envelope, however well signed, copied into this row vouches for nothing). A retired key
@@ -361,7 +359,7 @@ def _well_typed(entry: LedgerEntry) -> bool:
 
 
 def _entry_problems(position: int, entry: LedgerEntry, expected_prev: str,
-                    verifiers: dict[str, Ed25519PublicKey],
+                    verifiers: Mapping[str, Verifier],
                     file_digest: FileDigest | None) -> tuple[list[str], str | None, bytes | None]:
     """Everything wrong with one entry, checked only against itself and its predecessor,
     the key that signed it and its payload (None: no signature verified)."""
@@ -408,7 +406,7 @@ def _tree_head_problems(cp: Checkpoint, payload: bytes, expected_link: str) -> l
 
 
 def _checkpoint_problems(cp: Checkpoint, prefix_roots: dict[int, str], n_entries: int,
-                         min_size: int, verifiers: dict[str, Ed25519PublicKey],
+                         min_size: int, verifiers: Mapping[str, Verifier],
                          expected_link: str, retired: _RetiredKeys) -> list[str]:
     if not (type(cp.tree_size) is int and isinstance(cp.root_hash, str)
             and isinstance(cp.envelope, str)):
@@ -461,7 +459,7 @@ def _cap(errors: list[str]) -> list[str]:
 
 
 def verify_ledger(entries: Sequence[LedgerEntry], checkpoints: Sequence[Checkpoint],
-                  verifiers: dict[str, Ed25519PublicKey],
+                  verifiers: Mapping[str, Verifier],
                   file_digest: FileDigest | None = None) -> VerifyReport:
     """Check every signature, digest, chain link and checkpoint; never raises on bad data.
 
