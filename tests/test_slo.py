@@ -128,6 +128,8 @@ def _mutate(tmp_path: Path, name: str, fn) -> Path:
     ("api-latency.yaml", lambda d: d[1]["spec"].update(description={"a": 1}), "spec.description"),
     ("api-latency.yaml", lambda d: d[1]["metadata"].update(labels={"cost-center": "x"}), "metadata.labels.cost-center"),
     ("api-latency.yaml", lambda d: d[1]["metadata"].update(labels={"alertname": "x"}), "metadata.labels.alertname"),
+    ("api-latency.yaml", lambda d: d[1]["metadata"]["annotations"].update({"runbook-url": "x"}),
+     "metadata.annotations.runbook-url"),  # no annotation Prometheus takes: refused, not left out
     ("api-availability.yaml", lambda d: d.append(d[0]), "document[3].metadata.name"),  # the SLI twice
 ])
 def test_bad_files_name_file_and_field(tmp_path, file, mutation, where):

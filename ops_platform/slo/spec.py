@@ -724,11 +724,16 @@ def _rule_labels(doc: Any, file, path: str) -> dict[str, str]:
 def _alert_annotations(annotations: dict, file, path: str) -> dict[str, str]:
     """The SLO's annotations that Prometheus takes as alert annotations: those named like
     labels (runbook_url, dashboard). Prefixed ones (summit.example/owner) are metadata for
-    the platform, as OpenSLO intends, and stay out of the rules."""
+    the platform, as OpenSLO intends, and stay out of the rules; any other name (runbook-url)
+    is an error, not an annotation that never reaches the alerts."""
     out = {}
     for key, value in annotations.items():
-        if not isinstance(key, str) or not _PROMETHEUS_LABEL.fullmatch(key):
-            continue
+        if isinstance(key, str) and "/" in key:
+            continue  # prefixed: the platform's metadata
+        if not isinstance(key, str) or not _PROMETHEUS_LABEL.fullmatch(key) or key.startswith("__"):
+            raise SLOSpecError(file, f"{path}.{key}", "is no Prometheus annotation name (letters, digits and '_', "
+                                                      "not starting with a digit or '__'): rename it, or prefix it "
+                                                      "(example.com/name) to keep it out of the rules")
         if key in ALERT_ANNOTATIONS:
             raise SLOSpecError(file, f"{path}.{key}", f"is an annotation the exported alerts write themselves "
                                                       f"({', '.join(ALERT_ANNOTATIONS)}): name it otherwise")
