@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .canonical import canonical_json, strict_loads
-from .keys import Signer
+from .keys import Signer, Verifier
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
@@ -101,7 +100,7 @@ def _signatures(envelope: dict) -> list[tuple[str, bytes]]:
     return out
 
 
-def verify_envelope(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
+def verify_envelope(envelope: dict, verifiers: Mapping[str, Verifier],
                     payload_type: str = PAYLOAD_TYPE) -> bytes:
     """Return the payload bytes if a signature by a known keyid verifies over its PAE.
 
@@ -111,7 +110,7 @@ def verify_envelope(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
     return verify_envelope_by(envelope, verifiers, payload_type)[0]
 
 
-def verify_envelope_by(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
+def verify_envelope_by(envelope: dict, verifiers: Mapping[str, Verifier],
                        payload_type: str = PAYLOAD_TYPE) -> tuple[bytes, str]:
     """``verify_envelope``, with the keyid whose signature verified."""
     if not isinstance(envelope, dict):
@@ -141,7 +140,7 @@ def verify_envelope_by(envelope: dict, verifiers: dict[str, Ed25519PublicKey],
     raise VerificationError("signature does not verify")
 
 
-def envelope_statement(envelope: str | dict, verifiers: Mapping[str, Ed25519PublicKey] | None = None) -> dict:
+def envelope_statement(envelope: str | dict, verifiers: Mapping[str, Verifier] | None = None) -> dict:
     """The statement an envelope (a dict or its JSON text, as the ledger stores it) carries.
     Without ``verifiers``, decoded without checking signatures: for reading receipts. With
     them (the public keys), only if a signature verifies (``verify_envelope``): for whatever
