@@ -31,21 +31,21 @@ def _progress() -> Progress:
 
 
 class _Main(click.Group):
-    """Every subcommand: an unreachable control store, an insecure key folder or a ledger
-    that refuses new receipts is a one-line error, not a traceback."""
+    """Every subcommand: an unreachable control store, an insecure or corrupt key file or a
+    ledger that refuses new receipts is a one-line error, not a traceback."""
 
     def invoke(self, ctx: click.Context):
         from .control.ledger_writer import LedgerCorrupt
         from .control.store import StoreUnavailable
         from .guard.runtime import MissingKey, NoStore
-        from .receipts.keys import InsecureKeys
+        from .receipts.keys import KeyFileError
         from .settings import SettingError
 
         try:
             return super().invoke(ctx)
         except StoreUnavailable as exc:
             raise click.ClickException(f"the control store is unavailable: {exc}") from None
-        except (InsecureKeys, NoStore, MissingKey, SettingError) as exc:
+        except (KeyFileError, NoStore, MissingKey, SettingError) as exc:
             raise click.ClickException(str(exc)) from None
         except LedgerCorrupt as exc:
             raise click.ClickException(f"the receipts ledger refuses new receipts: {exc}") from None

@@ -1120,3 +1120,17 @@ def test_a_ledger_cut_with_all_its_bookkeeping_fails_against_the_witness(state):
     res = CliRunner().invoke(main, ["receipts", "verify"])
     said = " ".join(res.output.split())
     assert res.exit_code == 1 and "a tree head of 2 was witnessed" in said and "newest receipts were cut" in said, said
+
+
+def test_a_corrupt_signing_key_is_a_one_line_error_naming_it(state):
+    # A key file that is not a key is a configuration error: said in one line (as a missing
+    # key is), not a traceback from every guarded command.
+    assert _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "1h",
+                "--actor", "dana").exit_code == 0  # the first key is made
+    key = state.keys_dir / "active.key"
+    key.write_text("garbage\n")
+    for args in (["switchboard", "override", "release-api", "--action", "resume", "--rationale", REASON,
+                  "--ttl", "1h", "--actor", "dana"], ["receipts", "retry"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1 and not isinstance(res.exception, ValueError), res.output
+        assert f"private key {key} is not an unencrypted PEM PKCS8 key" in res.output, res.output

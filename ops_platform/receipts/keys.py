@@ -134,7 +134,12 @@ def _public_pem(key: Ed25519PublicKey) -> bytes:
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-class InsecureKeys(ValueError):
+class KeyFileError(ValueError):
+    """A key file or retirement record that does not read as one (corrupt, of another kind):
+    a configuration error naming the file, not an outage."""
+
+
+class InsecureKeys(KeyFileError):
     """A key folder or private key others may write or read: refused, with the chmod to run."""
 
 
@@ -203,7 +208,7 @@ def _read_private_key(path: Path) -> Ed25519PrivateKey:
     try:
         st = os.fstat(fd)  # check the file we actually read, not a path that may change
         if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"private key {path} is not a regular file")
+            raise KeyFileError(f"private key {path} is not a regular file")
         if st.st_mode & 0o077:
             raise InsecureKeys(f"private key {path} has insecure mode "
                              f"{stat.S_IMODE(st.st_mode):04o}; run: chmod 600 {path}")
@@ -214,9 +219,9 @@ def _read_private_key(path: Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise ValueError(f"private key {path} is not an unencrypted PEM PKCS8 key") from None
+        raise KeyFileError(f"private key {path} is not an unencrypted PEM PKCS8 key") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"private key {path} is not an Ed25519 key")
+        raise KeyFileError(f"private key {path} is not an Ed25519 key")
     return key
 
 
@@ -225,18 +230,18 @@ def _read_public_key(path: Path) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except (ValueError, UnsupportedAlgorithm):
-        raise ValueError(f"public key {path} is not a PEM SubjectPublicKeyInfo key") from None
+        raise KeyFileError(f"public key {path} is not a PEM SubjectPublicKeyInfo key") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"public key {path} is not an Ed25519 key")
+        raise KeyFileError(f"public key {path} is not an Ed25519 key")
     if keyid_of(key) != path.stem:
-        raise ValueError(f"public key {path} is named after another key's fingerprint")
+        raise KeyFileError(f"public key {path} is named after another key's fingerprint")
     return key
 
 
 def _read_retirement(path: Path) -> Retirement:
     """One ``retired/<keyid>.json``; ValueError naming the file for anything else."""
     def bad(why: str) -> ValueError:
-        return ValueError(f"retirement record {path} {why}: it should be JSON with keyid, retired_at (RFC 3339 "
+        return KeyFileError(f"retirement record {path} {why}: it should be JSON with keyid, retired_at (RFC 3339 "
                           "with a time zone), successor and ledgers; put back the record the rotation wrote")
     try:
         data = json.loads(path.read_bytes())
