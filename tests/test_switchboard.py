@@ -601,6 +601,8 @@ def test_a_disabled_release_flag_blocks_nothing_and_stays_disabled(state):
     assert res.exit_code == 1 and "'ENABLED' or 'DISABLED'" in res.output, res.output
     res = _run("override", "release-graph", "--action", "resume", "--rationale", REASON, "--actor", "dana")
     assert res.exit_code == 0 and not FlagFile.load(live, lenient=True).release("release-graph").paused, res.output
+    # An action on one flag leaves the others alone, so it names none of them as left alone.
+    assert "unreadable" not in res.output and "release-api" not in _run("log", "release-graph").output
     from ops_platform.guard.actions import ActionRequest
     from ops_platform.ramp.flag_executor import FlagFileExecutor
 

@@ -116,7 +116,8 @@ class FlagFileExecutor:
         # Leniently: a flag someone broke is refused when acted on, and left out of a freeze
         # (which says so), but does not stop a pause or rollback of another flag.
         current = FlagFile.parse(data, source=str(self.path), lenient=True)
-        broken = {flag: str(err) for flag, err in current.broken.items()}
+        # Only a freeze, which acts on every release flag, has flags it left alone for not reading.
+        broken = {flag: str(err) for flag, err in current.broken.items()} if request.action == "freeze" else {}
         drift = self._drift(data, current)
         exempt = tuple((request.params or {}).get("exempt") or ())  # flags a freeze leaves alone
         if request.action == "freeze":
