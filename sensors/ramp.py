@@ -80,8 +80,11 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
 
     @cache
     def last_override(flag: str) -> datetime | None:
+        """When the flag's newest override took over; one not obeyed (see ``override``) never did."""
         every = store.overrides(flag)
-        return datetime.fromisoformat(every[-1]["created_at"]) if every else None
+        if not every or store.override_problem(every[-1], public_keys()):
+            return None
+        return datetime.fromisoformat(every[-1]["created_at"])
 
     @cache
     def wins_recorded(flag: str) -> set[str]:
@@ -99,8 +102,8 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
     flag_file = FlagFile.load(ex.path, lenient=True)
     # The newest day of burn evidence: a freeze on a much older day (a backfill) freezes nothing.
     newest = max(context.instance.get_materialized_partitions(BURN_KEY), default=None)
-    for decision in plan(signals, _ramps(warehouse), override, since_overrides(history, last_override), utcnow(),
-                         flag_file.release_flags, last_override, newest, completed.get, flag_file.releases()):
+    for decision in plan(signals, _ramps(warehouse), override, since_overrides(history, last_override, override),
+                         utcnow(), flag_file.release_flags, last_override, newest, completed.get, flag_file.releases()):
         if decision.request is None:
             context.log.info(f"no action: {decision.note}")
             flag = decision.overridden

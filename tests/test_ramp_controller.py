@@ -133,6 +133,16 @@ def test_after_an_override_the_controller_may_act_again_and_a_freeze_spares_over
     assert again.request.action == "pause" and "after-override" in again.request.idempotency_key
     before = plan([_signal(ramp="pause")], RAMPS, lambda f: None)[0].request.idempotency_key
     assert again.request.idempotency_key != before  # a new action, not the old one answered again
+    # While a hold is in force, the rollback it lets through is not asked again for a build the
+    # controller already rolled back: the earlier action holds until the override expires.
+    rolled = {history_key("rollback", "release-api", "api-102"): ("rollback", now - timedelta(hours=3))}
+    hold = {"release-api": "hold by dana"}.get
+    (same,) = plan([_signal()], RAMPS, hold, since_overrides(rolled, last_override, hold), now,
+                   last_override=last_override)
+    assert same.request is None and "already rollback" in same.note, same.note
+    (expired,) = plan([_signal()], RAMPS, lambda f: None, since_overrides(rolled, last_override), now,
+                      last_override=last_override)
+    assert expired.request.action == "rollback"  # once it expires, the controller acts again
     # A freeze while release-api is under an active override leaves that flag to the human.
     stable = _signal(groups=("api/general/api-101",))
     (freeze,) = plan([stable], RAMPS, lambda f: "resume by dana" if f == "release-api" else None,

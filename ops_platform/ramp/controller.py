@@ -109,16 +109,21 @@ def escalates_past(directive: str, action: str) -> bool:
 
 
 def since_overrides(history: dict[str, tuple[str, datetime]],
-                    last_override: Callable[[str], datetime | None]) -> LastAction:
+                    last_override: Callable[[str], datetime | None],
+                    active_override: Callable[[str], str | None] = lambda flag: None) -> LastAction:
     """The controller's history as ``plan`` reads it: a human override on a flag (resume,
     hold or rollback) takes the ramp out of the controller's hands, so what the controller
-    did there before it no longer holds it back once the override expires."""
+    did there before it no longer holds it back once the override expires. While the
+    override is in force (``active_override``) it still does: a rollback a hold lets through
+    is not asked again for evidence the controller already acted on."""
     def last(key: str) -> tuple[str, datetime] | None:
         prior = history.get(key)
         if prior is None or key == FREEZE_TARGET:
             return prior
-        took_over = last_override(key.split(":", 1)[0])
-        return None if took_over is not None and took_over >= prior[1] else prior
+        flag = key.split(":", 1)[0]
+        took_over = last_override(flag)
+        over = took_over is not None and took_over >= prior[1] and active_override(flag) is None
+        return None if over else prior
     return last
 
 
