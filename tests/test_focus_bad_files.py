@@ -292,6 +292,23 @@ def test_a_bignumeric_extra_column_does_not_make_a_parquet_file_unreadable(tmp_p
     assert report.loads and (report.rows, report.accepted) == (1, 1), report
 
 
+@pytest.mark.parametrize("scale", [1, 1000])  # epoch seconds, epoch milliseconds
+def test_charge_periods_as_bare_numbers_are_quarantined_not_read_as_microseconds(tmp_path, scale):
+    # A number has no unit: read as microseconds, a March bill landed in January 1970 and the
+    # report's period stretched to 1970. Each row is quarantined, saying why.
+    import pyarrow.parquet as pq
+
+    frame = pl.read_csv(_csv(tmp_path, ROW), infer_schema=False).with_columns(
+        pl.lit(int(datetime(2026, 3, 2, tzinfo=UTC).timestamp()) * scale).alias("ChargePeriodStart"),
+        pl.lit(int(datetime(2026, 3, 3, tzinfo=UTC).timestamp()) * scale).alias("ChargePeriodEnd"))
+    pq.write_table(frame.to_arrow(), tmp_path / "epoch.parquet")
+    report = check_file(tmp_path / "epoch.parquet", BILLING_FOCUS)
+    assert (report.accepted, report.quarantined_rows) == (0, 1), report
+    [reason] = report.quarantined
+    assert "ChargePeriodStart: not a valid timestamp (a number, whose unit is unknown" in reason
+    assert "missing value" not in reason
+
+
 def test_a_value_that_does_not_cast_is_kept_as_written_in_the_quarantine_record(tmp_path):
     # The analyst sees what to fix ("50,000.00"), not a null where the value was.
     bad = _row(BilledCost='"50,000.00"', ChargePeriodStart="03/02/2026", x_LineItemId="L9")

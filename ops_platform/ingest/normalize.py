@@ -51,6 +51,10 @@ def _cast(col: Column, src: pl.DataType) -> pl.Expr:
     c = pl.col(col.name)
     if col.dtype == "string" and src.is_nested():
         return _json_text(c, src)
+    if col.dtype in ("timestamp", "date") and src.is_numeric():
+        # A bare number has no unit (seconds, milliseconds, days since 1970?): guessed, a bill
+        # lands in 1970. Unread, so each row is quarantined as an invalid time, as in a CSV.
+        return pl.lit(None, target)
     if col.dtype == "timestamp":
         if src == pl.String:  # RFC 3339 (the usual case); other ISO 8601 layouts afterwards
             return (c.str.replace(r"Z$", "+00:00")
@@ -178,7 +182,10 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
         casts.append(_cast(Column(source, col.dtype), src).alias(f"__{col.name}"))
         if col.source is not None or src != POLARS_TYPES[col.dtype]:
             why = pl.lit(f"{source}: not a valid {col.dtype}")
-            if col.dtype == "timestamp":
+            if col.dtype in ("timestamp", "date") and src.is_numeric():
+                why = pl.lit(f"{source}: not a valid {col.dtype} (a number, whose unit is unknown: write ISO "
+                             "8601 text or a Parquet timestamp)")
+            elif col.dtype == "timestamp":
                 why = pl.lit(f"{source}: not a valid timestamp (ISO 8601 expected)")
             elif col.dtype == "decimal" and (src.is_numeric() or src == pl.String):
                 why = pl.when(_out_of_range(source, src)).then(
