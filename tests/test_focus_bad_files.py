@@ -292,6 +292,20 @@ def test_a_bignumeric_extra_column_does_not_make_a_parquet_file_unreadable(tmp_p
     assert report.loads and (report.rows, report.accepted) == (1, 1), report
 
 
+def test_a_row_with_fewer_fields_than_the_header_is_refused_not_padded(tmp_path):
+    # polars pads a short row with nulls: a bill cut mid-line (or a row that lost a field)
+    # loaded with its tags gone, and its cost went to another tenant without a word.
+    cut = ROW.rsplit(",", 2)[0]  # the row without its Tags and line id
+    path = _csv(tmp_path, _row(x_LineItemId="L0"), cut)
+    report = check_file(path, BILLING_FOCUS)
+    assert not report.loads and "1 row(s) have fewer fields than the header's 23: data row 1 (21 fields)" in \
+        str(report), report
+    # A row whose last field is empty (no tags) has all its fields: it loads.
+    header, row = HEADER.removesuffix(",x_LineItemId"), _row(Tags="").removesuffix(",L1")
+    assert row.endswith(",") and check_file(_csv(tmp_path, row, name="untagged.csv", header=header),
+                                            BILLING_FOCUS).accepted == 1
+
+
 @pytest.mark.parametrize("scale", [1, 1000])  # epoch seconds, epoch milliseconds
 def test_charge_periods_as_bare_numbers_are_quarantined_not_read_as_microseconds(tmp_path, scale):
     # A number has no unit: read as microseconds, a March bill landed in January 1970 and the

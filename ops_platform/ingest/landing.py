@@ -71,6 +71,8 @@ def read_any(path: Path) -> pl.DataFrame:
         if twice:
             raise ValueError(f"{path}: the header names column(s) {', '.join(map(repr, twice))} more than once: "
                              "which copy holds the data cannot be told; keep one")
+        if frame.width and frame.height and frame[:, -1].null_count():
+            _refuse_short_rows(path, gzipped=name.endswith(".gz"), skip=int(hint_line), width=frame.width)
         # An empty field is no value, quoted ("" as spreadsheets and csv.QUOTE_ALL write it) or not.
         return frame.with_columns(pl.all().replace("", None))
     if plain.endswith((".jsonl", ".ndjson")):
@@ -79,6 +81,26 @@ def read_any(path: Path) -> pl.DataFrame:
                                infer_schema_length=None)
         return frame.with_columns(pl.col(pl.String).replace("", None))  # as in CSV and Parquet
     raise ValueError(f"{path}: unsupported file type (use .parquet, .csv or .jsonl, optionally .gz)")
+
+
+def _refuse_short_rows(path: Path, gzipped: bool, skip: int, width: int) -> None:
+    """A row with fewer fields than the header (a file cut mid-line, a field lost in an edit):
+    polars fills the missing fields with nulls, so a cost row would load without its tags and
+    be attributed elsewhere without a word. Refused, naming the rows, as a row with too many
+    fields is. Only run when the last column has nulls (a short row always leaves it empty)."""
+    import csv
+
+    with (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if gzipped
+          else path.open(encoding="utf-8-sig", newline="")) as f:
+        rows = csv.reader(f)
+        for _ in range(skip + 1):  # the separator hint, then the header
+            next(rows, None)
+        short = [(i, len(r)) for i, r in enumerate(rows) if r and len(r) < width]
+    if short:
+        said = ", ".join(f"data row {i} ({n} fields)" for i, n in short[:3]) + (
+            f" and {len(short) - 3} more" if len(short) > 3 else "")
+        raise ValueError(f"{path}: {len(short)} row(s) have fewer fields than the header's {width}: {said}; "
+                         "a file cut short or a row that lost a field: export it again")
 
 
 def _wide_decimals_as_text(path: Path) -> pl.DataFrame:
