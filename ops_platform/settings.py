@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 
 from .paths import StatePaths
 from .world.config import PRESETS, WorldConfig
@@ -49,9 +50,15 @@ def partition_range(paths: StatePaths) -> PartitionRange:
             return PartitionRange(date.fromisoformat(a), date.fromisoformat(b), tz or "America/Denver")
         except ValueError:
             raise SettingError(f"OPS_PLATFORM_PARTITIONS={override!r} must look like 2026-03-01:2026-03-14") from None
+    return world_partition_range(paths.world, tz)
+
+
+def world_partition_range(world: Path, tz: str | None = None) -> PartitionRange:
+    """The days a world covers (the default demo preset's before any world exists), in its
+    time zone unless ``tz`` says otherwise."""
     cfg: WorldConfig = PRESETS["S"]
-    if world_exists(paths.world):
-        cfg = WorldConfig.from_json(load_manifest(paths.world)["config"])
+    if world_exists(world):
+        cfg = WorldConfig.from_json(load_manifest(world)["config"])
     return PartitionRange(cfg.start_date, cfg.start_date + timedelta(days=cfg.days - 1), tz or cfg.tz)
 
 

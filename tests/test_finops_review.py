@@ -130,3 +130,22 @@ def test_a_focus_csv_naming_a_column_twice_is_refused(tmp_path):
 def test_report_help_gives_its_default_period():
     res = CliRunner().invoke(main, ["finops", "report", "--help"])
     assert "the first usage day to the last day the bill covers" in " ".join(res.output.split())
+
+
+def test_the_report_quarantines_events_stamped_after_their_file_as_ingestion_does(small_world, tmp_path):
+    # An event stamped two days after the file that brought it is a clock gone wrong: the
+    # daily assets quarantine it, and the report read it as usage (a tenant billed for it).
+    world = _world(small_world, tmp_path)
+    before = json.loads(_report(world, "--json").output)["tenants"]
+    folders = sorted((world / "landing" / "usage_events").glob("dt=*"))
+    tenant = before[0]["tenant_id"]
+    day = folders[1].name.removeprefix("dt=")
+    skewed = {"specversion": "1.0", "source": "//summit/api", "type": "com.summit.usage.recorded.v1",
+              "time": f"{folders[3].name.removeprefix('dt=')}T18:00:00Z", "subject": tenant,
+              "datacontenttype": "application/json", "data": {"meter": "api_calls", "quantity": 1_000_000}}
+    (folders[1] / f"events-skewed-{day}.jsonl").write_text(
+        "".join(json.dumps({**skewed, "id": f"ev-skewed-{i}"}) + "\n" for i in range(3)))
+    res = _report(world, "--json")
+    assert res.exit_code == 0, res.output
+    after = {t["tenant_id"]: t for t in json.loads(res.output)["tenants"]}
+    assert after[tenant]["revenue_micros"] == before[0]["revenue_micros"]

@@ -4,6 +4,7 @@ anomalies and invoices; one path for the CLI, the Dagster assets and the score."
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -14,8 +15,9 @@ import polars as pl
 
 from ..contracts.definitions import CONTRACTS
 from ..ingest.landing import LandingZoneReader
+from ..ingest.partitioning import PartitionSpace
 from ..ingest.pipeline import RESTATED, ingest_partition, latest_deliveries, quarantine_rows
-from ..settings import usage_final_after_days
+from ..settings import usage_final_after_days, world_partition_range
 from ..timezones import utcnow
 from .anomalies import detect_anomalies
 from .attribution import CONFIDENCE_TARGET, Attribution, attribute, billed_days
@@ -40,11 +42,15 @@ class FinOpsInputs:
 
     @classmethod
     def from_landing(cls, world: Path, final_after_days: int | None = None) -> FinOpsInputs:
-        """Straight from a landing zone, through the same contracts as ingestion.
+        """Straight from a landing zone, through the same contracts and day rules as ingestion
+        (an event stamped after the date of the file that brought it is quarantined there too).
         ``final_after_days``: the usage finality window (default: the platform setting)."""
         reader = LandingZoneReader(world / "landing")
+        days = world_partition_range(world, os.environ.get("OPS_PLATFORM_TZ"))
+        space = PartitionSpace(days.first, days.last, days.tz)
         billing = ingest_partition(CONTRACTS["billing_focus"], reader)
-        usage, corrections, superseded = daily_usage(_accepted("usage_events", reader), _window(final_after_days))
+        usage, corrections, superseded = daily_usage(_accepted("usage_events", reader, space=space),
+                                                     _window(final_after_days))
         return cls(usage, corrections, billing.accepted, billing.quarantine,
                    *(_accepted(t, reader, whole=True) for t in ("services", "tenants", "price_list")), superseded)
 
@@ -64,13 +70,14 @@ class FinOpsInputs:
                    wh.query("SELECT * FROM raw.price_list"), superseded, counts)
 
 
-def _accepted(table: str, reader: LandingZoneReader, whole: bool = False) -> pl.DataFrame:
+def _accepted(table: str, reader: LandingZoneReader, whole: bool = False,
+              space: PartitionSpace | None = None) -> pl.DataFrame:
     """The rows of ``table``'s landing files its contract accepts. A file the contract refuses
     whole is an error naming it (its rows would be missing from every figure without a word;
     a refused bill file is the exception, reported as its days unbilled); with ``whole`` (the
     catalog: tenants, tiers, prices), so is a row it quarantines, since a tenant or a price
     left out would read as usage of an unknown tenant or a meter without a price."""
-    res = ingest_partition(CONTRACTS[table], reader)
+    res = ingest_partition(CONTRACTS[table], reader, space)
     refused = list(res.schema_errors)
     if whole and res.quarantine.height:
         refused += [f"{r['file']}: {r['reason']}" for r in res.quarantine.head(3).iter_rows(named=True)]
