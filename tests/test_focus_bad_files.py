@@ -403,3 +403,8 @@ def test_headers_in_another_case_are_told_names_are_case_sensitive(tmp_path):
     [error] = check_file(one, BILLING_FOCUS).schema_errors
     assert error.endswith("missing column 'ServiceName' (column names are case-sensitive: the file has "
                           "'servicename' for 'ServiceName')"), error
+    # A header written "A, B, C" (spaces after the commas): said, not just "missing columns".
+    spaced = _csv(tmp_path, ROW, header=HEADER.replace(",", ", "), name="spaced.csv")
+    [error] = check_file(spaced, BILLING_FOCUS).schema_errors
+    assert "(20 of the 21 required) (column names are matched as written, spaces included: the file has " \
+           "' BillingAccountId' for 'BillingAccountId'" in error, error

@@ -144,9 +144,15 @@ def _schema_errors(frame: pl.DataFrame, contract: Contract, origin: str) -> list
     renames = [f"{old!r} is now {new!r}" for old, new in contract.former_names.items()
                if old in frame.columns and new in missing]
     hint = f" (an earlier version of the spec: {'; '.join(renames)})" if renames else ""
-    # Names are matched exactly, as the spec spells them: say so when only the case differs.
-    spelt = {c.lower(): c for c in frame.columns}
-    cased = [f"{spelt[n.lower()]!r} for {n!r}" for n in missing if n.lower() in spelt]
+    # Names are matched exactly, as the spec spells them: say so when only spaces around a
+    # name (a header written "A, B") or the case differ.
+    spaced = {c.strip(): c for c in frame.columns if c != c.strip()}
+    padded = [f"{spaced[n]!r} for {n!r}" for n in missing if n in spaced]
+    if padded:
+        hint += (f" (column names are matched as written, spaces included: the file has {', '.join(padded[:3])}"
+                 + (f" and {len(padded) - 3} more" if len(padded) > 3 else "") + ")")
+    spelt = {c.strip().lower(): c for c in frame.columns}
+    cased = [f"{spelt[n.lower()]!r} for {n!r}" for n in missing if n not in spaced and n.lower() in spelt]
     if cased:
         hint += (f" (column names are case-sensitive: the file has {', '.join(cased[:3])}"
                  + (f" and {len(cased) - 3} more" if len(cased) > 3 else "") + ")")
