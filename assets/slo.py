@@ -220,7 +220,7 @@ def _check_description(t, gaps: list[str] = (), end: datetime | None = None) -> 
         where = (f"reaches into day(s) not ingested yet ({', '.join(gaps)}): materialize this day again once they are"
                  if gaps else "reaches before the SLI history starts")
         said = (f"not judged before {t.judged_from} (its {t.long_window} window {where}); "
-                f"{said} after" if end is None or datetime.fromisoformat(t.judged_from) < end else
+                f"from then on, {said}" if end is None or datetime.fromisoformat(t.judged_from) < end else
                 f"not judged this day: its {t.long_window} window {where}")
     return said
 
