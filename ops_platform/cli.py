@@ -1224,7 +1224,10 @@ def switchboard() -> None:
 
 @switchboard.command("override")
 @click.argument("flag")
-@click.option("--action", "directive", type=click.Choice(["resume", "hold", "rollback"]), required=True)
+@click.option("--action", "directive", type=click.Choice(["resume", "hold", "rollback"]), required=True,
+              help="resume: ramp on, the controller kept out until the TTL expires (a freeze on FLAG lifted); "
+                   "hold: the ramp stops advancing, but the controller may still roll back a build that burns; "
+                   "rollback: the candidate back to 0%, the controller kept out until the TTL expires.")
 @click.option("--rationale", required=True, help="Why (at least 20 non-blank characters; it goes into the receipt).")
 @click.option("--ttl", default="4h", show_default=True, help="How long the override wins over the controller (e.g. 30m, 4h, 1d; "
               "the guard's policy allows at most 1d, policies/guard.rego); a hold stays after it "
@@ -1234,7 +1237,9 @@ def switchboard() -> None:
 @_store_option
 def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, actor: str,
                          idempotency_key: str | None, url: str | None) -> None:
-    """Override the ramp controller on FLAG: it wins over the controller until the TTL expires."""
+    """Override the ramp controller on FLAG until the TTL expires: a resume or a rollback wins
+    over the controller; a hold keeps the ramp from advancing, not the controller from rolling
+    back a build that burns (docs/ramps.md)."""
     import uuid
 
     from .control.store import StoreUnavailable
