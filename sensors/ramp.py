@@ -115,8 +115,12 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
                 wins_recorded(flag).add(decision.note)
             continue  # other notes are logged, not stored: re-reading the same evidence must not add rows
         out = proto.submit(decision.request)
-        outcomes[out.status] = outcomes.get(out.status, 0) + 1
-        context.log.info(f"{decision.request.action} {decision.request.target_id}: {out.status} ({decision.note})")
+        # A completed action that changed nothing (the build's ramp is over) is counted and
+        # logged as skipped: "completed" alone reads as a rollback done.
+        status = "skipped" if out.said.get("skipped") else out.status
+        outcomes[status] = outcomes.get(status, 0) + 1
+        why = f"completed, skipped: {out.said['skipped']}" if status == "skipped" else out.status
+        context.log.info(f"{decision.request.action} {decision.request.target_id}: {why} ({decision.note})")
     context.add_output_metadata({"outcomes": dg.MetadataValue.json(outcomes), "signals": len(signals)})
 
 

@@ -331,6 +331,30 @@ def test_an_override_winning_is_in_the_flags_timeline_once(state):
     assert len(open_store(state).events(flag, kind="override_wins")) == 1
 
 
+def test_a_controller_action_that_changed_nothing_is_logged_and_counted_as_skipped(state):
+    # A rollback of a build whose ramp is over completes (receipted) without touching the
+    # flag: the run log and its outcomes said "completed", which reads as a rollback done.
+    from ops_platform.ramp.verdicts import ramps_from_steps
+
+    from .conftest import load_warehouse
+
+    wh = load_warehouse(state.warehouse, state.landing)
+    r = ramps_from_steps(wh.query("SELECT * FROM raw.ramp_steps")).row(0, named=True)
+    sig = json.dumps({"slo": "api-availability", "tier": "fast", "partition": "2026-03-06", "ramp_action": "rollback",
+                      "platform_action": "freeze", "groups": [f"{r['service']}/canary/{r['build_id']}"],
+                      "first_firing": r["start"].isoformat(), "evidence": "burn 20x"})
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = ramp_controller_job.execute_in_process(
+            run_config={"ops": {"ramp_controller_op": {"config": {"signals": [sig]}}}},
+            resources=build_resources(state), instance=instance)
+        assert result.success
+        said = [log.user_message for log in instance.all_logs(result.run_id)]
+    outcomes = [m for m in said if m.startswith(f"rollback release-{r['service']}:")]
+    assert outcomes and "completed, skipped: " in outcomes[0] and r["build_id"] in outcomes[0], said
+    (mat,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    assert mat.event_specific_data.metadata["outcomes"].value == {"skipped": 1}
+
+
 def _check_event(instance, run_id: str, event_type, data) -> None:
     from dagster._core.events import DagsterEvent
     from dagster._core.events.log import EventLogEntry

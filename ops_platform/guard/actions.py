@@ -140,3 +140,6 @@ class Outcome:
     reason: str = ""
     receipt_id: str | None = None
     created: bool = True
+    # What a completed action's executor said beyond "done" (``skipped``: nothing to change,
+    # and why; ``drift``), as its receipt and the flag's timeline say it.
+    said: Mapping[str, Any] = field(default_factory=dict)

@@ -343,7 +343,7 @@ class ActionProtocol:
                                          payload={"drift": {target: what}, "seen_by": f"{req.action} {req.target_id}"})
         if head is not None and first is not None:  # committed: the tree head is the ledger's now
             self.witness(first, head.tree_size, head.root_hash)
-        return Outcome(req.action_id, status, decision.reason, entry.receipt_id)
+        return Outcome(req.action_id, status, decision.reason, entry.receipt_id, said=said)
 
     def _pending(self, req, decision: Decision, result: ExecutionResult | None, why: str) -> Outcome:
         now = self.clock()
