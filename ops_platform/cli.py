@@ -234,13 +234,18 @@ def _ramp_story(p: StatePaths, report) -> None:
     from .ramp.flags import FlagFile
 
     store = open_store(p)
-    acted = [e for e in store.events(actor=CONTROLLER_ACTOR) if e["target_kind"] == "flag"
+    every = [e for e in store.events(actor=CONTROLLER_ACTOR) if e["target_kind"] == "flag"
              and e["kind"] in ("action_completed", "action_denied", "action_pending_receipt")]
+    # This run's actions: a demo run again finds the earlier runs' actions in the ledger.
+    since = report.controller_since or ""
+    acted = [e for e in every if e["ts"] >= since]
     receipts = {e["receipt_id"] for e in acted if e["receipt_id"]}  # the controller's own, not the ledger's
     if report.release_pipeline:
         click.echo(report.release_pipeline)
+    earlier = len(every) - len(acted)
     click.echo(f"ramp controller: {report.controller_signals} signal(s) from failed burn and ramp verdict "
-               f"checks -> {len(acted)} guarded action(s), {len(receipts)} receipt(s)")
+               f"checks -> {len(acted)} guarded action(s), {len(receipts)} receipt(s)"
+               + (f" this run ({earlier} from earlier runs stand)" if earlier else ""))
     # What changed a flag first, then what was receipted without a change (and why).
     acted.sort(key=lambda e: "skipped" in json.loads(e["payload"]))
     for e in acted[:8]:

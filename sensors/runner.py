@@ -10,6 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from ops_platform.timezones import iso_utc, utcnow
+
 from . import CATALOG_JOB, CONTROL_JOB, DAILY_JOB, DBT_JOB, FINOPS_JOB, SCORE_JOB
 from .finops import RELEASE_JOB
 from .ramp import RAMP_JOB, ramp_controller_sensor
@@ -100,6 +102,7 @@ class RunReport:
     controller_signals: int = 0
     invoice_period: str | None = None
     release_pipeline: str | None = None  # what the release pipeline had on a flag when the controller ran
+    controller_since: str | None = None  # when this run's controller started (its events are those after)
 
     def add(self, label: str, result: dg.ExecuteInProcessResult, partition: str | None = None) -> None:
         self.runs += 1
@@ -149,6 +152,7 @@ def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
     # From the start of the history every time: the controller's idempotency keys make a re-run a no-op.
     if release_pipeline is not None:
         report.release_pipeline = release_pipeline()
+    report.controller_since = iso_utc(utcnow())
     request = ramp_controller_sensor(dg.build_sensor_context(instance=instance))
     if isinstance(request, dg.RunRequest):
         report.controller_signals = len(request.run_config["ops"]["ramp_controller_op"]["config"]["signals"])

@@ -255,11 +255,17 @@ def test_the_demo_story_counts_the_controllers_receipts_only(state, capsys):
         target_id="all-release-flags", rationale="incident", idempotency_key="freeze-1", params={}))
     assert out.status == "completed" and len(store.ledger_entries()) == 2
     capsys.readouterr()
-    _ramp_story(state, SimpleNamespace(release_pipeline=None, controller_signals=1))
+    _ramp_story(state, SimpleNamespace(release_pipeline=None, controller_signals=1, controller_since=None))
     text = capsys.readouterr().out
-    assert "-> 1 guarded action(s), 1 receipt(s)" in text, text
+    assert "-> 1 guarded action(s), 1 receipt(s)\n" in text, text
     assert json.loads(store.events(kind="action_completed", actor="ramp-controller")[0]["payload"])["action"] == \
         "freeze"
+    # A demo run again counts its own controller run's actions, not every earlier run's too.
+    from ops_platform.timezones import iso_utc, utcnow
+
+    since = iso_utc(utcnow())
+    _ramp_story(state, SimpleNamespace(release_pipeline=None, controller_signals=1, controller_since=since))
+    assert "-> 0 guarded action(s), 0 receipt(s) this run (1 from earlier runs stand)" in capsys.readouterr().out
 
 
 def test_dlq_discard_needs_an_item_a_human_and_a_reason(state):
