@@ -1247,10 +1247,8 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     back a build that burns (docs/ramps.md)."""
     import uuid
 
-    from .control.store import StoreUnavailable
     from .guard.actions import ActionRequest
     from .slo.spec import SLOSpecError, parse_duration
-    from .timezones import iso_utc, utcnow
 
     actor, roster = _human(actor)
     key = idempotency_key or f"override-{uuid.uuid4()}"
@@ -1263,7 +1261,7 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
         raise click.BadParameter("it is blank; say why, in words the receipt will keep", param_hint="--rationale")
     p = _guard_paths()
     from .ramp.flags import FlagFileError
-    from .ramp.switchboard import check_override, live_flag_file
+    from .ramp.switchboard import check_override, live_flag_file, replaced_overrides
 
     if idempotency_key is not None and (idempotency_key != idempotency_key.strip() or not idempotency_key):
         raise click.UsageError(f"--idempotency-key {idempotency_key!r}: a key is not blank and has no spaces "
@@ -1277,15 +1275,11 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     proto = _any_action_protocol(url)
-    try:  # the override in force now, which a new one replaces (even one that would outlast it)
-        replaced = proto.store.active_overrides(flag, iso_utc(utcnow()))
-    except StoreUnavailable:
-        replaced = []
+    replaced = replaced_overrides(proto.store, flag)
     out = proto.submit(ActionRequest(
         actor=actor, roles=roster.roles(actor), action="override", target_kind="flag", target_id=flag,
         rationale=rationale, idempotency_key=key, ttl_seconds=seconds, params={"directive": directive}))
-    notes += [f"it replaces the {o['directive']} by {o['actor']} that was in force until {o['expires_at']}"
-              for o in replaced]
+    notes += replaced
     colour = {"completed": "green", "denied": "red"}.get(out.status, "yellow")
     console.print(f"[{colour}]{out.status}[/{colour}] {directive} on {flag}: {out.reason}"
                   + (f" (receipt {out.receipt_id[:12]})" if out.receipt_id else ""))

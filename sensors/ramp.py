@@ -22,7 +22,7 @@ from ops_platform.ramp.controller import (
     since_overrides,
 )
 from ops_platform.ramp.flags import FlagFile
-from ops_platform.ramp.switchboard import OverrideExecutor, check_override
+from ops_platform.ramp.switchboard import OverrideExecutor, check_override, replaced_overrides
 from ops_platform.ramp.verdicts import ramps_from_steps
 from ops_platform.slo.burn import window_name
 from ops_platform.slo.spec import load_slos
@@ -269,6 +269,7 @@ def switchboard_override_op(context: dg.OpExecutionContext, config: OverrideConf
     # Keyed by the first run of a re-execution chain: re-executing a run the guard could not
     # decide (kept, retried by the retry job) must not make a second request.
     root = context.run.root_run_id or context.run_id
+    notes += replaced_overrides(store, config.flag)
     out = proto.submit(ActionRequest(
         actor=actor, roles=roster.roles(actor), action="override", target_kind="flag", target_id=config.flag,
         rationale=config.rationale, idempotency_key=f"override-{root}", ttl_seconds=ttl,

@@ -140,6 +140,14 @@ def test_the_override_job_refuses_the_controllers_name_and_uses_the_roster(state
     assert run("bob").success
     kinds = [(e["kind"], e["actor"]) for e in open_store(state).events("release-api")]
     assert ("action_denied", "fran") in kinds and ("action_completed", "bob") in kinds
+    # As the CLI does, the job says which override in force a new one replaces.
+    with dg.DagsterInstance.ephemeral() as instance:
+        cfg = {"flag": "release-api", "action": "resume", "rationale": REASON, "actor": "bob"}
+        result = switchboard_override_job.execute_in_process(
+            run_config={"ops": {"switchboard_override_op": {"config": cfg}}}, resources=build_resources(state),
+            instance=instance)
+        said = [log.user_message for log in instance.all_logs(result.run_id)]
+    assert any(m.startswith("note: it replaces the hold by bob that was in force until ") for m in said), said
 
 
 def test_a_missing_or_malformed_roster_is_a_clear_error(state, tmp_path, monkeypatch):

@@ -27,6 +27,20 @@ from .flags import FlagFile
 DIRECTIVES = {"hold": "pause", "rollback": "rollback", "resume": "resume"}
 
 
+def replaced_overrides(store: ControlStore, flag: str) -> list[str]:
+    """The override in force on ``flag`` now, which a new one replaces (even one that would
+    outlast it), as a note to say with the new one's outcome; none when the store is down
+    (the request is spooled then, and says so itself)."""
+    from ..control.store import StoreUnavailable
+
+    try:
+        active = store.active_overrides(flag, iso_utc(utcnow()))
+    except StoreUnavailable:
+        return []
+    return [f"it replaces the {o['directive']} by {o['actor']} that was in force until {o['expires_at']}"
+            for o in active]
+
+
 def check_override(flag_file: Path, flag: str, directive: str) -> list[str]:
     """Refuse, before anything is submitted, an override that could never apply: an unknown
     directive or a flag the file does not have (the executor would fail it on every retry,
