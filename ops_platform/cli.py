@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -1227,6 +1228,27 @@ def switchboard() -> None:
     """Human overrides of ramps (with a rationale and a TTL) and the timeline of a flag."""
 
 
+_TTL_PART = re.compile(r"(\d+)([smhdw])")
+_TTL_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _ttl_seconds(ttl: str) -> int:
+    """``--ttl`` in seconds: a duration as Flagger and Argo Rollouts write one (30m, 4h, 1h30m,
+    1d); a usage error saying what is wrong otherwise."""
+    text = ttl.strip()
+    parts = _TTL_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        what = ("M is months, which a TTL does not take: write minutes as m" if re.fullmatch(r"\d+M", text)
+                else "is not a duration")
+        raise click.UsageError(f"--ttl {ttl!r} {what}: use one like 30m, 4h, 1h30m or 1d")
+    seconds = sum(int(n) * _TTL_UNIT[u] for n, u in parts)
+    if seconds <= 0:
+        raise click.UsageError(f"--ttl {ttl!r} is no time at all: use one like 30m, 4h, 1h30m or 1d")
+    if seconds > 10 ** 12:  # the policy allows a day; past this the number is a slip, said so
+        raise click.UsageError(f"--ttl {ttl!r} is too long a duration (the guard's policy allows at most 1d)")
+    return seconds
+
+
 @switchboard.command("override")
 @click.argument("flag")
 @click.option("--action", "directive", type=click.Choice(["resume", "hold", "rollback"]), required=True,
@@ -1234,7 +1256,7 @@ def switchboard() -> None:
                    "hold: the ramp stops advancing, but the controller may still roll back a build that burns; "
                    "rollback: the candidate back to 0%, the controller kept out until the TTL expires.")
 @click.option("--rationale", required=True, help="Why (at least 20 non-blank characters; it goes into the receipt).")
-@click.option("--ttl", default="4h", show_default=True, help="How long the override wins over the controller (e.g. 30m, 4h, 1d; "
+@click.option("--ttl", default="4h", show_default=True, help="How long the override wins over the controller (e.g. 30m, 4h, 1h30m, 1d; "
               "the guard's policy allows at most 1d, policies/guard.rego); a hold stays after it "
               "until someone resumes the ramp.")
 @click.option("--actor", required=True, help="Who is overriding (a human with the oncall role in the actor roster).")
@@ -1248,15 +1270,10 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     import uuid
 
     from .guard.actions import ActionRequest
-    from .slo.spec import SLOSpecError, parse_duration
 
     actor, roster = _human(actor)
     key = idempotency_key or f"override-{uuid.uuid4()}"
-    try:
-        seconds = int(parse_duration(ttl, "--ttl", "ttl").total_seconds())
-    except SLOSpecError as exc:
-        what = "is no time at all" if str(exc).endswith("must be positive") else "is not a duration"
-        raise click.UsageError(f"--ttl {ttl!r} {what}: use one like 30m, 4h or 1d") from exc
+    seconds = _ttl_seconds(ttl)
     if not rationale.strip():  # a slip of the shell, not a request to receipt (the policy judges the rest)
         raise click.BadParameter("it is blank; say why, in words the receipt will keep", param_hint="--rationale")
     p = _guard_paths()

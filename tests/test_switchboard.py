@@ -56,7 +56,9 @@ def test_override_needs_a_real_rationale_and_a_ttl(state):
     assert bad_ttl.exit_code == 2 and "--ttl" in bad_ttl.output
     for huge in ("1000000000d", "99999999999999999999d"):  # past what a duration can hold: no traceback
         res = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", huge, "--actor", "dana")
-        assert res.exit_code == 2 and "--ttl" in res.output, res.output  # an uncaught error exits 1
+        assert res.exit_code == 2 and "is too long a duration" in res.output, res.output  # an uncaught error exits 1
+    month = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "1M", "--actor", "dana")
+    assert month.exit_code == 2 and "M is months" in month.output, month.output
     # Past the policy's longest override: denied in the policy's seconds, and said in the user's unit too.
     long = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "25h", "--actor", "dana")
     assert long.exit_code == 1 and "(got 90000)" in long.output and "--ttl 25h is 90000 seconds" in long.output, long.output
@@ -70,6 +72,14 @@ def test_override_needs_a_real_rationale_and_a_ttl(state):
 
     receipted = [e for e in json.loads(_run("log", "release-api", "--json").output)["events"] if e["receipt_id"]]
     assert len(receipted) == 2  # the short rationale's and the long TTL's denials only
+    # A compound duration, as Flagger and Argo Rollouts write them.
+    mixed = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "1h30m",
+                 "--actor", "dana")
+    assert mixed.exit_code == 0, mixed.output
+    (active,) = json.loads(_run("log", "release-api", "--json").output)["active_overrides"]
+    from datetime import datetime
+
+    assert (datetime.fromisoformat(active["expires_at"]) - datetime.fromisoformat(active["created_at"])).seconds == 5400
 
 
 def test_same_idempotency_key_applies_once(state):
