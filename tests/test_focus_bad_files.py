@@ -306,6 +306,16 @@ def test_a_row_with_fewer_fields_than_the_header_is_refused_not_padded(tmp_path)
                                             BILLING_FOCUS).accepted == 1
 
 
+def test_tags_naming_a_key_twice_are_quarantined_as_ambiguous(tmp_path):
+    # {"tenant": "a", "tenant": "b"}: Python's json keeps the last, polars' decoder (which
+    # attribution uses) the first, so the cost went to a tenant the check never saw.
+    twice = _row(Tags='"{""tenant"": ""t-00001"", ""tenant"": ""t-00002""}"', x_LineItemId="L2")
+    report = check_file(_csv(tmp_path, ROW, twice), BILLING_FOCUS)
+    assert (report.accepted, report.quarantined_rows) == (1, 1), report
+    [reason] = report.quarantined
+    assert "Tags: not a JSON object of scalar values with unique keys" in reason, reason
+
+
 @pytest.mark.parametrize("scale", [1, 1000])  # epoch seconds, epoch milliseconds
 def test_charge_periods_as_bare_numbers_are_quarantined_not_read_as_microseconds(tmp_path, scale):
     # A number has no unit: read as microseconds, a March bill landed in January 1970 and the

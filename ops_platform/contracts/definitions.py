@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import polars as pl
 
@@ -19,13 +20,23 @@ FOCUS_SERVICE_CATEGORIES = (
 PIPELINES = ("receipt", "approval", "metering")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members, refusing a key given twice: which value counts differs
+    between readers (Python keeps the last, polars' decoder the first), so a tag such as
+    {"tenant": "a", "tenant": "b"} would be attributed to whichever reader asked."""
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a key given twice")
+    return dict(pairs)
+
+
 def _key_values_or_null(s: str | None) -> bool:
     """FOCUS key-value format: a JSON object whose values are scalars (no nested objects or
-    arrays), or null (or empty)."""
+    arrays) and whose keys are unique, or null (or empty)."""
     if s is None or not s.strip():  # an empty field: no tags
         return True
     try:
-        value = json.loads(s)
+        value = json.loads(s, object_pairs_hook=_unique_keys)
     except ValueError:
         return False
     return isinstance(value, dict) and not any(isinstance(v, (dict, list)) for v in value.values())
@@ -196,10 +207,10 @@ BILLING_FOCUS = Contract(
              f"EffectiveCost: {MAX_LINE_COST:.0e} or more in absolute value, beyond what attribution sums"),
         Rule("tags_json", pl.col("Tags").map_elements(_key_values_or_null, return_dtype=pl.Boolean,
                                                       skip_nulls=False),
-             "Tags: not a JSON object of scalar values"),
+             "Tags: not a JSON object of scalar values with unique keys"),
         Rule("allocated_tags_json", pl.col("AllocatedTags").map_elements(
             _key_values_or_null, return_dtype=pl.Boolean, skip_nulls=False),
-            "AllocatedTags: not a JSON object of scalar values"),
+            "AllocatedTags: not a JSON object of scalar values with unique keys"),
     ),
     record_id="x_LineItemId", unique_key=("x_LineItemId",), partition_rule="file_date", line_id="x_LineItemId",
     restatements="latest",

@@ -11,7 +11,7 @@ FinOps analyst would apply by hand, and the repair is recorded on the row:
 | not a FOCUS charge category | counted as Usage when its cost and list cost are both positive |
 | negative cost (billed or effective) on a Usage charge | a sign error when ListCost is positive and every negative cost's \\|cost\\| <= ListCost: their absolute values |
 | BillingCurrency missing | the billing account's currency on its other rows |
-| Tags not a JSON object of scalar values | the tags the same ResourceId carries on other rows |
+| Tags not a JSON object of scalar values with unique keys | the tags the same ResourceId carries on other rows |
 
 Anything else, or a row with several defects one of which has no repair, stays out and its
 day's confidence pays for it. Repaired rows count as rule-based evidence in the confidence.
