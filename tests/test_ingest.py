@@ -226,6 +226,24 @@ def test_a_same_content_redelivery_is_a_duplicate_and_a_different_one_a_conflict
     assert res.accepted.equals(before.accepted)
 
 
+def test_an_event_delivered_again_with_its_time_written_another_way_is_a_duplicate(tmp_path, small_world):
+    # The same instant as "...Z" and as "...+00:00" (or with ".000"): one event delivered
+    # twice, not a conflict to quarantine (its parsed time is compared, not its text).
+    world = _copy_world(small_world, tmp_path)
+    folder = world / "landing" / "usage_events" / "dt=2026-03-09"
+    events = pl.read_parquet(sorted(folder.glob("*.parquet"))[0]).head(2)
+    assert events["time"].str.ends_with("Z").all()
+    respelt = events.with_columns(pl.col("time").str.replace("Z$", "+00:00"))
+    respelt.write_parquet(folder / "zz-redelivered.parquet")
+    reader = LandingZoneReader(world / "landing")
+    quarantined = [ingest_partition(CONTRACTS["usage_events"], reader, SPACE, day).quarantine
+                   for day in events.select(pl.col("time").str.to_datetime(time_zone="UTC")
+                                            .dt.convert_time_zone(SPACE.tz).dt.date().cast(pl.String).unique())
+                   .to_series().to_list()]  # the days its events belong to
+    again = pl.concat(quarantined).filter(pl.col("file").str.ends_with("zz-redelivered.parquet"))
+    assert again.height == 0, again["reason"].to_list()
+
+
 def test_iso_8601_timestamps_are_read_as_utc_and_other_layouts_get_a_reason():
     from datetime import UTC, datetime
 

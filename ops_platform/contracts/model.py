@@ -75,3 +75,11 @@ class Contract:
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def content(self) -> list[str]:
+        """The columns two deliveries of one record are compared on. A text column another
+        column parses (a CloudEvents ``time``, read as ``event_time``) counts by its parsed
+        value: one instant written two ways (``Z``, ``+00:00``) is the same delivery."""
+        parsed = {c.source for c in self.columns if c.source}
+        return [n for n in self.names if n not in parsed]

@@ -115,11 +115,11 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         key = list(contract.unique_key)
         if contract.restatements == "latest":
             # Within a file date the first delivery counts; across them the latest.
-            good, duplicates, conflicts = split_redeliveries(good, [*key, "_file_date"], contract.names)
-            good, repeated, restated = latest_deliveries(good, key, contract.names, "_file_date")
+            good, duplicates, conflicts = split_redeliveries(good, [*key, "_file_date"], contract.content)
+            good, repeated, restated = latest_deliveries(good, key, contract.content, "_file_date")
             duplicates += repeated
         else:
-            good, duplicates, conflicts = split_redeliveries(good, key, contract.names)
+            good, duplicates, conflicts = split_redeliveries(good, key, contract.content)
             restated = conflicts.clear()
         conflicts = pl.concat([
             conflicts.with_columns(pl.lit(f"conflicting re-delivery of {', '.join(key)}").alias("_why")),
