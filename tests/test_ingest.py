@@ -192,6 +192,26 @@ def test_json_lines_types_come_from_every_line(tmp_path):
     assert frame.height == 151 and frame["data"].struct.field("quantity")[-1] == 2.5
 
 
+def test_json_lines_with_a_bom_or_no_line_read_and_a_broken_line_is_named(tmp_path):
+    from ops_platform.ingest.landing import read_any
+
+    lines = [json.dumps({"id": f"e{i}", "data": {"quantity": 3}}) for i in range(3)]
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())  # as the CSV reader takes one
+    assert read_any(bom)["id"].to_list() == ["e0", "e1", "e2"]
+    quiet = tmp_path / "quiet.jsonl"
+    quiet.write_bytes(b"")  # an hour without events: no rows, not an unreadable file
+    assert read_any(quiet).height == 0
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join([*lines, lines[0][:25]]))  # a file cut mid-line
+    with pytest.raises(ValueError, match=r"cut.jsonl: line 4 is not JSON .*a file cut short"):
+        read_any(cut)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join([*lines, json.dumps({"id": "e9", "data": {"quantity": {"n": 3}}})]))
+    with pytest.raises(ValueError, match=r"line 4: 'data.quantity' is an object or list there but a value on line 1"):
+        read_any(mixed)
+
+
 def test_wrong_type_is_quarantined_with_field_name(tmp_path, small_world):
     world = _copy_world(small_world, tmp_path)
     target = sorted((world / "landing" / "request_counters" / "dt=2026-03-09").glob("*.parquet"))[0]

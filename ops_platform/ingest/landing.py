@@ -8,6 +8,8 @@ storage) by implementing `SourceReader`.
 from __future__ import annotations
 
 import gzip
+import io
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,9 +78,15 @@ def read_any(path: Path) -> pl.DataFrame:
         # An empty field is no value, quoted ("" as spreadsheets and csv.QUOTE_ALL write it) or not.
         return frame.with_columns(pl.all().replace("", None))
     if plain.endswith((".jsonl", ".ndjson")):
-        # Every line read before the schema is fixed: a quantity of 3 early and 2.5 later is one column.
-        frame = pl.read_ndjson(gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path,
-                               infer_schema_length=None)
+        data = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+        data = data.removeprefix(b"\xef\xbb\xbf")  # a BOM, as the CSV reader takes one
+        if not data.strip():  # no line at all (a quiet hour): no events, not an unreadable file
+            return pl.DataFrame()
+        try:
+            # Every line read before the schema is fixed: a quantity of 3 early and 2.5 later is one column.
+            frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+        except pl.exceptions.PolarsError as exc:
+            raise ValueError(f"{path}: {_bad_json_line(data) or str(exc).splitlines()[0]}") from None
         return frame.with_columns(pl.col(pl.String).replace("", None))  # as in CSV and Parquet
     raise ValueError(f"{path}: unsupported file type (use .parquet, .csv or .jsonl, optionally .gz)")
 
@@ -101,6 +109,32 @@ def _refuse_short_rows(path: Path, gzipped: bool, skip: int, width: int) -> None
             f" and {len(short) - 3} more" if len(short) > 3 else "")
         raise ValueError(f"{path}: {len(short)} row(s) have fewer fields than the header's {width}: {said}; "
                          "a file cut short or a row that lost a field: export it again")
+
+
+def _bad_json_line(data: bytes) -> str | None:
+    """What keeps a JSON-lines file from reading, with its line number: a line that is not a
+    JSON object (cut short, say), or a field (``data`` and its members included) that is an
+    object on one line and a value on another. None when no line shows it."""
+    def kind(value: object) -> str:
+        return "an object or list" if isinstance(value, dict | list) else "a value"
+
+    first: dict[str, tuple[str, int]] = {}  # field -> (kind, first line)
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            return f"line {number} is not JSON ({exc}): a file cut short or a line written half"
+        if not isinstance(record, dict):
+            return f"line {number} is not a JSON object"
+        fields = [*record.items(), *((f"{k}.{sub}", inner) for k, v in record.items() if isinstance(v, dict)
+                                     for sub, inner in v.items())]
+        for field, value in fields:
+            was, at = first.setdefault(field, (kind(value), number))
+            if was != kind(value):
+                return f"line {number}: {field!r} is {kind(value)} there but {was} on line {at}"
+    return None
 
 
 def _wide_decimals_as_text(path: Path) -> pl.DataFrame:
