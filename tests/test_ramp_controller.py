@@ -466,9 +466,23 @@ def test_slo_status_shows_each_slos_budget_left_and_the_tiers_that_fired(state):
     defs = build_definitions(state)
     daily = defs.resolve_job_def(DAILY_JOB)
     with dg.DagsterInstance.ephemeral() as instance:
-        for key in ("2026-03-06", "2026-03-07"):
-            result = daily.execute_in_process(partition_key=key, instance=instance, run_config=QUIET,
-                                              raise_on_error=False)
+        def rewritten(run) -> list[str]:
+            return run.asset_materializations_for_node("slo__burn")[0].metadata[
+                "budget_remaining_rewritten_for"].value
+
+        # Backfilled out of order: the earlier day changes the later day's budget, rewritten.
+        first = daily.execute_in_process(partition_key="2026-03-07", instance=instance, run_config=QUIET,
+                                         raise_on_error=False)
+        assert rewritten(first) == []
+        earlier = daily.execute_in_process(partition_key="2026-03-06", instance=instance, run_config=QUIET,
+                                           raise_on_error=False)
+        assert rewritten(earlier) == ["2026-03-07"]
+        result = daily.execute_in_process(partition_key="2026-03-07", instance=instance, run_config=QUIET,
+                                          raise_on_error=False)
+        # The earlier day again, as it was: the later day's budget does not change, so it is
+        # not rewritten (nor warned of).
+        assert rewritten(daily.execute_in_process(partition_key="2026-03-06", instance=instance, run_config=QUIET,
+                                                  raise_on_error=False)) == []
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations() if e.asset_key == BURN_KEY}
     res = CliRunner().invoke(main, ["slo", "status", "--json"])
     assert res.exit_code == 0, res.output
