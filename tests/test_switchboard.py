@@ -1146,3 +1146,11 @@ def test_a_corrupt_signing_key_is_a_one_line_error_naming_it(state):
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 1 and not isinstance(res.exception, ValueError), res.output
         assert f"private key {key} is not an unencrypted PEM PKCS8 key" in res.output, res.output
+
+
+def test_status_without_a_world_says_how_to_make_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPS_PLATFORM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPS_PLATFORM_KEYS_DIR", str(tmp_path / "keys"))
+    res = _run("status")
+    assert res.exit_code == 1 and "no flags yet: no world at" in res.output and "make demo" in res.output, res.output
+    assert "Errno" not in res.output

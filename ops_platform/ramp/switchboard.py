@@ -144,8 +144,13 @@ class LaterOverrideWins:
 
 
 def world_flag_file(world: Path) -> Path:
-    """A world's initial flag definitions (what the live flag file is seeded from)."""
-    return world / "landing" / "flags" / "flags.flagd.json"
+    """A world's initial flag definitions (what the live flag file is seeded from); an error
+    saying how to make a world when there is none."""
+    seed = world / "landing" / "flags" / "flags.flagd.json"
+    if not seed.exists():
+        raise FileNotFoundError(f"no flags yet: no world at {world} (its initial flags seed the live flag file); "
+                                "run `make demo`, or `ops-platform world generate`")
+    return seed
 
 
 SEEDED = ".flags-seeded"  # in the state folder: the live flag file was seeded once
