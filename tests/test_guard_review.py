@@ -47,11 +47,13 @@ def test_a_key_reused_for_another_request_is_refused_and_nothing_is_done(state):
     graph_before = FlagFile.load(live).release("release-graph")
     again = _override("release-api", "hold", "dana", "--idempotency-key", "inc-1")
     assert again.exit_code == 0 and "already decided" in again.output  # the same request: its outcome
-    for args in (("release-graph", "rollback"), ("release-api", "resume")):
+    for args, differ in ((("release-graph", "rollback"), "target, params.directive"),
+                         (("release-api", "resume"), "params.directive")):
         other = _override(*args, "dana", "--idempotency-key", "inc-1")
         assert other.exit_code == 1, other.output
         text = " ".join(other.output.split())
         assert "conflict" in text and "'inc-1' was already used for another request" in text
+        assert f"(it differs in {differ}: " in text, text  # what differs, named
         assert "completed" not in text.split("conflict", 1)[0]
     assert FlagFile.load(live).release("release-graph") == graph_before
     assert FlagFile.load(live).release("release-api").paused  # the hold stands, not resumed
