@@ -212,6 +212,19 @@ def test_json_lines_with_a_bom_or_no_line_read_and_a_broken_line_is_named(tmp_pa
         read_any(mixed)
 
 
+def test_a_nan_quantity_is_not_a_valid_float_not_a_missing_value(tmp_path):
+    from ops_platform.ingest.check_file import _OneFile
+    from ops_platform.ingest.landing import RawBatch
+
+    events = pl.DataFrame({"specversion": ["1.0"] * 2, "id": ["e1", "e2"], "source": ["//s"] * 2,
+                           "type": ["com.summit.usage.recorded.v1"] * 2, "time": ["2026-03-09T12:00:00Z"] * 2,
+                           "subject": ["t-00001"] * 2, "meter": ["api_calls"] * 2, "quantity": [float("nan"), 2.0]})
+    res = ingest_partition(CONTRACTS["usage_events"], _OneFile(RawBatch("usage_events/dt=2026-03-09/e.parquet",
+                                                                        date(2026, 3, 9), events)))
+    assert res.accepted["id"].to_list() == ["e2"]
+    assert res.quarantine["reason"].to_list() == ["quantity: not a valid float"]
+
+
 def test_wrong_type_is_quarantined_with_field_name(tmp_path, small_world):
     world = _copy_world(small_world, tmp_path)
     target = sorted((world / "landing" / "request_counters" / "dt=2026-03-09").glob("*.parquet"))[0]

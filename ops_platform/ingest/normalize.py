@@ -65,6 +65,11 @@ def _cast(col: Column, src: pl.DataType) -> pl.Expr:
         return c.cast(target, strict=False)
     if col.dtype == "date" and src == pl.String:
         return c.str.to_date(strict=False)
+    if col.dtype == "float" and (src.is_float() or src == pl.String):
+        # NaN is no quantity: unread (quarantined as "not a valid float"), not a value that
+        # the contract's null check reads as missing.
+        value = c.cast(target, strict=False)
+        return pl.when(value.is_nan()).then(None).otherwise(value)
     if col.dtype == "decimal" and src.is_numeric():
         # A number past the decimal's range (or NaN, infinite) does not cast: null, like the
         # same text in a CSV, not an error for the whole file.
@@ -186,7 +191,7 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
             continue
         src = frame.schema[source]
         casts.append(_cast(Column(source, col.dtype), src).alias(f"__{col.name}"))
-        if col.source is not None or src != POLARS_TYPES[col.dtype]:
+        if col.source is not None or src != POLARS_TYPES[col.dtype] or col.dtype == "float":
             why = pl.lit(f"{source}: not a valid {col.dtype}")
             if col.dtype in ("timestamp", "date") and src.is_numeric():
                 why = pl.lit(f"{source}: not a valid {col.dtype} (a number, whose unit is unknown: write ISO "
