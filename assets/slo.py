@@ -253,10 +253,10 @@ def _budget_rows(wh, slos, day: date) -> dict[date, pl.DataFrame]:
     if len(days) > 1 and not wh.missing_tables(["slo.budget_remaining"]):
         # A later day whose stored row is already this (days run again in order) is left as it
         # is: only a day whose budget changes is rewritten, and said to be.
-        cols = ["slo", "day", "bad", "total"]
+        cols = list(rows[day].columns)
         written = wh.query(f"SELECT {', '.join(cols)} FROM slo.budget_remaining WHERE day > ?", [day])
         for d in days[1:]:
-            if rows[d].select(cols).sort("slo").equals(written.filter(pl.col("day") == d).sort("slo")):
+            if rows[d].sort("slo").equals(written.filter(pl.col("day") == d).sort("slo")):
                 del rows[d]
     return rows
 

@@ -1228,20 +1228,21 @@ def switchboard() -> None:
     """Human overrides of ramps (with a rationale and a TTL) and the timeline of a flag."""
 
 
-_TTL_PART = re.compile(r"(\d+)([smhdw])")
-_TTL_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Each unit at most once, the largest first (1h30m; not 12h12h, which reads as a slip).
+_TTL = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_TTL_UNIT = (7 * 86400, 86400, 3600, 60, 1)
 
 
 def _ttl_seconds(ttl: str) -> int:
     """``--ttl`` in seconds: a duration as Flagger and Argo Rollouts write one (30m, 4h, 1h30m,
     1d); a usage error saying what is wrong otherwise."""
     text = ttl.strip()
-    parts = _TTL_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+    parts = _TTL.fullmatch(text)
+    if not text or parts is None:
         what = ("M is months, which a TTL does not take: write minutes as m" if re.fullmatch(r"\d+M", text)
                 else "is not a duration")
         raise click.UsageError(f"--ttl {ttl!r} {what}: use one like 30m, 4h, 1h30m or 1d")
-    seconds = sum(int(n) * _TTL_UNIT[u] for n, u in parts)
+    seconds = sum(int(n) * unit for n, unit in zip(parts.groups(), _TTL_UNIT, strict=True) if n)
     if seconds <= 0:
         raise click.UsageError(f"--ttl {ttl!r} is no time at all: use one like 30m, 4h, 1h30m or 1d")
     if seconds > 10 ** 12:  # the policy allows a day; past this the number is a slip, said so
@@ -1498,11 +1499,11 @@ def _release_flags(p: StatePaths) -> list[str] | None:
     from .ramp.flags import FlagFile
     from .ramp.switchboard import world_flag_file
 
-    for path in (p.live_flags, world_flag_file(p.world)):
+    for path in (lambda: p.live_flags, lambda: world_flag_file(p.world)):
         try:
-            file = FlagFile.load(path, lenient=True)
+            file = FlagFile.load(path(), lenient=True)
             return sorted([*file.release_flags, *file.broken])
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # no world is a FileNotFoundError too
             continue
     return None
 

@@ -40,6 +40,12 @@ def partition_range(paths: StatePaths) -> PartitionRange:
     `OPS_PLATFORM_PARTITIONS=YYYY-MM-DD:YYYY-MM-DD` overrides; otherwise the generated
     world decides, and before any world exists the default demo preset does.
     """
+    return world_partition_range(paths.world)
+
+
+def world_partition_range(world: Path) -> PartitionRange:
+    """``partition_range`` for the world in ``world`` (a landing zone read straight, as
+    `finops report --world` does), with the same settings."""
     tz = os.environ.get("OPS_PLATFORM_TZ")
     if tz is not None:
         _check_zone(tz)
@@ -50,12 +56,6 @@ def partition_range(paths: StatePaths) -> PartitionRange:
             return PartitionRange(date.fromisoformat(a), date.fromisoformat(b), tz or "America/Denver")
         except ValueError:
             raise SettingError(f"OPS_PLATFORM_PARTITIONS={override!r} must look like 2026-03-01:2026-03-14") from None
-    return world_partition_range(paths.world, tz)
-
-
-def world_partition_range(world: Path, tz: str | None = None) -> PartitionRange:
-    """The days a world covers (the default demo preset's before any world exists), in its
-    time zone unless ``tz`` says otherwise."""
     cfg: WorldConfig = PRESETS["S"]
     if world_exists(world):
         cfg = WorldConfig.from_json(load_manifest(world)["config"])

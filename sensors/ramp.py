@@ -80,11 +80,12 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
 
     @cache
     def last_override(flag: str) -> datetime | None:
-        """When the flag's newest override took over; one not obeyed (see ``override``) never did."""
-        every = store.overrides(flag)
-        if not every or store.override_problem(every[-1], public_keys()):
-            return None
-        return datetime.fromisoformat(every[-1]["created_at"])
+        """When the flag's newest obeyed override took over; one not obeyed (see ``override``)
+        never did, so it neither clears the history nor hides an earlier one that did."""
+        for o in reversed(store.overrides(flag)):
+            if not store.override_problem(o, public_keys()):
+                return datetime.fromisoformat(o["created_at"])
+        return None
 
     @cache
     def wins_recorded(flag: str) -> set[str]:

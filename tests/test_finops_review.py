@@ -132,6 +132,12 @@ def test_report_help_gives_its_default_period():
     assert "the first usage day to the last day the bill covers" in " ".join(res.output.split())
 
 
+def test_the_report_checks_the_zone_setting_as_every_command_does(small_world, monkeypatch):
+    monkeypatch.setenv("OPS_PLATFORM_TZ", "Nowhere/Zone")
+    res = _report(small_world)
+    assert res.exit_code == 1 and "OPS_PLATFORM_TZ='Nowhere/Zone' is not an IANA time zone" in res.output, res.output
+
+
 def test_the_report_quarantines_events_stamped_after_their_file_as_ingestion_does(small_world, tmp_path):
     # An event stamped two days after the file that brought it is a clock gone wrong: the
     # daily assets quarantine it, and the report read it as usage (a tenant billed for it).

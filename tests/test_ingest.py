@@ -208,7 +208,7 @@ def test_json_lines_with_a_bom_or_no_line_read_and_a_broken_line_is_named(tmp_pa
         read_any(cut)
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text("\n".join([*lines, json.dumps({"id": "e9", "data": {"quantity": {"n": 3}}})]))
-    with pytest.raises(ValueError, match=r"line 4: 'data.quantity' is an object or list there but a value on line 1"):
+    with pytest.raises(ValueError, match=r"line 4: 'data.quantity' is an object there but a value on line 1"):
         read_any(mixed)
 
 

@@ -59,6 +59,9 @@ def test_override_needs_a_real_rationale_and_a_ttl(state):
         assert res.exit_code == 2 and "is too long a duration" in res.output, res.output  # an uncaught error exits 1
     month = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "1M", "--actor", "dana")
     assert month.exit_code == 2 and "M is months" in month.output, month.output
+    twice = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "12h12h",
+                 "--actor", "dana")  # a unit twice reads as a slip: refused, not a 24 h hold
+    assert twice.exit_code == 2 and "is not a duration" in twice.output, twice.output
     # Past the policy's longest override: denied in the policy's seconds, and said in the user's unit too.
     long = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "25h", "--actor", "dana")
     assert long.exit_code == 1 and "(got 90000)" in long.output and "--ttl 25h is 90000 seconds" in long.output, long.output
@@ -1154,3 +1157,5 @@ def test_status_without_a_world_says_how_to_make_one(tmp_path, monkeypatch):
     res = _run("status")
     assert res.exit_code == 1 and "no flags yet: no world at" in res.output and "make demo" in res.output, res.output
     assert "Errno" not in res.output
+    log = _run("log", "release-api")  # no world, no store: said, not a traceback
+    assert log.exit_code == 1 and not isinstance(log.exception, FileNotFoundError), log.output

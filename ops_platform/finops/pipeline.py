@@ -4,7 +4,6 @@ anomalies and invoices; one path for the CLI, the Dagster assets and the score."
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -46,7 +45,7 @@ class FinOpsInputs:
         (an event stamped after the date of the file that brought it is quarantined there too).
         ``final_after_days``: the usage finality window (default: the platform setting)."""
         reader = LandingZoneReader(world / "landing")
-        days = world_partition_range(world, os.environ.get("OPS_PLATFORM_TZ"))
+        days = world_partition_range(world)
         space = PartitionSpace(days.first, days.last, days.tz)
         billing = ingest_partition(CONTRACTS["billing_focus"], reader)
         usage, corrections, superseded = daily_usage(_accepted("usage_events", reader, space=space),

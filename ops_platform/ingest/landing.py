@@ -97,7 +97,9 @@ def _refuse_short_rows(path: Path, gzipped: bool, skip: int, width: int) -> None
     be attributed elsewhere without a word. Refused, naming the rows, as a row with too many
     fields is. Only run when the last column has nulls (a short row always leaves it empty)."""
     import csv
+    import sys
 
+    csv.field_size_limit(sys.maxsize)  # a long Tags field is a field, not an error (polars read it)
     with (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if gzipped
           else path.open(encoding="utf-8-sig", newline="")) as f:
         rows = csv.reader(f)
@@ -112,13 +114,16 @@ def _refuse_short_rows(path: Path, gzipped: bool, skip: int, width: int) -> None
 
 
 def _bad_json_line(data: bytes) -> str | None:
-    """What keeps a JSON-lines file from reading, with its line number: a line that is not a
-    JSON object (cut short, say), or a field (``data`` and its members included) that is an
-    object on one line and a value on another. None when no line shows it."""
-    def kind(value: object) -> str:
-        return "an object or list" if isinstance(value, dict | list) else "a value"
+    """What keeps a JSON-lines file from reading, with its line number: first a line that is
+    not a JSON object (cut short, say), then a field (``data`` and its members included) that
+    is an object on one line and a value on another (null fits either). None when no line
+    shows it."""
+    def kind(value: object) -> str | None:
+        if value is None:
+            return None
+        return "an object" if isinstance(value, dict) else "a list" if isinstance(value, list) else "a value"
 
-    first: dict[str, tuple[str, int]] = {}  # field -> (kind, first line)
+    records = []
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
@@ -128,12 +133,17 @@ def _bad_json_line(data: bytes) -> str | None:
             return f"line {number} is not JSON ({exc}): a file cut short or a line written half"
         if not isinstance(record, dict):
             return f"line {number} is not a JSON object"
+        records.append((number, record))
+    first: dict[str, tuple[str, int]] = {}  # field -> (kind, first line)
+    for number, record in records:
         fields = [*record.items(), *((f"{k}.{sub}", inner) for k, v in record.items() if isinstance(v, dict)
                                      for sub, inner in v.items())]
         for field, value in fields:
-            was, at = first.setdefault(field, (kind(value), number))
-            if was != kind(value):
-                return f"line {number}: {field!r} is {kind(value)} there but {was} on line {at}"
+            if (now := kind(value)) is None:
+                continue
+            was, at = first.setdefault(field, (now, number))
+            if was != now:
+                return f"line {number}: {field!r} is {now} there but {was} on line {at}"
     return None
 
 
