@@ -75,11 +75,24 @@ class ActionRequest:
         each time) are left out, and so is the rationale, which the controller words from each
         tick's evidence, except for an action a person words (``WORDED_BY_PEOPLE``). A reused
         idempotency key is the same request only if this matches the first request's."""
+        return hashlib.sha256(json.dumps(self._what(), sort_keys=True, default=str).encode()).hexdigest()
+
+    def _what(self) -> dict[str, Any]:
+        """The fields the fingerprint covers."""
         what = {"actor": self.actor, "action": self.action, "target_kind": self.target_kind,
                 "target_id": self.target_id, "ttl_seconds": self.ttl_seconds, "params": self.acting_params}
         if self.action in WORDED_BY_PEOPLE:
             what["rationale"] = self.rationale
-        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+        return what
+
+    def differences(self, other: ActionRequest) -> list[str]:
+        """What ``other`` asks otherwise, as the fingerprint counts it: field names, and
+        ``params.<name>`` for each param."""
+        mine, theirs = self._what(), other._what()
+        named = {"target_id": "target", "ttl_seconds": "ttl", "target_kind": "target kind"}
+        out = [named.get(k, k) for k in mine if k != "params" and mine[k] != theirs.get(k)]
+        params = sorted(set(mine["params"]) | set(theirs["params"]))
+        return out + [f"params.{k}" for k in params if mine["params"].get(k) != theirs["params"].get(k)]
 
     def describe(self) -> str:
         """One line naming what the request does, for messages."""

@@ -26,7 +26,6 @@ from ..receipts.statement import file_subject, make_statement, target_subject
 from ..timezones import iso_utc, utcnow
 from .actions import (
     TERMINAL,
-    WORDED_BY_PEOPLE,
     ActionRequest,
     ExecutionResult,
     Executor,
@@ -250,17 +249,10 @@ class ActionProtocol:
                                             f"{now_}, rationale {req.rationale!r}")
                         else:
                             before, now_ = f"{before}, params {first.acting_params!r}", f"{now_}, params {req.acting_params!r}"
-                    fields = {"actor": "actor", "action": "action", "target_id": "target", "ttl_seconds": "ttl",
-                              "rationale": "rationale", "acting_params": "params"}
-                    if req.action not in WORDED_BY_PEOPLE:  # the controller words each tick's evidence anew
-                        del fields["rationale"]
-                    differ = [name for attr, name in fields.items() if getattr(first, attr) != getattr(req, attr)]
-                    differ += [f"params.{k}" for k in sorted(set(first.acting_params) | set(req.acting_params))
-                               if first.acting_params.get(k) != req.acting_params.get(k)]
-                    differ = [d for d in differ if d != "params"] or ["params"]
                     return Outcome(req.action_id, "conflict",
                                    f"idempotency key {req.idempotency_key!r} was already used for another request "
-                                   f"(it differs in {', '.join(differ)}: {before}; status {row['status']}); nothing "
+                                   f"(it differs in {', '.join(first.differences(req))}: {before}; status "
+                                   f"{row['status']}); nothing "
                                    f"was done for {now_}: use a new key", created=False)
             if row["status"] in TERMINAL or row["status"] == "pending_receipt":
                 return Outcome(req.action_id, row["status"], "already decided", self._receipt_of(tx, row), created)

@@ -693,6 +693,19 @@ def _scalar_text(value: Any) -> str | None:
     return str(value) if isinstance(value, str | int | float) else None
 
 
+def _reaches_the_rules(key: Any, file, path: str, what: str) -> bool:
+    """Whether a metadata label or annotation goes into the exported rules: a prefixed name
+    (summit.example/team, as Kubernetes writes them) is the platform's metadata and stays
+    out; a Prometheus name goes in; any other name is an error, never dropped without a word."""
+    if isinstance(key, str) and "/" in key:
+        return False
+    if not isinstance(key, str) or not _PROMETHEUS_LABEL.fullmatch(key) or key.startswith("__"):
+        raise SLOSpecError(file, path, f"is no Prometheus {what} name (letters, digits and '_', not starting with "
+                                       "a digit or '__'): rename it, or prefix it (example.com/name) to keep it "
+                                       "out of the rules")
+    return True
+
+
 def _rule_labels(doc: Any, file, path: str) -> dict[str, str]:
     """OpenSLO metadata.labels named like Prometheus labels, as rule labels: a value, or a
     list of values (OpenSLO allows both) joined by commas. Prefixed names (summit.example/team,
@@ -704,12 +717,8 @@ def _rule_labels(doc: Any, file, path: str) -> dict[str, str]:
         raise SLOSpecError(file, path, "must be a mapping of label names to values")
     out = {}
     for key, value in doc.items():
-        if isinstance(key, str) and "/" in key:
-            continue  # prefixed: the platform's metadata
-        if not isinstance(key, str) or not _PROMETHEUS_LABEL.fullmatch(key) or key.startswith("__"):
-            raise SLOSpecError(file, f"{path}.{key}", "is no Prometheus label name (letters, digits and '_', not "
-                                                      "starting with a digit or '__'): rename it, or prefix it "
-                                                      "(example.com/name) to keep it out of the rules")
+        if not _reaches_the_rules(key, file, f"{path}.{key}", "label"):
+            continue
         if key in RULE_LABELS:
             raise SLOSpecError(file, f"{path}.{key}", f"is a label the exported rules write themselves "
                                                       f"({', '.join(RULE_LABELS)}): name it otherwise")
@@ -728,12 +737,8 @@ def _alert_annotations(annotations: dict, file, path: str) -> dict[str, str]:
     is an error, not an annotation that never reaches the alerts."""
     out = {}
     for key, value in annotations.items():
-        if isinstance(key, str) and "/" in key:
-            continue  # prefixed: the platform's metadata
-        if not isinstance(key, str) or not _PROMETHEUS_LABEL.fullmatch(key) or key.startswith("__"):
-            raise SLOSpecError(file, f"{path}.{key}", "is no Prometheus annotation name (letters, digits and '_', "
-                                                      "not starting with a digit or '__'): rename it, or prefix it "
-                                                      "(example.com/name) to keep it out of the rules")
+        if not _reaches_the_rules(key, file, f"{path}.{key}", "annotation"):
+            continue
         if key in ALERT_ANNOTATIONS:
             raise SLOSpecError(file, f"{path}.{key}", f"is an annotation the exported alerts write themselves "
                                                       f"({', '.join(ALERT_ANNOTATIONS)}): name it otherwise")
