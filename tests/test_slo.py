@@ -560,6 +560,29 @@ def test_burn_rates_match_a_straightforward_pandas_rolling_window(gaps, shuffled
     assert got["burn_1h"].drop_nulls().mean() > 0
 
 
+@pytest.mark.parametrize("gaps", [True, False], ids=["minutes-without-samples", "every-minute"])
+def test_one_series_burn_rates_match_a_straightforward_pandas_rolling_window(gaps):
+    # A pipeline's lag is one series: with a sample every minute its windows are shifts of
+    # the running sums, with gaps they are found by minute; both must agree with pandas.
+    slo = by_name()["receipt-lag"]
+    rng = np.random.default_rng(5)
+    keep = np.flatnonzero(rng.random(900) > (0.2 if gaps else -1))
+    start = datetime(2026, 3, 8, tzinfo=UTC)
+    lag = pl.DataFrame({"ts": [start + timedelta(minutes=int(i), seconds=7) for i in keep],
+                        "pipeline": "receipt", "lag_seconds": rng.choice([5.0, 10.0, 900.0], len(keep), p=[.5, .4, .1]),
+                        "sample_id": [str(i) for i in keep]}).sample(fraction=1.0, shuffle=True, seed=2)
+    got = burn_rates(minute_events(slo, lag=lag), slo)
+    assert got.height == len(keep) and got["ts"].is_sorted()
+    s = got.to_pandas().set_index("ts")
+    for name in ("5m", "1h", "6h"):
+        minutes = int(pd.Timedelta(name.replace("m", "min")).total_seconds() // 60)
+        bad, total = s["bad"].rolling(f"{minutes}min").sum(), s["total"].rolling(f"{minutes}min").sum()
+        pd.testing.assert_series_equal(s[f"total_{name}"].astype(float), total, check_names=False)
+        pd.testing.assert_series_equal(s[f"burn_{name}"], (bad / total).where(total > 0) / slo.error_budget,
+                                       check_names=False, rtol=1e-12)
+    assert (got["bad"] > 0).any() and got["burn_1h"].max() > 1
+
+
 def test_burn_windows_must_be_whole_minutes():
     slo = by_name()["api-availability"]
     ev = minute_events(slo, counters=_synthetic(minutes=10))

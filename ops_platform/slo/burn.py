@@ -129,9 +129,10 @@ def window_name(w: timedelta) -> str:
     return f"{s}s"
 
 
-def _grouped(events: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+def _grouped(events: pl.DataFrame, keys: list[str]) -> pl.DataFrame | None:
     """`events` ordered by group, then minute, with `_group` (the group's number) and
-    `_first` (the row number of its first row).
+    `_first` (the row number of its first row); None when no key splits the rows (one
+    series: ``burn_rates`` takes its short path).
 
     One hash aggregation gathers each group's rows (in their order, which is time order
     when the rows come sorted) and an explode lays the groups end to end, which is much
@@ -144,7 +145,7 @@ def _grouped(events: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     constant = {k: events[k][0] for k in same}
     keys = [k for k in keys if k not in constant]
     if not keys:
-        return events.sort("ts").with_columns(pl.lit(0, pl.Int64).alias("_group"), pl.lit(0, pl.Int64).alias("_first"))
+        return None
     in_time = pl.all() if events["ts"].is_sorted() else pl.all().sort_by("ts")
     rows = pl.len().cast(pl.Int64)
     grouped = events.drop(list(constant)).group_by(keys).agg(in_time, rows.alias("_rows")).with_columns(
@@ -153,6 +154,13 @@ def _grouped(events: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     values = [c for c in events.columns if c not in keys and c not in constant]
     return grouped.explode(values).with_columns(
         pl.lit(v, events.schema[k]).alias(k) for k, v in constant.items()).select(*events.columns, "_group", "_first")
+
+
+def _every_minute(series: pl.DataFrame) -> bool:
+    """Whether one series, in time order, has exactly one row for each minute from its first
+    to its last."""
+    step = (pl.col("ts").dt.epoch("s") // 60).diff()
+    return bool(series.select((step.fill_null(1) == 1).all()).item())
 
 
 def _dense(ev: pl.DataFrame) -> bool:
@@ -169,8 +177,9 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
     Windows are (t - w, t] over minute starts, i.e. the last w/1m minutes including t. A
     window's sums are differences of running sums: up to the row, less up to (not
     including) the window's first row. That first row is arithmetic on row numbers when
-    every group has a row for each of its minutes (the usual per-minute series), and a
-    binary search over (group, minute) otherwise.
+    every group has a row for each of its minutes (the usual per-minute series; for a
+    single such series, a shift of the running sums), and a binary search over (group,
+    minute) otherwise.
     """
     windows = list(windows or slo.windows)
     minute = timedelta(minutes=1)
@@ -183,29 +192,45 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
     # One chunk: a frame read from many files has one chunk per file, and the grouping
     # gathers from one chunk faster (by more than the copy costs).
     ordered = _grouped(ev.rechunk(), keys)
-    ev = ordered.with_row_index("_row").with_columns(
-        pl.col("_row").cast(pl.Int64), (pl.col("ts").dt.epoch("s") // 60).alias("_minute"),
-        *(pl.col(c).cast(pl.Int64).cum_sum().alias(f"_cum_{c}") for c in ("bad", "total")),
+    series = ordered is None
+    if series:
+        ordered = ev if ev["ts"].is_sorted() else ev.sort("ts")
+    cum = {c: pl.col(f"_cum_{c}") for c in ("bad", "total")}
+    ev = ordered.with_columns(
+        *(pl.col(c).cast(pl.Int64).cum_sum().alias(f"_cum_{c}") for c in cum),
         # A column, not a scalar: polars divides by a scalar through its reciprocal, one unit
         # in the last place away from the true division that pandas and numpy compute.
-        pl.Series("_budget", np.full(ordered.height, slo.error_budget))).with_columns(
-        (pl.col(f"_cum_{c}") - pl.col(c)).alias(f"_cum_{c}_before") for c in ("bad", "total"))  # sums run once
-    if _dense(ev):
-        def window_start(minutes: int) -> pl.Expr:
-            return pl.max_horizontal(pl.col("_row") - (minutes - 1), pl.col("_first"))
+        pl.Series("_budget", np.full(ordered.height, slo.error_budget)))
+    if series and _every_minute(ev):
+        # One series with a row for every minute (a pipeline's lag): a window's first row is
+        # `minutes` rows back, so its sums are the running sums less themselves shifted;
+        # no row numbers, no gathers (a polars call costs about as much as its work here).
+        def window_sum(c: str, minutes: int) -> pl.Expr:
+            return cum[c] - cum[c].shift(minutes, fill_value=0)
     else:
-        ev = ev.with_columns((pl.col("_group") * (1 << 40) + pl.col("_minute")).alias("_key"))
+        if series:
+            ev = ev.with_columns(pl.lit(0, pl.Int64).alias("_group"), pl.lit(0, pl.Int64).alias("_first"))
+        ev = ev.with_row_index("_row").with_columns(
+            pl.col("_row").cast(pl.Int64), (pl.col("ts").dt.epoch("s") // 60).alias("_minute"),
+            *((cum[c] - pl.col(c)).alias(f"_cum_{c}_before") for c in cum))  # sums run once
+        if _dense(ev):
+            def window_start(minutes: int) -> pl.Expr:
+                return pl.max_horizontal(pl.col("_row") - (minutes - 1), pl.col("_first"))
+        else:
+            ev = ev.with_columns((pl.col("_group") * (1 << 40) + pl.col("_minute")).alias("_key"))
 
-        def window_start(minutes: int) -> pl.Expr:
-            return pl.col("_key").search_sorted(pl.col("_key") - minutes, side="right")
+            def window_start(minutes: int) -> pl.Expr:
+                return pl.col("_key").search_sorted(pl.col("_key") - minutes, side="right")
+
+        def window_sum(c: str, minutes: int) -> pl.Expr:
+            return cum[c] - pl.col(f"_cum_{c}_before").gather(window_start(minutes))
     names = [window_name(w) for w in windows]
     # In three steps, each column computed once (one expression per column would redo the
     # window sums for the ratio and the burn: twice the time).
     sums = []
     for name, w in zip(names, windows, strict=True):
-        start = window_start(w // minute)
-        sums += [(pl.col("_cum_total") - pl.col("_cum_total_before").gather(start)).alias(f"total_{name}"),
-                 (pl.col("_cum_bad") - pl.col("_cum_bad_before").gather(start)).alias(f"_bad_{name}")]
+        sums += [window_sum("total", w // minute).alias(f"total_{name}"),
+                 window_sum("bad", w // minute).alias(f"_bad_{name}")]
     ev = ev.with_columns(sums).with_columns(
         # no traffic in the window: no ratio (null)
         pl.when(pl.col(f"total_{n}") > 0).then(pl.col(f"_bad_{n}") / pl.col(f"total_{n}")).alias(f"error_ratio_{n}")
