@@ -843,8 +843,12 @@ def slo_status(as_json: bool) -> None:
     slos = _slos(None)
     p = StatePaths.from_env()
     wh = _stored_warehouse(p, "run `make demo` or materialize the SLO assets")
-    tiers = sorted({t.name for s in slos for t in s.tiers})
     try:
+        stored = set(wh.query("SELECT column_name FROM information_schema.columns "
+                              "WHERE table_schema = 'slo' AND table_name = 'burn_service'")["column_name"])
+        # A tier added or renamed since the burn series were stored has no column yet: the
+        # other tiers and SLOs are still shown, and it is named as not stored.
+        tiers = sorted({t.name for s in slos for t in s.tiers if f"firing_{t.name}" in stored})
         budget = wh.query("SELECT * FROM slo.budget_remaining "
                           "QUALIFY row_number() OVER (PARTITION BY slo ORDER BY day DESC) = 1")
         # Per SLO, its newest day: the tiers that fired in any minute of it, and at its last minute.
@@ -871,6 +875,7 @@ def slo_status(as_json: bool) -> None:
             "days_stored": b["days_stored"] if b else None,
             "fired_that_day": [t for t in mine if f.get(f"day_{t}")],
             "firing_at_last_minute": [t for t in mine if f.get(f"now_{t}")],
+            "tiers_not_stored": [t for t in mine if t not in tiers],
             "last_minute": f["last_minute"].isoformat() if f.get("last_minute") else None})
     if as_json:
         click.echo(json.dumps({"slos": rows}, indent=2))
@@ -888,6 +893,9 @@ def slo_status(as_json: bool) -> None:
                       shown, "" if r["days_stored"] is None else str(r["days_stored"]),
                       ", ".join(r["fired_that_day"]), ", ".join(r["firing_at_last_minute"]))
     _print_whole(table)
+    unstored = [f"{r['slo']} ({', '.join(r['tiers_not_stored'])})" for r in rows if r["tiers_not_stored"] and r["as_of"]]
+    if unstored:
+        console.print(f"tiers not in the stored burn series yet (materialize slo/burn again): {'; '.join(unstored)}")
 
 
 @slo.command("rules")

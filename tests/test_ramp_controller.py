@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -454,7 +455,7 @@ def test_a_freeze_on_evidence_days_older_than_the_newest_burn_partition_freezes_
         assert len(run(recent, instance)) == 1
 
 
-def test_slo_status_shows_each_slos_budget_left_and_the_tiers_that_fired(state):
+def test_slo_status_shows_each_slos_budget_left_and_the_tiers_that_fired(state, monkeypatch):
     # After two days materialized: each SLO as of the newer day, its budget left as the stored
     # days' bad and total make it, and the tiers that fired that day as its burn checks said.
     from click.testing import CliRunner
@@ -497,6 +498,22 @@ def test_slo_status_shows_each_slos_budget_left_and_the_tiers_that_fired(state):
         assert r["fired_that_day"] == [t.name for t in slo.tiers if not checks[check_name(slo.name, t.name)]]
     text = CliRunner().invoke(main, ["slo", "status"]).output
     assert "api-availability" in text and "2026-03-07" in text, text
+    # A tier renamed since the burn series were stored has no column yet: every SLO is still
+    # shown, and the new tier is named as not stored (it was a binder error for all of them).
+    renamed = state.home / "slos"
+    shutil.copytree(ramp_sensors.SLO_DIR, renamed)
+    policy = renamed / "api-availability.yaml"
+    policy.write_text(policy.read_text().replace("{name: slow,", "{name: ticket,"))
+    with monkeypatch.context() as m:
+        m.setattr("ops_platform.paths.SLO_DIR", renamed)
+        res = CliRunner().invoke(main, ["slo", "status", "--json"])
+        assert res.exit_code == 0, res.output
+        after = {r["slo"]: r for r in json.loads(res.output)["slos"]}
+        assert after["api-availability"]["tiers_not_stored"] == ["ticket"]
+        assert all(not r["tiers_not_stored"] and r["as_of"] == "2026-03-07" for n, r in after.items()
+                   if n != "api-availability")
+        assert after["api-latency"]["fired_that_day"] == rows["api-latency"]["fired_that_day"]
+        assert "api-availability (ticket)" in CliRunner().invoke(main, ["slo", "status"]).output
     # `ramp verdicts`: each ramp once, with its newest day's verdict (a ramp undecided on the
     # first day and judged again on the second is listed with the second's).
     stored = Warehouse(state.warehouse).query("SELECT build_id, action, partition_key FROM ramp.verdicts")

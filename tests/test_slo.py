@@ -253,7 +253,8 @@ def test_unparseable_yaml_is_a_clear_error(tmp_path):
     folder = tmp_path / "slos"
     shutil.copytree(SLOS, folder)
     (folder / "receipt-lag.yaml").write_text("apiVersion: openslo/v1\nkind: [SLO\n")
-    with pytest.raises(SLOSpecError, match=r"receipt-lag.yaml: \(yaml\)"):
+    with pytest.raises(SLOSpecError, match=r"receipt-lag.yaml: \(line 3, column 1\): not valid YAML: while parsing "
+                                           r"a flow sequence expected ',' or ']'"):
         load_slos(folder)
 
 
@@ -904,7 +905,7 @@ def test_loader_errors_name_the_other_file_and_what_is_supported(tmp_path):
     with pytest.raises(SLOSpecError, match=r"zz-copy\.yaml: document\[0\]\.metadata\.name: .* defined twice \(also in receipt-lag\.yaml, document\[0\]\)"):
         load_slos(folder)
     (folder / "zz-copy.yaml").write_text(yaml.safe_dump({"apiVersion": "openslo/v2", "kind": "SLO"}))
-    with pytest.raises(SLOSpecError, match="unsupported openslo/v2/SLO: an SLO file holds openslo/v1 SLO and SLI"):
+    with pytest.raises(SLOSpecError, match=r"document\[0\]\.apiVersion: unsupported 'openslo/v2': an SLO file holds openslo/v1 SLO and SLI"):
         load_slos(folder)
 
 
@@ -934,3 +935,62 @@ def test_a_source_silent_for_over_ten_minutes_is_named_with_its_minutes():
     # A source with no row of the SLO's service at all is silent the whole time it is judged.
     assert silences(slos["api-latency"], day, end, frames, since=day.replace(hour=7)) == [
         (day.replace(hour=7), day.replace(hour=20))]
+
+
+def test_linked_team_folders_and_upper_case_extensions_are_read(tmp_path):
+    # A team's folder linked in from its own repository, and a file saved as .YAML, hold SLOs
+    # like any other: skipped, they would get no rules and no alerts while validate passed.
+    folder = tmp_path / "slos"
+    shutil.copytree(SLOS, folder)
+    team = tmp_path / "team-repo"
+    team.mkdir()
+    (folder / "api-latency.yaml").rename(team / "api-latency.yaml")
+    (folder / "team-api").symlink_to(team, target_is_directory=True)
+    (team / "loop").symlink_to(folder, target_is_directory=True)  # a link back up is read once
+    (folder / "receipt-lag.yaml").rename(folder / "receipt-lag.YAML")
+    assert sorted(s.name for s in load_slos(folder)) == sorted(s.name for s in load_slos(SLOS))
+
+
+@pytest.mark.parametrize(("file", "mutation", "message"), [
+    # YAML 1.1 reads an unquoted NO as false: the label would reach Alertmanager as "false".
+    ("api-availability.yaml", lambda d: d[1]["metadata"].update(labels={"country": False}),
+     r"document\[1\]\.metadata\.labels\.country: False is a YAML boolean .* quote the value"),
+    ("api-availability.yaml", lambda d: d[2]["spec"]["tiers"][0].update(burnRate=10 ** 400),
+     r"document\[2\]\.spec\.tiers\[0\]\.burnRate: 10000000000000000000\.\.\. is too large a number"),
+    ("api-availability.yaml", lambda d: d[1]["spec"]["objectives"][0].update(indicatorRef="api-good-requests"),
+     r"objectives\[0\]\.indicatorRef: not supported: an objective's own indicator"),
+    # The budget is kept per day: a 36h window would be counted over two whole days.
+    ("api-availability.yaml", lambda d: d[1]["spec"]["timeWindow"][0].update(duration="36h"),
+     r"timeWindow\[0\]\.duration: '36h': a rolling window is whole days"),
+    # 3x over 3d on a 7-day window fires once 129% of the budget is gone.
+    ("receipt-lag.yaml", lambda d: d[2]["spec"]["tiers"][2].update(burnRate=3),
+     r"receipt-lag\.yaml: document\[2\]\.spec\.tiers\[2\]\.burnRate: tier 'slow' fires only once 129% of SLO "
+     r"'receipt-lag''s error budget is spent \(burnRate 3 over 3d of a 7-day window\)"),
+])
+def test_labels_numbers_windows_and_late_tiers_are_refused_by_name(tmp_path, file, mutation, message):
+    with pytest.raises(SLOSpecError, match=message):
+        load_slos(_mutate(tmp_path, file, mutation))
+
+
+def test_a_rules_file_or_a_copied_slo_in_the_folder_is_named_as_such(tmp_path):
+    from click.testing import CliRunner
+
+    from ops_platform.cli import main
+
+    folder = tmp_path / "slos"
+    shutil.copytree(SLOS, folder)
+    res = CliRunner().invoke(main, ["slo", "rules", "--slos", str(folder), "--out", str(folder / "rules.yaml")])
+    assert res.exit_code == 0, res.output
+    with pytest.raises(SLOSpecError, match=r"rules.yaml: document\[0\]: is a Prometheus rule file .* outside the SLO"):
+        load_slos(folder)
+    (folder / "rules.yaml").unlink()
+    # A copy with its SLI renamed: the SLO is what is defined twice, not its alert policy.
+    copy = (folder / "api-latency.yaml").read_text().replace("name: api-fast-requests", "name: api-fast-2")
+    (folder / "api-latency-copy.yaml").write_text(copy)
+    with pytest.raises(SLOSpecError, match=r"api-latency.yaml: document\[1\]\.metadata\.name: SLO 'api-latency' is "
+                                           r"defined twice \(also in api-latency-copy\.yaml\)"):
+        load_slos(folder)
+    (folder / "api-latency-copy.yaml").unlink()
+    (folder / "huge.yaml").write_text("apiVersion: openslo/v1\nkind: SLO\nx: " + "9" * 5001 + "\n")
+    with pytest.raises(SLOSpecError, match=r"huge.yaml: \(yaml\): cannot be read: Exceeds the limit"):
+        load_slos(folder)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -227,19 +228,28 @@ class SLO:
         return ind.metric.spec["table"], ind.metric.spec["pipeline"]
 
     def budget_spent_to_fire(self, tier: BurnTier) -> float:
-        """The share of the error budget a tier lets go before it fires: its burn rate over its
-        long window, against the SLO's window (a calendar one at its usual length). The SRE
-        Workbook's tiers for a 30-day SLO spend 2%, 5% and 10%; the same rates on a shorter
-        window spend more of it."""
-        span = self.window.duration if self.window.rolling else _CALENDAR_LENGTH[self.window.calendar_unit or "day"]
-        assert span is not None
-        return tier.burn_rate * (tier.long_window / span)
+        """The share of the error budget a tier lets go before it fires (``_budget_share``)."""
+        return _budget_share(tier, self.window)
 
     @property
     def windows(self) -> list[timedelta]:
         """Every window its burn tiers read (long and short), shortest first: each is computed
         once however many tiers share it."""
         return sorted({t.long_window for t in self.tiers} | {t.short_window for t in self.tiers})
+
+
+def _budget_share(tier: BurnTier, window: TimeWindow) -> float:
+    """The share of the error budget a tier lets go before it fires: its burn rate over its
+    long window, against the SLO's window (a calendar one at its usual length). The SRE
+    Workbook's tiers for a 30-day SLO spend 2%, 5% and 10%; the same rates on a shorter
+    window spend more of it."""
+    span = window.duration if window.rolling else _CALENDAR_LENGTH[window.calendar_unit or "day"]
+    assert span is not None
+    return tier.burn_rate * (tier.long_window / span)
+
+
+def _window_words(window: TimeWindow) -> str:
+    return f"{window.duration.days}-day" if window.rolling and window.duration else f"calendar {window.calendar_unit}"
 
 
 def _unknown_keys(doc: Any, allowed: tuple[str, ...], file, path: str) -> None:
@@ -286,7 +296,16 @@ def _get(doc: dict, key: str, file, path: str, kind: type | tuple = object, requ
     if not isinstance(value, kind):
         want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise SLOSpecError(file, f"{path}.{key}", f"must be a {want}, not {type(value).__name__}")
+    if isinstance(value, int) and float in kinds and not math.isfinite(_as_float(value)):
+        raise SLOSpecError(file, f"{path}.{key}", f"{str(value)[:20]}... is too large a number")
     return value
+
+
+def _as_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _name(doc: dict, file, path: str) -> str:
@@ -403,6 +422,9 @@ def _window(doc: list, file, path: str) -> TimeWindow:
             raise SLOSpecError(file, f"{p}.duration", "a rolling window needs s, m, h, d or w")
         if "calendar" in w:
             raise SLOSpecError(file, f"{p}.calendar", "a rolling window has no calendar (isRolling: false for one)")
+        if dur % timedelta(days=1):
+            raise SLOSpecError(file, f"{p}.duration", f"{w['duration']!r}: a rolling window is whole days (7d, 4w, "
+                                                      "28d): the error budget is kept per day")
         return TimeWindow(True, dur)
     cal = _get(w, "calendar", file, p, dict)
     _unknown_keys(cal, CALENDAR_KEYS, file, f"{p}.calendar")
@@ -433,6 +455,10 @@ def _objective(doc: Any, budgeting: str, indicator: Indicator, file, path: str) 
     if not isinstance(doc, list) or len(doc) != 1:
         raise SLOSpecError(file, path, "exactly one objective is supported")
     o, p = doc[0], f"{path}[0]"
+    for key in ("indicator", "indicatorRef"):  # valid OpenSLO v1, not a typo: say so
+        if isinstance(o, dict) and key in o:
+            raise SLOSpecError(file, f"{p}.{key}", "not supported: an objective's own indicator; give the SLO's "
+                                                   "indicator or indicatorRef in its spec")
     _unknown_keys(o, OBJECTIVE_KEYS, file, p)
     if isinstance(o, dict) and "targetPercent" in o:  # OpenSLO's other spelling: 99.5 for 0.995
         if "target" in o:
@@ -539,11 +565,22 @@ def load_file(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, Indic
         raise SLOSpecError(path, f"(line {exc.line})", f"key {exc.key!r} is given twice in one mapping (first on "
                                                        f"line {exc.first}): YAML keys must be unique") from None
     except yaml.YAMLError as exc:
-        raise SLOSpecError(path, "(yaml)", str(exc).replace("\n", " ")) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"(line {mark.line + 1}, column {mark.column + 1})" if mark else "(yaml)"
+        what = " ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)
+        raise SLOSpecError(path, where, f"not valid YAML: {what or exc}") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        raise SLOSpecError(path, "(yaml)", f"cannot be read: {str(exc).splitlines()[0]}") from None
     slos, slis, policies = [], [], []
     for i, d in enumerate(docs):
         p = f"document[{i}]"
+        if isinstance(d, dict) and "groups" in d and "apiVersion" not in d:
+            raise SLOSpecError(path, p, "is a Prometheus rule file (top-level groups), not an OpenSLO document: "
+                                        "keep rules written by `slo rules --out` outside the SLO folder")
         api, kind = _get(d, "apiVersion", path, p, str), _get(d, "kind", path, p, str)
+        if api not in (OPENSLO, EXTENSION):
+            raise SLOSpecError(path, f"{p}.apiVersion", f"unsupported {api!r}: an SLO file holds {OPENSLO} SLO and "
+                                                        f"SLI documents and {EXTENSION} BurnAlertPolicy documents")
         if (api, kind) == (OPENSLO, "SLO"):
             slos.append((i, d))
         elif (api, kind) == (OPENSLO, "SLI"):
@@ -566,14 +603,31 @@ def load_file(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, Indic
     return slos, slis, policies
 
 
+def _slo_files(folder: Path) -> list[Path]:
+    """The SLO files under ``folder``: ``.yaml``/``.yml`` in any case (``x.YAML`` saved on a
+    case-blind file system), in linked subfolders too (a team's folder linked in from its own
+    repository), each real folder once (a link back up is no endless loop), hidden ones left out."""
+    files, seen = [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        # A folder named like a file (archive.yaml) is listed too: reading it says what it is.
+        files += [Path(root) / n for n in (*names, *dirs) if not n.startswith(".")
+                  and n.lower().endswith((".yaml", ".yml"))]
+    return sorted(files)
+
+
 def load_slos(folder: Path) -> list[SLO]:
     """Every SLO in the ``*.yaml`` and ``*.yml`` files of `folder` and its subfolders (one per
     team, say), validated, with its burn tiers. Hidden files and folders (an editor's lock
     file, ``._x.yaml``) are not SLO files."""
     if not Path(folder).is_dir():
         raise SLOSpecError(folder, "(folder)", "does not exist (or is not a folder)")
-    files = sorted(f for pattern in ("*.yaml", "*.yml") for f in Path(folder).rglob(pattern)
-                   if not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    files = _slo_files(Path(folder))
     if not files:
         raise SLOSpecError(folder, "(folder)", "no SLO files (*.yaml)")
     raw, indicators, policies, defined = [], {}, {}, {}
@@ -588,8 +642,13 @@ def load_slos(folder: Path) -> list[SLO]:
         for i, d in pols:
             slo_name = _get(_get(d, "spec", f, f"document[{i}]", dict), "slo", f, f"document[{i}].spec", str)
             if slo_name in policies:
+                earlier = policies[slo_name][0].relative_to(folder)
+                for j, d_slo in slos if policies[slo_name][0] != f else ():  # a copied file: its SLO is
+                    if isinstance(d_slo.get("metadata"), dict) and d_slo["metadata"].get("name") == slo_name:  # twice
+                        raise SLOSpecError(f, f"document[{j}].metadata.name",
+                                           f"SLO {slo_name!r} is defined twice (also in {earlier})")
                 raise SLOSpecError(f, f"document[{i}].spec.slo", f"SLO {slo_name!r} has a BurnAlertPolicy already "
-                                                                 f"(in {policies[slo_name][0].relative_to(folder)})")
+                                                                 f"(in {earlier})")
             policies[slo_name] = (f, f"document[{i}]", _tiers(d, f, f"document[{i}]"), d["spec"]["tiers"])
     names = {_name(d, f, f"document[{i}]"): f for f, i, d in raw}
     for slo_name, (f, where, _, _) in policies.items():  # a misspelt spec.slo: the policy governs nothing
@@ -650,6 +709,13 @@ def load_slos(folder: Path) -> list[SLO]:
             if tier.long_window > span:
                 raise SLOSpecError(policy_file, f"{policy_path}.spec.tiers[{i}].longWindow",
                                    f"tier {tier.name!r} looks back further than SLO {name!r}'s window")
+            spent = _budget_share(tier, window)
+            if spent >= 1:
+                raise SLOSpecError(policy_file, f"{policy_path}.spec.tiers[{i}].burnRate",
+                                   f"tier {tier.name!r} fires only once {spent:.0%} of SLO {name!r}'s error budget "
+                                   f"is spent (burnRate {tier.burn_rate:g} over {t.get('longWindow')} of a "
+                                   f"{_window_words(window)} window): a budget alert must fire before the budget "
+                                   "is gone; lower its burnRate or longWindow")
         for where, doc, key in ((f"{p}.metadata", meta, "displayName"), (f"{p}.spec", spec, "description")):
             if doc.get(key) is not None and not isinstance(doc[key], str):
                 raise SLOSpecError(f, f"{where}.{key}", f"{doc[key]!r}: OpenSLO gives it as text")
@@ -687,9 +753,10 @@ def _alert_names_unique(slos: list[SLO]) -> None:
             seen[name] = (slo.name, tier)
 
 
-def _scalar_text(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return str(value).lower()
+def _scalar_text(value: Any, file, path: str) -> str | None:
+    if isinstance(value, bool):  # YAML 1.1 reads an unquoted NO, yes, on or off as a boolean
+        raise SLOSpecError(file, path, f"{value!r} is a YAML boolean (an unquoted yes/no/on/off/true/false): "
+                                       "quote the value ('NO') to keep it as written")
     return str(value) if isinstance(value, str | int | float) else None
 
 
@@ -723,7 +790,7 @@ def _rule_labels(doc: Any, file, path: str) -> dict[str, str]:
             raise SLOSpecError(file, f"{path}.{key}", f"is a label the exported rules write themselves "
                                                       f"({', '.join(RULE_LABELS)}): name it otherwise")
         values = value if isinstance(value, list) else [value]
-        texts = [_scalar_text(v) for v in values]
+        texts = [_scalar_text(v, file, f"{path}.{key}") for v in values]
         if not texts or None in texts:
             raise SLOSpecError(file, f"{path}.{key}", f"{value!r}: a label's value is text, a number or a list of them")
         out[key] = ",".join(t for t in texts if t is not None)
@@ -742,7 +809,7 @@ def _alert_annotations(annotations: dict, file, path: str) -> dict[str, str]:
         if key in ALERT_ANNOTATIONS:
             raise SLOSpecError(file, f"{path}.{key}", f"is an annotation the exported alerts write themselves "
                                                       f"({', '.join(ALERT_ANNOTATIONS)}): name it otherwise")
-        text = _scalar_text(value)
+        text = _scalar_text(value, file, f"{path}.{key}")
         if text is None:
             raise SLOSpecError(file, f"{path}.{key}", f"{value!r}: an alert annotation is text")
         out[key] = text
