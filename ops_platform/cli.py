@@ -1555,7 +1555,9 @@ def focus_check(file: Path, as_json: bool) -> None:
         click.echo(json.dumps({**report.__dict__, "loads": report.loads, "nothing_accepted": not report.accepted},
                               indent=2, sort_keys=True))
     else:
-        verdict = click.style("loads", fg="green") if report.loads else click.style("refused", fg="red")
+        verdict = (click.style("refused", fg="red") if not report.loads
+                   else click.style("loads, but accepts no row", fg="yellow") if report.rows and not report.accepted
+                   else click.style("loads", fg="green"))
         click.echo(f"{file}: {verdict}; {report.rows:,} rows, {report.accepted:,} accepted, "
                    f"{report.quarantined_rows:,} quarantined"
                    + (f", {report.duplicates_removed:,} duplicate(s) removed" if report.duplicates_removed else ""))

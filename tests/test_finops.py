@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from ops_platform.cli import main
 from ops_platform.finops import usage as usage_module
 from ops_platform.finops.allocation import allocate
-from ops_platform.finops.attribution import UNALLOCATED, attribute
+from ops_platform.finops.attribution import UNALLOCATED, attribute, cost_lines
 from ops_platform.finops.repair import repair_billing
 from ops_platform.finops.score import score_attribution
 from ops_platform.finops.usage import daily_usage
@@ -185,11 +185,21 @@ def _record(**kw) -> str:
     ("Tags: not a JSON object of scalar values", _record(Tags='{"tenant": "t-1"'), True),
     ("Tags: not a JSON object of scalar values; BilledCost: required", _record(Tags="{"), False),
     ("Tags: not a JSON object of scalar values", _record(Tags="{", BillingCurrency="EUR"), False),  # not our currency
+    # A currency given but not an ISO code is no missing one: euros summed as dollars otherwise.
+    ("BillingCurrency: not an ISO 4217 code", _record(BillingCurrency="eur"), False),
+    ("BillingCurrency: not an ISO 4217 code", _record(BillingCurrency="¥"), False),
+    ("BillingCurrency: missing value; BillingCurrency: not an ISO 4217 code", _record(BillingCurrency=""), True),
+    # A row without a resource has no "same resource": another row's tags would bill a tenant.
+    ("Tags: not a JSON object of scalar values", _record(Tags="{", ResourceId=None), False),
+    # FOCUS values spelt in another case (Google's FOCUS view): the category or class itself.
+    ("ChargeCategory: not a FOCUS charge category", _record(ChargeCategory="tax"), True),
+    ("ChargeClass: must be null or Correction", _record(ChargeClass="correction"), True),
+    ("ChargeClass: must be null or Correction", _record(ChargeClass="Refund"), False),
 ])
 def test_billing_repairs_are_rules_with_a_reason(reason, record, repaired):
     # The resource's other rows: one tagged, one with an empty field (no tags: never copied).
-    accepted = pl.DataFrame({"ResourceId": ["vol/t-1", "vol/t-1"], "Tags": ['{"tenant": "t-1"}', " "],
-                             "BillingAccountId": ["ba-1", "ba-1"], "BillingCurrency": ["USD", "USD"]})
+    accepted = pl.DataFrame({"ResourceId": ["vol/t-1", "vol/t-1", None], "Tags": ['{"tenant": "t-1"}', " ", '{"x": 1}'],
+                             "BillingAccountId": ["ba-1"] * 3, "BillingCurrency": ["USD"] * 3})
     quarantine = pl.DataFrame({"reason": [reason], "record": [record], "file": ["billing_focus/dt=2026-03-02/f"]})
     fixed, left = repair_billing(quarantine, accepted)
     assert (fixed.height, left.height) == ((1, 0) if repaired else (0, 1))
@@ -199,6 +209,10 @@ def test_billing_repairs_are_rules_with_a_reason(reason, record, repaired):
         end = json.loads(record).get("ChargePeriodEnd")
         days = 3 if end and not reason.startswith("ChargePeriodEnd") else 1  # the period repair: one day
         assert fixed["ChargePeriodEnd"][0] - fixed["ChargePeriodStart"][0] == timedelta(days=days)
+        if "ChargeCategory" in json.loads(record) and json.loads(record)["ChargeCategory"] == "tax":
+            assert fixed["ChargeCategory"][0] == "Tax" and fixed["repair"][0] == "charge category read as Tax"
+        if reason.startswith("BillingCurrency: missing"):  # one repair said once for its two reasons
+            assert fixed["repair"][0] == "currency USD from the billing account"
 
 
 def _bill(rows):
@@ -377,8 +391,6 @@ def test_an_empty_tags_field_is_no_tags_and_a_bill_in_two_currencies_is_refused(
 
 
 def test_sub_micro_dollar_lines_keep_the_days_total():
-    from ops_platform.finops.attribution import cost_lines
-
     # A thousand charges of 400 micro-dollars, a whole-dollar line and a credit of 1.5
     # micro-dollars: the day is 0.4 + 2 - 0.0000015 USD, rounded once (half to even).
     n = 1000
@@ -864,6 +876,19 @@ def test_focus_13_allocated_charges_are_read_through_their_allocated_tags():
     rows = {r["tenant_id"]: r for r in result.tenant_day.iter_rows(named=True)}
     assert rows["b"]["direct_micros"] == 1_000_000  # the allocated part is b's own
     assert rows["a"]["serving_micros"] + rows["b"]["serving_micros"] == 2_000_000
+
+
+def test_focus_13_allocated_tags_add_to_the_origin_charges_tags():
+    # FOCUS 1.3: AllocatedTags hold only what the split added; the part carries the origin's
+    # Tags too. A tenant's part stays of the origin's service, and an untagged part (unused
+    # capacity) stays the service's serving cost, not the unallocated line.
+    origin = {"service": "api", "pool": "serving"}
+    bill = _bill([("3.000000", origin), ("1.000000", origin)]).with_columns(
+        pl.Series("AllocatedMethodId", ["eks-split", "eks-split"]),
+        pl.Series("AllocatedTags", [json.dumps({"tenant": "b"}), json.dumps({"k8s/namespace": "kube-system"})]))
+    lines = cost_lines(bill)
+    assert lines.sort("micros").select("tenant", "service", "pool", "kind").rows() == [
+        (None, "api", "serving", "serving"), ("b", "api", "serving", "direct")]
 
 
 def test_an_invoice_confidence_stays_a_share_when_a_tenant_nets_credits():

@@ -127,6 +127,22 @@ def test_an_empty_text_in_a_parquet_file_is_no_value_as_in_a_csv(tmp_path):
     assert (report.rows, report.accepted, report.quarantined_rows) == (2, 2, 0), report
 
 
+def test_tags_as_key_value_structs_with_more_fields_read_as_a_json_object(tmp_path):
+    # Google's FOCUS view writes Tags as a list of {key, value, x_type, x_inherited,
+    # x_namespace}: every row was refused as "not a JSON object". A key given twice (a
+    # resource label and a project label) stays refused, not silently the last one.
+    def tag(key, value):
+        return {"key": key, "value": value, "x_type": "label", "x_inherited": False, "x_namespace": None}
+
+    frame = pl.read_csv(_csv(tmp_path, ROW, _row(x_LineItemId="L2"), _row(x_LineItemId="L3")), infer_schema=False)
+    tags = [[tag("tenant", "t-1"), tag("service", "api")], [], [tag("service", "api"), tag("service", "db")]]
+    frame.with_columns(pl.Series("Tags", tags)).write_parquet(tmp_path / "gcp.parquet")
+    res = ingest_partition(BILLING_FOCUS, _landing(tmp_path, tmp_path / "gcp.parquet"))
+    assert dict(zip(res.accepted["x_LineItemId"], res.accepted["Tags"].map_elements(json.loads, pl.Object),
+                    strict=True)) == {"L1": {"tenant": "t-1", "service": "api"}, "L2": {}}
+    assert res.quarantine["reason"].to_list() == ["Tags: not a JSON object of scalar values with unique keys"]
+
+
 def test_ingestion_quarantines_a_non_focus_file_and_keeps_the_good_one(tmp_path):
     good = _csv(tmp_path, ROW, name="good.csv")
     people = _csv(tmp_path, "bob,3", header="name,age", name="people.csv")
@@ -172,19 +188,27 @@ def test_non_iso_charge_periods_are_quarantined_not_guessed(tmp_path, text):
     [reason] = report.quarantined
     assert "ChargePeriodStart: not a valid timestamp (ISO 8601 expected)" in reason
     assert "ChargePeriodStart: missing value" not in reason
+    assert "not after ChargePeriodStart" not in reason  # two unread times compare to nothing
     res = ingest_partition(BILLING_FOCUS, _landing(tmp_path, path))
     assert res.accepted.height == 0 and res.quarantine["reason"].to_list() == [reason]
 
 
-# 3. A negative effective cost on a Usage charge, as a negative billed cost already is.
+# 3. A Usage charge whose billed and effective costs disagree in sign is a sign slip; one
+# negative in both is a refund within the period, which FOCUS 1.2 allows.
 
-def test_a_negative_effective_cost_on_usage_is_quarantined_with_its_reason(tmp_path):
-    path = _csv(tmp_path, _row(EffectiveCost="-1.50"), _row(EffectiveCost="-1.50", BilledCost="-1.50", x_LineItemId="L2"),
-                _row(EffectiveCost="-1.50", ChargeCategory="Credit", x_LineItemId="L3"))
+def test_a_usage_cost_negative_in_one_column_only_is_quarantined_as_a_sign_slip(tmp_path):
+    refund = {"EffectiveCost": "-1.50", "BilledCost": "-1.50", "ContractedCost": "-1.50"}
+    slip = "BilledCost: negative on a Usage charge that is no refund (its EffectiveCost is not negative or its " \
+           "ListCost is positive: a sign slip)"
+    path = _csv(tmp_path, _row(EffectiveCost="-1.50"), _row(**refund, ListCost="-1.80", x_LineItemId="L2"),
+                _row(EffectiveCost="-1.50", ChargeCategory="Credit", x_LineItemId="L3"),
+                _row(BilledCost="-1.50", x_LineItemId="L4"), _row(**refund, ListCost="1.80", x_LineItemId="L5"))
     report = check_file(path, BILLING_FOCUS)
-    assert report.accepted == 1 and report.quarantined == {
-        "EffectiveCost: negative on a Usage charge": 1,
-        "BilledCost: negative on a Usage charge": 1}  # said once, by the billed-cost rule (repairable)
+    assert report.accepted == 2 and report.quarantined == {  # L2 (a refund) and L3 (a credit) load
+        "EffectiveCost: negative on a Usage charge whose BilledCost is not (a sign slip)": 1,
+        slip: 2}  # L4, and L5: negative at a positive list price
+    only_slips = _csv(tmp_path, _row(BilledCost="-1.50"), name="slips.csv")
+    assert "loads, but accepts no row" in CliRunner().invoke(main, ["focus", "check", str(only_slips)]).output
 
 
 def test_a_negative_usage_correction_is_a_refund_and_loads(tmp_path):
@@ -192,10 +216,11 @@ def test_a_negative_usage_correction_is_a_refund_and_loads(tmp_path):
     # was quarantined as a sign slip and lost from the books.
     refund = _row(BilledCost="-0.50", EffectiveCost="-0.50", ContractedCost="-0.50", ListCost="-0.60",
                   ChargeClass="Correction", x_LineItemId="L2")
-    slip = _row(BilledCost="-0.50", EffectiveCost="-0.50", x_LineItemId="L3")
+    slip = _row(BilledCost="-0.50", x_LineItemId="L3")
     report = check_file(_csv(tmp_path, ROW, refund, slip), BILLING_FOCUS)
     assert (report.rows, report.accepted) == (3, 2), report
-    assert report.quarantined == {"BilledCost: negative on a Usage charge": 1}
+    assert report.quarantined == {"BilledCost: negative on a Usage charge that is no refund (its EffectiveCost is not "
+                                  "negative or its ListCost is positive: a sign slip)": 1}
 
 
 # 4. A number too large for the contract's decimal: quarantined, in Parquet as in CSV.

@@ -182,27 +182,33 @@ BILLING_FOCUS = Contract(
              "ChargeClass: must be null or Correction"),
         Rule("service_category", pl.col("ServiceCategory").is_in(FOCUS_SERVICE_CATEGORIES).fill_null(False),
              "ServiceCategory: not a FOCUS service category"),
-        Rule("charge_period", (pl.col("ChargePeriodEnd") > pl.col("ChargePeriodStart")).fill_null(False),
+        # A period end or start that is missing or unreadable is refused by its own reason.
+        Rule("charge_period", (pl.col("ChargePeriodEnd") > pl.col("ChargePeriodStart")).fill_null(True),
              "ChargePeriodEnd: not after ChargePeriodStart"),
         # Attribution amortizes a charge over the days of its period: an open-ended sentinel
         # (9999-12-31) would spread a cost over millions of days.
         Rule("charge_period_length", (pl.col("ChargePeriodEnd") - pl.col("ChargePeriodStart")
                                       <= pl.duration(days=MAX_CHARGE_DAYS)).fill_null(True),
              f"ChargePeriodEnd: more than {MAX_CHARGE_DAYS} days after ChargePeriodStart"),
-        # Our rule, stricter than FOCUS 1.2 (whose Usage rows may be negative): a negative
-        # usage cost is taken for a sign slip, refused with its reason (finops/repair.py may
-        # still count it), unless the row is a ChargeClass Correction, FOCUS's refund or fix of
-        # an earlier charge, which is negative by nature. On the cost billed, and on the
-        # effective cost attribution reads; a row negative in both says it once, by the first rule.
+        # FOCUS 1.2 Usage rows may be negative (a refund within the billing period, ChargeClass
+        # null): a refund is negative in its billed and its effective cost, and its list cost
+        # is not positive. A negative usage cost any other way contradicts its own row (a
+        # positive list price, or costs of both signs): taken for a sign slip, refused with its
+        # reason (finops/repair.py may still count it), unless the row is a ChargeClass
+        # Correction, FOCUS's fix of an earlier period. A row negative in both costs says it
+        # once, by the first rule.
         Rule("usage_cost_non_negative",
              ~((pl.col("ChargeCategory") == "Usage") & _NOT_CORRECTION
-               & (pl.col("BilledCost").cast(pl.Float64) < 0)).fill_null(False),
-             "BilledCost: negative on a Usage charge"),
+               & (pl.col("BilledCost").cast(pl.Float64) < 0)
+               & ~((pl.col("EffectiveCost").cast(pl.Float64) < 0)
+                   & (pl.col("ListCost").cast(pl.Float64) <= 0)).fill_null(False)).fill_null(False),
+             "BilledCost: negative on a Usage charge that is no refund (its EffectiveCost is not negative "
+             "or its ListCost is positive: a sign slip)"),
         Rule("usage_effective_cost_non_negative",
              ~((pl.col("ChargeCategory") == "Usage") & _NOT_CORRECTION
                & (pl.col("EffectiveCost").cast(pl.Float64) < 0)
-               & ~(pl.col("BilledCost").cast(pl.Float64) < 0).fill_null(False)).fill_null(False),
-             "EffectiveCost: negative on a Usage charge"),
+               & (pl.col("BilledCost").cast(pl.Float64) >= 0)).fill_null(False),
+             "EffectiveCost: negative on a Usage charge whose BilledCost is not (a sign slip)"),
         Rule("effective_cost_range", (pl.col("EffectiveCost").cast(pl.Float64).abs() < MAX_LINE_COST).fill_null(True),
              f"EffectiveCost: {MAX_LINE_COST:.0e} or more in absolute value, beyond what attribution sums"),
         Rule("tags_json", pl.col("Tags").map_elements(_key_values_or_null, return_dtype=pl.Boolean,

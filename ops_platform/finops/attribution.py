@@ -79,19 +79,25 @@ def _fits_in_micros(lines: pl.DataFrame) -> None:
                          "check those days' billing rows (a cost in the wrong unit?)")
 
 
+def _decoded(text: pl.Expr) -> pl.Expr:
+    """A Tags JSON text as the tags attribution reads; an empty field (some exports write ""
+    for no tags) is no tags."""
+    return pl.when(text.str.strip_chars() != "").then(text).str.json_decode(_TAGS)
+
+
 def cost_lines(billing: pl.DataFrame) -> pl.DataFrame:
     """Accepted FOCUS rows -> (utc_date, line_id, micros, tenant, service, kind).
 
-    A FOCUS 1.3 allocated charge (``AllocatedMethodId`` set) is read through its
-    ``AllocatedTags``: the provider split the origin charge, and each part's tags say whose
-    it is, so a tenant-tagged part is direct cost like any tenant-tagged row.
+    A FOCUS 1.3 allocated charge (``AllocatedMethodId`` set) adds its ``AllocatedTags`` to
+    the origin charge's ``Tags``, which it carries too (FOCUS: AllocatedTags hold only the
+    tags the split added): a tenant-tagged part is direct cost like any tenant-tagged row, of
+    the origin's service, and an untagged part (unused capacity) stays the origin's service
+    and pool. Where both name a key, the allocated tag counts.
     """
-    raw = pl.col("Tags")
+    tags = _decoded(pl.col("Tags"))
     if "AllocatedTags" in billing.columns and "AllocatedMethodId" in billing.columns:
-        raw = pl.when(pl.col("AllocatedMethodId").is_not_null() & pl.col("AllocatedTags").is_not_null()) \
-            .then(pl.col("AllocatedTags")).otherwise(pl.col("Tags"))
-    # An empty Tags field (some exports write "" for no tags) is no tags.
-    tags = pl.when(raw.str.strip_chars() != "").then(raw).str.json_decode(_TAGS)
+        added = pl.when(pl.col("AllocatedMethodId").is_not_null()).then(_decoded(pl.col("AllocatedTags")))
+        tags = pl.struct(pl.coalesce(added.struct.field(k), tags.struct.field(k)).alias(k) for k in TAG_KEYS)
     end = (pl.col("ChargePeriodEnd").dt.convert_time_zone("UTC") if "ChargePeriodEnd" in billing.columns
            else pl.lit(None, pl.Datetime("us", "UTC")))
     category = (pl.col("ChargeCategory") if "ChargeCategory" in billing.columns

@@ -8,10 +8,11 @@ FinOps analyst would apply by hand, and the repair is recorded on the row:
 | quarantine reason | repair |
 |---|---|
 | ChargePeriodEnd not after ChargePeriodStart | the period is the file's daily charge period: end = start + 1 day |
-| not a FOCUS charge category | counted as Usage when its cost and list cost are both positive |
+| not a FOCUS charge category | a FOCUS category spelt in another case (`tax`) is that category; else counted as Usage when its cost and list cost are both positive |
+| ChargeClass not null or Correction | `correction` in another case is Correction |
 | negative cost (billed or effective) on a Usage charge | a sign error when ListCost is positive and every negative cost's \\|cost\\| <= ListCost: their absolute values |
-| BillingCurrency missing | the billing account's currency on its other rows |
-| Tags not a JSON object of scalar values with unique keys | the tags the same ResourceId carries on other rows |
+| BillingCurrency missing | the billing account's currency on its other rows (a currency given but not an ISO 4217 code, `eur`, is no missing one: refused) |
+| Tags not a JSON object of scalar values with unique keys | the tags the same ResourceId carries on other rows (a row without a ResourceId has no such rows) |
 
 Anything else, or a row with several defects one of which has no repair, stays out and its
 day's confidence pays for it. Repaired rows count as rule-based evidence in the confidence.
@@ -24,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 
 import polars as pl
 
+from ..contracts.definitions import FOCUS_CHARGE_CATEGORIES
 from ..contracts.model import POLARS_TYPES
 from ..ingest.pipeline import RESTATED
 from .usage import arrival_date
@@ -31,6 +33,7 @@ from .usage import arrival_date
 _PERIOD = "ChargePeriodEnd: not after ChargePeriodStart"
 _CATEGORY = "ChargeCategory: not a FOCUS charge category"
 _NEGATIVE = ("BilledCost: negative on a Usage charge", "EffectiveCost: negative on a Usage charge")
+_CLASS = "ChargeClass: must be null or Correction"
 _CURRENCY = "BillingCurrency"
 _TAGS = "Tags"
 _COST_COLUMNS = ("BilledCost", "EffectiveCost", "ContractedCost")
@@ -40,7 +43,7 @@ def repairable_from_other_rows(reason_text: str) -> bool:
     """Whether a refused row's every defect has a repair and one of them reads other rows (the
     billing account's currency, the same resource's tags), which other files may hold."""
     reasons = _reasons(reason_text)
-    own = (_PERIOD, _CATEGORY, *_NEGATIVE)
+    own = (_PERIOD, _CATEGORY, _CLASS, *_NEGATIVE)
     other = (_CURRENCY, _TAGS)
     return (any(r.startswith(other) for r in reasons)
             and all(r.startswith(own) or r.startswith(other) for r in reasons))
@@ -57,16 +60,33 @@ def _dec(value) -> Decimal | None:
         return None
 
 
+def _in_case(value, allowed: tuple[str, ...]) -> str | None:
+    """The allowed value ``value`` spells in another case (``tax`` for Tax), as some exports
+    write FOCUS' values; None when it is none of them, or already one as it stands."""
+    if not isinstance(value, str) or value in allowed:
+        return None
+    return next((a for a in allowed if a.lower() == value.strip().lower()), None)
+
+
 def _fix(record: dict, reason: str, tags_of: dict[str, str], currency_of: dict[str, str]) -> str | None:
     """Apply the repair for ``reason`` in place; the repair's description, or None if none applies."""
     if reason.startswith(_PERIOD):
         return "period end set to start + 1 day"
     if reason.startswith(_CATEGORY):
+        spelt = _in_case(record.get("ChargeCategory"), FOCUS_CHARGE_CATEGORIES)
+        if spelt is not None:
+            record["ChargeCategory"] = spelt
+            return f"charge category read as {spelt}"
         cost, listed = _dec(record.get("EffectiveCost")), _dec(record.get("ListCost"))
         if cost is not None and listed is not None and cost > 0 and listed > 0:
             record["ChargeCategory"] = "Usage"
             return "unknown charge category counted as Usage"
         return None
+    if reason.startswith(_CLASS):
+        if _in_case(record.get("ChargeClass"), ("Correction",)) is None:
+            return None
+        record["ChargeClass"] = "Correction"
+        return "charge class read as Correction"
     if reason.startswith(_NEGATIVE):
         listed = _dec(record.get("ListCost"))
         costs = {c: _dec(record.get(c)) for c in _COST_COLUMNS}
@@ -79,12 +99,14 @@ def _fix(record: dict, reason: str, tags_of: dict[str, str], currency_of: dict[s
         return "negative usage cost taken as a sign error"
     if reason.startswith(_CURRENCY):
         account = currency_of.get(record.get("BillingAccountId"))
-        if account is None:
+        # Only a missing currency (or one this row's other reason set already) is the
+        # account's: `eur` or `¥` is a currency, and summing it as dollars would be wrong.
+        if account is None or (record.get("BillingCurrency") or "").strip() not in ("", account):
             return None
         record["BillingCurrency"] = account
         return f"currency {account} from the billing account"
     if reason.startswith(_TAGS):
-        tags = tags_of.get(record.get("ResourceId"))
+        tags = tags_of.get(record.get("ResourceId")) if record.get("ResourceId") else None
         if tags is None:
             return None
         record["Tags"] = tags
@@ -101,7 +123,7 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
     quarantine rows that no rule covers.
     """
     # A resource's tags from its rows that have some (an empty field is no tags, never a repair).
-    tagged = accepted.filter(pl.col("Tags").str.strip_chars().str.len_chars() > 0)
+    tagged = accepted.filter((pl.col("Tags").str.strip_chars().str.len_chars() > 0) & pl.col("ResourceId").is_not_null())
     tags_of = dict(zip(tagged["ResourceId"].to_list(), tagged["Tags"].to_list(), strict=True))
     # A repaired row joins the bill only in the bill's own currency.
     currencies = set(accepted["BillingCurrency"].drop_nulls().to_list())
@@ -125,7 +147,8 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
             left.append(row)
             continue
         fixed.append({"ChargePeriodStart": record["ChargePeriodStart"], "x_LineItemId": record["x_LineItemId"],
-                      "EffectiveCost": record["EffectiveCost"], "Tags": record["Tags"], "repair": "; ".join(notes),
+                      "EffectiveCost": record["EffectiveCost"], "Tags": record["Tags"],
+                      "repair": "; ".join(dict.fromkeys(notes)),
                       "ChargeCategory": record.get("ChargeCategory"), "file": row.get("file"),
                       "ChargePeriodEnd": None if _PERIOD in (row["reason"] or "") else record.get("ChargePeriodEnd")})
     repaired = pl.DataFrame(fixed, schema={"ChargePeriodStart": pl.String, "x_LineItemId": pl.String,

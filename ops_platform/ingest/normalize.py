@@ -15,16 +15,24 @@ AMOUNT_TYPES = ("decimal", "float", "int")  # a charge's amounts: not part of wh
 
 
 def _json_text(c: pl.Expr, src: pl.DataType) -> pl.Expr:
-    """A nested value as the JSON text a text column holds: a Parquet map (a list of
-    key/value structs, as some providers export ``Tags``) becomes a JSON object."""
+    """A nested value as the JSON text a text column holds: a list of key/value structs (a
+    Parquet map, as AWS exports ``Tags``; Google's FOCUS view adds ``x_`` fields to each,
+    which say where a label came from) becomes a JSON object of those keys and values."""
     if isinstance(src, pl.Struct):
         return c.struct.json_encode()
     inner = getattr(src, "inner", None)
-    if isinstance(inner, pl.Struct) and {f.name for f in inner.fields} == {"key", "value"}:
-        return c.map_elements(lambda pairs: json.dumps({p["key"]: p["value"] for p in pairs}, default=str),
-                              return_dtype=pl.String)
+    if isinstance(inner, pl.Struct) and {"key", "value"} <= {f.name for f in inner.fields}:
+        return c.map_elements(_pairs_object, return_dtype=pl.String)
     return c.map_elements(lambda v: json.dumps(v.to_list() if isinstance(v, pl.Series) else v, default=str),
                           return_dtype=pl.String)
+
+
+def _pairs_object(pairs) -> str:
+    """Key/value pairs as a JSON object's text, every pair kept: a key given twice (a
+    resource label and a project label of one name) stays visible to the contract, which
+    refuses it, rather than the last one silently winning."""
+    return "{" + ", ".join(f"{json.dumps(p['key'], default=str)}: {json.dumps(p['value'], default=str)}"
+                           for p in pairs) + "}"
 
 
 # The contract's decimals hold 26 digits before the point.
