@@ -443,3 +443,21 @@ def test_headers_in_another_case_are_told_names_are_case_sensitive(tmp_path):
     [error] = check_file(spaced, BILLING_FOCUS).schema_errors
     assert "(20 of the 21 required) (column names are matched as written, spaces included: the file has " \
            "' BillingAccountId' for 'BillingAccountId'" in error, error
+
+
+def test_charges_of_two_linked_accounts_in_two_part_files_are_two_lines(tmp_path):
+    # A provider splits its export into parts; no provider writes x_LineItemId. The tax rows
+    # of two linked accounts differ only in SubAccountId, a column the contract does not
+    # hold: one in each part, the second was dropped as a re-delivery ($7.50 of $15 lost).
+    # The same parts delivered again the next day are still recognised as a re-delivery.
+    header = HEADER.removesuffix(",x_LineItemId") + ",SubAccountId"
+    tax = ",".join(_row(ChargeCategory="Tax", ServiceName="Tax").split(",")[:-1])
+    landing = tmp_path / "landing" / "billing_focus"
+    for day in ("dt=2026-03-02", "dt=2026-03-03"):
+        (landing / day).mkdir(parents=True)
+        for part, account in (("part-00000.csv", "111111111111"), ("part-00001.csv", "222222222222")):
+            (landing / day / part).write_text(f"{header}\n{tax},{account}\n")
+    res = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
+    assert res.accepted.height == 2 and res.accepted["x_LineItemId"].n_unique() == 2
+    assert res.accepted["_source_file"].str.contains("dt=2026-03-03").all() and res.duplicates_removed == 2
+    assert res.quarantine.height == 0

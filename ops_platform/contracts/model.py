@@ -55,6 +55,9 @@ class Contract:
     # A line-id column that files may lack (custom, not part of the standard): derived from
     # each row's content then (``normalize._line_ids``).
     line_id: str | None = None
+    # Columns outside the contract that tell charges apart in a derived line id when a file
+    # has them (a linked account, a region, a SKU): never amounts, which a restatement changes.
+    line_identity: tuple[str, ...] = ()
     # A record re-sent with other content in a later file date: refused (the first delivery
     # counts), or the latest delivery counts ("latest": a provider restating a bill line as
     # its month-to-date export settles), the earlier one kept in quarantine as restated.
