@@ -195,6 +195,11 @@ def _record(**kw) -> str:
     ("ChargeCategory: not a FOCUS charge category", _record(ChargeCategory="tax"), True),
     ("ChargeClass: must be null or Correction", _record(ChargeClass="correction"), True),
     ("ChargeClass: must be null or Correction", _record(ChargeClass="Refund"), False),
+    # Azure's reservation usage (no PublisherName) and credits (no ServiceName): columns
+    # attribution never reads; a missing cost or account is still no repair.
+    ("PublisherName: missing value", _record(PublisherName=None), True),
+    ("ServiceName: missing value; PublisherName: missing value", _record(), True),
+    ("ServiceName: missing value; BillingAccountId: missing value", _record(), False),
 ])
 def test_billing_repairs_are_rules_with_a_reason(reason, record, repaired):
     # The resource's other rows: one tagged, one with an empty field (no tags: never copied).

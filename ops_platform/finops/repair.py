@@ -12,6 +12,7 @@ FinOps analyst would apply by hand, and the repair is recorded on the row:
 | ChargeClass not null or Correction | `correction` in another case is Correction |
 | negative cost (billed or effective) on a Usage charge | a sign error when ListCost is positive and every negative cost's \\|cost\\| <= ListCost: their absolute values |
 | BillingCurrency missing | the billing account's currency on its other rows (a currency given but not an ISO 4217 code, `eur`, is no missing one: refused) |
+| PublisherName, InvoiceIssuerName, ProviderName or ServiceName missing (Azure leaves PublisherName empty on reservation usage, ServiceName on credits; AWS documents the same gaps) | none needed: attribution reads none of them |
 | Tags not a JSON object of scalar values with unique keys | the tags the same ResourceId carries on other rows (a row without a ResourceId has no such rows) |
 
 Anything else, or a row with several defects one of which has no repair, stays out and its
@@ -35,6 +36,8 @@ _CATEGORY = "ChargeCategory: not a FOCUS charge category"
 _NEGATIVE = ("BilledCost: negative on a Usage charge", "EffectiveCost: negative on a Usage charge")
 _CLASS = "ChargeClass: must be null or Correction"
 _CURRENCY = "BillingCurrency"
+# Columns FOCUS requires that attribution never reads, which providers document leaving empty.
+_UNREAD = tuple(f"{c}: missing value" for c in ("PublisherName", "InvoiceIssuerName", "ProviderName", "ServiceName"))
 _TAGS = "Tags"
 _COST_COLUMNS = ("BilledCost", "EffectiveCost", "ContractedCost")
 
@@ -43,7 +46,7 @@ def repairable_from_other_rows(reason_text: str) -> bool:
     """Whether a refused row's every defect has a repair and one of them reads other rows (the
     billing account's currency, the same resource's tags), which other files may hold."""
     reasons = _reasons(reason_text)
-    own = (_PERIOD, _CATEGORY, _CLASS, *_NEGATIVE)
+    own = (_PERIOD, _CATEGORY, _CLASS, *_NEGATIVE, *_UNREAD)
     other = (_CURRENCY, _TAGS)
     return (any(r.startswith(other) for r in reasons)
             and all(r.startswith(own) or r.startswith(other) for r in reasons))
@@ -72,6 +75,8 @@ def _fix(record: dict, reason: str, tags_of: dict[str, str], currency_of: dict[s
     """Apply the repair for ``reason`` in place; the repair's description, or None if none applies."""
     if reason.startswith(_PERIOD):
         return "period end set to start + 1 day"
+    if reason in _UNREAD:
+        return f"{reason.split(':')[0]} missing (attribution does not read it)"
     if reason.startswith(_CATEGORY):
         spelt = _in_case(record.get("ChargeCategory"), FOCUS_CHARGE_CATEGORIES)
         if spelt is not None:
