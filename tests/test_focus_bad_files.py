@@ -329,6 +329,11 @@ def test_a_row_with_fewer_fields_than_the_header_is_refused_not_padded(tmp_path)
     header, row = HEADER.removesuffix(",x_LineItemId"), _row(Tags="").removesuffix(",L1")
     assert row.endswith(",") and check_file(_csv(tmp_path, row, name="untagged.csv", header=header),
                                             BILLING_FOCUS).accepted == 1
+    # Rows with a field too many (a trailing comma): named, not polars' bare parser error.
+    long = _csv(tmp_path, _row(x_LineItemId="L0"), _row() + ",", _row() + ",", name="long.csv")
+    report = check_file(long, BILLING_FOCUS)
+    assert not report.loads and "2 row(s) have more fields than the header's 23: data row 1 (24 fields), data row " \
+        "2 (24 fields); a trailing separator" in str(report), report
 
 
 def test_tags_naming_a_key_twice_are_quarantined_as_ambiguous(tmp_path):

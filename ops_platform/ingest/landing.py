@@ -65,6 +65,8 @@ def read_any(path: Path) -> pl.DataFrame:
             if "utf-8" in str(exc).lower() or "utf8" in str(exc).lower():
                 raise ValueError(f"{path}: not UTF-8 text (a Latin-1 or Windows-1252 export?): CSV files must "
                                  "be UTF-8") from None
+            if "more fields" in str(exc):  # polars names no row: the csv module finds them
+                _refuse_ragged_rows(path, gzipped=name.endswith(".gz"), skip=int(hint_line))
             raise
         # A header naming a column twice: polars keeps the second as `<name>_duplicated_0`, which
         # no contract reads, so whichever copy held the data could be lost without a word.
@@ -74,7 +76,7 @@ def read_any(path: Path) -> pl.DataFrame:
             raise ValueError(f"{path}: the header names column(s) {', '.join(map(repr, twice))} more than once: "
                              "which copy holds the data cannot be told; keep one")
         if frame.width and frame.height and frame[:, -1].null_count():
-            _refuse_short_rows(path, gzipped=name.endswith(".gz"), skip=int(hint_line), width=frame.width)
+            _refuse_ragged_rows(path, gzipped=name.endswith(".gz"), skip=int(hint_line))
         # An empty field is no value, quoted ("" as spreadsheets and csv.QUOTE_ALL write it) or not.
         return frame.with_columns(pl.all().replace("", None))
     if plain.endswith((".jsonl", ".ndjson")):
@@ -91,11 +93,12 @@ def read_any(path: Path) -> pl.DataFrame:
     raise ValueError(f"{path}: unsupported file type (use .parquet, .csv or .jsonl, optionally .gz)")
 
 
-def _refuse_short_rows(path: Path, gzipped: bool, skip: int, width: int) -> None:
-    """A row with fewer fields than the header (a file cut mid-line, a field lost in an edit):
-    polars fills the missing fields with nulls, so a cost row would load without its tags and
-    be attributed elsewhere without a word. Refused, naming the rows, as a row with too many
-    fields is. Only run when the last column has nulls (a short row always leaves it empty)."""
+def _refuse_ragged_rows(path: Path, gzipped: bool, skip: int) -> None:
+    """Rows with another number of fields than the header, refused naming them. A short row
+    (a file cut mid-line, a field lost in an edit): polars fills the missing fields with
+    nulls, so a cost row would load without its tags and be attributed elsewhere without a
+    word; run only when the last column has nulls (a short row always leaves it empty). A
+    long row (a trailing comma on the data rows): polars refuses the file naming no row."""
     import csv
     import sys
 
@@ -103,14 +106,19 @@ def _refuse_short_rows(path: Path, gzipped: bool, skip: int, width: int) -> None
     with (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if gzipped
           else path.open(encoding="utf-8-sig", newline="")) as f:
         rows = csv.reader(f)
-        for _ in range(skip + 1):  # the separator hint, then the header
+        for _ in range(skip):  # the separator hint
             next(rows, None)
-        short = [(i, len(r)) for i, r in enumerate(rows) if r and len(r) < width]
-    if short:
-        said = ", ".join(f"data row {i} ({n} fields)" for i, n in short[:3]) + (
-            f" and {len(short) - 3} more" if len(short) > 3 else "")
-        raise ValueError(f"{path}: {len(short)} row(s) have fewer fields than the header's {width}: {said}; "
-                         "a file cut short or a row that lost a field: export it again")
+        width = len(next(rows, []))
+        ragged = [(i, len(r)) for i, r in enumerate(rows) if r and len(r) != width]
+    for kind, wrong in (("fewer", [(i, n) for i, n in ragged if n < width]),
+                        ("more", [(i, n) for i, n in ragged if n > width])):
+        if wrong:
+            said = ", ".join(f"data row {i} ({n} fields)" for i, n in wrong[:3]) + (
+                f" and {len(wrong) - 3} more" if len(wrong) > 3 else "")
+            why = ("a file cut short or a row that lost a field" if kind == "fewer"
+                   else "a trailing separator, or a field with a comma that is not quoted")
+            raise ValueError(f"{path}: {len(wrong)} row(s) have {kind} fields than the header's {width}: {said}; "
+                             f"{why}: export it again")
 
 
 def _bad_json_line(data: bytes) -> str | None:
