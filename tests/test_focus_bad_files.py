@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from ops_platform.cli import main
 from ops_platform.contracts.definitions import BILLING_FOCUS
+from ops_platform.finops.attribution import cost_lines
 from ops_platform.ingest.check_file import check_file
 from ops_platform.ingest.landing import LandingZoneReader
 from ops_platform.ingest.pipeline import ingest_partition
@@ -334,6 +335,16 @@ def test_a_row_with_fewer_fields_than_the_header_is_refused_not_padded(tmp_path)
     report = check_file(long, BILLING_FOCUS)
     assert not report.loads and "2 row(s) have more fields than the header's 23: data row 1 (24 fields), data row " \
         "2 (24 fields); a trailing separator" in str(report), report
+
+
+def test_tags_written_as_json_null_are_no_tags(tmp_path):
+    # FOCUS: Tags MAY be null; Spark and Athena unloads write a null map as the text null.
+    frame = pl.read_csv(_csv(tmp_path, ROW), infer_schema=False).with_columns(pl.lit("null").alias("Tags"))
+    frame.write_parquet(tmp_path / "unload.parquet")
+    res = ingest_partition(BILLING_FOCUS, _landing(tmp_path, tmp_path / "unload.parquet"))
+    assert res.accepted.height == 1 and res.quarantine.height == 0
+    lines = cost_lines(res.accepted)
+    assert lines.select("tenant", "service", "kind").rows() == [(None, None, "serving")]
 
 
 def test_tags_naming_a_key_twice_are_quarantined_as_ambiguous(tmp_path):

@@ -32,14 +32,15 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _key_values_or_null(s: str | None) -> bool:
     """FOCUS key-value format: a JSON object whose values are scalars (no nested objects or
-    arrays) and whose keys are unique, or null (or empty)."""
+    arrays) and whose keys are unique, or null (or empty, or the JSON text ``null``, as Spark
+    and Athena unloads write a null map)."""
     if s is None or not s.strip():  # an empty field: no tags
         return True
     try:
         value = json.loads(s, object_pairs_hook=_unique_keys)
     except ValueError:
         return False
-    return isinstance(value, dict) and not any(isinstance(v, (dict, list)) for v in value.values())
+    return value is None or (isinstance(value, dict) and not any(isinstance(v, (dict, list)) for v in value.values()))
 
 
 def _decimal_string_ok(col: str) -> pl.Expr:
