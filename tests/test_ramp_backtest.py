@@ -178,3 +178,22 @@ def test_after_a_rejected_build_latency_is_judged_against_the_last_trusted_build
     assert decide(against_rejected, trusted_baseline=False).ts is None  # as slow as its reference
     v = decide(against_trusted, trusted_baseline=False)
     assert v.action == "pause" and v.reason.startswith("latency")
+
+
+def test_each_service_is_judged_slow_against_its_own_normal_latency():
+    # One bound (1.5 s) for every service left the baselines blind to a build 5x slower on a
+    # service whose normal is 20 ms. Each service's bound is the bucket 99% of its requests
+    # stayed under before the first ramp; what came after (a slow candidate) does not move it.
+    from ops_platform.ramp.backtest import slow_bounds
+
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = []
+    for minute, per_le in ((0, {"fast": (0.025, 0.05), "slow": (0.5, 1.0)}), (90, {"fast": (2.5, 5.0)})):
+        for service, (p99, top) in per_le.items():
+            for le, count in ((p99, 990), (top, 1000), (float("inf"), 1000)):
+                rows.append({"ts": t0 + timedelta(minutes=minute), "service": service, "le": le, "count": count})
+    bounds = dict(slow_bounds(pl.DataFrame(rows), t0 + timedelta(minutes=60)).iter_rows())
+    assert bounds == {"fast": 0.025, "slow": 0.5}
+    # Without a ramp, or one from the first minute, the whole history is the normal.
+    assert dict(slow_bounds(pl.DataFrame(rows[:6]), None).iter_rows()) == {"fast": 0.025, "slow": 0.5}
+    assert dict(slow_bounds(pl.DataFrame(rows[:6]), t0).iter_rows()) == {"fast": 0.025, "slow": 0.5}

@@ -18,7 +18,7 @@ from ..ingest.landing import read_world_table
 from .analysis import ERROR_MARGIN, MINUTE
 from .verdicts import ramps_from_steps, verdict_rows
 
-SLOW_S = 1.5
+NORMAL_SHARE = 0.99  # a service's slow bound: the bucket 99% of its normal requests stay under
 FLAGGER_MAX_ERROR, FLAGGER_MAX_SLOW, FLAGGER_THRESHOLD = 0.01, 0.05, 5
 SRE_TIERS = ((14.4, 60, 5), (6.0, 360, 30))  # (burn rate, long minutes, short minutes)
 LATENCY_BUDGET = 0.01
@@ -28,9 +28,24 @@ def ramps(world: Path) -> pl.DataFrame:
     return ramps_from_steps(read_world_table(world, "ramp_steps"))
 
 
+def slow_bounds(latency: pl.DataFrame, first_ramp) -> pl.DataFrame:
+    """(service, bound): per service, the smallest bucket bound that 99% of its requests
+    stayed under before the first ramp started, as a Flagger user sets a Canary's latency
+    threshold from the service's normal p99. One bound for every service (1.5 s) left the
+    baselines blind to a build 2.5-5x slower on a service whose normal is 15-250 ms; the
+    same bound counts a request as bad in every policy's blast radius."""
+    normal = latency.filter(pl.col("ts") < first_ramp) if first_ramp is not None else latency
+    if not normal.height:  # a ramp from the first minute: the whole history is all there is
+        normal = latency
+    per = normal.group_by("service", "le").agg(pl.col("count").sum())
+    total = per.filter(pl.col("le").is_infinite()).select("service", pl.col("count").alias("_total"))
+    return (per.join(total, on="service").filter(pl.col("count") >= NORMAL_SHARE * pl.col("_total"))
+            .group_by("service").agg(pl.col("le").min().alias("bound")))
+
+
 def _flagger(s: pl.DataFrame) -> object:
     ratio = s["errors"] / s["requests"].clip(1)
-    slow = s["slow15"] / s["requests"].clip(1)
+    slow = s["slow"] / s["requests"].clip(1)
     failed = ((s["requests"] > 0) & ((ratio > FLAGGER_MAX_ERROR) | (slow > FLAGGER_MAX_SLOW))).cast(pl.Int64).cum_sum()
     hit = failed >= FLAGGER_THRESHOLD
     return s["ts"].filter(hit).min() + MINUTE if hit.any() else None
@@ -40,7 +55,7 @@ def _sre(s: pl.DataFrame) -> object:
     frame = s.sort("ts")
     fire = pl.lit(False)
     for rate, long_m, short_m in SRE_TIERS:
-        for col, budget in (("errors", ERROR_MARGIN), ("slow15", LATENCY_BUDGET)):
+        for col, budget in (("errors", ERROR_MARGIN), ("slow", LATENCY_BUDGET)):
             lw = pl.col(col).rolling_sum_by("ts", f"{long_m}m") / pl.col("requests").rolling_sum_by("ts", f"{long_m}m").clip(1)
             sw = pl.col(col).rolling_sum_by("ts", f"{short_m}m") / pl.col("requests").rolling_sum_by("ts", f"{short_m}m").clip(1)
             fire = fire | ((lw > rate * budget) & (sw > rate * budget))
@@ -55,15 +70,16 @@ def replay(world: Path) -> dict[str, list[dict]]:
     `ramp/verdicts` asset runs; ramps are replayed in start order.
     """
     counters, latency = read_world_table(world, "request_counters"), read_world_table(world, "latency_buckets")
-    slow15 = (latency.group_by(["ts", "service", "cohort", "build_id"]).agg(
+    all_ramps = ramps(world).to_dicts()
+    bounds = slow_bounds(latency, min((r["start"] for r in all_ramps), default=None))
+    slow = (latency.join(bounds, on="service").group_by(["ts", "service", "cohort", "build_id"]).agg(
         (pl.col("count").filter(pl.col("le").is_infinite()).sum()
-         - pl.col("count").filter(pl.col("le") == SLOW_S).sum()).alias("slow15")))
-    counters = counters.join(slow15, on=["ts", "service", "cohort", "build_id"], how="left").with_columns(
-        pl.col("slow15").fill_null(0))
+         - pl.col("count").filter(pl.col("le") == pl.col("bound")).sum()).alias("slow")))
+    counters = counters.join(slow, on=["ts", "service", "cohort", "build_id"], how="left").with_columns(
+        pl.col("slow").fill_null(0))
     bad = pl.read_parquet(world / "truth" / "bad_builds.parquet")
     bad_ids = set(bad["build_id"].to_list())
     incidents = pl.read_parquet(world / "truth" / "incidents.parquet")
-    all_ramps = ramps(world).to_dicts()
     verdicts = verdict_rows(counters, latency, all_ramps, set())
     results: dict[str, list[dict]] = {"controller": [], "flagger": [], "sre_multiwindow": []}
     by_build = counters.partition_by("build_id", as_dict=True)  # split once, not filtered per ramp
@@ -71,7 +87,7 @@ def replay(world: Path) -> dict[str, list[dict]]:
         start, end, build = r["start"], r["end"], r["build_id"]
         cand = by_build.get((build,), counters.clear()).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
         per_min = cand.group_by("ts").agg(pl.col("requests").sum(), pl.col("errors").sum(),
-                                          pl.col("slow15").sum()).sort("ts")
+                                          pl.col("slow").sum()).sort("ts")
         acted = {"controller": (v["acted_at"], v["action"] or "", v["reason"]),
                  "flagger": (_flagger(per_min), "rollback", "failed checks"),
                  "sre_multiwindow": (_sre(per_min), "pause", "burn-rate alert")}
@@ -88,7 +104,7 @@ def replay(world: Path) -> dict[str, list[dict]]:
                 # a ramp that never reached the general cohort was held before it, if held at all
                 "before_general": ts is not None and (r["general_at"] is None or ts < r["general_at"]),
                 "requests_before_pause": requests,
-                "bad_requests_before_pause": int(served["errors"].sum() + served["slow15"].sum()),
+                "bad_requests_before_pause": int(served["errors"].sum() + served["slow"].sum()),
                 "budget_spent": (served["errors"].sum() / (ERROR_MARGIN * requests) if requests else 0.0),
                 "budget_spent_whole_ramp": (per_min["errors"].sum() / (ERROR_MARGIN * per_min["requests"].sum())
                                             if per_min["requests"].sum() else 0.0)})
