@@ -97,6 +97,11 @@ def test_rates_over_no_builds_are_none_not_perfect():
     bad = good | {"bad": True, "action": "pause", "before_general": True, "minutes_to_pause": 3.0}
     only_bad = score([bad])
     assert only_bad["caught_before_general_rate"] == 1.0 and only_bad["false_pause_rate"] is None
+    assert only_good["caught_before_general_rate_low95"] is None and only_bad["false_pause_rate_high95"] is None
+    # 14 of 14 caught and 0 of 55 false: the 95% Wilson intervals say what they can show.
+    many = score([bad] * 14 + [good] * 55)
+    assert abs(many["caught_before_general_rate_low95"] - 0.7847) < 1e-4 and many["caught_before_general_rate_high95"] == 1
+    assert many["false_pause_rate_low95"] == 0 and abs(many["false_pause_rate_high95"] - 0.0653) < 1e-4
 
 
 def test_the_targets_gate_passes_on_the_world_and_fails_on_a_worse_controller(small_world):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from scipy.stats import binomtest
 
 from ..ingest.landing import read_world_table
 from .analysis import ERROR_MARGIN, MINUTE
@@ -121,6 +122,14 @@ def _stopped(row: dict) -> bool:
     return row["action"] in ("pause", "rollback")
 
 
+def _interval(name: str, k: int, n: int) -> dict[str, float | None]:
+    """``<name>_low95`` and ``<name>_high95``: the 95% Wilson interval of a rate of k in n,
+    what a few dozen ramps can show (14 of 14 caught rules out rates below 78.5% only, 0
+    false pauses in 55 rates above 6.5%); None over no builds."""
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson") if n else None
+    return {f"{name}_low95": ci.low if ci else None, f"{name}_high95": ci.high if ci else None}
+
+
 def score(rows: list[dict]) -> dict:
     """Decisions scored against the truth folder.
 
@@ -140,8 +149,10 @@ def score(rows: list[dict]) -> dict:
         "bad_builds_caught": len(caught),
         "caught_before_general": len(before),
         "caught_before_general_rate": len(before) / len(bad) if bad else None,
+        **_interval("caught_before_general_rate", len(before), len(bad)),
         "false_pauses": sum(_stopped(r) for r in good),
         "false_pause_rate": sum(_stopped(r) for r in good) / len(good) if good else None,
+        **_interval("false_pause_rate", sum(_stopped(r) for r in good), len(good)),
         "median_minutes_to_pause": statistics.median(minutes) if minutes else None,
         "p95_minutes_to_pause": float(np.percentile(minutes, 95)) if minutes else None,
         "blast_radius_bad_requests": sum(r["bad_requests_before_pause"] for r in bad),
