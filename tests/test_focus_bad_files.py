@@ -477,22 +477,3 @@ def test_charges_of_two_linked_accounts_in_two_part_files_are_two_lines(tmp_path
     assert res.accepted.height == 2 and res.accepted["x_LineItemId"].n_unique() == 2
     assert res.accepted["_source_file"].str.contains("dt=2026-03-03").all() and res.duplicates_removed == 2
     assert res.quarantine.height == 0
-
-
-def test_a_line_whose_tags_a_later_export_back_fills_counts_once(tmp_path):
-    # A month-to-date export re-delivers day 2's line with a tag activated since: the same
-    # line, as last delivered, not a second $10 beside the first.
-    header = HEADER.removesuffix(",x_LineItemId")
-    day2 = ",".join(_row(Tags='"{""service"": ""api""}"').split(",")[:-1])
-    day2_tagged = ",".join(_row(Tags='"{""service"": ""api"", ""tenant"": ""t-1""}"').split(",")[:-1])
-    day3 = ",".join(_row(ChargePeriodStart="2026-03-03T00:00:00Z", ChargePeriodEnd="2026-03-04T00:00:00Z",
-                         Tags='"{""service"": ""api""}"').split(",")[:-1])
-    landing = tmp_path / "landing" / "billing_focus"
-    (landing / "dt=2026-03-02").mkdir(parents=True)
-    (landing / "dt=2026-03-02" / "focus.csv").write_text(f"{header}\n{day2}\n")
-    (landing / "dt=2026-03-03").mkdir(parents=True)
-    (landing / "dt=2026-03-03" / "focus.csv").write_text(f"{header}\n{day2_tagged}\n{day3}\n")
-    res = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
-    assert res.accepted.height == 2, res.accepted
-    assert set(res.accepted["Tags"].map_elements(lambda t: json.loads(t).get("tenant"), pl.String)) == {"t-1", None}
-    assert res.quarantine_by_reason() == {"restated in a later file date (the later delivery counts)": 1}

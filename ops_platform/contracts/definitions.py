@@ -224,8 +224,6 @@ BILLING_FOCUS = Contract(
     # tax rows, or one resource's traffic in two regions, differ only there.
     line_identity=("SubAccountId", "RegionId", "AvailabilityZone", "SkuId", "SkuPriceId", "ResourceType",
                    "CommitmentDiscountId", "CapacityReservationId", "ChargeFrequency", "PricingCategory"),
-    # AWS back-fills a newly activated cost-allocation tag onto the month's earlier lines.
-    line_restated=("Tags",),
     restatements="latest",
     # FOCUS 0.5 names that 1.0 renamed.
     former_names={"ChargeType": "ChargeCategory", "AmortizedCost": "EffectiveCost"},

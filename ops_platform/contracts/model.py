@@ -58,10 +58,6 @@ class Contract:
     # Columns outside the contract that tell charges apart in a derived line id when a file
     # has them (a linked account, a region, a SKU): never amounts, which a restatement changes.
     line_identity: tuple[str, ...] = ()
-    # Columns of the contract a provider restates on a line besides its amounts (tags it
-    # back-fills once a new one is activated): left out of a derived line id too, so the
-    # restated line keeps its id and counts once, as last delivered.
-    line_restated: tuple[str, ...] = ()
     # A record re-sent with other content in a later file date: refused (the first delivery
     # counts), or the latest delivery counts ("latest": a provider restating a bill line as
     # its month-to-date export settles), the earlier one kept in quarantine as restated.

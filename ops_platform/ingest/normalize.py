@@ -116,14 +116,13 @@ def _iso_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
 
 def _line_ids(frame: pl.DataFrame, contract: Contract) -> pl.Expr:
     """Ids for the rows of a file without its line-id column: a digest of what identifies
-    the charge (the contract's columns but its amounts, costs and quantities, and the
-    columns it restates, ``line_restated``; and the ``line_identity`` columns the file
-    has), and its occurrence among rows alike (two
+    the charge (the contract's columns but its amounts: costs and quantities, and the
+    ``line_identity`` columns the file has), and its occurrence among rows alike (two
     charges alike stay two lines). The same rows delivered again get the same ids, so a
     re-delivery is recognised, and a restated amount keeps its line's id
     (``Contract.restatements`` says which delivery counts)."""
     present = [c for c in contract.columns if c.name in frame.columns]
-    cols = sorted([c.name for c in present if c.dtype not in AMOUNT_TYPES and c.name not in contract.line_restated]
+    cols = sorted([c.name for c in present if c.dtype not in AMOUNT_TYPES]
                   + [c for c in contract.line_identity if c in frame.columns and c not in contract.names])
     amounts = sorted(c.name for c in present if c.dtype in AMOUNT_TYPES)
     if not cols:  # nothing identifies a charge (not this source's file): no id to derive
