@@ -477,3 +477,24 @@ def test_charges_of_two_linked_accounts_in_two_part_files_are_two_lines(tmp_path
     assert res.accepted.height == 2 and res.accepted["x_LineItemId"].n_unique() == 2
     assert res.accepted["_source_file"].str.contains("dt=2026-03-03").all() and res.duplicates_removed == 2
     assert res.quarantine.height == 0
+
+
+def test_a_line_keeps_its_derived_id_when_a_later_export_adds_empty_or_pricing_columns(tmp_path):
+    # A month-to-date export switched to a newer FOCUS version gains columns (empty for this
+    # line), and a commitment applied since restates the line's pricing: the same line,
+    # counted once as last delivered, not twice.
+    header = HEADER.removesuffix(",x_LineItemId")
+    row = ",".join(_row().split(",")[:-1])
+    restated = ",".join(_row(EffectiveCost="1.00", BilledCost="1.00").split(",")[:-1])
+    landing = tmp_path / "landing" / "billing_focus"
+    (landing / "dt=2026-03-02").mkdir(parents=True)
+    (landing / "dt=2026-03-02" / "focus.csv").write_text(f"{header},SubAccountId\n{row},111\n")
+    (landing / "dt=2026-03-03").mkdir(parents=True)
+    (landing / "dt=2026-03-03" / "focus.csv").write_text(
+        f"{header},SubAccountId,AvailabilityZone,PricingCategory,CommitmentDiscountId\n{restated},111,,Committed,cd-1\n")
+    res = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
+    assert res.accepted["EffectiveCost"].cast(pl.Float64).to_list() == [1.0]
+    assert res.quarantine_by_reason() == {"restated in a later file date (the later delivery counts)": 1}
+    # Without any of these columns a file's ids are what they were before they were read.
+    plain = ingest_partition(BILLING_FOCUS, _landing(tmp_path / "plain", _csv(tmp_path, row, header=header)))
+    assert plain.accepted["x_LineItemId"].to_list() == ["row-c0d9a84eb475d805290dea78-0"]  # as computed before

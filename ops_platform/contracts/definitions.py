@@ -220,10 +220,10 @@ BILLING_FOCUS = Contract(
             "AllocatedTags: not a JSON object of scalar values with unique keys"),
     ),
     record_id="x_LineItemId", unique_key=("x_LineItemId",), partition_rule="file_date", line_id="x_LineItemId",
-    # FOCUS columns that name what a charge is for, not what it costs: two linked accounts'
+    # FOCUS columns that name what a charge is for, not how it is priced (a commitment
+    # applied later restates PricingCategory and CommitmentDiscountId): two linked accounts'
     # tax rows, or one resource's traffic in two regions, differ only there.
-    line_identity=("SubAccountId", "RegionId", "AvailabilityZone", "SkuId", "SkuPriceId", "ResourceType",
-                   "CommitmentDiscountId", "CapacityReservationId", "ChargeFrequency", "PricingCategory"),
+    line_identity=("SubAccountId", "RegionId", "AvailabilityZone", "SkuId", "ResourceType", "ChargeFrequency"),
     restatements="latest",
     # FOCUS 0.5 names that 1.0 renamed.
     former_names={"ChargeType": "ChargeCategory", "AmortizedCost": "EffectiveCost"},

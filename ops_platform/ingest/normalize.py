@@ -116,19 +116,24 @@ def _iso_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
 
 def _line_ids(frame: pl.DataFrame, contract: Contract) -> pl.Expr:
     """Ids for the rows of a file without its line-id column: a digest of what identifies
-    the charge (the contract's columns but its amounts: costs and quantities, and the
-    ``line_identity`` columns the file has), and its occurrence among rows alike (two
-    charges alike stay two lines). The same rows delivered again get the same ids, so a
-    re-delivery is recognised, and a restated amount keeps its line's id
+    the charge (the contract's columns but its amounts: costs and quantities; and each
+    ``line_identity`` column the row has a value in, as name=value, so a file that lacks
+    the column or leaves it empty gives the id it gave before), and its occurrence among
+    rows alike (two charges alike stay two lines). The same rows delivered again get the
+    same ids, so a re-delivery is recognised, and a restated amount keeps its line's id
     (``Contract.restatements`` says which delivery counts)."""
     present = [c for c in contract.columns if c.name in frame.columns]
-    cols = sorted([c.name for c in present if c.dtype not in AMOUNT_TYPES]
-                  + [c for c in contract.line_identity if c in frame.columns and c not in contract.names])
+    cols = sorted(c.name for c in present if c.dtype not in AMOUNT_TYPES)
     amounts = sorted(c.name for c in present if c.dtype in AMOUNT_TYPES)
     if not cols:  # nothing identifies a charge (not this source's file): no id to derive
         return pl.lit(None, pl.String)
     text = pl.concat_str([(_json_text(pl.col(c), frame.schema[c]) if frame.schema[c].is_nested()
                            else pl.col(c).cast(pl.String)).fill_null("\x00") for c in cols], separator="\x1f")
+    extra = [c for c in contract.line_identity if c in frame.columns and c not in contract.names
+             and not frame.schema[c].is_nested()]
+    if extra:
+        text = pl.concat_str([text, *(pl.when(pl.col(c).is_not_null()).then(pl.lit(f"\x1e{c}=") + pl.col(c).cast(pl.String))
+                                      .otherwise(pl.lit("")) for c in sorted(extra))])
     digest = text.map_elements(lambda t: hashlib.sha256(t.encode()).hexdigest()[:24], return_dtype=pl.String)
     # Rows alike are numbered in the order of their amounts, not of the file: the same rows
     # delivered in another order get the same ids.
