@@ -195,6 +195,15 @@ def _record(**kw) -> str:
     ("ChargeCategory: not a FOCUS charge category", _record(ChargeCategory="tax"), True),
     ("ChargeClass: must be null or Correction", _record(ChargeClass="correction"), True),
     ("ChargeClass: must be null or Correction", _record(ChargeClass="Refund"), False),
+    # The sign rules hold for the row as repaired: a lower-case `usage` sign slip is turned
+    # as any sign slip is (not counted negative), one past its list cost stays out, and a
+    # lower-case `correction` keeps its negative cost (not flipped into a charge).
+    ("ChargeCategory: not a FOCUS charge category",
+     _record(ChargeCategory="usage", BilledCost="-2.000000", EffectiveCost="-2.000000", ContractedCost="-2.000000"),
+     True),
+    ("ChargeCategory: not a FOCUS charge category",
+     _record(ChargeCategory="usage", BilledCost="-9.000000", EffectiveCost="-9.000000", ContractedCost="-9.000000"),
+     False),
     # Azure's reservation usage (no PublisherName) and credits (no ServiceName): columns
     # attribution never reads; a missing cost or account is still no repair.
     ("PublisherName: missing value", _record(PublisherName=None), True),
@@ -218,6 +227,18 @@ def test_billing_repairs_are_rules_with_a_reason(reason, record, repaired):
             assert fixed["ChargeCategory"][0] == "Tax" and fixed["repair"][0] == "charge category read as Tax"
         if reason.startswith("BillingCurrency: missing"):  # one repair said once for its two reasons
             assert fixed["repair"][0] == "currency USD from the billing account"
+
+
+def test_a_lower_case_correction_keeps_its_negative_cost():
+    record = _record(ChargeClass="correction", BilledCost="-3.000000", EffectiveCost="-3.000000",
+                     ContractedCost="-3.000000", ListCost="3.000000")
+    reason = ("ChargeClass: must be null or Correction; BilledCost: negative on a Usage charge that is no refund "
+              "(its EffectiveCost is not negative or its ListCost is positive: a sign slip)")
+    fixed, left = repair_billing(pl.DataFrame({"reason": [reason], "record": [record],
+                                               "file": ["billing_focus/dt=2026-03-02/f"]}),
+                                 pl.DataFrame({"ResourceId": ["vol/t-1"], "Tags": ['{"tenant": "t-1"}'],
+                                               "BillingAccountId": ["ba-1"], "BillingCurrency": ["USD"]}))
+    assert left.height == 0 and fixed["EffectiveCost"].to_list() == [Decimal("-3")]
 
 
 def _bill(rows):

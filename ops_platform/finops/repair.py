@@ -63,6 +63,19 @@ def _dec(value) -> Decimal | None:
         return None
 
 
+def _breaks_sign_rules(record: dict) -> bool:
+    """The contract's sign rules on a record: a Usage row (not a Correction) negative in one
+    cost but not the other, or negative in both at a positive list price."""
+    if record.get("ChargeCategory") != "Usage" or record.get("ChargeClass") == "Correction":
+        return False
+    billed, effective = _dec(record.get("BilledCost")), _dec(record.get("EffectiveCost"))
+    listed = _dec(record.get("ListCost"))
+    if billed is None or effective is None:
+        return False
+    refund = billed < 0 and effective < 0 and listed is not None and listed <= 0
+    return (billed < 0 or effective < 0) and not refund
+
+
 def _in_case(value, allowed: tuple[str, ...]) -> str | None:
     """The allowed value ``value`` spells in another case (``tax`` for Tax), as some exports
     write FOCUS' values; None when it is none of them, or already one as it stands."""
@@ -93,6 +106,8 @@ def _fix(record: dict, reason: str, tags_of: dict[str, str], currency_of: dict[s
         record["ChargeClass"] = "Correction"
         return "charge class read as Correction"
     if reason.startswith(_NEGATIVE):
+        if record.get("ChargeClass") == "Correction":  # `correction` read as Correction: negative by nature
+            return "negative cost of a correction kept"
         listed = _dec(record.get("ListCost"))
         costs = {c: _dec(record.get(c)) for c in _COST_COLUMNS}
         negative = {c: v for c, v in costs.items() if v is not None and v < 0}
@@ -142,12 +157,18 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
             record = None
         notes = []
         if record is not None:
-            for reason in _reasons(row["reason"]):
+            reasons = _reasons(row["reason"])
+            for reason in reasons:
                 note = _fix(record, reason, tags_of, currency_of)
                 if note is None:
                     notes = []
                     break
                 notes.append(note)
+            # A category read in another case (`usage`) never met the contract's sign rules:
+            # the row as repaired meets them, or their own repair, or stays out.
+            if notes and _breaks_sign_rules(record) and not any(r.startswith(_NEGATIVE) for r in reasons):
+                note = _fix(record, _NEGATIVE[0], tags_of, currency_of)
+                notes = [*notes, note] if note else []
         if not notes or (currencies and record.get("BillingCurrency") not in currencies):
             left.append(row)
             continue
