@@ -911,6 +911,10 @@ def slo_rules(slo_dir: Path | None, out: Path | None) -> None:
     if out is None:
         click.echo(text, nl=False)
         return
+    if out.is_symlink():  # a rules file linked into Prometheus' folder: its target is replaced
+        if not out.exists():
+            raise click.BadParameter(f"{out} is a link to nothing ({os.readlink(out)})", param_hint="--out")
+        out = out.resolve()
     if not out.parent.is_dir():  # a typo in the folder must not create a new one somewhere
         raise click.BadParameter(f"{out.parent} is no folder", param_hint="--out")
     from .files import open_atomic

@@ -39,10 +39,8 @@ def file_sha256(path: Path) -> str:
 def open_atomic(path: Path) -> Iterator[BinaryIO]:
     """A binary handle on a temporary file in `path`'s folder that replaces `path` (keeping
     its permissions) only when the block completes: flushed, renamed, the rename made
-    durable. After an error `path` is untouched and no temporary file is left behind. A
-    `path` that is a link (a rules file linked into Prometheus' folder) has its target
-    replaced, so the link goes on pointing at what was written."""
-    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    durable. After an error `path` is untouched and no temporary file is left behind."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")

@@ -66,16 +66,3 @@ def test_a_folder_swap_that_fails_half_way_puts_the_old_folder_back(tmp_path, mo
         write_bytes(b"new", staging / "invoice_lines.csv")
     assert (target / "invoice_lines.csv").read_bytes() == b"released"
     assert [p.name for p in tmp_path.iterdir()] == ["2026-03"]
-
-
-def test_a_linked_file_has_its_target_replaced_and_stays_linked(tmp_path):
-    # Prometheus reads /etc/prometheus/rules/slo.yml, a link to the managed file: replacing
-    # the link with a plain file would leave the managed file stale.
-    managed = tmp_path / "managed"
-    managed.mkdir()
-    (managed / "slo.yml").write_text("groups: []\n")
-    link = tmp_path / "slo.yml"
-    link.symlink_to(managed / "slo.yml")
-    write_bytes(b"groups: [new]\n", link)
-    assert link.is_symlink() and (managed / "slo.yml").read_bytes() == b"groups: [new]\n"
-    assert sorted(p.name for p in managed.iterdir()) == ["slo.yml"]  # no temporary file left

@@ -994,3 +994,25 @@ def test_a_rules_file_or_a_copied_slo_in_the_folder_is_named_as_such(tmp_path):
     (folder / "huge.yaml").write_text("apiVersion: openslo/v1\nkind: SLO\nx: " + "9" * 5001 + "\n")
     with pytest.raises(SLOSpecError, match=r"huge.yaml: \(yaml\): cannot be read: Exceeds the limit"):
         load_slos(folder)
+
+
+def test_rules_written_through_a_link_replace_its_target(tmp_path):
+    # Prometheus reads /etc/prometheus/rules/slo.yml, a link to the managed file: replacing
+    # the link with a plain file left the managed file stale. A link to nothing is refused.
+    from click.testing import CliRunner
+
+    from ops_platform.cli import main
+
+    managed = tmp_path / "managed"
+    managed.mkdir()
+    (managed / "slo.yml").write_text("groups: []\n")
+    link = tmp_path / "slo.yml"
+    link.symlink_to(managed / "slo.yml")
+    res = CliRunner().invoke(main, ["slo", "rules", "--out", str(link)])
+    assert res.exit_code == 0, res.output
+    assert link.is_symlink() and "slo:sli_error:ratio_rate5m" in (managed / "slo.yml").read_text()
+    assert sorted(p.name for p in managed.iterdir()) == ["slo.yml"]
+    dangling = tmp_path / "gone.yml"
+    dangling.symlink_to(tmp_path / "nowhere" / "slo.yml")
+    res = CliRunner().invoke(main, ["slo", "rules", "--out", str(dangling)])
+    assert res.exit_code == 2 and "is a link to nothing" in res.output and not (tmp_path / "nowhere").exists()
