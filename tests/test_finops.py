@@ -191,6 +191,7 @@ def _record(**kw) -> str:
     ("BillingCurrency: missing value; BillingCurrency: not an ISO 4217 code", _record(BillingCurrency=""), True),
     # A row without a resource has no "same resource": another row's tags would bill a tenant.
     ("Tags: not a JSON object of scalar values", _record(Tags="{", ResourceId=None), False),
+    ("Tags: not a JSON object of scalar values", _record(Tags="{", ResourceId="vol/t-2"), False),
     # FOCUS values spelt in another case (Google's FOCUS view): the category or class itself.
     ("ChargeCategory: not a FOCUS charge category", _record(ChargeCategory="tax"), True),
     ("ChargeClass: must be null or Correction", _record(ChargeClass="correction"), True),
@@ -212,8 +213,10 @@ def _record(**kw) -> str:
 ])
 def test_billing_repairs_are_rules_with_a_reason(reason, record, repaired):
     # The resource's other rows: one tagged, one with an empty field (no tags: never copied).
-    accepted = pl.DataFrame({"ResourceId": ["vol/t-1", "vol/t-1", None], "Tags": ['{"tenant": "t-1"}', " ", '{"x": 1}'],
-                             "BillingAccountId": ["ba-1"] * 3, "BillingCurrency": ["USD"] * 3})
+    # Rows of other resources: no tags written as null or {} (never copied), none at all.
+    accepted = pl.DataFrame({"ResourceId": ["vol/t-1", "vol/t-1", None, "vol/t-2", "vol/t-2"],
+                             "Tags": ['{"tenant": "t-1"}', " ", '{"x": 1}', "null", "{}"],
+                             "BillingAccountId": ["ba-1"] * 5, "BillingCurrency": ["USD"] * 5})
     quarantine = pl.DataFrame({"reason": [reason], "record": [record], "file": ["billing_focus/dt=2026-03-02/f"]})
     fixed, left = repair_billing(quarantine, accepted)
     assert (fixed.height, left.height) == ((1, 0) if repaired else (0, 1))

@@ -63,6 +63,13 @@ def _dec(value) -> Decimal | None:
         return None
 
 
+def _some_tags(text: str | None) -> bool:
+    try:
+        return bool(json.loads(text)) if text and text.strip() else False
+    except ValueError:
+        return False
+
+
 def _breaks_sign_rules(record: dict) -> bool:
     """The contract's sign rules on a record: a Usage row (not a Correction) negative in one
     cost but not the other, or negative in both at a positive list price."""
@@ -142,9 +149,11 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
     the ``file`` it came in; ``unrepaired`` keeps the
     quarantine rows that no rule covers.
     """
-    # A resource's tags from its rows that have some (an empty field is no tags, never a repair).
-    tagged = accepted.filter((pl.col("Tags").str.strip_chars().str.len_chars() > 0) & pl.col("ResourceId").is_not_null())
-    tags_of = dict(zip(tagged["ResourceId"].to_list(), tagged["Tags"].to_list(), strict=True))
+    # A resource's tags from its rows that have some: an empty field, `null` or `{}` is no
+    # tags, never copied onto a refused row (its tenant's cost would move to shared).
+    tagged = accepted.filter(pl.col("ResourceId").is_not_null())
+    tags_of = {r: t for r, t in zip(tagged["ResourceId"].to_list(), tagged["Tags"].to_list(), strict=True)
+               if _some_tags(t)}
     # A repaired row joins the bill only in the bill's own currency.
     currencies = set(accepted["BillingCurrency"].drop_nulls().to_list())
     currency_of = dict(zip(accepted["BillingAccountId"].to_list(), accepted["BillingCurrency"].to_list(),
