@@ -856,7 +856,7 @@ def slo_status(as_json: bool) -> None:
             "WITH newest AS (SELECT slo, max(partition_key) AS p FROM slo.burn_service GROUP BY slo), "
             "day AS (SELECT b.* FROM slo.burn_service b JOIN newest n ON b.slo = n.slo AND b.partition_key = n.p) "
             "SELECT slo, max(ts) AS last_minute, "
-            + ", ".join(f"bool_or(coalesce(firing_{t}, false)) AS day_{t}, "
+            + ", ".join(f"bool_or(coalesce(firing_{t}, false)) AS day_{t}, count(firing_{t}) AS n_{t}, "
                         f"bool_or(coalesce(firing_{t}, false)) FILTER (WHERE ts = (SELECT max(ts) FROM day d "
                         f"WHERE d.slo = day.slo)) AS now_{t}" for t in tiers)
             + " FROM day GROUP BY slo")
@@ -875,7 +875,8 @@ def slo_status(as_json: bool) -> None:
             "days_stored": b["days_stored"] if b else None,
             "fired_that_day": [t for t in mine if f.get(f"day_{t}")],
             "firing_at_last_minute": [t for t in mine if f.get(f"now_{t}")],
-            "tiers_not_stored": [t for t in mine if t not in tiers],
+            # A tier of this name stored for another SLO, or on an older day, is not this day's.
+            "tiers_not_stored": [t for t in mine if not f.get(f"n_{t}")],
             "last_minute": f["last_minute"].isoformat() if f.get("last_minute") else None})
     if as_json:
         click.echo(json.dumps({"slos": rows}, indent=2))

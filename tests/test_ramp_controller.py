@@ -514,6 +514,14 @@ def test_slo_status_shows_each_slos_budget_left_and_the_tiers_that_fired(state, 
                    if n != "api-availability")
         assert after["api-latency"]["fired_that_day"] == rows["api-latency"]["fired_that_day"]
         assert "api-availability (ticket)" in CliRunner().invoke(main, ["slo", "status"]).output
+        # Another SLO with a tier of that name stored: the column exists, yet this SLO's
+        # newest day holds no value in it; not stored still, not "did not fire".
+        with Warehouse(state.warehouse).connect() as con:
+            con.execute("ALTER TABLE slo.burn_service ADD COLUMN firing_ticket BOOLEAN")
+            con.execute("UPDATE slo.burn_service SET firing_ticket = false WHERE slo = 'receipt-lag'")
+        res = CliRunner().invoke(main, ["slo", "status", "--json"])
+        assert res.exit_code == 0, res.output
+        assert {r["slo"]: r["tiers_not_stored"] for r in json.loads(res.output)["slos"]}["api-availability"] == ["ticket"]
     # `ramp verdicts`: each ramp once, with its newest day's verdict (a ramp undecided on the
     # first day and judged again on the second is listed with the second's).
     stored = Warehouse(state.warehouse).query("SELECT build_id, action, partition_key FROM ramp.verdicts")

@@ -949,6 +949,10 @@ def test_linked_team_folders_and_upper_case_extensions_are_read(tmp_path):
     (team / "loop").symlink_to(folder, target_is_directory=True)  # a link back up is read once
     (folder / "receipt-lag.yaml").rename(folder / "receipt-lag.YAML")
     assert sorted(s.name for s in load_slos(folder)) == sorted(s.name for s in load_slos(SLOS))
+    # A team's folder moved away: its link is refused by name, not its SLOs dropped unsaid.
+    (folder / "team-gone").symlink_to(tmp_path / "moved", target_is_directory=True)
+    with pytest.raises(SLOSpecError, match=r"team-gone: \(file\): cannot be read"):
+        load_slos(folder)
 
 
 @pytest.mark.parametrize(("file", "mutation", "message"), [
@@ -991,6 +995,17 @@ def test_a_rules_file_or_a_copied_slo_in_the_folder_is_named_as_such(tmp_path):
                                            r"defined twice \(also in api-latency-copy\.yaml\)"):
         load_slos(folder)
     (folder / "api-latency-copy.yaml").unlink()
+    # The policy in a file of its own: the copy is named beside the file that defines the SLO.
+    docs = list(yaml.safe_load_all((folder / "api-latency.yaml").read_text()))
+    (folder / "api-latency.yaml").write_text(yaml.safe_dump_all(docs[:2], sort_keys=False))
+    (folder / "policies").mkdir()
+    (folder / "policies" / "api-latency-burn.yaml").write_text(yaml.safe_dump(docs[2], sort_keys=False))
+    docs[0]["metadata"]["name"] = "api-fast-2"
+    (folder / "zz-copy.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    with pytest.raises(SLOSpecError, match=r"zz-copy.yaml: document\[1\]\.metadata\.name: SLO 'api-latency' is "
+                                           r"defined twice \(also in api-latency\.yaml\)"):
+        load_slos(folder)
+    (folder / "zz-copy.yaml").unlink()
     (folder / "huge.yaml").write_text("apiVersion: openslo/v1\nkind: SLO\nx: " + "9" * 5001 + "\n")
     with pytest.raises(SLOSpecError, match=r"huge.yaml: \(yaml\): cannot be read: Exceeds the limit"):
         load_slos(folder)

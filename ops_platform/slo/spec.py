@@ -603,6 +603,10 @@ def load_file(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, Indic
     return slos, slis, policies
 
 
+def _doc_name(doc: Any) -> Any:
+    return doc["metadata"].get("name") if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict) else None
+
+
 def _slo_files(folder: Path) -> list[Path]:
     """The SLO files under ``folder``: ``.yaml``/``.yml`` in any case (``x.YAML`` saved on a
     case-blind file system), in linked subfolders too (a team's folder linked in from its own
@@ -616,8 +620,10 @@ def _slo_files(folder: Path) -> list[Path]:
         seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         # A folder named like a file (archive.yaml) is listed too: reading it says what it is.
+        # A link to nothing (a team's folder moved away) is listed too: reading it says so,
+        # rather than its SLOs dropping out while validate passes.
         files += [Path(root) / n for n in (*names, *dirs) if not n.startswith(".")
-                  and n.lower().endswith((".yaml", ".yml"))]
+                  and (n.lower().endswith((".yaml", ".yml")) or not os.path.exists(os.path.join(root, n)))]
     return sorted(files)
 
 
@@ -642,13 +648,14 @@ def load_slos(folder: Path) -> list[SLO]:
         for i, d in pols:
             slo_name = _get(_get(d, "spec", f, f"document[{i}]", dict), "slo", f, f"document[{i}].spec", str)
             if slo_name in policies:
-                earlier = policies[slo_name][0].relative_to(folder)
-                for j, d_slo in slos if policies[slo_name][0] != f else ():  # a copied file: its SLO is
-                    if isinstance(d_slo.get("metadata"), dict) and d_slo["metadata"].get("name") == slo_name:  # twice
-                        raise SLOSpecError(f, f"document[{j}].metadata.name",
-                                           f"SLO {slo_name!r} is defined twice (also in {earlier})")
+                # A copied file: its SLO is what is defined twice, named where it was first.
+                first = next((g for g, _, d_slo in raw if g != f and _doc_name(d_slo) == slo_name), None)
+                here = next((j for j, d_slo in slos if _doc_name(d_slo) == slo_name), None)
+                if first is not None and here is not None:
+                    raise SLOSpecError(f, f"document[{here}].metadata.name", f"SLO {slo_name!r} is defined twice "
+                                                                             f"(also in {first.relative_to(folder)})")
                 raise SLOSpecError(f, f"document[{i}].spec.slo", f"SLO {slo_name!r} has a BurnAlertPolicy already "
-                                                                 f"(in {earlier})")
+                                                                 f"(in {policies[slo_name][0].relative_to(folder)})")
             policies[slo_name] = (f, f"document[{i}]", _tiers(d, f, f"document[{i}]"), d["spec"]["tiers"])
     names = {_name(d, f, f"document[{i}]"): f for f, i, d in raw}
     for slo_name, (f, where, _, _) in policies.items():  # a misspelt spec.slo: the policy governs nothing
