@@ -230,10 +230,12 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     cost = field.str.json_path_match("$.EffectiveCost").cast(POLARS_TYPES["decimal"], strict=False)
     charged = (field.str.json_path_match("$.ChargePeriodStart").str.slice(0, 10)
                .str.to_date("%Y-%m-%d", strict=False))
-    # Still missing from the books: not a conflicting re-delivery nor a restated copy (the
-    # copy that counts is in them), nor a line delivered again, as it reads, on the same
-    # file date or later. A refused copy later than the line's last readable one is missing:
-    # the books still hold the line as it was before.
+    # Still missing from the books: not a restated copy (the copy that counts is in them),
+    # nor a line delivered again, as it reads, on the same file date or later. A refused
+    # copy later than the line's last readable one is missing: the books still hold the line
+    # as it was before. A conflicting re-delivery (one id, two contents in one delivery) is
+    # money in doubt: which copy is right is unknown, and with an id derived from the rows it
+    # may be a second charge alike in everything but tags; it counts, as any refused row.
     line = field.str.json_path_match("$.x_LineItemId")
     superseded = (left.select(line.alias("x_LineItemId"), arrival_date(pl.col("file")).alias("_refused_on"))
                   .join(latest, on="x_LineItemId", how="left", maintain_order="left")
@@ -241,8 +243,10 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
                           & (pl.col("_latest").is_null() | pl.col("_refused_on").is_null()
                              | (pl.col("_latest") >= pl.col("_refused_on"))))
                   .to_series())
-    refused = left.filter(pl.col("file").is_not_null() & ~pl.col("reason").str.starts_with("conflicting re-delivery")
-                          & ~pl.col("reason").str.starts_with(RESTATED) & ~superseded).with_columns(
+    conflict = pl.col("reason").str.starts_with("conflicting re-delivery")
+    refused = left.with_columns(superseded.alias("_superseded")).filter(
+        pl.col("file").is_not_null() & ~pl.col("reason").str.starts_with(RESTATED)
+        & (conflict | ~pl.col("_superseded"))).drop("_superseded").with_columns(
         pl.coalesce(charged, arrival_date(pl.col("file"))).alias("utc_date"),
         # Through a float: a size is all the tolerance needs, and a cost past 9.2e12 reads as unknown.
         (cost.cast(pl.Float64).abs() * 1e6).round(0).cast(pl.Int64, strict=False).alias("_micros"))
