@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import polars as pl
 
+from ..receipts.canonical import no_duplicate_keys
 from ..world.billing import FOCUS_CHARGE_CATEGORIES, FOCUS_MANDATORY
 from ..world.catalog import COHORTS, METERS, TIERS
 from .model import Column, Contract, Rule
@@ -20,16 +20,6 @@ FOCUS_SERVICE_CATEGORIES = (
 PIPELINES = ("receipt", "approval", "metering")
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object's members, refusing a key given twice: which value counts differs
-    between readers (Python keeps the last, polars' decoder the first), so a tag such as
-    {"tenant": "a", "tenant": "b"} would be attributed to whichever reader asked."""
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError("a key given twice")
-    return dict(pairs)
-
-
 def _key_values_or_null(s: str | None) -> bool:
     """FOCUS key-value format: a JSON object whose values are scalars (no nested objects or
     arrays) and whose keys are unique, or null (or empty, or the JSON text ``null``, as Spark
@@ -37,7 +27,9 @@ def _key_values_or_null(s: str | None) -> bool:
     if s is None or not s.strip():  # an empty field: no tags
         return True
     try:
-        value = json.loads(s, object_pairs_hook=_unique_keys)
+        # A key given twice is refused: Python keeps the last, polars' decoder the first, so
+        # {"tenant": "a", "tenant": "b"} would be attributed to whichever reader asked.
+        value = json.loads(s, object_pairs_hook=no_duplicate_keys)
     except ValueError:
         return False
     return value is None or (isinstance(value, dict) and not any(isinstance(v, (dict, list)) for v in value.values()))

@@ -26,7 +26,7 @@ from decimal import Decimal, InvalidOperation
 
 import polars as pl
 
-from ..contracts.definitions import FOCUS_CHARGE_CATEGORIES
+from ..contracts.definitions import BILLING_FOCUS, FOCUS_CHARGE_CATEGORIES
 from ..contracts.model import POLARS_TYPES
 from ..ingest.pipeline import RESTATED
 from .usage import arrival_date
@@ -40,6 +40,8 @@ _CURRENCY = "BillingCurrency"
 _UNREAD = tuple(f"{c}: missing value" for c in ("PublisherName", "InvoiceIssuerName", "ProviderName", "ServiceName"))
 _TAGS = "Tags"
 _COST_COLUMNS = ("BilledCost", "EffectiveCost", "ContractedCost")
+_SIGN_RULES = [r for r in BILLING_FOCUS.rules if r.reason.startswith(_NEGATIVE)]
+_SIGN_COSTS = ("BilledCost", "EffectiveCost", "ListCost")
 
 
 def repairable_from_other_rows(reason_text: str) -> bool:
@@ -70,17 +72,15 @@ def _some_tags(text: str | None) -> bool:
         return False
 
 
-def _breaks_sign_rules(record: dict) -> bool:
-    """The contract's sign rules on a record: a Usage row (not a Correction) negative in one
-    cost but not the other, or negative in both at a positive list price."""
-    if record.get("ChargeCategory") != "Usage" or record.get("ChargeClass") == "Correction":
-        return False
-    billed, effective = _dec(record.get("BilledCost")), _dec(record.get("EffectiveCost"))
-    listed = _dec(record.get("ListCost"))
-    if billed is None or effective is None:
-        return False
-    refund = billed < 0 and effective < 0 and listed is not None and listed <= 0
-    return (billed < 0 or effective < 0) and not refund
+def _sign_reasons(record: dict) -> list[str]:
+    """The reasons the contract's own sign rules give a record as repaired (the rules, not a
+    copy of them): its costs read as numbers, an unreadable one as no value."""
+    columns = ("ChargeCategory", "ChargeClass")
+    row = pl.DataFrame([{**{c: record.get(c) for c in columns},
+                         **{c: float(v) if (v := _dec(record.get(c))) is not None else None for c in _SIGN_COSTS}}],
+                       schema={**dict.fromkeys(columns, pl.String), **dict.fromkeys(_SIGN_COSTS, pl.Float64)})
+    passed = row.select(r.expr.alias(r.name) for r in _SIGN_RULES).row(0)
+    return [r.reason for r, ok in zip(_SIGN_RULES, passed, strict=True) if not ok]
 
 
 def _in_case(value, allowed: tuple[str, ...]) -> str | None:
@@ -175,8 +175,8 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
                 notes.append(note)
             # A category read in another case (`usage`) never met the contract's sign rules:
             # the row as repaired meets them, or their own repair, or stays out.
-            if notes and _breaks_sign_rules(record) and not any(r.startswith(_NEGATIVE) for r in reasons):
-                note = _fix(record, _NEGATIVE[0], tags_of, currency_of)
+            if notes and _CATEGORY in reasons and (signs := _sign_reasons(record)):
+                note = _fix(record, signs[0], tags_of, currency_of)
                 notes = [*notes, note] if note else []
         if not notes or (currencies and record.get("BillingCurrency") not in currencies):
             left.append(row)

@@ -141,6 +141,7 @@ def score(rows: list[dict]) -> dict:
     bad = [r for r in rows if r["bad"]]
     good = [r for r in rows if not r["bad"]]
     caught = [r for r in bad if _stopped(r)]
+    false = sum(_stopped(r) for r in good)
     before = [r for r in caught if r["before_general"]]
     minutes = sorted(r["minutes_to_pause"] for r in caught)
     freezes = [r for r in rows if r["action"] == "freeze"]
@@ -150,9 +151,9 @@ def score(rows: list[dict]) -> dict:
         "caught_before_general": len(before),
         "caught_before_general_rate": len(before) / len(bad) if bad else None,
         **_interval("caught_before_general_rate", len(before), len(bad)),
-        "false_pauses": sum(_stopped(r) for r in good),
-        "false_pause_rate": sum(_stopped(r) for r in good) / len(good) if good else None,
-        **_interval("false_pause_rate", sum(_stopped(r) for r in good), len(good)),
+        "false_pauses": false,
+        "false_pause_rate": false / len(good) if good else None,
+        **_interval("false_pause_rate", false, len(good)),
         "median_minutes_to_pause": statistics.median(minutes) if minutes else None,
         "p95_minutes_to_pause": float(np.percentile(minutes, 95)) if minutes else None,
         "blast_radius_bad_requests": sum(r["bad_requests_before_pause"] for r in bad),

@@ -57,7 +57,9 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members (``json.loads``' ``object_pairs_hook``), refusing a key given
+    twice: which value counts differs between readers."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -70,7 +72,7 @@ def strict_loads(data: bytes | str) -> Any:
     """Parse UTF-8 JSON, refusing duplicate keys and NaN/Infinity (ValueError on any problem)."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+        return json.loads(text, object_pairs_hook=no_duplicate_keys, parse_constant=_reject_constant,
                           parse_float=_finite_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"invalid JSON: {exc}") from exc
