@@ -436,7 +436,7 @@ def test_the_check_names_the_rows_it_would_quarantine(tmp_path):
     from ops_platform.ingest.landing import RawBatch, read_any
     from ops_platform.ingest.pipeline import ingest_partition
 
-    quarantine = ingest_partition(BILLING_FOCUS, _OneFile(RawBatch(str(path), None, read_any(path)))).quarantine
+    quarantine = ingest_partition(BILLING_FOCUS, _OneFile(RawBatch(str(path), None, read_any(path)[0]))).quarantine
     assert dict(quarantine.select("record_id", "row_number").iter_rows())["L2"] == 1
     text = CliRunner().invoke(main, ["focus", "check", str(path)]).output
     assert f"4 row(s) would be quarantined: {reason}\n    first: data row 1 (L2), data row 3 (L4), data row 4 (L5)" \
@@ -498,3 +498,41 @@ def test_a_line_keeps_its_derived_id_when_a_later_export_adds_empty_or_pricing_c
     # Without any of these columns a file's ids are what they were before they were read.
     plain = ingest_partition(BILLING_FOCUS, _landing(tmp_path / "plain", _csv(tmp_path, row, header=header)))
     assert plain.accepted["x_LineItemId"].to_list() == ["row-c0d9a84eb475d805290dea78-0"]  # as computed before
+
+
+def test_a_line_whose_tags_a_later_export_back_fills_counts_once(tmp_path):
+    # A month-to-date export re-delivers day 2's line with a tag activated since: the same
+    # line, as last delivered, not a second $10 beside the first (the tags were part of the
+    # derived id, so the back-filled line was another line, counted twice).
+    header = HEADER.removesuffix(",x_LineItemId")
+    day2 = ",".join(_row(Tags='"{""service"": ""api""}"').split(",")[:-1])
+    day2_tagged = ",".join(_row(Tags='"{""service"": ""api"", ""tenant"": ""t-1""}"').split(",")[:-1])
+    day3 = ",".join(_row(ChargePeriodStart="2026-03-03T00:00:00Z", ChargePeriodEnd="2026-03-04T00:00:00Z",
+                         Tags='"{""service"": ""api""}"').split(",")[:-1])
+    landing = tmp_path / "landing" / "billing_focus"
+    (landing / "dt=2026-03-02").mkdir(parents=True)
+    (landing / "dt=2026-03-02" / "focus.csv").write_text(f"{header}\n{day2}\n")
+    (landing / "dt=2026-03-03").mkdir(parents=True)
+    (landing / "dt=2026-03-03" / "focus.csv").write_text(f"{header}\n{day2_tagged}\n{day3}\n")
+    res = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
+    assert res.accepted.height == 2, res.accepted
+    assert set(res.accepted["Tags"].map_elements(lambda t: json.loads(t).get("tenant"), pl.String)) == {"t-1", None}
+    assert res.quarantine_by_reason() == {"restated in a later file date (the later delivery counts)": 1}
+
+
+def test_charges_told_apart_only_by_tags_in_two_part_files_are_two_lines(tmp_path):
+    # Two tenants' shares of one resource, alike but for their tags, one in each part file
+    # of a delivery: two lines, not one delivered twice; delivered again the next day with
+    # the parts swapped, each is recognised as a re-delivery of its own line.
+    header = HEADER.removesuffix(",x_LineItemId")
+    a = ",".join(_row(Tags='"{""tenant"": ""t-a""}"').split(",")[:-1])
+    b = ",".join(_row(Tags='"{""tenant"": ""t-b""}"').split(",")[:-1])
+    landing = tmp_path / "landing" / "billing_focus"
+    for day, parts in (("dt=2026-03-02", (a, b)), ("dt=2026-03-03", (b, a))):
+        (landing / day).mkdir(parents=True)
+        for n, row in enumerate(parts):
+            (landing / day / f"part-{n:05d}.csv").write_text(f"{header}\n{row}\n")
+    res = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
+    assert res.accepted.height == 2 and res.accepted["x_LineItemId"].n_unique() == 2, res.accepted
+    assert set(res.accepted["Tags"].map_elements(lambda t: json.loads(t)["tenant"], pl.String)) == {"t-a", "t-b"}
+    assert res.duplicates_removed == 2 and res.quarantine.height == 0, res.quarantine

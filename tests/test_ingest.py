@@ -188,8 +188,8 @@ def test_json_lines_types_come_from_every_line(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join([json.dumps({"id": f"e{i}", "data": {"quantity": 3}}) for i in range(150)]
                                + [json.dumps({"id": "e150", "data": {"quantity": 2.5}})]))
-    frame = read_any(path)
-    assert frame.height == 151 and frame["data"].struct.field("quantity")[-1] == 2.5
+    frame, rejected = read_any(path)
+    assert frame.height == 151 and not rejected and frame["data"].struct.field("quantity")[-1] == 2.5
 
 
 def test_json_lines_with_a_bom_or_no_line_read_and_a_broken_line_is_named(tmp_path):
@@ -198,18 +198,48 @@ def test_json_lines_with_a_bom_or_no_line_read_and_a_broken_line_is_named(tmp_pa
     lines = [json.dumps({"id": f"e{i}", "data": {"quantity": 3}}) for i in range(3)]
     bom = tmp_path / "bom.jsonl"
     bom.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())  # as the CSV reader takes one
-    assert read_any(bom)["id"].to_list() == ["e0", "e1", "e2"]
+    assert read_any(bom)[0]["id"].to_list() == ["e0", "e1", "e2"]
     quiet = tmp_path / "quiet.jsonl"
     quiet.write_bytes(b"")  # an hour without events: no rows, not an unreadable file
-    assert read_any(quiet).height == 0
-    cut = tmp_path / "cut.jsonl"
-    cut.write_text("\n".join([*lines, lines[0][:25]]))  # a file cut mid-line
-    with pytest.raises(ValueError, match=r"cut.jsonl: line 4 is not JSON .*a file cut short"):
-        read_any(cut)
+    assert read_any(quiet)[0].height == 0
+    # No line reads: not a JSON-lines file at all, refused whole naming the first line.
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("id,quantity\ne0,3\n")
+    with pytest.raises(ValueError, match=r"garbage.jsonl: line 1 is not JSON"):
+        read_any(garbage)
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text("\n".join([*lines, json.dumps({"id": "e9", "data": {"quantity": {"n": 3}}})]))
     with pytest.raises(ValueError, match=r"line 4: 'data.quantity' is an object there but a value on line 1"):
         read_any(mixed)
+
+
+def test_a_broken_json_line_is_quarantined_alone_and_the_others_load(tmp_path):
+    # A stream cut mid-line, and a line that is JSON but no object: each is quarantined with
+    # its data row, the reason and the line as written; the events around them load (the
+    # whole file was refused before: a day's usage lost for one half-written line).
+    from ops_platform.ingest.check_file import _OneFile
+    from ops_platform.ingest.landing import RawBatch, read_any
+
+    def event(i: int, **changes) -> str:
+        return json.dumps({"specversion": "1.0", "id": f"e{i}", "source": "//s", "time": "2026-03-09T12:00:00Z",
+                           "type": "com.summit.usage.recorded.v1", "subject": "t-00001",
+                           "data": {"meter": "api_calls", "quantity": 3}} | changes)
+
+    path = tmp_path / "events.jsonl"
+    cut = event(2)[:30]
+    path.write_text("\n".join([event(0), event(1), cut, "", '["e3"]', event(4, subject=None), event(5)]) + "\n")
+    frame, rejected = read_any(path)
+    assert frame["id"].to_list() == ["e0", "e1", "e4", "e5"]
+    assert [(row, text) for row, _, text in rejected] == [(2, cut), (3, '["e3"]')]
+    batch = RawBatch("usage_events/dt=2026-03-09/events.jsonl", date(2026, 3, 9), frame, rejected=rejected)
+    res = ingest_partition(CONTRACTS["usage_events"], _OneFile(batch))
+    assert res.accepted["id"].to_list() == ["e0", "e1", "e5"] and res.rows_read == 6
+    q = {r["row_number"]: r for r in res.quarantine.iter_rows(named=True)}
+    assert sorted(q) == [2, 3, 4], q  # data rows, as a CSV's: blank lines are none
+    assert q[2]["reason"].startswith("line 3 is not JSON (") and q[2]["reason"].endswith("a line written half")
+    assert q[2]["record"] == cut and q[3]["reason"] == "line 5 is not a JSON object"
+    assert q[4]["reason"] == "subject: missing value" and q[4]["record_id"] == "e4"
+    assert res.contract_passed  # a row's problem, counted by the quarantine rate, not the file's schema
 
 
 def test_a_nan_quantity_is_not_a_valid_float_not_a_missing_value(tmp_path):

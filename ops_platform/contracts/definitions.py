@@ -216,6 +216,9 @@ BILLING_FOCUS = Contract(
     # applied later restates PricingCategory and CommitmentDiscountId): two linked accounts'
     # tax rows, or one resource's traffic in two regions, differ only there.
     line_identity=("SubAccountId", "RegionId", "AvailabilityZone", "SkuId", "ResourceType", "ChargeFrequency"),
+    # A month-to-date export back-fills a newly activated cost-allocation tag onto the
+    # month's earlier lines: the restated line must keep its id, or it counts twice.
+    line_labels=("Tags", "AllocatedTags"),
     restatements="latest",
     # FOCUS 0.5 names that 1.0 renamed.
     former_names={"ChargeType": "ChargeCategory", "AmortizedCost": "EffectiveCost"},

@@ -58,6 +58,10 @@ class Contract:
     # Columns outside the contract that tell charges apart in a derived line id when a file
     # has them (a linked account, a region, a SKU): never amounts, which a restatement changes.
     line_identity: tuple[str, ...] = ()
+    # Columns of the contract a provider may change on a line it already delivered (tags it
+    # back-fills once a new one is activated): like the amounts, no part of a derived line
+    # id's content, only of the order that numbers lines otherwise alike.
+    line_labels: tuple[str, ...] = ()
     # A record re-sent with other content in a later file date: refused (the first delivery
     # counts), or the latest delivery counts ("latest": a provider restating a bill line as
     # its month-to-date export settles), the earlier one kept in quarantine as restated.

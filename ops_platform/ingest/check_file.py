@@ -53,14 +53,14 @@ def check_file(path: Path, contract: Contract) -> FileCheck:
     path = Path(path)
     result = FileCheck(str(path))
     try:
-        frame = read_any(path)
+        frame, rejected = read_any(path)
     except ValueError as exc:
         result.schema_errors.append(str(exc))
         return result
     except Exception as exc:  # a corrupt file is a finding, not a traceback
         result.schema_errors.append(f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})")
         return result
-    batch = RawBatch(str(path), None, frame)
+    batch = RawBatch(str(path), None, frame, rejected=rejected)
     res = ingest_partition(contract, _OneFile(batch))
     result.rows = res.rows_read
     # Ingestion reports a file's schema errors with its rows; a file without rows still

@@ -12,7 +12,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Protocol
@@ -36,11 +36,20 @@ class RawBatch:
     file_date: date | None
     frame: pl.DataFrame | None  # None when the file could not be read at all
     error: str | None = None
+    # Lines of a JSON-lines file that do not read, set aside so the others load: (data row,
+    # reason, the line as written). ``frame`` then numbers its rows in ROW_COLUMN.
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-def read_any(path: Path) -> pl.DataFrame:
+# A frame's own data-row numbers, when lines of its file were set aside (``read_any``).
+ROW_COLUMN = "__data_row"
+
+
+def read_any(path: Path) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
     """Parquet; CSV read as text (so every cast and its failure is the contract's); JSON
-    lines (CloudEvents as exporters stream them); CSV and JSON lines may be gzipped."""
+    lines (CloudEvents as exporters stream them); CSV and JSON lines may be gzipped. With the
+    rows, the lines set aside (``RawBatch.rejected``): a JSON line that does not read (a
+    stream cut mid-line) is refused alone, not with the events around it."""
     if path.is_dir():
         raise ValueError(f"{path}: a folder, not a file (landing files go directly in their dt= folder)")
     name = path.name.lower()
@@ -56,7 +65,7 @@ def read_any(path: Path) -> pl.DataFrame:
         # unloads) keeps "" where the export had nothing. 13 ms for 2.6 M events. (Derived
         # line ids hash it as a missing value now: a Parquet bill without line ids that has
         # "" fields, loaded before, is recognised again once its partitions are reloaded.)
-        return frame.with_columns(pl.col(pl.String).replace("", None))
+        return frame.with_columns(pl.col(pl.String).replace("", None)), []
     if plain.endswith((".csv", ".txt")):
         hint_line = _refuse_other_separators(path, gzipped=name.endswith(".gz"))
         try:
@@ -78,18 +87,21 @@ def read_any(path: Path) -> pl.DataFrame:
         if frame.width and frame.height and frame[:, -1].null_count():
             _refuse_ragged_rows(path, gzipped=name.endswith(".gz"), skip=int(hint_line))
         # An empty field is no value, quoted ("" as spreadsheets and csv.QUOTE_ALL write it) or not.
-        return frame.with_columns(pl.all().replace("", None))
+        return frame.with_columns(pl.all().replace("", None)), []
     if plain.endswith((".jsonl", ".ndjson")):
         data = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
         data = data.removeprefix(b"\xef\xbb\xbf")  # a BOM, as the CSV reader takes one
         if not data.strip():  # no line at all (a quiet hour): no events, not an unreadable file
-            return pl.DataFrame()
+            return pl.DataFrame(), []
+        rejected: list[tuple[int, str, str]] = []
         try:
             # Every line read before the schema is fixed: a quantity of 3 early and 2.5 later is one column.
             frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
         except pl.exceptions.PolarsError as exc:
-            raise ValueError(f"{path}: {_bad_json_line(data) or str(exc).splitlines()[0]}") from None
-        return frame.with_columns(pl.col(pl.String).replace("", None))  # as in CSV and Parquet
+            frame, rejected = _json_lines_apart(data)
+            if frame is None:
+                raise ValueError(f"{path}: {_bad_json_line(data) or str(exc).splitlines()[0]}") from None
+        return frame.with_columns(pl.col(pl.String).replace("", None)), rejected  # "" as in CSV and Parquet
     raise ValueError(f"{path}: unsupported file type (use .parquet, .csv or .jsonl, optionally .gz)")
 
 
@@ -121,6 +133,35 @@ def _refuse_ragged_rows(path: Path, gzipped: bool, skip: int) -> None:
                              f"{why}: export it again")
 
 
+def _json_lines_apart(data: bytes) -> tuple[pl.DataFrame | None, list[tuple[int, str, str]]]:
+    """The lines of a JSON-lines file that read as JSON objects, numbered by their data row
+    (ROW_COLUMN, blank lines not counted), and the others set aside with the reason. None
+    when no line reads (not a JSON-lines file at all) or the lines that do still do not make
+    one table (a field an object on one line and a value on another): the file is refused
+    whole, as before, naming the line."""
+    kept, rows, rejected = [], [], []
+    for row, (number, line) in enumerate((n, t) for n, t in enumerate(data.splitlines(), start=1) if t.strip()):
+        text = line.decode("utf-8", errors="replace")
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            rejected.append((row, f"line {number} is not JSON ({exc}): a file cut short or a line written half",
+                             text))
+            continue
+        if not isinstance(record, dict):
+            rejected.append((row, f"line {number} is not a JSON object", text))
+            continue
+        kept.append(line)
+        rows.append(row)
+    if not kept or not rejected:
+        return None, []
+    try:
+        frame = pl.read_ndjson(io.BytesIO(b"\n".join(kept)), infer_schema_length=None)
+    except pl.exceptions.PolarsError:
+        return None, []
+    return frame.with_columns(pl.Series(ROW_COLUMN, rows, pl.Int64)), rejected
+
+
 def _bad_json_line(data: bytes) -> str | None:
     """What keeps a JSON-lines file from reading, with its line number: first a line that is
     not a JSON object (cut short, say), then a field (``data`` and its members included) that
@@ -146,12 +187,12 @@ def _bad_json_line(data: bytes) -> str | None:
     for number, record in records:
         fields = [*record.items(), *((f"{k}.{sub}", inner) for k, v in record.items() if isinstance(v, dict)
                                      for sub, inner in v.items())]
-        for field, value in fields:
+        for name, value in fields:
             if (now := kind(value)) is None:
                 continue
-            was, at = first.setdefault(field, (now, number))
+            was, at = first.setdefault(name, (now, number))
             if was != now:
-                return f"line {number}: {field!r} is {now} there but {was} on line {at}"
+                return f"line {number}: {name!r} is {now} there but {was} on line {at}"
     return None
 
 
@@ -265,9 +306,9 @@ class LandingZoneReader:
                                                    "its rows belong to no day: move it into the folder of its day")
                 continue
             try:
-                frame = read_any(path)
+                frame, rejected = read_any(path)
             except Exception as exc:  # a corrupt or unknown file is reported, never skipped silently
                 yield RawBatch(origin, dt, None, f"{origin}: unreadable file ({exc})")
                 continue
-            yield RawBatch(origin, dt, frame)
+            yield RawBatch(origin, dt, frame, rejected=rejected)
 

@@ -8,7 +8,7 @@ import json
 import polars as pl
 
 from ..contracts.model import POLARS_TYPES, Column, Contract
-from .landing import RawBatch
+from .landing import ROW_COLUMN, RawBatch
 
 SCHEMA_PREFIX = "file schema"
 AMOUNT_TYPES = ("decimal", "float", "int")  # a charge's amounts: not part of what identifies it
@@ -114,31 +114,58 @@ def _iso_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
             .dt.convert_time_zone("UTC"))
 
 
-def _line_ids(frame: pl.DataFrame, contract: Contract) -> pl.Expr:
-    """Ids for the rows of a file without its line-id column: a digest of what identifies
-    the charge (the contract's columns but its amounts: costs and quantities; and each
-    ``line_identity`` column the row has a value in, as name=value, so a file that lacks
-    the column or leaves it empty gives the id it gave before), and its occurrence among
-    rows alike (two charges alike stay two lines). The same rows delivered again get the
-    same ids, so a re-delivery is recognised, and a restated amount keeps its line's id
-    (``Contract.restatements`` says which delivery counts)."""
+# Columns a file without its own line ids carries until its delivery is read whole (``line_ids``).
+LINE_DIGEST, LINE_ORDER = "_line_digest", "_line_order"
+
+
+def _line_keys(frame: pl.DataFrame, contract: Contract) -> list[pl.Expr]:
+    """For a file without its line-id column: ``_line_digest``, a digest of what identifies
+    the charge (the contract's columns but its amounts, costs and quantities, and its labels,
+    ``line_labels``; and each ``line_identity`` column the row has a value in, as name=value,
+    so a file that lacks the column or leaves it empty gives the id it gave before), and
+    ``_line_order``, what numbers the rows of a delivery alike in it: their labels, then
+    their place in the order of their amounts among the file's rows alike (two charges alike
+    stay two lines). ``line_ids`` numbers them once the delivery's files are all read."""
     present = [c for c in contract.columns if c.name in frame.columns]
-    cols = sorted(c.name for c in present if c.dtype not in AMOUNT_TYPES)
-    amounts = sorted(c.name for c in present if c.dtype in AMOUNT_TYPES)
+
+    def text_of(c: str) -> pl.Expr:
+        value = _json_text(pl.col(c), frame.schema[c]) if frame.schema[c].is_nested() else pl.col(c).cast(pl.String)
+        return value.fill_null("\x00")
+
+    cols = sorted(c.name for c in present if c.dtype not in AMOUNT_TYPES and c.name not in contract.line_labels)
     if not cols:  # nothing identifies a charge (not this source's file): no id to derive
-        return pl.lit(None, pl.String)
-    text = pl.concat_str([(_json_text(pl.col(c), frame.schema[c]) if frame.schema[c].is_nested()
-                           else pl.col(c).cast(pl.String)).fill_null("\x00") for c in cols], separator="\x1f")
+        return [pl.lit(None, pl.String).alias(LINE_DIGEST), pl.lit(None, pl.String).alias(LINE_ORDER)]
+    text = pl.concat_str([text_of(c) for c in cols], separator="\x1f")
     extra = [c for c in contract.line_identity if c in frame.columns and c not in contract.names
              and not frame.schema[c].is_nested()]
     if extra:
         text = pl.concat_str([text, *(pl.when(pl.col(c).is_not_null()).then(pl.lit(f"\x1e{c}=") + pl.col(c).cast(pl.String))
                                       .otherwise(pl.lit("")) for c in sorted(extra))])
     digest = text.map_elements(lambda t: hashlib.sha256(t.encode()).hexdigest()[:24], return_dtype=pl.String)
-    # Rows alike are numbered in the order of their amounts, not of the file: the same rows
-    # delivered in another order get the same ids.
-    nth = pl.int_range(pl.len()).over(digest, order_by=[pl.col(a).cast(pl.String) for a in amounts] or None)
-    return pl.concat_str([pl.lit("row-"), digest, pl.lit("-"), nth.cast(pl.String)])
+    # Rows alike are told apart by their labels, then numbered in the order of their amounts
+    # (not of the file: the same rows delivered in another order get the same ids). Labels
+    # tell rows apart across the part files of a delivery; amounts only within a file, so a
+    # part file restating another's amount is a conflict, not a second charge.
+    labels = sorted(c.name for c in present if c.name in contract.line_labels)
+    amounts = sorted(c.name for c in present if c.dtype in AMOUNT_TYPES)
+    tagged = pl.concat_str([text_of(c) for c in labels], separator="\x1f") if labels else pl.lit("")
+    nth = pl.int_range(pl.len()).over(digest, tagged, order_by=[pl.col(a).cast(pl.String) for a in amounts] or None)
+    order = pl.concat_str([tagged, pl.lit("\x1e"), nth.cast(pl.String).str.zfill(10)])
+    return [digest.alias(LINE_DIGEST), order.alias(LINE_ORDER)]
+
+
+def line_ids(data: pl.DataFrame, contract: Contract) -> pl.DataFrame:
+    """The derived line ids of the rows that came without one: ``row-<digest>-<n>``, n the
+    row's place among the rows of its delivery (file date) with its digest. Numbered over
+    the whole delivery, not each file: two charges told apart only by their labels, one in
+    each part file of a split export, stay two lines, and a line whose tags a later export
+    back-fills keeps its id (the later delivery counts, once)."""
+    nth = pl.col(LINE_ORDER).rank("dense").over(LINE_DIGEST, "_file_date").cast(pl.Int64) - 1
+    derived = pl.concat_str([pl.lit("row-"), pl.col(LINE_DIGEST), pl.lit("-"), nth.cast(pl.String)])
+    line_id = contract.line_id
+    assert line_id is not None
+    return data.with_columns(pl.when(pl.col(LINE_DIGEST).is_not_null()).then(derived)
+                             .otherwise(pl.col(line_id)).alias(line_id)).drop(LINE_DIGEST, LINE_ORDER)
 
 
 def column_where(frame: pl.DataFrame, flag: pl.Expr, name: str, value: pl.Expr, default: pl.Expr,
@@ -195,8 +222,10 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
             if child in fields:
                 frame = frame.with_columns(pl.col(parent).struct.field(child).alias(name))
     errors = _schema_errors(frame, contract, batch.origin)
+    keys = [pl.lit(None, pl.String).alias(LINE_DIGEST), pl.lit(None, pl.String).alias(LINE_ORDER)]
     if contract.line_id and contract.line_id not in frame.columns and not errors:
-        frame = frame.with_columns(_line_ids(frame, contract).alias(contract.line_id))
+        frame = frame.with_columns(pl.lit(None, pl.String).alias(contract.line_id))
+        keys = _line_keys(frame, contract)
     present = set(frame.columns)
     casts, checked, loose = [], [], []  # checked: (source column, cast column, reason when the cast fails)
     for col in contract.columns:
@@ -220,7 +249,9 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
         if col.dtype == "timestamp" and src == pl.String:
             loose.append((source, f"__{col.name}"))
     # Each cast once, into its own column, so the failure test below compares two columns.
-    out = frame.with_row_index("_row").with_columns(*casts)
+    # A file whose unreadable lines were set aside numbers its rows itself (``landing.read_any``).
+    rows = frame.rename({ROW_COLUMN: "_row"}) if ROW_COLUMN in frame.columns else frame.with_row_index("_row")
+    out = rows.with_columns(*casts, *(keys if contract.line_id else ()))
     for source, name in loose:  # the second parser only runs when the first one failed somewhere
         unread = _unread(source, name)
         if out.select(unread.any()).item():
@@ -242,6 +273,7 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
                            pl.lit(batch.origin).alias("_origin"), pl.lit(batch.file_date, pl.Date).alias("_file_date"))
     if errors:  # the whole file fails its contract: every row is quarantined with the reason
         out = out.with_columns(pl.lit(errors, pl.List(pl.String)).alias("_reasons"))
-    keep = contract.names + ["_origin", "_row", "_file_date", "_reasons", "_raw"]
+    keep = contract.names + ["_origin", "_row", "_file_date", "_reasons", "_raw"] + (
+        [LINE_DIGEST, LINE_ORDER] if contract.line_id else [])
     out = out.select(keep).with_columns(pl.col("_row").cast(pl.Int64))
     return out, errors

@@ -10,7 +10,7 @@ import polars as pl
 from ..contracts.ge_suite import ExpectationOutcome, validate_rows, validate_table
 from ..contracts.model import POLARS_TYPES, Contract
 from .landing import SourceReader
-from .normalize import SCHEMA_PREFIX, column_where, normalize_batch
+from .normalize import SCHEMA_PREFIX, column_where, line_ids, normalize_batch
 from .partitioning import PartitionSpace
 
 QUARANTINE_SCHEMA = {
@@ -55,7 +55,7 @@ def _read_dates(contract: Contract, space: PartitionSpace | None, key: date | No
 def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionSpace | None = None,
                      partition_key: str | None = None) -> IngestResult:
     key = date.fromisoformat(partition_key) if partition_key else None
-    frames, schema_errors, unreadable = [], [], []
+    frames, schema_errors, unreadable, set_aside = [], [], [], []
     files = 0
     for batch in reader.read(contract.table, _read_dates(contract, space, key)):
         files += 1
@@ -69,7 +69,14 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         norm, errors = normalize_batch(batch, contract)
         frames.append(norm)
         schema_errors += errors
+        owner = space.clamp(batch.file_date) if (space and batch.file_date) else key
+        if owner == key:  # lines set aside are quarantined once, by the partition that owns the file's date
+            set_aside += [{"source_table": contract.table, "partition_key": partition_key, "file": batch.origin,
+                           "row_number": row, "record_id": None, "reason": reason, "record": text}
+                          for row, reason, text in batch.rejected]
     data = pl.concat(frames, how="vertical") if frames else None
+    if data is not None and contract.line_id:
+        data = line_ids(data, contract)
     if data is None:
         # The accepted rows' own schema, no rows: a first write creates the table from it, and
         # a day without files must not create one of untyped strings for every later day.
@@ -127,12 +134,13 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
 
     quarantine = pl.concat([quarantine_rows(contract, bad, partition_key),
                             quarantine_rows(contract, conflicts, partition_key),
-                            pl.DataFrame(unreadable, schema=QUARANTINE_SCHEMA)])
+                            pl.DataFrame(unreadable + set_aside, schema=QUARANTINE_SCHEMA)])
     accepted = good.select(contract.names + LINEAGE).with_columns(
         pl.col("partition_key").cast(pl.String), pl.col("_origin").alias("_source_file"),
         pl.col("_row").alias("_source_row")).drop("_origin", "_row")
     table_outcomes = validate_table(accepted, contract, partitioned=partition_key is not None)
-    return IngestResult(contract.table, partition_key, accepted, quarantine, files, data.height, duplicates,
+    return IngestResult(contract.table, partition_key, accepted, quarantine, files, data.height + len(set_aside),
+                        duplicates,
                         schema_errors, row_outcomes, table_outcomes)
 
 
