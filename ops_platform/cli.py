@@ -401,6 +401,7 @@ def _guard_paths() -> StatePaths:
 @_store_option
 def receipts_verify(url: str | None) -> None:
     """Check every signature, the hash chain, the checkpoints and file digests."""
+    from .finops.export import altered_releases
     from .guard.runtime import control_url, existing_store, file_digest_in, verify_store
 
     p = StatePaths.from_env()  # read only: verify creates no folder, store or key
@@ -410,11 +411,17 @@ def receipts_verify(url: str | None) -> None:
         console.print(f"[yellow]no public keys in {p.keys_dir / 'public'}[/yellow] (OPS_PLATFORM_KEYS_DIR): "
                       "no signature can be checked")
     report = verify_store(store, verifiers, file_digest=file_digest_in(p.home), keys_dir=p.keys_dir)
-    if report.ok:
+    # Released invoice folders hold exactly the files their receipts name (a file added beside
+    # them would pass for part of the release).
+    extra = [e for e in altered_releases(store, p.home, verifiers) if "not in its receipt" in e] if report.ok else []
+    if report.ok and not extra:
         console.print(f"[green]ledger verified[/green]: {report.entries} receipts, {report.checkpoints} signed tree heads")
         return
-    console.print(f"[red]ledger verification FAILED[/red] at {report.first_bad}")
-    for err in report.errors[:20]:
+    if extra:
+        console.print(f"[red]released files do not match their receipts[/red] ({report.entries} receipts verified)")
+    else:
+        console.print(f"[red]ledger verification FAILED[/red] at {report.first_bad}")
+    for err in (extra or report.errors)[:20]:
         console.print(f"  {err}")
     sys.exit(1)
 

@@ -1278,3 +1278,72 @@ def test_finops_report_shows_cost_revenue_and_margin_per_tenant_and_tier(small_w
     empty = CliRunner().invoke(main, ["finops", "report", "--world", str(small_world), "--period", "2031-01"])
     assert empty.exit_code == 1 and f"no cost and no usage in 2031-01: the books hold usage from {out['first_day']}" \
         in empty.output, empty.output
+
+
+def test_a_release_receipt_totals_each_currency_and_owns_its_folder(world_run, tmp_path):
+    # Review: the signed result summed minor units across currencies (cents and yen) and
+    # called invoices tenants; a file added beside the released ones passed for part of the
+    # release (listed by the command, `receipts verify` green); a price in a currency with
+    # no minor unit failed the release's run instead of holding it.
+    from ops_platform.finops.export import (
+        InvoiceExportExecutor,
+        altered_releases,
+        release_request,
+        released_file_problems,
+    )
+    from ops_platform.finops.pipeline import StoredFinOps, final_period
+    from ops_platform.receipts.ledger import entry_statement
+
+    from .test_guard_protocol import Env
+
+    inputs, result = world_run
+    stored = StoredFinOps.from_run(inputs, result)
+    period = final_period(result.usage)
+    xts = dataclasses.replace(stored, price_list=stored.price_list.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("XTS")).otherwise(pl.col("currency")).alias("currency")))
+    assert xts.blockers(period) == ["currency 'XTS' has no minor unit in ISO 4217: it cannot be invoiced "
+                                    "(a price in raw.price_list): fix the price list"]
+    env = Env(f"sqlite:///{tmp_path / 'control.sqlite'}", tmp_path)
+    out = env.protocol(executor=InvoiceExportExecutor(tmp_path / "invoices", stored)).submit(
+        release_request(period, "finops-analyst", "period reconciled; releasing invoices"))
+    assert out.status == "completed"
+    statement = entry_statement(env.store.entry(out.receipt_id), env.ring.verifiers(), env.store.ledger_id())
+    detail = statement["predicate"]["result"]
+    summary = pl.read_parquet(tmp_path / "invoices" / period.name / "invoice_summary.parquet")
+    assert "total_minor" not in detail and detail["invoices"] == summary.height
+    assert detail["tenants"] == summary["tenant_id"].n_unique()
+    assert detail["total_minor_by_currency"] == {
+        c: t for c, t in summary.group_by("currency").agg(pl.col("total_minor").sum()).iter_rows()}
+    assert released_file_problems(env.store, out.receipt_id, None, env.ring.verifiers(), period) == []
+    extra = tmp_path / "invoices" / period.name / "invoice_extra.csv"
+    extra.write_text("invoice_id,total_minor\nINV-forged,100\n")
+    assert released_file_problems(env.store, out.receipt_id, None, env.ring.verifiers(), period) == [
+        f"{extra} is in the released folder but not in its receipt"]
+    assert any(f"{extra} is in the released folder" in a for a in altered_releases(env.store, None, env.ring.verifiers()))
+
+
+@pytest.mark.parametrize("text", ["２０２６-０３", "٢٠٢٦-٠٣", "２０２６-０３-０１..２０２６-０３-１５"])
+def test_a_period_in_other_digits_is_refused_not_named_in_them(text):
+    # It named the release, its folder and every invoice id in those digits: 2026-03 was
+    # then answered by that release, and INV-2026-03-... never existed.
+    from ops_platform.finops.invoices import parse_period
+
+    with pytest.raises(ValueError, match="expected YYYY-MM"):
+        parse_period(text)
+
+
+def test_invoice_csv_keeps_a_spreadsheet_from_running_catalog_text_as_a_formula(tmp_path):
+    from ops_platform.finops.invoices import LINE_SCHEMA, SUMMARY_SCHEMA, write_invoices
+
+    summary = pl.DataFrame([{"invoice_id": "INV-2026-03-t-00001-USD", "tenant_id": "t-00001",
+                             "tenant_name": '=HYPERLINK("http://x","pay")', "period": "2026-03",
+                             "first_day": date(2026, 3, 1), "last_day": date(2026, 3, 31), "tier": "-pro",
+                             "lines": 1, "subtotal_minor": -120, "credits_minor": 0, "total_minor": -120,
+                             "total": "-1.20", "currency": "USD", "reconciliation_confidence": 1.0}],
+                           schema=SUMMARY_SCHEMA)
+    write_invoices(pl.DataFrame(schema=LINE_SCHEMA), summary, tmp_path / "2026-03")
+    csv = pl.read_csv(tmp_path / "2026-03" / "invoice_summary.csv", infer_schema=False)
+    assert csv["tenant_name"][0] == '\'=HYPERLINK("http://x","pay")' and csv["tier"][0] == "'-pro"
+    assert csv["total"][0] == "-1.20" and csv["total_minor"][0] == "-120"  # numbers as they are
+    parquet = pl.read_parquet(tmp_path / "2026-03" / "invoice_summary.parquet")
+    assert parquet["tenant_name"][0] == '=HYPERLINK("http://x","pay")'

@@ -36,12 +36,12 @@ def _key_values_or_null(s: str | None) -> bool:
 
 
 def _decimal_string_ok(col: str) -> pl.Expr:
-    return pl.col(col).str.contains(r"^\d+(\.\d+)?$").fill_null(False)
+    return pl.col(col).str.contains(r"^[0-9]+(\.[0-9]+)?$").fill_null(False)
 
 
 TENANTS = Contract(
     "tenants",
-    (Column("tenant_id", nullable=False, regex=r"^t-\d{5}$"), Column("name", nullable=False),
+    (Column("tenant_id", nullable=False, regex=r"^t-[0-9]{5}$"), Column("name", nullable=False),
      Column("tier", nullable=False, allowed=TIERS), Column("cohort", nullable=False, allowed=COHORTS),
      Column("region", nullable=False), Column("signup_date", "date", nullable=False)),
     record_id="tenant_id", unique_key=("tenant_id",), partition_rule="static",

@@ -69,8 +69,11 @@ class InvoiceExportExecutor:
             carried = carried_corrections(self.books.usage, self.books.corrections, period, out, billed)
             lines, summary = self.books.invoices(period, carried)
             files = write_invoices(lines, summary, self.out_root / period.name)
-        return ExecutionResult(detail={"period": period.name, "tenants": summary.height, "lines": lines.height,
-                                       "total_minor": int(summary["total_minor"].sum() or 0)},
+        # Totals per currency: minor units of two currencies (or cents and yen) add up to nothing.
+        totals = summary.group_by("currency").agg(pl.col("total_minor").sum()).sort("currency")
+        return ExecutionResult(detail={"period": period.name, "invoices": summary.height,
+                                       "tenants": summary["tenant_id"].n_unique(), "lines": lines.height,
+                                       "total_minor_by_currency": {c: int(t) for c, t in totals.iter_rows()}},
                                files=tuple(files))
 
 
@@ -269,13 +272,19 @@ def released_file_problems(store, receipt_id: str, home: Path | None, verifiers:
             period is not None and not _names(target.get("id"), period)):
         return [f"receipt {receipt_id[:12]} is not the release of {period.name if period else 'a period'} "
                 f"(it records {predicate.get('action')!r} on {target.get('id')!r}): its file digests vouch for nothing"]
-    problems = []
+    problems, named = [], set()
     for subject in statement_subjects(statement):
         path = subject_path(subject, home or Path.cwd())
         if path is None:
             continue  # the target (invoice_period:...), not a file
+        named.add(path)
         if not path.is_file():
             problems.append(f"{path} is missing")
         elif file_sha256(path) != subject.sha256:
             problems.append(f"{path} differs from its receipted sha256 {subject.sha256[:12]}")
+    # A file put beside the released ones would pass for part of the release (a billing
+    # import takes every CSV of the folder): the folder holds what the receipt names, only.
+    for folder in sorted({p.parent for p in named}):
+        problems += [f"{extra} is in the released folder but not in its receipt"
+                     for extra in sorted(folder.iterdir()) if extra not in named] if folder.is_dir() else []
     return problems

@@ -74,7 +74,9 @@ def parse_period(text: str) -> Period:
     """``2026-03`` (a calendar month, the default kind) or ``2026-03-01..2026-03-15`` (end
     exclusive). A range that is exactly one calendar month is that month, named ``2026-03``:
     one period, whichever way it is written (its release, folder and receipt are the month's)."""
-    if m := re.fullmatch(r"(\d{4})-(\d{2})", text):
+    # ASCII digits only: a period written in other digits (２０２６-０３) would name its
+    # release, folder and invoice ids in them, and 2026-03 would never be found again.
+    if m := re.fullmatch(r"([0-9]{4})-([0-9]{2})", text):
         year, month = int(m[1]), int(m[2])
         if year < 1:
             raise ValueError(f"period {text!r}: there is no year 0000")
@@ -82,7 +84,7 @@ def parse_period(text: str) -> Period:
             raise ValueError(f"period {text!r}: month must be 01-12")
         start = date(year, month, 1)
         period = Period(text, start, _month_end(start))
-    elif m := re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", text):
+    elif m := re.fullmatch(r"([0-9]{4}-[0-9]{2}-[0-9]{2})\.\.([0-9]{4}-[0-9]{2}-[0-9]{2})", text):
         try:
             start, end = date.fromisoformat(m[1]), date.fromisoformat(m[2])
         except ValueError as exc:  # 2026-02-30, a month 13, year 0000
@@ -278,6 +280,19 @@ def _confidence(period: Period, tenant_day: pl.DataFrame | None) -> pl.DataFrame
         .alias("reconciliation_confidence"))
 
 
+# Text of the catalogs (a tenant's name, a meter, a tier) that a spreadsheet would run as a
+# formula (=, +, -, @, a tab or a carriage return first): written to the CSV behind a ', as
+# OWASP advises for CSV exports; the Parquet keeps it as it is. Numbers written as text
+# (quantities, prices, amounts, a credit's minus sign) are not text of this kind.
+_CATALOG_TEXT = ("tenant_name", "meter", "unit", "tier")
+
+
+def _csv_safe(frame: pl.DataFrame) -> pl.DataFrame:
+    risky = [c for c in _CATALOG_TEXT if c in frame.columns]
+    return frame.with_columns(pl.when(pl.col(c).str.contains(r"^[=+\-@\t\r]")).then(pl.lit("'") + pl.col(c))
+                              .otherwise(pl.col(c)).alias(c) for c in risky)
+
+
 def write_invoices(lines: pl.DataFrame, summary: pl.DataFrame, out_dir: Path) -> list[Path]:
     """Parquet and CSV of both tables under ``out_dir``, the folder written atomically (all
     four files or none: a write that fails half-way leaves no invoice a billing import could
@@ -287,6 +302,6 @@ def write_invoices(lines: pl.DataFrame, summary: pl.DataFrame, out_dir: Path) ->
     with atomic_folder(out_dir) as staging:
         for name, frame in (("invoice_lines", lines), ("invoice_summary", summary)):
             write_parquet(frame, staging / f"{name}.parquet")
-            write_text(frame.write_csv(), staging / f"{name}.csv")
+            write_text(_csv_safe(frame).write_csv(), staging / f"{name}.csv")
             files += [out_dir / f"{name}.parquet", out_dir / f"{name}.csv"]
     return files
