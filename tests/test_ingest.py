@@ -236,8 +236,9 @@ def test_a_broken_json_line_is_quarantined_alone_and_the_others_load(tmp_path):
     assert res.accepted["id"].to_list() == ["e0", "e1", "e5"] and res.rows_read == 6
     q = {r["row_number"]: r for r in res.quarantine.iter_rows(named=True)}
     assert sorted(q) == [2, 3, 4], q  # data rows, as a CSV's: blank lines are none
-    assert q[2]["reason"].startswith("line 3 is not JSON (") and q[2]["reason"].endswith("a line written half")
-    assert q[2]["record"] == cut and q[3]["reason"] == "line 5 is not a JSON object"
+    # Fixed reasons, so a quarantine groups them; the row and the record say which line.
+    assert q[2]["reason"] == "not a JSON line: a file cut short or a line written half" and q[2]["record"] == cut
+    assert q[3]["reason"] == "a JSON line that is not an object" and q[3]["record"] == '["e3"]'
     assert q[4]["reason"] == "subject: missing value" and q[4]["record_id"] == "e4"
     assert res.contract_passed  # a row's problem, counted by the quarantine rate, not the file's schema
 
@@ -455,3 +456,56 @@ def test_a_day_without_files_written_first_leaves_a_typed_table_for_the_days_aft
     types = dict(wh.query("SELECT column_name, data_type FROM information_schema.columns "
                           "WHERE table_schema = 'raw' AND table_name = 'lag_samples'").rows())
     assert types["ts"] == "TIMESTAMP WITH TIME ZONE" and types["lag_seconds"] == "DOUBLE" and "_source_row" in types
+
+
+def test_a_gzipped_stream_cut_short_keeps_its_lines_before_the_cut(tmp_path):
+    # Review: a .jsonl.gz cut mid-stream was refused whole (EOFError), all its events lost,
+    # while a plain file cut mid-line lost only that line.
+    import gzip
+
+    from ops_platform.ingest.landing import read_any
+
+    lines = [json.dumps({"id": f"e{i}", "data": {"quantity": 3}}) for i in range(2000)]
+    whole = gzip.compress(("\n".join(lines) + "\n").encode())
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    frame, rejected = read_any(path)
+    assert 0 < frame.height < 2000 and frame["id"].to_list() == [f"e{i}" for i in range(frame.height)]
+    *cut, (row, reason, _) = rejected
+    assert reason.startswith("the gzip stream ends early") and row == frame.height + len(cut)
+    assert all(r == "not a JSON line: a file cut short or a line written half" for _, r, _ in cut) and len(cut) <= 1
+    (tmp_path / "none.jsonl.gz").write_bytes(whole[:12])
+    with pytest.raises(ValueError, match="cut short before its first line"):
+        read_any(tmp_path / "none.jsonl.gz")
+
+
+def test_a_refused_json_lines_file_names_the_line_that_keeps_it_from_reading(tmp_path):
+    # Review: with a cut line set aside, a field that is an object on one line and a value on
+    # another still refuses the file, and the message named the cut line instead.
+    from ops_platform.ingest.landing import read_any
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join([json.dumps({"id": "e0", "data": {"quantity": 3}}),
+                               json.dumps({"id": "e1", "data": {"quantity": {"n": 3}}}), '{"id": "e2", "da']))
+    with pytest.raises(ValueError, match=r"line 2: 'data.quantity' is an object there but a value on line 1"):
+        read_any(path)
+
+
+def test_a_read_of_the_whole_landing_zone_reports_its_unreadable_files_and_lines(tmp_path):
+    # Review: with a partition space but no partition (as FinOps reads usage from landing),
+    # no partition owned an unreadable file or a set-aside line: both vanished unreported.
+    from ops_platform.ingest.landing import LandingZoneReader
+    from ops_platform.ingest.partitioning import PartitionSpace
+
+    event = {"specversion": "1.0", "id": "e0", "source": "//s", "time": "2026-03-09T12:00:00Z",
+             "type": "com.summit.usage.recorded.v1", "subject": "t-00001", "data": {"meter": "api_calls", "quantity": 3}}
+    folder = tmp_path / "landing" / "usage_events" / "dt=2026-03-09"
+    folder.mkdir(parents=True)
+    (folder / "e.jsonl").write_text(json.dumps(event) + "\n" + json.dumps(event | {"id": "e1"})[:40] + "\n")
+    (folder / "broken.jsonl").write_text("not json at all\n")
+    space = PartitionSpace(date(2026, 3, 8), date(2026, 3, 12), "UTC")
+    res = ingest_partition(CONTRACTS["usage_events"], LandingZoneReader(tmp_path / "landing"), space)
+    assert res.accepted["id"].to_list() == ["e0"] and res.rows_read == 2
+    assert sorted(res.quarantine["file"].to_list()) == ["usage_events/dt=2026-03-09/broken.jsonl",
+                                                        "usage_events/dt=2026-03-09/e.jsonl"]
+    assert any("broken.jsonl: unreadable file" in e for e in res.schema_errors)

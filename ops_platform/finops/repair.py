@@ -235,7 +235,8 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     # copy later than the line's last readable one is missing: the books still hold the line
     # as it was before. A conflicting re-delivery (one id, two contents in one delivery) is
     # money in doubt: which copy is right is unknown, and with an id derived from the rows it
-    # may be a second charge alike in everything but tags; it counts, as any refused row.
+    # may be a second charge alike in everything but its amounts (one in each part file of a
+    # delivery); it counts, as any refused row.
     line = field.str.json_path_match("$.x_LineItemId")
     superseded = (left.select(line.alias("x_LineItemId"), arrival_date(pl.col("file")).alias("_refused_on"))
                   .join(latest, on="x_LineItemId", how="left", maintain_order="left")

@@ -11,7 +11,8 @@ import gzip
 import io
 import json
 import re
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -89,18 +90,25 @@ def read_any(path: Path) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
         # An empty field is no value, quoted ("" as spreadsheets and csv.QUOTE_ALL write it) or not.
         return frame.with_columns(pl.all().replace("", None)), []
     if plain.endswith((".jsonl", ".ndjson")):
-        data = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+        data, cut = _gunzipped(path.read_bytes()) if name.endswith(".gz") else (path.read_bytes(), False)
         data = data.removeprefix(b"\xef\xbb\xbf")  # a BOM, as the CSV reader takes one
-        if not data.strip():  # no line at all (a quiet hour): no events, not an unreadable file
+        if not data.strip() and not cut:  # no line at all (a quiet hour): no events, not an unreadable file
             return pl.DataFrame(), []
-        rejected: list[tuple[int, str, str]] = []
-        try:
-            # Every line read before the schema is fixed: a quantity of 3 early and 2.5 later is one column.
-            frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
-        except pl.exceptions.PolarsError as exc:
-            frame, rejected = _json_lines_apart(data)
+        if cut:  # what a cut stream holds, its last line set aside: nothing silently short
+            data = data if data.endswith(b"\n") else data + b"\x00"  # a line cut mid-way reads as no JSON
+        frame, rejected, why = None, [], "its lines do not read as one table"
+        if not cut:
+            try:
+                # Every line read before the schema is fixed: a quantity of 3 early and 2.5 later is one column.
+                frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+            except pl.exceptions.PolarsError as exc:
+                why = str(exc).splitlines()[0]
+        if frame is None:  # line by line, those that do not read set aside
+            frame, rejected, found = _json_lines_apart(data)
             if frame is None:
-                raise ValueError(f"{path}: {_bad_json_line(data) or str(exc).splitlines()[0]}") from None
+                raise ValueError(f"{path}: {found or why}")
+        if cut:
+            rejected.append((frame.height + len(rejected), GZIP_CUT, ""))
         return frame.with_columns(pl.col(pl.String).replace("", None)), rejected  # "" as in CSV and Parquet
     raise ValueError(f"{path}: unsupported file type (use .parquet, .csv or .jsonl, optionally .gz)")
 
@@ -133,36 +141,69 @@ def _refuse_ragged_rows(path: Path, gzipped: bool, skip: int) -> None:
                              f"{why}: export it again")
 
 
-def _json_lines_apart(data: bytes) -> tuple[pl.DataFrame | None, list[tuple[int, str, str]]]:
+# Reasons for JSON lines set aside: fixed texts, so a quarantine groups them (the line is
+# the quarantine row's data row, and its text the record).
+NOT_JSON = "not a JSON line: a file cut short or a line written half"
+NOT_OBJECT = "a JSON line that is not an object"
+GZIP_CUT = "the gzip stream ends early: the file was cut short, the lines after this one are missing"
+
+
+def _gunzipped(raw: bytes) -> tuple[bytes, bool]:
+    """A gzipped file's bytes, and whether its stream was cut short: then what it holds up to
+    the cut (a stream cut mid-way keeps its lines before the cut, as a plain one does)."""
+    try:
+        return gzip.decompress(raw), False
+    except EOFError:
+        pass
+    out, rest = [], raw
+    while rest:  # member by member (a stream may be several), up to the one cut short
+        inflate = zlib.decompressobj(wbits=31)
+        try:
+            out.append(inflate.decompress(rest))
+        except zlib.error:
+            raise ValueError("not a gzip stream that reads") from None
+        if not inflate.eof:
+            break
+        rest = inflate.unused_data
+    data = b"".join(out)
+    if not data.strip():
+        raise ValueError("a gzip stream cut short before its first line")
+    return data, True
+
+
+def _json_lines_apart(data: bytes) -> tuple[pl.DataFrame | None, list[tuple[int, str, str]], str | None]:
     """The lines of a JSON-lines file that read as JSON objects, numbered by their data row
     (ROW_COLUMN, blank lines not counted), and the others set aside with the reason. None
     when no line reads (not a JSON-lines file at all) or the lines that do still do not make
     one table (a field an object on one line and a value on another): the file is refused
-    whole, as before, naming the line."""
-    kept, rows, rejected = [], [], []
+    whole, with why (the third item), naming the line."""
+    kept, rows, numbers, rejected = [], [], [], []
     for row, (number, line) in enumerate((n, t) for n, t in enumerate(data.splitlines(), start=1) if t.strip()):
-        text = line.decode("utf-8", errors="replace")
+        text = line.decode("utf-8", errors="replace").rstrip("\x00")
         try:
             record = json.loads(line)
-        except ValueError as exc:
-            rejected.append((row, f"line {number} is not JSON ({exc}): a file cut short or a line written half",
-                             text))
+        except ValueError:
+            rejected.append((row, NOT_JSON, text))
             continue
         if not isinstance(record, dict):
-            rejected.append((row, f"line {number} is not a JSON object", text))
+            rejected.append((row, NOT_OBJECT, text))
             continue
         kept.append(line)
         rows.append(row)
-    if not kept or not rejected:
-        return None, []
-    try:
-        frame = pl.read_ndjson(io.BytesIO(b"\n".join(kept)), infer_schema_length=None)
-    except pl.exceptions.PolarsError:
-        return None, []
-    return frame.with_columns(pl.Series(ROW_COLUMN, rows, pl.Int64)), rejected
+        numbers.append(number)
+    if not kept:
+        return None, [], _bad_json_line(enumerate(data.splitlines(), start=1))
+    why = None if rejected else _bad_json_line(zip(numbers, kept, strict=True))
+    if why is None:
+        try:
+            frame = pl.read_ndjson(io.BytesIO(b"\n".join(kept)), infer_schema_length=None)
+            return frame.with_columns(pl.Series(ROW_COLUMN, rows, pl.Int64)), rejected, None
+        except pl.exceptions.PolarsError:
+            pass
+    return None, [], why or _bad_json_line(zip(numbers, kept, strict=True))
 
 
-def _bad_json_line(data: bytes) -> str | None:
+def _bad_json_line(lines: Iterable[tuple[int, bytes]]) -> str | None:
     """What keeps a JSON-lines file from reading, with its line number: first a line that is
     not a JSON object (cut short, say), then a field (``data`` and its members included) that
     is an object on one line and a value on another (null fits either). None when no line
@@ -173,7 +214,7 @@ def _bad_json_line(data: bytes) -> str | None:
         return "an object" if isinstance(value, dict) else "a list" if isinstance(value, list) else "a value"
 
     records = []
-    for number, line in enumerate(data.splitlines(), start=1):
+    for number, line in lines:
         if not line.strip():
             continue
         try:

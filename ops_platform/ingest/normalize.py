@@ -132,14 +132,20 @@ def _line_keys(frame: pl.DataFrame, contract: Contract) -> list[pl.Expr]:
         value = _json_text(pl.col(c), frame.schema[c]) if frame.schema[c].is_nested() else pl.col(c).cast(pl.String)
         return value.fill_null("\x00")
 
-    cols = sorted(c.name for c in present if c.dtype not in AMOUNT_TYPES and c.name not in contract.line_labels)
+    what = [c for c in present if c.dtype not in AMOUNT_TYPES and c.name not in contract.line_labels
+            and c.name != contract.line_id]  # the id column itself is the (empty) one being derived
+    cols = sorted(c.name for c in what if c.required)
     if not cols:  # nothing identifies a charge (not this source's file): no id to derive
         return [pl.lit(None, pl.String).alias(LINE_DIGEST), pl.lit(None, pl.String).alias(LINE_ORDER)]
     text = pl.concat_str([text_of(c) for c in cols], separator="\x1f")
-    extra = [c for c in contract.line_identity if c in frame.columns and c not in contract.names
-             and not frame.schema[c].is_nested()]
+    # Optional columns, and identity columns outside the contract, count as name=value where
+    # the row has a value: an export that starts carrying one empty (a newer FOCUS version
+    # mid-month) gives the ids it gave before, instead of re-keying every line.
+    extra = [c.name for c in what if not c.required] + [
+        c for c in contract.line_identity if c in frame.columns and c not in contract.names
+        and not frame.schema[c].is_nested()]
     if extra:
-        text = pl.concat_str([text, *(pl.when(pl.col(c).is_not_null()).then(pl.lit(f"\x1e{c}=") + pl.col(c).cast(pl.String))
+        text = pl.concat_str([text, *(pl.when(pl.col(c).is_not_null()).then(pl.lit(f"\x1e{c}=") + text_of(c))
                                       .otherwise(pl.lit("")) for c in sorted(extra))])
     digest = text.map_elements(lambda t: hashlib.sha256(t.encode()).hexdigest()[:24], return_dtype=pl.String)
     # Rows alike are told apart by their labels, then numbered in the order of their amounts

@@ -61,7 +61,9 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         files += 1
         if batch.frame is None:
             owner = space.clamp(batch.file_date) if (space and batch.file_date) else key
-            if owner == key:  # reported once, by the partition that owns the file's date
+            # Reported once, by the partition that owns the file's date (every read of the
+            # whole landing zone, without a partition, reports it).
+            if key is None or owner == key:
                 unreadable.append({"source_table": contract.table, "partition_key": partition_key,
                                    "file": batch.origin, "row_number": None, "record_id": None,
                                    "reason": batch.error or f"{batch.origin}: unreadable", "record": None})
@@ -70,7 +72,7 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         frames.append(norm)
         schema_errors += errors
         owner = space.clamp(batch.file_date) if (space and batch.file_date) else key
-        if owner == key:  # lines set aside are quarantined once, by the partition that owns the file's date
+        if key is None or owner == key:  # set-aside lines: quarantined once, as unreadable files are reported
             set_aside += [{"source_table": contract.table, "partition_key": partition_key, "file": batch.origin,
                            "row_number": row, "record_id": None, "reason": reason, "record": text}
                           for row, reason, text in batch.rejected]
