@@ -741,6 +741,7 @@ def test_invoice_files_are_deterministic_and_leave_no_partial_file(world_run, tm
 
 
 def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(world_run, tmp_path):
+    from ops_platform.finops.attribution import billed_days
     from ops_platform.finops.export import InvoiceExportExecutor, release_request
     from ops_platform.finops.invoices import parse_period
     from ops_platform.finops.pipeline import StoredFinOps, final_period
@@ -752,6 +753,13 @@ def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(w
     month = parse_period("2026-03")
     stored = StoredFinOps.from_run(inputs, result)
     assert any("no billing" in r for r in stored.blockers(month))
+    # A period past the bill, or before it, says so (not only "no billing for 31 of 31 days").
+    [future] = [r for r in stored.blockers(parse_period("2030-01")) if r.startswith("no billing")]
+    last = max(billed_days(stored.day).to_list())
+    assert future == f"no billing for 31 of 31 day(s) (first 2030-01-01; the bill so far runs to {last}: those " \
+                     "days are not billed yet)", future
+    [past] = [r for r in stored.blockers(parse_period("2025-12")) if r.startswith("no billing")]
+    assert past.endswith(f"; the bill begins on {min(billed_days(stored.day).to_list())})"), past
     period = final_period(result.usage)
     assert stored.blockers(period) == []
     # A usage file of the period that did not load holds it: its events are missing.

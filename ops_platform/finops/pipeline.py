@@ -254,7 +254,12 @@ class StoredFinOps:
         reasons = []
         missing = [d for d in wanted if d not in have]
         if missing:
-            reasons.append(f"no billing for {len(missing)} of {len(wanted)} day(s) (first {missing[0]})")
+            hint = ""
+            if have and missing[0] > max(have):  # a period not over in the bill: said, not only "missing"
+                hint = f"; the bill so far runs to {max(have)}: those days are not billed yet"
+            elif have and missing[-1] < min(have):
+                hint = f"; the bill begins on {min(have)}"
+            reasons.append(f"no billing for {len(missing)} of {len(wanted)} day(s) (first {missing[0]}{hint})")
         unequal = day.filter(pl.col("billed_micros") != pl.col("attributed_micros"))
         if unequal.height:
             reasons.append(f"attribution does not sum to the bill on {unequal.height} day(s) (first "
