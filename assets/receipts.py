@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from ops_platform.control.export import export_to_warehouse
+from ops_platform.finops.export import unreceipted_files
 from ops_platform.guard.runtime import file_digest_in, verify_store
 from ops_platform.timezones import utcnow
 from resources import DUCKDB_POOL
@@ -46,13 +47,16 @@ def receipts_ledger(context: dg.AssetExecutionContext, control: ControlStoreReso
 
 @dg.asset_check(asset=LEDGER_KEY, name=LEDGER_CHECK, blocking=False,
                 description="Every signature, chain link and signed tree head of the ledger verifies, and every "
-                            "file a receipt names (flag snapshots, invoices) is on disk as it was signed.")
+                            "file a receipt names (flag snapshots, invoices) is on disk as it was signed, and no "
+                            "released invoice folder holds a file its receipt does not name.")
 def ledger_verifies(control: ControlStoreResource, signer: SignerResource) -> dg.AssetCheckResult:
     store = control.store()
     report = verify_store(store, signer.verifiers(), file_digest_in(Path(control.home)),
                           keys_dir=Path(signer.keys_dir))
+    extra = unreceipted_files(store, Path(control.home), signer.verifiers()) if report.ok else []
     return dg.AssetCheckResult(
-        passed=report.ok, severity=dg.AssetCheckSeverity.ERROR,
-        description="ledger verified" if report.ok else f"first bad: {report.first_bad}",
+        passed=report.ok and not extra, severity=dg.AssetCheckSeverity.ERROR,
+        description=("ledger verified" if not extra else f"released files not in their receipts: {extra[0]}")
+        if report.ok else f"first bad: {report.first_bad}",
         metadata={"receipts": report.entries, "checkpoints": report.checkpoints,
-                  "errors": dg.MetadataValue.json(report.errors[:20])})
+                  "errors": dg.MetadataValue.json((report.errors or extra)[:20])})

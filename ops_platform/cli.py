@@ -400,8 +400,9 @@ def _guard_paths() -> StatePaths:
 @receipts.command("verify")
 @_store_option
 def receipts_verify(url: str | None) -> None:
-    """Check every signature, the hash chain, the checkpoints and file digests."""
-    from .finops.export import altered_releases
+    """Check every signature, the hash chain, the checkpoints and file digests, and that each
+    released invoice folder holds only the files its receipt names."""
+    from .finops.export import unreceipted_files
     from .guard.runtime import control_url, existing_store, file_digest_in, verify_store
 
     p = StatePaths.from_env()  # read only: verify creates no folder, store or key
@@ -413,7 +414,7 @@ def receipts_verify(url: str | None) -> None:
     report = verify_store(store, verifiers, file_digest=file_digest_in(p.home), keys_dir=p.keys_dir)
     # Released invoice folders hold exactly the files their receipts name (a file added beside
     # them would pass for part of the release).
-    extra = [e for e in altered_releases(store, p.home, verifiers) if "not in its receipt" in e] if report.ok else []
+    extra = unreceipted_files(store, p.home, verifiers) if report.ok else []
     if report.ok and not extra:
         console.print(f"[green]ledger verified[/green]: {report.entries} receipts, {report.checkpoints} signed tree heads")
         return

@@ -1298,6 +1298,7 @@ def test_a_release_receipt_totals_each_currency_and_owns_its_folder(world_run, t
         altered_releases,
         release_request,
         released_file_problems,
+        unreceipted_files,
     )
     from ops_platform.finops.pipeline import StoredFinOps, final_period
     from ops_platform.receipts.ledger import entry_statement
@@ -1328,6 +1329,10 @@ def test_a_release_receipt_totals_each_currency_and_owns_its_folder(world_run, t
     assert released_file_problems(env.store, out.receipt_id, None, env.ring.verifiers(), period) == [
         f"{extra} is in the released folder but not in its receipt"]
     assert any(f"{extra} is in the released folder" in a for a in altered_releases(env.store, None, env.ring.verifiers()))
+    # What `receipts verify` and the ledger check add to the digests they check themselves.
+    assert unreceipted_files(env.store, None, env.ring.verifiers()) == [
+        f"{extra} is in the released folder but not in its receipt: remove it (receipt {out.receipt_id[:12]} "
+        "released the folder without it)"]
 
 
 @pytest.mark.parametrize("text", ["２０２６-０３", "٢٠٢٦-٠٣", "２０２６-０３-０１..２０２６-０３-１５"])

@@ -53,7 +53,7 @@ class Contract:
     # events become corrections of their day).
     late_rows: Literal["quarantine", "arrival"] = "quarantine"
     # A line-id column that files may lack (custom, not part of the standard): derived from
-    # each row's content then (``normalize._line_keys`` and ``normalize.line_ids``).
+    # each row's content then (``normalize._with_line_keys`` and ``normalize.line_ids``).
     line_id: str | None = None
     # Columns outside the contract that tell charges apart in a derived line id when a file
     # has them (a linked account, a region, a SKU): never amounts, which a restatement changes.

@@ -5,7 +5,8 @@ guard then lets an actor with the finops role (in the actor roster) release it, 
 writes the files atomically, and the receipt carries each file's sha256, which `ops-platform
 receipts verify` checks against the files on disk. Releasing a released period again is the
 same action, answered once; the answer then says whether its files still match the receipt
-(status ``files_changed`` when one is missing or altered).
+(status ``files_changed`` when one is missing or altered, or a file the receipt does not
+name is in its folder).
 """
 
 from __future__ import annotations
@@ -254,7 +255,8 @@ def _names(target_id: object, period: Period) -> bool:
 def released_file_problems(store, receipt_id: str, home: Path | None, verifiers: Mapping[str, Any],
                            period: Period | None = None) -> list[str]:
     """What no longer matches a release receipt: each file subject that is missing or whose
-    sha256 differs from the receipted one (nothing for a receipt whose files are intact).
+    sha256 differs from the receipted one, and each file of the released folder it does not
+    name (nothing for a receipt whose files are intact).
     ``home``: the state folder the receipt's relative names are in. The receipt vouches for
     the files only when its signature verifies under ``verifiers`` (the public keys) and it
     is the release of ``period`` it is read for: a receipt rewritten in the store, or another
@@ -272,19 +274,38 @@ def released_file_problems(store, receipt_id: str, home: Path | None, verifiers:
             period is not None and not _names(target.get("id"), period)):
         return [f"receipt {receipt_id[:12]} is not the release of {period.name if period else 'a period'} "
                 f"(it records {predicate.get('action')!r} on {target.get('id')!r}): its file digests vouch for nothing"]
-    problems, named = [], set()
+    problems = []
     for subject in statement_subjects(statement):
         path = subject_path(subject, home or Path.cwd())
         if path is None:
             continue  # the target (invoice_period:...), not a file
-        named.add(path)
         if not path.is_file():
             problems.append(f"{path} is missing")
         elif file_sha256(path) != subject.sha256:
             problems.append(f"{path} differs from its receipted sha256 {subject.sha256[:12]}")
-    # A file put beside the released ones would pass for part of the release (a billing
-    # import takes every CSV of the folder): the folder holds what the receipt names, only.
-    for folder in sorted({p.parent for p in named}):
-        problems += [f"{extra} is in the released folder but not in its receipt"
-                     for extra in sorted(folder.iterdir()) if extra not in named] if folder.is_dir() else []
-    return problems
+    return problems + _unnamed_files(statement, home)
+
+
+def _unnamed_files(statement: Mapping[str, Any], home: Path | None) -> list[str]:
+    """Files in a released folder that its receipt does not name: one put beside the released
+    files would pass for part of the release (a billing import takes every CSV of the folder)."""
+    named = {p for s in statement_subjects(statement) if (p := subject_path(s, home or Path.cwd())) is not None}
+    return [f"{extra} is in the released folder but not in its receipt"
+            for folder in sorted({p.parent for p in named}) if folder.is_dir()
+            for extra in sorted(folder.iterdir()) if extra not in named]
+
+
+def unreceipted_files(store, home: Path | None, verifiers: Mapping[str, Any]) -> list[str]:
+    """Files in the released invoice folders that no release receipt names, for ``receipts
+    verify`` and the ledger check, which check the named files' digests themselves."""
+    found = []
+    for _, event in _releases(store):
+        entry = store.entry(event["receipt_id"])
+        try:
+            statement = entry_statement(entry, dict(verifiers), store.ledger_id()) if entry else None
+        except (ValueError, TypeError, VerificationError):
+            statement = None  # the ledger verification reports a receipt that does not verify
+        if statement is not None:
+            found += [f"{p}: remove it (receipt {event['receipt_id'][:12]} released the folder without it)"
+                      for p in _unnamed_files(statement, home)]
+    return found

@@ -12,7 +12,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -94,8 +94,6 @@ def read_any(path: Path) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
         data = data.removeprefix(b"\xef\xbb\xbf")  # a BOM, as the CSV reader takes one
         if not data.strip() and not cut:  # no line at all (a quiet hour): no events, not an unreadable file
             return pl.DataFrame(), []
-        if cut:  # what a cut stream holds, its last line set aside: nothing silently short
-            data = data if data.endswith(b"\n") else data + b"\x00"  # a line cut mid-way reads as no JSON
         frame, rejected, why = None, [], "its lines do not read as one table"
         if not cut:
             try:
@@ -107,7 +105,7 @@ def read_any(path: Path) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
             frame, rejected, found = _json_lines_apart(data)
             if frame is None:
                 raise ValueError(f"{path}: {found or why}")
-        if cut:
+        if cut:  # one row more, where the missing lines begin (counted as read: rows add up)
             rejected.append((frame.height + len(rejected), GZIP_CUT, ""))
         return frame.with_columns(pl.col(pl.String).replace("", None)), rejected  # "" as in CSV and Parquet
     raise ValueError(f"{path}: unsupported file type (use .parquet, .csv or .jsonl, optionally .gz)")
@@ -145,7 +143,7 @@ def _refuse_ragged_rows(path: Path, gzipped: bool, skip: int) -> None:
 # the quarantine row's data row, and its text the record).
 NOT_JSON = "not a JSON line: a file cut short or a line written half"
 NOT_OBJECT = "a JSON line that is not an object"
-GZIP_CUT = "the gzip stream ends early: the file was cut short, the lines after this one are missing"
+GZIP_CUT = "the gzip stream ends early: the file was cut short, its lines from this data row on are missing"
 
 
 def _gunzipped(raw: bytes) -> tuple[bytes, bool]:
@@ -175,60 +173,46 @@ def _json_lines_apart(data: bytes) -> tuple[pl.DataFrame | None, list[tuple[int,
     """The lines of a JSON-lines file that read as JSON objects, numbered by their data row
     (ROW_COLUMN, blank lines not counted), and the others set aside with the reason. None
     when no line reads (not a JSON-lines file at all) or the lines that do still do not make
-    one table (a field an object on one line and a value on another): the file is refused
-    whole, with why (the third item), naming the line."""
-    kept, rows, numbers, rejected = [], [], [], []
+    one table (a member of ``data`` an object on one line and a value on another): the file
+    is refused whole, with why (the third item), naming the line."""
+    kept, rows, records, rejected = [], [], [], []
+    first_bad = None
     for row, (number, line) in enumerate((n, t) for n, t in enumerate(data.splitlines(), start=1) if t.strip()):
-        text = line.decode("utf-8", errors="replace").rstrip("\x00")
         try:
             record = json.loads(line)
-        except ValueError:
-            rejected.append((row, NOT_JSON, text))
+        except ValueError as exc:
+            rejected.append((row, NOT_JSON, line.decode("utf-8", errors="replace")))
+            first_bad = first_bad or f"line {number} is not JSON ({exc}): a file cut short or a line written half"
             continue
         if not isinstance(record, dict):
-            rejected.append((row, NOT_OBJECT, text))
+            rejected.append((row, NOT_OBJECT, line.decode("utf-8", errors="replace")))
+            first_bad = first_bad or f"line {number} is not a JSON object"
             continue
         kept.append(line)
         rows.append(row)
-        numbers.append(number)
+        records.append((number, record))
     if not kept:
-        return None, [], _bad_json_line(enumerate(data.splitlines(), start=1))
-    why = None if rejected else _bad_json_line(zip(numbers, kept, strict=True))
-    if why is None:
-        try:
-            frame = pl.read_ndjson(io.BytesIO(b"\n".join(kept)), infer_schema_length=None)
-            return frame.with_columns(pl.Series(ROW_COLUMN, rows, pl.Int64)), rejected, None
-        except pl.exceptions.PolarsError:
-            pass
-    return None, [], why or _bad_json_line(zip(numbers, kept, strict=True))
+        return None, [], first_bad
+    try:
+        frame = pl.read_ndjson(io.BytesIO(b"\n".join(kept)), infer_schema_length=None)
+    except pl.exceptions.PolarsError:
+        return None, [], _member_conflict(records)
+    return frame.with_columns(pl.Series(ROW_COLUMN, rows, pl.Int64)), rejected, None
 
 
-def _bad_json_line(lines: Iterable[tuple[int, bytes]]) -> str | None:
-    """What keeps a JSON-lines file from reading, with its line number: first a line that is
-    not a JSON object (cut short, say), then a field (``data`` and its members included) that
-    is an object on one line and a value on another (null fits either). None when no line
-    shows it."""
+def _member_conflict(records: list[tuple[int, dict]]) -> str | None:
+    """What keeps JSON lines that each read from making one table, with the line number: a
+    member of an object field (``data.quantity``) that is an object on one line and a value
+    on another (null fits either). A top-level field mixed so is read as text, no conflict."""
     def kind(value: object) -> str | None:
         if value is None:
             return None
         return "an object" if isinstance(value, dict) else "a list" if isinstance(value, list) else "a value"
 
-    records = []
-    for number, line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            return f"line {number} is not JSON ({exc}): a file cut short or a line written half"
-        if not isinstance(record, dict):
-            return f"line {number} is not a JSON object"
-        records.append((number, record))
-    first: dict[str, tuple[str, int]] = {}  # field -> (kind, first line)
+    first: dict[str, tuple[str, int]] = {}  # member -> (kind, first line)
     for number, record in records:
-        fields = [*record.items(), *((f"{k}.{sub}", inner) for k, v in record.items() if isinstance(v, dict)
-                                     for sub, inner in v.items())]
-        for name, value in fields:
+        for name, value in ((f"{k}.{sub}", inner) for k, v in record.items() if isinstance(v, dict)
+                            for sub, inner in v.items()):
             if (now := kind(value)) is None:
                 continue
             was, at = first.setdefault(name, (now, number))

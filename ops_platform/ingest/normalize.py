@@ -116,13 +116,15 @@ def _iso_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
 
 # Columns a file without its own line ids carries until its delivery is read whole (``line_ids``).
 LINE_DIGEST, LINE_ORDER = "_line_digest", "_line_order"
+_NO_LINE_KEYS = (pl.lit(None, pl.String).alias(LINE_DIGEST), pl.lit(None, pl.String).alias(LINE_ORDER))
 
 
-def _line_keys(frame: pl.DataFrame, contract: Contract) -> list[pl.Expr]:
+def _with_line_keys(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
     """For a file without its line-id column: ``_line_digest``, a digest of what identifies
-    the charge (the contract's columns but its amounts, costs and quantities, and its labels,
-    ``line_labels``; and each ``line_identity`` column the row has a value in, as name=value,
-    so a file that lacks the column or leaves it empty gives the id it gave before), and
+    the charge (the contract's required columns but its amounts, costs and quantities, and
+    its labels, ``line_labels``; then its optional columns and each ``line_identity`` column
+    the row has a value in, as name=value, so a file that lacks such a column or leaves it
+    empty gives the id it gave before), and
     ``_line_order``, what numbers the rows of a delivery alike in it: their labels, then
     their place in the order of their amounts among the file's rows alike (two charges alike
     stay two lines). ``line_ids`` numbers them once the delivery's files are all read."""
@@ -132,11 +134,10 @@ def _line_keys(frame: pl.DataFrame, contract: Contract) -> list[pl.Expr]:
         value = _json_text(pl.col(c), frame.schema[c]) if frame.schema[c].is_nested() else pl.col(c).cast(pl.String)
         return value.fill_null("\x00")
 
-    what = [c for c in present if c.dtype not in AMOUNT_TYPES and c.name not in contract.line_labels
-            and c.name != contract.line_id]  # the id column itself is the (empty) one being derived
+    what = [c for c in present if c.dtype not in AMOUNT_TYPES and c.name not in contract.line_labels]
     cols = sorted(c.name for c in what if c.required)
     if not cols:  # nothing identifies a charge (not this source's file): no id to derive
-        return [pl.lit(None, pl.String).alias(LINE_DIGEST), pl.lit(None, pl.String).alias(LINE_ORDER)]
+        return frame.with_columns(_NO_LINE_KEYS)
     text = pl.concat_str([text_of(c) for c in cols], separator="\x1f")
     # Optional columns, and identity columns outside the contract, count as name=value where
     # the row has a value: an export that starts carrying one empty (a newer FOCUS version
@@ -147,7 +148,9 @@ def _line_keys(frame: pl.DataFrame, contract: Contract) -> list[pl.Expr]:
     if extra:
         text = pl.concat_str([text, *(pl.when(pl.col(c).is_not_null()).then(pl.lit(f"\x1e{c}=") + text_of(c))
                                       .otherwise(pl.lit("")) for c in sorted(extra))])
-    digest = text.map_elements(lambda t: hashlib.sha256(t.encode()).hexdigest()[:24], return_dtype=pl.String)
+    # A column first: hashed once, then grouped on.
+    frame = frame.with_columns(text.map_elements(lambda t: hashlib.sha256(t.encode()).hexdigest()[:24],
+                                                 return_dtype=pl.String).alias(LINE_DIGEST))
     # Rows alike are told apart by their labels, then numbered in the order of their amounts
     # (not of the file: the same rows delivered in another order get the same ids). Labels
     # tell rows apart across the part files of a delivery; amounts only within a file, so a
@@ -155,9 +158,11 @@ def _line_keys(frame: pl.DataFrame, contract: Contract) -> list[pl.Expr]:
     labels = sorted(c.name for c in present if c.name in contract.line_labels)
     amounts = sorted(c.name for c in present if c.dtype in AMOUNT_TYPES)
     tagged = pl.concat_str([text_of(c) for c in labels], separator="\x1f") if labels else pl.lit("")
-    nth = pl.int_range(pl.len()).over(digest, tagged, order_by=[pl.col(a).cast(pl.String) for a in amounts] or None)
-    order = pl.concat_str([tagged, pl.lit("\x1e"), nth.cast(pl.String).str.zfill(10)])
-    return [digest.alias(LINE_DIGEST), order.alias(LINE_ORDER)]
+    frame = frame.with_columns(tagged.alias(LINE_ORDER))
+    nth = pl.int_range(pl.len()).over(LINE_DIGEST, LINE_ORDER,
+                                      order_by=[pl.col(a).cast(pl.String) for a in amounts] or None)
+    return frame.with_columns(pl.concat_str([pl.col(LINE_ORDER), pl.lit("\x1e"), nth.cast(pl.String).str.zfill(10)])
+                              .alias(LINE_ORDER))
 
 
 def line_ids(data: pl.DataFrame, contract: Contract) -> pl.DataFrame:
@@ -228,10 +233,11 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
             if child in fields:
                 frame = frame.with_columns(pl.col(parent).struct.field(child).alias(name))
     errors = _schema_errors(frame, contract, batch.origin)
-    keys = [pl.lit(None, pl.String).alias(LINE_DIGEST), pl.lit(None, pl.String).alias(LINE_ORDER)]
-    if contract.line_id and contract.line_id not in frame.columns and not errors:
-        frame = frame.with_columns(pl.lit(None, pl.String).alias(contract.line_id))
-        keys = _line_keys(frame, contract)
+    if contract.line_id:  # its keys, for ``line_ids`` to number once the delivery is read
+        if contract.line_id in frame.columns or errors:
+            frame = frame.with_columns(_NO_LINE_KEYS)
+        else:
+            frame = _with_line_keys(frame, contract).with_columns(pl.lit(None, pl.String).alias(contract.line_id))
     present = set(frame.columns)
     casts, checked, loose = [], [], []  # checked: (source column, cast column, reason when the cast fails)
     for col in contract.columns:
@@ -257,7 +263,7 @@ def normalize_batch(batch: RawBatch, contract: Contract) -> tuple[pl.DataFrame, 
     # Each cast once, into its own column, so the failure test below compares two columns.
     # A file whose unreadable lines were set aside numbers its rows itself (``landing.read_any``).
     rows = frame.rename({ROW_COLUMN: "_row"}) if ROW_COLUMN in frame.columns else frame.with_row_index("_row")
-    out = rows.with_columns(*casts, *(keys if contract.line_id else ()))
+    out = rows.with_columns(*casts)
     for source, name in loose:  # the second parser only runs when the first one failed somewhere
         unread = _unread(source, name)
         if out.select(unread.any()).item():

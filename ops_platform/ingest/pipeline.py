@@ -9,7 +9,7 @@ import polars as pl
 
 from ..contracts.ge_suite import ExpectationOutcome, validate_rows, validate_table
 from ..contracts.model import POLARS_TYPES, Contract
-from .landing import SourceReader
+from .landing import RawBatch, SourceReader
 from .normalize import SCHEMA_PREFIX, column_where, line_ids, normalize_batch
 from .partitioning import PartitionSpace
 
@@ -57,25 +57,24 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
     key = date.fromisoformat(partition_key) if partition_key else None
     frames, schema_errors, unreadable, set_aside = [], [], [], []
     files = 0
+    def file_row(batch: RawBatch, row: int | None, reason: str, record: str | None) -> dict:
+        return {"source_table": contract.table, "partition_key": partition_key, "file": batch.origin,
+                "row_number": row, "record_id": None, "reason": reason, "record": record}
+
     for batch in reader.read(contract.table, _read_dates(contract, space, key)):
         files += 1
+        # What is wrong with the file itself (unreadable, or lines set aside) is reported once,
+        # by the partition that owns the file's date, or by a read of the whole landing zone.
+        owned = key is None or (space.clamp(batch.file_date) if (space and batch.file_date) else key) == key
         if batch.frame is None:
-            owner = space.clamp(batch.file_date) if (space and batch.file_date) else key
-            # Reported once, by the partition that owns the file's date (every read of the
-            # whole landing zone, without a partition, reports it).
-            if key is None or owner == key:
-                unreadable.append({"source_table": contract.table, "partition_key": partition_key,
-                                   "file": batch.origin, "row_number": None, "record_id": None,
-                                   "reason": batch.error or f"{batch.origin}: unreadable", "record": None})
+            if owned:
+                unreadable.append(file_row(batch, None, batch.error or f"{batch.origin}: unreadable", None))
             continue
         norm, errors = normalize_batch(batch, contract)
         frames.append(norm)
         schema_errors += errors
-        owner = space.clamp(batch.file_date) if (space and batch.file_date) else key
-        if key is None or owner == key:  # set-aside lines: quarantined once, as unreadable files are reported
-            set_aside += [{"source_table": contract.table, "partition_key": partition_key, "file": batch.origin,
-                           "row_number": row, "record_id": None, "reason": reason, "record": text}
-                          for row, reason, text in batch.rejected]
+        if owned:
+            set_aside += [file_row(batch, row, reason, text) for row, reason, text in batch.rejected]
     data = pl.concat(frames, how="vertical") if frames else None
     if data is not None and contract.line_id:
         data = line_ids(data, contract)
