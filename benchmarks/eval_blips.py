@@ -75,12 +75,10 @@ def main() -> None:
         blips = add_blips(copy, args.per_day, np.random.default_rng(args.seed))
         blips.write_parquet(copy / "truth" / "blips.parquet")
         result = {"blips": blips.height, "alerts": {}, "ramps": {}}
-        for kind, figures, key in (("alerts", ALERT_FIGURES, "all"), ("ramps", RAMP_FIGURES, None)):
-            before, after = backtest(kind, args.world), backtest(kind, copy)
-            for name in (before[key] if key else before):
-                row_before = before[key][name] if key else before[name]
-                row_after = after[key][name] if key else after[name]
-                result[kind][name] = {f: [row_before.get(f), row_after.get(f)] for f in figures}
+        # Alerts: the per-tier totals over every SLO (key "all"); ramps: per policy.
+        for kind, figures, pick in (("alerts", ALERT_FIGURES, lambda r: r["all"]), ("ramps", RAMP_FIGURES, lambda r: r)):
+            before, after = pick(backtest(kind, args.world)), pick(backtest(kind, copy))
+            result[kind] = {name: {f: [row.get(f), after[name].get(f)] for f in figures} for name, row in before.items()}
     print(f"{result['blips']} blips added ({args.per_day} a day, seed {args.seed}); each figure: without -> with")
     for kind in ("alerts", "ramps"):
         for name, figures in result[kind].items():

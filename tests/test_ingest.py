@@ -516,7 +516,7 @@ def test_a_cut_gzipped_stream_loads_what_a_whole_one_would(tmp_path):
     # refused the file, which polars reads as text when nothing is cut.
     import gzip
 
-    from ops_platform.ingest.landing import read_any
+    from ops_platform.ingest.landing import ROW_COLUMN, read_any
 
     lines = [json.dumps({"id": "e0", "subject": {"x": 1}}), json.dumps({"id": "e1", "subject": "t"}),
              json.dumps({"id": "e2", "subject": "t"})]
@@ -525,4 +525,4 @@ def test_a_cut_gzipped_stream_loads_what_a_whole_one_would(tmp_path):
     (tmp_path / "cut.jsonl.gz").write_bytes(whole + gzip.compress(b'{"id": "e3", "subj')[:-9])
     full, _ = read_any(tmp_path / "whole.jsonl.gz")
     cut, rejected = read_any(tmp_path / "cut.jsonl.gz")
-    assert cut.drop("__data_row").equals(full) and [r for _, r, _ in rejected][-1].startswith("the gzip stream ends")
+    assert cut.drop(ROW_COLUMN).equals(full) and [r for _, r, _ in rejected][-1].startswith("the gzip stream ends")

@@ -261,19 +261,9 @@ def released_file_problems(store, receipt_id: str, home: Path | None, verifiers:
     the files only when its signature verifies under ``verifiers`` (the public keys) and it
     is the release of ``period`` it is read for: a receipt rewritten in the store, or another
     receipt's envelope put in its place, is itself the problem."""
-    entry = store.entry(receipt_id)
-    if entry is None or entry.receipt_id != receipt_id:
-        return [f"receipt {receipt_id[:12]} is not in the ledger"]
-    try:
-        statement = entry_statement(entry, dict(verifiers), store.ledger_id())
-    except (ValueError, TypeError, VerificationError) as exc:
-        return [f"receipt {receipt_id[:12]} does not verify ({exc}): its file digests vouch for nothing"]
-    predicate = statement.get("predicate") if isinstance(statement.get("predicate"), dict) else {}
-    target = predicate.get("target") if isinstance(predicate.get("target"), dict) else {}
-    if predicate.get("action") != "export_release" or not predicate.get("executed") or (
-            period is not None and not _names(target.get("id"), period)):
-        return [f"receipt {receipt_id[:12]} is not the release of {period.name if period else 'a period'} "
-                f"(it records {predicate.get('action')!r} on {target.get('id')!r}): its file digests vouch for nothing"]
+    statement, problem = _release_statement(store, receipt_id, verifiers, period)
+    if problem is not None:
+        return [problem]
     problems = []
     for subject in statement_subjects(statement):
         path = subject_path(subject, home or Path.cwd())
@@ -284,6 +274,28 @@ def released_file_problems(store, receipt_id: str, home: Path | None, verifiers:
         elif file_sha256(path) != subject.sha256:
             problems.append(f"{path} differs from its receipted sha256 {subject.sha256[:12]}")
     return problems + _unnamed_files(statement, home)
+
+
+def _release_statement(store, receipt_id: str, verifiers: Mapping[str, Any],
+                       period: Period | None = None) -> tuple[dict | None, str | None]:
+    """(statement, None) for a release receipt that vouches for a release (of ``period``, if
+    given): in the ledger, signed under ``verifiers``, recording an executed ``export_release``;
+    else (None, why it vouches for nothing)."""
+    entry = store.entry(receipt_id)
+    if entry is None or entry.receipt_id != receipt_id:
+        return None, f"receipt {receipt_id[:12]} is not in the ledger"
+    try:
+        statement = entry_statement(entry, dict(verifiers), store.ledger_id())
+    except (ValueError, TypeError, VerificationError) as exc:
+        return None, f"receipt {receipt_id[:12]} does not verify ({exc}): its file digests vouch for nothing"
+    predicate = statement.get("predicate") if isinstance(statement.get("predicate"), dict) else {}
+    target = predicate.get("target") if isinstance(predicate.get("target"), dict) else {}
+    if predicate.get("action") != "export_release" or not predicate.get("executed") or (
+            period is not None and not _names(target.get("id"), period)):
+        return None, (f"receipt {receipt_id[:12]} is not the release of {period.name if period else 'a period'} "
+                      f"(it records {predicate.get('action')!r} on {target.get('id')!r}): its file digests vouch "
+                      "for nothing")
+    return statement, None
 
 
 def _unnamed_files(statement: Mapping[str, Any], home: Path | None) -> list[str]:
@@ -300,11 +312,8 @@ def unreceipted_files(store, home: Path | None, verifiers: Mapping[str, Any]) ->
     verify`` and the ledger check, which check the named files' digests themselves."""
     found = []
     for _, event in _releases(store):
-        entry = store.entry(event["receipt_id"])
-        try:
-            statement = entry_statement(entry, dict(verifiers), store.ledger_id()) if entry else None
-        except (ValueError, TypeError, VerificationError):
-            statement = None  # the ledger verification reports a receipt that does not verify
+        # A receipt that vouches for nothing is the ledger verification's to report.
+        statement, _ = _release_statement(store, event["receipt_id"], verifiers)
         if statement is not None:
             found += [f"{p}: remove it (receipt {event['receipt_id'][:12]} released the folder without it)"
                       for p in _unnamed_files(statement, home)]

@@ -57,6 +57,7 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
     key = date.fromisoformat(partition_key) if partition_key else None
     frames, schema_errors, unreadable, set_aside = [], [], [], []
     files = 0
+
     def file_row(batch: RawBatch, row: int | None, reason: str, record: str | None) -> dict:
         return {"source_table": contract.table, "partition_key": partition_key, "file": batch.origin,
                 "row_number": row, "record_id": None, "reason": reason, "record": record}
@@ -65,7 +66,7 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         files += 1
         # What is wrong with the file itself (unreadable, or lines set aside) is reported once,
         # by the partition that owns the file's date, or by a read of the whole landing zone.
-        owned = key is None or (space.clamp(batch.file_date) if (space and batch.file_date) else key) == key
+        owned = key is None or not (space and batch.file_date) or space.clamp(batch.file_date) == key
         if batch.frame is None:
             if owned:
                 unreadable.append(file_row(batch, None, batch.error or f"{batch.origin}: unreadable", None))
@@ -76,8 +77,6 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         if owned:
             set_aside += [file_row(batch, row, reason, text) for row, reason, text in batch.rejected]
     data = pl.concat(frames, how="vertical") if frames else None
-    if data is not None and contract.line_id:
-        data = line_ids(data, contract)
     if data is None:
         # The accepted rows' own schema, no rows: a first write creates the table from it, and
         # a day without files must not create one of untyped strings for every later day.
@@ -87,6 +86,8 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
                             pl.DataFrame(unreadable, schema=QUARANTINE_SCHEMA), files, 0, 0,
                             schema_errors + [u["reason"] for u in unreadable],
                             table_expectations=validate_table(empty, contract, partitioned=partition_key is not None))
+    if contract.line_id:  # derived ids are numbered over each delivery, every file of it read
+        data = line_ids(data, contract)
 
     if contract.partition_rule == "event_time" and space is not None:
         data = space.assign_event_time(data, contract.time_column, contract.late_window_days,
