@@ -3,7 +3,7 @@
 A copy of the world gets short, sharp error bursts that are no incident (a deploy hiccup, a
 garbage-collection pause: 1-2 minutes at 20-40% errors on every build and cohort of one
 service). A single-window alert would page on them; a multi-window one should not, and no ramp
-policy should pause a candidate for what its stable build suffers too. `ops-platform backtest
+policy should pause a candidate for what its stable build suffers too, nor freeze every ramp. `ops-platform backtest
 alerts` and `backtest ramps` then run on the world and on its copy, and the figures that moved
 are printed. The blips are in the copy's `truth/blips.parquet`; they are in no truth table the
 scoring reads, so an alert or a pause they cause counts as having no cause.
@@ -26,7 +26,9 @@ import numpy as np
 import polars as pl
 
 ALERT_FIGURES = ("alerts", "false_alerts", "caught", "events")
-RAMP_FIGURES = ("caught_before_general", "false_pauses", "median_minutes_to_pause", "blast_radius_bad_requests")
+# A freeze holds every ramp of the platform: one a blip causes is as false as a pause.
+RAMP_FIGURES = ("caught_before_general", "false_pauses", "median_minutes_to_pause", "blast_radius_bad_requests",
+                "freezes", "freezes_during_true_incident")
 
 
 def add_blips(world: Path, per_day: int, rng: np.random.Generator) -> pl.DataFrame:

@@ -9,7 +9,7 @@ import polars as pl
 from click.testing import CliRunner
 
 from ops_platform.cli import main
-from ops_platform.ramp.analysis import MIN_REQUESTS, decide
+from ops_platform.ramp.analysis import MIN_REQUESTS, SUSTAINED, decide
 from ops_platform.ramp.backtest import run_backtest, score
 
 METRICS = {"bad_builds", "bad_builds_caught", "caught_before_general", "caught_before_general_rate",
@@ -18,10 +18,13 @@ METRICS = {"bad_builds", "bad_builds_caught", "caught_before_general", "caught_b
 
 
 def _series(cand_err: float, base_err: float, rpm: int, minutes: int = 60, usual_base_err: float = 0.001,
-            cand_slow: float = 0.0) -> pl.DataFrame:
+            cand_slow: float = 0.0, burst: range = range(0), burst_err: float = 0.3) -> pl.DataFrame:
+    """Candidate and stable build per minute; in the ``burst`` minutes both err at ``burst_err``."""
     t0 = datetime(2026, 3, 8, tzinfo=UTC)
-    rows = [{"ts": t0 + timedelta(minutes=i), "requests": rpm, "errors": round(rpm * cand_err),
-             "slow": round(rpm * cand_slow), "b_requests": rpm * 20, "b_errors": round(rpm * 20 * base_err),
+    cand = [burst_err if i in burst else cand_err for i in range(minutes)]
+    base = [burst_err if i in burst else base_err for i in range(minutes)]
+    rows = [{"ts": t0 + timedelta(minutes=i), "requests": rpm, "errors": round(rpm * cand[i]),
+             "slow": round(rpm * cand_slow), "b_requests": rpm * 20, "b_errors": round(rpm * 20 * base[i]),
              "b_slow": rpm} for i in range(minutes)]  # the stable build: 5% beyond its own p95
     frame = pl.DataFrame(rows).sort("ts")
     return frame.with_columns([pl.col(c).cum_sum().alias(f"cum_{c}")
@@ -44,6 +47,24 @@ def test_an_incident_hitting_every_build_alike_freezes_ramps_and_blames_no_build
     v = decide(_series(0.05, 0.05, 50))
     assert v.action == "freeze" and "on stable" in v.reason
     assert decide(_series(0.002, 0.05, 50)).ts is None  # a healthy candidate in a noisy minute: nothing
+
+
+def test_a_burst_on_every_build_is_neither_the_candidates_burn_nor_an_incident():
+    # Two minutes at 30% errors on every build (a deploy hiccup): at a canary's 30 requests a
+    # minute that alone is evidence past the alarm for an absolute burn test.
+    blip = range(20, 22)
+    assert decide(_series(0.0, 0.001, 30, burst=blip)).ts is None  # was a freeze of every ramp
+    # Beside a stable build rejected itself (10x all along) only the absolute tests run: was a pause.
+    assert decide(_series(0.0, 0.05, 30, usual_base_err=0.05, burst=blip), trusted_baseline=False).ts is None
+    # What the candidate burns beyond the burst still counts.
+    v = decide(_series(0.03, 0.05, 50, usual_base_err=0.05, burst=blip), trusted_baseline=False)
+    assert v.action == "pause" and v.reason.startswith("budget burn")
+
+
+def test_a_freeze_waits_until_the_stable_build_has_burnt_for_several_minutes():
+    assert decide(_series(0.0, 0.001, 30, burst=range(20, 20 + SUSTAINED - 1))).ts is None
+    v = decide(_series(0.0, 0.001, 30, burst=range(20, 80), minutes=90))
+    assert v.action == "freeze" and v.ts >= datetime(2026, 3, 8, tzinfo=UTC) + timedelta(minutes=20 + SUSTAINED)
 
 
 def test_a_candidate_replacing_a_chronically_bad_build_is_paused_on_its_own_burn():

@@ -31,6 +31,8 @@ FAST_BURN = 14.4  # a candidate burning the error budget this fast is rolled bac
 BASELINE_WINDOW = 1  # minutes of the stable build's traffic each minute is compared with (1: the same minute)
 MIN_BASELINE = 20  # requests the stable build needs in that window to serve as a baseline
 MINUTE = timedelta(minutes=1)  # a minute's counts exist once it is over: the earliest anyone can act on them
+SHOCK_SIGMAS = 3.0  # a stable build's rise above its usual error ratio counts as a burst beyond this many std errors
+SUSTAINED = 5  # minutes the stable build must burn, each one, before the service is in an incident (a freeze)
 
 
 @dataclass(frozen=True)
@@ -114,11 +116,14 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
     worse than the stable build serving the same minute (so an incident that hits every
     build alike is not blamed on the candidate), for errors and for requests beyond the
     stable build's pre-ramp p95 bucket. The absolute one asks whether the candidate burns
-    the error budget at 6x or more whatever the stable build does: a candidate that replaces
-    a bad build must not ramp just because it is less bad. A stable build the controller has
-    already rejected is no baseline (``trusted_baseline=False``): then only the absolute
-    tests run, latency against the pre-ramp p95. When the stable build suddenly burns as
-    well, the service is in an incident and the answer is to freeze ramps, not to blame one.
+    the error budget at 6x or more whatever the stable build usually does: a candidate that
+    replaces a bad build must not ramp just because it is less bad. It discounts a burst the
+    stable build suffers in the same minute beyond its usual ratio (every build errs alike: a
+    blip, not the candidate). A stable build the controller has already rejected is no
+    baseline (``trusted_baseline=False``): then only the absolute tests run, latency against
+    the pre-ramp p95. When a usually healthy stable build has burnt for ``SUSTAINED`` minutes
+    on end and the candidate burns as well, the service is in an incident and the answer is
+    to freeze ramps, not to blame one; a shorter burst freezes nothing.
     """
     if series.height == 0:
         return Verdict(None, None, "no traffic")
@@ -140,25 +145,37 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
         m_base = np.full(len(n), float(series["pre_mid"][0]))
         mid_score = _cusum(_llr(mid, n, m_base + MID_H0, m_base + MID_H1))
         slow_score = np.maximum(slow_score, mid_score)
-    burn_score = _cusum(_llr(err, n, np.full(len(n), ERROR_MARGIN * BURN_H0), np.full(len(n), ERROR_MARGIN * BURN_H1)))
+    # The absolute test blames the candidate only for what it burns beyond a burst the stable
+    # build suffers in the same minute (a deploy hiccup, a pause: every build errs alike), so a
+    # blip at low canary traffic is not taken for the candidate's own burn.
+    usual_ratio = float(series["b_pre_error_ratio"][0])
+    noise = SHOCK_SIGMAS * np.sqrt(max(usual_ratio, 1e-4) * (1 - usual_ratio) / nb_safe)
+    shock = np.where(has_base, np.maximum(p_base - usual_ratio - noise, 0.0), 0.0)
+    burn_h0, burn_h1 = ERROR_MARGIN * BURN_H0, ERROR_MARGIN * BURN_H1
+    burn_score = _cusum(_llr(err, n, shock + burn_h0, shock + burn_h1))
+    raw_burn = _cusum(_llr(err, n, np.full(len(n), burn_h0), np.full(len(n), burn_h1)))
+    # An incident, not a blip: the stable build, usually healthy, has burnt 2x or more in each
+    # of the last SUSTAINED minutes while the candidate burns as well.
+    base_burns = (has_base & (p_base >= burn_h0)).astype(float)
+    usual = usual_ratio / ERROR_MARGIN
+    incident = (_trailing(base_burns, SUSTAINED) >= SUSTAINED) & (usual < BURN_H0) & (raw_burn >= THRESHOLD)
     enough = series["cum_requests"].to_numpy() >= MIN_REQUESTS
     worse = (err_score >= THRESHOLD) | (slow_score >= THRESHOLD)
-    hit = enough & (worse | (burn_score >= THRESHOLD))
+    hit = enough & (worse | (burn_score >= THRESHOLD) | incident)
     if not hit.any():
         return Verdict(None, None, "no regression" if enough.any() else "inconclusive: too few requests")
     i = int(np.argmax(hit))
     acted_at = series["ts"][i] + MINUTE
     cum_n, cum_err = series["cum_requests"][i], series["cum_errors"][i]
     ratio = cum_err / max(cum_n, 1)
-    numbers = (f"{cum_err}/{cum_n} errors, {series['cum_slow'][i]} slow, "
-               f"evidence {max(err_score[i], slow_score[i], burn_score[i]):.1f}")
+    freeze = not worse[i] and burn_score[i] < THRESHOLD  # only the service's incident: no build to blame
+    evidence = max(err_score[i], slow_score[i], raw_burn[i] if freeze else burn_score[i])
+    numbers = f"{cum_err}/{cum_n} errors, {series['cum_slow'][i]} slow, evidence {evidence:.1f}"
+    if freeze:
+        return Verdict(acted_at, "freeze",
+                       f"budget burn {ratio / ERROR_MARGIN:.1f}x on candidate and {p_base[i] / ERROR_MARGIN:.1f}x on "
+                       f"stable for {SUSTAINED}+ minutes (usually {usual:.1f}x): {numbers}")
     if not worse[i]:
-        base_burn = p_base[i] / ERROR_MARGIN if has_base[i] else 0.0
-        usual = series["b_pre_error_ratio"][0] / ERROR_MARGIN
-        if base_burn >= BURN_H0 > usual:  # the stable build suddenly burns too: an incident
-            return Verdict(acted_at, "freeze",
-                           f"budget burn {ratio / ERROR_MARGIN:.1f}x on candidate and {base_burn:.1f}x on "
-                           f"stable (usually {usual:.1f}x): {numbers}")
         what = "budget burn"
         # Burning where the stable build it would go back to usually does not.
         clear = trusted_baseline and usual < BURN_H0
