@@ -31,7 +31,7 @@ FAST_BURN = 14.4  # a candidate burning the error budget this fast is rolled bac
 BASELINE_WINDOW = 1  # minutes of the stable build's traffic each minute is compared with (1: the same minute)
 MIN_BASELINE = 20  # requests the stable build needs in that window to serve as a baseline
 MINUTE = timedelta(minutes=1)  # a minute's counts exist once it is over: the earliest anyone can act on them
-SHOCK_SIGMAS = 3.0  # a stable build's rise above its usual error ratio counts as a burst beyond this many std errors
+BURST_SIGMAS = 3.0  # a stable build's rise above its usual error ratio is a burst beyond this many std errors
 SUSTAINED = 5  # minutes the stable build must burn, each one, before the service is in an incident (a freeze)
 
 
@@ -117,9 +117,9 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
     build alike is not blamed on the candidate), for errors and for requests beyond the
     stable build's pre-ramp p95 bucket. The absolute one asks whether the candidate burns
     the error budget at 6x or more whatever the stable build usually does: a candidate that
-    replaces a bad build must not ramp just because it is less bad. It discounts a burst the
-    stable build suffers in the same minute beyond its usual ratio (every build errs alike: a
-    blip, not the candidate). A stable build the controller has already rejected is no
+    replaces a bad build must not ramp just because it is less bad. It skips the minutes of a
+    burst the stable build suffers beyond its usual ratio (every build errs alike: a blip, not
+    the candidate). A stable build the controller has already rejected is no
     baseline (``trusted_baseline=False``): then only the absolute tests run, latency against
     the pre-ramp p95. When a usually healthy stable build has burnt for ``SUSTAINED`` minutes
     on end and the candidate burns as well, the service is in an incident and the answer is
@@ -145,20 +145,22 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
         m_base = np.full(len(n), float(series["pre_mid"][0]))
         mid_score = _cusum(_llr(mid, n, m_base + MID_H0, m_base + MID_H1))
         slow_score = np.maximum(slow_score, mid_score)
-    # The absolute test blames the candidate only for what it burns beyond a burst the stable
-    # build suffers in the same minute (a deploy hiccup, a pause: every build errs alike), so a
-    # blip at low canary traffic is not taken for the candidate's own burn.
+    # A burst: the stable build burns 2x or more in the minute, beyond its usual ratio by more
+    # than binomial noise (a blip, an incident: every build errs alike). The absolute test takes
+    # no evidence from such a minute: a 30% burst swamps the 1% vs 3% it weighs, and a canary's
+    # few requests in a one-minute blip would otherwise read as its own burn.
     usual_ratio = float(series["b_pre_error_ratio"][0])
-    noise = SHOCK_SIGMAS * np.sqrt(max(usual_ratio, 1e-4) * (1 - usual_ratio) / nb_safe)
-    shock = np.where(has_base, np.maximum(p_base - usual_ratio - noise, 0.0), 0.0)
     burn_h0, burn_h1 = ERROR_MARGIN * BURN_H0, ERROR_MARGIN * BURN_H1
-    burn_score = _cusum(_llr(err, n, shock + burn_h0, shock + burn_h1))
-    raw_burn = _cusum(_llr(err, n, np.full(len(n), burn_h0), np.full(len(n), burn_h1)))
+    base_burns = has_base & (p_base >= burn_h0)
+    noise = BURST_SIGMAS * np.sqrt(max(usual_ratio, 1e-4) * (1 - usual_ratio) / nb_safe)
+    burst = base_burns & (p_base - usual_ratio > noise)
+    burn_llr = _llr(err, n, np.full(len(n), burn_h0), np.full(len(n), burn_h1))
+    burn_score = _cusum(np.where(burst, 0.0, burn_llr))
     # An incident, not a blip: the stable build, usually healthy, has burnt 2x or more in each
     # of the last SUSTAINED minutes while the candidate burns as well.
-    base_burns = (has_base & (p_base >= burn_h0)).astype(float)
     usual = usual_ratio / ERROR_MARGIN
-    incident = (_trailing(base_burns, SUSTAINED) >= SUSTAINED) & (usual < BURN_H0) & (raw_burn >= THRESHOLD)
+    raw_burn = _cusum(burn_llr)
+    incident = (_trailing(base_burns.astype(float), SUSTAINED) >= SUSTAINED) & (usual < BURN_H0) & (raw_burn >= THRESHOLD)
     enough = series["cum_requests"].to_numpy() >= MIN_REQUESTS
     worse = (err_score >= THRESHOLD) | (slow_score >= THRESHOLD)
     hit = enough & (worse | (burn_score >= THRESHOLD) | incident)
