@@ -5,8 +5,9 @@ garbage-collection pause: 1-2 minutes at 20-40% errors on every build and cohort
 service). A single-window alert would page on them; a multi-window one should not, and no ramp
 policy should pause a candidate for what its stable build suffers too, nor freeze every ramp. `ops-platform backtest
 alerts` and `backtest ramps` then run on the world and on its copy, and the figures that moved
-are printed. The blips are in the copy's `truth/blips.parquet`; they are in no truth table the
-scoring reads, so an alert or a pause they cause counts as having no cause.
+are printed. The blips are added to the copy's `truth/blips.parquet` (beside the world's own,
+4 a day by default); they are in no truth table the scoring reads, so an alert or a pause
+they cause counts as having no cause.
 
     python benchmarks/eval_blips.py --world .ops_platform/world [--per-day 4] [--seed 1] [--json out.json]
 """
@@ -75,7 +76,9 @@ def main() -> None:
         copy = Path(tmp) / "world"
         shutil.copytree(args.world, copy)
         blips = add_blips(copy, args.per_day, np.random.default_rng(args.seed))
-        blips.write_parquet(copy / "truth" / "blips.parquet")
+        own = copy / "truth" / "blips.parquet"  # a world's own blips, if it has any, stay listed
+        listed = pl.concat([pl.read_parquet(own), blips], how="diagonal_relaxed") if own.exists() else blips
+        listed.write_parquet(own)
         result = {"blips": blips.height, "alerts": {}, "ramps": {}}
         # Alerts: the per-tier totals over every SLO (key "all"); ramps: per policy.
         for kind, figures, pick in (("alerts", ALERT_FIGURES, lambda r: r["all"]), ("ramps", RAMP_FIGURES, lambda r: r)):

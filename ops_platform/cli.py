@@ -85,12 +85,14 @@ def _generate(cfg, out: Path) -> dict:
 @click.option("--tenants", type=int, default=None, help="Override the preset's tenant count.")
 @click.option("--days", type=int, default=None, help="Override the preset's number of days.")
 @click.option("--start-date", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First local day.")
+@click.option("--blips-per-day", type=click.IntRange(min=0), default=None,
+              help="Benign 1-2 minute error bursts a day, no incident (default 4; 0 for none).")
 def world_generate(preset_name: str, seed: int, out: Path | None, tenants: int | None, days: int | None,
-                   start_date) -> None:
+                   start_date, blips_per_day: int | None) -> None:
     """Write a world's landing zone and truth folder."""
     try:
         cfg = preset(preset_name, seed=seed, tenants=tenants, days=days,
-                     start_date=start_date.date() if start_date else None)
+                     start_date=start_date.date() if start_date else None, blips_per_day=blips_per_day)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if cfg.days < 3 or cfg.tenants < 3:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+import math
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import polars as pl
@@ -79,6 +81,28 @@ def test_incidents_and_bad_builds_are_visible_in_counters(small_world):
         assert b["errors"].sum() / b["requests"].sum() > row["magnitude"] / 2
 
 
+def test_blips_fail_requests_only_inside_their_minutes_and_service(small_world, tmp_path):
+    blips = pl.read_parquet(small_world / "truth" / "blips.parquet")
+    manifest = load_manifest(small_world)
+    cfg = WorldConfig.from_json(manifest["config"])
+    span = datetime.fromisoformat(manifest["end_utc"]) - datetime.fromisoformat(manifest["start_utc"])
+    assert blips.height == cfg.blips_per_day * math.ceil(span / timedelta(days=1)) > 0  # a partial day has its share
+    assert ((blips["end_min"] - blips["start_min"]).is_in([1, 2])).all()
+    # The same world without blips: every count equal but errors inside a blip, which only rise.
+    plain = tmp_path / "plain"
+    generate_world(replace(cfg, blips_per_day=0), plain)
+    assert pl.read_parquet(plain / "truth" / "blips.parquet").height == 0
+    with_, without = _read(small_world, "request_counters"), _read(plain, "request_counters")
+    assert with_.select(pl.exclude("errors")).equals(without.select(pl.exclude("errors")))
+    inside = pl.any_horizontal((pl.col("service") == b["service"]) & pl.col("ts").is_between(b["start"], b["end"],
+                                                                                             closed="left")
+                               for b in blips.iter_rows(named=True))
+    added = with_.with_columns(inside.alias("inside"), (with_["errors"] - without["errors"]).alias("added"))
+    assert (added.filter(~pl.col("inside"))["added"] == 0).all()
+    hit = added.filter(pl.col("inside"))
+    assert (hit["added"] >= 0).all() and hit["errors"].sum() > 0.15 * hit["requests"].sum()
+
+
 def test_latency_histograms_follow_prometheus_conventions(small_world):
     h = _read(small_world, "latency_buckets")
     c = _read(small_world, "request_counters")
@@ -144,7 +168,7 @@ def test_usage_events_are_cloudevents_with_duplicates_and_late_arrivals(small_wo
 
 def test_truth_is_separate_and_complete(small_world):
     truth = small_world / "truth"
-    for name in ("incidents", "bad_builds", "tenant_daily_cost", "cost_anomalies", "malformed_records"):
+    for name in ("incidents", "blips", "bad_builds", "tenant_daily_cost", "cost_anomalies", "malformed_records"):
         assert pl.read_parquet(truth / f"{name}.parquet").height > 0, name
     assert not any("truth" in p.parts for p in (small_world / "landing").rglob("*"))
     cost = pl.read_parquet(truth / "tenant_daily_cost.parquet")

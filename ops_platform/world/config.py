@@ -25,6 +25,10 @@ class WorldConfig:
     late_rate: float = 0.01
     malformed_rate: float = 0.0005
     billing_malformed_rate: float = 0.002
+    # Benign error blips a day (1-2 minutes at 20-40% errors on every build of one service: a
+    # deploy hiccup, a pause): noise that the burn alerts and the ramp controller must not
+    # act on, listed in the truth folder so that an action they cause scores as having no cause.
+    blips_per_day: int = 4
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -25,12 +25,15 @@ MANIFEST = "manifest.json"
 # Raised whenever the simulator writes other bytes for the same config, so a state folder can
 # tell a world made by an older simulator (whose figures differ) from one made by this one.
 # 2: a runaway day's counts are whole (API calls, receipts). A manifest without it is 1.
-SIMULATOR_VERSION = 2
+# 3: benign error blips (truth/blips.parquet).
+SIMULATOR_VERSION = 3
 TRUTH_README = """# Truth folder
 
 Ground truth for scoring the platform. The platform never reads this folder.
 
 - incidents.parquet: scripted incidents (kind, service, [start_min, end_min) from world start).
+- blips.parquet: benign error blips (service, [start_min, end_min), error_rate): 1-2 minutes
+  on every build and cohort of one service; no incident, nothing to alert on or pause for.
 - bad_builds.parquet: builds that raise error rate or latency on the cohorts they reach.
 - tenant_daily_cost.parquet: true cost per tenant and UTC day: direct (tagged) cost, plus
   each service's serving and warm-pool cost split by the tenant's share of the service's
@@ -142,10 +145,10 @@ def _generate(cfg: WorldConfig, out: Path, progress: Callable[[str, int], None] 
     tick("billing_focus", bill.rows_written)
 
     start_ms = int(tl.start.timestamp() * 1000)
-    incidents = tr.incidents.with_columns(
-        (pl.col("start_min") * 60_000 + start_ms).cast(pl.Datetime("ms", "UTC")).alias("start"),
-        (pl.col("end_min") * 60_000 + start_ms).cast(pl.Datetime("ms", "UTC")).alias("end"))
-    write_parquet(incidents, truth / "incidents.parquet")
+    # Minutes from the world's start, and the UTC times they stand for.
+    at = {e: (pl.col(f"{e}_min") * 60_000 + start_ms).cast(pl.Datetime("ms", "UTC")) for e in ("start", "end")}
+    write_parquet(tr.incidents.with_columns(**at), truth / "incidents.parquet")
+    write_parquet(tr.blips.with_columns(**at), truth / "blips.parquet")
     write_parquet(rel.bad_builds, truth / "bad_builds.parquet")
     write_parquet(bill.tenant_daily_cost, truth / "tenant_daily_cost.parquet")
     write_parquet(usage.true_usage, truth / "true_usage.parquet")

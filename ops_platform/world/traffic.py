@@ -30,6 +30,7 @@ class Traffic:
     lag_samples: pl.DataFrame
     tenant_slis: pl.DataFrame
     incidents: pl.DataFrame  # truth
+    blips: pl.DataFrame  # truth
 
 
 def generate_incidents(tl: Timeline, rng: np.random.Generator) -> pl.DataFrame:
@@ -47,6 +48,31 @@ def generate_incidents(tl: Timeline, rng: np.random.Generator) -> pl.DataFrame:
         rows.append({"incident_id": f"inc-{i + 1:03d}", "kind": kind, "service": service,
                      "start_min": start, "end_min": start + dur, "magnitude": round(float(magnitude), 4)})
     return pl.DataFrame(rows)
+
+
+def generate_blips(tl: Timeline, per_day: int, rng: np.random.Generator) -> pl.DataFrame:
+    """``per_day`` short error bursts a day, each on every build and cohort of one service."""
+    days = -(-tl.minutes // 1440)
+    n = per_day * days
+    start = np.minimum(np.repeat(np.arange(days), per_day) * 1440 + rng.integers(0, 1440, n), tl.minutes - 2)
+    frame = pl.DataFrame({
+        "service": [SERVICES[int(i)].name for i in rng.integers(0, len(SERVICES), n)],
+        "start_min": start.astype(np.int64), "end_min": (start + rng.integers(1, 3, n)).astype(np.int64),
+        "error_rate": np.round(rng.uniform(0.2, 0.4, n), 3)}, schema_overrides={"service": pl.String})
+    frame = frame.sort("start_min", "service")
+    return frame.select(pl.format("blip-{}", pl.int_range(1, pl.len() + 1).cast(pl.String).str.zfill(4)).alias("blip_id"),
+                        pl.all())
+
+
+def _add_blips(blips: pl.DataFrame, svc: np.ndarray, minute: np.ndarray, requests: np.ndarray,
+               errors: np.ndarray, rng: np.random.Generator) -> None:
+    """Fail each request a blip covers that had not failed already with the blip's rate (in place).
+
+    Its own generator: the counters of a world with blips differ from the same world's without
+    them only inside the blips' minutes."""
+    for b in blips.iter_rows(named=True):
+        hit = np.flatnonzero((svc == b["service"]) & (minute >= b["start_min"]) & (minute < b["end_min"]))
+        errors[hit] += rng.binomial(requests[hit] - errors[hit], b["error_rate"])
 
 
 def _expand_segments(segments: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +122,9 @@ def generate_traffic(cfg: WorldConfig, tl: Timeline, rel: Releases, tenants: pl.
         else:
             lat_mult[hit] *= bad["magnitude"]
     errors = rng.binomial(requests, np.clip(p_err, 0, 1))
+    blip_rng = np.random.default_rng([cfg.seed, 5])
+    blips = generate_blips(tl, cfg.blips_per_day, blip_rng)
+    _add_blips(blips, svc, minute, requests, errors, blip_rng)
 
     ts_ms = tl.minute_ts_ms()[minute]
     counters = pl.DataFrame({
@@ -130,7 +159,7 @@ def generate_traffic(cfg: WorldConfig, tl: Timeline, rel: Releases, tenants: pl.
     lag = _lag_samples(tl, incidents, rng)
     slis = _tenant_slis(cfg, tl, tenants, minute, cohort, svc, requests, errors, lat_mult, rng)
     return Traffic(counters.sort(["ts", "service", "cohort", "build_id"]),
-                   latency.sort(["ts", "service", "cohort", "build_id", "le"]), lag, slis, incidents)
+                   latency.sort(["ts", "service", "cohort", "build_id", "le"]), lag, slis, incidents, blips)
 
 
 def _lag_samples(tl: Timeline, incidents: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
