@@ -8,6 +8,7 @@ frame give the same bytes, so a receipt's digest (``file_sha256``) can be checke
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -63,12 +64,32 @@ def open_atomic(path: Path) -> Iterator[BinaryIO]:
         tmp.unlink(missing_ok=True)
 
 
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # from <fcntl.h> and <linux/fs.h>
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` in one step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``), so a reader never finds either missing; False where the system
+    or the file system cannot (the caller then renames in two steps)."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 @contextmanager
 def atomic_folder(path: Path) -> Iterator[Path]:
     """A hidden staging folder beside `path` that takes its place only when the block
     completes, so the folder is seen whole or not at all (a reader never meets part of a
     release). After an error `path` is untouched and the staging folder is gone. A `path`
-    that exists is replaced: moved aside, then removed once the new one is in place."""
+    that exists is replaced in one step where the system can swap two folders (Linux), so
+    it is never missing either; elsewhere it is moved aside, then removed once the new one
+    is in place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(8)
@@ -77,9 +98,11 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     swapped = False
     try:
         yield staging
-        if path.exists():
-            os.replace(path, old)
-        os.replace(staging, path)
+        # After a swap the old folder is at `staging`, removed below.
+        if not (path.exists() and _exchange(staging, path)):
+            if path.exists():
+                os.replace(path, old)
+            os.replace(staging, path)
         swapped = True
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -62,7 +62,30 @@ def test_a_folder_swap_that_fails_half_way_puts_the_old_folder_back(tmp_path, mo
         return real(src, dst)
 
     monkeypatch.setattr(files.os, "replace", staging_rename_fails)
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)  # a system that cannot swap in one step
     with pytest.raises(OSError, match="EIO"), atomic_folder(target) as staging:
         write_bytes(b"new", staging / "invoice_lines.csv")
     assert (target / "invoice_lines.csv").read_bytes() == b"released"
     assert [p.name for p in tmp_path.iterdir()] == ["2026-03"]
+
+
+def test_a_released_folder_replaced_is_never_missing(tmp_path, monkeypatch):
+    # Where the system swaps two folders in one step (Linux), a reader of the released folder
+    # never finds it gone: no rename of the swap leaves the path empty.
+    from ops_platform import files
+    from ops_platform.files import atomic_folder
+
+    target = tmp_path / "2026-03"
+    with atomic_folder(target) as staging:
+        write_bytes(b"v1", staging / "invoice_lines.csv")
+    seen, real = [], os.replace
+
+    def watched(src, dst):
+        real(src, dst)
+        seen.append(target.exists())
+
+    monkeypatch.setattr(files.os, "replace", watched)
+    with atomic_folder(target) as staging:
+        write_bytes(b"v2", staging / "invoice_lines.csv")
+    assert (target / "invoice_lines.csv").read_bytes() == b"v2"
+    assert all(seen) and [p.name for p in tmp_path.iterdir()] == ["2026-03"]
