@@ -112,7 +112,7 @@ def world_generate(preset_name: str, seed: int, out: Path | None, tenants: int |
     except OSError as exc:
         raise click.ClickException(f"cannot write the world to {out}: {exc.strerror or exc}") from None
     dt = time.perf_counter() - t0
-    console.print(f"[green]world written[/green] to {out} in {dt:.1f}s: "
+    console.print(f"[green]world written[/green] to {escape(str(out))} in {dt:.1f}s: "
                   f"{sum(rows.values()):,} rows ({', '.join(f'{k} {v:,}' for k, v in rows.items())})")
     if replaced and out.resolve() == state_world.resolve():
         console.print("[yellow]note:[/yellow] this replaced the state folder's world: the warehouse and the "
@@ -139,7 +139,7 @@ def _prepare_dagster_home(p: StatePaths) -> None:
 
     p.ensure()
     for note in prepare_dagster_home(p.dagster_home):
-        console.print(f"[yellow]warning:[/yellow] {note}")
+        console.print(f"[yellow]warning:[/yellow] {escape(note)}")
     os.environ["DAGSTER_HOME"] = str(p.dagster_home)
     os.environ.setdefault("OPS_PLATFORM_WAREHOUSE", str(p.warehouse))
 
@@ -264,7 +264,7 @@ def _ramp_story(p: StatePaths, report) -> None:
     live = p.live_flags
     if live.exists():
         held = [f for f, r in FlagFile.load(live, lenient=True).releases().items() if r.paused or r.frozen]
-        console.print(f"  flags held: {', '.join(held) or 'none'}  (ops-platform switchboard status; "
+        console.print(f"  flags held: {escape(', '.join(held)) or 'none'}  (ops-platform switchboard status; "
                       "switchboard log FLAG; receipts verify)")
 
 
@@ -391,8 +391,8 @@ def receipts() -> None:
 
 
 _store_option = click.option("--store", "url", default=None, metavar="URL",
-                             help="Control store URL (default: OPS_PLATFORM_CONTROL_URL, else the state folder's "
-                                  "SQLite file).")
+                             help="An existing control store's URL, for this run (default: OPS_PLATFORM_CONTROL_URL, "
+                                  "else the state folder's SQLite file, either created on first use).")
 
 
 def _guard_paths() -> StatePaths:
@@ -411,7 +411,7 @@ def receipts_verify(url: str | None) -> None:
     store = existing_store(url or control_url(p))  # NoStore: a one-line error (_Main)
     verifiers = _public_keys(p)
     if not verifiers:
-        console.print(f"[yellow]no public keys in {p.keys_dir / 'public'}[/yellow] (OPS_PLATFORM_KEYS_DIR): "
+        console.print(f"[yellow]no public keys in {escape(str(p.keys_dir / 'public'))}[/yellow] (OPS_PLATFORM_KEYS_DIR): "
                       "no signature can be checked")
     report = verify_store(store, verifiers, file_digest=file_digest_in(p.home), keys_dir=p.keys_dir)
     # Released invoice folders hold exactly the files their receipts name (a file added beside
@@ -423,9 +423,9 @@ def receipts_verify(url: str | None) -> None:
     if extra:
         console.print(f"[red]released files do not match their receipts[/red] ({report.entries} receipts verified)")
     else:
-        console.print(f"[red]ledger verification FAILED[/red] at {report.first_bad}")
+        console.print(f"[red]ledger verification FAILED[/red] at {escape(str(report.first_bad))}")
     for err in (extra or report.errors)[:20]:
-        console.print(f"  {err}")
+        console.print(f"  {escape(str(err))}")
     sys.exit(1)
 
 
@@ -557,6 +557,17 @@ def receipts_retry(url: str | None) -> None:
                   f"spool drained {report.spool_drained} (left {report.spool_left})")
 
 
+def _named_store(url: str | None) -> str | None:
+    """``--store``'s URL once it names a control store that exists: one named for a run is never
+    started (a typo would begin a new, empty ledger while the live flag file changes); a new
+    store starts as the default (``OPS_PLATFORM_CONTROL_URL``, else the state folder's file)."""
+    from .guard.runtime import existing_store
+
+    if url:
+        existing_store(url)  # NoStore: a one-line error naming what is wrong (_Main)
+    return url
+
+
 def _any_action_protocol(url: str | None):
     """The guarded path with every executor: a retry or a replay may meet any action."""
     from .executors import guarded_executors
@@ -564,7 +575,7 @@ def _any_action_protocol(url: str | None):
     from .ramp.switchboard import live_flag_file
 
     p = _guard_paths()
-    store = open_store(p, url)
+    store = open_store(p, _named_store(url))
     executors = guarded_executors(store, lambda: live_flag_file(p.home, p.world), p.warehouse, p.invoices,
                                   home=p.home, verifiers=lambda: _public_keys(p), keys_dir=p.keys_dir)
     return build_protocol(p, executors=executors, store=store)
@@ -604,7 +615,7 @@ def dlq_list(url: str | None, as_json: bool) -> None:
         for col in ("id", "action", "target", "actor", "attempts", "last error", "since"):
             table.add_column(col, no_wrap=col != "last error")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(escape, row))
         console.print(table)
     else:  # plain tab-separated lines for scripts and logs
         click.echo(f"dead-letter queue: {len(items)} item(s)")
@@ -719,7 +730,7 @@ def backtest_ramps(world_dir: Path | None, as_json: bool, check: bool) -> None:
             sys.exit(1)
         return
     metrics = list(next(iter(results.values())))
-    table = Table(title=f"ramp backtest: {world_dir}")
+    table = Table(title=f"ramp backtest: {escape(str(world_dir))}")
     table.add_column("metric")
     for policy in results:
         table.add_column(policy, justify="right")
@@ -749,7 +760,7 @@ def backtest_alerts(world_dir: Path | None, slo_dir: Path | None, as_json: bool)
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))
         return
-    table = Table(title=f"SLO alert backtest: {world_dir}", box=box.SIMPLE_HEAD)
+    table = Table(title=f"SLO alert backtest: {escape(str(world_dir))}", box=box.SIMPLE_HEAD)
     table.add_column(TABLE_COLUMNS[0], no_wrap=True, min_width=max(len(k) for k in results))
     table.add_column(TABLE_COLUMNS[1], no_wrap=True)
     for title in TABLE_COLUMNS[2:]:
@@ -833,7 +844,7 @@ def slo_validate(slo_dir: Path | None, world_dir: Path | None) -> None:
     for s in slos:
         window = _window_text(s)
         for i, t in enumerate(s.tiers):
-            head = (s.name, s.budgeting, repr(s.objective.target), window) if i == 0 else ("", "", "", "")
+            head = (escape(s.name), s.budgeting, repr(s.objective.target), window) if i == 0 else ("", "", "", "")
             table.add_row(*head, t.name, f"{t.burn_rate:g}x",
                           f"{window_name(t.long_window)}/{window_name(t.short_window)}",
                           f"{s.budget_spent_to_fire(t):.1%}", t.ramp_action, t.platform_action)
@@ -900,13 +911,13 @@ def slo_status(as_json: bool) -> None:
         shown = "" if left_ is None else f"{left_:.1%}"
         if left_ is not None and left_ < 0:
             shown = f"[red]{shown} (spent)[/red]"
-        table.add_row(r["slo"], r["owner"], repr(r['objective']), r["window"], r["as_of"] or "not stored",
+        table.add_row(escape(r["slo"]), escape(r["owner"]), repr(r['objective']), r["window"], r["as_of"] or "not stored",
                       shown, "" if r["days_stored"] is None else str(r["days_stored"]),
                       ", ".join(r["fired_that_day"]), ", ".join(r["firing_at_last_minute"]))
     _print_whole(table)
     unstored = [f"{r['slo']} ({', '.join(r['tiers_not_stored'])})" for r in rows if r["tiers_not_stored"] and r["as_of"]]
     if unstored:
-        console.print(f"tiers not in the stored burn series yet (materialize slo/burn again): {'; '.join(unstored)}")
+        console.print(f"tiers not in the stored burn series yet (materialize slo/burn again): {escape('; '.join(unstored))}")
 
 
 @slo.command("rules")
@@ -1142,6 +1153,7 @@ def invoices_export(period: str, actor: str, rationale: str, url: str | None) ->
         stored = StoredFinOps.from_warehouse(wh)
     except BooksUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    url = _named_store(url)
     blockers, out = release_invoices(stored, chosen, p.invoices,
                                      lambda executors: build_protocol(_guard_paths(), executors, url), actor, rationale,
                                      lambda: _public_keys(p), roster=roster)
@@ -1242,7 +1254,7 @@ def ramp_verdicts(every: bool, service: str | None, as_json: bool) -> None:
     for r in shown:
         table.add_row(r["build_id"], r["service"], r["ramp_start"][:16].replace("T", " "), r["action"] or "none",
                       (r["acted_at"] or "")[:16].replace("T", " "), r["cohorts_reached"],
-                      f"{r['budget_consumed_before_action']:.2f}x", r["reason"])
+                      f"{r['budget_consumed_before_action']:.2f}x", escape(r["reason"]))
     _print_whole(table)
 
 
@@ -1322,22 +1334,22 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
         rationale=rationale, idempotency_key=key, ttl_seconds=seconds, params={"directive": directive}))
     notes += replaced
     colour = {"completed": "green", "denied": "red"}.get(out.status, "yellow")
-    console.print(f"[{colour}]{out.status}[/{colour}] {directive} on {flag}: {out.reason}"
+    console.print(f"[{colour}]{out.status}[/{colour}] {directive} on {escape(flag)}: {escape(out.reason)}"
                   + (f" (receipt {out.receipt_id[:12]})" if out.receipt_id else ""))
     if out.status == "denied" and "ttl_seconds" in out.reason:  # the policy counts seconds; the user typed --ttl
-        console.print(f"[yellow]note:[/yellow] --ttl {ttl} is {seconds} seconds")
+        console.print(f"[yellow]note:[/yellow] --ttl {escape(ttl)} is {seconds} seconds")
     if out.status == "denied" and not roster.roles(actor):  # a roster slip, said with its fix
-        console.print(f"[yellow]note:[/yellow] {actor!r} is not in the actor roster {roster.path}: an override "
-                      f"needs the oncall role there (`{actor}: \\[oncall]`), or set OPS_PLATFORM_ROSTER to another "
-                      "roster")
+        console.print(f"[yellow]note:[/yellow] {escape(repr(actor))} is not in the actor roster {escape(str(roster.path))}: "
+                      f"an override needs the oncall role there (`{escape(actor)}: \\[oncall]`), or set OPS_PLATFORM_ROSTER "
+                      "to another roster")
     if out.status == "completed" and out.created:
         for note in notes:
-            console.print(f"[yellow]note:[/yellow] {note}")
+            console.print(f"[yellow]note:[/yellow] {escape(note)}")
     if out.status not in ("completed", "denied", "conflict"):
         # Kept, not dropped: a guarded request is retried until it is decided (or dead-lettered).
         console.print(f"[yellow]the request is kept:[/yellow] `ops-platform receipts retry` (and the "
                       "retry_guarded_actions job, started within 5 minutes by its sensor) runs it again once the cause is fixed, its "
-                      f"TTL counted from then. Check on it with the same command and --idempotency-key {key} "
+                      f"TTL counted from then. Check on it with the same command and --idempotency-key {escape(key)} "
                       "(a new key would be a second request).")
     if out.status not in ("completed",):
         sys.exit(1)
@@ -1394,16 +1406,16 @@ def switchboard_status(as_json: bool, url: str | None) -> None:
         table.add_column(title, no_wrap=title != "override in force")
     for r in rows:
         o = r["override"]
-        said = f"{o['directive']} by {o['actor']} until {o['expires_at']}" if o else ""
+        said = escape(f"{o['directive']} by {o['actor']} until {o['expires_at']}") if o else ""
         if o and o["not_obeyed"]:
             said = f"[red]{said}, not obeyed: its receipt does not vouch for it (receipts verify)[/red]"
         if "broken" in r:
-            table.add_row(r["flag"], "", "", *[""] * len(cohorts), f"[red]broken: {escape(r['broken'])}[/red]",
+            table.add_row(escape(r["flag"]), "", "", *[""] * len(cohorts), f"[red]broken: {escape(r['broken'])}[/red]",
                           said, "")
             continue
         colour = ("red" if r["disabled"] else "yellow" if r["paused"] or r["frozen"]
                   else "green" if r["state"] == "ramping" else None)
-        table.add_row(r["flag"], r["stable"], r["candidate"] or "",
+        table.add_row(escape(r["flag"]), escape(r["stable"] or ""), escape(r["candidate"] or ""),
                       *[f"{r['cohort_percent'].get(c, 0)}%" for c in cohorts],
                       f"[{colour}]{r['state']}[/{colour}]" if colour else r["state"], said, r["changed_at"] or "")
     _print_whole(table)

@@ -708,7 +708,10 @@ def test_flag_values_no_writer_can_write_back_are_refused_not_saved(state):
 
 
 def test_override_and_log_use_the_store_named_by_store(state, tmp_path):
+    from ops_platform.guard.runtime import migrated_store
+
     other = f"sqlite:///{tmp_path / 'elsewhere.sqlite'}"
+    migrated_store(other)  # a store set up beforehand (as OPS_PLATFORM_CONTROL_URL's is on first use)
     res = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana",
                "--store", other)
     assert res.exit_code == 0 and "completed" in res.output, res.output
@@ -718,6 +721,26 @@ def test_override_and_log_use_the_store_named_by_store(state, tmp_path):
     assert "active override" not in here.output and REASON not in here.output, here.output
     verify = CliRunner().invoke(main, ["receipts", "verify", "--store", other])
     assert verify.exit_code == 0 and "1 receipts" in verify.output, verify.output
+
+
+def test_an_override_through_a_mistyped_store_is_refused_and_changes_no_flag(state, tmp_path):
+    typo = tmp_path / "control.sqllite"
+    res = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana",
+               "--store", f"sqlite:///{typo}")
+    assert res.exit_code == 1 and f"no control store at {typo}" in res.output, res.output
+    assert not typo.exists()
+    assert not state.live_flags.exists() or not FlagFile.load(state.live_flags).release("release-api").paused
+
+
+def test_user_text_with_brackets_prints_as_written(state):
+    # Rich would read "[/bold]" as markup (an error) and drop "[ops-123]" as an unknown tag.
+    why = "[/bold] metering spike [ops-123], hold while we look"
+    args = ["override", "release-graph", "--action", "hold", "--rationale", why, "--actor", "dana",
+            "--idempotency-key", "mk1"]
+    assert _run(*args).exit_code == 0
+    again = _run(*[why + " more" if a == why else a for a in args])
+    assert again.exit_code == 1 and "conflict" in again.output and "[ops-123]" in again.output, again.output
+    assert "[/bold] metering spike [ops-123], hold while we look more" in again.output
 
 
 def test_the_log_of_a_store_that_is_not_there_creates_nothing(state, tmp_path):
