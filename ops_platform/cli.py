@@ -1313,12 +1313,15 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     if not rationale.strip():  # a slip of the shell, not a request to receipt (the policy judges the rest)
         raise click.BadParameter("it is blank; say why, in words the receipt will keep", param_hint="--rationale")
     p = _guard_paths()
+    from .guard.actions import reserved_key_problem
     from .ramp.flags import FlagFileError
     from .ramp.switchboard import check_override, live_flag_file, replaced_overrides
 
     if idempotency_key is not None and (idempotency_key != idempotency_key.strip() or not idempotency_key):
         raise click.UsageError(f"--idempotency-key {idempotency_key!r}: a key is not blank and has no spaces "
                                "around it (one key spelt two ways would run twice)")
+    if idempotency_key and (problem := reserved_key_problem(idempotency_key, actor=actor, action="override")):
+        raise click.UsageError(f"--idempotency-key{problem.removeprefix('idempotency key')}: choose another key")
     try:
         notes = check_override(live_flag_file(p.home, p.world), flag, directive)
     except FlagFileError as exc:  # the file is broken, not the command

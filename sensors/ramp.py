@@ -100,6 +100,7 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         completed.setdefault(e["action_id"], datetime.fromisoformat(e["ts"]))
 
     outcomes: dict[str, int] = {}
+    conflicts: list[str] = []
     flag_file = FlagFile.load(ex.path, lenient=True)
     # The newest day of burn evidence: a freeze on a much older day (a backfill) freezes nothing.
     newest = max(context.instance.get_materialized_partitions(BURN_KEY), default=None)
@@ -122,7 +123,12 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         outcomes[status] = outcomes.get(status, 0) + 1
         why = f"completed, skipped: {out.said['skipped']}" if status == "skipped" else out.status
         context.log.info(f"{decision.request.action} {decision.request.target_id}: {why} ({decision.note})")
+        if out.status == "conflict":  # another request holds the controller's key: its action never runs
+            conflicts.append(f"{decision.request.action} {decision.request.target_id}: {out.reason}")
     context.add_output_metadata({"outcomes": dg.MetadataValue.json(outcomes), "signals": len(signals)})
+    if conflicts:  # a protective action that cannot run is a failed run, not a quiet success
+        raise dg.Failure(description="the controller's own key is taken by another request, so these did not run: "
+                                     + "; ".join(conflicts), allow_retries=False)  # a retry meets it again
 
 
 @dg.job(name=RAMP_JOB, description="Apply the action matrix to burning ramps, through the guard.")

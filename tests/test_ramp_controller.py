@@ -538,3 +538,46 @@ def test_slo_status_shows_each_slos_budget_left_and_the_tiers_that_fired(state, 
                                   on="build_id")["service"].unique().to_list())
     assert typo.exit_code == 2 and f"no ramp of service 'nope' in the warehouse (services: {', '.join(services)})" \
         in " ".join(typo.output.split()), typo.output
+
+
+def test_a_request_holding_the_controllers_key_fails_the_run_loudly(state):
+    # A person's request under the key the controller derives for a freeze (squatted in a
+    # ledger written before such keys were refused) would make the freeze a silent conflict.
+    from ops_platform.guard.actions import ActionRequest
+    from ops_platform.guard.runtime import build_protocol
+    from ops_platform.ramp.controller import _key
+
+    from .conftest import load_warehouse
+
+    load_warehouse(state.warehouse, state.landing)
+    key = _key("platform:api-availability:fast:2026-03-06:freeze")
+    squat = ActionRequest(actor="dana", roles=("oncall",), action="override", target_kind="flag",
+                          target_id="release-api", rationale="a hold typed with a key copied from a receipt",
+                          idempotency_key=key, ttl_seconds=3600, params={"directive": "hold"})
+    build_protocol(state, executors={})._process(squat)  # as a version before the rule took it
+    sig = json.dumps({"slo": "api-availability", "tier": "fast", "partition": "2026-03-06", "ramp_action": "rollback",
+                      "platform_action": "freeze", "groups": ["api/general/"], "first_firing": "2026-03-06T12:00:00",
+                      "evidence": "burn 20x"})
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = ramp_controller_job.execute_in_process(
+            run_config={"ops": {"ramp_controller_op": {"config": {"signals": [sig]}}}},
+            resources=build_resources(state), instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    said = failure.event_specific_data.user_failure_data.description
+    assert "freeze all-release-flags" in said and "key is taken" in said, said
+
+
+def test_a_person_cannot_take_a_key_the_platform_uses(state):
+    import pytest
+
+    from ops_platform.guard.actions import ActionRequest
+    from ops_platform.guard.runtime import build_protocol
+
+    proto = build_protocol(state, executors={})
+    for key in ("platform:api-availability:fast:2026-03-06:freeze#a56e3df4", "ramp:api-102:rollback#00000000",
+                "export_release:2026-03:alice:finops"):
+        with pytest.raises(ValueError, match="platform's own"):
+            proto.submit(ActionRequest(actor="dana", roles=("oncall",), action="override", target_kind="flag",
+                                       target_id="release-api", rationale="x" * 30, idempotency_key=key))
+    assert not open_store(state).count_actions()

@@ -97,6 +97,10 @@ def test_same_idempotency_key_applies_once(state):
     assert reworded.exit_code == 1 and "conflict" in reworded.output, reworded.output
     assert "and the pager agrees" in reworded.output  # what differs is shown, not two equal lines
     # One key spelt two ways would run twice: a blank key or one with spaces around is refused.
+    # A key like the controller's would take it first, and its freeze would never run.
+    res = _run(*["platform:api-availability:fast:2026-03-14:freeze#a56e3df4" if a == "inc-4412-rollback" else a
+                 for a in args])
+    assert res.exit_code == 2 and "platform's own" in res.output, res.output
     for key in ("", " inc-4412-rollback"):
         res = _run(*[key if a == "inc-4412-rollback" else a for a in args])
         assert res.exit_code == 2 and "--idempotency-key" in res.output, res.output

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .roster import CONTROLLER_ACTOR
+
 # Protective actions take effect even without a signer, and wait "pending receipt".
 PROTECTIVE = frozenset({"pause", "rollback", "freeze"})
 # Everything else (expanding: resume, ramp_up, export_release; and override, backup,
@@ -26,6 +28,21 @@ EVIDENCE_PARAMS_OF = {"freeze": EVIDENCE_PARAMS | {"build_id"}}
 # Actions whose rationale a person writes (what the receipt vouches for): the same key with
 # other words is another request, not a silent repeat.
 WORDED_BY_PEOPLE = frozenset({"override", "dlq_discard", "key_rotate"})
+# Idempotency key prefixes of the platform's own requests, with the one kind of request that
+# may use each (field, value): a person's key in one of them would take the key first, and the
+# platform's request (a freeze, say) would then meet a conflict and never run.
+RESERVED_KEYS = (("ramp:", "actor", CONTROLLER_ACTOR), ("platform:", "actor", CONTROLLER_ACTOR),
+                 ("export_release:", "action", "export_release"), ("dlq_discard:", "action", "dlq_discard"),
+                 ("key_rotate:", "action", "key_rotate"))
+
+
+def reserved_key_problem(key: str, **request: str) -> str | None:
+    """Why ``key`` cannot be this request's (``actor``, ``action``): it begins like the
+    platform's own keys (``RESERVED_KEYS``); None when it can."""
+    for prefix, name, owner in RESERVED_KEYS:
+        if key.startswith(prefix) and request[name] != owner:
+            return f"idempotency key {key!r}: keys beginning {prefix!r} are the platform's own ({name} {owner})"
+    return None
 
 
 @dataclass(frozen=True)

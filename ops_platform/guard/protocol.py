@@ -30,6 +30,7 @@ from .actions import (
     ExecutionResult,
     Executor,
     Outcome,
+    reserved_key_problem,
     stored_request,
 )
 from .policy import Decision, DecisionInput, PolicyEngine, PolicyError, Principal
@@ -91,7 +92,11 @@ class ActionProtocol:
     # -- entry points -----------------------------------------------------------------
 
     def submit(self, req: ActionRequest) -> Outcome:
-        """Run a request through the guarded path; spool it if the store cannot take it."""
+        """Run a request through the guarded path; spool it if the store cannot take it. A new
+        request may not take a key the platform's own requests use (``reserved_key_problem``;
+        a request read back from the store or the spool is as it was)."""
+        if problem := reserved_key_problem(req.idempotency_key, actor=req.actor, action=req.action):
+            raise ValueError(problem)
         try:
             return self._process(req)
         except StoreUnavailable as exc:
