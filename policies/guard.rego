@@ -53,14 +53,17 @@ roles_granted_action contains r if {
 }
 
 # Non-blank characters: whitespace, separators, control and format characters (zero-width
-# spaces, word joiners) and the blank "letters" (Hangul fillers, the braille blank) do not
-# count towards the rationale length: twenty invisible characters are no reason.
+# spaces, word joiners), marks (combining accents, variation selectors, the combining grapheme
+# joiner: none is seen alone, and an accented or Devanagari letter counts once, as a reader sees
+# it) and the blank "letters" and symbols (Hangul fillers, the braille blank, the Khmer
+# inherent vowels, the musical null notehead) do not count towards the rationale length:
+# twenty invisible characters are no reason.
 rationale := r if {
 	r := input.rationale
 	is_string(r)
 } else := ""
 
-rationale_chars := count(regex.replace(rationale, `[\s\p{Z}\p{C}\x{115F}\x{1160}\x{3164}\x{FFA0}\x{2800}]`, ""))
+rationale_chars := count(regex.replace(rationale, `[\s\p{Z}\p{C}\p{M}\x{115F}\x{1160}\x{3164}\x{FFA0}\x{2800}\x{17B4}\x{17B5}\x{1D159}]`, ""))
 
 ttl := object.get(input, "ttl_seconds", null)
 

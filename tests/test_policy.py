@@ -129,8 +129,14 @@ def test_oncall_override_allowed_with_rationale_and_ttl(rego: RegoPolicy, ration
     # Invisible characters: zero-width space, word joiner, no-break space, Hangul filler, braille blank.
     ("\u200b" * 20, 3600, "rationale of at least 20 non-blank characters (got 0)"),
     ("fix" + "\u2060\u00a0\u3164\u2800" * 10, 3600, "rationale of at least 20 non-blank characters (got 3)"),
-    ("caf\u00e9 \u0928\u092e\u0938\u094d\u0924\u0947 \u4e0a\u6e38DNS\u6545\u969c", 3600,
-     "rationale of at least 20 non-blank characters (got 17)"),
+    # Marks alone are seen as nothing: variation selectors, the combining grapheme joiner; and
+    # the blank Khmer inherent vowels and musical null notehead.
+    ("\ufe0f" * 25, 3600, "rationale of at least 20 non-blank characters (got 0)"),
+    ("ok" + "\u034f\u17b4\u17b5\U0001d159" * 10, 3600, "rationale of at least 20 non-blank characters (got 2)"),
+    # A letter with its marks counts once, as read: the Devanagari virama and vowel sign and a
+    # combining acute are part of the letter before them.
+    ("cafe\u0301 \u0928\u092e\u0938\u094d\u0924\u0947 \u4e0a\u6e38DNS\u6545\u969c", 3600,
+     "rationale of at least 20 non-blank characters (got 15)"),
     (GOOD_RATIONALE, None, "ttl_seconds in (0, 86400] (got null)"),
     (GOOD_RATIONALE, 0, "ttl_seconds in (0, 86400] (got 0)"),
     (GOOD_RATIONALE, -60, "ttl_seconds in (0, 86400] (got -60)"),
