@@ -1486,18 +1486,21 @@ def switchboard_log(flag: str, as_json: bool, url: str | None) -> None:
                                  "expires_at": o["expires_at"] if o else None}
         timeline.append(entry)
     active = store.active_overrides(flag, iso_utc(utcnow()))
+    keys = _public_keys(p) if active else {}
+    # Why the controller does not obey an override (its receipt does not vouch for it), or None.
+    problems = [store.override_problem(o, keys) for o in active]
     if as_json:  # the same events, whole, for scripts
         click.echo(json.dumps({"flag": flag, "events": timeline,
-                               "active_overrides": [{k: o[k] for k in ("directive", "actor", "expires_at", "rationale",
-                                                                       "created_at", "action_id")}
-                                                    for o in active]}, indent=2, default=str))
+                               "active_overrides": [{**{k: o[k] for k in ("directive", "actor", "expires_at", "rationale",
+                                                                          "created_at", "action_id")},
+                                                     "not_obeyed": problem}
+                                                    for o, problem in zip(active, problems, strict=True)]},
+                              indent=2, default=str))
         return
     for t in timeline:
         receipt = f" receipt {t['receipt_id'][:12]}" if t["receipt_id"] else ""
         click.echo(f"{t['ts']}  {t['kind']:<24} {t['action']:<10} {t['actor']:<16} {_one_line(t['what'])}{receipt}")
-    keys = _public_keys(p) if active else {}
-    for o in active:
-        problem = store.override_problem(o, keys)
+    for o, problem in zip(active, problems, strict=True):
         click.echo(f"active override: {o['directive']} by {o['actor']} until {o['expires_at']}: "
                    f"{_one_line(o['rationale'])}"
                    + (f" (not obeyed by the controller: {problem})" if problem else ""))

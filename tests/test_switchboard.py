@@ -775,6 +775,8 @@ def test_an_override_record_edited_in_the_store_fails_verification(state):
     log = " ".join(_run("log", "release-graph").output.split())
     assert "active override: resume by dana until 2099-01-01T00:00:00Z" in log
     assert "(not obeyed by the controller: override resume on flag release-graph by dana differs from its receipt" in log
+    (active,) = json.loads(_run("log", "release-graph", "--json").output)["active_overrides"]  # scripts see it too
+    assert "differs from its receipt" in active["not_obeyed"]
     con.execute("UPDATE overrides SET expires_at = ?, directive = 'rollback'", [signed])
     con.execute("INSERT INTO overrides SELECT 'forged', target_kind, 'release-api', 'hold', actor, rationale, "
                 "created_at, '2099-01-01T00:00:00Z', 'forged' FROM overrides")
