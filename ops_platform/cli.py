@@ -1400,6 +1400,8 @@ def switchboard_status(as_json: bool, url: str | None) -> None:
         rows.append({"flag": flag, "stable": r.stable, "candidate": r.candidate, "cohort_percent": dict(r.cohort_percent),
                      "paused": r.paused, "frozen": r.frozen, "disabled": r.disabled, "state": state,
                      "changed_at": iso_utc(r.changed_at) if r.changed_at else None, "override": override})
+    if any(r["override"] for r in rows):
+        _say_if_no_keys(p, keys())
     if as_json:
         click.echo(json.dumps({"flag_file": str(path), "as_of": now, "flags": rows}, indent=2))
         return
@@ -1487,6 +1489,8 @@ def switchboard_log(flag: str, as_json: bool, url: str | None) -> None:
         timeline.append(entry)
     active = store.active_overrides(flag, iso_utc(utcnow()))
     keys = _public_keys(p) if active else {}
+    if active:
+        _say_if_no_keys(p, keys)
     # Why the controller does not obey an override (its receipt does not vouch for it), or None.
     problems = [store.override_problem(o, keys) for o in active]
     if as_json:  # the same events, whole, for scripts
@@ -1526,6 +1530,14 @@ def _public_keys(p: StatePaths) -> dict:
         return KeyRing(p.keys_dir).verifiers()
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot read the public keys in {p.keys_dir}: {exc}") from None
+
+
+def _say_if_no_keys(p: StatePaths, verifiers: dict) -> None:
+    """A note on stderr when the key folder holds no public key: every signature then reads as
+    unchecked (a mistyped OPS_PLATFORM_KEYS_DIR, not tampering), so say which folder it was."""
+    if not verifiers:
+        click.echo(f"note: no public keys in {p.keys_dir / 'public'} (OPS_PLATFORM_KEYS_DIR): no receipt's "
+                   "signature can be checked, so no override reads as obeyed", err=True)
 
 
 def _one_line(text: str) -> str:

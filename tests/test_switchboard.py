@@ -1188,3 +1188,12 @@ def test_status_without_a_world_says_how_to_make_one(tmp_path, monkeypatch):
     assert "Errno" not in res.output
     log = _run("log", "release-api")  # no world, no store: said, not a traceback
     assert log.exit_code == 1 and not isinstance(log.exception, FileNotFoundError), log.output
+
+
+def test_an_empty_key_folder_is_named_not_taken_for_tampering(state, tmp_path, monkeypatch):
+    assert _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--actor", "dana").exit_code == 0
+    assert "no public keys" not in _run("status").output
+    monkeypatch.setenv("OPS_PLATFORM_KEYS_DIR", str(tmp_path / "keys_typo"))
+    for args in (("status",), ("status", "--json"), ("log", "release-api")):
+        res = _run(*args)
+        assert res.exit_code == 0 and f"no public keys in {tmp_path / 'keys_typo' / 'public'}" in res.output, res.output
