@@ -543,7 +543,7 @@ def receipts_rotate_key(actor: str, reason: str, url: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     out = _any_action_protocol(url).submit(rotate_request(active, actor, reason.strip()))
     if out.status != "completed":
-        raise click.ClickException(out.reason if out.reason.startswith(out.status) else f"{out.status}: {out.reason}")
+        raise _not_done(out)
     click.echo(f"retired signing key {active[:16]}; the active key is now {keyid_of(ring.signer().public_key())[:16]} "
                f"(in {ring.keys_dir}); receipt {out.receipt_id[:12]}")
 
@@ -566,6 +566,13 @@ def _named_store(url: str | None) -> str | None:
     if url:
         existing_store(url)  # NoStore: a one-line error naming what is wrong (_Main)
     return url
+
+
+def _not_done(out) -> click.ClickException:
+    """The one-line error for a guarded request that did not complete: its status once (a
+    denial's reason already begins with it) and its receipt, if it has one (a denial does)."""
+    said = out.reason if out.reason.startswith(out.status) else f"{out.status}: {out.reason}"
+    return click.ClickException(said + (f" (receipt {out.receipt_id[:12]})" if out.receipt_id else ""))
 
 
 def _any_action_protocol(url: str | None):
@@ -681,7 +688,7 @@ def dlq_discard(dlq_id: int, actor: str, reason: str, url: str | None) -> None:
         raise click.ClickException(f"no dead-lettered item with id {dlq_id} (ops-platform dlq list)")
     out = proto.submit(discard_request(dlq_id, actor, reason.strip()))
     if out.status != "completed":
-        raise click.ClickException(f"{out.status}: {out.reason}")
+        raise _not_done(out)
     click.echo(f"discarded dead-lettered item {dlq_id} ({item['last_error']}); receipt {out.receipt_id[:12]}")
 
 

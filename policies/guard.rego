@@ -90,6 +90,19 @@ override_failures contains msg if {
 	)
 }
 
+# The other actions whose rationale a person writes (the receipt keeps it as the reason): a
+# discarded action or a retired signing key needs as real a reason as an override.
+worded_actions := {"dlq_discard", "key_rotate"}
+
+worded_failures contains msg if {
+	action in worded_actions
+	rationale_chars < override_min_rationale_chars
+	msg := sprintf(
+		"%s requires a rationale of at least %d non-blank characters (got %d)",
+		[action, override_min_rationale_chars, rationale_chars],
+	)
+}
+
 role_list(s) := concat(", ", sort(s))
 
 # Why a principal with no granting role is denied; depends only on roles and action.
@@ -121,6 +134,16 @@ decision := {"allow": false, "reason": deny_reason, "cacheable": false} if {
 	count(override_failures) > 0
 } else := {"allow": true, "reason": allow_reason, "cacheable": false} if {
 	action == override_action
+} else := {
+	"allow": false,
+	"reason": sprintf("denied: %s", [concat("; ", sort(worded_failures))]),
+	"cacheable": false,
+} if {
+	count(granting_roles) > 0
+	count(worded_failures) > 0
+} else := {"allow": true, "reason": allow_reason, "cacheable": false} if {
+	count(granting_roles) > 0
+	action in worded_actions
 } else := {"allow": true, "reason": allow_reason, "cacheable": true} if {
 	count(granting_roles) > 0
 } else := {"allow": false, "reason": deny_reason, "cacheable": true}

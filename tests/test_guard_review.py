@@ -287,6 +287,20 @@ def test_dlq_discard_needs_an_item_a_human_and_a_reason(state):
     assert res.exit_code == 2 and "give a reason" in res.output
 
 
+def test_a_discard_needs_a_real_reason_and_its_denial_names_its_receipt(state):
+    from ops_platform.guard.runtime import open_store
+
+    store = open_store(state)
+    with store.write() as tx:
+        store.add_dlq(tx, action_id="a" * 32, request="not json", last_error="written by hand", attempts=5,
+                      created_at="2026-03-08T00:00:00Z")
+    (item,) = store.dlq_items()
+    res = CliRunner().invoke(main, ["dlq", "discard", str(item["dlq_id"]), "--actor", "dana", "--reason", "x"])
+    assert res.exit_code == 1 and "dlq_discard requires a rationale of at least 20" in res.output, res.output
+    assert "denied: denied" not in res.output and "(receipt " in res.output
+    assert len(store.dlq_items()) == 1  # nothing discarded
+
+
 def test_a_dead_lettered_row_that_does_not_read_is_listed_skipped_and_discarded(state):
     # A row written into the action queue by hand (params not JSON) is dead-lettered as it is:
     # `dlq list` shows it as unreadable, `dlq replay` skips it saying how to drop it (and goes
@@ -311,7 +325,7 @@ def test_a_dead_lettered_row_that_does_not_read_is_listed_skipped_and_discarded(
     assert replayed.exit_code == 1 and f"dlq discard {item['dlq_id']}" in replayed.output, replayed.output
     assert isinstance(replayed.exception, SystemExit)
     dropped = CliRunner().invoke(main, ["dlq", "discard", str(item["dlq_id"]), "--actor", "dana",
-                                        "--reason", "a row written by hand"])
+                                        "--reason", "a row written by hand, not by the guarded path"])
     assert dropped.exit_code == 0 and "receipt" in dropped.output, dropped.output
     assert store.dlq_items() == []
     (event,) = store.events(kind="dlq_discarded")
