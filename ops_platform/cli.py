@@ -555,6 +555,9 @@ def receipts_retry(url: str | None) -> None:
     report = _any_action_protocol(url).retry()
     console.print(f"receipted {report.receipted}, retried {report.retried}, dead-lettered {report.to_dlq}, "
                   f"spool drained {report.spool_drained} (left {report.spool_left})")
+    for line in report.failing:
+        console.print(f"  [yellow]failed again[/yellow] (retried later, dead-lettered once out of attempts): "
+                      f"{escape(line)}")
 
 
 def _named_store(url: str | None) -> str | None:
@@ -1341,7 +1344,7 @@ def switchboard_override(flag: str, directive: str, rationale: str, ttl: str, ac
     replaced = replaced_overrides(proto.store, flag)
     out = proto.submit(ActionRequest(
         actor=actor, roles=roster.roles(actor), action="override", target_kind="flag", target_id=flag,
-        rationale=rationale, idempotency_key=key, ttl_seconds=seconds, params={"directive": directive}))
+        rationale=rationale.strip(), idempotency_key=key, ttl_seconds=seconds, params={"directive": directive}))
     notes += replaced
     colour = {"completed": "green", "denied": "red"}.get(out.status, "yellow")
     console.print(f"[{colour}]{out.status}[/{colour}] {directive} on {escape(flag)}: {escape(out.reason)}"

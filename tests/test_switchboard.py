@@ -90,6 +90,9 @@ def test_same_idempotency_key_applies_once(state):
             "--idempotency-key", "inc-4412-rollback"]
     first, second = _run(*args), _run(*args)
     assert first.exit_code == 0 and second.exit_code == 0
+    # Spaces around the words are no other words (as spaces around the actor are no other actor).
+    padded = _run(*[f" {REASON}  " if a == REASON else a for a in args])
+    assert padded.exit_code == 0 and "conflict" not in padded.output, padded.output
     log = _run("log", "release-graph").output
     assert log.count("action_completed") == 1
     # The same key with other words is another request: the receipt vouches for the first words.
@@ -1197,3 +1200,19 @@ def test_an_empty_key_folder_is_named_not_taken_for_tampering(state, tmp_path, m
     for args in (("status",), ("status", "--json"), ("log", "release-api")):
         res = _run(*args)
         assert res.exit_code == 0 and f"no public keys in {tmp_path / 'keys_typo' / 'public'}" in res.output, res.output
+
+
+def test_a_retry_that_fails_again_says_so(state):
+    from ops_platform.guard.actions import ActionRequest
+    from ops_platform.guard.roster import CONTROLLER_ACTOR, CONTROLLER_ROLES
+    from ops_platform.guard.runtime import build_protocol
+
+    pause = ActionRequest(actor=CONTROLLER_ACTOR, roles=CONTROLLER_ROLES, action="pause", target_kind="flag",
+                          target_id="release-api", rationale="api-availability medium burn",
+                          idempotency_key="ramp:api-200:pause", params={"build_id": "api-200"})
+    proto = build_protocol(state, executors={"pause": _FlagVolumeDown()})
+    assert proto.submit(pause).status == "requested"
+    report = proto.retry()  # the flag volume is still down
+    assert report.retried == 1 and report.to_dlq == 0
+    assert report.failing == ["pause flag:release-api: execution failed: OSError: the flag volume is not mounted"], \
+        report.failing

@@ -15,7 +15,7 @@ import json
 import os
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -45,6 +45,9 @@ class RetryReport:
     to_dlq: int = 0
     spool_drained: int = 0
     spool_left: int = 0
+    # Retried actions that failed again (each "action kind:target: why"): left for the next
+    # retry until their attempts run out.
+    failing: list[str] = field(default_factory=list)
 
 
 def _waiting(store: ControlStore, now: datetime) -> tuple[list[dict], list[dict]]:
@@ -125,6 +128,8 @@ class ActionProtocol:
             out = self._process(req)
             report.retried += 1
             report.to_dlq += out.status == "dlq"
+            if out.status not in TERMINAL and out.status != "pending_receipt":
+                report.failing.append(f"{req.action} {req.target_kind}:{req.target_id}: {out.reason}")
         if self.spool is not None:
             def handle(req: ActionRequest) -> bool:
                 try:
