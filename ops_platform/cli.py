@@ -9,6 +9,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import click
@@ -1274,20 +1275,23 @@ def switchboard() -> None:
 
 
 # Each unit at most once, the largest first (1h30m; not 12h12h, which reads as a slip).
-_TTL = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_TTL = re.compile("".join(rf"(?:(\d+(?:\.\d+)?){u})?" for u in "wdhms"))  # a fraction too, as Go's 1.5h
 _TTL_UNIT = (7 * 86400, 86400, 3600, 60, 1)
 
 
 def _ttl_seconds(ttl: str) -> int:
     """``--ttl`` in seconds: a duration as Flagger and Argo Rollouts write one (30m, 4h, 1h30m,
-    1d); a usage error saying what is wrong otherwise."""
+    1.5h), or in days (1d); a usage error saying what is wrong otherwise."""
     text = ttl.strip()
     parts = _TTL.fullmatch(text)
     if not text or parts is None:
         what = ("M is months, which a TTL does not take: write minutes as m" if re.fullmatch(r"\d+M", text)
                 else "is not a duration")
         raise click.UsageError(f"--ttl {ttl!r} {what}: use one like 30m, 4h, 1h30m or 1d")
-    seconds = sum(int(n) * unit for n, unit in zip(parts.groups(), _TTL_UNIT, strict=True) if n)
+    exact = sum(Decimal(n) * unit for n, unit in zip(parts.groups(), _TTL_UNIT, strict=True) if n)
+    if exact != int(exact):
+        raise click.UsageError(f"--ttl {ttl!r} is {exact} seconds: a TTL is whole seconds")
+    seconds = int(exact)
     if seconds <= 0:
         raise click.UsageError(f"--ttl {ttl!r} is no time at all: use one like 30m, 4h, 1h30m or 1d")
     if seconds > 10 ** 12:  # the policy allows a day; past this the number is a slip, said so

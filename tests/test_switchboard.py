@@ -65,6 +65,12 @@ def test_override_needs_a_real_rationale_and_a_ttl(state):
     # Past the policy's longest override: denied in the policy's seconds, and said in the user's unit too.
     long = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "25h", "--actor", "dana")
     assert long.exit_code == 1 and "(got 90000)" in long.output and "--ttl 25h is 90000 seconds" in long.output, long.output
+    # Go's durations take a fraction (Flagger's and Argo's 1.5h), as long as it is whole seconds.
+    from ops_platform.cli import _ttl_seconds
+
+    assert _ttl_seconds("1.5h") == 5400 and _ttl_seconds("1h30m") == 5400 and _ttl_seconds("1.25m") == 75
+    frac = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "0.5s", "--actor", "dana")
+    assert frac.exit_code == 2 and "whole seconds" in frac.output, frac.output
     zero = _run("override", "release-api", "--action", "hold", "--rationale", REASON, "--ttl", "0m", "--actor", "dana")
     assert zero.exit_code == 2 and "'0m' is no time at all" in zero.output, zero.output
     # A blank rationale is a slip of the shell: refused before anything is submitted or receipted.
