@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from assets.finops import ATTRIBUTION_KEY, CONFIDENCE_CHECK, SUMS_CHECK, finops_attribution
 from ops_platform.cli import main
 from ops_platform.finops.pipeline import final_period
-from ops_platform.guard.runtime import file_digest_in, open_store
+from ops_platform.guard.runtime import file_digest_in, migrated_store, open_store
 from ops_platform.receipts.keys import KeyRing
 from ops_platform.receipts.ledger import verify_ledger
 from resources import build_resources
@@ -106,6 +106,9 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         assert denied.exit_code == 1 and "denied" in denied.output, denied.output
         # --store names the control store the release goes through (its receipt goes there).
         elsewhere = f"sqlite:///{state.home / 'elsewhere.sqlite'}"
+        typo = CliRunner().invoke(main, ["invoices", "export", "--period", other, "--store", elsewhere])
+        assert typo.exit_code == 1 and "no control store at" in typo.output, typo.output  # never started by --store
+        migrated_store(elsewhere)  # set up beforehand, as the default store is on first use
         counted = open_store(state).receipt_count()
         refused = CliRunner().invoke(main, ["invoices", "export", "--period", other, "--actor", "dana",
                                             "--store", elsewhere])

@@ -330,3 +330,24 @@ def test_a_dead_lettered_row_that_does_not_read_is_listed_skipped_and_discarded(
     assert store.dlq_items() == []
     (event,) = store.events(kind="dlq_discarded")
     assert "unreadable request 'not json'" in json.loads(event["payload"])["request"]
+
+
+def test_the_dlq_table_shows_bracketed_text_as_written(state, monkeypatch):
+    # In a terminal the list is a Rich table: a "[/bold]" quoted from a rationale in an error
+    # was read as markup and crashed the listing.
+    import io
+
+    from rich.console import Console
+
+    import ops_platform.cli as cli
+    from ops_platform.guard.runtime import open_store
+
+    store = open_store(state)
+    with store.write() as tx:
+        store.add_dlq(tx, action_id="b" * 32, request="not json", attempts=5, created_at="2026-03-08T00:00:00Z",
+                      last_error="conflict: the key belongs to '[/bold] spike [ops-123]'")
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=screen, force_terminal=True, width=300, color_system=None))
+    res = CliRunner().invoke(main, ["dlq", "list"])
+    assert res.exit_code == 0, res.output
+    assert "'[/bold] spike [ops-123]'" in screen.getvalue(), screen.getvalue()

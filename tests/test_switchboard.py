@@ -39,7 +39,7 @@ def test_hold_override_pauses_the_flag_and_is_receipted(state):
     assert done and done[-1]["receipt_id"] and res.output.count(done[-1]["receipt_id"][:12]) == 1
     (active,) = data["active_overrides"]
     assert active == {"directive": "hold", "actor": "dana", "rationale": REASON, "expires_at": active["expires_at"],
-                      "created_at": active["created_at"], "action_id": done[-1]["action_id"]}
+                      "created_at": active["created_at"], "action_id": done[-1]["action_id"], "not_obeyed": None}
     # The override's terms as fields of its events, not only in the words of `what`.
     assert done[-1]["override"] == {"directive": "hold", "ttl_seconds": 4 * 3600, "expires_at": active["expires_at"]}
     assert active["created_at"] < active["expires_at"]
