@@ -170,7 +170,7 @@ def demo(preset_name: str, seed: int, fresh: bool) -> None:
     if fresh or not world_exists(p.world):
         _generate(preset(preset_name, seed=seed), p.world)
     else:
-        console.print(f"using the existing world at {p.world} (--fresh regenerates it)")
+        console.print(f"using the existing world at {escape(str(p.world))} (--fresh regenerates it)")
         from .world.generate import SIMULATOR_VERSION, older_simulator
 
         if (made := older_simulator(p.world)) is not None:
@@ -380,9 +380,9 @@ def _summary(p: StatePaths, keys: list[str], report, seconds: float) -> None:
             console.print(f"  {label} {asset}: {len(checks)} ({top})")
     console.print("quarantined rows: " + (", ".join(f"{r['source_table']} {r['n']}" for r in q.iter_rows(named=True))
                                           or "none"))
-    console.print(f"warehouse:    {p.warehouse}  (read-only SQL: see README.md, Ad hoc SQL)")
-    console.print(f"landing zone: {p.landing}")
-    console.print(f"truth:        {p.truth}")
+    console.print(f"warehouse:    {escape(str(p.warehouse))}  (read-only SQL: see README.md, Ad hoc SQL)")
+    console.print(f"landing zone: {escape(str(p.landing))}")
+    console.print(f"truth:        {escape(str(p.truth))}")
     console.print(f"done in {seconds:.0f}s. Open the UI with [bold]make dev[/bold] (http://127.0.0.1:3000).")
 
 
@@ -514,13 +514,13 @@ def receipts_new_key() -> None:
         counted, witnessed = ledger_sizes(p.keys_dir, store, tx)
         ring = KeyRing.load_or_create(p.keys_dir)
         retired = ring.retire_all_but_active(utcnow(), counted, witnessed)
-    console.print(f"created a signing key in {p.keys_dir}"
+    console.print(f"created a signing key in {escape(str(p.keys_dir))}"
                   + (f"; retired {len(retired)} earlier key(s): {', '.join(k[:16] for k in retired)}" if retired else ""))
 
 
 @receipts.command("rotate-key")
 @click.option("--actor", required=True, help="Who rotates it (sre in the actor roster).")
-@click.option("--reason", required=True, help="Why (it goes into the receipt), e.g. routine, or a suspected leak.")
+@click.option("--reason", required=True, help="Why, in at least 20 non-blank characters (it goes into the receipt), e.g. 'quarterly rotation per the key policy' or 'suspected leak of a laptop backup'.")
 @_store_option
 def receipts_rotate_key(actor: str, reason: str, url: str | None) -> None:
     """Replace the signing key with a new one: a guarded action, receipted by the new key. The
@@ -1420,7 +1420,7 @@ def switchboard_status(as_json: bool, url: str | None) -> None:
         click.echo(json.dumps({"flag_file": str(path), "as_of": now, "flags": rows}, indent=2))
         return
     cohorts = list(next((r["cohort_percent"] for r in rows if "cohort_percent" in r), {}))
-    table = Table(title=f"release flags ({path})", box=box.SIMPLE_HEAD)
+    table = Table(title=f"release flags ({escape(str(path))})", box=box.SIMPLE_HEAD)
     for title in ("flag", "stable", "candidate", *cohorts, "state", "override in force", "changed"):
         table.add_column(title, no_wrap=title != "override in force")
     for r in rows:

@@ -100,7 +100,7 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         completed.setdefault(e["action_id"], datetime.fromisoformat(e["ts"]))
 
     outcomes: dict[str, int] = {}
-    conflicts: list[str] = []
+    conflicts: list[str] = []  # the controller's requests whose key another request holds
     flag_file = FlagFile.load(ex.path, lenient=True)
     # The newest day of burn evidence: a freeze on a much older day (a backfill) freezes nothing.
     newest = max(context.instance.get_materialized_partitions(BURN_KEY), default=None)
@@ -124,11 +124,19 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         why = f"completed, skipped: {out.said['skipped']}" if status == "skipped" else out.status
         context.log.info(f"{decision.request.action} {decision.request.target_id}: {why} ({decision.note})")
         if out.status == "conflict":  # another request holds the controller's key: its action never runs
-            conflicts.append(f"{decision.request.action} {decision.request.target_id}: {out.reason}")
-    context.add_output_metadata({"outcomes": dg.MetadataValue.json(outcomes), "signals": len(signals)})
-    if conflicts:  # a protective action that cannot run is a failed run, not a quiet success
-        raise dg.Failure(description="the controller's own key is taken by another request, so these did not run: "
-                                     + "; ".join(conflicts), allow_retries=False)  # a retry meets it again
+            said = f"{decision.request.action} {decision.request.target_id}: {out.reason}"
+            conflicts.append(said)
+            # Said loudly, and once in the flag's timeline (a failed run would be sent again by
+            # the sensor each tick, and a taken key stays taken).
+            context.log.error(f"the controller's own key is taken by another request, so this did not run: {said}")
+            if not any(e["action_id"] == out.action_id for e in store.events(kind="action_conflict")):
+                with store.write() as tx:
+                    store.add_event(tx, ts=iso_utc(utcnow()), kind="action_conflict", target_kind="flag",
+                                    target_id=decision.request.target_id, actor=CONTROLLER_ACTOR,
+                                    action_id=out.action_id, receipt_id=None,
+                                    payload={"action": decision.request.action, "reason": out.reason})
+    context.add_output_metadata({"outcomes": dg.MetadataValue.json(outcomes), "signals": len(signals),
+                                 "conflicts": dg.MetadataValue.json(conflicts)})
 
 
 @dg.job(name=RAMP_JOB, description="Apply the action matrix to burning ramps, through the guard.")

@@ -67,6 +67,21 @@ def test_a_burst_on_every_build_is_neither_the_candidates_burn_nor_an_incident()
     assert v.action == "pause" and v.reason.startswith("budget burn")
 
 
+def test_a_stable_build_that_stays_worse_than_it_was_does_not_blind_the_absolute_test():
+    # The stable build burns 6x all ramp long where it used to burn 2.4x (a rejected build whose
+    # share grew, a stable build that degraded): every minute is above its usual ratio. Only a
+    # blip's first minutes are skipped, so a candidate burning as badly, or far worse, is held.
+    for cand in (0.03, 0.10, 0.25):
+        v = decide(_series(cand, 0.03, 50, minutes=240, usual_base_err=0.012), trusted_baseline=False)
+        assert v.action is not None and v.reason.startswith("budget burn"), (cand, v)
+        assert v.ts <= datetime(2026, 3, 8, tzinfo=UTC) + timedelta(minutes=30), (cand, v)
+    assert decide(_series(0.25, 0.03, 50, minutes=240, usual_base_err=0.012), trusted_baseline=False).action == "rollback"
+    v = decide(_series(0.03, 0.03, 50, minutes=240, usual_base_err=0.012))  # as bad as a trusted but bad stable build
+    assert v.action == "pause" and v.reason.startswith("budget burn")
+    # A candidate at 12% in an 8% incident beside a rejected stable build that usually burns 3x.
+    assert decide(_series(0.12, 0.08, 50, usual_base_err=0.015), trusted_baseline=False).action == "rollback"
+
+
 def test_a_freeze_waits_until_the_stable_build_has_burnt_for_several_minutes():
     assert decide(_series(0.0, 0.001, 30, burst=range(20, 20 + SUSTAINED - 1))).ts is None
     v = decide(_series(0.0, 0.001, 30, burst=range(20, 80), minutes=90))

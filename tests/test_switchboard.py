@@ -1222,3 +1222,12 @@ def test_a_retry_that_fails_again_says_so(state):
     assert report.retried == 1 and report.to_dlq == 0
     assert report.failing == ["pause flag:release-api: execution failed: OSError: the flag volume is not mounted"], \
         report.failing
+
+
+def test_a_state_folder_with_brackets_in_its_path_prints_as_written(state, tmp_path, monkeypatch):
+    home = tmp_path / "s[/b] [ops-1]"  # a "[" folder holding "b] [ops-1]": Rich read "[/b]" as a tag
+    home.mkdir(parents=True)
+    (home / "world").symlink_to(state.world, target_is_directory=True)
+    monkeypatch.setenv("OPS_PLATFORM_HOME", str(home))
+    res = _run("status")
+    assert res.exit_code == 0 and "s[/b] [ops-1]" in " ".join(res.output.split()), res.output

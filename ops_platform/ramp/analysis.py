@@ -109,6 +109,13 @@ def _trailing(values: np.ndarray, window: int) -> np.ndarray:
     return c[idx] - c[np.maximum(idx - window, 0)]
 
 
+def _run_length(flags: np.ndarray) -> np.ndarray:
+    """How many minutes in a row, this one included, ``flags`` has held (0 where it does not)."""
+    idx = np.arange(len(flags))
+    last_off = np.maximum.accumulate(np.where(flags, -1, idx))  # the last minute it did not hold
+    return np.where(flags, idx - last_off, 0)
+
+
 def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
     """The first minute with enough evidence against the candidate, and the action it calls for.
 
@@ -117,9 +124,9 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
     build alike is not blamed on the candidate), for errors and for requests beyond the
     stable build's pre-ramp p95 bucket. The absolute one asks whether the candidate burns
     the error budget at 6x or more whatever the stable build usually does: a candidate that
-    replaces a bad build must not ramp just because it is less bad. It skips the minutes of a
-    burst the stable build suffers beyond its usual ratio (every build errs alike: a blip, not
-    the candidate). A stable build the controller has already rejected is no
+    replaces a bad build must not ramp just because it is less bad. It skips the first minutes
+    (under ``SUSTAINED``) of a burst the stable build suffers beyond its usual ratio (every build
+    errs alike: a blip, not the candidate). A stable build the controller has already rejected is no
     baseline (``trusted_baseline=False``): then only the absolute tests run, latency against
     the pre-ramp p95. When a usually healthy stable build has burnt for ``SUSTAINED`` minutes
     on end and the candidate burns as well, the service is in an incident and the answer is
@@ -145,17 +152,20 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
         m_base = np.full(len(n), float(series["pre_mid"][0]))
         mid_score = _cusum(_llr(mid, n, m_base + MID_H0, m_base + MID_H1))
         slow_score = np.maximum(slow_score, mid_score)
-    # A burst: the stable build burns 2x or more in the minute, beyond its usual ratio by more
-    # than binomial noise (a blip, an incident: every build errs alike). The absolute test takes
-    # no evidence from such a minute: a 30% burst swamps the 1% vs 3% it weighs, and a canary's
-    # few requests in a one-minute blip would otherwise read as its own burn.
+    # A blip: the stable build burns 2x or more, beyond its usual ratio by more than binomial
+    # noise, for less than SUSTAINED minutes so far (a deploy hiccup, a pause: every build errs
+    # alike). The absolute test takes no evidence from those minutes: a 30% burst swamps the 1%
+    # vs 3% it weighs, and a canary's few requests in it would read as its own burn. From a
+    # burst's SUSTAINED-th minute on it counts again: a stable build that stays worse than it
+    # was must not blind the test to a candidate that burns as badly.
     usual_ratio = float(series["b_pre_error_ratio"][0])
     burn_h0, burn_h1 = ERROR_MARGIN * BURN_H0, ERROR_MARGIN * BURN_H1
     base_burns = has_base & (p_base >= burn_h0)
     noise = BURST_SIGMAS * np.sqrt(max(usual_ratio, 1e-4) * (1 - usual_ratio) / nb_safe)
     burst = base_burns & (p_base - usual_ratio > noise)
+    blip = burst & (_run_length(burst) < SUSTAINED)
     burn_llr = _llr(err, n, np.full(len(n), burn_h0), np.full(len(n), burn_h1))
-    burn_score = _cusum(np.where(burst, 0.0, burn_llr))
+    burn_score = _cusum(np.where(blip, 0.0, burn_llr))
     # An incident, not a blip: the stable build, usually healthy, has burnt 2x or more in each
     # of the last SUSTAINED minutes while the candidate burns as well.
     usual = usual_ratio / ERROR_MARGIN
@@ -170,7 +180,7 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
     acted_at = series["ts"][i] + MINUTE
     cum_n, cum_err = series["cum_requests"][i], series["cum_errors"][i]
     ratio = cum_err / max(cum_n, 1)
-    freeze = not worse[i] and burn_score[i] < THRESHOLD  # only the service's incident: no build to blame
+    freeze = not worse[i] and incident[i]  # the service's incident: no build to blame
     evidence = max(err_score[i], slow_score[i], raw_burn[i] if freeze else burn_score[i])
     numbers = f"{cum_err}/{cum_n} errors, {series['cum_slow'][i]} slow, evidence {evidence:.1f}"
     if freeze:

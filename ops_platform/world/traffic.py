@@ -51,10 +51,10 @@ def generate_incidents(tl: Timeline, rng: np.random.Generator) -> pl.DataFrame:
 
 
 def generate_blips(tl: Timeline, per_day: int, rng: np.random.Generator) -> pl.DataFrame:
-    """``per_day`` short error bursts a day, each on every build and cohort of one service."""
-    days = -(-tl.minutes // 1440)
-    n = per_day * days
-    start = np.minimum(np.repeat(np.arange(days), per_day) * 1440 + rng.integers(0, 1440, n), tl.minutes - 2)
+    """``per_day`` short error bursts a day on average (over the world's days, whatever DST
+    makes of their length), at uniform times, each on every build and cohort of one service."""
+    n = per_day * max(1, round(tl.minutes / 1440))
+    start = rng.integers(0, tl.minutes - 2, n)
     frame = pl.DataFrame({
         "service": [SERVICES[int(i)].name for i in rng.integers(0, len(SERVICES), n)],
         "start_min": start.astype(np.int64), "end_min": (start + rng.integers(1, 3, n)).astype(np.int64),
