@@ -101,6 +101,16 @@ def test_blips_fail_requests_only_inside_their_minutes_and_service(small_world, 
     assert (added.filter(~pl.col("inside"))["added"] == 0).all()
     hit = added.filter(pl.col("inside"))
     assert (hit["added"] >= 0).all() and hit["errors"].sum() > 0.15 * hit["requests"].sum()
+    # The tenant SLIs follow: more errors in the hours of the API's blips, every other row as it was.
+    slis, plain_slis = _read(small_world, "tenant_slis"), _read(plain, "tenant_slis")
+    assert slis.select(pl.exclude("errors")).equals(plain_slis.select(pl.exclude("errors")))
+    api = blips.filter(pl.col("service") == "api")
+    api_hours = pl.concat([api.select(pl.col(c).dt.offset_by(by).dt.truncate("1h").alias("hour"))
+                           for c, by in (("start", "0m"), ("end", "-1m"))])  # a blip may cross an hour
+    moved = slis.with_columns((slis["errors"] - plain_slis["errors"]).alias("added"),
+                              pl.col("hour").is_in(api_hours["hour"].implode()).alias("blip_hour"))
+    assert (moved.filter(~pl.col("blip_hour"))["added"] == 0).all() and (moved["added"] >= 0).all()
+    assert api.height > 0 and moved.filter(pl.col("blip_hour"))["added"].sum() > 0
 
 
 def test_latency_histograms_follow_prometheus_conventions(small_world):

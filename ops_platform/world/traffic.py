@@ -124,6 +124,7 @@ def generate_traffic(cfg: WorldConfig, tl: Timeline, rel: Releases, tenants: pl.
     errors = rng.binomial(requests, np.clip(p_err, 0, 1))
     blip_rng = np.random.default_rng([cfg.seed, 5])
     blips = generate_blips(tl, cfg.blips_per_day, blip_rng)
+    plain_errors = errors.copy()  # the tenant SLIs are drawn from these, the blips added after
     _add_blips(blips, svc, minute, requests, errors, blip_rng)
 
     ts_ms = tl.minute_ts_ms()[minute]
@@ -157,7 +158,8 @@ def generate_traffic(cfg: WorldConfig, tl: Timeline, rel: Releases, tenants: pl.
     })
 
     lag = _lag_samples(tl, incidents, rng)
-    slis = _tenant_slis(cfg, tl, tenants, minute, cohort, svc, requests, errors, lat_mult, rng)
+    slis = _tenant_slis(cfg, tl, tenants, minute, cohort, svc, requests, plain_errors, lat_mult, rng)
+    slis = _blips_in_slis(slis, tl, tenants, minute, cohort, svc, requests, errors - plain_errors, blip_rng)
     return Traffic(counters.sort(["ts", "service", "cohort", "build_id"]),
                    latency.sort(["ts", "service", "cohort", "build_id", "le"]), lag, slis, incidents, blips)
 
@@ -185,6 +187,28 @@ def _lag_samples(tl: Timeline, incidents: pl.DataFrame, rng: np.random.Generator
             "pipeline": p, "lag_seconds": np.round(lag, 3),
         }))
     return pl.concat(frames).sort(["ts", "pipeline"])
+
+
+def _blips_in_slis(slis: pl.DataFrame, tl: Timeline, tenants: pl.DataFrame, minute: np.ndarray, cohort: np.ndarray,
+                   svc: np.ndarray, requests: np.ndarray, added: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
+    """The tenant SLIs with the blips' errors: in an hour a blip touched, a tenant's requests
+    fail at the rate the blips added to its cohort's API counters that hour. Drawn after the
+    SLIs, from the blips' generator, so every other hour is as in the world without blips."""
+    api = svc == "api"
+    if not (added[api] > 0).any():
+        return slis
+    start_ms = int(tl.start.timestamp() * 1000)
+    rates = (pl.DataFrame({"hour": minute[api] // 60, "cohort": cohort[api], "requests": requests[api],
+                           "added": added[api]})
+             .group_by("hour", "cohort").agg((pl.col("added").sum() / pl.col("requests").sum().clip(1)).alias("rate"))
+             .filter(pl.col("rate") > 0)
+             .with_columns((start_ms + pl.col("hour") * 3_600_000).cast(pl.Datetime("ms", "UTC")).alias("hour")))
+    rate = (slis.with_row_index("_row").join(tenants.select("tenant_id", "cohort"), on="tenant_id")
+            .join(rates, on=["hour", "cohort"], how="left").sort("_row")["rate"].fill_null(0.0).to_numpy())
+    errors = slis["errors"].to_numpy().copy()
+    hit = np.flatnonzero(rate > 0)
+    errors[hit] += rng.binomial(slis["requests"].to_numpy()[hit] - errors[hit], rate[hit])
+    return slis.with_columns(pl.Series("errors", errors, dtype=pl.Int64))
 
 
 def _tenant_slis(cfg, tl, tenants, minute, cohort, svc, requests, errors, lat_mult, rng) -> pl.DataFrame:
