@@ -417,16 +417,20 @@ def receipts_verify(url: str | None) -> None:
     report = verify_store(store, verifiers, file_digest=file_digest_in(p.home), keys_dir=p.keys_dir)
     # Released invoice folders hold exactly the files their receipts name (a file added beside
     # them would pass for part of the release).
-    extra = unreceipted_files(store, p.home, verifiers) if report.ok else []
+    extra = unreceipted_files(store, p.home, verifiers)
     if report.ok and not extra:
         console.print(f"[green]ledger verified[/green]: {report.entries} receipts, {report.checkpoints} signed tree heads")
         return
-    if extra:
-        console.print(f"[red]released files do not match their receipts[/red] ({report.entries} receipts verified)")
-    else:
+    # Every problem at once: a changed file (the ledger's check) and a file added beside the
+    # released ones are both named, not the second only once the first is mended.
+    if not report.ok:
         console.print(f"[red]ledger verification FAILED[/red] at {escape(str(report.first_bad))}")
-    for err in (extra or report.errors)[:20]:
-        console.print(f"  {escape(str(err))}")
+        for err in report.errors[:20]:
+            console.print(f"  {escape(str(err))}")
+    if extra:
+        console.print(f"[red]released files do not match their receipts[/red] ({report.entries} receipts read)")
+        for err in extra[:20]:
+            console.print(f"  {escape(str(err))}")
     sys.exit(1)
 
 
@@ -1007,9 +1011,12 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
     click.echo(f"  tenant-days            {figures['tenant_days']}")
     click.echo(f"  MAPE                   {figures['mape']:.4%}   (target < {MAPE_TARGET:.0%})")
     click.echo(f"  within 5% of truth     {figures['within_5pct']:.2%}  (target >= {WITHIN_5_TARGET:.0%})")
-    click.echo(f"  bill / attributed      {figures['billed_usd']:,.6f} / {figures['attributed_usd']:,.6f} {figures['currency']} "
-               f"({figures['days_summing_exactly']}/{figures['days']} days exact to the micro-dollar)")
-    click.echo(f"  unallocated            {figures['unallocated_usd']:,.6f} {figures['currency']}")
+    def exact(micros: int) -> str:  # micro-units as decimal text, every digit kept
+        return f"{Decimal(micros).scaleb(-6):,.6f}"
+
+    click.echo(f"  bill / attributed      {exact(figures['billed_micros'])} / {exact(figures['attributed_micros'])} "
+               f"{figures['currency']} ({figures['days_summing_exactly']}/{figures['days']} days exact to the micro-dollar)")
+    click.echo(f"  unallocated            {exact(figures['unallocated_micros'])} {figures['currency']}")
     if figures["unbilled_days"]:
         days = figures["unbilled_days"]
         click.echo(f"  unbilled days          {len(days)} with final usage and no bill (first {days[0]})")

@@ -553,6 +553,12 @@ def test_cli_finops_score_json(small_world):
     out = json.loads(res.output)
     assert {"mape", "within_5pct", "billed_usd", "attributed_usd", "min_day_confidence"} <= set(out)
     assert out["billed_usd"] == out["attributed_usd"]
+    # Exact money: integer micro-units, and the text prints every one of them (a float of
+    # dollars loses micro-dollars on a bill past about 10^10).
+    assert isinstance(out["billed_micros"], int) and out["billed_micros"] == out["attributed_micros"] > 0
+    text = CliRunner().invoke(main, ["finops", "score", "--world", str(small_world)]).output
+    dollars, micros = divmod(out["billed_micros"], 10 ** 6)
+    assert f"{dollars:,}.{micros:06d} / {dollars:,}.{micros:06d}" in text, text
     assert isinstance(out["targets_met"], bool) and out["currency"] == "USD"
     # every target --check judges is listed, the anomaly model's included
     assert {"mape", "within_5pct", "anomaly_model_precision", "anomaly_model_recall",

@@ -128,6 +128,18 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         csv = pl.read_csv(state.invoices / period / f"{stem}.csv", infer_schema=False)
         assert parquet.height > 0 and csv.columns == parquet.columns
         assert csv.equals(parquet.select(pl.all().cast(pl.String)))
+    # A released file changed and another added beside them: `receipts verify` names both at
+    # once (the added one was named only after the changed one was mended).
+    summary_csv, added = state.invoices / period / "invoice_summary.csv", state.invoices / period / "extra.csv"
+    kept = summary_csv.read_bytes()
+    summary_csv.write_bytes(kept.replace(b",", b";", 1))
+    added.write_text("invoice_id,total_minor\nINV-forged,100\n")
+    verify = CliRunner().invoke(main, ["receipts", "verify"])
+    said = " ".join(verify.output.split())
+    assert verify.exit_code == 1 and "invoice_summary.csv" in said and f"{added} is in the released folder" in said, said
+    summary_csv.write_bytes(kept)
+    added.unlink()
+    assert CliRunner().invoke(main, ["receipts", "verify"]).exit_code == 0
     # A billing row loaded after the attribution ran (or whose run then failed): the stored
     # books are not the warehouse's any more, and no period goes out from them.
     from datetime import date, timedelta

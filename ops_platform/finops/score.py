@@ -62,6 +62,11 @@ def score_attribution(result: Attribution, truth: pl.DataFrame) -> dict:
         "within_5pct": float((both["ape"] <= 0.05).mean()),
         "worst_tenant_day": both.sort("ape", descending=True).head(1).select(
             pl.col("utc_date").cast(pl.String), "tenant_id", "ape").to_dicts()[0] if both.height else None,
+        # Exact in micro-units (a float of dollars loses micro-dollars past about 10^10 dollars);
+        # the *_usd floats are for a glance.
+        "billed_micros": int(day["billed_micros"].sum()),
+        "attributed_micros": int(day["attributed_micros"].sum()),
+        "unallocated_micros": int(day["unallocated_micros"].sum()),
         "billed_usd": float(day["billed_micros"].sum() / 1e6),
         "attributed_usd": float(day["attributed_micros"].sum() / 1e6),
         "unallocated_usd": float(day["unallocated_micros"].sum() / 1e6),
