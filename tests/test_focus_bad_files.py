@@ -86,7 +86,11 @@ def test_a_semicolon_separated_csv_is_refused_with_a_hint(tmp_path, row):
     ((HEADER + "\n" + ROW + "\n").replace(",", "\t").encode(), "tab-separated"),
     ((HEADER + "\n" + _row(ChargeDescription="caf\u00e9") + "\n").encode("latin-1"), "not UTF-8"),
     ((HEADER + "\n" + ROW + "\n").encode("utf-16"), "UTF-16"),
-], ids=["tabs", "latin-1", "utf-16"])
+    # A binary file under a text name: said what it is (a Parquet file read as text was
+    # "tab-separated"), with the name to give it.
+    (b"PAR1" + bytes(range(256)) + b"PAR1", "a Parquet file named .csv: name it export.parquet"),
+    (gzip.compress((HEADER + "\n" + ROW + "\n").encode()), "a gzip file named .csv: name it export.csv.gz"),
+], ids=["tabs", "latin-1", "utf-16", "parquet", "gzip"])
 def test_a_csv_in_another_shape_or_encoding_is_refused_saying_which(tmp_path, content, said):
     path = tmp_path / "export.csv"
     path.write_bytes(content)

@@ -67,6 +67,13 @@ def read_any(path: Path) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
         # line ids hash it as a missing value now: a Parquet bill without line ids that has
         # "" fields, loaded before, is recognised again once its partitions are reloaded.)
         return frame.with_columns(pl.col(pl.String).replace("", None)), []
+    if not name.endswith(".gz"):  # a binary file under a text name: say what it is, not how its bytes parse
+        with path.open("rb") as fh:
+            head = fh.read(4)
+        for magic, what, suffix in ((b"PAR1", "a Parquet file", ".parquet"), (b"\x1f\x8b", "a gzip file", ".gz")):
+            if head.startswith(magic):
+                raise ValueError(f"{path}: {what} named {path.suffix or 'without a suffix'}: name it "
+                                 f"{path.name + suffix if suffix == '.gz' else path.stem + suffix}")
     if plain.endswith((".csv", ".txt")):
         hint_line = _refuse_other_separators(path, gzipped=name.endswith(".gz"))
         try:
