@@ -545,3 +545,11 @@ def test_charges_told_apart_only_by_tags_in_two_part_files_are_two_lines(tmp_pat
     assert res.accepted.height == 2 and res.accepted["x_LineItemId"].n_unique() == 2, res.accepted
     assert set(res.accepted["Tags"].map_elements(lambda t: json.loads(t)["tenant"], pl.String)) == {"t-a", "t-b"}
     assert res.duplicates_removed == 2 and res.quarantine.height == 0, res.quarantine
+
+
+def test_a_missing_currency_is_refused_for_being_missing_only(tmp_path):
+    # Not also "not an ISO 4217 code": FinOps repairs a missing currency from the account's,
+    # and the reason should say only what is wrong.
+    report = check_file(_csv(tmp_path, _row(BillingCurrency=""), _row(BillingCurrency="eur")), BILLING_FOCUS)
+    assert report.quarantined == {"BillingCurrency: missing value": 1, "BillingCurrency: not an ISO 4217 code": 1}, \
+        report.quarantined

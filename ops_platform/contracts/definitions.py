@@ -167,7 +167,8 @@ BILLING_FOCUS = Contract(
      Column("AllocatedMethodId", required=False), Column("AllocatedResourceId", required=False),
      Column("AllocatedTags", required=False)),
     rules=(
-        Rule("currency_code", pl.col("BillingCurrency").str.contains(r"^[A-Z]{3}$").fill_null(False),
+        # A missing currency is refused by its own reason (missing value), which FinOps repairs.
+        Rule("currency_code", pl.col("BillingCurrency").str.contains(r"^[A-Z]{3}$").fill_null(True),
              "BillingCurrency: not an ISO 4217 code"),
         Rule("charge_category", pl.col("ChargeCategory").is_in(FOCUS_CHARGE_CATEGORIES).fill_null(False),
              "ChargeCategory: not a FOCUS charge category"),
