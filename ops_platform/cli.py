@@ -411,9 +411,7 @@ def receipts_verify(url: str | None) -> None:
     p = StatePaths.from_env()  # read only: verify creates no folder, store or key
     store = existing_store(url or control_url(p))  # NoStore: a one-line error (_Main)
     verifiers = _public_keys(p)
-    if not verifiers:
-        console.print(f"[yellow]no public keys in {escape(str(p.keys_dir / 'public'))}[/yellow] (OPS_PLATFORM_KEYS_DIR): "
-                      "no signature can be checked")
+    _say_if_no_keys(p, verifiers)
     report = verify_store(store, verifiers, file_digest=file_digest_in(p.home), keys_dir=p.keys_dir)
     # Released invoice folders hold exactly the files their receipts name (a file added beside
     # them would pass for part of the release).
@@ -423,14 +421,12 @@ def receipts_verify(url: str | None) -> None:
         return
     # Every problem at once: a changed file (the ledger's check) and a file added beside the
     # released ones are both named, not the second only once the first is mended.
-    if not report.ok:
-        console.print(f"[red]ledger verification FAILED[/red] at {escape(str(report.first_bad))}")
-        for err in report.errors[:20]:
-            console.print(f"  {escape(str(err))}")
-    if extra:
-        console.print(f"[red]released files do not match their receipts[/red] ({report.entries} receipts read)")
-        for err in extra[:20]:
-            console.print(f"  {escape(str(err))}")
+    for problems, head in ((report.errors if not report.ok else [], f"ledger verification FAILED at {report.first_bad}"),
+                           (extra, f"released files do not match their receipts ({report.entries} receipts read)")):
+        if problems:
+            console.print(f"[red]{escape(head)}[/red]")
+            for err in problems[:20]:
+                console.print(f"  {escape(str(err))}")
     sys.exit(1)
 
 
@@ -1422,7 +1418,7 @@ def switchboard_status(as_json: bool, url: str | None) -> None:
                      "paused": r.paused, "frozen": r.frozen, "disabled": r.disabled, "state": state,
                      "changed_at": iso_utc(r.changed_at) if r.changed_at else None, "override": override})
     if any(r["override"] for r in rows):
-        _say_if_no_keys(p, keys())
+        _say_if_no_keys(p, keys(), then=OVERRIDES_UNOBEYED)
     if as_json:
         click.echo(json.dumps({"flag_file": str(path), "as_of": now, "flags": rows}, indent=2))
         return
@@ -1511,7 +1507,7 @@ def switchboard_log(flag: str, as_json: bool, url: str | None) -> None:
     active = store.active_overrides(flag, iso_utc(utcnow()))
     keys = _public_keys(p) if active else {}
     if active:
-        _say_if_no_keys(p, keys)
+        _say_if_no_keys(p, keys, then=OVERRIDES_UNOBEYED)
     # Why the controller does not obey an override (its receipt does not vouch for it), or None.
     problems = [store.override_problem(o, keys) for o in active]
     if as_json:  # the same events, whole, for scripts
@@ -1553,12 +1549,15 @@ def _public_keys(p: StatePaths) -> dict:
         raise click.ClickException(f"cannot read the public keys in {p.keys_dir}: {exc}") from None
 
 
-def _say_if_no_keys(p: StatePaths, verifiers: dict) -> None:
+OVERRIDES_UNOBEYED = ", so no override reads as obeyed"
+
+
+def _say_if_no_keys(p: StatePaths, verifiers: dict, then: str = "") -> None:
     """A note on stderr when the key folder holds no public key: every signature then reads as
     unchecked (a mistyped OPS_PLATFORM_KEYS_DIR, not tampering), so say which folder it was."""
     if not verifiers:
         click.echo(f"note: no public keys in {p.keys_dir / 'public'} (OPS_PLATFORM_KEYS_DIR): no receipt's "
-                   "signature can be checked, so no override reads as obeyed", err=True)
+                   f"signature can be checked{then}", err=True)
 
 
 def _one_line(text: str) -> str:
