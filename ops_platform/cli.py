@@ -1613,7 +1613,7 @@ def focus_check(file: Path, as_json: bool) -> None:
     import json
 
     from .contracts.definitions import BILLING_FOCUS
-    from .ingest.check_file import check_file
+    from .ingest.check_file import check_file, example_text
 
     report = check_file(file, BILLING_FOCUS)
     if as_json:
@@ -1629,7 +1629,7 @@ def focus_check(file: Path, as_json: bool) -> None:
         for err in report.schema_errors:
             click.echo(f"  {err}")
         for reason, n in report.quarantined.items():
-            shown = report.examples.get(reason, [])
+            shown = [example_text(e) for e in report.examples.get(reason, [])]
             click.echo(f"  {n:,} row(s) would be quarantined: {reason}"
                        + (f"\n    {'first: ' if n > len(shown) else ''}{', '.join(shown)}" if shown else ""))
         for warning in report.warnings:

@@ -434,7 +434,7 @@ def test_the_check_names_the_rows_it_would_quarantine(tmp_path):
     path = _csv(tmp_path, *rows)
     report = check_file(path, BILLING_FOCUS)
     [(reason, n)] = report.quarantined.items()
-    assert n == 4 and report.examples == {reason: ["data row 1 (L2)", "data row 3 (L4)", "data row 4 (L5)"]}
+    assert n == 4 and report.examples == {reason: [{"row_number": r, "record_id": f"L{r + 1}"} for r in (1, 3, 4)]}
     # Numbered as ingestion numbers them in raw.quarantine, so the two are read side by side.
     from ops_platform.ingest.check_file import _OneFile
     from ops_platform.ingest.landing import RawBatch, read_any
@@ -445,8 +445,10 @@ def test_the_check_names_the_rows_it_would_quarantine(tmp_path):
     text = CliRunner().invoke(main, ["focus", "check", str(path)]).output
     assert f"4 row(s) would be quarantined: {reason}\n    first: data row 1 (L2), data row 3 (L4), data row 4 (L5)" \
         in text, text
+    # Scripts get the rows as objects, not the sentence.
     assert json.loads(CliRunner().invoke(main, ["focus", "check", str(path), "--json"]).output)["examples"] == \
-        report.examples
+        {reason: [{"row_number": 1, "record_id": "L2"}, {"row_number": 3, "record_id": "L4"},
+                  {"row_number": 4, "record_id": "L5"}]}
 
 
 def test_headers_in_another_case_are_told_names_are_case_sensitive(tmp_path):

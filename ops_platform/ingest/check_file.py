@@ -30,7 +30,8 @@ class FileCheck:
     quarantined_rows: int = 0
     duplicates_removed: int = 0  # a row repeating an earlier one's key and content
     quarantined: dict[str, int] = field(default_factory=dict)  # quarantined rows per reason, as ingestion words it
-    examples: dict[str, list[str]] = field(default_factory=dict)  # per reason, the first rows to look at
+    # Per reason, the first rows to look at: {"row_number": 1, "record_id": "L2"} (see ``_examples``).
+    examples: dict[str, list[dict[str, int | str | None]]] = field(default_factory=dict)
     schema_errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the file loads, but a later step will object
 
@@ -82,16 +83,20 @@ def check_file(path: Path, contract: Contract) -> FileCheck:
     return result
 
 
-def _examples(quarantine: pl.DataFrame, per_reason: int = 3) -> dict[str, list[str]]:
+def _examples(quarantine: pl.DataFrame, per_reason: int = 3) -> dict[str, list[dict[str, int | str | None]]]:
     """The first rows of each reason, by data row (from 0, as ``raw.quarantine.row_number``
     counts them: a CSV's header is no row) and record id (e.g. ``x_LineItemId``), so a user
     can find them in the file and in the quarantine alike."""
     first = quarantine.sort("row_number").group_by("reason", maintain_order=True).head(per_reason)
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[dict[str, int | str | None]]] = {}
     for row in first.iter_rows(named=True):
-        out.setdefault(row["reason"], []).append(
-            f"data row {row['row_number']}" + (f" ({row['record_id']})" if row["record_id"] else ""))
+        out.setdefault(row["reason"], []).append({"row_number": row["row_number"], "record_id": row["record_id"]})
     return out
+
+
+def example_text(example: dict[str, int | str | None]) -> str:
+    """One example row as the report prints it: ``data row 1 (L2)``."""
+    return f"data row {example['row_number']}" + (f" ({example['record_id']})" if example["record_id"] else "")
 
 
 def _nothing_accepted(result: FileCheck, quarantine: pl.DataFrame, accepted: pl.DataFrame) -> None:
