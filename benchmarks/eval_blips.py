@@ -20,11 +20,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from ops_platform.world.config import WorldConfig
+from ops_platform.world.timeline import Timeline
+from ops_platform.world.traffic import add_blips, generate_blips
 
 ALERT_FIGURES = ("alerts", "false_alerts", "caught", "events")
 # A freeze holds every ramp of the platform: one a blip causes is as false as a pause.
@@ -32,31 +35,20 @@ RAMP_FIGURES = ("caught_before_general", "false_pauses", "median_minutes_to_paus
                 "freezes", "freezes_during_true_incident")
 
 
-def add_blips(world: Path, per_day: int, rng: np.random.Generator) -> pl.DataFrame:
-    """Add ``per_day`` blips to each day's request counters of ``world`` (in place); return them."""
-    blips = []
+def add_more_blips(world: Path, per_day: int, rng: np.random.Generator) -> pl.DataFrame:
+    """Add ``per_day`` blips a day to the request counters of ``world`` (in place), drawn and
+    applied as the simulator draws and applies its own; return them as its truth lists them."""
+    tl = Timeline.build(WorldConfig.from_json(json.loads((world / "manifest.json").read_text())["config"]))
+    blips = generate_blips(tl, per_day, rng).with_columns(pl.col("blip_id").str.replace("blip-", "extra-"))
+    start_ms = int(tl.start.timestamp() * 1000)
     for path in sorted((world / "landing" / "request_counters").glob("dt=*/*.parquet")):
         counters = pl.read_parquet(path)
-        if not counters.height:
-            continue
-        services = sorted(counters["service"].unique().to_list())
-        first, last = counters["ts"].min(), counters["ts"].max()
-        minutes = int((last - first).total_seconds() // 60)
-        today = []
-        for _ in range(per_day):
-            start = first + timedelta(minutes=int(rng.integers(0, max(1, minutes - 2))))
-            today.append({"service": services[int(rng.integers(0, len(services)))], "start": start,
-                          "end": start + timedelta(minutes=int(rng.integers(1, 3))),
-                          "error_rate": round(float(rng.uniform(0.2, 0.4)), 3)})
-        blips += today
-        hit = pl.lit(None, pl.Float64)
-        for b in today:
-            inside = (pl.col("service") == b["service"]) & (pl.col("ts") >= b["start"]) & (pl.col("ts") < b["end"])
-            hit = pl.when(inside).then(pl.lit(b["error_rate"])).otherwise(hit)
-        rate = counters.select(hit.alias("r"))["r"].to_numpy()
-        burst = np.where(np.isnan(rate), 0, rng.binomial(counters["requests"].to_numpy(), np.nan_to_num(rate)))
-        counters.with_columns(pl.max_horizontal(pl.col("errors"), pl.Series(burst)).alias("errors")).write_parquet(path)
-    return pl.DataFrame(blips)
+        errors = counters["errors"].to_numpy().copy()
+        minute = (counters["ts"].dt.epoch("ms").to_numpy() - start_ms) // 60_000
+        add_blips(blips, counters["service"].to_numpy(), minute, counters["requests"].to_numpy(), errors, rng)
+        counters.with_columns(pl.Series("errors", errors)).write_parquet(path)
+    at = {e: (pl.col(f"{e}_min") * 60_000 + start_ms).cast(pl.Datetime("ms", "UTC")) for e in ("start", "end")}
+    return blips.with_columns(**at)
 
 
 def backtest(kind: str, world: Path) -> dict:
@@ -75,7 +67,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="blips_") as tmp:
         copy = Path(tmp) / "world"
         shutil.copytree(args.world, copy)
-        blips = add_blips(copy, args.per_day, np.random.default_rng(args.seed))
+        blips = add_more_blips(copy, args.per_day, np.random.default_rng(args.seed))
         own = copy / "truth" / "blips.parquet"  # a world's own blips, if it has any, stay listed
         listed = pl.concat([pl.read_parquet(own), blips], how="diagonal_relaxed") if own.exists() else blips
         listed.write_parquet(own)

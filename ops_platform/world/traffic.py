@@ -64,12 +64,12 @@ def generate_blips(tl: Timeline, per_day: int, rng: np.random.Generator) -> pl.D
                         pl.all())
 
 
-def _add_blips(blips: pl.DataFrame, svc: np.ndarray, minute: np.ndarray, requests: np.ndarray,
+def add_blips(blips: pl.DataFrame, svc: np.ndarray, minute: np.ndarray, requests: np.ndarray,
                errors: np.ndarray, rng: np.random.Generator) -> None:
     """Fail each request a blip covers that had not failed already with the blip's rate (in place).
 
     Its own generator: the counters of a world with blips differ from the same world's without
-    them only inside the blips' minutes."""
+    them only inside the blips' minutes. ``benchmarks/eval_blips.py`` adds more with it."""
     for b in blips.iter_rows(named=True):
         hit = np.flatnonzero((svc == b["service"]) & (minute >= b["start_min"]) & (minute < b["end_min"]))
         errors[hit] += rng.binomial(requests[hit] - errors[hit], b["error_rate"])
@@ -125,7 +125,7 @@ def generate_traffic(cfg: WorldConfig, tl: Timeline, rel: Releases, tenants: pl.
     blip_rng = np.random.default_rng([cfg.seed, 5])
     blips = generate_blips(tl, cfg.blips_per_day, blip_rng)
     plain_errors = errors.copy()  # the tenant SLIs are drawn from these, the blips added after
-    _add_blips(blips, svc, minute, requests, errors, blip_rng)
+    add_blips(blips, svc, minute, requests, errors, blip_rng)
 
     ts_ms = tl.minute_ts_ms()[minute]
     counters = pl.DataFrame({
