@@ -287,8 +287,7 @@ def _finops_story(p: StatePaths, report) -> None:
         return
     day = att.day
     exact = int((day["billed_micros"] == day["attributed_micros"]).sum())
-    currency = (wh.query("SELECT DISTINCT BillingCurrency FROM raw.billing_focus")["BillingCurrency"]
-                .drop_nulls().to_list() or ["USD"])[0]  # attribution refuses a bill in two
+    currency = _bill_currency(wh) or "USD"
     click.echo(f"cost reconciliation: {int(day['billed_micros'].sum()) / 1e6:,.2f} {currency} billed over {day.height} "
                f"day(s), {exact} exact to the micro-dollar; confidence min {day['confidence'].min():.3f} "
                f"(final days {day.filter(pl.col('final'))['confidence'].min():.3f})")
@@ -314,6 +313,12 @@ def _finops_story(p: StatePaths, report) -> None:
         for f in files:
             click.echo(f"    {f.name}")
     click.echo("  calendar months wait for the release sensor: ops-platform invoices export --period YYYY-MM")
+
+
+def _bill_currency(wh) -> str | None:
+    """The currency of the bill the warehouse holds (attribution refuses a bill in two)."""
+    found = wh.query("SELECT DISTINCT BillingCurrency FROM raw.billing_focus")["BillingCurrency"].drop_nulls()
+    return found.sort().first() if found.len() else None
 
 
 def _backtest_line(p: StatePaths) -> None:
@@ -1132,6 +1137,82 @@ def finops_report(world_dir: Path | None, period: str | None, top: int, as_json:
     if other.height:
         click.echo(f"{other.height} tenant(s) are invoiced in another currency than the bill's, or in more than "
                    "one: no margin shown")
+
+
+@finops.command("anomalies")
+@click.option("--world", "world_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Find them in this world's landing zone (default: read what the platform flagged, "
+                   "finops.anomalies in the warehouse).")
+@click.option("--period", default=None, help="YYYY-MM or YYYY-MM-DD..YYYY-MM-DD, end exclusive (default: every day).")
+@click.option("--tenant", default=None, help="Only this tenant's (service capacity spikes belong to none).")
+@click.option("--by", "detector", type=click.Choice(["either", "model", "baseline"]), default="either",
+              show_default=True, help="Which detector's flags to list.")
+@click.option("--top", default=20, show_default=True, type=click.IntRange(min=0),
+              help="Anomalies listed, costliest first (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Every anomaly listed as JSON.")
+def finops_anomalies(world_dir: Path | None, period: str | None, tenant: str | None, detector: str, top: int,
+                     as_json: bool) -> None:
+    """Cost anomalies, costliest first: what moved, against what range, what it cost and its driver."""
+    import json
+
+    from .finops.anomalies import listed
+    from .finops.invoices import parse_period
+
+    try:
+        chosen = parse_period(period) if period else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--period") from None
+    if world_dir is not None:
+        from .finops.pipeline import FinOpsInputs, bill_currencies, run
+
+        if not world_exists(world_dir):
+            raise click.ClickException(f"no world at {world_dir}; run `ops-platform world generate` or `make demo`")
+        if not as_json:
+            click.echo(f"reading {world_dir / 'landing'} through the contracts and attributing the bill ...", err=True)
+        try:
+            inputs = FinOpsInputs.from_landing(world_dir)
+            found, currency = run(inputs).anomalies, (bill_currencies(inputs.billing) or [None])[0]
+        except ValueError as exc:  # bad input or settings (a bill in two currencies): say so
+            raise click.ClickException(str(exc)) from exc
+        known, where = inputs.tenants["tenant_id"].to_list(), f"world {world_dir}"
+    else:
+        import duckdb
+
+        p = StatePaths.from_env()
+        wh = _stored_warehouse(p, "run `make demo` or materialize the finops assets")
+        try:
+            found, currency = wh.query("SELECT * FROM finops.anomalies"), _bill_currency(wh)
+            known = wh.query("SELECT DISTINCT tenant_id FROM raw.tenants")["tenant_id"].to_list()
+        except (duckdb.Error, OSError) as exc:
+            raise click.ClickException(f"cannot read finops.anomalies in {p.warehouse}: {str(exc).splitlines()[0]} "
+                                       "(materialize the finops assets first)") from None
+        where = f"warehouse {p.warehouse}"
+    if tenant is not None and tenant not in known:  # a typo is no quiet tenant
+        raise click.BadParameter(f"no tenant {tenant!r} in the {where}", param_hint="--tenant")
+    rows = listed(found, detector=detector, tenant=tenant, start=chosen.start if chosen else None,
+                  end=chosen.end if chosen else None)
+    shown = rows.head(top) if top else rows
+    if as_json:
+        click.echo(json.dumps({"source": where, "currency": currency, "detector": detector, "anomalies": rows.height,
+                               "listed": shown.drop("partition_key", strict=False).to_dicts()},
+                              indent=2, default=str))
+        return
+    scope = " ".join(x for x in (f"of {tenant}" if tenant else "", f"in {chosen.name}" if chosen else "") if x)
+    if not rows.height:
+        by = {"either": "either detector", "model": "the model", "baseline": "the baseline"}[detector]
+        click.echo(f"no anomaly flagged by {by}" + (f" {scope}" if scope else "") + f" ({where})")
+        return
+    table = Table(title=f"{rows.height} anomal{'y' if rows.height == 1 else 'ies'}" + (f" {scope}" if scope else "")
+                  + (f", the {shown.height} costliest" if shown.height < rows.height else "")
+                  + f" ({where})", box=box.SIMPLE_HEAD)
+    for title in ("day", "kind", "tenant / service", "meter", "value", "expected (range)", "impact", "flagged by"):
+        table.add_column(title, justify="right" if title in ("value", "impact") else "left")
+    for r in shown.iter_rows(named=True):
+        table.add_row(str(r["utc_date"]), r["kind"], escape(r["tenant_id"] or r["service"] or ""),
+                      escape(r["meter"] or "idle cost"), f"{r['value']:,.1f}",
+                      f"{r['expected']:,.1f} ({r['expected_low']:,.1f}-{r['expected_high']:,.1f})",
+                      f"{r['impact_usd']:,.2f} {currency or ''}".strip(), r["flagged_by"])
+    _print_whole(table)
 
 
 @main.group()

@@ -19,6 +19,8 @@ and its likely driver (tenant, service, meter). Both detectors only flag moves o
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import polars as pl
 from sklearn.ensemble import IsolationForest
@@ -139,3 +141,28 @@ def score_anomalies(found: pl.DataFrame, truth: pl.DataFrame) -> dict[str, dict]
         out[name] = {"flagged": len(got), "true_positives": tp, "injected": len(true),
                      "precision": precision, "recall": recall, "f1": f1}
     return out
+
+
+DETECTORS = {"either": pl.col("baseline_flag") | pl.col("model_flag"), "model": pl.col("model_flag"),
+             "baseline": pl.col("baseline_flag")}
+
+
+def listed(found: pl.DataFrame, *, detector: str = "either", tenant: str | None = None,
+           start: date | None = None, end: date | None = None) -> pl.DataFrame:
+    """The anomalies an analyst asked for, costliest first: flagged by ``detector`` (either,
+    model or baseline), of ``tenant`` (a service capacity spike belongs to no tenant: left
+    out when one is named), on days in [start, end); ``flagged_by`` names the detectors."""
+    if detector not in DETECTORS:
+        raise ValueError(f"detector {detector!r}: choose one of {', '.join(DETECTORS)}")
+    rows = found.filter(DETECTORS[detector])
+    if tenant is not None:
+        rows = rows.filter(pl.col("tenant_id") == tenant)
+    if start is not None:
+        rows = rows.filter(pl.col("utc_date") >= start)
+    if end is not None:
+        rows = rows.filter(pl.col("utc_date") < end)
+    by = pl.concat_list(pl.when(pl.col("model_flag")).then(pl.lit("model")),
+                        pl.when(pl.col("baseline_flag")).then(pl.lit("baseline"))).list.drop_nulls().list.join(", ")
+    return rows.with_columns(by.alias("flagged_by")).sort(["impact_usd", "utc_date", "kind", "service", "tenant_id",
+                                                           "meter"], descending=[True, False, False, False, False,
+                                                                                 False], nulls_last=True)
