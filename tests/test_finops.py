@@ -1184,6 +1184,8 @@ def test_repaired_billing_rows_are_listed_with_their_repair(world_run):
     refused = set(inputs.billing_quarantine["record"].str.json_path_match("$.x_LineItemId").to_list())
     assert set(repairs["x_LineItemId"].to_list()) <= refused
     assert repairs["repair"].str.len_chars().min() > 0 and repairs["effective_cost"].null_count() == 0
+    # Money as raw.billing_focus holds it, so the two are compared and summed without a cast.
+    assert repairs.schema["effective_cost"] == inputs.billing.schema["EffectiveCost"] == pl.Decimal(38, 12)
 
 
 def test_a_release_is_refused_when_its_days_are_out_already_by_any_path(world_run, tmp_path):

@@ -13,6 +13,7 @@ import duckdb
 import polars as pl
 
 from ..contracts.definitions import CONTRACTS
+from ..contracts.model import POLARS_TYPES
 from ..ingest.landing import LandingZoneReader
 from ..ingest.partitioning import PartitionSpace
 from ..ingest.pipeline import RESTATED, ingest_partition, latest_deliveries, quarantine_rows
@@ -163,7 +164,8 @@ def run(inputs: FinOpsInputs) -> FinOpsRun:
     result = attribute(rows, usage, inputs.services, quality, known)
     repairs = rows.filter(pl.col("repair").is_not_null()).select(
         "x_LineItemId", pl.col("ChargePeriodStart").dt.convert_time_zone("UTC").alias("charge_start"),
-        pl.col("EffectiveCost").cast(pl.String).alias("effective_cost"), "repair")
+        # The cost as it counted, in the type raw.billing_focus holds it (DECIMAL(38, 12)).
+        pl.col("EffectiveCost").cast(POLARS_TYPES["decimal"]).alias("effective_cost"), "repair")
     return FinOpsRun(usage, corrections, result, detect_anomalies(usage, result.reconciliation), repairs)
 
 
