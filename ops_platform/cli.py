@@ -955,6 +955,14 @@ def slo_rules(slo_dir: Path | None, out: Path | None) -> None:
         out = out.resolve()
     if not out.parent.is_dir():  # a typo in the folder must not create a new one somewhere
         raise click.BadParameter(f"{out.parent} is no folder", param_hint="--out")
+    from .paths import SLO_DIR
+
+    folder = (slo_dir or SLO_DIR).resolve()
+    if out.suffix.lower() in (".yaml", ".yml") and out.resolve().is_relative_to(folder):
+        # Every later load of the folder (and the platform's, for slos/) would refuse it.
+        raise click.BadParameter(f"{out} is inside the SLO folder {folder}, where a rule file is read as an SLO "
+                                 "file and refused: write it outside (e.g. prometheus/slo-rules.yaml)",
+                                 param_hint="--out")
     from .files import open_atomic
 
     try:

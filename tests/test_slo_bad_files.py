@@ -279,3 +279,43 @@ def test_a_tier_name_that_cannot_name_a_check_or_a_column_is_refused(tmp_path, n
 ])
 def test_what_the_rules_and_burn_series_could_not_agree_on_is_refused(tmp_path, file, old, new, fragments):
     _refused(_edit(tmp_path, file, old, new), file, *fragments)
+
+
+# An SRE's slips: a percentage for a ratio, rules written into the folder, files that are no files.
+
+
+def test_a_target_written_as_a_percentage_is_told_both_right_spellings(tmp_path):
+    folder = _edit(tmp_path, "api-availability.yaml", "      target: 0.995\n", "      target: 99.5\n")
+    _refused(folder, "target: 99.5 must be between 0 and 1", "write target: 0.995 or targetPercent: 99.5")
+    folder = _edit(tmp_path / "b", "api-availability.yaml", "      target: 0.995\n", "      target: 995\n")
+    assert "targetPercent" not in _refused(folder, "995")  # no percentage either: no hint
+
+
+def test_rules_are_not_written_into_the_slo_folder_they_would_break(tmp_path):
+    folder = _copy(tmp_path)
+    res = CliRunner().invoke(main, ["slo", "rules", "--slos", str(folder), "--out", str(folder / "generated.yml")])
+    assert res.exit_code == 2 and "inside the SLO folder" in res.output, res.output
+    assert not (folder / "generated.yml").exists() and len(load_slos(folder)) == 5
+    (folder / "team").mkdir()  # a subfolder is read too
+    res = CliRunner().invoke(main, ["slo", "rules", "--slos", str(folder), "--out", str(folder / "team" / "r.yaml")])
+    assert res.exit_code == 2 and not (folder / "team" / "r.yaml").exists(), res.output
+    res = CliRunner().invoke(main, ["slo", "rules", "--slos", str(folder), "--out", str(tmp_path / "rules.yaml")])
+    assert res.exit_code == 0 and "groups:" in (tmp_path / "rules.yaml").read_text(), res.output
+
+
+def test_a_pipe_a_device_a_huge_file_and_deep_nesting_are_refused_naming_the_file(tmp_path):
+    import os
+
+    folder = _copy(tmp_path)
+    os.mkfifo(folder / "z.yaml")  # reading it would wait for a writer forever
+    _refused(folder, "z.yaml", "is not a regular file")
+    (folder / "z.yaml").unlink()
+    (folder / "zero.yaml").symlink_to("/dev/zero")  # reading it would never end
+    _refused(folder, "zero.yaml", "is not a regular file")
+    (folder / "zero.yaml").unlink()
+    big = folder / "big.yaml"
+    big.write_text("# " + "x" * (4 << 20) + "\n")
+    _refused(folder, "big.yaml", "is larger than 4 MiB")
+    big.write_text((SLOS / "receipt-lag.yaml").read_text().replace("receipt-lag", "big-lag") + "---\n"
+                   + "[" * 2000 + "]" * 2000 + "\n")
+    _refused(folder, "big.yaml", "nested too deeply")

@@ -12,6 +12,7 @@ import math
 import operator
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -39,6 +40,9 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 SOURCE_TABLES = ("request_counters", "latency_buckets", "lag_samples")  # what burn series read
 LAG_VALUE = "lag_seconds"
+# An SLO file is a few KB; one this large is a data file under a .yaml name (reading 60 MB of
+# YAML took over a minute and 380 MB, with no word of what was wrong).
+MAX_FILE_BYTES = 4 << 20
 # The keys a metric source's spec may hold, per table: what the burn series read, no more.
 SOURCE_KEYS = {"request_counters": ("table", "service", "value"), "latency_buckets": ("table", "service", "le"),
                "lag_samples": ("table", "pipeline", "value")}
@@ -472,7 +476,9 @@ def _objective(doc: Any, budgeting: str, indicator: Indicator, file, path: str) 
     else:
         target = float(_get(o, "target", file, p, (int, float)))
         if not 0 < target < 1:
-            raise SLOSpecError(file, f"{p}.target", f"{target} must be between 0 and 1 (exclusive)")
+            hint = (f"; for {target:g}% write target: {float(Decimal(repr(target)) / 100):g} or targetPercent: "
+                    f"{target:g}" if 1 <= target < 100 else "")
+            raise SLOSpecError(file, f"{p}.target", f"{target} must be between 0 and 1 (exclusive){hint}")
     op = value = tst = tsw = None
     if indicator.kind == "ratio":
         for key in ("op", "value"):
@@ -549,10 +555,18 @@ def _tiers(doc: dict, file, path: str) -> tuple[BurnTier, ...]:
 
 def load_file(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, Indicator]], list[tuple[int, dict]]]:
     """Documents of one file: SLO docs, SLI objects, BurnAlertPolicy docs."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:  # a folder named *.yaml, a broken link, no permission
+    try:  # a folder named *.yaml, a broken link, no permission: OSError
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # opening a pipe would block, a device never end
+            raise SLOSpecError(path, "(file)", "is not a regular file (a pipe, socket or device): SLO files "
+                                               "are YAML text files")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
         raise SLOSpecError(path, "(file)", f"cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise SLOSpecError(path, "(file)", f"is larger than {MAX_FILE_BYTES >> 20} MiB: SLO files are a few KB "
+                                           "(is it a data file under a .yaml name?)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -571,6 +585,8 @@ def load_file(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, Indic
         raise SLOSpecError(path, where, f"not valid YAML: {what or exc}") from None
     except ValueError as exc:  # an integer of more digits than Python converts (4300)
         raise SLOSpecError(path, "(yaml)", f"cannot be read: {str(exc).splitlines()[0]}") from None
+    except RecursionError:  # [[[[... hundreds deep: the parser recurses per level
+        raise SLOSpecError(path, "(yaml)", "not valid YAML here: nested too deeply to read") from None
     slos, slis, policies = [], [], []
     for i, d in enumerate(docs):
         p = f"document[{i}]"
