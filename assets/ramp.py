@@ -81,7 +81,7 @@ def build_ramp_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.A
             "paused": int((rows["action"] == "pause").sum()),
             "rolled_back": int((rows["action"] == "rollback").sum()),
             "frozen": int((rows["action"] == "freeze").sum()),
-            "max_budget_consumed": round(float(rows["budget_consumed"].max() or 0.0), 3),
+            "max_burn_rate": round(float(rows["burn_rate"].max() or 0.0), 3),
             "verdicts": dg.MetadataValue.md(_markdown(rows)),
         })
         verdicts = [{"build_id": r["build_id"], "service": r["service"], "action": r["action"],
@@ -98,12 +98,12 @@ def build_ramp_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.A
 
 
 def _markdown(rows: pl.DataFrame) -> str:
-    lines = ["| build | action | at | cohorts | budget used (ramp / before action) | evidence |",
+    lines = ["| build | action | at | cohorts | burn rate (ramp / before action) | evidence |",
              "|---|---|---|---|---|---|"]
     for r in rows.iter_rows(named=True):
         at = r["acted_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if r["acted_at"] is not None else ""
         lines.append(f"| {r['build_id']} | {r['action'] or 'none'} | {at} | {r['cohorts_reached']} | "
-                     f"{r['budget_consumed']:.2f}x / {r['budget_consumed_before_action']:.2f}x | {r['reason']} |")
+                     f"{r['burn_rate']:.2f}x / {r['burn_rate_before_action']:.2f}x | {r['reason']} |")
     return "\n".join(lines)
 
 

@@ -1311,8 +1311,8 @@ def ramp() -> None:
 def ramp_verdicts(every: bool, service: str | None, as_json: bool) -> None:
     """Each ramp's latest verdict as the warehouse holds it (`ramp/verdicts`, materialized
     by `make demo` or the daily job): the action, when and why, the cohorts it had reached and
-    the error budget it used before the action. A pause keeps the split; a rollback sends
-    everyone back to the stable build."""
+    the candidate's burn rate before the action (its error ratio over the budget). A pause
+    keeps the split; a rollback sends everyone back to the stable build."""
     import json
 
     import duckdb
@@ -1342,7 +1342,7 @@ def ramp_verdicts(every: bool, service: str | None, as_json: bool) -> None:
               "action": r["action"], "acted_at": r["acted_at"].isoformat() if r["acted_at"] else None,
               "reason": r["reason"], "trusted_baseline": r["trusted_baseline"],
               "cohorts_reached": r["cohorts_reached"],
-              "budget_consumed_before_action": round(r["budget_consumed_before_action"], 4)}
+              "burn_rate_before_action": round(r["burn_rate_before_action"], 4)}
              for r in rows.iter_rows(named=True)]
     if as_json:
         click.echo(json.dumps({"ramps": shown}, indent=2))
@@ -1352,12 +1352,12 @@ def ramp_verdicts(every: bool, service: str | None, as_json: bool) -> None:
                    + ("" if every else " (--all lists every ramp)"))
         return
     table = Table(title="Ramp verdicts (times UTC)", box=box.SIMPLE_HEAD)
-    for title in ("build", "service", "ramp start", "action", "acted at", "cohorts", "budget before", "why"):
+    for title in ("build", "service", "ramp start", "action", "acted at", "cohorts", "burn before", "why"):
         table.add_column(title, no_wrap=title != "why")
     for r in shown:
         table.add_row(r["build_id"], r["service"], r["ramp_start"][:16].replace("T", " "), r["action"] or "none",
                       (r["acted_at"] or "")[:16].replace("T", " "), r["cohorts_reached"],
-                      f"{r['budget_consumed_before_action']:.2f}x", escape(r["reason"]))
+                      f"{r['burn_rate_before_action']:.2f}x", escape(r["reason"]))
     _print_whole(table)
 
 

@@ -21,7 +21,9 @@ RAW_SCHEMA = "raw"
 # already added the new one beside it, folded into it and dropped), so no stale column stays.
 RENAMED_COLUMNS = {
     ("slo", "budget_daily"): {"budget_consumed": "burn_rate"},  # it always held the burn rate
-    ("ramp", "verdicts"): {"start": "ramp_start", "end": "ramp_end"},  # `end` is an SQL keyword
+    # `end` is an SQL keyword; the budget columns always held the candidate's burn rate
+    ("ramp", "verdicts"): {"start": "ramp_start", "end": "ramp_end", "budget_consumed": "burn_rate",
+                           "budget_consumed_before_action": "burn_rate_before_action"},
 }
 
 

@@ -405,7 +405,8 @@ def test_a_contract_that_gains_an_optional_column_evolves_the_stored_table(tmp_p
 
 def test_a_warehouse_written_before_a_column_rename_is_brought_up_to_date(tmp_path):
     # slo.budget_daily.budget_consumed became burn_rate, ramp.verdicts start/end became
-    # ramp_start/ramp_end: an old warehouse keeps its rows under the new names, no stale column.
+    # ramp_start/ramp_end and its budget_consumed burn_rate: an old warehouse keeps its rows
+    # under the new names, no stale column.
     wh = Warehouse(tmp_path / "w.duckdb")
     with wh.connect() as con:
         con.execute("CREATE SCHEMA slo")
@@ -413,18 +414,18 @@ def test_a_warehouse_written_before_a_column_rename_is_brought_up_to_date(tmp_pa
         con.execute("CREATE SCHEMA ramp")
         # written once after the rename: the new columns were added beside the old ones
         con.execute('CREATE TABLE ramp.verdicts AS SELECT 1 AS "start", 2 AS "end", NULL::INTEGER AS ramp_start, '
-                    "NULL::INTEGER AS ramp_end, '2026-03-01' AS partition_key UNION ALL "
-                    "SELECT NULL, NULL, 5, 6, '2026-03-02'")
+                    "NULL::INTEGER AS ramp_end, 3.5 AS budget_consumed, '2026-03-01' AS partition_key UNION ALL "
+                    "SELECT NULL, NULL, 5, 6, 0.5, '2026-03-02'")
     wh.replace_partition_tables("slo", "2026-03-02", {"budget_daily": pl.DataFrame(
         {"slo": ["a"], "burn_rate": [0.5], "partition_key": ["2026-03-02"]})})
     wh.replace_partition_tables("ramp", "2026-03-03", {"verdicts": pl.DataFrame(
-        {"ramp_start": [7], "ramp_end": [8], "partition_key": ["2026-03-03"]})})
+        {"ramp_start": [7], "ramp_end": [8], "burn_rate": [1.5], "partition_key": ["2026-03-03"]})})
     budget = wh.query("SELECT * FROM slo.budget_daily ORDER BY partition_key")
     assert budget.columns == ["slo", "burn_rate", "partition_key"]
     assert budget["burn_rate"].to_list() == [2.5, 0.5]
     verdicts = wh.query("SELECT * FROM ramp.verdicts ORDER BY partition_key")
-    assert verdicts.columns == ["ramp_start", "ramp_end", "partition_key"]
-    assert verdicts.select("ramp_start", "ramp_end").rows() == [(1, 2), (5, 6), (7, 8)]
+    assert verdicts.columns == ["ramp_start", "ramp_end", "burn_rate", "partition_key"]
+    assert verdicts.select("ramp_start", "ramp_end", "burn_rate").rows() == [(1, 2, 3.5), (5, 6, 0.5), (7, 8, 1.5)]
 
 
 def test_a_backtest_table_with_a_corrupt_file_names_the_file(tmp_path, small_world):

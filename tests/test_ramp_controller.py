@@ -213,7 +213,7 @@ def test_sensor_reacts_to_failed_burn_checks_and_the_job_acts_once(state, monkey
         judged = verdicts.filter(pl.col("build_id").is_in(list(expected)))
         acted = verdicts.filter(pl.col("action").is_not_null())
         assert acted["build_id"].is_unique().all()  # a decision is stored on the day it was made, once
-        assert judged.height == len(expected) and (judged["budget_consumed"] > 0).all()
+        assert judged.height == len(expected) and (judged["burn_rate"] > 0).all()
         assert (judged["requests_before_action"] < judged["requests"]).all()
         again = ramp_controller_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
         assert isinstance(again, dg.SkipReason)  # the cursor moved past what it has seen
@@ -585,3 +585,15 @@ def test_a_person_cannot_take_a_key_the_platform_uses(state):
             proto.submit(ActionRequest(actor="dana", roles=("oncall",), action="override", target_kind="flag",
                                        target_id="release-api", rationale="x" * 30, idempotency_key=key))
     assert not open_store(state).count_actions()
+
+
+def test_the_controllers_error_budget_is_the_error_slos():
+    # One budget in two places: the ramp thresholds (BURN_H0/H1, FAST_BURN) are multiples of it.
+    import math
+    from pathlib import Path
+
+    from ops_platform.ramp.analysis import ERROR_MARGIN
+    from ops_platform.slo.spec import load_slos
+
+    slos = {s.name: s for s in load_slos(Path(__file__).resolve().parent.parent / "slos")}
+    assert math.isclose(ERROR_MARGIN, slos["api-availability"].error_budget, rel_tol=1e-9)

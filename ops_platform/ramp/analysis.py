@@ -18,7 +18,9 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
-ERROR_MARGIN = 0.005  # the error-rate SLO's budget (used to grade a regression's burn)
+# The error-rate SLO's budget (slos/api-availability.yaml, 99.5%), which grades a candidate's
+# burn on every service; a test holds the two equal, so a new target moves both or neither.
+ERROR_MARGIN = 0.005
 ERROR_H0, ERROR_H1 = 0.002, 0.015  # "as good as baseline" vs "clearly worse": extra error ratio
 LATENCY_H0, LATENCY_H1 = 0.01, 0.10  # the same for the share beyond the baseline's p95 bucket
 # Without a trusted baseline, also the share beyond the pre-ramp median bucket: where a

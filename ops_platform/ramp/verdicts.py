@@ -22,8 +22,8 @@ VERDICT_SCHEMA = {
     "action": pl.String, "acted_at": pl.Datetime("us", "UTC"), "reason": pl.String,
     "trusted_baseline": pl.Boolean, "cohorts_reached": pl.String,
     "requests": pl.Int64, "errors": pl.Int64, "requests_before_action": pl.Int64,
-    "errors_before_action": pl.Int64, "budget_consumed": pl.Float64,
-    "budget_consumed_before_action": pl.Float64,
+    "errors_before_action": pl.Int64, "burn_rate": pl.Float64,
+    "burn_rate_before_action": pl.Float64,
 }
 
 
@@ -94,10 +94,11 @@ def _cohorts_reached(ramp: dict, at) -> str:
 
 def verdict_rows(counters: pl.DataFrame, latency: pl.DataFrame, ramps: Iterable[dict], rejected: set[str],
                  until: datetime | None = None) -> pl.DataFrame:
-    """Judge ``ramps`` in order; one row each with the verdict and the error budget it used.
+    """Judge ``ramps`` in order; one row each with the verdict and how fast it burnt the budget.
 
-    Budget consumed is the candidate's error ratio over the error budget (1.0 = burning
-    exactly the budget), over the whole ramp and over what it served before the action.
+    The burn rate is the candidate's error ratio over the error budget (1.0 = burning exactly
+    the budget; 14.4 would spend a 30-day budget in about 2 days), over the whole ramp and over
+    what it served before the action: a rate, not a share of the SLO window's budget spent.
     """
     rows = []
     # Each ramp only looks at its own service: split once instead of filtering per ramp.
@@ -123,8 +124,8 @@ def verdict_rows(counters: pl.DataFrame, latency: pl.DataFrame, ramps: Iterable[
             "reason": verdict.reason, "trusted_baseline": trusted,
             "cohorts_reached": _cohorts_reached(ramp, verdict.ts if verdict.ts is not None else end),
             "requests": req, "errors": err, "requests_before_action": req_b, "errors_before_action": err_b,
-            "budget_consumed": err / (ERROR_MARGIN * req) if req else 0.0,
-            "budget_consumed_before_action": err_b / (ERROR_MARGIN * req_b) if req_b else 0.0})
+            "burn_rate": err / (ERROR_MARGIN * req) if req else 0.0,
+            "burn_rate_before_action": err_b / (ERROR_MARGIN * req_b) if req_b else 0.0})
     return pl.DataFrame(rows, schema=VERDICT_SCHEMA)
 
 
