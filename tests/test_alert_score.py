@@ -50,10 +50,12 @@ def test_a_caused_spike_is_caught_and_an_uncaused_one_is_an_alert_without_cause(
     # the spike (to 05:29) has left its 30-minute window, so the spike is not judged there.
     medium = scores["api-availability"]["medium"]
     assert (medium["events"], medium["alerts"], medium["recall"], medium["precision"]) == (0, 0, None, None)
+    assert (medium["not_judged_before_scoring"], medium["not_judged_no_burn"]) == (1, 0)  # counted, not hidden
     # Scored from 00:59 (the 1h window whole) to the day's end: 1,381 minutes.
     firing = fast["firing_minutes"]
     assert fast["scored_minutes"] == 1440 - 59 and 0 < firing < 60
-    assert scores["all"]["fast"] == {"events": 1, "caught": 1, "alerts": 2, "false_alerts": 1, "recall": 1.0,
+    assert scores["all"]["fast"] == {"events": 1, "caught": 1, "not_judged_before_scoring": 0,
+                                     "not_judged_no_burn": 0, "alerts": 2, "false_alerts": 1, "recall": 1.0,
                                      "precision": 0.5, "firing_minutes": firing, "scored_minutes": 1381,
                                      "firing_share": firing / 1381, "median_minutes_to_alert": 21,
                                      "max_minutes_to_alert": 21}
@@ -209,3 +211,29 @@ def test_alert_backtest_asset_stores_and_reports_the_cli_figures(state):
     got = {(r["slo"], r["tier"], r["metric"]): r["value"] for r in table.iter_rows(named=True)}
     assert len(got) == sum(len(f) for tiers in expected.values() for f in tiers.values())
     assert got[("api-availability", "medium", "caught")] == expected["api-availability"]["medium"]["caught"]
+
+
+def test_an_event_during_which_the_slo_did_not_burn_is_not_counted_missed():
+    # A latency regression that kept every minute under the objective, or a bad build too small
+    # to move the service: no alert on the SLO could catch it. It is counted apart, not as a
+    # miss; an alert overlapping it still has a cause.
+    from ops_platform.slo.alert_score import TABLE_COLUMNS, table_rows
+
+    slo = next(s for s in load_slos(SLO_DIR) if s.name == "api-availability")
+    # Q: an incident in the truth whose minutes (600-630) show no errors at all: no burn.
+    # S: 30 minutes of 20% errors (300-330), caught by the fast tier.
+    counters = _counters([range(300, 330)])
+    incidents = pl.DataFrame({"incident_id": ["S", "Q"], "kind": ["error_spike", "error_spike"],
+                              "service": ["api", "api"], "start": [T0 + 300 * MIN, T0 + 600 * MIN],
+                              "end": [T0 + 330 * MIN, T0 + 630 * MIN]})
+    no_builds = pl.DataFrame(schema={"build_id": pl.String, "service": pl.String, "effect": pl.String,
+                                     "deploy_started_at": pl.Datetime, "general_reached_at": pl.Datetime})
+    scores = score_alerts([slo], truth_events(incidents, no_builds, counters), counters=counters, latency=None,
+                          lag=None)
+    fast = scores["api-availability"]["fast"]
+    assert (fast["events"], fast["caught"], fast["recall"], fast["not_judged_no_burn"]) == (1, 1, 1.0, 1)
+    assert scores["all"]["fast"]["not_judged_no_burn"] == 1
+    rows = {(r[0], r[1]): dict(zip(TABLE_COLUMNS, r, strict=True)) for r in table_rows(scores)}
+    assert rows[("api-availability", "fast")]["caught"] == "1/1"
+    assert rows[("api-availability", "fast")]["not judged"] == "0 + 1"
+    assert rows[("api-availability", "fast")]["median min"] == "21.0"  # to a tenth, as --json has it

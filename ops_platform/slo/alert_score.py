@@ -9,12 +9,17 @@ A truth event (an incident or a bad build) belongs to an SLO when it burns the S
 indicator (``INCIDENT_BURNS``, ``BAD_BUILD_BURNS``). A tier catches an event when it fires
 between the event's start and the last minute whose short window still holds one of the
 event's minutes (a tier fires only while both its windows burn; any firing then counts,
-whatever else fed it); an event whose span ends before the tier is scored is not judged; an episode is true when it
-overlaps that span of one of the SLO's events, and false otherwise. A tier is scored from
-the first minute its long window lies whole inside the history (before, a sample or two
-make a window's ratio); events over by then are not judged. Events that burn no golden SLO
-(a latency regression of the graph service, say) are left out. Only the scoring reads the
-truth folder; the alerts come from landing data alone.
+whatever else fed it); an episode is true when it overlaps that span of one of the SLO's
+events, and false otherwise. A tier is scored from the first minute its long window lies
+whole inside the history (before, a sample or two make a window's ratio); events over by
+then are not judged. Nor is an event during which the SLO as a whole did not burn faster
+than its budget (its bad share over the event's minutes at most the error budget: a latency
+regression that kept every minute under the objective, a bad build too small to show): no
+alert on the SLO could catch it, so it counts in no tier's recall; it still makes the alerts
+it overlaps true. Both kinds are counted apart (``not_judged_before_scoring``,
+``not_judged_no_burn``). Events that burn no golden SLO (a latency regression of the graph
+service, say) are left out. Only the scoring reads the truth folder; the alerts come from
+landing data alone.
 """
 
 from __future__ import annotations
@@ -36,10 +41,11 @@ INCIDENT_BURNS = {"error_spike": ("request_counters", None), "latency_regression
                   "receipt_stall": ("lag_samples", "receipt")}
 BAD_BUILD_BURNS = {"error_rate": "request_counters", "latency": "latency_buckets"}
 # The scores as a table (``table_rows``), for the CLI and the asset's metadata alike.
-TABLE_COLUMNS = ("slo", "tier", "caught", "recall", "alerts", "precision", "median min", "firing")
-TABLE_CAPTION = ("caught: truth events alerted on / events; alerts: episodes\n"
-                 "(in brackets: no cause in the truth); median min: event start to first alert;\n"
-                 "firing: minutes the tier fired (their share of the minutes scored)")
+TABLE_COLUMNS = ("slo", "tier", "caught", "recall", "not judged", "alerts", "precision", "median min", "firing")
+TABLE_CAPTION = ("caught: truth events alerted on / events judged; not judged: events over before the tier\n"
+                 "was scored + events during which the SLO burnt no faster than its budget;\n"
+                 "alerts: episodes (in brackets: no cause in the truth); median min: event start to\n"
+                 "first alert; firing: minutes the tier fired (their share of the minutes scored)")
 # The key of the per-tier totals over every SLO: a name the SLO loader reserves.
 TOTALS = RESERVED_NAMES[0]
 
@@ -88,18 +94,21 @@ def _tier_score(minutes: pl.Series, events: pl.DataFrame, tier: BurnTier, first_
     # what burns in that window is something else. An event whose last such minute comes
     # before scoring starts is not judged (no minute the tier is scored on could catch it).
     reach = min(tier.short_window, tier.long_window) - MINUTE
-    spans = [(start, end + reach) for start, end in events.select("start", "end").rows()]
-    spans = [(start, until) for start, until in spans if until > scored_from]
+    spans = [(start, end + reach, burnt) for start, end, burnt in events.select("start", "end", "burnt").rows()]
+    before = sum(1 for _, until, _ in spans if until <= scored_from)
+    spans = [(start, until, burnt) for start, until, burnt in spans if until > scored_from]
+    judged = [(start, until) for start, until, burnt in spans if burnt]
     delays = []
-    for start, until in spans:
+    for start, until in judged:
         hits = minutes.filter((minutes >= start) & (minutes < until))
         if hits.len():
             delays.append((hits.min() - start) / MINUTE)
     alerts = episodes(minutes, max(tier.short_window, MINUTE))
-    false = sum(1 for first, last in alerts if not any(first < until and last >= start for start, until in spans))
+    false = sum(1 for first, last in alerts if not any(first < until and last >= start for start, until, _ in spans))
     if delays_out is not None:
         delays_out.extend(delays)
-    return {"events": len(spans), "caught": len(delays), "recall": len(delays) / len(spans) if spans else None,
+    return {"events": len(judged), "caught": len(delays), "recall": len(delays) / len(judged) if judged else None,
+            "not_judged_before_scoring": before, "not_judged_no_burn": len(spans) - len(judged),
             "alerts": len(alerts), "false_alerts": false,
             "precision": (len(alerts) - false) / len(alerts) if alerts else None,
             "median_minutes_to_alert": statistics.median(delays) if delays else None,
@@ -123,16 +132,17 @@ def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFram
     delays: dict[str, list[float]] = {}
     for slo in slos:
         table, name = slo.source
-        mine = events.filter((pl.col("table") == table) & (pl.col("service") == name))
         rows = service.filter(pl.col("slo") == slo.name)
+        mine = _burnt(events.filter((pl.col("table") == table) & (pl.col("service") == name)), rows, slo)
         out[slo.name] = {t.name: _tier_score(rows.filter(pl.col(f"firing_{t.name}"))["ts"], mine, t, start, end,
                                              delays.setdefault(t.name, []))
                          for t in slo.tiers}
     totals: dict[str, dict] = {}
     for tiers in out.values():
         for tier, s in tiers.items():
-            t = totals.setdefault(tier, dict.fromkeys(("events", "caught", "alerts", "false_alerts", "firing_minutes",
-                                                       "scored_minutes"), 0))
+            t = totals.setdefault(tier, dict.fromkeys(("events", "caught", "not_judged_before_scoring",
+                                                       "not_judged_no_burn", "alerts", "false_alerts",
+                                                       "firing_minutes", "scored_minutes"), 0))
             for k in t:
                 t[k] += s[k]
     for t in totals.values():
@@ -144,6 +154,17 @@ def score_alerts(slos: list[SLO], events: pl.DataFrame, *, counters: pl.DataFram
         t["max_minutes_to_alert"] = max(delays[tier]) if delays[tier] else None
     out[TOTALS] = totals
     return out
+
+
+def _burnt(events: pl.DataFrame, minutes: pl.DataFrame, slo: SLO) -> pl.DataFrame:
+    """``events`` with ``burnt``: whether the SLO as a whole (``minutes``: its service series,
+    bad and total per minute) burnt faster than its budget over the event's own minutes."""
+    burnt = []
+    for start, end in events.select("start", "end").rows():
+        inside = minutes.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+        bad, total = int(inside["bad"].sum()), int(inside["total"].sum())
+        burnt.append(total > 0 and bad > slo.error_budget * total)
+    return events.with_columns(pl.Series("burnt", burnt, pl.Boolean))
 
 
 def score_world(world: Path, slos: list[SLO]) -> dict[str, dict[str, dict]]:
@@ -160,9 +181,10 @@ def score_world(world: Path, slos: list[SLO]) -> dict[str, dict[str, dict]]:
 
 def table_rows(results: dict[str, dict[str, dict]]) -> list[tuple[str, ...]]:
     """The scores as text, one row per SLO and tier under ``TABLE_COLUMNS`` (the CLI's table
-    and the asset's metadata): caught as caught/events, alerts with those without cause in
-    brackets, minutes to alert whole, the firing minutes with their share of the scored
-    minutes in brackets."""
+    and the asset's metadata): caught as caught/events judged, the events not judged (before
+    scoring + without burn), alerts with those without cause in brackets, minutes to alert to
+    a tenth (as ``--json`` has them: a median of two is often a half), the firing minutes with
+    their share of the scored minutes in brackets."""
     def num(v: float | None, digits: int = 2) -> str:
         return "-" if v is None else f"{v:.{digits}f}"
 
@@ -170,6 +192,7 @@ def table_rows(results: dict[str, dict[str, dict]]) -> list[tuple[str, ...]]:
         share = s.get("firing_share")
         return f"{s.get('firing_minutes', '-')} ({'-' if share is None else f'{100 * share:.1f}%'})"
 
-    return [(slo, tier, f"{s['caught']}/{s['events']}", num(s["recall"]), f"{s['alerts']} ({s['false_alerts']})",
-             num(s["precision"]), num(s.get("median_minutes_to_alert"), 0), firing(s))
+    return [(slo, tier, f"{s['caught']}/{s['events']}", num(s["recall"]),
+             f"{s['not_judged_before_scoring']} + {s['not_judged_no_burn']}", f"{s['alerts']} ({s['false_alerts']})",
+             num(s["precision"]), num(s.get("median_minutes_to_alert"), 1), firing(s))
             for slo, tiers in results.items() for tier, s in tiers.items()]
