@@ -1368,3 +1368,30 @@ def test_invoice_csv_keeps_a_spreadsheet_from_running_catalog_text_as_a_formula(
     assert csv["total"][0] == "-1.20" and csv["total_minor"][0] == "-120"  # numbers as they are
     parquet = pl.read_parquet(tmp_path / "2026-03" / "invoice_summary.parquet")
     assert parquet["tenant_name"][0] == '=HYPERLINK("http://x","pay")'
+
+
+def test_a_refused_charge_lowers_its_days_confidence_by_its_money_not_its_row_count():
+    # 99 lines of 1.00 and one refused line of 100.00 (tags the contract refuses): one row in a
+    # hundred, but half the day's money. The day must fail the 95% target (it passed at 0.99).
+    from ops_platform.finops.attribution import CONFIDENCE_TARGET
+    from ops_platform.finops.repair import billing_for_attribution
+
+    bill = _bill([("1.000000", {"tenant": "a"})] * 99).with_columns(
+        pl.col("ChargePeriodStart").dt.cast_time_unit("us"),
+        (pl.col("ChargePeriodStart").dt.cast_time_unit("us") + pl.duration(days=1)).alias("ChargePeriodEnd"),
+        pl.lit("r-1").alias("ResourceId"), pl.lit("ba-1").alias("BillingAccountId"), pl.lit("USD").alias("BillingCurrency"))
+    record = {"EffectiveCost": "100.000000", "ChargePeriodStart": "2026-03-01 00:00:00+00:00",
+              "x_LineItemId": "big", "Tags": '{"tenant": "a", "team": {"name": "x"}}'}
+    quarantine = pl.DataFrame([{"reason": "Tags: not a JSON object of scalar values with unique keys",
+                                "record": json.dumps(record), "file": "billing_focus/dt=2026-03-01/f.csv"}])
+    usage = pl.DataFrame({"utc_date": [date(2026, 3, 1)], "tenant_id": ["a"], "meter": ["api_calls"],
+                          "quantity": [1.0], "events": [1], "final": [True]})
+    rows, quality = billing_for_attribution(bill, quarantine)
+    day = attribute(rows, usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]}), quality).day.row(0, named=True)
+    assert (day["refused_rows"], day["refused_micros"], day["billed_micros"]) == (1, 100_000_000, 99_000_000)
+    assert day["confidence"] == pytest.approx(1 - 100 / 199) and day["confidence"] < CONFIDENCE_TARGET
+    # A refused row small in money still costs its share of the rows.
+    record |= {"EffectiveCost": "0.010000", "x_LineItemId": "small"}
+    rows, quality = billing_for_attribution(bill, quarantine.with_columns(pl.lit(json.dumps(record)).alias("record")))
+    day = attribute(rows, usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]}), quality).day.row(0, named=True)
+    assert day["confidence"] == pytest.approx(1 - 1 / 100)

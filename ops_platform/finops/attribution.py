@@ -251,6 +251,7 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
     # Confidence: evidence share, then the day's source penalties.
     final = usage.group_by("utc_date").agg(pl.col("final").all())
     day_rows = lines.group_by("utc_date").agg(pl.len().alias("rows"), pl.col("micros").sum().alias("billed_micros"),
+                                              pl.col("micros").abs().sum().alias("_gross_micros"),
                                               (pl.col("feed_day") == pl.col("utc_date")).sum().alias("feed_lines"),
                                               pl.col("micros").filter(pl.col("_unknown_tenant")).sum()
                                               .alias("unknown_tenant_micros"))
@@ -263,12 +264,17 @@ def attribute(billing: pl.DataFrame, usage: pl.DataFrame, services: pl.DataFrame
                               (pl.col("unknown_tenant_micros") + pl.col("_unknown_usage_micros").fill_null(0))
                               .alias("unknown_tenant_micros"))
                 .drop("_unknown_usage_micros"))
-    # A refused row costs its share of the day's rows; a repaired one, half of that. A refused
-    # row whose cost does not read is a charge of unknown size: the day's bill is not known.
-    missing = (pl.col("refused_rows") + 0.5 * pl.col("repaired_rows")) / (pl.col("rows") + pl.col("refused_rows"))
+    # A refused row costs its share of the day's rows (a repaired one, half of that), or the
+    # refused money's share of the day's money when that is larger: one refused charge of a
+    # third of the day is a third of the day missing, not one row in a hundred. A refused row
+    # whose cost does not read is a charge of unknown size: the day's bill is not known.
+    by_rows = (pl.col("refused_rows") + 0.5 * pl.col("repaired_rows")) / (pl.col("rows") + pl.col("refused_rows"))
+    refused = pl.col("refused_micros").cast(pl.Float64)
+    by_money = (refused / (pl.col("_gross_micros").cast(pl.Float64) + refused)).fill_nan(0.0)
+    missing = pl.max_horizontal(by_rows, by_money)
     factor = ((1 - missing) * pl.when(pl.col("final")).then(1.0).otherwise(NOT_FINAL_WEIGHT)
               * pl.when(pl.col("unreadable_rows") > 0).then(0.0).otherwise(1.0))
-    day_rows = day_rows.with_columns(factor.alias("source_factor"))
+    day_rows = day_rows.with_columns(factor.alias("source_factor")).drop("_gross_micros")
     evidence = (pl.col("direct_micros") + pl.col("serving_micros")
                 + RULE_WEIGHT * (pl.col("idle_micros") + pl.col("overhead_micros")))
     tenant_day = (wide.join(day_rows.select("utc_date", "source_factor"), on="utc_date", how="left")
