@@ -1034,7 +1034,11 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
         click.echo(f"  quarantined bill rows  {figures['quarantined_billing_rows']:,}"
                    + (f" from {len(files)} file(s) (first {files[0]})" if files else "")
                    + f": {figures['repaired_billing_rows']:,} repaired and attributed, "
-                     f"{figures['refused_billing_rows']:,} refused (left out)")
+                     f"{figures['refused_billing_rows']:,} refused (left out"
+                   + (f": {exact(figures['refused_billing_micros'])} {figures['currency']} by size"
+                      if figures["refused_billing_micros"] else "")
+                   + (f", {figures['unreadable_billing_rows']:,} of unknown cost" if figures["unreadable_billing_rows"]
+                      else "") + ")")
     final = figures["min_final_day_confidence"]
     click.echo(f"  confidence per day     min {figures['min_day_confidence']:.3f}, "
                f"mean {figures['mean_day_confidence']:.3f}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -415,7 +416,10 @@ def test_an_empty_tags_field_is_no_tags_and_a_bill_in_two_currencies_is_refused(
     inputs = world_run[0]
     mixed = inputs.billing.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("EUR"))
                                         .otherwise(pl.col("BillingCurrency")).alias("BillingCurrency"))
-    with pytest.raises(ValueError, match=r"mixes currencies \(EUR, USD\)"):
+    first = mixed.row(0, named=True)
+    # Which row to convert or drop is named: the rarer currency's first line id and its file.
+    with pytest.raises(ValueError, match=rf"mixes currencies \(EUR, USD: USD {mixed.height - 1:,} row\(s\), EUR 1 "
+                                         rf"row\(s\), first {first['x_LineItemId']} in {re.escape(first['_source_file'])}\)"):
         run(replace(inputs, billing=mixed))
 
 
@@ -1170,7 +1174,10 @@ def test_cli_finops_score_names_a_day_whose_bill_was_refused(small_world, tmp_pa
     assert any(name.endswith(f.name) for name in out["quarantined_billing_files"]), out["quarantined_billing_files"]
     text = CliRunner().invoke(main, ["finops", "score", "--world", str(world)]).output
     assert "unbilled days" in text and "quarantined bill rows" in text, text
-    assert f"{out['refused_billing_rows']:,} refused (left out)" in text, text
+    # The money left out is said, by size and exactly (the refused file's rows all read).
+    assert out["refused_billing_micros"] == int(sum(abs(c) for c in rows["EffectiveCost"].to_list()) * 10**6)
+    money = f"{Decimal(out['refused_billing_micros']).scaleb(-6):,.6f}"
+    assert f"{out['refused_billing_rows']:,} refused (left out: {money} USD by size)" in text, text
     # The lowest confidence of a final day (what the release check judges) beside the lowest of any day.
     assert out["min_final_day_confidence"] >= out["min_day_confidence"]
     assert f"final days min {out['min_final_day_confidence']:.3f}" in text, text

@@ -413,6 +413,11 @@ def test_a_file_none_of_whose_rows_would_load_is_refused_unless_finops_repairs_s
     no_currency = _csv(tmp_path, _row(BillingCurrency=""), name="no_currency.csv")
     res = CliRunner().invoke(main, ["focus", "check", str(no_currency)])
     assert res.exit_code == 0 and "may repair 1 more from other files' rows" in res.output, res.output
+    # A currency that is no ISO code (US$) is not the account's: no repair is promised, the
+    # file is refused (it said FinOps "may repair" it, which FinOps never does).
+    spelt = _csv(tmp_path, _row(BillingCurrency="US$"), name="spelt.csv")
+    res = CliRunner().invoke(main, ["focus", "check", str(spelt)])
+    assert res.exit_code == 1 and "may repair" not in res.output and "FinOps repairs none" in res.output, res.output
 
 
 @pytest.mark.parametrize("header", [HEADER.replace(",Tags,", ",tags,"), HEADER.replace(",Tags,", ",")])

@@ -134,6 +134,9 @@ class FinOpsRun:
     # The refused billing rows counted after a documented repair: line id, charge start, cost,
     # and the repair (raw.quarantine keeps each one's original record and reason).
     repairs: pl.DataFrame
+    # Per charge day, the refused billing rows (and their money) still missing from the books,
+    # days without any accepted line included (``repair.billing_for_attribution``'s quality).
+    quality: pl.DataFrame | None = None
 
     def unbilled_days(self, final_only: bool = True) -> list[date]:
         """Final usage days (any usage day, without ``final_only``) with no billing at all:
@@ -153,10 +156,26 @@ def bill_currencies(billing: pl.DataFrame) -> list[str]:
     return sorted(billing["BillingCurrency"].drop_nulls().unique().to_list())
 
 
+def _where_currencies(billing: pl.DataFrame) -> str:
+    """Each currency's row count, the rarer ones with their first line id and file: a bill of
+    50,000 dollar rows and one euro row must say which row to convert or drop."""
+    file = pl.col("_source_file") if "_source_file" in billing.columns else pl.lit(None, pl.String)
+    per = (billing.filter(pl.col("BillingCurrency").is_not_null())
+           .group_by("BillingCurrency").agg(pl.len().alias("rows"), pl.col("x_LineItemId").first().alias("line"),
+                                            file.first().alias("file"))
+           .sort("rows", "BillingCurrency", descending=[True, False]))
+    parts = []
+    for i, r in enumerate(per.iter_rows(named=True)):
+        where = "" if i == 0 else f", first {r['line']}" + (f" in {r['file']}" if r["file"] else "")
+        parts.append(f"{r['BillingCurrency']} {r['rows']:,} row(s){where}")
+    return ", ".join(parts)
+
+
 def run(inputs: FinOpsInputs) -> FinOpsRun:
     currencies = bill_currencies(inputs.billing)
     if len(currencies) > 1:  # summing them would add dollars to euros
-        raise ValueError(f"the bill mixes currencies ({', '.join(currencies)}); attribution works in one "
+        raise ValueError(f"the bill mixes currencies ({', '.join(currencies)}: {_where_currencies(inputs.billing)}); "
+                         "attribution works in one "
                          "currency: convert the rows first or attribute each currency's bill apart")
     usage, corrections = inputs.usage, inputs.corrections
     rows, quality = billing_for_attribution(inputs.billing, inputs.billing_quarantine)
@@ -166,7 +185,7 @@ def run(inputs: FinOpsInputs) -> FinOpsRun:
         "x_LineItemId", pl.col("ChargePeriodStart").dt.convert_time_zone("UTC").alias("charge_start"),
         # The cost as it counted, in the type raw.billing_focus holds it (DECIMAL(38, 12)).
         pl.col("EffectiveCost").cast(POLARS_TYPES["decimal"]).alias("effective_cost"), "repair")
-    return FinOpsRun(usage, corrections, result, detect_anomalies(usage, result.reconciliation), repairs)
+    return FinOpsRun(usage, corrections, result, detect_anomalies(usage, result.reconciliation), repairs, quality)
 
 
 def write_tables(wh, result: FinOpsRun, counts: pl.DataFrame | None = None) -> pl.DataFrame:

@@ -44,12 +44,19 @@ _SIGN_RULES = [r for r in BILLING_FOCUS.rules if r.reason.startswith(_NEGATIVE)]
 _SIGN_COSTS = ("BilledCost", "EffectiveCost", "ListCost")
 
 
-def repairable_from_other_rows(reason_text: str) -> bool:
+def repairable_from_other_rows(reason_text: str, record_text: str | None) -> bool:
     """Whether a refused row's every defect has a repair and one of them reads other rows (the
-    billing account's currency, the same resource's tags), which other files may hold."""
+    billing account's currency, the same resource's tags), which other files may hold. Only a
+    missing currency is the account's (``US$`` is no spelling of it), and only a row that
+    names its resource can take that resource's tags."""
     reasons = _reasons(reason_text)
+    try:
+        record = json.loads(record_text) if record_text else {}
+    except ValueError:
+        record = {}
     own = (_PERIOD, _CATEGORY, _CLASS, *_NEGATIVE, *_UNREAD)
-    other = (_CURRENCY, _TAGS)
+    other = (f"{_CURRENCY}: missing value",) + ((_TAGS,) if isinstance(record, dict) and record.get("ResourceId")
+                                                 else ())
     return (any(r.startswith(other) for r in reasons)
             and all(r.startswith(own) or r.startswith(other) for r in reasons))
 

@@ -44,6 +44,13 @@ def score_world(world: Path) -> dict:
                                             if quarantined.height else [])
     figures["repaired_billing_rows"] = repaired
     figures["refused_billing_rows"] = quarantined.height - repaired
+    # What the refused rows leave out of the books, by size (a refused credit is as missing as
+    # a charge), and how many of them have a cost that does not read at all: over every charge
+    # day, those without any accepted line too (finops.day lists only days with a bill).
+    quality = result.quality
+    held = quality is not None and quality.height and "refused_micros" in quality.columns
+    figures["refused_billing_micros"] = int(quality["refused_micros"].sum()) if held else 0
+    figures["unreadable_billing_rows"] = int(quality["unreadable_rows"].sum()) if held else 0
     return figures
 
 

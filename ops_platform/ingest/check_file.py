@@ -107,7 +107,7 @@ def _nothing_accepted(result: FileCheck, quarantine: pl.DataFrame, accepted: pl.
 
     repaired, left = repair_billing(quarantine, accepted)
     # A currency or tags repair reads other rows, which other files of the bill may hold.
-    elsewhere = sum(map(repairable_from_other_rows, left["reason"].fill_null("").to_list()))
+    elsewhere = sum(map(repairable_from_other_rows, left["reason"].fill_null("").to_list(), left["record"].to_list()))
     if repaired.height or elsewhere:
         result.warnings.append(
             f"no row would be accepted as it is; FinOps would repair {repaired.height:,} of the "
