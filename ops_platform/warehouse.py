@@ -141,7 +141,8 @@ def _add_new_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str, in
     """Schema evolution: a column the incoming rows have and the table lacks (a contract
     gained an optional column) is added, null for the rows already stored; a decimal column
     that the contract widened (more digits or scale) is widened, so new rows are not rounded
-    to the old type on insert."""
+    to the old type on insert; money once stored as decimal text (``finops.repairs``'s
+    ``effective_cost``) becomes the DECIMAL the rows now bring, its text read as one."""
     have = _columns(con, schema, table)
     for row in con.execute(f"DESCRIBE {incoming}").fetchall():
         col, dtype = row[0], row[1]
@@ -149,6 +150,8 @@ def _add_new_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str, in
             con.execute(f'ALTER TABLE {schema}.{table} ADD COLUMN "{col}" {dtype}')
         elif (wider := _wider_decimal(have[col], dtype)) is not None:
             con.execute(f'ALTER TABLE {schema}.{table} ALTER COLUMN "{col}" TYPE {wider}')
+        elif have[col] == "VARCHAR" and dtype.startswith("DECIMAL"):
+            con.execute(f'ALTER TABLE {schema}.{table} ALTER COLUMN "{col}" TYPE {dtype}')
 
 
 def _wider_decimal(stored: str, incoming: str) -> str | None:

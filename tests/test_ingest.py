@@ -428,6 +428,24 @@ def test_a_warehouse_written_before_a_column_rename_is_brought_up_to_date(tmp_pa
     assert verdicts.select("ramp_start", "ramp_end", "burn_rate").rows() == [(1, 2, 3.5), (5, 6, 0.5), (7, 8, 1.5)]
 
 
+def test_money_stored_as_decimal_text_becomes_the_decimal_new_rows_bring(tmp_path):
+    # finops.repairs.effective_cost was text; a warehouse written then takes today's rows
+    # (DECIMAL(38, 12)) with its old rows read as decimals, not the new ones cast to text.
+    from decimal import Decimal
+
+    wh = Warehouse(tmp_path / "w.duckdb")
+    with wh.connect() as con:
+        con.execute("CREATE SCHEMA finops")
+        con.execute("CREATE TABLE finops.repairs AS SELECT 'li-1' AS x_LineItemId, '3.809044000000' AS effective_cost, "
+                    "'old' AS partition_key")
+    wh.replace_partition_tables("finops", "all", {"repairs": pl.DataFrame(
+        {"x_LineItemId": ["li-2"], "effective_cost": [Decimal("1.5")], "partition_key": ["all"]},
+        schema_overrides={"effective_cost": pl.Decimal(38, 12)})})
+    rows = wh.query("SELECT x_LineItemId, effective_cost FROM finops.repairs ORDER BY 1")
+    assert rows.schema["effective_cost"] == pl.Decimal(38, 12)
+    assert rows["effective_cost"].to_list() == [Decimal("3.809044"), Decimal("1.5")]
+
+
 def test_a_backtest_table_with_a_corrupt_file_names_the_file(tmp_path, small_world):
     from ops_platform.ingest.landing import read_world_table
 
