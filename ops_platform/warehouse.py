@@ -63,6 +63,19 @@ class Warehouse:
         self._replace(schema, [(name, frame, "partition_key = ?", [partition_key])
                                for name, frame in tables.items()])
 
+    def comment_columns(self, schema: str, docs: dict[str, dict[str, str]]) -> None:
+        """Store each documented column's description (``docs``: table -> column -> text) as its
+        DuckDB comment, which ``duckdb_columns()`` shows an analyst; columns the schema lacks
+        are passed over."""
+        with self.connect() as con:
+            have = set(con.execute("SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = ?",
+                                   [schema]).fetchall())
+            for table, columns in docs.items():
+                for column, text in columns.items():
+                    if (table, column) in have:
+                        quoted = "'" + text.replace("'", "''") + "'"
+                        con.execute(f'COMMENT ON COLUMN {schema}.{table}."{column}" IS {quoted}')
+
     def replace_partitions(self, schema: str, name: str, frames: dict[str, pl.DataFrame]) -> None:
         """Replace several partitions' rows of one table (``frames``: partition key -> rows,
         each with its `partition_key` column) in one transaction (idempotent)."""

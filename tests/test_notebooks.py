@@ -51,3 +51,15 @@ def test_notebook_executes(path, warehouse, small_world, monkeypatch):
 
 def test_there_are_notebooks():
     assert NOTEBOOKS
+
+
+def test_every_finops_column_says_what_it_holds(warehouse):
+    # An analyst in DuckDB reads the descriptions beside the columns; a column added to the
+    # books without one fails here.
+    comments = Warehouse(warehouse).query(
+        "SELECT table_name, column_name, comment FROM duckdb_columns() WHERE schema_name = 'finops'")
+    assert comments.height > 60
+    bare = comments.filter(pl.col("comment").is_null() | (pl.col("comment").str.len_chars() < 10))
+    assert bare.height == 0, bare.rows()
+    money = comments.filter(pl.col("column_name").str.ends_with("_micros"))
+    assert money.height and money["comment"].str.contains("micro-units").all(), money.rows()

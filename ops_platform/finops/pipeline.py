@@ -21,6 +21,7 @@ from ..settings import usage_final_after_days, world_partition_range
 from ..timezones import utcnow
 from .anomalies import detect_anomalies
 from .attribution import CONFIDENCE_TARGET, Attribution, attribute, billed_days
+from .columns import FINOPS_COLUMNS
 from .invoices import Period, build_invoices, minor_units
 from .repair import billing_for_attribution
 from .usage import arrival_date, daily_usage, usage_from
@@ -207,6 +208,7 @@ def write_tables(wh, result: FinOpsRun, counts: pl.DataFrame | None = None) -> p
     tables["books_computed"] = pl.DataFrame({"computed_at": [utcnow()]})
     wh.replace_partition_tables("finops", "all", {k: v.with_columns(pl.lit("all").alias("partition_key"))
                                                  for k, v in tables.items()})
+    wh.comment_columns("finops", FINOPS_COLUMNS)  # what each column holds, for DuckDB's users
     return day
 
 
