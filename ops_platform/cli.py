@@ -1040,6 +1040,10 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
                    + (f", {figures['unreadable_billing_rows']:,} of unknown cost" if figures["unreadable_billing_rows"]
                       else "") + ")")
     final = figures["min_final_day_confidence"]
+    if figures["days_past_usage"]:
+        click.echo(f"  days past usage        {figures['days_past_usage']} (a charge amortized over days no usage has "
+                   f"reached yet: {exact(figures['billed_past_usage_micros'])} {figures['currency']}, not in the "
+                   "confidences below)")
     click.echo(f"  confidence per day     min {figures['min_day_confidence']:.3f}, "
                f"mean {figures['mean_day_confidence']:.3f}"
                + (f"; final days min {final:.3f} (invoices are held below 0.95)" if final is not None else ""))

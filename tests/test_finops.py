@@ -1402,3 +1402,22 @@ def test_a_refused_charge_lowers_its_days_confidence_by_its_money_not_its_row_co
     rows, quality = billing_for_attribution(bill, quarantine.with_columns(pl.lit(json.dumps(record)).alias("record")))
     day = attribute(rows, usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]}), quality).day.row(0, named=True)
     assert day["confidence"] == pytest.approx(1 - 1 / 100)
+
+
+def test_days_no_usage_has_reached_are_left_out_of_the_day_confidences():
+    # A monthly fee amortized over the whole month puts cost on days no usage has reached yet:
+    # unallocated (no meter to spread it by), so confidence 0. Those days are not a low score.
+    from ops_platform.finops.attribution import Attribution
+
+    days = [date(2026, 3, d) for d in (1, 2, 3, 4)]
+    day = pl.DataFrame({"utc_date": days, "billed_micros": [5_000_000] * 3 + [2_000_000],
+                        "attributed_micros": [5_000_000] * 3 + [2_000_000], "unallocated_micros": [0, 0, 0, 2_000_000],
+                        "confidence": [0.97, 0.98, 0.99, 0.0], "final": [True, True, False, False]})
+    tenant_day = pl.DataFrame({"utc_date": days[:3], "tenant_id": ["a"] * 3, "total_micros": [5_000_000] * 3})
+    truth = pl.DataFrame({"utc_date": days[:3], "tenant_id": ["a"] * 3, "true_cost_usd": [5.0] * 3})
+    got = score_attribution(Attribution(tenant_day, day, pl.DataFrame()), truth, last_usage_day=date(2026, 3, 3))
+    assert (got["min_day_confidence"], got["mean_day_confidence"]) == (0.97, pytest.approx(0.98))
+    assert (got["days_past_usage"], got["billed_past_usage_micros"]) == (1, 2_000_000)
+    assert got["billed_micros"] == got["attributed_micros"] == 17_000_000 and got["days"] == 4  # still in the bill
+    whole = score_attribution(Attribution(tenant_day, day, pl.DataFrame()), truth)
+    assert whole["min_day_confidence"] == 0.0 and whole["days_past_usage"] == 0

@@ -7,6 +7,7 @@ and the share of tenant-days within 5% of the truth. Only the scoring reads the 
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -28,7 +29,8 @@ def score_world(world: Path) -> dict:
         raise ValueError(f"{world / 'landing' / 'billing_focus'} holds no bill the FOCUS contract accepts: "
                          "there is no attributed cost to score")
     figures = score_attribution(result.attribution,
-                                pl.read_parquet(world / "truth" / "tenant_daily_cost.parquet"))
+                                pl.read_parquet(world / "truth" / "tenant_daily_cost.parquet"),
+                                result.usage["utc_date"].max() if result.usage.height else None)
     # The money figures (named *_usd for the usual case) are in the bill's own currency.
     figures["currency"] = (bill_currencies(inputs.billing) or ["USD"])[0]
     figures["anomalies"] = score_anomalies(result.anomalies,
@@ -54,14 +56,20 @@ def score_world(world: Path) -> dict:
     return figures
 
 
-def score_attribution(result: Attribution, truth: pl.DataFrame) -> dict:
-    """Accuracy per tenant-day against ``truth`` (utc_date, tenant_id, true_cost_usd)."""
+def score_attribution(result: Attribution, truth: pl.DataFrame, last_usage_day: date | None = None) -> dict:
+    """Accuracy per tenant-day against ``truth`` (utc_date, tenant_id, true_cost_usd).
+
+    Days after ``last_usage_day`` (a monthly fee amortized over days no usage has reached
+    yet) carry cost no meter can place yet: they count in the bill and the attributed total,
+    not in the day confidences, and are reported apart (``days_past_usage``)."""
     ours = (result.tenant_day.filter(pl.col("tenant_id") != UNALLOCATED)
             .select("utc_date", "tenant_id", (pl.col("total_micros") / 1e6).alias("cost_usd")))
     both = truth.join(ours, on=["utc_date", "tenant_id"], how="left").with_columns(pl.col("cost_usd").fill_null(0.0))
     ape = ((pl.col("cost_usd") - pl.col("true_cost_usd")).abs() / pl.col("true_cost_usd"))
     both = both.filter(pl.col("true_cost_usd") > 0).with_columns(ape.alias("ape"))
     day = result.day
+    ahead = day.filter(pl.col("utc_date") > last_usage_day) if last_usage_day is not None else day.clear()
+    judged = day.filter(pl.col("utc_date") <= last_usage_day) if last_usage_day is not None else day
     return {
         "tenant_days": both.height,
         "mape": float(both["ape"].mean()),
@@ -79,10 +87,11 @@ def score_attribution(result: Attribution, truth: pl.DataFrame) -> dict:
         "unallocated_usd": float(day["unallocated_micros"].sum() / 1e6),
         "days_summing_exactly": int((day["billed_micros"] == day["attributed_micros"]).sum()),
         "days": day.height,
-        "min_day_confidence": float(day["confidence"].min()),
+        "min_day_confidence": float(judged["confidence"].min()) if judged.height else None,
         # What the release check (at least 0.95) judges: days past their late-data window.
         "min_final_day_confidence": (float(final.min()) if (final := day.filter(pl.col("final"))["confidence"]).len()
                                      else None),
-        "mean_day_confidence": float(day["confidence"].mean()),
+        "mean_day_confidence": float(judged["confidence"].mean()) if judged.height else None,
+        "days_past_usage": ahead.height, "billed_past_usage_micros": int(ahead["billed_micros"].sum()),
         "targets": {"mape": MAPE_TARGET, "within_5pct": WITHIN_5_TARGET},
     }
