@@ -658,6 +658,58 @@ def test_a_tenant_billed_in_two_currencies_gets_one_invoice_per_currency():
     assert lines["line_id"].is_unique().all() and summary["tenant_name"].to_list() == ["Acme", "Acme"]
 
 
+def test_a_price_change_inside_a_period_prices_each_day_at_the_price_in_effect():
+    # The rate card gains a row from 2026-03-16: usage before is priced at the old price, from
+    # that day at the new one, in a line each; a correction at its usage day's price. A day
+    # no row prices yet is an error naming it, never a silent zero.
+    from ops_platform.contracts.definitions import CONTRACTS
+    from ops_platform.finops.invoices import build_invoices, parse_period
+
+    days = [date(2026, 3, d) for d in (10, 15, 16, 20)]
+    usage = pl.DataFrame({"utc_date": days, "tenant_id": ["t-1"] * 4, "meter": ["api_calls"] * 4,
+                          "quantity": [Decimal(100)] * 4}, schema_overrides={"quantity": pl.Decimal(38, 6)})
+    corrections = pl.DataFrame({"utc_date": [date(2026, 2, 27)], "tenant_id": ["t-1"], "meter": ["api_calls"],
+                                "arrived": [date(2026, 3, 3)], "quantity": [Decimal(10)]},
+                               schema_overrides={"quantity": pl.Decimal(38, 6)})
+    prices = pl.DataFrame({"tier": ["pro"] * 2, "meter": ["api_calls"] * 2, "unit": ["call"] * 2,
+                           "unit_price": ["0.01", "0.02"], "currency": ["USD"] * 2,
+                           "effective_from": [None, date(2026, 3, 16)]})
+    tenants = pl.DataFrame({"tenant_id": ["t-1"], "tier": ["pro"]})
+    lines, summary = build_invoices(parse_period("2026-03"), usage, corrections, tenants, prices)
+    got = {r["line_id"]: (r["quantity"], r["unit_price"], r["amount_minor"]) for r in lines.iter_rows(named=True)}
+    assert got == {"INV-2026-03-t-1-USD/correction/api_calls/2026-02-27": ("10", "0.01", 10),
+                   "INV-2026-03-t-1-USD/usage/api_calls": ("200", "0.01", 200),
+                   "INV-2026-03-t-1-USD/usage/api_calls@2026-03-16": ("200", "0.02", 400)}
+    assert summary["total_minor"].to_list() == [610]
+    # A rate card without effective days prices as it always did (the same line ids).
+    plain, _ = build_invoices(parse_period("2026-03"), usage, corrections, tenants, prices.head(1).drop("effective_from"))
+    assert plain["line_id"].to_list() == ["INV-2026-03-t-1-USD/correction/api_calls/2026-02-27",
+                                          "INV-2026-03-t-1-USD/usage/api_calls"]
+    with pytest.raises(ValueError, match=r"no rate card price for tier 'pro' and meter 'api_calls' on 2026-02-27 "
+                                         r"\(tenant t-1\): 1 usage row\(s\)"):
+        build_invoices(parse_period("2026-03"), usage, corrections, tenants, prices.tail(1).with_columns(
+            pl.lit(date(2026, 3, 1)).alias("effective_from")))
+    # The contract: a price's day is optional, and two prices from one day are one too many.
+    contract = CONTRACTS["price_list"]
+    assert "effective_from" in contract.names and contract.unique_key == ("tier", "meter", "effective_from")
+
+
+def test_a_rate_card_with_effective_days_loads_and_its_bad_rows_say_why(tmp_path):
+    from ops_platform.contracts.definitions import CONTRACTS
+    from ops_platform.ingest.landing import LandingZoneReader
+    from ops_platform.ingest.pipeline import ingest_partition
+
+    (tmp_path / "catalog").mkdir()
+    pl.DataFrame({"tier": ["pro"] * 4, "meter": ["api_calls"] * 3 + ["graph_queries"], "unit": ["call"] * 4,
+                  "unit_price": ["0.01", "0.02", "0.03", "0.5"], "currency": ["USD"] * 4,
+                  "effective_from": [None, "2026-03-16", "2026-03-16", "2026-13-01"]}).write_parquet(
+        tmp_path / "catalog" / "price_list.parquet")
+    res = ingest_partition(CONTRACTS["price_list"], LandingZoneReader(tmp_path))
+    assert res.accepted.select("unit_price", "effective_from").rows() == [("0.01", None), ("0.02", date(2026, 3, 16))]
+    assert sorted(res.quarantine["reason"].to_list()) == [
+        "conflicting re-delivery of tier, meter, effective_from", "effective_from: not a valid date"]
+
+
 def test_invoice_totals_equal_usage_priced_by_the_rate_card_for_every_tenant(world_run, small_world):
     from decimal import ROUND_HALF_EVEN
 

@@ -58,10 +58,13 @@ PRICE_LIST = Contract(
     "price_list",
     (Column("tier", nullable=False, allowed=TIERS), Column("meter", nullable=False, allowed=METERS),
      Column("unit", nullable=False), Column("unit_price", nullable=False),
-     Column("currency", nullable=False, regex=r"^[A-Z]{3}$")),
+     Column("currency", nullable=False, regex=r"^[A-Z]{3}$"),
+     # The UTC day a price takes effect (none: since always); the latest in effect by a usage
+     # day prices it, so a price change is a new row, never an edit of the old one.
+     Column("effective_from", "date", required=False)),
     rules=(Rule("unit_price_decimal", _decimal_string_ok("unit_price"), "unit_price: not a non-negative decimal"),),
-    unique_key=("tier", "meter"), partition_rule="static",
-    description="Rate card per tier and meter (decimal strings).",
+    unique_key=("tier", "meter", "effective_from"), partition_rule="static",
+    description="Rate card per tier and meter (decimal strings), each price from the day it takes effect.",
 )
 BUILDS = Contract(
     "builds",

@@ -3,7 +3,9 @@ and deterministic Parquet/CSV files written atomically.
 
 A line is a tenant's metered quantity over the period (usage days inside the period, as
 final when invoiced) times the rate card's unit price for the tenant's tier, rounded once
-to the currency's minor units (half to even). Late events that arrived after their day was
+to the currency's minor units (half to even). A rate card row may take effect on a day
+(``effective_from``; none: since always): each usage day is priced at the row in effect on
+it, so a price change inside a period splits the meter's line in two, one per price. Late events that arrived after their day was
 final appear as their own correction lines, never folded into the day, in the period they
 arrived in. The summary carries
 subtotal, credits, total and the period's reconciliation confidence for the tenant.
@@ -206,8 +208,6 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
     and negative rows for this period's corrections that a release billed already.
     """
     inside = period.covers()
-    regular = (usage.filter(inside).group_by("tenant_id", "meter").agg(pl.col("quantity").sum())
-               .with_columns(pl.lit("usage").alias("line_kind"), pl.lit(None, pl.Date).alias("usage_date")))
     # A correction is billed in the period it arrives in: the period of its usage day may
     # have gone out already, and a released invoice is never reissued.
     owed = corrections.filter(period.covers("arrived")).select("tenant_id", "meter", "utc_date", "quantity")
@@ -220,26 +220,24 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
             .filter(~(pl.col("_cancelled") & (pl.col("quantity") <= 0)))
             .select("tenant_id", "meter", "quantity", pl.lit("correction").alias("line_kind"),
                     pl.col("utc_date").alias("usage_date")))
-    both = pl.concat([regular.select("tenant_id", "meter", "quantity", "line_kind", "usage_date"), late])
-    priced = (both.join(tenants.select("tenant_id", "tier"), on="tenant_id", how="left")
-              .join(price_list.select("tier", "meter", "unit", "unit_price", "currency"), on=["tier", "meter"],
-                    how="left"))
-    strangers = priced.filter(pl.col("tier").is_null())["tenant_id"].unique().sort()
-    if strangers.len():
-        raise ValueError(f"usage metered for {strangers.len()} tenant(s) the tenant catalog does not know "
-                         f"(first {strangers[0]}): no tier, so no price; add them to the catalog or fix the "
-                         "events' subject")
-    missing = priced.filter(pl.col("unit_price").is_null())
-    if missing.height:
-        first = missing.row(0, named=True)
-        raise ValueError(f"no rate card price for tier {first['tier']!r} and meter {first['meter']!r} "
-                         f"(tenant {first['tenant_id']}); {missing.height} line(s) cannot be priced")
+    price = ["unit", "unit_price", "currency", "price_from"]
+    # Usage is priced day by day (the price in effect on each day), then summed per price.
+    regular = (_priced(usage.filter(inside).select("tenant_id", "meter", "utc_date", "quantity"), tenants, price_list)
+               .group_by("tenant_id", "tier", "meter", *price).agg(pl.col("quantity").sum())
+               .with_columns(pl.lit("usage").alias("line_kind"), pl.lit(None, pl.Date).alias("usage_date")))
+    late = _priced(late.with_columns(pl.col("usage_date").alias("utc_date")), tenants, price_list)
+    cols = ["tenant_id", "tier", "meter", "quantity", "line_kind", "usage_date", *price]
+    priced = pl.concat([regular.select(cols), late.select(cols)])
     rows = []
-    for r in priced.sort("tenant_id", "line_kind", "meter", "usage_date", nulls_last=False).iter_rows(named=True):
+    for r in priced.sort("tenant_id", "line_kind", "meter", "usage_date", "price_from",
+                         nulls_last=False).iter_rows(named=True):
         qty, price = Decimal(r["quantity"]), Decimal(r["unit_price"])
         minor = _amount(qty, price, r["currency"])
         invoice = invoice_id(period, r["tenant_id"], r["currency"])
-        line = "/".join([invoice, r["line_kind"], r["meter"], *([str(r["usage_date"])] if r["usage_date"] else [])])
+        # A price that took effect on a day names its line (two prices in a period, two lines);
+        # a rate card without effective days gives the ids it always gave.
+        meter = r["meter"] + (f"@{r['price_from']}" if r["price_from"] is not None and r["line_kind"] == "usage" else "")
+        line = "/".join([invoice, r["line_kind"], meter, *([str(r["usage_date"])] if r["usage_date"] else [])])
         rows.append({"invoice_id": invoice, "line_id": line,
                      "tenant_id": r["tenant_id"], "period": period.name, "first_day": period.start,
                      "last_day": period.end - timedelta(days=1), "meter": r["meter"],
@@ -260,6 +258,35 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
                                               dtype=pl.String))
                .select(list(SUMMARY_SCHEMA)).sort("tenant_id", "currency"))  # one invoice per currency
     return lines, summary.cast(SUMMARY_SCHEMA)
+
+
+def _priced(rows: pl.DataFrame, tenants: pl.DataFrame, price_list: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` (tenant_id, meter, utc_date, ...) with the tenant's tier and the rate card row
+    in effect on ``utc_date`` (unit, unit_price, currency, price_from: its ``effective_from``,
+    null for a row in effect since always): the latest that took effect by that day. A tenant
+    the catalog does not know, or a day no row prices, is an error naming them."""
+    card = price_list.select("tier", "meter", "unit", "unit_price", "currency",
+                             (pl.col("effective_from").cast(pl.Date) if "effective_from" in price_list.columns
+                              else pl.lit(None, pl.Date)).alias("price_from"))
+    rows = rows.join(tenants.select("tenant_id", "tier"), on="tenant_id", how="left").with_row_index("_r")
+    strangers = rows.filter(pl.col("tier").is_null())["tenant_id"].unique().sort()
+    if strangers.len():
+        raise ValueError(f"usage metered for {strangers.len()} tenant(s) the tenant catalog does not know "
+                         f"(first {strangers[0]}): no tier, so no price; add them to the catalog or fix the "
+                         "events' subject")
+    # Every row the tier and meter have that took effect by the day; the latest of them counts.
+    best = (rows.select("_r", "tier", "meter", "utc_date").join(card, on=["tier", "meter"], how="inner")
+            .filter(pl.col("price_from").is_null() | (pl.col("price_from") <= pl.col("utc_date")))
+            .sort("_r", "price_from", nulls_last=False).unique("_r", keep="last")
+            .select("_r", "unit", "unit_price", "currency", "price_from"))
+    priced = rows.join(best, on="_r", how="left").drop("_r")
+    missing = priced.filter(pl.col("unit_price").is_null())
+    if missing.height:
+        first = missing.sort("utc_date").row(0, named=True)
+        raise ValueError(f"no rate card price for tier {first['tier']!r} and meter {first['meter']!r} on "
+                         f"{first['utc_date']} (tenant {first['tenant_id']}): {missing.height} usage row(s) cannot "
+                         "be priced; add a price in effect that day")
+    return priced
 
 
 def invoice_id(period: Period, tenant_id: str, currency: str) -> str:
