@@ -41,6 +41,13 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     accepted = wh.query("SELECT count(*) AS n FROM raw.usage_events")["n"][0]
     assert meta["rows_considered"].value >= accepted + q and meta["threshold"].value == 0.01
     assert meta["quarantine_rate"].value == q / meta["rows_considered"].value
+    # A passing contract with quarantined rows says so, not "satisfied"; times are timestamps.
+    contract = checks["raw/usage_events:contract"]
+    assert q and contract.description.startswith("schema and table expectations met; rows failing"), contract.description
+    assert f"quarantined ({q} row(s))" in contract.description
+    raw_meta = day.asset_materializations_for_node("raw__usage_events")[0].metadata
+    assert isinstance(raw_meta["time_min"], dg.TimestampMetadataValue)
+    assert raw_meta["time_min"].value <= raw_meta["time_max"].value
     # The 23-hour DST day holds exactly 23 hours of per-minute counters.
     minutes = wh.query("SELECT count(DISTINCT ts) AS n FROM raw.request_counters")["n"][0]
     assert minutes == 23 * 60
@@ -200,3 +207,24 @@ def test_an_asset_materialized_before_its_raw_tables_fails_naming_the_job_to_run
         failure = next(e for e in res.all_events if e.is_step_failure).step_failure_data.error
         assert not res.success and "not in the warehouse" in failure.message and said in failure.message, failure.message
         assert "CatalogException" not in failure.message and "IOException" not in failure.message
+
+
+def test_the_bills_quarantine_check_says_what_the_rows_cost():
+    # A share of rows says little to FinOps: one refused row may be a tenth of the day's money.
+    import json
+    from types import SimpleNamespace
+
+    from assets.raw import _quarantined_cost
+    from ops_platform.contracts.definitions import CONTRACTS
+    from ops_platform.ingest.pipeline import RESTATED
+
+    def row(reason, **record):
+        return {"reason": reason, "record": json.dumps(record)}
+
+    quarantine = pl.DataFrame([row("x", EffectiveCost="-2.50", BillingCurrency="USD"),
+                               row("y", EffectiveCost="10", BillingCurrency="USD"),
+                               row("z", EffectiveCost="1,000.00", BillingCurrency="EUR"),
+                               row(RESTATED, EffectiveCost="99", BillingCurrency="USD")])
+    res = SimpleNamespace(quarantine=quarantine)
+    assert _quarantined_cost(res, CONTRACTS["billing_focus"]) == "12.5 USD, 1 row(s) of unreadable cost"
+    assert _quarantined_cost(res, CONTRACTS["usage_events"]) is None
