@@ -145,21 +145,34 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         yield dg.MaterializeResult(metadata=metadata)
         for slo in slos:
             yield _data_check(slo, day.silences.get(slo.name, []), partitions_def.timezone, key)
+        sources = {slo.name: slo.source[0] for slo in slos}
+
+        def names_no_build(name: str) -> bool:
+            return sources.get(name) == "lag_samples"
+
         for t in day.tiers:
             yield dg.AssetCheckResult(
                 check_name=check_name(t.slo, t.tier), passed=t.passed,
                 severity=dg.AssetCheckSeverity.ERROR if t.severity == "critical" else dg.AssetCheckSeverity.WARN,
                 description=_check_description(t, gaps, end),
-                metadata={"partition": key, "firing_minutes": t.firing_minutes, "first_firing": t.first_firing or "",
-                          "judged_from": t.judged_from or start.isoformat(),
+                metadata={"partition": key, "firing_minutes": t.firing_minutes,
+                          # Timestamps the UI shows in the viewer's zone; no first firing, no key.
+                          **({"first_firing": dg.MetadataValue.timestamp(datetime.fromisoformat(t.first_firing))}
+                             if t.first_firing else {}),
+                          "judged_from": dg.MetadataValue.timestamp(
+                              datetime.fromisoformat(t.judged_from) if t.judged_from else start),
+                          # False when the tier's long window could not be whole anywhere in the day:
+                          # its pass is no evidence (the description says why).
+                          "judged": not (t.judged_from and end is not None and datetime.fromisoformat(t.judged_from) >= end),
                           "groups_firing": dg.MetadataValue.json(t.groups_firing[:50]),
                           "groups_first_firing": dg.MetadataValue.json(
                               {g: t.groups_first[g] for g in t.groups_firing[:50]}),
                           # No traffic over a window all day: no burn to show, rather than a burn of 0.
                           **{f"max_burn_{w}": v for w, v in ((t.long_window, t.max_burn_long),
                                                              (t.short_window, t.max_burn_short)) if v is not None},
-                          "threshold": t.burn_rate, "ramp_action": t.ramp_action,
-                          "platform_action": t.platform_action})
+                          "threshold": t.burn_rate, "platform_action": t.platform_action,
+                          # A lag names no build, so its burn never acts on one ramp (``_acts``).
+                          **({} if names_no_build(t.slo) else {"ramp_action": t.ramp_action})})
 
     return [slo_burn]
 

@@ -2,7 +2,7 @@
 Switchboard override job."""
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Literal
 
@@ -211,7 +211,7 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
                 signals.append(json.dumps({
                     "slo": slo.name, "tier": tier.name, "partition": rec.partition or ev.partition or meta.get("partition") or "",
                     "ramp_action": tier.ramp_action, "platform_action": tier.platform_action,
-                    "groups": list(meta.get("groups_firing") or []), "first_firing": meta.get("first_firing") or None,
+                    "groups": list(meta.get("groups_firing") or []), "first_firing": _when(meta.get("first_firing")),
                     "group_first": dict(meta.get("groups_first_firing") or {}), "evidence": evidence}))
     # The per-ramp analysis: each verdict names its build, the action and the cohorts reached.
     for rec, _ev, meta in failed(dg.AssetCheckKey(VERDICTS_KEY, VERDICT_CHECK)):
@@ -230,6 +230,14 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
                                       "pending": {"run_key": run_key, "entries": entries}}, sort_keys=True))
     return dg.RunRequest(run_key=run_key, run_config=dg.RunConfig(
         ops={"ramp_controller_op": RampControllerConfig(signals=signals)}))
+
+
+def _when(value) -> str | None:
+    """A check's first-firing time as the controller reads it (ISO 8601): a check stores it as
+    a timestamp; older evaluations hold ISO text (an empty text: none)."""
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC).isoformat()
+    return value or None
 
 
 def _cursor(text: str | None) -> dict:

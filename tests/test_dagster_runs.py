@@ -66,7 +66,12 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     assert slow.passed and slow.description.startswith("not judged this day: its 3d window reaches into day(s) "
                                                        "not ingested yet (2026-03-06, 2026-03-07)")
     start = partition_bounds("2026-03-08", "America/Denver")[0]
-    assert fast.metadata["judged_from"].value == (start + timedelta(minutes=59)).isoformat()
+    assert fast.metadata["judged_from"].value == (start + timedelta(minutes=59)).timestamp()
+    assert fast.metadata["judged"].value is True and slow.metadata["judged"].value is False  # no evidence: said
+    # A lag names no build: its tiers' checks carry no ramp action, only the platform's.
+    lag = by_name["receipt_lag__fast"]
+    assert "ramp_action" not in lag.metadata and lag.metadata["platform_action"].value == "freeze"
+    assert fast.metadata["ramp_action"].value == "rollback"
     assert fast.description.startswith("not judged before") or not fast.passed
     # The part judged reads as what it found from then on (this world's fast tier passes that day).
     assert fast.passed and "materialize this day again once they are); from then on, not burning" \

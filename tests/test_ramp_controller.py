@@ -597,3 +597,12 @@ def test_the_controllers_error_budget_is_the_error_slos():
 
     slos = {s.name: s for s in load_slos(Path(__file__).resolve().parent.parent / "slos")}
     assert math.isclose(ERROR_MARGIN, slos["api-availability"].error_budget, rel_tol=1e-9)
+
+
+def test_a_checks_first_firing_reads_as_a_time_whether_stored_as_timestamp_or_text():
+    from sensors.ramp import _when
+
+    at = datetime(2026, 3, 6, 12, 30, tzinfo=UTC)
+    assert _when(at.timestamp()) == at.isoformat()  # how a check stores it now
+    assert _when(at.isoformat()) == at.isoformat()  # how evaluations stored before kept it
+    assert _when("") is None and _when(None) is None
