@@ -1,14 +1,20 @@
 """Dagster assets and asset checks, one module per domain."""
 
+import numbers
 import warnings
 
 import dagster as dg
 
 
-def score_metadata(value: float | None) -> float | dg.MetadataValue:
-    """A backtest figure as asset metadata: rounded, or null when there is none (no pause
-    has no time to pause), never a 0 that reads as a measurement."""
-    return round(float(value), 4) if value is not None else dg.MetadataValue.null()
+def score_metadata(value: float | None) -> int | float | dg.MetadataValue:
+    """A backtest figure as asset metadata: a count as an integer (events, alerts, bad
+    requests), a rate rounded, or null when there is none (no pause has no time to pause),
+    never a 0 that reads as a measurement."""
+    if value is None:
+        return dg.MetadataValue.null()
+    if isinstance(value, bool):
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else round(float(value), 4)
 
 
 def check_spec(name: str, asset: dg.AssetKey, description: str,

@@ -39,7 +39,7 @@ def receipts_ledger(context: dg.AssetExecutionContext, control: ControlStoreReso
         "pending_receipt": actions.get("pending_receipt", 0),
         "dead_lettered": len(store.dlq_items()),
         "actions_by_status": dg.MetadataValue.json(actions),
-        "last_verification": utcnow().isoformat(timespec="seconds"),
+        "last_verification": dg.MetadataValue.timestamp(utcnow()),
         "last_verification_ok": report.ok,
         "warehouse_tables": dg.MetadataValue.json({f"control.{k}": v for k, v in exported.items()}),
     })

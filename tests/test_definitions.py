@@ -112,3 +112,14 @@ def test_loading_the_definitions_prints_no_warning(state):
                          cwd=Path(__file__).parent.parent)
     assert run.returncode == 0, run.stderr
     assert "Warning" not in run.stderr, run.stderr
+
+
+def test_backtest_figures_keep_counts_as_integers_in_the_ui():
+    # An event count shown as 4.0, or 142.0 bad requests, reads as a measurement of a rate.
+    import numpy as np
+
+    from assets import score_metadata
+
+    assert score_metadata(4) == 4 and isinstance(score_metadata(np.int64(142)), int)
+    assert score_metadata(0.123456) == 0.1235 and score_metadata(True) is True
+    assert isinstance(score_metadata(None), dg.NullMetadataValue)
