@@ -38,6 +38,9 @@ def test_attribution_checks_release_sensor_and_guarded_release(state):
         conf = meta[CONFIDENCE_CHECK]
         assert conf["final_days"].value == days["f"] > 0 and conf["target"].value == 0.95
         assert conf["min_confidence"].value == round(days["c"], 4) >= 0.95
+        # The asset's amounts name their currency (a *_usd key would mislabel a bill in euros).
+        asset_meta = result.asset_materializations_for_node("finops__attribution")[0].metadata
+        assert asset_meta["currency"].value == "USD" and asset_meta["billed"].value == round(int(days["b"]) / 1e6, 6)
 
         # The world ends mid-month: the sensor holds March and says why.
         tick = invoice_release_sensor(dg.build_sensor_context(instance=instance, resources=resources))
