@@ -38,7 +38,26 @@ OVERRIDE_JOB = "switchboard_override"
 
 
 class RampControllerConfig(dg.Config):
-    signals: list[str]  # BurnSignal as JSON, one per failed burn check evaluation
+    signals: list[str] = Field(description=(
+        "One JSON object per failed burn check evaluation, as the ramp_controller_sensor sends them: slo, tier, "
+        "partition, ramp_action, platform_action, groups (service/cohort/build), first_firing, group_first, "
+        "evidence. Launched by hand, copy a tick's run config rather than writing one."))
+
+
+def _signals(texts: list[str]) -> list[BurnSignal]:
+    """The config's signals, or a failure naming the first that is not one (not retried: the
+    same text fails the same way)."""
+    out = []
+    for i, text in enumerate(texts):
+        try:
+            raw = json.loads(text)
+            out.append(BurnSignal(**{**raw, "groups": tuple(raw["groups"])}))
+        except (ValueError, TypeError, KeyError) as exc:
+            problem = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+            raise dg.Failure(description=f"signals[{i}] is not a burn signal ({problem}): each is a JSON object "
+                                         f"with the keys {', '.join(BurnSignal.__dataclass_fields__)}",
+                             allow_retries=False) from None
+    return out
 
 
 def _ramps(warehouse: WarehouseResource) -> list[Ramp]:
@@ -55,10 +74,7 @@ def _ramps(warehouse: WarehouseResource) -> list[Ramp]:
 def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerConfig, control: ControlStoreResource,
                        signer: SignerResource, guard: GuardResource, flags: FlagsResource,
                        warehouse: WarehouseResource) -> None:
-    signals = []
-    for text in config.signals:
-        raw = json.loads(text)
-        signals.append(BurnSignal(**{**raw, "groups": tuple(raw["groups"])}))
+    signals = _signals(config.signals)
     ex = flags.executor()
     proto = build_protocol(control, signer, guard, {"pause": ex, "rollback": ex, "freeze": ex})
     store = proto.store
@@ -88,8 +104,18 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         return None
 
     @cache
-    def wins_recorded(flag: str) -> set[str]:
-        return {json.loads(e["payload"]).get("reason") for e in store.events(flag, kind="override_wins")}
+    def recorded(target: str, kind: str) -> set[str]:
+        return {json.loads(e["payload"]).get("reason") for e in store.events(target, kind=kind)}
+
+    def record_once(kind: str, target_kind: str, target: str, reason: str) -> None:
+        """An event in the target's timeline, once per evidence: re-reading the same failed
+        checks must not add rows."""
+        if reason in recorded(target, kind):
+            return
+        with store.write() as tx:
+            store.add_event(tx, ts=iso_utc(utcnow()), kind=kind, target_kind=target_kind, target_id=target,
+                            actor=CONTROLLER_ACTOR, action_id=None, receipt_id=None, payload={"reason": reason})
+        recorded(target, kind).add(reason)
 
     history: dict[str, tuple[str, datetime]] = {}
     completed: dict[str, datetime] = {}  # action id -> when it was done
@@ -100,6 +126,7 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
         completed.setdefault(e["action_id"], datetime.fromisoformat(e["ts"]))
 
     outcomes: dict[str, int] = {}
+    no_action: list[str] = []  # why each decision acted on nothing (shown in the run's metadata)
     conflicts: list[str] = []  # the controller's requests whose key another request holds
     flag_file = FlagFile.load(ex.path, lenient=True)
     # The newest day of burn evidence: a freeze on a much older day (a backfill) freezes nothing.
@@ -108,13 +135,12 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
                          utcnow(), flag_file.release_flags, last_override, newest, completed.get, flag_file.releases()):
         if decision.request is None:
             context.log.info(f"no action: {decision.note}")
-            flag = decision.overridden
-            if flag and decision.note not in wins_recorded(flag):  # once per evidence, in the flag's timeline
-                with store.write() as tx:
-                    store.add_event(tx, ts=iso_utc(utcnow()), kind="override_wins", target_kind="flag",
-                                    target_id=flag, actor=CONTROLLER_ACTOR, action_id=None, receipt_id=None,
-                                    payload={"reason": decision.note})
-                wins_recorded(flag).add(decision.note)
+            outcomes["no_action"] = outcomes.get("no_action", 0) + 1
+            no_action.append(decision.note)
+            if decision.overridden:  # in the flag's timeline: the override kept the controller's hands off
+                record_once("override_wins", "flag", decision.overridden, decision.note)
+            elif decision.ticket:  # a ticket tier: for a person to follow up, in the flag's or the SLO's timeline
+                record_once("ticket", *decision.ticket, decision.note)
             continue  # other notes are logged, not stored: re-reading the same evidence must not add rows
         out = proto.submit(decision.request)
         # A completed action that changed nothing (the build's ramp is over) is counted and
@@ -136,6 +162,7 @@ def ramp_controller_op(context: dg.OpExecutionContext, config: RampControllerCon
                                     action_id=out.action_id, receipt_id=None,
                                     payload={"action": decision.request.action, "reason": out.reason})
     context.add_output_metadata({"outcomes": dg.MetadataValue.json(outcomes), "signals": len(signals),
+                                 "no_action": dg.MetadataValue.json(no_action[:100]),
                                  "conflicts": dg.MetadataValue.json(conflicts)})
 
 

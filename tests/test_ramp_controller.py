@@ -606,3 +606,50 @@ def test_a_checks_first_firing_reads_as_a_time_whether_stored_as_timestamp_or_te
     assert _when(at.timestamp()) == at.isoformat()  # how a check stores it now
     assert _when(at.isoformat()) == at.isoformat()  # how evaluations stored before kept it
     assert _when("") is None and _when(None) is None
+
+
+def test_a_ticket_tier_records_a_ticket_once_and_bad_signals_fail_without_retries(state):
+    # A slow tier's burn (a ticket) left nothing but a log line; now a ticket event in the
+    # ramping flag's timeline (or the SLO's), once per evidence, and the run counts it.
+    from ops_platform.ramp.verdicts import ramps_from_steps
+
+    from .conftest import load_warehouse
+
+    wh = load_warehouse(state.warehouse, state.landing)
+    r = ramps_from_steps(wh.query("SELECT * FROM raw.ramp_steps")).row(0, named=True)
+    flag = f"release-{r['service']}"
+    ramping = json.dumps({"slo": "api-availability", "tier": "slow", "partition": "2026-03-06",
+                          "ramp_action": "ticket", "platform_action": "ticket",
+                          "groups": [f"{r['service']}/canary/{r['build_id']}"], "first_firing": r["start"].isoformat(),
+                          "evidence": "burn 1.4x over 3d and 2.2x over 6h"})
+    lag = json.dumps({"slo": "receipt-lag", "tier": "slow", "partition": "2026-03-06", "ramp_action": "ticket",
+                      "platform_action": "ticket", "groups": ["receipt"], "first_firing": None, "evidence": "burn 1.1x"})
+    config = {"ops": {"ramp_controller_op": {"config": {"signals": [ramping, lag]}}}}
+    for _ in range(2):  # the same evidence again adds nothing
+        result = ramp_controller_job.execute_in_process(run_config=config, resources=build_resources(state))
+        assert result.success
+    (ticket,) = open_store(state).events(flag, kind="ticket")
+    assert "api-availability slow burn" in json.loads(ticket["payload"])["reason"]
+    assert "2.2x over 6h" in json.loads(ticket["payload"])["reason"]
+    (slo_ticket,) = open_store(state).events("receipt-lag", kind="ticket")
+    assert slo_ticket["target_kind"] == "slo"
+    from click.testing import CliRunner
+
+    from ops_platform.cli import main
+
+    for target in (flag, "receipt-lag"):  # both timelines show it
+        shown = CliRunner().invoke(main, ["switchboard", "log", target])
+        assert shown.exit_code == 0 and "ticket" in shown.output and "slow burn" in shown.output, shown.output
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    meta = output.event_specific_data.metadata
+    assert meta["outcomes"].value == {"no_action": 2} and len(meta["no_action"].value) == 2  # counted, and why
+    # A signal that is not one fails at once, naming it, and is not retried.
+    bad = {"ops": {"ramp_controller_op": {"config": {"signals": [ramping, "not json"]}}}}
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = ramp_controller_job.execute_in_process(run_config=bad, resources=build_resources(state),
+                                                        instance=instance, raise_on_error=False)
+        assert not result.success
+        failure = result.failure_data_for_node("ramp_controller_op").user_failure_data
+        restarts = [e for e in instance.all_logs(result.run_id) if e.dagster_event and
+                    e.dagster_event.event_type_value == "STEP_RESTARTED"]
+    assert failure.description.startswith("signals[1] is not a burn signal") and not restarts

@@ -2,7 +2,8 @@
 
 A failed burn check names the groups (service/cohort/build) that burned. A group whose
 build was a candidate being ramped when the burn began gets the tier's ramp action on its
-service's release flag (rollback or pause; a `ticket` tier only records an event); a
+service's release flag (rollback or pause; a `ticket` tier only records a `ticket` event in the
+flag's timeline, or the SLO's when no build was ramping); a
 burning stable build (or a promoted one), and an SLO without builds (a pipeline's lag),
 gets the tier's platform action (freeze all ramps); a freeze, whatever asks for it, holds
 every release flag. Active overrides on a flag win until they expire, except that a hold
@@ -76,6 +77,9 @@ class Decision:
     request: ActionRequest | None
     note: str
     overridden: str | None = None  # the flag whose active override won over the action
+    # A ticket tier's burn: (target kind, target id) whose timeline records it (the ramping
+    # build's flag, else the SLO), for a person to follow up; no action on any flag.
+    ticket: tuple[str, str] | None = None
 
 
 def history_key(action: str, flag: str, build: str) -> str:
@@ -173,7 +177,9 @@ def plan(signals: Sequence[BurnSignal], ramps: Sequence[Ramp],
                 continue
             seen.add(key)
             if action == "ticket":
-                out.append(Decision(None, f"{sig.slo} {sig.tier} burn on {group}: ticket only"))
+                where = ("flag", target) if target != "*" else ("slo", sig.slo)
+                out.append(Decision(None, f"{sig.slo} {sig.tier} burn on {group} (partition {sig.partition}): ticket"
+                                          + (f"; {sig.evidence}" if sig.evidence else ""), ticket=where))
                 continue
             if action == "freeze" and (late := _days_behind(sig.partition, newest_partition)) > FREEZE_EVIDENCE_DAYS:
                 out.append(Decision(None, f"{sig.slo} {sig.tier} burn on {group} (partition {sig.partition}) is "
