@@ -332,7 +332,11 @@ def switchboard_override_op(context: dg.OpExecutionContext, config: OverrideConf
         kept = "" if out.status in ("denied", "conflict") else (
             "; the request is kept: the retry_guarded_actions job runs it once the cause is fixed (re-executing "
             "this run asks for the same request, not a second one)")
-        raise dg.Failure(description=f"override {out.status}: {out.reason}{kept}")
+        if out.status == "denied" and not roster.roles(actor):  # a roster slip, said with its fix
+            kept = (f"; {actor!r} is not in the actor roster {roster.path}: an override needs the oncall role "
+                    "there, or set OPS_PLATFORM_ROSTER to another roster")
+        reason = out.reason.removeprefix(f"{out.status}: ")  # the policy's reasons start with "denied: "
+        raise dg.Failure(description=f"override {out.status}: {reason}{kept}")
 
 
 @dg.job(name=OVERRIDE_JOB, description="Override a ramp (resume, hold, rollback) with a rationale and a TTL.")

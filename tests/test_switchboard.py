@@ -143,6 +143,14 @@ def test_an_override_of_an_unknown_flag_is_refused_before_it_is_submitted(state)
     with pytest.raises(dg.Failure, match="release-nope"):
         switchboard_override_job.execute_in_process(run_config=unknown, resources=build_resources(state))
     assert open_store(state).events() == []  # nothing requested, nothing to retry or dead-letter
+    # A person the roster does not know: denied (with its receipt), said once and with the fix.
+    stranger = {"ops": {"switchboard_override_op": {"config": {
+        "flag": "release-api", "action": "hold", "rationale": REASON, "actor": "bob"}}}}
+    with pytest.raises(dg.Failure) as denied:
+        switchboard_override_job.execute_in_process(run_config=stranger, resources=build_resources(state))
+    said = denied.value.description
+    assert said.startswith('override denied: principal "bob" has no roles; ') and "denied: denied" not in said
+    assert "not in the actor roster" in said and "roster.yaml" in said, said
     # Left out (or null, as the launchpad allows), the TTL is the default 4h.
     assert switchboard_override_job.execute_in_process(run_config={"ops": {"switchboard_override_op": {"config": {
         "flag": "release-api", "action": "hold", "rationale": REASON, "actor": "dana", "ttl_seconds": None}}}},
