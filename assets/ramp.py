@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from assets import check_spec, require_tables, score_metadata
+from assets.world import LANDING_KEY, TRUTH_KEY
 from ops_platform.ramp.backtest import run_backtest
 from ops_platform.ramp.verdicts import decided_since, ramps_from_steps, verdict_rows
 from ops_platform.timezones import partition_bounds
@@ -108,11 +109,13 @@ def _markdown(rows: pl.DataFrame) -> str:
 
 
 @dg.asset(
-    key=BACKTEST_KEY, group_name="ramp", owners=["team:release"], kinds={"polars"}, pool=DUCKDB_POOL,
+    key=BACKTEST_KEY, group_name="ramp", owners=["team:release"], kinds={"polars", "duckdb"}, pool=DUCKDB_POOL,
+    deps=[LANDING_KEY, TRUTH_KEY],
     description="The ramp controller and two baselines (Flagger-style thresholds, SRE Workbook "
                 "multi-window alerts) replayed over the world's whole history and scored against its "
-                "truth folder: bad builds caught before the general cohort, false pauses, time to pause, "
-                "blast radius, error budget spent. The same figures as `ops-platform backtest ramps`.",
+                "truth folder (warehouse ramp.backtest: policy, metric, value): bad builds caught before the "
+                "general cohort, false pauses, time to pause, blast radius, error budget spent. The same "
+                "figures as `ops-platform backtest ramps`.",
 )
 def ramp_backtest(context: dg.AssetExecutionContext, landing: LandingZoneResource,
                   warehouse: WarehouseResource) -> dg.MaterializeResult:

@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 
 from assets import check_spec
+from assets.world import LANDING_KEY
 from ops_platform.contracts.definitions import CONTRACTS
 from ops_platform.contracts.model import POLARS_TYPES, Contract
 from ops_platform.ingest.partitioning import PartitionSpace
@@ -98,7 +99,7 @@ def build_raw_asset(contract: Contract, partitions_def: dg.DailyPartitionsDefini
     partitioned = contract.partition_rule != "static"
 
     @dg.asset(
-        key=key, partitions_def=partitions_def if partitioned else None, group_name="raw",
+        key=key, partitions_def=partitions_def if partitioned else None, group_name="raw", deps=[LANDING_KEY],
         description=contract.description + " Validated against its data contract; bad rows go to raw.quarantine.",
         kinds={"duckdb", "parquet"}, owners=OWNERS.get(contract.table, ["team:sre"]), pool=DUCKDB_POOL,
         check_specs=[check_spec(CONTRACT_CHECK, key, "Great Expectations data contract",

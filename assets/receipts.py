@@ -19,8 +19,9 @@ LEDGER_CHECK = "ledger_verifies"
 @dg.asset(
     key=LEDGER_KEY, group_name="control", kinds={"sqlite", "duckdb"}, owners=["team:sre"], pool=DUCKDB_POOL,
     description="Signed receipts of every privileged action (in-toto statements in DSSE envelopes, "
-                "hash-chained, with signed Merkle tree heads). Copied to the warehouse schema `control` "
-                "with the action queue, Switchboard events, overrides and DLQ for ad hoc SQL.",
+                "hash-chained, with signed Merkle tree heads), kept in the control store (<state>/control.sqlite, "
+                "or the PostgreSQL database OPS_PLATFORM_CONTROL_URL names). Copied to the warehouse schema "
+                "`control` with the action queue, Switchboard events, overrides and DLQ for ad hoc SQL.",
 )
 def receipts_ledger(context: dg.AssetExecutionContext, control: ControlStoreResource, signer: SignerResource,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:

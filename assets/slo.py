@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from assets import check_spec, require_tables, score_metadata
+from assets.world import LANDING_KEY, TRUTH_KEY
 from ops_platform.paths import SLO_DIR
 from ops_platform.slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
 from ops_platform.slo.burn import window_name
@@ -286,7 +287,8 @@ def _budget_left(stored: pl.DataFrame, slo, day: date) -> dict:
 
 
 @dg.asset(
-    key=ALERT_BACKTEST_KEY, group_name="slo", owners=["team:sre"], kinds={"polars"}, pool=DUCKDB_POOL,
+    key=ALERT_BACKTEST_KEY, group_name="slo", owners=["team:sre"], kinds={"polars", "duckdb"}, pool=DUCKDB_POOL,
+    deps=[LANDING_KEY, TRUTH_KEY],
     description="Every SLO's burn alerts over the world's whole history, scored per tier against its "
                 "truth folder (warehouse slo.alert_backtest): incidents and bad builds caught, minutes to "
                 "alert, alerts with no cause. The same figures as `ops-platform backtest alerts`.",

@@ -13,6 +13,7 @@ from assets.ramp import build_ramp_assets, ramp_backtest
 from assets.raw import build_raw_assets
 from assets.receipts import ledger_verifies, receipts_ledger
 from assets.slo import build_slo_assets, slo_alert_backtest
+from assets.world import landing_zone, truth_folder
 from ops_platform.paths import StatePaths
 from ops_platform.settings import partition_range
 from resources import build_resources
@@ -36,7 +37,8 @@ def build_definitions(paths: StatePaths | None = None) -> dg.Definitions:
     jobs = build_jobs()
     return dg.Definitions(
         assets=[*build_raw_assets(partitions), *build_slo_assets(partitions), *build_ramp_assets(partitions),
-                summit_dbt_models, receipts_ledger, ramp_backtest, slo_alert_backtest, finops_attribution],
+                summit_dbt_models, receipts_ledger, ramp_backtest, slo_alert_backtest, finops_attribution,
+                landing_zone, truth_folder],
         asset_checks=[ledger_verifies],
         jobs=jobs,
         schedules=build_schedules(jobs),

@@ -68,6 +68,10 @@ def test_every_raw_asset_has_contract_and_quarantine_checks(state):
     graph = build_definitions(state).resolve_asset_graph()
     described = {k.to_user_string(): graph.get(k).description or "" for k in graph.get_all_asset_keys()}
     assert all(not described[k].startswith("dbt model") for k in staging), described
+    # Lineage starts at the files: the raw assets read the landing zone, the backtests it and the truth.
+    assert all(v["deps"] == ["world/landing"] for v in raw.values()), raw
+    for scored in ("ramp/backtest", "slo/alert_backtest"):
+        assert snap["assets"][scored]["deps"] == ["world/landing", "world/truth"], snap["assets"][scored]
 
 
 def test_the_books_follow_every_load(state, tmp_path):

@@ -184,7 +184,8 @@ def decide(series: pl.DataFrame, trusted_baseline: bool = True) -> Verdict:
     ratio = cum_err / max(cum_n, 1)
     freeze = not worse[i] and incident[i]  # the service's incident: no build to blame
     evidence = max(err_score[i], slow_score[i], raw_burn[i] if freeze else burn_score[i])
-    numbers = f"{cum_err}/{cum_n} errors, {series['cum_slow'][i]} slow, evidence {evidence:.1f}"
+    numbers = (f"{cum_err}/{cum_n} errors, {series['cum_slow'][i]} slow, evidence {evidence:.1f}"
+               + ("" if freeze else f" (alarm at {THRESHOLD:g})"))  # what the evidence is measured against
     if freeze:
         return Verdict(acted_at, "freeze",
                        f"budget burn {ratio / ERROR_MARGIN:.1f}x on candidate and {p_base[i] / ERROR_MARGIN:.1f}x on "
