@@ -38,7 +38,7 @@ def test_a_clear_regression_against_a_trusted_baseline_rolls_back():
     # Worse than a healthy stable build: everyone back on it, as a failed canary analysis does
     # in Flagger or Argo Rollouts; a pause would keep serving the build the evidence rejects.
     v = decide(_series(0.05, 0.001, 50))
-    assert v.action == "rollback" and v.reason.startswith("errors")
+    assert v.action == "rollback" and v.reason.startswith("errors") and "(alarm at 5.5)" in v.reason, v.reason
     assert decide(_series(0.20, 0.001, 50)).action == "rollback"  # burning > 14.4x the budget
     # The same build where the stable build is rejected itself: a pause, going back helps no one.
     assert decide(_series(0.05, 0.001, 50), trusted_baseline=False).action == "pause"
