@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from ops_platform.paths import StatePaths
 from resources.warehouse import WarehouseResource
 
 DBT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
@@ -50,6 +51,9 @@ def summit_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, wa
     """Build every dbt model and run its tests (reported as asset checks)."""
     # profiles.yml reads the warehouse path from here: one source of truth, the resource.
     os.environ["OPS_PLATFORM_WAREHOUSE"] = warehouse.path
-    # The project's own target folder holds the partial-parse state from `make dbt-manifest`,
-    # so a build only re-parses what changed (runs are serialised by the duckdb pool).
-    yield from dbt.cli(["build"], context=context, target_path=DBT_PROJECT.target_path).stream()
+    # A build's artifacts (run results, partial-parse state, and its log: dagster-dbt writes
+    # dbt.log beside them) are run state: in the state folder, so two homes never share them,
+    # and a home's builds after its first re-parse only what changed (runs are serialised by
+    # the duckdb pool). The project's own target folder keeps only the manifest
+    # `make dbt-manifest` parses, which defines the assets.
+    yield from dbt.cli(["build"], context=context, target_path=StatePaths.from_env().home / "dbt" / "target").stream()

@@ -134,8 +134,16 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
             con.execute(f"INSERT INTO raw.{table} SELECT * FROM again")
             con.execute("DROP TABLE again")
 
+    from assets.dbt import DBT_PROJECT
+
+    repo_results = DBT_PROJECT.target_path / "run_results.json"
+    before = repo_results.stat().st_mtime if repo_results.exists() else None
     staging = defs.resolve_job_def(DBT_JOB).execute_in_process(instance=instance, run_config=QUIET)
     assert staging.success
+    # A build's run state goes to the state folder, never into the repository's dbt project.
+    assert (state.home / "dbt" / "target" / "run_results.json").exists()
+    assert (state.home / "dbt" / "target" / "dbt.log").exists()
+    assert (repo_results.stat().st_mtime if repo_results.exists() else None) == before
     dbt_checks = [e for e in staging.get_asset_check_evaluations()]
     assert len(dbt_checks) >= 20 and all(e.passed for e in dbt_checks)
     counts = wh.table_counts()
