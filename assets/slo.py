@@ -13,7 +13,13 @@ from ops_platform.paths import SLO_DIR
 from ops_platform.slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
 from ops_platform.slo.burn import window_name
 from ops_platform.slo.daily import MAX_SILENCE, compute_day, empty_sources, history_start, lookback
-from ops_platform.slo.spec import SOURCE_COLUMN, SOURCE_TABLES, calendar_zone_notes, load_slos
+from ops_platform.slo.spec import (
+    SOURCE_COLUMN,
+    SOURCE_TABLES,
+    calendar_zone_notes,
+    load_slos,
+    window_words,
+)
 from ops_platform.timezones import partition_bounds
 from resources import DUCKDB_POOL
 from resources.landing import LandingZoneResource
@@ -32,6 +38,11 @@ def data_check_name(slo: str) -> str:
     """The SLO's SLI data check. Three underscores: a tier name starts with a letter and an SLO
     name ends with a letter or digit, so no tier's check can be named alike."""
     return f"{slo.replace('-', '_')}___sli_data"
+
+
+def budget_check_name(slo: str) -> str:
+    """The SLO's error budget check (three underscores, as the data check's)."""
+    return f"{slo.replace('-', '_')}___budget"
 
 
 def _read(warehouse, table: str, start, end, buckets: list[float]) -> pl.DataFrame:
@@ -57,6 +68,10 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
                          f"{s.display_name}: its SLI source ({s.source[0]}, {SOURCE_COLUMN[s.source[0]]} "
                          f"{s.source[1]}) reports through the day, silent for {_minutes(MAX_SILENCE)} at most "
                          "(minutes without data burn nothing, so a gap would pass every tier)", partitions_def)
+              for s in slos]
+    specs += [check_spec(budget_check_name(s.name), BURN_KEY,
+                         f"{s.display_name}: error budget left over its {window_words(s.window)} window as of the day "
+                         "(warns once it is spent: by an error budget policy, releases wait while it is)", partitions_def)
               for s in slos]
     # The longest burn window decides how many earlier days each day reads.
     lookback_days = math.ceil(lookback(slos) / timedelta(days=1))
@@ -146,6 +161,7 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         yield dg.MaterializeResult(metadata=metadata)
         for slo in slos:
             yield _data_check(slo, day.silences.get(slo.name, []), partitions_def.timezone, key)
+            yield _budget_check(slo, remaining.filter(pl.col("slo") == slo.name).row(0, named=True), key)
         sources = {slo.name: slo.source[0] for slo in slos}
 
         def names_no_build(name: str) -> bool:
@@ -203,6 +219,23 @@ def _data_check(slo, silent: list[tuple[datetime, datetime]], zone: str, key: st
         severity=dg.AssetCheckSeverity.ERROR if fastest == "critical" else dg.AssetCheckSeverity.WARN,
         metadata={"partition": key, "minutes_without_data": int(missing.total_seconds() // 60),
                   "silences": dg.MetadataValue.json(spans[:50])})
+
+
+def _budget_check(slo, left: dict, key: str) -> dg.AssetCheckResult:
+    """Whether the SLO's error budget over its window (as of the day, over the days stored) is
+    not spent: a warning, with the numbers, for whoever holds releases to an error budget
+    policy (the burn tiers act on how fast it goes; this says where it stands)."""
+    share = left["budget_remaining"]
+    over = f"{left['days_stored']} day(s) stored of its {window_words(slo.window)} window (from {left['window_first_day']})"
+    numbers = f"{left['bad']:,} bad of {left['total']:,}"
+    description = (f"{share:.1%} of the error budget left over {over}: {numbers}" if share >= 0 else
+                   f"error budget spent: {-share:.1%} over it, {1 - share:.2f}x the budget over {over}: {numbers}; "
+                   "by an error budget policy, releases wait (only fixes ship) until it recovers")
+    return dg.AssetCheckResult(
+        check_name=budget_check_name(slo.name), passed=share >= 0, severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={"partition": key, "budget_remaining": round(share, 4), "bad": left["bad"], "total": left["total"],
+                  "window_first_day": str(left["window_first_day"]), "days_stored": left["days_stored"]})
 
 
 def _acts(slo, tier) -> str:

@@ -52,11 +52,16 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     minutes = wh.query("SELECT count(DISTINCT ts) AS n FROM raw.request_counters")["n"][0]
     assert minutes == 23 * 60
     burn_checks = [e for e in day.get_asset_check_evaluations() if e.asset_key.to_user_string() == "slo/burn"]
-    # five SLOs x three tiers, each with the numbers that decided it, and each SLO's data check
-    assert len(burn_checks) == 20
+    # five SLOs x three tiers, each with the numbers that decided it, and each SLO's data and budget checks
+    assert len(burn_checks) == 25
+    budget = {e.check_name: e for e in burn_checks if e.check_name.endswith("___budget")}
+    assert len(budget) == 5 and all(e.severity == dg.AssetCheckSeverity.WARN for e in budget.values())
+    for e in budget.values():  # what it says is what the table holds
+        assert e.passed == (e.metadata["budget_remaining"].value >= 0) and "of the error budget left" in \
+            e.description or "error budget spent" in e.description, e.description
     data = [e for e in burn_checks if e.check_name.endswith("___sli_data")]
     assert len(data) == 5 and all(e.passed and e.metadata["minutes_without_data"].value == 0 for e in data)
-    assert all("firing_minutes" in e.metadata for e in burn_checks if e not in data)
+    assert all("firing_minutes" in e.metadata for e in burn_checks if e not in data and e.check_name not in budget)
     # The day ran before the three it reads back (a backfill out of order): a tier is judged
     # only once its long window lies after them, and its check says so rather than "not burning".
     burn_meta = day.asset_materializations_for_node("slo__burn")[0].metadata
@@ -241,3 +246,22 @@ def test_the_bills_quarantine_check_says_what_the_rows_cost():
     res = SimpleNamespace(quarantine=quarantine)
     assert _quarantined_cost(res, CONTRACTS["billing_focus"]) == "12.5 USD, 1 row(s) of unreadable cost"
     assert _quarantined_cost(res, CONTRACTS["usage_events"]) is None
+
+
+def test_a_spent_error_budget_warns_with_its_numbers():
+    from datetime import date
+
+    from assets.slo import _budget_check
+    from ops_platform.paths import SLO_DIR
+    from ops_platform.slo.spec import load_slos
+
+    slo = next(s for s in load_slos(SLO_DIR) if s.name == "api-availability")
+    left = {"budget_remaining": -4.2276, "bad": 52_276, "total": 1_000_000, "window_first_day": date(2026, 2, 2),
+            "days_stored": 2}
+    check = _budget_check(slo, left, "2026-03-02")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description.startswith("error budget spent: 422.8% over it, 5.23x the budget over 2 day(s) stored "
+                                         "of its 28-day window (from 2026-02-02): 52,276 bad of 1,000,000"), \
+        check.description
+    fine = _budget_check(slo, left | {"budget_remaining": 0.75}, "2026-03-02")
+    assert fine.passed and fine.description.startswith("75.0% of the error budget left")

@@ -252,7 +252,7 @@ def _budget_share(tier: BurnTier, window: TimeWindow) -> float:
     return tier.burn_rate * (tier.long_window / span)
 
 
-def _window_words(window: TimeWindow) -> str:
+def window_words(window: TimeWindow) -> str:
     return f"{window.duration.days}-day" if window.rolling and window.duration else f"calendar {window.calendar_unit}"
 
 
@@ -737,7 +737,7 @@ def load_slos(folder: Path) -> list[SLO]:
                 raise SLOSpecError(policy_file, f"{policy_path}.spec.tiers[{i}].burnRate",
                                    f"tier {tier.name!r} fires only once {spent:.0%} of SLO {name!r}'s error budget "
                                    f"is spent (burnRate {tier.burn_rate:g} over {t.get('longWindow')} of a "
-                                   f"{_window_words(window)} window): a budget alert must fire before the budget "
+                                   f"{window_words(window)} window): a budget alert must fire before the budget "
                                    "is gone; lower its burnRate or longWindow")
         for where, doc, key in ((f"{p}.metadata", meta, "displayName"), (f"{p}.spec", spec, "description")):
             if doc.get(key) is not None and not isinstance(doc[key], str):
