@@ -39,6 +39,22 @@ class SummitDbtTranslator(DagsterDbtTranslator):
     def get_group_name(self, dbt_resource_props) -> str | None:
         return "staging" if dbt_resource_props["resource_type"] == "model" else None
 
+    def get_asset_check_spec(self, asset_spec, manifest, unique_id, project):
+        """A dbt test as a check that says what it tests (dbt gives none unless written):
+        ``not_null on tenant_id``, ``accepted_values on tier: free, pro, enterprise``."""
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None or spec.description:
+            return spec
+        node = manifest.get("nodes", {}).get(unique_id, {})
+        test = node.get("test_metadata") or {}
+        kwargs = {k: v for k, v in (test.get("kwargs") or {}).items() if k not in ("model", "column_name")}
+        column = node.get("column_name") or (test.get("kwargs") or {}).get("column_name")
+        said = f"dbt test {test.get('name') or node.get('name', unique_id)}" + (f" on {column}" if column else "")
+        if values := kwargs.pop("values", None):
+            said += ": " + ", ".join(map(str, values))
+        said += "".join(f"; {k} {v}" for k, v in kwargs.items())
+        return spec._replace(description=said)
+
     def get_owners(self, dbt_resource_props):
         """The model's ``meta.owner`` in _staging.yml (the team owning its raw source), else SRE."""
         meta = (dbt_resource_props.get("config") or {}).get("meta") or dbt_resource_props.get("meta") or {}

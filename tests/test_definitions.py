@@ -68,6 +68,11 @@ def test_every_raw_asset_has_contract_and_quarantine_checks(state):
     graph = build_definitions(state).resolve_asset_graph()
     described = {k.to_user_string(): graph.get(k).description or "" for k in graph.get_all_asset_keys()}
     assert all(not described[k].startswith("dbt model") for k in staging), described
+    # A dbt test says what it tests (dbt gives no description unless one is written).
+    tests = [graph.get_check_spec(c) for k in graph.get_all_asset_keys() if k.path[0] == "staging"
+             for c in graph.get(k).check_keys]
+    assert tests and all(t.description and t.description.startswith("dbt test ") for t in tests), tests[:3]
+    assert any(t.description.startswith("dbt test not_null on ") for t in tests)
     # Lineage starts at the files: the raw assets read the landing zone, the backtests it and the truth.
     assert all(v["deps"] == ["world/landing"] for v in raw.values()), raw
     for scored in ("ramp/backtest", "slo/alert_backtest"):
