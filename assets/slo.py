@@ -12,6 +12,7 @@ from assets.world import LANDING_KEY, TRUTH_KEY
 from ops_platform.paths import SLO_DIR
 from ops_platform.slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
 from ops_platform.slo.burn import window_name
+from ops_platform.slo.columns import SLO_COLUMNS
 from ops_platform.slo.daily import MAX_SILENCE, compute_day, empty_sources, history_start, lookback
 from ops_platform.slo.spec import (
     SOURCE_COLUMN,
@@ -139,6 +140,7 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         rows = _budget_rows(wh, slos, day_of)
         wh.replace_partitions("slo", "budget_remaining", {
             d.isoformat(): frame.with_columns(pl.lit(d.isoformat()).alias("partition_key")) for d, frame in rows.items()})
+        wh.comment_columns("slo", SLO_COLUMNS)  # what each column holds, for ad hoc SQL
         later = [d.isoformat() for d in rows if d != day_of]
         metadata["budget_remaining_rewritten_for"] = dg.MetadataValue.json(later)
         if later:  # their table rows are current; their plot points are what their own runs computed
@@ -334,6 +336,7 @@ def slo_alert_backtest(context: dg.AssetExecutionContext, landing: LandingZoneRe
                          schema={"slo": pl.String, "tier": pl.String, "metric": pl.String, "value": pl.Float64})
     warehouse.get().replace_partition_tables("slo", "all", {
         "alert_backtest": table.with_columns(pl.lit("all").alias("partition_key"))})
+    warehouse.get().comment_columns("slo", SLO_COLUMNS)
     metadata: dict = {f"all/{t}/{m}": score_metadata(v) for t, figures in results["all"].items()
                       for m, v in figures.items()}
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|---" * len(TABLE_COLUMNS) + "|"]

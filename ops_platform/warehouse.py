@@ -65,16 +65,18 @@ class Warehouse:
 
     def comment_columns(self, schema: str, docs: dict[str, dict[str, str]]) -> None:
         """Store each documented column's description (``docs``: table -> column -> text) as its
-        DuckDB comment, which ``duckdb_columns()`` shows an analyst; columns the schema lacks
-        are passed over."""
+        DuckDB comment, which ``duckdb_columns()`` shows an analyst. A name ending in ``*``
+        covers every column it starts (``burn_*``: one per burn window the SLO files give);
+        ``{}`` in its text is replaced by the rest of the name. Columns the schema lacks are
+        passed over."""
         with self.connect() as con:
-            have = set(con.execute("SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = ?",
-                                   [schema]).fetchall())
-            for table, columns in docs.items():
-                for column, text in columns.items():
-                    if (table, column) in have:
-                        quoted = "'" + text.replace("'", "''") + "'"
-                        con.execute(f'COMMENT ON COLUMN {schema}.{table}."{column}" IS {quoted}')
+            have = con.execute("SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = ?",
+                               [schema]).fetchall()
+            for table, column in have:
+                text = _column_doc(docs.get(table, {}), column)
+                if text is not None:
+                    quoted = "'" + text.replace("'", "''") + "'"
+                    con.execute(f'COMMENT ON COLUMN {schema}.{table}."{column}" IS {quoted}')
 
     def replace_partitions(self, schema: str, name: str, frames: dict[str, pl.DataFrame]) -> None:
         """Replace several partitions' rows of one table (``frames``: partition key -> rows,
@@ -126,6 +128,18 @@ class Warehouse:
             warnings.simplefilter("ignore")  # the extra Arrow copy is fine at query sizes
             frame = pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
         return frame.with_columns(pl.col(pl.Datetime(time_zone="*")).dt.convert_time_zone("UTC"))
+
+
+def _column_doc(columns: dict[str, str], name: str) -> str | None:
+    """The description ``columns`` gives ``name``: its own, else the longest ``prefix*`` it
+    starts with, the rest of the name put in for ``{}``."""
+    if name in columns:
+        return columns[name]
+    prefixes = [k for k in columns if k.endswith("*") and name.startswith(k[:-1])]
+    if not prefixes:
+        return None
+    best = max(prefixes, key=len)
+    return columns[best].replace("{}", name[len(best) - 1:])
 
 
 def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:

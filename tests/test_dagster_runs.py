@@ -194,6 +194,14 @@ def test_run_everything_is_idempotent(state, instance):
     assert not [c for c in first.checks_failed + first.checks_warned if c.endswith("___sli_data")]
     assert wh.table_counts() == counts
     assert counts["raw.usage_events"] > 0 and counts["staging.stg_billing_focus"] == counts["raw.billing_focus"]
+    # Every column of the computed schemas says what it holds (a column added without it fails here).
+    comments = wh.query("SELECT schema_name, table_name, column_name, comment FROM duckdb_columns() "
+                        "WHERE schema_name IN ('slo', 'ramp', 'finops')")
+    assert set(comments["schema_name"]) == {"slo", "ramp", "finops"}
+    bare = comments.filter(pl.col("comment").is_null() | (pl.col("comment").str.len_chars() < 10))
+    assert bare.height == 0, bare.rows()
+    burn = dict(comments.filter(pl.col("table_name") == "burn_minutes").select("column_name", "comment").rows())
+    assert burn["burn_1h"].startswith("burn rate over the 1h window: error_ratio_1h over the error budget")
 
 
 def test_a_failed_run_is_reported_with_its_reason():
