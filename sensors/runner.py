@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from ops_platform.timezones import iso_utc, utcnow
 
@@ -136,11 +137,12 @@ def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
     step = on_step or (lambda label: None)
     report = RunReport()
 
-    def run(job: str, label: str, run_config: dict | None = None, partition: str | None = None) -> None:
+    def run(job: str, label: str, run_config: dict | None = None, partition: str | None = None,
+            tags: dict[str, str] | None = None) -> None:
         result = defs.resolve_job_def(job).execute_in_process(
             instance=instance, raise_on_error=False, partition_key=partition,
             run_config={**(run_config or {}), **QUIET},
-            tags={RUNNER_TAG: _runner(os.getpid()) or f"{socket.gethostname()}:{os.getpid()}:?"})
+            tags={**(tags or {}), RUNNER_TAG: _runner(os.getpid()) or f"{socket.gethostname()}:{os.getpid()}:?"})
         report.add(label, result, partition)
         step(label)
 
@@ -156,7 +158,10 @@ def run_everything(defs: dg.Definitions, instance: dg.DagsterInstance,
     request = ramp_controller_sensor(dg.build_sensor_context(instance=instance))
     if isinstance(request, dg.RunRequest):
         report.controller_signals = len(request.run_config["ops"]["ramp_controller_op"]["config"]["signals"])
-        run(RAMP_JOB, "controller", request.run_config)
+        # Tagged as the sensor's own run of that key: when the daemon (`make dev`) first ticks,
+        # with no cursor, it finds the run its request would make and launches no second one.
+        run(RAMP_JOB, "controller", request.run_config,
+            tags={SENSOR_NAME_TAG: ramp_controller_sensor.name, RUN_KEY_TAG: request.run_key or ""})
     else:
         step("controller")
     run(SCORE_JOB, "backtest")

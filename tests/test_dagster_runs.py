@@ -187,6 +187,14 @@ def test_run_everything_is_idempotent(state, instance):
     first = run_everything(defs, instance)
     wh = Warehouse(state.warehouse)
     counts = wh.table_counts()
+    # The daemon's first tick (no cursor yet) would ask for the controller run the demo made:
+    # that run carries the sensor's name and the request's key, so the daemon launches no second.
+    from sensors.ramp import ramp_controller_sensor
+
+    again = ramp_controller_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(again, dg.RunRequest), again
+    made = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": again.run_key}))
+    assert [r.tags.get("dagster/sensor_name") for r in made] == ["ramp_controller_sensor"]
     second = run_everything(defs, instance)
     assert not first.failed_runs and not second.failed_runs
     assert not [c for c in first.checks_failed if c.startswith("raw/")]  # contracts hold
