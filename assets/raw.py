@@ -50,11 +50,15 @@ def _results(res: IngestResult, contract: Contract, key: dg.AssetKey):
     yield dg.MaterializeResult(asset_key=key, metadata=meta)
     unmet = [e for e in res.table_expectations if not e.success]
     failed = [f"{e.expectation}({e.column or ''})" for e in unmet]
-    # The contract holds when the file and the accepted rows meet it; rows that broke a row
-    # expectation were quarantined, and the description says so rather than "satisfied".
-    bad_rows = [e for e in res.row_expectations if not e.success]
-    held = (f"schema and table expectations met; rows failing {len(bad_rows)} row expectation(s) quarantined "
-            f"({n_q} row(s))" if bad_rows else "contract satisfied: every row met every expectation")
+    # The contract holds when the file and the accepted rows meet it; rows it quarantined (a
+    # broken row expectation, a conflicting re-delivery, an unreadable line) are said, with
+    # their reasons, rather than "satisfied".
+    reasons = (res.quarantine.filter(pl.col("reason") != RESTATED).group_by("reason").len()
+               .sort(["len", "reason"], descending=[True, False]))
+    held = (f"schema and table expectations met; {n_q} row(s) quarantined: "
+            + "; ".join(f"{r} ({n})" for r, n in reasons.head(3).iter_rows())
+            + (f"; and {reasons.height - 3} other reason(s)" if reasons.height > 3 else "")
+            if n_q else "contract satisfied: every row met every expectation")
     yield dg.AssetCheckResult(
         asset_key=key, check_name=CONTRACT_CHECK, passed=res.contract_passed,
         severity=dg.AssetCheckSeverity.ERROR,

@@ -230,11 +230,11 @@ def _budget_check(slo, left: dict, key: str) -> dg.AssetCheckResult:
     share = left["budget_remaining"]
     over = f"{left['days_stored']} day(s) stored of its {window_words(slo.window)} window (from {left['window_first_day']})"
     numbers = f"{left['bad']:,} bad of {left['total']:,}"
-    description = (f"{share:.1%} of the error budget left over {over}: {numbers}" if share >= 0 else
-                   f"error budget spent: {-share:.1%} over it, {1 - share:.2f}x the budget over {over}: {numbers}; "
+    description = (f"{share:.1%} of the error budget left over {over}: {numbers}" if share > 0 else
+                   f"error budget spent: {(-share if share < 0 else 0.0):.1%} over it, {1 - share:.2f}x the budget over {over}: {numbers}; "
                    "by an error budget policy, releases wait (only fixes ship) until it recovers")
     return dg.AssetCheckResult(
-        check_name=budget_check_name(slo.name), passed=share >= 0, severity=dg.AssetCheckSeverity.WARN,
+        check_name=budget_check_name(slo.name), passed=share > 0, severity=dg.AssetCheckSeverity.WARN,
         description=description,
         metadata={"partition": key, "budget_remaining": round(share, 4), "bad": left["bad"], "total": left["total"],
                   "window_first_day": str(left["window_first_day"]), "days_stored": left["days_stored"]})

@@ -316,9 +316,11 @@ def _finops_story(p: StatePaths, report) -> None:
 
 
 def _bill_currency(wh) -> str | None:
-    """The currency of the bill the warehouse holds (attribution refuses a bill in two)."""
-    found = wh.query("SELECT DISTINCT BillingCurrency FROM raw.billing_focus")["BillingCurrency"].drop_nulls()
-    return found.sort().first() if found.len() else None
+    """The currency of the bill the warehouse holds, by the rule attribution applies; the
+    currencies joined by '+' for a bill in several (which attribution refuses)."""
+    from .finops.pipeline import bill_currencies
+
+    return "+".join(bill_currencies(wh.query("SELECT DISTINCT BillingCurrency FROM raw.billing_focus"))) or None
 
 
 def _backtest_line(p: StatePaths) -> None:
@@ -1044,8 +1046,11 @@ def finops_score(world_dir: Path | None, as_json: bool, check: bool) -> None:
         click.echo(f"  days past usage        {figures['days_past_usage']} (a charge amortized over days no usage has "
                    f"reached yet: {exact(figures['billed_past_usage_micros'])} {figures['currency']}, not in the "
                    "confidences below)")
-    click.echo(f"  confidence per day     min {figures['min_day_confidence']:.3f}, "
-               f"mean {figures['mean_day_confidence']:.3f}"
+    def share(x: float | None) -> str:  # none when every billed day is past the usage
+        return "-" if x is None else f"{x:.3f}"
+
+    click.echo(f"  confidence per day     min {share(figures['min_day_confidence'])}, "
+               f"mean {share(figures['mean_day_confidence'])}"
                + (f"; final days min {final:.3f} (invoices are held below 0.95)" if final is not None else ""))
     for name, f in (("model (IsolationForest)", model), ("baseline (robust z)", base)):
         click.echo(f"  anomalies, {name:<24} precision {f['precision']:.2f} recall {f['recall']:.2f} "
@@ -1325,6 +1330,8 @@ def ramp_verdicts(every: bool, service: str | None, as_json: bool) -> None:
 
     import duckdb
 
+    from .warehouse import current_names
+
 
     p = StatePaths.from_env()
     wh = _stored_warehouse(p, "run `make demo` or materialize ramp/verdicts")
@@ -1340,6 +1347,7 @@ def ramp_verdicts(every: bool, service: str | None, as_json: bool) -> None:
             "(PARTITION BY build_id ORDER BY partition_key DESC) = 1)"
             + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY ramp_start, build_id", params)
         known = wh.query("SELECT DISTINCT service FROM ramp.verdicts ORDER BY service")["service"].to_list()
+        rows = current_names(rows, "ramp", "verdicts")  # a warehouse no run has written since a rename
     except (duckdb.Error, OSError) as exc:
         raise click.ClickException(f"cannot read ramp.verdicts in {p.warehouse}: {str(exc).splitlines()[0]} "
                                    "(materialize ramp/verdicts first)") from None

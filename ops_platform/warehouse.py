@@ -130,6 +130,18 @@ class Warehouse:
         return frame.with_columns(pl.col(pl.Datetime(time_zone="*")).dt.convert_time_zone("UTC"))
 
 
+def current_names(frame: pl.DataFrame, schema: str, table: str) -> pl.DataFrame:
+    """``frame``, read from a table a writer has not brought up to date yet, under today's
+    column names (RENAMED_COLUMNS): a reader opens the warehouse read-only, so it cannot
+    rename in place as a writer does."""
+    for old, new in RENAMED_COLUMNS.get((schema, table), {}).items():
+        if old in frame.columns and new in frame.columns:
+            frame = frame.with_columns(pl.coalesce(new, old).alias(new)).drop(old)
+        elif old in frame.columns:
+            frame = frame.rename({old: new})
+    return frame
+
+
 def _column_doc(columns: dict[str, str], name: str) -> str | None:
     """The description ``columns`` gives ``name``: its own, else the longest ``prefix*`` it
     starts with, the rest of the name put in for ``{}``."""

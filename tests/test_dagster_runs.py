@@ -43,8 +43,11 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     assert meta["quarantine_rate"].value == q / meta["rows_considered"].value
     # A passing contract with quarantined rows says so, not "satisfied"; times are timestamps.
     contract = checks["raw/usage_events:contract"]
-    assert q and contract.description.startswith("schema and table expectations met; rows failing"), contract.description
-    assert f"quarantined ({q} row(s))" in contract.description
+    assert q and contract.description.startswith(f"schema and table expectations met; {q} row(s) quarantined: "), \
+        contract.description
+    top = wh.query("SELECT reason, count(*) AS n FROM raw.quarantine WHERE source_table = 'usage_events' "
+                   "GROUP BY reason ORDER BY n DESC, reason LIMIT 1").row(0)
+    assert f"{top[0]} ({top[1]})" in contract.description, contract.description
     raw_meta = day.asset_materializations_for_node("raw__usage_events")[0].metadata
     assert isinstance(raw_meta["time_min"], dg.TimestampMetadataValue)
     assert raw_meta["time_min"].value <= raw_meta["time_max"].value
@@ -57,8 +60,8 @@ def test_dst_partition_catalog_and_staging_end_to_end(state, instance):
     budget = {e.check_name: e for e in burn_checks if e.check_name.endswith("___budget")}
     assert len(budget) == 5 and all(e.severity == dg.AssetCheckSeverity.WARN for e in budget.values())
     for e in budget.values():  # what it says is what the table holds
-        assert e.passed == (e.metadata["budget_remaining"].value >= 0) and "of the error budget left" in \
-            e.description or "error budget spent" in e.description, e.description
+        assert e.passed == (e.metadata["budget_remaining"].value > 0), e.description
+        assert ("of the error budget left" if e.passed else "error budget spent") in e.description, e.description
     data = [e for e in burn_checks if e.check_name.endswith("___sli_data")]
     assert len(data) == 5 and all(e.passed and e.metadata["minutes_without_data"].value == 0 for e in data)
     assert all("firing_minutes" in e.metadata for e in burn_checks if e not in data and e.check_name not in budget)
@@ -281,3 +284,5 @@ def test_a_spent_error_budget_warns_with_its_numbers():
         check.description
     fine = _budget_check(slo, left | {"budget_remaining": 0.75}, "2026-03-02")
     assert fine.passed and fine.description.startswith("75.0% of the error budget left")
+    spent = _budget_check(slo, left | {"budget_remaining": 0.0}, "2026-03-02")  # exactly spent: warned
+    assert not spent.passed and spent.description.startswith("error budget spent: 0.0% over it")

@@ -1473,3 +1473,16 @@ def test_days_no_usage_has_reached_are_left_out_of_the_day_confidences():
     assert got["billed_micros"] == got["attributed_micros"] == 17_000_000 and got["days"] == 4  # still in the bill
     whole = score_attribution(Attribution(tenant_day, day, pl.DataFrame()), truth)
     assert whole["min_day_confidence"] == 0.0 and whole["days_past_usage"] == 0
+    ahead = score_attribution(Attribution(tenant_day, day, pl.DataFrame()), truth, last_usage_day=date(2026, 2, 28))
+    assert ahead["min_day_confidence"] is None and ahead["days_past_usage"] == 4  # no usage yet: no confidence
+
+
+def test_cli_finops_score_prints_no_confidence_when_no_day_has_usage_yet(small_world, monkeypatch):
+    # Every billed day past the last usage day: no day confidence to show (a traceback before).
+    import ops_platform.finops.score as score
+
+    figures = score.score_world(small_world)
+    figures |= {"min_day_confidence": None, "mean_day_confidence": None, "days_past_usage": figures["days"]}
+    monkeypatch.setattr(score, "score_world", lambda world: figures)
+    res = CliRunner().invoke(main, ["finops", "score", "--world", str(small_world)])
+    assert res.exit_code == 0 and "confidence per day     min -, mean -" in res.output, res.output

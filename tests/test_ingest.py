@@ -545,3 +545,22 @@ def test_a_cut_gzipped_stream_loads_what_a_whole_one_would(tmp_path):
     full, _ = read_any(tmp_path / "whole.jsonl.gz")
     cut, rejected = read_any(tmp_path / "cut.jsonl.gz")
     assert cut.drop(ROW_COLUMN).equals(full) and [r for _, r, _ in rejected][-1].startswith("the gzip stream ends")
+
+
+def test_ramp_verdicts_reads_a_warehouse_no_run_has_written_since_the_rename(state):
+    # `ramp verdicts` opens the warehouse read-only, so it cannot rename a column in place as a
+    # writer does: it read budget_consumed_before_action and failed with a KeyError traceback.
+    from click.testing import CliRunner
+
+    from ops_platform.cli import main
+
+    with Warehouse(state.warehouse).connect() as con:
+        con.execute("CREATE SCHEMA ramp")
+        con.execute("CREATE TABLE ramp.verdicts AS SELECT 'api-101' AS build_id, 'api' AS service, "
+                    "TIMESTAMPTZ '2026-03-02 10:00:00+00' AS ramp_start, 'rollback' AS action, "
+                    "TIMESTAMPTZ '2026-03-02 10:05:00+00' AS acted_at, 'errors: 7/128' AS reason, "
+                    "true AS trusted_baseline, 'canary' AS cohorts_reached, 10.9375::DOUBLE AS budget_consumed, "
+                    "10.9375::DOUBLE AS budget_consumed_before_action, '2026-03-02' AS partition_key")
+    res = CliRunner().invoke(main, ["ramp", "verdicts", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["ramps"][0]["burn_rate_before_action"] == 10.9375
