@@ -25,7 +25,7 @@ from ops_platform.ramp.flags import FlagFile
 from ops_platform.ramp.switchboard import OverrideExecutor, check_override, replaced_overrides
 from ops_platform.ramp.verdicts import ramps_from_steps
 from ops_platform.slo.burn import window_name
-from ops_platform.slo.spec import load_slos
+from ops_platform.slo.spec import PLATFORM_ACTIONS, RAMP_ACTIONS, load_slos
 from ops_platform.timezones import iso_utc, utcnow
 from resources import DUCKDB_POOL
 from resources.control import ControlStoreResource, GuardResource, SignerResource, build_protocol
@@ -50,14 +50,42 @@ def _signals(texts: list[str]) -> list[BurnSignal]:
     out = []
     for i, text in enumerate(texts):
         try:
-            raw = json.loads(text)
-            out.append(BurnSignal(**{**raw, "groups": tuple(raw["groups"])}))
+            out.append(_signal(json.loads(text)))
         except (ValueError, TypeError, KeyError) as exc:
             problem = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
             raise dg.Failure(description=f"signals[{i}] is not a burn signal ({problem}): each is a JSON object "
                                          f"with the keys {', '.join(BurnSignal.__dataclass_fields__)}",
                              allow_retries=False) from None
     return out
+
+
+def _signal(raw) -> BurnSignal:
+    """One burn signal, its types checked: a string of groups would be read letter by letter
+    (and a lone letter names no build: a freeze of every ramp), a time that does not read
+    would fail later, retried."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"a JSON {type(raw).__name__}, not an object")
+    groups = raw["groups"]
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+        raise TypeError("groups must be a list of 'service/cohort/build' strings")
+    for what, action, allowed in (("ramp_action", raw["ramp_action"], (*RAMP_ACTIONS, "freeze")),
+                                  ("platform_action", raw["platform_action"], PLATFORM_ACTIONS)):
+        if action not in allowed:
+            raise ValueError(f"{what} {action!r}: one of {', '.join(allowed)}")
+    firsts = raw.get("group_first") or {}
+    if not isinstance(firsts, dict):
+        raise TypeError("group_first must be an object of group -> time")
+    for what, when in {"first_firing": raw.get("first_firing"),
+                       **{f"group_first[{g!r}]": t for g, t in firsts.items()}}.items():
+        if when is None:
+            continue
+        if not isinstance(when, str):
+            raise TypeError(f"{what} must be an ISO 8601 time or null")
+        try:
+            datetime.fromisoformat(when)
+        except ValueError:
+            raise ValueError(f"{what} {when!r} is not an ISO 8601 time") from None
+    return BurnSignal(**{**raw, "groups": tuple(groups)})
 
 
 def _ramps(warehouse: WarehouseResource) -> list[Ramp]:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
+import pytest
 
 import sensors.ramp as ramp_sensors
 from ops_platform.definitions import build_definitions
@@ -653,3 +654,15 @@ def test_a_ticket_tier_records_a_ticket_once_and_bad_signals_fail_without_retrie
         restarts = [e for e in instance.all_logs(result.run_id) if e.dagster_event and
                     e.dagster_event.event_type_value == "STEP_RESTARTED"]
     assert failure.description.startswith("signals[1] is not a burn signal") and not restarts
+    # Types too: a string of groups was read letter by letter (a freeze of every ramp), a time
+    # that does not read failed later, retried.
+    from sensors.ramp import _signals
+
+    good = json.loads(ramping)
+    for change, said in (({"groups": "api/canary/b-1"}, "groups must be a list"),
+                         ({"first_firing": "yesterday"}, "first_firing 'yesterday' is not an ISO 8601 time"),
+                         ({"ramp_action": "promote"}, "ramp_action 'promote': one of"),
+                         ({"group_first": {"api/canary/b-1": 5}}, "must be an ISO 8601 time or null")):
+        with pytest.raises(dg.Failure, match=re.escape(said)):
+            _signals([json.dumps(good | change)])
+    assert _signals([ramping])[0].groups == (f"{r['service']}/canary/{r['build_id']}",)
