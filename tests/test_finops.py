@@ -1486,3 +1486,32 @@ def test_cli_finops_score_prints_no_confidence_when_no_day_has_usage_yet(small_w
     monkeypatch.setattr(score, "score_world", lambda world: figures)
     res = CliRunner().invoke(main, ["finops", "score", "--world", str(small_world)])
     assert res.exit_code == 0 and "confidence per day     min -, mean -" in res.output, res.output
+
+
+def test_a_refused_monthly_fee_weighs_on_each_day_of_its_month_not_all_on_the_first():
+    # $60 refused for April, against $100 a day accepted: 2% of each day's money. All on April 1
+    # it read as 37.5% of that day missing, and held the month.
+    from ops_platform.finops.repair import billing_for_attribution
+
+    rows = [{"ChargePeriodStart": datetime(2026, 4, d, tzinfo=UTC), "x_LineItemId": f"li-{d}-{i}",
+             "EffectiveCost": Decimal("1"), "Tags": json.dumps({"tenant": "a"})} for d in range(1, 31) for i in range(100)]
+    bill = pl.DataFrame(rows, schema_overrides={"EffectiveCost": pl.Decimal(18, 6)}).with_columns(
+        pl.col("ChargePeriodStart").dt.cast_time_unit("us"),
+        (pl.col("ChargePeriodStart").dt.cast_time_unit("us") + pl.duration(days=1)).alias("ChargePeriodEnd"),
+        pl.lit("r-1").alias("ResourceId"), pl.lit("ba-1").alias("BillingAccountId"), pl.lit("USD").alias("BillingCurrency"))
+    fee = {"EffectiveCost": "60.000000", "ChargePeriodStart": "2026-04-01T00:00:00Z",
+           "ChargePeriodEnd": "2026-05-01T00:00:00Z", "x_LineItemId": "fee", "Tags": '{"team": {"a": 1}}'}
+    quarantine = pl.DataFrame([{"reason": "Tags: not a JSON object of scalar values with unique keys",
+                                "record": json.dumps(fee), "file": "billing_focus/dt=2026-04-01/f.csv"}])
+    _, quality = billing_for_attribution(bill, quarantine)
+    per_day = dict(quality.select("utc_date", "refused_micros").rows())
+    assert len(per_day) == 30 and set(per_day.values()) == {2_000_000} and sum(per_day.values()) == 60_000_000
+    usage = pl.DataFrame({"utc_date": [date(2026, 4, d) for d in range(1, 31)], "tenant_id": ["a"] * 30,
+                          "meter": ["api_calls"] * 30, "quantity": [1.0] * 30, "events": [1] * 30, "final": [True] * 30})
+    day = attribute(*billing_for_attribution(bill, quarantine)[:1], usage,
+                    pl.DataFrame({"service": ["api"], "meter": ["api_calls"]}), quality).day
+    assert day["confidence"].min() == pytest.approx(1 - 2 / 102)  # each day 2% missing: it passes 95%
+    # A period that does not read leaves the fee on its start day, as before.
+    undated = fee | {"ChargePeriodEnd": "soon"}
+    _, quality = billing_for_attribution(bill, quarantine.with_columns(pl.lit(json.dumps(undated)).alias("record")))
+    assert dict(quality.select("utc_date", "refused_micros").rows()) == {date(2026, 4, 1): 60_000_000}

@@ -28,6 +28,7 @@ import polars as pl
 
 from ..contracts.definitions import BILLING_FOCUS, FOCUS_CHARGE_CATEGORIES
 from ..contracts.model import POLARS_TYPES
+from ..ingest.normalize import read_timestamp
 from ..ingest.pipeline import RESTATED
 from .usage import arrival_date
 
@@ -206,6 +207,30 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
     return repaired, pl.DataFrame(left, schema=quarantine.schema)
 
 
+# A refused charge is spread over at most this many days (a period end in the year 9999 is no
+# reason to list every day up to it); a longer one counts on its first day, as an unread one.
+_MAX_SPREAD_DAYS = 400
+
+
+def _over_charge_days(refused: pl.DataFrame) -> pl.DataFrame:
+    """Refused rows, a charge over several UTC days split over them by the time it covers in
+    each (as attribution splits an accepted line), so a refused monthly fee weighs on each
+    day of the month and not all on its first; a row whose period does not read, or whose cost
+    does not, stays on its one day."""
+    start, end = pl.col("_start"), pl.col("_end")
+    spread = (start.is_not_null() & end.is_not_null() & (end > start) & pl.col("_micros").is_not_null()
+              & ((end - start) <= pl.duration(days=_MAX_SPREAD_DAYS)))
+    one_day = refused.filter(~spread).drop("_start", "_end")
+    several = refused.filter(spread).with_columns(
+        pl.date_ranges(start.dt.date(), (end - pl.duration(microseconds=1)).dt.date()).alias("_day")).explode("_day")
+    day_start = pl.col("_day").cast(pl.Datetime("us", "UTC"))
+    covered = (pl.min_horizontal(end, day_start + pl.duration(days=1)) - pl.max_horizontal(start, day_start))
+    several = several.with_columns(
+        (pl.col("_micros") * covered.dt.total_microseconds() / (end - start).dt.total_microseconds())
+        .round(0).cast(pl.Int64).alias("_micros"), pl.col("_day").alias("utc_date"))
+    return pl.concat([one_day, several.select(one_day.columns)])
+
+
 def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows, quality): accepted rows plus repaired ones, and per UTC charge day the count
     of repaired and of still-refused rows (which lower that day's confidence), the money of
@@ -257,7 +282,10 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
         & (conflict | ~pl.col("_superseded"))).drop("_superseded").with_columns(
         pl.coalesce(charged, arrival_date(pl.col("file"))).alias("utc_date"),
         # Through a float: a size is all the tolerance needs, and a cost past 9.2e12 reads as unknown.
-        (cost.cast(pl.Float64).abs() * 1e6).round(0).cast(pl.Int64, strict=False).alias("_micros"))
+        (cost.cast(pl.Float64).abs() * 1e6).round(0).cast(pl.Int64, strict=False).alias("_micros"),
+        field.str.json_path_match("$.ChargePeriodStart").alias("_start"),
+        field.str.json_path_match("$.ChargePeriodEnd").alias("_end"))
+    refused = _over_charge_days(refused.with_columns(read_timestamp("_start"), read_timestamp("_end")))
     quality = pl.concat([
         repaired.group_by(day.alias("utc_date")).agg(pl.len().alias("repaired_rows"), pl.lit(0).alias("refused_rows")),
         refused.group_by("utc_date").agg(pl.lit(0).alias("repaired_rows"), pl.len().alias("refused_rows"),

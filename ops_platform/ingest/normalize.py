@@ -114,6 +114,16 @@ def _iso_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
             .dt.convert_time_zone("UTC"))
 
 
+def read_timestamp(source: str) -> pl.Expr:
+    """The ISO 8601 text of column ``source`` as a UTC timestamp, read as the contract reads a
+    timestamp column (RFC 3339 first, then the other layouts ``ISO_8601`` allows); null when it
+    does not read."""
+    first = (pl.col(source).str.replace(r"Z$", "+00:00")
+             .str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us")
+             .dt.convert_time_zone("UTC"))
+    return first.fill_null(_iso_timestamp(source, pl.col(source).is_not_null() & first.is_null()))
+
+
 # Columns a file without its own line ids carries until its delivery is read whole (``line_ids``).
 LINE_DIGEST, LINE_ORDER = "_line_digest", "_line_order"
 _NO_LINE_KEYS = (pl.lit(None, pl.String).alias(LINE_DIGEST), pl.lit(None, pl.String).alias(LINE_ORDER))
