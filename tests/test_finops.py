@@ -1515,3 +1515,20 @@ def test_a_refused_monthly_fee_weighs_on_each_day_of_its_month_not_all_on_the_fi
     undated = fee | {"ChargePeriodEnd": "soon"}
     _, quality = billing_for_attribution(bill, quarantine.with_columns(pl.lit(json.dumps(undated)).alias("record")))
     assert dict(quality.select("utc_date", "refused_micros").rows()) == {date(2026, 4, 1): 60_000_000}
+
+
+def test_a_refused_rate_card_row_holds_the_release(world_run):
+    # A new price the contract refused (a day 2026-13-01, two rows of one day) leaves the older
+    # one pricing the invoices without a word: the release waits for the fix instead.
+    from ops_platform.finops.pipeline import StoredFinOps, final_period
+
+    inputs, result = world_run
+    books = StoredFinOps.from_run(inputs, result)
+    period = final_period(result.usage)
+    assert not [r for r in books.blockers(period) if "rate card" in r]
+    refused = pl.DataFrame({"reason": ["effective_from: not a valid date"],
+                            "record": ['{"tier":"pro","meter":"api_calls","unit_price":"0.02","effective_from":"2026-13-01"}']})
+    held = [r for r in dataclasses.replace(books, refused_prices=refused).blockers(period) if "rate card" in r]
+    assert held == ["1 rate card row(s) were refused, so a price the invoices need may be missing and an older one used "
+                    "(first: effective_from: not a valid date: " + refused["record"][0] + "): fix the rate card and "
+                    "load it again (raw.quarantine says why each was refused)"]

@@ -233,6 +233,10 @@ class StoredFinOps:
         schema={"source_table": pl.String, "file": pl.String, "reason": pl.String}))
     # Why the stored books are not those of a period's raw rows as they are now (None: they are).
     stale: Callable[[Period], str | None] | None = None
+    # Rate card rows the contract refused (reason, record): a new price among them would leave
+    # the old one pricing the invoices without a word, so a release waits for the fix.
+    refused_prices: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
+        schema={"reason": pl.String, "record": pl.String}))
     # Which computation the books are (a digest of their input stamp): a new attribution is
     # new books, so a release the sensor asked for and that failed may be asked for again.
     stamp: str = ""
@@ -256,10 +260,13 @@ class StoredFinOps:
             "SELECT DISTINCT source_table, file, reason FROM raw.quarantine "
             "WHERE source_table IN ('usage_events', 'billing_focus') "
             "AND (record IS NULL OR reason LIKE 'file schema:%') ORDER BY file")
+        stale, stamp = _stale_and_stamp(wh)
+        refused = wh.query("SELECT reason, CAST(record AS VARCHAR) AS record FROM raw.quarantine "
+                           "WHERE source_table = 'price_list' ORDER BY row_number")
         return cls(*(wh.query(f"SELECT * FROM finops.{t}") for t in ("day", "usage_daily", "usage_corrections",
                                                                      "tenant_day")),
                    wh.query("SELECT * FROM raw.tenants"), wh.query("SELECT * FROM raw.price_list"), unloaded,
-                   *_stale_and_stamp(wh))
+                   stale=stale, stamp=stamp, refused_prices=refused)
 
     @classmethod
     def from_run(cls, inputs: FinOpsInputs, result: FinOpsRun) -> StoredFinOps:
@@ -335,6 +342,11 @@ class StoredFinOps:
         # load: its rows are missing, and the invoices would bill short.
         arrived = arrival_date(pl.col("file"))
         last = period.end + timedelta(days=usage_final_after_days())
+        if self.refused_prices.height:
+            first = self.refused_prices.row(0, named=True)
+            reasons.append(f"{self.refused_prices.height} rate card row(s) were refused, so a price the invoices "
+                           f"need may be missing and an older one used (first: {first['reason']}: {first['record']}): "
+                           "fix the rate card and load it again (raw.quarantine says why each was refused)")
         unloaded = self.unloaded.filter(arrived.is_null() | ((arrived >= period.start) & (arrived <= last)))
         if unloaded.height:
             reasons.append(f"{unloaded.height} usage or billing file(s) did not load, so their rows are missing "
