@@ -959,8 +959,11 @@ def slo_rules(slo_dir: Path | None, out: Path | None) -> None:
         raise click.BadParameter(f"{out.parent} is no folder", param_hint="--out")
     from .paths import SLO_DIR
 
-    folder = (slo_dir or SLO_DIR).resolve()
-    if out.suffix.lower() in (".yaml", ".yml") and out.resolve().is_relative_to(folder):
+    folder = slo_dir or SLO_DIR
+    # Resolved, and as written: the loader follows linked subfolders (a team's folder linked in).
+    inside = (out.resolve().is_relative_to(folder.resolve())
+              or Path(os.path.abspath(out)).is_relative_to(Path(os.path.abspath(folder))))
+    if out.suffix.lower() in (".yaml", ".yml") and inside:
         # Every later load of the folder (and the platform's, for slos/) would refuse it.
         raise click.BadParameter(f"{out} is inside the SLO folder {folder}, where a rule file is read as an SLO "
                                  "file and refused: write it outside (e.g. prometheus/slo-rules.yaml)",

@@ -299,6 +299,11 @@ def test_rules_are_not_written_into_the_slo_folder_they_would_break(tmp_path):
     (folder / "team").mkdir()  # a subfolder is read too
     res = CliRunner().invoke(main, ["slo", "rules", "--slos", str(folder), "--out", str(folder / "team" / "r.yaml")])
     assert res.exit_code == 2 and not (folder / "team" / "r.yaml").exists(), res.output
+    linked = tmp_path / "elsewhere"  # a team's folder linked in: the loader reads it too
+    linked.mkdir()
+    (folder / "linked").symlink_to(linked, target_is_directory=True)
+    res = CliRunner().invoke(main, ["slo", "rules", "--slos", str(folder), "--out", str(folder / "linked" / "r.yml")])
+    assert res.exit_code == 2 and not (linked / "r.yml").exists(), res.output
     res = CliRunner().invoke(main, ["slo", "rules", "--slos", str(folder), "--out", str(tmp_path / "rules.yaml")])
     assert res.exit_code == 0 and "groups:" in (tmp_path / "rules.yaml").read_text(), res.output
 
