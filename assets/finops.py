@@ -5,7 +5,7 @@ import polars as pl
 
 from assets import require_tables
 from ops_platform.finops.attribution import CONFIDENCE_TARGET, UNALLOCATED
-from ops_platform.finops.pipeline import FinOpsInputs, bill_currencies, run, write_tables
+from ops_platform.finops.pipeline import FinOpsInputs, bill_currency, run, write_tables
 from resources import DUCKDB_POOL
 from resources.warehouse import WarehouseResource
 
@@ -52,7 +52,7 @@ def finops_attribution(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     yield dg.MaterializeResult(metadata={
         "days": day.height,
         # In the bill's own currency, named beside them (the check's figures are its micro-units).
-        "currency": (bill_currencies(inputs.billing) or ["USD"])[0],
+        "currency": bill_currency(inputs.billing) or "USD",
         "billed": round(int(day["billed_micros"].sum()) / 1e6, 6),
         "unallocated": round(int(day["unallocated_micros"].sum()) / 1e6, 6),
         # No final day yet: no measure (a 0.0 would read as a measurement).

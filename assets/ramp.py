@@ -9,7 +9,6 @@ import polars as pl
 from assets import check_spec, require_tables, score_metadata
 from assets.world import LANDING_KEY, TRUTH_KEY
 from ops_platform.ramp.backtest import run_backtest
-from ops_platform.ramp.columns import RAMP_COLUMNS
 from ops_platform.ramp.verdicts import decided_since, ramps_from_steps, verdict_rows
 from ops_platform.timezones import partition_bounds
 from resources import DUCKDB_POOL
@@ -75,7 +74,6 @@ def build_ramp_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.A
         rows = decided_since(verdict_rows(counters, latency, active.to_dicts(), _rejected_before(wh, key), until=end),
                              start)
         wh.replace_partition_tables("ramp", key, {"verdicts": rows.with_columns(pl.lit(key).alias("partition_key"))})
-        wh.comment_columns("ramp", RAMP_COLUMNS)  # what each column holds, for ad hoc SQL
         acted = rows.filter(pl.col("action").is_not_null())
         context.log.info(f"ramp verdicts {key}: {rows.height} ramp(s), {acted.height} acted on")
         yield dg.MaterializeResult(metadata={
@@ -126,7 +124,6 @@ def ramp_backtest(context: dg.AssetExecutionContext, landing: LandingZoneResourc
                           for p, figures in results.items() for m, v in figures.items()])
     warehouse.get().replace_partition_tables("ramp", "all", {
         "backtest": table.with_columns(pl.lit("all").alias("partition_key"))})
-    warehouse.get().comment_columns("ramp", RAMP_COLUMNS)
     metadata: dict = {f"{p}/{m}": score_metadata(results[p][m]) for p in results for m in _BACKTEST_FIGURES}
     header = "| metric | " + " | ".join(results) + " |"
     lines = [header, "|---" * (len(results) + 1) + "|"]

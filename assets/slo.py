@@ -12,7 +12,6 @@ from assets.world import LANDING_KEY, TRUTH_KEY
 from ops_platform.paths import SLO_DIR
 from ops_platform.slo.alert_score import TABLE_CAPTION, TABLE_COLUMNS, score_world, table_rows
 from ops_platform.slo.burn import window_name
-from ops_platform.slo.columns import SLO_COLUMNS
 from ops_platform.slo.daily import MAX_SILENCE, compute_day, empty_sources, history_start, lookback
 from ops_platform.slo.spec import (
     SOURCE_COLUMN,
@@ -140,7 +139,6 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         rows = _budget_rows(wh, slos, day_of)
         wh.replace_partitions("slo", "budget_remaining", {
             d.isoformat(): frame.with_columns(pl.lit(d.isoformat()).alias("partition_key")) for d, frame in rows.items()})
-        wh.comment_columns("slo", SLO_COLUMNS)  # what each column holds, for ad hoc SQL
         later = [d.isoformat() for d in rows if d != day_of]
         metadata["budget_remaining_rewritten_for"] = dg.MetadataValue.json(later)
         if later:  # their table rows are current; their plot points are what their own runs computed
@@ -164,12 +162,9 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
         for slo in slos:
             yield _data_check(slo, day.silences.get(slo.name, []), partitions_def.timezone, key)
             yield _budget_check(slo, remaining.filter(pl.col("slo") == slo.name).row(0, named=True), key)
-        sources = {slo.name: slo.source[0] for slo in slos}
-
-        def names_no_build(name: str) -> bool:
-            return sources.get(name) == "lag_samples"
-
+        lags = {slo.name for slo in slos if slo.source[0] == "lag_samples"}  # a lag names no build
         for t in day.tiers:
+            judged_from = datetime.fromisoformat(t.judged_from) if t.judged_from else None
             yield dg.AssetCheckResult(
                 check_name=check_name(t.slo, t.tier), passed=t.passed,
                 severity=dg.AssetCheckSeverity.ERROR if t.severity == "critical" else dg.AssetCheckSeverity.WARN,
@@ -178,11 +173,10 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
                           # Timestamps the UI shows in the viewer's zone; no first firing, no key.
                           **({"first_firing": dg.MetadataValue.timestamp(datetime.fromisoformat(t.first_firing))}
                              if t.first_firing else {}),
-                          "judged_from": dg.MetadataValue.timestamp(
-                              datetime.fromisoformat(t.judged_from) if t.judged_from else start),
+                          "judged_from": dg.MetadataValue.timestamp(judged_from or start),
                           # False when the tier's long window could not be whole anywhere in the day:
                           # its pass is no evidence (the description says why).
-                          "judged": not (t.judged_from and end is not None and datetime.fromisoformat(t.judged_from) >= end),
+                          "judged": not (judged_from and end is not None and judged_from >= end),
                           "groups_firing": dg.MetadataValue.json(t.groups_firing[:50]),
                           "groups_first_firing": dg.MetadataValue.json(
                               {g: t.groups_first[g] for g in t.groups_firing[:50]}),
@@ -191,7 +185,7 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
                                                              (t.short_window, t.max_burn_short)) if v is not None},
                           "threshold": t.burn_rate, "platform_action": t.platform_action,
                           # A lag names no build, so its burn never acts on one ramp (``_acts``).
-                          **({} if names_no_build(t.slo) else {"ramp_action": t.ramp_action})})
+                          **({} if t.slo in lags else {"ramp_action": t.ramp_action})})
 
     return [slo_burn]
 
@@ -336,7 +330,6 @@ def slo_alert_backtest(context: dg.AssetExecutionContext, landing: LandingZoneRe
                          schema={"slo": pl.String, "tier": pl.String, "metric": pl.String, "value": pl.Float64})
     warehouse.get().replace_partition_tables("slo", "all", {
         "alert_backtest": table.with_columns(pl.lit("all").alias("partition_key"))})
-    warehouse.get().comment_columns("slo", SLO_COLUMNS)
     metadata: dict = {f"all/{t}/{m}": score_metadata(v) for t, figures in results["all"].items()
                       for m, v in figures.items()}
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|---" * len(TABLE_COLUMNS) + "|"]

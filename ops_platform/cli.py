@@ -318,9 +318,9 @@ def _finops_story(p: StatePaths, report) -> None:
 def _bill_currency(wh) -> str | None:
     """The currency of the bill the warehouse holds, by the rule attribution applies; the
     currencies joined by '+' for a bill in several (which attribution refuses)."""
-    from .finops.pipeline import bill_currencies
+    from .finops.pipeline import bill_currency
 
-    return "+".join(bill_currencies(wh.query("SELECT DISTINCT BillingCurrency FROM raw.billing_focus"))) or None
+    return bill_currency(wh.query("SELECT DISTINCT BillingCurrency FROM raw.billing_focus"))
 
 
 def _backtest_line(p: StatePaths) -> None:
@@ -1187,7 +1187,7 @@ def finops_anomalies(world_dir: Path | None, period: str | None, tenant: str | N
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--period") from None
     if world_dir is not None:
-        from .finops.pipeline import FinOpsInputs, bill_currencies, run
+        from .finops.pipeline import FinOpsInputs, bill_currency, run
 
         if not world_exists(world_dir):
             raise click.ClickException(f"no world at {world_dir}; run `ops-platform world generate` or `make demo`")
@@ -1195,7 +1195,7 @@ def finops_anomalies(world_dir: Path | None, period: str | None, tenant: str | N
             click.echo(f"reading {world_dir / 'landing'} through the contracts and attributing the bill ...", err=True)
         try:
             inputs = FinOpsInputs.from_landing(world_dir)
-            found, currency = run(inputs).anomalies, (bill_currencies(inputs.billing) or [None])[0]
+            found, currency = run(inputs).anomalies, bill_currency(inputs.billing)
         except ValueError as exc:  # bad input or settings (a bill in two currencies): say so
             raise click.ClickException(str(exc)) from exc
         known, where = inputs.tenants["tenant_id"].to_list(), f"world {world_dir}"
@@ -1334,7 +1334,6 @@ def ramp_verdicts(every: bool, service: str | None, as_json: bool) -> None:
     import duckdb
 
     from .warehouse import current_names
-
 
     p = StatePaths.from_env()
     wh = _stored_warehouse(p, "run `make demo` or materialize ramp/verdicts")

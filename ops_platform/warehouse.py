@@ -15,7 +15,14 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from .finops.columns import FINOPS_COLUMNS
+from .ramp.columns import RAMP_COLUMNS
+from .slo.columns import SLO_COLUMNS
+
 RAW_SCHEMA = "raw"
+# What each column of the computed schemas holds (table -> column -> text), stored as DuckDB
+# column comments with every write, so an analyst reads them beside the data.
+COLUMN_DOCS = {"finops": FINOPS_COLUMNS, "slo": SLO_COLUMNS, "ramp": RAMP_COLUMNS}
 # Columns renamed since a warehouse may have been written: (schema, table) -> {old: new}.
 # A warehouse written before the rename gets its old column renamed (or, if a write since
 # already added the new one beside it, folded into it and dropped), so no stale column stays.
@@ -63,21 +70,6 @@ class Warehouse:
         self._replace(schema, [(name, frame, "partition_key = ?", [partition_key])
                                for name, frame in tables.items()])
 
-    def comment_columns(self, schema: str, docs: dict[str, dict[str, str]]) -> None:
-        """Store each documented column's description (``docs``: table -> column -> text) as its
-        DuckDB comment, which ``duckdb_columns()`` shows an analyst. A name ending in ``*``
-        covers every column it starts (``burn_*``: one per burn window the SLO files give);
-        ``{}`` in its text is replaced by the rest of the name. Columns the schema lacks are
-        passed over."""
-        with self.connect() as con:
-            have = con.execute("SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = ?",
-                               [schema]).fetchall()
-            for table, column in have:
-                text = _column_doc(docs.get(table, {}), column)
-                if text is not None:
-                    quoted = "'" + text.replace("'", "''") + "'"
-                    con.execute(f'COMMENT ON COLUMN {schema}.{table}."{column}" IS {quoted}')
-
     def replace_partitions(self, schema: str, name: str, frames: dict[str, pl.DataFrame]) -> None:
         """Replace several partitions' rows of one table (``frames``: partition key -> rows,
         each with its `partition_key` column) in one transaction (idempotent)."""
@@ -93,6 +85,7 @@ class Warehouse:
                 con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{name} AS SELECT * FROM incoming_{i} LIMIT 0")
                 _rename_old_columns(con, schema, name)
                 _add_new_columns(con, schema, name, f"incoming_{i}")
+            _comment_columns(con, schema, [name for name, *_ in writes])
             con.execute("BEGIN TRANSACTION")
             try:
                 for i, (name, _, where, params) in enumerate(writes):
@@ -140,6 +133,24 @@ def current_names(frame: pl.DataFrame, schema: str, table: str) -> pl.DataFrame:
         elif old in frame.columns:
             frame = frame.rename({old: new})
     return frame
+
+
+def _comment_columns(con: duckdb.DuckDBPyConnection, schema: str, tables: list[str]) -> None:
+    """Give the written ``tables``' columns their description (``COLUMN_DOCS``) as a DuckDB
+    comment, which ``duckdb_columns()`` shows; only where it differs from the stored one, so a
+    write of the same schema sets none. A name ending in ``*`` covers every column it starts
+    (``burn_*``: one per burn window the SLO files give), ``{}`` in its text replaced by the
+    rest of the name; a column without one keeps none."""
+    docs = COLUMN_DOCS.get(schema)
+    if not docs:
+        return
+    rows = con.execute("SELECT table_name, column_name, comment FROM duckdb_columns() "
+                       "WHERE schema_name = ? AND list_contains(?, table_name)", [schema, tables]).fetchall()
+    for table, column, stored in rows:
+        text = _column_doc(docs.get(table, {}), column)
+        if text is not None and text != stored:
+            quoted = "'" + text.replace("'", "''") + "'"
+            con.execute(f'COMMENT ON COLUMN {schema}.{table}."{column}" IS {quoted}')
 
 
 def _column_doc(columns: dict[str, str], name: str) -> str | None:

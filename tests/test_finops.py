@@ -1503,13 +1503,12 @@ def test_a_refused_monthly_fee_weighs_on_each_day_of_its_month_not_all_on_the_fi
            "ChargePeriodEnd": "2026-05-01T00:00:00Z", "x_LineItemId": "fee", "Tags": '{"team": {"a": 1}}'}
     quarantine = pl.DataFrame([{"reason": "Tags: not a JSON object of scalar values with unique keys",
                                 "record": json.dumps(fee), "file": "billing_focus/dt=2026-04-01/f.csv"}])
-    _, quality = billing_for_attribution(bill, quarantine)
+    rows_, quality = billing_for_attribution(bill, quarantine)
     per_day = dict(quality.select("utc_date", "refused_micros").rows())
     assert len(per_day) == 30 and set(per_day.values()) == {2_000_000} and sum(per_day.values()) == 60_000_000
     usage = pl.DataFrame({"utc_date": [date(2026, 4, d) for d in range(1, 31)], "tenant_id": ["a"] * 30,
                           "meter": ["api_calls"] * 30, "quantity": [1.0] * 30, "events": [1] * 30, "final": [True] * 30})
-    day = attribute(*billing_for_attribution(bill, quarantine)[:1], usage,
-                    pl.DataFrame({"service": ["api"], "meter": ["api_calls"]}), quality).day
+    day = attribute(rows_, usage, pl.DataFrame({"service": ["api"], "meter": ["api_calls"]}), quality).day
     assert day["confidence"].min() == pytest.approx(1 - 2 / 102)  # each day 2% missing: it passes 95%
     # A period that does not read leaves the fee on its start day, as before.
     undated = fee | {"ChargePeriodEnd": "soon"}

@@ -220,13 +220,13 @@ def build_invoices(period: Period, usage: pl.DataFrame, corrections: pl.DataFram
             .filter(~(pl.col("_cancelled") & (pl.col("quantity") <= 0)))
             .select("tenant_id", "meter", "quantity", pl.lit("correction").alias("line_kind"),
                     pl.col("utc_date").alias("usage_date")))
-    price = ["unit", "unit_price", "currency", "price_from"]
+    price_cols = ["unit", "unit_price", "currency", "price_from"]
     # Usage is priced day by day (the price in effect on each day), then summed per price.
     regular = (_priced(usage.filter(inside).select("tenant_id", "meter", "utc_date", "quantity"), tenants, price_list)
-               .group_by("tenant_id", "tier", "meter", *price).agg(pl.col("quantity").sum())
+               .group_by("tenant_id", "tier", "meter", *price_cols).agg(pl.col("quantity").sum())
                .with_columns(pl.lit("usage").alias("line_kind"), pl.lit(None, pl.Date).alias("usage_date")))
     late = _priced(late.with_columns(pl.col("usage_date").alias("utc_date")), tenants, price_list)
-    cols = ["tenant_id", "tier", "meter", "quantity", "line_kind", "usage_date", *price]
+    cols = ["tenant_id", "tier", "meter", "quantity", "line_kind", "usage_date", *price_cols]
     priced = pl.concat([regular.select(cols), late.select(cols)])
     rows = []
     for r in priced.sort("tenant_id", "line_kind", "meter", "usage_date", "price_from",

@@ -21,7 +21,6 @@ from ..settings import usage_final_after_days, world_partition_range
 from ..timezones import utcnow
 from .anomalies import detect_anomalies
 from .attribution import CONFIDENCE_TARGET, Attribution, attribute, billed_days
-from .columns import FINOPS_COLUMNS
 from .invoices import Period, build_invoices, minor_units
 from .repair import billing_for_attribution
 from .usage import arrival_date, daily_usage, usage_from
@@ -137,7 +136,7 @@ class FinOpsRun:
     repairs: pl.DataFrame
     # Per charge day, the refused billing rows (and their money) still missing from the books,
     # days without any accepted line included (``repair.billing_for_attribution``'s quality).
-    quality: pl.DataFrame | None = None
+    quality: pl.DataFrame
 
     def unbilled_days(self, final_only: bool = True) -> list[date]:
         """Final usage days (any usage day, without ``final_only``) with no billing at all:
@@ -155,6 +154,12 @@ def bill_currencies(billing: pl.DataFrame) -> list[str]:
     if "BillingCurrency" not in billing.columns:
         return []
     return sorted(billing["BillingCurrency"].drop_nulls().unique().to_list())
+
+
+def bill_currency(billing: pl.DataFrame) -> str | None:
+    """The currency the bill's money is in, as reports name it; the currencies joined by '+'
+    for a bill in several (which ``run`` refuses); None for a bill without any."""
+    return "+".join(bill_currencies(billing)) or None
 
 
 def _where_currencies(billing: pl.DataFrame) -> str:
@@ -208,7 +213,6 @@ def write_tables(wh, result: FinOpsRun, counts: pl.DataFrame | None = None) -> p
     tables["books_computed"] = pl.DataFrame({"computed_at": [utcnow()]})
     wh.replace_partition_tables("finops", "all", {k: v.with_columns(pl.lit("all").alias("partition_key"))
                                                  for k, v in tables.items()})
-    wh.comment_columns("finops", FINOPS_COLUMNS)  # what each column holds, for DuckDB's users
     return day
 
 

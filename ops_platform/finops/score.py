@@ -14,7 +14,7 @@ import polars as pl
 
 from .anomalies import score_anomalies
 from .attribution import UNALLOCATED, Attribution
-from .pipeline import FinOpsInputs, bill_currencies, run
+from .pipeline import FinOpsInputs, bill_currency, run
 
 MAPE_TARGET = 0.01
 WITHIN_5_TARGET = 0.99
@@ -32,7 +32,7 @@ def score_world(world: Path) -> dict:
                                 pl.read_parquet(world / "truth" / "tenant_daily_cost.parquet"),
                                 result.usage["utc_date"].max() if result.usage.height else None)
     # The money figures (named *_usd for the usual case) are in the bill's own currency.
-    figures["currency"] = (bill_currencies(inputs.billing) or ["USD"])[0]
+    figures["currency"] = bill_currency(inputs.billing) or "USD"
     figures["anomalies"] = score_anomalies(result.anomalies,
                                            pl.read_parquet(world / "truth" / "cost_anomalies.parquet"))
     # A day whose bill file was refused is missing from every figure above but the truth: name it.
@@ -49,10 +49,8 @@ def score_world(world: Path) -> dict:
     # What the refused rows leave out of the books, by size (a refused credit is as missing as
     # a charge), and how many of them have a cost that does not read at all: over every charge
     # day, those without any accepted line too (finops.day lists only days with a bill).
-    quality = result.quality
-    held = quality is not None and quality.height and "refused_micros" in quality.columns
-    figures["refused_billing_micros"] = int(quality["refused_micros"].sum()) if held else 0
-    figures["unreadable_billing_rows"] = int(quality["unreadable_rows"].sum()) if held else 0
+    figures["refused_billing_micros"] = int(result.quality["refused_micros"].sum())
+    figures["unreadable_billing_rows"] = int(result.quality["unreadable_rows"].sum())
     return figures
 
 
