@@ -17,6 +17,7 @@ from ops_platform.slo.spec import (
     SOURCE_COLUMN,
     SOURCE_TABLES,
     calendar_zone_notes,
+    latency_bounds,
     load_slos,
     window_words,
 )
@@ -76,8 +77,7 @@ def build_slo_assets(partitions_def: dg.DailyPartitionsDefinition) -> list[dg.As
     # The longest burn window decides how many earlier days each day reads.
     lookback_days = math.ceil(lookback(slos) / timedelta(days=1))
     mapping = dg.TimeWindowPartitionMapping(start_offset=-lookback_days)
-    buckets = sorted({float(s.indicator.good.spec["le"]) for s in slos
-                      if s.indicator.kind == "ratio" and s.indicator.good.spec.get("table") == "latency_buckets"})
+    buckets = latency_bounds(slos)
 
     @dg.asset(
         key=BURN_KEY, partitions_def=partitions_def, group_name="slo", owners=["team:sre"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 
 from ops_platform.slo.burn import (
     burn_rates,
+    each_slo,
     minute_events,
     remaining_budget,
     tier_states,
@@ -624,6 +626,47 @@ def test_latency_minutes_pair_each_total_with_its_own_good_bucket_whatever_the_r
     ev = minute_events(slo, latency=lat).sort("ts", "build_id")
     minutes = [(int((ts - t0).total_seconds() // 60), b, bad) for ts, b, bad in ev.select("ts", "build_id", "bad").rows()]
     assert minutes == [(0, "b1", 0), (0, "b2", 1), (1, "b1", 1), (3, "b2", 0)]
+
+
+def test_latency_buckets_in_their_usual_order_pair_by_position_as_the_sort_does():
+    slo = by_name()["api-latency"]  # good: le 1.5; slice target 95%
+    t0 = datetime(2026, 3, 8, tzinfo=UTC)
+    rng = np.random.default_rng(5)
+    rows = []
+    for m in range(400):  # three groups, one of them starting late (a build ramping in)
+        for cohort, build in (("general", "b1"), ("canary", "b2"), ("early", "b2")):
+            if build == "b2" and m < 100:
+                continue
+            total = int(rng.integers(0, 50))  # some minutes without requests
+            fast = total - int(rng.binomial(total, 0.04))
+            for le, count in ((0.5, fast // 2), (1.5, fast), (float("inf"), total)):
+                rows.append({"ts": t0 + timedelta(minutes=m), "service": "api", "cohort": cohort, "build_id": build,
+                             "le": le, "count": count})
+    rows += [dict(r, service="graph") for r in rows[:60]]
+    in_order = pl.DataFrame(rows)
+    shuffled = in_order.sample(fraction=1.0, shuffle=True, seed=9)
+    laid, sorted_ = minute_events(slo, latency=in_order), minute_events(slo, latency=shuffled)
+    assert "_group" in laid.columns and "_group" not in sorted_.columns  # one path each
+    keys = ["cohort", "build_id", "ts"]
+    assert laid.select(sorted_.columns).sort(keys).equals(sorted_.sort(keys))
+    assert 0 < laid["bad"].sum() < laid.height  # some minutes bad, some good
+    # The burn series over the layout are those over the events grouped anew.
+    assert burn_rates(laid, slo).sort(keys).equals(burn_rates(sorted_, slo).sort(keys))
+    # A minute of one group delivered twice is no usual order: the sort pairs it, counted once.
+    twice = pl.concat([in_order, in_order.filter((pl.col("ts") == t0 + timedelta(minutes=150))
+                                                 & (pl.col("build_id") == "b2"))])
+    again = minute_events(slo, latency=twice)
+    assert "_group" not in again.columns and again.sort(keys).equals(sorted_.sort(keys))
+
+
+def test_each_slo_gives_every_result_in_the_slos_order():
+    slos = list(by_name().values())
+    assert len(slos) > 2
+    # The first SLO takes longest: a pool that returned results as they finish would reorder them.
+    def compute(slo):
+        time.sleep(0.05 if slo is slos[0] else 0.0)
+        return slo.name
+    assert each_slo(compute, slos) == [s.name for s in slos]
 
 
 def test_a_timeslices_slo_of_the_whole_service_judges_the_services_minute():

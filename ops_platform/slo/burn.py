@@ -9,8 +9,11 @@ ratio over the error budget (burn 1 spends the budget exactly over the SLO windo
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -26,12 +29,17 @@ from .spec import (
 )
 
 GROUP = ("service", "cohort", "build_id")
+T = TypeVar("T")
+# Columns of events laid out by group, in time order within each: the group's number and the
+# row number of its first row (``_grouped``).
+LAYOUT = ("_group", "_first")
 
 
 def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl.DataFrame | None = None,
                   lag: pl.DataFrame | None = None, by: Sequence[str] = GROUP) -> pl.DataFrame:
     """(ts, group..., bad, total) per minute for `slo`, from the source its indicator names,
-    in no particular order (``burn_rates`` orders what it needs).
+    in no particular order (``burn_rates`` orders what it needs). A latency SLO's events may
+    come laid out by group already, with the ``LAYOUT`` columns that ``burn_rates`` then uses.
 
     Occurrences count requests (or samples); Timeslices count minutes, a minute being bad
     when its good ratio falls below the slice target (minutes without traffic do not count).
@@ -60,19 +68,21 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
             bounds = ", ".join("+Inf" if math.isinf(b) else f"{b:g}" for b in mine["le"].unique().sort().to_list())
             raise ValueError(f"{_named(slo)}: its good bucket le={le:g} is not among the latency "
                              f"buckets of service {slo.source[1]!r} (le = {bounds}); name one of them")
-        # The +Inf bucket (the total) of each minute and group, beside its good bucket: a minute
-        # without a +Inf bucket has no requests to judge. Buckets are unique per minute, group
-        # and bound (the contract's key), so once sorted by them a minute's good bucket sits
-        # just before its +Inf one: pairing neighbours costs a third less than a join.
-        # A bucket delivered twice (landing files, before the contract) counts once: a copy of
-        # the +Inf bucket follows it and is left out.
-        minute = ["ts", *GROUP[1:]]  # the service is the one filtered on
-        same = pl.all_horizontal(pl.col(k).eq_missing(pl.col(k).shift(1)) for k in minute)
-        before = pl.col("le").shift(1)
-        good = pl.when(same & before.is_finite()).then(pl.col("count").shift(1)).otherwise(0).fill_null(0)
-        total = pl.col("le").is_infinite() & ~(same & before.is_infinite())
-        ev = (lat.select("ts", *GROUP, "le", "count").sort([*minute, "le"]).with_columns(good.alias("good"))
-              .filter(total).select("ts", *GROUP, "good", pl.col("count").alias("total")))
+        ev = _paired_in_order(lat, le)
+        if ev is None:
+            # The general case: the +Inf bucket (the total) of each minute and group, beside its
+            # good bucket; a minute without a +Inf bucket has no requests to judge. Buckets are
+            # unique per minute, group and bound (the contract's key), so once sorted by them a
+            # minute's good bucket sits just before its +Inf one. A bucket delivered twice
+            # (landing files, before the contract) counts once: a copy of the +Inf bucket
+            # follows it and is left out.
+            minute = ["ts", *GROUP[1:]]  # the service is the one filtered on
+            same = pl.all_horizontal(pl.col(k).eq_missing(pl.col(k).shift(1)) for k in minute)
+            before = pl.col("le").shift(1)
+            good = pl.when(same & before.is_finite()).then(pl.col("count").shift(1)).otherwise(0).fill_null(0)
+            total = pl.col("le").is_infinite() & ~(same & before.is_infinite())
+            ev = (lat.select("ts", *GROUP, "le", "count").sort([*minute, "le"]).with_columns(good.alias("good"))
+                  .filter(total).select("ts", *GROUP, "good", pl.col("count").alias("total")))
     elif ind.kind == "ratio":
         if counters is None:
             raise ValueError(f"SLO {slo.name} needs request counters")
@@ -95,14 +105,56 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
                 .select("ts", pl.lit(pipeline, pl.String).alias("service"), pl.lit(None, pl.String).alias("cohort"),
                         pl.lit(None, pl.String).alias("build_id"), "bad", "total"))
     good, total = pl.col("good"), pl.col("total")
+    laid_out = "_group" in ev.columns and list(by) == list(GROUP)
     if list(by) != list(GROUP):
         ev = ev.group_by("ts", *by).agg(good.sum(), total.sum()).with_columns(
             pl.lit(None, pl.String).alias(c) for c in GROUP if c not in by)
+    layout = ["_group"] if laid_out else []
     if slo.budgeting == "Timeslices":
-        return ev.filter(total > 0).select(
+        ev = ev.filter(total > 0).select(
             "ts", *GROUP, ((good / total) < slo.objective.time_slice_target).cast(pl.Int64).alias("bad"),
-            pl.lit(1, pl.Int64).alias("total"))
-    return ev.select("ts", *GROUP, (total - good).cast(pl.Int64).alias("bad"), total.cast(pl.Int64))
+            pl.lit(1, pl.Int64).alias("total"), *layout)
+    else:
+        ev = ev.select("ts", *GROUP, (total - good).cast(pl.Int64).alias("bad"), total.cast(pl.Int64), *layout)
+    if not laid_out:
+        return ev
+    # Each group's first row, once rows are kept or not: ``burn_rates`` takes the layout as is.
+    first = pl.when(pl.col("_group").ne_missing(pl.col("_group").shift(1))).then(pl.int_range(pl.len(), dtype=pl.Int64))
+    return ev.with_columns(first.forward_fill().alias("_first"))
+
+
+def each_slo(compute: Callable[[SLO], T], slos: Sequence[SLO]) -> list[T]:
+    """``compute`` of every SLO, in the SLOs' order, several at a time (one per core): polars
+    lets go of the GIL while it computes, so one SLO's burn series proceed beside another's,
+    where a single SLO's columns of 43-263 k rows keep a second core mostly idle."""
+    workers = min(len(slos), os.cpu_count() or 1)
+    if workers < 2:
+        return [compute(slo) for slo in slos]
+    with ThreadPoolExecutor(workers, thread_name_prefix="slo") as pool:
+        return list(pool.map(compute, slos))
+
+
+def _paired_in_order(lat: pl.DataFrame, le: float) -> pl.DataFrame | None:
+    """One service's good and +Inf buckets as (ts, group..., good, total) laid out by group
+    (``LAYOUT``'s ``_group``), when they have the usual shape: every group has both buckets for
+    the same minutes, in time order, once each. One hash aggregation gathers each group's two
+    bounds side by side, which then pair by position: no sort, and ``burn_rates`` takes the
+    layout instead of grouping again. None when the shape is any other (the caller pairs them
+    by sorting)."""
+    good, inf = pl.col("le") == le, pl.col("le").is_infinite()
+    keys = list(GROUP[1:])  # the service is the one filtered on
+    sides = lat.group_by(keys).agg(
+        pl.col("ts").filter(inf), pl.col("count").filter(inf).alias("total"),
+        pl.col("ts").filter(good).alias("_good_ts"), pl.col("count").filter(good).alias("good"))
+    if not sides.select((pl.col("ts") == pl.col("_good_ts")).all()).item():
+        return None
+    ev = (sides.drop("_good_ts").with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_group"))
+          .explode(["ts", "total", "good"]))
+    in_time = (pl.col("ts") > pl.col("ts").shift(1)) | pl.col("_group").ne_missing(pl.col("_group").shift(1))
+    if not ev.select(in_time.fill_null(False).all()).item():
+        return None
+    return ev.select("ts", pl.lit(lat["service"][0], lat.schema["service"]).alias("service"), *keys,
+                     "good", "total", "_group")
 
 
 def _named(slo: SLO) -> str:
@@ -188,10 +240,11 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
     keys = list(by)
     ev = events.group_by(["ts", *keys]).agg(pl.col("bad").sum(), pl.col("total").sum()) if keys != list(GROUP) \
         else events
-    columns = ev.columns
-    # One chunk: a frame read from many files has one chunk per file, and the grouping
-    # gathers from one chunk faster (by more than the copy costs).
-    ordered = _grouped(ev.rechunk(), keys)
+    columns = [c for c in ev.columns if c not in LAYOUT]
+    # Events ``minute_events`` already laid out by group (it had to, for the latency buckets)
+    # are taken as they are. One chunk otherwise: a frame read from many files has one chunk
+    # per file, and the grouping gathers from one chunk faster (by more than the copy costs).
+    ordered = ev if set(LAYOUT) <= set(ev.columns) else _grouped(ev.rechunk(), keys)
     series = ordered is None
     if series:
         ordered = ev if ev["ts"].is_sorted() else ev.sort("ts")

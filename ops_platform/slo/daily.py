@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from .burn import GROUP, burn_rates, minute_events, tier_states, window_name
+from .burn import GROUP, burn_rates, each_slo, minute_events, tier_states, window_name
 from .spec import SLO, SOURCE_COLUMN
 
 # Reported beside the tiers' own windows though no tier may alert on them: slo.burn_minutes
@@ -155,24 +155,23 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
     """The day [start, end) of every SLO, from frames reaching back ``lookback`` before it.
     ``since``: where the SLI history starts (default: the frames' first minute); a tier
     fires only once its long window lies whole after it."""
-    frames, service_frames, budgets, tiers = [], [], [], []
     windows, names = burn_windows(slos), tier_names(slos)
     since = since or history_start(counters, latency, lag)
-    for slo in slos:
+
+    def evaluate(slo: SLO) -> tuple[pl.DataFrame, pl.DataFrame, dict, list[TierEvaluation]]:
         events = minute_events(slo, counters=counters, latency=latency, lag=lag)
         day = _day(judged(tier_states(burn_rates(events, slo, windows), slo), slo, since), start, end, slo, names)
         if slo.budgeting == "Timeslices":  # the service's own minutes, not its groups' minutes summed
             events = minute_events(slo, counters=counters, latency=latency, lag=lag, by=("service",))
         whole = _day(judged(tier_states(burn_rates(events, slo, windows, by=("service",)), slo), slo, since),
                      start, end, slo, names)
-        frames.append(day)
-        service_frames.append(whole)
         # A Timeslices budget counts the service's own minutes, as its burn does.
         spent = whole if slo.budgeting == "Timeslices" else day
         bad, total = int(spent["bad"].sum()), int(spent["total"].sum())
         ratio = bad / total if total else 0.0
-        budgets.append({"slo": slo.name, "bad": bad, "total": total, "error_ratio": ratio,
-                        "burn_rate": ratio / slo.error_budget})
+        budget = {"slo": slo.name, "bad": bad, "total": total, "error_ratio": ratio,
+                  "burn_rate": ratio / slo.error_budget}
+        tiers = []
         for t in slo.tiers:
             lw, sw = window_name(t.long_window), window_name(t.short_window)
             firing = whole.filter(pl.col(f"firing_{t.name}"))
@@ -189,6 +188,11 @@ def compute_day(slos: list[SLO], start: datetime, end: datetime, *, counters: pl
                 firing["ts"].min().isoformat() if firing.height else None, first,  # as the groups' minutes
                 _max(judged_rows, f"burn_{lw}"), _max(judged_rows, f"burn_{sw}"), t.ramp_action, t.platform_action,
                 _judged_from(since, t.long_window, start)))
+        return day, whole, budget, tiers
+
+    evaluated = each_slo(evaluate, slos)
+    frames, service_frames = [e[0] for e in evaluated], [e[1] for e in evaluated]
+    budgets, tiers = [e[2] for e in evaluated], [t for e in evaluated for t in e[3]]
     cols = ["ts", "slo", *GROUP, "bad", "total"]
     cols += [f"{k}_{window_name(w)}" for w in windows for k in ("error_ratio", "burn")]
     cols += [f"firing_{n}" for n in names]

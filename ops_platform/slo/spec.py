@@ -752,6 +752,14 @@ def load_slos(folder: Path) -> list[SLO]:
     return sorted(out, key=lambda s: s.name)
 
 
+def latency_bounds(slos: list[SLO]) -> list[float]:
+    """The latency bucket bounds some SLO compares against (its good bucket), in order: with
+    +Inf, all of the buckets a burn computation reads (the rest of a histogram is left in the
+    warehouse)."""
+    return sorted({float(s.indicator.good.spec["le"]) for s in slos
+                   if s.indicator.kind == "ratio" and s.indicator.good.spec.get("table") == "latency_buckets"})
+
+
 def alert_name(slo: str, tier: str | None) -> str:
     """The exported alert of an SLO's burn tier (``SLOBurnApiLatencyFast``), or of its data
     going missing (``tier`` None): each part of a name starts upper case, the rest as written."""
