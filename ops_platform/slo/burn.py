@@ -92,8 +92,8 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
         if lag is None:
             raise ValueError(f"SLO {slo.name} needs lag samples")
         pipeline = slo.source[1]
-        sample = pl.col(ind.metric.spec.get("value", LAG_VALUE))
-        bad = THRESHOLD_OPS[slo.objective.op].bad(sample, slo.objective.value)
+        value = ind.metric.spec.get("value", LAG_VALUE)
+        bad = THRESHOLD_OPS[slo.objective.op].bad(pl.col(value), slo.objective.value)
         mine = _of_source(slo, lag, "lag samples")
         # Samples come in time order (landing files and warehouse reads alike; the odd late file
         # is sorted first): their minutes are grouped in that order, half the cost of hashing
@@ -119,7 +119,8 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
     if not laid_out:
         return ev
     # Each group's first row, once rows are kept or not: ``burn_rates`` takes the layout as is.
-    first = pl.when(pl.col("_group").ne_missing(pl.col("_group").shift(1))).then(pl.int_range(pl.len(), dtype=pl.Int64))
+    first = pl.when(pl.col("_group").ne_missing(pl.col("_group").shift(1))).then(
+        pl.int_range(pl.len(), dtype=pl.get_index_type()))
     return ev.with_columns(first.forward_fill().alias("_first"))
 
 
@@ -202,7 +203,7 @@ def _grouped(events: pl.DataFrame, keys: list[str]) -> pl.DataFrame | None:
     rows = pl.len().cast(pl.Int64)
     grouped = events.drop(list(constant)).group_by(keys).agg(in_time, rows.alias("_rows")).with_columns(
         pl.int_range(pl.len(), dtype=pl.Int64).alias("_group"),
-        (pl.col("_rows").cum_sum() - pl.col("_rows")).alias("_first"))
+        (pl.col("_rows").cum_sum() - pl.col("_rows")).cast(pl.get_index_type()).alias("_first"))
     values = [c for c in events.columns if c not in keys and c not in constant]
     return grouped.explode(values).with_columns(
         pl.lit(v, events.schema[k]).alias(k) for k, v in constant.items()).select(*events.columns, "_group", "_first")
@@ -258,32 +259,36 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
         # One series with a row for every minute (a pipeline's lag): a window's first row is
         # `minutes` rows back, so its sums are the running sums less themselves shifted;
         # no row numbers, no gathers (a polars call costs about as much as its work here).
-        def window_sum(c: str, minutes: int) -> pl.Expr:
-            return cum[c] - cum[c].shift(minutes, fill_value=0)
+        def window_sum(c: str, w: timedelta) -> pl.Expr:
+            return cum[c] - cum[c].shift(w // minute, fill_value=0)
     else:
         if series:
-            ev = ev.with_columns(pl.lit(0, pl.Int64).alias("_group"), pl.lit(0, pl.Int64).alias("_first"))
+            ev = ev.with_columns(pl.lit(0, pl.Int64).alias("_group"), pl.lit(0, pl.get_index_type()).alias("_first"))
+        # Row numbers in polars' own index type: gathers take them as they are (Int64 indices
+        # are converted and bounds-checked first, a twentieth of the whole computation).
         ev = ev.with_row_index("_row").with_columns(
-            pl.col("_row").cast(pl.Int64), (pl.col("ts").dt.epoch("s") // 60).alias("_minute"),
+            (pl.col("ts").dt.epoch("s") // 60).alias("_minute"),
             *((cum[c] - pl.col(c)).alias(f"_cum_{c}_before") for c in cum))  # sums run once
         if _dense(ev):
-            def window_start(minutes: int) -> pl.Expr:
-                return pl.max_horizontal(pl.col("_row") - (minutes - 1), pl.col("_first"))
+            def window_start(minutes: int) -> pl.Expr:  # never before the group's first row
+                return pl.max_horizontal(pl.col("_row"), pl.col("_first") + (minutes - 1)) - (minutes - 1)
         else:
             ev = ev.with_columns((pl.col("_group") * (1 << 40) + pl.col("_minute")).alias("_key"))
 
             def window_start(minutes: int) -> pl.Expr:
                 return pl.col("_key").search_sorted(pl.col("_key") - minutes, side="right")
 
-        def window_sum(c: str, minutes: int) -> pl.Expr:
-            return cum[c] - pl.col(f"_cum_{c}_before").gather(window_start(minutes))
+        # Each window's first row once, for both of its sums.
+        ev = ev.with_columns(window_start(w // minute).alias(f"_from_{window_name(w)}") for w in windows)
+
+        def window_sum(c: str, w: timedelta) -> pl.Expr:
+            return cum[c] - pl.col(f"_cum_{c}_before").gather(pl.col(f"_from_{window_name(w)}"))
     names = [window_name(w) for w in windows]
     # In three steps, each column computed once (one expression per column would redo the
     # window sums for the ratio and the burn: twice the time).
     sums = []
     for name, w in zip(names, windows, strict=True):
-        sums += [window_sum("total", w // minute).alias(f"total_{name}"),
-                 window_sum("bad", w // minute).alias(f"_bad_{name}")]
+        sums += [window_sum("total", w).alias(f"total_{name}"), window_sum("bad", w).alias(f"_bad_{name}")]
     ev = ev.with_columns(sums).with_columns(
         # no traffic in the window: no ratio (null)
         pl.when(pl.col(f"total_{n}") > 0).then(pl.col(f"_bad_{n}") / pl.col(f"total_{n}")).alias(f"error_ratio_{n}")
