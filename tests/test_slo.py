@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from ops_platform.slo.burn import (
+    LAID_OUT,
     burn_rates,
     each_slo,
     minute_events,
@@ -646,17 +647,20 @@ def test_latency_buckets_in_their_usual_order_pair_by_position_as_the_sort_does(
     in_order = pl.DataFrame(rows)
     shuffled = in_order.sample(fraction=1.0, shuffle=True, seed=9)
     laid, sorted_ = minute_events(slo, latency=in_order), minute_events(slo, latency=shuffled)
-    assert "_group" in laid.columns and "_group" not in sorted_.columns  # one path each
+    assert LAID_OUT in laid.columns and LAID_OUT not in sorted_.columns  # one path each
     keys = ["cohort", "build_id", "ts"]
     assert laid.select(sorted_.columns).sort(keys).equals(sorted_.sort(keys))
     assert 0 < laid["bad"].sum() < laid.height  # some minutes bad, some good
     # The burn series over the layout are those over the events grouped anew.
-    assert burn_rates(laid, slo).sort(keys).equals(burn_rates(sorted_, slo).sort(keys))
+    expected = burn_rates(sorted_, slo).sort(keys)
+    assert burn_rates(laid, slo).sort(keys).equals(expected)
+    # Events sorted since by something else are no layout: they are grouped anew, not misread.
+    assert burn_rates(laid.sort("ts", "cohort"), slo).sort(keys).equals(expected)
     # A minute of one group delivered twice is no usual order: the sort pairs it, counted once.
     twice = pl.concat([in_order, in_order.filter((pl.col("ts") == t0 + timedelta(minutes=150))
                                                  & (pl.col("build_id") == "b2"))])
     again = minute_events(slo, latency=twice)
-    assert "_group" not in again.columns and again.sort(keys).equals(sorted_.sort(keys))
+    assert LAID_OUT not in again.columns and again.sort(keys).equals(sorted_.sort(keys))
 
 
 def test_each_slo_gives_every_result_in_the_slos_order():

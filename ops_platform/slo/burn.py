@@ -30,16 +30,17 @@ from .spec import (
 
 GROUP = ("service", "cohort", "build_id")
 T = TypeVar("T")
-# Columns of events laid out by group, in time order within each: the group's number and the
-# row number of its first row (``_grouped``).
-LAYOUT = ("_group", "_first")
+# The column of events laid out by group that ``minute_events`` may give: each group's number,
+# never decreasing down the frame, a group's rows in time order. ``burn_rates`` checks that it
+# still holds (a caller may have sorted the events since) before it takes the layout.
+LAID_OUT = "_group"
 
 
 def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl.DataFrame | None = None,
                   lag: pl.DataFrame | None = None, by: Sequence[str] = GROUP) -> pl.DataFrame:
     """(ts, group..., bad, total) per minute for `slo`, from the source its indicator names,
     in no particular order (``burn_rates`` orders what it needs). A latency SLO's events may
-    come laid out by group already, with the ``LAYOUT`` columns that ``burn_rates`` then uses.
+    come laid out by group already, numbered in a ``LAID_OUT`` column that ``burn_rates`` uses.
 
     Occurrences count requests (or samples); Timeslices count minutes, a minute being bad
     when its good ratio falls below the slice target (minutes without traffic do not count).
@@ -105,23 +106,15 @@ def minute_events(slo: SLO, *, counters: pl.DataFrame | None = None, latency: pl
                 .select("ts", pl.lit(pipeline, pl.String).alias("service"), pl.lit(None, pl.String).alias("cohort"),
                         pl.lit(None, pl.String).alias("build_id"), "bad", "total"))
     good, total = pl.col("good"), pl.col("total")
-    laid_out = "_group" in ev.columns and list(by) == list(GROUP)
+    layout = [LAID_OUT] if LAID_OUT in ev.columns and list(by) == list(GROUP) else []
     if list(by) != list(GROUP):
         ev = ev.group_by("ts", *by).agg(good.sum(), total.sum()).with_columns(
             pl.lit(None, pl.String).alias(c) for c in GROUP if c not in by)
-    layout = ["_group"] if laid_out else []
     if slo.budgeting == "Timeslices":
-        ev = ev.filter(total > 0).select(
+        return ev.filter(total > 0).select(
             "ts", *GROUP, ((good / total) < slo.objective.time_slice_target).cast(pl.Int64).alias("bad"),
             pl.lit(1, pl.Int64).alias("total"), *layout)
-    else:
-        ev = ev.select("ts", *GROUP, (total - good).cast(pl.Int64).alias("bad"), total.cast(pl.Int64), *layout)
-    if not laid_out:
-        return ev
-    # Each group's first row, once rows are kept or not: ``burn_rates`` takes the layout as is.
-    first = pl.when(pl.col("_group").ne_missing(pl.col("_group").shift(1))).then(
-        pl.int_range(pl.len(), dtype=pl.get_index_type()))
-    return ev.with_columns(first.forward_fill().alias("_first"))
+    return ev.select("ts", *GROUP, (total - good).cast(pl.Int64).alias("bad"), total.cast(pl.Int64), *layout)
 
 
 def each_slo(compute: Callable[[SLO], T], slos: Sequence[SLO]) -> list[T]:
@@ -137,7 +130,7 @@ def each_slo(compute: Callable[[SLO], T], slos: Sequence[SLO]) -> list[T]:
 
 def _paired_in_order(lat: pl.DataFrame, le: float) -> pl.DataFrame | None:
     """One service's good and +Inf buckets as (ts, group..., good, total) laid out by group
-    (``LAYOUT``'s ``_group``), when they have the usual shape: every group has both buckets for
+    (``LAID_OUT``), when they have the usual shape: every group has both buckets for
     the same minutes, in time order, once each. One hash aggregation gathers each group's two
     bounds side by side, which then pair by position: no sort, and ``burn_rates`` takes the
     layout instead of grouping again. None when the shape is any other (the caller pairs them
@@ -149,13 +142,20 @@ def _paired_in_order(lat: pl.DataFrame, le: float) -> pl.DataFrame | None:
         pl.col("ts").filter(good).alias("_good_ts"), pl.col("count").filter(good).alias("good"))
     if not sides.select((pl.col("ts") == pl.col("_good_ts")).all()).item():
         return None
-    ev = (sides.drop("_good_ts").with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_group"))
+    ev = (sides.drop("_good_ts").with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(LAID_OUT))
           .explode(["ts", "total", "good"]))
-    in_time = (pl.col("ts") > pl.col("ts").shift(1)) | pl.col("_group").ne_missing(pl.col("_group").shift(1))
-    if not ev.select(in_time.fill_null(False).all()).item():
+    if not _in_layout(ev):  # a minute twice (a file delivered again) would pair with itself
         return None
     return ev.select("ts", pl.lit(lat["service"][0], lat.schema["service"]).alias("service"), *keys,
-                     "good", "total", "_group")
+                     "good", "total", LAID_OUT)
+
+
+def _in_layout(ev: pl.DataFrame) -> bool:
+    """Whether ``ev``'s ``LAID_OUT`` numbers never decrease and each group's minutes
+    strictly increase (once each, in time order)."""
+    group, ts = pl.col(LAID_OUT), pl.col("ts")
+    ok = (group > group.shift(1)) | ((group == group.shift(1)) & (ts > ts.shift(1)))
+    return bool(ev.select(ok.fill_null(True).all()).item())
 
 
 def _named(slo: SLO) -> str:
@@ -241,11 +241,17 @@ def burn_rates(events: pl.DataFrame, slo: SLO, windows: Sequence[timedelta] | No
     keys = list(by)
     ev = events.group_by(["ts", *keys]).agg(pl.col("bad").sum(), pl.col("total").sum()) if keys != list(GROUP) \
         else events
-    columns = [c for c in ev.columns if c not in LAYOUT]
-    # Events ``minute_events`` already laid out by group (it had to, for the latency buckets)
-    # are taken as they are. One chunk otherwise: a frame read from many files has one chunk
-    # per file, and the grouping gathers from one chunk faster (by more than the copy costs).
-    ordered = ev if set(LAYOUT) <= set(ev.columns) else _grouped(ev.rechunk(), keys)
+    columns = [c for c in ev.columns if c != LAID_OUT]
+    # Events ``minute_events`` laid out by group (it had to, for the latency buckets) are taken
+    # as they are, with each group's first row. One chunk otherwise: a frame read from many
+    # files has one chunk per file, and the grouping gathers from one chunk faster (by more
+    # than the copy costs).
+    if LAID_OUT in ev.columns and _in_layout(ev):
+        first = pl.when(pl.col(LAID_OUT).ne_missing(pl.col(LAID_OUT).shift(1))).then(
+            pl.int_range(pl.len(), dtype=pl.get_index_type()))
+        ordered = ev.with_columns(first.forward_fill().alias("_first"))
+    else:
+        ordered = _grouped(ev.select(columns).rechunk(), keys)
     series = ordered is None
     if series:
         ordered = ev if ev["ts"].is_sorted() else ev.sort("ts")
