@@ -1514,6 +1514,11 @@ def test_a_refused_monthly_fee_weighs_on_each_day_of_its_month_not_all_on_the_fi
     undated = fee | {"ChargePeriodEnd": "soon"}
     _, quality = billing_for_attribution(bill, quarantine.with_columns(pl.lit(json.dumps(undated)).alias("record")))
     assert dict(quality.select("utc_date", "refused_micros").rows()) == {date(2026, 4, 1): 60_000_000}
+    # Nor does one written in local time: its start is 02:00 UTC on April 2, and it counts there,
+    # as a row spread over its days does (the date it is written with was April 1).
+    local = undated | {"ChargePeriodStart": "2026-04-01T20:00:00-06:00"}
+    _, quality = billing_for_attribution(bill, quarantine.with_columns(pl.lit(json.dumps(local)).alias("record")))
+    assert dict(quality.select("utc_date", "refused_micros").rows()) == {date(2026, 4, 2): 60_000_000}
 
 
 def test_a_refused_rate_card_row_holds_the_release(world_run):

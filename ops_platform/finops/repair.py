@@ -216,11 +216,13 @@ def _over_charge_days(refused: pl.DataFrame) -> pl.DataFrame:
     """Refused rows, a charge over several UTC days split over them by the time it covers in
     each (as attribution splits an accepted line), so a refused monthly fee weighs on each
     day of the month and not all on its first; a row whose period does not read, or whose cost
-    does not, stays on its one day."""
+    does not, stays on its one day: the UTC day its start falls on when the start reads (a start
+    written at 20:00 -07:00 is the next UTC day, as for a row spread), else ``utc_date``."""
     start, end = pl.col("_start"), pl.col("_end")
     spread = (start.is_not_null() & end.is_not_null() & (end > start) & pl.col("_micros").is_not_null()
               & ((end - start) <= pl.duration(days=_MAX_SPREAD_DAYS)))
-    one_day = refused.filter(~spread).drop("_start", "_end")
+    one_day = refused.filter(~spread).with_columns(
+        pl.coalesce(start.dt.date(), pl.col("utc_date")).alias("utc_date")).drop("_start", "_end")
     several = refused.filter(spread).with_columns(
         pl.date_ranges(start.dt.date(), (end - pl.duration(microseconds=1)).dt.date()).alias("_day")).explode("_day")
     day_start = pl.col("_day").cast(pl.Datetime("us", "UTC"))
@@ -236,8 +238,8 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     of repaired and of still-refused rows (which lower that day's confidence), the money of
     the refused rows whose cost reads (``refused_micros``, by size: a refused credit is as
     missing as a charge) and the count of those whose cost does not (``unreadable_rows``:
-    a charge of unknown size). A refused row counts on its charge day when that reads, else
-    on the day its file arrived."""
+    a charge of unknown size). A refused row counts on its charge days (UTC) when they read,
+    else on the date its start is written with, else on the day its file arrived."""
     repaired, left = repair_billing(quarantine, accepted)
     cols = ["ChargePeriodStart", "ChargePeriodEnd", "x_LineItemId", "EffectiveCost", "Tags"]
     cols += [c for c in ("ChargeCategory", "AllocatedMethodId", "AllocatedTags") if c in accepted.columns]
