@@ -13,6 +13,7 @@ from assets import check_spec
 from assets.world import LANDING_KEY
 from ops_platform.contracts.definitions import CONTRACTS
 from ops_platform.contracts.model import POLARS_TYPES, Contract
+from ops_platform.finops.repair import record_cost
 from ops_platform.ingest.partitioning import PartitionSpace
 from ops_platform.ingest.pipeline import RESTATED, IngestResult, ingest_partition
 from resources import DUCKDB_POOL, LandingZoneResource, WarehouseResource
@@ -87,7 +88,7 @@ def _quarantined_cost(res: IngestResult, contract: Contract) -> str | None:
         return None
     record = pl.col("record").cast(pl.String)
     rows = res.quarantine.filter(pl.col("reason") != RESTATED).select(
-        record.str.json_path_match("$.EffectiveCost").cast(pl.Decimal(38, 12), strict=False).abs().alias("cost"),
+        record_cost(record).abs().alias("cost"),
         record.str.json_path_match("$.BillingCurrency").fill_null("?").alias("currency"))
     if not rows.height:
         return None

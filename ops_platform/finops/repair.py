@@ -212,6 +212,12 @@ def repair_billing(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> tuple[pl
 _MAX_SPREAD_DAYS = 400
 
 
+def record_cost(record: pl.Expr) -> pl.Expr:
+    """A quarantined bill row's EffectiveCost, read from its record (JSON text) as the contract
+    types it; null where it does not read."""
+    return record.str.json_path_match("$.EffectiveCost").cast(POLARS_TYPES["decimal"], strict=False)
+
+
 def _over_charge_days(refused: pl.DataFrame) -> pl.DataFrame:
     """Refused rows, a charge over several UTC days split over them by the time it covers in
     each (as attribution splits an accepted line), so a refused monthly fee weighs on each
@@ -261,7 +267,7 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     rows = rows.drop("_delivered", "_accepted", "file")
     day = pl.col("ChargePeriodStart").dt.date()
     field = pl.col("record").cast(pl.String)
-    cost = field.str.json_path_match("$.EffectiveCost").cast(POLARS_TYPES["decimal"], strict=False)
+    cost = record_cost(field)
     charged = (field.str.json_path_match("$.ChargePeriodStart").str.slice(0, 10)
                .str.to_date("%Y-%m-%d", strict=False))
     # Still missing from the books: not a restated copy (the copy that counts is in them),

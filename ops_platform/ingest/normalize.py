@@ -65,9 +65,7 @@ def _cast(col: Column, src: pl.DataType) -> pl.Expr:
         return pl.lit(None, target)
     if col.dtype == "timestamp":
         if src == pl.String:  # RFC 3339 (the usual case); other ISO 8601 layouts afterwards
-            return (c.str.replace(r"Z$", "+00:00")
-                    .str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us")
-                    .dt.convert_time_zone("UTC"))
+            return _rfc3339(c)
         if isinstance(src, pl.Datetime) and src.time_zone is None:
             return c.dt.replace_time_zone("UTC").cast(target)
         return c.cast(target, strict=False)
@@ -114,13 +112,18 @@ def _iso_timestamp(source: str, unread: pl.Expr) -> pl.Expr:
             .dt.convert_time_zone("UTC"))
 
 
+def _rfc3339(text: pl.Expr) -> pl.Expr:
+    """RFC 3339 text as a UTC timestamp (null where it is not RFC 3339)."""
+    return (text.str.replace(r"Z$", "+00:00")
+            .str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us")
+            .dt.convert_time_zone("UTC"))
+
+
 def read_timestamp(source: str) -> pl.Expr:
     """The ISO 8601 text of column ``source`` as a UTC timestamp, read as the contract reads a
     timestamp column (RFC 3339 first, then the other layouts ``ISO_8601`` allows); null when it
     does not read."""
-    first = (pl.col(source).str.replace(r"Z$", "+00:00")
-             .str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us")
-             .dt.convert_time_zone("UTC"))
+    first = _rfc3339(pl.col(source))
     return first.fill_null(_iso_timestamp(source, pl.col(source).is_not_null() & first.is_null()))
 
 

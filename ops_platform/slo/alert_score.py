@@ -31,6 +31,7 @@ from pathlib import Path
 import polars as pl
 
 from ..ingest.landing import read_world_table
+from .burn import remaining_budget
 from .daily import compute_day, history_start
 from .spec import RESERVED_NAMES, SLO, BurnTier
 
@@ -161,9 +162,8 @@ def _burnt(events: pl.DataFrame, minutes: pl.DataFrame, slo: SLO) -> pl.DataFram
     bad and total per minute) burnt faster than its budget over the event's own minutes."""
     burnt = []
     for start, end in events.select("start", "end").rows():
-        inside = minutes.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
-        bad, total = int(inside["bad"].sum()), int(inside["total"].sum())
-        burnt.append(total > 0 and bad > slo.error_budget * total)
+        spent = remaining_budget(minutes, slo, start, end)
+        burnt.append(spent["total"] > 0 and spent["bad"] > slo.error_budget * spent["total"])
     return events.with_columns(pl.Series("burnt", burnt, pl.Boolean))
 
 

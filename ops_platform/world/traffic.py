@@ -65,7 +65,7 @@ def generate_blips(tl: Timeline, per_day: int, rng: np.random.Generator) -> pl.D
 
 
 def add_blips(blips: pl.DataFrame, svc: np.ndarray, minute: np.ndarray, requests: np.ndarray,
-               errors: np.ndarray, rng: np.random.Generator) -> None:
+              errors: np.ndarray, rng: np.random.Generator) -> None:
     """Fail each request a blip covers that had not failed already with the blip's rate (in place).
 
     Its own generator: the counters of a world with blips differ from the same world's without
