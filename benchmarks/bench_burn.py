@@ -28,23 +28,28 @@ from ops_platform.world import generate_world, preset
 ROOT = Path(__file__).resolve().parent.parent
 WINDOWS = [timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=1), timedelta(hours=6)]
 REPEATS = 15  # each implementation runs this many times; the median counts (runs of ~10 ms are noisy)
-
-
+ROUNDS = 5  # ... in rounds taken in turn, so a slow spell of the machine falls on both sides
 PAUSE = 0.1  # seconds idle before each run of the "after a pause" measurement
 
 
-def median_of(run, *args, pause: float = 0.0) -> tuple[float, int]:
-    """The median time of REPEATS runs of ``run(*args)`` (which returns (seconds, rows)).
+def medians_of(*runs, pause: float = 0.0) -> list[tuple[float, int]]:
+    """For each of ``runs`` (callables returning (seconds, rows)), the median time of REPEATS
+    runs and its row count.
 
-    Back to back (``pause`` 0), every core is awake and every cache warm: the usual
+    The implementations take turns, ROUNDS rounds of REPEATS / ROUNDS runs each: on a shared
+    VM a slow spell lasts seconds, and measured one side after the other it would fall on one
+    side only (a single side's median moved by half between two runs). Within a round, back
+    to back (``pause`` 0), every core is awake and every cache warm: the usual
     micro-benchmark. With a pause before each run, a run starts as a scheduled asset's does,
     on cores that went idle; polars' second thread then costs as much to wake as it saves.
     """
-    results = []
-    for _ in range(REPEATS):
-        time.sleep(pause)
-        results.append(run(*args))
-    return statistics.median(r[0] for r in results), results[-1][1]
+    results: list[list[tuple[float, int]]] = [[] for _ in runs]
+    for _ in range(ROUNDS):
+        for run, out in zip(runs, results, strict=True):
+            for _ in range(REPEATS // ROUNDS):
+                time.sleep(pause)
+                out.append(run())
+    return [(statistics.median(r[0] for r in out), out[-1][1]) for out in results]
 
 
 def ours(counters: pl.DataFrame, slo) -> tuple[float, int]:
@@ -156,12 +161,12 @@ def main() -> None:
             generate_world(preset(args.preset), world)
         counters = pl.read_parquet(world / "landing" / "request_counters" / "*" / "*.parquet")
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        t_ours, n_ours = median_of(ours, counters, slo)
+        ours(counters, slo)  # ours' peak memory, before any pandas frame exists (not timed)
         rss_ours = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         counters_pd = counters.to_pandas()
-        t_pd, n_pd = median_of(with_pandas, counters_pd)
-        t_ours_cold, _ = median_of(ours, counters, slo, pause=PAUSE)
-        t_pd_cold, _ = median_of(with_pandas, counters_pd, pause=PAUSE)
+        (t_ours, n_ours), (t_pd, n_pd) = medians_of(lambda: ours(counters, slo), lambda: with_pandas(counters_pd))
+        (t_ours_cold, _), (t_pd_cold, _) = medians_of(lambda: ours(counters, slo), lambda: with_pandas(counters_pd),
+                                                      pause=PAUSE)
         latency_all = pl.read_parquet(world / "landing" / "latency_buckets" / "*" / "*.parquet",
                                       columns=["ts", "service", "cohort", "build_id", "le", "count"])
         lag = pl.read_parquet(world / "landing" / "lag_samples" / "*" / "*.parquet")
@@ -171,12 +176,13 @@ def main() -> None:
         bounds = latency_bounds(slos)
         latency = latency_all.filter(pl.col("le").is_infinite() | pl.col("le").is_in(bounds))
         lag_pd, latency_pd, latency_all_pd = lag.to_pandas(), latency.to_pandas(), latency_all.to_pandas()
-        t_all, n_all = median_of(ours_all, slos, counters, latency, lag)
-        t_pd_all, n_pd_all = median_of(pandas_all, slos, counters_pd, latency_pd, lag_pd)
-        t_all_cold, _ = median_of(ours_all, slos, counters, latency, lag, pause=PAUSE)
-        t_pd_all_cold, _ = median_of(pandas_all, slos, counters_pd, latency_pd, lag_pd, pause=PAUSE)
-        t_every, _ = median_of(ours_all, slos, counters, latency_all, lag)
-        t_pd_every, _ = median_of(pandas_all, slos, counters_pd, latency_all_pd, lag_pd)
+        (t_all, n_all), (t_pd_all, n_pd_all) = medians_of(lambda: ours_all(slos, counters, latency, lag),
+                                                          lambda: pandas_all(slos, counters_pd, latency_pd, lag_pd))
+        (t_all_cold, _), (t_pd_all_cold, _) = medians_of(lambda: ours_all(slos, counters, latency, lag),
+                                                         lambda: pandas_all(slos, counters_pd, latency_pd, lag_pd),
+                                                         pause=PAUSE)
+        (t_every, _), (t_pd_every, _) = medians_of(lambda: ours_all(slos, counters, latency_all, lag),
+                                                   lambda: pandas_all(slos, counters_pd, latency_all_pd, lag_pd))
         result = {"preset": args.preset, "counter_rows": counters.height, "ours_seconds": t_ours,
                   "ours_rows": n_ours, "pandas_seconds": t_pd, "pandas_rows": n_pd,
                   "speedup_vs_pandas": t_pd / t_ours, "peak_rss_gib_after_ours": rss_ours,
