@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -10,7 +11,9 @@ from datetime import date
 import polars as pl
 import pytest
 
+from ops_platform.contracts import ge_suite
 from ops_platform.contracts.definitions import CONTRACTS, PARTITIONED_TABLES, STATIC_TABLES
+from ops_platform.ingest import pipeline
 from ops_platform.ingest.landing import LandingZoneReader
 from ops_platform.ingest.partitioning import EARLY, LATE, PartitionSpace
 from ops_platform.ingest.pipeline import ingest_partition
@@ -66,6 +69,24 @@ def test_contracts_pass_on_clean_partitions(ingested):
     for table in PARTITIONED_TABLES:
         for r in ingested[table]:
             assert r.contract_passed, (table, r.partition_key, r.schema_errors)
+
+
+def test_rows_validated_in_batches_come_out_as_in_one(monkeypatch, small_world):
+    """Great Expectations sees a large file in batches, so its pandas copy stays bounded: the
+    rows accepted and quarantined, their reasons, and each expectation's count and verdict are
+    those of one batch."""
+    reader = LandingZoneReader(small_world / "landing")
+    for table in ("billing_focus", "usage_events"):
+        whole = ingest_partition(CONTRACTS[table], reader)
+        batch_rows = whole.rows_read // 6 + 1  # six batches, the last one short
+        monkeypatch.setattr(pipeline, "validate_rows", functools.partial(ge_suite.validate_rows, batch_rows=batch_rows))
+        batched = ingest_partition(CONTRACTS[table], reader)
+        monkeypatch.undo()
+        assert whole.quarantine.height >= 2, table
+        assert [e.unexpected_count for e in whole.row_expectations if not e.success], table  # some fail
+        assert batched.row_expectations == whole.row_expectations, table
+        assert batched.accepted.equals(whole.accepted), table
+        assert batched.quarantine.sort("file", "row_number").equals(whole.quarantine.sort("file", "row_number"))
 
 
 def test_a_day_without_rows_breaks_a_continuous_source_contract(tmp_path, small_world):

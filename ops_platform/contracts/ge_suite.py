@@ -49,8 +49,16 @@ def _suite(contract: Contract, columns: set[str]):
     return exps
 
 
-def validate_rows(frame: pl.DataFrame, contract: Contract) -> tuple[pl.DataFrame, list[ExpectationOutcome]]:
-    """Return (`_row_key`, reason) for every failing row, and per-expectation results.
+# Rows per Great Expectations batch. Its pandas copy of a batch costs about 1 KB a row
+# (Python strings), so a whole provider export validated at once would cost gigabytes; in
+# batches the copy stays bounded, and a row's verdict does not depend on the other rows.
+BATCH_ROWS = 100_000
+
+
+def validate_rows(frame: pl.DataFrame, contract: Contract,
+                  batch_rows: int = BATCH_ROWS) -> tuple[pl.DataFrame, list[ExpectationOutcome]]:
+    """Return (`_row_key`, reason) for every failing row, and per-expectation results (summed
+    over the batches of ``batch_rows`` rows that Great Expectations validates in turn).
 
     `frame` must have a unique integer `_row_key` column and the contract's columns.
     """
@@ -61,8 +69,6 @@ def validate_rows(frame: pl.DataFrame, contract: Contract) -> tuple[pl.DataFrame
         return empty, []
     derived = frame.with_columns(rule.expr.fill_null(False).alias(f"_rule_{rule.name}") for rule in contract.rules)
     keep = [c for c in derived.columns if c == "_row_key" or c in contract.names or c.startswith("_rule_")]
-    pdf = derived.select(keep).with_columns(
-        pl.col(pl.Decimal).cast(pl.Float64)).to_pandas()
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
     ds = ctx.data_sources.add_pandas(f"landing_{contract.table}")
@@ -70,31 +76,43 @@ def validate_rows(frame: pl.DataFrame, contract: Contract) -> tuple[pl.DataFrame
     # The expectations go in with the suite: adding them one by one re-serialises the suite
     # into the context's store each time (quadratic, most of a small partition's time).
     suite = ctx.suites.add(gx.ExpectationSuite(name=f"{contract.table}_contract",
-                                               expectations=_suite(contract, set(pdf.columns))))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        batch = batch_def.get_batch(batch_parameters={"dataframe": pdf})
-        result = batch.validate(suite, result_format={"result_format": "COMPLETE",
-                                                      "unexpected_index_column_names": ["_row_key"],
-                                                      "return_unexpected_index_query": False})
-    keys, reasons, outcomes = [], [], []
-    for r in result.results:
-        cfg = r.expectation_config
-        reason = (cfg.meta or {}).get("reason", cfg.type)
-        idx = r.result.get("unexpected_index_list") or []
-        outcomes.append(ExpectationOutcome(cfg.type, cfg.kwargs.get("column"), bool(r.success),
-                                           int(r.result.get("unexpected_count") or 0), reason))
-        for item in idx:
-            keys.append(int(item["_row_key"]) if isinstance(item, dict) else int(item))
-            reasons.append(reason)
+                                               expectations=_suite(contract, set(keep))))
+    keys: list[int] = []
+    reasons: list[str] = []
+    # Per expectation (its type, column and reason tell it apart in the suite), over every batch.
+    outcomes: dict[tuple[str, str | None, str], ExpectationOutcome] = {}
+    for offset in range(0, derived.height, batch_rows):
+        pdf = derived.slice(offset, batch_rows).select(keep).with_columns(
+            pl.col(pl.Decimal).cast(pl.Float64)).to_pandas()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            batch = batch_def.get_batch(batch_parameters={"dataframe": pdf})
+            result = batch.validate(suite, result_format={"result_format": "COMPLETE",
+                                                          "unexpected_index_column_names": ["_row_key"],
+                                                          "return_unexpected_index_query": False})
+        for r in result.results:
+            cfg = r.expectation_config
+            reason = (cfg.meta or {}).get("reason", cfg.type)
+            count = int(r.result.get("unexpected_count") or 0)
+            seen = outcomes.setdefault((cfg.type, cfg.kwargs.get("column"), reason),
+                                       ExpectationOutcome(cfg.type, cfg.kwargs.get("column"), True, 0, reason))
+            seen.success = seen.success and bool(r.success)  # a batch that fails it fails the whole
+            seen.unexpected_count += count
+            for item in r.result.get("unexpected_index_list") or []:
+                keys.append(int(item["_row_key"]) if isinstance(item, dict) else int(item))
+                reasons.append(reason)
     if not keys:
-        return empty, outcomes
-    return pl.DataFrame({"_row_key": keys, "reason": reasons}, schema=empty.schema), outcomes
+        return empty, list(outcomes.values())
+    return pl.DataFrame({"_row_key": keys, "reason": reasons}, schema=empty.schema), list(outcomes.values())
 
 
 def validate_table(frame: pl.DataFrame, contract: Contract, partitioned: bool = False) -> list[ExpectationOutcome]:
     """Table-level expectations on the accepted rows: columns present, key unique and, for a
-    partition of a continuous source, at least one row."""
+    partition of a continuous source, at least one row.
+
+    Each goes to Great Expectations with the columns it reads only: the column set on no
+    rows, the key and the row count on the key's columns (a pandas copy of every column of a
+    large file would cost gigabytes, for expectations that look at one or two)."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -102,24 +120,32 @@ def validate_table(frame: pl.DataFrame, contract: Contract, partitioned: bool = 
     ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
     ds = ctx.data_sources.add_pandas(f"accepted_{contract.table}")
     batch_def = ds.add_dataframe_asset(contract.table).add_batch_definition_whole_dataframe("accepted")
-    expectations = [gxe.ExpectTableColumnsToMatchSet(column_set=contract.names, exact_match=False,
-                                                     meta={"reason": "columns: the contract's columns are missing"})]
+    columns = [gxe.ExpectTableColumnsToMatchSet(column_set=contract.names, exact_match=False,
+                                                meta={"reason": "columns: the contract's columns are missing"})]
+    rows = []
     if contract.unique_key and frame.height:
         key = ", ".join(contract.unique_key)
         meta = {"reason": f"{key}: not unique after deduplication"}
-        expectations.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(contract.unique_key), meta=meta)
-                            if len(contract.unique_key) > 1 else
-                            gxe.ExpectColumnValuesToBeUnique(column=contract.unique_key[0], meta=meta))
+        rows.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(contract.unique_key), meta=meta)
+                    if len(contract.unique_key) > 1 else
+                    gxe.ExpectColumnValuesToBeUnique(column=contract.unique_key[0], meta=meta))
     if contract.continuous and partitioned:
-        expectations.append(gxe.ExpectTableRowCountToBeBetween(
+        rows.append(gxe.ExpectTableRowCountToBeBetween(
             min_value=1, meta={"reason": f"no rows accepted: {contract.table} reports every day, and this "
                                          "day has none (no file landed, or every row was quarantined)"}))
-    suite = ctx.suites.add(gx.ExpectationSuite(name=f"{contract.table}_accepted", expectations=expectations))
-    pdf = frame.select(contract.names).with_columns(pl.col(pl.Decimal).cast(pl.Float64)).to_pandas()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = batch_def.get_batch(batch_parameters={"dataframe": pdf}).validate(suite)
-    return [ExpectationOutcome(r.expectation_config.type, r.expectation_config.kwargs.get("column"),
-                               bool(r.success), int((r.result or {}).get("unexpected_count") or 0),
-                               (r.expectation_config.meta or {}).get("reason", r.expectation_config.type))
-            for r in result.results]
+    accepted = frame.select(contract.names)
+    outcomes = []
+    for name, expectations, part in (("columns", columns, accepted.head(0)),
+                                     ("rows", rows, accepted.select(list(contract.unique_key) or contract.names[:1]))):
+        if not expectations:
+            continue
+        suite = ctx.suites.add(gx.ExpectationSuite(name=f"{contract.table}_accepted_{name}", expectations=expectations))
+        pdf = part.with_columns(pl.col(pl.Decimal).cast(pl.Float64)).to_pandas()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = batch_def.get_batch(batch_parameters={"dataframe": pdf}).validate(suite)
+        outcomes += [ExpectationOutcome(r.expectation_config.type, r.expectation_config.kwargs.get("column"),
+                                        bool(r.success), int((r.result or {}).get("unexpected_count") or 0),
+                                        (r.expectation_config.meta or {}).get("reason", r.expectation_config.type))
+                     for r in result.results]
+    return outcomes

@@ -107,16 +107,21 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
 
     failing, row_outcomes = validate_rows(data, contract)
     ge_reasons = failing.group_by("_row_key").agg(pl.col("reason"))
-    data = data.join(ge_reasons, on="_row_key", how="left", maintain_order="left")
+    # A row's reasons are put together beside its key alone, then set on the rows (which are in
+    # key order): joined into the whole frame, they would copy every column of a large file.
+    reasons = data.select("_row_key", "_reasons", "_assign_note").join(
+        ge_reasons, on="_row_key", how="left", maintain_order="left")
     flagged = (pl.col("_reasons").list.len() > 0) | pl.col("reason").is_not_null() | pl.col("_assign_note").is_not_null()
     why = pl.concat_list(
         pl.col("_reasons"), pl.col("reason").fill_null(pl.lit([], pl.List(pl.String))),
         pl.when(pl.col("_assign_note").is_not_null()).then(pl.concat_list(pl.col("_assign_note")))
         .otherwise(pl.lit([], pl.List(pl.String))),
     ).list.unique(maintain_order=True).map_elements(_without_implied, return_dtype=pl.List(pl.String)).list.join("; ")
-    data = column_where(data, flagged, "_why", why, pl.lit(""), "_row_key").drop("reason")
+    data = data.with_columns(column_where(reasons, flagged, "_why", why, pl.lit(""), "_row_key")["_why"])
     bad = data.filter(pl.col("_why") != "")
     good = data.filter(pl.col("_why") == "")
+    considered = data.height
+    del data, reasons  # their rows live on in bad and good
 
     duplicates = 0
     conflicts = good.clear()
@@ -141,7 +146,7 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         pl.col("partition_key").cast(pl.String), pl.col("_origin").alias("_source_file"),
         pl.col("_row").alias("_source_row")).drop("_origin", "_row")
     table_outcomes = validate_table(accepted, contract, partitioned=partition_key is not None)
-    return IngestResult(contract.table, partition_key, accepted, quarantine, files, data.height + len(set_aside),
+    return IngestResult(contract.table, partition_key, accepted, quarantine, files, considered + len(set_aside),
                         duplicates,
                         schema_errors, row_outcomes, table_outcomes)
 
