@@ -78,7 +78,7 @@ def test_rows_validated_in_batches_come_out_as_in_one(monkeypatch, small_world):
     reader = LandingZoneReader(small_world / "landing")
     for table in ("billing_focus", "usage_events"):
         whole = ingest_partition(CONTRACTS[table], reader)
-        batch_rows = whole.rows_read // 6 + 1  # six batches, the last one short
+        batch_rows = whole.rows_read // 6 + 1  # about six batches, the last one short
         monkeypatch.setattr(pipeline, "validate_rows", functools.partial(ge_suite.validate_rows, batch_rows=batch_rows))
         batched = ingest_partition(CONTRACTS[table], reader)
         monkeypatch.undo()
