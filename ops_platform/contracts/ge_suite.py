@@ -22,6 +22,24 @@ class ExpectationOutcome:
     reason: str
 
 
+def _batches(source: str, table: str):
+    """A batch definition over whole pandas frames, in an ephemeral context of its own."""
+    import great_expectations as gx
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    asset = ctx.data_sources.add_pandas(source).add_dataframe_asset(table)
+    return ctx, asset.add_batch_definition_whole_dataframe("frame")
+
+
+def _outcome(r) -> ExpectationOutcome:
+    """One expectation's result in a validation, with the reason its suite gave it."""
+    cfg = r.expectation_config
+    return ExpectationOutcome(cfg.type, cfg.kwargs.get("column"), bool(r.success),
+                              int((r.result or {}).get("unexpected_count") or 0),
+                              (cfg.meta or {}).get("reason", cfg.type))
+
+
 def _suite(contract: Contract, columns: set[str]):
     import great_expectations.expectations as gxe
 
@@ -71,10 +89,7 @@ def validate_rows(frame: pl.DataFrame, contract: Contract,
         return empty, []
     derived = frame.with_columns(rule.expr.fill_null(False).alias(f"_rule_{rule.name}") for rule in contract.rules)
     keep = [c for c in derived.columns if c == "_row_key" or c in contract.names or c.startswith("_rule_")]
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
-    ds = ctx.data_sources.add_pandas(f"landing_{contract.table}")
-    batch_def = ds.add_dataframe_asset(contract.table).add_batch_definition_whole_dataframe("partition")
+    ctx, batch_def = _batches(f"landing_{contract.table}", contract.table)
     # The expectations go in with the suite: adding them one by one re-serialises the suite
     # into the context's store each time (quadratic, most of a small partition's time).
     suite = ctx.suites.add(gx.ExpectationSuite(name=f"{contract.table}_contract",
@@ -93,16 +108,14 @@ def validate_rows(frame: pl.DataFrame, contract: Contract,
                                                           "unexpected_index_column_names": ["_row_key"],
                                                           "return_unexpected_index_query": False})
         for r in result.results:
-            cfg = r.expectation_config
-            reason = (cfg.meta or {}).get("reason", cfg.type)
-            count = int(r.result.get("unexpected_count") or 0)
-            seen = outcomes.setdefault((cfg.type, cfg.kwargs.get("column"), reason),
-                                       ExpectationOutcome(cfg.type, cfg.kwargs.get("column"), True, 0, reason))
-            seen.success = seen.success and bool(r.success)  # a batch that fails it fails the whole
-            seen.unexpected_count += count
+            got = _outcome(r)
+            seen = outcomes.setdefault((got.expectation, got.column, got.reason), got)
+            if seen is not got:  # a batch that fails it fails the whole
+                seen.success = seen.success and got.success
+                seen.unexpected_count += got.unexpected_count
             for item in r.result.get("unexpected_index_list") or []:
                 keys.append(int(item["_row_key"]) if isinstance(item, dict) else int(item))
-                reasons.append(reason)
+                reasons.append(got.reason)
     if not keys:
         return empty, list(outcomes.values())
     return pl.DataFrame({"_row_key": keys, "reason": reasons}, schema=empty.schema), list(outcomes.values())
@@ -118,10 +131,7 @@ def validate_table(frame: pl.DataFrame, contract: Contract, partitioned: bool = 
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
-    ds = ctx.data_sources.add_pandas(f"accepted_{contract.table}")
-    batch_def = ds.add_dataframe_asset(contract.table).add_batch_definition_whole_dataframe("accepted")
+    ctx, batch_def = _batches(f"accepted_{contract.table}", contract.table)
     columns = [gxe.ExpectTableColumnsToMatchSet(column_set=contract.names, exact_match=False,
                                                 meta={"reason": "columns: the contract's columns are missing"})]
     rows = []
@@ -146,8 +156,5 @@ def validate_table(frame: pl.DataFrame, contract: Contract, partitioned: bool = 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = batch_def.get_batch(batch_parameters={"dataframe": pdf}).validate(suite)
-        outcomes += [ExpectationOutcome(r.expectation_config.type, r.expectation_config.kwargs.get("column"),
-                                        bool(r.success), int((r.result or {}).get("unexpected_count") or 0),
-                                        (r.expectation_config.meta or {}).get("reason", r.expectation_config.type))
-                     for r in result.results]
+        outcomes += [_outcome(r) for r in result.results]
     return outcomes

@@ -268,8 +268,8 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
     day = pl.col("ChargePeriodStart").dt.date()
     field = pl.col("record").cast(pl.String)
     cost = record_cost(field)
-    charged = (field.str.json_path_match("$.ChargePeriodStart").str.slice(0, 10)
-               .str.to_date("%Y-%m-%d", strict=False))
+    start = field.str.json_path_match("$.ChargePeriodStart")
+    charged = start.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
     # Still missing from the books: not a restated copy (the copy that counts is in them),
     # nor a line delivered again, as it reads, on the same file date or later. A refused
     # copy later than the line's last readable one is missing: the books still hold the line
@@ -291,8 +291,7 @@ def billing_for_attribution(accepted: pl.DataFrame, quarantine: pl.DataFrame) ->
         pl.coalesce(charged, arrival_date(pl.col("file"))).alias("utc_date"),
         # Through a float: a size is all the tolerance needs, and a cost past 9.2e12 reads as unknown.
         (cost.cast(pl.Float64).abs() * 1e6).round(0).cast(pl.Int64, strict=False).alias("_micros"),
-        field.str.json_path_match("$.ChargePeriodStart").alias("_start"),
-        field.str.json_path_match("$.ChargePeriodEnd").alias("_end"))
+        start.alias("_start"), field.str.json_path_match("$.ChargePeriodEnd").alias("_end"))
     refused = _over_charge_days(refused.with_columns(read_timestamp("_start"), read_timestamp("_end")))
     quality = pl.concat([
         repaired.group_by(day.alias("utc_date")).agg(pl.len().alias("repaired_rows"), pl.lit(0).alias("refused_rows")),
