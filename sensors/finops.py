@@ -24,9 +24,10 @@ from resources.control import ControlStoreResource, GuardResource, SignerResourc
 from resources.exports import ExportsResource
 from resources.warehouse import WarehouseResource
 
+from .tags import SENSOR_NAME_TAG
+
 RELEASE_JOB = "release_invoices"
 SENSOR_ACTOR = RELEASE_SENSOR_ACTOR
-SENSOR_NAME_TAG = "dagster/sensor_name"  # set by Dagster on every run a sensor requests
 
 
 DEFAULT_RATIONALE = "reconciliation checks pass for the period; releasing invoices"

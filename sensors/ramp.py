@@ -32,6 +32,8 @@ from resources.control import ControlStoreResource, GuardResource, SignerResourc
 from resources.flags import FlagsResource
 from resources.warehouse import WarehouseResource
 
+from .tags import RUN_KEY_TAG
+
 RAMP_JOB = "ramp_controller"
 PAGE = 100  # failed check evaluations read per query
 OVERRIDE_JOB = "switchboard_override"
@@ -214,7 +216,7 @@ def ramp_controller_sensor(context: dg.SensorEvaluationContext):
     pending = state.get("pending")
     attempt = state.get("attempt", 0)
     if pending:
-        runs = context.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": pending["run_key"]}), limit=1)
+        runs = context.instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: pending["run_key"]}), limit=1)
         status = runs[0].status if runs else None
         if status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                       dg.DagsterRunStatus.STARTED):

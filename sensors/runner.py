@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from ops_platform.timezones import iso_utc, utcnow
 
 from . import CATALOG_JOB, CONTROL_JOB, DAILY_JOB, DBT_JOB, FINOPS_JOB, SCORE_JOB
 from .finops import RELEASE_JOB
 from .ramp import RAMP_JOB, ramp_controller_sensor
+from .tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 INSTANCE_YAML = """# Written by ops-platform: every DuckDB writer shares one pool slot.
 concurrency:
