@@ -560,3 +560,39 @@ def test_a_missing_currency_is_refused_for_being_missing_only(tmp_path):
     report = check_file(_csv(tmp_path, _row(BillingCurrency=""), _row(BillingCurrency="eur")), BILLING_FOCUS)
     assert report.quarantined == {"BillingCurrency: missing value": 1, "BillingCurrency: not an ISO 4217 code": 1}, \
         report.quarantined
+
+
+def test_a_file_too_large_for_the_memory_is_refused_before_it_is_read(tmp_path):
+    """A file whose check would not fit in memory is refused up front with its size and
+    what to do, not read until the kernel kills the process; with the memory, it loads."""
+    from ops_platform.ingest.check_file import BASE_BYTES, ROW_BYTES, estimated_rows
+
+    rows = [_row(x_LineItemId=f"L{i}") for i in range(3000)]
+    plain = _csv(tmp_path, *rows)
+    frame = pl.read_csv(plain, infer_schema=False)
+    frame.write_parquet(tmp_path / "export.parquet")
+    zipped = tmp_path / "export.csv.gz"
+    zipped.write_bytes(gzip.compress(plain.read_bytes()))
+    assert estimated_rows(tmp_path / "export.parquet") == 3000
+    assert estimated_rows(zipped) == estimated_rows(plain)  # the same text, its size from gzip's trailer
+    assert abs(estimated_rows(plain) - 3000) <= 30  # the header counts as a line of the sample
+    for path in (plain, tmp_path / "export.parquet", zipped):
+        short = check_file(path, BILLING_FOCUS, available_memory=BASE_BYTES + 1000 * ROW_BYTES)
+        assert not short.loads and short.rows == 0
+        (why,) = short.schema_errors
+        assert "too large to check here: about 3,0" in why and "parts of at most 1,000 rows" in why
+        enough = check_file(path, BILLING_FOCUS, available_memory=BASE_BYTES + 4000 * ROW_BYTES)
+        assert enough.loads and enough.accepted == 3000
+
+
+def test_focus_check_refuses_a_file_too_large_for_the_free_memory(tmp_path, monkeypatch):
+    import ops_platform.ingest.check_file as check
+
+    path = _csv(tmp_path, *[_row(x_LineItemId=f"L{i}") for i in range(2000)])
+    monkeypatch.setattr(check, "free_memory", lambda: check.BASE_BYTES + 500 * check.ROW_BYTES)
+    out = CliRunner().invoke(main, ["focus", "check", str(path), "--json"])
+    assert out.exit_code == 1
+    report = json.loads(out.output)
+    assert not report["loads"] and report["rows"] == 0
+    assert "too large to check here" in report["schema_errors"][0]
+    assert "split the export into parts, on a larger machine" in report["schema_errors"][0]
