@@ -44,18 +44,21 @@ class _OneFile:
     """A source reader holding one batch: the user's file."""
 
     def __init__(self, batch: RawBatch):
-        self.batch = batch
+        self.batch: RawBatch | None = batch
 
     def read(self, table: str, dates: tuple[date | None, date | None] | None) -> Iterator[RawBatch]:
-        yield self.batch
+        batch, self.batch = self.batch, None  # held by ingestion alone, which lets it go once normalised
+        if batch is not None:
+            yield batch
 
 
 # What checking a file adds to the memory the process holds when it starts the check: Great
 # Expectations' context and its modules (0.25 GiB for a file of a few rows) and, per row, its
 # text, its cast columns and their copies through the steps (measured on FOCUS exports of
-# 100 k to 500 k rows and 22 to 37 columns: 2.6-2.9 KB a row, whatever the width), with a margin.
+# 100 k to 500 k rows and 22 to 37 columns: 1.5-1.8 KB a row from Parquet or CSV, whatever
+# the width), with a margin.
 BASE_BYTES = 384 * 2**20
-ROW_BYTES = 3 * 2**10
+ROW_BYTES = 2 * 2**10
 _SAMPLE = 2**20  # text read to measure a text file's rows
 
 
@@ -142,12 +145,16 @@ def check_file(path: Path, contract: Contract, available_memory: int | None = No
     except Exception as exc:  # a corrupt file is a finding, not a traceback
         result.schema_errors.append(f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})")
         return result
+    columns, height = frame.columns, frame.height
     batch = RawBatch(str(path), None, frame, rejected=rejected)
-    res = ingest_partition(contract, _OneFile(batch))
+    if not height:  # ingestion reports a file's schema errors with its rows: without rows, asked here
+        result.schema_errors = normalize_batch(batch, contract)[1]
+    reader = _OneFile(batch)
+    del frame, batch  # the reader's alone, so that ingestion can let the raw rows go
+    res = ingest_partition(contract, reader)
     result.rows = res.rows_read
-    # Ingestion reports a file's schema errors with its rows; a file without rows still
-    # fails (or passes) its schema here.
-    result.schema_errors = res.schema_errors if frame.height else normalize_batch(batch, contract)[1]
+    if height:
+        result.schema_errors = res.schema_errors
     if result.schema_errors:  # every row is refused, for the reasons above
         result.quarantined_rows = result.rows
         return result
@@ -156,7 +163,7 @@ def check_file(path: Path, contract: Contract, available_memory: int | None = No
     result.duplicates_removed = res.duplicates_removed
     result.quarantined = res.quarantine_by_reason()
     result.examples = _examples(res.quarantine)
-    result.warnings = _warnings(frame.columns, res.accepted)
+    result.warnings = _warnings(columns, res.accepted)
     if not result.accepted and res.quarantine.height:
         _nothing_accepted(result, res.quarantine, res.accepted)
     if not result.rows:

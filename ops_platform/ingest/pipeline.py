@@ -76,7 +76,9 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         schema_errors += errors
         if owned:
             set_aside += [file_row(batch, row, reason, text) for row, reason, text in batch.rejected]
+        del batch  # its raw rows, once normalised (the last batch's would live on beside every copy below)
     data = pl.concat(frames, how="vertical") if frames else None
+    del frames
     if data is None:
         # The accepted rows' own schema, no rows: a first write creates the table from it, and
         # a day without files must not create one of untyped strings for every later day.
@@ -102,8 +104,10 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
     # Schema errors only concern files that contributed rows to this partition.
     origins = set(data["_origin"].unique().to_list())
     schema_errors = [e for e in schema_errors if any(o in e for o in origins)] + [u["reason"] for u in unreadable]
-    data = data.sort(["_file_date", "_origin", "_row"], nulls_last=False).with_row_index("_row_key").with_columns(
-        pl.col("_row_key").cast(pl.Int64))
+    order = ["_file_date", "_origin", "_row"]
+    if not _in_order(data, order):  # one file's rows are (a copy of every column spared)
+        data = data.sort(order, nulls_last=False)
+    data = data.with_row_index("_row_key").with_columns(pl.col("_row_key").cast(pl.Int64))
 
     failing, row_outcomes = validate_rows(data, contract)
     ge_reasons = failing.group_by("_row_key").agg(pl.col("reason"))
@@ -130,8 +134,11 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         if contract.restatements == "latest":
             # Within a file date the first delivery counts; across them the latest.
             good, duplicates, conflicts = split_redeliveries(good, [*key, "_file_date"], contract.content)
-            good, repeated, restated = latest_deliveries(good, key, contract.content, "_file_date")
-            duplicates += repeated
+            if good["_file_date"].n_unique() > 1:  # within one file date each key is now once
+                good, repeated, restated = latest_deliveries(good, key, contract.content, "_file_date")
+                duplicates += repeated
+            else:
+                restated = conflicts.clear()
         else:
             good, duplicates, conflicts = split_redeliveries(good, key, contract.content)
             restated = conflicts.clear()
@@ -149,6 +156,14 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
     return IngestResult(contract.table, partition_key, accepted, quarantine, files, considered + len(set_aside),
                         duplicates,
                         schema_errors, row_outcomes, table_outcomes)
+
+
+def _in_order(frame: pl.DataFrame, columns: list[str]) -> bool:
+    """Whether ``frame`` is sorted by ``columns`` (nulls first), checked as one file's rows
+    come: every column but the last holds a single value, and the last never decreases."""
+    *constant, last = columns
+    return (all(frame[c].n_unique() <= 1 for c in constant)
+            and frame[last].null_count() == 0 and frame[last].is_sorted())
 
 
 def _without_implied(reasons: list[str]) -> list[str]:
@@ -171,7 +186,10 @@ def split_redeliveries(rows: pl.DataFrame, key: list[str], content: list[str]) -
     caller to refuse with its reason). Only the later rows (few) are joined, and compared on
     the content itself, never on a hash of it.
     """
-    rows = rows.with_columns(pl.struct(key).is_first_distinct().alias("_first"))
+    first = rows.select(pl.struct(key).is_first_distinct())[:, 0]
+    if first.all():  # every key once (the usual case): no copy of the rows
+        return rows, 0, rows.clear()
+    rows = rows.with_columns(first.alias("_first"))
     later = rows.filter(~pl.col("_first")).drop("_first")
     firsts = rows.filter(pl.col("_first")).drop("_first")
     if later.height == 0:
