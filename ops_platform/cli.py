@@ -1715,14 +1715,17 @@ def focus() -> None:
 @focus.command("check")
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def focus_check(file: Path, as_json: bool) -> None:
+@click.option("--max-memory", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GIB",
+              help="Memory the check may take, in GiB (default: what the machine or container has free); "
+                   "a file that would need more is refused before it is read.")
+def focus_check(file: Path, as_json: bool, max_memory: float | None) -> None:
     """Check a FOCUS 1.2 file (CSV or Parquet) against the billing contract before loading it."""
     import json
 
     from .contracts.definitions import BILLING_FOCUS
     from .ingest.check_file import check_file, example_text
 
-    report = check_file(file, BILLING_FOCUS)
+    report = check_file(file, BILLING_FOCUS, None if max_memory is None else int(max_memory * 2**30))
     if as_json:
         click.echo(json.dumps({**report.__dict__, "loads": report.loads, "nothing_accepted": not report.accepted},
                               indent=2, sort_keys=True))

@@ -585,14 +585,19 @@ def test_a_file_too_large_for_the_memory_is_refused_before_it_is_read(tmp_path):
         assert enough.loads and enough.accepted == 3000
 
 
-def test_focus_check_refuses_a_file_too_large_for_the_free_memory(tmp_path, monkeypatch):
+def test_focus_check_refuses_a_file_too_large_for_the_memory_it_may_take(tmp_path, monkeypatch):
     import ops_platform.ingest.check_file as check
 
     path = _csv(tmp_path, *[_row(x_LineItemId=f"L{i}") for i in range(2000)])
-    monkeypatch.setattr(check, "free_memory", lambda: check.BASE_BYTES + 500 * check.ROW_BYTES)
+    monkeypatch.setattr(check, "free_memory", lambda: check.BASE_BYTES + 500 * check.ROW_BYTES)  # what is free
     out = CliRunner().invoke(main, ["focus", "check", str(path), "--json"])
     assert out.exit_code == 1
     report = json.loads(out.output)
     assert not report["loads"] and report["rows"] == 0
     assert "too large to check here" in report["schema_errors"][0]
     assert "split the export into parts, on a larger machine" in report["schema_errors"][0]
+    # --max-memory, the user's word, stands for what is free: more lets the file through, less refuses it
+    assert CliRunner().invoke(main, ["focus", "check", str(path), "--max-memory", "1"]).exit_code == 0
+    monkeypatch.setattr(check, "free_memory", lambda: 2**40)
+    out = CliRunner().invoke(main, ["focus", "check", str(path), "--max-memory", "0.3"])
+    assert out.exit_code == 1 and "and 0.3 GiB is available" in out.output
