@@ -762,9 +762,9 @@ def test_invoice_files_are_deterministic_and_leave_no_partial_file(world_run, tm
 
     inputs, result = world_run
     lines, summary = StoredFinOps.from_run(inputs, result).invoices(final_period(result.usage))
-    a = write_invoices(lines, summary, tmp_path / "a")
-    b = write_invoices(lines, summary, tmp_path / "b")
-    assert [file_sha256(x) for x in a] == [file_sha256(x) for x in b]
+    written = write_invoices(lines, summary, tmp_path / "a")
+    a, b = list(written), list(write_invoices(lines, summary, tmp_path / "b"))
+    assert [file_sha256(x) for x in a] == [file_sha256(x) for x in b] == list(written.values())
     before = file_sha256(a[0])
 
     real = pq.write_table
@@ -799,7 +799,7 @@ def test_invoice_files_are_deterministic_and_leave_no_partial_file(world_run, tm
     monkeypatch.undo()
     # A folder written again (a retried release) holds exactly the new files.
     (tmp_path / "a" / "stray.csv").write_text("x")
-    assert write_invoices(lines, summary, tmp_path / "a") == a and sorted((tmp_path / "a").iterdir()) == sorted(a)
+    assert list(write_invoices(lines, summary, tmp_path / "a")) == a and sorted((tmp_path / "a").iterdir()) == sorted(a)
 
 
 def test_release_is_held_with_reasons_then_guarded_with_receipted_file_digests(world_run, tmp_path):

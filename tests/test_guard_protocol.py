@@ -299,3 +299,32 @@ def test_large_batch_append_signs_on_two_threads_and_matches_one_by_one(env):
     report = env.verify()
     assert report.ok, report.first_bad
     assert (report.entries, report.checkpoints) == (len(stmts), 2)
+
+
+def test_a_receipt_pins_a_file_as_the_executor_wrote_it_not_as_changed_after(env, tmp_path):
+    """A file changed between its write and its receipt (another process, in that window) is
+    not receipted as changed: the receipt carries what the executor wrote, and verifying the
+    ledger finds the file differs. A file given without a digest is hashed as it is."""
+    from ops_platform.files import write_text
+    from ops_platform.guard.actions import ExecutionResult
+
+    class WritesThenIsOverwritten:
+        def apply(self, action_id: str, request: ActionRequest) -> ExecutionResult:
+            written, plain = tmp_path / f"{action_id}.out", tmp_path / f"{action_id}.plain"
+            write_text("as written\n", written)
+            digest = file_sha256(written)
+            write_text("plain\n", plain)
+            written.write_text("changed before the receipt\n")  # someone else, before the receipt
+            return ExecutionResult(files=(written, plain), digests={written: digest})
+
+    out = env.protocol(executor=WritesThenIsOverwritten()).submit(req("pause", key="pinned"))
+    assert out.status == "completed"
+    payload = json.loads(__import__("base64").b64decode(json.loads(env.store.entry(out.receipt_id).envelope)["payload"]))
+    pinned = {Path(s["name"]).name: s["digest"]["sha256"] for s in payload["subject"]}
+    written = tmp_path / f"{out.action_id}.out"
+    assert pinned[written.name] != file_sha256(written)  # not the changed file's
+    assert pinned[f"{out.action_id}.plain"] == file_sha256(tmp_path / f"{out.action_id}.plain")
+    report = env.verify()
+    assert not report.ok and any(written.name in e for e in report.errors)
+    written.write_text("as written\n")  # put back as written: the receipt holds again
+    assert env.verify().ok

@@ -75,7 +75,7 @@ class InvoiceExportExecutor:
         return ExecutionResult(detail={"period": period.name, "invoices": summary.height,
                                        "tenants": summary["tenant_id"].n_unique(), "lines": lines.height,
                                        "total_minor_by_currency": {c: int(t) for c, t in totals.iter_rows()}},
-                               files=tuple(files))
+                               files=tuple(files), digests=files)
 
 
 def invoiced(out_root: Path, released: list[Period], period: Period) -> list[Period]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 from iso4217 import Currency
 
-from ..files import atomic_folder, write_parquet, write_text
+from ..files import atomic_folder, file_sha256, write_parquet, write_text
 from .usage import MAX_FINAL_AFTER_DAYS
 
 # ``period`` names the period as released (end exclusive); ``first_day`` and ``last_day`` say
@@ -320,15 +320,18 @@ def _csv_safe(frame: pl.DataFrame) -> pl.DataFrame:
                               .otherwise(pl.col(c)).alias(c) for c in risky)
 
 
-def write_invoices(lines: pl.DataFrame, summary: pl.DataFrame, out_dir: Path) -> list[Path]:
+def write_invoices(lines: pl.DataFrame, summary: pl.DataFrame, out_dir: Path) -> dict[Path, str]:
     """Parquet and CSV of both tables under ``out_dir``, the folder written atomically (all
     four files or none: a write that fails half-way leaves no invoice a billing import could
     pick up, nor a folder a later release would take for a released period); same inputs,
-    same bytes (rows sorted, fixed writer settings)."""
-    files = []
+    same bytes (rows sorted, fixed writer settings). Returns each file's sha256, taken in the
+    hidden staging folder before the folder is in place: what was written, not what someone
+    may have made of it since."""
+    files = {}
     with atomic_folder(out_dir) as staging:
         for name, frame in (("invoice_lines", lines), ("invoice_summary", summary)):
             write_parquet(frame, staging / f"{name}.parquet")
             write_text(_csv_safe(frame).write_csv(), staging / f"{name}.csv")
-            files += [out_dir / f"{name}.parquet", out_dir / f"{name}.csv"]
+            for file in (f"{name}.parquet", f"{name}.csv"):
+                files[out_dir / file] = file_sha256(staging / file)
     return files

@@ -152,6 +152,10 @@ class ExecutionResult:
 
     detail: Mapping[str, Any] = field(default_factory=dict)
     files: tuple[Path, ...] = ()
+    # A file's sha256 as the executor wrote it, before anyone else could see it: the receipt
+    # pins that, so a file changed between the write and the receipt fails verification
+    # rather than being receipted as changed. A file without one is hashed as it is on disk.
+    digests: Mapping[Path, str] = field(default_factory=dict)
 
 
 class Executor(Protocol):

@@ -312,7 +312,8 @@ class ActionProtocol:
     def _statement(self, req: ActionRequest, decision: Decision, result: ExecutionResult | None, now: datetime):
         subjects = [target_subject(req.target_kind, req.target_id)]
         if result is not None:
-            subjects += [file_subject(p, name=self._subject_name(p)) for p in result.files]
+            subjects += [file_subject(p, name=self._subject_name(p), sha256=result.digests.get(p))
+                         for p in result.files]
         predicate = {
             "actor": req.actor, "roles": list(req.roles), "action": req.action,
             "target": {"kind": req.target_kind, "id": req.target_id},

@@ -201,4 +201,5 @@ class FlagFileExecutor:
             detail["drift"] = drift
         if broken:  # release flags the file holds but that do not read: a freeze left them as they are
             detail["unreadable_flags"] = broken
-        return ExecutionResult(detail=detail, files=(snapshot,))
+        # The snapshot is named after the sha256 of the bytes it was written from.
+        return ExecutionResult(detail=detail, files=(snapshot,), digests={snapshot: snapshot.stem})

@@ -40,10 +40,11 @@ class Subject:
             raise ValueError(f"subject {self.name!r}: sha256 must be 64 lowercase hex digits")
 
 
-def file_subject(path: Path, name: str | None = None) -> Subject:
-    """Subject for a file's current content; ``name`` defaults to the file name."""
+def file_subject(path: Path, name: str | None = None, sha256: str | None = None) -> Subject:
+    """Subject for a file: ``sha256`` of what was written, or else its current content's;
+    ``name`` defaults to the file name."""
     path = Path(path)
-    return Subject(name=name if name is not None else path.name, sha256=file_sha256(path))
+    return Subject(name=name if name is not None else path.name, sha256=sha256 or file_sha256(path))
 
 
 def target_subject(kind: str, target_id: str) -> Subject:
