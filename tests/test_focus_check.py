@@ -110,6 +110,14 @@ def test_tags_with_nested_values_are_refused_with_the_reason_not_a_traceback(sma
     nested.write_parquet(out)
     res = CliRunner().invoke(main, ["focus", "check", str(out)])
     assert "Traceback" not in res.output and "Tags: not a JSON object of scalar values" in res.output
+    # which key is wrong, which the reason (shared by every such row) does not say
+    assert "data row 0 " in res.output and "[Tags: key 'service' holds an array, not a scalar]" in res.output
+    twice = nested.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit('{"tenant": "t-1", "tenant": "t-2"}'))
+                                .otherwise(pl.col("Tags")).alias("Tags"))
+    twice.write_parquet(out)
+    report = json.loads(CliRunner().invoke(main, ["focus", "check", str(out), "--json"]).output)
+    (first,) = [e for r, es in report["examples"].items() if r.startswith("Tags:") for e in es if e["row_number"] == 0]
+    assert first["detail"] == "Tags: key 'tenant' given twice"
 
 
 def test_charges_alike_but_for_their_amounts_keep_their_ids_in_any_row_order(small_world, tmp_path):

@@ -20,19 +20,38 @@ FOCUS_SERVICE_CATEGORIES = (
 PIPELINES = ("receipt", "approval", "metering")
 
 
-def _key_values_or_null(s: str | None) -> bool:
-    """FOCUS key-value format: a JSON object whose values are scalars (no nested objects or
-    arrays) and whose keys are unique, or null (or empty, or the JSON text ``null``, as Spark
-    and Athena unloads write a null map)."""
+def key_values_problem(s: str | None) -> str | None:
+    """What keeps ``s`` from FOCUS's key-value format, in a few words (None when it is in it):
+    a JSON object whose values are scalars (no nested objects or arrays) and whose keys are
+    unique, or null (or empty, or the JSON text ``null``, as Spark and Athena unloads write a
+    null map)."""
     if s is None or not s.strip():  # an empty field: no tags
-        return True
+        return None
     try:
         # A key given twice is refused: Python keeps the last, polars' decoder the first, so
         # {"tenant": "a", "tenant": "b"} would be attributed to whichever reader asked.
         value = json.loads(s, object_pairs_hook=no_duplicate_keys)
-    except ValueError:
-        return False
-    return value is None or (isinstance(value, dict) and not any(isinstance(v, (dict, list)) for v in value.values()))
+    except ValueError as exc:
+        twice = str(exc).removeprefix("duplicate key ")
+        return f"key {twice} given twice" if str(exc).startswith("duplicate key ") else "not JSON"
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return f"{_JSON_KIND.get(type(value), 'a value')}, not an object"
+    nested = next((k for k, v in value.items() if isinstance(v, (dict, list))), None)
+    return None if nested is None else f"key {nested!r} holds {_JSON_KIND[type(value[nested])]}, not a scalar"
+
+
+_JSON_KIND = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+              float: "a number"}
+
+
+def _key_values_or_null(s: str | None) -> bool:
+    return key_values_problem(s) is None
+
+
+# The reason a key-value column's rule gives (``key_values_problem`` says, per row, why).
+KEY_VALUE_REASONS = {c: f"{c}: not a JSON object of scalar values with unique keys" for c in ("Tags", "AllocatedTags")}
 
 
 def _decimal_string_ok(col: str) -> pl.Expr:
@@ -208,12 +227,9 @@ BILLING_FOCUS = Contract(
              "EffectiveCost: negative on a Usage charge whose BilledCost is not (a sign slip)"),
         Rule("effective_cost_range", (pl.col("EffectiveCost").cast(pl.Float64).abs() < MAX_LINE_COST).fill_null(True),
              f"EffectiveCost: {MAX_LINE_COST:.0e} or more in absolute value, beyond what attribution sums"),
-        Rule("tags_json", pl.col("Tags").map_elements(_key_values_or_null, return_dtype=pl.Boolean,
-                                                      skip_nulls=False),
-             "Tags: not a JSON object of scalar values with unique keys"),
-        Rule("allocated_tags_json", pl.col("AllocatedTags").map_elements(
-            _key_values_or_null, return_dtype=pl.Boolean, skip_nulls=False),
-            "AllocatedTags: not a JSON object of scalar values with unique keys"),
+        *(Rule(name, pl.col(column).map_elements(_key_values_or_null, return_dtype=pl.Boolean, skip_nulls=False),
+               KEY_VALUE_REASONS[column]) for name, column in (("tags_json", "Tags"),
+                                                               ("allocated_tags_json", "AllocatedTags"))),
     ),
     record_id="x_LineItemId", unique_key=("x_LineItemId",), partition_rule="file_date", line_id="x_LineItemId",
     # FOCUS columns that name what a charge is for, not how it is priced (a commitment

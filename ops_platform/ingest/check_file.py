@@ -178,13 +178,31 @@ def _examples(quarantine: pl.DataFrame, per_reason: int = 3) -> dict[str, list[d
     first = quarantine.sort("row_number").group_by("reason", maintain_order=True).head(per_reason)
     out: dict[str, list[dict[str, int | str | None]]] = {}
     for row in first.iter_rows(named=True):
-        out.setdefault(row["reason"], []).append({"row_number": row["row_number"], "record_id": row["record_id"]})
+        example: dict[str, int | str | None] = {"row_number": row["row_number"], "record_id": row["record_id"]}
+        if detail := _detail(row["reason"] or "", row["record"]):
+            example["detail"] = detail
+        out.setdefault(row["reason"], []).append(example)
     return out
 
 
+def _detail(reason: str, record: str | None) -> str | None:
+    """What exactly is wrong with a key-value column (``Tags``) the reason names: which key
+    is nested or given twice, which the reason, shared by every such row, does not say."""
+    import json
+
+    from ..contracts.definitions import KEY_VALUE_REASONS, key_values_problem
+
+    values = json.loads(record) if record else {}
+    found = [f"{c}: {problem}" for c, why in KEY_VALUE_REASONS.items()
+             if why in reason.split("; ") and (problem := key_values_problem(values.get(c)))]
+    return "; ".join(found) or None
+
+
 def example_text(example: dict[str, int | str | None]) -> str:
-    """One example row as the report prints it: ``data row 1 (L2)``."""
-    return f"data row {example['row_number']}" + (f" ({example['record_id']})" if example["record_id"] else "")
+    """One example row as the report prints it: ``data row 1 (L2)``, and what is wrong with
+    it when the reason does not say (``[Tags: key 'service' holds an array, not a scalar]``)."""
+    return (f"data row {example['row_number']}" + (f" ({example['record_id']})" if example["record_id"] else "")
+            + (f" [{example['detail']}]" if example.get("detail") else ""))
 
 
 def _nothing_accepted(result: FileCheck, quarantine: pl.DataFrame, accepted: pl.DataFrame) -> None:
