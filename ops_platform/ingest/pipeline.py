@@ -62,6 +62,23 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         return {"source_table": contract.table, "partition_key": partition_key, "file": batch.origin,
                 "row_number": row, "record_id": None, "reason": reason, "record": record}
 
+    def placed(frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame``'s rows in their partitions, and only the rows of this one."""
+        if contract.partition_rule == "event_time" and space is not None:
+            frame = space.assign_event_time(frame, contract.time_column, contract.late_window_days,
+                                            accept_late=contract.late_rows == "arrival")
+        elif contract.partition_rule == "file_date" and space is not None:
+            frame = space.assign_file_date(frame)
+        else:
+            frame = frame.with_columns(pl.lit(None, pl.Date).alias("partition_key"),
+                                       pl.lit(None, pl.String).alias("_assign_note"))
+        return frame if key is None else frame.filter(pl.col("partition_key") == key)
+
+    # A row's partition is its own (its time, its file's date): each file's rows are placed as it
+    # is read, and only this partition's kept, so a partition that reads the files of its late
+    # window holds its own rows, not the window's. Derived line ids come first, numbered over
+    # every file of a delivery: then the files are placed together, once all are read.
+    place_each = not contract.line_id
     for batch in reader.read(contract.table, _read_dates(contract, space, key)):
         files += 1
         # What is wrong with the file itself (unreadable, or lines set aside) is reported once,
@@ -72,7 +89,7 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
                 unreadable.append(file_row(batch, None, batch.error or f"{batch.origin}: unreadable", None))
             continue
         norm, errors = normalize_batch(batch, contract)
-        frames.append(norm)
+        frames.append(placed(norm) if place_each else norm)
         schema_errors += errors
         if owned:
             set_aside += [file_row(batch, row, reason, text) for row, reason, text in batch.rejected]
@@ -88,19 +105,8 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
                             pl.DataFrame(unreadable, schema=QUARANTINE_SCHEMA), files, 0, 0,
                             schema_errors + [u["reason"] for u in unreadable],
                             table_expectations=validate_table(empty, contract, partitioned=partition_key is not None))
-    if contract.line_id:  # derived ids are numbered over each delivery, every file of it read
-        data = line_ids(data, contract)
-
-    if contract.partition_rule == "event_time" and space is not None:
-        data = space.assign_event_time(data, contract.time_column, contract.late_window_days,
-                                       accept_late=contract.late_rows == "arrival")
-    elif contract.partition_rule == "file_date" and space is not None:
-        data = space.assign_file_date(data)
-    else:
-        data = data.with_columns(pl.lit(None, pl.Date).alias("partition_key"),
-                                 pl.lit(None, pl.String).alias("_assign_note"))
-    if key is not None:
-        data = data.filter(pl.col("partition_key") == key)
+    if not place_each:
+        data = placed(line_ids(data, contract))
     # Schema errors only concern files that contributed rows to this partition.
     origins = set(data["_origin"].unique().to_list())
     schema_errors = [e for e in schema_errors if any(o in e for o in origins)] + [u["reason"] for u in unreadable]
