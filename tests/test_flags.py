@@ -377,11 +377,15 @@ def test_executor_applies_an_action_id_once(flag_path):
                                          "frozen": False, "changed_at": "2026-04-02T12:00:00.000000Z",
                                          "cohort_percent": {"canary": 0, "early": 0, "general": 0}}
     assert d["sha256"] == hashlib.sha256(after_first).hexdigest()
+    assert first.digests == {snapshot: d["sha256"]}  # the receipt pins the copy as written
     json.dumps(d)  # receipt-ready
-    # A retry (another tick, or after a crash) changes nothing, even at a later time.
+    # A retry (another tick, or after a crash) changes nothing, even at a later time; a copy
+    # altered since is written again, so that the digest the receipt pins holds on disk.
+    snapshot.write_text("altered")
     again = FlagFileExecutor(flag_path, clock=lambda: T0 + timedelta(hours=1)).apply(req.action_id, req)
     assert again.detail["applied"] is False and again.detail["after"] == d["after"]
     assert flag_path.read_bytes() == after_first
+    assert again.files == (snapshot,) and snapshot.read_bytes() == after_first
     assert FlagFile.load(flag_path).release("release-api").applied_actions == (req.action_id,)
 
 

@@ -574,8 +574,19 @@ def test_a_file_too_large_for_the_memory_is_refused_before_it_is_read(tmp_path):
     zipped = tmp_path / "export.csv.gz"
     zipped.write_bytes(gzip.compress(plain.read_bytes()))
     assert estimated_rows(tmp_path / "export.parquet") == 3000
-    assert estimated_rows(zipped) == estimated_rows(plain)  # the same text, its size from gzip's trailer
+    assert estimated_rows(zipped) == estimated_rows(plain)  # under the 1 MiB sample: the text itself
     assert abs(estimated_rows(plain) - 3000) <= 30  # the header counts as a line of the sample
+    # Past the sample, a gzipped text's size comes from its trailer, exact for one whole
+    # stream; a stream of several members or cut short has no such trailer: its size is the
+    # ratio of its first MiB's, not a trailer's number taken for it.
+    big = _csv(tmp_path, *[_row(x_LineItemId=f"L{i}") for i in range(14_000)], name="big.csv").read_bytes()
+    half = len(big) // 2
+    for name, data, rows in (("whole", gzip.compress(big), 14_000),
+                             ("members", gzip.compress(big[:half]) + gzip.compress(big[half:]), 14_000),
+                             ("cut", gzip.compress(big)[:len(gzip.compress(big)) * 3 // 4], 14_000 * 3 // 4)):
+        (tmp_path / f"{name}.csv.gz").write_bytes(data)
+        assert abs(estimated_rows(tmp_path / f"{name}.csv.gz") - rows) <= rows // 5, name
+    assert estimated_rows(tmp_path / "whole.csv.gz") == estimated_rows(tmp_path / "big.csv")
     for path in (plain, tmp_path / "export.parquet", zipped):
         short = check_file(path, BILLING_FOCUS, available_memory=BASE_BYTES + 1000 * ROW_BYTES)
         assert not short.loads and short.rows == 0
@@ -601,3 +612,20 @@ def test_focus_check_refuses_a_file_too_large_for_the_memory_it_may_take(tmp_pat
     monkeypatch.setattr(check, "free_memory", lambda: 2**40)
     out = CliRunner().invoke(main, ["focus", "check", str(path), "--max-memory", "0.3"])
     assert out.exit_code == 1 and "and 0.3 GiB is available" in out.output
+
+
+def test_a_json_lines_export_with_lines_that_do_not_read_is_reported_not_a_traceback(tmp_path):
+    """Lines set aside keep their text as the record, which need not be JSON: the report's
+    examples (which look into a refused row's Tags) take them as they are."""
+    good = dict(zip(HEADER.split(","), ROW.split(","), strict=True))
+    lines = [json.dumps(good), json.dumps({**good, "x_LineItemId": "L2", "Tags": '{"tenant": ["t-1"]}'}),
+             '{"BilledCost": "1", "x_Line', "[1, 2]"]
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    for file in (path, tmp_path / "export.jsonl.gz"):
+        if file.suffix == ".gz":
+            file.write_bytes(gzip.compress(path.read_bytes()))
+        report = check_file(file, BILLING_FOCUS)
+        assert report.loads and (report.rows, report.accepted, report.quarantined_rows) == (4, 1, 3), report
+        details = [e.get("detail") for es in report.examples.values() for e in es]
+        assert details.count("Tags: key 'tenant' holds an array, not a scalar") == 1 and details.count(None) == 2

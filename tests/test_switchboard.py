@@ -401,6 +401,8 @@ def test_an_override_is_recorded_while_the_flag_file_is_still_locked(state):
                             params={"directive": "hold"})
     result = OverrideExecutor(store, FlagFileExecutor(live)).apply(request.action_id, request)
     assert seen == ["hold"] and result.detail["expires_at"]
+    # the receipt pins the flag file's snapshot as written (named after its sha256), not as found later
+    assert result.files and result.digests == {p: p.stem for p in result.files}
     assert [o["directive"] for o in store.overrides("release-api")] == ["hold"]
     assert FlagFile.load(live).release("release-api").paused
 

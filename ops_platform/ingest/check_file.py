@@ -66,8 +66,6 @@ def estimated_rows(path: Path) -> int | None:
     """About how many rows ``path`` holds, without reading it whole: a Parquet file's own
     count; a text file's size over the mean length of its first lines (a gzipped one's size
     from its trailer). None for what cannot be told (an unreadable file: the read says why)."""
-    import gzip
-
     import pyarrow.parquet as pq
 
     try:
@@ -76,39 +74,78 @@ def estimated_rows(path: Path) -> int | None:
         size = path.stat().st_size
         with path.open("rb") as raw:
             if path.name.lower().endswith(".gz"):
-                with gzip.GzipFile(fileobj=raw) as text:
-                    head = text.read(_SAMPLE)
-                    ratio_size = size * len(head) // max(raw.tell(), 1)  # the text's size by the ratio so far
+                head, used = _gunzip_head(raw)
+                ratio_size = size * len(head) // max(used, 1)  # the text's size by the ratio so far
                 raw.seek(-4, 2)
-                # gzip's trailer holds the text's size modulo 4 GiB: exact below it, and the
-                # ratio says how many times 4 GiB to add above it.
+                # A whole single-stream gzip's trailer holds the text's size modulo 4 GiB: exact
+                # below it, the ratio saying how many times 4 GiB to add above it. A stream of
+                # several members, or cut short, has no such trailer (the last member's size,
+                # or any 4 bytes): taken only where it agrees with the ratio, within a quarter.
                 trailer = int.from_bytes(raw.read(4), "little")
-                size = len(head) if len(head) < _SAMPLE else \
-                    trailer + 2**32 * max(round((ratio_size - trailer) / 2**32), 0)
+                sized = trailer + 2**32 * max(round((ratio_size - trailer) / 2**32), 0)
+                size = len(head) if len(head) < _SAMPLE else (
+                    sized if ratio_size * 3 / 4 <= sized <= ratio_size * 4 / 3 else ratio_size)
             else:
                 head = raw.read(_SAMPLE)
+                if head.startswith((b"PAR1", b"\x1f\x8b")):  # misnamed: the read says so, not a guess
+                    return None
     except Exception:  # noqa: BLE001 - the read itself reports the file
         return None
     lines = head.count(b"\n")
     return size * lines // len(head) if lines else (1 if head else 0)
 
 
+def _gunzip_head(raw) -> tuple[bytes, int]:
+    """The first ``_SAMPLE`` bytes of a gzipped text (member after member), and how many
+    compressed bytes gave them: counted exactly, where a reader's buffer would count a whole
+    small file."""
+    import zlib
+
+    out, used, stream, pending = bytearray(), 0, zlib.decompressobj(wbits=31), b""
+    while len(out) < _SAMPLE:
+        data = stream.unconsumed_tail or pending or raw.read(1 << 14)
+        pending = b""
+        if not data:
+            break
+        before = len(data)
+        out += stream.decompress(data, _SAMPLE - len(out))
+        used += before - len(stream.unconsumed_tail) - len(stream.unused_data)
+        if stream.eof:  # the next member, if any, starts in what this one left
+            pending, stream = stream.unused_data, zlib.decompressobj(wbits=31)
+    return bytes(out), used
+
+
 def free_memory() -> int:
     """Bytes this process may still take: the machine's available memory, or less under a
-    container's (cgroup) limit, which the kernel enforces by killing the process."""
+    container's (cgroup) limit, which the kernel enforces by killing the process. The
+    container's use counts its page cache, which the kernel gives back before it kills: the
+    inactive part is counted free."""
     import psutil
 
     free = psutil.virtual_memory().available
-    for limit, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for folder, limit, used, cache in (("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
+                                       ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+                                        "total_inactive_file")):
         try:
-            cap, now = Path(limit).read_text().strip(), Path(used).read_text().strip()
+            cap, now = (Path(folder, f).read_text().strip() for f in (limit, used))
         except OSError:
             continue
         if cap.isdigit() and now.isdigit():
-            free = min(free, int(cap) - int(now))
+            free = min(free, int(cap) - int(now) + _stat(Path(folder, "memory.stat"), cache))
         break
     return max(free, 0)
+
+
+def _stat(path: Path, key: str) -> int:
+    """One value of a cgroup's ``memory.stat`` (0 when it is not there)."""
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
 
 
 def too_large(path: Path, available: int | None = None) -> str | None:
@@ -192,9 +229,16 @@ def _detail(reason: str, record: str | None) -> str | None:
 
     from ..contracts.definitions import KEY_VALUE_REASONS, key_values_problem
 
-    values = json.loads(record) if record else {}
-    found = [f"{c}: {problem}" for c, why in KEY_VALUE_REASONS.items()
-             if why in reason.split("; ") and (problem := key_values_problem(values.get(c)))]
+    named = [c for c, why in KEY_VALUE_REASONS.items() if why in reason.split("; ")]
+    if not named or not record:
+        return None
+    try:  # the record of a line set aside is the line as written, which may not be JSON
+        values = json.loads(record)
+    except ValueError:
+        return None
+    if not isinstance(values, dict):
+        return None
+    found = [f"{c}: {problem}" for c in named if (problem := key_values_problem(values.get(c)))]
     return "; ".join(found) or None
 
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..files import exclusive_lock, write_bytes
+from ..files import exclusive_lock, file_sha256, write_bytes
 from ..guard.actions import ActionRequest, ExecutionResult
 from ..timezones import utcnow
 from .flags import FlagFile
@@ -170,9 +170,12 @@ class FlagFileExecutor:
         The live flag file keeps changing, so receipts name this copy instead: its digest
         stays verifiable by `ops-platform receipts verify` for as long as the copy is kept.
         """
-        target = self._history(hashlib.sha256(data).hexdigest())
+        digest = hashlib.sha256(data).hexdigest()
+        target = self._history(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
+        # Written again when missing or no longer what its name says (altered since): the
+        # receipt pins ``digest``, which the copy on disk must match for it to verify.
+        if not target.exists() or file_sha256(target) != digest:
             write_bytes(data, target)
         return target
 

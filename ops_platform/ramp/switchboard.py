@@ -99,7 +99,7 @@ class OverrideExecutor:
 
         effect = self.flags.apply(action_id, dataclasses.replace(request, action=DIRECTIVES[directive]), then=record)
         detail = {**dict(effect.detail), "directive": directive, "expires_at": recorded["expires_at"]}
-        return ExecutionResult(detail=detail, files=effect.files)
+        return ExecutionResult(detail=detail, files=effect.files, digests=effect.digests)
 
 
 class LaterOverrideWins:
