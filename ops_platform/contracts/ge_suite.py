@@ -116,8 +116,6 @@ def validate_rows(frame: pl.DataFrame, contract: Contract,
             for item in r.result.get("unexpected_index_list") or []:
                 keys.append(int(item["_row_key"]) if isinstance(item, dict) else int(item))
                 reasons.append(got.reason)
-    if not keys:
-        return empty, list(outcomes.values())
     return pl.DataFrame({"_row_key": keys, "reason": reasons}, schema=empty.schema), list(outcomes.values())
 
 

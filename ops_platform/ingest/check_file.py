@@ -182,16 +182,15 @@ def check_file(path: Path, contract: Contract, available_memory: int | None = No
     except Exception as exc:  # a corrupt file is a finding, not a traceback
         result.schema_errors.append(f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})")
         return result
-    columns, height = frame.columns, frame.height
+    columns = frame.columns
     batch = RawBatch(str(path), None, frame, rejected=rejected)
-    if not height:  # ingestion reports a file's schema errors with its rows: without rows, asked here
-        result.schema_errors = normalize_batch(batch, contract)[1]
+    # Ingestion reports a file's schema errors with its rows; a file without rows is asked here.
+    without_rows = None if frame.height else normalize_batch(batch, contract)[1]
     reader = _OneFile(batch)
     del frame, batch  # the reader's alone, so that ingestion can let the raw rows go
     res = ingest_partition(contract, reader)
     result.rows = res.rows_read
-    if height:
-        result.schema_errors = res.schema_errors
+    result.schema_errors = res.schema_errors if without_rows is None else without_rows
     if result.schema_errors:  # every row is refused, for the reasons above
         result.quarantined_rows = result.rows
         return result

@@ -140,11 +140,8 @@ def ingest_partition(contract: Contract, reader: SourceReader, space: PartitionS
         if contract.restatements == "latest":
             # Within a file date the first delivery counts; across them the latest.
             good, duplicates, conflicts = split_redeliveries(good, [*key, "_file_date"], contract.content)
-            if good["_file_date"].n_unique() > 1:  # within one file date each key is now once
-                good, repeated, restated = latest_deliveries(good, key, contract.content, "_file_date")
-                duplicates += repeated
-            else:
-                restated = conflicts.clear()
+            good, repeated, restated = latest_deliveries(good, key, contract.content, "_file_date")
+            duplicates += repeated
         else:
             good, duplicates, conflicts = split_redeliveries(good, key, contract.content)
             restated = conflicts.clear()
@@ -198,8 +195,6 @@ def split_redeliveries(rows: pl.DataFrame, key: list[str], content: list[str]) -
     rows = rows.with_columns(first.alias("_first"))
     later = rows.filter(~pl.col("_first")).drop("_first")
     firsts = rows.filter(pl.col("_first")).drop("_first")
-    if later.height == 0:
-        return firsts, 0, later
     fields = pl.struct(content)
     first_content = firsts.join(later.select(key).unique(), on=key, nulls_equal=True).select(
         *key, fields.alias("_first_content"))
@@ -217,6 +212,8 @@ def latest_deliveries(rows: pl.DataFrame, key: list[str], content: list[str], da
     each ``date``: each key's row of the latest date counts; an earlier one with the same
     content is a re-delivery (dropped, counted), with other content it was restated
     (returned). The rows keep their order."""
+    if rows[date].n_unique() <= 1:  # one date: each key is once already (a copy of every row spared)
+        return rows, 0, rows.clear()
     order = pl.int_range(pl.len()).alias("_order")
     latest_first = rows.with_columns(order).sort(date, descending=True, nulls_last=True, maintain_order=True)
     kept, repeated, restated = split_redeliveries(latest_first, key, content)

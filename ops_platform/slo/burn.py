@@ -195,8 +195,8 @@ def _grouped(events: pl.DataFrame, keys: list[str]) -> pl.DataFrame | None:
     # nothing: left out of the grouping and set back after (hashing it cost a third of it).
     # All keys looked at in one call (a polars call costs about as much as its work here).
     single = events.select(pl.col(k).eq_missing(pl.col(k).first()).all() for k in keys).row(0) \
-        if events.height else ()  # no rows: no key is constant
-    constant = {k: events[k][0] for k, one in zip(keys, single, strict=False) if one}
+        if events.height else (False,) * len(keys)  # no rows: no key is constant
+    constant = {k: events[k][0] for k, one in zip(keys, single, strict=True) if one}
     keys = [k for k in keys if k not in constant]
     if not keys:
         return None
